@@ -1,0 +1,37 @@
+# Meridian: the two commands a newcomer needs are `make run` and `make test`.
+GO      ?= go
+BIN     := bin/meridian
+# Fuzz seed corpora run as part of `go test`; FUZZTIME > 0 fuzzes for real.
+FUZZTIME ?= 0
+
+.PHONY: all build run test vet race fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/meridian
+
+## run: build and start one node on the embedded default (demo) configuration
+run: build
+	./$(BIN) serve
+
+## test: vet, race-enabled tests of every package (fuzz seed corpora included)
+test: vet race
+
+vet:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+race:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+## fuzz: run each fuzz target for FUZZTIME (e.g. make fuzz FUZZTIME=30s)
+fuzz:
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./edge/config/
+	$(GO) test -run XXX -fuzz FuzzMatch -fuzztime $(FUZZTIME) ./edge/router/
+
+clean:
+	rm -rf bin
+
+-include bench/Makefile.inc

@@ -1,0 +1,267 @@
+// Command meridian is Meridian's single binary: it runs an edge node and
+// talks to a running node's admin API.
+//
+//	meridian serve [-config FILE]       run a node (embedded demo config without -config)
+//	meridian validate FILE              check a configuration file
+//	meridian config get [flags]         print the applied gateway document
+//	meridian config apply -f FILE       apply a gateway document (or a node file's gateway section)
+//	meridian version
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/meridian-gw/meridian/node"
+)
+
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `Meridian: a geo-distributed edge API gateway.
+
+Usage:
+  meridian serve [-config FILE]     run a node (the embedded demo config without -config)
+  meridian validate FILE            check a configuration file (node file or gateway document)
+  meridian config get               print the gateway document the node applied
+  meridian config apply -f FILE     apply a gateway document through the admin API
+  meridian version                  print the version
+
+Run 'meridian COMMAND -h' for the flags of a command.
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stderr)
+	case "validate":
+		return validate(args[1:], stdout, stderr)
+	case "config":
+		return configCmd(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "meridian", version)
+		return 0
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "meridian: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "configuration file (YAML); empty runs the embedded demo configuration")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	raw := node.DefaultConfig
+	if *path != "" {
+		b, err := os.ReadFile(*path)
+		if err != nil {
+			fmt.Fprintf(stderr, "meridian: %v\n", err)
+			return 1
+		}
+		raw = b
+	}
+	f, err := node.ParseFile(raw)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: %s: invalid configuration:\n%s\n", displayName(*path), indent(err.Error()))
+		return 1
+	}
+	n, err := node.New(f, node.Options{ConfigPath: *path})
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: %v\n", err)
+		return 1
+	}
+	if err := n.Start(f, raw); err != nil {
+		fmt.Fprintf(stderr, "meridian: %v\n", err)
+		return 1
+	}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for sig := range sigs {
+		if sig == syscall.SIGHUP {
+			if _, err := n.Reload(); err != nil {
+				fmt.Fprintf(stderr, "meridian: reload refused, the running configuration is unchanged:\n%s\n", indent(err.Error()))
+			}
+			continue
+		}
+		signal.Stop(sigs)
+		if err := n.Drain(context.Background()); err != nil {
+			return 1
+		}
+		return 0
+	}
+	return 0
+}
+
+func displayName(path string) string {
+	if path == "" {
+		return "embedded default configuration"
+	}
+	return path
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+func validate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: meridian validate FILE")
+		return 2
+	}
+	path := fs.Arg(0)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: %v\n", err)
+		return 1
+	}
+	kind, err := validateBytes(raw)
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: invalid configuration:\n%s\n", path, indent(err.Error()))
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: valid %s\n", path, kind)
+	return 0
+}
+
+// validateBytes accepts a node file (with node: and gateway: sections) or a
+// bare gateway document (services: and routes:).
+func validateBytes(raw []byte) (string, error) {
+	if looksLikeNodeFile(raw) {
+		_, err := node.ParseFile(raw)
+		return "node configuration", err
+	}
+	_, err := config.Parse(raw)
+	return "gateway document", err
+}
+
+func looksLikeNodeFile(raw []byte) bool {
+	var top map[string]any
+	if err := yamlUnmarshal(raw, &top); err != nil {
+		return false
+	}
+	_, hasNode := top["node"]
+	_, hasGateway := top["gateway"]
+	return hasNode || hasGateway
+}
+
+func configCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: meridian config get|apply [flags]")
+		return 2
+	}
+	fs := flag.NewFlagSet("config "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)")
+	token := fs.String("token", os.Getenv("MERIDIAN_TOKEN"), "admin bearer token (env MERIDIAN_TOKEN)")
+	tokenFile := fs.String("token-file", "", "file holding the admin token (default: the data dir's admin-token)")
+	file := fs.String("f", "", "file to apply: a gateway document, or a node file whose gateway section is applied")
+	ifVersion := fs.Uint64("if-version", 0, "refuse the write unless the node serves this version (optimistic concurrency)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	tok := *token
+	if tok == "" {
+		tf := *tokenFile
+		if tf == "" {
+			if dir, err := os.UserCacheDir(); err == nil {
+				tf = filepath.Join(dir, "meridian", "admin-token")
+			}
+		}
+		if b, err := os.ReadFile(tf); err == nil {
+			tok = strings.TrimSpace(string(b))
+		}
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	switch args[0] {
+	case "get":
+		req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(*admin, "/")+"/config", nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		return doAdmin(client, req, stdout, stderr)
+	case "apply":
+		if *file == "" {
+			fmt.Fprintln(stderr, "usage: meridian config apply -f FILE")
+			return 2
+		}
+		raw, err := os.ReadFile(*file)
+		if err != nil {
+			fmt.Fprintf(stderr, "meridian: %v\n", err)
+			return 1
+		}
+		if looksLikeNodeFile(raw) {
+			if raw, err = node.GatewayYAML(raw); err != nil {
+				fmt.Fprintf(stderr, "meridian: %v\n", err)
+				return 1
+			}
+		}
+		u := strings.TrimSuffix(*admin, "/") + "/config"
+		if *ifVersion != 0 {
+			u += fmt.Sprintf("?if_version=%d", *ifVersion)
+		}
+		req, _ := http.NewRequest(http.MethodPut, u, bytes.NewReader(raw))
+		req.Header.Set("Content-Type", "application/yaml")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		return doAdmin(client, req, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "meridian: unknown config command %q (get, apply)\n", args[0])
+	return 2
+}
+
+func doAdmin(c *http.Client, req *http.Request, stdout, stderr io.Writer) int {
+	resp, err := c.Do(req)
+	if err != nil {
+		var ue interface{ Unwrap() error }
+		if errors.As(err, &ue) {
+			err = ue.Unwrap()
+		}
+		fmt.Fprintf(stderr, "meridian: cannot reach the admin API at %s: %v\n", req.URL.Host, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode >= 300 {
+		fmt.Fprintf(stderr, "meridian: %s\n%s", resp.Status, body)
+		return 1
+	}
+	stdout.Write(body)
+	return 0
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

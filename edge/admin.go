@@ -1,0 +1,280 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meridian-gw/meridian/edge/config"
+)
+
+// ErrVersionConflict is returned by Control.Apply when the caller named the
+// version it meant to replace and another version landed first.
+var ErrVersionConflict = errors.New("the configuration changed since the version you named")
+
+// Control is what the admin API needs from the node that owns the
+// configuration: applying a new gateway document and knowing whether the
+// node is ready. The node implements it (locally now, through Raft in a
+// cluster).
+type Control interface {
+	// Apply parses, validates, compiles and installs raw (YAML or JSON).
+	// If ifVersion is not zero and the current version differs, it
+	// returns ErrVersionConflict. Parse and validation problems are
+	// config.Errors. On success it returns the installed snapshot.
+	Apply(ctx context.Context, raw []byte, ifVersion uint64) (*Snapshot, error)
+	// Ready reports whether the node serves traffic (configured and not
+	// draining).
+	Ready() bool
+}
+
+// AdminOptions configure the admin API.
+type AdminOptions struct {
+	Control Control
+	// Token is the bearer token that every write needs. Empty refuses all
+	// writes.
+	Token string
+	// OpenReads lets reads through without the token (for an admin
+	// listener bound to loopback).
+	OpenReads bool
+	// MaxBodyBytes caps a PUT /config body; default 8 MiB.
+	MaxBodyBytes int64
+}
+
+// AdminHandler serves the admin API:
+//
+//	GET  /healthz             liveness
+//	GET  /readyz              readiness (configured and not draining)
+//	GET  /config              the gateway document exactly as applied
+//	PUT  /config              apply a new document (YAML or JSON)
+//	GET  /config/version      version, hash and time of the applied document
+//	GET  /routes              the routes of the applied document
+//	GET  /upstreams           live health of every target
+//	GET  /metrics             Prometheus exposition
+//	GET  /debug/pprof/...     Go profiling
+func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 8 << 20
+	}
+	a := &admin{g: g, o: o}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.HandleFunc("GET /config", a.read(a.getConfig))
+	mux.HandleFunc("PUT /config", a.write(a.putConfig))
+	mux.HandleFunc("GET /config/version", a.read(a.getVersion))
+	mux.HandleFunc("GET /routes", a.read(a.getRoutes))
+	mux.HandleFunc("GET /upstreams", a.read(a.getUpstreams))
+	mux.Handle("GET /metrics", a.read(g.MetricsHandler().ServeHTTP))
+	mux.HandleFunc("GET /debug/pprof/", a.read(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/cmdline", a.read(pprof.Cmdline))
+	mux.HandleFunc("GET /debug/pprof/profile", a.read(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/symbol", a.read(pprof.Symbol))
+	mux.HandleFunc("GET /debug/pprof/trace", a.read(pprof.Trace))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+r.URL.Path, nil)
+	})
+	return mux
+}
+
+type admin struct {
+	g *Gateway
+	o AdminOptions
+}
+
+func (a *admin) authorized(r *http.Request) bool {
+	if a.o.Token == "" {
+		return false
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(a.o.Token)) == 1
+}
+
+func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.o.OpenReads && !a.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
+			adminProblem(w, http.StatusUnauthorized, "Unauthorized", "this admin listener is not on loopback: reads need the admin bearer token", nil)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *admin) write(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
+			detail := "writes need the admin bearer token: Authorization: Bearer TOKEN"
+			if a.o.Token == "" {
+				detail = "no admin token is configured, so writes are refused; set node.admin.token or node.admin.token_file"
+			}
+			adminProblem(w, http.StatusUnauthorized, "Unauthorized", detail, nil)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
+	if a.g.Current() == nil || (a.o.Control != nil && !a.o.Control.Ready()) {
+		adminProblem(w, http.StatusServiceUnavailable, "Not Ready", "the node has no configuration yet or is draining", nil)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, "ready\n")
+}
+
+func setVersionHeaders(w http.ResponseWriter, s *Snapshot) {
+	w.Header().Set("ETag", `"`+s.Hash+`"`)
+	w.Header().Set("Meridian-Config-Version", strconv.FormatUint(s.Version, 10))
+}
+
+func (a *admin) getConfig(w http.ResponseWriter, r *http.Request) {
+	s := a.g.Current()
+	if s == nil {
+		adminProblem(w, http.StatusNotFound, "Not Found", "no configuration applied yet", nil)
+		return
+	}
+	setVersionHeaders(w, s)
+	if r.URL.Query().Get("format") == "json" {
+		writeJSON(w, http.StatusOK, s.Doc)
+		return
+	}
+	ct := "application/yaml"
+	if t := bytes.TrimSpace(s.Raw); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+		ct = "application/json"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Write(s.Raw)
+}
+
+type versionInfo struct {
+	Version   uint64    `json:"version"`
+	Hash      string    `json:"hash"`
+	AppliedAt time.Time `json:"applied_at"`
+	Routes    int       `json:"routes"`
+	Services  int       `json:"services"`
+}
+
+func info(s *Snapshot) versionInfo {
+	return versionInfo{Version: s.Version, Hash: s.Hash, AppliedAt: s.AppliedAt, Routes: len(s.Doc.Routes), Services: len(s.Doc.Services)}
+}
+
+func (a *admin) getVersion(w http.ResponseWriter, r *http.Request) {
+	s := a.g.Current()
+	if s == nil {
+		adminProblem(w, http.StatusNotFound, "Not Found", "no configuration applied yet", nil)
+		return
+	}
+	setVersionHeaders(w, s)
+	writeJSON(w, http.StatusOK, info(s))
+}
+
+func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
+	if a.o.Control == nil {
+		adminProblem(w, http.StatusNotImplemented, "Not Implemented", "this node does not accept configuration", nil)
+		return
+	}
+	var ifVersion uint64
+	if v := r.URL.Query().Get("if_version"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			adminProblem(w, http.StatusBadRequest, "Bad Request", "if_version must be a positive version number", nil)
+			return
+		}
+		ifVersion = n
+	}
+	if im := r.Header.Get("If-Match"); im != "" && im != "*" {
+		cur := a.g.Current()
+		if cur == nil || strings.Trim(strings.TrimPrefix(im, "W/"), `"`) != cur.Hash {
+			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-Match does not name the applied document's ETag", nil)
+			return
+		}
+		if ifVersion == 0 {
+			ifVersion = cur.Version
+		}
+	}
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
+	if err != nil {
+		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
+		return
+	}
+	s, err := a.o.Control.Apply(r.Context(), raw, ifVersion)
+	if err != nil {
+		var es config.Errors
+		switch {
+		case errors.Is(err, ErrVersionConflict):
+			adminProblem(w, http.StatusConflict, "Conflict", err.Error(), nil)
+		case errors.As(err, &es):
+			list := make([]string, len(es))
+			for i, e := range es {
+				list[i] = e.Error()
+			}
+			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", "the document was refused; the running configuration is unchanged", list)
+		case errors.Is(err, config.ErrEmpty):
+			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", err.Error(), nil)
+		default:
+			adminProblem(w, http.StatusInternalServerError, "Apply Failed", err.Error(), nil)
+		}
+		return
+	}
+	setVersionHeaders(w, s)
+	writeJSON(w, http.StatusOK, info(s))
+}
+
+func (a *admin) getRoutes(w http.ResponseWriter, r *http.Request) {
+	s := a.g.Current()
+	if s == nil {
+		writeJSON(w, http.StatusOK, []RouteInfo{})
+		return
+	}
+	setVersionHeaders(w, s)
+	writeJSON(w, http.StatusOK, s.Routes())
+}
+
+func (a *admin) getUpstreams(w http.ResponseWriter, r *http.Request) {
+	s := a.g.Current()
+	if s == nil {
+		writeJSON(w, http.StatusOK, []ServiceHealth{})
+		return
+	}
+	setVersionHeaders(w, s)
+	writeJSON(w, http.StatusOK, s.Health())
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		adminProblem(w, http.StatusInternalServerError, "Internal Error", err.Error(), nil)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func adminProblem(w http.ResponseWriter, status int, title, detail string, errs []string) {
+	body := struct {
+		Type   string   `json:"type"`
+		Title  string   `json:"title"`
+		Status int      `json:"status"`
+		Detail string   `json:"detail,omitempty"`
+		Errors []string `json:"errors,omitempty"`
+	}{"about:blank", title, status, detail, errs}
+	b, _ := json.MarshalIndent(body, "", "  ")
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}

@@ -1,0 +1,435 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meridian-gw/meridian/edge/router"
+	"go.yaml.in/yaml/v3"
+)
+
+// Parse decodes and validates a gateway document given on its own (as the
+// admin API receives it), in YAML or JSON.
+func Parse(data []byte) (*Document, error) {
+	var doc Document
+	root, err := DecodeStrict(data, &doc)
+	if err != nil {
+		return nil, err
+	}
+	if err := doc.Validate(); err != nil {
+		return nil, withLines(err, root, "")
+	}
+	return &doc, nil
+}
+
+// ValidateAt validates doc, which was decoded from the document at root,
+// with every path under prefix (for example "gateway" when the gateway
+// document is a section of a node's file), and returns errors whose paths and
+// lines point into that document.
+func ValidateAt(doc *Document, root *yaml.Node, prefix string) error {
+	err := doc.Validate()
+	if err == nil {
+		return nil
+	}
+	if es, ok := err.(Errors); ok {
+		for _, e := range es {
+			e.Path = joinPath(prefix, e.Path)
+		}
+	}
+	return withLines(err, root, "")
+}
+
+// Validate checks the whole document: required fields, value ranges,
+// syntax of hosts, paths, templates, regexes and URLs, uniqueness of names,
+// and that every reference names something that exists. It reports every
+// problem found, not only the first.
+func (d *Document) Validate() error {
+	v := &validator{}
+	services := map[string]int{}
+	for i := range d.Services {
+		s := &d.Services[i]
+		p := fmt.Sprintf("services[%d]", i)
+		v.service(p, s)
+		if s.Name != "" {
+			if j, dup := services[s.Name]; dup {
+				v.errf(p+".name", "duplicate service name %q (also services[%d])", s.Name, j)
+			} else {
+				services[s.Name] = i
+			}
+		}
+	}
+	routes := map[string]int{}
+	for i := range d.Routes {
+		r := &d.Routes[i]
+		p := fmt.Sprintf("routes[%d]", i)
+		v.route(p, r)
+		if r.Name != "" {
+			if j, dup := routes[r.Name]; dup {
+				v.errf(p+".name", "duplicate route name %q (also routes[%d])", r.Name, j)
+			} else {
+				routes[r.Name] = i
+			}
+		}
+		if r.Service == "" {
+			v.errf(p+".service", "missing: name the service that answers this route")
+		} else if _, ok := services[r.Service]; !ok {
+			v.errf(p+".service", "unknown service %q%s", r.Service, suggest(r.Service, d.Services))
+		}
+	}
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return v.errs
+}
+
+func suggest(name string, services []Service) string {
+	var names []string
+	for _, s := range services {
+		names = append(names, strconv.Quote(s.Name))
+	}
+	if len(names) == 0 {
+		return " (the document defines no services)"
+	}
+	if len(names) > 8 {
+		names = append(names[:8], "...")
+	}
+	return " (defined: " + strings.Join(names, ", ") + ")"
+}
+
+type validator struct{ errs Errors }
+
+func (v *validator) errf(path, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+func (v *validator) name(path, name string) {
+	switch {
+	case name == "":
+		v.errf(path, "missing: every entry needs a name")
+	case !nameRE.MatchString(name):
+		v.errf(path, "invalid name %q: use letters, digits, '.', '_' and '-', starting with a letter or digit, at most 128", name)
+	}
+}
+
+func (v *validator) nonNegative(path string, d time.Duration) {
+	if d < 0 {
+		v.errf(path, "must not be negative (got %s)", d)
+	}
+}
+
+func (v *validator) service(p string, s *Service) {
+	v.name(p+".name", s.Name)
+	switch s.Protocol {
+	case "", "http1", "h2c", "h2":
+	default:
+		v.errf(p+".protocol", "unknown protocol %q: use http1, h2c or h2", s.Protocol)
+	}
+	if len(s.Targets) == 0 {
+		v.errf(p+".targets", "missing: a service needs at least one target")
+	}
+	for i, t := range s.Targets {
+		tp := fmt.Sprintf("%s.targets[%d]", p, i)
+		u, err := url.Parse(t.URL)
+		switch {
+		case t.URL == "":
+			v.errf(tp+".url", "missing: give the target's URL such as http://10.0.0.5:8080")
+		case err != nil:
+			v.errf(tp+".url", "invalid URL %q: %v", t.URL, err)
+		case u.Scheme != "http" && u.Scheme != "https":
+			v.errf(tp+".url", "scheme %q not supported: use http or https", u.Scheme)
+		case u.Host == "":
+			v.errf(tp+".url", "URL %q has no host", t.URL)
+		case u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+			v.errf(tp+".url", "URL %q must not carry a query, fragment or user info", t.URL)
+		case s.Protocol == "h2c" && u.Scheme != "http":
+			v.errf(tp+".url", "protocol h2c needs http:// targets (h2c is HTTP/2 without TLS)")
+		case s.Protocol == "h2" && u.Scheme != "https":
+			v.errf(tp+".url", "protocol h2 needs https:// targets (use h2c for HTTP/2 without TLS)")
+		}
+		if err == nil && u.Host != "" {
+			if _, port, err := net.SplitHostPort(u.Host); err == nil {
+				if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+					v.errf(tp+".url", "invalid port %q", port)
+				}
+			}
+		}
+		if t.Weight < 0 || t.Weight > 10000 {
+			v.errf(tp+".weight", "must be between 0 and 10000 (got %d)", t.Weight)
+		}
+	}
+	switch s.Balancer.Policy {
+	case "", "round_robin", "least_requests":
+		if s.Balancer.HashOn != "" {
+			v.errf(p+".balancer.hash_on", "only used with policy consistent_hash")
+		}
+	case "consistent_hash":
+		if s.Balancer.HashOn == "" {
+			v.errf(p+".balancer.hash_on", "missing: consistent_hash needs header:NAME, cookie:NAME or client_ip")
+		} else if _, _, err := ParseHashOn(s.Balancer.HashOn); err != nil {
+			v.errf(p+".balancer.hash_on", "%v", err)
+		}
+	default:
+		v.errf(p+".balancer.policy", "unknown policy %q: use round_robin, least_requests or consistent_hash", s.Balancer.Policy)
+	}
+	v.nonNegative(p+".timeouts.connect", s.Timeouts.Connect)
+	v.nonNegative(p+".timeouts.response_header", s.Timeouts.ResponseHeader)
+	v.nonNegative(p+".timeouts.total", s.Timeouts.Total)
+	if r := s.Retries; r != nil {
+		rp := p + ".retries"
+		if r.Attempts < 0 || r.Attempts > 10 {
+			v.errf(rp+".attempts", "must be between 0 and 10 (got %d)", r.Attempts)
+		}
+		for i, on := range r.On {
+			if _, err := ParseRetryOn(on); err != nil {
+				v.errf(fmt.Sprintf("%s.on[%d]", rp, i), "%v", err)
+			}
+		}
+		if r.Budget.Ratio < 0 || r.Budget.Ratio > 1 {
+			v.errf(rp+".budget.ratio", "must be between 0 and 1 (got %g)", r.Budget.Ratio)
+		}
+		if r.Budget.MinPerSecond < 0 {
+			v.errf(rp+".budget.min_per_second", "must not be negative")
+		}
+		v.nonNegative(rp+".backoff.base", r.Backoff.Base)
+		v.nonNegative(rp+".backoff.max", r.Backoff.Max)
+		if r.Backoff.Max > 0 && r.Backoff.Base > r.Backoff.Max {
+			v.errf(rp+".backoff.base", "base %s is larger than max %s", r.Backoff.Base, r.Backoff.Max)
+		}
+	}
+	if h := s.HealthCheck; h != nil {
+		hp := p + ".health_check"
+		if !strings.HasPrefix(h.Path, "/") {
+			v.errf(hp+".path", "missing or invalid: give a path starting with '/' such as /healthz")
+		}
+		if h.Interval < 0 || (h.Interval > 0 && h.Interval < 100*time.Millisecond) {
+			v.errf(hp+".interval", "must be at least 100ms (got %s)", h.Interval)
+		}
+		v.nonNegative(hp+".timeout", h.Timeout)
+		if h.HealthyThreshold < 0 || h.UnhealthyThreshold < 0 {
+			v.errf(hp, "thresholds must not be negative")
+		}
+		if h.ExpectStatus != "" {
+			if _, _, err := ParseStatusRange(h.ExpectStatus); err != nil {
+				v.errf(hp+".expect_status", "%v", err)
+			}
+		}
+	}
+	if o := s.OutlierDetection; o != nil {
+		op := p + ".outlier_detection"
+		if o.ConsecutiveFailures < 0 {
+			v.errf(op+".consecutive_failures", "must not be negative")
+		}
+		v.nonNegative(op+".base_ejection", o.BaseEjection)
+		v.nonNegative(op+".max_ejection", o.MaxEjection)
+		if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+			v.errf(op+".max_ejection_percent", "must be between 0 and 100 (got %d)", o.MaxEjectionPercent)
+		}
+	}
+	if s.MaxConcurrentRequests < 0 {
+		v.errf(p+".max_concurrent_requests", "must not be negative")
+	}
+}
+
+var (
+	headerNameRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+	hostRE       = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+	methodRE     = regexp.MustCompile("^[A-Z][A-Z0-9_-]{0,31}$")
+)
+
+func (v *validator) route(p string, r *Route) {
+	v.name(p+".name", r.Name)
+	m := &r.Match
+	for i, h := range m.Hosts {
+		if h != strings.ToLower(h) || !hostRE.MatchString(h) && net.ParseIP(h) == nil {
+			v.errf(fmt.Sprintf("%s.match.hosts[%d]", p, i), "invalid host %q: use a lower-case name such as api.example.com or *.example.com (no port)", h)
+		}
+	}
+	var tmpl *router.Template
+	switch {
+	case m.Path != "" && m.PathPrefix != "":
+		v.errf(p+".match", "set path or path_prefix, not both")
+	case m.Path != "":
+		if !strings.HasPrefix(m.Path, "/") {
+			v.errf(p+".match.path", "must start with '/' (got %q)", m.Path)
+		} else if t, err := router.ParseTemplate(m.Path); err != nil {
+			v.errf(p+".match.path", "%v", err)
+		} else {
+			tmpl = t
+		}
+	case m.PathPrefix != "":
+		if !strings.HasPrefix(m.PathPrefix, "/") {
+			v.errf(p+".match.path_prefix", "must start with '/' (got %q)", m.PathPrefix)
+		} else if strings.ContainsAny(m.PathPrefix, "{}?#") {
+			v.errf(p+".match.path_prefix", "must be a literal path (no '{', '}', '?' or '#'); use path for templates")
+		}
+	}
+	for _, seg := range strings.Split(m.Path+m.PathPrefix, "/") {
+		if seg == "." || seg == ".." {
+			v.errf(p+".match", "path must not contain '.' or '..' segments: requests are matched after dot segments are removed")
+			break
+		}
+	}
+	for i, meth := range m.Methods {
+		if !methodRE.MatchString(meth) {
+			v.errf(fmt.Sprintf("%s.match.methods[%d]", p, i), "invalid method %q: use upper case such as GET", meth)
+		}
+	}
+	v.valueMatches(p+".match.headers", m.Headers, true)
+	v.valueMatches(p+".match.query", m.Query, false)
+	if rw := r.Rewrite; rw != nil {
+		if rw.Path != "" {
+			if rw.StripPrefix {
+				v.errf(p+".rewrite", "set path or strip_prefix, not both")
+			}
+			if !strings.HasPrefix(rw.Path, "/") {
+				v.errf(p+".rewrite.path", "must start with '/' (got %q)", rw.Path)
+			} else if t, err := router.ParseTemplate(rw.Path); err != nil {
+				v.errf(p+".rewrite.path", "%v", err)
+			} else {
+				have := map[string]bool{}
+				if tmpl != nil {
+					for _, name := range tmpl.Vars() {
+						have[name] = true
+					}
+				}
+				for _, name := range t.Vars() {
+					if !have[name] {
+						v.errf(p+".rewrite.path", "uses {%s}, which match.path does not define", name)
+					}
+				}
+			}
+		}
+		if rw.StripPrefix && m.PathPrefix == "" {
+			v.errf(p+".rewrite.strip_prefix", "needs match.path_prefix")
+		}
+		if rw.Host != "" {
+			if h, port, err := net.SplitHostPort(rw.Host); err == nil {
+				if _, err := strconv.Atoi(port); err != nil || h == "" {
+					v.errf(p+".rewrite.host", "invalid host %q", rw.Host)
+				}
+			} else if strings.ContainsAny(rw.Host, " /\t\r\n") {
+				v.errf(p+".rewrite.host", "invalid host %q", rw.Host)
+			}
+		}
+	}
+	v.headerOps(p+".request_headers", &r.RequestHeaders)
+	v.headerOps(p+".response_headers", &r.ResponseHeaders)
+	if r.Limits.MaxRequestBody < 0 {
+		v.errf(p+".limits.max_request_body", "must not be negative")
+	}
+	if r.Limits.MaxResponseBody < 0 {
+		v.errf(p+".limits.max_response_body", "must not be negative")
+	}
+}
+
+func (v *validator) valueMatches(p string, ms []ValueMatch, header bool) {
+	for i, m := range ms {
+		mp := fmt.Sprintf("%s[%d]", p, i)
+		if m.Name == "" {
+			v.errf(mp+".name", "missing")
+		} else if header && !headerNameRE.MatchString(m.Name) {
+			v.errf(mp+".name", "invalid header name %q", m.Name)
+		}
+		n := 0
+		for _, s := range []string{m.Exact, m.Prefix, m.Regex} {
+			if s != "" {
+				n++
+			}
+		}
+		if n > 1 {
+			v.errf(mp, "set at most one of exact, prefix and regex")
+		}
+		if m.Regex != "" {
+			if _, err := regexp.Compile("^(?:" + m.Regex + ")$"); err != nil {
+				v.errf(mp+".regex", "invalid regular expression: %v", err)
+			}
+		}
+	}
+}
+
+func (v *validator) headerOps(p string, ops *HeaderOps) {
+	check := func(field, name, value string) {
+		if !headerNameRE.MatchString(name) {
+			v.errf(p+"."+field, "invalid header name %q", name)
+		}
+		if strings.ContainsAny(value, "\r\n\x00") {
+			v.errf(p+"."+field, "value of %q must not contain CR, LF or NUL", name)
+		}
+		if isHopByHop(name) {
+			v.errf(p+"."+field, "%q is a hop-by-hop header and cannot be changed by a route", name)
+		}
+	}
+	for name, value := range ops.Set {
+		check("set", name, value)
+	}
+	for name, value := range ops.Add {
+		check("add", name, value)
+	}
+	for _, name := range ops.Remove {
+		check("remove", name, "")
+	}
+}
+
+func isHopByHop(name string) bool {
+	switch strings.ToLower(name) {
+	case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "host":
+		return true
+	}
+	return false
+}
+
+// ParseHashOn parses a consistent-hash key: "header:NAME", "cookie:NAME" or
+// "client_ip".
+func ParseHashOn(s string) (kind, name string, err error) {
+	if s == "client_ip" {
+		return "client_ip", "", nil
+	}
+	kind, name, ok := strings.Cut(s, ":")
+	if !ok || (kind != "header" && kind != "cookie") || name == "" {
+		return "", "", fmt.Errorf("invalid hash_on %q: use header:NAME, cookie:NAME or client_ip", s)
+	}
+	if kind == "header" && !headerNameRE.MatchString(name) {
+		return "", "", fmt.Errorf("invalid header name %q in hash_on", name)
+	}
+	return kind, name, nil
+}
+
+// RetryOn is one parsed retry condition.
+type RetryOn struct {
+	Condition string // "connect_failure", "timeout", "reset" or "status"
+	Status    int    // for "status"
+}
+
+// ParseRetryOn parses a retry condition.
+func ParseRetryOn(s string) (RetryOn, error) {
+	switch s {
+	case "connect_failure", "timeout", "reset":
+		return RetryOn{Condition: s}, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && n >= 500 && n <= 599 {
+		return RetryOn{Condition: "status", Status: n}, nil
+	}
+	return RetryOn{}, fmt.Errorf("unknown retry condition %q: use connect_failure, timeout, reset or a 5xx status code", s)
+}
+
+// ParseStatusRange parses "200-399" or "200".
+func ParseStatusRange(s string) (lo, hi int, err error) {
+	a, b, found := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi = lo
+	var err2 error
+	if found {
+		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
+	}
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("invalid status range %q: use a code such as 200 or a range such as 200-399", s)
+	}
+	return lo, hi, nil
+}

@@ -1,0 +1,267 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// FieldError is one problem found in a configuration document. Path names the
+// field in the document ("routes[2].match.path"); Line is the 1-based line of
+// that field in the YAML (or JSON) input, or 0 when it is not known.
+type FieldError struct {
+	Path string
+	Line int
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errors is every problem found in one document, in document order.
+type Errors []*FieldError
+
+func (es Errors) Error() string {
+	msgs := make([]string, len(es))
+	for i, e := range es {
+		msgs[i] = e.Error()
+	}
+	return strings.Join(msgs, "\n")
+}
+
+// ErrEmpty is returned for a document with no content at all.
+var ErrEmpty = errors.New("config: document is empty")
+
+var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// DecodeStrict decodes one YAML (or JSON, which YAML includes) document into
+// out. Unknown fields, wrong types and trailing documents are errors. The
+// returned node is the document's root, for locating fields by path with
+// LineOf. Errors are of type Errors and carry the line and, when it can be
+// found, the path of the offending field.
+func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, syntaxError(err)
+	}
+	if root.Kind == 0 || (root.Kind == yaml.DocumentNode && len(root.Content) == 0) {
+		return nil, ErrEmpty
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			var es Errors
+			for _, msg := range te.Errors {
+				fe := &FieldError{Msg: msg}
+				if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+					fe.Line, _ = strconv.Atoi(m[1])
+					fe.Msg = friendlyTypeError(m[2])
+					fe.Path = PathAt(&root, fe.Line)
+				}
+				es = append(es, fe)
+			}
+			return nil, es
+		}
+		return nil, syntaxError(err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, Errors{{Msg: "more than one YAML document in the input; send exactly one"}}
+	}
+	return &root, nil
+}
+
+func syntaxError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	fe := &FieldError{Msg: "invalid YAML: " + msg}
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		fe.Line, _ = strconv.Atoi(m[1])
+		fe.Msg = "invalid YAML: " + m[2]
+	}
+	return Errors{fe}
+}
+
+var goTypeRE = regexp.MustCompile(`(?:type )?(?:config|node)\.([A-Za-z]+)`)
+
+// friendlyTypeError rewrites yaml.v3's Go-flavoured messages ("field x not
+// found in type config.Route") into ones that speak of the document.
+func friendlyTypeError(msg string) string {
+	if strings.HasPrefix(msg, "field ") && strings.Contains(msg, " not found in type ") {
+		name := strings.TrimPrefix(msg[:strings.Index(msg, " not found in type ")], "field ")
+		typ := goTypeRE.ReplaceAllString(msg[strings.Index(msg, " not found in type ")+len(" not found in type "):], "$1")
+		return fmt.Sprintf("unknown field %q in %s", name, strings.ToLower(typ))
+	}
+	msg = strings.Replace(msg, "cannot unmarshal", "wrong type: cannot use", 1)
+	msg = goTypeRE.ReplaceAllString(msg, "$1")
+	msg = strings.ReplaceAll(msg, "time.Duration", "a duration such as 1.5s")
+	return msg
+}
+
+// LineOf returns the line of the field named by path ("routes[2].match.path")
+// in the document rooted at root, or the line of its closest existing parent,
+// or 0.
+func LineOf(root *yaml.Node, path string) int {
+	n := root
+	if n == nil {
+		return 0
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, part := range splitPath(path) {
+		next, keyLine := child(n, part)
+		if next == nil {
+			if keyLine > 0 {
+				return keyLine
+			}
+			return line
+		}
+		n = next
+		line = keyLine
+		if line == 0 {
+			line = n.Line
+		}
+	}
+	return line
+}
+
+func splitPath(path string) []string {
+	var parts []string
+	for _, seg := range strings.Split(path, ".") {
+		for seg != "" {
+			i := strings.IndexByte(seg, '[')
+			if i < 0 {
+				parts = append(parts, seg)
+				break
+			}
+			if i > 0 {
+				parts = append(parts, seg[:i])
+			}
+			j := strings.IndexByte(seg, ']')
+			if j < i {
+				break
+			}
+			parts = append(parts, seg[i:j+1])
+			seg = seg[j+1:]
+		}
+	}
+	return parts
+}
+
+// child returns the node for one path part and the line where it is named
+// (the key's line for mappings, the item's line for sequences).
+func child(n *yaml.Node, part string) (*yaml.Node, int) {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if strings.HasPrefix(part, "[") {
+		idx, err := strconv.Atoi(strings.Trim(part, "[]"))
+		if err != nil || n.Kind != yaml.SequenceNode || idx < 0 || idx >= len(n.Content) {
+			return nil, 0
+		}
+		return n.Content[idx], n.Content[idx].Line
+	}
+	if n.Kind != yaml.MappingNode {
+		return nil, 0
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == part {
+			return n.Content[i+1], n.Content[i].Line
+		}
+	}
+	return nil, 0
+}
+
+// PathAt returns the path of the deepest field that starts on line, or "".
+func PathAt(root *yaml.Node, line int) string {
+	n := root
+	if n == nil {
+		return ""
+	}
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	var best string
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				if k.Line == line {
+					best = p
+				}
+				if k.Line <= line {
+					walk(v, p)
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if c.Line == line && (c.Kind == yaml.ScalarNode || best == "") {
+					best = p
+				}
+				if c.Line <= line {
+					walk(c, p)
+				}
+			}
+		}
+	}
+	walk(n, "")
+	return best
+}
+
+// withLines fills in the Line of every error from the document at root.
+// prefix is prepended to each path first (for a gateway document nested in a
+// node file under "gateway").
+func withLines(err error, root *yaml.Node, prefix string) error {
+	var es Errors
+	if !errors.As(err, &es) {
+		return err
+	}
+	out := make(Errors, 0, len(es))
+	for _, e := range es {
+		e := *e
+		if e.Line == 0 && root != nil {
+			e.Line = LineOf(root, joinPath(prefix, e.Path))
+		}
+		out = append(out, &e)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Line < out[j].Line })
+	return out
+}
+
+func joinPath(prefix, path string) string {
+	switch {
+	case prefix == "":
+		return path
+	case path == "":
+		return prefix
+	default:
+		return prefix + "." + path
+	}
+}

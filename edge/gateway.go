@@ -1,0 +1,340 @@
+// Package edge is Meridian's data plane: the client-facing listener, the
+// router, the proxy with its balancers, health checks, retries and limits,
+// the admin API, metrics and the access log.
+//
+// A Gateway serves HTTP from one immutable Snapshot at a time. The control
+// plane (the node) parses a gateway document, compiles it with
+// Gateway.Compile and installs it with Gateway.Swap; the hot path reads the
+// current snapshot with one atomic load and never takes a lock for
+// configuration.
+//
+//	g := edge.New(edge.Options{Logger: log})
+//	snap, err := g.Compile(doc, edge.CompileInput{Version: 1, Raw: raw})
+//	g.Swap(snap)
+//	srv, err := g.Listen(edge.ListenerOptions{Addr: "127.0.0.1:8080"})
+//	go srv.Serve()
+package edge
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure a Gateway. The zero value is usable.
+type Options struct {
+	// Logger receives operational messages; nil discards them.
+	Logger *slog.Logger
+	// AccessLog receives one record per request; nil means no access log.
+	AccessLog *slog.Logger
+	// ProxyName names this hop in Via and Proxy-Status; default "meridian".
+	ProxyName string
+	// TrustedProxies are the networks whose Forwarded and X-Forwarded-*
+	// headers are extended rather than replaced. Empty trusts nobody.
+	TrustedProxies trustedProxies
+	// MaxHeaderCount caps the header fields of a request (431 beyond);
+	// default 100.
+	MaxHeaderCount int
+	// MaxRequestBody is the request body limit of routes that set none;
+	// default 10 MiB.
+	MaxRequestBody int64
+	// HealthClient performs active health checks; nil means each pool's
+	// own default client.
+	HealthClient *http.Client
+}
+
+// Gateway is the data plane of one node.
+type Gateway struct {
+	opts         Options
+	log          *slog.Logger
+	snap         atomic.Pointer[Snapshot]
+	metrics      *metrics
+	healthClient *http.Client
+
+	tmu        sync.Mutex
+	transports map[transportKey]*http.Transport
+
+	hmu          sync.Mutex
+	hijacked     map[net.Conn]io.Closer
+	hijackClosed bool
+
+	lmu       sync.Mutex
+	listeners []*guardListener
+}
+
+// New makes a Gateway with no snapshot; until Swap installs one it answers
+// 503.
+func New(opts Options) *Gateway {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ProxyName == "" {
+		opts.ProxyName = "meridian"
+	}
+	if opts.MaxHeaderCount == 0 {
+		opts.MaxHeaderCount = 100
+	}
+	if opts.MaxRequestBody == 0 {
+		opts.MaxRequestBody = DefaultMaxRequestBody
+	}
+	g := &Gateway{
+		opts:         opts,
+		log:          opts.Logger,
+		healthClient: opts.HealthClient,
+		transports:   map[transportKey]*http.Transport{},
+		hijacked:     map[net.Conn]io.Closer{},
+	}
+	g.metrics = newMetrics(g)
+	return g
+}
+
+// Current returns the snapshot being served, or nil.
+func (g *Gateway) Current() *Snapshot { return g.snap.Load() }
+
+// Swap installs s as the snapshot for new requests: it starts s's health
+// checks, switches atomically, then stops the old snapshot's health checks.
+// Requests already running keep the snapshot they started with. It returns
+// the old snapshot.
+func (g *Gateway) Swap(s *Snapshot) *Snapshot {
+	s.start()
+	old := g.snap.Swap(s)
+	if old != nil {
+		old.stop()
+	}
+	g.metrics.configVersion.Set(float64(s.Version))
+	g.metrics.configApplied.WithLabelValues("applied").Inc()
+	g.closeUnusedTransports(s)
+	return old
+}
+
+// RecordRejected counts a document that failed to parse, validate or
+// compile, for the metrics.
+func (g *Gateway) RecordRejected() { g.metrics.configApplied.WithLabelValues("rejected").Inc() }
+
+// closeUnusedTransports drops the idle connections of transports that the
+// new snapshot no longer uses. The transports stay cached: a later reload
+// may want them again, and requests on the old snapshot may still use them.
+func (g *Gateway) closeUnusedTransports(s *Snapshot) {
+	used := map[*http.Transport]bool{}
+	for _, svc := range s.order {
+		used[svc.transport] = true
+	}
+	g.tmu.Lock()
+	defer g.tmu.Unlock()
+	for _, t := range g.transports {
+		if !used[t] {
+			t.CloseIdleConnections()
+		}
+	}
+}
+
+// MetricsHandler serves the Prometheus exposition of the gateway's metrics.
+func (g *Gateway) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{Registry: g.metrics.reg})
+}
+
+// Registerer lets other parts of the node add their metrics beside the
+// gateway's.
+func (g *Gateway) Registerer() prometheus.Registerer { return g.metrics.reg }
+
+// Close stops the current snapshot's health checks, closes taken-over
+// (WebSocket) connections and idle upstream connections.
+func (g *Gateway) Close() {
+	if s := g.snap.Load(); s != nil {
+		s.stop()
+	}
+	g.closeHijacked()
+	g.tmu.Lock()
+	for _, t := range g.transports {
+		t.CloseIdleConnections()
+	}
+	g.tmu.Unlock()
+}
+
+// fail answers with an error the gateway made.
+func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, x *exchange, pe *proxyError) {
+	x.status = pe.status
+	if pe.proxyStatus != "" {
+		x.errKind = pe.proxyStatus
+	}
+	name := ""
+	if x.route != nil {
+		name = x.route.name
+	}
+	writeProblem(w, r, pe, name, x.reqID, g.opts.ProxyName)
+	x.bytesOut = 0
+}
+
+// finish records metrics and the access log for an exchange, once.
+func (g *Gateway) finish(r *http.Request, x *exchange) {
+	if x.finished {
+		return
+	}
+	x.finished = true
+	d := time.Since(x.start)
+	var rs *routeStats
+	routeName, service := "", ""
+	if x.route != nil {
+		rs = x.route.stats
+		routeName = x.route.name
+		service = x.route.svc.name
+	} else {
+		rs = g.metrics.route("")
+	}
+	status := x.status
+	if status == 0 {
+		status = 499
+	}
+	rs.observe(r.Method, status, d.Seconds())
+	if x.upstreamDur > 0 && service != "" {
+		rs.observeUpstream(service, x.upstreamDur.Seconds())
+	}
+	if x.errKind != "" {
+		g.metrics.upstreamErrors.WithLabelValues(routeName, x.errKind).Inc()
+	}
+	if al := g.opts.AccessLog; al != nil {
+		attrs := []slog.Attr{
+			slog.String("request_id", x.reqID),
+			slog.String("trace_id", x.traceID),
+			slog.String("client", r.RemoteAddr),
+			slog.String("proto", r.Proto),
+			slog.String("method", r.Method),
+			slog.String("host", r.Host),
+			slog.String("path", r.URL.Path),
+			slog.String("route", routeName),
+			slog.String("service", service),
+			slog.String("target", x.target),
+			slog.Int("status", status),
+			slog.Int64("bytes_in", x.bytesIn),
+			slog.Int64("bytes_out", x.bytesOut),
+			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+			slog.Float64("upstream_ms", float64(x.upstreamDur.Microseconds())/1000),
+		}
+		if x.attempts > 1 {
+			attrs = append(attrs, slog.Int("attempts", x.attempts))
+		}
+		if x.errKind != "" {
+			attrs = append(attrs, slog.String("error", x.errKind))
+		}
+		al.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+	}
+}
+
+// ListenerOptions harden the client-facing HTTP listener. Zero values take
+// the defaults given.
+type ListenerOptions struct {
+	// Addr to listen on, such as "127.0.0.1:8080". Ignored if Listener is
+	// set.
+	Addr string
+	// Listener, if set, is used instead of listening on Addr.
+	Listener net.Listener
+	// MaxHeaderBytes caps the request line and headers; default 64 KiB.
+	MaxHeaderBytes int
+	// ReadHeaderTimeout bounds reading a request's headers (slowloris);
+	// default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle that long; default
+	// 120s.
+	IdleTimeout time.Duration
+	// MaxConnections caps concurrent client connections (beyond it new ones
+	// are closed at once); default 0, no cap.
+	MaxConnections int
+}
+
+// Server is one client-facing HTTP listener (HTTP/1.1 and h2c).
+type Server struct {
+	g   *Gateway
+	srv *http.Server
+	ln  *guardListener
+}
+
+// Listen binds a client-facing listener that serves HTTP/1.1 and HTTP/2
+// with prior knowledge (h2c). Call Serve to start answering.
+func (g *Gateway) Listen(o ListenerOptions) (*Server, error) {
+	if o.MaxHeaderBytes == 0 {
+		o.MaxHeaderBytes = 64 << 10
+	}
+	if o.ReadHeaderTimeout == 0 {
+		o.ReadHeaderTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 120 * time.Second
+	}
+	ln := o.Listener
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", o.Addr)
+		if err != nil {
+			return nil, err
+		}
+	}
+	gl := newGuardListener(ln, o.MaxConnections)
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           g,
+		MaxHeaderBytes:    o.MaxHeaderBytes,
+		ReadHeaderTimeout: o.ReadHeaderTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		ConnContext:       connContext,
+		Protocols:         &protos,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          250,
+			MaxReadFrameSize:              1 << 20,
+			MaxDecoderHeaderTableSize:     4096,
+			MaxEncoderHeaderTableSize:     4096,
+			PermitProhibitedCipherSuites:  false,
+			SendPingTimeout:               0,
+			WriteByteTimeout:              0,
+			MaxReceiveBufferPerConnection: 1 << 20,
+			MaxReceiveBufferPerStream:     1 << 20,
+		},
+	}
+	g.lmu.Lock()
+	g.listeners = append(g.listeners, gl)
+	g.lmu.Unlock()
+	return &Server{g: g, srv: srv, ln: gl}, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve answers requests until Shutdown; it returns nil after a Shutdown.
+func (s *Server) Serve() error {
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets in-flight requests finish until ctx ends,
+// then closes what is left (including WebSocket connections). It returns
+// ctx's error if requests had to be cut off.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	// Taken-over connections are not tracked by http.Server: give them the
+	// rest of the deadline, then close them.
+	for s.g.hijackedCount() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	s.g.closeHijacked()
+	return err
+}

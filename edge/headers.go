@@ -1,0 +1,174 @@
+package edge
+
+import (
+	"encoding/hex"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"strings"
+)
+
+// hopHeaders are meaningful only for one connection (RFC 9110 section 7.6.1)
+// and are never forwarded. Headers named in Connection are removed too.
+var hopHeaders = []string{
+	"Connection",
+	"Proxy-Connection", // non-standard, still sent by some clients
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te", // canonicalised; "trailers" is re-added for requests when the client sent it
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+}
+
+// removeHopHeaders deletes hop-by-hop headers in place.
+func removeHopHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	for _, name := range hopHeaders {
+		delete(h, name)
+	}
+}
+
+// upgradeType returns the protocol a request or response asks to switch to
+// (lower case), or "".
+func upgradeType(h http.Header) string {
+	if !headerHasToken(h, "Connection", "upgrade") {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSpace(h.Get("Upgrade")))
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h[name] {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// newID returns 32 random hex digits, for request ids and trace ids.
+func newID() string {
+	var b [16]byte
+	putUint64(b[:8], rand.Uint64())
+	putUint64(b[8:], rand.Uint64())
+	return hex.EncodeToString(b[:])
+}
+
+func newSpanID() string {
+	var b [8]byte
+	for {
+		putUint64(b[:], rand.Uint64())
+		if b != [8]byte{} {
+			return hex.EncodeToString(b[:])
+		}
+	}
+}
+
+func putUint64(b []byte, v uint64) {
+	for i := range 8 {
+		b[i] = byte(v >> (56 - 8*i))
+	}
+}
+
+// validRequestID reports whether a client-supplied X-Request-Id may be kept:
+// 1 to 128 visible ASCII characters, so it cannot smuggle anything into logs.
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f || s[i] == '"' || s[i] == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// traceparent handles W3C Trace Context (version 00). Given the incoming
+// header value, it returns the value to send upstream: the same trace id and
+// flags with a new parent id (this hop's span), or a new trace when the
+// incoming one is absent or invalid. It also returns the trace id for logs.
+func traceparent(in string) (out, traceID string) {
+	if t, flags, ok := parseTraceparent(in); ok {
+		return "00-" + t + "-" + newSpanID() + "-" + flags, t
+	}
+	t := newID()
+	return "00-" + t + "-" + newSpanID() + "-01", t
+}
+
+func parseTraceparent(s string) (traceID, flags string, ok bool) {
+	// version(2)-traceid(32)-parentid(16)-flags(2); future versions may
+	// append fields after another '-', which we keep out (we speak 00).
+	if len(s) < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return "", "", false
+	}
+	ver, tid, pid, fl := s[:2], s[3:35], s[36:52], s[53:55]
+	if !isLowerHex(ver) || ver == "ff" || !isLowerHex(tid) || !isLowerHex(pid) || !isLowerHex(fl) {
+		return "", "", false
+	}
+	if ver == "00" && len(s) != 55 {
+		return "", "", false
+	}
+	if len(s) > 55 && s[55] != '-' {
+		return "", "", false
+	}
+	if tid == "00000000000000000000000000000000" || pid == "0000000000000000" {
+		return "", "", false
+	}
+	return tid, fl, true
+}
+
+func isLowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// trustedProxies is the set of networks whose Forwarded and X-Forwarded-*
+// headers are believed.
+type trustedProxies []netip.Prefix
+
+func (t trustedProxies) contains(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range t {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedNode formats an address as a Forwarded node (RFC 7239 section 6):
+// IPv6 addresses are bracketed and the whole value quoted.
+func forwardedNode(a netip.Addr) string {
+	a = a.Unmap()
+	if a.Is6() {
+		return `"[` + a.String() + `]"`
+	}
+	return a.String()
+}
+
+// quoteForwarded quotes a Forwarded parameter value when it is not a token.
+func quoteForwarded(v string) string {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+		}
+	}
+	return v
+}

@@ -1,0 +1,170 @@
+package edge
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/meridian-gw/meridian/edge/upstream"
+)
+
+// metrics holds the gateway's Prometheus series. Per-route series are
+// resolved once per route, method and status class and then reached through
+// atomic pointers, so the hot path does no label hashing.
+type metrics struct {
+	reg            *prometheus.Registry
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	upstreamDur    *prometheus.HistogramVec
+	inFlight       prometheus.Gauge
+	retries        *prometheus.CounterVec
+	upstreamErrors *prometheus.CounterVec
+	configVersion  prometheus.Gauge
+	configApplied  *prometheus.CounterVec
+	healthChanges  *prometheus.CounterVec
+
+	mu     sync.Mutex
+	routes map[string]*routeStats
+}
+
+var methodIndex = map[string]int{"GET": 0, "HEAD": 1, "POST": 2, "PUT": 3, "DELETE": 4, "PATCH": 5, "OPTIONS": 6}
+
+const otherMethod = 7
+
+var methodNames = [8]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
+
+// routeStats are the series of one route (or of unrouted requests).
+type routeStats struct {
+	m        *metrics
+	name     string
+	duration prometheus.Observer
+	counters [8][6]atomic.Pointer[prometheus.Counter] // method x status class (1xx..5xx, other)
+	upstream sync.Map                                 // service name -> prometheus.Observer
+}
+
+func newMetrics(g *Gateway) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), routes: map[string]*routeStats{}}
+	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_requests_total", Help: "Requests answered, by route, method and status class.",
+	}, []string{"route", "method", "code"})
+	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meridian_request_duration_seconds", Help: "Time from request start to the end of the response, by route.", Buckets: buckets,
+	}, []string{"route"})
+	m.upstreamDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "meridian_upstream_duration_seconds", Help: "Time spent waiting for upstream response headers (all attempts), by service.", Buckets: buckets,
+	}, []string{"service"})
+	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_requests_in_flight", Help: "Requests being served now."})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_retries_total", Help: "Retries sent to a service."}, []string{"service"})
+	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_upstream_errors_total", Help: "Requests the gateway answered with an error of its own, by route and Proxy-Status error type.",
+	}, []string{"route", "error"})
+	m.configVersion = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_config_version", Help: "Version of the gateway document being served."})
+	m.configApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_config_applies_total", Help: "Attempts to apply a gateway document, by result."}, []string{"result"})
+	m.healthChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_health_changes_total", Help: "Active health check transitions, by service and new state."}, []string{"service", "state"})
+	m.reg.MustRegister(m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.upstreamErrors, m.configVersion, m.configApplied, m.healthChanges,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &upstreamCollector{g: g})
+	return m
+}
+
+// route returns the stats of a route name, shared across snapshots.
+func (m *metrics) route(name string) *routeStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rs := m.routes[name]
+	if rs == nil {
+		rs = &routeStats{m: m, name: name, duration: m.duration.WithLabelValues(name)}
+		m.routes[name] = rs
+	}
+	return rs
+}
+
+func (rs *routeStats) observe(method string, status int, seconds float64) {
+	mi, ok := methodIndex[method]
+	if !ok {
+		mi = otherMethod
+	}
+	ci := status/100 - 1
+	if ci < 0 || ci > 4 {
+		ci = 5
+	}
+	p := rs.counters[mi][ci].Load()
+	if p == nil {
+		class := "other"
+		if ci < 5 {
+			class = strconv.Itoa(ci+1) + "xx"
+		}
+		c := rs.m.requests.WithLabelValues(rs.name, methodNames[mi], class)
+		rs.counters[mi][ci].CompareAndSwap(nil, &c)
+		p = rs.counters[mi][ci].Load()
+	}
+	(*p).Inc()
+	rs.duration.Observe(seconds)
+}
+
+func (rs *routeStats) observeUpstream(service string, seconds float64) {
+	o, ok := rs.upstream.Load(service)
+	if !ok {
+		o, _ = rs.upstream.LoadOrStore(service, rs.m.upstreamDur.WithLabelValues(service))
+	}
+	o.(prometheus.Observer).Observe(seconds)
+}
+
+func (m *metrics) healthChanged(service string, t *upstream.Target, healthy bool) {
+	state := "down"
+	if healthy {
+		state = "up"
+	}
+	m.healthChanges.WithLabelValues(service, state).Inc()
+}
+
+// upstreamCollector reports the live state of the current snapshot's
+// targets at scrape time.
+type upstreamCollector struct{ g *Gateway }
+
+var (
+	targetHealthyDesc  = prometheus.NewDesc("meridian_upstream_target_healthy", "1 if the target is available (healthy and not ejected), else 0.", []string{"service", "target", "region"}, nil)
+	targetEjectedDesc  = prometheus.NewDesc("meridian_upstream_target_ejected", "1 if outlier detection has ejected the target.", []string{"service", "target", "region"}, nil)
+	targetInFlightDesc = prometheus.NewDesc("meridian_upstream_target_in_flight", "Requests in flight to the target.", []string{"service", "target", "region"}, nil)
+	connsOpenDesc      = prometheus.NewDesc("meridian_connections_open", "Client connections open on the proxy listener.", nil, nil)
+	connsRejectedDesc  = prometheus.NewDesc("meridian_connections_rejected_total", "Client connections closed at once because max_connections was reached.", nil, nil)
+)
+
+func (c *upstreamCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- targetHealthyDesc
+	ch <- targetEjectedDesc
+	ch <- targetInFlightDesc
+	ch <- connsOpenDesc
+	ch <- connsRejectedDesc
+}
+
+func (c *upstreamCollector) Collect(ch chan<- prometheus.Metric) {
+	if s := c.g.snap.Load(); s != nil {
+		for _, sh := range s.Health() {
+			for _, t := range sh.Targets {
+				healthy, ejected := 0.0, 0.0
+				if t.Healthy && !t.Ejected {
+					healthy = 1
+				}
+				if t.Ejected {
+					ejected = 1
+				}
+				ch <- prometheus.MustNewConstMetric(targetHealthyDesc, prometheus.GaugeValue, healthy, sh.Name, t.URL, t.Region)
+				ch <- prometheus.MustNewConstMetric(targetEjectedDesc, prometheus.GaugeValue, ejected, sh.Name, t.URL, t.Region)
+				ch <- prometheus.MustNewConstMetric(targetInFlightDesc, prometheus.GaugeValue, float64(t.InFlight), sh.Name, t.URL, t.Region)
+			}
+		}
+	}
+	var open, rejected int64
+	c.g.lmu.Lock()
+	for _, l := range c.g.listeners {
+		open += l.open.Load()
+		rejected += l.rejected.Load()
+	}
+	c.g.lmu.Unlock()
+	ch <- prometheus.MustNewConstMetric(connsOpenDesc, prometheus.GaugeValue, float64(open))
+	ch <- prometheus.MustNewConstMetric(connsRejectedDesc, prometheus.CounterValue, float64(rejected))
+}

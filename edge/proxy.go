@@ -1,0 +1,599 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-gw/meridian/edge/upstream"
+)
+
+// exchange is the state of one proxied request, for the access log and
+// metrics.
+type exchange struct {
+	start       time.Time
+	reqID       string
+	traceID     string
+	clientIP    netip.Addr
+	host        string
+	route       *route
+	target      string
+	status      int
+	bytesIn     int64
+	bytesOut    int64
+	upstreamDur time.Duration
+	attempts    int
+	errKind     string
+	finished    bool
+}
+
+// ServeHTTP proxies one request: identify it, match a route, pick a target,
+// forward, and stream the answer back. Everything it needs comes from the
+// snapshot loaded at its start, so a reload never changes a request midway.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	snap := g.snap.Load()
+	x := &exchange{start: time.Now(), status: 0}
+	g.metrics.inFlight.Inc()
+	defer g.metrics.inFlight.Dec()
+
+	x.reqID = r.Header.Get("X-Request-Id")
+	if !validRequestID(x.reqID) {
+		x.reqID = newID()
+	}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		x.clientIP = ap.Addr().Unmap()
+	}
+	x.host = normalizeHost(r.Host)
+	defer g.finish(r, x)
+
+	if r.ProtoMajor == 1 {
+		if gc, ok := r.Context().Value(connKey{}).(*guardConn); ok {
+			if bad, why := gc.nextRequestSmuggled(); bad {
+				g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: why + "; refused as a request smuggling attempt", close: true})
+				return
+			}
+		}
+	}
+	if g.opts.MaxHeaderCount > 0 {
+		n := 0
+		for _, v := range r.Header {
+			n += len(v)
+		}
+		if n > g.opts.MaxHeaderCount {
+			g.fail(w, r, x, &proxyError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large",
+				detail: "the request has " + strconv.Itoa(n) + " header fields; the limit is " + strconv.Itoa(g.opts.MaxHeaderCount), close: true})
+			return
+		}
+	}
+	if snap == nil {
+		g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "proxy_configuration_error", title: "Service Unavailable", detail: "no configuration is loaded yet"})
+		return
+	}
+	path := r.URL.Path
+	if path == "" {
+		path = "/"
+	}
+	if path[0] != '/' {
+		g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: "the request target must be an absolute path"})
+		return
+	}
+	clean := removeDotSegments(path)
+	m, ok := snap.table.Match(r, x.host, clean)
+	if !ok {
+		g.fail(w, r, x, &proxyError{status: http.StatusNotFound, title: "Not Found", detail: "no route matches " + r.Method + " " + x.host + clean})
+		return
+	}
+	rt := m.Route.Value.(*route)
+	x.route = rt
+
+	if r.ContentLength > rt.maxReqBody {
+		g.fail(w, r, x, &proxyError{status: http.StatusRequestEntityTooLarge, title: "Content Too Large",
+			detail: "the request body of " + strconv.FormatInt(r.ContentLength, 10) + " bytes exceeds the route's limit of " + strconv.FormatInt(rt.maxReqBody, 10), close: true})
+		return
+	}
+	svc := rt.svc
+	if !svc.pool.Acquire() {
+		g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "connection_limit_reached", title: "Service Unavailable",
+			detail: "service " + svc.name + " has reached its limit of concurrent requests"})
+		return
+	}
+	defer svc.pool.Release()
+
+	// Upstream URL path: rewrite, strip a prefix, or forward as received
+	// (keeping the client's percent-encoding unless dot segments went).
+	outURL := url.URL{RawQuery: r.URL.RawQuery}
+	switch {
+	case rt.rewritePath != nil:
+		outURL.Path = rt.rewritePath.Expand(m.Params)
+	case rt.stripPrefix != "":
+		p := strings.TrimPrefix(clean, rt.stripPrefix)
+		if p == "" || p[0] != '/' {
+			p = "/" + p
+		}
+		outURL.Path = p
+	case clean != path:
+		outURL.Path = clean
+	default:
+		outURL.Path, outURL.RawPath = r.URL.Path, r.URL.RawPath
+	}
+
+	upType := upgradeType(r.Header)
+	hdr := r.Header.Clone()
+	if hdr == nil {
+		hdr = http.Header{}
+	}
+	wantTrailers := headerHasToken(r.Header, "Te", "trailers")
+	removeHopHeaders(hdr)
+	if wantTrailers {
+		hdr["Te"] = []string{"trailers"}
+	}
+	if upType != "" {
+		hdr["Connection"] = []string{"Upgrade"}
+		hdr["Upgrade"] = []string{r.Header.Get("Upgrade")}
+	}
+	g.setForwarded(hdr, r, x)
+	hdr["X-Request-Id"] = []string{x.reqID}
+	var tp string
+	tp, x.traceID = traceparent(r.Header.Get("Traceparent"))
+	hdr["Traceparent"] = []string{tp}
+	hdr["Via"] = append(hdr["Via"], protoVersion(r.ProtoMajor, r.ProtoMinor)+" "+g.opts.ProxyName)
+	if !rt.reqOps.empty() {
+		rt.reqOps.apply(hdr)
+	}
+	host := r.Host
+	if rt.hostRewrite != "" {
+		host = rt.hostRewrite
+	}
+
+	ctx := r.Context()
+	if svc.total > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, svc.total)
+		defer cancel()
+	}
+
+	var body *countingBody
+	if r.Body != nil && r.Body != http.NoBody {
+		body = &countingBody{rc: http.MaxBytesReader(w, r.Body, rt.maxReqBody)}
+	}
+	retry := svc.retry
+	canRetry := retry != nil && idempotent(r.Method) && upType == ""
+	var replay []byte
+	if canRetry && body != nil {
+		// Keep a small body so it can be sent again; a large or
+		// unknown-length one is streamed and not retried.
+		if r.ContentLength > 0 && r.ContentLength <= retryBufferLimit {
+			buf, err := io.ReadAll(body)
+			if err != nil {
+				g.bodyFailed(w, r, x, body, err)
+				return
+			}
+			replay = buf
+		} else {
+			canRetry = false
+		}
+	}
+	if retry != nil {
+		retry.budget.request()
+	}
+
+	var tried []*upstream.Target
+	var resp *http.Response
+	var done func(upstream.Outcome)
+	for attempt := 0; ; attempt++ {
+		t, err := svc.pool.Pick(r, x.clientIP.String(), tried)
+		if err != nil {
+			g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "destination_unavailable", title: "Service Unavailable",
+				detail: "service " + svc.name + " has no healthy target"})
+			return
+		}
+		tried = append(tried, t)
+		x.target = t.URL.Host
+		x.attempts = attempt + 1
+		u := outURL
+		u.Scheme, u.Host = t.URL.Scheme, t.URL.Host
+		if bp := strings.TrimSuffix(t.URL.Path, "/"); bp != "" {
+			u.Path = bp + u.Path
+			if u.RawPath != "" {
+				u.RawPath = strings.TrimSuffix(t.URL.EscapedPath(), "/") + u.RawPath
+			}
+		}
+		out := &http.Request{
+			Method:     r.Method,
+			URL:        &u,
+			Proto:      "HTTP/1.1",
+			ProtoMajor: 1,
+			ProtoMinor: 1,
+			Header:     hdr,
+			Host:       host,
+			Trailer:    r.Trailer,
+		}
+		switch {
+		case replay != nil:
+			out.Body = io.NopCloser(bytes.NewReader(replay))
+			out.ContentLength = int64(len(replay))
+		case body != nil:
+			out.Body = body
+			out.ContentLength = r.ContentLength
+			if out.ContentLength == 0 {
+				out.ContentLength = -1 // unknown length, e.g. chunked
+			}
+		}
+		if attempt > 0 {
+			// The transport must not reuse a Header map it may still be
+			// reading from a previous attempt.
+			out.Header = hdr.Clone()
+		}
+		out = out.WithContext(ctx)
+		done = t.Begin()
+		upStart := time.Now()
+		resp, err = svc.transport.RoundTrip(out)
+		x.upstreamDur += time.Since(upStart)
+		if err != nil {
+			if body != nil && body.err != nil {
+				done(upstream.Success) // the client's body failed, not the target
+				g.bodyFailed(w, r, x, body, body.err)
+				return
+			}
+			if r.Context().Err() != nil {
+				done(upstream.Success)
+				x.status = 499 // client closed the request (nginx's code)
+				x.errKind = "client_canceled"
+				return
+			}
+			pe := classify(err, ctx)
+			done(upstream.Failure)
+			x.errKind = pe.proxyStatus
+			if canRetry && attempt < retry.attempts && retry.retryError(pe) && retry.budget.allow() {
+				g.metrics.retries.WithLabelValues(svc.name).Inc()
+				if !sleepCtx(ctx, retry.backoff(attempt+1)) {
+					g.fail(w, r, x, classify(ctx.Err(), ctx))
+					return
+				}
+				continue
+			}
+			pe.detail = "service " + svc.name + ", target " + t.URL.Host + ": " + pe.detail
+			g.fail(w, r, x, pe)
+			return
+		}
+		if canRetry && attempt < retry.attempts && retry.retryStatus(resp.StatusCode) && retry.budget.allow() {
+			drainClose(resp.Body)
+			done(upstream.Failure)
+			g.metrics.retries.WithLabelValues(svc.name).Inc()
+			if !sleepCtx(ctx, retry.backoff(attempt+1)) {
+				g.fail(w, r, x, classify(ctx.Err(), ctx))
+				return
+			}
+			continue
+		}
+		break
+	}
+	outcome := upstream.Success
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		outcome = upstream.Failure
+	}
+	defer func() { done(outcome) }()
+	if body != nil {
+		x.bytesIn = body.n
+	}
+
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		g.serveUpgrade(w, r, resp, upType, x)
+		return
+	}
+	defer resp.Body.Close()
+	if rt.maxRespBody > 0 && resp.ContentLength > rt.maxRespBody {
+		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_body_size", title: "Bad Gateway",
+			detail: "the upstream response of " + strconv.FormatInt(resp.ContentLength, 10) + " bytes exceeds the route's limit of " + strconv.FormatInt(rt.maxRespBody, 10)})
+		return
+	}
+
+	removeHopHeaders(resp.Header)
+	wh := w.Header()
+	for k, v := range resp.Header {
+		wh[k] = v
+	}
+	wh["Via"] = append(wh["Via"], protoVersion(resp.ProtoMajor, resp.ProtoMinor)+" "+g.opts.ProxyName)
+	if len(resp.Trailer) > 0 {
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		wh["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	if !rt.respOps.empty() {
+		rt.respOps.apply(wh)
+	}
+	x.status = resp.StatusCode
+	w.WriteHeader(resp.StatusCode)
+
+	flush := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	n, err := copyBody(w, resp.Body, flush, rt.maxRespBody)
+	x.bytesOut = n
+	if body != nil {
+		x.bytesIn = body.n
+	}
+	if err != nil {
+		// The status line is gone; all that is left is to cut the
+		// stream so the client sees it is incomplete rather than
+		// mistaking it for a whole response.
+		if errors.Is(err, errResponseTooLarge) {
+			x.errKind = "http_response_body_size"
+		} else if r.Context().Err() == nil {
+			x.errKind = "http_response_incomplete"
+			outcome = upstream.Failure
+		} else {
+			x.errKind = "client_canceled"
+		}
+		done(outcome)
+		g.finish(r, x) // before the panic unwinds; finish runs once
+		panic(http.ErrAbortHandler)
+	}
+	if len(resp.Trailer) > 0 {
+		for k, v := range resp.Trailer {
+			if _, announced := wh[k]; announced {
+				wh[k] = v
+			} else {
+				wh[http.TrailerPrefix+k] = v
+			}
+		}
+	}
+}
+
+// setForwarded writes Forwarded (RFC 7239) and X-Forwarded-For/Proto/Host.
+// Headers from a trusted proxy are extended; from anyone else they are
+// replaced, so a client cannot forge its address.
+func (g *Gateway) setForwarded(h http.Header, r *http.Request, x *exchange) {
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	trusted := x.clientIP.IsValid() && g.opts.TrustedProxies.contains(x.clientIP)
+	if !trusted {
+		delete(h, "Forwarded")
+		delete(h, "X-Forwarded-For")
+		delete(h, "X-Forwarded-Proto")
+		delete(h, "X-Forwarded-Host")
+	}
+	ip := "unknown"
+	if x.clientIP.IsValid() {
+		ip = x.clientIP.String()
+	}
+	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+	} else {
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	if len(h["X-Forwarded-Proto"]) == 0 {
+		h["X-Forwarded-Proto"] = []string{proto}
+	}
+	if len(h["X-Forwarded-Host"]) == 0 && r.Host != "" {
+		h["X-Forwarded-Host"] = []string{r.Host}
+	}
+	node := "unknown"
+	if x.clientIP.IsValid() {
+		node = forwardedNode(x.clientIP)
+	}
+	fwd := "for=" + node + ";proto=" + proto
+	if r.Host != "" {
+		fwd += ";host=" + quoteForwarded(r.Host)
+	}
+	h["Forwarded"] = append(h["Forwarded"], fwd)
+}
+
+// protoVersion is the received-protocol of a Via entry (RFC 9110 7.6.3).
+func protoVersion(major, minor int) string {
+	switch {
+	case major == 1 && minor == 1:
+		return "1.1"
+	case major == 1 && minor == 0:
+		return "1.0"
+	case major == 2:
+		return "2"
+	case major == 3:
+		return "3"
+	}
+	return strconv.Itoa(major) + "." + strconv.Itoa(minor)
+}
+
+// idempotent methods may be retried (RFC 9110 section 9.2.2).
+func idempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+func (p *retryPolicy) retryError(pe *proxyError) bool {
+	switch pe.proxyStatus {
+	case "connection_refused", "connection_timeout", "dns_error", "dns_timeout", "destination_ip_unroutable":
+		return p.onConnect
+	case "http_response_timeout":
+		return p.onTimeout && pe.detail != totalTimeoutDetail
+	case "connection_terminated", "http_protocol_error":
+		return p.onReset
+	}
+	return false
+}
+
+const totalTimeoutDetail = "the service's total timeout expired"
+
+// classify turns a round-trip error into what the client is told.
+func classify(err error, ctx context.Context) *proxyError {
+	if ctx.Err() == context.DeadlineExceeded {
+		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: totalTimeoutDetail}
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		if dnsErr.IsTimeout {
+			return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "dns_timeout", title: "Gateway Timeout", detail: "DNS lookup timed out"}
+		}
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "dns_error", title: "Bad Gateway", detail: "DNS lookup failed: " + dnsErr.Err}
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		if opErr.Timeout() {
+			return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "connection_timeout", title: "Gateway Timeout", detail: "connecting timed out"}
+		}
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_refused", title: "Bad Gateway", detail: "connection refused"}
+	}
+	var te interface{ Timeout() bool }
+	if errors.As(err, &te) && te.Timeout() {
+		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: "no response headers in time"}
+	}
+	return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_terminated", title: "Bad Gateway", detail: "the connection failed before a response: " + err.Error()}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func drainClose(rc io.ReadCloser) {
+	io.CopyN(io.Discard, rc, 64<<10)
+	rc.Close()
+}
+
+// bodyFailed answers a request whose own body could not be read.
+func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, x *exchange, body *countingBody, err error) {
+	x.bytesIn = body.n
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		g.fail(w, r, x, &proxyError{status: http.StatusRequestEntityTooLarge, title: "Content Too Large",
+			detail: "the request body exceeds the route's limit of " + strconv.FormatInt(mbe.Limit, 10) + " bytes", close: true})
+		return
+	}
+	if r.Context().Err() != nil {
+		x.status = 499
+		x.errKind = "client_canceled"
+		return
+	}
+	g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: "reading the request body failed: " + err.Error(), close: true})
+}
+
+// countingBody counts the request body bytes read and remembers a read
+// error, to tell the client's faults from the upstream's.
+type countingBody struct {
+	rc  io.ReadCloser
+	n   int64
+	err error
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.rc.Close() }
+
+var errResponseTooLarge = errors.New("upstream response exceeds the route's limit")
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody streams the upstream body to the client. With flush set (an
+// unknown-length or event-stream response) every chunk is flushed at once
+// so that streams are not held back by buffering.
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool, limit int64) (int64, error) {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var rc *http.ResponseController
+	if flush {
+		rc = http.NewResponseController(w)
+	}
+	var written int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			if limit > 0 && written+int64(n) > limit {
+				return written, errResponseTooLarge
+			}
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, werr
+			}
+			if flush {
+				if err := rc.Flush(); err != nil {
+					return written, err
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil
+		}
+		if rerr != nil {
+			return written, rerr
+		}
+	}
+}
+
+// removeDotSegments resolves "." and ".." segments of a path (RFC 3986
+// section 5.2.4) so that routes and upstreams see the same resource: a
+// request for /public/../admin must not match /public and then reach
+// /admin. Other characters, repeated slashes and a trailing slash stay.
+func removeDotSegments(p string) string {
+	if !strings.Contains(p, "/.") {
+		return p
+	}
+	segs := strings.Split(p[1:], "/")
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+			if last {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			if last {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	return "/" + strings.Join(out, "/")
+}
+
+// normalizeHost lower-cases a Host header and strips the port and a
+// trailing dot.
+func normalizeHost(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	if len(h) > 1 && h[0] == '[' && h[len(h)-1] == ']' {
+		h = h[1 : len(h)-1]
+	}
+	h = strings.TrimSuffix(h, ".")
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
+}

@@ -1,0 +1,416 @@
+package edge
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/meridian-gw/meridian/edge/router"
+	"github.com/meridian-gw/meridian/edge/upstream"
+)
+
+// Defaults used when the gateway document leaves a value at zero.
+const (
+	DefaultConnectTimeout        = 5 * time.Second
+	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultMaxRequestBody        = 10 << 20
+	defaultRetryAttempts         = 2
+	defaultRetryRatio            = 0.2
+	defaultRetryMinPerSecond     = 10
+	defaultBackoffBase           = 25 * time.Millisecond
+	defaultBackoffMax            = 250 * time.Millisecond
+	// retryBufferLimit is the largest request body kept in memory so that
+	// the request can be retried. Larger bodies are streamed and never
+	// retried.
+	retryBufferLimit = 64 << 10
+)
+
+// Snapshot is one compiled, immutable version of the gateway document: the
+// route table, the upstream pools and every per-route setting, ready for the
+// hot path. A Gateway serves from exactly one Snapshot at a time and swaps
+// to the next atomically; requests that started on a Snapshot finish on it.
+type Snapshot struct {
+	// Version increases by one with every applied document.
+	Version uint64
+	// Hash is the document's content hash (config.Document.Hash).
+	Hash string
+	// Raw is the document exactly as it was applied (YAML or JSON).
+	Raw []byte
+	// Doc is the parsed document. Read-only.
+	Doc *config.Document
+	// AppliedAt is when the snapshot was compiled.
+	AppliedAt time.Time
+
+	table    *router.Table
+	routes   []*route
+	services map[string]*service
+	order    []*service // document order, for listings
+	stopOnce sync.Once
+}
+
+type route struct {
+	name        string
+	svc         *service
+	rewritePath *router.Template
+	stripPrefix string
+	hostRewrite string
+	reqOps      headerOps
+	respOps     headerOps
+	maxReqBody  int64
+	maxRespBody int64
+	stats       *routeStats
+}
+
+type service struct {
+	name      string
+	pool      *upstream.Pool
+	transport *http.Transport
+	h2        bool
+	total     time.Duration
+	retry     *retryPolicy
+}
+
+type headerOps struct {
+	remove []string
+	set    [][2]string
+	add    [][2]string
+}
+
+func (o *headerOps) empty() bool { return len(o.remove)+len(o.set)+len(o.add) == 0 }
+
+func (o *headerOps) apply(h http.Header) {
+	for _, k := range o.remove {
+		delete(h, k)
+	}
+	for _, kv := range o.set {
+		h[kv[0]] = []string{kv[1]}
+	}
+	for _, kv := range o.add {
+		h[kv[0]] = append(h[kv[0]], kv[1])
+	}
+}
+
+func compileHeaderOps(c config.HeaderOps) headerOps {
+	var o headerOps
+	for _, k := range c.Remove {
+		o.remove = append(o.remove, textproto.CanonicalMIMEHeaderKey(k))
+	}
+	for _, k := range sortedKeys(c.Set) {
+		o.set = append(o.set, [2]string{textproto.CanonicalMIMEHeaderKey(k), c.Set[k]})
+	}
+	for _, k := range sortedKeys(c.Add) {
+		o.add = append(o.add, [2]string{textproto.CanonicalMIMEHeaderKey(k), c.Add[k]})
+	}
+	return o
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	for i := 1; i < len(keys); i++ {
+		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
+			keys[j], keys[j-1] = keys[j-1], keys[j]
+		}
+	}
+	return keys
+}
+
+// CompileInput is what Compile needs besides the document.
+type CompileInput struct {
+	Version uint64
+	Raw     []byte
+	// Hash overrides the document's content hash (when the document
+	// compiled is a rewritten copy of the one applied).
+	Hash string
+	// Prev is the snapshot being replaced, if any: target health and
+	// ejection state carry over to the new pools of same-named services.
+	Prev *Snapshot
+}
+
+// Compile turns a validated document into a Snapshot. It does not start
+// anything: call Gateway.Swap, which starts the new snapshot's health
+// checks and stops the old one's. An error leaves nothing behind.
+func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, error) {
+	if err := doc.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Snapshot{
+		Version:   in.Version,
+		Hash:      in.Hash,
+		Raw:       in.Raw,
+		Doc:       doc,
+		AppliedAt: time.Now(),
+		services:  make(map[string]*service, len(doc.Services)),
+	}
+	if s.Hash == "" {
+		s.Hash = doc.Hash()
+	}
+	for i := range doc.Services {
+		svc, err := g.compileService(&doc.Services[i], in.Prev)
+		if err != nil {
+			// Pools are not started yet, so there is nothing to stop.
+			return nil, config.Errors{{Path: fmt.Sprintf("services[%d]", i), Msg: err.Error()}}
+		}
+		s.services[svc.name] = svc
+		s.order = append(s.order, svc)
+	}
+	rts := make([]router.Route, len(doc.Routes))
+	s.routes = make([]*route, len(doc.Routes))
+	for i := range doc.Routes {
+		rc := &doc.Routes[i]
+		rr, err := compileMatch(&rc.Match)
+		if err != nil {
+			return nil, config.Errors{{Path: fmt.Sprintf("routes[%d].match", i), Msg: err.Error()}}
+		}
+		rt := &route{
+			name:        rc.Name,
+			svc:         s.services[rc.Service],
+			reqOps:      compileHeaderOps(rc.RequestHeaders),
+			respOps:     compileHeaderOps(rc.ResponseHeaders),
+			maxReqBody:  int64(rc.Limits.MaxRequestBody),
+			maxRespBody: int64(rc.Limits.MaxResponseBody),
+			stats:       g.metrics.route(rc.Name),
+		}
+		if rt.maxReqBody == 0 {
+			rt.maxReqBody = g.opts.MaxRequestBody
+		}
+		if rw := rc.Rewrite; rw != nil {
+			if rw.Path != "" {
+				t, err := router.ParseTemplate(rw.Path)
+				if err != nil {
+					return nil, config.Errors{{Path: fmt.Sprintf("routes[%d].rewrite.path", i), Msg: err.Error()}}
+				}
+				rt.rewritePath = t
+			}
+			if rw.StripPrefix {
+				rt.stripPrefix = strings.TrimSuffix(rc.Match.PathPrefix, "/")
+			}
+			rt.hostRewrite = rw.Host
+		}
+		rr.Value = rt
+		rts[i] = rr
+		s.routes[i] = rt
+	}
+	t, err := router.New(rts)
+	if err != nil {
+		var re *router.RouteError
+		if e, ok := err.(*router.RouteError); ok {
+			re = e
+			return nil, config.Errors{{Path: fmt.Sprintf("routes[%d].match", re.Index), Msg: re.Err.Error()}}
+		}
+		return nil, err
+	}
+	s.table = t
+	return s, nil
+}
+
+func compileMatch(m *config.Match) (router.Route, error) {
+	r := router.Route{Hosts: m.Hosts, Methods: m.Methods}
+	switch {
+	case m.Path != "" && strings.Contains(m.Path, "{"):
+		r.Kind, r.Path = router.PathTemplate, m.Path
+	case m.Path != "":
+		r.Kind, r.Path = router.PathExact, m.Path
+	case m.PathPrefix != "":
+		r.Kind, r.Path = router.PathPrefix, m.PathPrefix
+	default:
+		r.Kind, r.Path = router.PathPrefix, "/"
+	}
+	for _, h := range m.Headers {
+		re, err := anchored(h.Regex)
+		if err != nil {
+			return r, err
+		}
+		r.Headers = append(r.Headers, router.HeaderMatch{Name: h.Name, Exact: h.Exact, Prefix: h.Prefix, Regex: re, Present: h.Exact == "" && h.Prefix == "" && re == nil})
+	}
+	for _, q := range m.Query {
+		re, err := anchored(q.Regex)
+		if err != nil {
+			return r, err
+		}
+		r.Query = append(r.Query, router.QueryMatch{Name: q.Name, Exact: q.Exact, Prefix: q.Prefix, Regex: re, Present: q.Exact == "" && q.Prefix == "" && re == nil})
+	}
+	return r, nil
+}
+
+func anchored(re string) (*regexp.Regexp, error) {
+	if re == "" {
+		return nil, nil
+	}
+	return regexp.Compile("^(?:" + re + ")$")
+}
+
+func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, error) {
+	spec := upstream.Spec{
+		Service:       c.Name,
+		Balancer:      upstream.BalancerKind(c.Balancer.Policy),
+		MaxConcurrent: c.MaxConcurrentRequests,
+	}
+	for _, t := range c.Targets {
+		u, err := url.Parse(t.URL)
+		if err != nil {
+			return nil, err
+		}
+		spec.Targets = append(spec.Targets, upstream.TargetSpec{URL: u, Weight: t.Weight, Region: t.Region})
+	}
+	if c.Balancer.HashOn != "" {
+		kind, name, err := config.ParseHashOn(c.Balancer.HashOn)
+		if err != nil {
+			return nil, err
+		}
+		spec.HashOn = upstream.HashSource{Kind: kind, Name: name}
+	}
+	if h := c.HealthCheck; h != nil {
+		hs := &upstream.HealthCheckSpec{
+			Path: h.Path, Host: h.Host, Interval: h.Interval, Timeout: h.Timeout,
+			HealthyThreshold: h.HealthyThreshold, UnhealthyThreshold: h.UnhealthyThreshold,
+		}
+		if h.ExpectStatus != "" {
+			lo, hi, err := config.ParseStatusRange(h.ExpectStatus)
+			if err != nil {
+				return nil, err
+			}
+			hs.ExpectStatusMin, hs.ExpectStatusMax = lo, hi
+		}
+		spec.HealthCheck = hs
+	}
+	if o := c.OutlierDetection; o != nil {
+		spec.Outlier = &upstream.OutlierSpec{
+			ConsecutiveFailures: o.ConsecutiveFailures, BaseEjection: o.BaseEjection,
+			MaxEjection: o.MaxEjection, MaxEjectionPercent: o.MaxEjectionPercent,
+		}
+	}
+	var prevPool *upstream.Pool
+	if prev != nil {
+		if ps := prev.services[c.Name]; ps != nil {
+			prevPool = ps.pool
+		}
+	}
+	pool, err := upstream.NewPool(spec, prevPool, upstream.Options{
+		Logger:         g.log.With("service", c.Name),
+		Client:         g.healthClient,
+		OnHealthChange: g.metrics.healthChanged,
+	})
+	if err != nil {
+		return nil, err
+	}
+	connect := c.Timeouts.Connect
+	if connect == 0 {
+		connect = DefaultConnectTimeout
+	}
+	rht := c.Timeouts.ResponseHeader
+	if rht == 0 {
+		rht = DefaultResponseHeaderTimeout
+	}
+	svc := &service{
+		name:      c.Name,
+		pool:      pool,
+		transport: g.transport(transportKey{protocol: c.Protocol, connect: connect, responseHeader: rht}),
+		h2:        c.Protocol == "h2c" || c.Protocol == "h2",
+		total:     c.Timeouts.Total,
+	}
+	if r := c.Retries; r != nil {
+		svc.retry = newRetryPolicy(r)
+	}
+	return svc, nil
+}
+
+type transportKey struct {
+	protocol       string
+	connect        time.Duration
+	responseHeader time.Duration
+}
+
+// transport returns the shared upstream transport for a combination of
+// settings, so that a reload keeps warm connection pools.
+func (g *Gateway) transport(k transportKey) *http.Transport {
+	g.tmu.Lock()
+	defer g.tmu.Unlock()
+	if t, ok := g.transports[k]; ok {
+		return t
+	}
+	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
+	t := &http.Transport{
+		Proxy:                 nil, // never take upstream proxies from the environment
+		DialContext:           d.DialContext,
+		TLSHandshakeTimeout:   k.connect,
+		ResponseHeaderTimeout: k.responseHeader,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true, // pass encodings through untouched
+		WriteBufferSize:       16 << 10,
+		ReadBufferSize:        16 << 10,
+	}
+	var p http.Protocols
+	switch k.protocol {
+	case "h2c":
+		p.SetUnencryptedHTTP2(true)
+	case "h2":
+		p.SetHTTP2(true)
+	default:
+		p.SetHTTP1(true)
+	}
+	t.Protocols = &p
+	g.transports[k] = t
+	return t
+}
+
+// start begins the snapshot's health checks.
+func (s *Snapshot) start() {
+	for _, svc := range s.order {
+		svc.pool.Start()
+	}
+}
+
+// stop ends the snapshot's health checks. Requests still running on it are
+// not affected: the targets they use live on in the next snapshot's pools.
+func (s *Snapshot) stop() {
+	s.stopOnce.Do(func() {
+		for _, svc := range s.order {
+			svc.pool.Stop()
+		}
+	})
+}
+
+// RouteInfo describes one route for the admin API.
+type RouteInfo struct {
+	Name    string       `json:"name"`
+	Service string       `json:"service"`
+	Match   config.Match `json:"match"`
+}
+
+// Routes lists the routes of the snapshot in document order.
+func (s *Snapshot) Routes() []RouteInfo {
+	out := make([]RouteInfo, len(s.Doc.Routes))
+	for i, r := range s.Doc.Routes {
+		out[i] = RouteInfo{Name: r.Name, Service: r.Service, Match: r.Match}
+	}
+	return out
+}
+
+// ServiceHealth is the live state of one service's targets.
+type ServiceHealth struct {
+	Name     string                  `json:"name"`
+	InFlight int64                   `json:"in_flight"`
+	Targets  []upstream.TargetStatus `json:"targets"`
+}
+
+// Health reports the live health of every target of every service.
+func (s *Snapshot) Health() []ServiceHealth {
+	out := make([]ServiceHealth, 0, len(s.order))
+	for _, svc := range s.order {
+		out = append(out, ServiceHealth{Name: svc.name, InFlight: svc.pool.InFlight(), Targets: svc.pool.Status()})
+	}
+	return out
+}

@@ -1,0 +1,138 @@
+package edge
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+)
+
+// serveUpgrade completes a protocol switch (WebSocket and the like): the
+// upstream answered 101, so the client connection is taken over from
+// net/http and bytes are copied both ways until either side closes.
+func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, resp *http.Response, reqType string, x *exchange) {
+	back, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_upgrade_failed", title: "Bad Gateway", detail: "the upstream switched protocols without a usable connection"})
+		return
+	}
+	if got := upgradeType(resp.Header); reqType == "" || got != reqType {
+		back.Close()
+		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_upgrade_failed", title: "Bad Gateway", detail: "the upstream switched to " + strings.TrimSpace(got) + ", not the " + reqType + " the client asked for"})
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		back.Close()
+		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_upgrade_failed", title: "Bad Gateway", detail: "cannot switch protocols on this connection: " + err.Error()})
+		return
+	}
+	if !g.trackHijacked(conn, back) {
+		conn.Close()
+		back.Close()
+		return
+	}
+	defer g.untrackHijacked(conn)
+	defer conn.Close()
+	defer back.Close()
+
+	upType := resp.Header.Get("Upgrade")
+	removeHopHeaders(resp.Header)
+	resp.Header["Connection"] = []string{"Upgrade"}
+	resp.Header["Upgrade"] = []string{upType}
+	resp.Header["Via"] = append(resp.Header["Via"], "1.1 "+g.opts.ProxyName)
+	x.status = http.StatusSwitchingProtocols
+	if _, err := io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"); err != nil {
+		return
+	}
+	if err := resp.Header.Write(brw); err != nil {
+		return
+	}
+	if _, err := io.WriteString(brw, "\r\n"); err != nil {
+		return
+	}
+	if err := brw.Flush(); err != nil {
+		return
+	}
+	// Bytes the client sent after its request, already buffered by
+	// net/http, belong to the new protocol.
+	if n := brw.Reader.Buffered(); n > 0 {
+		buffered, _ := brw.Reader.Peek(n)
+		if _, err := back.Write(buffered); err != nil {
+			return
+		}
+		x.bytesIn += int64(n)
+	}
+	var wg sync.WaitGroup
+	var in, out int64
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		in, _ = io.Copy(back, conn)
+		closeWrite(back)
+	}()
+	go func() {
+		defer wg.Done()
+		out, _ = io.Copy(conn, back)
+		closeWrite(conn)
+	}()
+	wg.Wait()
+	x.bytesIn += in
+	x.bytesOut += out
+}
+
+// closeWrite half-closes a connection so the peer sees EOF while the other
+// direction finishes; without half-close support it closes it.
+func closeWrite(c any) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	if tc, ok := c.(*guardConn); ok {
+		if cw, ok := tc.Conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+			return
+		}
+	}
+	if cl, ok := c.(io.Closer); ok {
+		cl.Close()
+	}
+}
+
+// trackHijacked remembers a taken-over connection pair so Shutdown can
+// close it; it refuses once the gateway is shutting down.
+func (g *Gateway) trackHijacked(c net.Conn, back io.Closer) bool {
+	g.hmu.Lock()
+	defer g.hmu.Unlock()
+	if g.hijackClosed {
+		return false
+	}
+	g.hijacked[c] = back
+	return true
+}
+
+func (g *Gateway) untrackHijacked(c net.Conn) {
+	g.hmu.Lock()
+	delete(g.hijacked, c)
+	g.hmu.Unlock()
+}
+
+// closeHijacked closes every taken-over connection and refuses new ones.
+func (g *Gateway) closeHijacked() {
+	g.hmu.Lock()
+	defer g.hmu.Unlock()
+	g.hijackClosed = true
+	for c, back := range g.hijacked {
+		c.Close()
+		back.Close()
+	}
+}
+
+// hijackedCount reports the taken-over connections still open.
+func (g *Gateway) hijackedCount() int {
+	g.hmu.Lock()
+	defer g.hmu.Unlock()
+	return len(g.hijacked)
+}

@@ -1,0 +1,266 @@
+package upstream
+
+import (
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Pick chooses the target for a request. It skips targets that are down or
+// ejected, and targets in tried (those attempted by earlier retries of the
+// same request) unless every available target has been tried, in which case
+// one is reused rather than failing the retry. clientIP is the hash key for
+// consistent hashing on the client IP and the fallback key when the
+// configured header or cookie is absent; r may be nil for balancers that do
+// not look at the request. Pick returns ErrNoHealthyTarget when no target is
+// available.
+//
+// Pick does not allocate for pools of up to 64 targets, except that hashing
+// on a cookie parses the request's cookies.
+func (p *Pool) Pick(r *http.Request, clientIP string, tried []*Target) (*Target, error) {
+	now := p.now()
+	t := p.pick(r, clientIP, tried, now)
+	if t == nil && len(tried) > 0 {
+		t = p.pick(r, clientIP, nil, now)
+	}
+	if t == nil {
+		return nil, ErrNoHealthyTarget
+	}
+	return t, nil
+}
+
+func (p *Pool) pick(r *http.Request, clientIP string, tried []*Target, now time.Time) *Target {
+	switch p.balancer {
+	case LeastRequests:
+		return p.pickLeastRequests(tried, now)
+	case ConsistentHash:
+		return p.pickConsistentHash(r, clientIP, tried, now)
+	default:
+		return p.pickRoundRobin(tried, now)
+	}
+}
+
+// eligible reports whether t may be picked: available and not yet tried.
+func eligible(t *Target, tried []*Target, now time.Time) bool {
+	return t.Available(now) && !slices.Contains(tried, t)
+}
+
+// pickRoundRobin is nginx's smooth weighted round robin: every eligible
+// target's current weight grows by its weight, the largest wins and pays
+// back the total. Weights 5,1,1 give a a b a c a a. Ineligible targets are
+// left out of the round, so the rest keep their relative shares.
+func (p *Pool) pickRoundRobin(tried []*Target, now time.Time) *Target {
+	p.rrMu.Lock()
+	defer p.rrMu.Unlock()
+	best := -1
+	var total int64
+	for i, t := range p.targets {
+		if !eligible(t, tried, now) {
+			continue
+		}
+		w := int64(t.Weight)
+		p.rrCurrent[i] += w
+		total += w
+		if best < 0 || p.rrCurrent[i] > p.rrCurrent[best] {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	p.rrCurrent[best] -= total
+	return p.targets[best]
+}
+
+// candidateBufSize is the number of candidates least requests collects on
+// the stack; larger pools spill to the heap.
+const candidateBufSize = 64
+
+// pickLeastRequests samples two distinct eligible targets uniformly and
+// keeps the one with fewer in-flight requests per unit of weight, i.e. it
+// compares (inFlight+1)/weight: weight behaves like capacity, so under load a
+// target of weight 5 carries five times the requests of one of weight 1, and
+// on a tie the random order of the sample decides. Sampling two rather than
+// scanning for the minimum avoids herding every concurrent request onto the
+// same momentarily idle target.
+func (p *Pool) pickLeastRequests(tried []*Target, now time.Time) *Target {
+	var buf [candidateBufSize]*Target
+	cand := buf[:0]
+	for _, t := range p.targets {
+		if eligible(t, tried, now) {
+			cand = append(cand, t)
+		}
+	}
+	switch len(cand) {
+	case 0:
+		return nil
+	case 1:
+		return cand[0]
+	}
+	i := rand.IntN(len(cand))
+	j := rand.IntN(len(cand) - 1)
+	if j >= i {
+		j++
+	}
+	a, b := cand[i], cand[j]
+	// (a.inFlight+1)/a.Weight <= (b.inFlight+1)/b.Weight, cross-multiplied
+	// to stay in integers.
+	if (a.InFlight()+1)*int64(b.Weight) <= (b.InFlight()+1)*int64(a.Weight) {
+		return a
+	}
+	return b
+}
+
+// Ring parameters. Each weight unit gets vnodesPerWeight points, which keeps
+// the spread of keys within a few percent of the weights; very large pools
+// get fewer points per unit so the ring stays under maxRingNodes.
+const (
+	vnodesPerWeight = 100
+	maxRingNodes    = 1 << 17
+)
+
+// ringNode is one virtual node: a point on the hash ring owned by a target
+// (an index into Pool.targets).
+type ringNode struct {
+	hash   uint64
+	target int32
+}
+
+// buildRing places every target at weight*perUnit points derived from its
+// URL alone, so a target's points do not depend on the other targets and
+// removing one only moves the keys that it owned.
+func buildRing(targets []*Target) []ringNode {
+	totalWeight := 0
+	for _, t := range targets {
+		totalWeight += t.Weight
+	}
+	perUnit := min(vnodesPerWeight, max(1, maxRingNodes/totalWeight))
+	ring := make([]ringNode, 0, totalWeight*perUnit)
+	var buf []byte
+	for i, t := range targets {
+		for v := range t.Weight * perUnit {
+			buf = append(buf[:0], t.key...)
+			buf = append(buf, '#')
+			buf = strconv.AppendInt(buf, int64(v), 10)
+			ring = append(ring, ringNode{hash: hashBytes(buf), target: int32(i)})
+		}
+	}
+	// Break (astronomically unlikely) hash ties by URL so the ring does not
+	// depend on the order targets are listed in.
+	slices.SortFunc(ring, func(a, b ringNode) int {
+		switch {
+		case a.hash < b.hash:
+			return -1
+		case a.hash > b.hash:
+			return 1
+		}
+		return strings.Compare(targets[a.target].key, targets[b.target].key)
+	})
+	return ring
+}
+
+// pickConsistentHash finds the first ring point at or after the key's hash
+// and walks clockwise to the first eligible target, so while a target is
+// out its keys spread over the following targets and return to it when it
+// is back.
+func (p *Pool) pickConsistentHash(r *http.Request, clientIP string, tried []*Target, now time.Time) *Target {
+	// Make sure the walk below ends early: with nothing eligible it would
+	// visit the whole ring.
+	found := false
+	for _, t := range p.targets {
+		if eligible(t, tried, now) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return nil
+	}
+	h := hashString(p.hashKey(r, clientIP))
+	ring := p.ring
+	i := sort.Search(len(ring), func(k int) bool { return ring[k].hash >= h })
+	for range len(ring) {
+		if i == len(ring) {
+			i = 0
+		}
+		if t := p.targets[ring[i].target]; eligible(t, tried, now) {
+			return t
+		}
+		i++
+	}
+	return nil // everything became unavailable during the walk
+}
+
+// hashKey extracts the consistent-hash key of a request, falling back to
+// the client IP when the header or cookie is missing, and to the host of
+// r.RemoteAddr when the caller did not supply a client IP.
+func (p *Pool) hashKey(r *http.Request, clientIP string) string {
+	if r != nil {
+		switch p.hashOn.Kind {
+		case HashHeader:
+			if v := r.Header.Get(p.hashOn.Name); v != "" {
+				return v
+			}
+		case HashCookie:
+			if c, err := r.Cookie(p.hashOn.Name); err == nil && c.Value != "" {
+				return c.Value
+			}
+		}
+	}
+	if clientIP != "" {
+		return clientIP
+	}
+	if r != nil {
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			return host
+		}
+		return r.RemoteAddr
+	}
+	return ""
+}
+
+// FNV-1a (64 bit) parameters, as in hash/fnv. The hash is computed inline
+// so that hashing a string key neither allocates nor goes through an
+// interface; hash/maphash is unsuitable because its seeds differ between
+// processes, which would remap every key on restart.
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
+
+// hashString is FNV-1a of s followed by a 64-bit finalizer. FNV-1a alone
+// spreads short, similar strings such as "http://10.0.0.1:80#17" poorly over
+// the high bits that decide ring order; the murmur3 finalizer mixes every
+// input bit into every output bit.
+func hashString(s string) uint64 {
+	h := uint64(fnvOffset64)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= fnvPrime64
+	}
+	return mix64(h)
+}
+
+func hashBytes(b []byte) uint64 {
+	h := uint64(fnvOffset64)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= fnvPrime64
+	}
+	return mix64(h)
+}
+
+// mix64 is the murmur3 fmix64 finalizer.
+func mix64(h uint64) uint64 {
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}

@@ -1,0 +1,148 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// maxDrainBytes is how much of a health-check response body is read before
+// closing it: enough for a typical status page to be consumed so the
+// connection can be reused, without letting a misbehaving target make the
+// checker read megabytes every interval.
+const maxDrainBytes = 4 << 10
+
+// healthCheckUserAgent identifies checks in the targets' access logs.
+const healthCheckUserAgent = "meridian-health-check"
+
+// newHealthTransport returns the transport of the pool-owned health-check
+// client. It is a clone of http.DefaultTransport without the proxy taken
+// from the environment: targets are internal addresses that must be probed
+// directly, as the proxy itself reaches them.
+func newHealthTransport() *http.Transport {
+	var tr *http.Transport
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		tr = dt.Clone()
+	} else {
+		tr = &http.Transport{ForceAttemptHTTP2: true}
+	}
+	tr.Proxy = nil
+	return tr
+}
+
+// healthURL returns the URL probed for t: the target's scheme, user info and
+// host with the check path (and query) in place of the target's base path.
+func healthURL(t *Target, path string) string {
+	// path was validated by normalizeHealth.
+	ref, err := url.Parse(path)
+	if err != nil {
+		return t.URL.String()
+	}
+	return t.URL.ResolveReference(ref).String()
+}
+
+// healthLoop checks t right away and then every Interval until ctx ends.
+// Ticks that fall while a check is still running are dropped by the ticker,
+// so a slow target is never probed by overlapping requests.
+func (p *Pool) healthLoop(ctx context.Context, t *Target, checkURL string) {
+	ticker := time.NewTicker(p.health.Interval)
+	defer ticker.Stop()
+	for {
+		p.checkTarget(ctx, t, checkURL)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// checkTarget runs one check and records its result.
+func (p *Pool) checkTarget(ctx context.Context, t *Target, checkURL string) {
+	err := p.probe(ctx, checkURL)
+	if ctx.Err() != nil {
+		// The pool is stopping: the aborted check says nothing about the
+		// target and must not count against it.
+		return
+	}
+	p.recordCheck(t, err)
+}
+
+// probe performs one GET against checkURL and returns why it failed, or nil.
+func (p *Pool) probe(ctx context.Context, checkURL string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.health.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, checkURL, nil)
+	if err != nil {
+		return err
+	}
+	if p.health.Host != "" {
+		req.Host = p.health.Host
+	}
+	req.Header.Set("User-Agent", healthCheckUserAgent)
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrainBytes))
+	_ = resp.Body.Close()
+	if resp.StatusCode < p.health.ExpectStatusMin || resp.StatusCode > p.health.ExpectStatusMax {
+		return fmt.Errorf("unexpected status %d, want %d..%d",
+			resp.StatusCode, p.health.ExpectStatusMin, p.health.ExpectStatusMax)
+	}
+	return nil
+}
+
+// recordCheck applies one check result to t and reports a transition once a
+// threshold is crossed. Results from a pool that no longer owns the target
+// (an old pool still running during a reload) are dropped, so only the
+// current configuration's checks decide.
+func (p *Pool) recordCheck(t *Target, checkErr error) {
+	st := t.st
+	if st.owner.Load() != p {
+		return
+	}
+	now := p.now()
+	var changed, healthy bool
+	st.mu.Lock()
+	st.lastCheck = now
+	st.lastError = ""
+	if checkErr == nil {
+		st.checkFail = 0
+		st.checkOK++
+		if st.down.Load() && st.checkOK >= p.health.HealthyThreshold {
+			st.down.Store(false)
+			changed = true
+		}
+	} else {
+		st.lastError = checkErr.Error()
+		st.checkOK = 0
+		st.checkFail++
+		if !st.down.Load() && st.checkFail >= p.health.UnhealthyThreshold {
+			st.down.Store(true)
+			changed = true
+		}
+	}
+	healthy = !st.down.Load()
+	st.mu.Unlock()
+
+	if checkErr != nil && !changed {
+		p.log.Debug("upstream health check failed", "target", t.String(), "error", checkErr)
+	}
+	if !changed {
+		return
+	}
+	if healthy {
+		p.log.Info("upstream target healthy", "target", t.String(),
+			"successes", p.health.HealthyThreshold)
+	} else {
+		p.log.Warn("upstream target unhealthy", "target", t.String(),
+			"failures", p.health.UnhealthyThreshold, "error", checkErr)
+	}
+	if p.onHealthChange != nil {
+		p.onHealthChange(p.service, t, healthy)
+	}
+}

@@ -1,0 +1,259 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/meridian-gw/meridian/edge/config"
+)
+
+// File is a node's configuration file: the node section, static and local
+// to this node, and the gateway document, which can later be replaced at
+// run time (admin API, SIGHUP).
+type File struct {
+	Node    Config          `yaml:"node"`
+	Gateway config.Document `yaml:"gateway"`
+}
+
+// Config is the static configuration of one node. Changing it needs a
+// restart; a reload only applies the gateway document.
+type Config struct {
+	// Name of the node; default the host name.
+	Name string `yaml:"name"`
+	// Region the node runs in; default "local".
+	Region string `yaml:"region"`
+	// DataDir keeps the node's state (applied config, admin token); default
+	// the user's cache dir + "/meridian".
+	DataDir string `yaml:"data_dir"`
+	// Listen addresses.
+	Listen Listen `yaml:"listen"`
+	// Admin API.
+	Admin Admin `yaml:"admin"`
+	// Limits harden the client-facing listener.
+	Limits Limits `yaml:"limits"`
+	// TrustedProxies are CIDRs (or addresses) whose Forwarded and
+	// X-Forwarded-* headers are extended rather than replaced.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// AccessLog configures the per-request log.
+	AccessLog AccessLog `yaml:"access_log"`
+	// Log configures the operational log.
+	Log Log `yaml:"log"`
+	// Demo starts the built-in demo backends on loopback; the gateway
+	// document may then name the target "http://demo.local" (replaced by
+	// their address).
+	Demo bool `yaml:"demo"`
+}
+
+// Listen holds the client-facing addresses.
+type Listen struct {
+	// HTTP serves HTTP/1.1 and h2c; default 127.0.0.1:8080.
+	HTTP string `yaml:"http"`
+}
+
+// Admin configures the admin API listener.
+type Admin struct {
+	// Listen address; default 127.0.0.1:9901. "off" disables the admin API.
+	Listen string `yaml:"listen"`
+	// Token is the bearer token for writes (and for reads when the
+	// listener is not on loopback).
+	Token string `yaml:"token"`
+	// TokenFile holds the token instead (first line). With neither set, a
+	// random token is created in DataDir/admin-token on first start.
+	TokenFile string `yaml:"token_file"`
+}
+
+// Limits harden the client-facing listener. Zero values take the defaults.
+type Limits struct {
+	// MaxHeaderBytes caps the request line and headers; default 64KiB.
+	MaxHeaderBytes config.ByteSize `yaml:"max_header_bytes"`
+	// MaxHeaderCount caps the number of header fields; default 100.
+	MaxHeaderCount int `yaml:"max_header_count"`
+	// MaxRequestBody is the default request body limit of routes; default
+	// 10MiB.
+	MaxRequestBody config.ByteSize `yaml:"max_request_body"`
+	// ReadHeaderTimeout bounds reading request headers; default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle keep-alive connections; default 120s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxConnections caps concurrent client connections; default 0 (none).
+	MaxConnections int `yaml:"max_connections"`
+	// DrainTimeout is how long a stopping node lets in-flight requests
+	// finish; default 30s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+}
+
+// AccessLog configures the access log.
+type AccessLog struct {
+	// Enabled defaults to true.
+	Enabled *bool `yaml:"enabled"`
+	// Path is "stdout" (default), "stderr" or a file path (appended).
+	Path string `yaml:"path"`
+}
+
+// Log configures the operational log (JSON on stderr).
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+}
+
+// Defaults.
+const (
+	DefaultHTTPAddr     = "127.0.0.1:8080"
+	DefaultAdminAddr    = "127.0.0.1:9901"
+	DefaultDrainTimeout = 30 * time.Second
+)
+
+// ParseFile decodes and validates a node configuration file. Errors name the
+// field and line.
+func ParseFile(data []byte) (*File, error) {
+	var f File
+	root, err := config.DecodeStrict(data, &f)
+	if err != nil {
+		return nil, err
+	}
+	var errs config.Errors
+	if err := f.Node.validate(); err != nil {
+		for _, e := range err.(config.Errors) {
+			e.Path = "node." + e.Path
+			e.Line = config.LineOf(root, e.Path)
+			errs = append(errs, e)
+		}
+	}
+	if err := config.ValidateAt(&f.Gateway, root, "gateway"); err != nil {
+		var ges config.Errors
+		if errors.As(err, &ges) {
+			errs = append(errs, ges...)
+		} else {
+			return nil, err
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return &f, nil
+}
+
+// GatewayYAML returns the gateway section of a node file as its own YAML
+// document, for storing and reading back "as applied".
+func GatewayYAML(data []byte) ([]byte, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, err
+	}
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
+		return nil, errors.New("not a mapping")
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "gateway" {
+			return yaml.Marshal(m.Content[i+1])
+		}
+	}
+	return []byte("{}\n"), nil
+}
+
+func (c *Config) validate() error {
+	var es config.Errors
+	add := func(path, format string, args ...any) {
+		es = append(es, &config.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	checkAddr := func(path, addr string) {
+		if addr == "" {
+			return
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			add(path, "invalid address %q: use host:port such as 127.0.0.1:8080", addr)
+		}
+	}
+	checkAddr("listen.http", c.Listen.HTTP)
+	if c.Admin.Listen != "off" {
+		checkAddr("admin.listen", c.Admin.Listen)
+	}
+	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
+		add("admin", "set token or token_file, not both")
+	}
+	if c.Admin.Token != "" && len(c.Admin.Token) < 16 {
+		add("admin.token", "too short: use at least 16 characters")
+	}
+	for i, p := range c.TrustedProxies {
+		if _, err := parsePrefix(p); err != nil {
+			add(fmt.Sprintf("trusted_proxies[%d]", i), "%v", err)
+		}
+	}
+	l := c.Limits
+	if l.MaxHeaderBytes < 0 || (l.MaxHeaderBytes > 0 && l.MaxHeaderBytes < 1024) {
+		add("limits.max_header_bytes", "must be at least 1KiB")
+	}
+	if l.MaxHeaderCount < 0 {
+		add("limits.max_header_count", "must not be negative")
+	}
+	if l.MaxRequestBody < 0 {
+		add("limits.max_request_body", "must not be negative")
+	}
+	for path, d := range map[string]time.Duration{"limits.read_header_timeout": l.ReadHeaderTimeout, "limits.idle_timeout": l.IdleTimeout, "limits.drain_timeout": l.DrainTimeout} {
+		if d < 0 {
+			add(path, "must not be negative")
+		}
+	}
+	if l.MaxConnections < 0 {
+		add("limits.max_connections", "must not be negative")
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		add("log.level", "unknown level %q: use debug, info, warn or error", c.Log.Level)
+	}
+	if len(es) == 0 {
+		return nil
+	}
+	return es
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	return netip.Prefix{}, fmt.Errorf("invalid network %q: use a CIDR such as 10.0.0.0/8 or an address", s)
+}
+
+// withDefaults fills in defaults that need the environment.
+func (c Config) withDefaults() (Config, error) {
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			h = "meridian"
+		}
+		c.Name = h
+	}
+	if c.Region == "" {
+		c.Region = "local"
+	}
+	if c.DataDir == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			return c, fmt.Errorf("no data_dir set and no user cache dir: %w", err)
+		}
+		c.DataDir = filepath.Join(dir, "meridian")
+	}
+	if c.Listen.HTTP == "" {
+		c.Listen.HTTP = DefaultHTTPAddr
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = DefaultAdminAddr
+	}
+	if c.Limits.DrainTimeout == 0 {
+		c.Limits.DrainTimeout = DefaultDrainTimeout
+	}
+	return c, nil
+}

@@ -1,0 +1,469 @@
+// Package node builds and runs one Meridian edge node: it reads the node
+// configuration, wires the data plane (edge) to its control (the gateway
+// document, applied locally now and through the cluster later), and owns
+// start, reload, drain and stop.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/edge/config"
+)
+
+// Options are what a Node needs besides its configuration.
+type Options struct {
+	// Logger for operational messages; nil means JSON on stderr at the
+	// configured level.
+	Logger *slog.Logger
+	// AccessLogWriter overrides where the access log goes (tests).
+	AccessLogWriter io.Writer
+	// ConfigPath is the file the configuration came from, re-read by
+	// Reload. Empty means the embedded default (Reload re-applies it).
+	ConfigPath string
+}
+
+// Node is one running edge node.
+type Node struct {
+	cfg      Config
+	opts     Options
+	log      *slog.Logger
+	gw       *edge.Gateway
+	proxy    *edge.Server
+	adminSrv *http.Server
+	adminLn  net.Listener
+	demo     *demoBackend
+	token    string
+	accessF  *os.File
+
+	applyMu  sync.Mutex // serialises Apply: versions must not interleave
+	draining atomic.Bool
+	wg       sync.WaitGroup
+}
+
+// state is what the node remembers across restarts, in DataDir.
+type state struct {
+	Version  uint64 `json:"version"`
+	Hash     string `json:"hash"`
+	Source   string `json:"source"`    // "file" or "admin"
+	FileHash string `json:"file_hash"` // hash of the file's document when last started
+}
+
+// New prepares a node from a parsed file; nothing listens until Start.
+func New(f *File, opts Options) (*Node, error) {
+	cfg, err := f.Node.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, opts: opts, log: opts.Logger}
+	if n.log == nil {
+		n.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: parseLevel(cfg.Log.Level)}))
+	}
+	n.log = n.log.With("node", cfg.Name)
+	var trusted []netip.Prefix
+	for _, p := range cfg.TrustedProxies {
+		pp, _ := parsePrefix(p)
+		trusted = append(trusted, pp)
+	}
+	var access *slog.Logger
+	if cfg.AccessLog.Enabled == nil || *cfg.AccessLog.Enabled {
+		w := opts.AccessLogWriter
+		if w == nil {
+			switch cfg.AccessLog.Path {
+			case "", "stdout":
+				w = os.Stdout
+			case "stderr":
+				w = os.Stderr
+			default:
+				fh, err := os.OpenFile(cfg.AccessLog.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+				if err != nil {
+					return nil, fmt.Errorf("access log: %w", err)
+				}
+				n.accessF = fh
+				w = fh
+			}
+		}
+		access = slog.New(slog.NewJSONHandler(w, nil))
+	}
+	n.gw = edge.New(edge.Options{
+		Logger:         n.log,
+		AccessLog:      access,
+		TrustedProxies: trusted,
+		MaxHeaderCount: cfg.Limits.MaxHeaderCount,
+		MaxRequestBody: int64(cfg.Limits.MaxRequestBody),
+	})
+	return n, nil
+}
+
+func parseLevel(s string) slog.Level {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// Gateway returns the node's data plane (for tests and embedding).
+func (n *Node) Gateway() *edge.Gateway { return n.gw }
+
+// ProxyAddr is the bound client-facing address (after Start).
+func (n *Node) ProxyAddr() string { return n.proxy.Addr().String() }
+
+// AdminAddr is the bound admin address, or "" if the admin API is off.
+func (n *Node) AdminAddr() string {
+	if n.adminLn == nil {
+		return ""
+	}
+	return n.adminLn.Addr().String()
+}
+
+// AdminToken is the bearer token for admin writes.
+func (n *Node) AdminToken() string { return n.token }
+
+// Start applies the initial gateway document (from the file, or what was
+// last applied through the admin API if the file has not changed since),
+// binds the listeners and serves. It returns once everything listens.
+func (n *Node) Start(f *File, fileRaw []byte) error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	tok, err := n.loadToken()
+	if err != nil {
+		return err
+	}
+	n.token = tok
+	if n.cfg.Demo {
+		d, err := startDemo()
+		if err != nil {
+			return fmt.Errorf("demo backends: %w", err)
+		}
+		n.demo = d
+		n.log.Info("demo backends started", "addr", d.addr())
+	}
+	if err := n.applyInitial(f, fileRaw); err != nil {
+		n.stopDemo()
+		return err
+	}
+	srv, err := n.gw.Listen(edge.ListenerOptions{
+		Addr:              n.cfg.Listen.HTTP,
+		MaxHeaderBytes:    int(n.cfg.Limits.MaxHeaderBytes),
+		ReadHeaderTimeout: n.cfg.Limits.ReadHeaderTimeout,
+		IdleTimeout:       n.cfg.Limits.IdleTimeout,
+		MaxConnections:    n.cfg.Limits.MaxConnections,
+	})
+	if err != nil {
+		n.gw.Close()
+		n.stopDemo()
+		return fmt.Errorf("listen %s: %w", n.cfg.Listen.HTTP, err)
+	}
+	n.proxy = srv
+	if n.cfg.Admin.Listen != "off" {
+		ln, err := net.Listen("tcp", n.cfg.Admin.Listen)
+		if err != nil {
+			srv.Shutdown(context.Background())
+			n.gw.Close()
+			n.stopDemo()
+			return fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
+		}
+		n.adminLn = ln
+		n.adminSrv = &http.Server{
+			Handler: n.gw.AdminHandler(edge.AdminOptions{
+				Control:   n,
+				Token:     n.token,
+				OpenReads: isLoopback(ln.Addr()),
+			}),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.adminSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.log.Error("admin server stopped", "err", err)
+			}
+		}()
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(); err != nil {
+			n.log.Error("proxy server stopped", "err", err)
+		}
+	}()
+	s := n.gw.Current()
+	n.log.Info("meridian serving", "http", srv.Addr().String(), "admin", n.AdminAddr(), "config_version", s.Version, "config_hash", s.Hash[:12], "routes", len(s.Doc.Routes), "data_dir", n.cfg.DataDir)
+	return nil
+}
+
+func isLoopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
+
+func (n *Node) stopDemo() {
+	if n.demo != nil {
+		n.demo.close()
+	}
+}
+
+// loadToken finds the admin token: configured, from a file, or created.
+func (n *Node) loadToken() (string, error) {
+	switch {
+	case n.cfg.Admin.Token != "":
+		return n.cfg.Admin.Token, nil
+	case n.cfg.Admin.TokenFile != "":
+		b, err := os.ReadFile(n.cfg.Admin.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("admin token file: %w", err)
+		}
+		tok := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+		if len(tok) < 16 {
+			return "", fmt.Errorf("admin token file %s: token too short (at least 16 characters)", n.cfg.Admin.TokenFile)
+		}
+		return tok, nil
+	}
+	path := filepath.Join(n.cfg.DataDir, "admin-token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var buf [24]byte
+	if _, err := rand.Read(buf[:]); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(buf[:])
+	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	n.log.Info("created admin token", "path", path)
+	return tok, nil
+}
+
+// applyInitial installs the first snapshot.
+func (n *Node) applyInitial(f *File, fileRaw []byte) error {
+	raw, err := GatewayYAML(fileRaw)
+	if err != nil {
+		return err
+	}
+	fileHash := f.Gateway.Hash()
+	st := n.loadState()
+	doc, src := &f.Gateway, "file"
+	if st.Source == "admin" && st.FileHash == fileHash {
+		// The file has not changed since the admin API replaced its
+		// document: the later admin write wins.
+		if b, err := os.ReadFile(n.statePath("gateway-applied")); err == nil {
+			if d, err := config.Parse(b); err == nil && d.Hash() == st.Hash {
+				doc, raw, src = d, b, "admin"
+			} else {
+				n.log.Warn("stored admin-applied document unreadable; using the file", "err", err)
+			}
+		}
+	}
+	version := st.Version
+	if doc.Hash() != st.Hash || version == 0 {
+		version++
+	}
+	snap, err := n.compile(doc, raw, version, nil)
+	if err != nil {
+		return err
+	}
+	n.gw.Swap(snap)
+	return n.saveState(state{Version: version, Hash: snap.Hash, Source: src, FileHash: fileHash}, raw)
+}
+
+// compile rewrites demo targets and compiles doc.
+func (n *Node) compile(doc *config.Document, raw []byte, version uint64, prev *edge.Snapshot) (*edge.Snapshot, error) {
+	hash := doc.Hash()
+	run := doc
+	if n.demo != nil {
+		cp := *doc
+		cp.Services = make([]config.Service, len(doc.Services))
+		for i, s := range doc.Services {
+			s.Targets = append([]config.Target(nil), s.Targets...)
+			for j, t := range s.Targets {
+				if u, err := url.Parse(t.URL); err == nil && u.Host == demoHost {
+					u.Host = n.demo.addr()
+					s.Targets[j].URL = u.String()
+				}
+			}
+			cp.Services[i] = s
+		}
+		run = &cp
+	}
+	return n.gw.Compile(run, edge.CompileInput{Version: version, Raw: raw, Hash: hash, Prev: prev})
+}
+
+// Apply parses, validates, compiles and installs a gateway document. It
+// implements edge.Control for the admin API.
+func (n *Node) Apply(ctx context.Context, raw []byte, ifVersion uint64) (*edge.Snapshot, error) {
+	doc, err := config.Parse(raw)
+	if err != nil {
+		n.gw.RecordRejected()
+		return nil, err
+	}
+	return n.install(doc, raw, ifVersion, "admin")
+}
+
+func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, source string) (*edge.Snapshot, error) {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	cur := n.gw.Current()
+	if ifVersion != 0 && (cur == nil || cur.Version != ifVersion) {
+		return nil, fmt.Errorf("%w: you named version %d, the node serves version %d", edge.ErrVersionConflict, ifVersion, cur.Version)
+	}
+	var version uint64 = 1
+	if cur != nil {
+		version = cur.Version + 1
+	}
+	snap, err := n.compile(doc, raw, version, cur)
+	if err != nil {
+		n.gw.RecordRejected()
+		return nil, err
+	}
+	st := n.loadState()
+	st.Version, st.Hash, st.Source = version, snap.Hash, source
+	if source == "file" {
+		st.FileHash = snap.Hash
+	}
+	if err := n.saveState(st, raw); err != nil {
+		// Persisting failed: do not serve a version that a restart would
+		// forget, or the version could go backwards.
+		n.gw.RecordRejected()
+		return nil, fmt.Errorf("storing the document: %w", err)
+	}
+	n.gw.Swap(snap)
+	n.log.Info("configuration applied", "version", version, "hash", snap.Hash[:12], "source", source, "routes", len(doc.Routes), "services", len(doc.Services))
+	return snap, nil
+}
+
+// Reload re-reads the configuration file and applies its gateway document
+// (SIGHUP). Changes to the node section need a restart and are reported.
+func (n *Node) Reload() (*edge.Snapshot, error) {
+	raw := DefaultConfig
+	if n.opts.ConfigPath != "" {
+		b, err := os.ReadFile(n.opts.ConfigPath)
+		if err != nil {
+			n.gw.RecordRejected()
+			return nil, err
+		}
+		raw = b
+	}
+	f, err := ParseFile(raw)
+	if err != nil {
+		n.gw.RecordRejected()
+		return nil, err
+	}
+	if nc, err := f.Node.withDefaults(); err == nil && !sameNode(nc, n.cfg) {
+		n.log.Warn("the node section changed; it takes effect only after a restart")
+	}
+	doc, err := GatewayYAML(raw)
+	if err != nil {
+		return nil, err
+	}
+	return n.install(&f.Gateway, doc, 0, "file")
+}
+
+func sameNode(a, b Config) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// Ready reports whether the node takes traffic.
+func (n *Node) Ready() bool { return !n.draining.Load() && n.gw.Current() != nil }
+
+// Drain stops the node gracefully: readiness goes false, the listener stops
+// accepting, in-flight requests get until ctx ends (or the configured drain
+// timeout), then everything is closed. It returns an error if requests had
+// to be cut off.
+func (n *Node) Drain(ctx context.Context) error {
+	n.draining.Store(true)
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.Limits.DrainTimeout)
+	defer cancel()
+	n.log.Info("draining", "deadline", n.cfg.Limits.DrainTimeout.String())
+	err := n.proxy.Shutdown(ctx)
+	if n.adminSrv != nil {
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		n.adminSrv.Shutdown(actx)
+		acancel()
+	}
+	n.gw.Close()
+	n.stopDemo()
+	n.wg.Wait()
+	if n.accessF != nil {
+		n.accessF.Close()
+	}
+	if err != nil {
+		n.log.Warn("drain deadline reached; remaining requests were cut off", "err", err)
+		return err
+	}
+	n.log.Info("drained")
+	return nil
+}
+
+func (n *Node) statePath(name string) string { return filepath.Join(n.cfg.DataDir, name) }
+
+func (n *Node) loadState() state {
+	var st state
+	b, err := os.ReadFile(n.statePath("state.json"))
+	if err != nil {
+		return st
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		n.log.Warn("state.json unreadable; starting versions afresh", "err", err)
+		return state{}
+	}
+	return st
+}
+
+func (n *Node) saveState(st state, raw []byte) error {
+	if err := writeFileAtomic(n.statePath("gateway-applied"), raw, 0o600); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(st, "", "  ")
+	return writeFileAtomic(n.statePath("state.json"), b, 0o600)
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
