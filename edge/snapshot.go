@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -202,12 +203,23 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 	}
 	t, err := router.New(rts)
 	if err != nil {
-		var re *router.RouteError
-		if e, ok := err.(*router.RouteError); ok {
-			re = e
-			return nil, config.Errors{{Path: fmt.Sprintf("routes[%d].match", re.Index), Msg: re.Err.Error()}}
+		// router.New joins one *RouteError per bad route.
+		var es config.Errors
+		var list []error
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			list = j.Unwrap()
+		} else {
+			list = []error{err}
 		}
-		return nil, err
+		for _, e := range list {
+			var re *router.RouteError
+			if errors.As(e, &re) {
+				es = append(es, &config.FieldError{Path: fmt.Sprintf("routes[%d].match", re.Index), Msg: re.Err.Error()})
+			} else {
+				es = append(es, &config.FieldError{Path: "routes", Msg: e.Error()})
+			}
+		}
+		return nil, es
 	}
 	s.table = t
 	return s, nil

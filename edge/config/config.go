@@ -24,10 +24,10 @@ import (
 // Document is the gateway configuration document.
 type Document struct {
 	// Services are the upstream APIs that routes send traffic to.
-	Services []Service `yaml:"services" json:"services"`
+	Services []Service `yaml:"services" json:"services,omitempty"`
 	// Routes decide which service answers a request, and how the request and
 	// response are changed on the way.
-	Routes []Route `yaml:"routes" json:"routes"`
+	Routes []Route `yaml:"routes" json:"routes,omitempty"`
 }
 
 // Service is one upstream API: a set of targets and how to talk to them.
@@ -39,7 +39,7 @@ type Service struct {
 	// "http1" negotiate by ALPN and prefer HTTP/1.1.
 	Protocol string `yaml:"protocol,omitempty" json:"protocol,omitempty"`
 	// Targets are the instances of the service. At least one.
-	Targets  []Target `yaml:"targets" json:"targets"`
+	Targets  []Target `yaml:"targets" json:"targets,omitempty"`
 	Balancer Balancer `yaml:"balancer,omitempty" json:"balancer,omitempty"`
 	Timeouts Timeouts `yaml:"timeouts,omitempty" json:"timeouts,omitempty"`
 	// Retries for idempotent requests; nil means no retries.

@@ -1,0 +1,181 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const validDoc = `
+services:
+  - name: users
+    protocol: h2c
+    targets:
+      - url: http://10.0.0.1:8080
+        weight: 3
+        region: eu-west
+      - url: http://10.0.0.2:8080
+    balancer: {policy: consistent_hash, hash_on: "header:X-User"}
+    timeouts: {connect: 2s, response_header: 5s, total: 30s}
+    retries:
+      attempts: 2
+      on: [connect_failure, "503"]
+      budget: {ratio: 0.1, min_per_second: 5}
+      backoff: {base: 10ms, max: 100ms}
+    health_check: {path: /healthz, interval: 2s, expect_status: "200-299"}
+    outlier_detection: {consecutive_failures: 3, base_ejection: 10s}
+    max_concurrent_requests: 100
+routes:
+  - name: get-user
+    match:
+      hosts: [api.example.com, "*.example.com"]
+      path: /users/{id}
+      methods: [GET]
+      headers: [{name: X-Client, exact: mobile}]
+      query: [{name: debug}]
+    service: users
+    rewrite: {path: "/v1/users/{id}", host: users.internal}
+    request_headers: {set: {X-Env: prod}, remove: [Cookie]}
+    response_headers: {add: {X-Served-By: meridian}}
+    limits: {max_request_body: 1MiB, max_response_body: 10MB}
+`
+
+func TestParseValid(t *testing.T) {
+	doc, err := Parse([]byte(validDoc))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got, want := len(doc.Services[0].Targets), 2; got != want {
+		t.Fatalf("targets: got %d; want %d", got, want)
+	}
+	if got, want := doc.Routes[0].Limits.MaxRequestBody, ByteSize(1<<20); got != want {
+		t.Errorf("max_request_body: got %d; want %d", got, want)
+	}
+	if got, want := doc.Routes[0].Limits.MaxResponseBody, ByteSize(10_000_000); got != want {
+		t.Errorf("max_response_body: got %d; want %d", got, want)
+	}
+	if got := doc.Services[0].Timeouts.Connect.String(); got != "2s" {
+		t.Errorf("connect timeout: got %s; want 2s", got)
+	}
+}
+
+func TestParseJSON(t *testing.T) {
+	j := `{"services":[{"name":"a","targets":[{"url":"http://127.0.0.1:1"}]}],
+	"routes":[{"name":"r","match":{"path_prefix":"/"},"service":"a"}]}`
+	doc, err := Parse([]byte(j))
+	if err != nil {
+		t.Fatalf("Parse JSON: %v", err)
+	}
+	if doc.Routes[0].Service != "a" {
+		t.Fatalf("got service %q; want a", doc.Routes[0].Service)
+	}
+}
+
+func TestHashIgnoresFormatting(t *testing.T) {
+	a, err := Parse([]byte("services: [{name: a, targets: [{url: 'http://h:1'}]}]\nroutes: []\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Parse([]byte("# comment\nservices:\n  - name: a\n    targets:\n      - url: http://h:1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Hash() != b.Hash() {
+		t.Fatalf("same document, different hashes: %s vs %s", a.Hash(), b.Hash())
+	}
+	c, _ := Parse([]byte("services: [{name: b, targets: [{url: 'http://h:1'}]}]\n"))
+	if c.Hash() == a.Hash() {
+		t.Fatal("different documents, same hash")
+	}
+}
+
+// Each case must fail with an error naming the line and the field path.
+func TestParseErrors(t *testing.T) {
+	base := "services:\n  - name: s\n    targets: [{url: 'http://127.0.0.1:1'}]\nroutes:\n"
+	cases := []struct {
+		name, doc string
+		line      int
+		contains  []string
+	}{
+		{"unknown field", base + "  - name: r\n    service: s\n    sevice: s\n", 7, []string{"routes[0].sevice", `unknown field "sevice"`}},
+		{"wrong type", base + "  - name: r\n    service: s\n    limits: {max_request_body: lots}\n", 7, []string{"invalid size"}},
+		{"bad duration", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: soon}\n", 4, []string{"services[0].timeouts.connect"}},
+		{"unknown service", base + "  - name: r\n    service: nope\n", 6, []string{"routes[0].service", `unknown service "nope"`}},
+		{"duplicate route", base + "  - name: r\n    service: s\n  - name: r\n    service: s\n", 7, []string{"routes[1].name", "duplicate"}},
+		{"bad template", base + "  - name: r\n    service: s\n    match: {path: '/a/{x'}\n", 7, []string{"routes[0].match.path"}},
+		{"rewrite var", base + "  - name: r\n    service: s\n    match: {path: '/a/{x}'}\n    rewrite: {path: '/b/{y}'}\n", 8, []string{"routes[0].rewrite.path", "{y}"}},
+		{"bad scheme", "services:\n  - name: s\n    targets:\n      - url: ftp://h\n", 4, []string{"services[0].targets[0].url", "ftp"}},
+		{"no targets", "services:\n  - name: s\n", 2, []string{"services[0].targets"}},
+		{"bad policy", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    balancer: {policy: random}\n", 4, []string{"services[0].balancer.policy"}},
+		{"bad regex", base + "  - name: r\n    service: s\n    match:\n      headers: [{name: X, regex: '('}]\n", 8, []string{"routes[0].match.headers[0].regex"}},
+		{"hop header op", base + "  - name: r\n    service: s\n    request_headers: {set: {Connection: x}}\n", 7, []string{"routes[0].request_headers.set", "hop-by-hop"}},
+		{"path and prefix", base + "  - name: r\n    service: s\n    match: {path: /a, path_prefix: /b}\n", 7, []string{"routes[0].match", "not both"}},
+		{"dot segment", base + "  - name: r\n    service: s\n    match: {path_prefix: /a/../b}\n", 7, []string{"'..'"}},
+		{"upper host", base + "  - name: r\n    service: s\n    match: {hosts: [API.example.com]}\n", 7, []string{"routes[0].match.hosts[0]"}},
+		{"h2c https", "services:\n  - name: s\n    protocol: h2c\n    targets: [{url: 'https://h:1'}]\n", 4, []string{"h2c"}},
+		{"syntax", "services: [\n", 0, []string{"invalid YAML"}},
+		{"two docs", "services: []\n---\nroutes: []\n", 0, []string{"more than one YAML document"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			if err == nil {
+				t.Fatal("Parse: got no error; want one")
+			}
+			var es Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("got %T (%v); want config.Errors", err, err)
+			}
+			msg := err.Error()
+			for _, c := range tc.contains {
+				if !strings.Contains(msg, c) {
+					t.Errorf("error %q does not contain %q", msg, c)
+				}
+			}
+			if tc.line > 0 && es[0].Line != tc.line {
+				t.Errorf("line: got %d; want %d (%s)", es[0].Line, tc.line, msg)
+			}
+		})
+	}
+}
+
+func TestParseEmpty(t *testing.T) {
+	for _, in := range []string{"", "   \n", "# only a comment\n"} {
+		if _, err := Parse([]byte(in)); !errors.Is(err, ErrEmpty) {
+			t.Errorf("Parse(%q): got %v; want ErrEmpty", in, err)
+		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	cases := map[string]ByteSize{"0": 0, "512": 512, "64KiB": 64 << 10, "10MiB": 10 << 20, "1GiB": 1 << 30, "10KB": 10000, "2MB": 2000000, "7B": 7}
+	for in, want := range cases {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "ten", "1.5MiB", "1TiB", "99999999999GiB"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("ParseByteSize(%q): got no error", bad)
+		}
+	}
+}
+
+func TestLineOfAndPathAt(t *testing.T) {
+	src := "a:\n  b:\n    - x: 1\n    - x: 2\n      y: 3\n"
+	var v map[string]any
+	root, err := DecodeStrict([]byte(src), &v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := LineOf(root, "a.b[1].y"); got != 5 {
+		t.Errorf("LineOf a.b[1].y: got %d; want 5", got)
+	}
+	if got := LineOf(root, "a.b[1].missing"); got != 4 {
+		t.Errorf("LineOf of a missing field: got %d; want the parent's line 4", got)
+	}
+	if got := PathAt(root, 5); got != "a.b[1].y" {
+		t.Errorf("PathAt 5: got %q; want a.b[1].y", got)
+	}
+}
