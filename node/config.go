@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/config"
 )
 
@@ -137,6 +138,10 @@ func ParseFile(data []byte) (*File, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errs
+	}
+	// Compile as a node would, to catch what only the compiler sees.
+	if err := edge.Check(&f.Gateway); err != nil {
+		return nil, config.WithLines(data, err, "gateway")
 	}
 	return &f, nil
 }

@@ -338,7 +338,7 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 	snap, err := n.compile(doc, raw, version, cur)
 	if err != nil {
 		n.gw.RecordRejected()
-		return nil, err
+		return nil, config.WithLines(raw, err, "")
 	}
 	st := n.loadState()
 	st.Version, st.Hash, st.Source = version, snap.Hash, source

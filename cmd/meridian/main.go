@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/config"
 	"github.com/meridian-gw/meridian/node"
 )
@@ -159,7 +160,10 @@ func validateBytes(raw []byte) (string, error) {
 		_, err := node.ParseFile(raw)
 		return "node configuration", err
 	}
-	_, err := config.Parse(raw)
+	doc, err := config.Parse(raw)
+	if err == nil {
+		err = config.WithLines(raw, edge.Check(doc), "")
+	}
 	return "gateway document", err
 }
 

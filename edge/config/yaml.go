@@ -265,3 +265,25 @@ func joinPath(prefix, path string) string {
 		return prefix + "." + path
 	}
 }
+
+// WithLines fills in the line of every error in err (of type Errors) whose
+// line is unknown, by locating its path in raw, the document it came from;
+// prefix is prepended to each path first when the document sits under a key
+// of a larger file. Other errors are returned unchanged.
+func WithLines(raw []byte, err error, prefix string) error {
+	var es Errors
+	if !errors.As(err, &es) {
+		return err
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(raw, &root) != nil {
+		return err
+	}
+	out := make(Errors, 0, len(es))
+	for _, e := range es {
+		e := *e
+		e.Path = joinPath(prefix, e.Path)
+		out = append(out, &e)
+	}
+	return withLines(out, &root, "")
+}

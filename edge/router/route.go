@@ -152,7 +152,7 @@ func canonRoute(r Route) (Route, *Template, error) {
 		}
 		h.Name = textproto.CanonicalMIMEHeaderKey(h.Name)
 		if h.Name == "Host" {
-			fail("header %d: Host cannot be matched as a header (net/http removes it); use Hosts", i)
+			fail("header %d: Host cannot be matched as a header (net/http removes it); match on hosts instead", i)
 		}
 		if err := checkCriterion(h.Exact, h.Prefix, h.Regex, h.Present); err != nil {
 			fail("header %d (%s): %v", i, h.Name, err)

@@ -361,7 +361,7 @@ func TestNewValidation(t *testing.T) {
 		{Route{Path: "/", Methods: []string{"GE T"}}, "upper-case"},
 		{Route{Path: "/", Headers: []HeaderMatch{{Name: "", Exact: "x"}}}, "invalid name"},
 		{Route{Path: "/", Headers: []HeaderMatch{{Name: "X A", Exact: "x"}}}, "invalid name"},
-		{Route{Path: "/", Headers: []HeaderMatch{{Name: "host", Exact: "x"}}}, "use Hosts"},
+		{Route{Path: "/", Headers: []HeaderMatch{{Name: "host", Exact: "x"}}}, "match on hosts instead"},
 		{Route{Path: "/", Headers: []HeaderMatch{{Name: "X", Exact: "a", Prefix: "b"}}}, "only one"},
 		{Route{Path: "/", Headers: []HeaderMatch{{Name: "X", Regex: re, Prefix: "b"}}}, "only one"},
 		{Route{Path: "/", Headers: []HeaderMatch{{Name: "X"}}}, "no criterion"},

@@ -1,0 +1,367 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+)
+
+func backend(t *testing.T, name string) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, name)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func nodeFile(dataDir, target string) string {
+	return fmt.Sprintf(`node:
+  name: test
+  data_dir: %s
+  listen: {http: "127.0.0.1:0"}
+  admin: {listen: "127.0.0.1:0", token: "0123456789abcdef0123"}
+  access_log: {enabled: false}
+  limits: {drain_timeout: 5s}
+gateway:
+  services:
+    - name: app
+      targets: [{url: %q}]
+  routes:
+    - name: all
+      match: {path_prefix: /}
+      service: app
+`, dataDir, target)
+}
+
+func gatewayDoc(target string) string {
+	return fmt.Sprintf("services:\n  - name: app\n    targets: [{url: %q}]\nroutes:\n  - name: all\n    service: app\n", target)
+}
+
+type running struct {
+	n    *Node
+	path string
+}
+
+func startNode(t *testing.T, dir, content string) *running {
+	t.Helper()
+	path := filepath.Join(dir, "meridian.yaml")
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ParseFile([]byte(content))
+	if err != nil {
+		t.Fatalf("ParseFile: %v", err)
+	}
+	n, err := New(f, Options{ConfigPath: path, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(f, []byte(content)); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return &running{n: n, path: path}
+}
+
+func get(t *testing.T, c *http.Client, url string) (int, string) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// Reloading again and again, through the admin path and through the file
+// (SIGHUP), while clients keep sending requests, loses no request: every
+// one is answered 200 by one of the two backends.
+func TestReloadUnderLoadLosesNoRequest(t *testing.T) {
+	a, b := backend(t, "A"), backend(t, "B")
+	dir := t.TempDir()
+	r := startNode(t, dir, nodeFile(dir, a.URL))
+	defer r.n.Drain(context.Background())
+	url := "http://" + r.n.ProxyAddr() + "/x"
+
+	const workers, perWorker = 4, 300
+	var wg sync.WaitGroup
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Timeout: 10 * time.Second}
+			for i := 0; i < perWorker; i++ {
+				resp, err := c.Get(url)
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || (string(body) != "A" && string(body) != "B") {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("status %d body %q", resp.StatusCode, body))
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(stop) }()
+
+	start := r.n.Gateway().Current().Version
+	applies := 0
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+		default:
+			target := a.URL
+			if i%2 == 0 {
+				target = b.URL
+			}
+			if i%3 == 0 {
+				if err := os.WriteFile(r.path, []byte(nodeFile(dir, target)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := r.n.Reload(); err != nil {
+					t.Fatalf("Reload: %v", err)
+				}
+			} else if _, err := r.n.Apply(context.Background(), []byte(gatewayDoc(target)), 0); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			applies++
+			continue
+		}
+		break
+	}
+	if n := failures.Load(); n > 0 {
+		t.Fatalf("%d of %d requests failed during %d reloads; first: %v", n, workers*perWorker, applies, firstErr.Load())
+	}
+	if applies < 2 {
+		t.Fatalf("only %d reloads happened during the load; the test proved nothing", applies)
+	}
+	if got, want := r.n.Gateway().Current().Version, start+uint64(applies); got != want {
+		t.Fatalf("version after %d applies: got %d; want %d", applies, got, want)
+	}
+}
+
+// A document that does not validate is refused and the running one keeps
+// serving, at the same version.
+func TestInvalidConfigKeepsRunningOne(t *testing.T) {
+	a := backend(t, "A")
+	dir := t.TempDir()
+	r := startNode(t, dir, nodeFile(dir, a.URL))
+	defer r.n.Drain(context.Background())
+	before := r.n.Gateway().Current()
+
+	_, err := r.n.Apply(context.Background(), []byte("services: [{name: app, targets: []}]\nroutes: [{name: r, service: missing}]\n"), 0)
+	if err == nil {
+		t.Fatal("Apply of an invalid document: got no error")
+	}
+	if !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), `unknown service "missing"`) {
+		t.Errorf("error does not name line and problem: %v", err)
+	}
+	// A broken file on SIGHUP is refused too.
+	if err := os.WriteFile(r.path, []byte("node: {name: x}\ngateway: {routes: [{name: 1}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.n.Reload(); err == nil {
+		t.Fatal("Reload of a broken file: got no error")
+	}
+	if got := r.n.Gateway().Current(); got != before {
+		t.Fatalf("snapshot changed after refused documents: version %d -> %d", before.Version, got.Version)
+	}
+	if code, body := get(t, http.DefaultClient, "http://"+r.n.ProxyAddr()+"/"); code != 200 || body != "A" {
+		t.Fatalf("after refused documents: got %d %q; want 200 A", code, body)
+	}
+}
+
+// Versions never go backwards across restarts, and a document applied
+// through the admin API survives a restart while the file is unchanged.
+func TestVersionSurvivesRestart(t *testing.T) {
+	a, b := backend(t, "A"), backend(t, "B")
+	dir := t.TempDir()
+	r := startNode(t, dir, nodeFile(dir, a.URL))
+	if _, err := r.n.Apply(context.Background(), []byte(gatewayDoc(b.URL)), 0); err != nil {
+		t.Fatal(err)
+	}
+	v := r.n.Gateway().Current().Version
+	if err := r.n.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := startNode(t, dir, nodeFile(dir, a.URL))
+	if got := r2.n.Gateway().Current().Version; got != v {
+		t.Errorf("after restart with the same file: version %d; want %d", got, v)
+	}
+	if code, body := get(t, http.DefaultClient, "http://"+r2.n.ProxyAddr()+"/"); code != 200 || body != "B" {
+		t.Errorf("after restart: got %d %q; want the admin-applied backend B", code, body)
+	}
+	if err := r2.n.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Changing the file: the file wins, with a higher version.
+	c := backend(t, "C")
+	r3 := startNode(t, dir, nodeFile(dir, c.URL))
+	defer r3.n.Drain(context.Background())
+	if got := r3.n.Gateway().Current().Version; got != v+1 {
+		t.Errorf("after restart with a changed file: version %d; want %d", got, v+1)
+	}
+	if code, body := get(t, http.DefaultClient, "http://"+r3.n.ProxyAddr()+"/"); code != 200 || body != "C" {
+		t.Errorf("after restart with a changed file: got %d %q; want C", code, body)
+	}
+}
+
+// The admin API reads back exactly what was applied and enforces
+// optimistic concurrency.
+func TestAdminApplyAndReadBack(t *testing.T) {
+	a := backend(t, "A")
+	dir := t.TempDir()
+	r := startNode(t, dir, nodeFile(dir, a.URL))
+	defer r.n.Drain(context.Background())
+	admin := "http://" + r.n.AdminAddr()
+	doc := "# applied by the test\n" + gatewayDoc(a.URL)
+
+	put := func(url, body, token string) *http.Response {
+		req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := put(admin+"/config", doc, ""); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("PUT without token: got %d; want 401", resp.StatusCode)
+	}
+	if resp := put(admin+"/config", doc, "wrong-token-wrong-token"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("PUT with a wrong token: got %d; want 401", resp.StatusCode)
+	}
+	resp := put(admin+"/config", doc, r.n.AdminToken())
+	if resp.StatusCode != 200 {
+		t.Fatalf("PUT: got %d; want 200", resp.StatusCode)
+	}
+	v := resp.Header.Get("Meridian-Config-Version")
+	code, body := get(t, http.DefaultClient, admin+"/config")
+	if code != 200 || body != doc {
+		t.Fatalf("GET /config: got %d %q; want the document exactly as applied %q", code, body, doc)
+	}
+	if resp := put(admin+"/config?if_version=1", doc, r.n.AdminToken()); resp.StatusCode != http.StatusConflict {
+		t.Fatalf("PUT with a stale if_version: got %d; want 409", resp.StatusCode)
+	}
+	if resp := put(admin+"/config?if_version="+v, doc, r.n.AdminToken()); resp.StatusCode != 200 {
+		t.Fatalf("PUT with the current if_version: got %d; want 200", resp.StatusCode)
+	}
+	if resp := put(admin+"/config", "routes: [{name: x, service: nope}]\n", r.n.AdminToken()); resp.StatusCode != http.StatusUnprocessableEntity {
+		t.Fatalf("PUT of an invalid document: got %d; want 422", resp.StatusCode)
+	}
+}
+
+// Draining lets an in-flight request finish and then stops serving.
+func TestDrainFinishesInFlight(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		io.WriteString(w, "done")
+	}))
+	defer slow.Close()
+	dir := t.TempDir()
+	r := startNode(t, dir, nodeFile(dir, slow.URL))
+	url := "http://" + r.n.ProxyAddr() + "/"
+
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	<-started
+	drained := make(chan error, 1)
+	go func() { drained <- r.n.Drain(context.Background()) }()
+	// Readiness drops as soon as the drain starts.
+	deadline := time.Now().Add(5 * time.Second)
+	for r.n.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("node still ready while draining")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(release)
+	got := <-res
+	if got.err != nil || got.code != 200 || got.body != "done" {
+		t.Fatalf("in-flight request during drain: got %d %q %v; want 200 done", got.code, got.body, got.err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	if _, err := http.Get(url); err == nil {
+		t.Fatal("request after drain succeeded; want connection refused")
+	}
+}
+
+// The embedded default configuration parses and its demo answers the
+// README's three curl lines.
+func TestDefaultConfigDemo(t *testing.T) {
+	f, err := ParseFile(DefaultConfig)
+	if err != nil {
+		t.Fatalf("embedded default config: %v", err)
+	}
+	f.Node.Listen.HTTP = "127.0.0.1:0"
+	f.Node.Admin.Listen = "127.0.0.1:0"
+	f.Node.DataDir = t.TempDir()
+	off := false
+	f.Node.AccessLog.Enabled = &off
+	n, err := New(f, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(f, DefaultConfig); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Drain(context.Background())
+	base := "http://" + n.ProxyAddr()
+	if code, body := get(t, http.DefaultClient, base+"/hello"); code != 200 || !strings.Contains(body, "Hello from the Meridian demo backend") {
+		t.Errorf("/hello: got %d %q", code, body)
+	}
+	if code, body := get(t, http.DefaultClient, base+"/api/users/42"); code != 200 || !strings.Contains(body, `"upstream_path": "/users/42"`) {
+		t.Errorf("/api/users/42: got %d %q", code, body)
+	}
+	if code, body := get(t, http.DefaultClient, base+"/events"); code != 200 || strings.Count(body, "data: ") != 5 {
+		t.Errorf("/events: got %d %q; want 5 events", code, body)
+	}
+	if code, _ := get(t, http.DefaultClient, base+"/nope"); code != 404 {
+		t.Errorf("/nope: got %d; want 404", code)
+	}
+}
+
