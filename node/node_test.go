@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
 )
 
 func backend(t *testing.T, name string) *httptest.Server {
@@ -364,4 +363,3 @@ func TestDefaultConfigDemo(t *testing.T) {
 		t.Errorf("/nope: got %d; want 404", code)
 	}
 }
-
