@@ -34,4 +34,4 @@ fuzz:
 clean:
 	rm -rf bin
 
--include bench/Makefile.inc
+include bench/Makefile.inc

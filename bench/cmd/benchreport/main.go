@@ -1,0 +1,271 @@
+// Command benchreport turns the per-run loadgen JSON files and the RSS
+// measurements collected by bench/run.sh into a markdown table (stdout) and
+// one combined JSON document (-out).
+//
+// Inputs (tab-separated, one record per line, '#' comments allowed):
+//
+//	-runs:  target  conns  path-to-loadgen-json   (path "-" = run failed)
+//
+// A (target, conns) pair may appear several times (BENCH_REPEAT): the run
+// with the median req/s is reported, with the spread of req/s over runs.
+//
+//	-rss:   target  idle_kib  peak_kib             ("-" = not measured)
+//	-meta:  key  value                             (copied into the JSON)
+//	-notes: free text lines                        (printed under the table)
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type loadResult struct {
+	URL        string  `json:"url"`
+	Requests   int64   `json:"requests"`
+	RPS        float64 `json:"rps"`
+	Errors     int64   `json:"errors"`
+	Non2xx     int64   `json:"non_2xx"`
+	Reconnects int64   `json:"reconnects"`
+	ErrSample  string  `json:"error_sample,omitempty"`
+	LatencyNS  struct {
+		Mean int64 `json:"mean"`
+		P50  int64 `json:"p50"`
+		P90  int64 `json:"p90"`
+		P99  int64 `json:"p99"`
+		P999 int64 `json:"p99_9"`
+		Max  int64 `json:"max"`
+	} `json:"latency_ns"`
+}
+
+// Row is one (target, conns) measurement in the combined output.
+type Row struct {
+	Target       string      `json:"target"`
+	Conns        int         `json:"conns"`
+	OK           bool        `json:"ok"`
+	Result       *loadResult `json:"result,omitempty"`
+	IdleRSSMiB   *float64    `json:"idle_rss_mib,omitempty"`
+	PeakRSSMiB   *float64    `json:"peak_rss_mib,omitempty"`
+	RPSRatio     *float64    `json:"rps_ratio_to_direct,omitempty"`
+	P99Ratio     *float64    `json:"p99_ratio_to_direct,omitempty"`
+	FailedReason string      `json:"failed_reason,omitempty"`
+	Runs         int         `json:"runs"`                  // successful runs of this pair
+	RPSAll       []float64   `json:"rps_all,omitempty"`     // req/s of every successful run
+	FailedRuns   int         `json:"failed_runs,omitempty"` // runs that produced no result
+}
+
+// Report is the -out document.
+type Report struct {
+	GeneratedAt time.Time         `json:"generated_at"`
+	Meta        map[string]string `json:"meta"`
+	Notes       []string          `json:"notes,omitempty"`
+	Rows        []Row             `json:"rows"`
+}
+
+func main() {
+	runsPath := flag.String("runs", "", "runs TSV")
+	rssPath := flag.String("rss", "", "RSS TSV")
+	metaPath := flag.String("meta", "", "meta TSV")
+	notesPath := flag.String("notes", "", "notes file")
+	out := flag.String("out", "", "write combined JSON here")
+	flag.Parse()
+	if *runsPath == "" {
+		fmt.Fprintln(os.Stderr, "benchreport: -runs is required")
+		os.Exit(2)
+	}
+
+	rep := Report{GeneratedAt: time.Now().UTC(), Meta: map[string]string{}}
+	for _, f := range readTSV(*metaPath) {
+		if len(f) >= 2 {
+			rep.Meta[f[0]] = strings.Join(f[1:], "\t")
+		}
+	}
+	if *notesPath != "" {
+		if b, err := os.ReadFile(*notesPath); err == nil {
+			for l := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+				if l = strings.TrimSpace(l); l != "" {
+					rep.Notes = append(rep.Notes, l)
+				}
+			}
+		}
+	}
+	idle, peak := map[string]float64{}, map[string]float64{}
+	for _, f := range readTSV(*rssPath) {
+		if len(f) < 3 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+			idle[f[0]] = v / 1024
+		}
+		if v, err := strconv.ParseFloat(f[2], 64); err == nil {
+			peak[f[0]] = v / 1024
+		}
+	}
+
+	type key struct {
+		target string
+		conns  int
+	}
+	var order []key
+	groups := map[key]*Row{}
+	results := map[key][]*loadResult{}
+	for _, f := range readTSV(*runsPath) {
+		if len(f) < 3 {
+			continue
+		}
+		conns, _ := strconv.Atoi(f[1])
+		k := key{f[0], conns}
+		row := groups[k]
+		if row == nil {
+			row = &Row{Target: f[0], Conns: conns}
+			groups[k] = row
+			order = append(order, k)
+		}
+		if f[2] == "-" {
+			row.FailedRuns++
+			row.FailedReason = "run failed"
+			if len(f) > 3 {
+				row.FailedReason = f[3]
+			}
+			continue
+		}
+		r, err := readResult(f[2])
+		if err != nil {
+			row.FailedRuns++
+			row.FailedReason = err.Error()
+			continue
+		}
+		results[k] = append(results[k], r)
+	}
+	direct := map[int]*loadResult{}
+	for _, k := range order {
+		row := groups[k]
+		rs := results[k]
+		if len(rs) > 0 {
+			sort.Slice(rs, func(i, j int) bool { return rs[i].RPS < rs[j].RPS })
+			row.OK, row.Result, row.Runs = true, rs[len(rs)/2], len(rs)
+			row.FailedReason = ""
+			for _, r := range rs {
+				row.RPSAll = append(row.RPSAll, r.RPS)
+			}
+			if row.Target == "direct" {
+				direct[row.Conns] = row.Result
+			}
+		}
+		if v, ok := idle[row.Target]; ok {
+			row.IdleRSSMiB = &v
+		}
+		if v, ok := peak[row.Target]; ok {
+			row.PeakRSSMiB = &v
+		}
+		rep.Rows = append(rep.Rows, *row)
+	}
+	for i := range rep.Rows {
+		row := &rep.Rows[i]
+		d := direct[row.Conns]
+		if !row.OK || d == nil {
+			continue
+		}
+		if d.RPS > 0 {
+			v := row.Result.RPS / d.RPS
+			row.RPSRatio = &v
+		}
+		if d.LatencyNS.P99 > 0 {
+			v := float64(row.Result.LatencyNS.P99) / float64(d.LatencyNS.P99)
+			row.P99Ratio = &v
+		}
+	}
+
+	printMarkdown(&rep)
+
+	if *out != "" {
+		b, err := json.MarshalIndent(&rep, "", "  ")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+			os.Exit(1)
+		}
+		if err := os.WriteFile(*out, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "benchreport:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+func readTSV(path string) [][]string {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var rows [][]string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		rows = append(rows, strings.Split(line, "\t"))
+	}
+	return rows
+}
+
+func readResult(path string) (*loadResult, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r loadResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
+
+func ms(ns int64) string { return fmt.Sprintf("%.2f", float64(ns)/1e6) }
+
+func opt(v *float64, format string) string {
+	if v == nil {
+		return "–"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+func printMarkdown(rep *Report) {
+	fmt.Println("| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | idle RSS MiB | peak RSS MiB | req/s ÷ direct | p99 ÷ direct | errors / non-2xx | runs (req/s range) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	for _, r := range rep.Rows {
+		if !r.OK {
+			fmt.Printf("| %s | %d | failed: %s | | | | %s | %s | | | | |\n",
+				r.Target, r.Conns, strings.ReplaceAll(r.FailedReason, "|", "/"), opt(r.IdleRSSMiB, "%.1f"), opt(r.PeakRSSMiB, "%.1f"))
+			continue
+		}
+		l := r.Result.LatencyNS
+		spread := fmt.Sprintf("%d", r.Runs)
+		if r.Runs > 1 {
+			spread = fmt.Sprintf("%d (%.0f–%.0f)", r.Runs, r.RPSAll[0], r.RPSAll[len(r.RPSAll)-1])
+		}
+		if r.FailedRuns > 0 {
+			spread += fmt.Sprintf(", %d failed", r.FailedRuns)
+		}
+		fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %d / %d | %s |\n",
+			r.Target, r.Conns, r.Result.RPS, ms(l.P50), ms(l.P99), ms(l.P999),
+			opt(r.IdleRSSMiB, "%.1f"), opt(r.PeakRSSMiB, "%.1f"),
+			opt(r.RPSRatio, "%.2f"), opt(r.P99Ratio, "%.2f"),
+			r.Result.Errors, r.Result.Non2xx, spread)
+	}
+	if len(rep.Notes) > 0 {
+		fmt.Println()
+		for _, n := range rep.Notes {
+			fmt.Println("- " + n)
+		}
+	}
+}
