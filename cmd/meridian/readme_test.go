@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// Every YAML example in the README must be valid, as `meridian validate`
+// would judge it.
+func TestReadmeExamplesValidate(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(readme, -1)
+	if len(blocks) < 2 {
+		t.Fatalf("found %d yaml examples in the README; want at least 2", len(blocks))
+	}
+	for i, b := range blocks {
+		kind, err := validateBytes(b[1])
+		if err != nil {
+			t.Errorf("README yaml example %d (%s) is invalid:\n%v", i+1, kind, err)
+		}
+	}
+}
+
+func TestValidateCommand(t *testing.T) {
+	dir := t.TempDir()
+	good := dir + "/good.yaml"
+	bad := dir + "/bad.yaml"
+	os.WriteFile(good, []byte("services: [{name: a, targets: [{url: 'http://127.0.0.1:1'}]}]\nroutes: [{name: r, service: a}]\n"), 0o600)
+	os.WriteFile(bad, []byte("node:\n  listen: {http: nowhere}\ngateway:\n  routes: [{name: r, service: a}]\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"validate", good}, &out, &errb); code != 0 {
+		t.Fatalf("validate good: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "valid gateway document") {
+		t.Errorf("validate good: got %q", out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"validate", bad}, &out, &errb); code != 1 {
+		t.Fatalf("validate bad: exit %d; want 1", code)
+	}
+	for _, want := range []string{"line 2: node.listen.http", "line 4: gateway.routes[0].service"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("validate bad: output %q lacks %q", errb.String(), want)
+		}
+	}
+	if code := run([]string{"validate"}, &out, &errb); code != 2 {
+		t.Errorf("validate without a file: exit %d; want 2", code)
+	}
+	if code := run([]string{"bogus"}, &out, &errb); code != 2 {
+		t.Errorf("unknown command: exit %d; want 2", code)
+	}
+}
