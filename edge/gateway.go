@@ -61,7 +61,7 @@ type Gateway struct {
 	healthClient *http.Client
 
 	tmu        sync.Mutex
-	transports map[transportKey]*http.Transport
+	transports map[transportKey]upstreamTransport
 
 	hmu          sync.Mutex
 	hijacked     map[net.Conn]io.Closer
@@ -90,7 +90,7 @@ func New(opts Options) *Gateway {
 		opts:         opts,
 		log:          opts.Logger,
 		healthClient: opts.HealthClient,
-		transports:   map[transportKey]*http.Transport{},
+		transports:   map[transportKey]upstreamTransport{},
 		hijacked:     map[net.Conn]io.Closer{},
 	}
 	g.metrics = newMetrics(g)
@@ -124,7 +124,7 @@ func (g *Gateway) RecordRejected() { g.metrics.configApplied.WithLabelValues("re
 // new snapshot no longer uses. The transports stay cached: a later reload
 // may want them again, and requests on the old snapshot may still use them.
 func (g *Gateway) closeUnusedTransports(s *Snapshot) {
-	used := map[*http.Transport]bool{}
+	used := map[upstreamTransport]bool{}
 	for _, svc := range s.order {
 		used[svc.transport] = true
 	}
@@ -170,8 +170,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, x *exchange, pe *
 	if x.route != nil {
 		name = x.route.name
 	}
-	writeProblem(w, r, pe, name, x.reqID, g.opts.ProxyName)
-	x.bytesOut = 0
+	x.bytesOut = writeProblem(w, r, pe, name, x.reqID, g.opts.ProxyName)
 }
 
 // finish records metrics and the access log for an exchange, once.

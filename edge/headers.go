@@ -167,7 +167,17 @@ func quoteForwarded(v string) string {
 	for i := 0; i < len(v); i++ {
 		c := v[i]
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+			var b strings.Builder
+			b.Grow(len(v) + 2)
+			b.WriteByte('"')
+			for j := 0; j < len(v); j++ {
+				if v[j] == '"' || v[j] == '\\' {
+					b.WriteByte('\\')
+				}
+				b.WriteByte(v[j])
+			}
+			b.WriteByte('"')
+			return b.String()
 		}
 	}
 	return v

@@ -229,12 +229,14 @@ func (s *h1Scanner) onLine(line []byte) {
 		}
 		switch {
 		case equalFoldASCII(name, "content-length"):
-			if s.cl > 0 && value != s.clVal {
+			if s.cl > 0 && string(value) != s.clVal {
 				s.state = scanOff // net/http refuses differing lengths
 				return
 			}
 			s.cl++
-			s.clVal = value
+			if s.cl == 1 {
+				s.clVal = string(value)
+			}
 		case equalFoldASCII(name, "transfer-encoding"):
 			s.te = true
 		case equalFoldASCII(name, "upgrade"):
@@ -304,12 +306,12 @@ func (s *h1Scanner) endHeaders() {
 	}
 }
 
-func cutColon(line []byte) (name []byte, value string, ok bool) {
+func cutColon(line []byte) (name, value []byte, ok bool) {
 	i := indexByte(line, ':')
 	if i <= 0 {
-		return nil, "", false
+		return nil, nil, false
 	}
-	return line[:i], string(trimSpace(line[i+1:])), true
+	return line[:i], trimSpace(line[i+1:]), true
 }
 
 func trimSpace(b []byte) []byte {

@@ -30,9 +30,25 @@ type metrics struct {
 	routes map[string]*routeStats
 }
 
-var methodIndex = map[string]int{"GET": 0, "HEAD": 1, "POST": 2, "PUT": 3, "DELETE": 4, "PATCH": 5, "OPTIONS": 6}
-
-const otherMethod = 7
+func methodIndex(m string) int {
+	switch m {
+	case "GET":
+		return 0
+	case "HEAD":
+		return 1
+	case "POST":
+		return 2
+	case "PUT":
+		return 3
+	case "DELETE":
+		return 4
+	case "PATCH":
+		return 5
+	case "OPTIONS":
+		return 6
+	}
+	return 7
+}
 
 var methodNames = [8]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
 
@@ -83,10 +99,7 @@ func (m *metrics) route(name string) *routeStats {
 }
 
 func (rs *routeStats) observe(method string, status int, seconds float64) {
-	mi, ok := methodIndex[method]
-	if !ok {
-		mi = otherMethod
-	}
+	mi := methodIndex(method)
 	ci := status/100 - 1
 	if ci < 0 || ci > 4 {
 		ci = 5

@@ -127,7 +127,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	upType := upgradeType(r.Header)
-	hdr := r.Header.Clone()
+	reqTraceparent := r.Header.Get("Traceparent")
+	reqUpgrade := r.Header.Get("Upgrade")
+	// The inbound header map becomes the outbound one: net/http has read
+	// what it needs from it before calling us, and not copying it saves
+	// an allocation per header on the hot path.
+	hdr := r.Header
 	if hdr == nil {
 		hdr = http.Header{}
 	}
@@ -138,12 +143,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if upType != "" {
 		hdr["Connection"] = []string{"Upgrade"}
-		hdr["Upgrade"] = []string{r.Header.Get("Upgrade")}
+		hdr["Upgrade"] = []string{reqUpgrade}
 	}
 	g.setForwarded(hdr, r, x)
 	hdr["X-Request-Id"] = []string{x.reqID}
 	var tp string
-	tp, x.traceID = traceparent(r.Header.Get("Traceparent"))
+	tp, x.traceID = traceparent(reqTraceparent)
 	hdr["Traceparent"] = []string{tp}
 	hdr["Via"] = append(hdr["Via"], protoVersion(r.ProtoMajor, r.ProtoMinor)+" "+g.opts.ProxyName)
 	if !rt.reqOps.empty() {

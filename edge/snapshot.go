@@ -72,7 +72,7 @@ type route struct {
 type service struct {
 	name      string
 	pool      *upstream.Pool
-	transport *http.Transport
+	transport upstreamTransport
 	h2        bool
 	total     time.Duration
 	retry     *retryPolicy
@@ -342,12 +342,24 @@ type transportKey struct {
 	responseHeader time.Duration
 }
 
+// upstreamTransport sends requests to targets and pools connections.
+type upstreamTransport interface {
+	http.RoundTripper
+	CloseIdleConnections()
+}
+
 // transport returns the shared upstream transport for a combination of
-// settings, so that a reload keeps warm connection pools.
-func (g *Gateway) transport(k transportKey) *http.Transport {
+// settings, so that a reload keeps warm connection pools. HTTP/1.1 uses
+// Meridian's own client (h1client.go); HTTP/2 uses net/http's.
+func (g *Gateway) transport(k transportKey) upstreamTransport {
 	g.tmu.Lock()
 	defer g.tmu.Unlock()
 	if t, ok := g.transports[k]; ok {
+		return t
+	}
+	if k.protocol == "" || k.protocol == "http1" {
+		t := newH1Transport(k.connect, k.responseHeader)
+		g.transports[k] = t
 		return t
 	}
 	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
@@ -370,8 +382,6 @@ func (g *Gateway) transport(k transportKey) *http.Transport {
 		p.SetUnencryptedHTTP2(true)
 	case "h2":
 		p.SetHTTP2(true)
-	default:
-		p.SetHTTP1(true)
 	}
 	t.Protocols = &p
 	g.transports[k] = t

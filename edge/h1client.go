@@ -1,0 +1,484 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// h1Transport is the HTTP/1.1 upstream client. net/http's Transport runs
+// two goroutines per connection and hands every request and response
+// between them over channels; a proxy that writes one request and reads one
+// response per connection at a time does better on the calling goroutine,
+// which is what this does: it writes the request (its body, if any, on a
+// second goroutine so that an upstream answering early cannot deadlock us),
+// reads the response with net/http's own parser (http.ReadResponse), and
+// returns the connection to a per-host idle pool once the body hits EOF.
+//
+// It implements http.RoundTripper for what the proxy sends: absolute http
+// and https URLs, keep-alive, streaming bodies of known or unknown length
+// (chunked, with trailers), Upgrade (101 hands back the raw connection),
+// response header timeout and context cancellation.
+type h1Transport struct {
+	dialer            *net.Dialer
+	tlsHandshake      time.Duration
+	responseHeader    time.Duration
+	maxIdlePerHost    int
+	idleTimeout       time.Duration
+	tlsConfig         *tls.Config // nil: system roots
+	mu                sync.Mutex
+	idle              map[string][]*h1Conn
+	closeIdleWasAsked bool
+}
+
+func newH1Transport(connect, responseHeader time.Duration) *h1Transport {
+	return &h1Transport{
+		dialer:         &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second},
+		tlsHandshake:   connect,
+		responseHeader: responseHeader,
+		maxIdlePerHost: 1024,
+		idleTimeout:    90 * time.Second,
+		idle:           map[string][]*h1Conn{},
+	}
+}
+
+type h1Conn struct {
+	t        *h1Transport
+	key      string
+	conn     net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	read     int64 // bytes read since the current request was written
+	idleAt   time.Time
+	reused   bool
+	tlsState *tls.ConnectionState
+}
+
+func (c *h1Conn) Read(p []byte) (int, error) {
+	n, err := c.conn.Read(p)
+	c.read += int64(n)
+	return n, err
+}
+
+// errStaleConn marks a pooled connection that the upstream had closed
+// before our request reached it; the request is sent again on a new one.
+var errStaleConn = errors.New("upstream closed an idle connection")
+
+// RoundTrip sends req and returns the response, whose Body must be closed.
+func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	key := req.URL.Scheme + "://" + req.URL.Host
+	noBody := req.Body == nil || req.Body == http.NoBody
+	for attempt := 0; ; attempt++ {
+		pc, err := t.getConn(req.Context(), key, req.URL)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := t.exchange(pc, req)
+		if err == errStaleConn && noBody && attempt < 2 {
+			continue
+		}
+		return resp, err
+	}
+}
+
+func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	stop := context.AfterFunc(ctx, func() {
+		// Unblock any read or write on the connection; it will not be
+		// reused.
+		pc.conn.SetDeadline(time.Unix(1, 0))
+	})
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		pc.conn.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	pc.read = 0
+	chunked, err := writeRequestHead(pc.bw, req)
+	if err != nil {
+		return fail(err)
+	}
+	var bodyDone chan error
+	if req.Body == nil || req.Body == http.NoBody {
+		if err := pc.bw.Flush(); err != nil {
+			if pc.reused {
+				return fail(errStaleConn)
+			}
+			return fail(err)
+		}
+	} else {
+		// The body goes on its own goroutine: an upstream may answer (say
+		// 413) before reading it all, and we must be reading by then.
+		bodyDone = make(chan error, 1)
+		go func() { bodyDone <- writeBody(pc.bw, req, chunked) }()
+	}
+	if t.responseHeader > 0 {
+		pc.conn.SetReadDeadline(time.Now().Add(t.responseHeader))
+	}
+	var resp *http.Response
+	for {
+		resp, err = http.ReadResponse(pc.br, req)
+		if err != nil {
+			// A body writer still running ends when its next write
+			// fails or the client's body ends; it must not be waited
+			// for, as it may be blocked reading from the client.
+			if pc.reused && pc.read == 0 && ctx.Err() == nil && !isTimeout(err) {
+				return fail(errStaleConn)
+			}
+			return fail(err)
+		}
+		// 1xx informational responses (100 Continue, 103 Early Hints)
+		// are not relayed; 101 ends the HTTP exchange.
+		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			continue
+		}
+		break
+	}
+	if t.responseHeader > 0 {
+		pc.conn.SetReadDeadline(time.Time{})
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		stop()
+		if bodyDone != nil {
+			pc.conn.Close()
+			return nil, errors.New("upstream switched protocols while the request body was being sent")
+		}
+		resp.Body = &upgradedConn{pc: pc}
+		return resp, nil
+	}
+	reusable := !resp.Close && !req.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0 || resp.Body == http.NoBody)
+	eb := &h1Body{pc: pc, rc: resp.Body, stop: stop, bodyDone: bodyDone, reusable: reusable}
+	if resp.Body == http.NoBody || resp.ContentLength == 0 {
+		eb.finish(true)
+		resp.Body = http.NoBody
+		return resp, nil
+	}
+	resp.Body = eb
+	return resp, nil
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}
+
+// writeRequestHead writes the request line and headers. It reports whether
+// the body is sent chunked (unknown length).
+func writeRequestHead(w *bufio.Writer, req *http.Request) (chunked bool, err error) {
+	w.WriteString(req.Method)
+	w.WriteByte(' ')
+	w.WriteString(req.URL.RequestURI())
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !validHeaderValue(host) {
+		return false, fmt.Errorf("invalid Host %q", host)
+	}
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Expect":
+			continue // framing is ours to write; 100-continue was handled with the client
+		}
+		for _, v := range vs {
+			if !validHeaderValue(v) {
+				return false, fmt.Errorf("invalid value for header %s", k)
+			}
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	switch {
+	case !hasBody:
+		if req.ContentLength > 0 || methodExpectsBody(req.Method) {
+			w.WriteString("Content-Length: 0\r\n")
+		}
+	case req.ContentLength > 0 && len(req.Trailer) == 0:
+		w.WriteString("Content-Length: ")
+		w.WriteString(strconv.FormatInt(req.ContentLength, 10))
+		w.WriteString("\r\n")
+	default:
+		chunked = true
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+		if len(req.Trailer) > 0 {
+			names := make([]string, 0, len(req.Trailer))
+			for k := range req.Trailer {
+				names = append(names, k)
+			}
+			w.WriteString("Trailer: ")
+			w.WriteString(strings.Join(names, ", "))
+			w.WriteString("\r\n")
+		}
+	}
+	_, err = w.WriteString("\r\n")
+	return chunked, err
+}
+
+func methodExpectsBody(m string) bool {
+	return m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch
+}
+
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '\r' || c == '\n' || c == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// writeBody streams the request body, chunked when its length is unknown,
+// with trailers, and flushes. A read error from the client's body is
+// returned as is so the proxy can tell it apart.
+func writeBody(w *bufio.Writer, req *http.Request, chunked bool) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var sent int64
+	for {
+		n, rerr := req.Body.Read(buf)
+		if n > 0 {
+			if chunked {
+				w.WriteString(strconv.FormatInt(int64(n), 16))
+				w.WriteString("\r\n")
+			}
+			if _, err := w.Write(buf[:n]); err != nil {
+				return err
+			}
+			if chunked {
+				w.WriteString("\r\n")
+			}
+			sent += int64(n)
+			// Streaming: do not hold bytes back while waiting for more.
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if !chunked && sent != req.ContentLength {
+		return fmt.Errorf("request body was %d bytes, Content-Length said %d", sent, req.ContentLength)
+	}
+	if chunked {
+		w.WriteString("0\r\n")
+		for k, vs := range req.Trailer {
+			for _, v := range vs {
+				if !validHeaderValue(v) {
+					continue
+				}
+				w.WriteString(k)
+				w.WriteString(": ")
+				w.WriteString(v)
+				w.WriteString("\r\n")
+			}
+		}
+		w.WriteString("\r\n")
+	}
+	return w.Flush()
+}
+
+// h1Body is a response body that gives its connection back to the pool
+// when it has been read to the end.
+type h1Body struct {
+	pc       *h1Conn
+	rc       io.ReadCloser
+	stop     func() bool
+	bodyDone chan error
+	reusable bool
+	done     bool
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.finish(true)
+	} else if err != nil {
+		b.finish(false)
+	}
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if !b.done {
+		b.finish(false)
+	}
+	return nil
+}
+
+// finish ends the exchange: the connection goes back to the pool only if
+// the response was read whole, the request body was sent whole, and
+// neither side asked to close.
+func (b *h1Body) finish(complete bool) {
+	b.done = true
+	cancelled := !b.stop()
+	ok := complete && b.reusable && !cancelled
+	if b.bodyDone != nil {
+		select {
+		case err := <-b.bodyDone:
+			ok = ok && err == nil
+		default:
+			// The upstream answered before the request body was all
+			// sent: the connection's framing is unknown, drop it. The
+			// writer ends on its own (see exchange).
+			ok = false
+		}
+	}
+	if ok {
+		b.pc.t.putConn(b.pc)
+	} else {
+		b.pc.conn.Close()
+	}
+}
+
+// upgradedConn is the raw connection after a 101, with the bytes that were
+// read past the response head still in the bufio.Reader.
+type upgradedConn struct{ pc *h1Conn }
+
+func (u *upgradedConn) Read(p []byte) (int, error)  { return u.pc.br.Read(p) }
+func (u *upgradedConn) Write(p []byte) (int, error) { return u.pc.conn.Write(p) }
+func (u *upgradedConn) Close() error                { return u.pc.conn.Close() }
+func (u *upgradedConn) CloseWrite() error {
+	if cw, ok := u.pc.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return u.pc.conn.Close()
+}
+
+// getConn returns an idle connection to key, or dials one.
+func (t *h1Transport) getConn(ctx context.Context, key string, u interface{ Hostname() string }) (*h1Conn, error) {
+	now := time.Now()
+	t.mu.Lock()
+	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
+		pc := list[len(list)-1]
+		list[len(list)-1] = nil
+		t.idle[key] = list[:len(list)-1]
+		if now.Sub(pc.idleAt) > t.idleTimeout {
+			t.mu.Unlock()
+			pc.conn.Close()
+			t.mu.Lock()
+			continue
+		}
+		t.mu.Unlock()
+		// A connection idle for a while may have been closed by the
+		// upstream; look before using it (a read that would block means
+		// it is still open).
+		if now.Sub(pc.idleAt) > time.Second && !pc.alive() {
+			pc.conn.Close()
+			t.mu.Lock()
+			continue
+		}
+		pc.reused = true
+		return pc, nil
+	}
+	t.mu.Unlock()
+	return t.dial(ctx, key)
+}
+
+func (pc *h1Conn) alive() bool {
+	if pc.br.Buffered() > 0 {
+		return false // unsolicited bytes: the framing is off
+	}
+	pc.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+	_, err := pc.conn.Read(make([]byte, 1))
+	pc.conn.SetReadDeadline(time.Time{})
+	return isTimeout(err)
+}
+
+func (t *h1Transport) dial(ctx context.Context, key string) (*h1Conn, error) {
+	scheme, hostport, _ := strings.Cut(key, "://")
+	if _, _, err := net.SplitHostPort(hostport); err != nil {
+		if scheme == "https" {
+			hostport = net.JoinHostPort(hostport, "443")
+		} else {
+			hostport = net.JoinHostPort(hostport, "80")
+		}
+	}
+	conn, err := t.dialer.DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		return nil, err
+	}
+	pc := &h1Conn{t: t, key: key, conn: conn}
+	if scheme == "https" {
+		host, _, _ := net.SplitHostPort(hostport)
+		cfg := &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+		if t.tlsConfig != nil {
+			cfg = t.tlsConfig.Clone()
+			if cfg.ServerName == "" {
+				cfg.ServerName = host
+			}
+			cfg.NextProtos = []string{"http/1.1"}
+		}
+		tc := tls.Client(conn, cfg)
+		hctx, cancel := context.WithTimeout(ctx, t.tlsHandshake)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		st := tc.ConnectionState()
+		pc.tlsState = &st
+		pc.conn = tc
+	}
+	pc.br = bufio.NewReaderSize(pc, 16<<10)
+	pc.bw = bufio.NewWriterSize(pc.conn, 16<<10)
+	return pc, nil
+}
+
+func (t *h1Transport) putConn(pc *h1Conn) {
+	if pc.br.Buffered() > 0 {
+		pc.conn.Close() // bytes beyond the response: do not trust the framing
+		return
+	}
+	pc.idleAt = time.Now()
+	t.mu.Lock()
+	if t.closeIdleWasAsked || len(t.idle[pc.key]) >= t.maxIdlePerHost {
+		t.mu.Unlock()
+		pc.conn.Close()
+		return
+	}
+	t.idle[pc.key] = append(t.idle[pc.key], pc)
+	t.mu.Unlock()
+}
+
+// CloseIdleConnections closes the pooled connections. The transport stays
+// usable.
+func (t *h1Transport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = map[string][]*h1Conn{}
+	t.mu.Unlock()
+	for _, list := range idle {
+		for _, pc := range list {
+			pc.conn.Close()
+		}
+	}
+}
+
+var _ http.RoundTripper = (*h1Transport)(nil)

@@ -1,0 +1,227 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func countingServer(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var conns atomic.Int64
+	s := httptest.NewUnstartedServer(h)
+	s.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s, &conns
+}
+
+func doH1(t *testing.T, tr *h1Transport, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading body: %v", err)
+	}
+	return resp, string(b)
+}
+
+func TestH1ClientReusesConnections(t *testing.T) {
+	s, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok "+r.URL.RequestURI()) })
+	tr := newH1Transport(time.Second, 5*time.Second)
+	defer tr.CloseIdleConnections()
+	for i := range 5 {
+		req, _ := http.NewRequest("GET", s.URL+"/a?b=c", nil)
+		resp, body := doH1(t, tr, req)
+		if resp.StatusCode != 200 || body != "ok /a?b=c" {
+			t.Fatalf("request %d: got %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if got := conns.Load(); got != 1 {
+		t.Fatalf("connections opened for 5 sequential requests: got %d; want 1", got)
+	}
+	tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", s.URL+"/", nil)
+	doH1(t, tr, req)
+	if got := conns.Load(); got != 2 {
+		t.Fatalf("after CloseIdleConnections: got %d connections; want 2", got)
+	}
+}
+
+// A pooled connection that the upstream closed is detected and the request
+// (without a body) goes out again on a new connection.
+func TestH1ClientRetriesStaleConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				// Keep-alive promised, then the connection is closed
+				// at once, as an upstream with a tiny idle timeout
+				// does.
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+			}()
+		}
+	}()
+	tr := newH1Transport(time.Second, 5*time.Second)
+	defer tr.CloseIdleConnections()
+	for i := range 3 {
+		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+		resp, body := doH1(t, tr, req)
+		if resp.StatusCode != 200 || body != "hi" {
+			t.Fatalf("request %d: got %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if got := accepted.Load(); got < 3 {
+		t.Fatalf("accepted %d connections; want at least 3 (one per request)", got)
+	}
+}
+
+func TestH1ClientChunkedBodyWithTrailers(t *testing.T) {
+	type seen struct {
+		body    string
+		te      []string
+		trailer string
+	}
+	got := make(chan seen, 1)
+	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- seen{string(b), r.TransferEncoding, r.Trailer.Get("X-Checksum")}
+	})
+	tr := newH1Transport(time.Second, 5*time.Second)
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("POST", s.URL+"/", pr)
+	req.ContentLength = -1
+	req.Trailer = http.Header{"X-Checksum": nil}
+	go func() {
+		pw.Write([]byte("part1-"))
+		pw.Write([]byte("part2"))
+		req.Trailer.Set("X-Checksum", "abc")
+		pw.Close()
+	}()
+	resp, _ := doH1(t, tr, req)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	g := <-got
+	if g.body != "part1-part2" || len(g.te) != 1 || g.te[0] != "chunked" || g.trailer != "abc" {
+		t.Fatalf("backend saw body %q, transfer-encoding %v, trailer %q; want part1-part2, chunked, abc", g.body, g.te, g.trailer)
+	}
+}
+
+// An upstream that answers before reading the whole body (413) gets its
+// answer relayed, and the connection, whose framing is now unknown, is not
+// reused.
+func TestH1ClientEarlyResponse(t *testing.T) {
+	s, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" {
+			w.Header().Set("Connection", "close")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		io.WriteString(w, "fine")
+	})
+	tr := newH1Transport(time.Second, 5*time.Second)
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write(make([]byte, 64<<10)) // and never more: the body stays open
+	req, _ := http.NewRequest("POST", s.URL+"/", pr)
+	req.ContentLength = -1
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("RoundTrip: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d; want 413", resp.StatusCode)
+	}
+	req2, _ := http.NewRequest("GET", s.URL+"/", nil)
+	if _, body := doH1(t, tr, req2); body != "fine" {
+		t.Fatalf("next request: body %q", body)
+	}
+	if got := conns.Load(); got != 2 {
+		t.Fatalf("connections: got %d; want 2 (the first must not be reused)", got)
+	}
+}
+
+func TestH1ClientResponseHeaderTimeoutAndCancel(t *testing.T) {
+	release := make(chan struct{})
+	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	tr := newH1Transport(time.Second, 100*time.Millisecond)
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest("GET", s.URL+"/", nil)
+	_, err := tr.RoundTrip(req)
+	if err == nil || !isTimeout(err) {
+		t.Fatalf("got %v; want a timeout error", err)
+	}
+
+	tr2 := newH1Transport(time.Second, time.Minute)
+	defer tr2.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ = http.NewRequestWithContext(ctx, "GET", s.URL+"/", nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := tr2.RoundTrip(req)
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("after cancel: got %v; want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("RoundTrip did not return after its context was cancelled")
+	}
+}
+
+func TestH1ClientRefusesHeaderInjection(t *testing.T) {
+	tr := newH1Transport(time.Second, time.Second)
+	defer tr.CloseIdleConnections()
+	s, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {})
+	req, _ := http.NewRequest("GET", s.URL+"/", nil)
+	req.Header["X-Evil"] = []string{"a\r\nInjected: yes"}
+	if _, err := tr.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "X-Evil") {
+		t.Fatalf("got %v; want an error naming the header", err)
+	}
+}
