@@ -36,6 +36,8 @@ type Options struct {
 	Logger *slog.Logger
 	// AccessLog receives one record per request; nil means no access log.
 	AccessLog *slog.Logger
+	// Region is this node's region, the region of targets that name none.
+	Region string
 	// ProxyName names this hop in Via and Proxy-Status; default "meridian".
 	ProxyName string
 	// TrustedProxies are the networks whose Forwarded and X-Forwarded-*

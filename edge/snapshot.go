@@ -272,7 +272,11 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 		if err != nil {
 			return nil, err
 		}
-		spec.Targets = append(spec.Targets, upstream.TargetSpec{URL: u, Weight: t.Weight, Region: t.Region})
+		region := t.Region
+		if region == "" {
+			region = g.opts.Region
+		}
+		spec.Targets = append(spec.Targets, upstream.TargetSpec{URL: u, Weight: t.Weight, Region: region})
 	}
 	if c.Balancer.HashOn != "" {
 		kind, name, err := config.ParseHashOn(c.Balancer.HashOn)

@@ -105,6 +105,7 @@ func New(f *File, opts Options) (*Node, error) {
 	n.gw = edge.New(edge.Options{
 		Logger:         n.log,
 		AccessLog:      access,
+		Region:         cfg.Region,
 		TrustedProxies: trusted,
 		MaxHeaderCount: cfg.Limits.MaxHeaderCount,
 		MaxRequestBody: int64(cfg.Limits.MaxRequestBody),
