@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -249,6 +250,8 @@ type ListenerOptions struct {
 	// MaxConnections caps concurrent client connections (beyond it new ones
 	// are closed at once); default 0, no cap.
 	MaxConnections int
+	// Handler, if set, serves instead of the gateway (Listen only).
+	Handler http.Handler
 }
 
 // Server is one client-facing HTTP listener (HTTP/1.1 and h2c).
@@ -258,9 +261,7 @@ type Server struct {
 	ln  *guardListener
 }
 
-// Listen binds a client-facing listener that serves HTTP/1.1 and HTTP/2
-// with prior knowledge (h2c). Call Serve to start answering.
-func (g *Gateway) Listen(o ListenerOptions) (*Server, error) {
+func (o ListenerOptions) withDefaults() ListenerOptions {
 	if o.MaxHeaderBytes == 0 {
 		o.MaxHeaderBytes = 64 << 10
 	}
@@ -270,6 +271,28 @@ func (g *Gateway) Listen(o ListenerOptions) (*Server, error) {
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 120 * time.Second
 	}
+	return o
+}
+
+func newServerErrorLog(l *slog.Logger) *log.Logger {
+	return slog.NewLogLogger(l.Handler(), slog.LevelDebug)
+}
+
+func http2Config() *http.HTTP2Config {
+	return &http.HTTP2Config{
+		MaxConcurrentStreams:          250,
+		MaxReadFrameSize:              1 << 20,
+		MaxReceiveBufferPerConnection: 1 << 20,
+		MaxReceiveBufferPerStream:     1 << 20,
+	}
+}
+
+// Listen binds a client-facing listener that serves HTTP/1.1 and HTTP/2
+// with prior knowledge (h2c). Call Serve to start answering. With
+// o.Handler set, that handler serves instead of the gateway itself (the
+// node wraps the gateway with ACME challenges and the HTTPS redirect).
+func (g *Gateway) Listen(o ListenerOptions) (*Server, error) {
+	o = o.withDefaults()
 	ln := o.Listener
 	if ln == nil {
 		var err error
@@ -282,25 +305,19 @@ func (g *Gateway) Listen(o ListenerOptions) (*Server, error) {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
+	var h http.Handler = g
+	if o.Handler != nil {
+		h = o.Handler
+	}
 	srv := &http.Server{
-		Handler:           g,
+		Handler:           h,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ConnContext:       connContext,
 		Protocols:         &protos,
-		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
-		HTTP2: &http.HTTP2Config{
-			MaxConcurrentStreams:          250,
-			MaxReadFrameSize:              1 << 20,
-			MaxDecoderHeaderTableSize:     4096,
-			MaxEncoderHeaderTableSize:     4096,
-			PermitProhibitedCipherSuites:  false,
-			SendPingTimeout:               0,
-			WriteByteTimeout:              0,
-			MaxReceiveBufferPerConnection: 1 << 20,
-			MaxReceiveBufferPerStream:     1 << 20,
-		},
+		ErrorLog:          newServerErrorLog(g.log),
+		HTTP2:             http2Config(),
 	}
 	g.lmu.Lock()
 	g.listeners = append(g.listeners, gl)

@@ -2,7 +2,9 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,12 @@ type guardListener struct {
 	rejected atomic.Int64
 	closed   chan struct{}
 	once     sync.Once
+	// tlsConf, if set, makes this a TLS listener: connections are
+	// wrapped in TLS here rather than by net/http, so that the request
+	// smuggling guard sees the decrypted bytes. HTTP/2 is then the
+	// prior-knowledge path net/http takes when a client that chose "h2"
+	// by ALPN sends the HTTP/2 preface.
+	tlsConf *tls.Config
 }
 
 func newGuardListener(l net.Listener, maxConns int) *guardListener {
@@ -47,6 +55,9 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			}
 		}
 		g.open.Add(1)
+		if g.tlsConf != nil {
+			c = tls.Server(c, g.tlsConf)
+		}
 		return &guardConn{Conn: c, l: g}, nil
 	}
 }
@@ -85,6 +96,35 @@ func (c *guardConn) Close() error {
 		}
 	})
 	return c.Conn.Close()
+}
+
+// tlsState returns the TLS state of a request's connection, or nil for
+// plain HTTP. net/http's r.TLS is nil on Meridian's TLS listener because
+// the listener, not net/http, terminates TLS (see guardListener.tlsConf).
+func tlsState(r *http.Request) *tls.ConnectionState {
+	if r.TLS != nil {
+		return r.TLS
+	}
+	if gc, ok := r.Context().Value(connKey{}).(*guardConn); ok {
+		if tc, ok := gc.Conn.(*tls.Conn); ok {
+			st := tc.ConnectionState()
+			return &st
+		}
+	}
+	return nil
+}
+
+// isTLS reports whether the request came over TLS, without copying the
+// connection state.
+func isTLS(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if gc, ok := r.Context().Value(connKey{}).(*guardConn); ok {
+		_, ok := gc.Conn.(*tls.Conn)
+		return ok
+	}
+	return false
 }
 
 // nextRequestSmuggled is called by the handler once per HTTP/1 request, in

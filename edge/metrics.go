@@ -25,6 +25,7 @@ type metrics struct {
 	configVersion  prometheus.Gauge
 	configApplied  *prometheus.CounterVec
 	healthChanges  *prometheus.CounterVec
+	handshakes     *prometheus.CounterVec
 
 	mu     sync.Mutex
 	routes map[string]*routeStats
@@ -81,7 +82,8 @@ func newMetrics(g *Gateway) *metrics {
 	m.configVersion = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_config_version", Help: "Version of the gateway document being served."})
 	m.configApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_config_applies_total", Help: "Attempts to apply a gateway document, by result."}, []string{"result"})
 	m.healthChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_health_changes_total", Help: "Active health check transitions, by service and new state."}, []string{"service", "state"})
-	m.reg.MustRegister(m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.upstreamErrors, m.configVersion, m.configApplied, m.healthChanges,
+	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_tls_handshakes_total", Help: "Completed TLS handshakes, by transport (tcp, quic), ALPN and TLS version."}, []string{"transport", "alpn", "version"})
+	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.upstreamErrors, m.configVersion, m.configApplied, m.healthChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &upstreamCollector{g: g})
 	return m
 }

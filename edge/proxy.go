@@ -360,7 +360,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // replaced, so a client cannot forge its address.
 func (g *Gateway) setForwarded(h http.Header, r *http.Request, x *exchange) {
 	proto := "http"
-	if r.TLS != nil {
+	if isTLS(r) {
 		proto = "https"
 	}
 	trusted := x.clientIP.IsValid() && g.opts.TrustedProxies.contains(x.clientIP)

@@ -66,7 +66,9 @@ type route struct {
 	respOps     headerOps
 	maxReqBody  int64
 	maxRespBody int64
-	stats       *routeStats
+	// allowPlainHTTP: served on the plain listener rather than redirected.
+	allowPlainHTTP bool
+	stats          *routeStats
 }
 
 type service struct {
@@ -173,13 +175,14 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			return nil, config.Errors{{Path: fmt.Sprintf("routes[%d].match", i), Msg: err.Error()}}
 		}
 		rt := &route{
-			name:        rc.Name,
-			svc:         s.services[rc.Service],
-			reqOps:      compileHeaderOps(rc.RequestHeaders),
-			respOps:     compileHeaderOps(rc.ResponseHeaders),
-			maxReqBody:  int64(rc.Limits.MaxRequestBody),
-			maxRespBody: int64(rc.Limits.MaxResponseBody),
-			stats:       g.metrics.route(rc.Name),
+			name:           rc.Name,
+			svc:            s.services[rc.Service],
+			reqOps:         compileHeaderOps(rc.RequestHeaders),
+			respOps:        compileHeaderOps(rc.ResponseHeaders),
+			maxReqBody:     int64(rc.Limits.MaxRequestBody),
+			maxRespBody:    int64(rc.Limits.MaxResponseBody),
+			allowPlainHTTP: rc.AllowPlainHTTP,
+			stats:          g.metrics.route(rc.Name),
 		}
 		if rt.maxReqBody == 0 {
 			rt.maxReqBody = g.opts.MaxRequestBody

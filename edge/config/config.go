@@ -171,6 +171,10 @@ type Route struct {
 	ResponseHeaders HeaderOps `yaml:"response_headers,omitempty" json:"response_headers,omitempty"`
 	// Limits on body sizes.
 	Limits Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
+	// AllowPlainHTTP serves the route on the plain HTTP listener too,
+	// instead of redirecting to HTTPS (for plain-HTTP APIs and clients).
+	// Without an HTTPS listener every route is served on plain HTTP.
+	AllowPlainHTTP bool `yaml:"allow_plain_http,omitempty" json:"allow_plain_http,omitempty"`
 }
 
 // Match is what a request must have for a route to take it. All given

@@ -1,0 +1,255 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
+)
+
+// TLSListenerOptions configure the HTTPS listener: TLS over TCP (HTTP/1.1
+// and HTTP/2 by ALPN) and, when HTTP3 is set, QUIC on the UDP port of the
+// same number.
+type TLSListenerOptions struct {
+	ListenerOptions
+	// TLSConfig supplies certificates (GetCertificate) and policy; it is
+	// cloned, never modified.
+	TLSConfig *tls.Config
+	// HTTP3 also serves HTTP/3 on UDP and announces it with Alt-Svc on
+	// TCP responses.
+	HTTP3 bool
+	// Allow0RTT accepts QUIC 0-RTT early data; requests that arrive in
+	// early data with an unsafe method are answered 425 Too Early
+	// (RFC 8470), because early data can be replayed.
+	Allow0RTT bool
+	// QUICConfig tunes QUIC (stateless reset and token keys in a
+	// cluster); nil takes quic-go's defaults.
+	QUICConfig *quic.Config
+}
+
+// TLSServer is a running HTTPS listener.
+type TLSServer struct {
+	g      *Gateway
+	srv    *http.Server
+	ln     *guardListener
+	h3     *http3.Server
+	udp    net.PacketConn
+	altSvc string
+	wg     sync.WaitGroup
+}
+
+// ListenTLS binds the HTTPS listener (TCP, and UDP for HTTP/3). Call Serve.
+func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
+	if o.TLSConfig == nil {
+		return nil, errors.New("edge: ListenTLS needs a TLS config")
+	}
+	o.ListenerOptions = o.ListenerOptions.withDefaults()
+	tcp := o.Listener
+	if tcp == nil {
+		var err error
+		if tcp, err = net.Listen("tcp", o.Addr); err != nil {
+			return nil, err
+		}
+	}
+	s := &TLSServer{g: g, ln: newGuardListener(tcp, o.MaxConnections)}
+	tcpConf := g.countHandshakes(o.TLSConfig.Clone(), "tcp")
+	if len(tcpConf.NextProtos) == 0 {
+		tcpConf.NextProtos = []string{"h2", "http/1.1"}
+	}
+	if tcpConf.MinVersion == 0 {
+		tcpConf.MinVersion = tls.VersionTLS12
+	}
+	s.ln.tlsConf = tcpConf
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true) // after TLS with ALPN h2; see guardListener
+	var handler http.Handler = g
+	if o.HTTP3 {
+		port := tcp.Addr().(*net.TCPAddr).Port
+		udpAddr := net.JoinHostPort(tcp.Addr().(*net.TCPAddr).IP.String(), strconv.Itoa(port))
+		udp, err := net.ListenPacket("udp", udpAddr)
+		if err != nil {
+			tcp.Close()
+			return nil, err
+		}
+		s.udp = udp
+		qconf := o.QUICConfig
+		if qconf == nil {
+			qconf = &quic.Config{}
+		} else {
+			qconf = qconf.Clone()
+		}
+		qconf.Allow0RTT = o.Allow0RTT
+		if qconf.MaxIdleTimeout == 0 {
+			qconf.MaxIdleTimeout = o.IdleTimeout
+		}
+		h3conf := g.countHandshakes(o.TLSConfig.Clone(), "quic")
+		h3conf.NextProtos = nil // http3 sets "h3"
+		s.h3 = &http3.Server{
+			Handler:        http.HandlerFunc(g.serveHTTP3),
+			TLSConfig:      h3conf,
+			QUICConfig:     qconf,
+			MaxHeaderBytes: o.MaxHeaderBytes,
+			IdleTimeout:    o.IdleTimeout,
+			Logger:         g.log,
+		}
+		s.altSvc = `h3=":` + strconv.Itoa(port) + `"; ma=86400`
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header()["Alt-Svc"] = []string{s.altSvc}
+			g.ServeHTTP(w, r)
+		})
+	}
+	s.srv = &http.Server{
+		Handler:           handler,
+		MaxHeaderBytes:    o.MaxHeaderBytes,
+		ReadHeaderTimeout: o.ReadHeaderTimeout,
+		IdleTimeout:       o.IdleTimeout,
+		ConnContext:       connContext,
+		Protocols:         &protos,
+		ErrorLog:          newServerErrorLog(g.log),
+		HTTP2:             http2Config(),
+	}
+	g.lmu.Lock()
+	g.listeners = append(g.listeners, s.ln)
+	g.lmu.Unlock()
+	return s, nil
+}
+
+// serveHTTP3 refuses unsafe requests sent in 0-RTT early data, which an
+// attacker could replay, and serves the rest like any other request.
+func (g *Gateway) serveHTTP3(w http.ResponseWriter, r *http.Request) {
+	if r.TLS != nil && !r.TLS.HandshakeComplete && !safeMethod(r.Method) {
+		x := &exchange{start: time.Now(), reqID: newID(), host: normalizeHost(r.Host)}
+		g.fail(w, r, x, &proxyError{status: http.StatusTooEarly, title: "Too Early", detail: r.Method + " requests are not accepted in TLS early data; retry after the handshake"})
+		g.finish(r, x)
+		return
+	}
+	g.ServeHTTP(w, r)
+}
+
+func safeMethod(m string) bool {
+	return m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions || m == http.MethodTrace
+}
+
+// Addr is the bound TCP address (the UDP port has the same number).
+func (s *TLSServer) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve answers on TCP and, if enabled, QUIC until Shutdown.
+func (s *TLSServer) Serve() error {
+	errc := make(chan error, 2)
+	if s.h3 != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.h3.Serve(s.udp); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	s.wg.Wait()
+	select {
+	case e := <-errc:
+		if err == nil {
+			err = e
+		}
+	default:
+	}
+	return err
+}
+
+// Shutdown drains both transports: no new connections; in-flight requests
+// (HTTP/3 ones after a GOAWAY) finish until ctx ends.
+func (s *TLSServer) Shutdown(ctx context.Context) error {
+	var h3err error
+	var wg sync.WaitGroup
+	if s.h3 != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h3err = s.h3.Shutdown(ctx)
+			s.udp.Close()
+		}()
+	}
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	s.ln.Close() // in case Serve never ran
+	wg.Wait()
+	if err == nil {
+		err = h3err
+	}
+	return err
+}
+
+// countHandshakes counts completed handshakes by transport, ALPN and TLS
+// version.
+func (g *Gateway) countHandshakes(c *tls.Config, transport string) *tls.Config {
+	prev := c.VerifyConnection
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		alpn := cs.NegotiatedProtocol
+		if alpn == "" {
+			alpn = "none"
+		}
+		g.metrics.handshakes.WithLabelValues(transport, alpn, tls.VersionName(cs.Version)).Inc()
+		return nil
+	}
+	return c
+}
+
+// RedirectHandler is the plain-HTTP listener's handler when HTTPS is on:
+// requests for routes that allow plain HTTP are served; everything else is
+// redirected to HTTPS with 308, keeping path and query. httpsPort 443 is
+// left out of the URL.
+func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s := g.snap.Load(); s != nil {
+			path := removeDotSegments(r.URL.Path)
+			if path == "" {
+				path = "/"
+			}
+			if m, ok := s.table.Match(r, normalizeHost(r.Host), path); ok && m.Route.Value.(*route).allowPlainHTTP {
+				g.ServeHTTP(w, r)
+				return
+			}
+		}
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if host == "" {
+			http.Error(w, "a Host header is needed to redirect to HTTPS", http.StatusBadRequest)
+			return
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+			host = "[" + host + "]"
+		}
+		target := "https://" + host
+		if httpsPort != 443 {
+			target += ":" + strconv.Itoa(httpsPort)
+		}
+		target += r.URL.RequestURI()
+		w.Header().Set("Location", target)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusPermanentRedirect)
+		if r.Method != http.MethodHead {
+			w.Write([]byte("Use HTTPS: " + target + "\n"))
+		}
+	})
+}

@@ -1,0 +1,304 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go/http3"
+)
+
+// selfSigned makes a certificate for localhost and 127.0.0.1 and a pool
+// that trusts it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+type tlsGateway struct {
+	g    *Gateway
+	srv  *TLSServer
+	addr string
+	pool *x509.CertPool
+}
+
+func startTLSGateway(t *testing.T, yaml string, h3 bool) *tlsGateway {
+	t.Helper()
+	cert, pool := selfSigned(t)
+	g := New(Options{})
+	g.Swap(compileDoc(t, g, yaml, 1, nil))
+	srv, err := g.ListenTLS(TLSListenerOptions{
+		ListenerOptions: ListenerOptions{Addr: "127.0.0.1:0"},
+		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
+		HTTP3:           h3,
+	})
+	if err != nil {
+		t.Fatalf("ListenTLS: %v", err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		g.Close()
+	})
+	return &tlsGateway{g: g, srv: srv, addr: srv.Addr().String(), pool: pool}
+}
+
+func (tg *tlsGateway) client(t *testing.T, proto string) *http.Client {
+	t.Helper()
+	tc := &tls.Config{RootCAs: tg.pool, ServerName: "localhost"}
+	var rt http.RoundTripper
+	switch proto {
+	case "h1":
+		tr := &http.Transport{TLSClientConfig: tc}
+		var p http.Protocols
+		p.SetHTTP1(true)
+		tr.Protocols = &p
+		rt = tr
+	case "h2":
+		tr := &http.Transport{TLSClientConfig: tc}
+		var p http.Protocols
+		p.SetHTTP2(true)
+		tr.Protocols = &p
+		rt = tr
+	case "h3":
+		rt = &http3.Transport{TLSClientConfig: tc}
+	}
+	t.Cleanup(func() {
+		if c, ok := rt.(io.Closer); ok {
+			c.Close()
+		}
+		if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
+	})
+	return &http.Client{Transport: rt, Timeout: 20 * time.Second}
+}
+
+func TestTLSListenerServesH1H2H3(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "path=%s fwd=%s xfp=%s", r.URL.Path, r.Header.Get("Forwarded"), r.Header.Get("X-Forwarded-Proto"))
+	})
+	tg := startTLSGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes: [{name: r, match: {path_prefix: /api}, service: be}]
+`, be.URL), true)
+	for _, proto := range []string{"h1", "h2", "h3"} {
+		t.Run(proto, func(t *testing.T) {
+			c := tg.client(t, proto)
+			resp, err := c.Get("https://localhost:" + portOf(tg.addr) + "/api/x")
+			if err != nil {
+				t.Fatalf("GET: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			wantMajor := map[string]int{"h1": 1, "h2": 2, "h3": 3}[proto]
+			if resp.StatusCode != 200 || resp.ProtoMajor != wantMajor {
+				t.Fatalf("got %d over HTTP/%d; want 200 over HTTP/%d", resp.StatusCode, resp.ProtoMajor, wantMajor)
+			}
+			if !strings.Contains(string(body), "path=/api/x") || !strings.Contains(string(body), "proto=https") || !strings.Contains(string(body), "xfp=https") {
+				t.Errorf("backend saw %q; want the path and proto https", body)
+			}
+			if proto != "h3" {
+				if got, want := resp.Header.Get("Alt-Svc"), `h3=":`+portOf(tg.addr)+`"; ma=86400`; got != want {
+					t.Errorf("Alt-Svc: got %q; want %q", got, want)
+				}
+			}
+		})
+	}
+}
+
+func portOf(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// HTTP/3: streaming, a large body both ways, and many concurrent streams on
+// one connection.
+func TestHTTP3StreamingLargeAndConcurrent(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/echo":
+			h := sha256.New()
+			n, _ := io.Copy(h, r.Body)
+			fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+		case "/stream":
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := range 3 {
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				w.(http.Flusher).Flush()
+				<-streamGate
+			}
+		default:
+			io.WriteString(w, r.URL.Path)
+		}
+	})
+	tg := startTLSGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes: [{name: r, service: be, limits: {max_request_body: 64MiB}}]
+`, be.URL), true)
+	c := tg.client(t, "h3")
+	base := "https://localhost:" + portOf(tg.addr)
+
+	// Large upload, checked by hash.
+	payload := make([]byte, 16<<20)
+	rand.Read(payload)
+	sum := sha256.Sum256(payload)
+	resp, err := c.Post(base+"/echo", "application/octet-stream", strings.NewReader(string(payload)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("%d %x", len(payload), sum); string(b) != want {
+		t.Fatalf("echo over h3: got %q; want %q", b, want)
+	}
+
+	// Streaming: each event arrives before the backend sends the next.
+	resp, err = c.Get(base + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	for i := range 3 {
+		line, err := br.ReadString('\n')
+		if err != nil || line != fmt.Sprintf("data: %d\n", i) {
+			t.Fatalf("event %d: got %q %v", i, line, err)
+		}
+		br.ReadString('\n')
+		streamGate <- struct{}{}
+	}
+	resp.Body.Close()
+
+	// Concurrent streams.
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.Get(fmt.Sprintf("%s/n/%d", base, i))
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if string(b) != fmt.Sprintf("/n/%d", i) {
+				errs <- fmt.Errorf("stream %d got %q", i, b)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+var streamGate = make(chan struct{})
+
+// The request smuggling guard works behind TLS too.
+func TestTLSSmugglingRefused(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	tg := startTLSGateway(t, fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL), false)
+	conn, err := tls.Dial("tcp", tg.addr, &tls.Config{RootCAs: tg.pool, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: localhost\r\n\r\nPOST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+	br := bufio.NewReader(conn)
+	r1, err := http.ReadResponse(br, nil)
+	if err != nil || r1.StatusCode != 200 {
+		t.Fatalf("first request: %v %v", r1, err)
+	}
+	io.Copy(io.Discard, r1.Body)
+	r2, err := http.ReadResponse(br, nil)
+	if err != nil || r2.StatusCode != 400 {
+		t.Fatalf("smuggling request over TLS: got %v %v; want 400", r2, err)
+	}
+	io.Copy(io.Discard, r2.Body)
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("connection still open after the 400; want it closed")
+	}
+}
+
+// The plain listener redirects to HTTPS with 308, keeping path and query,
+// except for routes that allow plain HTTP.
+func TestRedirectHandler(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "plain ok") })
+	g := New(Options{})
+	g.Swap(compileDoc(t, g, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes:
+  - {name: secure, match: {path_prefix: /}, service: be}
+  - {name: open, match: {path_prefix: /public}, service: be, allow_plain_http: true}
+`, be.URL), 1, nil))
+	defer g.Close()
+	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0", Handler: g.RedirectHandler(8443)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Shutdown(context.Background())
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get("http://" + srv.Addr().String() + "/a/b?x=1&y=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://127.0.0.1:8443/a/b?x=1&y=2" {
+		t.Fatalf("got %d Location %q; want 308 https://127.0.0.1:8443/a/b?x=1&y=2", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, err = c.Get("http://" + srv.Addr().String() + "/public/z")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "plain ok" {
+		t.Fatalf("allow_plain_http route: got %d %q; want 200 plain ok", resp.StatusCode, b)
+	}
+}
