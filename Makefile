@@ -3,6 +3,9 @@ GO      ?= go
 BIN     := bin/meridian
 # Fuzz seed corpora run as part of `go test`; FUZZTIME > 0 fuzzes for real.
 FUZZTIME ?= 0
+# Let's Encrypt's test ACME server, for the TLS tests (installed into bin/).
+PEBBLE_VERSION := v2.10.1
+PEBBLE_ENV = PEBBLE_BIN=$(CURDIR)/bin/pebble PEBBLE_TEST_DIR=$(CURDIR)/bin/pebble-test
 
 .PHONY: all build run test vet race fuzz clean
 
@@ -23,8 +26,15 @@ vet:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-race:
-	$(GO) test -race -count=1 -timeout 15m ./...
+race: bin/pebble
+	$(PEBBLE_ENV) $(GO) test -race -count=1 -timeout 20m ./...
+
+## bin/pebble: pebble and its test config and certificates (bin/pebble-test)
+bin/pebble:
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/letsencrypt/pebble/v2/cmd/pebble@$(PEBBLE_VERSION)
+	rm -rf bin/pebble-test
+	cp -r "$$($(GO) env GOMODCACHE)/github.com/letsencrypt/pebble/v2@$(PEBBLE_VERSION)/test" bin/pebble-test
+	chmod -R u+w bin/pebble-test
 
 ## fuzz: run each fuzz target for FUZZTIME (e.g. make fuzz FUZZTIME=30s)
 fuzz:
