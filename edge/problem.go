@@ -34,8 +34,9 @@ type proxyError struct {
 const problemTypeBase = "https://meridian.dev/problems/"
 
 // writeProblem writes a problem+json answer. Proxy-Status is set for errors
-// about reaching the upstream (RFC 9209), naming this node.
-func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route, reqID, proxyName string) {
+// about reaching the upstream (RFC 9209), naming this node. It returns the
+// number of body bytes written.
+func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route, reqID, proxyName string) int64 {
 	h := w.Header()
 	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
@@ -68,7 +69,9 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 	body = append(body, '\n')
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(pe.status)
-	if r.Method != http.MethodHead {
-		w.Write(body)
+	if r.Method == http.MethodHead {
+		return 0
 	}
+	n, _ := w.Write(body)
+	return int64(n)
 }
