@@ -6,7 +6,10 @@
 #   BENCH_DURATION  measured time per run          (default 10s)
 #   BENCH_WARMUP    warmup per run, not recorded   (default 2s)
 #   BENCH_CONNS     connection counts              (default "64 256")
-#   BENCH_TARGETS   targets to run                 (default "direct nginx haproxy caddy meridian")
+#   BENCH_TARGETS   targets for proto h1           (default "direct nginx haproxy caddy meridian")
+#   BENCH_PROTOS    protocols: h1 tls h2 h3 handshakes handshakes-h3, or "all" (= h1 tls h2 h3 handshakes) (default h1)
+#   BENCH_TLS_TARGETS targets for the TLS protos   (default "direct-tls caddy-tls meridian-tls")
+#   BENCH_SYSCTL    1: as root, raise net.core.rmem_max/wmem_max to 7500000 for QUIC (default 0: only report them)
 #   BENCH_SIZE      backend body size in bytes     (default 1024)
 #   BENCH_REPEAT    rounds over all (conns, target) pairs; the median-req/s run is reported (default 1)
 #   BENCH_PIN       auto|1|0: pin loadgen to CPU 0 and servers to the others (default auto = on with >= 2 CPUs)
@@ -22,14 +25,38 @@ DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNS:-"64 256"}
 TARGETS=${BENCH_TARGETS:-"direct nginx haproxy caddy meridian"}
+PROTOS=${BENCH_PROTOS:-h1}
+[[ $PROTOS == all ]] && PROTOS="h1 tls h2 h3 handshakes"
+TLS_TARGETS=${BENCH_TLS_TARGETS:-"direct-tls caddy-tls meridian-tls"}
+SYSCTL=${BENCH_SYSCTL:-0}
 SIZE=${BENCH_SIZE:-1024}
 REPEAT=${BENCH_REPEAT:-1}
 PIN=${BENCH_PIN:-auto}
 INSTALL=${BENCH_INSTALL:-1}
 KEEP_WORK=${BENCH_KEEP_WORK:-0}
 
-declare -A PORT=([direct]=18000 [nginx]=18001 [haproxy]=18002 [caddy]=18003 [meridian]=18004)
+declare -A PORT=([direct]=18000 [nginx]=18001 [haproxy]=18002 [caddy]=18003 [meridian]=18004
+	[direct-tls]=18010 [caddy-tls]=18013 [meridian-tls]=18015)
 ADMIN_PORT=18009 # meridian admin listener
+# meridian-tls: 18014 plain HTTP (redirects), 18015 HTTPS (TCP + UDP), 18019 admin.
+# caddy-tls: 18013 HTTPS (TCP + UDP); its http_port 18012 is not bound (no redirects).
+ALL_TARGETS=(direct nginx haproxy caddy meridian direct-tls caddy-tls meridian-tls)
+
+# loadgen flags of each protocol (all TLS protos use the TLS targets).
+declare -A PROTO_ARGS=([h1]="" [tls]="-tls" [h2]="-h2" [h3]="-h3" [handshakes]="-tls -handshakes" [handshakes-h3]="-h3 -handshakes")
+for p in $PROTOS; do
+	if [[ -z ${PROTO_ARGS[$p]+x} ]]; then
+		printf '[bench] unknown protocol %s in BENCH_PROTOS (known: %s, all)\n' "$p" "${!PROTO_ARGS[*]}" >&2
+		exit 2
+	fi
+done
+targets_for() { # proto -> its targets
+	if [[ $1 == h1 ]]; then echo "$TARGETS"; else echo "$TLS_TARGETS"; fi
+}
+WANTED=" "
+for p in $PROTOS; do WANTED+="$(targets_for "$p") "; done
+WANT_TLS=0
+[[ " $PROTOS " =~ \ (tls|h2|h3|handshakes|handshakes-h3)\  ]] && WANT_TLS=1
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/meridian-bench.XXXXXX")
 BIN=$WORK/bin
@@ -139,7 +166,7 @@ if ((${#missing[@]})); then
 		if "${SUDO[@]}" apt-get update -qq &&
 			DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >"$WORK/logs/apt.log" 2>&1; then
 			# Packages may start system services (ports 80, 2019, ...):
-			# stop them; we run our own instances on 18000-18009.
+			# stop them; we run our own instances on 18000-18019.
 			stop_system_services "${missing[@]}"
 		else
 			note "apt-get install ${missing[*]} failed (see log); continuing with what is available"
@@ -156,12 +183,13 @@ go build -o "$BIN/benchreport" ./bench/cmd/benchreport
 
 MERIDIAN_OK=0
 declare -A FAIL=() # target -> reason it is not measured
-if [[ " $TARGETS " == *" meridian "* ]]; then
+if [[ $WANTED == *" meridian "* || $WANTED == *" meridian-tls "* ]]; then
 	log "building meridian"
 	if go build -o "$BIN/meridian" ./cmd/meridian >"$WORK/logs/meridian-build.log" 2>&1; then
 		MERIDIAN_OK=1
 	else
 		FAIL[meridian]="build failed"
+		FAIL[meridian-tls]="build failed"
 		note "MERIDIAN NOT MEASURED: 'go build ./cmd/meridian' failed: $(head -n 1 "$WORK/logs/meridian-build.log")"
 	fi
 fi
@@ -188,6 +216,13 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # ------------------------------------------------------------------- start
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# udp_busy PORT: something is bound to 127.0.0.1:PORT or *:PORT over UDP
+# (needs ss; without it UDP ports are not checked).
+udp_busy() {
+	command -v ss >/dev/null || return 1
+	[[ -n $(ss -Hunl "sport = :$1" 2>/dev/null) ]]
+}
+
 for t in direct nginx haproxy caddy meridian; do
 	if port_busy "${PORT[$t]}"; then
 		log "port ${PORT[$t]} (for $t) is already in use by another process; stop it first"
@@ -198,6 +233,30 @@ if port_busy "$ADMIN_PORT"; then
 	log "port $ADMIN_PORT (meridian admin) is already in use; stop it first"
 	exit 1
 fi
+if ((WANT_TLS)); then
+	for p in 18010 18012 18013 18014 18015 18019; do
+		if port_busy "$p" || udp_busy "$p"; then
+			log "port $p (TLS targets) is already in use by another process; stop it first"
+			exit 1
+		fi
+	done
+fi
+
+# ------------------------------------------------------- UDP buffers (QUIC)
+RMEM=$(cat /proc/sys/net/core/rmem_max 2>/dev/null || echo "?")
+WMEM=$(cat /proc/sys/net/core/wmem_max 2>/dev/null || echo "?")
+if [[ " $PROTOS " == *" h3 "* || " $PROTOS " == *" handshakes-h3 "* ]]; then
+	if [[ $SYSCTL == 1 && $(id -u) == 0 && $RMEM =~ ^[0-9]+$ && $WMEM =~ ^[0-9]+$ ]] &&
+		((RMEM < 7500000 || WMEM < 7500000)); then
+		if sysctl -q -w net.core.rmem_max=$((RMEM > 7500000 ? RMEM : 7500000)) net.core.wmem_max=$((WMEM > 7500000 ? WMEM : 7500000)); then
+			note "BENCH_SYSCTL=1: raised net.core.rmem_max $RMEM -> $(cat /proc/sys/net/core/rmem_max), wmem_max $WMEM -> $(cat /proc/sys/net/core/wmem_max) (system-wide, until reboot)"
+			RMEM=$(cat /proc/sys/net/core/rmem_max)
+			WMEM=$(cat /proc/sys/net/core/wmem_max)
+		fi
+	elif [[ $RMEM =~ ^[0-9]+$ ]] && ((RMEM < 7500000)) && [[ $(id -u) != 0 ]]; then
+		note "net.core.rmem_max=$RMEM < 7500000 and not root: quic-go (loadgen, caddy, meridian, backend) cannot get its 7 MB UDP buffers and logs a warning; see README"
+	fi
+fi
 
 start() { # target cmd...
 	local t=$1
@@ -207,31 +266,96 @@ start() { # target cmd...
 	STARTED+=("$!")
 }
 
+declare -A CA=()      # TLS target -> CA file for loadgen -cacert
+declare -A TLSFLAG=() # TLS target -> "-cacert FILE" or "-insecure"
+declare -A GETCA=()   # TLS target -> command printing its CA root (retried until it works)
+
+url_of() { # target
+	case $1 in
+	*-tls) echo "https://127.0.0.1:${PORT[$1]}/" ;;
+	*) echo "http://127.0.0.1:${PORT[$1]}/" ;;
+	esac
+}
+
+# tls_flags TARGET: the loadgen TLS flags for TARGET (fetching its CA root
+# with GETCA first if needed); empty when the CA is not there yet.
+tls_flags() {
+	local t=$1
+	if [[ -n ${TLSFLAG[$t]:-} ]]; then
+		echo "${TLSFLAG[$t]}"
+		return
+	fi
+	if [[ -n ${GETCA[$t]:-} && ! -s ${CA[$t]} ]]; then
+		eval "${GETCA[$t]}" >"${CA[$t]}.tmp" 2>>"$WORK/logs/$t-ca.log" && mv "${CA[$t]}.tmp" "${CA[$t]}"
+	fi
+	[[ -s ${CA[$t]:-} ]] && echo "-cacert ${CA[$t]}"
+}
+
 wait_ready() { # target -> 0 when it answers 2xx
-	local t=$1 i
+	local t=$1 i url flags
+	url=$(url_of "$t")
 	for i in $(seq 1 100); do
 		if ! alive "${SPID[$t]}"; then
 			FAIL[$t]="exited at start"
 			note "$t exited during start-up: $(tail -n 3 "$WORK/logs/$t.log" | tr '\n' ' ')"
 			return 1
 		fi
-		if "$BIN/loadgen" -probe -probe-timeout 500ms -url "http://127.0.0.1:${PORT[$t]}/" 2>/dev/null; then
+		flags=""
+		if [[ $t == *-tls ]]; then
+			flags=$(tls_flags "$t")
+			if [[ -z $flags ]]; then
+				sleep 0.1
+				continue
+			fi
+		fi
+		# shellcheck disable=SC2086 # flags are words
+		if "$BIN/loadgen" -probe -probe-timeout 500ms -url "$url" $flags 2>>"$WORK/logs/$t-probe.log"; then
+			[[ $t == *-tls ]] && TLSFLAG[$t]=$flags
 			return 0
 		fi
 		sleep 0.1
 	done
+	if [[ $t == *-tls ]] && [[ -z $(tls_flags "$t") ]] &&
+		"$BIN/loadgen" -probe -probe-timeout 1s -insecure -url "$url" 2>>"$WORK/logs/$t-probe.log"; then
+		TLSFLAG[$t]="-insecure"
+		note "$t: could not get its CA root ($(tail -n 1 "$WORK/logs/$t-ca.log" 2>/dev/null)); measuring with -insecure (certificate not verified)"
+		return 0
+	fi
 	FAIL[$t]="not answering"
-	note "$t did not answer on 127.0.0.1:${PORT[$t]} within 10s: $(tail -n 3 "$WORK/logs/$t.log" | tr '\n' ' ')"
-	stop_pid "${SPID[$t]}"
+	note "$t did not answer on $url within 10s: $(tail -n 3 "$WORK/logs/$t.log" | tr '\n' ' ') probe: $(tail -n 1 "$WORK/logs/$t-probe.log" 2>/dev/null)"
+	[[ ${SPID[$t]} == "${SPID[direct]:-}" ]] || stop_pid "${SPID[$t]}"
 	return 1
 }
 
-want() { [[ " $TARGETS " == *" $1 "* ]]; }
+# check_h3 TARGET: when h3 runs are wanted, check that TARGET answers over
+# HTTP/3 too (a note, not a failure: the h3 rows will show the errors).
+check_h3() {
+	local t=$1
+	[[ " $PROTOS " == *" h3 "* || " $PROTOS " == *" handshakes-h3 "* ]] || return 0
+	[[ -z ${FAIL[$t]:-} ]] || return 0
+	# shellcheck disable=SC2086
+	"$BIN/loadgen" -probe -probe-timeout 2s -h3 -url "$(url_of "$t")" ${TLSFLAG[$t]} 2>>"$WORK/logs/$t-probe.log" ||
+		note "$t: no HTTP/3 answer on udp 127.0.0.1:${PORT[$t]}: $(tail -n 1 "$WORK/logs/$t-probe.log")"
+}
 
-start direct "$BIN/backend" -addr "127.0.0.1:${PORT[direct]}" -size "$SIZE"
+want() { [[ $WANTED == *" $1 "* ]]; }
+
+# The backend always runs (the proxies' upstream); with a TLS proto it also
+# serves HTTPS itself on 18010 (h1, h2 on TCP, h3 on UDP; self-signed) as
+# the direct-tls baseline.
+BACKEND_TLS=()
+if want direct-tls; then
+	CA[direct-tls]=$WORK/direct-tls-ca.pem
+	BACKEND_TLS=(-tls-addr "127.0.0.1:${PORT[direct-tls]}" -tls-ca-out "${CA[direct-tls]}")
+fi
+start direct "$BIN/backend" -addr "127.0.0.1:${PORT[direct]}" -size "$SIZE" "${BACKEND_TLS[@]}"
 if ! wait_ready direct; then
 	log "backend failed to start; nothing to measure"
 	exit 1
+fi
+if want direct-tls; then
+	SPID[direct-tls]=${SPID[direct]}
+	wait_ready direct-tls && check_h3 direct-tls
 fi
 
 if want nginx; then
@@ -270,6 +394,31 @@ if want meridian && ((MERIDIAN_OK)); then
 		note "MERIDIAN NOT MEASURED: it did not start or answer (log: $(tail -n 2 "$WORK/logs/meridian.log" | tr '\n' ' '))"
 	fi
 fi
+if want caddy-tls; then
+	if command -v caddy >/dev/null; then
+		mkdir -p "$WORK/caddy-tls/data" "$WORK/caddy-tls/config"
+		# Caddy's internal CA appears here once it has started.
+		CA[caddy-tls]=$WORK/caddy-tls/data/caddy/pki/authorities/local/root.crt
+		start caddy-tls env HOME="$WORK/caddy-tls" XDG_DATA_HOME="$WORK/caddy-tls/data" XDG_CONFIG_HOME="$WORK/caddy-tls/config" \
+			caddy run --config "$ROOT/bench/peers/Caddyfile-tls" --adapter caddyfile
+		wait_ready caddy-tls && check_h3 caddy-tls
+	else
+		FAIL[caddy-tls]="not installed"
+		note "caddy not installed"
+	fi
+fi
+if want meridian-tls && ((MERIDIAN_OK)); then
+	mkdir -p "$WORK/meridian-tls"
+	sed "s|WORKDIR|$WORK|g" "$ROOT/bench/peers/meridian-tls.yaml" >"$WORK/meridian-tls.yaml"
+	CA[meridian-tls]=$WORK/meridian-tls-ca.pem
+	GETCA[meridian-tls]="\"$BIN/meridian\" ca root -data-dir \"$WORK/meridian-tls\""
+	start meridian-tls "$BIN/meridian" serve -config "$WORK/meridian-tls.yaml"
+	if wait_ready meridian-tls; then
+		check_h3 meridian-tls
+	else
+		note "MERIDIAN-TLS NOT MEASURED: it did not start or answer (log: $(tail -n 2 "$WORK/logs/meridian-tls.log" | tr '\n' ' '))"
+	fi
+fi
 
 # ---------------------------------------------------------------- memory
 # sum_status FIELD PID: sum of FIELD (kB) over PID and its descendants.
@@ -284,7 +433,7 @@ sum_status() {
 
 sleep 1 # let everything settle after start-up before sampling idle RSS
 declare -A IDLE=()
-for t in direct nginx haproxy caddy meridian; do
+for t in "${ALL_TARGETS[@]}"; do
 	if [[ -n ${SPID[$t]:-} && -z ${FAIL[$t]:-} ]] && alive "${SPID[$t]}"; then
 		IDLE[$t]=$(sum_status VmRSS "${SPID[$t]}")
 		log "$t: pid ${SPID[$t]}, idle RSS $((IDLE[$t] / 1024)) MiB"
@@ -293,38 +442,46 @@ done
 
 # -------------------------------------------------------------------- runs
 for round in $(seq 1 "$REPEAT"); do
-	for c in $CONNS; do
-		for t in $TARGETS; do
-			[[ -n ${PORT[$t]:-} ]] || {
-				log "unknown target $t"
-				continue
-			}
-			if [[ -n ${FAIL[$t]:-} ]]; then
-				printf '%s\t%s\t-\t%s\n' "$t" "$c" "${FAIL[$t]}" >>"$RUNS_TSV"
-				continue
-			fi
-			if ! alive "${SPID[$t]}"; then
-				FAIL[$t]="died"
-				note "$t died before the c=$c run"
-				printf '%s\t%s\t-\t%s\n' "$t" "$c" "died" >>"$RUNS_TSV"
-				continue
-			fi
-			out="$WORK/results/$t-c$c-r$round.json"
-			log "run: $t c=$c ($WARMUP warmup + $DURATION), round $round/$REPEAT"
-			if "${LG_PIN[@]}" "$BIN/loadgen" -url "http://127.0.0.1:${PORT[$t]}/" -c "$c" -d "$DURATION" -warmup "$WARMUP" -json \
-				>"$out" 2>"$WORK/logs/loadgen-$t-c$c-r$round.log"; then
-				printf '%s\t%s\t%s\n' "$t" "$c" "$out" >>"$RUNS_TSV"
-				log "     $(tr -d '\n ' <"$out" | sed -n 's/.*"rps":\([0-9.]*\).*"p99":\([0-9]*\).*/\1 req\/s, p99 \2 ns/p')"
-			else
-				printf '%s\t%s\t-\t%s\n' "$t" "$c" "loadgen failed" >>"$RUNS_TSV"
-				note "$t c=$c: loadgen failed: $(tail -n 2 "$WORK/logs/loadgen-$t-c$c-r$round.log" | tr '\n' ' ')"
-			fi
-			sleep 1
+	for proto in $PROTOS; do
+		for c in $CONNS; do
+			for t in $(targets_for "$proto"); do
+				[[ -n ${PORT[$t]:-} ]] || {
+					log "unknown target $t"
+					continue
+				}
+				if [[ $proto == h1 && $t == *-tls ]] || [[ $proto != h1 && $t != *-tls ]]; then
+					log "target $t does not fit proto $proto; skipped"
+					continue
+				fi
+				if [[ -n ${FAIL[$t]:-} ]]; then
+					printf '%s\t%s\t%s\t-\t%s\n' "$proto" "$t" "$c" "${FAIL[$t]}" >>"$RUNS_TSV"
+					continue
+				fi
+				if ! alive "${SPID[$t]}"; then
+					FAIL[$t]="died"
+					note "$t died before the $proto c=$c run"
+					printf '%s\t%s\t%s\t-\t%s\n' "$proto" "$t" "$c" "died" >>"$RUNS_TSV"
+					continue
+				fi
+				name="$proto-$t-c$c-r$round"
+				out="$WORK/results/$name.json"
+				log "run: $proto $t c=$c ($WARMUP warmup + $DURATION), round $round/$REPEAT"
+				# shellcheck disable=SC2086 # PROTO_ARGS and TLSFLAG are lists of words
+				if "${LG_PIN[@]}" "$BIN/loadgen" -url "$(url_of "$t")" ${PROTO_ARGS[$proto]} ${TLSFLAG[$t]:-} \
+					-c "$c" -d "$DURATION" -warmup "$WARMUP" -json >"$out" 2>"$WORK/logs/loadgen-$name.log"; then
+					printf '%s\t%s\t%s\t%s\n' "$proto" "$t" "$c" "$out" >>"$RUNS_TSV"
+					log "     $(tr -d '\n ' <"$out" | sed -n 's/.*"rps":\([0-9.]*\).*"errors":\([0-9]*\).*"p99":\([0-9]*\).*/\1 req\/s, \2 errors, p99 \3 ns/p')"
+				else
+					printf '%s\t%s\t%s\t-\t%s\n' "$proto" "$t" "$c" "loadgen failed" >>"$RUNS_TSV"
+					note "$proto $t c=$c: loadgen failed: $(tail -n 2 "$WORK/logs/loadgen-$name.log" | tr '\n' ' ')"
+				fi
+				sleep 1
+			done
 		done
 	done
 done
 
-for t in direct nginx haproxy caddy meridian; do
+for t in "${ALL_TARGETS[@]}"; do
 	if [[ -n ${IDLE[$t]:-} ]]; then
 		peak="-"
 		alive "${SPID[$t]}" && peak=$(sum_status VmHWM "${SPID[$t]}")
@@ -343,6 +500,9 @@ done
 	printf 'warmup\t%s\n' "$WARMUP"
 	printf 'repeat\t%s\n' "$REPEAT"
 	printf 'body_bytes\t%s\n' "$SIZE"
+	printf 'protos\t%s\n' "$PROTOS"
+	((WANT_TLS)) && printf 'udp_buffers\trmem_max=%s wmem_max=%s (quic-go wants 7500000; as root it forces them with SO_RCVBUFFORCE/SO_SNDBUFFORCE)\n' "$RMEM" "$WMEM"
+	((WANT_TLS)) && for t in $TLS_TARGETS; do printf 'tls_%s\t%s\n' "$t" "${TLSFLAG[$t]:-not measured}"; done
 	printf 'go\t%s\n' "$(go version)"
 	printf 'commit\t%s\n' "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 	command -v nginx >/dev/null && printf 'nginx\t%s\n' "$(nginx -v 2>&1 | head -n 1)"

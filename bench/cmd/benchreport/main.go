@@ -4,10 +4,13 @@
 //
 // Inputs (tab-separated, one record per line, '#' comments allowed):
 //
-//	-runs:  target  conns  path-to-loadgen-json   (path "-" = run failed)
+//	-runs:  proto  target  conns  path-to-loadgen-json  [reason]
+//	        (path "-" = run failed; proto is h1, tls, h2, h3, handshakes, ...)
 //
-// A (target, conns) pair may appear several times (BENCH_REPEAT): the run
-// with the median req/s is reported, with the spread of req/s over runs.
+// A (proto, target, conns) triple may appear several times (BENCH_REPEAT):
+// the run with the median req/s is reported, with the spread of req/s over
+// runs. Ratios are to the baseline of the same proto and conns: target
+// "direct" (plain HTTP) or "direct-tls" (the backend serving TLS itself).
 //
 //	-rss:   target  idle_kib  peak_kib             ("-" = not measured)
 //	-meta:  key  value                             (copied into the JSON)
@@ -28,6 +31,10 @@ import (
 
 type loadResult struct {
 	URL        string  `json:"url"`
+	Proto      string  `json:"proto,omitempty"`
+	Handshakes bool    `json:"handshakes,omitempty"`
+	HSPerS     float64 `json:"handshakes_per_s,omitempty"`
+	TLSResumed int64   `json:"tls_resumed,omitempty"`
 	Requests   int64   `json:"requests"`
 	RPS        float64 `json:"rps"`
 	Errors     int64   `json:"errors"`
@@ -46,6 +53,7 @@ type loadResult struct {
 
 // Row is one (target, conns) measurement in the combined output.
 type Row struct {
+	Proto        string      `json:"proto"`
 	Target       string      `json:"target"`
 	Conns        int         `json:"conns"`
 	OK           bool        `json:"ok"`
@@ -109,6 +117,7 @@ func main() {
 	}
 
 	type key struct {
+		proto  string
 		target string
 		conns  int
 	}
@@ -116,26 +125,26 @@ func main() {
 	groups := map[key]*Row{}
 	results := map[key][]*loadResult{}
 	for _, f := range readTSV(*runsPath) {
-		if len(f) < 3 {
+		if len(f) < 4 {
 			continue
 		}
-		conns, _ := strconv.Atoi(f[1])
-		k := key{f[0], conns}
+		conns, _ := strconv.Atoi(f[2])
+		k := key{f[0], f[1], conns}
 		row := groups[k]
 		if row == nil {
-			row = &Row{Target: f[0], Conns: conns}
+			row = &Row{Proto: f[0], Target: f[1], Conns: conns}
 			groups[k] = row
 			order = append(order, k)
 		}
-		if f[2] == "-" {
+		if f[3] == "-" {
 			row.FailedRuns++
 			row.FailedReason = "run failed"
-			if len(f) > 3 {
-				row.FailedReason = f[3]
+			if len(f) > 4 {
+				row.FailedReason = f[4]
 			}
 			continue
 		}
-		r, err := readResult(f[2])
+		r, err := readResult(f[3])
 		if err != nil {
 			row.FailedRuns++
 			row.FailedReason = err.Error()
@@ -143,7 +152,11 @@ func main() {
 		}
 		results[k] = append(results[k], r)
 	}
-	direct := map[int]*loadResult{}
+	type base struct {
+		proto string
+		conns int
+	}
+	direct := map[base]*loadResult{}
 	for _, k := range order {
 		row := groups[k]
 		rs := results[k]
@@ -154,8 +167,8 @@ func main() {
 			for _, r := range rs {
 				row.RPSAll = append(row.RPSAll, r.RPS)
 			}
-			if row.Target == "direct" {
-				direct[row.Conns] = row.Result
+			if isBaseline(row.Target) {
+				direct[base{row.Proto, row.Conns}] = row.Result
 			}
 		}
 		if v, ok := idle[row.Target]; ok {
@@ -168,7 +181,7 @@ func main() {
 	}
 	for i := range rep.Rows {
 		row := &rep.Rows[i]
-		d := direct[row.Conns]
+		d := direct[base{row.Proto, row.Conns}]
 		if !row.OK || d == nil {
 			continue
 		}
@@ -230,6 +243,9 @@ func readResult(path string) (*loadResult, error) {
 	return &r, nil
 }
 
+// isBaseline reports whether target is the no-proxy baseline of its proto.
+func isBaseline(target string) bool { return target == "direct" || target == "direct-tls" }
+
 func ms(ns int64) string { return fmt.Sprintf("%.2f", float64(ns)/1e6) }
 
 func opt(v *float64, format string) string {
@@ -240,12 +256,13 @@ func opt(v *float64, format string) string {
 }
 
 func printMarkdown(rep *Report) {
-	fmt.Println("| target | conns | req/s | p50 ms | p99 ms | p99.9 ms | idle RSS MiB | peak RSS MiB | req/s ÷ direct | p99 ÷ direct | errors / non-2xx | runs (req/s range) |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Println("| proto | target | conns | req/s | p50 ms | p99 ms | p99.9 ms | idle RSS MiB | peak RSS MiB | req/s ÷ direct | p99 ÷ direct | errors / non-2xx | runs (req/s range) |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	handshakes := false
 	for _, r := range rep.Rows {
 		if !r.OK {
-			fmt.Printf("| %s | %d | failed: %s | | | | %s | %s | | | | |\n",
-				r.Target, r.Conns, strings.ReplaceAll(r.FailedReason, "|", "/"), opt(r.IdleRSSMiB, "%.1f"), opt(r.PeakRSSMiB, "%.1f"))
+			fmt.Printf("| %s | %s | %d | failed: %s | | | | %s | %s | | | | |\n",
+				r.Proto, r.Target, r.Conns, strings.ReplaceAll(r.FailedReason, "|", "/"), opt(r.IdleRSSMiB, "%.1f"), opt(r.PeakRSSMiB, "%.1f"))
 			continue
 		}
 		l := r.Result.LatencyNS
@@ -256,11 +273,29 @@ func printMarkdown(rep *Report) {
 		if r.FailedRuns > 0 {
 			spread += fmt.Sprintf(", %d failed", r.FailedRuns)
 		}
-		fmt.Printf("| %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %d / %d | %s |\n",
-			r.Target, r.Conns, r.Result.RPS, ms(l.P50), ms(l.P99), ms(l.P999),
+		if r.Result.Handshakes {
+			handshakes = true
+		}
+		fmt.Printf("| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %d / %d | %s |\n",
+			r.Proto, r.Target, r.Conns, r.Result.RPS, ms(l.P50), ms(l.P99), ms(l.P999),
 			opt(r.IdleRSSMiB, "%.1f"), opt(r.PeakRSSMiB, "%.1f"),
 			opt(r.RPSRatio, "%.2f"), opt(r.P99Ratio, "%.2f"),
 			r.Result.Errors, r.Result.Non2xx, spread)
+	}
+	if handshakes {
+		fmt.Println()
+		fmt.Println("Handshakes/s (proto `handshakes*`: every request on a new connection, full TLS handshake, session resumption disabled; req/s above = handshakes/s):")
+		fmt.Println()
+		for _, r := range rep.Rows {
+			if !r.OK || !r.Result.Handshakes {
+				continue
+			}
+			resumed := ""
+			if r.Result.TLSResumed > 0 {
+				resumed = fmt.Sprintf(" (%d resumed!)", r.Result.TLSResumed)
+			}
+			fmt.Printf("- %s c=%d %s: %.0f handshakes/s, p99 %s ms%s\n", r.Proto, r.Conns, r.Target, r.Result.HSPerS, ms(r.Result.LatencyNS.P99), resumed)
+		}
 	}
 	if len(rep.Notes) > 0 {
 		fmt.Println()

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +17,10 @@ import (
 // target is a parsed -url: where to dial and the request bytes to send.
 type target struct {
 	url      string
+	https    bool   // https:// URL
 	hostport string // host:port to dial
 	host     string // host without port
-	req      []byte // complete pre-built GET request
+	req      []byte // complete pre-built GET request (HTTP/1.1 clients)
 }
 
 func parseTarget(raw string) (*target, error) {
@@ -26,8 +28,8 @@ func parseTarget(raw string) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	if u.Scheme != "http" {
-		return nil, fmt.Errorf("only http:// URLs are supported, got %q", u.Scheme)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("only http:// and https:// URLs are supported, got %q", u.Scheme)
 	}
 	if u.Host == "" {
 		return nil, errors.New("URL has no host")
@@ -38,6 +40,9 @@ func parseTarget(raw string) (*target, error) {
 	host, port := u.Hostname(), u.Port()
 	if port == "" {
 		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
 	}
 	path := u.RequestURI()
 	if path == "" {
@@ -48,7 +53,7 @@ func parseTarget(raw string) (*target, error) {
 		"User-Agent: meridian-loadgen/1\r\n" +
 		"Accept: */*\r\n" +
 		"\r\n"
-	return &target{url: raw, hostport: net.JoinHostPort(host, port), host: host, req: []byte(req)}, nil
+	return &target{url: raw, https: u.Scheme == "https", hostport: net.JoinHostPort(host, port), host: host, req: []byte(req)}, nil
 }
 
 // checkLoopback refuses targets that resolve to anything but loopback
@@ -78,13 +83,16 @@ func checkLoopback(host string, timeout time.Duration) error {
 	return nil
 }
 
-// client is one keep-alive HTTP/1.1 connection.
+// client is one keep-alive HTTP/1.1 connection, over TCP or TLS over TCP.
 type client struct {
-	nc net.Conn
-	br *bufio.Reader
+	nc  net.Conn
+	br  *bufio.Reader
+	tls *tls.Conn // nil for plain HTTP
 }
 
-func dial(t *target, deadline time.Time) (*client, error) {
+// dial connects to t; with tlsCfg != nil it also completes the TLS
+// handshake before returning.
+func dial(t *target, tlsCfg *tls.Config, deadline time.Time) (*client, error) {
 	d := net.Dialer{Deadline: deadline, Timeout: 5 * time.Second}
 	nc, err := d.Dial("tcp", t.hostport)
 	if err != nil {
@@ -98,7 +106,17 @@ func dial(t *target, deadline time.Time) (*client, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &client{nc: nc, br: bufio.NewReaderSize(nc, 16<<10)}, nil
+	c := &client{nc: nc}
+	if tlsCfg != nil {
+		tc := tls.Client(nc, tlsCfg)
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("tls handshake: %w", err)
+		}
+		c.nc, c.tls = tc, tc
+	}
+	c.br = bufio.NewReaderSize(c.nc, 16<<10)
+	return c, nil
 }
 
 func (c *client) close() { _ = c.nc.Close() }

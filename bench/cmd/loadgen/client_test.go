@@ -80,7 +80,10 @@ func TestParseTarget(t *testing.T) {
 	if tg, _ := parseTarget("http://localhost"); tg.hostport != "localhost:80" || !strings.HasPrefix(string(tg.req), "GET / ") {
 		t.Fatalf("default port/path: %q %q", tg.hostport, tg.req)
 	}
-	for _, bad := range []string{"https://127.0.0.1/", "127.0.0.1:80", "http:///x"} {
+	if tg, _ := parseTarget("https://localhost/x"); tg.hostport != "localhost:443" || !tg.https {
+		t.Fatalf("https default port: %q", tg.hostport)
+	}
+	for _, bad := range []string{"ftp://127.0.0.1/", "127.0.0.1:80", "http:///x"} {
 		if _, err := parseTarget(bad); err == nil {
 			t.Errorf("parseTarget(%q): expected error", bad)
 		}

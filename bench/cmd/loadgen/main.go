@@ -1,10 +1,18 @@
-// Command loadgen is Meridian's lean HTTP/1.1 load generator.
+// Command loadgen is Meridian's lean HTTP load generator.
 //
 // It keeps -c keep-alive connections to one URL and sends GET requests over
 // them for -warmup + -d, recording latencies of the requests sent after the
-// warmup in an HDR histogram. It does not use net/http's client: requests are
-// pre-built bytes and responses are parsed by a minimal reader that discards
-// the body (Content-Length, chunked, or close-delimited).
+// warmup in an HDR histogram. For HTTP/1.1 (plain, or over TLS with -tls) it
+// does not use net/http's client: requests are pre-built bytes and responses
+// are parsed by a minimal reader that discards the body (Content-Length,
+// chunked, or close-delimited).
+//
+// -h2 uses net/http's Transport (HTTP/2 only, one Transport and so one TCP
+// connection per -c) and -h3 quic-go's HTTP/3 client (one UDP socket and one
+// QUIC connection per -c); in both, each connection has exactly one stream
+// in flight, so -c means the same number of concurrent requests in every
+// protocol. -handshakes opens a new connection (full TLS handshake, session
+// resumption disabled) for every request and reports handshakes/s.
 //
 // With -rate 0 (default) every connection runs a closed loop: send, wait for
 // the response, send again. With -rate R the R requests/s are spread evenly
@@ -19,6 +27,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -32,21 +41,27 @@ import (
 
 // Result is the -json output.
 type Result struct {
-	URL         string    `json:"url"`
-	Connections int       `json:"connections"`
-	Mode        string    `json:"mode"` // "closed" or "rate"
-	TargetRate  float64   `json:"target_rate,omitempty"`
-	WarmupS     float64   `json:"warmup_s"`
-	DurationS   float64   `json:"duration_s"` // measured window
-	Requests    int64     `json:"requests"`   // completed in the measured window
-	RPS         float64   `json:"rps"`
-	Errors      int64     `json:"errors"`
-	Non2xx      int64     `json:"non_2xx"`
-	Reconnects  int64     `json:"reconnects"`
-	ErrorSample string    `json:"error_sample,omitempty"`
-	LatencyNS   LatencyNS `json:"latency_ns"`
-	GoMaxProcs  int       `json:"gomaxprocs"`
-	StartedAt   time.Time `json:"started_at"`
+	URL         string  `json:"url"`
+	Connections int     `json:"connections"`
+	Proto       string  `json:"proto"`      // "h1", "tls" (HTTP/1.1 over TLS), "h2" or "h3"
+	Handshakes  bool    `json:"handshakes"` // -handshakes: a new connection (full TLS handshake) per request
+	Mode        string  `json:"mode"`       // "closed" or "rate"
+	TargetRate  float64 `json:"target_rate,omitempty"`
+	WarmupS     float64 `json:"warmup_s"`
+	DurationS   float64 `json:"duration_s"` // measured window
+	Requests    int64   `json:"requests"`   // completed in the measured window
+	RPS         float64 `json:"rps"`
+	// HandshakesPerS is, with -handshakes, the completed (full TLS
+	// handshake + request + response) exchanges per second (= rps).
+	HandshakesPerS float64   `json:"handshakes_per_s,omitempty"`
+	TLSResumed     int64     `json:"tls_resumed,omitempty"` // requests on resumed TLS sessions (should stay 0)
+	Errors         int64     `json:"errors"`
+	Non2xx         int64     `json:"non_2xx"`
+	Reconnects     int64     `json:"reconnects"`
+	ErrorSample    string    `json:"error_sample,omitempty"`
+	LatencyNS      LatencyNS `json:"latency_ns"`
+	GoMaxProcs     int       `json:"gomaxprocs"`
+	StartedAt      time.Time `json:"started_at"`
 }
 
 // LatencyNS holds latency statistics in nanoseconds.
@@ -61,6 +76,9 @@ type LatencyNS struct {
 
 type config struct {
 	target     *target
+	proto      proto
+	tlsCfg     *tls.Config // nil for protoH1
+	handshakes bool        // new connection per request
 	conns      int
 	duration   time.Duration
 	warmup     time.Duration
@@ -78,12 +96,19 @@ type workerStats struct {
 	errors     int64
 	non2xx     int64
 	reconnects int64
+	resumed    int64
 	firstErr   error
 }
 
 func main() {
 	var (
-		rawURL     = flag.String("url", "", "target URL (http:// only; must be loopback unless -allow-non-loopback)")
+		rawURL     = flag.String("url", "", "target URL (http:// or https://; must be loopback unless -allow-non-loopback)")
+		useTLS     = flag.Bool("tls", false, "HTTP/1.1 over TLS (lean client); implied by an https:// URL without -h2/-h3")
+		useH2      = flag.Bool("h2", false, "HTTP/2 over TLS (net/http Transport, one TCP connection per -c, one stream in flight each)")
+		useH3      = flag.Bool("h3", false, "HTTP/3 over QUIC (quic-go, one QUIC connection per -c, one stream in flight each)")
+		handshakes = flag.Bool("handshakes", false, "every request on a new connection with a full TLS handshake (no session resumption); reports handshakes/s")
+		caFile     = flag.String("cacert", "", "PEM file with the CA certificate(s) to verify the server with (default: system roots)")
+		insecure   = flag.Bool("insecure", false, "do not verify the server certificate")
 		conns      = flag.Int("c", 64, "number of keep-alive connections")
 		duration   = flag.Duration("d", 10*time.Second, "measured duration")
 		warmup     = flag.Duration("warmup", 2*time.Second, "warmup before measuring (not recorded)")
@@ -106,8 +131,31 @@ func main() {
 			fatalf("refusing target: %v", err)
 		}
 	}
+	p := protoH1
+	switch {
+	case btoi(*useTLS)+btoi(*useH2)+btoi(*useH3) > 1:
+		fatalf("-tls, -h2 and -h3 are mutually exclusive")
+	case *useH2:
+		p = protoH2
+	case *useH3:
+		p = protoH3
+	case *useTLS || t.https:
+		p = protoTLS
+	}
+	if (p != protoH1 || *handshakes) && !t.https {
+		fatalf("%v", errNoTLS)
+	}
+	if p == protoH1 && (*caFile != "" || *insecure) {
+		fatalf("-cacert and -insecure need an https:// URL")
+	}
+	cfg := &config{target: t, proto: p, handshakes: *handshakes}
+	if p != protoH1 {
+		if cfg.tlsCfg, err = tlsConfig(t.host, *caFile, *insecure); err != nil {
+			fatalf("tls: %v", err)
+		}
+	}
 	if *probe {
-		os.Exit(runProbe(t, *probeTO))
+		os.Exit(runProbe(cfg, *probeTO))
 	}
 	if *conns < 1 || *conns > 10000 {
 		fatalf("-c must be in 1..10000")
@@ -119,13 +167,7 @@ func main() {
 		fatalf("-rate must be >= 0")
 	}
 
-	cfg := &config{
-		target:   t,
-		conns:    *conns,
-		duration: *duration,
-		warmup:   *warmup,
-		rate:     *rate,
-	}
+	cfg.conns, cfg.duration, cfg.warmup, cfg.rate = *conns, *duration, *warmup, *rate
 	cfg.maxLatency = max(time.Minute, cfg.warmup+cfg.duration+10*time.Second)
 	cfg.start = time.Now()
 	cfg.measureAt = cfg.start.Add(cfg.warmup)
@@ -178,14 +220,25 @@ func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
 
-func runProbe(t *target, timeout time.Duration) int {
-	c, err := dial(t, time.Now().Add(timeout))
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// runProbe sends one request over a new connection of cfg's protocol.
+func runProbe(cfg *config, timeout time.Duration) int {
+	cfg.end = time.Now().Add(timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), cfg.end)
+	defer cancel()
+	cn, err := newConnector(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: probe: %v\n", err)
 		return 1
 	}
-	defer c.close()
-	status, _, err := c.roundTrip(t.req)
+	defer cn.close()
+	status, _, err := oneShot(cfg, cn)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen: probe: %v\n", err)
 		return 1
@@ -210,9 +263,9 @@ func (s *workerStats) noteError(cfg *config, err error) {
 }
 
 // connect dials, retrying with a short backoff until the end of the run.
-func connect(cfg *config, s *workerStats) *client {
+func connect(cfg *config, cn connector, s *workerStats) conn {
 	for time.Now().Before(cfg.end) {
-		c, err := dial(cfg.target, cfg.end)
+		c, err := cn.dial(cfg.end)
 		if err == nil {
 			return c
 		}
@@ -222,9 +275,86 @@ func connect(cfg *config, s *workerStats) *client {
 	return nil
 }
 
-// runClosed sends requests back to back on one connection.
+// workerConnector sets up the worker's connector; nil if it cannot (the
+// error is counted).
+func workerConnector(cfg *config, s *workerStats) (connector, context.CancelFunc) {
+	ctx, cancel := context.WithDeadline(context.Background(), cfg.end)
+	cn, err := newConnector(ctx, cfg)
+	if err != nil {
+		cancel()
+		s.errors++
+		if s.firstErr == nil {
+			s.firstErr = fmt.Errorf("setup: %w", err)
+		}
+		return nil, nil
+	}
+	return cn, func() {
+		cn.close()
+		cancel()
+	}
+}
+
+// oneShot is one -handshakes request: a new connection (full TLS
+// handshake), one request, close.
+func oneShot(cfg *config, cn connector) (status int, resumed bool, err error) {
+	c, err := cn.dial(cfg.end)
+	if err != nil {
+		return 0, false, fmt.Errorf("dial: %w", err)
+	}
+	defer c.close()
+	status, _, err = c.roundTrip()
+	return status, c.resumed(), err
+}
+
+// record counts one completed request whose latency is done - from, if it
+// was sent (or scheduled) after the warmup and completed before the end.
+func (s *workerStats) record(cfg *config, from, done time.Time, status int, resumed bool) {
+	if from.Before(cfg.measureAt) || !done.Before(cfg.end) {
+		return
+	}
+	s.hist.Record(int64(done.Sub(from)))
+	s.requests++
+	if status < 200 || status > 299 {
+		s.non2xx++
+	}
+	if resumed {
+		s.resumed++
+	}
+}
+
+// failed notes a failed request; the caller drops the connection.
+func (s *workerStats) failed(cfg *config, err error, done time.Time) {
+	s.noteError(cfg, err)
+	if done.Before(cfg.end) { // not the end-of-run deadline
+		s.reconnects++
+		time.Sleep(time.Millisecond) // don't spin on a failing server
+	}
+}
+
+// runClosed sends requests back to back on one connection (with
+// -handshakes: each on a new connection, latency including the handshake).
 func runClosed(cfg *config, s *workerStats) {
-	var c *client
+	cn, stop := workerConnector(cfg, s)
+	if cn == nil {
+		return
+	}
+	defer stop()
+	if cfg.handshakes {
+		for {
+			sent := time.Now()
+			if !sent.Before(cfg.end) {
+				return
+			}
+			status, resumed, err := oneShot(cfg, cn)
+			done := time.Now()
+			if err != nil {
+				s.failed(cfg, err, done)
+				continue
+			}
+			s.record(cfg, sent, done, status, resumed)
+		}
+	}
+	var c conn
 	defer func() {
 		if c != nil {
 			c.close()
@@ -232,7 +362,7 @@ func runClosed(cfg *config, s *workerStats) {
 	}()
 	for {
 		if c == nil {
-			if c = connect(cfg, s); c == nil {
+			if c = connect(cfg, cn, s); c == nil {
 				return
 			}
 		}
@@ -240,25 +370,15 @@ func runClosed(cfg *config, s *workerStats) {
 		if !sent.Before(cfg.end) {
 			return
 		}
-		status, keepAlive, err := c.roundTrip(cfg.target.req)
+		status, keepAlive, err := c.roundTrip()
 		done := time.Now()
 		if err != nil {
-			s.noteError(cfg, err)
 			c.close()
 			c = nil
-			if done.Before(cfg.end) { // not the end-of-run deadline
-				s.reconnects++
-				time.Sleep(time.Millisecond) // don't spin on a failing server
-			}
+			s.failed(cfg, err, done)
 			continue
 		}
-		if !sent.Before(cfg.measureAt) && done.Before(cfg.end) {
-			s.hist.Record(int64(done.Sub(sent)))
-			s.requests++
-			if status < 200 || status > 299 {
-				s.non2xx++
-			}
-		}
+		s.record(cfg, sent, done, status, false)
 		if !keepAlive {
 			c.close()
 			c = nil
@@ -278,15 +398,20 @@ func runOpen(cfg *config, i int, s *workerStats) {
 		interval = 1
 	}
 	next := cfg.start.Add(time.Duration(int64(interval) * int64(i) / int64(cfg.conns)))
-	var c *client
+	cn, stop := workerConnector(cfg, s)
+	if cn == nil {
+		return
+	}
+	defer stop()
+	var c conn
 	defer func() {
 		if c != nil {
 			c.close()
 		}
 	}()
 	for next.Before(cfg.end) {
-		if c == nil {
-			if c = connect(cfg, s); c == nil {
+		if c == nil && !cfg.handshakes {
+			if c = connect(cfg, cn, s); c == nil {
 				return
 			}
 		}
@@ -294,28 +419,33 @@ func runOpen(cfg *config, i int, s *workerStats) {
 			time.Sleep(wait)
 		}
 		intended := next
-		status, keepAlive, err := c.roundTrip(cfg.target.req)
+		var (
+			status            int
+			keepAlive, resumd bool
+			err               error
+		)
+		if cfg.handshakes {
+			status, resumd, err = oneShot(cfg, cn)
+			keepAlive = true
+		} else {
+			status, keepAlive, err = c.roundTrip()
+		}
 		done := time.Now()
 		if err != nil {
 			// Retry the same scheduled request on a new connection: its
 			// latency keeps growing from the intended time.
-			s.noteError(cfg, err)
-			c.close()
-			c = nil
-			if done.Before(cfg.end) { // not the end-of-run deadline
-				s.reconnects++
-				time.Sleep(time.Millisecond) // don't spin on a failing server
+			if c != nil {
+				c.close()
+				c = nil
+			}
+			s.failed(cfg, err, done)
+			if !done.Before(cfg.end) {
+				return
 			}
 			continue
 		}
 		next = next.Add(interval)
-		if !intended.Before(cfg.measureAt) && done.Before(cfg.end) {
-			s.hist.Record(int64(done.Sub(intended)))
-			s.requests++
-			if status < 200 || status > 299 {
-				s.non2xx++
-			}
-		}
+		s.record(cfg, intended, done, status, resumd)
 		if !keepAlive {
 			c.close()
 			c = nil
@@ -329,6 +459,8 @@ func summarize(cfg *config, stats []*workerStats) *Result {
 	res := &Result{
 		URL:         cfg.target.url,
 		Connections: cfg.conns,
+		Proto:       cfg.proto.String(),
+		Handshakes:  cfg.handshakes,
 		Mode:        "closed",
 		WarmupS:     cfg.warmup.Seconds(),
 		DurationS:   cfg.duration.Seconds(),
@@ -346,11 +478,15 @@ func summarize(cfg *config, stats []*workerStats) *Result {
 		res.Errors += s.errors
 		res.Non2xx += s.non2xx
 		res.Reconnects += s.reconnects
+		res.TLSResumed += s.resumed
 		if res.ErrorSample == "" && s.firstErr != nil {
 			res.ErrorSample = s.firstErr.Error()
 		}
 	}
 	res.RPS = float64(res.Requests) / cfg.duration.Seconds()
+	if cfg.handshakes {
+		res.HandshakesPerS = res.RPS
+	}
 	res.LatencyNS = LatencyNS{
 		Mean: int64(h.Mean()),
 		P50:  h.ValueAtQuantile(0.50),
@@ -379,15 +515,26 @@ func printText(r *Result) {
 	if r.Mode == "rate" {
 		mode = fmt.Sprintf("fixed rate %.0f req/s (latency from intended send time)", r.TargetRate)
 	}
-	fmt.Printf("target      %s\n", r.URL)
+	fmt.Printf("target      %s (%s)\n", r.URL, protoName(r))
 	fmt.Printf("load        %d connections, %s measured after %s warmup, %s\n",
 		r.Connections, time.Duration(r.DurationS*float64(time.Second)), time.Duration(r.WarmupS*float64(time.Second)), mode)
 	fmt.Printf("requests    %d   errors %d   non-2xx %d   reconnects %d\n", r.Requests, r.Errors, r.Non2xx, r.Reconnects)
 	fmt.Printf("req/s       %.1f\n", r.RPS)
+	if r.Handshakes {
+		fmt.Printf("handshakes  %.1f/s (new connection + full TLS handshake per request; %d resumed)\n", r.HandshakesPerS, r.TLSResumed)
+	}
 	l := r.LatencyNS
 	fmt.Printf("latency     mean %s  p50 %s  p90 %s  p99 %s  p99.9 %s  max %s\n",
 		fmtDur(l.Mean), fmtDur(l.P50), fmtDur(l.P90), fmtDur(l.P99), fmtDur(l.P999), fmtDur(l.Max))
 	if r.ErrorSample != "" {
 		fmt.Printf("first error %s\n", r.ErrorSample)
 	}
+}
+
+func protoName(r *Result) string {
+	name := map[string]string{"h1": "HTTP/1.1", "tls": "HTTP/1.1 over TLS", "h2": "HTTP/2", "h3": "HTTP/3"}[r.Proto]
+	if r.Handshakes {
+		name += ", new connection per request"
+	}
+	return name
 }
