@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,8 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Listen addresses.
 	Listen Listen `yaml:"listen"`
+	// TLS configures certificates and HTTP/3 for the HTTPS listener.
+	TLS TLS `yaml:"tls"`
 	// Admin API.
 	Admin Admin `yaml:"admin"`
 	// Limits harden the client-facing listener.
@@ -55,8 +58,67 @@ type Config struct {
 
 // Listen holds the client-facing addresses.
 type Listen struct {
-	// HTTP serves HTTP/1.1 and h2c; default 127.0.0.1:8080.
+	// HTTP serves HTTP/1.1 and h2c; default 127.0.0.1:8080. With HTTPS
+	// set it answers ACME HTTP-01 challenges and redirects to HTTPS
+	// (308) except for routes with allow_plain_http.
 	HTTP string `yaml:"http"`
+	// HTTPS serves TLS over TCP (HTTP/1.1 and HTTP/2 by ALPN) and HTTP/3
+	// over QUIC on the UDP port of the same number. Empty: no HTTPS.
+	HTTPS string `yaml:"https"`
+}
+
+// TLS configures certificates. Without an acme section a local CA, created
+// in the data dir on first start, signs certificates for localhost and the
+// hosts the routes name (print its root with `meridian ca root`).
+type TLS struct {
+	// ACME obtains publicly trusted certificates (Let's Encrypt or any
+	// ACME CA) for the hosts the routes name plus Hosts.
+	ACME *ACME `yaml:"acme"`
+	// Hosts are names to hold certificates for besides the routes' hosts.
+	Hosts []string `yaml:"hosts"`
+	// OnDemand obtains a certificate at the first handshake for a name,
+	// but only for names some route (or Hosts) names, or that Ask allows.
+	OnDemand OnDemand `yaml:"on_demand"`
+	// HTTP3 on the HTTPS port; enabled by default when HTTPS is set.
+	HTTP3 HTTP3 `yaml:"http3"`
+}
+
+// ACME configures the ACME issuer.
+type ACME struct {
+	// Email for the ACME account (expiry notices).
+	Email string `yaml:"email"`
+	// CA is the directory URL; default Let's Encrypt production. Use
+	// https://acme-staging-v02.api.letsencrypt.org/directory to try.
+	CA string `yaml:"ca"`
+	// CARoot is a PEM file of an extra root to trust when talking to the
+	// CA (a private CA, or pebble's test root).
+	CARoot string `yaml:"ca_root"`
+	// Challenges to use: http-01 (needs listen.http reachable on port 80)
+	// and tls-alpn-01 (needs listen.https on port 443); default both.
+	Challenges []string `yaml:"challenges"`
+	// DNSProvider is needed for wildcard hosts (DNS-01). No provider is
+	// built in yet: wildcard hosts are reported at start and served on
+	// demand only if on_demand allows their concrete names.
+	DNSProvider string `yaml:"dns_provider"`
+	// Profile is an optional ACME certificate profile name.
+	Profile string `yaml:"profile"`
+}
+
+// OnDemand configures on-demand TLS.
+type OnDemand struct {
+	Enabled bool `yaml:"enabled"`
+	// Ask is a URL asked with GET ?domain=NAME before obtaining a
+	// certificate for a name no route names; 200 allows.
+	Ask string `yaml:"ask"`
+}
+
+// HTTP3 configures HTTP/3.
+type HTTP3 struct {
+	// Enabled defaults to true when listen.https is set.
+	Enabled *bool `yaml:"enabled"`
+	// Allow0RTT accepts QUIC early data for safe methods (unsafe ones get
+	// 425 Too Early). Default false.
+	Allow0RTT bool `yaml:"allow_0rtt"`
 }
 
 // Admin configures the admin API listener.
@@ -179,6 +241,37 @@ func (c *Config) validate() error {
 		}
 	}
 	checkAddr("listen.http", c.Listen.HTTP)
+	checkAddr("listen.https", c.Listen.HTTPS)
+	if a := c.TLS.ACME; a != nil {
+		if a.CA != "" {
+			if u, err := url.Parse(a.CA); err != nil || u.Scheme != "https" || u.Host == "" {
+				add("tls.acme.ca", "invalid directory URL %q: use https://...", a.CA)
+			}
+		}
+		for i, ch := range a.Challenges {
+			if ch != "http-01" && ch != "tls-alpn-01" {
+				add(fmt.Sprintf("tls.acme.challenges[%d]", i), "unknown challenge %q: use http-01 or tls-alpn-01", ch)
+			}
+		}
+		if a.CARoot != "" {
+			if _, err := os.Stat(a.CARoot); err != nil {
+				add("tls.acme.ca_root", "%v", err)
+			}
+		}
+		if c.Listen.HTTPS == "" {
+			add("tls.acme", "ACME needs listen.https")
+		}
+	}
+	if c.TLS.OnDemand.Ask != "" {
+		if u, err := url.Parse(c.TLS.OnDemand.Ask); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			add("tls.on_demand.ask", "invalid URL %q", c.TLS.OnDemand.Ask)
+		}
+	}
+	for i, h := range c.TLS.Hosts {
+		if h == "" || strings.ContainsAny(h, " /:") {
+			add(fmt.Sprintf("tls.hosts[%d]", i), "invalid host name %q", h)
+		}
+	}
 	if c.Admin.Listen != "off" {
 		checkAddr("admin.listen", c.Admin.Listen)
 	}
@@ -230,6 +323,12 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		return netip.PrefixFrom(a, a.BitLen()), nil
 	}
 	return netip.Prefix{}, fmt.Errorf("invalid network %q: use a CIDR such as 10.0.0.0/8 or an address", s)
+}
+
+// DataDir returns the data dir a node with this configuration uses.
+func DataDir(c Config) (string, error) {
+	c, err := c.withDefaults()
+	return c.DataDir, err
 }
 
 // withDefaults fills in defaults that need the environment.

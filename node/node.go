@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
 )
 
@@ -50,6 +51,8 @@ type Node struct {
 	adminSrv *http.Server
 	adminLn  net.Listener
 	demo     *demoBackend
+	certs    *certs.Manager
+	tlsSrv   *edge.TLSServer
 	token    string
 	accessF  *os.File
 
@@ -166,14 +169,16 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 		n.stopDemo()
 		return err
 	}
-	srv, err := n.gw.Listen(edge.ListenerOptions{
-		Addr:              n.cfg.Listen.HTTP,
-		MaxHeaderBytes:    int(n.cfg.Limits.MaxHeaderBytes),
-		ReadHeaderTimeout: n.cfg.Limits.ReadHeaderTimeout,
-		IdleTimeout:       n.cfg.Limits.IdleTimeout,
-		MaxConnections:    n.cfg.Limits.MaxConnections,
-	})
+	if err := n.startTLS(); err != nil {
+		n.gw.Close()
+		n.stopDemo()
+		return err
+	}
+	lo := n.listenerOptions(n.cfg.Listen.HTTP)
+	lo.Handler = n.plainHandler()
+	srv, err := n.gw.Listen(lo)
 	if err != nil {
+		n.stopTLS()
 		n.gw.Close()
 		n.stopDemo()
 		return fmt.Errorf("listen %s: %w", n.cfg.Listen.HTTP, err)
@@ -183,6 +188,7 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 		ln, err := net.Listen("tcp", n.cfg.Admin.Listen)
 		if err != nil {
 			srv.Shutdown(context.Background())
+			n.stopTLS()
 			n.gw.Close()
 			n.stopDemo()
 			return fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
@@ -213,13 +219,22 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 		}
 	}()
 	s := n.gw.Current()
-	n.log.Info("meridian serving", "http", srv.Addr().String(), "admin", n.AdminAddr(), "config_version", s.Version, "config_hash", s.Hash[:12], "routes", len(s.Doc.Routes), "data_dir", n.cfg.DataDir)
+	n.log.Info("meridian serving", "http", srv.Addr().String(), "https", n.HTTPSAddr(), "admin", n.AdminAddr(), "config_version", s.Version, "config_hash", s.Hash[:12], "routes", len(s.Doc.Routes), "data_dir", n.cfg.DataDir)
 	return nil
 }
 
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
+}
+
+func (n *Node) stopTLS() {
+	if n.tlsSrv != nil {
+		n.tlsSrv.Shutdown(context.Background())
+	}
+	if n.certs != nil {
+		n.certs.Close()
+	}
 }
 
 func (n *Node) stopDemo() {
@@ -353,6 +368,7 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 		return nil, fmt.Errorf("storing the document: %w", err)
 	}
 	n.gw.Swap(snap)
+	n.manageHosts(doc)
 	n.log.Info("configuration applied", "version", version, "hash", snap.Hash[:12], "source", source, "routes", len(doc.Routes), "services", len(doc.Services))
 	return snap, nil
 }
@@ -402,7 +418,25 @@ func (n *Node) Drain(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.Limits.DrainTimeout)
 	defer cancel()
 	n.log.Info("draining", "deadline", n.cfg.Limits.DrainTimeout.String())
+	var tlsErr error
+	var tlsDone chan struct{}
+	if n.tlsSrv != nil {
+		tlsDone = make(chan struct{})
+		go func() {
+			defer close(tlsDone)
+			tlsErr = n.tlsSrv.Shutdown(ctx)
+		}()
+	}
 	err := n.proxy.Shutdown(ctx)
+	if tlsDone != nil {
+		<-tlsDone
+		if err == nil {
+			err = tlsErr
+		}
+	}
+	if n.certs != nil {
+		n.certs.Close()
+	}
 	if n.adminSrv != nil {
 		actx, acancel := context.WithTimeout(context.Background(), time.Second)
 		n.adminSrv.Shutdown(actx)

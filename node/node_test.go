@@ -2,9 +2,12 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/edge/certs"
 )
 
 func backend(t *testing.T, name string) *httptest.Server {
@@ -337,6 +342,7 @@ func TestDefaultConfigDemo(t *testing.T) {
 		t.Fatalf("embedded default config: %v", err)
 	}
 	f.Node.Listen.HTTP = "127.0.0.1:0"
+	f.Node.Listen.HTTPS = "127.0.0.1:0"
 	f.Node.Admin.Listen = "127.0.0.1:0"
 	f.Node.DataDir = t.TempDir()
 	off := false
@@ -359,7 +365,33 @@ func TestDefaultConfigDemo(t *testing.T) {
 	if code, body := get(t, http.DefaultClient, base+"/events"); code != 200 || strings.Count(body, "data: ") != 5 {
 		t.Errorf("/events: got %d %q; want 5 events", code, body)
 	}
-	if code, _ := get(t, http.DefaultClient, base+"/nope"); code != 404 {
-		t.Errorf("/nope: got %d; want 404", code)
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if code, _ := get(t, noFollow, base+"/nope"); code != http.StatusPermanentRedirect {
+		t.Errorf("plain /nope (no allow_plain_http route): got %d; want 308 to HTTPS", code)
+	}
+
+	// HTTPS with the local CA: a client trusting only its root.
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(n.RootPEM()) {
+		t.Fatal("RootPEM is not a PEM certificate")
+	}
+	tc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
+	defer tc.CloseIdleConnections()
+	_, port, _ := net.SplitHostPort(n.HTTPSAddr())
+	resp, err := tc.Get("https://localhost:" + port + "/hello")
+	if err != nil {
+		t.Fatalf("HTTPS GET with the local CA root: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !strings.Contains(string(b), "Hello") {
+		t.Errorf("HTTPS /hello: got %d over HTTP/%d %q; want 200 over HTTP/2", resp.StatusCode, resp.ProtoMajor, b)
+	}
+	if code, _ := get(t, tc, "https://localhost:"+port+"/nope"); code != 404 {
+		t.Errorf("HTTPS /nope: got %d; want 404", code)
+	}
+	rp, err := certs.LoadRootPEM(f.Node.DataDir)
+	if err != nil || string(rp) != string(n.RootPEM()) {
+		t.Errorf("LoadRootPEM (what `meridian ca root` prints) differs from the served root: %v", err)
 	}
 }

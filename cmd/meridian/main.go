@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
 	"github.com/meridian-gw/meridian/node"
 )
@@ -42,6 +43,7 @@ Usage:
   meridian validate FILE            check a configuration file (node file or gateway document)
   meridian config get               print the gateway document the node applied
   meridian config apply -f FILE     apply a gateway document through the admin API
+  meridian ca root [-config FILE]   print the local CA's root certificate (PEM), for curl --cacert
   meridian version                  print the version
 
 Run 'meridian COMMAND -h' for the flags of a command.
@@ -59,6 +61,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return validate(args[1:], stdout, stderr)
 	case "config":
 		return configCmd(args[1:], stdout, stderr)
+	case "ca":
+		return caCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "meridian", version)
 		return 0
@@ -266,6 +270,48 @@ func doAdmin(c *http.Client, req *http.Request, stdout, stderr io.Writer) int {
 		return 1
 	}
 	stdout.Write(body)
+	return 0
+}
+
+func caCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "root" {
+		fmt.Fprintln(stderr, "usage: meridian ca root [-config FILE | -data-dir DIR]")
+		return 2
+	}
+	fs := flag.NewFlagSet("ca root", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "", "node configuration file whose data_dir holds the CA (default: the embedded configuration)")
+	dataDir := fs.String("data-dir", "", "data dir holding the CA (overrides -config)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	dir := *dataDir
+	if dir == "" {
+		raw := node.DefaultConfig
+		if *path != "" {
+			b, err := os.ReadFile(*path)
+			if err != nil {
+				fmt.Fprintf(stderr, "meridian: %v\n", err)
+				return 1
+			}
+			raw = b
+		}
+		f, err := node.ParseFile(raw)
+		if err != nil {
+			fmt.Fprintf(stderr, "meridian: %s: invalid configuration:\n%s\n", displayName(*path), indent(err.Error()))
+			return 1
+		}
+		if dir, err = node.DataDir(f.Node); err != nil {
+			fmt.Fprintf(stderr, "meridian: %v\n", err)
+			return 1
+		}
+	}
+	pem, err := certs.LoadRootPEM(dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: no local CA in %s (it is created when a node with listen.https and no ACME settings first starts): %v\n", dir, err)
+		return 1
+	}
+	stdout.Write(pem)
 	return 0
 }
 

@@ -1,0 +1,155 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/edge/certs"
+	"github.com/meridian-gw/meridian/edge/config"
+)
+
+// startTLS creates the certificate manager and binds the HTTPS listener
+// (TCP, and UDP for HTTP/3) when listen.https is set.
+func (n *Node) startTLS() error {
+	if n.cfg.Listen.HTTPS == "" {
+		return nil
+	}
+	opts := certs.Options{
+		DataDir:    n.cfg.DataDir,
+		Logger:     n.log.With("component", "certs"),
+		Allowed:    n.hostAllowed,
+		Registerer: n.gw.Registerer(),
+	}
+	if a := n.cfg.TLS.ACME; a != nil {
+		opts.ACME = &certs.ACMEOptions{
+			Email: a.Email, CA: a.CA, CARootFile: a.CARoot, Challenges: a.Challenges,
+			DNSProvider: a.DNSProvider, Profile: a.Profile,
+		}
+	}
+	if n.cfg.TLS.OnDemand.Enabled {
+		opts.OnDemand = &certs.OnDemandOptions{Enabled: true, Ask: n.cfg.TLS.OnDemand.Ask}
+	}
+	m, err := certs.New(opts)
+	if err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	n.certs = m
+	h3 := n.cfg.TLS.HTTP3.Enabled == nil || *n.cfg.TLS.HTTP3.Enabled
+	srv, err := n.gw.ListenTLS(edge.TLSListenerOptions{
+		ListenerOptions: n.listenerOptions(n.cfg.Listen.HTTPS),
+		TLSConfig:       m.TLSConfig(),
+		HTTP3:           h3,
+		Allow0RTT:       n.cfg.TLS.HTTP3.Allow0RTT,
+	})
+	if err != nil {
+		m.Close()
+		n.certs = nil
+		return fmt.Errorf("listen %s: %w", n.cfg.Listen.HTTPS, err)
+	}
+	n.tlsSrv = srv
+	n.manageHosts(n.gw.Current().Doc)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := srv.Serve(); err != nil {
+			n.log.Error("HTTPS server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (n *Node) listenerOptions(addr string) edge.ListenerOptions {
+	return edge.ListenerOptions{
+		Addr:              addr,
+		MaxHeaderBytes:    int(n.cfg.Limits.MaxHeaderBytes),
+		ReadHeaderTimeout: n.cfg.Limits.ReadHeaderTimeout,
+		IdleTimeout:       n.cfg.Limits.IdleTimeout,
+		MaxConnections:    n.cfg.Limits.MaxConnections,
+	}
+}
+
+// plainHandler is the plain HTTP listener's handler: with HTTPS on, it
+// answers ACME HTTP-01 challenges and redirects to HTTPS; without, it is
+// the gateway.
+func (n *Node) plainHandler() http.Handler {
+	if n.tlsSrv == nil {
+		return nil
+	}
+	port := n.tlsSrv.Addr().(*net.TCPAddr).Port
+	return n.certs.HTTPChallengeHandler(n.gw.RedirectHandler(port))
+}
+
+// manageHosts hands the certificate manager the names the document's
+// routes serve plus the configured extra hosts.
+func (n *Node) manageHosts(doc *config.Document) {
+	if n.certs == nil || doc == nil {
+		return
+	}
+	seen := map[string]bool{}
+	var hosts []string
+	add := func(h string) {
+		if h != "" && !seen[h] {
+			seen[h] = true
+			hosts = append(hosts, h)
+		}
+	}
+	for _, r := range doc.Routes {
+		for _, h := range r.Match.Hosts {
+			add(h)
+		}
+	}
+	for _, h := range n.cfg.TLS.Hosts {
+		add(strings.ToLower(h))
+	}
+	if err := n.certs.ManageHosts(context.Background(), hosts); err != nil {
+		n.log.Warn("some hosts cannot get certificates", "err", err)
+	}
+}
+
+// hostAllowed reports whether a TLS server name may get a certificate: a
+// route of the current document names it (exactly or by wildcard), or the
+// node's tls.hosts lists it.
+func (n *Node) hostAllowed(name string) bool {
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	for _, h := range n.cfg.TLS.Hosts {
+		if strings.EqualFold(h, name) {
+			return true
+		}
+	}
+	s := n.gw.Current()
+	if s == nil {
+		return false
+	}
+	for _, r := range s.Doc.Routes {
+		for _, h := range r.Match.Hosts {
+			if h == name {
+				return true
+			}
+			if suffix, ok := strings.CutPrefix(h, "*"); ok && strings.HasSuffix(name, suffix) && len(name) > len(suffix) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// HTTPSAddr is the bound HTTPS address, or "" without HTTPS.
+func (n *Node) HTTPSAddr() string {
+	if n.tlsSrv == nil {
+		return ""
+	}
+	return n.tlsSrv.Addr().String()
+}
+
+// RootPEM is the local CA's root certificate, or nil (ACME or no HTTPS).
+func (n *Node) RootPEM() []byte {
+	if n.certs == nil {
+		return nil
+	}
+	return n.certs.RootPEM()
+}
+
