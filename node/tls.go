@@ -152,4 +152,3 @@ func (n *Node) RootPEM() []byte {
 	}
 	return n.certs.RootPEM()
 }
-
