@@ -72,6 +72,10 @@ type Gateway struct {
 
 	lmu       sync.Mutex
 	listeners []*guardListener
+
+	// clientAuth is set when some TLS listener asks for client
+	// certificates, so the hot path looks for them only then.
+	clientAuth atomic.Bool
 }
 
 // New makes a Gateway with no snapshot; until Swap installs one it answers

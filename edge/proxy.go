@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -146,6 +147,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr["Upgrade"] = []string{reqUpgrade}
 	}
 	g.setForwarded(hdr, r, x)
+	// Only the gateway vouches for client certificates.
+	delete(hdr, "X-Forwarded-Client-Cert")
+	if g.clientAuth.Load() {
+		if st := tlsState(r); st != nil && len(st.VerifiedChains) > 0 {
+			hdr["X-Forwarded-Client-Cert"] = []string{clientCertHeader(st.VerifiedChains[0][0])}
+			r = r.WithContext(context.WithValue(r.Context(), clientCertKey{}, st.VerifiedChains[0][0]))
+		}
+	}
 	hdr["X-Request-Id"] = []string{x.reqID}
 	var tp string
 	tp, x.traceID = traceparent(reqTraceparent)
@@ -445,6 +454,15 @@ func classify(err error, ctx context.Context) *proxyError {
 			return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "dns_timeout", title: "Gateway Timeout", detail: "DNS lookup timed out"}
 		}
 		return &proxyError{status: http.StatusBadGateway, proxyStatus: "dns_error", title: "Bad Gateway", detail: "DNS lookup failed: " + dnsErr.Err}
+	}
+	var certErr *tls.CertificateVerificationError
+	if errors.As(err, &certErr) {
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "tls_certificate_error", title: "Bad Gateway", detail: "the upstream's certificate is not trusted: " + certErr.Err.Error()}
+	}
+	var alert tls.AlertError
+	var recErr tls.RecordHeaderError
+	if errors.As(err, &alert) || errors.As(err, &recErr) {
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "tls_protocol_error", title: "Bad Gateway", detail: "TLS with the upstream failed: " + err.Error()}
 	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "dial" {

@@ -1,12 +1,15 @@
 package edge
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -330,10 +333,18 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 	if rht == 0 {
 		rht = DefaultResponseHeaderTimeout
 	}
+	key := transportKey{protocol: c.Protocol, connect: connect, responseHeader: rht}
+	if c.TLS != nil {
+		key.tls = *c.TLS
+	}
+	tr, err := g.transport(key)
+	if err != nil {
+		return nil, err
+	}
 	svc := &service{
 		name:      c.Name,
 		pool:      pool,
-		transport: g.transport(transportKey{protocol: c.Protocol, connect: connect, responseHeader: rht}),
+		transport: tr,
 		h2:        c.Protocol == "h2c" || c.Protocol == "h2",
 		total:     c.Timeouts.Total,
 	}
@@ -347,6 +358,7 @@ type transportKey struct {
 	protocol       string
 	connect        time.Duration
 	responseHeader time.Duration
+	tls            config.UpstreamTLS
 }
 
 // upstreamTransport sends requests to targets and pools connections.
@@ -358,16 +370,21 @@ type upstreamTransport interface {
 // transport returns the shared upstream transport for a combination of
 // settings, so that a reload keeps warm connection pools. HTTP/1.1 uses
 // Meridian's own client (h1client.go); HTTP/2 uses net/http's.
-func (g *Gateway) transport(k transportKey) upstreamTransport {
+func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 	g.tmu.Lock()
 	defer g.tmu.Unlock()
 	if t, ok := g.transports[k]; ok {
-		return t
+		return t, nil
+	}
+	tlsConf, err := upstreamTLSConfig(k.tls)
+	if err != nil {
+		return nil, err
 	}
 	if k.protocol == "" || k.protocol == "http1" {
 		t := newH1Transport(k.connect, k.responseHeader)
+		t.tlsConfig = tlsConf
 		g.transports[k] = t
-		return t
+		return t, nil
 	}
 	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
@@ -391,8 +408,37 @@ func (g *Gateway) transport(k transportKey) upstreamTransport {
 		p.SetHTTP2(true)
 	}
 	t.Protocols = &p
+	t.TLSClientConfig = tlsConf
 	g.transports[k] = t
-	return t
+	return t, nil
+}
+
+// upstreamTLSConfig builds the client TLS config for https targets; nil
+// means Go's defaults (system roots, SNI from the URL).
+func upstreamTLSConfig(c config.UpstreamTLS) (*tls.Config, error) {
+	if c == (config.UpstreamTLS{}) {
+		return nil, nil
+	}
+	tc := &tls.Config{ServerName: c.ServerName, MinVersion: tls.VersionTLS12}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificates in it", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if c.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls client certificate: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
 }
 
 // start begins the snapshot's health checks.

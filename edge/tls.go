@@ -2,11 +2,15 @@ package edge
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +36,67 @@ type TLSListenerOptions struct {
 	// QUICConfig tunes QUIC (stateless reset and token keys in a
 	// cluster); nil takes quic-go's defaults.
 	QUICConfig *quic.Config
+	// ClientAuth asks clients of some hosts for certificates (mutual
+	// TLS). The verified identity is forwarded upstream in
+	// X-Forwarded-Client-Cert.
+	ClientAuth []ClientAuthPolicy
+}
+
+// ClientAuthPolicy is mutual TLS for a set of server names.
+type ClientAuthPolicy struct {
+	// Hosts are exact names or "*.example.com" wildcards (one label).
+	Hosts []string
+	// CAs verify client certificates.
+	CAs *x509.CertPool
+	// Required refuses the handshake without a valid certificate; else a
+	// certificate is verified if given.
+	Required bool
+}
+
+func (p *ClientAuthPolicy) matches(name string) bool {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	for _, h := range p.Hosts {
+		if h == name {
+			return true
+		}
+		if suffix, ok := strings.CutPrefix(h, "*"); ok && strings.HasSuffix(name, suffix) && !strings.Contains(strings.TrimSuffix(name, suffix), ".") && len(name) > len(suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// withClientAuth makes c ask for client certificates on the hosts of the
+// policies; the per-host configs are clones of c, so certificates and
+// handshake counting stay the same.
+func withClientAuth(c *tls.Config, policies []ClientAuthPolicy) *tls.Config {
+	if len(policies) == 0 {
+		return c
+	}
+	base := c.Clone()
+	prev := c.GetConfigForClient
+	perPolicy := make([]*tls.Config, len(policies))
+	for i, p := range policies {
+		pc := base.Clone()
+		pc.ClientCAs = p.CAs
+		pc.ClientAuth = tls.VerifyClientCertIfGiven
+		if p.Required {
+			pc.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+		perPolicy[i] = pc
+	}
+	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		for i := range policies {
+			if policies[i].matches(hello.ServerName) {
+				return perPolicy[i], nil
+			}
+		}
+		if prev != nil {
+			return prev(hello)
+		}
+		return nil, nil
+	}
+	return c
 }
 
 // TLSServer is a running HTTPS listener.
@@ -59,7 +124,8 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		}
 	}
 	s := &TLSServer{g: g, ln: newGuardListener(tcp, o.MaxConnections)}
-	tcpConf := g.countHandshakes(o.TLSConfig.Clone(), "tcp")
+	tcpConf := withClientAuth(g.countHandshakes(o.TLSConfig.Clone(), "tcp"), o.ClientAuth)
+	g.clientAuth.Store(len(o.ClientAuth) > 0)
 	if len(tcpConf.NextProtos) == 0 {
 		tcpConf.NextProtos = []string{"h2", "http/1.1"}
 	}
@@ -90,7 +156,7 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		if qconf.MaxIdleTimeout == 0 {
 			qconf.MaxIdleTimeout = o.IdleTimeout
 		}
-		h3conf := g.countHandshakes(o.TLSConfig.Clone(), "quic")
+		h3conf := withClientAuth(g.countHandshakes(o.TLSConfig.Clone(), "quic"), o.ClientAuth)
 		h3conf.NextProtos = nil // http3 sets "h3"
 		s.h3 = &http3.Server{
 			Handler:        http.HandlerFunc(g.serveHTTP3),
@@ -252,4 +318,35 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 			w.Write([]byte("Use HTTPS: " + target + "\n"))
 		}
 	})
+}
+
+// clientCertHeader formats a verified client certificate as an
+// X-Forwarded-Client-Cert element (the format Envoy uses): the SHA-256 of
+// the certificate, its subject and its URI and DNS SANs.
+func clientCertHeader(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	var b strings.Builder
+	b.WriteString("Hash=")
+	b.WriteString(hex.EncodeToString(sum[:]))
+	b.WriteString(`;Subject="`)
+	b.WriteString(strings.ReplaceAll(cert.Subject.String(), `"`, `\"`))
+	b.WriteString(`"`)
+	for _, u := range cert.URIs {
+		b.WriteString(";URI=")
+		b.WriteString(u.String())
+	}
+	for _, d := range cert.DNSNames {
+		b.WriteString(";DNS=")
+		b.WriteString(d)
+	}
+	return b.String()
+}
+
+type clientCertKey struct{}
+
+// ClientCertificate returns the verified client certificate of a request
+// made over mutual TLS, or nil. Policies (authentication) use it.
+func ClientCertificate(r *http.Request) *x509.Certificate {
+	c, _ := r.Context().Value(clientCertKey{}).(*x509.Certificate)
+	return c
 }

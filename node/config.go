@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -81,6 +82,21 @@ type TLS struct {
 	OnDemand OnDemand `yaml:"on_demand"`
 	// HTTP3 on the HTTPS port; enabled by default when HTTPS is set.
 	HTTP3 HTTP3 `yaml:"http3"`
+	// ClientAuth asks clients of some hosts for certificates (mutual
+	// TLS); the verified identity is forwarded upstream in
+	// X-Forwarded-Client-Cert.
+	ClientAuth []ClientAuth `yaml:"client_auth"`
+}
+
+// ClientAuth is mutual TLS for some hosts.
+type ClientAuth struct {
+	// Hosts: exact names or "*.example.com" (one label).
+	Hosts []string `yaml:"hosts"`
+	// CAFile is a PEM bundle of the CAs that sign client certificates.
+	CAFile string `yaml:"ca_file"`
+	// Required refuses clients without a valid certificate; otherwise a
+	// certificate is verified when one is given. Default true.
+	Required *bool `yaml:"required"`
 }
 
 // ACME configures the ACME issuer.
@@ -267,6 +283,17 @@ func (c *Config) validate() error {
 			add("tls.on_demand.ask", "invalid URL %q", c.TLS.OnDemand.Ask)
 		}
 	}
+	for i, ca := range c.TLS.ClientAuth {
+		p := fmt.Sprintf("tls.client_auth[%d]", i)
+		if len(ca.Hosts) == 0 {
+			add(p+".hosts", "missing: name the hosts that ask for client certificates")
+		}
+		if ca.CAFile == "" {
+			add(p+".ca_file", "missing: the CAs that sign client certificates")
+		} else if _, err := loadCertPool(ca.CAFile); err != nil {
+			add(p+".ca_file", "%v", err)
+		}
+	}
 	for i, h := range c.TLS.Hosts {
 		if h == "" || strings.ContainsAny(h, " /:") {
 			add(fmt.Sprintf("tls.hosts[%d]", i), "invalid host name %q", h)
@@ -360,4 +387,16 @@ func (c Config) withDefaults() (Config, error) {
 		c.Limits.DrainTimeout = DefaultDrainTimeout
 	}
 	return c, nil
+}
+
+func loadCertPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificates", path)
+	}
+	return pool, nil
 }

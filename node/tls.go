@@ -39,7 +39,17 @@ func (n *Node) startTLS() error {
 	}
 	n.certs = m
 	h3 := n.cfg.TLS.HTTP3.Enabled == nil || *n.cfg.TLS.HTTP3.Enabled
+	var clientAuth []edge.ClientAuthPolicy
+	for _, ca := range n.cfg.TLS.ClientAuth {
+		pool, err := loadCertPool(ca.CAFile)
+		if err != nil {
+			m.Close()
+			return fmt.Errorf("tls.client_auth: %w", err)
+		}
+		clientAuth = append(clientAuth, edge.ClientAuthPolicy{Hosts: ca.Hosts, CAs: pool, Required: ca.Required == nil || *ca.Required})
+	}
 	srv, err := n.gw.ListenTLS(edge.TLSListenerOptions{
+		ClientAuth:      clientAuth,
 		ListenerOptions: n.listenerOptions(n.cfg.Listen.HTTPS),
 		TLSConfig:       m.TLSConfig(),
 		HTTP3:           h3,

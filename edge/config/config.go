@@ -49,10 +49,25 @@ type Service struct {
 	HealthCheck *HealthCheck `yaml:"health_check,omitempty" json:"health_check,omitempty"`
 	// OutlierDetection ejects targets that keep failing; nil means off.
 	OutlierDetection *OutlierDetection `yaml:"outlier_detection,omitempty" json:"outlier_detection,omitempty"`
+	// TLS configures how https:// targets are verified and what client
+	// certificate is presented to them.
+	TLS *UpstreamTLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// MaxConcurrentRequests caps the requests in flight to the whole
 	// service (circuit breaking); beyond it the gateway answers 503 at once.
 	// 0 means no cap.
 	MaxConcurrentRequests int `yaml:"max_concurrent_requests,omitempty" json:"max_concurrent_requests,omitempty"`
+}
+
+// UpstreamTLS configures TLS to a service's https:// targets.
+type UpstreamTLS struct {
+	// CAFile is a PEM bundle of roots to trust instead of the system's.
+	CAFile string `yaml:"ca_file,omitempty" json:"ca_file,omitempty"`
+	// ServerName is the SNI and the name verified; default the target's
+	// host.
+	ServerName string `yaml:"server_name,omitempty" json:"server_name,omitempty"`
+	// CertFile and KeyFile are a client certificate for mutual TLS.
+	CertFile string `yaml:"cert_file,omitempty" json:"cert_file,omitempty"`
+	KeyFile  string `yaml:"key_file,omitempty" json:"key_file,omitempty"`
 }
 
 // Target is one instance of a service.

@@ -232,6 +232,18 @@ func (v *validator) service(p string, s *Service) {
 			v.errf(op+".max_ejection_percent", "must be between 0 and 100 (got %d)", o.MaxEjectionPercent)
 		}
 	}
+	if t := s.TLS; t != nil {
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			v.errf(p+".tls", "cert_file and key_file go together")
+		}
+		hasHTTPS := false
+		for _, tg := range s.Targets {
+			hasHTTPS = hasHTTPS || strings.HasPrefix(tg.URL, "https://")
+		}
+		if !hasHTTPS {
+			v.errf(p+".tls", "only used with https:// targets")
+		}
+	}
 	if s.MaxConcurrentRequests < 0 {
 		v.errf(p+".max_concurrent_requests", "must not be negative")
 	}
