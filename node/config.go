@@ -269,11 +269,6 @@ func (c *Config) validate() error {
 				add(fmt.Sprintf("tls.acme.challenges[%d]", i), "unknown challenge %q: use http-01 or tls-alpn-01", ch)
 			}
 		}
-		if a.CARoot != "" {
-			if _, err := os.Stat(a.CARoot); err != nil {
-				add("tls.acme.ca_root", "%v", err)
-			}
-		}
 		if c.Listen.HTTPS == "" {
 			add("tls.acme", "ACME needs listen.https")
 		}
@@ -290,8 +285,6 @@ func (c *Config) validate() error {
 		}
 		if ca.CAFile == "" {
 			add(p+".ca_file", "missing: the CAs that sign client certificates")
-		} else if _, err := loadCertPool(ca.CAFile); err != nil {
-			add(p+".ca_file", "%v", err)
 		}
 	}
 	for i, h := range c.TLS.Hosts {
