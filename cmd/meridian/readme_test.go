@@ -2,10 +2,19 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Every YAML example in the README must be valid, as `meridian validate`
@@ -19,8 +28,10 @@ func TestReadmeExamplesValidate(t *testing.T) {
 	if len(blocks) < 2 {
 		t.Fatalf("found %d yaml examples in the README; want at least 2", len(blocks))
 	}
+	// The examples name files under /etc/meridian; give them real ones.
+	dir := writeExampleFiles(t)
 	for i, b := range blocks {
-		kind, err := validateBytes(b[1])
+		kind, err := validateBytes(bytes.ReplaceAll(b[1], []byte("/etc/meridian/"), []byte(dir+"/")))
 		if err != nil {
 			t.Errorf("README yaml example %d (%s) is invalid:\n%v", i+1, kind, err)
 		}
@@ -56,4 +67,27 @@ func TestValidateCommand(t *testing.T) {
 	if code := run([]string{"bogus"}, &out, &errb); code != 2 {
 		t.Errorf("unknown command: exit %d; want 2", code)
 	}
+}
+
+// writeExampleFiles writes a certificate and key under every name the
+// README's examples use.
+func writeExampleFiles(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "example"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalECPrivateKey(key)
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd})
+	for _, name := range []string{"ca-root.pem", "partner-cas.pem", "internal-ca.pem", "gw-client.crt"} {
+		os.WriteFile(filepath.Join(dir, name), certPEM, 0o600)
+	}
+	os.WriteFile(filepath.Join(dir, "gw-client.key"), keyPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "admin-token"), []byte("0123456789abcdef0123\n"), 0o600)
+	return dir
 }
