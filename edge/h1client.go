@@ -122,7 +122,18 @@ func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, e
 		// The body goes on its own goroutine: an upstream may answer (say
 		// 413) before reading it all, and we must be reading by then.
 		bodyDone = make(chan error, 1)
-		go func() { bodyDone <- writeBody(pc.bw, req, chunked) }()
+		go func() {
+			err := writeBody(pc.bw, req, chunked)
+			var re *bodyReadError
+			if errors.As(err, &re) {
+				// The client's body failed (too large, or the client went
+				// away): the upstream will never see the request end and
+				// would leave us waiting for its answer until the response
+				// header timeout. Abort the exchange now.
+				pc.conn.Close()
+			}
+			bodyDone <- err
+		}()
 	}
 	if t.responseHeader > 0 {
 		pc.conn.SetReadDeadline(time.Now().Add(t.responseHeader))
@@ -247,7 +258,7 @@ func validHeaderValue(v string) bool {
 
 // writeBody streams the request body, chunked when its length is unknown,
 // with trailers, and flushes. A read error from the client's body is
-// returned as is so the proxy can tell it apart.
+// returned as a *bodyReadError so the exchange can tell it apart.
 func writeBody(w *bufio.Writer, req *http.Request, chunked bool) error {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -276,7 +287,7 @@ func writeBody(w *bufio.Writer, req *http.Request, chunked bool) error {
 			break
 		}
 		if rerr != nil {
-			return rerr
+			return &bodyReadError{rerr}
 		}
 	}
 	if !chunked && sent != req.ContentLength {
@@ -299,6 +310,13 @@ func writeBody(w *bufio.Writer, req *http.Request, chunked bool) error {
 	}
 	return w.Flush()
 }
+
+// bodyReadError is a failure to read the request body being sent (the
+// client's fault), as opposed to a failure to write it upstream.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return "reading the request body: " + e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }
 
 // h1Body is a response body that gives its connection back to the pool
 // when it has been read to the end.

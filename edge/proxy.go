@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-gw/meridian/edge/upstream"
@@ -253,9 +254,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resp, err = svc.transport.RoundTrip(out)
 		x.upstreamDur += time.Since(upStart)
 		if err != nil {
-			if body != nil && body.err != nil {
+			if body != nil && body.readErr() != nil {
 				done(upstream.Success) // the client's body failed, not the target
-				g.bodyFailed(w, r, x, body, body.err)
+				g.bodyFailed(w, r, x, body, body.readErr())
 				return
 			}
 			if r.Context().Err() != nil {
@@ -298,7 +299,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	defer func() { done(outcome) }()
 	if body != nil {
-		x.bytesIn = body.n
+		x.bytesIn = body.n.Load()
 	}
 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -335,7 +336,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n, err := copyBody(w, resp.Body, flush, rt.maxRespBody)
 	x.bytesOut = n
 	if body != nil {
-		x.bytesIn = body.n
+		x.bytesIn = body.n.Load()
 	}
 	if err != nil {
 		// The status line is gone; all that is left is to cut the
@@ -353,14 +354,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.finish(r, x) // before the panic unwinds; finish runs once
 		panic(http.ErrAbortHandler)
 	}
-	if len(resp.Trailer) > 0 {
-		for k, v := range resp.Trailer {
-			if _, announced := wh[k]; announced {
-				wh[k] = v
-			} else {
-				wh[http.TrailerPrefix+k] = v
-			}
-		}
+	// TrailerPrefix marks a trailer whether or not it was announced; a
+	// bare key would be taken for a late change to a header of the same
+	// name and dropped.
+	for k, v := range resp.Trailer {
+		wh[http.TrailerPrefix+k] = v
 	}
 }
 
@@ -496,7 +494,7 @@ func drainClose(rc io.ReadCloser) {
 
 // bodyFailed answers a request whose own body could not be read.
 func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, x *exchange, body *countingBody, err error) {
-	x.bytesIn = body.n
+	x.bytesIn = body.n.Load()
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		g.fail(w, r, x, &proxyError{status: http.StatusRequestEntityTooLarge, title: "Content Too Large",
@@ -513,19 +511,33 @@ func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, x *exchange
 
 // countingBody counts the request body bytes read and remembers a read
 // error, to tell the client's faults from the upstream's.
+//
+// The upstream transport may go on reading it on its own goroutine after
+// RoundTrip has returned (an upstream that answered before reading the
+// whole body), so the count and the error are safe for concurrent use.
 type countingBody struct {
 	rc  io.ReadCloser
-	n   int64
+	n   atomic.Int64
+	mu  sync.Mutex
 	err error
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	b.n += int64(n)
+	b.n.Add(int64(n))
 	if err != nil && err != io.EOF {
+		b.mu.Lock()
 		b.err = err
+		b.mu.Unlock()
 	}
 	return n, err
+}
+
+// readErr returns the error reading the client's body, if any.
+func (b *countingBody) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }
 
 func (b *countingBody) Close() error { return b.rc.Close() }

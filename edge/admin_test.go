@@ -1,0 +1,364 @@
+package edge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-gw/meridian/edge/config"
+)
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// newAdminServer serves g's admin API on a loopback httptest server.
+func newAdminServer(t *testing.T, g *Gateway, o AdminOptions) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(g.AdminHandler(o))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// swapControl is a small Control: it parses, compiles and swaps, as the
+// node does on a single machine.
+type swapControl struct {
+	g     *Gateway
+	mu    sync.Mutex
+	ready bool
+}
+
+func (c *swapControl) Apply(ctx context.Context, raw []byte, ifVersion uint64) (*Snapshot, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cur := c.g.Current()
+	var version uint64
+	if cur != nil {
+		version = cur.Version
+	}
+	if ifVersion != 0 && ifVersion != version {
+		return nil, ErrVersionConflict
+	}
+	doc, err := config.Parse(raw)
+	if err != nil {
+		c.g.RecordRejected()
+		return nil, err
+	}
+	s, err := c.g.Compile(doc, CompileInput{Version: version + 1, Raw: raw, Prev: cur})
+	if err != nil {
+		c.g.RecordRejected()
+		return nil, err
+	}
+	c.g.Swap(s)
+	return s, nil
+}
+
+func (c *swapControl) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
+
+func adminRequest(t *testing.T, method, url, token, body string) (*http.Response, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return do(t, http.DefaultClient, req)
+}
+
+func TestAdminConfigAndAuth(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "v") })
+	// Comments and layout must come back byte for byte.
+	raw := "# the document as written\n" + oneRoute(be.URL, "") + "\n# end\n"
+	gw := startGateway(t, raw)
+	ctl := &swapControl{g: gw.g, ready: true}
+	const token = "s3cret"
+	closed := newAdminServer(t, gw.g, AdminOptions{Control: ctl, Token: token})
+	open := newAdminServer(t, gw.g, AdminOptions{Control: ctl, Token: token, OpenReads: true})
+
+	t.Run("GET /config returns the raw document", func(t *testing.T) {
+		resp, body := adminRequest(t, "GET", closed.URL+"/config", token, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status = %d; want 200 (%s)", resp.StatusCode, body)
+		}
+		if string(body) != raw {
+			t.Errorf("body = %q; want the raw document %q", body, raw)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/yaml" {
+			t.Errorf("Content-Type = %q; want application/yaml", ct)
+		}
+		snap := gw.g.Current()
+		if got, want := resp.Header.Get("ETag"), `"`+snap.Hash+`"`; got != want {
+			t.Errorf("ETag = %q; want %q", got, want)
+		}
+		if got := resp.Header.Get("Meridian-Config-Version"); got != "1" {
+			t.Errorf("Meridian-Config-Version = %q; want 1", got)
+		}
+	})
+	t.Run("reads need the token unless open", func(t *testing.T) {
+		for _, path := range []string{"/config", "/config/version", "/routes", "/upstreams", "/metrics"} {
+			resp, body := adminRequest(t, "GET", closed.URL+path, "", "")
+			if resp.StatusCode != 401 {
+				t.Errorf("GET %s without token: %d; want 401", path, resp.StatusCode)
+			}
+			if resp.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("GET %s: no WWW-Authenticate challenge", path)
+			}
+			resp, _ = adminRequest(t, "GET", closed.URL+path, "wrong", "")
+			if resp.StatusCode != 401 {
+				t.Errorf("GET %s with a wrong token: %d; want 401", path, resp.StatusCode)
+			}
+			resp, body = adminRequest(t, "GET", open.URL+path, "", "")
+			if resp.StatusCode != 200 {
+				t.Errorf("GET %s with open reads: %d; want 200 (%s)", path, resp.StatusCode, body)
+			}
+		}
+	})
+	t.Run("PUT needs the token even with open reads", func(t *testing.T) {
+		resp, _ := adminRequest(t, "PUT", open.URL+"/config", "", raw)
+		if resp.StatusCode != 401 {
+			t.Errorf("PUT without token: %d; want 401", resp.StatusCode)
+		}
+		resp, _ = adminRequest(t, "PUT", open.URL+"/config", "nope", raw)
+		if resp.StatusCode != 401 {
+			t.Errorf("PUT with a wrong token: %d; want 401", resp.StatusCode)
+		}
+		noToken := newAdminServer(t, gw.g, AdminOptions{Control: ctl, OpenReads: true})
+		resp, _ = adminRequest(t, "PUT", noToken.URL+"/config", "", raw)
+		if resp.StatusCode != 401 {
+			t.Errorf("PUT with no token configured: %d; want 401", resp.StatusCode)
+		}
+		if v := gw.g.Current().Version; v != 1 {
+			t.Errorf("version = %d after refused writes; want 1", v)
+		}
+	})
+	t.Run("PUT applies and routes change", func(t *testing.T) {
+		be2 := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "v2") })
+		raw2 := oneRoute(be2.URL, "")
+		resp, body := adminRequest(t, "PUT", closed.URL+"/config?if_version=1", token, raw2)
+		if resp.StatusCode != 200 {
+			t.Fatalf("PUT: %d %s; want 200", resp.StatusCode, body)
+		}
+		if got := resp.Header.Get("Meridian-Config-Version"); got != "2" {
+			t.Errorf("Meridian-Config-Version = %q; want 2", got)
+		}
+		_, got := get(t, newClient(t), gw.url+"/")
+		if string(got) != "v2" {
+			t.Errorf("proxied body = %q; want v2 from the new config", got)
+		}
+		resp, _ = adminRequest(t, "PUT", closed.URL+"/config?if_version=1", token, raw2)
+		if resp.StatusCode != 409 {
+			t.Errorf("PUT with a stale if_version: %d; want 409", resp.StatusCode)
+		}
+		resp, body = adminRequest(t, "PUT", closed.URL+"/config", token, "services: []\nroutes:\n  - name: x\n    service: missing\n")
+		if resp.StatusCode != 422 {
+			t.Errorf("PUT of an invalid document: %d; want 422 (%s)", resp.StatusCode, body)
+		}
+		if v := gw.g.Current().Version; v != 2 {
+			t.Errorf("version = %d after a refused document; want 2", v)
+		}
+		resp, body = adminRequest(t, "GET", closed.URL+"/config", token, "")
+		if string(body) != raw2 {
+			t.Errorf("GET /config after PUT = %q; want %q", body, raw2)
+		}
+	})
+	t.Run("metrics", func(t *testing.T) {
+		get(t, newClient(t), gw.url+"/metrics-probe")
+		resp, body := adminRequest(t, "GET", open.URL+"/metrics", "", "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status = %d", resp.StatusCode)
+		}
+		for _, want := range []string{
+			`meridian_requests_total{code="2xx",method="GET",route="r"}`,
+			`meridian_config_version 2`,
+			`meridian_config_applies_total{result="rejected"} 1`,
+			`meridian_upstream_target_healthy{region="",service="svc",target="`,
+			`meridian_connections_open `,
+		} {
+			if !strings.Contains(string(body), want) {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
+	})
+}
+
+func TestAdminReadiness(t *testing.T) {
+	g := New(Options{})
+	defer g.Close()
+	ctl := &swapControl{g: g}
+	s := newAdminServer(t, g, AdminOptions{Control: ctl, Token: "t"})
+
+	resp, _ := adminRequest(t, "GET", s.URL+"/healthz", "", "")
+	if resp.StatusCode != 200 {
+		t.Errorf("/healthz = %d; want 200", resp.StatusCode)
+	}
+	resp, body := adminRequest(t, "GET", s.URL+"/readyz", "", "")
+	if resp.StatusCode != 503 {
+		t.Errorf("/readyz with no snapshot = %d; want 503 (%s)", resp.StatusCode, body)
+	}
+	resp, _ = adminRequest(t, "GET", s.URL+"/config", "t", "")
+	if resp.StatusCode != 404 {
+		t.Errorf("/config with no snapshot = %d; want 404", resp.StatusCode)
+	}
+
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	resp, body = adminRequest(t, "PUT", s.URL+"/config", "t", oneRoute(be.URL, ""))
+	if resp.StatusCode != 200 {
+		t.Fatalf("PUT = %d %s", resp.StatusCode, body)
+	}
+	resp, _ = adminRequest(t, "GET", s.URL+"/readyz", "", "")
+	if resp.StatusCode != 503 {
+		t.Errorf("/readyz while the control is not ready = %d; want 503", resp.StatusCode)
+	}
+	ctl.mu.Lock()
+	ctl.ready = true
+	ctl.mu.Unlock()
+	resp, _ = adminRequest(t, "GET", s.URL+"/readyz", "", "")
+	if resp.StatusCode != 200 {
+		t.Errorf("/readyz when configured and ready = %d; want 200", resp.StatusCode)
+	}
+	resp, body = adminRequest(t, "GET", s.URL+"/config/version", "t", "")
+	var vi versionInfo
+	if err := json.Unmarshal(body, &vi); err != nil || vi.Version != 1 || vi.Routes != 1 || vi.Services != 1 {
+		t.Errorf("/config/version = %s (%v); want version 1 with 1 route and 1 service", body, err)
+	}
+	resp, body = adminRequest(t, "GET", s.URL+"/routes", "t", "")
+	var routes []RouteInfo
+	if err := json.Unmarshal(body, &routes); err != nil || len(routes) != 1 || routes[0].Name != "r" || routes[0].Service != "svc" {
+		t.Errorf("/routes = %s (%v)", body, err)
+	}
+	resp, _ = adminRequest(t, "GET", s.URL+"/nope", "t", "")
+	if resp.StatusCode != 404 {
+		t.Errorf("/nope = %d; want 404", resp.StatusCode)
+	}
+}
+
+// Until a snapshot is installed the proxy answers 503.
+func TestNoSnapshotIs503(t *testing.T) {
+	gw := startGateway(t, "")
+	resp, body := get(t, newClient(t), gw.url+"/")
+	checkProblem(t, resp, body, http.StatusServiceUnavailable, "proxy_configuration_error")
+}
+
+// The access log records what went out, including the size of the
+// gateway's own problem bodies.
+func TestAccessLog(t *testing.T) {
+	var buf syncBuffer
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "12345") })
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&buf, nil))}}, fmt.Sprintf(`
+services:
+  - name: svc
+    targets: [{url: %s}]
+routes:
+  - name: api
+    match: {hosts: [api.example], path_prefix: /}
+    service: svc
+`, be.URL))
+	c := newClient(t)
+	req, _ := http.NewRequest(http.MethodGet, gw.url+"/ok", nil)
+	req.Host = "api.example"
+	req.Header.Set("X-Request-Id", "req-ok")
+	do(t, c, req)
+	req, _ = http.NewRequest(http.MethodGet, gw.url+"/missing", nil)
+	req.Host = "other.example"
+	req.Header.Set("X-Request-Id", "req-404")
+	resp, probBody := do(t, c, req)
+	if resp.StatusCode != 404 {
+		t.Fatalf("status = %d; want 404", resp.StatusCode)
+	}
+
+	var recs map[string]map[string]any
+	waitFor(t, 5*time.Second, "two access log records", func() bool {
+		recs = buf.records(t)
+		return len(recs) >= 2
+	})
+	for _, tc := range []struct {
+		id       string
+		route    string
+		status   float64
+		bytesOut int
+	}{
+		{"req-ok", "api", 200, len("12345")},
+		{"req-404", "", 404, len(probBody)},
+	} {
+		rec := recs[tc.id]
+		if rec == nil {
+			t.Errorf("no access log record for %s; have %v", tc.id, recs)
+			continue
+		}
+		if rec["route"] != tc.route || rec["status"] != tc.status || rec["bytes_out"] != float64(tc.bytesOut) {
+			t.Errorf("%s: route=%v status=%v bytes_out=%v; want route=%q status=%v bytes_out=%d",
+				tc.id, rec["route"], rec["status"], rec["bytes_out"], tc.route, tc.status, tc.bytesOut)
+		}
+	}
+	if rec := recs["req-ok"]; rec != nil && rec["target"] != strings.TrimPrefix(be.URL, "http://") {
+		t.Errorf("target = %v; want %s", rec["target"], be.URL)
+	}
+}
+
+// syncBuffer collects JSON log lines written from many goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// records returns the access log records by request id.
+func (b *syncBuffer) records(t *testing.T) map[string]map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]map[string]any{}
+	for line := range strings.SplitSeq(strings.TrimSpace(b.buf.String()), "\n") {
+		if line == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("access log line %q: %v", line, err)
+		}
+		id, _ := m["request_id"].(string)
+		out[id] = m
+	}
+	return out
+}
+
+// metricValue scrapes the gateway's metrics and returns the value of one
+// series, given as it appears in the exposition (name{labels}), or 0 if
+// the series does not exist yet.
+func metricValue(t *testing.T, g *Gateway, series string) float64 {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	g.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
+}

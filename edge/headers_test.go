@@ -1,0 +1,272 @@
+package edge
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/netip"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// echoed is what an echo backend saw of a forwarded request.
+type echoed struct {
+	Method     string      `json:"method"`
+	Host       string      `json:"host"`
+	Path       string      `json:"path"`
+	RawPath    string      `json:"raw_path"`
+	RequestURI string      `json:"request_uri"`
+	Query      string      `json:"query"`
+	Header     http.Header `json:"header"`
+}
+
+// newEchoBackend answers every request with a JSON description of it.
+// The response carries hop-by-hop headers the gateway must drop.
+func newEchoBackend(t *testing.T) string {
+	t.Helper()
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Connection", "X-Resp-Hop")
+		h.Set("X-Resp-Hop", "secret")
+		h.Set("Keep-Alive", "timeout=5")
+		h.Set("X-Backend-Header", "kept")
+		h.Set("X-Drop-Me", "x")
+		json.NewEncoder(w).Encode(echoed{
+			Method: r.Method, Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath,
+			RequestURI: r.RequestURI, Query: r.URL.RawQuery, Header: r.Header,
+		})
+	})
+	return be.URL
+}
+
+// echo sends req through the gateway and decodes what the backend saw.
+func echo(t *testing.T, c *http.Client, req *http.Request) (*http.Response, echoed) {
+	t.Helper()
+	resp, body := do(t, c, req)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s %s: status %d; want 200 (%s)", req.Method, req.URL, resp.StatusCode, body)
+	}
+	var e echoed
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("echo body %q: %v", body, err)
+	}
+	return resp, e
+}
+
+func TestHopByHopHeadersRemoved(t *testing.T) {
+	gw := startGateway(t, oneRoute(newEchoBackend(t), ""))
+	req, _ := http.NewRequest(http.MethodGet, gw.url+"/h", nil)
+	req.Header.Set("Connection", "keep-alive, X-Hop-Listed")
+	req.Header.Set("X-Hop-Listed", "must not pass")
+	req.Header.Set("Keep-Alive", "timeout=5")
+	req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0")
+	req.Header.Set("Proxy-Connection", "keep-alive")
+	req.Header.Set("Te", "gzip")
+	req.Header.Set("Upgrade", "something") // without Connection: upgrade
+	req.Header.Set("X-End-To-End", "kept")
+	resp, e := echo(t, newClient(t), req)
+	for _, name := range []string{"X-Hop-Listed", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Te", "Upgrade", "Trailer"} {
+		if v, ok := e.Header[name]; ok {
+			t.Errorf("backend saw %s: %q; want it removed", name, v)
+		}
+	}
+	if c := e.Header.Get("Connection"); c != "" {
+		t.Errorf("backend saw Connection %q; want none", c)
+	}
+	if got := e.Header.Get("X-End-To-End"); got != "kept" {
+		t.Errorf("backend saw X-End-To-End %q; want kept", got)
+	}
+	for _, name := range []string{"X-Resp-Hop", "Keep-Alive"} {
+		if v := resp.Header.Get(name); v != "" {
+			t.Errorf("client saw response header %s: %q; want it removed", name, v)
+		}
+	}
+	if got := resp.Header.Get("X-Backend-Header"); got != "kept" {
+		t.Errorf("client saw X-Backend-Header %q; want kept", got)
+	}
+}
+
+func TestForwardedHeaders(t *testing.T) {
+	url := newEchoBackend(t)
+	for _, tc := range []struct {
+		name      string
+		trusted   bool
+		wantXFF   string
+		wantFwd   []string
+		wantProto string
+		wantXFH   string
+	}{
+		{"untrusted client replaces", false, "127.0.0.1", []string{`for=127.0.0.1;proto=http;host="HOST"`}, "http", "HOST"},
+		{"trusted proxy extends", true, "203.0.113.7, 127.0.0.1", []string{"for=203.0.113.7", `for=127.0.0.1;proto=http;host="HOST"`}, "https", "public.example"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var setup gatewaySetup
+			if tc.trusted {
+				setup.opts.TrustedProxies = trustedProxies{netip.MustParsePrefix("127.0.0.0/8")}
+			}
+			gw := startGatewayWith(t, setup, oneRoute(url, ""))
+			req, _ := http.NewRequest(http.MethodGet, gw.url+"/f", nil)
+			req.Header.Set("X-Forwarded-For", "203.0.113.7")
+			req.Header.Set("X-Forwarded-Proto", "https")
+			req.Header.Set("X-Forwarded-Host", "public.example")
+			req.Header.Set("Forwarded", "for=203.0.113.7")
+			_, e := echo(t, newClient(t), req)
+			if got := e.Header.Get("X-Forwarded-For"); got != tc.wantXFF {
+				t.Errorf("X-Forwarded-For = %q; want %q", got, tc.wantXFF)
+			}
+			if got := e.Header.Get("X-Forwarded-Proto"); got != tc.wantProto {
+				t.Errorf("X-Forwarded-Proto = %q; want %q", got, tc.wantProto)
+			}
+			if got, want := e.Header.Get("X-Forwarded-Host"), strings.ReplaceAll(tc.wantXFH, "HOST", gw.addr); got != want {
+				t.Errorf("X-Forwarded-Host = %q; want %q", got, want)
+			}
+			var want []string
+			for _, f := range tc.wantFwd {
+				want = append(want, strings.ReplaceAll(f, "HOST", gw.addr))
+			}
+			if got := e.Header["Forwarded"]; strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("Forwarded = %q; want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestViaHeaders(t *testing.T) {
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{ProxyName: "edge-1"}}, oneRoute(newEchoBackend(t), ""))
+	for _, tc := range []struct {
+		name    string
+		client  *http.Client
+		wantReq string
+	}{
+		{"http1", newClient(t), "1.1 edge-1"},
+		{"h2c", newH2CClient(t), "2 edge-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, gw.url+"/v", nil)
+			req.Header.Set("Via", "1.0 upstream-proxy")
+			resp, e := echo(t, tc.client, req)
+			if got := strings.Join(e.Header.Values("Via"), ", "); got != "1.0 upstream-proxy, "+tc.wantReq {
+				t.Errorf("request Via = %q; want %q", got, "1.0 upstream-proxy, "+tc.wantReq)
+			}
+			if got := resp.Header.Get("Via"); got != "1.1 edge-1" {
+				t.Errorf("response Via = %q; want \"1.1 edge-1\" (the backend spoke HTTP/1.1)", got)
+			}
+		})
+	}
+}
+
+var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+func TestRequestID(t *testing.T) {
+	gw := startGateway(t, oneRoute(newEchoBackend(t), ""))
+	c := newClient(t)
+	for _, tc := range []struct {
+		name string
+		in   string
+		keep bool
+	}{
+		{"valid is kept", "abc-123_XYZ:/.", true},
+		{"128 chars is kept", strings.Repeat("a", 128), true},
+		{"absent is generated", "", false},
+		{"too long is replaced", strings.Repeat("a", 129), false},
+		{"quote is replaced", `a"b`, false},
+		{"space is replaced", "a b", false},
+		{"non-ASCII is replaced", "ä", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, gw.url+"/id", nil)
+			if tc.in != "" {
+				req.Header.Set("X-Request-Id", tc.in)
+			}
+			_, e := echo(t, c, req)
+			got := e.Header.Values("X-Request-Id")
+			if len(got) != 1 {
+				t.Fatalf("backend saw X-Request-Id %q; want exactly one", got)
+			}
+			if tc.keep {
+				if got[0] != tc.in {
+					t.Errorf("X-Request-Id = %q; want %q kept", got[0], tc.in)
+				}
+			} else if !hex32.MatchString(got[0]) {
+				t.Errorf("X-Request-Id = %q; want a generated 32-hex-digit id", got[0])
+			}
+		})
+	}
+}
+
+var traceparentRE = regexp.MustCompile(`^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$`)
+
+func TestTraceparent(t *testing.T) {
+	gw := startGateway(t, oneRoute(newEchoBackend(t), ""))
+	c := newClient(t)
+	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	for _, tc := range []struct {
+		name      string
+		in        string
+		keepTrace bool
+		wantFlags string
+	}{
+		{"valid keeps trace and flags", "00-" + traceID + "-" + parentID + "-00", true, "00"},
+		{"sampled", "00-" + traceID + "-" + parentID + "-01", true, "01"},
+		{"absent", "", false, "01"},
+		{"upper case is invalid", "00-" + strings.ToUpper(traceID) + "-" + parentID + "-01", false, "01"},
+		{"zero trace id", "00-00000000000000000000000000000000-" + parentID + "-01", false, "01"},
+		{"zero parent id", "00-" + traceID + "-0000000000000000-01", false, "01"},
+		{"version ff", "ff-" + traceID + "-" + parentID + "-01", false, "01"},
+		{"version 00 with extra field", "00-" + traceID + "-" + parentID + "-01-xyz", false, "01"},
+		{"future version with extra field", "01-" + traceID + "-" + parentID + "-01-xyz", true, "01"},
+		{"garbage", "hello", false, "01"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, gw.url+"/t", nil)
+			if tc.in != "" {
+				req.Header.Set("Traceparent", tc.in)
+			}
+			_, e := echo(t, c, req)
+			got := e.Header.Get("Traceparent")
+			m := traceparentRE.FindStringSubmatch(got)
+			if m == nil {
+				t.Fatalf("traceparent = %q; want a valid version 00 value", got)
+			}
+			if m[2] == parentID || m[2] == "0000000000000000" {
+				t.Errorf("parent id = %s; want a new non-zero span id", m[2])
+			}
+			if tc.keepTrace && m[1] != traceID {
+				t.Errorf("trace id = %s; want %s kept", m[1], traceID)
+			}
+			if !tc.keepTrace && (m[1] == traceID || m[1] == strings.Repeat("0", 32)) {
+				t.Errorf("trace id = %s; want a new one", m[1])
+			}
+			if m[3] != tc.wantFlags {
+				t.Errorf("flags = %s; want %s", m[3], tc.wantFlags)
+			}
+		})
+	}
+}
+
+// A header carried more than once must be counted field by field.
+func TestTooManyHeaderFields(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { hits.inc() })
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{MaxHeaderCount: 20}}, oneRoute(be.URL, ""))
+	c := newClient(t)
+	req, _ := http.NewRequest(http.MethodGet, gw.url+"/", nil)
+	for range 25 {
+		req.Header.Add("X-Repeated", "v")
+	}
+	resp, body := do(t, c, req)
+	checkProblem(t, resp, body, http.StatusRequestHeaderFieldsTooLarge, "")
+	if hits.get() != 0 {
+		t.Errorf("backend hits = %d; want 0", hits.get())
+	}
+	req, _ = http.NewRequest(http.MethodGet, gw.url+"/", nil)
+	for range 15 {
+		req.Header.Add("X-Repeated", "v")
+	}
+	if resp, _ := do(t, c, req); resp.StatusCode != 200 {
+		t.Errorf("status with 15+ fields = %d; want 200", resp.StatusCode)
+	}
+}

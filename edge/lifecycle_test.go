@@ -1,0 +1,252 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// blockingBackend answers "name" once release is closed (or the request is
+// abandoned); entered receives a value as each request arrives.
+func blockingBackend(t *testing.T, name string) (url string, entered chan struct{}, release chan struct{}) {
+	t.Helper()
+	entered = make(chan struct{}, 10)
+	release = make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, name)
+	})
+	return be.URL, entered, release
+}
+
+type result struct {
+	status int
+	body   string
+	err    error
+}
+
+func getAsync(c *http.Client, url string) <-chan result {
+	ch := make(chan result, 1)
+	go func() {
+		resp, err := c.Get(url)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		ch <- result{resp.StatusCode, string(b), err}
+	}()
+	return ch
+}
+
+func TestShutdownDrainsInFlightRequest(t *testing.T) {
+	url, entered, release := blockingBackend(t, "finished")
+	g := New(Options{})
+	defer g.Close()
+	g.Swap(compileDoc(t, g, oneRoute(url, ""), 1, nil))
+	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+
+	inflight := getAsync(newClient(t), "http://"+addr+"/slow")
+	recv(t, entered, "the request to reach the backend")
+
+	shutdown := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shutdown <- srv.Shutdown(ctx)
+	}()
+	// New connections are refused once Shutdown has closed the listener.
+	waitFor(t, 5*time.Second, "new connections to be refused", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return true
+		}
+		c.Close()
+		return false
+	})
+	select {
+	case err := <-shutdown:
+		t.Fatalf("Shutdown returned %v while a request was in flight", err)
+	default:
+	}
+
+	close(release)
+	if r := recv(t, inflight, "the in-flight response"); r.err != nil || r.status != 200 || r.body != "finished" {
+		t.Errorf("in-flight request = %d %q %v; want 200 finished", r.status, r.body, r.err)
+	}
+	if err := recv(t, shutdown, "Shutdown to return"); err != nil {
+		t.Errorf("Shutdown = %v; want nil", err)
+	}
+	if err := recv(t, served, "Serve to return"); err != nil {
+		t.Errorf("Serve = %v; want nil", err)
+	}
+}
+
+func TestShutdownDeadlineCutsHungRequest(t *testing.T) {
+	url, entered, release := blockingBackend(t, "never")
+	defer close(release)
+	g := New(Options{})
+	defer g.Close()
+	g.Swap(compileDoc(t, g, oneRoute(url, ""), 1, nil))
+	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+
+	inflight := getAsync(newClient(t), "http://"+srv.Addr().String()+"/hung")
+	recv(t, entered, "the request to reach the backend")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err = srv.Shutdown(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v; want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Shutdown took %v; want about the 200ms deadline", d)
+	}
+	// The hung request's connection was closed.
+	if r := recv(t, inflight, "the hung request to be cut off"); r.err == nil {
+		t.Errorf("hung request = %d %q; want an error", r.status, r.body)
+	}
+	if err := recv(t, served, "Serve to return"); err != nil {
+		t.Errorf("Serve = %v; want nil", err)
+	}
+}
+
+func TestReloadKeepsInFlightRequestOnOldSnapshot(t *testing.T) {
+	oldURL, entered, release := blockingBackend(t, "old")
+	newBE := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "new "+r.URL.Path) })
+	doc := func(url, extraRoute string) string {
+		return fmt.Sprintf(`
+services:
+  - name: svc
+    targets: [{url: %s}]
+routes:
+  - name: a
+    match: {path_prefix: /a}
+    service: svc
+%s`, url, extraRoute)
+	}
+	gw := startGateway(t, doc(oldURL, ""))
+	c := newClient(t)
+	inflight := getAsync(c, gw.url+"/a/slow")
+	recv(t, entered, "the request to reach the old backend")
+
+	old := gw.g.Current()
+	next := compileDoc(t, gw.g, doc(newBE.URL, "  - name: b\n    match: {path_prefix: /b}\n    service: svc\n"), 2, old)
+	if prev := gw.g.Swap(next); prev != old {
+		t.Errorf("Swap returned %p; want the old snapshot %p", prev, old)
+	}
+	if v := gw.g.Current().Version; v != 2 {
+		t.Errorf("current version = %d; want 2", v)
+	}
+
+	for _, path := range []string{"/a/x", "/b/y"} {
+		resp, body := get(t, c, gw.url+path)
+		if resp.StatusCode != 200 || string(body) != "new "+path {
+			t.Errorf("GET %s after reload = %d %q; want 200 %q", path, resp.StatusCode, body, "new "+path)
+		}
+	}
+	select {
+	case r := <-inflight:
+		t.Fatalf("in-flight request ended early: %+v", r)
+	default:
+	}
+	close(release)
+	if r := recv(t, inflight, "the in-flight response"); r.err != nil || r.status != 200 || r.body != "old" {
+		t.Errorf("in-flight request = %d %q %v; want 200 old", r.status, r.body, r.err)
+	}
+	if got := metricValue(t, gw.g, "meridian_config_version"); got != 2 {
+		t.Errorf("config version metric = %v; want 2", got)
+	}
+}
+
+// The concurrency cap is shared across a reload: requests still running
+// on the old snapshot count against the new one.
+func TestReloadKeepsConcurrencyCap(t *testing.T) {
+	url, entered, release := blockingBackend(t, "done")
+	doc := fmt.Sprintf(`
+services:
+  - name: svc
+    max_concurrent_requests: 1
+    targets: [{url: %s}]
+routes:
+  - name: r
+    match: {}
+    service: svc
+`, url)
+	gw := startGateway(t, doc)
+	c := newClient(t)
+	inflight := getAsync(c, gw.url+"/")
+	recv(t, entered, "the first request to reach the backend")
+	gw.g.Swap(compileDoc(t, gw.g, doc, 2, gw.g.Current()))
+	resp, body := get(t, c, gw.url+"/")
+	checkProblem(t, resp, body, http.StatusServiceUnavailable, "connection_limit_reached")
+	close(release)
+	if r := recv(t, inflight, "the first response"); r.status != 200 {
+		t.Errorf("first request = %+v; want 200", r)
+	}
+}
+
+func TestRetryBudgetWindow(t *testing.T) {
+	now := time.Unix(1000, 0)
+	b := newRetryBudget(0.5, 1, func() time.Time { return now })
+	for range 10 {
+		b.request()
+	}
+	// 0.5 * 10 requests + 1/s * 10 s = 15 retries in the window.
+	allowed := 0
+	for range 20 {
+		if b.allow() {
+			allowed++
+		}
+	}
+	if allowed != 15 {
+		t.Errorf("allowed = %d; want 15", allowed)
+	}
+	// Once the window has passed, the old requests and retries no longer
+	// count.
+	now = now.Add(budgetWindow * time.Second)
+	allowed = 0
+	for range 20 {
+		if b.allow() {
+			allowed++
+		}
+	}
+	if allowed != 10 {
+		t.Errorf("allowed after the window = %d; want 10 (min_per_second only)", allowed)
+	}
+}
+
+func TestRetryBackoffBounds(t *testing.T) {
+	p := &retryPolicy{base: 10 * time.Millisecond, max: 40 * time.Millisecond}
+	for n := 1; n <= 70; n++ {
+		want := min(p.base<<min(n-1, 10), p.max)
+		for range 20 {
+			if d := p.backoff(n); d <= 0 || d > want {
+				t.Fatalf("backoff(%d) = %v; want in (0, %v]", n, d, want)
+			}
+		}
+	}
+}

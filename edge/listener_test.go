@@ -1,0 +1,279 @@
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func countingBackend(t *testing.T, hits *hitCounter) string {
+	t.Helper()
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s body=%q", r.Method, r.URL.Path, b)
+	})
+	return be.URL
+}
+
+const smuggle = "POST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+
+func TestRequestSmugglingRefused(t *testing.T) {
+	var hits hitCounter
+	gw := startGateway(t, oneRoute(countingBackend(t, &hits), ""))
+	for _, tc := range []struct {
+		name string
+		req  string
+	}{
+		{"CL then TE", smuggle},
+		{"TE then CL", "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"},
+		{"lower case names", "POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n"},
+		{"CL zero", "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := hits.get()
+			c := dialGateway(t, gw.addr)
+			io.WriteString(c, tc.req)
+			br := bufio.NewReader(c)
+			resp, body := readResponse(t, br, http.MethodPost)
+			checkProblem(t, resp, body, http.StatusBadRequest, "")
+			if !strings.Contains(string(body), "smuggling") {
+				t.Errorf("body = %s; want it to say why", body)
+			}
+			expectEOF(t, c, br, 5*time.Second)
+			if d := hits.get() - before; d != 0 {
+				t.Errorf("backend hits = %d; want 0", d)
+			}
+		})
+	}
+}
+
+func TestRequestSmugglingPipelinedAfterGoodRequest(t *testing.T) {
+	var hits hitCounter
+	gw := startGateway(t, oneRoute(countingBackend(t, &hits), ""))
+	c := dialGateway(t, gw.addr)
+	// Both requests in one write: the scanner sees the second before the
+	// first is answered.
+	io.WriteString(c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n"+smuggle)
+	br := bufio.NewReader(c)
+	resp, body := readResponse(t, br, http.MethodGet)
+	if resp.StatusCode != 200 || string(body) != `GET /first body=""` {
+		t.Fatalf("first: %d %q; want 200 from the backend", resp.StatusCode, body)
+	}
+	resp, body = readResponse(t, br, http.MethodPost)
+	checkProblem(t, resp, body, http.StatusBadRequest, "")
+	expectEOF(t, c, br, 5*time.Second)
+	if n := hits.get(); n != 1 {
+		t.Errorf("backend hits = %d; want 1 (neither the smuggling request nor the one hidden in it)", n)
+	}
+}
+
+// Well-framed pipelined requests with bodies pass: the scanner follows
+// Content-Length and chunked framing to the next request.
+func TestPipelinedRequestsWithBodies(t *testing.T) {
+	var hits hitCounter
+	gw := startGateway(t, oneRoute(countingBackend(t, &hits), ""))
+	c := dialGateway(t, gw.addr)
+	reqs := "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" +
+		"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n" +
+		"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"GET /c HTTP/1.1\r\nHost: x\r\n\r\n" +
+		"POST /d HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+	// Also in small pieces, so that lines and chunks straddle reads.
+	for i := 0; i < len(reqs); i += 7 {
+		if _, err := io.WriteString(c, reqs[i:min(i+7, len(reqs))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	br := bufio.NewReader(c)
+	for _, want := range []string{`POST /a body="hello"`, `POST /b body="abcde"`, "", `GET /c body=""`, `POST /d body=""`} {
+		method := http.MethodPost
+		if want == "" {
+			method = http.MethodOptions
+		}
+		resp, body := readResponse(t, br, method)
+		if resp.StatusCode != 200 || string(body) != want {
+			t.Errorf("got %d %q; want 200 %q", resp.StatusCode, body, want)
+		}
+	}
+	if n := hits.get(); n != 4 {
+		t.Errorf("backend hits = %d; want 4", n)
+	}
+}
+
+func TestHeaderLimits(t *testing.T) {
+	var hits hitCounter
+	gw := startGatewayWith(t, gatewaySetup{listener: ListenerOptions{MaxHeaderBytes: 2048}}, oneRoute(countingBackend(t, &hits), ""))
+	t.Run("too many fields", func(t *testing.T) {
+		var b strings.Builder
+		b.WriteString("GET / HTTP/1.1\r\nHost: x\r\n")
+		for i := range 101 {
+			fmt.Fprintf(&b, "X-H%d: v\r\n", i)
+		}
+		b.WriteString("\r\n")
+		c := dialGateway(t, gw.addr)
+		io.WriteString(c, b.String())
+		br := bufio.NewReader(c)
+		resp, body := readResponse(t, br, http.MethodGet)
+		checkProblem(t, resp, body, http.StatusRequestHeaderFieldsTooLarge, "")
+		expectEOF(t, c, br, 5*time.Second)
+	})
+	t.Run("oversized headers", func(t *testing.T) {
+		c := dialGateway(t, gw.addr)
+		// net/http allows MaxHeaderBytes plus 4 KiB of slack.
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 8<<10))
+		br := bufio.NewReader(c)
+		// net/http answers and closes with the rest of the request
+		// unread, so the body may end in a reset rather than EOF.
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("status = %d; want 431", resp.StatusCode)
+		}
+		expectEOF(t, c, br, 5*time.Second)
+	})
+	t.Run("within limits", func(t *testing.T) {
+		c := dialGateway(t, gw.addr)
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Ok: %s\r\n\r\n", strings.Repeat("a", 1000))
+		resp, _ := readResponse(t, bufio.NewReader(c), http.MethodGet)
+		if resp.StatusCode != 200 {
+			t.Errorf("status = %d; want 200", resp.StatusCode)
+		}
+	})
+	if n := hits.get(); n != 1 {
+		t.Errorf("backend hits = %d; want 1", n)
+	}
+}
+
+func TestMaxConnections(t *testing.T) {
+	var hits hitCounter
+	gw := startGatewayWith(t, gatewaySetup{listener: ListenerOptions{MaxConnections: 1}}, oneRoute(countingBackend(t, &hits), ""))
+	first := dialGateway(t, gw.addr)
+	br1 := bufio.NewReader(first)
+	roundTrip := func(path string) {
+		t.Helper()
+		fmt.Fprintf(first, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		resp, body := readResponse(t, br1, http.MethodGet)
+		if resp.StatusCode != 200 {
+			t.Fatalf("first connection %s: %d %s; want 200", path, resp.StatusCode, body)
+		}
+	}
+	roundTrip("/one") // the first connection is accepted and counted
+
+	second := dialGateway(t, gw.addr)
+	fmt.Fprintf(second, "GET /two HTTP/1.1\r\nHost: x\r\n\r\n")
+	br2 := bufio.NewReader(second)
+	second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(br2)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("second connection still open; want it closed at once")
+	}
+	if len(got) != 0 {
+		t.Errorf("second connection got %q; want no answer", got)
+	}
+	roundTrip("/three") // the first connection still works
+	if n := metricValue(t, gw.g, "meridian_connections_rejected_total"); n != 1 {
+		t.Errorf("rejected connections metric = %v; want 1", n)
+	}
+	if n := metricValue(t, gw.g, "meridian_connections_open"); n != 1 {
+		t.Errorf("open connections metric = %v; want 1", n)
+	}
+
+	// Once the first closes, a new connection is served.
+	first.Close()
+	waitFor(t, 5*time.Second, "the slot to be released", func() bool {
+		return metricValue(t, gw.g, "meridian_connections_open") == 0
+	})
+	third := dialGateway(t, gw.addr)
+	fmt.Fprintf(third, "GET /four HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, _ := readResponse(t, bufio.NewReader(third), http.MethodGet)
+	if resp.StatusCode != 200 {
+		t.Errorf("third connection: %d; want 200", resp.StatusCode)
+	}
+	if n := hits.get(); n != 3 {
+		t.Errorf("backend hits = %d; want 3", n)
+	}
+}
+
+func TestReadHeaderTimeoutClosesSlowloris(t *testing.T) {
+	var hits hitCounter
+	gw := startGatewayWith(t, gatewaySetup{listener: ListenerOptions{ReadHeaderTimeout: 300 * time.Millisecond}}, oneRoute(countingBackend(t, &hits), ""))
+	c := dialGateway(t, gw.addr)
+	start := time.Now()
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n")
+	// Trickle header lines until the gateway hangs up; each write is
+	// well within any per-read timeout, but the headers never end.
+	closed := make(chan time.Duration, 1)
+	go func() {
+		io.Copy(io.Discard, c)
+		closed <- time.Since(start)
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case d := <-closed:
+			if d < 300*time.Millisecond || d > 5*time.Second {
+				t.Errorf("closed after %v; want soon after the 300ms header timeout", d)
+			}
+			if n := hits.get(); n != 0 {
+				t.Errorf("backend hits = %d; want 0", n)
+			}
+			return
+		case <-tick.C:
+			if _, err := fmt.Fprintf(c, "X-Slow-%d: v\r\n", i); err != nil {
+				// The gateway closed while we wrote: wait for the reader.
+				d := recv(t, closed, "the connection to close")
+				if d < 300*time.Millisecond {
+					t.Errorf("closed after %v; want at least the 300ms header timeout", d)
+				}
+				return
+			}
+			if time.Since(start) > 10*time.Second {
+				t.Fatal("slowloris connection still open after 10s")
+			}
+		}
+	}
+}
+
+func TestH1ScannerFraming(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      string
+		wantBad int // index of the first ambiguous request, or -1
+		reqs    int
+	}{
+		{"simple", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", -1, 1},
+		{"two", "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", -1, 2},
+		{"leading empty lines", "\r\n\r\nGET / HTTP/1.1\r\n\r\n", -1, 1},
+		{"content-length body hides a request line", "POST / HTTP/1.1\r\nContent-Length: 37\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\n\r\n", -1, 1},
+		{"chunked body", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n", -1, 2},
+		{"both", "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 1},
+		{"both in second", "GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", 1, 2},
+		{"OPTIONS * is not counted", "OPTIONS * HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", 0, 1},
+		{"upgrade stops watching", "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", -1, 1},
+		{"h2 preface stops watching", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", -1, 0},
+	} {
+		for _, step := range []int{1, 3, 1 << 20} {
+			t.Run(fmt.Sprintf("%s/step%d", tc.name, step), func(t *testing.T) {
+				var s h1Scanner
+				for i := 0; i < len(tc.in); i += step {
+					s.feed([]byte(tc.in[i:min(i+step, len(tc.in))]))
+				}
+				if s.badAt != tc.wantBad {
+					t.Errorf("badAt = %d; want %d", s.badAt, tc.wantBad)
+				}
+				if s.reqs != tc.reqs {
+					t.Errorf("requests = %d; want %d", s.reqs, tc.reqs)
+				}
+			})
+		}
+	}
+}

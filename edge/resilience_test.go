@@ -1,0 +1,592 @@
+package edge
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// deadAddr returns the URL of a loopback port nobody listens on: connecting
+// to it is refused at once.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr
+}
+
+func twoTargets(a, b, extra string) string {
+	return fmt.Sprintf(`
+services:
+  - name: svc
+    targets:
+      - url: %s
+      - url: %s
+%s
+routes:
+  - name: r
+    match:
+      path_prefix: /
+    service: svc
+`, a, b, extra)
+}
+
+func TestRetryConnectFailureGoesToNextTarget(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "ok %s", b)
+	})
+	gw := startGateway(t, twoTargets(deadAddr(t), be.URL, `    retries:
+      attempts: 2
+      backoff: {base: 1ms, max: 2ms}`))
+	c := newClient(t)
+	// Round robin sends every other first attempt to the dead target.
+	const n = 6
+	for i := range n {
+		method := []string{http.MethodGet, http.MethodPut, http.MethodDelete}[i%3]
+		req, _ := http.NewRequest(method, gw.url+"/x", strings.NewReader("b"))
+		resp, body := do(t, c, req)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s %d: status = %d; want 200 (%s)", method, i, resp.StatusCode, body)
+		}
+		if string(body) != "ok b" {
+			t.Errorf("%s: body = %q; want the request body replayed to the live target", method, body)
+		}
+	}
+	if got := hits.get(); got != n {
+		t.Errorf("live target hits = %d; want %d", got, n)
+	}
+	if got := metricValue(t, gw.g, `meridian_upstream_retries_total{service="svc"}`); got < n/2 {
+		t.Errorf("retries metric = %v; want at least %d", got, n/2)
+	}
+}
+
+func TestPostIsNotRetried(t *testing.T) {
+	t.Run("connect failure", func(t *testing.T) {
+		be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+		gw := startGateway(t, twoTargets(deadAddr(t), be.URL, "    retries: {attempts: 2}"))
+		c := newClient(t)
+		codes := map[int]int{}
+		for range 4 {
+			req, _ := http.NewRequest(http.MethodPost, gw.url+"/x", strings.NewReader("body"))
+			resp, body := do(t, c, req)
+			codes[resp.StatusCode]++
+			if resp.StatusCode == http.StatusBadGateway {
+				checkProblem(t, resp, body, http.StatusBadGateway, "connection_refused")
+			}
+		}
+		if codes[502] != 2 || codes[200] != 2 {
+			t.Errorf("status counts = %v; want two 502 (dead target, no retry) and two 200", codes)
+		}
+	})
+	t.Run("503", func(t *testing.T) {
+		var hits hitCounter
+		be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+			hits.inc()
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		})
+		gw := startGateway(t, oneRouteService(be.URL, "    retries: {attempts: 3, on: [\"503\"], backoff: {base: 1ms}}"))
+		req, _ := http.NewRequest(http.MethodPost, gw.url+"/x", strings.NewReader("body"))
+		resp, _ := do(t, newClient(t), req)
+		if resp.StatusCode != 503 {
+			t.Errorf("status = %d; want the backend's 503", resp.StatusCode)
+		}
+		if got := hits.get(); got != 1 {
+			t.Errorf("backend hits = %d; want 1 (POST is not idempotent)", got)
+		}
+	})
+}
+
+func oneRouteService(url, serviceExtra string) string {
+	return fmt.Sprintf(`
+services:
+  - name: svc
+    targets:
+      - url: %s
+%s
+routes:
+  - name: r
+    match:
+      path_prefix: /
+    service: svc
+`, url, serviceExtra)
+}
+
+func TestRetryOnStatus(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		if hits.get()%3 != 0 {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		io.WriteString(w, "finally")
+	})
+	for _, tc := range []struct {
+		name       string
+		retries    string
+		wantStatus int
+		wantHits   int
+	}{
+		{"503 configured", `    retries: {attempts: 2, on: ["503"], backoff: {base: 1ms, max: 1ms}}`, 200, 3},
+		{"default conditions include 503", `    retries: {backoff: {base: 1ms, max: 1ms}}`, 200, 3},
+		{"not enough attempts", `    retries: {attempts: 1, on: ["503"], backoff: {base: 1ms, max: 1ms}}`, 503, 2},
+		{"503 not configured", `    retries: {attempts: 2, on: ["502"], backoff: {base: 1ms, max: 1ms}}`, 503, 1},
+		{"no retries", ``, 503, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hits.mu.Lock()
+			hits.n = 0
+			hits.mu.Unlock()
+			gw := startGateway(t, oneRouteService(be.URL, tc.retries))
+			resp, body := get(t, newClient(t), gw.url+"/x")
+			if resp.StatusCode != tc.wantStatus {
+				t.Errorf("status = %d; want %d (%s)", resp.StatusCode, tc.wantStatus, body)
+			}
+			if got := hits.get(); got != tc.wantHits {
+				t.Errorf("backend hits = %d; want %d", got, tc.wantHits)
+			}
+		})
+	}
+}
+
+// The retry budget caps retries at ratio × requests plus min_per_second
+// per second over a 10 s window, however many requests fail.
+func TestRetryBudgetStopsRetries(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	// ratio 0 means the default (0.2); a tiny ratio keeps the
+	// traffic-proportional part at zero for this few requests.
+	gw := startGateway(t, oneRouteService(be.URL, `    retries:
+      attempts: 1
+      on: ["503"]
+      budget: {ratio: 0.001, min_per_second: 1}
+      backoff: {base: 1ms, max: 1ms}`))
+	c := newClient(t)
+	const requests = 20
+	const budget = 1 * budgetWindow // min_per_second over the window
+	for range requests {
+		resp, _ := get(t, c, gw.url+"/x")
+		if resp.StatusCode != 503 {
+			t.Fatalf("status = %d; want 503", resp.StatusCode)
+		}
+	}
+	if got, want := hits.get(), requests+budget; got != want {
+		t.Errorf("backend hits = %d; want %d (%d requests + %d retries the budget allows)", got, want, requests, budget)
+	}
+	if got := metricValue(t, gw.g, `meridian_upstream_retries_total{service="svc"}`); got != budget {
+		t.Errorf("retries metric = %v; want %d", got, budget)
+	}
+}
+
+// A large request body is streamed, not buffered, so it is not retried.
+func TestLargeBodyNotRetried(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		io.Copy(io.Discard, r.Body)
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	gw := startGateway(t, oneRouteService(be.URL, `    retries: {attempts: 2, on: ["503"], backoff: {base: 1ms, max: 1ms}}`))
+	req, _ := http.NewRequest(http.MethodPut, gw.url+"/x", bytes.NewReader(make([]byte, retryBufferLimit+1)))
+	resp, _ := do(t, newClient(t), req)
+	if resp.StatusCode != 503 {
+		t.Errorf("status = %d; want 503", resp.StatusCode)
+	}
+	if got := hits.get(); got != 1 {
+		t.Errorf("backend hits = %d; want 1", got)
+	}
+}
+
+func targetStatus(g *Gateway, service, url string) (healthy, ejected bool, ok bool) {
+	s := g.Current()
+	if s == nil {
+		return false, false, false
+	}
+	for _, sh := range s.Health() {
+		if sh.Name != service {
+			continue
+		}
+		for _, ts := range sh.Targets {
+			if ts.URL == url {
+				return ts.Healthy, ts.Ejected, true
+			}
+		}
+	}
+	return false, false, false
+}
+
+func TestOutlierDetectionEjectsFailingTarget(t *testing.T) {
+	var badHits, goodHits hitCounter
+	bad := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		badHits.inc()
+		http.Error(w, "broken", http.StatusBadGateway)
+	})
+	good := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		goodHits.inc()
+		io.WriteString(w, "good")
+	})
+	gw := startGateway(t, twoTargets(bad.URL, good.URL, `    outlier_detection:
+      consecutive_failures: 2
+      base_ejection: 1m`))
+	c := newClient(t)
+	for i := 0; badHits.get() < 2; i++ {
+		if i > 10 {
+			t.Fatalf("the bad target got %d requests out of %d; want round robin to reach it", badHits.get(), i)
+		}
+		get(t, c, gw.url+"/x")
+	}
+	_, ejected, ok := targetStatus(gw.g, "svc", bad.URL)
+	if !ok || !ejected {
+		t.Fatalf("bad target ejected = %v (found %v); want ejected after 2 consecutive failures", ejected, ok)
+	}
+	before := goodHits.get()
+	for range 10 {
+		resp, body := get(t, c, gw.url+"/x")
+		if resp.StatusCode != 200 || string(body) != "good" {
+			t.Fatalf("got %d %q; want 200 good from the healthy target", resp.StatusCode, body)
+		}
+	}
+	if got := badHits.get(); got != 2 {
+		t.Errorf("bad target hits = %d; want 2 (no traffic once ejected)", got)
+	}
+	if got := goodHits.get() - before; got != 10 {
+		t.Errorf("good target hits = %d; want 10", got)
+	}
+}
+
+func TestActiveHealthCheckMovesTraffic(t *testing.T) {
+	var aHealthy = make(chan bool, 1)
+	aHealthy <- true
+	healthOf := func() bool { v := <-aHealthy; aHealthy <- v; return v }
+	var aHits, bHits hitCounter
+	a := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			if !healthOf() {
+				http.Error(w, "sick", 500)
+			}
+			return
+		}
+		aHits.inc()
+		io.WriteString(w, "a")
+	})
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			return
+		}
+		bHits.inc()
+		io.WriteString(w, "b")
+	})
+	gw := startGateway(t, twoTargets(a.URL, b.URL, `    health_check:
+      path: /healthz
+      interval: 100ms
+      timeout: 1s
+      healthy_threshold: 1
+      unhealthy_threshold: 1`))
+	admin := newAdminServer(t, gw.g, AdminOptions{OpenReads: true})
+	c := newClient(t)
+
+	for range 4 {
+		get(t, c, gw.url+"/x")
+	}
+	if aHits.get() != 2 || bHits.get() != 2 {
+		t.Fatalf("hits a=%d b=%d; want 2 and 2 while both are healthy", aHits.get(), bHits.get())
+	}
+
+	<-aHealthy
+	aHealthy <- false
+	waitFor(t, 5*time.Second, "target a to be marked down in /upstreams", func() bool {
+		_, body := get(t, c, admin.URL+"/upstreams")
+		var hs []ServiceHealth
+		if err := jsonUnmarshal(body, &hs); err != nil {
+			t.Fatalf("/upstreams: %v", err)
+		}
+		for _, ts := range hs[0].Targets {
+			if ts.URL == a.URL {
+				return !ts.Healthy
+			}
+		}
+		t.Fatalf("/upstreams does not list %s: %s", a.URL, body)
+		return false
+	})
+	beforeA := aHits.get()
+	for range 6 {
+		resp, body := get(t, c, gw.url+"/x")
+		if string(body) != "b" {
+			t.Fatalf("got %d %q; want b while a is down", resp.StatusCode, body)
+		}
+	}
+	if aHits.get() != beforeA {
+		t.Errorf("target a got %d requests while down; want 0", aHits.get()-beforeA)
+	}
+
+	<-aHealthy
+	aHealthy <- true
+	waitFor(t, 5*time.Second, "target a to come back", func() bool {
+		healthy, _, _ := targetStatus(gw.g, "svc", a.URL)
+		return healthy
+	})
+	for range 4 {
+		get(t, c, gw.url+"/x")
+	}
+	if aHits.get() == beforeA {
+		t.Errorf("target a got no requests after it came back")
+	}
+	if got := metricValue(t, gw.g, `meridian_upstream_health_changes_total{service="svc",state="down"}`); got != 1 {
+		t.Errorf("health changes to down = %v; want 1", got)
+	}
+}
+
+func TestAllTargetsDownIs503(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "sick", 500) })
+	gw := startGateway(t, oneRouteService(be.URL, `    health_check: {path: /healthz, interval: 100ms, unhealthy_threshold: 1}`))
+	waitFor(t, 5*time.Second, "the only target to be marked down", func() bool {
+		healthy, _, _ := targetStatus(gw.g, "svc", be.URL)
+		return !healthy
+	})
+	resp, body := get(t, newClient(t), gw.url+"/x")
+	checkProblem(t, resp, body, http.StatusServiceUnavailable, "destination_unavailable")
+}
+
+func TestCircuitBreakingMaxConcurrentRequests(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		io.WriteString(w, "done")
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services:
+  - name: svc
+    max_concurrent_requests: 1
+    targets:
+      - url: %s
+routes:
+  - name: limited-route
+    match:
+      path_prefix: /
+    service: svc
+`, be.URL))
+	c := newClient(t)
+	first := make(chan string, 1)
+	go func() {
+		resp, err := c.Get(gw.url + "/slow")
+		if err != nil {
+			first <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		first <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	recv(t, entered, "the first request to reach the backend")
+
+	resp, body := get(t, c, gw.url+"/second")
+	p := checkProblem(t, resp, body, http.StatusServiceUnavailable, "connection_limit_reached")
+	if p.Route != "limited-route" {
+		t.Errorf("problem route = %q; want limited-route", p.Route)
+	}
+	if !strings.Contains(p.Detail, "svc") {
+		t.Errorf("problem detail = %q; want it to name the service", p.Detail)
+	}
+	close(release)
+	if got := recv(t, first, "the first response"); got != "200 done" {
+		t.Errorf("first request = %q; want \"200 done\"", got)
+	}
+	// The slot is free again.
+	go func() { <-entered }()
+	resp, body = get(t, c, gw.url+"/third")
+	if resp.StatusCode != 200 {
+		t.Errorf("third request: %d %s; want 200 once the slot is free", resp.StatusCode, body)
+	}
+}
+
+func TestGatewayErrors(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
+	slowBody := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		// Unknown length, so the gateway flushes what it has.
+		w.WriteHeader(200)
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services:
+  - name: slow
+    timeouts: {response_header: 200ms}
+    targets: [{url: %s}]
+  - name: total
+    timeouts: {total: 300ms}
+    targets: [{url: %s}]
+  - name: dead
+    targets: [{url: %s}]
+routes:
+  - name: slow
+    match: {path_prefix: /slow}
+    service: slow
+  - name: total
+    match: {path_prefix: /total}
+    service: total
+  - name: dead
+    match: {path_prefix: /dead}
+    service: dead
+`, slow.URL, slowBody.URL, deadAddr(t)))
+	c := newClient(t)
+	for _, tc := range []struct {
+		path        string
+		status      int
+		proxyStatus string
+		route       string
+	}{
+		{"/slow", http.StatusGatewayTimeout, "http_response_timeout", "slow"},
+		{"/dead", http.StatusBadGateway, "connection_refused", "dead"},
+		{"/nothing-here", http.StatusNotFound, "", ""},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			start := time.Now()
+			resp, body := get(t, c, gw.url+tc.path)
+			p := checkProblem(t, resp, body, tc.status, tc.proxyStatus)
+			if p.Route != tc.route {
+				t.Errorf("problem route = %q; want %q", p.Route, tc.route)
+			}
+			if p.Instance != tc.path {
+				t.Errorf("problem instance = %q; want %q", p.Instance, tc.path)
+			}
+			if len(p.RequestID) != 32 {
+				t.Errorf("problem request_id = %q; want a generated id", p.RequestID)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %v; want the timeout to cut it short", d)
+			}
+		})
+	}
+	t.Run("no route type", func(t *testing.T) {
+		resp, body := get(t, c, gw.url+"/nothing-here")
+		p := checkProblem(t, resp, body, 404, "")
+		if p.Type != problemTypeBase+"no-route" {
+			t.Errorf("type = %q; want %sno-route", p.Type, problemTypeBase)
+		}
+	})
+	t.Run("total timeout cuts a started body", func(t *testing.T) {
+		resp, err := c.Get(gw.url + "/total")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status = %d; want 200 (headers arrived in time)", resp.StatusCode)
+		}
+		start := time.Now()
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			t.Errorf("read %q and a clean end; want the stream cut at the total timeout", b)
+		}
+		if string(b) != "partial" {
+			t.Errorf("read %q before the cut; want \"partial\"", b)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("body ended after %v; want about 300ms", d)
+		}
+	})
+	t.Run("HEAD error has no body", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodHead, gw.url+"/nothing-here", nil)
+		resp, body := do(t, c, req)
+		if resp.StatusCode != 404 || len(body) != 0 {
+			t.Errorf("got %d with %d body bytes; want 404 with none", resp.StatusCode, len(body))
+		}
+	})
+}
+
+func TestTimeoutRetriedWhenConfigured(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	var slowHits, fastHits hitCounter
+	slow := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		slowHits.inc()
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
+	fast := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		fastHits.inc()
+		io.WriteString(w, "fast")
+	})
+	gw := startGateway(t, twoTargets(slow.URL, fast.URL, `    timeouts: {response_header: 150ms}
+    retries: {attempts: 1, on: [timeout], backoff: {base: 1ms, max: 1ms}}`))
+	c := newClient(t)
+	for range 2 {
+		resp, body := get(t, c, gw.url+"/x")
+		if resp.StatusCode != 200 || string(body) != "fast" {
+			t.Fatalf("got %d %q; want 200 fast", resp.StatusCode, body)
+		}
+	}
+	if slowHits.get() != 1 || fastHits.get() != 2 {
+		t.Errorf("hits slow=%d fast=%d; want 1 and 2", slowHits.get(), fastHits.get())
+	}
+}
+
+// An upstream may close a keep-alive connection while it is idle (its idle
+// timeout). A request that would have gone out on such a connection must
+// not fail: neither a GET nor a POST with a body, which cannot be retried
+// once sent. (The gateway checks connections idle for more than a second
+// before reuse; upstreams with idle timeouts below that are not covered.)
+func TestUpstreamClosedIdleConnection(t *testing.T) {
+	closed := make(chan struct{}, 10)
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %q", r.Method, b)
+	}))
+	be.Config.IdleTimeout = 1100 * time.Millisecond
+	be.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	be.Start()
+	t.Cleanup(be.Close)
+	gw := startGateway(t, oneRouteService(be.URL, ""))
+	c := newClient(t)
+	for i, method := range []string{http.MethodGet, http.MethodPost, http.MethodGet} {
+		req, _ := http.NewRequest(method, gw.url+"/x", strings.NewReader("body"))
+		resp, body := do(t, c, req)
+		if want := fmt.Sprintf("%s %q", method, "body"); resp.StatusCode != 200 || string(body) != want {
+			t.Fatalf("request %d (%s) after the upstream closed its idle connection: %d %s; want 200 %s", i, method, resp.StatusCode, body, want)
+		}
+		if i == 2 {
+			break
+		}
+		// Wait until the upstream has closed the connection the gateway
+		// keeps idle.
+		recv(t, closed, "the upstream to close the idle connection")
+	}
+}

@@ -1,0 +1,544 @@
+package edge
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func oneRoute(backend, extra string) string {
+	return fmt.Sprintf(`
+services:
+  - name: svc
+    targets:
+      - url: %s
+routes:
+  - name: r
+    match:
+      path_prefix: /
+    service: svc
+%s`, backend, extra)
+}
+
+// The first part of a chunked response reaches the client while the
+// backend is still waiting to write the rest.
+func TestStreamingChunkedResponseRelayedBeforeBackendFinishes(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "part1;")
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "part2")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	resp, err := newClient(t).Get(gw.url + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status = %d; want 200", resp.StatusCode)
+	}
+	if resp.ContentLength != -1 {
+		t.Errorf("ContentLength = %d; want -1 (chunked)", resp.ContentLength)
+	}
+	first := make(chan string, 1)
+	go func() {
+		buf := make([]byte, len("part1;"))
+		_, err := io.ReadFull(resp.Body, buf)
+		if err != nil {
+			first <- "error: " + err.Error()
+			return
+		}
+		first <- string(buf)
+	}()
+	if got := recv(t, first, "the first part while the backend is blocked"); got != "part1;" {
+		t.Fatalf("first part = %q; want %q", got, "part1;")
+	}
+	close(release)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the rest: %v", err)
+	}
+	if string(rest) != "part2" {
+		t.Errorf("rest = %q; want %q", rest, "part2")
+	}
+}
+
+// Server-sent events arrive one at a time: the backend writes the next
+// event only after the client has seen the previous one.
+func TestStreamingServerSentEvents(t *testing.T) {
+	const events = 5
+	next := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		f := w.(http.Flusher)
+		for i := range events {
+			fmt.Fprintf(w, "id: %d\ndata: event %d\n\n", i, i)
+			f.Flush()
+			select {
+			case <-next:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	resp, err := newClient(t).Get(gw.url + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type = %q; want text/event-stream", ct)
+	}
+	lines := make(chan string)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	for i := range events {
+		for _, want := range []string{fmt.Sprintf("id: %d", i), fmt.Sprintf("data: event %d", i), ""} {
+			if got := recv(t, lines, fmt.Sprintf("event %d", i)); got != want {
+				t.Fatalf("line = %q; want %q", got, want)
+			}
+		}
+		next <- struct{}{} // the backend may now write the next event
+	}
+	for l := range lines {
+		t.Errorf("unexpected line after the last event: %q", l)
+	}
+}
+
+// A request body is forwarded as it arrives: the backend reads the first
+// part before the client has written the second.
+func TestStreamingRequestBodyBeforeClientFinishes(t *testing.T) {
+	gotFirst := make(chan string, 1)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, len("hello "))
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			gotFirst <- "error: " + err.Error()
+			return
+		}
+		gotFirst <- string(buf)
+		rest, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%s%s|%d", buf, rest, r.ContentLength)
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, gw.url+"/upload", pr)
+	type result struct {
+		resp *http.Response
+		body []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := newClient(t).Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{resp, b, err}
+	}()
+	if _, err := io.WriteString(pw, "hello "); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, gotFirst, "the backend to read the first part"); got != "hello " {
+		t.Fatalf("backend read %q; want %q", got, "hello ")
+	}
+	io.WriteString(pw, "world")
+	pw.Close()
+	res := recv(t, done, "the response")
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	if res.resp.StatusCode != 200 || string(res.body) != "hello world|-1" {
+		t.Errorf("got %d %q; want 200 %q", res.resp.StatusCode, res.body, "hello world|-1")
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	r := rand.NewChaCha8([32]byte{1, 2, 3})
+	r.Read(b)
+	return b
+}
+
+// unsized hides a reader's length so the client sends it chunked.
+type unsized struct{ io.Reader }
+
+func TestLargeBodies(t *testing.T) {
+	const size = 32 << 20
+	data := randomBytes(size)
+	want := sha(data)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/upload":
+			b, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+			fmt.Fprintf(w, "%s %d", sha(b), len(b))
+		case "/download":
+			w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+			w.Write(data)
+		case "/download-chunked":
+			w.Write(data) // larger than the buffer: sent chunked
+		}
+	})
+	gw := startGateway(t, oneRoute(be.URL, "    limits:\n      max_request_body: 64MiB\n"))
+	c := newClient(t)
+
+	for _, tc := range []struct {
+		name string
+		body io.Reader
+	}{
+		{"content-length", bytes.NewReader(data)},
+		{"chunked", unsized{bytes.NewReader(data)}},
+	} {
+		t.Run("upload/"+tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPut, gw.url+"/upload", tc.body)
+			resp, body := do(t, c, req)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status = %d; want 200 (%s)", resp.StatusCode, body)
+			}
+			if got, wantBody := string(body), fmt.Sprintf("%s %d", want, size); got != wantBody {
+				t.Errorf("backend got %q; want %q", got, wantBody)
+			}
+		})
+	}
+	for _, path := range []string{"/download", "/download-chunked"} {
+		t.Run(path, func(t *testing.T) {
+			resp, body := get(t, c, gw.url+path)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status = %d; want 200", resp.StatusCode)
+			}
+			if len(body) != size || sha(body) != want {
+				t.Errorf("got %d bytes with sha256 %s; want %d bytes with %s", len(body), sha(body), size, want)
+			}
+		})
+	}
+}
+
+func TestRequestBodyLimit(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(w, "%d", n)
+	})
+	gw := startGateway(t, oneRoute(be.URL, "    limits:\n      max_request_body: 1KiB\n"))
+	c := newClient(t)
+	for _, tc := range []struct {
+		name       string
+		body       io.Reader
+		wantStatus int
+		maxHits    int
+	}{
+		{"content-length at limit", bytes.NewReader(make([]byte, 1024)), 200, 1},
+		{"chunked at limit", unsized{bytes.NewReader(make([]byte, 1024))}, 200, 1},
+		// Refused before the backend is contacted.
+		{"content-length over limit", bytes.NewReader(make([]byte, 1025)), 413, 0},
+		// Only found out while streaming; the backend may have seen part.
+		{"chunked over limit", unsized{bytes.NewReader(make([]byte, 64<<10))}, 413, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := hits.get()
+			req, _ := http.NewRequest(http.MethodPost, gw.url+"/x", tc.body)
+			resp, body := do(t, c, req)
+			if tc.wantStatus == 200 {
+				if resp.StatusCode != 200 || string(body) != "1024" {
+					t.Fatalf("got %d %q; want 200 \"1024\"", resp.StatusCode, body)
+				}
+			} else {
+				p := checkProblem(t, resp, body, tc.wantStatus, "")
+				if p.Route != "r" {
+					t.Errorf("problem route = %q; want r", p.Route)
+				}
+				if !resp.Close {
+					t.Errorf("413 did not close the connection; want Connection: close")
+				}
+			}
+			if d := hits.get() - before; d > tc.maxHits {
+				t.Errorf("backend hits = %d; want at most %d", d, tc.maxHits)
+			}
+		})
+	}
+}
+
+func TestResponseBodyLimit(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		if r.URL.Query().Get("chunked") == "" {
+			w.Header().Set("Content-Length", strconv.Itoa(n))
+		}
+		w.Write(bytes.Repeat([]byte("x"), n))
+	})
+	gw := startGateway(t, oneRoute(be.URL, "    limits:\n      max_response_body: 64KiB\n"))
+	c := newClient(t)
+
+	t.Run("content-length within limit", func(t *testing.T) {
+		resp, body := get(t, c, gw.url+"/?n=65536")
+		if resp.StatusCode != 200 || len(body) != 65536 {
+			t.Errorf("got %d with %d bytes; want 200 with 65536", resp.StatusCode, len(body))
+		}
+	})
+	t.Run("content-length over limit", func(t *testing.T) {
+		resp, body := get(t, c, gw.url+"/?n=65537")
+		checkProblem(t, resp, body, http.StatusBadGateway, "http_response_body_size")
+	})
+	t.Run("chunked over limit is cut off", func(t *testing.T) {
+		resp, err := c.Get(gw.url + "/?n=200000&chunked=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("status = %d; want 200 (the headers went out before the limit was reached)", resp.StatusCode)
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			t.Fatalf("read %d bytes and a clean end; want the stream aborted", len(b))
+		}
+		if len(b) > 64<<10 {
+			t.Errorf("client received %d bytes; want at most the limit %d", len(b), 64<<10)
+		}
+	})
+}
+
+// newH2CBackend starts a backend that speaks only HTTP/2 with prior
+// knowledge, as gRPC servers do.
+func newH2CBackend(t *testing.T, h http.HandlerFunc) *httptest.Server {
+	t.Helper()
+	s := httptest.NewUnstartedServer(h)
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	s.Config.Protocols = &p
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestTrailersOverH2C(t *testing.T) {
+	type seen struct {
+		proto int
+		te    string
+	}
+	seenCh := make(chan seen, 10)
+	be := newH2CBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		seenCh <- seen{r.ProtoMajor, r.Header.Get("Te")}
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Trailer", "Grpc-Status")
+		w.Header().Set("Content-Type", "application/grpc")
+		w.WriteHeader(200)
+		w.Write([]byte{0, 0, 0, 0, 2, 'o', 'k'})
+		w.(http.Flusher).Flush()
+		w.Header().Set("Grpc-Status", "0")
+		w.Header().Set(http.TrailerPrefix+"Grpc-Message", "all good")
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services:
+  - name: grpc
+    protocol: h2c
+    targets:
+      - url: %s
+routes:
+  - name: grpc
+    match:
+      path_prefix: /pkg.Service/
+    service: grpc
+`, be.URL))
+
+	for _, tc := range []struct {
+		name      string
+		client    *http.Client
+		wantProto int
+	}{
+		{"h2c client", newH2CClient(t), 2},
+		{"http1 client", newClient(t), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, gw.url+"/pkg.Service/Method", bytes.NewReader([]byte{0, 0, 0, 0, 0}))
+			req.Header.Set("Content-Type", "application/grpc")
+			req.Header.Set("Te", "trailers")
+			resp, body := do(t, tc.client, req)
+			if resp.ProtoMajor != tc.wantProto {
+				t.Errorf("client spoke HTTP/%d; want HTTP/%d", resp.ProtoMajor, tc.wantProto)
+			}
+			if resp.StatusCode != 200 {
+				t.Fatalf("status = %d; want 200 (%s)", resp.StatusCode, body)
+			}
+			if !bytes.Equal(body, []byte{0, 0, 0, 0, 2, 'o', 'k'}) {
+				t.Errorf("body = %q; want the gRPC frame", body)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/grpc" {
+				t.Errorf("Content-Type = %q; want application/grpc", ct)
+			}
+			if got := resp.Trailer.Get("Grpc-Status"); got != "0" {
+				t.Errorf("trailer Grpc-Status = %q; want \"0\" (trailers %v)", got, resp.Trailer)
+			}
+			if got := resp.Trailer.Get("Grpc-Message"); got != "all good" {
+				t.Errorf("trailer Grpc-Message = %q; want \"all good\" (trailers %v)", got, resp.Trailer)
+			}
+			s := recv(t, seenCh, "the backend request")
+			if s.proto != 2 {
+				t.Errorf("backend saw HTTP/%d; want HTTP/2", s.proto)
+			}
+			if s.te != "trailers" {
+				t.Errorf("backend saw Te %q; want \"trailers\"", s.te)
+			}
+		})
+	}
+}
+
+// Trailers from an HTTP/1.1 backend reach an HTTP/1.1 client too.
+func TestTrailersOverHTTP1(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		w.WriteHeader(200)
+		io.WriteString(w, "payload")
+		w.Header().Set("X-Checksum", "abc")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "late")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	resp, body := get(t, newClient(t), gw.url+"/")
+	if string(body) != "payload" {
+		t.Errorf("body = %q; want payload", body)
+	}
+	for k, want := range map[string]string{"X-Checksum": "abc", "X-Late": "late"} {
+		if got := resp.Trailer.Get(k); got != want {
+			t.Errorf("trailer %s = %q; want %q (trailers %v)", k, got, want, resp.Trailer)
+		}
+	}
+	if strings.Contains(resp.Header.Get("Trailer"), "Te") {
+		t.Errorf("Trailer header = %q", resp.Header.Get("Trailer"))
+	}
+}
+
+// An h2c service answers plain requests over HTTP/2; Te is only sent when
+// the client asked for trailers.
+func TestH2CServicePlainRequest(t *testing.T) {
+	be := newH2CBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "proto=%d te=%q", r.ProtoMajor, r.Header.Get("Te"))
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    protocol: h2c
+    targets:
+      - url: %s
+routes:
+  - name: r
+    service: s
+    match: {}
+`, be.URL))
+	resp, body := get(t, newClient(t), gw.url+"/")
+	if resp.StatusCode != 200 || string(body) != `proto=2 te=""` {
+		t.Errorf("got %d %q; want 200 %q (no Te unless the client asked for trailers)", resp.StatusCode, body, `proto=2 te=""`)
+	}
+	if via := resp.Header.Get("Via"); via != "2 meridian" {
+		t.Errorf("response Via = %q; want \"2 meridian\"", via)
+	}
+}
+
+// A client that goes away in the middle of its request body ends the
+// upstream exchange at once instead of leaving the upstream waiting for
+// the rest until a timeout.
+func TestClientAbortMidRequestBody(t *testing.T) {
+	gotFirst := make(chan struct{}, 1)
+	readErr := make(chan error, 1)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			readErr <- err
+			return
+		}
+		gotFirst <- struct{}{}
+		_, err := io.ReadAll(r.Body)
+		readErr <- err
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, gw.url+"/upload", pr)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := newClient(t).Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	io.WriteString(pw, "first")
+	recv(t, gotFirst, "the backend to read the first part")
+	pw.CloseWithError(fmt.Errorf("client gave up"))
+	if err := recv(t, readErr, "the backend's body read to end"); err == nil {
+		t.Errorf("backend read the body to a clean end; want an error (the request was never finished)")
+	}
+	if err := recv(t, done, "the client to give up"); err == nil {
+		t.Errorf("client request succeeded; want its own body error")
+	}
+}
+
+// An upstream may answer before it has read the request body (a 413 of
+// its own, say); the answer reaches the client.
+func TestUpstreamAnswersBeforeReadingBody(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too big for me", http.StatusRequestEntityTooLarge)
+	})
+	gw := startGateway(t, oneRoute(be.URL, "    limits:\n      max_request_body: 64MiB\n"))
+	req, _ := http.NewRequest(http.MethodPost, gw.url+"/upload", bytes.NewReader(make([]byte, 8<<20)))
+	resp, body := do(t, newClient(t), req)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "too big for me") {
+		t.Errorf("got %d %q; want the upstream's 413", resp.StatusCode, body)
+	}
+}
+
+// A trailer sent without being announced, under the name of a header the
+// response already has, still arrives as a trailer.
+func TestUnannouncedTrailerNamedLikeHeader(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Checksum", "pending")
+		w.WriteHeader(200)
+		io.WriteString(w, "payload")
+		w.(http.Flusher).Flush() // chunked, so that trailers can follow
+		w.Header().Set(http.TrailerPrefix+"X-Checksum", "final")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	resp, body := get(t, newClient(t), gw.url+"/")
+	if string(body) != "payload" {
+		t.Errorf("body = %q; want payload", body)
+	}
+	if got := resp.Header.Get("X-Checksum"); got != "pending" {
+		t.Errorf("header X-Checksum = %q; want pending", got)
+	}
+	if got := resp.Trailer.Get("X-Checksum"); got != "final" {
+		t.Errorf("trailer X-Checksum = %q; want final (trailers %v)", got, resp.Trailer)
+	}
+}

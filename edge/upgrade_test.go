@@ -1,0 +1,181 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// echoUpgradeBackend answers an Upgrade: websocket request with 101 and
+// then echoes bytes on the taken-over connection. It reports on ended when
+// the echo loop stops (the gateway closed its side).
+func echoUpgradeBackend(t *testing.T, ended chan<- struct{}, seen chan<- http.Header) string {
+	t.Helper()
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if seen != nil {
+			seen <- r.Header.Clone()
+		}
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "want an upgrade", http.StatusBadRequest)
+			return
+		}
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Errorf("backend hijack: %v", err)
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Backend: yes\r\n\r\n")
+		// Echo until the gateway closes the connection.
+		io.Copy(conn, brw.Reader)
+		if ended != nil {
+			ended <- struct{}{}
+		}
+	})
+	return be.URL
+}
+
+const upgradeRequest = "GET /ws HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+
+func TestWebSocketUpgradeEchoBothWays(t *testing.T) {
+	ended := make(chan struct{}, 1)
+	seen := make(chan http.Header, 1)
+	gw := startGateway(t, oneRoute(echoUpgradeBackend(t, ended, seen), ""))
+	c := dialGateway(t, gw.addr)
+	// Bytes sent right behind the request belong to the new protocol and
+	// must reach the backend too.
+	if _, err := io.WriteString(c, upgradeRequest+"early;"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil {
+		t.Fatalf("reading the 101: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status = %d; want 101", resp.StatusCode)
+	}
+	if got := resp.Header.Get("Upgrade"); got != "websocket" {
+		t.Errorf("Upgrade = %q; want websocket", got)
+	}
+	if got := resp.Header.Get("Connection"); got != "Upgrade" {
+		t.Errorf("Connection = %q; want Upgrade", got)
+	}
+	if got := resp.Header.Get("Via"); got != "1.1 meridian" {
+		t.Errorf("Via = %q; want \"1.1 meridian\"", got)
+	}
+	if got := resp.Header.Get("X-Backend"); got != "yes" {
+		t.Errorf("X-Backend = %q; want yes (backend headers are relayed)", got)
+	}
+	h := recv(t, seen, "the backend to see the upgrade request")
+	if got := h.Get("Upgrade"); got != "websocket" {
+		t.Errorf("backend saw Upgrade %q; want websocket", got)
+	}
+	if got := h.Get("Sec-Websocket-Key"); got != "dGhlIHNhbXBsZSBub25jZQ==" {
+		t.Errorf("backend saw Sec-WebSocket-Key %q", got)
+	}
+
+	buf := make([]byte, len("early;"))
+	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "early;" {
+		t.Fatalf("echo of early bytes = %q, %v; want \"early;\"", buf, err)
+	}
+	for i := range 3 {
+		msg := fmt.Sprintf("message %d", i)
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, buf); err != nil {
+			t.Fatalf("reading echo %d: %v", i, err)
+		}
+		if string(buf) != msg {
+			t.Errorf("echo = %q; want %q", buf, msg)
+		}
+	}
+	if n := gw.g.hijackedCount(); n != 1 {
+		t.Errorf("hijacked connections = %d; want 1 while the WebSocket is open", n)
+	}
+
+	// Closing the client ends the backend side and the gateway's copies.
+	c.Close()
+	recv(t, ended, "the backend connection to end after the client closed")
+	waitFor(t, 5*time.Second, "the gateway to forget the taken-over connection", func() bool {
+		return gw.g.hijackedCount() == 0
+	})
+}
+
+// A backend that refuses the upgrade answers normally; the client gets
+// its answer.
+func TestUpgradeRefusedByBackend(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no websockets here", http.StatusForbidden)
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	io.WriteString(c, upgradeRequest)
+	resp, body := readResponse(t, bufio.NewReader(c), http.MethodGet)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "no websockets here") {
+		t.Errorf("got %d %q; want 403 from the backend", resp.StatusCode, body)
+	}
+}
+
+// A 101 to a protocol other than the one asked for is refused.
+func TestUpgradeToOtherProtocolRefused(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	io.WriteString(c, upgradeRequest)
+	resp, body := readResponse(t, bufio.NewReader(c), http.MethodGet)
+	checkProblem(t, resp, body, http.StatusBadGateway, "http_upgrade_failed")
+}
+
+// Shutdown closes WebSocket connections that outlive its deadline.
+func TestShutdownClosesWebSockets(t *testing.T) {
+	ended := make(chan struct{}, 1)
+	g := New(Options{})
+	g.Swap(compileDoc(t, g, oneRoute(echoUpgradeBackend(t, ended, nil), ""), 1, nil))
+	defer g.Close()
+	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+
+	c := dialGateway(t, srv.Addr().String())
+	io.WriteString(c, upgradeRequest)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		// http.Server had nothing left to wait for: the WebSocket is not
+		// tracked by it, so Shutdown itself succeeds.
+		t.Errorf("Shutdown = %v; want nil", err)
+	}
+	if err := recv(t, served, "Serve to return"); err != nil {
+		t.Errorf("Serve = %v; want nil", err)
+	}
+	expectEOF(t, c, br, 5*time.Second)
+	recv(t, ended, "the backend side to be closed")
+	// Shutdown closed the connections; the copying goroutines notice and
+	// untrack them on their way out.
+	waitFor(t, 5*time.Second, "the taken-over connection to be forgotten", func() bool {
+		return g.hijackedCount() == 0
+	})
+}
