@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -68,6 +69,13 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	c.read += int64(n)
 	return n, err
 }
+
+// aliveCheckAfter is how long a pooled connection may sit idle before it
+// is checked (one non-blocking peek) for having been closed by the
+// upstream. Under load connections are reused sooner and skip the check;
+// upstreams close idle connections after seconds (Node.js: 5s), rarely
+// sooner.
+const aliveCheckAfter = 100 * time.Millisecond
 
 // errStaleConn marks a pooled connection that the upstream had closed
 // before our request reached it; the request is sent again on a new one.
@@ -406,7 +414,7 @@ func (t *h1Transport) getConn(ctx context.Context, key string, u interface{ Host
 		// A connection idle for a while may have been closed by the
 		// upstream; look before using it (a read that would block means
 		// it is still open).
-		if now.Sub(pc.idleAt) > time.Second && !pc.alive() {
+		if now.Sub(pc.idleAt) > aliveCheckAfter && !pc.alive() {
 			pc.conn.Close()
 			t.mu.Lock()
 			continue
@@ -421,6 +429,26 @@ func (t *h1Transport) getConn(ctx context.Context, key string, u interface{ Host
 func (pc *h1Conn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false // unsolicited bytes: the framing is off
+	}
+	raw := pc.conn
+	if tc, ok := raw.(*tls.Conn); ok {
+		raw = tc.NetConn()
+	}
+	if sc, ok := raw.(syscall.Conn); ok {
+		// Peek without blocking: nothing to read means open; EOF, an
+		// error or unsolicited bytes (a close_notify alert, say) mean
+		// the connection must not be used.
+		rc, err := sc.SyscallConn()
+		if err == nil {
+			alive := false
+			var buf [1]byte
+			cerr := rc.Read(func(fd uintptr) bool {
+				n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+				alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+				return true // never wait for readiness
+			})
+			return cerr == nil && alive
+		}
 	}
 	pc.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 	_, err := pc.conn.Read(make([]byte, 1))

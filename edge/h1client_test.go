@@ -225,3 +225,36 @@ func TestH1ClientRefusesHeaderInjection(t *testing.T) {
 		t.Fatalf("got %v; want an error naming the header", err)
 	}
 }
+
+// An upstream that closes idle connections quickly (here 150ms) must not
+// cost a request with a body, which cannot be sent again: the pooled
+// connection is checked before reuse.
+func TestH1ClientDetectsClosedIdleConnection(t *testing.T) {
+	closed := make(chan struct{}, 4)
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		io.WriteString(w, "ok")
+	}))
+	s.Config.IdleTimeout = 150 * time.Millisecond
+	s.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if st == http.StateClosed {
+			closed <- struct{}{}
+		}
+	}
+	s.Start()
+	defer s.Close()
+	tr := newH1Transport(time.Second, 5*time.Second)
+	defer tr.CloseIdleConnections()
+	for i := range 2 {
+		req, _ := http.NewRequest("POST", s.URL+"/", strings.NewReader("payload"))
+		resp, body := doH1(t, tr, req)
+		if resp.StatusCode != 200 || body != "ok" {
+			t.Fatalf("POST %d: got %d %q", i, resp.StatusCode, body)
+		}
+		select {
+		case <-closed: // the upstream closed the idle connection
+		case <-time.After(10 * time.Second):
+			t.Fatal("upstream did not close the idle connection")
+		}
+	}
+}
