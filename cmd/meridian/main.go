@@ -86,18 +86,8 @@ func serve(args []string, stderr io.Writer) int {
 		// trades a little memory for a lot of CPU (see README, Benchmarks).
 		debug.SetGCPercent(400)
 	}
-	raw := node.DefaultConfig
-	if *path != "" {
-		b, err := os.ReadFile(*path)
-		if err != nil {
-			fmt.Fprintf(stderr, "meridian: %v\n", err)
-			return 1
-		}
-		raw = b
-	}
-	f, err := node.ParseFile(raw)
-	if err != nil {
-		fmt.Fprintf(stderr, "meridian: %s: invalid configuration:\n%s\n", displayName(*path), indent(err.Error()))
+	f, raw, ok := loadNodeFile(*path, stderr)
+	if !ok {
 		return 1
 	}
 	n, err := node.New(f, node.Options{ConfigPath: *path})
@@ -125,6 +115,26 @@ func serve(args []string, stderr io.Writer) int {
 		return 0
 	}
 	return 0
+}
+
+// loadNodeFile reads and parses a node file (the embedded default for an
+// empty path), reporting problems on stderr.
+func loadNodeFile(path string, stderr io.Writer) (*node.File, []byte, bool) {
+	raw := node.DefaultConfig
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "meridian: %v\n", err)
+			return nil, nil, false
+		}
+		raw = b
+	}
+	f, err := node.ParseFile(raw)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: %s: invalid configuration:\n%s\n", displayName(path), indent(err.Error()))
+		return nil, nil, false
+	}
+	return f, raw, true
 }
 
 func displayName(path string) string {
@@ -287,20 +297,11 @@ func caCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	dir := *dataDir
 	if dir == "" {
-		raw := node.DefaultConfig
-		if *path != "" {
-			b, err := os.ReadFile(*path)
-			if err != nil {
-				fmt.Fprintf(stderr, "meridian: %v\n", err)
-				return 1
-			}
-			raw = b
-		}
-		f, err := node.ParseFile(raw)
-		if err != nil {
-			fmt.Fprintf(stderr, "meridian: %s: invalid configuration:\n%s\n", displayName(*path), indent(err.Error()))
+		f, _, ok := loadNodeFile(*path, stderr)
+		if !ok {
 			return 1
 		}
+		var err error
 		if dir, err = node.DataDir(f.Node); err != nil {
 			fmt.Fprintf(stderr, "meridian: %v\n", err)
 			return 1
