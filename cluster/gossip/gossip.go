@@ -1,0 +1,817 @@
+package gossip
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"math"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// State is a member's liveness as this node sees it.
+type State string
+
+const (
+	StateAlive   State = "alive"
+	StateSuspect State = "suspect" // a probe failed; memberlist's suspicion timer runs
+	StateDead    State = "dead"    // declared failed (suspicion expired unrefuted)
+	StateLeft    State = "left"    // left gracefully (Leave)
+)
+
+// Member is one node as this node sees it.
+type Member struct {
+	Meta
+	State State
+	Addr  string    // gossip address host:port
+	Local bool      // this is the local node
+	Since time.Time // when State last changed (local clock)
+}
+
+// EventKind says what happened to a member.
+type EventKind int
+
+const (
+	// EventJoin: a member appeared, or came back after dead/left.
+	EventJoin EventKind = iota + 1
+	// EventUpdate: a member's Meta or State (alive <-> suspect) changed.
+	EventUpdate
+	// EventLeave: a member left gracefully. It may also follow an EventFail
+	// for the same member when the leave intent arrived after the failure.
+	EventLeave
+	// EventFail: a member was declared dead.
+	EventFail
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventJoin:
+		return "join"
+	case EventUpdate:
+		return "update"
+	case EventLeave:
+		return "leave"
+	case EventFail:
+		return "fail"
+	}
+	return "EventKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Event is delivered to subscribers; Member is the member after the change.
+type Event struct {
+	Kind   EventKind
+	Member Member
+}
+
+// Tuning holds the failure-detection and gossip timings. A zero field takes
+// its LAN default (LANTuning). Tests shorten them.
+type Tuning struct {
+	ProbeInterval           time.Duration // how often a peer is probed
+	ProbeTimeout            time.Duration // wait for an ack before indirect probes
+	GossipInterval          time.Duration // how often broadcasts are sent
+	GossipNodes             int           // peers gossiped to per interval
+	PushPullInterval        time.Duration // full state sync with a random peer
+	TCPTimeout              time.Duration // dial/IO timeout for push/pull and reliable sends
+	IndirectChecks          int           // peers asked to probe on our behalf
+	SuspicionMult           int           // suspicion timeout = mult * log10(n) * ProbeInterval
+	SuspicionMaxTimeoutMult int           // upper bound multiplier while few peers confirm
+	RetransmitMult          int           // broadcast sent mult * log10(n+1) times by each node
+	GossipToTheDeadTime     time.Duration // keep gossiping to a dead node this long
+	DeadRetention           time.Duration // keep dead/left members in Members() this long
+}
+
+// LANTuning returns the defaults for one data centre (memberlist's LAN profile).
+func LANTuning() Tuning {
+	c := memberlist.DefaultLANConfig()
+	return Tuning{
+		ProbeInterval:           c.ProbeInterval,
+		ProbeTimeout:            c.ProbeTimeout,
+		GossipInterval:          c.GossipInterval,
+		GossipNodes:             c.GossipNodes,
+		PushPullInterval:        c.PushPullInterval,
+		TCPTimeout:              c.TCPTimeout,
+		IndirectChecks:          c.IndirectChecks,
+		SuspicionMult:           c.SuspicionMult,
+		SuspicionMaxTimeoutMult: c.SuspicionMaxTimeoutMult,
+		RetransmitMult:          c.RetransmitMult,
+		GossipToTheDeadTime:     c.GossipToTheDeadTime,
+		DeadRetention:           30 * time.Minute,
+	}
+}
+
+// WANTuning returns memberlist's WAN profile: slower probes, longer
+// suspicion, for a cluster spanning regions.
+func WANTuning() Tuning {
+	c := memberlist.DefaultWANConfig()
+	t := LANTuning()
+	t.ProbeInterval, t.ProbeTimeout = c.ProbeInterval, c.ProbeTimeout
+	t.GossipInterval, t.GossipNodes = c.GossipInterval, c.GossipNodes
+	t.PushPullInterval, t.TCPTimeout = c.PushPullInterval, c.TCPTimeout
+	t.SuspicionMult, t.GossipToTheDeadTime = c.SuspicionMult, c.GossipToTheDeadTime
+	return t
+}
+
+func (t Tuning) withDefaults() Tuning {
+	d := LANTuning()
+	setD := func(v *time.Duration, def time.Duration) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setI := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	setD(&t.ProbeInterval, d.ProbeInterval)
+	setD(&t.ProbeTimeout, d.ProbeTimeout)
+	setD(&t.GossipInterval, d.GossipInterval)
+	setI(&t.GossipNodes, d.GossipNodes)
+	setD(&t.PushPullInterval, d.PushPullInterval)
+	setD(&t.TCPTimeout, d.TCPTimeout)
+	setI(&t.IndirectChecks, d.IndirectChecks)
+	setI(&t.SuspicionMult, d.SuspicionMult)
+	setI(&t.SuspicionMaxTimeoutMult, d.SuspicionMaxTimeoutMult)
+	setI(&t.RetransmitMult, d.RetransmitMult)
+	setD(&t.GossipToTheDeadTime, d.GossipToTheDeadTime)
+	setD(&t.DeadRetention, d.DeadRetention)
+	return t
+}
+
+// Config starts a Members.
+type Config struct {
+	// BindAddr/BindPort: gossip listens here on TCP and UDP. Port 0 picks a
+	// free port (read it back with Members.Addr).
+	BindAddr string
+	BindPort int
+	// AdvertiseAddr/AdvertisePort: what peers dial; default: the bound ones.
+	AdvertiseAddr string
+	AdvertisePort int
+
+	// Keys are AES keys of 16, 24 or 32 bytes. Keys[0] encrypts, all decrypt.
+	// Nil means no encryption, which is logged as a warning.
+	Keys [][]byte
+
+	// Meta is the local node's metadata; Meta.Name is required.
+	Meta Meta
+
+	// Logger receives this package's logs and memberlist's (bridged).
+	// Nil means slog.Default().
+	Logger *slog.Logger
+
+	// Tuning: zero fields take LAN defaults.
+	Tuning Tuning
+}
+
+// Errors.
+var (
+	ErrShutdown      = errors.New("gossip: shut down")
+	ErrLeft          = errors.New("gossip: left the cluster")
+	ErrNoEncryption  = errors.New("gossip: encryption is not enabled (Config.Keys was empty at start)")
+	ErrUnknownMember = errors.New("gossip: no such live member")
+	ErrTooLarge      = errors.New("gossip: message too large")
+)
+
+// Members is the local node's membership in the cluster. Its methods are safe
+// for concurrent use.
+type Members struct {
+	name    string
+	boot    uint64 // identifies this process's life; carried in meta and broadcasts
+	tuning  Tuning
+	log     *slog.Logger
+	ml      *memberlist.Memberlist
+	keyring *memberlist.Keyring
+	queue   *memberlist.TransmitLimitedQueue
+
+	metaMu  sync.Mutex // serializes UpdateMeta
+	meta    Meta       // guarded by metaMu
+	encMeta atomic.Pointer[[]byte]
+
+	seq      atomic.Uint64 // broadcast sequence
+	numNodes atomic.Int64  // alive+suspect members including self
+
+	// mu guards the member table and subscribers. It is a leaf lock: it is
+	// taken inside memberlist's callbacks (under memberlist's node lock) and
+	// is never held while calling into memberlist.
+	mu      sync.Mutex
+	members map[string]*entry
+	intents map[string]intent
+	dedup   map[string]*window
+	subs    map[*subscription]struct{}
+	closed  bool
+
+	hmu        sync.RWMutex
+	bcastFns   map[string]func(from string, payload []byte)
+	messageFns map[string]func(from string, payload []byte)
+
+	inbox chan inbound
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	leaveMu  sync.Mutex
+	left     atomic.Bool
+	shutOnce sync.Once
+
+	stats struct {
+		droppedEvents, droppedMessages, malformed, duplicates, unhandled, prunedBroadcasts atomic.Uint64
+	}
+}
+
+type entry struct {
+	m          Member
+	boot       uint64
+	node       memberlist.Node // copy, for sends
+	leaving    bool            // a leave intent for this boot arrived
+	suspectGen uint64
+	timer      *time.Timer // suspicion expiry
+}
+
+type intent struct {
+	boot uint64
+	at   time.Time
+}
+
+type subscription struct {
+	ch      chan Event
+	dropped uint64
+}
+
+// Start binds the gossip ports, starts memberlist and returns. It does not
+// join anyone: call Join.
+func Start(cfg Config) (*Members, error) {
+	if cfg.Meta.Name == "" {
+		return nil, errors.New("gossip: Config.Meta.Name is required")
+	}
+	if len(cfg.Meta.Name) > 255 {
+		return nil, errors.New("gossip: Config.Meta.Name longer than 255 bytes")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger = logger.With("component", "gossip", "node", cfg.Meta.Name)
+	t := cfg.Tuning.withDefaults()
+
+	m := &Members{
+		name:       cfg.Meta.Name,
+		boot:       uint64(time.Now().UnixNano()),
+		tuning:     t,
+		log:        logger,
+		meta:       cfg.Meta,
+		members:    make(map[string]*entry),
+		intents:    make(map[string]intent),
+		dedup:      make(map[string]*window),
+		subs:       make(map[*subscription]struct{}),
+		bcastFns:   make(map[string]func(string, []byte)),
+		messageFns: make(map[string]func(string, []byte)),
+		inbox:      make(chan inbound, inboxSize),
+		stop:       make(chan struct{}),
+	}
+	enc, err := encodeMeta(&m.meta, m.boot)
+	if err != nil {
+		return nil, err
+	}
+	m.encMeta.Store(&enc)
+	m.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return int(m.numNodes.Load()) },
+		RetransmitMult: t.RetransmitMult,
+	}
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Meta.Name
+	mc.BindAddr = cfg.BindAddr
+	if mc.BindAddr == "" {
+		mc.BindAddr = "0.0.0.0"
+	}
+	mc.BindPort = cfg.BindPort
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	mc.AdvertisePort = cfg.AdvertisePort
+	if mc.AdvertisePort == 0 {
+		mc.AdvertisePort = cfg.BindPort // port 0: memberlist substitutes the bound port
+	}
+	mc.ProbeInterval = t.ProbeInterval
+	mc.ProbeTimeout = t.ProbeTimeout
+	mc.GossipInterval = t.GossipInterval
+	mc.GossipNodes = t.GossipNodes
+	mc.PushPullInterval = t.PushPullInterval
+	mc.TCPTimeout = t.TCPTimeout
+	mc.IndirectChecks = t.IndirectChecks
+	mc.SuspicionMult = t.SuspicionMult
+	mc.SuspicionMaxTimeoutMult = t.SuspicionMaxTimeoutMult
+	mc.RetransmitMult = t.RetransmitMult
+	mc.GossipToTheDeadTime = t.GossipToTheDeadTime
+
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys, cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip: keys: %w", err)
+		}
+		m.keyring = kr
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	} else {
+		logger.Warn("gossip encryption is disabled: any host that reaches the gossip port can join and read cluster traffic; set Keys")
+	}
+
+	d := &delegate{m: m}
+	mc.Delegate = d
+	mc.Events = d
+	mc.Alive = d
+	mc.Ping = d
+	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect}, "", 0)
+
+	m.wg.Add(1)
+	go m.dispatchLoop()
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		close(m.stop)
+		m.wg.Wait()
+		return nil, fmt.Errorf("gossip: start: %w", err)
+	}
+	m.ml = ml
+	return m, nil
+}
+
+// Join contacts the seeds (host:port) and merges state with each one that
+// answers. It returns how many were reached; err is non-nil only if none was.
+func (m *Members) Join(seeds []string) (int, error) {
+	if m.isShut() {
+		return 0, ErrShutdown
+	}
+	n, err := m.ml.Join(seeds)
+	if err != nil {
+		err = fmt.Errorf("gossip: join: %w", err)
+	}
+	return n, err
+}
+
+// LocalName is this node's name.
+func (m *Members) LocalName() string { return m.name }
+
+// Addr is the advertised gossip address (host:port), useful with port 0.
+func (m *Members) Addr() string {
+	n := m.ml.LocalNode()
+	return n.Address()
+}
+
+// Members returns every member known, including dead and left ones for
+// Tuning.DeadRetention, sorted by name.
+func (m *Members) Members() []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pruneLocked(time.Now())
+	out := make([]Member, 0, len(m.members))
+	for _, e := range m.members {
+		out = append(out, e.m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Member returns one member by name.
+func (m *Members) Member(name string) (Member, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.members[name]
+	if !ok {
+		return Member{}, false
+	}
+	return e.m, true
+}
+
+// LocalMeta returns the local node's current metadata.
+func (m *Members) LocalMeta() Meta {
+	m.metaMu.Lock()
+	defer m.metaMu.Unlock()
+	return m.meta
+}
+
+// UpdateMeta applies fn to a copy of the local metadata and gossips the
+// result. It returns once the new metadata is queued; peers see it within a
+// few gossip intervals (an EventUpdate on their side). The name cannot change.
+// If the encoded result exceeds MetaMaxSize nothing changes and the error
+// wraps ErrMetaTooLarge.
+func (m *Members) UpdateMeta(fn func(*Meta)) error {
+	if m.isShut() {
+		return ErrShutdown
+	}
+	if m.left.Load() {
+		return ErrLeft
+	}
+	m.metaMu.Lock()
+	defer m.metaMu.Unlock()
+	next := m.meta
+	fn(&next)
+	if next.Name != m.name {
+		return fmt.Errorf("gossip: UpdateMeta cannot rename %q to %q", m.name, next.Name)
+	}
+	enc, err := encodeMeta(&next, m.boot)
+	if err != nil {
+		return err
+	}
+	m.meta = next
+	m.encMeta.Store(&enc)
+	// UpdateNode bumps our incarnation and queues the alive message; its wait
+	// for the broadcast to complete is not wanted here (ConfigVersion changes
+	// often and later updates supersede queued ones), hence the tiny timeout
+	// whose only possible error is that wait timing out.
+	_ = m.ml.UpdateNode(time.Nanosecond)
+	return nil
+}
+
+// Subscribe returns a channel of membership events and a cancel function that
+// closes it. A subscriber that does not keep up loses events (counted in
+// Stats.DroppedEvents) and never slows gossip; it can resynchronise with
+// Members(). buffer < 1 is taken as 1. The channel is also closed on Shutdown.
+func (m *Members) Subscribe(buffer int) (<-chan Event, func()) {
+	if buffer < 1 {
+		buffer = 1
+	}
+	s := &subscription{ch: make(chan Event, buffer)}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		close(s.ch)
+		return s.ch, func() {}
+	}
+	m.subs[s] = struct{}{}
+	m.mu.Unlock()
+	var once sync.Once
+	return s.ch, func() {
+		once.Do(func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if _, ok := m.subs[s]; ok {
+				delete(m.subs, s)
+				close(s.ch)
+			}
+		})
+	}
+}
+
+// Stats are counters for observability.
+type Stats struct {
+	DroppedEvents     uint64 // events not delivered to a full subscriber
+	DroppedMessages   uint64 // received broadcasts/best-effort messages dropped (handler queue full)
+	MalformedMessages uint64 // peer messages or metadata that failed to decode
+	Duplicates        uint64 // broadcast copies already seen
+	Unhandled         uint64 // messages for a topic with no handler
+	PrunedBroadcasts  uint64 // queued broadcasts discarded because the queue was full
+	QueuedBroadcasts  int    // broadcasts waiting to be (re)transmitted now
+}
+
+// Stats returns a snapshot of the counters.
+func (m *Members) Stats() Stats {
+	return Stats{
+		DroppedEvents:     m.stats.droppedEvents.Load(),
+		DroppedMessages:   m.stats.droppedMessages.Load(),
+		MalformedMessages: m.stats.malformed.Load(),
+		Duplicates:        m.stats.duplicates.Load(),
+		Unhandled:         m.stats.unhandled.Load(),
+		PrunedBroadcasts:  m.stats.prunedBroadcasts.Load(),
+		QueuedBroadcasts:  m.queue.NumQueued(),
+	}
+}
+
+// InstallKey adds a key to the local keyring; it decrypts from now on but
+// does not encrypt. See the package documentation for the rotation procedure.
+func (m *Members) InstallKey(key []byte) error {
+	if m.keyring == nil {
+		return ErrNoEncryption
+	}
+	return m.keyring.AddKey(key)
+}
+
+// UseKey makes an installed key the primary (encrypting) key locally.
+func (m *Members) UseKey(key []byte) error {
+	if m.keyring == nil {
+		return ErrNoEncryption
+	}
+	return m.keyring.UseKey(key)
+}
+
+// RemoveKey removes a non-primary key from the local keyring.
+func (m *Members) RemoveKey(key []byte) error {
+	if m.keyring == nil {
+		return ErrNoEncryption
+	}
+	return m.keyring.RemoveKey(key)
+}
+
+// Keys returns the installed keys, primary first (nil without encryption).
+func (m *Members) Keys() [][]byte {
+	if m.keyring == nil {
+		return nil
+	}
+	return m.keyring.GetKeys()
+}
+
+// Leave tells the cluster this node is leaving, so peers record it as "left"
+// rather than "dead", and waits up to timeout for the message to go out. The
+// node keeps answering probes until Shutdown, which should follow.
+func (m *Members) Leave(timeout time.Duration) error {
+	m.leaveMu.Lock()
+	defer m.leaveMu.Unlock()
+	if m.isShut() {
+		return ErrShutdown
+	}
+	if m.left.Load() {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	// 1. Our leave intent, gossiped (and relayed) like a broadcast, so that
+	//    peers can tell a leave from a failure: memberlist's own leave is a
+	//    "dead" message that its event callbacks do not distinguish.
+	done := make(chan struct{})
+	m.queue.QueueBroadcast(&uniqueBcast{msg: m.frameBroadcast(kindLeave, "", "", nil), notify: done})
+	if m.numNodes.Load() > 1 {
+		t := time.NewTimer(timeout / 2)
+		select {
+		case <-done:
+		case <-t.C:
+		case <-m.stop:
+		}
+		t.Stop()
+	}
+	m.left.Store(true)
+	// 2. memberlist's leave.
+	err := m.ml.Leave(time.Until(deadline))
+	m.mu.Lock()
+	if e := m.members[m.name]; e != nil && e.m.State != StateLeft {
+		m.setStateLocked(e, StateLeft, EventLeave)
+	}
+	m.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("gossip: leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossip without telling anyone (peers will see this node
+// fail unless Leave ran first), closes subscriber channels and waits for this
+// package's goroutines. It is safe to call more than once.
+func (m *Members) Shutdown() error {
+	var err error
+	m.shutOnce.Do(func() {
+		err = m.ml.Shutdown()
+		m.mu.Lock()
+		m.closed = true
+		for s := range m.subs {
+			close(s.ch)
+		}
+		m.subs = nil
+		for _, e := range m.members {
+			if e.timer != nil {
+				e.timer.Stop()
+			}
+		}
+		m.mu.Unlock()
+		close(m.stop)
+		m.wg.Wait()
+	})
+	return err
+}
+
+func (m *Members) isShut() bool {
+	select {
+	case <-m.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// ---- member table (all *Locked functions need m.mu) ----
+
+func (m *Members) emitLocked(kind EventKind, e *entry) {
+	if m.closed {
+		return
+	}
+	ev := Event{Kind: kind, Member: e.m}
+	for s := range m.subs {
+		select {
+		case s.ch <- ev:
+		default:
+			s.dropped++
+			m.stats.droppedEvents.Add(1)
+		}
+	}
+}
+
+func (m *Members) setStateLocked(e *entry, st State, kind EventKind) {
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	e.m.State = st
+	e.m.Since = time.Now()
+	m.recountLocked()
+	m.emitLocked(kind, e)
+}
+
+func (m *Members) recountLocked() {
+	n := 0
+	for _, e := range m.members {
+		if e.m.State == StateAlive || e.m.State == StateSuspect {
+			n++
+		}
+	}
+	m.numNodes.Store(int64(n))
+}
+
+func (m *Members) pruneLocked(now time.Time) {
+	ret := m.tuning.DeadRetention
+	for name, e := range m.members {
+		if (e.m.State == StateDead || e.m.State == StateLeft) && !e.m.Local && now.Sub(e.m.Since) > ret {
+			delete(m.members, name)
+			delete(m.dedup, name)
+		}
+	}
+	for name, in := range m.intents {
+		if now.Sub(in.at) > ret {
+			delete(m.intents, name)
+		}
+	}
+}
+
+// upsert records an alive node from memberlist. It returns false if the
+// metadata does not decode (NotifyAlive filters those out, so this is only
+// a safety net).
+func (m *Members) upsertLocked(n *memberlist.Node, kind EventKind) {
+	meta, boot, err := decodeMeta(n.Name, n.Meta)
+	if err != nil {
+		m.stats.malformed.Add(1)
+		m.log.Warn("ignoring member with undecodable metadata", "member", n.Name, "err", err)
+		return
+	}
+	e := m.members[n.Name]
+	if e == nil {
+		e = &entry{}
+		m.members[n.Name] = e
+		kind = EventJoin
+	} else if e.m.State == StateDead || e.m.State == StateLeft {
+		kind = EventJoin
+	}
+	if e.boot != boot {
+		e.leaving = false
+	}
+	if in, ok := m.intents[n.Name]; ok && in.boot == boot {
+		e.leaving = true
+	}
+	e.boot = boot
+	e.node = *n
+	e.node.Addr = append([]byte(nil), n.Addr...)
+	e.node.Meta = append([]byte(nil), n.Meta...)
+	e.m.Meta = meta
+	e.m.Addr = n.Address()
+	e.m.Local = n.Name == m.name
+	if e.m.Local && m.left.Load() {
+		return
+	}
+	m.setStateLocked(e, StateAlive, kind)
+}
+
+// localSuspect is called (through the log bridge) when this node's own probe
+// of name failed and memberlist is about to mark it suspect. memberlist has
+// no callback for suspicion, and none for a refutation either, so suspicion
+// is cleared by a successful probe ack (NotifyPingComplete), by any alive
+// update with new meta, or when the longest suspicion memberlist could run
+// has passed without the node being declared dead (it was refuted).
+func (m *Members) localSuspect(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.members[name]
+	if e == nil || e.m.Local || e.m.State != StateAlive || m.closed {
+		return
+	}
+	m.setStateLocked(e, StateSuspect, EventUpdate)
+	e.suspectGen++
+	gen := e.suspectGen
+	e.timer = time.AfterFunc(m.maxSuspicion(), func() { m.suspicionExpired(name, gen) })
+}
+
+func (m *Members) maxSuspicion() time.Duration {
+	n := float64(m.numNodes.Load())
+	scale := math.Max(1, math.Log10(math.Max(1, n)))
+	min := time.Duration(float64(m.tuning.SuspicionMult) * scale * float64(m.tuning.ProbeInterval))
+	return time.Duration(m.tuning.SuspicionMaxTimeoutMult)*min + m.tuning.ProbeInterval
+}
+
+func (m *Members) suspicionExpired(name string, gen uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.members[name]
+	if e == nil || e.suspectGen != gen || e.m.State != StateSuspect || m.closed {
+		return
+	}
+	m.setStateLocked(e, StateAlive, EventUpdate)
+}
+
+// leaveIntent records that the node name, in its life boot, announced a leave.
+func (m *Members) leaveIntent(name string, boot uint64) {
+	if name == m.name {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if in, ok := m.intents[name]; ok && in.boot >= boot {
+		return
+	}
+	m.intents[name] = intent{boot: boot, at: time.Now()}
+	e := m.members[name]
+	if e == nil || e.boot != boot {
+		return
+	}
+	e.leaving = true
+	if e.m.State == StateDead {
+		// The failure was seen first; the intent says it was a leave.
+		m.setStateLocked(e, StateLeft, EventLeave)
+	}
+}
+
+// ---- memberlist delegates ----
+
+// delegate keeps memberlist's callback methods off Members' exported API.
+type delegate struct{ m *Members }
+
+var (
+	_ memberlist.Delegate      = (*delegate)(nil)
+	_ memberlist.EventDelegate = (*delegate)(nil)
+	_ memberlist.AliveDelegate = (*delegate)(nil)
+	_ memberlist.PingDelegate  = (*delegate)(nil)
+)
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	b := *d.m.encMeta.Load()
+	if len(b) > limit { // cannot happen: encodeMeta enforces MetaMaxSize
+		return nil
+	}
+	return b
+}
+
+// NotifyAlive filters every alive message memberlist receives: a node whose
+// metadata does not decode is not admitted (memberlist logs the refusal).
+func (d *delegate) NotifyAlive(peer *memberlist.Node) error {
+	if _, _, err := decodeMeta(peer.Name, peer.Meta); err != nil {
+		d.m.stats.malformed.Add(1)
+		return fmt.Errorf("undecodable node metadata (%d bytes): %v", len(peer.Meta), err)
+	}
+	return nil
+}
+
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	d.m.mu.Lock()
+	defer d.m.mu.Unlock()
+	d.m.upsertLocked(n, EventJoin)
+}
+
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	d.m.mu.Lock()
+	defer d.m.mu.Unlock()
+	d.m.upsertLocked(n, EventUpdate)
+}
+
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	m := d.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.members[n.Name]
+	if e == nil || e.m.State == StateDead || e.m.State == StateLeft {
+		return
+	}
+	if in, ok := m.intents[n.Name]; e.leaving || (ok && in.boot == e.boot) || (e.m.Local && m.left.Load()) {
+		m.setStateLocked(e, StateLeft, EventLeave)
+	} else {
+		m.setStateLocked(e, StateDead, EventFail)
+	}
+	m.pruneLocked(time.Now())
+}
+
+func (d *delegate) AckPayload() []byte { return nil }
+
+func (d *delegate) NotifyPingComplete(other *memberlist.Node, _ time.Duration, _ []byte) {
+	m := d.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.members[other.Name]; e != nil && e.m.State == StateSuspect && !m.closed {
+		m.setStateLocked(e, StateAlive, EventUpdate)
+	}
+}
+
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.m.queue.GetBroadcasts(overhead, limit)
+}
+
+func (d *delegate) NotifyMsg(b []byte) { d.m.receive(b) }
+
+func (d *delegate) LocalState(join bool) []byte { return d.m.encodeIntents() }
+
+func (d *delegate) MergeRemoteState(buf []byte, join bool) { d.m.mergeIntents(buf) }

@@ -1,0 +1,555 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logBuf collects one node's logs for assertions.
+type logBuf struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+type node struct {
+	*Members
+	logs *logBuf
+}
+
+func fastTuning() Tuning {
+	return Tuning{
+		ProbeInterval:       250 * time.Millisecond,
+		ProbeTimeout:        150 * time.Millisecond,
+		GossipInterval:      30 * time.Millisecond,
+		PushPullInterval:    2 * time.Second,
+		TCPTimeout:          3 * time.Second,
+		SuspicionMult:       4,
+		GossipToTheDeadTime: 2 * time.Second,
+		DeadRetention:       time.Minute,
+	}
+}
+
+func testMeta(i int) Meta {
+	return Meta{
+		Name:          fmt.Sprintf("n%d", i),
+		Region:        []string{"eu-west", "us-east", "ap-south"}[i%3],
+		Lat:           10.5 + float64(i),
+		Lon:           -20.25 - float64(i),
+		HTTPAddr:      fmt.Sprintf("127.0.0.%d:8080", i),
+		HTTPSAddr:     fmt.Sprintf("127.0.0.%d:8443", i),
+		AdminAddr:     fmt.Sprintf("127.0.0.%d:9901", i),
+		ClusterAddr:   fmt.Sprintf("127.0.0.%d:7000", i),
+		Voter:         i%2 == 1,
+		ConfigVersion: uint64(i),
+	}
+}
+
+// startNode starts member i on 127.0.0.i with a free port.
+func startNode(t *testing.T, i int, keys [][]byte) *node {
+	t.Helper()
+	lb := &logBuf{}
+	m, err := Start(Config{
+		BindAddr: fmt.Sprintf("127.0.0.%d", i),
+		Keys:     keys,
+		Meta:     testMeta(i),
+		Logger:   slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Tuning:   fastTuning(),
+	})
+	if err != nil {
+		t.Fatalf("start n%d: %v", i, err)
+	}
+	n := &node{Members: m, logs: lb}
+	t.Cleanup(func() {
+		_ = m.Shutdown()
+		if t.Failed() {
+			t.Logf("--- logs of n%d ---\n%s", i, tail(lb.String(), 4000))
+		}
+	})
+	return n
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "..." + s[len(s)-n:]
+	}
+	return s
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cluster starts members 1..size and joins them all through member 1.
+func cluster(t *testing.T, size int, keys [][]byte) []*node {
+	t.Helper()
+	nodes := make([]*node, size)
+	for i := range nodes {
+		nodes[i] = startNode(t, i+1, keys)
+	}
+	for _, n := range nodes[1:] {
+		if _, err := n.Join([]string{nodes[0].Addr()}); err != nil {
+			t.Fatalf("join %s: %v", n.LocalName(), err)
+		}
+	}
+	waitAllSee(t, nodes, nodes)
+	return nodes
+}
+
+// waitAllSee waits until every observer lists every expected node alive with
+// its exact metadata.
+func waitAllSee(t *testing.T, observers, expected []*node) {
+	t.Helper()
+	eventually(t, 15*time.Second, "convergence", func() error {
+		for _, o := range observers {
+			for _, e := range expected {
+				mem, ok := o.Member(e.LocalName())
+				if !ok {
+					return fmt.Errorf("%s does not know %s", o.LocalName(), e.LocalName())
+				}
+				if mem.State != StateAlive {
+					return fmt.Errorf("%s sees %s %s", o.LocalName(), e.LocalName(), mem.State)
+				}
+				if want := e.LocalMeta(); mem.Meta != want {
+					return fmt.Errorf("%s sees %s meta %+v, want %+v", o.LocalName(), e.LocalName(), mem.Meta, want)
+				}
+				if mem.Local != (o == e) || mem.Addr != e.Addr() {
+					return fmt.Errorf("%s sees %s local=%v addr=%s", o.LocalName(), e.LocalName(), mem.Local, mem.Addr)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func TestJoinMetaAndUpdate(t *testing.T) {
+	for _, size := range []int{3, 5} {
+		t.Run(fmt.Sprintf("%d members", size), func(t *testing.T) {
+			nodes := cluster(t, size, nil)
+			for _, n := range nodes {
+				if got := len(n.Members.Members()); got != size {
+					t.Fatalf("%s lists %d members, want %d", n.LocalName(), got, size)
+				}
+			}
+			last := nodes[size-1]
+			if err := last.UpdateMeta(func(m *Meta) { m.ConfigVersion = 4242; m.Draining = true }); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, "meta update propagation", func() error {
+				for _, n := range nodes {
+					mem, _ := n.Member(last.LocalName())
+					if mem.ConfigVersion != 4242 || !mem.Draining {
+						return fmt.Errorf("%s sees version %d draining %v", n.LocalName(), mem.ConfigVersion, mem.Draining)
+					}
+				}
+				return nil
+			})
+		})
+	}
+}
+
+func TestUpdateMetaErrors(t *testing.T) {
+	n := startNode(t, 1, nil)
+	before := n.LocalMeta()
+	err := n.UpdateMeta(func(m *Meta) { m.Region = strings.Repeat("r", 600) })
+	if !errors.Is(err, ErrMetaTooLarge) {
+		t.Fatalf("err = %v, want ErrMetaTooLarge", err)
+	}
+	if n.LocalMeta() != before {
+		t.Fatal("meta changed after a refused update")
+	}
+	if err := n.UpdateMeta(func(m *Meta) { m.Name = "other" }); err == nil {
+		t.Fatal("rename accepted")
+	}
+	if EncodedMetaSize(before) > MetaMaxSize {
+		t.Fatal("test meta too big")
+	}
+}
+
+func TestLeaveShowsLeft(t *testing.T) {
+	nodes := cluster(t, 3, nil)
+	ev, cancel := nodes[0].Subscribe(64)
+	defer cancel()
+	gone := nodes[2]
+	if err := gone.Leave(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := gone.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "others see left", func() error {
+		for _, n := range nodes[:2] {
+			mem, ok := n.Member(gone.LocalName())
+			if !ok || mem.State != StateLeft {
+				return fmt.Errorf("%s sees %s as %q", n.LocalName(), gone.LocalName(), mem.State)
+			}
+		}
+		return nil
+	})
+	// The subscriber saw a leave, never a failure.
+	for {
+		select {
+		case e := <-ev:
+			if e.Member.Name != gone.LocalName() {
+				continue
+			}
+			if e.Kind == EventFail {
+				t.Fatalf("got fail event for a graceful leave: %+v", e)
+			}
+			if e.Kind == EventLeave {
+				return
+			}
+		default:
+			t.Fatal("no leave event")
+		}
+	}
+}
+
+func TestKillShowsSuspectThenDead(t *testing.T) {
+	nodes := cluster(t, 3, nil)
+	victim := nodes[2]
+	type seen struct{ suspect, dead bool }
+	var mu sync.Mutex
+	obs := map[string]*seen{}
+	var wg sync.WaitGroup
+	for _, n := range nodes[:2] {
+		ch, cancel := n.Subscribe(64)
+		t.Cleanup(cancel)
+		s := &seen{}
+		obs[n.LocalName()] = s
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range ch {
+				if e.Member.Name != victim.LocalName() {
+					continue
+				}
+				mu.Lock()
+				switch {
+				case e.Kind == EventUpdate && e.Member.State == StateSuspect:
+					s.suspect = true
+				case e.Kind == EventFail && e.Member.State == StateDead:
+					s.dead = s.suspect // dead counts only after suspect
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	if err := victim.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "suspect then dead", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for name, s := range obs {
+			if !s.dead {
+				return fmt.Errorf("%s: suspect=%v dead-after-suspect=%v", name, s.suspect, s.dead)
+			}
+		}
+		return nil
+	})
+	for _, n := range nodes[:2] {
+		if mem, _ := n.Member(victim.LocalName()); mem.State != StateDead {
+			t.Fatalf("%s lists %s as %s", n.LocalName(), victim.LocalName(), mem.State)
+		}
+		_ = n.Shutdown() // closes the subscriber channels
+	}
+	wg.Wait()
+}
+
+type received struct {
+	mu   sync.Mutex
+	msgs map[string][]string // receiver -> "from|payload"
+}
+
+func (r *received) add(to, from string, p []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs[to] = append(r.msgs[to], from+"|"+string(p))
+}
+
+func (r *received) has(to, want string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range r.msgs[to] {
+		if m == want {
+			return true
+		}
+	}
+	return false
+}
+
+func TestBroadcastAndSend(t *testing.T) {
+	nodes := cluster(t, 5, nil)
+	rec := &received{msgs: map[string][]string{}}
+	big := map[string][]byte{}
+	var bigMu sync.Mutex
+	for _, n := range nodes {
+		name := n.LocalName()
+		n.HandleBroadcast("news", func(from string, p []byte) { rec.add(name, from, p) })
+		n.HandleMessage("small", func(from string, p []byte) { rec.add(name, from, p) })
+		n.HandleMessage("bulk", func(from string, p []byte) {
+			bigMu.Lock()
+			big[name+"<"+from] = p
+			bigMu.Unlock()
+		})
+	}
+
+	// Several broadcasts from two origins reach every other member.
+	for i := range 5 {
+		if err := nodes[0].Broadcast("news", fmt.Appendf(nil, "hello %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nodes[3].Broadcast("news", []byte("from three")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "broadcast delivery", func() error {
+		for _, n := range nodes {
+			for i := range 5 {
+				if n != nodes[0] && !rec.has(n.LocalName(), fmt.Sprintf("n1|hello %d", i)) {
+					return fmt.Errorf("%s lacks hello %d", n.LocalName(), i)
+				}
+			}
+			if n != nodes[3] && !rec.has(n.LocalName(), "n4|from three") {
+				return fmt.Errorf("%s lacks from three", n.LocalName())
+			}
+		}
+		return nil
+	})
+	if rec.has("n1", "n1|hello 0") {
+		t.Fatal("origin delivered its own broadcast to itself")
+	}
+	if err := nodes[0].Broadcast("news", make([]byte, MaxMessageSize)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized broadcast: err = %v", err)
+	}
+
+	// Reliable 1 MiB direct message.
+	payload := make([]byte, 1<<20)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := nodes[1].Send(ctx, "n4", "bulk", payload, true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "1 MiB reliable message", func() error {
+		bigMu.Lock()
+		defer bigMu.Unlock()
+		got, ok := big["n4<n2"]
+		if !ok {
+			return errors.New("not received")
+		}
+		if !bytes.Equal(got, payload) {
+			return fmt.Errorf("payload differs (%d bytes)", len(got))
+		}
+		return nil
+	})
+
+	// Best-effort small message (UDP: resend until seen).
+	eventually(t, 10*time.Second, "best-effort message", func() error {
+		if rec.has("n5", "n3|ping") {
+			return nil
+		}
+		if err := nodes[2].Send(ctx, "n5", "small", []byte("ping"), false); err != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+		return errors.New("not yet")
+	})
+	if err := nodes[2].Send(ctx, "nobody", "small", nil, false); !errors.Is(err, ErrUnknownMember) {
+		t.Fatalf("send to unknown: %v", err)
+	}
+}
+
+func key(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+
+func TestEncryptionRefusesStrangers(t *testing.T) {
+	keyA := key('a', 32)
+	nodes := cluster(t, 2, [][]byte{keyA})
+	seed := nodes[0]
+
+	wrong := startNode(t, 3, [][]byte{key('b', 32)})
+	if _, err := wrong.Join([]string{seed.Addr()}); err == nil {
+		t.Fatal("join with the wrong key succeeded")
+	}
+	plain := startNode(t, 4, nil)
+	if _, err := plain.Join([]string{seed.Addr()}); err == nil {
+		t.Fatal("join without a key succeeded")
+	}
+	eventually(t, 5*time.Second, "refusals logged by the seed", func() error {
+		logs := seed.logs.String()
+		for _, want := range []string{"no installed keys could decrypt the message", "encryption is configured but remote state is not encrypted"} {
+			if !strings.Contains(logs, want) {
+				return fmt.Errorf("seed log lacks %q", want)
+			}
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		for _, stranger := range []string{"n3", "n4"} {
+			if _, ok := n.Member(stranger); ok {
+				t.Fatalf("%s admitted %s", n.LocalName(), stranger)
+			}
+		}
+	}
+	if err := plain.InstallKey(keyA); !errors.Is(err, ErrNoEncryption) {
+		t.Fatalf("InstallKey without encryption: %v", err)
+	}
+}
+
+func TestKeyRotation(t *testing.T) {
+	oldKey, newKey := key('o', 16), key('n', 32)
+	nodes := cluster(t, 3, [][]byte{oldKey})
+	for _, step := range []func(*node) error{
+		func(n *node) error { return n.InstallKey(newKey) },
+		func(n *node) error { return n.UseKey(newKey) },
+		func(n *node) error { return n.RemoveKey(oldKey) },
+	} {
+		for _, n := range nodes {
+			if err := step(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, n := range nodes {
+		if ks := n.Keys(); len(ks) != 1 || !bytes.Equal(ks[0], newKey) {
+			t.Fatalf("%s keys after rotation: %q", n.LocalName(), ks)
+		}
+	}
+	// A node with only the old key is now refused; one with the new key joins.
+	stale := startNode(t, 5, [][]byte{oldKey})
+	if _, err := stale.Join([]string{nodes[1].Addr()}); err == nil {
+		t.Fatal("old key still admitted")
+	}
+	fresh := startNode(t, 4, [][]byte{newKey})
+	if _, err := fresh.Join([]string{nodes[1].Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	all := append(nodes, fresh)
+	waitAllSee(t, all, all)
+	// Gossip still flows under the new key.
+	if err := fresh.UpdateMeta(func(m *Meta) { m.ConfigVersion = 99 }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "update under new key", func() error {
+		for _, n := range nodes {
+			if mem, _ := n.Member("n4"); mem.ConfigVersion != 99 {
+				return fmt.Errorf("%s sees version %d", n.LocalName(), mem.ConfigVersion)
+			}
+		}
+		return nil
+	})
+}
+
+func TestMalformedBroadcastDropped(t *testing.T) {
+	nodes := cluster(t, 2, nil)
+	got := make(chan string, 1)
+	nodes[1].HandleBroadcast("ok", func(from string, p []byte) { got <- from + "|" + string(p) })
+
+	// Frames a buggy or hostile peer could gossip: truncated header, wrong
+	// version, unknown kind, broadcast cut inside its fields.
+	for _, bad := range [][]byte{
+		{1},
+		{9, kindBroadcast, 0},
+		{1, 77, 1, 2, 3},
+		{1, kindBroadcast, 200, 'x'},
+		{1, kindDirect, 0, 5, 'a'},
+	} {
+		nodes[0].queue.QueueBroadcast(&uniqueBcast{msg: bad})
+	}
+	eventually(t, 10*time.Second, "malformed frames dropped and logged", func() error {
+		if c := nodes[1].Stats().MalformedMessages; c < 5 {
+			return fmt.Errorf("malformed count %d", c)
+		}
+		if !strings.Contains(nodes[1].logs.String(), "dropped malformed gossip message") {
+			return errors.New("no log line")
+		}
+		return nil
+	})
+	// The cluster still works.
+	if err := nodes[0].Broadcast("ok", []byte("still fine")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "n1|still fine" {
+			t.Fatalf("got %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("valid broadcast after malformed ones not delivered")
+	}
+}
+
+func TestUnreadSubscriberDoesNotBlock(t *testing.T) {
+	first := startNode(t, 1, nil)
+	_, cancel := first.Subscribe(1) // never read
+	defer cancel()
+	nodes := []*node{first}
+	for i := 2; i <= 5; i++ {
+		n := startNode(t, i, nil)
+		if _, err := n.Join([]string{first.Addr()}); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	for v := range 5 {
+		if err := nodes[4].UpdateMeta(func(m *Meta) { m.ConfigVersion = uint64(100 + v) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitAllSee(t, nodes, nodes)
+	if first.Stats().DroppedEvents == 0 {
+		t.Fatal("expected dropped events for the unread subscriber")
+	}
+}
+
+func TestShutdownClosesSubscriptions(t *testing.T) {
+	n := startNode(t, 1, nil)
+	ch, cancel := n.Subscribe(4)
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	cancel() // after shutdown: must not panic
+	for range ch {
+	}
+	if err := n.Broadcast("x", nil); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("broadcast after shutdown: %v", err)
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -1,0 +1,54 @@
+package gossip
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"regexp"
+	"strings"
+)
+
+// logBridge is the io.Writer behind memberlist's *log.Logger. memberlist
+// writes lines such as "[WARN] memberlist: Refuting a suspect message"; the
+// bracketed level becomes the slog level and the rest the message.
+//
+// It also watches for the one line that tells this node has just started
+// suspecting a peer, because memberlist has no delegate callback for
+// suspicion (see Members.localSuspect).
+type logBridge struct {
+	log       *slog.Logger
+	onSuspect func(name string)
+}
+
+// suspectLine is the exact text memberlist v0.7.0 logs in probeNode when a
+// probe, its indirect probes and the TCP fallback all failed, right before it
+// marks the peer suspect. TestKillShowsSuspectThenDead fails if an upgrade
+// changes it.
+var suspectLine = regexp.MustCompile(`^memberlist: Suspect (.+) has failed, no acks received$`)
+
+func (w *logBridge) Write(p []byte) (int, error) {
+	line := string(bytes.TrimRight(p, "\r\n"))
+	level := slog.LevelInfo
+	if strings.HasPrefix(line, "[") {
+		if i := strings.IndexByte(line, ']'); i > 0 {
+			switch line[1:i] {
+			case "DEBUG", "TRACE":
+				level = slog.LevelDebug
+			case "INFO":
+				level = slog.LevelInfo
+			case "WARN":
+				level = slog.LevelWarn
+			case "ERR", "ERROR":
+				level = slog.LevelError
+			}
+			line = strings.TrimSpace(line[i+1:])
+		}
+	}
+	if w.onSuspect != nil {
+		if sm := suspectLine.FindStringSubmatch(line); sm != nil {
+			w.onSuspect(sm[1])
+		}
+	}
+	w.log.Log(context.Background(), level, line, "source", "memberlist")
+	return len(p), nil
+}
