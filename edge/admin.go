@@ -21,6 +21,11 @@ import (
 // version it meant to replace and another version landed first.
 var ErrVersionConflict = errors.New("the configuration changed since the version you named")
 
+// ErrUnavailable is returned by Control.Apply when the configuration
+// cannot be changed now (no cluster leader or quorum, say); the running
+// configuration is unchanged and the write can be tried again.
+var ErrUnavailable = errors.New("the configuration cannot be changed now")
+
 // Control is what the admin API needs from the node that owns the
 // configuration: applying a new gateway document and knowing whether the
 // node is ready. The node implements it (locally now, through Raft in a
@@ -47,6 +52,9 @@ type AdminOptions struct {
 	OpenReads bool
 	// MaxBodyBytes caps a PUT /config body; default 8 MiB.
 	MaxBodyBytes int64
+	// Cluster, if set, reports the cluster's members for GET
+	// /cluster/members (nil result: the node runs alone).
+	Cluster func() any
 }
 
 // AdminHandler serves the admin API:
@@ -58,6 +66,7 @@ type AdminOptions struct {
 //	GET  /config/version      version, hash and time of the applied document
 //	GET  /routes              the routes of the applied document
 //	GET  /upstreams           live health of every target
+//	GET  /cluster/members     the cluster's members (404 when alone)
 //	GET  /metrics             Prometheus exposition
 //	GET  /debug/pprof/...     Go profiling
 func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
@@ -76,6 +85,7 @@ func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 	mux.HandleFunc("GET /config/version", a.read(a.getVersion))
 	mux.HandleFunc("GET /routes", a.read(a.getRoutes))
 	mux.HandleFunc("GET /upstreams", a.read(a.getUpstreams))
+	mux.HandleFunc("GET /cluster/members", a.read(a.getMembers))
 	mux.Handle("GET /metrics", a.read(g.MetricsHandler().ServeHTTP))
 	mux.HandleFunc("GET /debug/pprof/", a.read(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/cmdline", a.read(pprof.Cmdline))
@@ -217,6 +227,9 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case errors.Is(err, ErrVersionConflict):
 			adminProblem(w, http.StatusConflict, "Conflict", err.Error(), nil)
+		case errors.Is(err, ErrUnavailable):
+			w.Header().Set("Retry-After", "1")
+			adminProblem(w, http.StatusServiceUnavailable, "Service Unavailable", err.Error(), nil)
 		case errors.As(err, &es):
 			list := make([]string, len(es))
 			for i, e := range es {
@@ -232,6 +245,18 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	setVersionHeaders(w, s)
 	writeJSON(w, http.StatusOK, info(s))
+}
+
+func (a *admin) getMembers(w http.ResponseWriter, r *http.Request) {
+	var members any
+	if a.o.Cluster != nil {
+		members = a.o.Cluster()
+	}
+	if members == nil {
+		adminProblem(w, http.StatusNotFound, "Not Found", "this node runs alone (no cluster section in its configuration)", nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, members)
 }
 
 func (a *admin) getRoutes(w http.ResponseWriter, r *http.Request) {

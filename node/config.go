@@ -40,6 +40,10 @@ type Config struct {
 	Listen Listen `yaml:"listen"`
 	// TLS configures certificates and HTTP/3 for the HTTPS listener.
 	TLS TLS `yaml:"tls"`
+	// Location of the node's PoP, for geo routing and cluster status.
+	Location Location `yaml:"location"`
+	// Cluster joins this node to a Meridian cluster; nil runs it alone.
+	Cluster *Cluster `yaml:"cluster"`
 	// Admin API.
 	Admin Admin `yaml:"admin"`
 	// Limits harden the client-facing listener.
@@ -66,6 +70,55 @@ type Listen struct {
 	// HTTPS serves TLS over TCP (HTTP/1.1 and HTTP/2 by ALPN) and HTTP/3
 	// over QUIC on the UDP port of the same number. Empty: no HTTPS.
 	HTTPS string `yaml:"https"`
+}
+
+// Location is a point on Earth in degrees.
+type Location struct {
+	Lat float64 `yaml:"lat"`
+	Lon float64 `yaml:"lon"`
+}
+
+// Cluster configures cluster membership: the gateway document in Raft,
+// membership by gossip.
+type Cluster struct {
+	// Bind is the cluster TCP address (Raft and write forwarding, mutual
+	// TLS), e.g. 10.0.0.5:7001; Advertise what peers dial (default Bind).
+	Bind      string `yaml:"bind"`
+	Advertise string `yaml:"advertise"`
+	// GossipBind is the gossip address (TCP and UDP), e.g. 10.0.0.5:7946;
+	// GossipAdvertise what peers dial (default GossipBind).
+	GossipBind      string `yaml:"gossip_bind"`
+	GossipAdvertise string `yaml:"gossip_advertise"`
+	// Join: gossip addresses of members to join through.
+	Join []string `yaml:"join"`
+	// BootstrapExpect forms the cluster once this many voters have met
+	// (start exactly that many voters first); Bootstrap makes this node
+	// form it alone (an explicit first node). One of them, on the first
+	// voters only.
+	BootstrapExpect int  `yaml:"bootstrap_expect"`
+	Bootstrap       bool `yaml:"bootstrap"`
+	// Voter: this node votes in Raft (default true). Keep 3 or 5 voters
+	// spread over regions; the rest non-voters.
+	Voter *bool `yaml:"voter"`
+	// RemoveOnLeave: a draining voter gives up its Raft seat (default
+	// false: a restart keeps the quorum's size).
+	RemoveOnLeave bool `yaml:"remove_on_leave"`
+	// TLS: mutual TLS for Raft and forwarding, certificates from the
+	// cluster CA (meridian cluster ca create / cluster cert).
+	TLS ClusterTLS `yaml:"tls"`
+	// GossipKeyFile holds base64 gossip encryption keys, one per line; the
+	// first encrypts, all decrypt (rotation: add, make primary, remove).
+	GossipKeyFile string `yaml:"gossip_key_file"`
+	// Insecure allows running without TLS and gossip keys (development
+	// on one machine only).
+	Insecure bool `yaml:"insecure"`
+}
+
+// ClusterTLS names the node's cluster certificate and the cluster CA.
+type ClusterTLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // TLS configures certificates. Without an acme section a local CA, created
@@ -272,6 +325,38 @@ func (c *Config) validate() error {
 		if c.Listen.HTTPS == "" {
 			add("tls.acme", "ACME needs listen.https")
 		}
+	}
+	if cl := c.Cluster; cl != nil {
+		checkAddr("cluster.bind", cl.Bind)
+		checkAddr("cluster.gossip_bind", cl.GossipBind)
+		checkAddr("cluster.advertise", cl.Advertise)
+		checkAddr("cluster.gossip_advertise", cl.GossipAdvertise)
+		if cl.Bind == "" {
+			add("cluster.bind", "missing: the cluster address, e.g. 10.0.0.5:7001")
+		}
+		if cl.GossipBind == "" {
+			add("cluster.gossip_bind", "missing: the gossip address, e.g. 10.0.0.5:7946")
+		}
+		if cl.Bootstrap && cl.BootstrapExpect > 0 {
+			add("cluster", "set bootstrap or bootstrap_expect, not both")
+		}
+		if cl.BootstrapExpect < 0 {
+			add("cluster.bootstrap_expect", "must not be negative")
+		}
+		if !cl.Bootstrap && cl.BootstrapExpect == 0 && len(cl.Join) == 0 {
+			add("cluster", "a node needs bootstrap, bootstrap_expect or join addresses")
+		}
+		if !cl.Insecure {
+			if cl.TLS.CAFile == "" || cl.TLS.CertFile == "" || cl.TLS.KeyFile == "" {
+				add("cluster.tls", "missing: ca_file, cert_file and key_file (from meridian cluster ca create / cluster cert), or insecure: true for development")
+			}
+			if cl.GossipKeyFile == "" {
+				add("cluster.gossip_key_file", "missing: a gossip key file (meridian cluster keygen), or insecure: true for development")
+			}
+		}
+	}
+	if c.Location.Lat < -90 || c.Location.Lat > 90 || c.Location.Lon < -180 || c.Location.Lon > 180 {
+		add("location", "latitude must be within -90..90 and longitude within -180..180")
 	}
 	if c.TLS.OnDemand.Ask != "" {
 		if u, err := url.Parse(c.TLS.OnDemand.Ask); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-gw/meridian/cluster"
+	"github.com/meridian-gw/meridian/cluster/gossip"
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
@@ -39,6 +41,8 @@ type Options struct {
 	// ConfigPath is the file the configuration came from, re-read by
 	// Reload. Empty means the embedded default (Reload re-applies it).
 	ConfigPath string
+	// ClusterTuning adjusts cluster settings (timings in tests).
+	ClusterTuning func(*cluster.Config)
 }
 
 // Node is one running edge node.
@@ -52,6 +56,9 @@ type Node struct {
 	adminLn  net.Listener
 	demo     *demoBackend
 	certs    *certs.Manager
+	cluster  *cluster.Cluster
+	stopping chan struct{}
+	stopOnce sync.Once
 	tlsSrv   *edge.TLSServer
 	token    string
 	accessF  *os.File
@@ -75,7 +82,7 @@ func New(f *File, opts Options) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, opts: opts, log: opts.Logger}
+	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, stopping: make(chan struct{})}
 	if n.log == nil {
 		n.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: parseLevel(cfg.Log.Level)}))
 	}
@@ -165,12 +172,20 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 		n.demo = d
 		n.log.Info("demo backends started", "addr", d.addr())
 	}
+	if n.cfg.Cluster != nil {
+		if err := n.startCluster(); err != nil {
+			n.stopDemo()
+			return err
+		}
+	}
 	if err := n.applyInitial(f, fileRaw); err != nil {
+		n.stopCluster()
 		n.stopDemo()
 		return err
 	}
 	if err := n.startTLS(); err != nil {
 		n.gw.Close()
+		n.stopCluster()
 		n.stopDemo()
 		return err
 	}
@@ -180,6 +195,7 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 	if err != nil {
 		n.stopTLS()
 		n.gw.Close()
+		n.stopCluster()
 		n.stopDemo()
 		return fmt.Errorf("listen %s: %w", n.cfg.Listen.HTTP, err)
 	}
@@ -190,6 +206,7 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 			srv.Shutdown(context.Background())
 			n.stopTLS()
 			n.gw.Close()
+			n.stopCluster()
 			n.stopDemo()
 			return fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
 		}
@@ -199,6 +216,7 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 				Control:   n,
 				Token:     n.token,
 				OpenReads: isLoopback(ln.Addr()),
+				Cluster:   n.ClusterStatus,
 			}),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       60 * time.Second,
@@ -218,6 +236,7 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 			n.log.Error("proxy server stopped", "err", err)
 		}
 	}()
+	n.announce()
 	s := n.gw.Current()
 	n.log.Info("meridian serving", "http", srv.Addr().String(), "https", n.HTTPSAddr(), "admin", n.AdminAddr(), "config_version", s.Version, "config_hash", s.Hash[:12], "routes", len(s.Doc.Routes), "data_dir", n.cfg.DataDir)
 	return nil
@@ -226,6 +245,37 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 func isLoopback(a net.Addr) bool {
 	ta, ok := a.(*net.TCPAddr)
 	return ok && ta.IP.IsLoopback()
+}
+
+// stopCluster closes the cluster membership without a leave (start
+// failures).
+func (n *Node) stopCluster() {
+	n.signalStop()
+	if n.cluster != nil {
+		n.cluster.Close()
+	}
+	n.wg.Wait()
+}
+
+// signalStop tells the node's background loops to end.
+func (n *Node) signalStop() { n.stopOnce.Do(func() { close(n.stopping) }) }
+
+// leaveCluster departs gracefully: gossip announces the leave; a voter
+// configured with remove_on_leave also gives up its Raft seat.
+func (n *Node) leaveCluster() {
+	if n.cluster == nil {
+		return
+	}
+	if n.cfg.Cluster.RemoveOnLeave {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.cluster.Leave(ctx); err != nil {
+			n.log.Warn("leaving the Raft configuration failed", "err", err)
+		}
+		return
+	}
+	n.cluster.Members.Leave(5 * time.Second)
+	n.cluster.Close()
 }
 
 func (n *Node) stopTLS() {
@@ -280,6 +330,21 @@ func (n *Node) applyInitial(f *File, fileRaw []byte) error {
 	raw, err := GatewayYAML(fileRaw)
 	if err != nil {
 		return err
+	}
+	if n.cluster != nil {
+		// Raft holds the versions. Until the cluster has a document this
+		// node serves its file's, unversioned (0), and the first leader
+		// proposes its file's document.
+		if n.gw.Current() == nil {
+			snap, err := n.compile(&f.Gateway, raw, 0, nil)
+			if err != nil {
+				return err
+			}
+			n.gw.Swap(snap)
+		}
+		n.wg.Add(1)
+		go n.seedCluster(&f.Gateway, raw)
+		return nil
 	}
 	fileHash := f.Gateway.Hash()
 	st := n.loadState()
@@ -336,6 +401,9 @@ func (n *Node) Apply(ctx context.Context, raw []byte, ifVersion uint64) (*edge.S
 	if err != nil {
 		n.gw.RecordRejected()
 		return nil, err
+	}
+	if n.cluster != nil {
+		return n.applyCluster(ctx, doc, raw, ifVersion)
 	}
 	return n.install(doc, raw, ifVersion, "admin")
 }
@@ -397,6 +465,9 @@ func (n *Node) Reload() (*edge.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n.cluster != nil {
+		return n.applyCluster(context.Background(), &f.Gateway, doc, 0)
+	}
 	return n.install(&f.Gateway, doc, 0, "file")
 }
 
@@ -415,6 +486,9 @@ func (n *Node) Ready() bool { return !n.draining.Load() && n.gw.Current() != nil
 // to be cut off.
 func (n *Node) Drain(ctx context.Context) error {
 	n.draining.Store(true)
+	if n.cluster != nil {
+		n.cluster.Members.UpdateMeta(func(m *gossip.Meta) { m.Draining = true })
+	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.Limits.DrainTimeout)
 	defer cancel()
 	n.log.Info("draining", "deadline", n.cfg.Limits.DrainTimeout.String())
@@ -444,6 +518,8 @@ func (n *Node) Drain(ctx context.Context) error {
 	}
 	n.gw.Close()
 	n.stopDemo()
+	n.signalStop()
+	n.leaveCluster()
 	n.wg.Wait()
 	if n.accessF != nil {
 		n.accessF.Close()

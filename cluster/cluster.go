@@ -1,0 +1,354 @@
+// Package cluster joins a node to the Meridian cluster: the gateway
+// document in Raft (cluster/store) and membership, metadata and health by
+// gossip (cluster/gossip). It bootstraps Raft when enough voters have met
+// by gossip, keeps the Raft configuration in step with the gossip member
+// list (the leader adds members that joined and removes those that left),
+// and publishes each node's applied config version in its gossip metadata.
+//
+// The other planes use Members (membership, events, broadcasts, direct
+// messages) through small interfaces of their own.
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meridian-gw/meridian/cluster/gossip"
+	"github.com/meridian-gw/meridian/cluster/store"
+)
+
+// Config configures a cluster member. Name, DataDir, Bind and GossipBind are
+// required.
+type Config struct {
+	Name     string
+	Region   string
+	Lat, Lon float64
+	DataDir  string
+	// Bind is the cluster TCP address (Raft and write forwarding, mutual
+	// TLS); Advertise is what peers dial (default Bind).
+	Bind, Advertise string
+	// GossipBind is the gossip TCP+UDP address; GossipAdvertise what peers
+	// dial (default GossipBind).
+	GossipBind, GossipAdvertise string
+	// Join lists gossip addresses of existing members to join through.
+	Join []string
+	// BootstrapExpect: Raft is bootstrapped once this many voters have met
+	// by gossip (as Consul's bootstrap_expect). Bootstrap: this node alone
+	// forms the cluster (the explicit first node). At most one of them.
+	BootstrapExpect int
+	Bootstrap       bool
+	// Voter: this node votes in Raft. Non-voters hold the full config but
+	// do not count for quorum.
+	Voter bool
+	// TLS is mutual TLS for Raft and forwarding (cluster/pki).
+	TLS *tls.Config
+	// GossipKeys encrypt gossip; GossipKeys[0] is the primary.
+	GossipKeys [][]byte
+	// Addresses advertised in gossip metadata.
+	HTTPAddr, HTTPSAddr, AdminAddr string
+	Logger                         *slog.Logger
+	// Store and Gossip timing, for tests; zero values take the defaults.
+	StoreTuning  func(*store.Config)
+	GossipTuning gossip.Tuning
+}
+
+// Cluster is this node's membership in the cluster.
+type Cluster struct {
+	cfg     Config
+	log     *slog.Logger
+	Store   *store.Store
+	Members *gossip.Members
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// Start opens the Raft store, starts gossip, joins the seeds (retrying in
+// the background) and starts bootstrap and reconciliation. onDoc is called
+// in order with every document this node applies, including the one
+// restored from its own log at start.
+func Start(cfg Config, onDoc func(store.Document)) (*Cluster, error) {
+	if cfg.Bootstrap && cfg.BootstrapExpect > 0 {
+		return nil, errors.New("cluster: set bootstrap or bootstrap_expect, not both")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	scfg := store.Config{ID: cfg.Name, BindAddr: cfg.Bind, AdvertiseAddr: cfg.Advertise, DataDir: cfg.DataDir, TLS: cfg.TLS, Logger: log.With("component", "raft")}
+	if cfg.StoreTuning != nil {
+		cfg.StoreTuning(&scfg)
+	}
+	st, err := store.Open(scfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, log: log, Store: st}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+
+	host, port, err := splitHostPort(cfg.GossipBind)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("cluster: gossip address: %w", err)
+	}
+	gc := gossip.Config{
+		BindAddr: host, BindPort: port, Keys: cfg.GossipKeys, Logger: log.With("component", "gossip"), Tuning: cfg.GossipTuning,
+		Meta: gossip.Meta{
+			Name: cfg.Name, Region: cfg.Region, Lat: cfg.Lat, Lon: cfg.Lon,
+			HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, AdminAddr: cfg.AdminAddr, ClusterAddr: st.Addr(),
+			Voter: cfg.Voter, ConfigVersion: st.Current().Version,
+		},
+	}
+	if cfg.GossipAdvertise != "" {
+		if gc.AdvertiseAddr, gc.AdvertisePort, err = splitHostPort(cfg.GossipAdvertise); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("cluster: gossip advertise address: %w", err)
+		}
+	}
+	m, err := gossip.Start(gc)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	c.Members = m
+
+	// Documents: hand them to the node and publish the version.
+	st.Subscribe(func(d store.Document) {
+		onDoc(d)
+		m.UpdateMeta(func(meta *gossip.Meta) { meta.ConfigVersion = d.Version })
+	})
+	if cur := st.Current(); cur.Version > 0 {
+		onDoc(store.Document{Version: cur.Version, Hash: cur.Hash, Raw: cur.Raw})
+	}
+
+	c.wg.Add(2)
+	go c.joinLoop()
+	go c.manageLoop()
+	return c, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	h, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("invalid port %q", p)
+	}
+	return h, n, nil
+}
+
+// joinLoop joins the seeds, retrying with backoff until one answers.
+func (c *Cluster) joinLoop() {
+	defer c.wg.Done()
+	if len(c.cfg.Join) == 0 {
+		return
+	}
+	wait := 200 * time.Millisecond
+	for {
+		n, err := c.Members.Join(c.cfg.Join)
+		if err == nil && n > 0 {
+			c.log.Info("joined the cluster", "via", c.cfg.Join, "contacted", n)
+			return
+		}
+		c.log.Warn("cannot join yet; retrying", "seeds", c.cfg.Join, "err", err, "retry_in", wait.String())
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if wait < 10*time.Second {
+			wait *= 2
+		}
+	}
+}
+
+// manageLoop bootstraps Raft when the expected voters have met, and, while
+// this node leads, reconciles the Raft configuration with gossip.
+func (c *Cluster) manageLoop() {
+	defer c.wg.Done()
+	events, stop := c.Members.Subscribe(64)
+	defer stop()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	bootstrapped := false
+	for {
+		if !bootstrapped {
+			bootstrapped = c.tryBootstrap()
+		}
+		c.reconcile()
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-events:
+		case <-tick.C:
+		}
+	}
+}
+
+// tryBootstrap bootstraps Raft once the configured voters are known. Every
+// node that sees the same voters calls BootstrapCluster with the same
+// configuration, which Raft allows; one that already has state does
+// nothing.
+func (c *Cluster) tryBootstrap() bool {
+	switch {
+	case c.cfg.Bootstrap:
+		err := c.Store.BootstrapCluster([]store.Server{{ID: c.cfg.Name, Addr: c.Store.Addr(), Voter: true}})
+		if err != nil {
+			c.log.Error("bootstrap failed", "err", err)
+			return false
+		}
+		return true
+	case c.cfg.BootstrapExpect > 0:
+		var voters []store.Server
+		for _, mb := range c.Members.Members() {
+			if mb.State == gossip.StateAlive && mb.Voter && mb.ClusterAddr != "" {
+				voters = append(voters, store.Server{ID: mb.Name, Addr: mb.ClusterAddr, Voter: true})
+			}
+		}
+		if len(voters) < c.cfg.BootstrapExpect {
+			return false
+		}
+		slices.SortFunc(voters, func(a, b store.Server) int {
+			if a.ID < b.ID {
+				return -1
+			}
+			if a.ID > b.ID {
+				return 1
+			}
+			return 0
+		})
+		voters = voters[:c.cfg.BootstrapExpect]
+		if err := c.Store.BootstrapCluster(voters); err != nil {
+			c.log.Error("bootstrap failed", "err", err)
+			return false
+		}
+		c.log.Info("bootstrap: expected voters present", "voters", len(voters))
+		return true
+	}
+	return true // joining an existing cluster: the leader adds us
+}
+
+// reconcile, on the leader, adds alive gossip members missing from the
+// Raft configuration and removes those that left.
+func (c *Cluster) reconcile() {
+	if c.Store.State() != "Leader" {
+		return
+	}
+	servers, err := c.Store.Servers()
+	if err != nil {
+		return
+	}
+	inRaft := map[string]store.Server{}
+	for _, s := range servers {
+		inRaft[s.ID] = s
+	}
+	for _, mb := range c.Members.Members() {
+		s, known := inRaft[mb.Name]
+		switch {
+		case mb.State == gossip.StateAlive && mb.ClusterAddr != "" && (!known || s.Addr != mb.ClusterAddr):
+			var err error
+			if mb.Voter {
+				err = c.Store.AddVoter(mb.Name, mb.ClusterAddr)
+			} else {
+				err = c.Store.AddNonvoter(mb.Name, mb.ClusterAddr)
+			}
+			if err != nil {
+				c.log.Warn("adding a member to Raft failed", "member", mb.Name, "err", err)
+			} else {
+				c.log.Info("member added to Raft", "member", mb.Name, "voter", mb.Voter)
+			}
+		case mb.State == gossip.StateLeft && known && mb.Name != c.cfg.Name:
+			if err := c.Store.RemoveServer(mb.Name); err != nil {
+				c.log.Warn("removing a departed member from Raft failed", "member", mb.Name, "err", err)
+			} else {
+				c.log.Info("member that left removed from Raft", "member", mb.Name)
+			}
+		}
+	}
+}
+
+// Apply commits a document through the leader and returns once this node
+// has applied it.
+func (c *Cluster) Apply(ctx context.Context, raw []byte, hash string, ifVersion uint64) (store.Applied, error) {
+	return c.Store.ApplyWithHash(ctx, raw, hash, ifVersion)
+}
+
+// MemberStatus is one row of `meridian cluster status`.
+type MemberStatus struct {
+	Name          string  `json:"name"`
+	Region        string  `json:"region"`
+	Lat           float64 `json:"lat"`
+	Lon           float64 `json:"lon"`
+	State         string  `json:"gossip_state"`
+	Raft          string  `json:"raft_role"`
+	ConfigVersion uint64  `json:"config_version"`
+	GossipAddr    string  `json:"gossip_addr"`
+	ClusterAddr   string  `json:"cluster_addr"`
+	HTTPAddr      string  `json:"http_addr,omitempty"`
+	HTTPSAddr     string  `json:"https_addr,omitempty"`
+	AdminAddr     string  `json:"admin_addr,omitempty"`
+	Draining      bool    `json:"draining,omitempty"`
+}
+
+// Status lists every member known by gossip with its Raft role: leader,
+// voter, nonvoter, or none (not in the Raft configuration).
+func (c *Cluster) Status() []MemberStatus {
+	roles := map[string]string{}
+	if servers, err := c.Store.Servers(); err == nil {
+		for _, s := range servers {
+			if s.Voter {
+				roles[s.ID] = "voter"
+			} else {
+				roles[s.ID] = "nonvoter"
+			}
+		}
+	}
+	if id, _ := c.Store.Leader(); id != "" {
+		roles[id] = "leader"
+	}
+	var out []MemberStatus
+	for _, mb := range c.Members.Members() {
+		role := roles[mb.Name]
+		if role == "" {
+			role = "none"
+		}
+		out = append(out, MemberStatus{
+			Name: mb.Name, Region: mb.Region, Lat: mb.Lat, Lon: mb.Lon, State: string(mb.State), Raft: role,
+			ConfigVersion: mb.ConfigVersion, GossipAddr: mb.Addr, ClusterAddr: mb.ClusterAddr,
+			HTTPAddr: mb.HTTPAddr, HTTPSAddr: mb.HTTPSAddr, AdminAddr: mb.AdminAddr, Draining: mb.Draining,
+		})
+	}
+	return out
+}
+
+// Leave departs gracefully: voters hand their seat back through the leader,
+// gossip announces the leave, then everything closes.
+func (c *Cluster) Leave(ctx context.Context) error {
+	c.Members.UpdateMeta(func(m *gossip.Meta) { m.Draining = true })
+	var err error
+	if c.cfg.Voter {
+		err = c.Store.Leave(ctx)
+	}
+	c.Members.Leave(5 * time.Second)
+	c.Close()
+	return err
+}
+
+// Close stops gossip and Raft without leaving (a crash, as others see it).
+func (c *Cluster) Close() error {
+	c.cancel()
+	c.wg.Wait()
+	c.Members.Shutdown()
+	return c.Store.Close()
+}

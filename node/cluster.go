@@ -1,0 +1,195 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/meridian-gw/meridian/cluster"
+	"github.com/meridian-gw/meridian/cluster/gossip"
+	"github.com/meridian-gw/meridian/cluster/pki"
+	"github.com/meridian-gw/meridian/cluster/store"
+	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/edge/config"
+)
+
+// startCluster joins the cluster. Documents committed in Raft reach
+// onClusterDoc, which compiles and installs them in order.
+func (n *Node) startCluster() error {
+	cl := n.cfg.Cluster
+	cfg := cluster.Config{
+		Name: n.cfg.Name, Region: n.cfg.Region, Lat: n.cfg.Location.Lat, Lon: n.cfg.Location.Lon,
+		DataDir: n.cfg.DataDir, Bind: cl.Bind, Advertise: cl.Advertise,
+		GossipBind: cl.GossipBind, GossipAdvertise: cl.GossipAdvertise, Join: cl.Join,
+		BootstrapExpect: cl.BootstrapExpect, Bootstrap: cl.Bootstrap,
+		Voter:  cl.Voter == nil || *cl.Voter,
+		Logger: n.log.With("component", "cluster"),
+	}
+	if n.opts.ClusterTuning != nil {
+		n.opts.ClusterTuning(&cfg)
+	}
+	if cl.TLS.CAFile != "" {
+		tc, err := pki.LoadMutualTLS(cl.TLS.CAFile, cl.TLS.CertFile, cl.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("cluster TLS: %w", err)
+		}
+		cfg.TLS = tc
+	}
+	if cl.GossipKeyFile != "" {
+		keys, err := readGossipKeys(cl.GossipKeyFile)
+		if err != nil {
+			return err
+		}
+		cfg.GossipKeys = keys
+	}
+	c, err := cluster.Start(cfg, n.onClusterDoc)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	n.cluster = c
+	return nil
+}
+
+// announce publishes the bound addresses in gossip once listeners exist.
+func (n *Node) announce() {
+	if n.cluster == nil {
+		return
+	}
+	n.cluster.Members.UpdateMeta(func(m *gossip.Meta) {
+		m.HTTPAddr = n.ProxyAddr()
+		m.HTTPSAddr = n.HTTPSAddr()
+		m.AdminAddr = n.AdminAddr()
+	})
+}
+
+func readGossipKeys(path string) ([][]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("gossip key file: %w", err)
+	}
+	defer f.Close()
+	var keys [][]byte
+	sc := bufio.NewScanner(f)
+	for line := 1; sc.Scan(); line++ {
+		t := strings.TrimSpace(sc.Text())
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(t)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			return nil, fmt.Errorf("gossip key file %s line %d: want a base64 AES key of 16, 24 or 32 bytes", path, line)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("gossip key file %s holds no key", path)
+	}
+	return keys, sc.Err()
+}
+
+// onClusterDoc installs a committed document. Raft delivers documents in
+// order; one older than what is served (a replay at start) is skipped, so a
+// node never goes back to an older version.
+func (n *Node) onClusterDoc(d store.Document) {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	cur := n.gw.Current()
+	if cur != nil && cur.Version >= d.Version && cur.Version != 0 {
+		return
+	}
+	doc, err := config.Parse(d.Raw)
+	var snap *edge.Snapshot
+	if err == nil {
+		snap, err = n.compile(doc, d.Raw, d.Version, cur)
+	}
+	if err != nil {
+		// Validated by the node that proposed it, so this is local (a
+		// file named in the document missing here, say). Keep serving
+		// what we have and say so loudly.
+		n.gw.RecordRejected()
+		n.log.Error("committed configuration cannot be installed on this node; still serving the previous one",
+			"version", d.Version, "err", err)
+		return
+	}
+	n.gw.Swap(snap)
+	n.manageHosts(doc)
+	n.log.Info("configuration applied", "version", d.Version, "hash", shortHash(snap.Hash), "source", "cluster", "routes", len(doc.Routes))
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// applyCluster proposes a document to the cluster and returns once this
+// node serves it.
+func (n *Node) applyCluster(ctx context.Context, doc *config.Document, raw []byte, ifVersion uint64) (*edge.Snapshot, error) {
+	// Validate as the cluster would install it, before proposing: a
+	// committed document cannot be taken back.
+	if _, err := n.compile(doc, raw, 0, nil); err != nil {
+		n.gw.RecordRejected()
+		return nil, config.WithLines(raw, err, "")
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+	}
+	a, err := n.cluster.Apply(ctx, raw, doc.Hash(), ifVersion)
+	switch {
+	case errors.Is(err, store.ErrVersionConflict):
+		return nil, fmt.Errorf("%w: %v", edge.ErrVersionConflict, err)
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", edge.ErrUnavailable, err)
+	}
+	s := n.gw.Current()
+	if s == nil || s.Version < a.Version {
+		return nil, fmt.Errorf("%w: version %d committed but not installed on this node (see its log)", edge.ErrUnavailable, a.Version)
+	}
+	return s, nil
+}
+
+// seedCluster proposes the file's document when the cluster has none yet,
+// from whichever node leads first.
+func (n *Node) seedCluster(doc *config.Document, raw []byte) {
+	defer n.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stopping:
+			return
+		case <-t.C:
+		}
+		if n.cluster.Store.Current().Version > 0 {
+			return
+		}
+		if n.cluster.Store.State() != "Leader" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := n.cluster.Apply(ctx, raw, doc.Hash(), 0)
+		cancel()
+		if err == nil {
+			n.log.Info("seeded the cluster with this node's gateway document")
+			return
+		}
+		n.log.Warn("seeding the cluster failed; retrying", "err", err)
+	}
+}
+
+// ClusterStatus lists the cluster's members for the admin API (nil when
+// the node runs alone).
+func (n *Node) ClusterStatus() any {
+	if n.cluster == nil {
+		return nil
+	}
+	return n.cluster.Status()
+}
