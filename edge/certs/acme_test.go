@@ -19,15 +19,17 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-gw/meridian/internal/pebbletest"
 )
 
 const testHost = "api.meridian.test"
 
-func acmeOpts(p *pebble, challenges ...string) *ACMEOptions {
+func acmeOpts(p *pebbletest.Pebble, challenges ...string) *ACMEOptions {
 	return &ACMEOptions{
 		Email:      "ops@meridian.test",
-		CA:         p.dirURL,
-		CARootFile: p.minica,
+		CA:         p.DirectoryURL,
+		CARootFile: p.MinicaFile,
 		Challenges: challenges,
 		Profile:    "default", // pebble picks a random profile for orders without one
 	}
@@ -45,12 +47,12 @@ func newManager(t *testing.T, opts Options) *Manager {
 
 // waitServed polls until a client trusting only pebble's root gets a valid certificate
 // for name from the node's HTTPS listener.
-func waitServed(t *testing.T, l *listeners, p *pebble, name string, timeout time.Duration) *x509.Certificate {
+func waitServed(t *testing.T, l *listeners, p *pebbletest.Pebble, name string, timeout time.Duration) *x509.Certificate {
 	t.Helper()
 	var leaf *x509.Certificate
 	waitFor(t, timeout, "certificate for "+name+" served", func() error {
 		var err error
-		leaf, err = handshake(l.tlsLn.Addr().String(), name, p.issuer, 5*time.Second)
+		leaf, err = handshake(l.tlsLn.Addr().String(), name, p.Roots, 5*time.Second)
 		return err
 	})
 	return leaf
@@ -130,7 +132,7 @@ func TestACMEHTTP01(t *testing.T) {
 		}
 	}
 	// A name that is neither managed nor on demand is refused.
-	if _, err := handshake(l.tlsLn.Addr().String(), "other.meridian.test", p.issuer, 5*time.Second); err == nil {
+	if _, err := handshake(l.tlsLn.Addr().String(), "other.meridian.test", p.Roots, 5*time.Second); err == nil {
 		t.Fatal("handshake for an unmanaged name succeeded")
 	}
 	if v, _ := gauge(t, reg, "meridian_acme_failures_total", nil); v != 0 {
@@ -177,7 +179,7 @@ func TestACMERenewal(t *testing.T) {
 	}
 	var second *x509.Certificate
 	waitFor(t, 2*pebbleShortLivedSeconds*time.Second, "renewed certificate served", func() error {
-		leaf, err := handshake(l.tlsLn.Addr().String(), testHost, p.issuer, 5*time.Second)
+		leaf, err := handshake(l.tlsLn.Addr().String(), testHost, p.Roots, 5*time.Second)
 		if err != nil {
 			return err
 		}
@@ -201,7 +203,7 @@ func TestACMERenewal(t *testing.T) {
 func TestACMEOnDemand(t *testing.T) {
 	l := newListeners(t)
 	p := startPebble(t, l.httpPort, l.tlsPort)
-	r := newRelay(t, p.acmeAddr)
+	r := pebbletest.NewRelay(t, p.ACMEAddr)
 	var askMu sync.Mutex
 	var asked []string
 	ask := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -216,7 +218,7 @@ func TestACMEOnDemand(t *testing.T) {
 	t.Cleanup(ask.Close)
 	log, _ := testLogger(t)
 	a := acmeOpts(p, ChallengeHTTP01)
-	a.CA = dirURLVia(p, r.addr())
+	a.CA = p.DirectoryURLVia(r.Addr())
 	m := newManager(t, Options{
 		DataDir:  t.TempDir(),
 		Logger:   log,
@@ -228,18 +230,18 @@ func TestACMEOnDemand(t *testing.T) {
 	addr := l.tlsLn.Addr().String()
 
 	start := time.Now()
-	_, err := handshake(addr, "evil.example.com", p.issuer, 10*time.Second)
+	_, err := handshake(addr, "evil.example.com", p.Roots, 10*time.Second)
 	if err == nil {
 		t.Fatal("handshake for a name Allowed rejects succeeded")
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("refusal took %v", d)
 	}
-	_, err = handshake(addr, "refused.meridian.test", p.issuer, 10*time.Second)
+	_, err = handshake(addr, "refused.meridian.test", p.Roots, 10*time.Second)
 	if err == nil {
 		t.Fatal("handshake for a name the Ask endpoint refuses succeeded")
 	}
-	if n, c := r.sent.Load(), r.conns.Load(); n != 0 || c != 0 {
+	if n, c := r.Sent(), r.Conns(); n != 0 || c != 0 {
 		t.Fatalf("the CA was contacted for refused names: %d bytes over %d connections", n, c)
 	}
 	askMu.Lock()
@@ -248,14 +250,14 @@ func TestACMEOnDemand(t *testing.T) {
 	}
 	askMu.Unlock()
 
-	leaf, err := handshake(addr, "shop.meridian.test", p.issuer, 60*time.Second)
+	leaf, err := handshake(addr, "shop.meridian.test", p.Roots, 60*time.Second)
 	if err != nil {
 		t.Fatalf("on-demand handshake for an allowed name: %v", err)
 	}
 	if leaf.DNSNames[0] != "shop.meridian.test" {
 		t.Fatalf("served %v", leaf.DNSNames)
 	}
-	if r.sent.Load() == 0 {
+	if r.Sent() == 0 {
 		t.Fatal("certificate obtained without the CA relay seeing traffic: the relay is not in the path")
 	}
 }

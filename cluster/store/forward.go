@@ -1,0 +1,310 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Forwarding protocol: on a connection opened with the 'F' kind byte, the
+// follower sends one request frame and the leader answers with one response
+// frame (4-byte big-endian length, then JSON). The follower opens a fresh
+// connection per request: a failed dial is then always safe to retry, and
+// anything that fails after the request was sent is reported as
+// ErrUnknownOutcome, never silently retried (which could apply a write twice).
+
+const (
+	opApply        = "apply"
+	opAddVoter     = "add_voter"
+	opAddNonvoter  = "add_nonvoter"
+	opRemoveServer = "remove_server"
+)
+
+// Error codes on the wire.
+const (
+	codeNotLeader = "not_leader"
+	codeConflict  = "conflict"
+	codeUnknown   = "unknown_outcome"
+	codeClosed    = "closed"
+	codeError     = "error"
+)
+
+const maxFrame = 64 << 20
+
+type fwdRequest struct {
+	Op        string `json:"op"`
+	Cmd       []byte `json:"cmd,omitempty"`
+	ID        string `json:"id,omitempty"`
+	Addr      string `json:"addr,omitempty"`
+	TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	From      string `json:"from,omitempty"`
+}
+
+type fwdResponse struct {
+	Index   uint64 `json:"index,omitempty"`
+	Version uint64 `json:"version,omitempty"`
+	Hash    string `json:"hash,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Msg     string `json:"msg,omitempty"`
+}
+
+// errRetry marks an attempt that certainly changed nothing (no leader, not the
+// leader, leader unreachable): submit tries again until ctx ends.
+type errRetry struct{ err error }
+
+func (e errRetry) Error() string { return e.err.Error() }
+func (e errRetry) Unwrap() error { return e.err }
+
+// submit runs a leader-only request on the leader, locally or forwarded,
+// retrying while there is no reachable leader.
+func (s *Store) submit(ctx context.Context, req *fwdRequest) (fwdResponse, error) {
+	backoff := 5 * time.Millisecond
+	var last error
+	for {
+		select {
+		case <-s.closing:
+			return fwdResponse{}, ErrClosed
+		default:
+		}
+		if err := ctx.Err(); err != nil {
+			if last == nil {
+				last = err
+			}
+			return fwdResponse{}, fmt.Errorf("%w: %v (last attempt: %v)", ErrNoLeader, err, last)
+		}
+		var resp fwdResponse
+		var err error
+		if s.raft.State() == raft.Leader {
+			resp, err = s.execLocal(ctx, req)
+		} else if _, addr := s.Leader(); addr == "" {
+			err = errRetry{errors.New("no leader known")}
+		} else if addr == s.addr {
+			err = errRetry{errors.New("stale leader information points at this node")}
+		} else {
+			resp, err = s.forward(ctx, addr, req)
+		}
+		var r errRetry
+		if !errors.As(err, &r) {
+			return resp, err
+		}
+		last = r.err
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		case <-s.closing:
+			t.Stop()
+		}
+		if backoff *= 2; backoff > 100*time.Millisecond {
+			backoff = 100 * time.Millisecond
+		}
+	}
+}
+
+// execLocal runs req on this node's Raft, which believes it is the leader.
+func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, error) {
+	var timeout time.Duration // enqueue timeout; 0 = none
+	if dl, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(dl); timeout <= 0 {
+			return fwdResponse{}, ctx.Err()
+		}
+	}
+	var f raft.IndexFuture
+	switch req.Op {
+	case opApply:
+		f = s.raft.Apply(req.Cmd, timeout)
+	case opAddVoter:
+		f = s.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, timeout)
+	case opAddNonvoter:
+		f = s.raft.AddNonvoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, timeout)
+	case opRemoveServer:
+		f = s.raft.RemoveServer(raft.ServerID(req.ID), 0, timeout)
+	default:
+		return fwdResponse{}, fmt.Errorf("store: unknown forwarded operation %q", req.Op)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return fwdResponse{}, fmt.Errorf("%w: not committed before the deadline (%v), it may still be: %w",
+			ErrNoLeader, ctx.Err(), ErrUnknownOutcome)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		// Never entered the log.
+		return fwdResponse{}, errRetry{err}
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fwdResponse{}, fmt.Errorf("%w: leadership lost while committing, the write may still be applied later: %w",
+			ErrNoLeader, ErrUnknownOutcome)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fwdResponse{}, ErrClosed
+	default:
+		return fwdResponse{}, fmt.Errorf("store: %s: %w", req.Op, err)
+	}
+	resp := fwdResponse{Index: f.Index()}
+	if af, ok := f.(raft.ApplyFuture); ok && req.Op == opApply {
+		r, _ := af.Response().(fsmResult)
+		resp.Version, resp.Hash = r.Version, r.Hash
+		if r.Err != nil {
+			return resp, r.Err
+		}
+	}
+	return resp, nil
+}
+
+// forward sends req to the leader at addr.
+func (s *Store) forward(ctx context.Context, addr string, req *fwdRequest) (fwdResponse, error) {
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.TransportTimeout)
+	conn, err := s.mux.dial(dctx, addr, connForward)
+	cancel()
+	if err != nil {
+		if errors.Is(err, errClosed) {
+			return fwdResponse{}, ErrClosed
+		}
+		return fwdResponse{}, errRetry{fmt.Errorf("dial leader %s: %w", addr, err)}
+	}
+	defer conn.Close()
+	// Close the connection if ctx ends or the store closes mid-request.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	r := *req
+	r.From = s.cfg.ID
+	if dl, ok := ctx.Deadline(); ok {
+		r.TimeoutMs = max(time.Until(dl).Milliseconds(), 1)
+		conn.SetDeadline(dl)
+	}
+	if err := writeFrame(conn, &r); err != nil {
+		return fwdResponse{}, s.lostResult(ctx, addr, err)
+	}
+	var resp fwdResponse
+	if err := readFrame(bufio.NewReader(conn), &resp); err != nil {
+		return fwdResponse{}, s.lostResult(ctx, addr, err)
+	}
+	switch resp.Code {
+	case "":
+		return resp, nil
+	case codeNotLeader:
+		return resp, errRetry{fmt.Errorf("%s: %w", addr, ErrNotLeader)}
+	case codeConflict:
+		return resp, fmt.Errorf("%w: %s", ErrVersionConflict, resp.Msg)
+	case codeUnknown:
+		return resp, fmt.Errorf("%w (%w): leader %s: %s", ErrNoLeader, ErrUnknownOutcome, addr, resp.Msg)
+	case codeClosed:
+		return resp, fmt.Errorf("%w: leader %s is shutting down: %s", ErrUnknownOutcome, addr, resp.Msg)
+	default:
+		return resp, fmt.Errorf("store: leader %s: %s", addr, resp.Msg)
+	}
+}
+
+func (s *Store) lostResult(ctx context.Context, addr string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: no answer from leader %s before the deadline (%v): %w", ErrNoLeader, addr, ctx.Err(), ErrUnknownOutcome)
+	}
+	return fmt.Errorf("%w: connection to leader %s failed mid-request: %v", ErrUnknownOutcome, addr, err)
+}
+
+// serveForward answers forwarded requests on conn (runs on a mux goroutine).
+func (s *Store) serveForward(conn net.Conn) {
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for {
+		var req fwdRequest
+		if err := readFrame(br, &req); err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log.Debug("cluster: forward connection ended", "remote", conn.RemoteAddr().String(), "error", err)
+			}
+			return
+		}
+		resp := s.handleForward(&req)
+		if err := writeFrame(conn, &resp); err != nil {
+			return
+		}
+	}
+}
+
+func (s *Store) handleForward(req *fwdRequest) fwdResponse {
+	if s.raft.State() != raft.Leader {
+		return fwdResponse{Code: codeNotLeader, Msg: "not the leader"}
+	}
+	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
+	if timeout <= 0 || timeout > membershipTimeout {
+		timeout = membershipTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	resp, err := s.execLocal(ctx, req)
+	var r errRetry
+	switch {
+	case err == nil:
+	case errors.As(err, &r):
+		resp.Code, resp.Msg = codeNotLeader, err.Error()
+	case errors.Is(err, ErrVersionConflict):
+		resp.Code, resp.Msg = codeConflict, trimPrefix(err, ErrVersionConflict)
+	case errors.Is(err, ErrUnknownOutcome):
+		resp.Code, resp.Msg = codeUnknown, err.Error()
+	case errors.Is(err, ErrClosed):
+		resp.Code, resp.Msg = codeClosed, err.Error()
+	default:
+		resp.Code, resp.Msg = codeError, err.Error()
+	}
+	if err != nil {
+		s.log.Debug("cluster: forwarded request failed", "op", req.Op, "from", req.From, "error", err)
+	}
+	return resp
+}
+
+func trimPrefix(err, prefix error) string {
+	m, p := err.Error(), prefix.Error()+": "
+	if len(m) > len(p) && m[:len(p)] == p {
+		return m[len(p):]
+	}
+	return m
+}
+
+func writeFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+func readFrame(r io.Reader, v any) error {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > maxFrame {
+		return fmt.Errorf("frame of %d bytes exceeds limit", n)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}

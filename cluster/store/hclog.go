@@ -1,0 +1,148 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// slogAdapter bridges hashicorp/raft's hclog.Logger to a *slog.Logger. The
+// raft component name goes into a "component" attribute; hclog Trace maps to
+// slog Debug-4.
+type slogAdapter struct {
+	l    *slog.Logger
+	name string
+	args []any
+}
+
+func newHclog(l *slog.Logger, name string) hclog.Logger {
+	return &slogAdapter{l: l, name: name}
+}
+
+func slogLevel(level hclog.Level) slog.Level {
+	switch level {
+	case hclog.Trace:
+		return slog.LevelDebug - 4
+	case hclog.Debug:
+		return slog.LevelDebug
+	case hclog.Warn:
+		return slog.LevelWarn
+	case hclog.Error:
+		return slog.LevelError
+	default:
+		return slog.LevelInfo
+	}
+}
+
+func (a *slogAdapter) Log(level hclog.Level, msg string, args ...any) {
+	lv := slogLevel(level)
+	ctx := context.Background()
+	if !a.l.Enabled(ctx, lv) {
+		return
+	}
+	all := make([]any, 0, len(a.args)+len(args)+2)
+	if a.name != "" {
+		all = append(all, "component", a.name)
+	}
+	all = append(all, a.args...)
+	all = append(all, args...)
+	for i, v := range all {
+		if f, ok := v.(hclog.Format); ok && len(f) > 0 {
+			if s, ok := f[0].(string); ok {
+				all[i] = fmt.Sprintf(s, f[1:]...)
+			}
+		}
+	}
+	a.l.Log(ctx, lv, msg, all...)
+}
+
+func (a *slogAdapter) Trace(msg string, args ...any) { a.Log(hclog.Trace, msg, args...) }
+func (a *slogAdapter) Debug(msg string, args ...any) { a.Log(hclog.Debug, msg, args...) }
+func (a *slogAdapter) Info(msg string, args ...any)  { a.Log(hclog.Info, msg, args...) }
+func (a *slogAdapter) Warn(msg string, args ...any)  { a.Log(hclog.Warn, msg, args...) }
+func (a *slogAdapter) Error(msg string, args ...any) { a.Log(hclog.Error, msg, args...) }
+
+func (a *slogAdapter) enabled(l hclog.Level) bool {
+	return a.l.Enabled(context.Background(), slogLevel(l))
+}
+func (a *slogAdapter) IsTrace() bool { return a.enabled(hclog.Trace) }
+func (a *slogAdapter) IsDebug() bool { return a.enabled(hclog.Debug) }
+func (a *slogAdapter) IsInfo() bool  { return a.enabled(hclog.Info) }
+func (a *slogAdapter) IsWarn() bool  { return a.enabled(hclog.Warn) }
+func (a *slogAdapter) IsError() bool { return a.enabled(hclog.Error) }
+
+func (a *slogAdapter) ImpliedArgs() []any { return a.args }
+
+func (a *slogAdapter) With(args ...any) hclog.Logger {
+	n := *a
+	n.args = append(append([]any(nil), a.args...), args...)
+	return &n
+}
+
+func (a *slogAdapter) Name() string { return a.name }
+
+func (a *slogAdapter) Named(name string) hclog.Logger {
+	n := *a
+	if n.name != "" {
+		n.name += "." + name
+	} else {
+		n.name = name
+	}
+	return &n
+}
+
+func (a *slogAdapter) ResetNamed(name string) hclog.Logger {
+	n := *a
+	n.name = name
+	return &n
+}
+
+// SetLevel is ignored: the slog handler decides.
+func (a *slogAdapter) SetLevel(hclog.Level) {}
+
+func (a *slogAdapter) GetLevel() hclog.Level {
+	switch {
+	case a.IsTrace():
+		return hclog.Trace
+	case a.IsDebug():
+		return hclog.Debug
+	case a.IsInfo():
+		return hclog.Info
+	case a.IsWarn():
+		return hclog.Warn
+	default:
+		return hclog.Error
+	}
+}
+
+func (a *slogAdapter) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Logger {
+	return log.New(a.StandardWriter(opts), "", 0)
+}
+
+func (a *slogAdapter) StandardWriter(*hclog.StandardLoggerOptions) io.Writer {
+	return writerFunc(func(p []byte) (int, error) {
+		msg := strings.TrimSpace(string(p))
+		level := hclog.Info
+		for _, pfx := range []struct {
+			s string
+			l hclog.Level
+		}{{"[ERR]", hclog.Error}, {"[ERROR]", hclog.Error}, {"[WARN]", hclog.Warn}, {"[DEBUG]", hclog.Debug}, {"[TRACE]", hclog.Trace}, {"[INFO]", hclog.Info}} {
+			if strings.HasPrefix(msg, pfx.s) {
+				level = pfx.l
+				msg = strings.TrimSpace(strings.TrimPrefix(msg, pfx.s))
+				break
+			}
+		}
+		a.Log(level, msg)
+		return len(p), nil
+	})
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

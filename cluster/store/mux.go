@@ -1,0 +1,277 @@
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Connection kinds: the first byte a dialer writes (after the TLS handshake
+// when TLS is on) selects the protocol of the rest of the connection.
+const (
+	connRaft    byte = 'R'
+	connForward byte = 'F'
+)
+
+const handshakeTimeout = 10 * time.Second
+
+// mux owns the single cluster TCP listener. It accepts connections, runs the
+// TLS handshake (refusing and logging unauthenticated peers), reads the kind
+// byte and hands the connection to Raft's stream layer or to the forwarding
+// server. It tracks every connection, inbound and outbound, so Close ends them
+// all.
+type mux struct {
+	ln        net.Listener
+	advertise net.Addr
+	tls       *tls.Config
+	log       *slog.Logger
+	forward   func(net.Conn)
+
+	raftC chan net.Conn // inbound raft connections for the stream layer
+
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
+	done   chan struct{}
+	wg     sync.WaitGroup
+}
+
+func newMux(ln net.Listener, advertise net.Addr, tlsCfg *tls.Config, log *slog.Logger) *mux {
+	return &mux{
+		ln:        ln,
+		advertise: advertise,
+		tls:       tlsCfg,
+		log:       log,
+		raftC:     make(chan net.Conn),
+		conns:     make(map[*trackedConn]struct{}),
+		done:      make(chan struct{}),
+	}
+}
+
+func (m *mux) start(forward func(net.Conn)) {
+	m.forward = forward
+	m.wg.Add(1)
+	go m.acceptLoop()
+}
+
+func (m *mux) acceptLoop() {
+	defer m.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay *= 2; delay > time.Second {
+				delay = time.Second
+			}
+			m.log.Warn("cluster: accept failed", "error", err)
+			select {
+			case <-m.done:
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		delay = 0
+		tc, ok := m.track(c)
+		if !ok {
+			c.Close()
+			return
+		}
+		m.wg.Add(1)
+		go m.handle(tc)
+	}
+}
+
+func (m *mux) handle(c *trackedConn) {
+	defer m.wg.Done()
+	remote := c.RemoteAddr().String()
+	c.SetDeadline(time.Now().Add(handshakeTimeout))
+	var conn net.Conn = c
+	if m.tls != nil {
+		tc := tls.Server(c, m.tls)
+		if err := tc.Handshake(); err != nil {
+			m.log.Warn("cluster: refused connection: TLS handshake failed (unauthenticated peer?)",
+				"remote", remote, "error", err)
+			c.Close()
+			return
+		}
+		conn = &tlsTracked{Conn: tc, t: c}
+	}
+	var kind [1]byte
+	if _, err := io.ReadFull(conn, kind[:]); err != nil {
+		m.log.Debug("cluster: connection closed before kind byte", "remote", remote, "error", err)
+		conn.Close()
+		return
+	}
+	c.SetDeadline(time.Time{})
+	switch kind[0] {
+	case connRaft:
+		select {
+		case m.raftC <- conn:
+		case <-m.done:
+			conn.Close()
+		}
+	case connForward:
+		m.forward(conn)
+	default:
+		m.log.Warn("cluster: refused connection: unknown protocol byte", "remote", remote, "byte", kind[0], "tls", m.tls != nil)
+		conn.Close()
+	}
+}
+
+// dial opens a connection of the given kind to addr (TLS when configured).
+func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error) {
+	d := net.Dialer{}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := m.track(raw)
+	if !ok {
+		raw.Close()
+		return nil, errClosed
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		tc.SetDeadline(dl)
+	} else {
+		tc.SetDeadline(time.Now().Add(handshakeTimeout))
+	}
+	var conn net.Conn = tc
+	if m.tls != nil {
+		cfg := m.tls
+		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+			cfg = cfg.Clone()
+			host, _, _ := net.SplitHostPort(addr)
+			cfg.ServerName = host
+		}
+		t := tls.Client(tc, cfg)
+		if err := t.HandshakeContext(ctx); err != nil {
+			tc.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		}
+		conn = &tlsTracked{Conn: t, t: tc}
+	}
+	if _, err := conn.Write([]byte{kind}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	tc.SetDeadline(time.Time{})
+	return conn, nil
+}
+
+var errClosed = errors.New("store: closed")
+
+func (m *mux) track(c net.Conn) (*trackedConn, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, false
+	}
+	tc := &trackedConn{Conn: c, m: m}
+	m.conns[tc] = struct{}{}
+	return tc, true
+}
+
+// close stops accepting, closes every tracked connection and waits for the
+// mux's goroutines.
+func (m *mux) close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	close(m.done)
+	conns := make([]*trackedConn, 0, len(m.conns))
+	for c := range m.conns {
+		conns = append(conns, c)
+	}
+	m.mu.Unlock()
+	m.ln.Close()
+	for _, c := range conns {
+		c.Conn.Close()
+	}
+	m.wg.Wait()
+}
+
+type trackedConn struct {
+	net.Conn
+	m    *mux
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.m.mu.Lock()
+		delete(c.m.conns, c)
+		c.m.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// tlsTracked is a TLS connection whose Close also untracks the TCP conn.
+type tlsTracked struct {
+	*tls.Conn
+	t *trackedConn
+}
+
+func (c *tlsTracked) Close() error {
+	err := c.Conn.Close()
+	c.t.Close()
+	return err
+}
+
+// streamLayer is the raft.StreamLayer over the mux.
+type streamLayer struct {
+	m    *mux
+	once sync.Once
+	shut chan struct{}
+}
+
+var _ raft.StreamLayer = (*streamLayer)(nil)
+
+func (s *streamLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.m.raftC:
+		return c, nil
+	case <-s.shut:
+		return nil, errClosed
+	case <-s.m.done:
+		return nil, errClosed
+	}
+}
+
+func (s *streamLayer) Close() error {
+	s.once.Do(func() { close(s.shut) })
+	return nil
+}
+
+func (s *streamLayer) Addr() net.Addr { return s.m.advertise }
+
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.shut:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return s.m.dial(ctx, string(address), connRaft)
+}

@@ -1,0 +1,423 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Three nodes form; a write through a follower returns with that follower
+// already applied; every node converges; ifVersion conflicts are refused and
+// exactly one of two racing conditional writes wins.
+func TestThreeNodesApplyThroughFollower(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.start()
+	hist := make([]*history, 3)
+	for i, nd := range c.nodes {
+		hist[i] = &history{}
+		nd.s.Subscribe(hist[i].add)
+	}
+	// Bootstrap again: no-op.
+	if err := c.nodes[0].s.BootstrapCluster([]Server{{ID: "x", Addr: "127.0.0.9:1", Voter: true}}); err != nil {
+		t.Fatalf("second bootstrap: %v", err)
+	}
+	start := time.Now()
+	ld := c.leader(5 * time.Second)
+	t.Logf("leader %s elected in %v", ld.id, time.Since(start))
+	f := c.follower(ld)
+
+	doc1 := []byte(`{"routes":[1]}`)
+	t0 := time.Now()
+	a, err := f.s.Apply(ctxT(t, 5*time.Second), doc1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lat := time.Since(t0)
+	if a.Version != 1 || a.Index == 0 || a.Hash == "" {
+		t.Fatalf("applied %+v", a)
+	}
+	// Read-your-writes on the follower that took the write.
+	if cur := f.s.Current(); cur.Version != 1 || !bytes.Equal(cur.Raw, doc1) || cur.Hash != a.Hash {
+		t.Fatalf("follower current after Apply: %+v", cur)
+	}
+	conv := c.converge(5*time.Second, 1)
+	t.Logf("apply via follower %v; applied everywhere %v later", lat, conv)
+
+	// Conditional write on the current version succeeds through the leader.
+	if a, err = ld.s.Apply(ctxT(t, 5*time.Second), []byte(`{"routes":[2]}`), 1); err != nil || a.Version != 2 {
+		t.Fatalf("ifVersion=1: %+v %v", a, err)
+	}
+	// A stale conditional write through the other follower is refused, and
+	// that follower already shows the version that won.
+	other := c.live()[0]
+	for _, nd := range c.live() {
+		if nd != ld && nd != f {
+			other = nd
+		}
+	}
+	_, err = other.s.Apply(ctxT(t, 5*time.Second), []byte(`{"routes":["stale"]}`), 1)
+	if !errors.Is(err, ErrVersionConflict) {
+		t.Fatalf("stale ifVersion: %v, want ErrVersionConflict", err)
+	}
+	if v := other.s.Current().Version; v != 2 {
+		t.Fatalf("after conflict, node shows version %d, want 2", v)
+	}
+
+	// Two conditional writers race on version 2: exactly one wins.
+	var wg sync.WaitGroup
+	var wins, conflicts atomic.Int32
+	for i, nd := range []*tnode{f, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := nd.s.Apply(ctxT(t, 5*time.Second), fmt.Appendf(nil, `{"racer":%d}`, i), 2)
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, ErrVersionConflict):
+				conflicts.Add(1)
+			default:
+				t.Errorf("racer %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || conflicts.Load() != 1 {
+		t.Fatalf("race: %d wins, %d conflicts", wins.Load(), conflicts.Load())
+	}
+	c.converge(5*time.Second, 3)
+	// Every node saw the same documents in the same order.
+	want := hist[0]
+	waitFor(t, 5*time.Second, "histories of length 3", func() bool {
+		for _, h := range hist {
+			if len(h.snapshot()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	for i, h := range hist {
+		for j, d := range h.snapshot() {
+			w := want.snapshot()[j]
+			if d.Version != uint64(j+1) || d.Hash != w.Hash || !bytes.Equal(d.Raw, w.Raw) {
+				t.Fatalf("node %d doc %d: %+v, want %+v", i, j, d, w)
+			}
+		}
+	}
+	srv, err := f.s.Servers()
+	if err != nil || len(srv) != 3 {
+		t.Fatalf("servers %v %v", srv, err)
+	}
+}
+
+type ack struct {
+	version uint64
+	raw     string
+	started time.Time
+	at      time.Time
+}
+
+// The leader is killed while writers run through every node: a new leader is
+// elected within a bound, writes continue, and every acknowledged write is on
+// every live node at its version, in order.
+func TestLeaderFailoverNoLostWrites(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.start()
+	hist := map[string]*history{}
+	for _, nd := range c.nodes {
+		h := &history{}
+		hist[nd.id] = h
+		nd.s.Subscribe(h.add)
+	}
+	old := c.leader(5 * time.Second)
+
+	var mu sync.Mutex
+	var acks []ack
+	var failed atomic.Int32
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w, nd := range c.nodes {
+		s := nd.s
+		for k := 0; k < 2; k++ { // two writers per node
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for seq := 0; ; seq++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					raw := fmt.Sprintf("w%d.%d-%d", w, k, seq)
+					ctx, cancel := context2s()
+					t0 := time.Now()
+					a, err := s.Apply(ctx, []byte(raw), 0)
+					cancel()
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					mu.Lock()
+					acks = append(acks, ack{a.Version, raw, t0, time.Now()})
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	nacks := func() int { mu.Lock(); defer mu.Unlock(); return len(acks) }
+	waitFor(t, 10*time.Second, "30 acknowledged writes", func() bool { return nacks() >= 30 })
+
+	killAt := time.Now()
+	before := nacks()
+	c.stop(old)
+	ld := c.leader(5 * time.Second)
+	elect := time.Since(killAt)
+	if ld == old {
+		t.Fatal("old leader still leader")
+	}
+	waitFor(t, 10*time.Second, "30 more acknowledged writes after the kill", func() bool { return nacks() >= before+30 })
+	close(stop)
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	var firstAfter time.Duration
+	for _, a := range acks {
+		if a.started.After(killAt) {
+			if d := a.at.Sub(killAt); firstAfter == 0 || d < firstAfter {
+				firstAfter = d
+			}
+		}
+	}
+	t.Logf("leader %s killed; new leader %s in %v; first write started after the kill acknowledged %v after it; %d acks, %d failed attempts (expected around the kill)",
+		old.id, ld.id, elect, firstAfter, len(acks), failed.Load())
+	var maxV uint64
+	byVersion := map[uint64]string{}
+	for _, a := range acks {
+		if prev, dup := byVersion[a.version]; dup {
+			t.Fatalf("version %d acknowledged twice (%q and %q)", a.version, prev, a.raw)
+		}
+		byVersion[a.version] = a.raw
+		maxV = max(maxV, a.version)
+	}
+	c.converge(10*time.Second, maxV)
+	for _, nd := range c.live() {
+		h := hist[nd.id].snapshot()
+		for i, d := range h {
+			if d.Version != uint64(i+1) {
+				t.Fatalf("%s: history[%d] has version %d: gap or reorder", nd.id, i, d.Version)
+			}
+		}
+		for v, raw := range byVersion {
+			if v > uint64(len(h)) || string(h[v-1].Raw) != raw {
+				t.Fatalf("%s: acknowledged write %q at version %d missing or different", nd.id, raw, v)
+			}
+		}
+	}
+}
+
+// A stopped node restarts from its data dir: its first document (delivered
+// in Subscribe, before it has heard from any leader) is never older than the
+// one it had, and it catches up, here through a snapshot because the leader
+// compacted its log in the meantime.
+func TestRestartCatchesUpNeverOlder(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.SnapshotThreshold = 4
+		cfg.SnapshotInterval = 50 * time.Millisecond
+		cfg.TrailingLogs = 2
+		cfg.WALSegmentSize = 8 << 10 // small segments, so compaction really deletes entries
+	})
+	pad := strings.Repeat("x", 1500)
+	doc := func(i int) []byte { return fmt.Appendf(nil, "doc-%d %s", i, pad) }
+	c.start()
+	ld := c.leader(5 * time.Second)
+	f := c.follower(ld)
+	for i := 1; i <= 5; i++ {
+		if _, err := f.s.Apply(ctxT(t, 5*time.Second), doc(i), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.converge(5*time.Second, 5)
+	had := f.s.Current()
+	lastLog, _ := f.s.wal.LastIndex()
+	c.stop(f)
+	for i := 6; i <= 15; i++ {
+		if _, err := ld.s.Apply(ctxT(t, 5*time.Second), doc(i), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until the leader has compacted past the stopped node's log.
+	waitFor(t, 5*time.Second, "leader log compacted beyond the stopped node's log", func() bool {
+		var l raft.Log
+		return ld.s.wal.GetLog(lastLog+1, &l) != nil
+	})
+
+	s := c.open(f)
+	var mu sync.Mutex
+	var seen []uint64
+	s.Subscribe(func(d Document) {
+		mu.Lock()
+		seen = append(seen, d.Version)
+		mu.Unlock()
+	})
+	mu.Lock()
+	if len(seen) == 0 || seen[0] < had.Version {
+		t.Fatalf("restarted node: first document %v, had version %d", seen, had.Version)
+	}
+	mu.Unlock()
+	if cur := s.Current(); cur.Version < had.Version || !bytes.Equal(cur.Raw, doc(int(cur.Version))) {
+		t.Fatalf("restarted node serves %d %q, had %d", cur.Version, cur.Raw, had.Version)
+	}
+	d := c.converge(10*time.Second, 15)
+	t.Logf("restarted node caught up from version %d to 15 in %v", had.Version, d)
+	mu.Lock()
+	for i := 1; i < len(seen); i++ {
+		if seen[i] <= seen[i-1] {
+			t.Fatalf("restarted node went back: %v", seen)
+		}
+	}
+	mu.Unlock()
+	if !bytes.Equal(s.Current().Raw, doc(15)) {
+		t.Fatalf("restarted node raw %q", s.Current().Raw)
+	}
+	// It caught up through a snapshot (the FSM restore precedes raft's log line).
+	waitFor(t, 5*time.Second, "restarted node logs an installed snapshot", func() bool {
+		return strings.Contains(f.logs.String(), "Installed remote snapshot")
+	})
+}
+
+// Five nodes: grown one by one (membership changes forwarded from followers),
+// four voters and a non-voter; a voter is removed and another leaves
+// gracefully; the cluster keeps accepting writes and the non-voter keeps
+// the full document.
+func TestFiveNodesMembership(t *testing.T) {
+	c := newCluster(t, 5, nil)
+	for _, nd := range c.nodes {
+		c.open(nd)
+	}
+	n := c.nodes
+	if err := n[0].s.BootstrapCluster([]Server{{ID: n[0].id, Addr: n[0].addr, Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n0 leader", func() bool { return n[0].s.State() == "Leader" })
+	if err := n[0].s.AddVoter(n[1].id, n[1].addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "n1 knows leader", func() bool { id, _ := n[1].s.Leader(); return id == "n0" })
+	// Membership changes through a follower are forwarded.
+	for _, nd := range n[2:4] {
+		if err := n[1].s.AddVoter(nd.id, nd.addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n[1].s.AddNonvoter(n[4].id, n[4].addr); err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := n[0].s.Servers()
+	voters := 0
+	for _, sv := range srv {
+		if sv.Voter {
+			voters++
+		}
+	}
+	if len(srv) != 5 || voters != 4 {
+		t.Fatalf("servers: %+v", srv)
+	}
+	if _, err := n[4].s.Apply(ctxT(t, 5*time.Second), []byte("five"), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.converge(5*time.Second, 1)
+
+	// Remove a voter (through the non-voter), then stop it.
+	ld := c.leader(5 * time.Second)
+	var victim *tnode
+	for _, nd := range n[:4] {
+		if nd != ld {
+			victim = nd
+			break
+		}
+	}
+	if err := n[4].s.RemoveServer(victim.id); err != nil {
+		t.Fatal(err)
+	}
+	c.stop(victim)
+	if _, err := n[4].s.Apply(ctxT(t, 5*time.Second), []byte("four"), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.converge(5*time.Second, 2)
+
+	// The leader leaves gracefully: leadership moves, it is removed, writes go on.
+	t0 := time.Now()
+	if err := ld.s.Leave(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	ld.s = nil
+	nl := c.leader(5 * time.Second)
+	t.Logf("leader %s left; %s leads after %v", ld.id, nl.id, time.Since(t0))
+	if _, err := n[4].s.Apply(ctxT(t, 5*time.Second), []byte("three"), 0); err != nil {
+		t.Fatal(err)
+	}
+	c.converge(5*time.Second, 3)
+	srv, _ = nl.s.Servers()
+	if len(srv) != 3 {
+		t.Fatalf("after remove and leave: %+v", srv)
+	}
+	for _, sv := range srv {
+		if sv.ID == victim.id || sv.ID == ld.id {
+			t.Fatalf("%s still in configuration: %+v", sv.ID, srv)
+		}
+	}
+}
+
+// With two of three nodes gone the survivor refuses writes with ErrNoLeader
+// within the caller's deadline and keeps serving its last document. Both the
+// case where the survivor was a follower and where it was the leader.
+func TestMinorityRefusesWrites(t *testing.T) {
+	for _, survivorWasLeader := range []bool{false, true} {
+		t.Run(fmt.Sprintf("survivorWasLeader=%v", survivorWasLeader), func(t *testing.T) {
+			c := newCluster(t, 3, nil)
+			c.start()
+			ld := c.leader(5 * time.Second)
+			if _, err := ld.s.Apply(ctxT(t, 5*time.Second), []byte("last-good"), 0); err != nil {
+				t.Fatal(err)
+			}
+			c.converge(5*time.Second, 1)
+			survivor := c.follower(ld)
+			if survivorWasLeader {
+				survivor = ld
+			}
+			for _, nd := range c.live() {
+				if nd != survivor {
+					c.stop(nd)
+				}
+			}
+			const deadline = 1500 * time.Millisecond
+			t0 := time.Now()
+			_, err := survivor.s.Apply(ctxT(t, deadline), []byte("must-not-commit"), 0)
+			took := time.Since(t0)
+			if !errors.Is(err, ErrNoLeader) {
+				t.Fatalf("minority Apply: %v, want ErrNoLeader", err)
+			}
+			if took > deadline+500*time.Millisecond {
+				t.Fatalf("minority Apply took %v, deadline %v", took, deadline)
+			}
+			t.Logf("minority Apply refused after %v: %v", took, err)
+			if cur := survivor.s.Current(); cur.Version != 1 || string(cur.Raw) != "last-good" {
+				t.Fatalf("survivor serves %+v", cur)
+			}
+			if st := survivor.s.State(); st == "Leader" {
+				t.Fatalf("survivor still leader")
+			}
+		})
+	}
+}

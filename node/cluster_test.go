@@ -1,0 +1,277 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/meridian-gw/meridian/cluster"
+	"github.com/meridian-gw/meridian/cluster/gossip"
+	"github.com/meridian-gw/meridian/cluster/pki"
+	"github.com/meridian-gw/meridian/cluster/store"
+	"github.com/meridian-gw/meridian/edge"
+)
+
+func fastCluster(c *cluster.Config) {
+	c.StoreTuning = func(s *store.Config) {
+		s.HeartbeatTimeout = 150 * time.Millisecond
+		s.ElectionTimeout = 150 * time.Millisecond
+		s.LeaderLeaseTimeout = 100 * time.Millisecond
+		s.CommitTimeout = 20 * time.Millisecond
+		s.WALSegmentSize = 1 << 20
+	}
+	c.GossipTuning = gossip.Tuning{
+		ProbeInterval: 250 * time.Millisecond, ProbeTimeout: 150 * time.Millisecond,
+		GossipInterval: 30 * time.Millisecond, PushPullInterval: 2 * time.Second,
+		TCPTimeout: 3 * time.Second, SuspicionMult: 4, GossipToTheDeadTime: 2 * time.Second,
+		DeadRetention: time.Minute,
+	}
+}
+
+type clusterHarness struct {
+	t     *testing.T
+	dir   string
+	caDir string
+	keyF  string
+	be    string
+	nodes map[int]*Node
+	seed  string
+}
+
+func newClusterHarness(t *testing.T, backend string) *clusterHarness {
+	t.Helper()
+	dir := t.TempDir()
+	h := &clusterHarness{t: t, dir: dir, caDir: filepath.Join(dir, "ca"), be: backend, nodes: map[int]*Node{}}
+	if err := pki.CreateCA(h.caDir); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	h.keyF = filepath.Join(dir, "gossip.key")
+	os.WriteFile(h.keyF, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+	return h
+}
+
+// start runs node i on 127.0.0.i, with TLS and gossip encryption.
+func (h *clusterHarness) start(i int) *Node {
+	h.t.Helper()
+	name := fmt.Sprintf("n%d", i)
+	ip := fmt.Sprintf("127.0.0.%d", i)
+	certDir := filepath.Join(h.dir, "certs")
+	if _, err := os.Stat(filepath.Join(certDir, name+".crt")); err != nil {
+		if err := pki.IssueNodeCert(h.caDir, name, []net.IP{net.ParseIP(ip)}, nil, certDir); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	join := ""
+	if h.seed != "" {
+		join = fmt.Sprintf("join: [%q]", h.seed)
+	}
+	gossipPort := 0
+	if i == 1 && h.seed != "" {
+		_, p, _ := net.SplitHostPort(h.seed)
+		fmt.Sscan(p, &gossipPort) // a restarted seed keeps its address
+	}
+	yaml := fmt.Sprintf(`node:
+  name: %s
+  region: r%d
+  location: {lat: %d, lon: %d}
+  data_dir: %s
+  listen: {http: "%s:0"}
+  admin: {listen: "%s:0", token: "0123456789abcdef0123"}
+  access_log: {enabled: false}
+  cluster:
+    bind: "%s:0"
+    gossip_bind: "%s:%d"
+    bootstrap_expect: 3
+    %s
+    tls: {ca_file: %s, cert_file: %s, key_file: %s}
+    gossip_key_file: %s
+gateway:
+  services: [{name: app, targets: [{url: %q}]}]
+  routes: [{name: v1, match: {path_prefix: /v1}, service: app}]
+`, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, ip, ip, ip, gossipPort, join,
+		filepath.Join(h.caDir, "ca.crt"), filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"), h.keyF, h.be)
+	f, err := ParseFile([]byte(yaml))
+	if err != nil {
+		h.t.Fatalf("node %s config: %v", name, err)
+	}
+	n, err := New(f, Options{Logger: slog.New(slog.DiscardHandler), ClusterTuning: fastCluster})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := n.Start(f, []byte(yaml)); err != nil {
+		h.t.Fatalf("start %s: %v", name, err)
+	}
+	if h.seed == "" {
+		h.seed = n.cluster.Members.Addr()
+	}
+	h.nodes[i] = n
+	return n
+}
+
+func (h *clusterHarness) stop(i int) {
+	if n := h.nodes[i]; n != nil {
+		n.Drain(context.Background())
+		delete(h.nodes, i)
+	}
+}
+
+func (h *clusterHarness) stopAll() {
+	for i := range h.nodes {
+		h.stop(i)
+	}
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func docWithPrefix(be, prefix string) string {
+	return fmt.Sprintf("services: [{name: app, targets: [{url: %q}]}]\nroutes: [{name: r, match: {path_prefix: %s}, service: app}]\n", be, prefix)
+}
+
+// Three nodes form a cluster by bootstrap_expect over TLS and encrypted
+// gossip; the file's document seeds it; a write through any node returns
+// once that node serves it, reaches every node, and a stale write is
+// refused; the cluster's members are listed by the admin API; after the
+// leader drains, writes go on through the others.
+func TestClusterOfThreeNodes(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	for i := 1; i <= 3; i++ {
+		h.start(i)
+	}
+	versionEverywhere := func(v uint64) func() bool {
+		return func() bool {
+			for _, n := range h.nodes {
+				if s := n.Gateway().Current(); s == nil || s.Version != v {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitUntil(t, 20*time.Second, "the seeded version 1 on every node", versionEverywhere(1))
+
+	// A write through node 2 is served by node 2 when Apply returns.
+	s, err := h.nodes[2].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/v2")), 1)
+	if err != nil {
+		t.Fatalf("Apply through n2: %v", err)
+	}
+	if s.Version != 2 || h.nodes[2].Gateway().Current().Version != 2 {
+		t.Fatalf("after Apply: got version %d; want 2 served by n2 at once", s.Version)
+	}
+	waitUntil(t, 10*time.Second, "version 2 on every node", versionEverywhere(2))
+	for i, n := range h.nodes {
+		if code, body := get(t, http.DefaultClient, "http://"+n.ProxyAddr()+"/v2/x"); code != 200 || body != "ok" {
+			t.Errorf("n%d /v2/x: %d %q", i, code, body)
+		}
+	}
+	// Optimistic concurrency: version 1 is no longer current.
+	if _, err := h.nodes[3].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/v3")), 1); !errors.Is(err, edge.ErrVersionConflict) {
+		t.Fatalf("stale write: got %v; want ErrVersionConflict", err)
+	}
+
+	// Membership through the admin API.
+	resp, err := http.Get("http://" + h.nodes[3].AdminAddr() + "/cluster/members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var members []cluster.MemberStatus
+	json.NewDecoder(resp.Body).Decode(&members)
+	resp.Body.Close()
+	if len(members) != 3 {
+		t.Fatalf("/cluster/members: %d members; want 3: %+v", len(members), members)
+	}
+	leaders := 0
+	for _, m := range members {
+		if m.State != "alive" || m.ConfigVersion != 2 || m.HTTPAddr == "" || m.Lat == 0 {
+			t.Errorf("member %+v: want alive, config_version 2, addresses and location", m)
+		}
+		if m.Raft == "leader" {
+			leaders++
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d leaders listed; want 1", leaders)
+	}
+
+	// Drain the leader; the others elect a new one and take writes.
+	var leader int
+	for i, n := range h.nodes {
+		if n.cluster.Store.State() == "Leader" {
+			leader = i
+		}
+	}
+	h.stop(leader)
+	var other *Node
+	for _, n := range h.nodes {
+		other = n
+		break
+	}
+	start := time.Now()
+	var v uint64
+	waitUntil(t, 15*time.Second, "a write after the leader left", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		s, err := other.Apply(ctx, []byte(docWithPrefix(be.URL, "/v4")), 0)
+		if err == nil {
+			v = s.Version
+		}
+		return err == nil
+	})
+	t.Logf("write accepted %s after the leader drained", time.Since(start).Round(time.Millisecond))
+	waitUntil(t, 10*time.Second, "the new version on the remaining nodes", versionEverywhere(v))
+}
+
+// A node that restarts serves at least the version it served before, from
+// its own Raft log, and catches up with what it missed.
+func TestClusterRestartCatchesUp(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	for i := 1; i <= 3; i++ {
+		h.start(i)
+	}
+	waitUntil(t, 20*time.Second, "version 1 on n3", func() bool {
+		s := h.nodes[3].Gateway().Current()
+		return s != nil && s.Version == 1
+	})
+	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/a")), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "version 2 on n3", func() bool { return h.nodes[3].Gateway().Current().Version == 2 })
+	h.stop(3)
+	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/b")), 0); err != nil {
+		t.Fatal(err)
+	}
+	n3 := h.start(3)
+	if got := n3.Gateway().Current().Version; got < 2 {
+		t.Fatalf("restarted node serves version %d right after start; want at least 2 (what it served before)", got)
+	}
+	waitUntil(t, 15*time.Second, "the restarted node to catch up to version 3", func() bool { return n3.Gateway().Current().Version == 3 })
+	if code, _ := get(t, http.DefaultClient, "http://"+n3.ProxyAddr()+"/b"); code != 200 {
+		t.Fatalf("restarted node /b: %d", code)
+	}
+	io.Discard.Write(nil)
+}
