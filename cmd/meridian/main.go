@@ -44,6 +44,8 @@ Usage:
   meridian config get               print the gateway document the node applied
   meridian config apply -f FILE     apply a gateway document through the admin API
   meridian ca root [-config FILE]   print the local CA's root certificate (PEM), for curl --cacert
+  meridian cluster status           the cluster's members (also: cluster ca create, cluster cert, cluster keygen)
+  meridian dev [-nodes 3]           run a local cluster of nodes on loopback, for demos
   meridian version                  print the version
 
 Run 'meridian COMMAND -h' for the flags of a command.
@@ -63,6 +65,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return configCmd(args[1:], stdout, stderr)
 	case "ca":
 		return caCmd(args[1:], stdout, stderr)
+	case "cluster":
+		return clusterCmd(args[1:], stdout, stderr)
+	case "dev":
+		return devCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "meridian", version)
 		return 0

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/meridian-gw/meridian/cluster"
+	"github.com/meridian-gw/meridian/cluster/pki"
+	"github.com/meridian-gw/meridian/node"
+)
+
+const clusterUsage = `usage:
+  meridian cluster status [-admin URL] [-token T]       members, gossip state, Raft role, config version
+  meridian cluster ca create -dir DIR                    create the cluster CA (ca.crt, ca.key)
+  meridian cluster cert -ca DIR -name NODE [-ip IP,..] [-dns NAME,..] [-out DIR]
+                                                         issue a node's certificate for Raft and forwarding
+  meridian cluster keygen                                print a new gossip encryption key (base64)
+`
+
+func clusterCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, clusterUsage)
+		return 2
+	}
+	switch args[0] {
+	case "status":
+		return clusterStatus(args[1:], stdout, stderr)
+	case "ca":
+		fs := flag.NewFlagSet("cluster ca create", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		dir := fs.String("dir", "", "directory for ca.crt and ca.key")
+		if len(args) < 2 || args[1] != "create" || fs.Parse(args[2:]) != nil || *dir == "" {
+			fmt.Fprint(stderr, clusterUsage)
+			return 2
+		}
+		if err := pki.CreateCA(*dir); err != nil {
+			fmt.Fprintf(stderr, "meridian: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "cluster CA written to %s (keep ca.key secret; copy ca.crt to every node)\n", *dir)
+		return 0
+	case "cert":
+		fs := flag.NewFlagSet("cluster cert", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		caDir := fs.String("ca", "", "directory of the cluster CA")
+		name := fs.String("name", "", "node name")
+		ips := fs.String("ip", "", "comma-separated IP addresses of the node")
+		dns := fs.String("dns", "", "comma-separated DNS names of the node")
+		out := fs.String("out", ".", "output directory")
+		if fs.Parse(args[1:]) != nil || *caDir == "" || *name == "" {
+			fmt.Fprint(stderr, clusterUsage)
+			return 2
+		}
+		var ipList []net.IP
+		for _, s := range splitList(*ips) {
+			ip := net.ParseIP(s)
+			if ip == nil {
+				fmt.Fprintf(stderr, "meridian: invalid IP %q\n", s)
+				return 2
+			}
+			ipList = append(ipList, ip)
+		}
+		if err := pki.IssueNodeCert(*caDir, *name, ipList, splitList(*dns), *out); err != nil {
+			fmt.Fprintf(stderr, "meridian: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "wrote %s and %s\n", filepath.Join(*out, *name+".crt"), filepath.Join(*out, *name+".key"))
+		return 0
+	case "keygen":
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			fmt.Fprintf(stderr, "meridian: %v\n", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
+		return 0
+	}
+	fmt.Fprint(stderr, clusterUsage)
+	return 2
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func clusterStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)")
+	token := fs.String("token", os.Getenv("MERIDIAN_TOKEN"), "admin bearer token, needed when the admin API is not on loopback")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(*admin, "/")+"/cluster/members", nil)
+	if *token != "" {
+		req.Header.Set("Authorization", "Bearer "+*token)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: cannot reach the admin API at %s: %v\n", *admin, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode != 200 {
+		fmt.Fprintf(stderr, "meridian: %s\n%s", resp.Status, body)
+		return 1
+	}
+	if *asJSON {
+		stdout.Write(body)
+		return 0
+	}
+	var members []cluster.MemberStatus
+	if err := json.Unmarshal(body, &members); err != nil {
+		fmt.Fprintf(stderr, "meridian: unexpected answer: %v\n", err)
+		return 1
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tREGION\tLOCATION\tGOSSIP\tRAFT\tCONFIG\tHTTP\tCLUSTER")
+	for _, m := range members {
+		fmt.Fprintf(tw, "%s\t%s\t%.2f,%.2f\t%s\t%s\tv%d\t%s\t%s\n", m.Name, m.Region, m.Lat, m.Lon, m.State, m.Raft, m.ConfigVersion, m.HTTPAddr, m.ClusterAddr)
+	}
+	tw.Flush()
+	return 0
+}
+
+func devCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	nodes := fs.Int("nodes", 3, "number of nodes (1-9)")
+	dir := fs.String("dir", "", "where the nodes keep their state (default: the user's cache dir + /meridian/dev)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *dir == "" {
+		c, err := os.UserCacheDir()
+		if err != nil {
+			fmt.Fprintf(stderr, "meridian: %v\n", err)
+			return 1
+		}
+		*dir = filepath.Join(c, "meridian", "dev")
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dc, err := node.StartDev(*dir, *nodes, 0, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "meridian dev: %d nodes on loopback, state and configs in %s\n\n", len(dc.Nodes), dc.Dir)
+	tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tHTTP\tADMIN\tCONFIG FILE")
+	for i, n := range dc.Nodes {
+		fmt.Fprintf(tw, "dev-%d\thttp://%s\thttp://%s\t%s\n", i+1, n.ProxyAddr(), n.AdminAddr(), dc.Files[i])
+	}
+	tw.Flush()
+	h, a, _, _ := node.DevPorts(2, 0)
+	fmt.Fprintf(stdout, "\ntry:\n  curl -s localhost:%d/hello\n  meridian cluster status -admin http://127.0.0.1:%d\n  meridian config apply -admin http://127.0.0.1:%d -token-file %s -f FILE   # through any node\n\nCtrl-C drains and stops every node.\n",
+		h, a, a, filepath.Join(dc.Dir, "admin-token"))
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	<-sigs
+	signal.Stop(sigs)
+	for _, n := range dc.Nodes {
+		n.Drain(context.Background())
+	}
+	return 0
+}
