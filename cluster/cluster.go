@@ -101,7 +101,7 @@ func Start(cfg Config, onDoc func(store.Document)) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: gossip address: %w", err)
 	}
 	gc := gossip.Config{
-		BindAddr: host, BindPort: port, Keys: cfg.GossipKeys, Logger: log.With("component", "gossip"), Tuning: cfg.GossipTuning,
+		BindAddr: host, BindPort: port, Keys: cfg.GossipKeys, Logger: log, Tuning: cfg.GossipTuning,
 		Meta: gossip.Meta{
 			Name: cfg.Name, Region: cfg.Region, Lat: cfg.Lat, Lon: cfg.Lon,
 			HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, AdminAddr: cfg.AdminAddr, ClusterAddr: st.Addr(),

@@ -28,7 +28,7 @@ func (n *Node) startCluster() error {
 		GossipBind: cl.GossipBind, GossipAdvertise: cl.GossipAdvertise, Join: cl.Join,
 		BootstrapExpect: cl.BootstrapExpect, Bootstrap: cl.Bootstrap,
 		Voter:  cl.Voter == nil || *cl.Voter,
-		Logger: n.log.With("component", "cluster"),
+		Logger: n.log,
 	}
 	if n.opts.ClusterTuning != nil {
 		n.opts.ClusterTuning(&cfg)

@@ -113,7 +113,7 @@ gateway:
 		if err != nil {
 			return nil, fmt.Errorf("dev node %s: %w", name, err)
 		}
-		nd, err := New(f, Options{ConfigPath: file, Logger: logger.With("dev_node", name)})
+		nd, err := New(f, Options{ConfigPath: file, Logger: logger})
 		if err == nil {
 			err = nd.Start(f, []byte(yaml))
 		}

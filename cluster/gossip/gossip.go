@@ -255,7 +255,7 @@ func Start(cfg Config) (*Members, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	logger = logger.With("component", "gossip", "node", cfg.Meta.Name)
+	logger = logger.With("component", "gossip")
 	t := cfg.Tuning.withDefaults()
 
 	m := &Members{
