@@ -154,7 +154,7 @@ func Open(cfg Config) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("node", cfg.ID)
+	// The caller's logger already names the node.
 	if cfg.TLS == nil {
 		log.Warn("cluster: Raft and forwarding run in PLAINTEXT without authentication (Config.TLS is nil); use only for tests and development")
 	}
