@@ -102,8 +102,9 @@ type ACMEOptions struct {
 // OnDemandOptions configure on-demand issuance in ACME mode.
 type OnDemandOptions struct {
 	Enabled bool
-	// Ask is an optional URL: GET Ask?domain=NAME must answer 200 before a certificate is
-	// obtained for NAME (checked after Allowed).
+	// Ask is an optional URL asked about names Allowed does not accept:
+	// GET Ask?domain=NAME answering 200 lets NAME get a certificate.
+	// Names Allowed accepts are never asked about.
 	Ask string
 }
 
@@ -336,7 +337,7 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 }
 
 // TLSConfig returns the configuration of the HTTPS (TCP) listener: certificates come from
-// GetCertificate (managed certificates, on-demand ones gated by Allowed and Ask, local CA
+// GetCertificate (managed certificates, on-demand ones gated by Allowed or Ask, local CA
 // leaves, TLS-ALPN-01 challenge certificates); ALPN offers h2, http/1.1 and acme-tls/1;
 // TLS 1.2 is the minimum with AEAD ECDHE cipher suites only (TLS 1.3 suites are not
 // configurable in Go and are all modern). Session tickets stay enabled: crypto/tls rotates
@@ -382,7 +383,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 	if m.isManaged(name) {
 		return m.managedCfg.GetCertificate(hello)
 	}
-	if m.onDemand && m.allowed(name) {
+	if m.onDemand && (m.allowed(name) || m.ask != "") {
 		return m.demandCfg.GetCertificate(hello)
 	}
 	return nil, fmt.Errorf("certs: %q: %w", name, ErrNotAllowed)
@@ -429,13 +430,19 @@ func (m *Manager) Close() {
 	})
 }
 
-// decide is certmagic's on-demand DecisionFunc: Allowed, then the Ask endpoint.
+// decide is certmagic's on-demand DecisionFunc: a name Allowed accepts
+// gets a certificate; any other name only if the Ask endpoint answers 200
+// for it. Without Ask, other names are refused. Nothing reaches the CA
+// before this says yes.
 func (m *Manager) decide(ctx context.Context, name string) error {
-	if !m.onDemand || !m.allowed(name) {
+	if !m.onDemand {
 		return fmt.Errorf("certs: %q: %w", name, ErrNotAllowed)
 	}
-	if m.ask == "" {
+	if m.allowed(name) {
 		return nil
+	}
+	if m.ask == "" {
+		return fmt.Errorf("certs: %q: %w", name, ErrNotAllowed)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.ask, nil)
 	if err != nil {
