@@ -40,6 +40,12 @@ type TLSListenerOptions struct {
 	// TLS). The verified identity is forwarded upstream in
 	// X-Forwarded-Client-Cert.
 	ClientAuth []ClientAuthPolicy
+	// StatelessResetKey and TokenKey, when set, make QUIC stateless
+	// resets and address-validation tokens valid across every node that
+	// shares them (an anycast PoP): a client that lands on another node
+	// is reset cleanly or keeps its token. Nil: random per process.
+	StatelessResetKey *quic.StatelessResetKey
+	TokenKey          *quic.TokenGeneratorKey
 }
 
 // ClientAuthPolicy is mutual TLS for a set of server names.
@@ -106,6 +112,9 @@ type TLSServer struct {
 	ln     *guardListener
 	h3     *http3.Server
 	udp    net.PacketConn
+	qtr    *quic.Transport
+	qln    *quic.EarlyListener
+	confs  []*tls.Config // the configs handshakes use, for ticket keys
 	altSvc string
 	wg     sync.WaitGroup
 }
@@ -133,6 +142,7 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		tcpConf.MinVersion = tls.VersionTLS12
 	}
 	s.ln.tlsConf = tcpConf
+	s.confs = append(s.confs, tcpConf)
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true) // after TLS with ALPN h2; see guardListener
@@ -158,6 +168,8 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		}
 		h3conf := withClientAuth(g.countHandshakes(o.TLSConfig.Clone(), "quic"), o.ClientAuth)
 		h3conf.NextProtos = nil // http3 sets "h3"
+		h3conf = http3.ConfigureTLSConfig(h3conf)
+		s.qtr = &quic.Transport{Conn: udp, StatelessResetKey: o.StatelessResetKey, TokenGeneratorKey: o.TokenKey}
 		s.h3 = &http3.Server{
 			Handler:        http.HandlerFunc(g.serveHTTP3),
 			TLSConfig:      h3conf,
@@ -166,6 +178,14 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 			IdleTimeout:    o.IdleTimeout,
 			Logger:         g.log,
 		}
+		qln, err := s.qtr.ListenEarly(h3conf, qconf)
+		if err != nil {
+			udp.Close()
+			tcp.Close()
+			return nil, err
+		}
+		s.qln = qln
+		s.confs = append(s.confs, h3conf)
 		s.altSvc = `h3=":` + strconv.Itoa(port) + `"; ma=86400`
 		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header()["Alt-Svc"] = []string{s.altSvc}
@@ -186,6 +206,15 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 	g.listeners = append(g.listeners, s.ln)
 	g.lmu.Unlock()
 	return s, nil
+}
+
+// SetSessionTicketKeys installs TLS session ticket keys on both transports
+// (the first encrypts, all decrypt), so that a client resumes its session on
+// any node holding the same keys. Safe to call while serving.
+func (s *TLSServer) SetSessionTicketKeys(keys [][32]byte) {
+	for _, c := range s.confs {
+		c.SetSessionTicketKeys(keys)
+	}
 }
 
 // serveHTTP3 refuses unsafe requests sent in 0-RTT early data, which an
@@ -214,7 +243,7 @@ func (s *TLSServer) Serve() error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.h3.Serve(s.udp); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
+			if err := s.h3.ServeListener(s.qln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, quic.ErrServerClosed) {
 				errc <- err
 			}
 		}()
@@ -243,7 +272,10 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// Stop accepting, then let the connections drain (GOAWAY).
+			s.qln.Close()
 			h3err = s.h3.Shutdown(ctx)
+			s.qtr.Close()
 			s.udp.Close()
 		}()
 	}

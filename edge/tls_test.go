@@ -49,10 +49,11 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 }
 
 type tlsGateway struct {
-	g    *Gateway
-	srv  *TLSServer
-	addr string
-	pool *x509.CertPool
+	g     *Gateway
+	srv   *TLSServer
+	addr  string
+	pool  *x509.CertPool
+	certs []*x509.Certificate
 }
 
 func startTLSGateway(t *testing.T, yaml string, h3 bool) *tlsGateway {
@@ -81,7 +82,7 @@ func startTLSGateway(t *testing.T, yaml string, h3 bool) *tlsGateway {
 		}
 		g.Close()
 	})
-	return &tlsGateway{g: g, srv: srv, addr: srv.Addr().String(), pool: pool}
+	return &tlsGateway{g: g, srv: srv, addr: srv.Addr().String(), pool: pool, certs: []*x509.Certificate{cert.Leaf}}
 }
 
 func (tg *tlsGateway) client(t *testing.T, proto string) *http.Client {
@@ -352,5 +353,53 @@ func TestClientAuthForwardsIdentity(t *testing.T) {
 	sum := sha256.Sum256(clientCert.Raw)
 	if want := fmt.Sprintf("Hash=%x;Subject=\"CN=meridian-gateway\"", sum); string(b) != want {
 		t.Fatalf("backend saw X-Forwarded-Client-Cert %q; want %q", b, want)
+	}
+}
+
+// Two nodes with the same session ticket keys: a client that got its ticket
+// from one resumes on the other; with different keys it cannot.
+func TestSessionTicketKeysShared(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	doc := fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL)
+	a := startTLSGateway(t, doc, false)
+	b := startTLSGateway(t, doc, false)
+	roots := x509.NewCertPool()
+	for _, tg := range []*tlsGateway{a, b} {
+		for _, c := range tg.certs {
+			roots.AddCert(c)
+		}
+	}
+	// get makes one request on a new connection and reports whether the
+	// TLS session was resumed.
+	get := func(tg *tlsGateway, cache tls.ClientSessionCache) bool {
+		t.Helper()
+		c, err := tls.Dial("tcp", tg.addr, &tls.Config{ServerName: "localhost", ClientSessionCache: cache, RootCAs: roots, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+		if b, _ := io.ReadAll(c); !strings.Contains(string(b), "ok") { // reading takes in the ticket too
+			t.Fatalf("response %q", b)
+		}
+		return c.ConnectionState().DidResume
+	}
+
+	a.srv.SetSessionTicketKeys([][32]byte{{1}, {2}})
+	b.srv.SetSessionTicketKeys([][32]byte{{3}})
+	cache := tls.NewLRUClientSessionCache(4)
+	get(a, cache)
+	if get(b, cache) {
+		t.Fatal("resumed on a node with other ticket keys")
+	}
+
+	b.srv.SetSessionTicketKeys([][32]byte{{1}, {2}})
+	cache = tls.NewLRUClientSessionCache(4)
+	if get(a, cache) {
+		t.Fatal("first connection cannot be resumed")
+	}
+	if !get(b, cache) {
+		t.Fatal("session from node A not resumed on node B with the same ticket keys")
 	}
 }

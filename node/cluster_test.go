@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -41,6 +43,7 @@ func fastCluster(c *cluster.Config) {
 
 type clusterHarness struct {
 	t     *testing.T
+	tls   bool // nodes also serve HTTPS (local CA per node)
 	dir   string
 	caDir string
 	keyF  string
@@ -88,7 +91,7 @@ func (h *clusterHarness) start(i int) *Node {
   region: r%d
   location: {lat: %d, lon: %d}
   data_dir: %s
-  listen: {http: "%s:0"}
+  listen: {http: "%s:0"%s}
   admin: {listen: "%s:0", token: "0123456789abcdef0123"}
   access_log: {enabled: false}
   cluster:
@@ -101,7 +104,7 @@ func (h *clusterHarness) start(i int) *Node {
 gateway:
   services: [{name: app, targets: [{url: %q}]}]
   routes: [{name: v1, match: {path_prefix: /v1}, service: app}]
-`, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, ip, ip, ip, gossipPort, join,
+`, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, h.https(ip), ip, ip, ip, gossipPort, join,
 		filepath.Join(h.caDir, "ca.crt"), filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"), h.keyF, h.be)
 	f, err := ParseFile([]byte(yaml))
 	if err != nil {
@@ -119,6 +122,13 @@ gateway:
 	}
 	h.nodes[i] = n
 	return n
+}
+
+func (h *clusterHarness) https(ip string) string {
+	if !h.tls {
+		return ""
+	}
+	return fmt.Sprintf(`, https: "%s:0"`, ip)
 }
 
 func (h *clusterHarness) stop(i int) {
@@ -274,4 +284,48 @@ func TestClusterRestartCatchesUp(t *testing.T) {
 		t.Fatalf("restarted node /b: %d", code)
 	}
 	io.Discard.Write(nil)
+}
+
+// TLS sessions resume across nodes: session ticket keys come from the
+// cluster's master secret in Raft.
+func TestClusterSharesTLSSessions(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	h.tls = true
+	defer h.stopAll()
+	for i := 1; i <= 3; i++ {
+		h.start(i)
+	}
+	roots := x509.NewCertPool()
+	for _, n := range h.nodes {
+		if !roots.AppendCertsFromPEM(n.RootPEM()) {
+			t.Fatal("no local CA root")
+		}
+	}
+	dial := func(n *Node, cache tls.ClientSessionCache) (bool, error) {
+		_, port, _ := net.SplitHostPort(n.HTTPSAddr())
+		host, _, _ := net.SplitHostPort(n.HTTPSAddr())
+		c, err := tls.Dial("tcp", net.JoinHostPort(host, port), &tls.Config{ServerName: "localhost", RootCAs: roots, ClientSessionCache: cache, NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "GET /v1/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+		io.ReadAll(c)
+		return c.ConnectionState().DidResume, nil
+	}
+	waitUntil(t, 30*time.Second, "a session from n1 resumed on n2 and n3", func() bool {
+		for _, other := range []int{2, 3} {
+			cache := tls.NewLRUClientSessionCache(4)
+			if _, err := dial(h.nodes[1], cache); err != nil {
+				t.Fatalf("dial n1: %v", err)
+			}
+			resumed, err := dial(h.nodes[other], cache)
+			if err != nil || !resumed {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -48,19 +48,34 @@ func (n *Node) startTLS() error {
 		}
 		clientAuth = append(clientAuth, edge.ClientAuthPolicy{Hosts: ca.Hosts, CAs: pool, Required: ca.Required == nil || *ca.Required})
 	}
-	srv, err := n.gw.ListenTLS(edge.TLSListenerOptions{
+	lo := edge.TLSListenerOptions{
 		ClientAuth:      clientAuth,
 		ListenerOptions: n.listenerOptions(n.cfg.Listen.HTTPS),
 		TLSConfig:       m.TLSConfig(),
 		HTTP3:           h3,
 		Allow0RTT:       n.cfg.TLS.HTTP3.Allow0RTT,
-	})
+	}
+	if n.cluster != nil {
+		// QUIC keys are fixed when the listener starts: shared ones need
+		// the cluster's master secret, known once the cluster has formed
+		// (on every later start). Until then this node uses its own.
+		if master, ok := n.clusterMaster(); ok {
+			lo.StatelessResetKey, lo.TokenKey = quicKeys(master)
+		} else {
+			n.log.Info("cluster secrets not available yet: QUIC reset and token keys are this node's own until its next start")
+		}
+	}
+	srv, err := n.gw.ListenTLS(lo)
 	if err != nil {
 		m.Close()
 		n.certs = nil
 		return fmt.Errorf("listen %s: %w", n.cfg.Listen.HTTPS, err)
 	}
 	n.tlsSrv = srv
+	if n.cluster != nil {
+		n.wg.Add(1)
+		go n.syncTicketKeys()
+	}
 	n.manageHosts(n.gw.Current().Doc)
 	n.wg.Add(1)
 	go func() {
