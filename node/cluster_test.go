@@ -239,6 +239,17 @@ func TestClusterOfThreeNodes(t *testing.T) {
 		other = n
 		break
 	}
+	// Draining announced a graceful leave: the others see "left", not
+	// "dead".
+	leftName := fmt.Sprintf("n%d", leader)
+	waitUntil(t, 15*time.Second, "the drained leader shown as left", func() bool {
+		for _, m := range other.cluster.Status() {
+			if m.Name == leftName {
+				return m.State == "left"
+			}
+		}
+		return false
+	})
 	start := time.Now()
 	var v uint64
 	waitUntil(t, 15*time.Second, "a write after the leader left", func() bool {
