@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strconv"
@@ -148,10 +149,16 @@ func splitHostPort(addr string) (string, int, error) {
 	return h, n, nil
 }
 
-// joinLoop joins the seeds, retrying with backoff until one answers.
+// reconnectInterval is how often members declared dead (not left) are
+// contacted again.
+const reconnectInterval = 5 * time.Second
+
+// joinLoop joins the seeds, retrying with backoff until one answers, then
+// keeps reconnecting to members declared dead.
 func (c *Cluster) joinLoop() {
 	defer c.wg.Done()
 	if len(c.cfg.Join) == 0 {
+		c.reconnectLoop()
 		return
 	}
 	wait := 200 * time.Millisecond
@@ -159,6 +166,7 @@ func (c *Cluster) joinLoop() {
 		n, err := c.Members.Join(c.cfg.Join)
 		if err == nil && n > 0 {
 			c.log.Info("joined the cluster", "via", c.cfg.Join, "contacted", n)
+			c.reconnectLoop()
 			return
 		}
 		c.log.Warn("cannot join yet; retrying", "seeds", c.cfg.Join, "err", err, "retry_in", wait.String())
@@ -169,6 +177,41 @@ func (c *Cluster) joinLoop() {
 		}
 		if wait < 10*time.Second {
 			wait *= 2
+		}
+	}
+}
+
+// reconnectLoop heals gossip after a partition. Memberlist neither probes
+// nor push/pulls with members it declared dead, so once both sides of a
+// partition have declared each other dead they would stay apart after the
+// network returns (Raft heals on its own; membership, metadata and health
+// would not). As Serf does, it periodically joins (push/pull with) a few
+// dead members; merging states makes each side refute its own death.
+// Members that left gracefully are not contacted.
+func (c *Cluster) reconnectLoop() {
+	t := time.NewTicker(reconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var dead []string
+		for _, mb := range c.Members.Members() {
+			if mb.State == gossip.StateDead && !mb.Local && mb.Addr != "" {
+				dead = append(dead, mb.Addr)
+			}
+		}
+		if len(dead) == 0 {
+			continue
+		}
+		rand.Shuffle(len(dead), func(i, j int) { dead[i], dead[j] = dead[j], dead[i] })
+		dead = dead[:min(len(dead), 3)]
+		if n, err := c.Members.Join(dead); n > 0 {
+			c.log.Info("reconnected to members declared dead", "addrs", dead, "contacted", n)
+		} else {
+			c.log.Debug("members declared dead still unreachable", "addrs", dead, "err", err)
 		}
 	}
 }

@@ -167,7 +167,9 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 // forward sends req to the leader at addr.
 func (s *Store) forward(ctx context.Context, addr string, req *fwdRequest) (fwdResponse, error) {
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.TransportTimeout)
+	stopWatch := s.cancelIfLeaderMoves(dctx, cancel, addr)
 	conn, err := s.mux.dial(dctx, addr, connForward)
+	stopWatch()
 	cancel()
 	if err != nil {
 		if errors.Is(err, errClosed) {
@@ -207,6 +209,34 @@ func (s *Store) forward(ctx context.Context, addr string, req *fwdRequest) (fwdR
 	default:
 		return resp, fmt.Errorf("store: leader %s: %s", addr, resp.Msg)
 	}
+}
+
+// cancelIfLeaderMoves cancels a dial to the leader at addr as soon as this
+// node learns of another leader (or becomes it). A leader cut off by a
+// partition does not refuse connections, it just stops answering, so
+// without this a write would wait out the whole TransportTimeout on the old
+// leader although the majority elected a new one long before. Only the dial
+// is abandoned: nothing was sent yet, so retrying is safe.
+func (s *Store) cancelIfLeaderMoves(ctx context.Context, cancel context.CancelFunc, addr string) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if _, a := s.Leader(); a != "" && a != addr {
+				cancel()
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func (s *Store) lostResult(ctx context.Context, addr string, err error) error {
