@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/cluster"
+	"github.com/meridian-gw/meridian/cluster/certstore"
 	"github.com/meridian-gw/meridian/cluster/gossip"
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
@@ -56,6 +57,7 @@ type Node struct {
 	adminLn  net.Listener
 	demo     *demoBackend
 	certs    *certs.Manager
+	certSt   *certstore.Storage // cluster certificate storage (nil alone or without HTTPS)
 	cluster  *cluster.Cluster
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -285,6 +287,9 @@ func (n *Node) stopTLS() {
 	if n.certs != nil {
 		n.certs.Close()
 	}
+	if n.certSt != nil {
+		n.certSt.Close()
+	}
 }
 
 func (n *Node) stopDemo() {
@@ -510,6 +515,9 @@ func (n *Node) Drain(ctx context.Context) error {
 	}
 	if n.certs != nil {
 		n.certs.Close()
+	}
+	if n.certSt != nil {
+		n.certSt.Close()
 	}
 	if n.adminSrv != nil {
 		actx, acancel := context.WithTimeout(context.Background(), time.Second)

@@ -6,7 +6,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
+	"github.com/meridian-gw/meridian/cluster/certstore"
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
@@ -30,11 +32,29 @@ func (n *Node) startTLS() error {
 			DNSProvider: a.DNSProvider, Profile: a.Profile,
 		}
 	}
+	if n.cluster != nil {
+		// Certificates, keys, ACME accounts, challenge tokens and locks live in
+		// Raft: one node obtains a certificate, every node serves it, and any
+		// node answers a challenge another one presented. (startCluster ran
+		// first, in Start.)
+		n.certSt = certstore.New(n.cluster.Store, certstore.Options{
+			NodeID: n.cfg.Name,
+			Logger: n.log,
+		})
+		opts.Storage = n.certSt
+		if opts.ACME != nil {
+			opts.ACME.ChallengeWait = 3 * time.Second
+		}
+	}
 	if n.cfg.TLS.OnDemand.Enabled {
 		opts.OnDemand = &certs.OnDemandOptions{Enabled: true, Ask: n.cfg.TLS.OnDemand.Ask}
 	}
 	m, err := certs.New(opts)
 	if err != nil {
+		if n.certSt != nil {
+			n.certSt.Close()
+			n.certSt = nil
+		}
 		return fmt.Errorf("certificates: %w", err)
 	}
 	n.certs = m

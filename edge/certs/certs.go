@@ -74,6 +74,13 @@ type Options struct {
 // ACMEOptions configure ACME mode.
 type ACMEOptions struct {
 	Email string
+	// ChallengeWait is how long answering a challenge waits for one that
+	// another node presented to reach this node's Storage (replicated
+	// storage lags the presenting node by a commit interval, and the CA
+	// validates at once). 0: look once, for storage that is not
+	// replicated. The node sets a few seconds in a cluster. The wait is
+	// bounded and only for challenge requests, which anyone can send.
+	ChallengeWait time.Duration
 	// CA is the directory URL; default Let's Encrypt production.
 	CA string
 	// CARootFile is an extra PEM root trusted (besides the system roots) when talking to
@@ -218,6 +225,9 @@ func (m *Manager) initACME(opts Options) error {
 	zl := zap.New(newSlogCore(m.log.Handler())).Named("certmagic")
 
 	iss, err := newACMEIssuer(a, challenges, storage, m.log)
+	if err == nil {
+		iss.challengeWait = a.ChallengeWait
+	}
 	if err != nil {
 		return err
 	}

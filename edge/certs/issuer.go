@@ -44,9 +44,12 @@ type acmeIssuer struct {
 	challenges  []string
 	dnsProvider string
 	storage     certmagic.Storage
-	log         *slog.Logger
-	httpClient  *http.Client
-	client      *acme.Client // shared: caches the directory and nonces, safe for concurrent use
+	// challengeWait: how long a lookup waits for a challenge another node
+	// presented to replicate here (0: look once).
+	challengeWait time.Duration
+	log           *slog.Logger
+	httpClient    *http.Client
+	client        *acme.Client // shared: caches the directory and nonces, safe for concurrent use
 
 	acctMu  sync.Mutex
 	account *acme.Account // registered account, loaded or created once
@@ -326,29 +329,51 @@ func challengeStorageKey(k chalKey) string {
 }
 
 // lookupChallenge finds a challenge presented by this process or, failing that, by
-// another node (through storage).
-func (iss *acmeIssuer) lookupChallenge(ctx context.Context, typ, identifier string) (*activeChallenge, bool) {
+// another node (through storage), waiting up to ACMEOptions.ChallengeWait for it to
+// replicate. token, when not empty, is the HTTP-01 token the CA asks for: a stored
+// challenge with another token (an older one) does not match.
+func (iss *acmeIssuer) lookupChallenge(ctx context.Context, typ, identifier, token string) (*activeChallenge, bool) {
 	k := chalKey{typ, identifier}
-	iss.chalMu.Lock()
-	ac, ok := iss.chals[k]
-	iss.chalMu.Unlock()
-	if ok {
-		return ac, true
-	}
 	if !slices.Contains(iss.challenges, typ) || identifier == "" {
 		return nil, false
 	}
+	deadline := time.Now().Add(iss.challengeWait)
+	for {
+		iss.chalMu.Lock()
+		ac, ok := iss.chals[k]
+		iss.chalMu.Unlock()
+		if ok && (token == "" || ac.chal.Token == token) {
+			return ac, true
+		}
+		if ac, ok := iss.loadChallenge(ctx, k); ok && (token == "" || ac.chal.Token == token) {
+			return ac, true
+		}
+		if time.Now().After(deadline) {
+			return nil, false
+		}
+		t := time.NewTimer(25 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false
+		}
+	}
+}
+
+// loadChallenge reads a challenge from storage.
+func (iss *acmeIssuer) loadChallenge(ctx context.Context, k chalKey) (*activeChallenge, bool) {
 	raw, err := iss.storage.Load(ctx, challengeStorageKey(k))
 	if err != nil {
 		return nil, false
 	}
 	var chal acme.Challenge
 	if err := json.Unmarshal(raw, &chal); err != nil {
-		iss.log.Error("decoding stored challenge", "identifier", identifier, "error", err)
+		iss.log.Error("decoding stored challenge", "identifier", k.identifier, "error", err)
 		return nil, false
 	}
-	ac = &activeChallenge{chal: chal}
-	if typ == acme.ChallengeTypeTLSALPN01 {
+	ac := &activeChallenge{chal: chal}
+	if k.typ == acme.ChallengeTypeTLSALPN01 {
 		cert, err := acmez.TLSALPN01ChallengeCert(chal)
 		if err != nil {
 			return nil, false
@@ -363,7 +388,7 @@ func (iss *acmeIssuer) tlsALPNCert(ctx context.Context, name string) (*tls.Certi
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ac, ok := iss.lookupChallenge(ctx, acme.ChallengeTypeTLSALPN01, name)
+	ac, ok := iss.lookupChallenge(ctx, acme.ChallengeTypeTLSALPN01, name, "")
 	if !ok || ac.cert == nil {
 		return nil, fmt.Errorf("certs: no active tls-alpn-01 challenge for %q", name)
 	}
@@ -379,8 +404,11 @@ func (iss *acmeIssuer) serveHTTPChallenge(w http.ResponseWriter, r *http.Request
 	}
 	host := normalizeName(r.Host)
 	token := strings.TrimPrefix(r.URL.Path, acmeChallengePrefix)
-	ac, ok := iss.lookupChallenge(r.Context(), acme.ChallengeTypeHTTP01, host)
-	if !ok || token == "" || ac.chal.Token != token {
+	if token == "" {
+		return false
+	}
+	ac, ok := iss.lookupChallenge(r.Context(), acme.ChallengeTypeHTTP01, host, token)
+	if !ok {
 		return false
 	}
 	w.Header().Set("Content-Type", "text/plain")
