@@ -142,7 +142,15 @@ func (n *Node) applyCluster(ctx context.Context, doc *config.Document, raw []byt
 		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
 		defer cancel()
 	}
-	a, err := n.cluster.Apply(ctx, raw, doc.Hash(), ifVersion)
+	// Without a leader (the minority side of a partition, or no quorum)
+	// say so after an election's worth of waiting rather than at the
+	// deadline.
+	if err := n.waitForLeader(ctx, 3*time.Second); err != nil {
+		return nil, err
+	}
+	actx, stopWatch := n.cancelWithoutLeader(ctx, 3*time.Second)
+	a, err := n.cluster.Apply(actx, raw, doc.Hash(), ifVersion)
+	stopWatch()
 	switch {
 	case errors.Is(err, store.ErrVersionConflict):
 		return nil, fmt.Errorf("%w: %v", edge.ErrVersionConflict, err)
@@ -192,4 +200,55 @@ func (n *Node) ClusterStatus() any {
 		return nil
 	}
 	return n.cluster.Status()
+}
+
+// waitForLeader returns at once if this node knows a cluster leader, or
+// waits up to d for one to be elected.
+func (n *Node) waitForLeader(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		if id, _ := n.cluster.Store.Leader(); id != "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: no cluster leader reachable (no quorum?); the running configuration is unchanged", edge.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", edge.ErrUnavailable, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// cancelWithoutLeader derives a context that is cancelled once this node
+// has known no leader for d (the leader it forwarded to was cut off and no
+// new one is elected on this side), so a write on the minority side of a
+// partition is refused after an election timeout, not at its deadline.
+func (n *Node) cancelWithoutLeader(ctx context.Context, d time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		var since time.Time
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if id, _ := n.cluster.Store.Leader(); id != "" {
+					since = time.Time{}
+				} else if since.IsZero() {
+					since = now
+				} else if now.Sub(since) > d {
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return ctx, func() { close(done); cancel() }
 }
