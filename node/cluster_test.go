@@ -44,6 +44,8 @@ func fastCluster(c *cluster.Config) {
 type clusterHarness struct {
 	t     *testing.T
 	tls   bool // nodes also serve HTTPS (local CA per node)
+	// removeOnLeave sets cluster.remove_on_leave on every node.
+	removeOnLeave bool
 	dir   string
 	caDir string
 	keyF  string
@@ -98,13 +100,14 @@ func (h *clusterHarness) start(i int) *Node {
     bind: "%s:0"
     gossip_bind: "%s:%d"
     bootstrap_expect: 3
+    remove_on_leave: %t
     %s
     tls: {ca_file: %s, cert_file: %s, key_file: %s}
     gossip_key_file: %s
 gateway:
   services: [{name: app, targets: [{url: %q}]}]
   routes: [{name: v1, match: {path_prefix: /v1}, service: app}]
-`, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, h.https(ip), ip, ip, ip, gossipPort, join,
+`, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, h.https(ip), ip, ip, ip, gossipPort, h.removeOnLeave, join,
 		filepath.Join(h.caDir, "ca.crt"), filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"), h.keyF, h.be)
 	f, err := ParseFile([]byte(yaml))
 	if err != nil {
@@ -346,4 +349,37 @@ func TestClusterSharesTLSSessions(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// With remove_on_leave, a draining voter gives its Raft seat back: the
+// others' Raft configuration no longer lists it and they keep a quorum.
+func TestClusterRemoveOnLeave(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	h.removeOnLeave = true
+	defer h.stopAll()
+	for i := 1; i <= 3; i++ {
+		h.start(i)
+	}
+	waitUntil(t, 20*time.Second, "three voters in Raft", func() bool {
+		servers, err := h.nodes[1].cluster.Store.Servers()
+		return err == nil && len(servers) == 3
+	})
+	h.stop(3)
+	waitUntil(t, 10*time.Second, "n3 removed from the Raft configuration", func() bool {
+		servers, err := h.nodes[1].cluster.Store.Servers()
+		if err != nil {
+			return false
+		}
+		for _, s := range servers {
+			if s.ID == "n3" {
+				return false
+			}
+		}
+		return len(servers) == 2
+	})
+	// Two voters of two: writes still commit.
+	if _, err := h.nodes[2].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/after")), 0); err != nil {
+		t.Fatalf("write after the voter left: %v", err)
+	}
 }
