@@ -42,16 +42,16 @@ func fastCluster(c *cluster.Config) {
 }
 
 type clusterHarness struct {
-	t     *testing.T
-	tls   bool // nodes also serve HTTPS (local CA per node)
+	t   *testing.T
+	tls bool // nodes also serve HTTPS (local CA per node)
 	// removeOnLeave sets cluster.remove_on_leave on every node.
 	removeOnLeave bool
-	dir   string
-	caDir string
-	keyF  string
-	be    string
-	nodes map[int]*Node
-	seed  string
+	dir           string
+	caDir         string
+	keyF          string
+	be            string
+	nodes         map[int]*Node
+	seed          string
 }
 
 func newClusterHarness(t *testing.T, backend string) *clusterHarness {
