@@ -1,10 +1,10 @@
 package certstore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/testutil"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -12,7 +12,6 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,22 +22,7 @@ import (
 
 // --- harness: a real Raft cluster on 127.0.0.x with mutual TLS ----------------
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 type tnode struct {
 	id   string

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/testutil"
 	"io"
 	"log/slog"
 	"strings"
@@ -13,23 +14,7 @@ import (
 	"time"
 )
 
-// logBuf collects one node's logs for assertions.
-type logBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type logBuf = testutil.SyncBuffer
 
 type node struct {
 	*Members

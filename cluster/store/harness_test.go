@@ -1,10 +1,10 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/testutil"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -26,22 +26,7 @@ const (
 	tCommit    = 20 * time.Millisecond
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 type tnode struct {
 	id    string
