@@ -313,20 +313,25 @@ func (g *Gateway) Listen(o ListenerOptions) (*Server, error) {
 	if o.Handler != nil {
 		h = o.Handler
 	}
-	srv := &http.Server{
+	return &Server{g: g, srv: g.newHTTPServer(o, h, gl, &protos), ln: gl}, nil
+}
+
+// newHTTPServer makes the net/http server of a client-facing listener with
+// its hardening, and registers the listener for the connection metrics.
+func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardListener, protos *http.Protocols) *http.Server {
+	g.lmu.Lock()
+	g.listeners = append(g.listeners, gl)
+	g.lmu.Unlock()
+	return &http.Server{
 		Handler:           h,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ConnContext:       connContext,
-		Protocols:         &protos,
+		Protocols:         protos,
 		ErrorLog:          newServerErrorLog(g.log),
 		HTTP2:             http2Config(),
 	}
-	g.lmu.Lock()
-	g.listeners = append(g.listeners, gl)
-	g.lmu.Unlock()
-	return &Server{g: g, srv: srv, ln: gl}, nil
 }
 
 // Addr is the bound address.

@@ -192,19 +192,7 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 			g.ServeHTTP(w, r)
 		})
 	}
-	s.srv = &http.Server{
-		Handler:           handler,
-		MaxHeaderBytes:    o.MaxHeaderBytes,
-		ReadHeaderTimeout: o.ReadHeaderTimeout,
-		IdleTimeout:       o.IdleTimeout,
-		ConnContext:       connContext,
-		Protocols:         &protos,
-		ErrorLog:          newServerErrorLog(g.log),
-		HTTP2:             http2Config(),
-	}
-	g.lmu.Lock()
-	g.listeners = append(g.listeners, s.ln)
-	g.lmu.Unlock()
+	s.srv = g.newHTTPServer(o.ListenerOptions, handler, s.ln, &protos)
 	return s, nil
 }
 
