@@ -205,7 +205,7 @@ type Match struct {
 	// PathPrefix matches the path and everything below it, on segment
 	// boundaries: "/api" matches "/api" and "/api/x", not "/apix".
 	PathPrefix string `yaml:"path_prefix,omitempty" json:"path_prefix,omitempty"`
-	// Methods allowed; empty means any.
+	// Methods allowed; empty means any. GET also admits HEAD.
 	Methods []string `yaml:"methods,omitempty" json:"methods,omitempty"`
 	// Headers and Query that must be present (and match, if a value is
 	// given).

@@ -158,7 +158,9 @@ func refConds(rt *Route, r *http.Request) (int, bool) {
 		if m == "" {
 			m = "GET"
 		}
-		if !slices.Contains(rt.Methods, m) {
+		// HEAD is GET without a body (RFC 9110 9.3.2): a GET route
+		// answers it too, as net/http's ServeMux does.
+		if !slices.Contains(rt.Methods, m) && (m != http.MethodHead || !slices.Contains(rt.Methods, http.MethodGet)) {
 			return n, false
 		}
 	}

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -494,5 +495,35 @@ func TestConcurrentMatch(t *testing.T) {
 	}
 	for range 4 {
 		<-done
+	}
+}
+
+// HEAD is answered by GET routes (RFC 9110 9.3.2), never by other methods'.
+func TestHeadMatchesGetRoutes(t *testing.T) {
+	tbl, err := New([]Route{
+		{Path: "/r", Kind: PathExact, Methods: []string{"GET"}, Value: "get"},
+		{Path: "/w", Kind: PathExact, Methods: []string{"POST"}, Value: "post"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, path string
+		want         any
+	}{
+		{"HEAD", "/r", "get"},
+		{"GET", "/r", "get"},
+		{"HEAD", "/w", nil},
+		{"POST", "/r", nil},
+	} {
+		r := httptest.NewRequest(tc.method, tc.path, nil)
+		res, ok := tbl.Match(r, "example.com", tc.path)
+		var got any
+		if ok {
+			got = res.Route.Value
+		}
+		if got != tc.want {
+			t.Errorf("%s %s: got %v; want %v", tc.method, tc.path, got, tc.want)
+		}
 	}
 }

@@ -456,7 +456,9 @@ func (e *entry) conditionsHold(r *http.Request) bool {
 		if m == "" {
 			m = http.MethodGet // net/http: empty means GET
 		}
-		if !slices.Contains(e.methods, m) {
+		// HEAD is GET without a body (RFC 9110 9.3.2): a GET route
+		// answers it too, as net/http's ServeMux does.
+		if !slices.Contains(e.methods, m) && (m != http.MethodHead || !slices.Contains(e.methods, http.MethodGet)) {
 			return false
 		}
 	}
