@@ -131,12 +131,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	upType := upgradeType(r.Header)
 	reqTraceparent := r.Header.Get("Traceparent")
 	reqUpgrade := r.Header.Get("Upgrade")
-	// The inbound header map becomes the outbound one: net/http has read
-	// what it needs from it before calling us, and not copying it saves
-	// an allocation per header on the hot path.
-	hdr := r.Header
-	if hdr == nil {
-		hdr = http.Header{}
+	// The outbound header map shares the inbound values (never appended
+	// to in place: net/http gives each a capacity of its length) in a map
+	// sized for the headers added below, so that it does not grow.
+	hdr := make(http.Header, len(r.Header)+10)
+	for k, v := range r.Header {
+		hdr[k] = v
 	}
 	wantTrailers := headerHasToken(r.Header, "Te", "trailers")
 	removeHopHeaders(hdr)
