@@ -315,6 +315,11 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 				return
 			}
 		}
+		if !strings.HasPrefix(r.URL.Path, "/") {
+			// "GET *" and the like: nothing to redirect to.
+			http.Error(w, "the request target must be an absolute path", http.StatusBadRequest)
+			return
+		}
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h

@@ -293,6 +293,17 @@ routes:
 	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://127.0.0.1:8443/a/b?x=1&y=2" {
 		t.Fatalf("got %d Location %q; want 308 https://127.0.0.1:8443/a/b?x=1&y=2", resp.StatusCode, resp.Header.Get("Location"))
 	}
+	// A target that is not a path cannot be redirected.
+	conn, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "GET * HTTP/1.1\r\nHost: x\r\n\r\n")
+	star, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	conn.Close()
+	if err != nil || star.StatusCode != http.StatusBadRequest {
+		t.Fatalf("GET *: got %v %v; want 400", star, err)
+	}
 	resp, err = c.Get("http://" + srv.Addr().String() + "/public/z")
 	if err != nil {
 		t.Fatal(err)
