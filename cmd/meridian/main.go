@@ -101,12 +101,15 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
 		return 1
 	}
+	// Catch signals before anything listens: a SIGHUP that arrives while
+	// starting must reload, not kill the process (its default action).
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
 	if err := n.Start(f, raw); err != nil {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
 		return 1
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	for sig := range sigs {
 		if sig == syscall.SIGHUP {
 			if _, err := n.Reload(); err != nil {
