@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/atomicfile"
 	"log/slog"
 	"net"
 	"os"
@@ -48,7 +49,7 @@ func StartDev(dir string, n, portOffset int, logger *slog.Logger) (*DevCluster, 
 		if _, err := rand.Read(key); err != nil {
 			return nil, err
 		}
-		if err := writeFileAtomic(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
 			return nil, err
 		}
 	}
@@ -101,12 +102,12 @@ gateway:
 		if _, err := os.Stat(filepath.Join(dir, "admin-token")); err != nil {
 			tok := make([]byte, 24)
 			rand.Read(tok)
-			if err := writeFileAtomic(filepath.Join(dir, "admin-token"), []byte(fmt.Sprintf("%x\n", tok)), 0o600); err != nil {
+			if err := atomicfile.Write(filepath.Join(dir, "admin-token"), []byte(fmt.Sprintf("%x\n", tok)), 0o600); err != nil {
 				return nil, err
 			}
 		}
 		file := filepath.Join(dir, name+".yaml")
-		if err := writeFileAtomic(file, []byte(yaml), 0o600); err != nil {
+		if err := atomicfile.Write(file, []byte(yaml), 0o600); err != nil {
 			return nil, err
 		}
 		f, err := ParseFile([]byte(yaml))

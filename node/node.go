@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/atomicfile"
 	"io"
 	"log/slog"
 	"net"
@@ -323,7 +324,7 @@ func (n *Node) loadToken() (string, error) {
 		return "", err
 	}
 	tok := hex.EncodeToString(buf[:])
-	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("admin token: %w", err)
 	}
 	n.log.Info("created admin token", "path", path)
@@ -556,33 +557,9 @@ func (n *Node) loadState() state {
 }
 
 func (n *Node) saveState(st state, raw []byte) error {
-	if err := writeFileAtomic(n.statePath("gateway-applied"), raw, 0o600); err != nil {
+	if err := atomicfile.Write(n.statePath("gateway-applied"), raw, 0o600); err != nil {
 		return err
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
-	return writeFileAtomic(n.statePath("state.json"), b, 0o600)
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(n.statePath("state.json"), b, 0o600)
 }

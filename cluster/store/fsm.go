@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/atomicfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -205,41 +206,13 @@ func (f *fsm) persistLocked() {
 	if f.dir == "" {
 		return
 	}
-	if err := writeFileAtomic(filepath.Join(f.dir, stateFile), f.st); err != nil && f.persistErr != nil {
+	b, err := json.Marshal(f.st)
+	if err == nil {
+		err = atomicfile.Write(filepath.Join(f.dir, stateFile), b, 0o600)
+	}
+	if err != nil && f.persistErr != nil {
 		f.persistErr(err)
 	}
-}
-
-func writeFileAtomic(path string, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Snapshot implements raft.FSM. The state is immutable once applied (Raw is
