@@ -261,7 +261,7 @@ type ListenerOptions struct {
 // Server is one client-facing HTTP listener (HTTP/1.1 and h2c).
 type Server struct {
 	g   *Gateway
-	srv *http.Server
+	srv *h1Server
 	ln  *guardListener
 }
 
@@ -306,32 +306,35 @@ func (g *Gateway) Listen(o ListenerOptions) (*Server, error) {
 		}
 	}
 	gl := newGuardListener(ln, o.MaxConnections)
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
 	var h http.Handler = g
 	if o.Handler != nil {
 		h = o.Handler
 	}
-	return &Server{g: g, srv: g.newHTTPServer(o, h, gl, &protos), ln: gl}, nil
+	return &Server{g: g, srv: g.newHTTPServer(o, h, gl), ln: gl}, nil
 }
 
-// newHTTPServer makes the net/http server of a client-facing listener with
-// its hardening, and registers the listener for the connection metrics.
-func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardListener, protos *http.Protocols) *http.Server {
+// newHTTPServer makes the server of a client-facing listener with its
+// hardening: HTTP/1 is served by h1Server, HTTP/2 by net/http's server
+// (prior knowledge, after the preface or ALPN "h2"). It registers the
+// listener for the connection metrics.
+func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardListener) *h1Server {
 	g.lmu.Lock()
 	g.listeners = append(g.listeners, gl)
 	g.lmu.Unlock()
-	return &http.Server{
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	h2 := &http.Server{
 		Handler:           h,
 		MaxHeaderBytes:    o.MaxHeaderBytes,
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ConnContext:       connContext,
-		Protocols:         protos,
+		Protocols:         &protos,
 		ErrorLog:          newServerErrorLog(g.log),
 		HTTP2:             http2Config(),
 	}
+	return newH1Server(h, o, g.log, h2)
 }
 
 // Addr is the bound address.
@@ -351,9 +354,6 @@ func (s *Server) Serve() error {
 // ctx's error if requests had to be cut off.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		s.srv.Close()
-	}
 	// Taken-over connections are not tracked by http.Server: give them the
 	// rest of the deadline, then close them.
 	for s.g.hijackedCount() > 0 && ctx.Err() == nil {

@@ -242,38 +242,3 @@ func TestReadHeaderTimeoutClosesSlowloris(t *testing.T) {
 		}
 	}
 }
-
-func TestH1ScannerFraming(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		in      string
-		wantBad int // index of the first ambiguous request, or -1
-		reqs    int
-	}{
-		{"simple", "GET / HTTP/1.1\r\nHost: x\r\n\r\n", -1, 1},
-		{"two", "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", -1, 2},
-		{"leading empty lines", "\r\n\r\nGET / HTTP/1.1\r\n\r\n", -1, 1},
-		{"content-length body hides a request line", "POST / HTTP/1.1\r\nContent-Length: 37\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\n\r\n", -1, 1},
-		{"chunked body", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n", -1, 2},
-		{"both", "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", 0, 1},
-		{"both in second", "GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", 1, 2},
-		{"OPTIONS * is not counted", "OPTIONS * HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", 0, 1},
-		{"upgrade stops watching", "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", -1, 1},
-		{"h2 preface stops watching", "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n", -1, 0},
-	} {
-		for _, step := range []int{1, 3, 1 << 20} {
-			t.Run(fmt.Sprintf("%s/step%d", tc.name, step), func(t *testing.T) {
-				var s h1Scanner
-				for i := 0; i < len(tc.in); i += step {
-					s.feed([]byte(tc.in[i:min(i+step, len(tc.in))]))
-				}
-				if s.badAt != tc.wantBad {
-					t.Errorf("badAt = %d; want %d", s.badAt, tc.wantBad)
-				}
-				if s.reqs != tc.reqs {
-					t.Errorf("requests = %d; want %d", s.reqs, tc.reqs)
-				}
-			})
-		}
-	}
-}

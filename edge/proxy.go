@@ -57,14 +57,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.host = normalizeHost(r.Host)
 	defer g.finish(r, x)
 
-	if r.ProtoMajor == 1 {
-		if gc, ok := r.Context().Value(connKey{}).(*guardConn); ok {
-			if bad, why := gc.nextRequestSmuggled(); bad {
-				g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: why + "; refused as a request smuggling attempt", close: true})
-				return
-			}
-		}
-	}
 	if g.opts.MaxHeaderCount > 0 {
 		n := 0
 		for _, v := range r.Header {

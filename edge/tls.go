@@ -108,7 +108,7 @@ func withClientAuth(c *tls.Config, policies []ClientAuthPolicy) *tls.Config {
 // TLSServer is a running HTTPS listener.
 type TLSServer struct {
 	g      *Gateway
-	srv    *http.Server
+	srv    *h1Server
 	ln     *guardListener
 	h3     *http3.Server
 	udp    net.PacketConn
@@ -143,9 +143,6 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 	}
 	s.ln.tlsConf = tcpConf
 	s.confs = append(s.confs, tcpConf)
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true) // after TLS with ALPN h2; see guardListener
 	var handler http.Handler = g
 	if o.HTTP3 {
 		port := tcp.Addr().(*net.TCPAddr).Port
@@ -192,7 +189,7 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 			g.ServeHTTP(w, r)
 		})
 	}
-	s.srv = g.newHTTPServer(o.ListenerOptions, handler, s.ln, &protos)
+	s.srv = g.newHTTPServer(o.ListenerOptions, handler, s.ln)
 	return s, nil
 }
 
@@ -268,9 +265,6 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 		}()
 	}
 	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		s.srv.Close()
-	}
 	s.ln.Close() // in case Serve never ran
 	wg.Wait()
 	if err == nil {

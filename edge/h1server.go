@@ -1,0 +1,1679 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// h1Server serves HTTP/1.x on the client-facing listeners itself and hands
+// HTTP/2 connections (TLS with ALPN "h2", or the cleartext preface) to
+// net/http.
+//
+// It replaces net/http's HTTP/1 server on the hot path for three reasons:
+//   - framing: it parses requests strictly, so an ambiguous request (both
+//     Content-Length and Transfer-Encoding, obs-fold, a bad length) is
+//     refused before any handler sees it (RFC 9112 6.1, 6.3);
+//   - cost: net/http starts a goroutine and extra reads per request to
+//     notice a client that went away, clones the response header, and
+//     allocates a string per header field. Here a request costs a handful
+//     of allocations, and client disconnects are watched only for requests
+//     that take longer than disconnectCheckAfter;
+//   - control: connection state, drain and limits are ours.
+type h1Server struct {
+	handler http.Handler
+	opts    ListenerOptions
+	log     *slog.Logger
+	baseCtx context.Context
+	stop    context.CancelFunc
+
+	h2   *http.Server // HTTP/2 connections handed over
+	h2ln *handoffListener
+
+	mu       sync.Mutex
+	conns    map[*serverConn]struct{}
+	ln       net.Listener
+	shutting atomic.Bool
+	done     chan struct{} // closed when the last connection ends after shutdown
+	wg       sync.WaitGroup
+}
+
+// disconnectCheckAfter is how long a request runs before its connection
+// is watched for the client going away (which cancels the request's
+// context). Short requests never pay for the watch.
+const disconnectCheckAfter = 50 * time.Millisecond
+
+// maxDiscardBody is how much of a request body the handler left unread is
+// read and thrown away to keep the connection; beyond it the connection is
+// closed (net/http's figure).
+const maxDiscardBody = 256 << 10
+
+// maxHeaderFields bounds the fields of one request before the gateway's
+// own (lower, configurable) count limit, so the parser's work is bounded.
+const maxHeaderFields = 1000
+
+func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.Server) *h1Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &h1Server{
+		handler: h,
+		opts:    o,
+		log:     log,
+		baseCtx: ctx,
+		stop:    cancel,
+		h2:      h2,
+		h2ln:    newHandoffListener(),
+		conns:   map[*serverConn]struct{}{},
+		done:    make(chan struct{}),
+	}
+	return s
+}
+
+// Serve accepts connections until Shutdown or Close.
+func (s *h1Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return http.ErrServerClosed
+	}
+	s.ln = ln
+	s.mu.Unlock()
+	h2done := make(chan struct{})
+	go func() {
+		defer close(h2done)
+		s.h2.Serve(s.h2ln)
+	}()
+	defer func() {
+		s.h2ln.Close()
+		<-h2done
+	}()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.shutting.Load() {
+				return http.ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTemporaryAccept) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "error", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		sc := s.newConn(c)
+		if sc == nil {
+			c.Close()
+			continue
+		}
+		go sc.serve()
+	}
+}
+
+var errTemporaryAccept = errors.New("temporary accept error")
+
+func (s *h1Server) newConn(c net.Conn) *serverConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting.Load() {
+		return nil
+	}
+	sc := &serverConn{s: s, rwc: c, remote: c.RemoteAddr().String()}
+	if gc, ok := c.(*guardConn); ok {
+		sc.gc = gc
+	}
+	s.conns[sc] = struct{}{}
+	s.wg.Add(1)
+	return sc
+}
+
+func (s *h1Server) forget(sc *serverConn) {
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, closes idle connections, lets every request in
+// flight finish (each connection closes after its current response), and
+// waits for them until ctx ends. HTTP/2 connections get a GOAWAY.
+func (s *h1Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutting.Store(true)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.mu.Unlock()
+	h2err := make(chan error, 1)
+	go func() { h2err <- s.h2.Shutdown(ctx) }()
+	allDone := make(chan struct{})
+	go func() { s.wg.Wait(); close(allDone) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for {
+		s.closeIdle()
+		select {
+		case <-allDone:
+			break wait
+		case <-ctx.Done():
+			err = ctx.Err()
+			s.closeAll()
+			<-allDone
+			break wait
+		case <-tick.C:
+		}
+	}
+	if e := <-h2err; e != nil {
+		s.h2.Close()
+		if err == nil {
+			err = e
+		}
+	}
+	s.stop()
+	return err
+}
+
+// Close closes the listener and every connection at once.
+func (s *h1Server) Close() error {
+	s.mu.Lock()
+	s.shutting.Store(true)
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.mu.Unlock()
+	s.closeAll()
+	s.h2.Close()
+	s.stop()
+	return nil
+}
+
+func (s *h1Server) closeIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(connIdle, connClosed) {
+			c.rwc.Close()
+		}
+	}
+}
+
+func (s *h1Server) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		c.state.Store(connClosed)
+		c.rwc.Close()
+	}
+}
+
+// Connection states.
+const (
+	connActive int32 = iota // reading or serving a request
+	connIdle                // waiting for the next request
+	connClosed              // closed by Shutdown; the goroutine is ending
+)
+
+// serverConn is one client connection served by h1Server.
+type serverConn struct {
+	s      *h1Server
+	rwc    net.Conn
+	gc     *guardConn
+	remote string
+	tls    *tls.ConnectionState
+	state  atomic.Int32
+
+	br *bufio.Reader
+	bw *bufio.Writer
+
+	// Reading: long header lines are gathered in line; the header block
+	// of a request in hdr, with the offsets of its fields in fields.
+	line   []byte
+	hdr    []byte
+	fields []fieldSpan
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// The disconnect watch: after disconnectCheckAfter a goroutine reads
+	// one byte from the connection (whose request body has been read);
+	// an error means the client left and the request is canceled, a
+	// byte is the next pipelined request and is kept in stash.
+	watch       *time.Timer
+	wmu         sync.Mutex
+	wreq        *requestState // the request being watched; nil between requests
+	wdone       chan struct{} // closed when the watching read returns
+	stash       [1]byte
+	stashed     bool
+	broken      atomic.Bool // the client is gone
+	hijacked    bool
+	linger      bool   // close with lingeringClose
+	cmu         sync.Mutex
+	headStarted bool // the response's head is being written: no 100 Continue
+	pendingBody []byte // a response body not yet committed to a framing
+}
+
+type fieldSpan struct{ name, value [2]int }
+
+// requestState is what the disconnect watch needs of a request.
+type requestState struct {
+	cancel   context.CancelFunc
+	bodyDone atomic.Bool
+	watchOK  bool // neither an upgrade nor a body still being read
+}
+
+var (
+	bufReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	bufWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+// Read is the bufio.Reader's source: a byte read by the disconnect watch
+// comes first.
+func (c *serverConn) Read(p []byte) (int, error) {
+	if c.stashed && len(p) > 0 {
+		p[0] = c.stash[0]
+		c.stashed = false
+		return 1, nil
+	}
+	return c.rwc.Read(p)
+}
+
+func (c *serverConn) serve() {
+	defer func() {
+		if c.hijacked {
+			return // forgotten when it was taken over
+		}
+		c.s.forget(c)
+		if c.linger {
+			c.lingeringClose()
+		}
+		c.rwc.Close()
+		if c.br != nil {
+			c.br.Reset(nil)
+			bufReaders.Put(c.br)
+			c.bw.Reset(nil)
+			bufWriters.Put(c.bw)
+		}
+	}()
+	defer func() {
+		if v := recover(); v != nil && v != http.ErrAbortHandler {
+			buf := make([]byte, 64<<10)
+			buf = buf[:runtime.Stack(buf, false)]
+			c.s.log.Error("panic serving a connection", "client", c.remote, "panic", fmt.Sprint(v), "stack", string(buf))
+		}
+	}()
+	o := c.s.opts
+	if tc, ok := c.tlsConn(); ok {
+		c.rwc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
+		if err := tc.HandshakeContext(c.s.baseCtx); err != nil {
+			c.s.log.Debug("TLS handshake failed", "client", c.remote, "error", err)
+			return
+		}
+		c.rwc.SetDeadline(time.Time{})
+		st := tc.ConnectionState()
+		c.tls = &st
+		if st.NegotiatedProtocol == "h2" {
+			c.handoff(nil)
+			return
+		}
+	}
+	c.ctx, c.cancel = context.WithCancel(c.s.baseCtx)
+	defer func() { c.cancel() }()
+	c.br = bufReaders.Get().(*bufio.Reader)
+	c.br.Reset(c)
+	c.bw = bufWriters.Get().(*bufio.Writer)
+	c.bw.Reset(c.rwc)
+	first := true
+	for {
+		if c.br.Buffered() == 0 && !c.stashed {
+			c.state.Store(connIdle)
+			if c.s.shutting.Load() {
+				return
+			}
+			c.rwc.SetReadDeadline(time.Now().Add(o.IdleTimeout))
+			if _, err := c.br.Peek(1); err != nil {
+				return
+			}
+		}
+		if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() == connClosed {
+			return
+		}
+		c.rwc.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+		if first {
+			first = false
+			if c.isH2Preface() {
+				c.handoff(c.br)
+				return
+			}
+		}
+		req, rs, perr := c.readRequest()
+		if perr != nil {
+			if perr.status != 0 {
+				c.writeError(perr)
+			}
+			return
+		}
+		c.rwc.SetReadDeadline(time.Time{})
+		if req.RequestURI == "*" && req.Method == http.MethodOptions {
+			// OPTIONS * asks about the server, not a resource: answered
+			// here, as net/http does.
+			rs.cancel()
+			if !c.serveRequest(req, rs, http.HandlerFunc(serveOptionsStar)) {
+				return
+			}
+			continue
+		}
+		if !c.serveRequest(req, rs, c.s.handler) {
+			return
+		}
+	}
+}
+
+func serveOptionsStar(w http.ResponseWriter, r *http.Request) {
+	w.Header()["Content-Length"] = []string{"0"}
+}
+
+func (c *serverConn) tlsConn() (*tls.Conn, bool) {
+	conn := c.rwc
+	if c.gc != nil {
+		conn = c.gc.Conn
+	}
+	tc, ok := conn.(*tls.Conn)
+	return tc, ok
+}
+
+const h2Preface = "PRI * HTTP/2.0"
+
+// isH2Preface reports whether the connection starts with HTTP/2's preface
+// (prior knowledge). Any HTTP/1 request that starts with "P" has a request
+// line at least as long as the preface's, so the peek does not wait for
+// bytes a valid client would not send.
+func (c *serverConn) isH2Preface() bool {
+	b, _ := c.br.Peek(1)
+	if len(b) == 0 || b[0] != 'P' {
+		return false
+	}
+	b, _ = c.br.Peek(len(h2Preface))
+	return string(b) == h2Preface
+}
+
+// handoff gives the connection to the HTTP/2 server; buffered are the
+// bytes already read from it.
+func (c *serverConn) handoff(buffered *bufio.Reader) {
+	var conn net.Conn = c.rwc
+	if buffered != nil {
+		conn = &handoffConn{Conn: c.rwc, gc: c.gc, r: buffered}
+	}
+	c.rwc.SetDeadline(time.Time{})
+	if c.s.h2ln.deliver(conn) {
+		c.hijacked = true // net/http owns it now
+		c.s.forget(c)
+	}
+}
+
+// serveRequest runs the handler for one request and finishes its
+// response; it reports whether the connection can take another request.
+func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Handler) (keep bool) {
+	w := &response{c: c, req: req, contentLength: -1, rs: rs}
+	c.cmu.Lock()
+	c.headStarted = false
+	c.cmu.Unlock()
+	w.closeAfter = req.Close || c.s.shutting.Load()
+	if rs.watchOK {
+		c.startWatch(rs)
+	}
+	panicked := true
+	defer func() {
+		if panicked {
+			v := recover()
+			c.stopWatch()
+			rs.cancel()
+			if v != nil && v != http.ErrAbortHandler {
+				buf := make([]byte, 64<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.s.log.Error("panic serving a request", "client", c.remote, "method", req.Method, "uri", req.RequestURI, "panic", fmt.Sprint(v), "stack", string(buf))
+			}
+			switch {
+			case c.hijacked:
+			case !w.headerSent && v != http.ErrAbortHandler:
+				// Nothing was sent yet: say so rather than hang up.
+				c.writeError(&parseError{status: http.StatusInternalServerError, title: "Internal Server Error", detail: "the gateway failed while handling the request"})
+			default:
+				// Send what was written, without the end of the body, so
+				// the client sees the response cut short.
+				c.bw.Flush()
+			}
+			keep = false
+		}
+	}()
+	h.ServeHTTP(w, req)
+	panicked = false
+	c.stopWatch()
+	rs.cancel()
+	if c.hijacked {
+		return false
+	}
+	if !w.finish() {
+		return false
+	}
+	return !w.closeAfter && !c.broken.Load()
+}
+
+// startWatch arms the disconnect watch for a request.
+func (c *serverConn) startWatch(rs *requestState) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.wreq = rs
+	c.wdone = nil
+	if c.watch == nil {
+		c.watch = time.AfterFunc(disconnectCheckAfter, c.watchFired)
+	} else {
+		c.watch.Reset(disconnectCheckAfter)
+	}
+}
+
+func (c *serverConn) watchFired() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	rs := c.wreq
+	if rs == nil || c.wdone != nil {
+		return
+	}
+	if !rs.bodyDone.Load() || c.br.Buffered() > 0 {
+		// The handler still reads the body, or the next request is
+		// already here (so the client is too): look again later.
+		c.watch.Reset(disconnectCheckAfter)
+		return
+	}
+	done := make(chan struct{})
+	c.wdone = done
+	go func() {
+		defer close(done)
+		n, err := c.rwc.Read(c.stash[:])
+		if n == 1 {
+			c.stashed = true
+			return
+		}
+		if err != nil && !isTimeout(err) {
+			c.broken.Store(true)
+			rs.cancel()
+		}
+	}()
+}
+
+// stopWatch ends the watch of the current request, waiting for a watching
+// read to return (it is cut short with a past deadline).
+func (c *serverConn) stopWatch() {
+	c.wmu.Lock()
+	if c.watch == nil {
+		c.wmu.Unlock()
+		return
+	}
+	c.watch.Stop()
+	done := c.wdone
+	c.wreq = nil
+	c.wdone = nil
+	c.wmu.Unlock()
+	if done != nil {
+		c.rwc.SetReadDeadline(aLongTimeAgo)
+		<-done
+		c.rwc.SetReadDeadline(time.Time{})
+	}
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+
+// parseError is a request the server refuses before any handler sees it.
+type parseError struct {
+	status int // 0: just close
+	title  string
+	detail string
+}
+
+func badRequest(detail string) *parseError {
+	return &parseError{status: http.StatusBadRequest, title: "Bad Request", detail: detail}
+}
+
+// writeError answers a refused request with a problem+json body and
+// closes the connection.
+func (c *serverConn) writeError(pe *parseError) {
+	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail})
+	body = append(body, '\n')
+	c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	bw := c.bw
+	if bw == nil {
+		bw = bufio.NewWriterSize(c.rwc, 512)
+	}
+	bw.WriteString(statusLine(pe.status))
+	bw.WriteString("Content-Type: application/problem+json\r\nCache-Control: no-store\r\nConnection: close\r\nDate: ")
+	bw.WriteString(httpDate())
+	bw.WriteString("\r\nContent-Length: ")
+	bw.WriteString(strconv.Itoa(len(body)))
+	bw.WriteString("\r\n\r\n")
+	bw.Write(body)
+	bw.Flush()
+	c.linger = true
+}
+
+// lingeringClose lets the client read the last answer before the close:
+// closing with unread bytes in the socket would send a reset, which can
+// destroy the answer in flight. It stops sending, then reads and drops
+// what the client still sends, for a moment.
+func (c *serverConn) lingeringClose() {
+	closeWrite(c.rwc)
+	c.rwc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	io.Copy(io.Discard, c.rwc)
+}
+
+// readLine returns the next line without its CRLF (or LF). The slice is
+// valid until the next read. n counts the header bytes read so far and is
+// held to the limit.
+func (c *serverConn) readLine(n *int) ([]byte, *parseError) {
+	limit := c.s.opts.MaxHeaderBytes
+	line, err := c.br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		c.line = append(c.line[:0], line...)
+		for err == bufio.ErrBufferFull {
+			if *n+len(c.line) > limit {
+				return nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "the request line and headers exceed " + strconv.Itoa(limit) + " bytes"}
+			}
+			line, err = c.br.ReadSlice('\n')
+			c.line = append(c.line, line...)
+		}
+		line = c.line
+	}
+	if err != nil {
+		if isTimeout(err) {
+			return nil, &parseError{status: http.StatusRequestTimeout, title: "Request Timeout", detail: "the request headers did not arrive in time"}
+		}
+		return nil, &parseError{} // the client closed or went away
+	}
+	*n += len(line)
+	if *n > limit {
+		return nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "the request line and headers exceed " + strconv.Itoa(limit) + " bytes"}
+	}
+	line = line[:len(line)-1]
+	if k := len(line); k > 0 && line[k-1] == '\r' {
+		line = line[:k-1]
+	}
+	return line, nil
+}
+
+// readRequest reads and checks one request's line and headers and sets up
+// its body.
+func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
+	var n int
+	var line []byte
+	var perr *parseError
+	for empty := 0; ; empty++ {
+		if line, perr = c.readLine(&n); perr != nil {
+			return nil, nil, perr
+		}
+		if len(line) > 0 {
+			break
+		}
+		if empty >= 4 {
+			return nil, nil, badRequest("empty lines instead of a request")
+		}
+	}
+	// The request line: method SP request-target SP HTTP-version.
+	sp1 := indexByte(line, ' ')
+	if sp1 <= 0 {
+		return nil, nil, badRequest("malformed request line")
+	}
+	rest := line[sp1+1:]
+	sp2 := indexByte(rest, ' ')
+	if sp2 <= 0 {
+		return nil, nil, badRequest("malformed request line")
+	}
+	methodB, targetB, protoB := line[:sp1], rest[:sp2], rest[sp2+1:]
+	if !validToken(methodB) {
+		return nil, nil, badRequest("malformed method")
+	}
+	var major, minor int
+	switch string(protoB) {
+	case "HTTP/1.1":
+		major, minor = 1, 1
+	case "HTTP/1.0":
+		major, minor = 1, 0
+	default:
+		if len(protoB) == 8 && string(protoB[:7]) == "HTTP/1." && '0' <= protoB[7] && protoB[7] <= '9' {
+			major, minor = 1, int(protoB[7]-'0')
+		} else if len(protoB) > 5 && string(protoB[:5]) == "HTTP/" {
+			return nil, nil, &parseError{status: http.StatusHTTPVersionNotSupported, title: "HTTP Version Not Supported", detail: "this listener speaks HTTP/1.x and HTTP/2"}
+		} else {
+			return nil, nil, badRequest("malformed HTTP version")
+		}
+	}
+	for _, b := range targetB {
+		if b <= ' ' || b == 0x7f {
+			return nil, nil, badRequest("the request target has a control character or space")
+		}
+	}
+	// Gather the header block.
+	c.hdr = append(c.hdr[:0], methodB...)
+	c.hdr = append(c.hdr, ' ')
+	targetAt := len(c.hdr)
+	c.hdr = append(c.hdr, targetB...)
+	c.fields = c.fields[:0]
+	for {
+		line, perr = c.readLine(&n)
+		if perr != nil {
+			return nil, nil, perr
+		}
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, nil, badRequest("obsolete line folding in a header field")
+		}
+		colon := indexByte(line, ':')
+		if colon <= 0 {
+			return nil, nil, badRequest("malformed header field")
+		}
+		name := line[:colon]
+		if !validToken(name) {
+			return nil, nil, badRequest("malformed header field name " + strconv.Quote(string(name)))
+		}
+		value := trimSpace(line[colon+1:])
+		for _, b := range value {
+			if b < ' ' && b != '\t' || b == 0x7f {
+				return nil, nil, badRequest("a control character in header field " + string(name))
+			}
+		}
+		if len(c.fields) >= maxHeaderFields {
+			return nil, nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "too many header fields"}
+		}
+		var f fieldSpan
+		f.name[0] = len(c.hdr)
+		c.hdr = append(c.hdr, name...)
+		f.name[1] = len(c.hdr)
+		f.value[0] = len(c.hdr)
+		c.hdr = append(c.hdr, value...)
+		f.value[1] = len(c.hdr)
+		c.fields = append(c.fields, f)
+	}
+	// One string holds the whole block; names and values are slices of
+	// it.
+	block := string(c.hdr)
+	method := block[:sp1]
+	target := block[targetAt : targetAt+len(targetB)]
+	header := make(http.Header, len(c.fields))
+	values := make([]string, len(c.fields))
+	var host string
+	var hosts, cls, tes int
+	var clVal string
+	var te string
+	for i, f := range c.fields {
+		name := textproto.CanonicalMIMEHeaderKey(block[f.name[0]:f.name[1]])
+		value := block[f.value[0]:f.value[1]]
+		switch name {
+		case "Host":
+			hosts++
+			host = value
+			continue
+		case "Content-Length":
+			if cls > 0 && value != clVal {
+				return nil, nil, badRequest("conflicting Content-Length headers")
+			}
+			cls++
+			clVal = value
+		case "Transfer-Encoding":
+			tes++
+			te = value
+		}
+		if prev, ok := header[name]; ok {
+			header[name] = append(prev, value)
+			continue
+		}
+		values[i] = value
+		header[name] = values[i : i+1 : i+1]
+	}
+	if hosts > 1 {
+		return nil, nil, badRequest("more than one Host header")
+	}
+	if hosts == 0 && minor >= 1 {
+		return nil, nil, badRequest("an HTTP/1.1 request needs a Host header")
+	}
+	if !validHost(host) {
+		return nil, nil, badRequest("malformed Host header")
+	}
+	req := &http.Request{
+		Method:     method,
+		ProtoMajor: major,
+		ProtoMinor: minor,
+		Header:     header,
+		Host:       host,
+		RemoteAddr: c.remote,
+		RequestURI: target,
+		TLS:        c.tls,
+	}
+	req.Proto = protoString(major, minor, protoB)
+	switch {
+	case target == "*" && method == http.MethodOptions:
+		req.URL = &url.URL{Path: "*"}
+	case method == http.MethodConnect && target[0] != '/':
+		req.URL = &url.URL{Host: target}
+	default:
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return nil, nil, badRequest("malformed request target")
+		}
+		if u.Host != "" {
+			// Absolute form: its authority replaces Host (RFC 9112
+			// 3.2.2).
+			req.Host = u.Host
+		}
+		req.URL = u
+	}
+	// Connection management.
+	if conn := header["Connection"]; len(conn) > 0 {
+		if hasToken(conn, "close") {
+			req.Close = true
+		} else if minor == 0 && !hasToken(conn, "keep-alive") {
+			req.Close = true
+		}
+	} else if minor == 0 {
+		req.Close = true
+	}
+	// Framing (RFC 9112 6).
+	rs := &requestState{}
+	switch {
+	case tes > 0 && cls > 0:
+		return nil, nil, badRequest("request has both Content-Length and Transfer-Encoding; refused as a request smuggling attempt")
+	case tes > 0:
+		if minor == 0 {
+			return nil, nil, badRequest("Transfer-Encoding in an HTTP/1.0 request; refused as a request smuggling attempt")
+		}
+		if tes > 1 || !strings.EqualFold(strings.TrimSpace(te), "chunked") {
+			return nil, nil, &parseError{status: http.StatusNotImplemented, title: "Not Implemented", detail: "unsupported Transfer-Encoding " + strconv.Quote(te)}
+		}
+		req.ContentLength = -1
+		req.TransferEncoding = []string{"chunked"}
+		req.Body = &chunkedBody{c: c, rs: rs, req: req}
+	case cls > 0:
+		n, ok := parseContentLength(clVal)
+		if !ok {
+			return nil, nil, badRequest("malformed Content-Length " + strconv.Quote(clVal))
+		}
+		req.ContentLength = n
+		if n > 0 {
+			req.Body = &lengthBody{c: c, rs: rs, remain: n}
+		}
+	}
+	if req.Body == nil {
+		req.Body = http.NoBody
+		rs.bodyDone.Store(true)
+	}
+	if ex := header["Expect"]; len(ex) > 0 {
+		if len(ex) > 1 || !strings.EqualFold(ex[0], "100-continue") {
+			return nil, nil, &parseError{status: http.StatusExpectationFailed, title: "Expectation Failed", detail: "unsupported Expect " + strconv.Quote(strings.Join(ex, ", "))}
+		}
+		if minor >= 1 && req.Body != http.NoBody {
+			switch b := req.Body.(type) {
+			case *lengthBody:
+				b.expect = true
+			case *chunkedBody:
+				b.expect = true
+			}
+		}
+	}
+	rs.watchOK = header["Upgrade"] == nil
+	ctx, cancel := context.WithCancel(c.ctx)
+	rs.cancel = cancel
+	return req.WithContext(ctx), rs, nil
+}
+
+func protoString(major, minor int, b []byte) string {
+	switch {
+	case major == 1 && minor == 1:
+		return "HTTP/1.1"
+	case major == 1 && minor == 0:
+		return "HTTP/1.0"
+	}
+	return string(b)
+}
+
+func parseContentLength(s string) (int64, bool) {
+	if s == "" || len(s) > 18 {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(b-'0')
+	}
+	return n, true
+}
+
+// hasToken reports whether a comma-separated header has token, case
+// insensitively.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for v != "" {
+			var t string
+			t, v, _ = strings.Cut(v, ",")
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// tokenChars are the bytes of an RFC 9110 token.
+var tokenChars = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+func validToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !tokenChars[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost accepts the bytes a Host header can hold: reg-name, IP
+// literals and a port; no spaces, controls, slashes or the like.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:[]%", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// lengthBody is a request body of known length.
+//
+// An upstream transport may still read a body after the handler returned
+// (an upstream that answered before reading it all), so reads are
+// serialized with the server's own discard, after which they fail.
+type lengthBody struct {
+	mu     sync.Mutex
+	c      *serverConn
+	rs     *requestState
+	remain int64
+	expect bool // send 100 Continue before the first read
+	err    error
+	closed bool // by the handler, or the response is finished
+}
+
+func (b *lengthBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.read(p)
+}
+
+func (b *lengthBody) read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.remain == 0 {
+		return 0, io.EOF
+	}
+	if b.expect {
+		b.expect = false
+		if err := b.c.sendContinue(); err != nil {
+			b.err = err
+			return 0, err
+		}
+	}
+	if int64(len(p)) > b.remain {
+		p = p[:b.remain]
+	}
+	n, err := b.c.br.Read(p)
+	b.remain -= int64(n)
+	if b.remain == 0 {
+		b.rs.bodyDone.Store(true)
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *lengthBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+// discard ends the handler's use of the body and reads what is left of
+// it, if that is little; it reports whether the connection can go on.
+func (b *lengthBody) discard() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.remain == 0 {
+		return b.err == nil
+	}
+	if b.err != nil || b.expect || b.remain > maxDiscardBody {
+		return false
+	}
+	n, err := b.c.br.Discard(int(b.remain))
+	b.remain -= int64(n)
+	return err == nil && b.remain == 0
+}
+
+// chunkedBody is a request body in chunked coding (RFC 9112 7.1).
+type chunkedBody struct {
+	mu     sync.Mutex
+	c      *serverConn
+	rs     *requestState
+	req    *http.Request
+	remain int64 // of the current chunk
+	state  int   // 0: expect a chunk size line; 1: in data; 2: done
+	expect bool
+	err    error
+	closed bool
+	taken  int64 // bytes taken from the connection, for discard
+}
+
+func (b *chunkedBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, http.ErrBodyReadAfterClose
+	}
+	return b.read(p)
+}
+
+func (b *chunkedBody) read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.expect {
+		b.expect = false
+		if err := b.c.sendContinue(); err != nil {
+			b.err = err
+			return 0, err
+		}
+	}
+	for {
+		switch b.state {
+		case 2:
+			return 0, io.EOF
+		case 0:
+			if err := b.readSize(); err != nil {
+				b.err = err
+				return 0, err
+			}
+			continue
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		if int64(len(p)) > b.remain {
+			p = p[:b.remain]
+		}
+		n, err := b.c.br.Read(p)
+		b.remain -= int64(n)
+		b.taken += int64(n)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			b.err = err
+			return n, err
+		}
+		if b.remain == 0 {
+			// The chunk's CRLF.
+			if err := b.readCRLF(); err != nil {
+				b.err = err
+				return n, err
+			}
+			b.state = 0
+		}
+		return n, nil
+	}
+}
+
+var errChunked = errors.New("malformed chunked request body")
+
+func (b *chunkedBody) readSize() error {
+	line, err := b.c.br.ReadSlice('\n')
+	b.taken += int64(len(line))
+	if err != nil {
+		if err == bufio.ErrBufferFull {
+			return errChunked
+		}
+		if err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	line = line[:len(line)-1]
+	if k := len(line); k > 0 && line[k-1] == '\r' {
+		line = line[:k-1]
+	}
+	if i := indexByte(line, ';'); i >= 0 {
+		line = line[:i] // chunk extensions are ignored
+	}
+	line = trimSpace(line)
+	if len(line) == 0 || len(line) > 15 {
+		return errChunked
+	}
+	var n int64
+	for _, c := range line {
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return errChunked
+		}
+		n = n<<4 | int64(d)
+	}
+	if n == 0 {
+		if err := b.readTrailers(); err != nil {
+			return err
+		}
+		b.state = 2
+		b.rs.bodyDone.Store(true)
+		return nil
+	}
+	b.remain = n
+	b.state = 1
+	return nil
+}
+
+func (b *chunkedBody) readCRLF() error {
+	c1, err := b.c.br.ReadByte()
+	if err == nil && c1 == '\r' {
+		c1, err = b.c.br.ReadByte()
+	}
+	if err != nil {
+		if err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if c1 != '\n' {
+		return errChunked
+	}
+	b.taken += 2
+	return nil
+}
+
+// readTrailers reads the trailer section into the request's Trailer.
+func (b *chunkedBody) readTrailers() error {
+	var n int
+	for {
+		line, perr := b.c.readLine(&n)
+		if perr != nil {
+			return errChunked
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		colon := indexByte(line, ':')
+		if colon <= 0 || !validToken(line[:colon]) {
+			return errChunked
+		}
+		name := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
+		switch name {
+		case "Content-Length", "Transfer-Encoding", "Host", "Trailer":
+			continue // framing and routing fields are not trailers
+		}
+		if b.req.Trailer == nil {
+			b.req.Trailer = http.Header{}
+		}
+		b.req.Trailer[name] = append(b.req.Trailer[name], string(trimSpace(line[colon+1:])))
+	}
+}
+
+func (b *chunkedBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *chunkedBody) discard() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.expect {
+		return false
+	}
+	start := b.taken
+	var buf [4096]byte
+	for b.err == nil && b.state != 2 {
+		if b.taken-start > maxDiscardBody {
+			return false
+		}
+		b.read(buf[:])
+	}
+	return b.err == nil || b.err == io.EOF
+}
+
+// sendContinue answers Expect: 100-continue when the handler first reads
+// the body, unless the final response has begun. It may run on another
+// goroutine than the handler's (an upstream transport reading the body),
+// hence the lock shared with the start of the response.
+func (c *serverConn) sendContinue() error {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	if c.headStarted {
+		return nil
+	}
+	if _, err := c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// response is the http.ResponseWriter of one HTTP/1 request.
+type response struct {
+	c   *serverConn
+	req *http.Request
+	rs  *requestState
+
+	header        http.Header
+	status        int
+	wroteHeader   bool // the handler chose the final status
+	headerSent    bool // the head is written to the connection buffer
+	contentLength int64
+	written       int64
+	chunked       bool
+	bodyless      bool // HEAD, 1xx, 204, 304: no body goes out
+	closeAfter    bool
+	failed        error // a write to the client failed
+}
+
+func (w *response) Header() http.Header {
+	if w.header == nil {
+		w.header = make(http.Header, 16)
+	}
+	return w.header
+}
+
+func (w *response) WriteHeader(code int) {
+	if w.wroteHeader || w.c.hijacked {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code >= 100 && code <= 199 && code != http.StatusSwitchingProtocols {
+		// An informational response goes out at once (103 Early Hints).
+		w.writeInformational(code)
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	if cl := w.header["Content-Length"]; len(cl) == 1 {
+		if n, ok := parseContentLength(strings.TrimSpace(cl[0])); ok {
+			w.contentLength = n
+		} else {
+			delete(w.header, "Content-Length")
+		}
+	} else if len(cl) > 1 {
+		delete(w.header, "Content-Length")
+	}
+	w.bodyless = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
+}
+
+func (w *response) writeInformational(code int) {
+	w.c.cmu.Lock()
+	defer w.c.cmu.Unlock()
+	bw := w.c.bw
+	bw.WriteString(statusLine(code))
+	writeHeaderFields(bw, w.header, nil)
+	bw.WriteString("\r\n")
+	if err := bw.Flush(); err != nil {
+		w.failed = err
+	}
+}
+
+func (w *response) Write(p []byte) (int, error) {
+	if w.c.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if w.status == http.StatusNoContent || w.status == http.StatusNotModified {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.contentLength >= 0 && w.written+int64(len(p)) > w.contentLength {
+		return 0, http.ErrContentLength
+	}
+	if w.failed != nil {
+		return 0, w.failed
+	}
+	w.written += int64(len(p))
+	if w.bodyless {
+		return len(p), nil
+	}
+	if !w.headerSent {
+		if w.contentLength < 0 && len(w.c.pendingBody)+len(p) <= pendingLimit {
+			// Hold a small body back: if the handler ends, it goes out
+			// with a Content-Length instead of chunks.
+			w.c.pendingBody = append(w.c.pendingBody, p...)
+			return len(p), nil
+		}
+		w.sendHeader(false)
+		if w.failed != nil {
+			return 0, w.failed
+		}
+	}
+	var err error
+	if w.chunked {
+		bw := w.c.bw
+		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
+		bw.WriteString("\r\n")
+		bw.Write(p)
+		_, err = bw.WriteString("\r\n")
+	} else {
+		_, err = w.c.bw.Write(p)
+	}
+	if err != nil {
+		w.failed = err
+		w.c.broken.Store(true)
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// pendingLimit is how much body is held back before the head is sent.
+const pendingLimit = 2048
+
+func (w *response) WriteString(s string) (int, error) {
+	return w.Write([]byte(s))
+}
+
+// sendHeader writes the head. final says the handler has returned, so a
+// body held back has its whole length known.
+func (w *response) sendHeader(final bool) {
+	if w.headerSent {
+		return
+	}
+	w.headerSent = true
+	w.c.cmu.Lock()
+	w.c.headStarted = true
+	w.c.cmu.Unlock()
+	h := w.header
+	bw := w.c.bw
+	if v := h["Connection"]; len(v) > 0 && hasToken(v, "close") {
+		w.closeAfter = true
+	}
+	pending := w.c.pendingBody
+	var framing string
+	bodyAllowed := w.status != http.StatusNoContent && w.status != http.StatusNotModified && w.status >= 200
+	switch {
+	case !bodyAllowed:
+	case w.contentLength >= 0:
+		// The handler's Content-Length stands (HEAD included).
+	case w.req.Method == http.MethodHead:
+		if final && w.written > 0 {
+			framing = "Content-Length: " + strconv.FormatInt(w.written, 10) + "\r\n"
+		}
+	case final && !hasTrailers(h):
+		framing = "Content-Length: " + strconv.Itoa(len(pending)) + "\r\n"
+		w.contentLength = int64(len(pending))
+	case w.req.ProtoMinor >= 1:
+		w.chunked = true
+		framing = "Transfer-Encoding: chunked\r\n"
+	default:
+		// HTTP/1.0 client, length unknown: the close ends the body.
+		w.closeAfter = true
+	}
+	if w.closeAfter || w.req.Close || w.c.s.shutting.Load() {
+		w.closeAfter = true
+	}
+	bw.WriteString(statusLine(w.status))
+	writeHeaderFields(bw, h, responseSkip)
+	if _, ok := h["Date"]; !ok {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	bw.WriteString(framing)
+	if w.closeAfter {
+		if _, ok := h["Connection"]; !ok {
+			bw.WriteString("Connection: close\r\n")
+		}
+	} else if w.req.ProtoMinor == 0 {
+		bw.WriteString("Connection: keep-alive\r\n")
+	}
+	bw.WriteString("\r\n")
+	if len(pending) > 0 {
+		if w.chunked {
+			bw.WriteString(strconv.FormatInt(int64(len(pending)), 16))
+			bw.WriteString("\r\n")
+			bw.Write(pending)
+			bw.WriteString("\r\n")
+		} else {
+			bw.Write(pending)
+		}
+		w.c.pendingBody = pending[:0]
+	}
+}
+
+// responseSkip are header fields the server writes itself.
+var responseSkip = map[string]bool{"Transfer-Encoding": true, "Content-Length": false, "Trailer": false}
+
+func hasTrailers(h http.Header) bool {
+	if _, ok := h["Trailer"]; ok {
+		return true
+	}
+	for k := range h {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeHeaderFields writes the fields of h, leaving out those in skip and
+// trailer-prefixed ones; newlines in values become spaces, so a handler
+// cannot split the head.
+func writeHeaderFields(bw *bufio.Writer, h http.Header, skip map[string]bool) {
+	for k, vs := range h {
+		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+			}
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+}
+
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !tokenChars[k[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// Flush sends the head and any buffered body now (http.Flusher).
+func (w *response) Flush() { w.FlushError() }
+
+// FlushError is Flush reporting the failure (for http.ResponseController).
+func (w *response) FlushError() error {
+	if w.c.hijacked {
+		return http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.failed != nil {
+		return w.failed
+	}
+	w.sendHeader(false)
+	if err := w.c.bw.Flush(); err != nil {
+		w.failed = err
+		w.c.broken.Store(true)
+		return err
+	}
+	return nil
+}
+
+// Hijack hands the connection to the handler (protocol upgrades).
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c := w.c
+	if c.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if w.wroteHeader && !w.headerSent {
+		w.sendHeader(false)
+	}
+	c.stopWatch()
+	if err := c.bw.Flush(); err != nil {
+		return nil, nil, err
+	}
+	c.hijacked = true
+	c.rwc.SetDeadline(time.Time{})
+	// The handler owns the connection now; a drain no longer waits for
+	// it (the gateway tracks taken-over connections itself).
+	c.s.forget(c)
+	var conn net.Conn = c.rwc
+	if c.stashed {
+		conn = &handoffConn{Conn: c.rwc, gc: c.gc, r: io.MultiReader(strings.NewReader(string(c.stash[:1])), c.rwc)}
+		c.stashed = false
+	}
+	return conn, bufio.NewReadWriter(c.br, c.bw), nil
+}
+
+// SetReadDeadline and SetWriteDeadline serve http.ResponseController.
+func (w *response) SetReadDeadline(t time.Time) error  { return w.c.rwc.SetReadDeadline(t) }
+func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
+
+// EnableFullDuplex is a no-op: this server always lets a handler read the
+// request body while it writes the response.
+func (w *response) EnableFullDuplex() error { return nil }
+
+// finish completes the response after the handler returned: the head if
+// not yet sent, the last chunk with trailers, the body the handler left
+// unread. It reports whether the connection is still usable.
+func (w *response) finish() bool {
+	c := w.c
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.sendHeader(true)
+	if w.chunked {
+		bw := c.bw
+		bw.WriteString("0\r\n")
+		w.writeTrailers()
+		bw.WriteString("\r\n")
+	}
+	if w.contentLength >= 0 && !w.bodyless && w.written < w.contentLength {
+		// The body is short of its declared length: the connection is
+		// out of step and must close.
+		w.closeAfter = true
+	}
+	if err := c.bw.Flush(); err != nil {
+		return false
+	}
+	if w.failed != nil {
+		return false
+	}
+	switch b := w.req.Body.(type) {
+	case *lengthBody:
+		if !b.discard() {
+			c.linger = true
+			return false
+		}
+	case *chunkedBody:
+		if !b.discard() {
+			c.linger = true
+			return false
+		}
+	}
+	return true
+}
+
+func (w *response) writeTrailers() {
+	h := w.header
+	bw := w.c.bw
+	for _, decl := range h["Trailer"] {
+		for decl != "" {
+			var k string
+			k, decl, _ = strings.Cut(decl, ",")
+			k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
+			if k == "" || !validFieldName(k) {
+				continue
+			}
+			if _, ok := h[http.TrailerPrefix+k]; ok {
+				continue // written below
+			}
+			for _, v := range h[k] {
+				bw.WriteString(k + ": " + strings.NewReplacer("\r", " ", "\n", " ").Replace(v) + "\r\n")
+			}
+		}
+	}
+	for k, vs := range h {
+		name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+		if !ok || !validFieldName(name) {
+			continue
+		}
+		for _, v := range vs {
+			bw.WriteString(name + ": " + strings.NewReplacer("\r", " ", "\n", " ").Replace(v) + "\r\n")
+		}
+	}
+}
+
+var statusLines sync.Map // int -> string
+
+func statusLine(code int) string {
+	if v, ok := statusLines.Load(code); ok {
+		return v.(string)
+	}
+	text := http.StatusText(code)
+	if text == "" {
+		text = "status code " + strconv.Itoa(code)
+	}
+	s := "HTTP/1.1 " + strconv.Itoa(code) + " " + text + "\r\n"
+	statusLines.Store(code, s)
+	return s
+}
+
+// httpDate is the current time in IMF-fixdate, formatted once a second.
+func httpDate() string {
+	now := time.Now().Unix()
+	if d := cachedDate.Load(); d != nil && d.unix == now {
+		return d.s
+	}
+	d := &dateCache{unix: now, s: time.Unix(now, 0).UTC().Format(http.TimeFormat)}
+	cachedDate.Store(d)
+	return d.s
+}
+
+type dateCache struct {
+	unix int64
+	s    string
+}
+
+var cachedDate atomic.Pointer[dateCache]
+
+// handoffListener passes HTTP/2 connections to net/http's server.
+type handoffListener struct {
+	ch     chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newHandoffListener() *handoffListener {
+	return &handoffListener{ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *handoffListener) deliver(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.closed:
+		return false
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return handoffAddr{} }
+
+type handoffAddr struct{}
+
+func (handoffAddr) Network() string { return "handoff" }
+func (handoffAddr) String() string  { return "handoff" }
+
+// handoffConn is a connection some of whose bytes were read already.
+type handoffConn struct {
+	net.Conn
+	gc *guardConn
+	r  io.Reader
+}
+
+func (c *handoffConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *handoffConn) CloseWrite() error {
+	conn := c.Conn
+	if c.gc != nil {
+		conn = c.gc.Conn
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
