@@ -266,9 +266,9 @@ type serverConn struct {
 	stashed     bool
 	broken      atomic.Bool // the client is gone
 	hijacked    bool
-	linger      bool   // close with lingeringClose
+	linger      bool // close with lingeringClose
 	cmu         sync.Mutex
-	headStarted bool // the response's head is being written: no 100 Continue
+	headStarted bool   // the response's head is being written: no 100 Continue
 	pendingBody []byte // a response body not yet committed to a framing
 }
 
@@ -541,7 +541,6 @@ func (c *serverConn) stopWatch() {
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
-
 
 // parseError is a request the server refuses before any handler sees it.
 type parseError struct {
