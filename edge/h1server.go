@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -270,6 +271,9 @@ type serverConn struct {
 	cmu         sync.Mutex
 	headStarted bool   // the response's head is being written: no 100 Continue
 	pendingBody []byte // a response body not yet committed to a framing
+	resp        response
+	header      http.Header
+	rdl         time.Time // the read deadline last set
 }
 
 type fieldSpan struct{ name, value [2]int }
@@ -349,7 +353,7 @@ func (c *serverConn) serve() {
 			if c.s.shutting.Load() {
 				return
 			}
-			c.rwc.SetReadDeadline(time.Now().Add(o.IdleTimeout))
+			c.idleDeadline()
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}
@@ -357,7 +361,12 @@ func (c *serverConn) serve() {
 		if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() == connClosed {
 			return
 		}
-		c.rwc.SetReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+		// The header deadline matters only if the head has yet to
+		// arrive; usually it is all in the buffer already.
+		headDeadline := !c.headBuffered()
+		if headDeadline {
+			c.setReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+		}
 		if first {
 			first = false
 			if c.isH2Preface() {
@@ -372,7 +381,12 @@ func (c *serverConn) serve() {
 			}
 			return
 		}
-		c.rwc.SetReadDeadline(time.Time{})
+		if headDeadline || req.Body != http.NoBody {
+			// The body has no deadline (a slow upload is the service's
+			// total timeout's business); a request without one keeps
+			// the idle deadline, which is far off.
+			c.setReadDeadline(time.Time{})
+		}
 		if req.RequestURI == "*" && req.Method == http.MethodOptions {
 			// OPTIONS * asks about the server, not a resource: answered
 			// here, as net/http does.
@@ -387,6 +401,31 @@ func (c *serverConn) serve() {
 		}
 	}
 }
+
+// setReadDeadline sets the connection's read deadline and remembers it.
+func (c *serverConn) setReadDeadline(t time.Time) {
+	c.rwc.SetReadDeadline(t)
+	c.rdl = t
+}
+
+// idleDeadline sets the keep-alive deadline while waiting for a request,
+// unless one set less than a second ago stands: a deadline costs a timer
+// update, and keep-alive connections wait for a request after every
+// response.
+func (c *serverConn) idleDeadline() {
+	want := time.Now().Add(c.s.opts.IdleTimeout)
+	if c.rdl.IsZero() || want.Sub(c.rdl) > time.Second {
+		c.setReadDeadline(want)
+	}
+}
+
+// headBuffered reports whether a whole request head is in the buffer.
+func (c *serverConn) headBuffered() bool {
+	b, _ := c.br.Peek(c.br.Buffered())
+	return bytes.Contains(b, crlfcrlf)
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
 
 func serveOptionsStar(w http.ResponseWriter, r *http.Request) {
 	w.Header()["Content-Length"] = []string{"0"}
@@ -433,7 +472,16 @@ func (c *serverConn) handoff(buffered *bufio.Reader) {
 // serveRequest runs the handler for one request and finishes its
 // response; it reports whether the connection can take another request.
 func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Handler) (keep bool) {
-	w := &response{c: c, req: req, contentLength: -1, rs: rs}
+	// The response and its header map are the connection's, reused
+	// request after request (a handler must not keep them after it
+	// returns, as with net/http).
+	if c.header == nil {
+		c.header = make(http.Header, 16)
+	} else {
+		clear(c.header)
+	}
+	c.resp = response{c: c, req: req, contentLength: -1, rs: rs, header: c.header}
+	w := &c.resp
 	c.cmu.Lock()
 	c.headStarted = false
 	c.cmu.Unlock()
@@ -536,7 +584,7 @@ func (c *serverConn) stopWatch() {
 	if done != nil {
 		c.rwc.SetReadDeadline(aLongTimeAgo)
 		<-done
-		c.rwc.SetReadDeadline(time.Time{})
+		c.setReadDeadline(time.Time{})
 	}
 }
 
@@ -757,6 +805,8 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	if !validHost(host) {
 		return nil, nil, badRequest("malformed Host header")
 	}
+	// The request is built on the stack; WithContext below makes the one
+	// heap copy.
 	req := &http.Request{
 		Method:     method,
 		ProtoMajor: major,
@@ -809,7 +859,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		}
 		req.ContentLength = -1
 		req.TransferEncoding = []string{"chunked"}
-		req.Body = &chunkedBody{c: c, rs: rs, req: req}
+		req.Body = &chunkedBody{c: c, rs: rs}
 	case cls > 0:
 		n, ok := parseContentLength(clVal)
 		if !ok {
@@ -840,7 +890,11 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	rs.watchOK = header["Upgrade"] == nil
 	ctx, cancel := context.WithCancel(c.ctx)
 	rs.cancel = cancel
-	return req.WithContext(ctx), rs, nil
+	out := req.WithContext(ctx)
+	if b, ok := out.Body.(*chunkedBody); ok {
+		b.req = out // for its trailers
+	}
+	return out, rs, nil
 }
 
 func protoString(major, minor int, b []byte) string {
@@ -1505,7 +1559,10 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 // SetReadDeadline and SetWriteDeadline serve http.ResponseController.
-func (w *response) SetReadDeadline(t time.Time) error  { return w.c.rwc.SetReadDeadline(t) }
+func (w *response) SetReadDeadline(t time.Time) error {
+	w.c.rdl = t
+	return w.c.rwc.SetReadDeadline(t)
+}
 func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
 
 // EnableFullDuplex is a no-op: this server always lets a handler read the

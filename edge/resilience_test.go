@@ -163,34 +163,42 @@ func TestRetryOnStatus(t *testing.T) {
 }
 
 // The retry budget caps retries at ratio × requests plus min_per_second
-// per second over a 10 s window, however many requests fail.
+// per second over a 10 s window, however many requests fail. An explicit
+// 0 turns a part off (unset takes the default).
 func TestRetryBudgetStopsRetries(t *testing.T) {
-	var hits hitCounter
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		hits.inc()
-		http.Error(w, "down", http.StatusServiceUnavailable)
-	})
-	// ratio 0 means the default (0.2); a tiny ratio keeps the
-	// traffic-proportional part at zero for this few requests.
-	gw := startGateway(t, oneRouteService(be.URL, `    retries:
+	for _, tc := range []struct {
+		budget  string
+		retries int
+	}{
+		{"{ratio: 0, min_per_second: 1}", 1 * budgetWindow}, // min_per_second over the window
+		{"{ratio: 0, min_per_second: 0}", 0},
+	} {
+		t.Run(tc.budget, func(t *testing.T) {
+			var hits hitCounter
+			be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				hits.inc()
+				http.Error(w, "down", http.StatusServiceUnavailable)
+			})
+			gw := startGateway(t, oneRouteService(be.URL, `    retries:
       attempts: 1
       on: ["503"]
-      budget: {ratio: 0.001, min_per_second: 1}
+      budget: `+tc.budget+`
       backoff: {base: 1ms, max: 1ms}`))
-	c := newClient(t)
-	const requests = 20
-	const budget = 1 * budgetWindow // min_per_second over the window
-	for range requests {
-		resp, _ := get(t, c, gw.url+"/x")
-		if resp.StatusCode != 503 {
-			t.Fatalf("status = %d; want 503", resp.StatusCode)
-		}
-	}
-	if got, want := hits.get(), requests+budget; got != want {
-		t.Errorf("backend hits = %d; want %d (%d requests + %d retries the budget allows)", got, want, requests, budget)
-	}
-	if got := metricValue(t, gw.g, `meridian_upstream_retries_total{service="svc"}`); got != budget {
-		t.Errorf("retries metric = %v; want %d", got, budget)
+			c := newClient(t)
+			const requests = 20
+			for range requests {
+				resp, _ := get(t, c, gw.url+"/x")
+				if resp.StatusCode != 503 {
+					t.Fatalf("status = %d; want 503", resp.StatusCode)
+				}
+			}
+			if got, want := hits.get(), requests+tc.retries; got != want {
+				t.Errorf("backend hits = %d; want %d (%d requests + %d retries the budget allows)", got, want, requests, tc.retries)
+			}
+			if got := metricValue(t, gw.g, `meridian_upstream_retries_total{service="svc"}`); got != float64(tc.retries) {
+				t.Errorf("retries metric = %v; want %d", got, tc.retries)
+			}
+		})
 	}
 }
 

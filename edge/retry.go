@@ -53,12 +53,12 @@ func newRetryPolicy(c *config.Retries) *retryPolicy {
 			p.statuses[r.Status-500] = true
 		}
 	}
-	ratio, min := c.Budget.Ratio, c.Budget.MinPerSecond
-	if ratio == 0 {
-		ratio = defaultRetryRatio
+	ratio, min := defaultRetryRatio, defaultRetryMinPerSecond
+	if c.Budget.Ratio != nil {
+		ratio = *c.Budget.Ratio
 	}
-	if min == 0 {
-		min = defaultRetryMinPerSecond
+	if c.Budget.MinPerSecond != nil {
+		min = *c.Budget.MinPerSecond
 	}
 	p.budget = newRetryBudget(ratio, min, time.Now)
 	return p

@@ -123,13 +123,15 @@ type Retries struct {
 	Backoff Backoff `yaml:"backoff,omitempty" json:"backoff,omitempty"`
 }
 
-// RetryBudget allows retries up to Ratio of recent requests, plus
-// MinPerSecond retries per second regardless of traffic.
+// RetryBudget allows retries up to Ratio of the requests of the last 10
+// seconds, plus MinPerSecond retries per second regardless of traffic
+// (a reserve of 10 × MinPerSecond over the window, as in Linkerd and
+// Finagle). Unset fields take the defaults; an explicit 0 means none.
 type RetryBudget struct {
 	// Ratio of retries to requests over the last 10 seconds; default 0.2.
-	Ratio float64 `yaml:"ratio,omitempty" json:"ratio,omitempty"`
+	Ratio *float64 `yaml:"ratio,omitempty" json:"ratio,omitempty"`
 	// MinPerSecond retries always allowed; default 10.
-	MinPerSecond int `yaml:"min_per_second,omitempty" json:"min_per_second,omitempty"`
+	MinPerSecond *int `yaml:"min_per_second,omitempty" json:"min_per_second,omitempty"`
 }
 
 // Backoff is an exponential backoff with jitter.

@@ -191,10 +191,10 @@ func (v *validator) service(p string, s *Service) {
 				v.errf(fmt.Sprintf("%s.on[%d]", rp, i), "%v", err)
 			}
 		}
-		if r.Budget.Ratio < 0 || r.Budget.Ratio > 1 {
-			v.errf(rp+".budget.ratio", "must be between 0 and 1 (got %g)", r.Budget.Ratio)
+		if b := r.Budget.Ratio; b != nil && (*b < 0 || *b > 1) {
+			v.errf(rp+".budget.ratio", "must be between 0 and 1 (got %g)", *b)
 		}
-		if r.Budget.MinPerSecond < 0 {
+		if m := r.Budget.MinPerSecond; m != nil && *m < 0 {
 			v.errf(rp+".budget.min_per_second", "must not be negative")
 		}
 		v.nonNegative(rp+".backoff.base", r.Backoff.Base)
