@@ -224,6 +224,9 @@ func (s *h1Server) closeAll() {
 	for c := range s.conns {
 		c.state.Store(connClosed)
 		c.rwc.Close()
+		if r := c.cur.Load(); r != nil {
+			r.cancel()
+		}
 	}
 }
 
@@ -252,8 +255,7 @@ type serverConn struct {
 	hdr    []byte
 	fields []fieldSpan
 
-	ctx    context.Context
-	cancel context.CancelFunc
+	cur atomic.Pointer[requestContext] // the latest request's context
 
 	// The disconnect watch: after disconnectCheckAfter a goroutine reads
 	// one byte from the connection (whose request body has been read);
@@ -280,7 +282,7 @@ type fieldSpan struct{ name, value [2]int }
 
 // requestState is what the disconnect watch needs of a request.
 type requestState struct {
-	cancel   context.CancelFunc
+	cancel   func()
 	bodyDone atomic.Bool
 	watchOK  bool // neither an upgrade nor a body still being read
 }
@@ -340,8 +342,11 @@ func (c *serverConn) serve() {
 			return
 		}
 	}
-	c.ctx, c.cancel = context.WithCancel(c.s.baseCtx)
-	defer func() { c.cancel() }()
+	defer func() {
+		if r := c.cur.Load(); r != nil {
+			r.cancel()
+		}
+	}()
 	c.br = bufReaders.Get().(*bufio.Reader)
 	c.br.Reset(c)
 	c.bw = bufWriters.Get().(*bufio.Writer)
@@ -888,8 +893,9 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		}
 	}
 	rs.watchOK = header["Upgrade"] == nil
-	ctx, cancel := context.WithCancel(c.ctx)
-	rs.cancel = cancel
+	ctx := &requestContext{}
+	rs.cancel = ctx.cancel
+	c.cur.Store(ctx)
 	out := req.WithContext(ctx)
 	if b, ok := out.Body.(*chunkedBody); ok {
 		b.req = out // for its trailers

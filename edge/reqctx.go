@@ -1,0 +1,99 @@
+package edge
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// requestContext is the context of one HTTP/1 request served by h1Server.
+// It is canceled when the handler returns, when the client is seen to go
+// away, or when the server closes the connection.
+//
+// It does what context.WithCancel(parent) would, cheaper on the hot path:
+// it has no parent to register with, and it implements the AfterFunc
+// method that context.AfterFunc and derived contexts use, so the upstream
+// transport's cancellation hook is a slice append rather than a map
+// allocated for every request.
+type requestContext struct {
+	mu       sync.Mutex
+	done     chan struct{} // made on first Done
+	canceled atomic.Bool
+	fns      []*afterFunc
+}
+
+type afterFunc struct{ f func() }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (c *requestContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *requestContext) Value(key any) any          { return nil }
+
+func (c *requestContext) Err() error {
+	if c.canceled.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+func (c *requestContext) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		if c.canceled.Load() {
+			return closedChan
+		}
+		c.done = make(chan struct{})
+	}
+	return c.done
+}
+
+// cancel cancels the context and starts the functions registered with
+// AfterFunc, each on its own goroutine. Later calls do nothing.
+func (c *requestContext) cancel() {
+	c.mu.Lock()
+	if c.canceled.Load() {
+		c.mu.Unlock()
+		return
+	}
+	c.canceled.Store(true)
+	if c.done != nil {
+		close(c.done)
+	}
+	fns := c.fns
+	c.fns = nil
+	c.mu.Unlock()
+	for _, a := range fns {
+		go a.f()
+	}
+}
+
+// AfterFunc arranges for f to run after the context is canceled, as
+// context.AfterFunc documents; stop unregisters it and reports whether it
+// did so before f was started.
+func (c *requestContext) AfterFunc(f func()) (stop func() bool) {
+	c.mu.Lock()
+	if c.canceled.Load() {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	a := &afterFunc{f: f}
+	c.fns = append(c.fns, a)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, x := range c.fns {
+			if x == a {
+				last := len(c.fns) - 1
+				c.fns[i] = c.fns[last]
+				c.fns[last] = nil
+				c.fns = c.fns[:last]
+				return true
+			}
+		}
+		return false
+	}
+}

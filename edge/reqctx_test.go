@@ -1,0 +1,64 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// requestContext behaves as a canceled context.WithCancel would, for the
+// uses the proxy and the upstream transport make of it.
+func TestRequestContext(t *testing.T) {
+	ctx := &requestContext{}
+	if ctx.Err() != nil {
+		t.Fatalf("Err before cancel = %v", ctx.Err())
+	}
+	ran := make(chan string, 3)
+	stop1 := context.AfterFunc(ctx, func() { ran <- "first" })
+	stop2 := context.AfterFunc(ctx, func() { ran <- "stopped" })
+	child, cancelChild := context.WithTimeout(ctx, time.Hour)
+	defer cancelChild()
+	if !stop2() {
+		t.Fatal("stop before cancel = false; want true")
+	}
+	done := ctx.Done()
+	ctx.cancel()
+	ctx.cancel() // idempotent
+	if got := recv(t, ran, "the AfterFunc"); got != "first" {
+		t.Fatalf("ran %q; want first", got)
+	}
+	select {
+	case <-done:
+	default:
+		t.Fatal("Done not closed after cancel")
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("Err = %v; want Canceled", ctx.Err())
+	}
+	select {
+	case <-child.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("derived context not canceled")
+	}
+	if stop1() {
+		t.Error("stop after cancel = true; want false")
+	}
+	// Registered after cancel: runs at once.
+	context.AfterFunc(ctx, func() { ran <- "late" })
+	if got := recv(t, ran, "the late AfterFunc"); got != "late" {
+		t.Fatalf("ran %q; want late", got)
+	}
+	early := &requestContext{}
+	early.cancel()
+	select {
+	case <-early.Done():
+	default:
+		t.Error("Done of a canceled context without a channel is not closed")
+	}
+	select {
+	case v := <-ran:
+		t.Errorf("a stopped AfterFunc ran: %q", v)
+	default:
+	}
+}
