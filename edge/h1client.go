@@ -22,7 +22,7 @@ import (
 // response per connection at a time does better on the calling goroutine,
 // which is what this does: it writes the request (its body, if any, on a
 // second goroutine so that an upstream answering early cannot deadlock us),
-// reads the response with net/http's own parser (http.ReadResponse), and
+// reads the response with its own parser (readResponse, h1wire.go), and
 // returns the connection to a per-host idle pool once the body hits EOF.
 //
 // It implements http.RoundTripper for what the proxy sends: absolute http
@@ -62,6 +62,10 @@ type h1Conn struct {
 	idleAt   time.Time
 	reused   bool
 	tlsState *tls.ConnectionState
+	// Parsing buffers, reused response after response.
+	line   []byte
+	hdr    []byte
+	fields []fieldSpan
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -148,7 +152,7 @@ func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, e
 	}
 	var resp *http.Response
 	for {
-		resp, err = http.ReadResponse(pc.br, req)
+		resp, err = pc.readResponse(req)
 		if err != nil {
 			// A body writer still running ends when its next write
 			// fails or the client's body ends; it must not be waited

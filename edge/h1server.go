@@ -641,34 +641,16 @@ func (c *serverConn) lingeringClose() {
 // valid until the next read. n counts the header bytes read so far and is
 // held to the limit.
 func (c *serverConn) readLine(n *int) ([]byte, *parseError) {
-	limit := c.s.opts.MaxHeaderBytes
-	line, err := c.br.ReadSlice('\n')
-	if err == bufio.ErrBufferFull {
-		c.line = append(c.line[:0], line...)
-		for err == bufio.ErrBufferFull {
-			if *n+len(c.line) > limit {
-				return nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "the request line and headers exceed " + strconv.Itoa(limit) + " bytes"}
-			}
-			line, err = c.br.ReadSlice('\n')
-			c.line = append(c.line, line...)
-		}
-		line = c.line
+	line, err := readLineLimited(c.br, &c.line, n, c.s.opts.MaxHeaderBytes)
+	switch {
+	case err == nil:
+		return line, nil
+	case err == errLineTooLong:
+		return nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "the request line and headers exceed " + strconv.Itoa(c.s.opts.MaxHeaderBytes) + " bytes"}
+	case isTimeout(err):
+		return nil, &parseError{status: http.StatusRequestTimeout, title: "Request Timeout", detail: "the request headers did not arrive in time"}
 	}
-	if err != nil {
-		if isTimeout(err) {
-			return nil, &parseError{status: http.StatusRequestTimeout, title: "Request Timeout", detail: "the request headers did not arrive in time"}
-		}
-		return nil, &parseError{} // the client closed or went away
-	}
-	*n += len(line)
-	if *n > limit {
-		return nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "the request line and headers exceed " + strconv.Itoa(limit) + " bytes"}
-	}
-	line = line[:len(line)-1]
-	if k := len(line); k > 0 && line[k-1] == '\r' {
-		line = line[:k-1]
-	}
-	return line, nil
+	return nil, &parseError{} // the client closed or went away
 }
 
 // readRequest reads and checks one request's line and headers and sets up
@@ -864,7 +846,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		}
 		req.ContentLength = -1
 		req.TransferEncoding = []string{"chunked"}
-		req.Body = &chunkedBody{c: c, rs: rs}
+		req.Body = &chunkedBody{c: c, rs: rs, cr: chunkedReader{br: c.br, maxTrailer: c.s.opts.MaxHeaderBytes}}
 	case cls > 0:
 		n, ok := parseContentLength(clVal)
 		if !ok {
@@ -898,7 +880,8 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	c.cur.Store(ctx)
 	out := req.WithContext(ctx)
 	if b, ok := out.Body.(*chunkedBody); ok {
-		b.req = out // for its trailers
+		b.req = out
+		b.cr.trailer = &out.Trailer
 	}
 	return out, rs, nil
 }
@@ -1071,12 +1054,9 @@ type chunkedBody struct {
 	c      *serverConn
 	rs     *requestState
 	req    *http.Request
-	remain int64 // of the current chunk
-	state  int   // 0: expect a chunk size line; 1: in data; 2: done
+	cr     chunkedReader
 	expect bool
-	err    error
 	closed bool
-	taken  int64 // bytes taken from the connection, for discard
 }
 
 func (b *chunkedBody) Read(p []byte) (int, error) {
@@ -1089,151 +1069,21 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 }
 
 func (b *chunkedBody) read(p []byte) (int, error) {
-	if b.err != nil {
-		return 0, b.err
+	if b.cr.err != nil {
+		return 0, b.cr.err
 	}
 	if b.expect {
 		b.expect = false
 		if err := b.c.sendContinue(); err != nil {
-			b.err = err
+			b.cr.err = err
 			return 0, err
 		}
 	}
-	for {
-		switch b.state {
-		case 2:
-			return 0, io.EOF
-		case 0:
-			if err := b.readSize(); err != nil {
-				b.err = err
-				return 0, err
-			}
-			continue
-		}
-		if len(p) == 0 {
-			return 0, nil
-		}
-		if int64(len(p)) > b.remain {
-			p = p[:b.remain]
-		}
-		n, err := b.c.br.Read(p)
-		b.remain -= int64(n)
-		b.taken += int64(n)
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		if err != nil {
-			b.err = err
-			return n, err
-		}
-		if b.remain == 0 {
-			// The chunk's CRLF.
-			if err := b.readCRLF(); err != nil {
-				b.err = err
-				return n, err
-			}
-			b.state = 0
-		}
-		return n, nil
-	}
-}
-
-var errChunked = errors.New("malformed chunked request body")
-
-func (b *chunkedBody) readSize() error {
-	line, err := b.c.br.ReadSlice('\n')
-	b.taken += int64(len(line))
-	if err != nil {
-		if err == bufio.ErrBufferFull {
-			return errChunked
-		}
-		if err == io.EOF {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	line = line[:len(line)-1]
-	if k := len(line); k > 0 && line[k-1] == '\r' {
-		line = line[:k-1]
-	}
-	if i := indexByte(line, ';'); i >= 0 {
-		line = line[:i] // chunk extensions are ignored
-	}
-	line = trimSpace(line)
-	if len(line) == 0 || len(line) > 15 {
-		return errChunked
-	}
-	var n int64
-	for _, c := range line {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return errChunked
-		}
-		n = n<<4 | int64(d)
-	}
-	if n == 0 {
-		if err := b.readTrailers(); err != nil {
-			return err
-		}
-		b.state = 2
+	n, err := b.cr.Read(p)
+	if err == io.EOF {
 		b.rs.bodyDone.Store(true)
-		return nil
 	}
-	b.remain = n
-	b.state = 1
-	return nil
-}
-
-func (b *chunkedBody) readCRLF() error {
-	c1, err := b.c.br.ReadByte()
-	if err == nil && c1 == '\r' {
-		c1, err = b.c.br.ReadByte()
-	}
-	if err != nil {
-		if err == io.EOF {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	if c1 != '\n' {
-		return errChunked
-	}
-	b.taken += 2
-	return nil
-}
-
-// readTrailers reads the trailer section into the request's Trailer.
-func (b *chunkedBody) readTrailers() error {
-	var n int
-	for {
-		line, perr := b.c.readLine(&n)
-		if perr != nil {
-			return errChunked
-		}
-		if len(line) == 0 {
-			return nil
-		}
-		colon := indexByte(line, ':')
-		if colon <= 0 || !validToken(line[:colon]) {
-			return errChunked
-		}
-		name := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
-		switch name {
-		case "Content-Length", "Transfer-Encoding", "Host", "Trailer":
-			continue // framing and routing fields are not trailers
-		}
-		if b.req.Trailer == nil {
-			b.req.Trailer = http.Header{}
-		}
-		b.req.Trailer[name] = append(b.req.Trailer[name], string(trimSpace(line[colon+1:])))
-	}
+	return n, err
 }
 
 func (b *chunkedBody) Close() error {
@@ -1250,15 +1100,18 @@ func (b *chunkedBody) discard() bool {
 	if b.expect {
 		return false
 	}
-	start := b.taken
+	start := b.cr.taken
 	var buf [4096]byte
-	for b.err == nil && b.state != 2 {
-		if b.taken-start > maxDiscardBody {
+	for {
+		if b.cr.taken-start > maxDiscardBody {
 			return false
 		}
-		b.read(buf[:])
+		if _, err := b.read(buf[:]); err == io.EOF {
+			return true
+		} else if err != nil {
+			return false
+		}
 	}
-	return b.err == nil || b.err == io.EOF
 }
 
 // sendContinue answers Expect: 100-continue when the handler first reads

@@ -461,6 +461,10 @@ func classify(err error, ctx context.Context) *proxyError {
 		}
 		return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_refused", title: "Bad Gateway", detail: "connection refused"}
 	}
+	var bad *badResponseError
+	if errors.As(err, &bad) {
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_protocol_error", title: "Bad Gateway", detail: err.Error()}
+	}
 	var te interface{ Timeout() bool }
 	if errors.As(err, &te) && te.Timeout() {
 		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: "no response headers in time"}

@@ -1,0 +1,425 @@
+package edge
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+)
+
+// HTTP/1 wire format shared by the server (h1server.go) and the upstream
+// client (h1client.go): lines, header blocks, chunked bodies.
+
+var (
+	errLineTooLong = errors.New("header section too large")
+	errChunked     = errors.New("malformed chunked body")
+)
+
+// readLineLimited returns the next line without its CRLF (or LF). The
+// slice is valid until the next read from br. *n counts the bytes of the
+// section read so far and is held to limit; buf gathers a line longer than
+// br's buffer.
+func readLineLimited(br *bufio.Reader, buf *[]byte, n *int, limit int) ([]byte, error) {
+	line, err := br.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		*buf = append((*buf)[:0], line...)
+		for err == bufio.ErrBufferFull {
+			if *n+len(*buf) > limit {
+				return nil, errLineTooLong
+			}
+			line, err = br.ReadSlice('\n')
+			*buf = append(*buf, line...)
+		}
+		line = *buf
+	}
+	if err != nil {
+		return nil, err
+	}
+	*n += len(line)
+	if *n > limit {
+		return nil, errLineTooLong
+	}
+	line = line[:len(line)-1]
+	if k := len(line); k > 0 && line[k-1] == '\r' {
+		line = line[:k-1]
+	}
+	return line, nil
+}
+
+// chunkedReader decodes a body in chunked coding (RFC 9112 7.1) from br;
+// the trailer section goes to *trailer.
+type chunkedReader struct {
+	br         *bufio.Reader
+	trailer    *http.Header
+	maxTrailer int
+	remain     int64 // of the current chunk
+	state      int   // chunkSize, chunkData or chunkDone
+	err        error
+	taken      int64 // bytes consumed from br
+	line       []byte
+}
+
+const (
+	chunkSize = iota
+	chunkData
+	chunkDone
+)
+
+func (r *chunkedReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	for {
+		switch r.state {
+		case chunkDone:
+			return 0, io.EOF
+		case chunkSize:
+			if err := r.readSize(); err != nil {
+				r.err = err
+				return 0, err
+			}
+			continue
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		if int64(len(p)) > r.remain {
+			p = p[:r.remain]
+		}
+		n, err := r.br.Read(p)
+		r.remain -= int64(n)
+		r.taken += int64(n)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			r.err = err
+			return n, err
+		}
+		if r.remain == 0 {
+			if err := r.readCRLF(); err != nil {
+				r.err = err
+				return n, err
+			}
+			r.state = chunkSize
+		}
+		return n, nil
+	}
+}
+
+func (r *chunkedReader) readSize() error {
+	line, err := r.br.ReadSlice('\n')
+	r.taken += int64(len(line))
+	if err != nil {
+		if err == bufio.ErrBufferFull {
+			return errChunked
+		}
+		if err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	line = line[:len(line)-1]
+	if k := len(line); k > 0 && line[k-1] == '\r' {
+		line = line[:k-1]
+	}
+	if i := indexByte(line, ';'); i >= 0 {
+		line = line[:i] // chunk extensions are ignored
+	}
+	line = trimSpace(line)
+	if len(line) == 0 || len(line) > 15 {
+		return errChunked
+	}
+	var n int64
+	for _, c := range line {
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return errChunked
+		}
+		n = n<<4 | int64(d)
+	}
+	if n == 0 {
+		if err := r.readTrailers(); err != nil {
+			return err
+		}
+		r.state = chunkDone
+		return nil
+	}
+	r.remain = n
+	r.state = chunkData
+	return nil
+}
+
+func (r *chunkedReader) readCRLF() error {
+	c, err := r.br.ReadByte()
+	if err == nil && c == '\r' {
+		r.taken++
+		c, err = r.br.ReadByte()
+	}
+	if err != nil {
+		if err == io.EOF {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	r.taken++
+	if c != '\n' {
+		return errChunked
+	}
+	return nil
+}
+
+// readTrailers reads the trailer section. Fields that frame or route a
+// message are dropped: they cannot be trailers.
+func (r *chunkedReader) readTrailers() error {
+	limit := r.maxTrailer
+	if limit <= 0 {
+		limit = 64 << 10
+	}
+	var n int
+	for {
+		line, err := readLineLimited(r.br, &r.line, &n, limit)
+		if err != nil {
+			if err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			if err == errLineTooLong || err == bufio.ErrBufferFull {
+				return errChunked
+			}
+			return err
+		}
+		r.taken += int64(len(line)) + 2
+		if len(line) == 0 {
+			return nil
+		}
+		colon := indexByte(line, ':')
+		if colon <= 0 || !validToken(line[:colon]) {
+			return errChunked
+		}
+		name := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
+		switch name {
+		case "Content-Length", "Transfer-Encoding", "Host", "Trailer":
+			continue
+		}
+		if r.trailer == nil {
+			continue
+		}
+		if *r.trailer == nil {
+			*r.trailer = http.Header{}
+		}
+		(*r.trailer)[name] = append((*r.trailer)[name], string(trimSpace(line[colon+1:])))
+	}
+}
+
+func (r *chunkedReader) Close() error { return nil }
+
+// lengthReader reads a body of known length from br.
+type lengthReader struct {
+	br     *bufio.Reader
+	remain int64
+}
+
+func (r *lengthReader) Read(p []byte) (int, error) {
+	if r.remain <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > r.remain {
+		p = p[:r.remain]
+	}
+	n, err := r.br.Read(p)
+	r.remain -= int64(n)
+	if r.remain == 0 {
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+func (r *lengthReader) Close() error { return nil }
+
+// maxResponseHead bounds an upstream response's status line and headers.
+const maxResponseHead = 1 << 20
+
+var chunkedTE = []string{"chunked"}
+
+// readResponse reads a response head from the upstream connection and sets
+// up its body (RFC 9112 6.3). It replaces http.ReadResponse on the hot
+// path: one string holds the whole head, and names and values are slices
+// of it.
+func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
+	br := pc.br
+	var n int
+	line, err := readLineLimited(br, &pc.line, &n, maxResponseHead)
+	if err != nil {
+		if err == io.EOF && n == 0 {
+			return nil, io.EOF
+		}
+		if err == io.EOF {
+			return nil, io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	// HTTP/1.x SP 3DIGIT [SP reason]
+	if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+		return nil, &badResponseError{"malformed status line " + strconv.Quote(string(line))}
+	}
+	minor := int(line[7] - '0')
+	if minor < 0 || minor > 9 {
+		return nil, &badResponseError{"malformed HTTP version in " + strconv.Quote(string(line))}
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return nil, &badResponseError{"malformed status code in " + strconv.Quote(string(line))}
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code < 100 {
+		return nil, &badResponseError{"malformed status code in " + strconv.Quote(string(line))}
+	}
+	pc.hdr = append(pc.hdr[:0], line[9:]...)
+	statusEnd := len(pc.hdr)
+	pc.fields = pc.fields[:0]
+	for {
+		line, err = readLineLimited(br, &pc.line, &n, maxResponseHead)
+		if err != nil {
+			if err == io.EOF {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, &badResponseError{"obsolete line folding in the response head"}
+		}
+		colon := indexByte(line, ':')
+		if colon <= 0 || !validToken(line[:colon]) {
+			return nil, &badResponseError{"malformed header field " + strconv.Quote(string(line))}
+		}
+		var f fieldSpan
+		f.name[0] = len(pc.hdr)
+		pc.hdr = append(pc.hdr, line[:colon]...)
+		f.name[1] = len(pc.hdr)
+		f.value[0] = len(pc.hdr)
+		pc.hdr = append(pc.hdr, trimSpace(line[colon+1:])...)
+		f.value[1] = len(pc.hdr)
+		pc.fields = append(pc.fields, f)
+	}
+	block := string(pc.hdr)
+	header := make(http.Header, len(pc.fields))
+	values := make([]string, len(pc.fields))
+	var cls, tes int
+	var clVal, te string
+	for i, f := range pc.fields {
+		name := textproto.CanonicalMIMEHeaderKey(block[f.name[0]:f.name[1]])
+		value := block[f.value[0]:f.value[1]]
+		switch name {
+		case "Content-Length":
+			if cls > 0 && value != clVal {
+				return nil, &badResponseError{"conflicting Content-Length headers"}
+			}
+			cls++
+			clVal = value
+		case "Transfer-Encoding":
+			tes++
+			te = value
+		}
+		if prev, ok := header[name]; ok {
+			header[name] = append(prev, value)
+			continue
+		}
+		values[i] = value
+		header[name] = values[i : i+1 : i+1]
+	}
+	resp := &http.Response{
+		Status:     block[:statusEnd],
+		StatusCode: code,
+		ProtoMajor: 1,
+		ProtoMinor: minor,
+		Header:     header,
+		Request:    req,
+	}
+	resp.Proto = "HTTP/1.1"
+	if minor == 0 {
+		resp.Proto = "HTTP/1.0"
+	}
+	if conn := header["Connection"]; len(conn) > 0 {
+		resp.Close = hasToken(conn, "close") || minor == 0 && !hasToken(conn, "keep-alive")
+	} else {
+		resp.Close = minor == 0
+	}
+	// Announced trailers, so the proxy can announce them downstream
+	// before the body (their values come at its end).
+	if decl := header["Trailer"]; len(decl) > 0 {
+		for _, d := range decl {
+			for d != "" {
+				var k string
+				k, d, _ = strings.Cut(d, ",")
+				k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
+				switch k {
+				case "", "Content-Length", "Transfer-Encoding", "Trailer", "Host":
+					continue
+				}
+				if resp.Trailer == nil {
+					resp.Trailer = http.Header{}
+				}
+				resp.Trailer[k] = nil
+			}
+		}
+	}
+	cl := int64(-1)
+	if cls > 0 {
+		v, ok := parseContentLength(strings.TrimSpace(clVal))
+		if !ok {
+			return nil, &badResponseError{"malformed Content-Length " + strconv.Quote(clVal)}
+		}
+		cl = v
+	}
+	switch {
+	case code/100 == 1 || code == http.StatusNoContent || code == http.StatusNotModified:
+		resp.ContentLength = 0
+		resp.Body = http.NoBody
+	case req.Method == http.MethodHead:
+		resp.ContentLength = cl
+		resp.Body = http.NoBody
+	case tes > 0:
+		if tes > 1 || !strings.EqualFold(strings.TrimSpace(te), "chunked") {
+			return nil, &badResponseError{"unsupported Transfer-Encoding " + strconv.Quote(te)}
+		}
+		delete(header, "Content-Length") // chunked wins (RFC 9112 6.3)
+		resp.ContentLength = -1
+		resp.TransferEncoding = chunkedTE
+		resp.Body = &chunkedReader{br: br, trailer: &resp.Trailer, maxTrailer: maxResponseHead}
+	case cl == 0:
+		resp.ContentLength = 0
+		resp.Body = http.NoBody
+	case cl > 0:
+		resp.ContentLength = cl
+		resp.Body = &lengthReader{br: br, remain: cl}
+	default:
+		// No framing: the body runs to the close.
+		resp.ContentLength = -1
+		resp.Close = true
+		resp.Body = io.NopCloser(br)
+	}
+	return resp, nil
+}
+
+// badResponseError is an upstream response that breaks HTTP/1 framing.
+type badResponseError struct{ why string }
+
+func (e *badResponseError) Error() string { return "malformed upstream response: " + e.why }

@@ -1,0 +1,117 @@
+package edge
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// The upstream response parser against well-formed and broken heads.
+func TestReadResponse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		method  string
+		in      string
+		status  int
+		body    string
+		cl      int64
+		close   bool
+		trailer map[string]string
+		bad     string // expected error text; "" for success
+	}{
+		{name: "content-length", in: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhelloEXTRA", status: 200, body: "hello", cl: 5},
+		{name: "reason with spaces", in: "HTTP/1.1 404 Not Found Here\r\nContent-Length: 0\r\n\r\n", status: 404, cl: 0},
+		{name: "no reason", in: "HTTP/1.1 204\r\n\r\n", status: 204, cl: 0},
+		{name: "chunked with trailers", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Grpc-Status\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nGrpc-Status: 0\r\nContent-Length: 9\r\n\r\n", status: 200, body: "abcde", cl: -1, trailer: map[string]string{"Grpc-Status": "0"}},
+		{name: "chunked wins over content-length", in: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", status: 200, body: "x", cl: -1},
+		{name: "read to close", in: "HTTP/1.1 200 OK\r\n\r\nuntil the end", status: 200, body: "until the end", cl: -1, close: true},
+		{name: "HTTP/1.0 closes", in: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok", cl: 2, close: true},
+		{name: "HTTP/1.0 keep-alive", in: "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok", cl: 2},
+		{name: "connection close", in: "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok", cl: 2, close: true},
+		{name: "HEAD keeps the length, no body", method: http.MethodHead, in: "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", status: 200, cl: 1000},
+		{name: "304 has no body", in: "HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\n\r\n", status: 304, cl: 0},
+		{name: "bare LF", in: "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", status: 200, body: "ok", cl: 2},
+		{name: "garbage status line", in: "HTTP/1.1 OK\r\n\r\n", bad: "malformed status line"},
+		{name: "not HTTP", in: "SSH-2.0-OpenSSH_9.6\r\n\r\n", bad: "malformed status line"},
+		{name: "status code letters", in: "HTTP/1.1 2x0 OK\r\n\r\n", bad: "malformed status code"},
+		{name: "conflicting lengths", in: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", bad: "conflicting Content-Length"},
+		{name: "bad length", in: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", bad: "malformed Content-Length"},
+		{name: "gzip coding", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", bad: "unsupported Transfer-Encoding"},
+		{name: "obs-fold", in: "HTTP/1.1 200 OK\r\nX-A: 1\r\n  2\r\nContent-Length: 0\r\n\r\n", bad: "obsolete line folding"},
+		{name: "space in name", in: "HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n", bad: "malformed header field"},
+		{name: "bad chunk size", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", status: 200, cl: -1, bad: "malformed chunked body"},
+		{name: "truncated body", in: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", status: 200, cl: 10, bad: "unexpected EOF"},
+		{name: "truncated head", in: "HTTP/1.1 200 OK\r\nContent-Len", bad: "unexpected EOF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			method := tc.method
+			if method == "" {
+				method = http.MethodGet
+			}
+			pc := &h1Conn{br: bufio.NewReaderSize(strings.NewReader(tc.in), 64)}
+			req, _ := http.NewRequest(method, "http://upstream.test/", nil)
+			resp, err := pc.readResponse(req)
+			var body []byte
+			if err == nil {
+				body, err = io.ReadAll(resp.Body)
+			}
+			if tc.bad != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.bad) {
+					t.Fatalf("err = %v; want %q", err, tc.bad)
+				}
+				if resp != nil && resp.StatusCode != tc.status {
+					t.Errorf("status = %d; want %d", resp.StatusCode, tc.status)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %v", err)
+			}
+			if resp.StatusCode != tc.status || string(body) != tc.body || resp.ContentLength != tc.cl || resp.Close != tc.close {
+				t.Errorf("got status %d body %q length %d close %v; want %d %q %d %v", resp.StatusCode, body, resp.ContentLength, resp.Close, tc.status, tc.body, tc.cl, tc.close)
+			}
+			for k, v := range tc.trailer {
+				if got := resp.Trailer.Get(k); got != v {
+					t.Errorf("trailer %s = %q; want %q (trailers %v)", k, got, v, resp.Trailer)
+				}
+			}
+			if _, ok := resp.Trailer["Content-Length"]; ok {
+				t.Error("Content-Length accepted as a trailer")
+			}
+		})
+	}
+}
+
+// A clean EOF before any byte is io.EOF, which the transport takes for an
+// idle connection the upstream had closed.
+func TestReadResponseCleanEOF(t *testing.T) {
+	pc := &h1Conn{br: bufio.NewReader(strings.NewReader(""))}
+	req, _ := http.NewRequest(http.MethodGet, "http://upstream.test/", nil)
+	if _, err := pc.readResponse(req); !errors.Is(err, io.EOF) {
+		t.Fatalf("err = %v; want io.EOF", err)
+	}
+}
+
+func FuzzReadResponse(f *testing.F) {
+	f.Add("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+	f.Add("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: A\r\n\r\n3\r\nabc\r\n0\r\nA: 1\r\n\r\n")
+	f.Add("HTTP/1.0 404 Nope\r\n\r\nbody")
+	f.Fuzz(func(t *testing.T, in string) {
+		pc := &h1Conn{br: bufio.NewReaderSize(strings.NewReader(in), 16)}
+		req, _ := http.NewRequest(http.MethodGet, "http://upstream.test/", nil)
+		resp, err := pc.readResponse(req)
+		if err != nil {
+			return
+		}
+		if resp.StatusCode < 100 || resp.StatusCode > 999 {
+			t.Fatalf("status %d accepted", resp.StatusCode)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		if resp.ContentLength >= 0 && n > resp.ContentLength {
+			t.Fatalf("read %d body bytes; Content-Length %d", n, resp.ContentLength)
+		}
+	})
+}
