@@ -28,7 +28,7 @@ type afterFunc struct{ f func() }
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (c *requestContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *requestContext) Value(key any) any          { return nil }
+func (c *requestContext) Value(key any) any           { return nil }
 
 func (c *requestContext) Err() error {
 	if c.canceled.Load() {
