@@ -37,7 +37,7 @@ type h1Transport struct {
 	idleTimeout       time.Duration
 	tlsConfig         *tls.Config // nil: system roots
 	mu                sync.Mutex
-	idle              map[string][]*h1Conn
+	idle              map[poolKey][]*h1Conn
 	closeIdleWasAsked bool
 }
 
@@ -48,13 +48,16 @@ func newH1Transport(connect, responseHeader time.Duration) *h1Transport {
 		responseHeader: responseHeader,
 		maxIdlePerHost: 1024,
 		idleTimeout:    90 * time.Second,
-		idle:           map[string][]*h1Conn{},
+		idle:           map[poolKey][]*h1Conn{},
 	}
 }
 
+// poolKey names the upstream a pooled connection goes to.
+type poolKey struct{ scheme, host string }
+
 type h1Conn struct {
 	t        *h1Transport
-	key      string
+	key      poolKey
 	conn     net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -87,7 +90,7 @@ var errStaleConn = errors.New("upstream closed an idle connection")
 
 // RoundTrip sends req and returns the response, whose Body must be closed.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	key := req.URL.Scheme + "://" + req.URL.Host
+	key := poolKey{req.URL.Scheme, req.URL.Host}
 	noBody := req.Body == nil || req.Body == http.NoBody
 	for attempt := 0; ; attempt++ {
 		pc, err := t.getConn(req.Context(), key, req.URL)
@@ -104,11 +107,17 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	stop := context.AfterFunc(ctx, func() {
+	abort := func() {
 		// Unblock any read or write on the connection; it will not be
 		// reused.
 		pc.conn.SetDeadline(time.Unix(1, 0))
-	})
+	}
+	var stop func() bool
+	if af, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
+		stop = af.AfterFunc(abort) // the server's request context: no wrapper needed
+	} else {
+		stop = context.AfterFunc(ctx, abort)
+	}
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		pc.conn.Close()
@@ -202,7 +211,20 @@ func isTimeout(err error) bool {
 func writeRequestHead(w *bufio.Writer, req *http.Request) (chunked bool, err error) {
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
-	w.WriteString(req.URL.RequestURI())
+	if u := req.URL; u.Opaque == "" && !u.ForceQuery {
+		// RequestURI without building the string.
+		if p := u.EscapedPath(); p != "" {
+			w.WriteString(p)
+		} else {
+			w.WriteByte('/')
+		}
+		if u.RawQuery != "" {
+			w.WriteByte('?')
+			w.WriteString(u.RawQuery)
+		}
+	} else {
+		w.WriteString(u.RequestURI())
+	}
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	host := req.Host
 	if host == "" {
@@ -401,7 +423,7 @@ func (u *upgradedConn) CloseWrite() error {
 }
 
 // getConn returns an idle connection to key, or dials one.
-func (t *h1Transport) getConn(ctx context.Context, key string, u interface{ Hostname() string }) (*h1Conn, error) {
+func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hostname() string }) (*h1Conn, error) {
 	now := time.Now()
 	t.mu.Lock()
 	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
@@ -460,8 +482,8 @@ func (pc *h1Conn) alive() bool {
 	return isTimeout(err)
 }
 
-func (t *h1Transport) dial(ctx context.Context, key string) (*h1Conn, error) {
-	scheme, hostport, _ := strings.Cut(key, "://")
+func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
+	scheme, hostport := key.scheme, key.host
 	if _, _, err := net.SplitHostPort(hostport); err != nil {
 		if scheme == "https" {
 			hostport = net.JoinHostPort(hostport, "443")
@@ -522,7 +544,7 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 func (t *h1Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle = map[string][]*h1Conn{}
+	t.idle = map[poolKey][]*h1Conn{}
 	t.mu.Unlock()
 	for _, list := range idle {
 		for _, pc := range list {

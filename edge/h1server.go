@@ -270,11 +270,13 @@ type serverConn struct {
 	broken      atomic.Bool // the client is gone
 	hijacked    bool
 	linger      bool // close with lingeringClose
+	noPool      bool // the buffers may still be in use: leave them to the GC
 	cmu         sync.Mutex
 	headStarted bool   // the response's head is being written: no 100 Continue
 	pendingBody []byte // a response body not yet committed to a framing
 	resp        response
 	header      http.Header
+	head        []byte    // the response head being built
 	rdl         time.Time // the read deadline last set
 }
 
@@ -313,7 +315,7 @@ func (c *serverConn) serve() {
 			c.lingeringClose()
 		}
 		c.rwc.Close()
-		if c.br != nil {
+		if c.br != nil && !c.noPool {
 			c.br.Reset(nil)
 			bufReaders.Put(c.br)
 			c.bw.Reset(nil)
@@ -414,12 +416,13 @@ func (c *serverConn) setReadDeadline(t time.Time) {
 }
 
 // idleDeadline sets the keep-alive deadline while waiting for a request,
-// unless one set less than a second ago stands: a deadline costs a timer
-// update, and keep-alive connections wait for a request after every
-// response.
+// unless one set less than an eighth of the idle timeout (at most a
+// second) ago stands: a deadline costs a timer update, and keep-alive
+// connections wait for a request after every response.
 func (c *serverConn) idleDeadline() {
 	want := time.Now().Add(c.s.opts.IdleTimeout)
-	if c.rdl.IsZero() || want.Sub(c.rdl) > time.Second {
+	slack := min(time.Second, c.s.opts.IdleTimeout/8)
+	if c.rdl.IsZero() || want.Sub(c.rdl) > slack {
 		c.setReadDeadline(want)
 	}
 }
@@ -427,6 +430,9 @@ func (c *serverConn) idleDeadline() {
 // headBuffered reports whether a whole request head is in the buffer.
 func (c *serverConn) headBuffered() bool {
 	b, _ := c.br.Peek(c.br.Buffered())
+	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+		b = b[1:] // empty lines before a request (RFC 9112 2.2)
+	}
 	return bytes.Contains(b, crlfcrlf)
 }
 
@@ -557,6 +563,10 @@ func (c *serverConn) watchFired() {
 		c.watch.Reset(disconnectCheckAfter)
 		return
 	}
+	// The connection may still carry the keep-alive deadline (see
+	// serve): the watch must outlast it.
+	c.rwc.SetReadDeadline(time.Time{})
+	c.rdl = time.Time{}
 	done := make(chan struct{})
 	c.wdone = done
 	go func() {
@@ -691,14 +701,20 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	case "HTTP/1.0":
 		major, minor = 1, 0
 	default:
-		if len(protoB) == 8 && string(protoB[:7]) == "HTTP/1." && '0' <= protoB[7] && protoB[7] <= '9' {
-			major, minor = 1, int(protoB[7]-'0')
-		} else if len(protoB) > 5 && string(protoB[:5]) == "HTTP/" {
-			return nil, nil, &parseError{status: http.StatusHTTPVersionNotSupported, title: "HTTP Version Not Supported", detail: "this listener speaks HTTP/1.x and HTTP/2"}
-		} else {
+		// HTTP-version = "HTTP/" DIGIT "." DIGIT (RFC 9112 2.3): a
+		// well-formed version other than 1.x is not supported; anything
+		// else is malformed.
+		isDigit := func(b byte) bool { return '0' <= b && b <= '9' }
+		if len(protoB) != 8 || string(protoB[:5]) != "HTTP/" || !isDigit(protoB[5]) || protoB[6] != '.' || !isDigit(protoB[7]) {
 			return nil, nil, badRequest("malformed HTTP version")
 		}
+		if protoB[5] != '1' {
+			return nil, nil, &parseError{status: http.StatusHTTPVersionNotSupported, title: "HTTP Version Not Supported", detail: "this listener speaks HTTP/1.x and HTTP/2"}
+		}
+		major, minor = 1, int(protoB[7]-'0')
 	}
+	// The version's bytes live in a buffer the header lines reuse.
+	proto := protoString(major, minor, protoB)
 	for _, b := range targetB {
 		if b <= ' ' || b == 0x7f {
 			return nil, nil, badRequest("the request target has a control character or space")
@@ -804,7 +820,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		RequestURI: target,
 		TLS:        c.tls,
 	}
-	req.Proto = protoString(major, minor, protoB)
+	req.Proto = proto
 	switch {
 	case target == "*" && method == http.MethodOptions:
 		req.URL = &url.URL{Path: "*"}
@@ -854,7 +870,9 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		}
 		req.ContentLength = n
 		if n > 0 {
-			req.Body = &lengthBody{c: c, rs: rs, remain: n}
+			lb := &lengthBody{c: c, rs: rs, remain: n}
+			lb.left.Store(n)
+			req.Body = lb
 		}
 	}
 	if req.Body == nil {
@@ -869,8 +887,10 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 			switch b := req.Body.(type) {
 			case *lengthBody:
 				b.expect = true
+				b.waiting.Store(true)
 			case *chunkedBody:
 				b.expect = true
+				b.waiting.Store(true)
 			}
 		}
 	}
@@ -981,6 +1001,11 @@ type lengthBody struct {
 	expect bool // send 100 Continue before the first read
 	err    error
 	closed bool // by the handler, or the response is finished
+	// For the response's decisions without the lock (a reader may hold
+	// it while it waits for the client): bytes left, and whether the
+	// client still waits for 100 Continue.
+	left    atomic.Int64
+	waiting atomic.Bool
 }
 
 func (b *lengthBody) Read(p []byte) (int, error) {
@@ -1001,6 +1026,7 @@ func (b *lengthBody) read(p []byte) (int, error) {
 	}
 	if b.expect {
 		b.expect = false
+		b.waiting.Store(false)
 		if err := b.c.sendContinue(); err != nil {
 			b.err = err
 			return 0, err
@@ -1011,6 +1037,7 @@ func (b *lengthBody) read(p []byte) (int, error) {
 	}
 	n, err := b.c.br.Read(p)
 	b.remain -= int64(n)
+	b.left.Store(b.remain)
 	if b.remain == 0 {
 		b.rs.bodyDone.Store(true)
 		return n, io.EOF
@@ -1034,7 +1061,14 @@ func (b *lengthBody) Close() error {
 // discard ends the handler's use of the body and reads what is left of
 // it, if that is little; it reports whether the connection can go on.
 func (b *lengthBody) discard() bool {
-	b.mu.Lock()
+	if left := b.left.Load(); left > maxDiscardBody || left > 0 && b.waiting.Load() {
+		return false // not worth reading, or never coming
+	}
+	if !b.mu.TryLock() {
+		// A reader (the upstream transport's body writer) holds it,
+		// waiting for the client: do not wait with it.
+		return false
+	}
 	defer b.mu.Unlock()
 	b.closed = true
 	if b.remain == 0 {
@@ -1045,6 +1079,7 @@ func (b *lengthBody) discard() bool {
 	}
 	n, err := b.c.br.Discard(int(b.remain))
 	b.remain -= int64(n)
+	b.left.Store(b.remain)
 	return err == nil && b.remain == 0
 }
 
@@ -1057,6 +1092,10 @@ type chunkedBody struct {
 	cr     chunkedReader
 	expect bool
 	closed bool
+	// Without the lock: the client still waits for 100 Continue; the
+	// body has ended.
+	waiting atomic.Bool
+	ended   atomic.Bool
 }
 
 func (b *chunkedBody) Read(p []byte) (int, error) {
@@ -1074,6 +1113,7 @@ func (b *chunkedBody) read(p []byte) (int, error) {
 	}
 	if b.expect {
 		b.expect = false
+		b.waiting.Store(false)
 		if err := b.c.sendContinue(); err != nil {
 			b.cr.err = err
 			return 0, err
@@ -1082,6 +1122,7 @@ func (b *chunkedBody) read(p []byte) (int, error) {
 	n, err := b.cr.Read(p)
 	if err == io.EOF {
 		b.rs.bodyDone.Store(true)
+		b.ended.Store(true)
 	}
 	return n, err
 }
@@ -1093,8 +1134,32 @@ func (b *chunkedBody) Close() error {
 	return nil
 }
 
+// restBuffered reports whether the body has ended or its rest is all in
+// the connection's buffer. It does not wait for a reader of the body.
+func (b *chunkedBody) restBuffered() bool {
+	if b.ended.Load() {
+		return true
+	}
+	if b.waiting.Load() || !b.mu.TryLock() {
+		return false
+	}
+	defer b.mu.Unlock()
+	buf, _ := b.c.br.Peek(b.c.br.Buffered())
+	return b.cr.err == nil && b.cr.restBuffered(buf)
+}
+
 func (b *chunkedBody) discard() bool {
-	b.mu.Lock()
+	if b.ended.Load() {
+		b.mu.Lock()
+	} else {
+		if b.waiting.Load() || !b.mu.TryLock() {
+			return false // never coming, or a reader holds it
+		}
+		if buf, _ := b.c.br.Peek(b.c.br.Buffered()); b.cr.err != nil || !b.cr.restBuffered(buf) {
+			b.mu.Unlock()
+			return false // discarding would wait for the client
+		}
+	}
 	defer b.mu.Unlock()
 	b.closed = true
 	if b.expect {
@@ -1143,7 +1208,9 @@ type response struct {
 	contentLength int64
 	written       int64
 	chunked       bool
-	bodyless      bool // HEAD, 1xx, 204, 304: no body goes out
+	bodyless      bool   // HEAD, 1xx, 204, 304: no body goes out
+	hasDate       bool   // in the head the handler set
+	connection    string // the handler's Connection tokens other than close and keep-alive
 	closeAfter    bool
 	failed        error // a write to the client failed
 }
@@ -1169,14 +1236,27 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
+	// The head is fixed now, as net/http's is: later changes to the map
+	// count only as trailers. It is kept as bytes (not a cloned map)
+	// until the framing is known.
+	h := w.header
+	head := append(w.c.head[:0], statusLine(code)...)
+	w.c.head = appendHeaderFields(head, h, responseSkip)
+	_, w.hasDate = h["Date"]
+	if v, ok := h["Connection"]; ok {
+		if hasToken(v, "close") {
+			w.closeAfter = true
+		} else if !hasToken(v, "keep-alive") {
+			w.connection = strings.Join(v, ", ") // Upgrade, say
+		}
+	}
 	if cl := w.header["Content-Length"]; len(cl) == 1 {
 		if n, ok := parseContentLength(strings.TrimSpace(cl[0])); ok {
 			w.contentLength = n
-		} else {
-			delete(w.header, "Content-Length")
+			w.c.head = append(w.c.head, "Content-Length: "...)
+			w.c.head = strconv.AppendInt(w.c.head, n, 10)
+			w.c.head = append(w.c.head, "\r\n"...)
 		}
-	} else if len(cl) > 1 {
-		delete(w.header, "Content-Length")
 	}
 	w.bodyless = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 }
@@ -1265,9 +1345,6 @@ func (w *response) sendHeader(final bool) {
 	w.c.cmu.Unlock()
 	h := w.header
 	bw := w.c.bw
-	if v := h["Connection"]; len(v) > 0 && hasToken(v, "close") {
-		w.closeAfter = true
-	}
 	pending := w.c.pendingBody
 	var framing string
 	bodyAllowed := w.status != http.StatusNoContent && w.status != http.StatusNotModified && w.status >= 200
@@ -1289,22 +1366,25 @@ func (w *response) sendHeader(final bool) {
 		// HTTP/1.0 client, length unknown: the close ends the body.
 		w.closeAfter = true
 	}
-	if w.closeAfter || w.req.Close || w.c.s.shutting.Load() {
+	if w.closeAfter || w.req.Close || w.c.s.shutting.Load() || w.unreadBodyForcesClose() {
 		w.closeAfter = true
 	}
-	bw.WriteString(statusLine(w.status))
-	writeHeaderFields(bw, h, responseSkip)
-	if _, ok := h["Date"]; !ok {
+	bw.Write(w.c.head)
+	if !w.hasDate {
 		bw.WriteString("Date: ")
 		bw.WriteString(httpDate())
 		bw.WriteString("\r\n")
 	}
 	bw.WriteString(framing)
-	if w.closeAfter {
-		if _, ok := h["Connection"]; !ok {
-			bw.WriteString("Connection: close\r\n")
-		}
-	} else if w.req.ProtoMinor == 0 {
+	// Connection is the server's to say: it knows whether it closes.
+	switch {
+	case w.closeAfter:
+		bw.WriteString("Connection: close\r\n")
+	case w.connection != "":
+		bw.WriteString("Connection: ")
+		bw.WriteString(w.connection)
+		bw.WriteString("\r\n")
+	case w.req.ProtoMinor == 0:
 		bw.WriteString("Connection: keep-alive\r\n")
 	}
 	bw.WriteString("\r\n")
@@ -1321,8 +1401,25 @@ func (w *response) sendHeader(final bool) {
 	}
 }
 
+// unreadBodyForcesClose reports whether the request body, not read to its
+// end when the head goes out, will make the connection close after the
+// response (too much to discard, or a client still waiting for 100
+// Continue), so the head can say so.
+func (w *response) unreadBodyForcesClose() bool {
+	switch b := w.req.Body.(type) {
+	case *lengthBody:
+		left := b.left.Load()
+		return left > maxDiscardBody || left > 0 && b.waiting.Load()
+	case *chunkedBody:
+		// Its length is unknown: the rest can be discarded only if it is
+		// all here already.
+		return !b.restBuffered()
+	}
+	return false
+}
+
 // responseSkip are header fields the server writes itself.
-var responseSkip = map[string]bool{"Transfer-Encoding": true, "Content-Length": false, "Trailer": false}
+var responseSkip = map[string]bool{"Transfer-Encoding": true, "Content-Length": true, "Connection": true}
 
 func hasTrailers(h http.Header) bool {
 	if _, ok := h["Trailer"]; ok {
@@ -1354,6 +1451,25 @@ func writeHeaderFields(bw *bufio.Writer, h http.Header, skip map[string]bool) {
 			bw.WriteString("\r\n")
 		}
 	}
+}
+
+// appendHeaderFields is writeHeaderFields into a byte slice.
+func appendHeaderFields(b []byte, h http.Header, skip map[string]bool) []byte {
+	for k, vs := range h {
+		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+			}
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return b
 }
 
 func validFieldName(k string) bool {
@@ -1419,6 +1535,8 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // SetReadDeadline and SetWriteDeadline serve http.ResponseController.
 func (w *response) SetReadDeadline(t time.Time) error {
+	w.c.wmu.Lock()
+	defer w.c.wmu.Unlock()
 	w.c.rdl = t
 	return w.c.rwc.SetReadDeadline(t)
 }
@@ -1458,11 +1576,13 @@ func (w *response) finish() bool {
 	case *lengthBody:
 		if !b.discard() {
 			c.linger = true
+			c.noPool = true // a reader of the body may still use c.br
 			return false
 		}
 	case *chunkedBody:
 		if !b.discard() {
 			c.linger = true
+			c.noPool = true
 			return false
 		}
 	}

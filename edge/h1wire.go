@@ -110,6 +110,92 @@ func (r *chunkedReader) Read(p []byte) (int, error) {
 	}
 }
 
+// restBuffered reports whether the rest of the body, from where the
+// reader is, lies complete in buf, so that reading it will not block. A
+// malformed rest is reported as not buffered.
+func (r *chunkedReader) restBuffered(buf []byte) bool {
+	switch r.state {
+	case chunkDone:
+		return true
+	case chunkData:
+		if int64(len(buf)) < r.remain {
+			return false
+		}
+		line, rest, ok := cutLine(buf[r.remain:])
+		if !ok || len(line) != 0 {
+			return false
+		}
+		buf = rest
+	}
+	for {
+		line, rest, ok := cutLine(buf)
+		if !ok {
+			return false
+		}
+		size, err := parseChunkSize(line)
+		if err != nil {
+			return false
+		}
+		if size == 0 {
+			for {
+				if line, rest, ok = cutLine(rest); !ok {
+					return false
+				}
+				if len(line) == 0 {
+					return true
+				}
+			}
+		}
+		if int64(len(rest)) < size {
+			return false
+		}
+		if line, rest, ok = cutLine(rest[size:]); !ok || len(line) != 0 {
+			return false
+		}
+		buf = rest
+	}
+}
+
+// cutLine splits the first line (without CRLF or LF) off buf.
+func cutLine(buf []byte) (line, rest []byte, ok bool) {
+	i := indexByte(buf, '\n')
+	if i < 0 {
+		return nil, buf, false
+	}
+	line = buf[:i]
+	if k := len(line); k > 0 && line[k-1] == '\r' {
+		line = line[:k-1]
+	}
+	return line, buf[i+1:], true
+}
+
+// parseChunkSize parses a chunk-size line, ignoring extensions.
+func parseChunkSize(line []byte) (int64, error) {
+	if i := indexByte(line, ';'); i >= 0 {
+		line = line[:i]
+	}
+	line = trimSpace(line)
+	if len(line) == 0 || len(line) > 15 {
+		return 0, errChunked
+	}
+	var n int64
+	for _, c := range line {
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, errChunked
+		}
+		n = n<<4 | int64(d)
+	}
+	return n, nil
+}
+
 func (r *chunkedReader) readSize() error {
 	line, err := r.br.ReadSlice('\n')
 	r.taken += int64(len(line))
@@ -126,27 +212,9 @@ func (r *chunkedReader) readSize() error {
 	if k := len(line); k > 0 && line[k-1] == '\r' {
 		line = line[:k-1]
 	}
-	if i := indexByte(line, ';'); i >= 0 {
-		line = line[:i] // chunk extensions are ignored
-	}
-	line = trimSpace(line)
-	if len(line) == 0 || len(line) > 15 {
-		return errChunked
-	}
-	var n int64
-	for _, c := range line {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return errChunked
-		}
-		n = n<<4 | int64(d)
+	n, err := parseChunkSize(line)
+	if err != nil {
+		return err
 	}
 	if n == 0 {
 		if err := r.readTrailers(); err != nil {
