@@ -1064,11 +1064,10 @@ func (b *lengthBody) discard() bool {
 	if left := b.left.Load(); left > maxDiscardBody || left > 0 && b.waiting.Load() {
 		return false // not worth reading, or never coming
 	}
-	if !b.mu.TryLock() {
-		// A reader (the upstream transport's body writer) holds it,
-		// waiting for the client: do not wait with it.
-		return false
-	}
+	// The head promised to keep the connection (unreadBodyForcesClose
+	// found no reader busy with the body), so the rest is worth waiting
+	// for.
+	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
 	if b.remain == 0 {
@@ -1149,17 +1148,12 @@ func (b *chunkedBody) restBuffered() bool {
 }
 
 func (b *chunkedBody) discard() bool {
-	if b.ended.Load() {
-		b.mu.Lock()
-	} else {
-		if b.waiting.Load() || !b.mu.TryLock() {
-			return false // never coming, or a reader holds it
-		}
-		if buf, _ := b.c.br.Peek(b.c.br.Buffered()); b.cr.err != nil || !b.cr.restBuffered(buf) {
-			b.mu.Unlock()
-			return false // discarding would wait for the client
-		}
+	if b.waiting.Load() {
+		return false // never coming
 	}
+	// The head promised to keep the connection: the rest was buffered
+	// (unreadBodyForcesClose), so this does not wait for the client.
+	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
 	if b.expect {
@@ -1401,6 +1395,17 @@ func (w *response) sendHeader(final bool) {
 	}
 }
 
+// bodyEnded reports whether a request body was read to its end.
+func bodyEnded(body io.ReadCloser) bool {
+	switch b := body.(type) {
+	case *lengthBody:
+		return b.left.Load() == 0
+	case *chunkedBody:
+		return b.ended.Load()
+	}
+	return true
+}
+
 // unreadBodyForcesClose reports whether the request body, not read to its
 // end when the head goes out, will make the connection close after the
 // response (too much to discard, or a client still waiting for 100
@@ -1409,7 +1414,17 @@ func (w *response) unreadBodyForcesClose() bool {
 	switch b := w.req.Body.(type) {
 	case *lengthBody:
 		left := b.left.Load()
-		return left > maxDiscardBody || left > 0 && b.waiting.Load()
+		if left == 0 {
+			return false
+		}
+		if left > maxDiscardBody || b.waiting.Load() || !b.mu.TryLock() {
+			// Too much, never coming, or a reader (the upstream
+			// transport's body writer) is busy with it: the server
+			// will not discard it.
+			return true
+		}
+		b.mu.Unlock()
+		return false
 	case *chunkedBody:
 		// Its length is unknown: the rest can be discarded only if it is
 		// all here already.
@@ -1570,6 +1585,13 @@ func (w *response) finish() bool {
 		return false
 	}
 	if w.failed != nil {
+		return false
+	}
+	if w.closeAfter {
+		if !bodyEnded(w.req.Body) {
+			c.linger = true
+			c.noPool = true // a reader of the body may still use c.br
+		}
 		return false
 	}
 	switch b := w.req.Body.(type) {
