@@ -791,6 +791,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		case "Transfer-Encoding":
 			tes++
 			te = value
+			continue // the framing is in req.TransferEncoding, as net/http has it
 		}
 		if prev, ok := header[name]; ok {
 			header[name] = append(prev, value)
@@ -862,6 +863,11 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		}
 		req.ContentLength = -1
 		req.TransferEncoding = []string{"chunked"}
+		tr, err := declaredTrailers(header)
+		if err != nil {
+			return nil, nil, badRequest(err.Error())
+		}
+		req.Trailer = tr
 		req.Body = &chunkedBody{c: c, rs: rs, cr: chunkedReader{br: c.br, maxTrailer: c.s.opts.MaxHeaderBytes}}
 	case cls > 0:
 		n, ok := parseContentLength(clVal)

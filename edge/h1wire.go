@@ -23,6 +23,13 @@ var (
 // section read so far and is held to limit; buf gathers a line longer than
 // br's buffer.
 func readLineLimited(br *bufio.Reader, buf *[]byte, n *int, limit int) ([]byte, error) {
+	return readLine(br, buf, n, limit, false)
+}
+
+var errBareLF = errors.New("line ends with a bare LF")
+
+// readLine is readLineLimited; with crlfOnly a line must end with CRLF.
+func readLine(br *bufio.Reader, buf *[]byte, n *int, limit int, crlfOnly bool) ([]byte, error) {
 	line, err := br.ReadSlice('\n')
 	if err == bufio.ErrBufferFull {
 		*buf = append((*buf)[:0], line...)
@@ -45,6 +52,8 @@ func readLineLimited(br *bufio.Reader, buf *[]byte, n *int, limit int) ([]byte, 
 	line = line[:len(line)-1]
 	if k := len(line); k > 0 && line[k-1] == '\r' {
 		line = line[:k-1]
+	} else if crlfOnly {
+		return nil, errBareLF
 	}
 	return line, nil
 }
@@ -121,14 +130,14 @@ func (r *chunkedReader) restBuffered(buf []byte) bool {
 		if int64(len(buf)) < r.remain {
 			return false
 		}
-		line, rest, ok := cutLine(buf[r.remain:])
+		line, rest, ok := cutCRLF(buf[r.remain:])
 		if !ok || len(line) != 0 {
 			return false
 		}
 		buf = rest
 	}
 	for {
-		line, rest, ok := cutLine(buf)
+		line, rest, ok := cutCRLF(buf)
 		if !ok {
 			return false
 		}
@@ -149,7 +158,7 @@ func (r *chunkedReader) restBuffered(buf []byte) bool {
 		if int64(len(rest)) < size {
 			return false
 		}
-		if line, rest, ok = cutLine(rest[size:]); !ok || len(line) != 0 {
+		if line, rest, ok = cutCRLF(rest[size:]); !ok || len(line) != 0 {
 			return false
 		}
 		buf = rest
@@ -167,6 +176,16 @@ func cutLine(buf []byte) (line, rest []byte, ok bool) {
 		line = line[:k-1]
 	}
 	return line, buf[i+1:], true
+}
+
+// cutCRLF is cutLine for lines that must end with CRLF: a bare LF makes
+// it fail.
+func cutCRLF(buf []byte) (line, rest []byte, ok bool) {
+	i := indexByte(buf, '\n')
+	if i < 1 || buf[i-1] != '\r' {
+		return nil, buf, false
+	}
+	return buf[:i-1], buf[i+1:], true
 }
 
 // parseChunkSize parses a chunk-size line, ignoring extensions.
@@ -208,10 +227,12 @@ func (r *chunkedReader) readSize() error {
 		}
 		return err
 	}
-	line = line[:len(line)-1]
-	if k := len(line); k > 0 && line[k-1] == '\r' {
-		line = line[:k-1]
+	// A chunk line ends with CRLF (RFC 9112 7.1); a bare LF is refused,
+	// as net/http does, so no hop can read the framing differently.
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return errChunked
 	}
+	line = line[:len(line)-2]
 	n, err := parseChunkSize(line)
 	if err != nil {
 		return err
@@ -229,20 +250,18 @@ func (r *chunkedReader) readSize() error {
 }
 
 func (r *chunkedReader) readCRLF() error {
-	c, err := r.br.ReadByte()
-	if err == nil && c == '\r' {
-		r.taken++
-		c, err = r.br.ReadByte()
-	}
-	if err != nil {
-		if err == io.EOF {
-			return io.ErrUnexpectedEOF
+	for _, want := range []byte("\r\n") {
+		c, err := r.br.ReadByte()
+		if err != nil {
+			if err == io.EOF {
+				return io.ErrUnexpectedEOF
+			}
+			return err
 		}
-		return err
-	}
-	r.taken++
-	if c != '\n' {
-		return errChunked
+		r.taken++
+		if c != want {
+			return errChunked
+		}
 	}
 	return nil
 }
@@ -256,12 +275,12 @@ func (r *chunkedReader) readTrailers() error {
 	}
 	var n int
 	for {
-		line, err := readLineLimited(r.br, &r.line, &n, limit)
+		line, err := readLine(r.br, &r.line, &n, limit, true)
 		if err != nil {
 			if err == io.EOF {
 				return io.ErrUnexpectedEOF
 			}
-			if err == errLineTooLong || err == bufio.ErrBufferFull {
+			if err == errLineTooLong || err == bufio.ErrBufferFull || err == errBareLF {
 				return errChunked
 			}
 			return err
@@ -432,21 +451,9 @@ func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 	}
 	// Announced trailers, so the proxy can announce them downstream
 	// before the body (their values come at its end).
-	if decl := header["Trailer"]; len(decl) > 0 {
-		for _, d := range decl {
-			for d != "" {
-				var k string
-				k, d, _ = strings.Cut(d, ",")
-				k = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(k))
-				switch k {
-				case "", "Content-Length", "Transfer-Encoding", "Trailer", "Host":
-					continue
-				}
-				if resp.Trailer == nil {
-					resp.Trailer = http.Header{}
-				}
-				resp.Trailer[k] = nil
-			}
+	if tes > 0 {
+		if resp.Trailer, err = declaredTrailers(header); err != nil {
+			return nil, &badResponseError{err.Error()}
 		}
 	}
 	cl := int64(-1)
@@ -485,6 +492,38 @@ func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 		resp.Body = io.NopCloser(br)
 	}
 	return resp, nil
+}
+
+// declaredTrailers takes the Trailer field of a chunked message's head
+// into a Trailer map of the names it announces (values come with the
+// body's end), as net/http does; framing fields cannot be trailers.
+func declaredTrailers(header http.Header) (http.Header, error) {
+	decl, ok := header["Trailer"]
+	if !ok {
+		return nil, nil
+	}
+	delete(header, "Trailer")
+	var trailer http.Header
+	for _, d := range decl {
+		for d != "" {
+			var k string
+			k, d, _ = strings.Cut(d, ",")
+			k = strings.TrimSpace(k)
+			if k == "" {
+				continue
+			}
+			k = textproto.CanonicalMIMEHeaderKey(k)
+			switch k {
+			case "Transfer-Encoding", "Trailer", "Content-Length":
+				return nil, errors.New("Trailer announces " + k)
+			}
+			if trailer == nil {
+				trailer = http.Header{}
+			}
+			trailer[k] = nil
+		}
+	}
+	return trailer, nil
 }
 
 // badResponseError is an upstream response that breaks HTTP/1 framing.
