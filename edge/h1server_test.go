@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -1470,5 +1471,62 @@ func TestH1ServerEarlyUpstreamAnswerDuringSmallBody(t *testing.T) {
 	resp2.Body.Close()
 	if resp2.StatusCode != http.StatusUnauthorized {
 		t.Errorf("second request: %d; want the upstream's 401", resp2.StatusCode)
+	}
+}
+
+// After Shutdown, no goroutine of the server is left: not the accept loop,
+// not a connection's, not a disconnect watch, not an HTTP/2 connection
+// handed to net/http.
+func TestH1ServerShutdownLeavesNoGoroutines(t *testing.T) {
+	url, entered, release := blockingBackend(t, "finished")
+	srv, addr, served := listenH1(t, oneRoute(url, ""))
+
+	// A connection waiting for its first request.
+	h1Raw(t, addr)
+	// A request whose client leaves while it runs (the watch starts).
+	gone, _ := h1Raw(t, addr)
+	h1Write(t, gone, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, entered, "the first request to reach the backend")
+	time.Sleep(2 * disconnectCheckAfter) // the scenario: the watch must have begun
+	gone.Close()
+	// An HTTP/2 connection (prior knowledge), handed to net/http.
+	h2c := newH2CClient(t)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/h2", nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := h2c.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	recv(t, entered, "the HTTP/2 request to reach the backend")
+	close(release)
+	<-done
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v; want nil", err)
+	}
+	if err := recv(t, served, "Serve to return"); err != nil {
+		t.Errorf("Serve = %v; want nil", err)
+	}
+	ours := func() string {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var left []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "edge.(*serverConn)") || strings.Contains(g, "edge.(*h1Server)") ||
+				strings.Contains(g, "edge.(*handoffListener)") || strings.Contains(g, "net/http.(*http2serverConn)") {
+				left = append(left, g)
+			}
+		}
+		return strings.Join(left, "\n\n")
+	}
+	var left string
+	waitFor(t, 5*time.Second, "the server's goroutines to end", func() bool { left = ours(); return left == "" })
+	if left != "" {
+		t.Errorf("goroutines left after Shutdown:\n%s", left)
 	}
 }
