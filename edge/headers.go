@@ -38,11 +38,21 @@ func removeHopHeaders(h http.Header) {
 
 // upgradeType returns the protocol a request or response asks to switch to
 // (lower case), or "".
+//
+// An upgrade to h2c is never relayed: it would hand the client an HTTP/2
+// connection straight to the upstream on which every later stream bypasses
+// the gateway's routes and policies ("h2c smuggling"), and RFC 9113
+// deprecated it. Such a request is forwarded as a plain request without
+// Upgrade (the hop-by-hop fields are removed).
 func upgradeType(h http.Header) string {
 	if !headerHasToken(h, "Connection", "upgrade") {
 		return ""
 	}
-	return strings.ToLower(strings.TrimSpace(h.Get("Upgrade")))
+	up := strings.ToLower(strings.TrimSpace(h.Get("Upgrade")))
+	if headerHasToken(http.Header{"Upgrade": {up}}, "Upgrade", "h2c") {
+		return ""
+	}
+	return up
 }
 
 func headerHasToken(h http.Header, name, token string) bool {

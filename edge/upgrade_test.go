@@ -179,3 +179,41 @@ func TestShutdownClosesWebSockets(t *testing.T) {
 		return g.hijackedCount() == 0
 	})
 }
+
+// An upgrade to h2c is not relayed: the upstream sees a plain request
+// without Upgrade, Connection or HTTP2-Settings, and would it answer 101
+// anyway, that is refused too. Relaying it would give the client an
+// HTTP/2 connection to the upstream on which later streams bypass the
+// gateway (h2c smuggling).
+func TestH2CUpgradeNotRelayed(t *testing.T) {
+	seen := make(chan http.Header, 4)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		if r.Header.Get("Upgrade") != "" {
+			// A backend that would switch: it must never get the chance.
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+				conn.Close()
+			}
+			return
+		}
+		io.WriteString(w, "plain")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	for _, up := range []string{"h2c", "H2C", "h2c, websocket"} {
+		c := dialGateway(t, gw.addr)
+		io.WriteString(c, "GET /x HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: "+up+"\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+		resp, body := readResponse(t, bufio.NewReader(c), http.MethodGet)
+		if resp.StatusCode != http.StatusOK || string(body) != "plain" {
+			t.Errorf("Upgrade: %s: got %d %q; want the upstream's plain 200", up, resp.StatusCode, body)
+		}
+		h := recv(t, seen, "the upstream request")
+		for _, name := range []string{"Upgrade", "Connection", "Http2-Settings"} {
+			if v := h.Get(name); v != "" {
+				t.Errorf("Upgrade: %s: the upstream got %s: %q", up, name, v)
+			}
+		}
+		c.Close()
+	}
+}
