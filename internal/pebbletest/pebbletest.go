@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"github.com/meridian-gw/meridian/internal/testutil"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -166,16 +167,21 @@ func repoRoot() (string, error) {
 }
 
 // FreePort returns a port of 127.0.0.1 that was free on both TCP and UDP a moment ago (so
-// it can carry HTTPS and HTTP/3). Another process may take it before the caller binds it;
-// on a test machine that is rare.
+// it can carry HTTPS and HTTP/3), for a listener that must be told its port in advance
+// (pebble validates challenges on fixed ports).
+//
+// The port is drawn from 20000-32767, below Linux's ephemeral range (32768-60999): a port
+// from the ephemeral range, free a moment ago, can be taken in the meantime by any
+// outgoing connection of any test running in parallel, and was (bind: address already in
+// use). Below the range, only another explicit bind could take it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for range 200 {
+		port := 20000 + rand.IntN(32768-20000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		l.Close()
 		if err != nil {
