@@ -76,6 +76,8 @@ type Gateway struct {
 	// clientAuth is set when some TLS listener asks for client
 	// certificates, so the hot path looks for them only then.
 	clientAuth atomic.Bool
+
+	via11 string // "1.1 " + ProxyName
 }
 
 // New makes a Gateway with no snapshot; until Swap installs one it answers
@@ -100,6 +102,7 @@ func New(opts Options) *Gateway {
 		transports:   map[transportKey]upstreamTransport{},
 		hijacked:     map[net.Conn]io.Closer{},
 	}
+	g.via11 = "1.1 " + opts.ProxyName
 	g.metrics = newMetrics(g)
 	return g
 }

@@ -74,16 +74,6 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func newSpanID() string {
-	var b [8]byte
-	for {
-		putUint64(b[:], rand.Uint64())
-		if b != [8]byte{} {
-			return hex.EncodeToString(b[:])
-		}
-	}
-}
-
 func putUint64(b []byte, v uint64) {
 	for i := range 8 {
 		b[i] = byte(v >> (56 - 8*i))
@@ -109,11 +99,30 @@ func validRequestID(s string) bool {
 // flags with a new parent id (this hop's span), or a new trace when the
 // incoming one is absent or invalid. It also returns the trace id for logs.
 func traceparent(in string) (out, traceID string) {
-	if t, flags, ok := parseTraceparent(in); ok {
-		return "00-" + t + "-" + newSpanID() + "-" + flags, t
+	// version(2)-traceid(32)-parentid(16)-flags(2), built in one buffer;
+	// the trace id is a slice of the result.
+	var b [55]byte
+	copy(b[:], "00-")
+	flags := "01"
+	if t, fl, ok := parseTraceparent(in); ok {
+		copy(b[3:35], t)
+		flags = fl
+	} else {
+		var id [16]byte
+		putUint64(id[:8], rand.Uint64())
+		putUint64(id[8:], rand.Uint64())
+		hex.Encode(b[3:35], id[:])
 	}
-	t := newID()
-	return "00-" + t + "-" + newSpanID() + "-01", t
+	b[35] = '-'
+	var span [8]byte
+	for span == [8]byte{} {
+		putUint64(span[:], rand.Uint64())
+	}
+	hex.Encode(b[36:52], span[:])
+	b[52] = '-'
+	copy(b[53:], flags)
+	out = string(b[:])
+	return out, out[3:35]
 }
 
 func parseTraceparent(s string) (traceID, flags string, ok bool) {
@@ -160,16 +169,6 @@ func (t trustedProxies) contains(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// forwardedNode formats an address as a Forwarded node (RFC 7239 section 6):
-// IPv6 addresses are bracketed and the whole value quoted.
-func forwardedNode(a netip.Addr) string {
-	a = a.Unmap()
-	if a.Is6() {
-		return `"[` + a.String() + `]"`
-	}
-	return a.String()
 }
 
 // quoteForwarded quotes a Forwarded parameter value when it is not a token.

@@ -270,3 +270,35 @@ func TestTooManyHeaderFields(t *testing.T) {
 		t.Errorf("status with 15+ fields = %d; want 200", resp.StatusCode)
 	}
 }
+
+// Forwarded and X-Forwarded-For name the client the same way whatever its
+// address family: IPv6 quoted in brackets (RFC 7239 section 6),
+// IPv4-mapped IPv6 as plain IPv4.
+func TestForwardedClientAddressForms(t *testing.T) {
+	g := New(Options{})
+	for _, tc := range []struct {
+		remote, xff, fwd string
+	}{
+		{"192.0.2.7:5555", "192.0.2.7", `for=192.0.2.7;proto=http;host=example.com`},
+		{"[2001:db8::7]:5555", "2001:db8::7", `for="[2001:db8::7]";proto=http;host=example.com`},
+		{"[::ffff:192.0.2.9]:5555", "192.0.2.9", `for=192.0.2.9;proto=http;host=example.com`},
+		{"[fe80::1%eth0]:5555", "fe80::1%eth0", `for="[fe80::1%eth0]";proto=http;host=example.com`},
+		{"not an address", "unknown", `for=unknown;proto=http;host=example.com`},
+	} {
+		r, _ := http.NewRequest(http.MethodGet, "http://example.com/", nil)
+		r.RemoteAddr = tc.remote
+		x := &exchange{}
+		x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
+		h := http.Header{"Forwarded": {"for=spoofed"}, "X-Forwarded-For": {"6.6.6.6"}}
+		g.setForwarded(h, r, x)
+		if got := h.Get("X-Forwarded-For"); got != tc.xff {
+			t.Errorf("%s: X-Forwarded-For = %q; want %q", tc.remote, got, tc.xff)
+		}
+		if got := h["Forwarded"]; len(got) != 1 || got[0] != tc.fwd {
+			t.Errorf("%s: Forwarded = %q; want [%q] (the client's own replaced)", tc.remote, got, tc.fwd)
+		}
+		if got := h.Get("X-Forwarded-Proto"); got != "http" {
+			t.Errorf("%s: X-Forwarded-Proto = %q", tc.remote, got)
+		}
+	}
+}

@@ -26,6 +26,7 @@ type exchange struct {
 	reqID       string
 	traceID     string
 	clientIP    netip.Addr
+	clientIPStr string // clientIP's text, or "" when unknown
 	host        string
 	route       *route
 	target      string
@@ -51,9 +52,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !validRequestID(x.reqID) {
 		x.reqID = newID()
 	}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		x.clientIP = ap.Addr().Unmap()
-	}
+	x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
 	x.host = normalizeHost(r.Host)
 	defer g.finish(r, x)
 
@@ -152,7 +151,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var tp string
 	tp, x.traceID = traceparent(reqTraceparent)
 	hdr["Traceparent"] = []string{tp}
-	hdr["Via"] = append(hdr["Via"], protoVersion(r.ProtoMajor, r.ProtoMinor)+" "+g.opts.ProxyName)
+	hdr["Via"] = append(hdr["Via"], g.via(r.ProtoMajor, r.ProtoMinor))
 	if !rt.reqOps.empty() {
 		rt.reqOps.apply(hdr)
 	}
@@ -197,7 +196,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var resp *http.Response
 	var done func(upstream.Outcome)
 	for attempt := 0; ; attempt++ {
-		t, err := svc.pool.Pick(r, x.clientIP.String(), tried)
+		t, err := svc.pool.Pick(r, x.clientIPStr, tried)
 		if err != nil {
 			g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "destination_unavailable", title: "Service Unavailable",
 				detail: "service " + svc.name + " has no healthy target"})
@@ -310,7 +309,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, v := range resp.Header {
 		wh[k] = v
 	}
-	wh["Via"] = append(wh["Via"], protoVersion(resp.ProtoMajor, resp.ProtoMinor)+" "+g.opts.ProxyName)
+	wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
 	if len(resp.Trailer) > 0 {
 		names := make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
@@ -370,29 +369,72 @@ func (g *Gateway) setForwarded(h http.Header, r *http.Request, x *exchange) {
 		delete(h, "X-Forwarded-Host")
 	}
 	ip := "unknown"
-	if x.clientIP.IsValid() {
-		ip = x.clientIP.String()
+	if x.clientIPStr != "" {
+		ip = x.clientIPStr
 	}
+	// One backing array for the fields' value slices; each has a
+	// capacity of its length, so an append elsewhere copies.
+	vals := make([]string, 0, 4)
 	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-		h["X-Forwarded-For"] = []string{strings.Join(prior, ", ") + ", " + ip}
+		vals = append(vals, strings.Join(prior, ", ")+", "+ip)
 	} else {
-		h["X-Forwarded-For"] = []string{ip}
+		vals = append(vals, ip)
 	}
+	h["X-Forwarded-For"] = vals[0:1:1]
 	if len(h["X-Forwarded-Proto"]) == 0 {
-		h["X-Forwarded-Proto"] = []string{proto}
+		vals = append(vals, proto)
+		h["X-Forwarded-Proto"] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	if len(h["X-Forwarded-Host"]) == 0 && r.Host != "" {
-		h["X-Forwarded-Host"] = []string{r.Host}
+		vals = append(vals, r.Host)
+		h["X-Forwarded-Host"] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	node := "unknown"
 	if x.clientIP.IsValid() {
-		node = forwardedNode(x.clientIP)
+		node = ip
+		if x.clientIP.Is6() {
+			node = `"[` + ip + `]"`
+		}
 	}
-	fwd := "for=" + node + ";proto=" + proto
+	var b strings.Builder
+	b.Grow(len(node) + len(r.Host) + 30)
+	b.WriteString("for=")
+	b.WriteString(node)
+	b.WriteString(";proto=")
+	b.WriteString(proto)
 	if r.Host != "" {
-		fwd += ";host=" + quoteForwarded(r.Host)
+		b.WriteString(";host=")
+		b.WriteString(quoteForwarded(r.Host))
 	}
-	h["Forwarded"] = append(h["Forwarded"], fwd)
+	if prior := h["Forwarded"]; len(prior) > 0 {
+		h["Forwarded"] = append(prior, b.String())
+	} else {
+		vals = append(vals, b.String())
+		h["Forwarded"] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
+}
+
+// clientAddr parses a request's RemoteAddr into the client's address
+// (IPv4-mapped addresses unmapped) and its text, or the zero Addr and "".
+func clientAddr(remote string) (netip.Addr, string) {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return netip.Addr{}, ""
+	}
+	if a := ap.Addr(); a.Is4() {
+		// "a.b.c.d:port": the address's text is already there.
+		return a, remote[:strings.LastIndexByte(remote, ':')]
+	}
+	a := ap.Addr().Unmap()
+	return a, a.String()
+}
+
+// via is this hop's Via entry for a message received in HTTP/major.minor.
+func (g *Gateway) via(major, minor int) string {
+	if major == 1 && minor == 1 {
+		return g.via11 // the common case, built once
+	}
+	return protoVersion(major, minor) + " " + g.opts.ProxyName
 }
 
 // protoVersion is the received-protocol of a Via entry (RFC 9110 7.6.3).
