@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/textproto"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -1529,4 +1531,114 @@ func TestH1ServerShutdownLeavesNoGoroutines(t *testing.T) {
 	if left != "" {
 		t.Errorf("goroutines left after Shutdown:\n%s", left)
 	}
+}
+
+// A bounded burst of mixed traffic (keep-alive GETs, uploads, pipelined
+// pairs, clients that hang up mid-request, slow answers that outlive the
+// disconnect watch) runs under the race detector; every request that is
+// not abandoned gets its own answer, and Shutdown leaves no goroutine.
+func TestH1ServerMixedTrafficStress(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if d, err := time.ParseDuration(r.URL.Query().Get("delay")); err == nil {
+			select {
+			case <-time.After(d):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(body))
+	})
+	srv, addr, served := listenH1(t, oneRoute(be.URL, ""))
+	const clients, perClient = 24, 12
+	var wg sync.WaitGroup
+	errs := make(chan error, clients*perClient)
+	for ci := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(ci), 7))
+			var c net.Conn
+			var br *bufio.Reader
+			for i := range perClient {
+				if c == nil {
+					var err error
+					if c, err = net.DialTimeout("tcp", addr, 5*time.Second); err != nil {
+						errs <- err
+						return
+					}
+					c.SetDeadline(time.Now().Add(20 * time.Second))
+					br = bufio.NewReader(c)
+				}
+				path := fmt.Sprintf("/c%d/r%d", ci, i)
+				delay := time.Duration(rng.IntN(3)) * 40 * time.Millisecond
+				switch rng.IntN(5) {
+				case 0: // hang up while the request runs
+					fmt.Fprintf(c, "GET %s?delay=300ms HTTP/1.1\r\nHost: x\r\n\r\n", path)
+					time.Sleep(time.Duration(rng.IntN(80)) * time.Millisecond) // the scenario: leave at a random moment
+					c.Close()
+					c = nil
+					continue
+				case 1: // upload
+					body := strings.Repeat("b", rng.IntN(50000))
+					fmt.Fprintf(c, "POST %s?delay=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, delay, len(body), body)
+					if err := expectAnswer(br, http.MethodPost, "POST "+path+" "+strconv.Itoa(len(body))); err != nil {
+						errs <- err
+						c.Close()
+						c = nil
+					}
+				case 2: // two pipelined
+					fmt.Fprintf(c, "GET %s/a?delay=%s HTTP/1.1\r\nHost: x\r\n\r\nGET %s/b HTTP/1.1\r\nHost: x\r\n\r\n", path, delay, path)
+					for _, p := range []string{path + "/a", path + "/b"} {
+						if err := expectAnswer(br, http.MethodGet, "GET "+p+" 0"); err != nil {
+							errs <- err
+							c.Close()
+							c = nil
+							break
+						}
+					}
+				default: // keep-alive GET
+					fmt.Fprintf(c, "GET %s?delay=%s HTTP/1.1\r\nHost: x\r\n\r\n", path, delay)
+					if err := expectAnswer(br, http.MethodGet, "GET "+path+" 0"); err != nil {
+						errs <- err
+						c.Close()
+						c = nil
+					}
+				}
+			}
+			if c != nil {
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v; want nil", err)
+	}
+	if err := recv(t, served, "Serve to return"); err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+	waitFor(t, 5*time.Second, "the server's goroutines to end", func() bool {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		return !strings.Contains(string(buf), "edge.(*serverConn)")
+	})
+}
+
+func expectAnswer(br *bufio.Reader, method, want string) error {
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	if err != nil {
+		return fmt.Errorf("%s: %v", want, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 || string(b) != want {
+		return fmt.Errorf("got %d %q (%v); want 200 %q", resp.StatusCode, b, err, want)
+	}
+	return nil
 }
