@@ -65,6 +65,8 @@ type h1Conn struct {
 	idleAt   time.Time
 	reused   bool
 	tlsState *tls.ConnectionState
+	// abort is the cancellation hook of its exchanges (made once).
+	abort func()
 	// Parsing buffers, reused response after response.
 	line   []byte
 	hdr    []byte
@@ -107,19 +109,15 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
-	abort := func() {
-		// Unblock any read or write on the connection; it will not be
-		// reused.
-		pc.conn.SetDeadline(time.Unix(1, 0))
-	}
-	var stop func() bool
-	if af, ok := ctx.(interface{ AfterFunc(func()) func() bool }); ok {
-		stop = af.AfterFunc(abort) // the server's request context: no wrapper needed
+	var stop abortReg
+	if rc, ok := ctx.(*requestContext); ok {
+		stop.rc = rc // the server's request context: a hook without allocation
+		rc.setAbort(pc.abort)
 	} else {
-		stop = context.AfterFunc(ctx, abort)
+		stop.stop = context.AfterFunc(ctx, pc.abort)
 	}
 	fail := func(err error) (*http.Response, error) {
-		stop()
+		stop.release()
 		pc.conn.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -182,7 +180,7 @@ func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, e
 		pc.conn.SetReadDeadline(time.Time{})
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		stop()
+		stop.release()
 		if bodyDone != nil {
 			pc.conn.Close()
 			return nil, errors.New("upstream switched protocols while the request body was being sent")
@@ -357,7 +355,7 @@ func (e *bodyReadError) Unwrap() error { return e.err }
 type h1Body struct {
 	pc       *h1Conn
 	rc       io.ReadCloser
-	stop     func() bool
+	stop     abortReg
 	bodyDone chan error
 	reusable bool
 	done     bool
@@ -388,7 +386,7 @@ func (b *h1Body) Close() error {
 // neither side asked to close.
 func (b *h1Body) finish(complete bool) {
 	b.done = true
-	cancelled := !b.stop()
+	cancelled := !b.stop.release()
 	ok := complete && b.reusable && !cancelled
 	if b.bodyDone != nil {
 		select {
@@ -406,6 +404,23 @@ func (b *h1Body) finish(complete bool) {
 	} else {
 		b.pc.conn.Close()
 	}
+}
+
+// abortReg is the cancellation hook of one exchange: on the server's
+// request context directly, on any other context through
+// context.AfterFunc.
+type abortReg struct {
+	rc   *requestContext
+	stop func() bool
+}
+
+// release unregisters the hook and reports whether it had not run (the
+// exchange was not canceled).
+func (a abortReg) release() bool {
+	if a.rc != nil {
+		return a.rc.clearAbort()
+	}
+	return a.stop()
 }
 
 // upgradedConn is the raw connection after a 101, with the bytes that were
@@ -496,6 +511,11 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 		return nil, err
 	}
 	pc := &h1Conn{t: t, key: key, conn: conn}
+	pc.abort = func() {
+		// Unblock any read or write on the connection; it will not be
+		// reused.
+		pc.conn.SetDeadline(time.Unix(1, 0))
+	}
 	if scheme == "https" {
 		host, _, _ := net.SplitHostPort(hostport)
 		cfg := &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}

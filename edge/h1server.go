@@ -284,7 +284,7 @@ type fieldSpan struct{ name, value [2]int }
 
 // requestState is what the disconnect watch needs of a request.
 type requestState struct {
-	cancel   func()
+	requestContext // the request's context; one allocation for both
 	bodyDone atomic.Bool
 	watchOK  bool // neither an upgrade nor a body still being read
 }
@@ -901,8 +901,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		}
 	}
 	rs.watchOK = header["Upgrade"] == nil
-	ctx := &requestContext{}
-	rs.cancel = ctx.cancel
+	ctx := &rs.requestContext
 	c.cur.Store(ctx)
 	out := req.WithContext(ctx)
 	if b, ok := out.Body.(*chunkedBody); ok {

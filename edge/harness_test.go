@@ -22,7 +22,7 @@ import (
 // testGateway is a gateway serving a YAML document on a real loopback
 // listener, shut down when the test ends.
 type testGateway struct {
-	t    *testing.T
+	t    testing.TB
 	g    *Gateway
 	srv  *Server
 	addr string // host:port of the listener
@@ -38,12 +38,12 @@ type gatewaySetup struct {
 // startGateway compiles yaml, installs it and serves it on 127.0.0.1:0.
 // Cleanup shuts the server down (checking that Serve returns nil) and
 // closes the gateway.
-func startGateway(t *testing.T, yaml string) *testGateway {
+func startGateway(t testing.TB, yaml string) *testGateway {
 	t.Helper()
 	return startGatewayWith(t, gatewaySetup{}, yaml)
 }
 
-func startGatewayWith(t *testing.T, setup gatewaySetup, yaml string) *testGateway {
+func startGatewayWith(t testing.TB, setup gatewaySetup, yaml string) *testGateway {
 	t.Helper()
 	g := New(setup.opts)
 	if yaml != "" {
@@ -82,7 +82,7 @@ func startGatewayWith(t *testing.T, setup gatewaySetup, yaml string) *testGatewa
 
 // compileDoc parses and compiles a gateway document, failing the test on
 // any error.
-func compileDoc(t *testing.T, g *Gateway, yaml string, version uint64, prev *Snapshot) *Snapshot {
+func compileDoc(t testing.TB, g *Gateway, yaml string, version uint64, prev *Snapshot) *Snapshot {
 	t.Helper()
 	raw := []byte(yaml)
 	doc, err := config.Parse(raw)

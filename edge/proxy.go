@@ -213,7 +213,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				u.RawPath = strings.TrimSuffix(t.URL.EscapedPath(), "/") + u.RawPath
 			}
 		}
-		out := &http.Request{
+		// Built on the stack; WithContext below makes the one heap copy.
+		outv := http.Request{
 			Method:     r.Method,
 			URL:        &u,
 			Proto:      "HTTP/1.1",
@@ -225,21 +226,21 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		switch {
 		case replay != nil:
-			out.Body = io.NopCloser(bytes.NewReader(replay))
-			out.ContentLength = int64(len(replay))
+			outv.Body = io.NopCloser(bytes.NewReader(replay))
+			outv.ContentLength = int64(len(replay))
 		case body != nil:
-			out.Body = body
-			out.ContentLength = r.ContentLength
-			if out.ContentLength == 0 {
-				out.ContentLength = -1 // unknown length, e.g. chunked
+			outv.Body = body
+			outv.ContentLength = r.ContentLength
+			if outv.ContentLength == 0 {
+				outv.ContentLength = -1 // unknown length, e.g. chunked
 			}
 		}
 		if attempt > 0 {
 			// The transport must not reuse a Header map it may still be
 			// reading from a previous attempt.
-			out.Header = hdr.Clone()
+			outv.Header = hdr.Clone()
 		}
-		out = out.WithContext(ctx)
+		out := outv.WithContext(ctx)
 		done = t.Begin()
 		upStart := time.Now()
 		resp, err = svc.transport.RoundTrip(out)

@@ -21,6 +21,9 @@ type requestContext struct {
 	done     chan struct{} // made on first Done
 	canceled atomic.Bool
 	fns      []*afterFunc
+	// abort is the upstream transport's hook (setAbort), kept apart from
+	// fns so that registering it allocates nothing.
+	abort func()
 }
 
 type afterFunc struct{ f func() }
@@ -63,10 +66,39 @@ func (c *requestContext) cancel() {
 	}
 	fns := c.fns
 	c.fns = nil
+	abort := c.abort
+	c.abort = nil
 	c.mu.Unlock()
+	if abort != nil {
+		abort() // sets a deadline: it does not block
+	}
 	for _, a := range fns {
 		go a.f()
 	}
+}
+
+// setAbort registers f (which must not block) to run when the context is
+// canceled; at once if it already is. One hook at a time.
+func (c *requestContext) setAbort(f func()) {
+	c.mu.Lock()
+	if c.canceled.Load() {
+		c.mu.Unlock()
+		f()
+		return
+	}
+	c.abort = f
+	c.mu.Unlock()
+}
+
+// clearAbort unregisters the hook and reports whether it had not run.
+func (c *requestContext) clearAbort() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.abort == nil {
+		return false
+	}
+	c.abort = nil
+	return true
 }
 
 // AfterFunc arranges for f to run after the context is canceled, as

@@ -62,3 +62,38 @@ func TestRequestContext(t *testing.T) {
 	default:
 	}
 }
+
+// The upstream transport's hook: runs on cancel unless cleared first, at
+// once when set on a canceled context, and reports which happened.
+func TestRequestContextAbortHook(t *testing.T) {
+	var ran int
+	hook := func() { ran++ }
+
+	ctx := &requestContext{}
+	ctx.setAbort(hook)
+	if !ctx.clearAbort() {
+		t.Error("clearAbort before cancel = false; want true")
+	}
+	ctx.cancel()
+	if ran != 0 {
+		t.Errorf("a cleared hook ran %d times", ran)
+	}
+
+	ctx = &requestContext{}
+	ctx.setAbort(hook)
+	ctx.cancel()
+	if ran != 1 {
+		t.Errorf("hook ran %d times on cancel; want 1", ran)
+	}
+	if ctx.clearAbort() {
+		t.Error("clearAbort after cancel = true; want false")
+	}
+
+	ctx.setAbort(hook) // already canceled: at once
+	if ran != 2 {
+		t.Errorf("hook set on a canceled context ran %d times in all; want 2", ran)
+	}
+	if ctx.clearAbort() {
+		t.Error("clearAbort of a hook that ran = true; want false")
+	}
+}
