@@ -285,8 +285,8 @@ type fieldSpan struct{ name, value [2]int }
 // requestState is what the disconnect watch needs of a request.
 type requestState struct {
 	requestContext // the request's context; one allocation for both
-	bodyDone atomic.Bool
-	watchOK  bool // neither an upgrade nor a body still being read
+	bodyDone       atomic.Bool
+	watchOK        bool // neither an upgrade nor a body still being read
 }
 
 var (
