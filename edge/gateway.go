@@ -47,6 +47,9 @@ type Options struct {
 	// MaxHeaderCount caps the header fields of a request (431 beyond);
 	// default 100.
 	MaxHeaderCount int
+	// Underscores is what happens to request header fields whose names
+	// contain "_"; the zero value allows them.
+	Underscores UnderscorePolicy
 	// MaxRequestBody is the request body limit of routes that set none;
 	// default 10 MiB.
 	MaxRequestBody int64
@@ -54,6 +57,18 @@ type Options struct {
 	// own default client.
 	HealthClient *http.Client
 }
+
+// UnderscorePolicy is what happens to request header fields with "_" in
+// their names: some backends (CGI, PHP, WSGI) fold "_" and "-" together,
+// so X_Forwarded_For would reach them as the X-Forwarded-For the gateway
+// vouches for.
+type UnderscorePolicy string
+
+const (
+	UnderscoresAllow  UnderscorePolicy = "allow"  // forward them (default; Envoy, Caddy)
+	UnderscoresDrop   UnderscorePolicy = "drop"   // remove them (nginx)
+	UnderscoresReject UnderscorePolicy = "reject" // answer 400
+)
 
 // Gateway is the data plane of one node.
 type Gateway struct {

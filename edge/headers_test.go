@@ -302,3 +302,48 @@ func TestForwardedClientAddressForms(t *testing.T) {
 		}
 	}
 }
+
+// Header fields with "_" in their names pass, are dropped, or refuse the
+// request, as the node says; the gateway's own X-Forwarded-For is never
+// shadowed by a client's X_Forwarded_For under drop.
+func TestHeadersWithUnderscores(t *testing.T) {
+	seen := make(chan http.Header, 1)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+	})
+	for _, tc := range []struct {
+		policy UnderscorePolicy
+		status int
+		passed bool
+	}{
+		{"", 200, true},
+		{UnderscoresAllow, 200, true},
+		{UnderscoresDrop, 200, false},
+		{UnderscoresReject, 400, false},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			gw := startGatewayWith(t, gatewaySetup{opts: Options{Underscores: tc.policy}}, oneRoute(be.URL, ""))
+			req, _ := http.NewRequest(http.MethodGet, gw.url+"/x", nil)
+			req.Header["X_Forwarded_For"] = []string{"6.6.6.6"}
+			req.Header["X-Ok"] = []string{"yes"}
+			resp, body := do(t, newClient(t), req)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d (%s); want %d", resp.StatusCode, body, tc.status)
+			}
+			if tc.status != 200 {
+				checkProblem(t, resp, body, tc.status, "")
+				if !strings.Contains(strings.ToLower(string(body)), "x_forwarded_for") {
+					t.Errorf("the problem does not name the field: %s", body)
+				}
+				return
+			}
+			h := recv(t, seen, "the upstream request")
+			if got := h.Get("X_Forwarded_For") == "6.6.6.6"; got != tc.passed {
+				t.Errorf("upstream got X_Forwarded_For: %v; want %v", got, tc.passed)
+			}
+			if h.Get("X-Ok") != "yes" || h.Get("X-Forwarded-For") != "127.0.0.1" {
+				t.Errorf("upstream headers %v; want X-Ok and the gateway's X-Forwarded-For", h)
+			}
+		})
+	}
+}

@@ -67,6 +67,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if u := g.opts.Underscores; u == UnderscoresDrop || u == UnderscoresReject {
+		for k := range r.Header {
+			if strings.IndexByte(k, '_') < 0 {
+				continue
+			}
+			if u == UnderscoresReject {
+				g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request",
+					detail: "header field " + strconv.Quote(k) + " has an underscore in its name, which this gateway refuses"})
+				return
+			}
+			delete(r.Header, k)
+		}
+	}
 	if snap == nil {
 		g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "proxy_configuration_error", title: "Service Unavailable", detail: "no configuration is loaded yet"})
 		return

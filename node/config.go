@@ -211,6 +211,12 @@ type Limits struct {
 	// MaxRequestBody is the default request body limit of routes; default
 	// 10MiB.
 	MaxRequestBody config.ByteSize `yaml:"max_request_body"`
+	// HeadersWithUnderscores is what happens to request header fields
+	// whose names contain "_": allow (default, as Envoy and Caddy), drop
+	// (as nginx), or reject (400). CGI-style backends read X_Forwarded_For
+	// and X-Forwarded-For as one variable, so a client could pass off its
+	// own value as the gateway's.
+	HeadersWithUnderscores string `yaml:"headers_with_underscores"`
 	// ReadHeaderTimeout bounds reading request headers; default 10s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes idle keep-alive connections; default 120s.
@@ -400,6 +406,11 @@ func (c *Config) validate() error {
 	}
 	if l.MaxRequestBody < 0 {
 		add("limits.max_request_body", "must not be negative")
+	}
+	switch l.HeadersWithUnderscores {
+	case "", "allow", "drop", "reject":
+	default:
+		add("limits.headers_with_underscores", "must be allow, drop or reject (got %q)", l.HeadersWithUnderscores)
 	}
 	for path, d := range map[string]time.Duration{"limits.read_header_timeout": l.ReadHeaderTimeout, "limits.idle_timeout": l.IdleTimeout, "limits.drain_timeout": l.DrainTimeout} {
 		if d < 0 {

@@ -122,6 +122,7 @@ func New(f *File, opts Options) (*Node, error) {
 		TrustedProxies: trusted,
 		MaxHeaderCount: cfg.Limits.MaxHeaderCount,
 		MaxRequestBody: int64(cfg.Limits.MaxRequestBody),
+		Underscores:    edge.UnderscorePolicy(cfg.Limits.HeadersWithUnderscores),
 	})
 	return n, nil
 }

@@ -395,3 +395,17 @@ func TestDefaultConfigDemo(t *testing.T) {
 		t.Errorf("LoadRootPEM (what `meridian ca root` prints) differs from the served root: %v", err)
 	}
 }
+
+// limits.headers_with_underscores takes allow, drop or reject, and the
+// error for anything else names the field.
+func TestConfigHeadersWithUnderscores(t *testing.T) {
+	for _, v := range []string{"allow", "drop", "reject"} {
+		if _, err := ParseFile([]byte("node:\n  limits: {headers_with_underscores: " + v + "}\n")); err != nil {
+			t.Errorf("%s: %v", v, err)
+		}
+	}
+	_, err := ParseFile([]byte("node:\n  limits: {headers_with_underscores: strip}\n"))
+	if err == nil || !strings.Contains(err.Error(), "limits.headers_with_underscores") || !strings.Contains(err.Error(), "allow, drop or reject") {
+		t.Errorf("strip: err = %v; want one naming the field and the choices", err)
+	}
+}
