@@ -6,7 +6,7 @@
 #   BENCH_DURATION  measured time per run          (default 10s)
 #   BENCH_WARMUP    warmup per run, not recorded   (default 2s)
 #   BENCH_CONNS     connection counts              (default "64 256")
-#   BENCH_TARGETS   targets for proto h1           (default "direct nginx haproxy caddy meridian")
+#   BENCH_TARGETS   targets for proto h1           (default "direct nginx haproxy caddy go-floor meridian")
 #   BENCH_PROTOS    protocols: h1 tls h2 h3 handshakes handshakes-h3, or "all" (= h1 tls h2 h3 handshakes) (default h1)
 #   BENCH_TLS_TARGETS targets for the TLS protos   (default "direct-tls caddy-tls meridian-tls")
 #   BENCH_SYSCTL    1: as root, raise net.core.rmem_max/wmem_max to 7500000 for QUIC (default 0: only report them)
@@ -24,7 +24,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNS:-"64 256"}
-TARGETS=${BENCH_TARGETS:-"direct nginx haproxy caddy meridian"}
+TARGETS=${BENCH_TARGETS:-"direct nginx haproxy caddy go-floor meridian"}
 PROTOS=${BENCH_PROTOS:-h1}
 [[ $PROTOS == all ]] && PROTOS="h1 tls h2 h3 handshakes"
 TLS_TARGETS=${BENCH_TLS_TARGETS:-"direct-tls caddy-tls meridian-tls"}
@@ -35,12 +35,12 @@ PIN=${BENCH_PIN:-auto}
 INSTALL=${BENCH_INSTALL:-1}
 KEEP_WORK=${BENCH_KEEP_WORK:-0}
 
-declare -A PORT=([direct]=18000 [nginx]=18001 [haproxy]=18002 [caddy]=18003 [meridian]=18004
+declare -A PORT=([direct]=18000 [nginx]=18001 [haproxy]=18002 [caddy]=18003 [meridian]=18004 [go-floor]=18005
 	[direct-tls]=18010 [caddy-tls]=18013 [meridian-tls]=18015)
 ADMIN_PORT=18009 # meridian admin listener
 # meridian-tls: 18014 plain HTTP (redirects), 18015 HTTPS (TCP + UDP), 18019 admin.
 # caddy-tls: 18013 HTTPS (TCP + UDP); its http_port 18012 is not bound (no redirects).
-ALL_TARGETS=(direct nginx haproxy caddy meridian direct-tls caddy-tls meridian-tls)
+ALL_TARGETS=(direct nginx haproxy caddy go-floor meridian direct-tls caddy-tls meridian-tls)
 
 # loadgen flags of each protocol (all TLS protos use the TLS targets).
 declare -A PROTO_ARGS=([h1]="" [tls]="-tls" [h2]="-h2" [h3]="-h3" [handshakes]="-tls -handshakes" [handshakes-h3]="-h3 -handshakes")
@@ -180,6 +180,7 @@ log "building backend, loadgen, benchreport"
 go build -o "$BIN/backend" ./bench/cmd/backend
 go build -o "$BIN/loadgen" ./bench/cmd/loadgen
 go build -o "$BIN/benchreport" ./bench/cmd/benchreport
+go build -o "$BIN/floorproxy" ./bench/cmd/floorproxy
 
 MERIDIAN_OK=0
 declare -A FAIL=() # target -> reason it is not measured
@@ -223,7 +224,7 @@ udp_busy() {
 	[[ -n $(ss -Hunl "sport = :$1" 2>/dev/null) ]]
 }
 
-for t in direct nginx haproxy caddy meridian; do
+for t in direct nginx haproxy caddy go-floor meridian; do
 	if port_busy "${PORT[$t]}"; then
 		log "port ${PORT[$t]} (for $t) is already in use by another process; stop it first"
 		exit 1
@@ -387,6 +388,12 @@ if want caddy; then
 		FAIL[caddy]="not installed"
 		note "caddy not installed"
 	fi
+fi
+if want go-floor; then
+	# The floor of a Go proxy (bench/cmd/floorproxy): what Go and the
+	# kernel cost without any HTTP work.
+	start go-floor "$BIN/floorproxy" -addr "127.0.0.1:${PORT[go-floor]}" -upstream "127.0.0.1:${PORT[direct]}"
+	wait_ready go-floor || true
 fi
 if want meridian && ((MERIDIAN_OK)); then
 	start meridian "$BIN/meridian" serve -config "$ROOT/bench/peers/meridian.yaml"

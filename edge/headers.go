@@ -36,6 +36,53 @@ func removeHopHeaders(h http.Header) {
 	}
 }
 
+// copyEndToEnd copies the fields of src that are not hop-by-hop into dst,
+// sharing the value slices: removeHopHeaders on a copy, without inserting
+// fields only to delete them again (one pass over a handful of fields
+// costs less than a lookup per hop-by-hop name).
+func copyEndToEnd(dst, src http.Header) {
+	conn := src["Connection"]
+	for k, v := range src {
+		if isHopHeader(k) || len(conn) > 0 && namedIn(conn, k) {
+			continue
+		}
+		dst[k] = v
+	}
+}
+
+// isHopHeader reports whether a canonical field name is in hopHeaders.
+func isHopHeader(k string) bool {
+	switch len(k) {
+	case 2:
+		return k == "Te"
+	case 7:
+		return k == "Trailer" || k == "Upgrade"
+	case 10:
+		return k == "Connection" || k == "Keep-Alive"
+	case 16:
+		return k == "Proxy-Connection"
+	case 17:
+		return k == "Transfer-Encoding"
+	case 18:
+		return k == "Proxy-Authenticate"
+	case 19:
+		return k == "Proxy-Authorization"
+	}
+	return false
+}
+
+// namedIn reports whether Connection field values name the field k.
+func namedIn(conn []string, k string) bool {
+	for _, v := range conn {
+		for name := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(name), k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // upgradeType returns the protocol a request or response asks to switch to
 // (lower case), or "".
 //

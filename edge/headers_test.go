@@ -3,6 +3,7 @@ package edge
 import (
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"regexp"
@@ -345,5 +346,32 @@ func TestHeadersWithUnderscores(t *testing.T) {
 				t.Errorf("upstream headers %v; want X-Ok and the gateway's X-Forwarded-For", h)
 			}
 		})
+	}
+}
+
+// copyEndToEnd leaves exactly what removeHopHeaders leaves of a copy.
+func TestCopyEndToEndMatchesRemoveHopHeaders(t *testing.T) {
+	names := append([]string{"X-A", "X-B", "Content-Type", "Keep-Alive-Ish", "Tee", "Upgrades"}, hopHeaders...)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 2000 {
+		src := http.Header{}
+		for range rng.IntN(8) {
+			src[names[rng.IntN(len(names))]] = []string{"v"}
+		}
+		if rng.IntN(2) == 0 {
+			src["Connection"] = []string{" x-a , " + strings.ToLower(names[rng.IntN(len(names))]), "close"}
+		}
+		want := src.Clone()
+		removeHopHeaders(want)
+		got := http.Header{}
+		copyEndToEnd(got, src)
+		if len(got) != len(want) {
+			t.Fatalf("case %d: %v from %v; want %v", i, got, src, want)
+		}
+		for k := range want {
+			if _, ok := got[k]; !ok {
+				t.Fatalf("case %d: %v from %v; want %v", i, got, src, want)
+			}
+		}
 	}
 }

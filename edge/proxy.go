@@ -139,11 +139,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// to in place: net/http gives each a capacity of its length) in a map
 	// sized for the headers added below, so that it does not grow.
 	hdr := make(http.Header, len(r.Header)+10)
-	for k, v := range r.Header {
-		hdr[k] = v
-	}
+	copyEndToEnd(hdr, r.Header)
 	wantTrailers := headerHasToken(r.Header, "Te", "trailers")
-	removeHopHeaders(hdr)
 	if wantTrailers {
 		hdr["Te"] = []string{"trailers"}
 	}
@@ -318,11 +315,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	removeHopHeaders(resp.Header)
 	wh := w.Header()
-	for k, v := range resp.Header {
-		wh[k] = v
-	}
+	copyEndToEnd(wh, resp.Header)
 	wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
 	if len(resp.Trailer) > 0 {
 		names := make([]string, 0, len(resp.Trailer))
