@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"net"
@@ -125,23 +126,9 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 	return ctx
 }
 
-func indexByte(p []byte, c byte) int {
-	for i, b := range p {
-		if b == c {
-			return i
-		}
-	}
-	return -1
-}
+func indexByte(p []byte, c byte) int { return bytes.IndexByte(p, c) }
 
-func cutColon(line []byte) (name, value []byte, ok bool) {
-	i := indexByte(line, ':')
-	if i <= 0 {
-		return nil, nil, false
-	}
-	return line[:i], trimSpace(line[i+1:]), true
-}
-
+// trimSpace removes optional whitespace (SP, HTAB) around a field value.
 func trimSpace(b []byte) []byte {
 	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
 		b = b[1:]
@@ -150,20 +137,4 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-func equalFoldASCII(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
 }
