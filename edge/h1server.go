@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -50,7 +51,6 @@ type h1Server struct {
 	conns    map[*serverConn]struct{}
 	ln       net.Listener
 	shutting atomic.Bool
-	done     chan struct{} // closed when the last connection ends after shutdown
 	wg       sync.WaitGroup
 }
 
@@ -79,7 +79,6 @@ func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.S
 		h2:      h2,
 		h2ln:    newHandoffListener(),
 		conns:   map[*serverConn]struct{}{},
-		done:    make(chan struct{}),
 	}
 	return s
 }
@@ -110,8 +109,7 @@ func (s *h1Server) Serve(ln net.Listener) error {
 			if s.shutting.Load() {
 				return http.ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTemporaryAccept) {
+			if retryableAccept(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				s.log.Warn("accept failed; retrying", "error", err, "delay", delay)
 				time.Sleep(delay)
@@ -129,7 +127,21 @@ func (s *h1Server) Serve(ln net.Listener) error {
 	}
 }
 
-var errTemporaryAccept = errors.New("temporary accept error")
+// retryableAccept reports whether an Accept error is a passing shortage
+// (out of file descriptors or buffers, a connection reset while queued)
+// after which the listener must keep serving, as net/http's does.
+func retryableAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EPROTO} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
 
 func (s *h1Server) newConn(c net.Conn) *serverConn {
 	s.mu.Lock()

@@ -11,10 +11,13 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -1641,4 +1644,38 @@ func expectAnswer(br *bufio.Reader, method, want string) error {
 		return fmt.Errorf("got %d %q (%v); want 200 %q", resp.StatusCode, b, err, want)
 	}
 	return nil
+}
+
+// failingListener fails its first Accepts as a process out of file
+// descriptors does, then accepts for real.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// Running out of file descriptors for a moment (EMFILE on accept) does not
+// stop the listener: it backs off and serves the next connection.
+func TestH1ServerKeepsServingAfterEMFILE(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &failingListener{Listener: ln}
+	fl.fails.Store(3)
+	var hits hitCounter
+	gw := startGatewayWith(t, gatewaySetup{listener: ListenerOptions{Listener: fl}}, oneRoute(countingBackend(t, &hits), ""))
+	resp, body := get(t, newClient(t), gw.url+"/after")
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "/after") {
+		t.Fatalf("got %d %q; want the backend's answer", resp.StatusCode, body)
+	}
+	if n := fl.fails.Load(); n >= 0 {
+		t.Errorf("the failing Accepts were not all made (%d left)", n+1)
+	}
 }
