@@ -67,10 +67,8 @@ type h1Conn struct {
 	tlsState *tls.ConnectionState
 	// abort is the cancellation hook of its exchanges (made once).
 	abort func()
-	// Parsing buffers, reused response after response.
-	line   []byte
-	hdr    []byte
-	fields []fieldSpan
+	// The parsing buffer, reused response after response.
+	head headBlock
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {

@@ -261,11 +261,8 @@ type serverConn struct {
 	br *bufio.Reader
 	bw *bufio.Writer
 
-	// Reading: long header lines are gathered in line; the header block
-	// of a request in hdr, with the offsets of its fields in fields.
-	line   []byte
-	hdr    []byte
-	fields []fieldSpan
+	// The head of the request being read (reused request after request).
+	reqHead headBlock
 
 	cur atomic.Pointer[requestContext] // the latest request's context
 
@@ -291,8 +288,6 @@ type serverConn struct {
 	head        []byte    // the response head being built
 	rdl         time.Time // the read deadline last set
 }
-
-type fieldSpan struct{ name, value [2]int }
 
 // requestState is what the disconnect watch needs of a request.
 type requestState struct {
@@ -663,16 +658,22 @@ func (c *serverConn) lingeringClose() {
 // valid until the next read. n counts the header bytes read so far and is
 // held to the limit.
 func (c *serverConn) readLine(n *int) ([]byte, *parseError) {
-	line, err := readLineLimited(c.br, &c.line, n, c.s.opts.MaxHeaderBytes)
-	switch {
-	case err == nil:
-		return line, nil
-	case err == errLineTooLong:
-		return nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "the request line and headers exceed " + strconv.Itoa(c.s.opts.MaxHeaderBytes) + " bytes"}
-	case isTimeout(err):
-		return nil, &parseError{status: http.StatusRequestTimeout, title: "Request Timeout", detail: "the request headers did not arrive in time"}
+	line, err := readLineLimited(c.br, &c.reqHead.line, n, c.s.opts.MaxHeaderBytes)
+	if err != nil {
+		return nil, c.lineError(err)
 	}
-	return nil, &parseError{} // the client closed or went away
+	return line, nil
+}
+
+// lineError is the answer to a failure reading a request head.
+func (c *serverConn) lineError(err error) *parseError {
+	switch {
+	case err == errLineTooLong:
+		return &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "the request line and headers exceed " + strconv.Itoa(c.s.opts.MaxHeaderBytes) + " bytes"}
+	case isTimeout(err):
+		return &parseError{status: http.StatusRequestTimeout, title: "Request Timeout", detail: "the request headers did not arrive in time"}
+	}
+	return &parseError{} // the client closed or went away
 }
 
 // readRequest reads and checks one request's line and headers and sets up
@@ -732,86 +733,31 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 			return nil, nil, badRequest("the request target has a control character or space")
 		}
 	}
-	// Gather the header block.
-	c.hdr = append(c.hdr[:0], methodB...)
-	c.hdr = append(c.hdr, ' ')
-	targetAt := len(c.hdr)
-	c.hdr = append(c.hdr, targetB...)
-	c.fields = c.fields[:0]
-	for {
-		line, perr = c.readLine(&n)
-		if perr != nil {
-			return nil, nil, perr
-		}
-		if len(line) == 0 {
-			break
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, nil, badRequest("obsolete line folding in a header field")
-		}
-		colon := indexByte(line, ':')
-		if colon <= 0 {
-			return nil, nil, badRequest("malformed header field")
-		}
-		name := line[:colon]
-		if !validToken(name) {
-			return nil, nil, badRequest("malformed header field name " + strconv.Quote(string(name)))
-		}
-		value := trimSpace(line[colon+1:])
-		for _, b := range value {
-			if b < ' ' && b != '\t' || b == 0x7f {
-				return nil, nil, badRequest("a control character in header field " + string(name))
-			}
-		}
-		if len(c.fields) >= maxHeaderFields {
+	// Gather the header block: the method and target first, so that one
+	// string holds them and every field.
+	hb := &c.reqHead
+	hb.buf = append(hb.buf[:0], methodB...)
+	hb.buf = append(hb.buf, ' ')
+	targetAt := len(hb.buf)
+	hb.buf = append(hb.buf, targetB...)
+	if err := hb.readFields(c.br, &n, c.s.opts.MaxHeaderBytes, maxHeaderFields, true); err != nil {
+		var fe *fieldError
+		switch {
+		case errors.As(err, &fe):
+			return nil, nil, badRequest(fe.why)
+		case err == errTooManyFields:
 			return nil, nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "too many header fields"}
 		}
-		var f fieldSpan
-		f.name[0] = len(c.hdr)
-		c.hdr = append(c.hdr, name...)
-		f.name[1] = len(c.hdr)
-		f.value[0] = len(c.hdr)
-		c.hdr = append(c.hdr, value...)
-		f.value[1] = len(c.hdr)
-		c.fields = append(c.fields, f)
+		return nil, nil, c.lineError(err)
 	}
-	// One string holds the whole block; names and values are slices of
-	// it.
-	block := string(c.hdr)
+	block := string(hb.buf)
 	method := block[:sp1]
 	target := block[targetAt : targetAt+len(targetB)]
-	header := make(http.Header, len(c.fields))
-	values := make([]string, len(c.fields))
-	var host string
-	var hosts, cls, tes int
-	var clVal string
-	var te string
-	for i, f := range c.fields {
-		name := textproto.CanonicalMIMEHeaderKey(block[f.name[0]:f.name[1]])
-		value := block[f.value[0]:f.value[1]]
-		switch name {
-		case "Host":
-			hosts++
-			host = value
-			continue
-		case "Content-Length":
-			if cls > 0 && value != clVal {
-				return nil, nil, badRequest("conflicting Content-Length headers")
-			}
-			cls++
-			clVal = value
-		case "Transfer-Encoding":
-			tes++
-			te = value
-			continue // the framing is in req.TransferEncoding, as net/http has it
-		}
-		if prev, ok := header[name]; ok {
-			header[name] = append(prev, value)
-			continue
-		}
-		values[i] = value
-		header[name] = values[i : i+1 : i+1]
+	header, fr, err := hb.header(block, true)
+	if err != nil {
+		return nil, nil, badRequest(err.Error())
 	}
+	hosts, host, cls, tes, clVal, te := fr.hosts, fr.host, fr.cls, fr.tes, fr.clVal, fr.te
 	if hosts > 1 {
 		return nil, nil, badRequest("more than one Host header")
 	}
@@ -870,7 +816,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		if minor == 0 {
 			return nil, nil, badRequest("Transfer-Encoding in an HTTP/1.0 request; refused as a request smuggling attempt")
 		}
-		if tes > 1 || !strings.EqualFold(strings.TrimSpace(te), "chunked") {
+		if !chunkedOnly(tes, te) {
 			return nil, nil, &parseError{status: http.StatusNotImplemented, title: "Not Implemented", detail: "unsupported Transfer-Encoding " + strconv.Quote(te)}
 		}
 		req.ContentLength = -1
@@ -1276,9 +1222,8 @@ func (w *response) writeInformational(code int) {
 	w.c.cmu.Lock()
 	defer w.c.cmu.Unlock()
 	bw := w.c.bw
-	bw.WriteString(statusLine(code))
-	writeHeaderFields(bw, w.header, nil)
-	bw.WriteString("\r\n")
+	b := appendHeaderFields([]byte(statusLine(code)), w.header, nil)
+	bw.Write(append(b, "\r\n"...))
 	if err := bw.Flush(); err != nil {
 		w.failed = err
 	}
@@ -1465,43 +1410,33 @@ func hasTrailers(h http.Header) bool {
 	return false
 }
 
-// writeHeaderFields writes the fields of h, leaving out those in skip and
-// trailer-prefixed ones; newlines in values become spaces, so a handler
-// cannot split the head.
-func writeHeaderFields(bw *bufio.Writer, h http.Header, skip map[string]bool) {
-	for k, vs := range h {
-		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) {
-			continue
-		}
-		for _, v := range vs {
-			bw.WriteString(k)
-			bw.WriteString(": ")
-			if strings.ContainsAny(v, "\r\n") {
-				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-			}
-			bw.WriteString(v)
-			bw.WriteString("\r\n")
-		}
-	}
-}
-
-// appendHeaderFields is writeHeaderFields into a byte slice.
+// appendHeaderFields appends the fields of h to b, leaving out those in
+// skip and trailer-prefixed ones.
 func appendHeaderFields(b []byte, h http.Header, skip map[string]bool) []byte {
 	for k, vs := range h {
 		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) {
 			continue
 		}
 		for _, v := range vs {
-			b = append(b, k...)
-			b = append(b, ": "...)
-			if strings.ContainsAny(v, "\r\n") {
-				v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
-			}
-			b = append(b, v...)
-			b = append(b, "\r\n"...)
+			b = appendField(b, k, v)
 		}
 	}
 	return b
+}
+
+// newlinesToSpaces keeps a handler's value from splitting the head.
+var newlinesToSpaces = strings.NewReplacer("\r", " ", "\n", " ")
+
+// appendField appends one "name: value" line; newlines in the value
+// become spaces.
+func appendField(b []byte, k, v string) []byte {
+	if strings.ContainsAny(v, "\r\n") {
+		v = newlinesToSpaces.Replace(v)
+	}
+	b = append(b, k...)
+	b = append(b, ": "...)
+	b = append(b, v...)
+	return append(b, "\r\n"...)
 }
 
 func validFieldName(k string) bool {
@@ -1630,7 +1565,7 @@ func (w *response) finish() bool {
 
 func (w *response) writeTrailers() {
 	h := w.header
-	bw := w.c.bw
+	var b []byte
 	for _, decl := range h["Trailer"] {
 		for decl != "" {
 			var k string
@@ -1643,7 +1578,7 @@ func (w *response) writeTrailers() {
 				continue // written below
 			}
 			for _, v := range h[k] {
-				bw.WriteString(k + ": " + strings.NewReplacer("\r", " ", "\n", " ").Replace(v) + "\r\n")
+				b = appendField(b, k, v)
 			}
 		}
 	}
@@ -1653,9 +1588,10 @@ func (w *response) writeTrailers() {
 			continue
 		}
 		for _, v := range vs {
-			bw.WriteString(name + ": " + strings.NewReplacer("\r", " ", "\n", " ").Replace(v) + "\r\n")
+			b = appendField(b, name, v)
 		}
 	}
+	w.c.bw.Write(b)
 }
 
 var statusLines sync.Map // int -> string

@@ -58,6 +58,119 @@ func readLine(br *bufio.Reader, buf *[]byte, n *int, limit int, crlfOnly bool) (
 	return line, nil
 }
 
+// headBlock gathers the field lines of a message head into one buffer,
+// with each field's name and value offsets, so that one string conversion
+// gives every name and value of the head (see header).
+type headBlock struct {
+	buf    []byte
+	fields []fieldSpan
+	line   []byte // a line longer than the reader's buffer
+}
+
+type fieldSpan struct{ name, value [2]int }
+
+// fieldError is a malformed field line.
+type fieldError struct{ why string }
+
+func (e *fieldError) Error() string { return e.why }
+
+var errTooManyFields = errors.New("too many header fields")
+
+// readFields reads field lines up to the empty line that ends the head,
+// appending them after what buf already holds. *n counts the head's bytes
+// against limit. maxFields (0: no cap) bounds the number of fields;
+// ctlValues refuses control characters in values.
+func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, ctlValues bool) error {
+	h.fields = h.fields[:0]
+	for {
+		line, err := readLineLimited(br, &h.line, n, limit)
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return &fieldError{"obsolete line folding in a header field"}
+		}
+		colon := indexByte(line, ':')
+		if colon <= 0 {
+			return &fieldError{"malformed header field"}
+		}
+		name := line[:colon]
+		if !validToken(name) {
+			return &fieldError{"malformed header field name " + strconv.Quote(string(name))}
+		}
+		value := trimSpace(line[colon+1:])
+		if ctlValues {
+			for _, b := range value {
+				if b < ' ' && b != '\t' || b == 0x7f {
+					return &fieldError{"a control character in header field " + string(name)}
+				}
+			}
+		}
+		if maxFields > 0 && len(h.fields) >= maxFields {
+			return errTooManyFields
+		}
+		var f fieldSpan
+		f.name[0] = len(h.buf)
+		h.buf = append(h.buf, name...)
+		f.name[1] = len(h.buf)
+		f.value[0] = len(h.buf)
+		h.buf = append(h.buf, value...)
+		f.value[1] = len(h.buf)
+		h.fields = append(h.fields, f)
+	}
+}
+
+// framing is what a head says about its message's framing and Host.
+type framing struct {
+	cls, tes, hosts int
+	clVal, te, host string
+}
+
+// header builds the header map of a head whose buffer became block.
+// Content-Length, Transfer-Encoding and Host are counted into fr; the
+// last two stay out of the map (net/http keeps them in the Request and
+// the TransferEncoding field), except that a response keeps Host. Value
+// slices share one backing array, each with a capacity of its length.
+func (h *headBlock) header(block string, request bool) (http.Header, framing, error) {
+	var fr framing
+	header := make(http.Header, len(h.fields))
+	values := make([]string, len(h.fields))
+	for i, f := range h.fields {
+		name := textproto.CanonicalMIMEHeaderKey(block[f.name[0]:f.name[1]])
+		value := block[f.value[0]:f.value[1]]
+		switch name {
+		case "Host":
+			fr.hosts++
+			fr.host = value
+			if request {
+				continue
+			}
+		case "Content-Length":
+			if fr.cls > 0 && value != fr.clVal {
+				return nil, fr, &fieldError{"conflicting Content-Length headers"}
+			}
+			fr.cls++
+			fr.clVal = value
+		case "Transfer-Encoding":
+			fr.tes++
+			fr.te = value
+			if request {
+				continue
+			}
+		}
+		if prev, ok := header[name]; ok {
+			header[name] = append(prev, value)
+			continue
+		}
+		values[i] = value
+		header[name] = values[i : i+1 : i+1]
+	}
+	return header, fr, nil
+}
+
 // chunkedReader decodes a body in chunked coding (RFC 9112 7.1) from br;
 // the trailer section goes to *trailer.
 type chunkedReader struct {
@@ -348,7 +461,7 @@ var chunkedTE = []string{"chunked"}
 func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 	br := pc.br
 	var n int
-	line, err := readLineLimited(br, &pc.line, &n, maxResponseHead)
+	line, err := readLineLimited(br, &pc.head.line, &n, maxResponseHead)
 	if err != nil {
 		if err == io.EOF && n == 0 {
 			return nil, io.EOF
@@ -376,62 +489,24 @@ func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 	if code < 100 {
 		return nil, &badResponseError{"malformed status code in " + strconv.Quote(string(line))}
 	}
-	pc.hdr = append(pc.hdr[:0], line[9:]...)
-	statusEnd := len(pc.hdr)
-	pc.fields = pc.fields[:0]
-	for {
-		line, err = readLineLimited(br, &pc.line, &n, maxResponseHead)
-		if err != nil {
-			if err == io.EOF {
-				return nil, io.ErrUnexpectedEOF
-			}
-			return nil, err
+	hb := &pc.head
+	hb.buf = append(hb.buf[:0], line[9:]...)
+	statusEnd := len(hb.buf)
+	if err := hb.readFields(br, &n, maxResponseHead, 0, false); err != nil {
+		if err == io.EOF {
+			return nil, io.ErrUnexpectedEOF
 		}
-		if len(line) == 0 {
-			break
+		if fe, ok := err.(*fieldError); ok {
+			return nil, &badResponseError{fe.why}
 		}
-		if line[0] == ' ' || line[0] == '\t' {
-			return nil, &badResponseError{"obsolete line folding in the response head"}
-		}
-		colon := indexByte(line, ':')
-		if colon <= 0 || !validToken(line[:colon]) {
-			return nil, &badResponseError{"malformed header field " + strconv.Quote(string(line))}
-		}
-		var f fieldSpan
-		f.name[0] = len(pc.hdr)
-		pc.hdr = append(pc.hdr, line[:colon]...)
-		f.name[1] = len(pc.hdr)
-		f.value[0] = len(pc.hdr)
-		pc.hdr = append(pc.hdr, trimSpace(line[colon+1:])...)
-		f.value[1] = len(pc.hdr)
-		pc.fields = append(pc.fields, f)
+		return nil, err
 	}
-	block := string(pc.hdr)
-	header := make(http.Header, len(pc.fields))
-	values := make([]string, len(pc.fields))
-	var cls, tes int
-	var clVal, te string
-	for i, f := range pc.fields {
-		name := textproto.CanonicalMIMEHeaderKey(block[f.name[0]:f.name[1]])
-		value := block[f.value[0]:f.value[1]]
-		switch name {
-		case "Content-Length":
-			if cls > 0 && value != clVal {
-				return nil, &badResponseError{"conflicting Content-Length headers"}
-			}
-			cls++
-			clVal = value
-		case "Transfer-Encoding":
-			tes++
-			te = value
-		}
-		if prev, ok := header[name]; ok {
-			header[name] = append(prev, value)
-			continue
-		}
-		values[i] = value
-		header[name] = values[i : i+1 : i+1]
+	block := string(hb.buf)
+	header, fr, err := hb.header(block, false)
+	if err != nil {
+		return nil, &badResponseError{err.Error()}
 	}
+	cls, tes, clVal, te := fr.cls, fr.tes, fr.clVal, fr.te
 	resp := &http.Response{
 		Status:     block[:statusEnd],
 		StatusCode: code,
@@ -472,7 +547,7 @@ func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 		resp.ContentLength = cl
 		resp.Body = http.NoBody
 	case tes > 0:
-		if tes > 1 || !strings.EqualFold(strings.TrimSpace(te), "chunked") {
+		if !chunkedOnly(tes, te) {
 			return nil, &badResponseError{"unsupported Transfer-Encoding " + strconv.Quote(te)}
 		}
 		delete(header, "Content-Length") // chunked wins (RFC 9112 6.3)
@@ -524,6 +599,14 @@ func declaredTrailers(header http.Header) (http.Header, error) {
 		}
 	}
 	return trailer, nil
+}
+
+// chunkedOnly reports whether the Transfer-Encoding fields of a message
+// (tes of them, the last te) are the one coding this proxy speaks:
+// chunked alone (RFC 9112 6.1). Anything else is refused rather than
+// guessed at.
+func chunkedOnly(tes int, te string) bool {
+	return tes == 1 && strings.EqualFold(strings.TrimSpace(te), "chunked")
 }
 
 // badResponseError is an upstream response that breaks HTTP/1 framing.

@@ -43,7 +43,7 @@ func removeHopHeaders(h http.Header) {
 func copyEndToEnd(dst, src http.Header) {
 	conn := src["Connection"]
 	for k, v := range src {
-		if isHopHeader(k) || len(conn) > 0 && namedIn(conn, k) {
+		if isHopHeader(k) || len(conn) > 0 && hasToken(conn, k) {
 			continue
 		}
 		dst[k] = v
@@ -71,18 +71,6 @@ func isHopHeader(k string) bool {
 	return false
 }
 
-// namedIn reports whether Connection field values name the field k.
-func namedIn(conn []string, k string) bool {
-	for _, v := range conn {
-		for name := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(name), k) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // upgradeType returns the protocol a request or response asks to switch to
 // (lower case), or "".
 //
@@ -103,14 +91,7 @@ func upgradeType(h http.Header) string {
 }
 
 func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h[name] {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return hasToken(h[name], token)
 }
 
 // newID returns 32 random hex digits, for request ids and trace ids.
