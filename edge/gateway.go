@@ -204,7 +204,7 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 		return
 	}
 	x.finished = true
-	d := time.Since(x.start)
+	d := monoNow() - x.start
 	var rs *routeStats
 	routeName, service := "", ""
 	if x.route != nil {

@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -30,7 +32,10 @@ import (
 // (chunked, with trailers), Upgrade (101 hands back the raw connection),
 // response header timeout and context cancellation.
 type h1Transport struct {
-	dialer            *net.Dialer
+	dialer *net.Dialer
+	// dialConn opens a connection; nil means dialer.DialContext (tests
+	// and benchmarks set it to leave the network out).
+	dialConn          func(ctx context.Context, network, addr string) (net.Conn, error)
 	tlsHandshake      time.Duration
 	responseHeader    time.Duration
 	maxIdlePerHost    int
@@ -56,13 +61,20 @@ func newH1Transport(connect, responseHeader time.Duration) *h1Transport {
 type poolKey struct{ scheme, host string }
 
 type h1Conn struct {
-	t        *h1Transport
-	key      poolKey
-	conn     net.Conn
-	br       *bufio.Reader
-	bw       *bufio.Writer
-	read     int64 // bytes read since the current request was written
-	idleAt   time.Time
+	t      *h1Transport
+	key    poolKey
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	read   int64         // bytes read since the current request was written
+	idleAt time.Duration // monoNow when it went back to the pool
+	// The response-header deadline is left in place after the head (a
+	// deadline costs a timer update) and renewed only when it is more
+	// than the slack off: rdl is the read deadline set, inBody says a
+	// body is being read, which a stale deadline must not cut short.
+	rdl      time.Time
+	inBody   bool
+	aborted  atomic.Bool
 	reused   bool
 	tlsState *tls.ConnectionState
 	// abort is the cancellation hook of its exchanges (made once).
@@ -72,10 +84,40 @@ type h1Conn struct {
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
-	n, err := c.conn.Read(p)
-	c.read += int64(n)
-	return n, err
+	for {
+		n, err := c.conn.Read(p)
+		c.read += int64(n)
+		if n > 0 || err == nil || !c.inBody || c.rdl.IsZero() || c.aborted.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, err
+		}
+		// The response-header deadline, left in place after the head,
+		// caught up with a slow body, which has no deadline: clear it
+		// and read on. An abort racing with the clearing is redone.
+		c.rdl = time.Time{}
+		c.conn.SetReadDeadline(time.Time{})
+		if c.aborted.Load() {
+			c.conn.SetDeadline(time.Unix(1, 0))
+			return 0, err
+		}
+	}
 }
+
+// armHeaderDeadline makes sure a response head is waited for at most d:
+// the deadline set for an earlier response stands if it falls at most an
+// eighth of d (and at most a second) short.
+func (c *h1Conn) armHeaderDeadline(d time.Duration) {
+	want := time.Now().Add(d)
+	if c.rdl.IsZero() || want.Sub(c.rdl) > min(time.Second, d/8) {
+		c.rdl = want
+		c.conn.SetReadDeadline(want)
+	}
+}
+
+// monoBase and monoNow give a monotonic clock that costs one clock read
+// (time.Now costs two): enough for pool bookkeeping.
+var monoBase = time.Now()
+
+func monoNow() time.Duration { return time.Since(monoBase) }
 
 // aliveCheckAfter is how long a pooled connection may sit idle before it
 // is checked (one non-blocking peek) for having been closed by the
@@ -90,14 +132,20 @@ var errStaleConn = errors.New("upstream closed an idle connection")
 
 // RoundTrip sends req and returns the response, whose Body must be closed.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.roundTrip(req.Context(), req)
+}
+
+// roundTrip is RoundTrip with the request's context given apart, which
+// spares the proxy a copy of the request made only to attach it.
+func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	key := poolKey{req.URL.Scheme, req.URL.Host}
 	noBody := req.Body == nil || req.Body == http.NoBody
 	for attempt := 0; ; attempt++ {
-		pc, err := t.getConn(req.Context(), key, req.URL)
+		pc, err := t.getConn(ctx, key, req.URL)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(pc, req)
+		resp, err := t.exchange(ctx, pc, req)
 		if err == errStaleConn && noBody && attempt < 2 {
 			continue
 		}
@@ -105,8 +153,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 }
 
-func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, error) {
-	ctx := req.Context()
+func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request) (*http.Response, error) {
 	var stop abortReg
 	if rc, ok := ctx.(*requestContext); ok {
 		stop.rc = rc // the server's request context: a hook without allocation
@@ -152,8 +199,9 @@ func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, e
 			bodyDone <- err
 		}()
 	}
+	pc.inBody = false
 	if t.responseHeader > 0 {
-		pc.conn.SetReadDeadline(time.Now().Add(t.responseHeader))
+		pc.armHeaderDeadline(t.responseHeader)
 	}
 	var resp *http.Response
 	for {
@@ -174,9 +222,7 @@ func (t *h1Transport) exchange(pc *h1Conn, req *http.Request) (*http.Response, e
 		}
 		break
 	}
-	if t.responseHeader > 0 {
-		pc.conn.SetReadDeadline(time.Time{})
-	}
+	pc.inBody = true // the header deadline may stay: see Read
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop.release()
 		if bodyDone != nil {
@@ -437,13 +483,13 @@ func (u *upgradedConn) CloseWrite() error {
 
 // getConn returns an idle connection to key, or dials one.
 func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hostname() string }) (*h1Conn, error) {
-	now := time.Now()
+	now := monoNow()
 	t.mu.Lock()
 	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
 		pc := list[len(list)-1]
 		list[len(list)-1] = nil
 		t.idle[key] = list[:len(list)-1]
-		if now.Sub(pc.idleAt) > t.idleTimeout {
+		if now-pc.idleAt > t.idleTimeout {
 			t.mu.Unlock()
 			pc.conn.Close()
 			t.mu.Lock()
@@ -453,7 +499,7 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 		// A connection idle for a while may have been closed by the
 		// upstream; look before using it (a read that would block means
 		// it is still open).
-		if now.Sub(pc.idleAt) > aliveCheckAfter && !pc.alive() {
+		if now-pc.idleAt > aliveCheckAfter && !pc.alive() {
 			pc.conn.Close()
 			t.mu.Lock()
 			continue
@@ -468,6 +514,12 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 func (pc *h1Conn) alive() bool {
 	if pc.br.Buffered() > 0 {
 		return false // unsolicited bytes: the framing is off
+	}
+	if !pc.rdl.IsZero() {
+		// A header deadline left from the last exchange would fail the
+		// peek below once it has passed.
+		pc.conn.SetReadDeadline(time.Time{})
+		pc.rdl = time.Time{}
 	}
 	raw := pc.conn
 	if tc, ok := raw.(*tls.Conn); ok {
@@ -492,6 +544,7 @@ func (pc *h1Conn) alive() bool {
 	pc.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
 	_, err := pc.conn.Read(make([]byte, 1))
 	pc.conn.SetReadDeadline(time.Time{})
+	pc.rdl = time.Time{}
 	return isTimeout(err)
 }
 
@@ -504,7 +557,11 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 			hostport = net.JoinHostPort(hostport, "80")
 		}
 	}
-	conn, err := t.dialer.DialContext(ctx, "tcp", hostport)
+	dial := t.dialConn
+	if dial == nil {
+		dial = t.dialer.DialContext
+	}
+	conn, err := dial(ctx, "tcp", hostport)
 	if err != nil {
 		return nil, err
 	}
@@ -512,6 +569,7 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 	pc.abort = func() {
 		// Unblock any read or write on the connection; it will not be
 		// reused.
+		pc.aborted.Store(true)
 		pc.conn.SetDeadline(time.Unix(1, 0))
 	}
 	if scheme == "https" {
@@ -546,7 +604,7 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 		pc.conn.Close() // bytes beyond the response: do not trust the framing
 		return
 	}
-	pc.idleAt = time.Now()
+	pc.idleAt = monoNow()
 	t.mu.Lock()
 	if t.closeIdleWasAsked || len(t.idle[pc.key]) >= t.maxIdlePerHost {
 		t.mu.Unlock()

@@ -258,3 +258,61 @@ func TestH1ClientDetectsClosedIdleConnection(t *testing.T) {
 		}
 	}
 }
+
+// The response-header deadline stays on a connection after the head (see
+// h1Conn.Read): a body slower than the header timeout must still arrive
+// whole, on a new connection and on a reused one, and a head that is late
+// on a reused connection must still time out.
+func TestH1ClientHeaderDeadlineSparesSlowBodies(t *testing.T) {
+	const timeout = 150 * time.Millisecond
+	s, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/late-head":
+			time.Sleep(3 * timeout)
+		case "/half-late-head":
+			time.Sleep(2 * timeout / 3)
+		}
+		w.Header().Set("Content-Length", "10")
+		w.WriteHeader(200)
+		io.WriteString(w, "first")
+		w.(http.Flusher).Flush()
+		if r.URL.Path == "/slow-body" {
+			time.Sleep(3 * timeout) // well past the header deadline
+		}
+		io.WriteString(w, "-last")
+	})
+	tr := newH1Transport(time.Second, timeout)
+	defer tr.CloseIdleConnections()
+	for i := range 3 {
+		req, _ := http.NewRequest("GET", s.URL+"/slow-body", nil)
+		resp, body := doH1(t, tr, req)
+		if resp.StatusCode != 200 || body != "first-last" {
+			t.Fatalf("request %d: got %d %q; want 200 %q", i, resp.StatusCode, body, "first-last")
+		}
+	}
+	// A quick exchange leaves its deadline in place. The next head must
+	// get a deadline of its own: one that comes soon after but takes
+	// most of the timeout, and one after the old deadline has passed
+	// while the connection sat in the pool (where it is peeked at).
+	for _, step := range []struct {
+		path  string
+		after time.Duration
+	}{{"/fast", timeout / 2}, {"/half-late-head", 2 * timeout}, {"/fast", 0}} {
+		req, _ := http.NewRequest("GET", s.URL+step.path, nil)
+		if resp, body := doH1(t, tr, req); resp.StatusCode != 200 || body != "first-last" {
+			t.Fatalf("%s: got %d %q; want 200 %q", step.path, resp.StatusCode, body, "first-last")
+		}
+		time.Sleep(step.after)
+	}
+	if got := conns.Load(); got != 1 {
+		t.Fatalf("connections: got %d; want 1 (kept alive across slow bodies)", got)
+	}
+	req, _ := http.NewRequest("GET", s.URL+"/late-head", nil)
+	start := time.Now()
+	if _, err := tr.RoundTrip(req); err == nil || !isTimeout(err) {
+		t.Fatalf("late head on a reused connection: got %v; want a timeout", err)
+	}
+	if took := time.Since(start); took > 2*timeout {
+		t.Fatalf("the late head took %v to time out; the timeout is %v", took, timeout)
+	}
+}

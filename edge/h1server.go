@@ -261,8 +261,10 @@ type serverConn struct {
 	br *bufio.Reader
 	bw *bufio.Writer
 
-	// The head of the request being read (reused request after request).
-	reqHead headBlock
+	// The head of the request being read and its header map (reused
+	// request after request).
+	reqHead   headBlock
+	reqHeader http.Header
 
 	cur atomic.Pointer[requestContext] // the latest request's context
 
@@ -753,7 +755,15 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	block := string(hb.buf)
 	method := block[:sp1]
 	target := block[targetAt : targetAt+len(targetB)]
-	header, fr, err := hb.header(block, true)
+	// The map is the connection's, reused request after request: a
+	// handler must not keep the request after it returns (as with the
+	// ResponseWriter). Values are new for each request.
+	if c.reqHeader == nil {
+		c.reqHeader = make(http.Header, 16)
+	} else {
+		clear(c.reqHeader)
+	}
+	header, fr, err := hb.header(c.reqHeader, block, true)
 	if err != nil {
 		return nil, nil, badRequest(err.Error())
 	}
@@ -1177,6 +1187,14 @@ func (w *response) Header() http.Header {
 		w.header = make(http.Header, 16)
 	}
 	return w.header
+}
+
+// adoptHeader makes h the response's header map, before WriteHeader; the
+// connection's own map stays for the next request.
+func (w *response) adoptHeader(h http.Header) {
+	if !w.wroteHeader {
+		w.header = h
+	}
 }
 
 func (w *response) WriteHeader(code int) {

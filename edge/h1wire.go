@@ -129,14 +129,18 @@ type framing struct {
 	clVal, te, host string
 }
 
-// header builds the header map of a head whose buffer became block.
-// Content-Length, Transfer-Encoding and Host are counted into fr; the
-// last two stay out of the map (net/http keeps them in the Request and
-// the TransferEncoding field), except that a response keeps Host. Value
-// slices share one backing array, each with a capacity of its length.
-func (h *headBlock) header(block string, request bool) (http.Header, framing, error) {
+// header fills header (a new map if nil; else an empty one the caller
+// reuses) from a head whose buffer became block. Content-Length,
+// Transfer-Encoding and Host are counted into fr; the last two stay out
+// of the map (net/http keeps them in the Request and the
+// TransferEncoding field), except that a response keeps Host. Value
+// slices share one backing array, new for each head, each with a
+// capacity of its length, so that they outlive a reused map.
+func (h *headBlock) header(header http.Header, block string, request bool) (http.Header, framing, error) {
 	var fr framing
-	header := make(http.Header, len(h.fields))
+	if header == nil {
+		header = make(http.Header, len(h.fields))
+	}
 	values := make([]string, len(h.fields))
 	for i, f := range h.fields {
 		name := textproto.CanonicalMIMEHeaderKey(block[f.name[0]:f.name[1]])
@@ -502,7 +506,7 @@ func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	block := string(hb.buf)
-	header, fr, err := hb.header(block, false)
+	header, fr, err := hb.header(nil, block, false)
 	if err != nil {
 		return nil, &badResponseError{err.Error()}
 	}

@@ -50,6 +50,17 @@ func copyEndToEnd(dst, src http.Header) {
 	}
 }
 
+// dropHopFields is removeHopHeaders in one pass over the fields (a map
+// may lose keys while it is ranged over).
+func dropHopFields(h http.Header) {
+	conn := h["Connection"]
+	for k := range h {
+		if isHopHeader(k) || len(conn) > 0 && hasToken(conn, k) {
+			delete(h, k)
+		}
+	}
+}
+
 // isHopHeader reports whether a canonical field name is in hopHeaders.
 func isHopHeader(k string) bool {
 	switch len(k) {
@@ -88,6 +99,15 @@ func upgradeType(h http.Header) string {
 		return ""
 	}
 	return up
+}
+
+// firstValue is h.Get(key) for a key already in canonical form, without
+// canonicalizing it again.
+func firstValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 func headerHasToken(h http.Header, name, token string) bool {

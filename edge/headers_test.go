@@ -291,7 +291,7 @@ func TestForwardedClientAddressForms(t *testing.T) {
 		x := &exchange{}
 		x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
 		h := http.Header{"Forwarded": {"for=spoofed"}, "X-Forwarded-For": {"6.6.6.6"}}
-		g.setForwarded(h, r, x)
+		g.setForwarded(&fieldSetter{h: h}, r, x)
 		if got := h.Get("X-Forwarded-For"); got != tc.xff {
 			t.Errorf("%s: X-Forwarded-For = %q; want %q", tc.remote, got, tc.xff)
 		}
@@ -350,6 +350,7 @@ func TestHeadersWithUnderscores(t *testing.T) {
 }
 
 // copyEndToEnd leaves exactly what removeHopHeaders leaves of a copy.
+// copyEndToEnd and dropHopFields are one-pass forms of removeHopHeaders.
 func TestCopyEndToEndMatchesRemoveHopHeaders(t *testing.T) {
 	names := append([]string{"X-A", "X-B", "Content-Type", "Keep-Alive-Ish", "Tee", "Upgrades"}, hopHeaders...)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -371,6 +372,16 @@ func TestCopyEndToEndMatchesRemoveHopHeaders(t *testing.T) {
 		for k := range want {
 			if _, ok := got[k]; !ok {
 				t.Fatalf("case %d: %v from %v; want %v", i, got, src, want)
+			}
+		}
+		inPlace := src.Clone()
+		dropHopFields(inPlace)
+		if len(inPlace) != len(want) {
+			t.Fatalf("case %d: dropHopFields left %v from %v; want %v", i, inPlace, src, want)
+		}
+		for k := range want {
+			if _, ok := inPlace[k]; !ok {
+				t.Fatalf("case %d: dropHopFields left %v from %v; want %v", i, inPlace, src, want)
 			}
 		}
 	}

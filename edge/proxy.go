@@ -22,7 +22,7 @@ import (
 // exchange is the state of one proxied request, for the access log and
 // metrics.
 type exchange struct {
-	start       time.Time
+	start       time.Duration // monoNow at the start
 	reqID       string
 	traceID     string
 	clientIP    netip.Addr
@@ -44,11 +44,14 @@ type exchange struct {
 // snapshot loaded at its start, so a reload never changes a request midway.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	snap := g.snap.Load()
-	x := &exchange{start: time.Now(), status: 0}
+	c := calls.Get().(*call)
+	defer c.release() // last: after finish
+	x := &c.x
+	x.start = monoNow()
 	g.metrics.inFlight.Inc()
 	defer g.metrics.inFlight.Dec()
 
-	x.reqID = r.Header.Get("X-Request-Id")
+	x.reqID = firstValue(r.Header, "X-Request-Id")
 	if !validRequestID(x.reqID) {
 		x.reqID = newID()
 	}
@@ -133,35 +136,37 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	upType := upgradeType(r.Header)
-	reqTraceparent := r.Header.Get("Traceparent")
-	reqUpgrade := r.Header.Get("Upgrade")
-	// The outbound header map shares the inbound values (never appended
-	// to in place: net/http gives each a capacity of its length) in a map
-	// sized for the headers added below, so that it does not grow.
-	hdr := make(http.Header, len(r.Header)+10)
+	reqTraceparent := firstValue(r.Header, "Traceparent")
+	reqUpgrade := firstValue(r.Header, "Upgrade")
+	// The outbound header map (the call's, reused) shares the inbound
+	// values, which are never appended to in place: each has a capacity
+	// of its length. The values added here share the call's array.
+	hdr := c.hdr
 	copyEndToEnd(hdr, r.Header)
+	f := fieldSetter{h: hdr, vals: c.vals[:0]}
 	wantTrailers := headerHasToken(r.Header, "Te", "trailers")
 	if wantTrailers {
-		hdr["Te"] = []string{"trailers"}
+		f.set("Te", "trailers")
 	}
 	if upType != "" {
-		hdr["Connection"] = []string{"Upgrade"}
-		hdr["Upgrade"] = []string{reqUpgrade}
+		f.set("Connection", "Upgrade")
+		f.set("Upgrade", reqUpgrade)
 	}
-	g.setForwarded(hdr, r, x)
+	g.setForwarded(&f, r, x)
 	// Only the gateway vouches for client certificates.
 	delete(hdr, "X-Forwarded-Client-Cert")
 	if g.clientAuth.Load() {
 		if st := tlsState(r); st != nil && len(st.VerifiedChains) > 0 {
-			hdr["X-Forwarded-Client-Cert"] = []string{clientCertHeader(st.VerifiedChains[0][0])}
+			f.set("X-Forwarded-Client-Cert", clientCertHeader(st.VerifiedChains[0][0]))
 			r = r.WithContext(context.WithValue(r.Context(), clientCertKey{}, st.VerifiedChains[0][0]))
 		}
 	}
-	hdr["X-Request-Id"] = []string{x.reqID}
+	f.set("X-Request-Id", x.reqID)
 	var tp string
 	tp, x.traceID = traceparent(reqTraceparent)
-	hdr["Traceparent"] = []string{tp}
-	hdr["Via"] = append(hdr["Via"], g.via(r.ProtoMajor, r.ProtoMinor))
+	f.set("Traceparent", tp)
+	f.add("Via", g.via(r.ProtoMajor, r.ProtoMinor))
+	c.vals = f.vals[:0] // keep a grown array for the next request
 	if !rt.reqOps.empty() {
 		rt.reqOps.apply(hdr)
 	}
@@ -215,7 +220,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		tried = append(tried, t)
 		x.target = t.URL.Host
 		x.attempts = attempt + 1
-		u := outURL
+		h1, isH1 := svc.transport.(*h1Transport)
+		if !isH1 {
+			// Other transports may read the request after RoundTrip
+			// returns (net/http's HTTP/2 encodes headers on its own
+			// goroutine): the call's map and URL are theirs.
+			c.reuse = false
+		}
+		u := &c.url
+		if attempt > 0 || !isH1 {
+			u = new(url.URL)
+		}
+		*u = outURL
 		u.Scheme, u.Host = t.URL.Scheme, t.URL.Host
 		if bp := strings.TrimSuffix(t.URL.Path, "/"); bp != "" {
 			u.Path = bp + u.Path
@@ -223,10 +239,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				u.RawPath = strings.TrimSuffix(t.URL.EscapedPath(), "/") + u.RawPath
 			}
 		}
-		// Built on the stack; WithContext below makes the one heap copy.
+		// Built on the stack; the HTTP/1 transport takes it (or the
+		// call's copy) with the context apart, others a WithContext copy.
 		outv := http.Request{
 			Method:     r.Method,
-			URL:        &u,
+			URL:        u,
 			Proto:      "HTTP/1.1",
 			ProtoMajor: 1,
 			ProtoMinor: 1,
@@ -250,11 +267,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// reading from a previous attempt.
 			outv.Header = hdr.Clone()
 		}
-		out := outv.WithContext(ctx)
 		done = t.Begin()
-		upStart := time.Now()
-		resp, err = svc.transport.RoundTrip(out)
-		x.upstreamDur += time.Since(upStart)
+		upStart := monoNow()
+		switch {
+		case isH1 && attempt == 0 && outv.Body == nil:
+			// Without a body no goroutine of the transport outlives the
+			// exchange, so the call's Request can carry it.
+			c.out = outv
+			resp, err = h1.roundTrip(ctx, &c.out)
+		default:
+			resp, err = svc.transport.RoundTrip(outv.WithContext(ctx))
+		}
+		x.upstreamDur += monoNow() - upStart
 		if err != nil {
 			if body != nil && body.readErr() != nil {
 				done(upstream.Success) // the client's body failed, not the target
@@ -316,7 +340,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	wh := w.Header()
-	copyEndToEnd(wh, resp.Header)
+	if a, ok := w.(headerAdopter); ok && len(wh) == 0 {
+		// The upstream's map is this request's alone: it becomes the
+		// response's, rather than be copied field by field.
+		dropHopFields(resp.Header)
+		a.adoptHeader(resp.Header)
+		wh = resp.Header
+	} else {
+		copyEndToEnd(wh, resp.Header)
+	}
 	wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
 	if len(resp.Trailer) > 0 {
 		names := make([]string, 0, len(resp.Trailer))
@@ -331,7 +363,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
 
-	flush := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	flush := resp.ContentLength == -1 || strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
 	n, err := copyBody(w, resp.Body, flush, rt.maxRespBody)
 	x.bytesOut = n
 	if body != nil {
@@ -364,7 +396,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // setForwarded writes Forwarded (RFC 7239) and X-Forwarded-For/Proto/Host.
 // Headers from a trusted proxy are extended; from anyone else they are
 // replaced, so a client cannot forge its address.
-func (g *Gateway) setForwarded(h http.Header, r *http.Request, x *exchange) {
+func (g *Gateway) setForwarded(f *fieldSetter, r *http.Request, x *exchange) {
+	h := f.h
 	proto := "http"
 	if isTLS(r) {
 		proto = "https"
@@ -380,22 +413,16 @@ func (g *Gateway) setForwarded(h http.Header, r *http.Request, x *exchange) {
 	if x.clientIPStr != "" {
 		ip = x.clientIPStr
 	}
-	// One backing array for the fields' value slices; each has a
-	// capacity of its length, so an append elsewhere copies.
-	vals := make([]string, 0, 4)
 	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-		vals = append(vals, strings.Join(prior, ", ")+", "+ip)
+		f.set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
 	} else {
-		vals = append(vals, ip)
+		f.set("X-Forwarded-For", ip)
 	}
-	h["X-Forwarded-For"] = vals[0:1:1]
 	if len(h["X-Forwarded-Proto"]) == 0 {
-		vals = append(vals, proto)
-		h["X-Forwarded-Proto"] = vals[len(vals)-1 : len(vals) : len(vals)]
+		f.set("X-Forwarded-Proto", proto)
 	}
 	if len(h["X-Forwarded-Host"]) == 0 && r.Host != "" {
-		vals = append(vals, r.Host)
-		h["X-Forwarded-Host"] = vals[len(vals)-1 : len(vals) : len(vals)]
+		f.set("X-Forwarded-Host", r.Host)
 	}
 	node := "unknown"
 	if x.clientIP.IsValid() {
@@ -414,12 +441,71 @@ func (g *Gateway) setForwarded(h http.Header, r *http.Request, x *exchange) {
 		b.WriteString(";host=")
 		b.WriteString(quoteForwarded(r.Host))
 	}
-	if prior := h["Forwarded"]; len(prior) > 0 {
-		h["Forwarded"] = append(prior, b.String())
-	} else {
-		vals = append(vals, b.String())
-		h["Forwarded"] = vals[len(vals)-1 : len(vals) : len(vals)]
+	f.add("Forwarded", b.String())
+}
+
+// headerAdopter is a ResponseWriter that can take a header map the
+// handler owns as its own (the HTTP/1 server's response).
+type headerAdopter interface {
+	adoptHeader(h http.Header)
+}
+
+// fieldSetter sets header fields whose values share one backing array,
+// each value slice with a capacity of its length, so that an append
+// elsewhere copies rather than overwrite a neighbour.
+type fieldSetter struct {
+	h    http.Header
+	vals []string
+}
+
+// set replaces the field name with the one value v.
+func (f *fieldSetter) set(name, v string) {
+	f.vals = append(f.vals, v)
+	n := len(f.vals)
+	f.h[name] = f.vals[n-1 : n : n]
+}
+
+// add appends v to the field name's values.
+func (f *fieldSetter) add(name, v string) {
+	if prior := f.h[name]; len(prior) > 0 {
+		f.h[name] = append(prior, v) // prior's capacity is its length: a copy
+		return
 	}
+	f.set(name, v)
+}
+
+// call is what ServeHTTP needs for one request and may reuse for the
+// next once the request is done: the exchange, the outbound header map
+// and URL, and the array behind the values the gateway adds.
+type call struct {
+	x     exchange
+	hdr   http.Header
+	url   url.URL
+	out   http.Request
+	vals  []string
+	reuse bool // no transport may still read hdr or url
+}
+
+var calls = sync.Pool{New: func() any {
+	return &call{hdr: make(http.Header, 16), vals: make([]string, 0, 12), reuse: true}
+}}
+
+// maxPooledHeader bounds the outbound header maps kept for reuse: one
+// grown by a request with many fields would make every clear slow.
+const maxPooledHeader = 64
+
+// release puts the call back in the pool, unless a transport may still
+// hold its header map or URL, or the map grew large.
+func (c *call) release() {
+	if !c.reuse || len(c.hdr) > maxPooledHeader {
+		return
+	}
+	c.x = exchange{}
+	clear(c.hdr)
+	clear(c.vals[:cap(c.vals)])
+	c.url = url.URL{}
+	c.out = http.Request{}
+	calls.Put(c)
 }
 
 // clientAddr parses a request's RemoteAddr into the client's address

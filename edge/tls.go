@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -206,7 +205,7 @@ func (s *TLSServer) SetSessionTicketKeys(keys [][32]byte) {
 // attacker could replay, and serves the rest like any other request.
 func (g *Gateway) serveHTTP3(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && !r.TLS.HandshakeComplete && !safeMethod(r.Method) {
-		x := &exchange{start: time.Now(), reqID: newID(), host: normalizeHost(r.Host)}
+		x := &exchange{start: monoNow(), reqID: newID(), host: normalizeHost(r.Host)}
 		g.fail(w, r, x, &proxyError{status: http.StatusTooEarly, title: "Too Early", detail: r.Method + " requests are not accepted in TLS early data; retry after the handshake"})
 		g.finish(r, x)
 		return
