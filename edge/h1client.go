@@ -81,6 +81,8 @@ type h1Conn struct {
 	abort func()
 	// The parsing buffer, reused response after response.
 	head headBlock
+	// The response readResponse returned last.
+	last *h1Response
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -233,7 +235,8 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		return resp, nil
 	}
 	reusable := !resp.Close && !req.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0 || resp.Body == http.NoBody)
-	eb := &h1Body{pc: pc, rc: resp.Body, stop: stop, bodyDone: bodyDone, reusable: reusable}
+	eb := &pc.last.body
+	*eb = h1Body{pc: pc, rc: resp.Body, stop: stop, bodyDone: bodyDone, reusable: reusable}
 	if resp.Body == http.NoBody || resp.ContentLength == 0 {
 		eb.finish(true)
 		resp.Body = http.NoBody

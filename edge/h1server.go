@@ -274,7 +274,10 @@ type serverConn struct {
 	// byte is the next pipelined request and is kept in stash.
 	watch       *time.Timer
 	wmu         sync.Mutex
+	warmed      bool          // watch is armed
+	closed      bool          // the connection is done: the watch must not start
 	wreq        *requestState // the request being watched; nil between requests
+	wstart      time.Duration // monoNow when wreq began
 	wdone       chan struct{} // closed when the watching read returns
 	stash       [1]byte
 	stashed     bool
@@ -293,7 +296,8 @@ type serverConn struct {
 
 // requestState is what the disconnect watch needs of a request.
 type requestState struct {
-	requestContext // the request's context; one allocation for both
+	requestContext // the request's context; one allocation for all
+	url            url.URL
 	bodyDone       atomic.Bool
 	watchOK        bool // neither an upgrade nor a body still being read
 }
@@ -316,6 +320,12 @@ func (c *serverConn) Read(p []byte) (int, error) {
 
 func (c *serverConn) serve() {
 	defer func() {
+		c.wmu.Lock()
+		c.closed = true
+		if c.watch != nil {
+			c.watch.Stop()
+		}
+		c.wmu.Unlock()
 		if c.hijacked {
 			return // forgotten when it was taken over
 		}
@@ -547,29 +557,47 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 }
 
 // startWatch arms the disconnect watch for a request.
+//
+// The timer is not stopped when a request ends and re-armed when the next
+// begins (two timer updates per request): it stays armed, and when it
+// fires it looks at the request then in flight, if any, and waits out
+// what that request still lacks of disconnectCheckAfter. A connection
+// between requests leaves it unarmed until the next.
 func (c *serverConn) startWatch(rs *requestState) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.wreq = rs
 	c.wdone = nil
-	if c.watch == nil {
+	c.wstart = monoNow()
+	switch {
+	case c.watch == nil:
 		c.watch = time.AfterFunc(disconnectCheckAfter, c.watchFired)
-	} else {
+		c.warmed = true
+	case !c.warmed:
 		c.watch.Reset(disconnectCheckAfter)
+		c.warmed = true
 	}
 }
 
 func (c *serverConn) watchFired() {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.warmed = false
 	rs := c.wreq
-	if rs == nil || c.wdone != nil {
+	if rs == nil || c.wdone != nil || c.closed {
+		return
+	}
+	if ran := monoNow() - c.wstart; ran < disconnectCheckAfter {
+		// A request that began after the timer was armed.
+		c.watch.Reset(disconnectCheckAfter - ran)
+		c.warmed = true
 		return
 	}
 	if !rs.bodyDone.Load() || c.br.Buffered() > 0 {
 		// The handler still reads the body, or the next request is
 		// already here (so the client is too): look again later.
 		c.watch.Reset(disconnectCheckAfter)
+		c.warmed = true
 		return
 	}
 	// The connection may still carry the keep-alive deadline (see
@@ -600,7 +628,6 @@ func (c *serverConn) stopWatch() {
 		c.wmu.Unlock()
 		return
 	}
-	c.watch.Stop()
 	done := c.wdone
 	c.wreq = nil
 	c.wdone = nil
@@ -790,11 +817,14 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		TLS:        c.tls,
 	}
 	req.Proto = proto
+	rs := &requestState{}
 	switch {
 	case target == "*" && method == http.MethodOptions:
 		req.URL = &url.URL{Path: "*"}
 	case method == http.MethodConnect && target[0] != '/':
 		req.URL = &url.URL{Host: target}
+	case parseOriginForm(target, &rs.url):
+		req.URL = &rs.url
 	default:
 		u, err := url.ParseRequestURI(target)
 		if err != nil {
@@ -818,7 +848,6 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		req.Close = true
 	}
 	// Framing (RFC 9112 6).
-	rs := &requestState{}
 	switch {
 	case tes > 0 && cls > 0:
 		return nil, nil, badRequest("request has both Content-Length and Transfer-Encoding; refused as a request smuggling attempt")
@@ -878,6 +907,42 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	}
 	return out, rs, nil
 }
+
+// parseOriginForm is url.ParseRequestURI for the common request target:
+// an origin-form path of characters that need no escaping, and a query.
+// It reports false, leaving u alone, for anything else (percent-encoding,
+// characters url.URL would escape, an empty query), which the caller
+// parses in full.
+func parseOriginForm(target string, u *url.URL) bool {
+	if target == "" || target[0] != '/' {
+		return false
+	}
+	path, query, hasQuery := strings.Cut(target, "?")
+	if hasQuery && query == "" {
+		return false // ForceQuery
+	}
+	for i := 0; i < len(path); i++ {
+		if !pathByteAsIs[path[i]] {
+			return false
+		}
+	}
+	*u = url.URL{Path: path, RawQuery: query}
+	return true
+}
+
+// pathByteAsIs marks the bytes url.URL keeps unescaped in a path (see
+// net/url's shouldEscape for encodePath).
+var pathByteAsIs = func() (t [256]bool) {
+	for c := range 256 {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+			t[c] = true
+		case strings.IndexByte("-_.~$&+,/:;=@", byte(c)) >= 0:
+			t[c] = true
+		}
+	}
+	return t
+}()
 
 func protoString(major, minor int, b []byte) string {
 	switch {

@@ -428,6 +428,13 @@ func (r *chunkedReader) readTrailers() error {
 func (r *chunkedReader) Close() error { return nil }
 
 // lengthReader reads a body of known length from br.
+// h1Response is what one upstream response needs, allocated at once.
+type h1Response struct {
+	resp http.Response
+	lr   lengthReader
+	body h1Body
+}
+
 type lengthReader struct {
 	br     *bufio.Reader
 	remain int64
@@ -511,7 +518,12 @@ func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 		return nil, &badResponseError{err.Error()}
 	}
 	cls, tes, clVal, te := fr.cls, fr.tes, fr.clVal, fr.te
-	resp := &http.Response{
+	// The response, its body's reader and the transport's body wrapper
+	// are one allocation (pc.last, for exchange).
+	hr := &h1Response{}
+	pc.last = hr
+	resp := &hr.resp
+	*resp = http.Response{
 		Status:     block[:statusEnd],
 		StatusCode: code,
 		ProtoMajor: 1,
@@ -563,7 +575,8 @@ func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 		resp.Body = http.NoBody
 	case cl > 0:
 		resp.ContentLength = cl
-		resp.Body = &lengthReader{br: br, remain: cl}
+		hr.lr = lengthReader{br: br, remain: cl}
+		resp.Body = &hr.lr
 	default:
 		// No framing: the body runs to the close.
 		resp.ContentLength = -1

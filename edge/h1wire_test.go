@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -114,4 +116,40 @@ func FuzzReadResponse(f *testing.F) {
 			t.Fatalf("read %d body bytes; Content-Length %d", n, resp.ContentLength)
 		}
 	})
+}
+
+// parseOriginForm must agree with url.ParseRequestURI wherever it takes a
+// target, and leave the rest to it.
+func TestParseOriginFormMatchesURL(t *testing.T) {
+	alphabet := "/?%#az AZ09-_.~$&+,:;=@!'()*[]{}\"<>|\\^`\x80\xff"
+	rng := rand.New(rand.NewPCG(3, 4))
+	targets := []string{"/", "/a/b", "/a?b=c", "/a?", "/a??", "//x/y", "/a#f", "/%41", "/a b", "*", "http://h/p", "/é"}
+	for range 20000 {
+		b := []byte{'/'}
+		for range rng.IntN(12) {
+			b = append(b, alphabet[rng.IntN(len(alphabet))])
+		}
+		targets = append(targets, string(b))
+	}
+	taken := 0
+	for _, target := range targets {
+		var u url.URL
+		if !parseOriginForm(target, &u) {
+			continue
+		}
+		taken++
+		want, err := url.ParseRequestURI(target)
+		if err != nil {
+			t.Fatalf("%q: taken, but url.ParseRequestURI refuses it: %v", target, err)
+		}
+		if u != *want {
+			t.Fatalf("%q: got %#v; want %#v", target, u, *want)
+		}
+		if got := u.RequestURI(); got != target {
+			t.Fatalf("%q: RequestURI %q", target, got)
+		}
+	}
+	if taken < len(targets)/10 {
+		t.Fatalf("only %d of %d targets taken: the fast path is not exercised", taken, len(targets))
+	}
 }

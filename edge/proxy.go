@@ -209,7 +209,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	var tried []*upstream.Target
 	var resp *http.Response
-	var done func(upstream.Outcome)
+	var att targetTurn
 	for attempt := 0; ; attempt++ {
 		t, err := svc.pool.Pick(r, x.clientIPStr, tried)
 		if err != nil {
@@ -267,7 +267,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// reading from a previous attempt.
 			outv.Header = hdr.Clone()
 		}
-		done = t.Begin()
+		att = targetTurn{t: t, open: true}
+		t.Start()
 		upStart := monoNow()
 		switch {
 		case isH1 && attempt == 0 && outv.Body == nil:
@@ -281,18 +282,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.upstreamDur += monoNow() - upStart
 		if err != nil {
 			if body != nil && body.readErr() != nil {
-				done(upstream.Success) // the client's body failed, not the target
+				att.end(upstream.Success) // the client's body failed, not the target
 				g.bodyFailed(w, r, x, body, body.readErr())
 				return
 			}
 			if r.Context().Err() != nil {
-				done(upstream.Success)
+				att.end(upstream.Success)
 				x.status = 499 // client closed the request (nginx's code)
 				x.errKind = "client_canceled"
 				return
 			}
 			pe := classify(err, ctx)
-			done(upstream.Failure)
+			att.end(upstream.Failure)
 			x.errKind = pe.proxyStatus
 			if canRetry && attempt < retry.attempts && retry.retryError(pe) && retry.budget.allow() {
 				g.metrics.retries.WithLabelValues(svc.name).Inc()
@@ -308,7 +309,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if canRetry && attempt < retry.attempts && retry.retryStatus(resp.StatusCode) && retry.budget.allow() {
 			drainClose(resp.Body)
-			done(upstream.Failure)
+			att.end(upstream.Failure)
 			g.metrics.retries.WithLabelValues(svc.name).Inc()
 			if !sleepCtx(ctx, retry.backoff(attempt+1)) {
 				g.fail(w, r, x, classify(ctx.Err(), ctx))
@@ -323,7 +324,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		outcome = upstream.Failure
 	}
-	defer func() { done(outcome) }()
+	defer func() { att.end(outcome) }()
 	if body != nil {
 		x.bytesIn = body.n.Load()
 	}
@@ -381,7 +382,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			x.errKind = "client_canceled"
 		}
-		done(outcome)
+		att.end(outcome)
 		g.finish(r, x) // before the panic unwinds; finish runs once
 		panic(http.ErrAbortHandler)
 	}
@@ -442,6 +443,20 @@ func (g *Gateway) setForwarded(f *fieldSetter, r *http.Request, x *exchange) {
 		b.WriteString(quoteForwarded(r.Host))
 	}
 	f.add("Forwarded", b.String())
+}
+
+// targetTurn is one request's turn at a target: Start counted it in flight,
+// end reports its outcome once.
+type targetTurn struct {
+	t    *upstream.Target
+	open bool
+}
+
+func (a *targetTurn) end(o upstream.Outcome) {
+	if a.open {
+		a.open = false
+		a.t.Finish(o)
+	}
 }
 
 // headerAdopter is a ResponseWriter that can take a header map the

@@ -101,15 +101,24 @@ func (t *Target) String() string { return t.URL.Redacted() }
 // detection. Calls after the first are ignored, so a deferred safety call
 // cannot corrupt the counters.
 func (t *Target) Begin() func(Outcome) {
-	t.st.inFlight.Add(1)
+	t.Start()
 	var finished atomic.Bool
 	return func(o Outcome) {
 		if !finished.CompareAndSwap(false, true) {
 			return
 		}
-		t.st.inFlight.Add(-1)
-		t.report(o)
+		t.Finish(o)
 	}
+}
+
+// Start and Finish are Begin without its allocation, for a caller that
+// makes sure each Start has exactly one Finish.
+func (t *Target) Start() { t.st.inFlight.Add(1) }
+
+// Finish ends a request counted by Start with its outcome.
+func (t *Target) Finish(o Outcome) {
+	t.st.inFlight.Add(-1)
+	t.report(o)
 }
 
 // report feeds an outcome into passive outlier detection, under the policy
