@@ -134,12 +134,13 @@ var errStaleConn = errors.New("upstream closed an idle connection")
 
 // RoundTrip sends req and returns the response, whose Body must be closed.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.roundTrip(req.Context(), req)
+	return t.roundTrip(req.Context(), req, nil)
 }
 
 // roundTrip is RoundTrip with the request's context given apart, which
-// spares the proxy a copy of the request made only to attach it.
-func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+// spares the proxy a copy of the request made only to attach it, and
+// with the header as edits (oh) when not nil, in place of req.Header.
+func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outHeader) (*http.Response, error) {
 	key := poolKey{req.URL.Scheme, req.URL.Host}
 	noBody := req.Body == nil || req.Body == http.NoBody
 	for attempt := 0; ; attempt++ {
@@ -147,7 +148,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request) (*http.R
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, pc, req)
+		resp, err := t.exchange(ctx, pc, req, oh)
 		if err == errStaleConn && noBody && attempt < 2 {
 			continue
 		}
@@ -155,7 +156,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request) (*http.R
 	}
 }
 
-func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request) (*http.Response, error) {
+func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, oh *outHeader) (*http.Response, error) {
 	var stop abortReg
 	if rc, ok := ctx.(*requestContext); ok {
 		stop.rc = rc // the server's request context: a hook without allocation
@@ -172,7 +173,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		return nil, err
 	}
 	pc.read = 0
-	chunked, err := writeRequestHead(pc.bw, req)
+	chunked, err := writeRequestHead(pc.bw, req, oh)
 	if err != nil {
 		return fail(err)
 	}
@@ -251,9 +252,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &te) && te.Timeout()
 }
 
-// writeRequestHead writes the request line and headers. It reports whether
-// the body is sent chunked (unknown length).
-func writeRequestHead(w *bufio.Writer, req *http.Request) (chunked bool, err error) {
+// writeRequestHead writes the request line and headers (req.Header, or
+// oh if not nil). It reports whether the body is sent chunked (unknown
+// length).
+func writeRequestHead(w *bufio.Writer, req *http.Request, oh *outHeader) (chunked bool, err error) {
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
 	if u := req.URL; u.Opaque == "" && !u.ForceQuery {
@@ -280,19 +282,25 @@ func writeRequestHead(w *bufio.Writer, req *http.Request) (chunked bool, err err
 	}
 	w.WriteString(host)
 	w.WriteString("\r\n")
-	for k, vs := range req.Header {
-		switch k {
-		case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Expect":
-			continue // framing is ours to write; 100-continue was handled with the client
-		}
-		for _, v := range vs {
-			if !validHeaderValue(v) {
-				return false, fmt.Errorf("invalid value for header %s", k)
+	if oh == nil {
+		for k, vs := range req.Header {
+			if err := writeFieldLines(w, k, vs...); err != nil {
+				return false, err
 			}
-			w.WriteString(k)
-			w.WriteString(": ")
-			w.WriteString(v)
-			w.WriteString("\r\n")
+		}
+	} else {
+		for k, vs := range oh.in {
+			if !oh.forwards(k) {
+				continue
+			}
+			if err := writeFieldLines(w, k, vs...); err != nil {
+				return false, err
+			}
+		}
+		for _, f := range oh.extra {
+			if err := writeFieldLines(w, f.name, f.value); err != nil {
+				return false, err
+			}
 		}
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
@@ -320,6 +328,25 @@ func writeRequestHead(w *bufio.Writer, req *http.Request) (chunked bool, err err
 	}
 	_, err = w.WriteString("\r\n")
 	return chunked, err
+}
+
+// writeFieldLines writes a request field's lines, but not the fields whose
+// framing is ours to write (100-continue was handled with the client).
+func writeFieldLines(w *bufio.Writer, k string, vs ...string) error {
+	switch k {
+	case "Host", "Content-Length", "Transfer-Encoding", "Trailer", "Expect":
+		return nil
+	}
+	for _, v := range vs {
+		if !validHeaderValue(v) {
+			return fmt.Errorf("invalid value for header %s", k)
+		}
+		w.WriteString(k)
+		w.WriteString(": ")
+		w.WriteString(v)
+		w.WriteString("\r\n")
+	}
+	return nil
 }
 
 func methodExpectsBody(m string) bool {

@@ -50,6 +50,98 @@ func copyEndToEnd(dst, src http.Header) {
 	}
 }
 
+// outHeader is the header of a request going upstream, kept as edits of
+// the inbound header rather than as a copy of it: the inbound fields that
+// are end-to-end and neither replaced nor removed, then the fields the
+// gateway sets or adds, in order. The HTTP/1 transport writes it as it
+// stands (writeRequestHead); other transports take the map header builds.
+// The inbound header is only read.
+type outHeader struct {
+	in    http.Header
+	conn  []string // in's Connection values: the names they list are hop-by-hop
+	drop  []string // canonical names of inbound fields not forwarded
+	extra []headerField
+}
+
+type headerField struct{ name, value string }
+
+// reset starts the edits of a new inbound header, keeping the slices.
+func (o *outHeader) reset(in http.Header) {
+	o.in = in
+	o.conn = in["Connection"]
+	clear(o.drop)
+	o.drop = o.drop[:0]
+	clear(o.extra)
+	o.extra = o.extra[:0]
+}
+
+// forwards reports whether the inbound field k goes upstream.
+func (o *outHeader) forwards(k string) bool {
+	if isHopHeader(k) || len(o.conn) > 0 && hasToken(o.conn, k) {
+		return false
+	}
+	for _, d := range o.drop {
+		if d == k {
+			return false
+		}
+	}
+	return true
+}
+
+// get returns the values of k that would go upstream.
+func (o *outHeader) get(k string) []string {
+	var vs []string
+	if o.forwards(k) {
+		vs = o.in[k]
+	}
+	for _, f := range o.extra {
+		if f.name == k {
+			vs = append(vs[:len(vs):len(vs)], f.value) // never into in's array
+		}
+	}
+	return vs
+}
+
+// del removes every value of k.
+func (o *outHeader) del(k string) {
+	if o.in[k] != nil && o.forwards(k) {
+		o.drop = append(o.drop, k)
+	}
+	kept := o.extra[:0]
+	for _, f := range o.extra {
+		if f.name != k {
+			kept = append(kept, f)
+		}
+	}
+	clear(o.extra[len(kept):])
+	o.extra = kept
+}
+
+// set replaces the values of k with v.
+func (o *outHeader) set(k, v string) {
+	o.del(k)
+	o.extra = append(o.extra, headerField{k, v})
+}
+
+// add appends v to the values of k.
+func (o *outHeader) add(k, v string) {
+	o.extra = append(o.extra, headerField{k, v})
+}
+
+// header adds the fields to h (empty) and returns it.
+func (o *outHeader) header(h http.Header) http.Header {
+	for k, vs := range o.in {
+		if o.forwards(k) {
+			h[k] = vs[:len(vs):len(vs)] // an append copies
+		}
+	}
+	for _, f := range o.extra {
+		vs := h[f.name]
+		h[f.name] = append(vs[:len(vs):len(vs)], f.value)
+	}
+	return h
+}
+
 // dropHopFields is removeHopHeaders in one pass over the fields (a map
 // may lose keys while it is ranged over).
 func dropHopFields(h http.Header) {

@@ -1,12 +1,18 @@
 package edge
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"reflect"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -291,7 +297,10 @@ func TestForwardedClientAddressForms(t *testing.T) {
 		x := &exchange{}
 		x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
 		h := http.Header{"Forwarded": {"for=spoofed"}, "X-Forwarded-For": {"6.6.6.6"}}
-		g.setForwarded(&fieldSetter{h: h}, r, x)
+		var o outHeader
+		o.reset(h)
+		g.setForwarded(&o, r, x)
+		h = o.header(http.Header{})
 		if got := h.Get("X-Forwarded-For"); got != tc.xff {
 			t.Errorf("%s: X-Forwarded-For = %q; want %q", tc.remote, got, tc.xff)
 		}
@@ -382,6 +391,72 @@ func TestCopyEndToEndMatchesRemoveHopHeaders(t *testing.T) {
 		for k := range want {
 			if _, ok := inPlace[k]; !ok {
 				t.Fatalf("case %d: dropHopFields left %v from %v; want %v", i, inPlace, src, want)
+			}
+		}
+	}
+}
+
+// outHeader's edits must give what the same operations give on a map
+// copy of the inbound header, both as a map (other transports) and as the
+// field lines the HTTP/1 transport writes.
+func TestOutHeaderMatchesMapEdits(t *testing.T) {
+	names := []string{"X-A", "X-B", "Via", "Forwarded", "X-Forwarded-For", "Te", "Keep-Alive", "Upgrade", "Accept"}
+	rng := rand.New(rand.NewPCG(5, 6))
+	var o outHeader // reused, as the proxy's pool does
+	for i := range 3000 {
+		in := http.Header{}
+		for range rng.IntN(6) {
+			k := names[rng.IntN(len(names))]
+			in[k] = append(in[k], "in"+strconv.Itoa(rng.IntN(9)))
+		}
+		if rng.IntN(3) == 0 {
+			in["Connection"] = []string{"x-b, close"}
+		}
+		want := http.Header{}
+		copyEndToEnd(want, in)
+		o.reset(in)
+		for range rng.IntN(8) {
+			k, v := names[rng.IntN(len(names))], "v"+strconv.Itoa(rng.IntN(9))
+			switch rng.IntN(3) {
+			case 0:
+				o.set(k, v)
+				want[k] = []string{v}
+			case 1:
+				o.add(k, v)
+				want[k] = append(want[k][:len(want[k]):len(want[k])], v)
+			case 2:
+				o.del(k)
+				delete(want, k)
+			}
+			if got, w := o.get(k), want[k]; !slices.Equal(got, w) {
+				t.Fatalf("case %d: get(%s) = %q; want %q", i, k, got, w)
+			}
+		}
+		if got := o.header(http.Header{}); !reflect.DeepEqual(got, want) {
+			t.Fatalf("case %d: header() = %v; want %v (from %v)", i, got, want, in)
+		}
+		var buf bytes.Buffer
+		bw := bufio.NewWriter(&buf)
+		req := &http.Request{Method: "GET", URL: &url.URL{Path: "/"}, Host: "h"}
+		if _, err := writeRequestHead(bw, req, &o); err != nil {
+			t.Fatal(err)
+		}
+		bw.Flush()
+		written, err := http.ReadRequest(bufio.NewReader(&buf))
+		if err != nil {
+			t.Fatalf("case %d: the written head does not parse: %v\n%s", i, err, buf.String())
+		}
+		if len(want) == 0 {
+			want = http.Header{}
+		}
+		if !reflect.DeepEqual(written.Header, want) {
+			t.Fatalf("case %d: wrote %v; want %v (from %v)", i, written.Header, want, in)
+		}
+		for k, vs := range in { // the inbound header is only read
+			for _, v := range vs {
+				if !strings.HasPrefix(v, "in") && k != "Connection" {
+					t.Fatalf("case %d: inbound %s changed to %q", i, k, vs)
+				}
 			}
 		}
 	}

@@ -138,37 +138,34 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	upType := upgradeType(r.Header)
 	reqTraceparent := firstValue(r.Header, "Traceparent")
 	reqUpgrade := firstValue(r.Header, "Upgrade")
-	// The outbound header map (the call's, reused) shares the inbound
-	// values, which are never appended to in place: each has a capacity
-	// of its length. The values added here share the call's array.
-	hdr := c.hdr
-	copyEndToEnd(hdr, r.Header)
-	f := fieldSetter{h: hdr, vals: c.vals[:0]}
+	// The outbound header: the inbound one seen through the edits below
+	// (the call's, reused), never a copy of it.
+	oh := &c.oh
+	oh.reset(r.Header)
 	wantTrailers := headerHasToken(r.Header, "Te", "trailers")
 	if wantTrailers {
-		f.set("Te", "trailers")
+		oh.set("Te", "trailers")
 	}
 	if upType != "" {
-		f.set("Connection", "Upgrade")
-		f.set("Upgrade", reqUpgrade)
+		oh.set("Connection", "Upgrade")
+		oh.set("Upgrade", reqUpgrade)
 	}
-	g.setForwarded(&f, r, x)
+	g.setForwarded(oh, r, x)
 	// Only the gateway vouches for client certificates.
-	delete(hdr, "X-Forwarded-Client-Cert")
+	oh.del("X-Forwarded-Client-Cert")
 	if g.clientAuth.Load() {
 		if st := tlsState(r); st != nil && len(st.VerifiedChains) > 0 {
-			f.set("X-Forwarded-Client-Cert", clientCertHeader(st.VerifiedChains[0][0]))
+			oh.set("X-Forwarded-Client-Cert", clientCertHeader(st.VerifiedChains[0][0]))
 			r = r.WithContext(context.WithValue(r.Context(), clientCertKey{}, st.VerifiedChains[0][0]))
 		}
 	}
-	f.set("X-Request-Id", x.reqID)
+	oh.set("X-Request-Id", x.reqID)
 	var tp string
 	tp, x.traceID = traceparent(reqTraceparent)
-	f.set("Traceparent", tp)
-	f.add("Via", g.via(r.ProtoMajor, r.ProtoMinor))
-	c.vals = f.vals[:0] // keep a grown array for the next request
+	oh.set("Traceparent", tp)
+	oh.add("Via", g.via(r.ProtoMajor, r.ProtoMinor))
 	if !rt.reqOps.empty() {
-		rt.reqOps.apply(hdr)
+		rt.reqOps.applyOut(oh)
 	}
 	host := r.Host
 	if rt.hostRewrite != "" {
@@ -221,12 +218,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.target = t.URL.Host
 		x.attempts = attempt + 1
 		h1, isH1 := svc.transport.(*h1Transport)
-		if !isH1 {
-			// Other transports may read the request after RoundTrip
-			// returns (net/http's HTTP/2 encodes headers on its own
-			// goroutine): the call's map and URL are theirs.
-			c.reuse = false
-		}
+		// Other transports may read the request after RoundTrip returns
+		// (net/http's HTTP/2 encodes headers on its own goroutine), and
+		// so may the body writer of an earlier attempt: they get a URL
+		// and a header map of their own.
 		u := &c.url
 		if attempt > 0 || !isH1 {
 			u = new(url.URL)
@@ -247,7 +242,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Proto:      "HTTP/1.1",
 			ProtoMajor: 1,
 			ProtoMinor: 1,
-			Header:     hdr,
 			Host:       host,
 			Trailer:    r.Trailer,
 		}
@@ -262,21 +256,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				outv.ContentLength = -1 // unknown length, e.g. chunked
 			}
 		}
-		if attempt > 0 {
-			// The transport must not reuse a Header map it may still be
-			// reading from a previous attempt.
-			outv.Header = hdr.Clone()
-		}
 		att = targetTurn{t: t, open: true}
 		t.Start()
 		upStart := monoNow()
 		switch {
 		case isH1 && attempt == 0 && outv.Body == nil:
 			// Without a body no goroutine of the transport outlives the
-			// exchange, so the call's Request can carry it.
+			// exchange, so the call's Request can carry it, and the
+			// header is written from its edits.
 			c.out = outv
-			resp, err = h1.roundTrip(ctx, &c.out)
+			resp, err = h1.roundTrip(ctx, &c.out, oh)
 		default:
+			outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
 			resp, err = svc.transport.RoundTrip(outv.WithContext(ctx))
 		}
 		x.upstreamDur += monoNow() - upStart
@@ -397,33 +388,32 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // setForwarded writes Forwarded (RFC 7239) and X-Forwarded-For/Proto/Host.
 // Headers from a trusted proxy are extended; from anyone else they are
 // replaced, so a client cannot forge its address.
-func (g *Gateway) setForwarded(f *fieldSetter, r *http.Request, x *exchange) {
-	h := f.h
+func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 	proto := "http"
 	if isTLS(r) {
 		proto = "https"
 	}
 	trusted := x.clientIP.IsValid() && g.opts.TrustedProxies.contains(x.clientIP)
 	if !trusted {
-		delete(h, "Forwarded")
-		delete(h, "X-Forwarded-For")
-		delete(h, "X-Forwarded-Proto")
-		delete(h, "X-Forwarded-Host")
+		o.del("Forwarded")
+		o.del("X-Forwarded-For")
+		o.del("X-Forwarded-Proto")
+		o.del("X-Forwarded-Host")
 	}
 	ip := "unknown"
 	if x.clientIPStr != "" {
 		ip = x.clientIPStr
 	}
-	if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-		f.set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
+	if prior := o.get("X-Forwarded-For"); len(prior) > 0 {
+		o.set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
 	} else {
-		f.set("X-Forwarded-For", ip)
+		o.set("X-Forwarded-For", ip)
 	}
-	if len(h["X-Forwarded-Proto"]) == 0 {
-		f.set("X-Forwarded-Proto", proto)
+	if len(o.get("X-Forwarded-Proto")) == 0 {
+		o.set("X-Forwarded-Proto", proto)
 	}
-	if len(h["X-Forwarded-Host"]) == 0 && r.Host != "" {
-		f.set("X-Forwarded-Host", r.Host)
+	if len(o.get("X-Forwarded-Host")) == 0 && r.Host != "" {
+		o.set("X-Forwarded-Host", r.Host)
 	}
 	node := "unknown"
 	if x.clientIP.IsValid() {
@@ -442,7 +432,7 @@ func (g *Gateway) setForwarded(f *fieldSetter, r *http.Request, x *exchange) {
 		b.WriteString(";host=")
 		b.WriteString(quoteForwarded(r.Host))
 	}
-	f.add("Forwarded", b.String())
+	o.add("Forwarded", b.String())
 }
 
 // targetTurn is one request's turn at a target: Start counted it in flight,
@@ -465,59 +455,29 @@ type headerAdopter interface {
 	adoptHeader(h http.Header)
 }
 
-// fieldSetter sets header fields whose values share one backing array,
-// each value slice with a capacity of its length, so that an append
-// elsewhere copies rather than overwrite a neighbour.
-type fieldSetter struct {
-	h    http.Header
-	vals []string
-}
-
-// set replaces the field name with the one value v.
-func (f *fieldSetter) set(name, v string) {
-	f.vals = append(f.vals, v)
-	n := len(f.vals)
-	f.h[name] = f.vals[n-1 : n : n]
-}
-
-// add appends v to the field name's values.
-func (f *fieldSetter) add(name, v string) {
-	if prior := f.h[name]; len(prior) > 0 {
-		f.h[name] = append(prior, v) // prior's capacity is its length: a copy
-		return
-	}
-	f.set(name, v)
-}
-
 // call is what ServeHTTP needs for one request and may reuse for the
-// next once the request is done: the exchange, the outbound header map
-// and URL, and the array behind the values the gateway adds.
+// next once the request is done: the exchange, the outbound header's
+// edits, URL and request.
 type call struct {
-	x     exchange
-	hdr   http.Header
-	url   url.URL
-	out   http.Request
-	vals  []string
-	reuse bool // no transport may still read hdr or url
+	x   exchange
+	oh  outHeader
+	url url.URL
+	out http.Request
 }
 
-var calls = sync.Pool{New: func() any {
-	return &call{hdr: make(http.Header, 16), vals: make([]string, 0, 12), reuse: true}
-}}
+var calls = sync.Pool{New: func() any { return new(call) }}
 
-// maxPooledHeader bounds the outbound header maps kept for reuse: one
-// grown by a request with many fields would make every clear slow.
-const maxPooledHeader = 64
+// maxPooledEdits bounds the edit lists kept for reuse.
+const maxPooledEdits = 64
 
-// release puts the call back in the pool, unless a transport may still
-// hold its header map or URL, or the map grew large.
+// release puts the call back in the pool. Nothing a transport may still
+// read is in it: see the round trip in ServeHTTP.
 func (c *call) release() {
-	if !c.reuse || len(c.hdr) > maxPooledHeader {
+	if cap(c.oh.extra) > maxPooledEdits || cap(c.oh.drop) > maxPooledEdits {
 		return
 	}
 	c.x = exchange{}
-	clear(c.hdr)
-	clear(c.vals[:cap(c.vals)])
+	c.oh.reset(nil)
 	c.url = url.URL{}
 	c.out = http.Request{}
 	calls.Put(c)

@@ -91,6 +91,19 @@ type headerOps struct {
 
 func (o *headerOps) empty() bool { return len(o.remove)+len(o.set)+len(o.add) == 0 }
 
+// applyOut applies the operations to an outbound request's header.
+func (o *headerOps) applyOut(h *outHeader) {
+	for _, k := range o.remove {
+		h.del(k)
+	}
+	for _, kv := range o.set {
+		h.set(kv[0], kv[1])
+	}
+	for _, kv := range o.add {
+		h.add(kv[0], kv[1])
+	}
+}
+
 func (o *headerOps) apply(h http.Header) {
 	for _, k := range o.remove {
 		delete(h, k)
