@@ -104,11 +104,11 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	}
 }
 
-// armHeaderDeadline makes sure a response head is waited for at most d:
-// the deadline set for an earlier response stands if it falls at most an
-// eighth of d (and at most a second) short.
-func (c *h1Conn) armHeaderDeadline(d time.Duration) {
-	want := time.Now().Add(d)
+// armHeaderDeadline makes sure a response head is waited for at most d
+// from now (monoNow): the deadline set for an earlier response stands if
+// it falls at most an eighth of d (and at most a second) short.
+func (c *h1Conn) armHeaderDeadline(now, d time.Duration) {
+	want := monoBase.Add(now + d)
 	if c.rdl.IsZero() || want.Sub(c.rdl) > min(time.Second, d/8) {
 		c.rdl = want
 		c.conn.SetReadDeadline(want)
@@ -134,21 +134,22 @@ var errStaleConn = errors.New("upstream closed an idle connection")
 
 // RoundTrip sends req and returns the response, whose Body must be closed.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	return t.roundTrip(req.Context(), req, nil)
+	return t.roundTrip(req.Context(), req, nil, monoNow())
 }
 
 // roundTrip is RoundTrip with the request's context given apart, which
 // spares the proxy a copy of the request made only to attach it, and
-// with the header as edits (oh) when not nil, in place of req.Header.
-func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outHeader) (*http.Response, error) {
+// with the header as edits (oh) when not nil, in place of req.Header, and
+// with the time (monoNow) the caller read just before.
+func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outHeader, now time.Duration) (*http.Response, error) {
 	key := poolKey{req.URL.Scheme, req.URL.Host}
 	noBody := req.Body == nil || req.Body == http.NoBody
 	for attempt := 0; ; attempt++ {
-		pc, err := t.getConn(ctx, key, req.URL)
+		pc, err := t.getConn(ctx, key, req.URL, now)
 		if err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, pc, req, oh)
+		resp, err := t.exchange(ctx, pc, req, oh, now)
 		if err == errStaleConn && noBody && attempt < 2 {
 			continue
 		}
@@ -156,7 +157,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outH
 	}
 }
 
-func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, oh *outHeader) (*http.Response, error) {
+func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, oh *outHeader, now time.Duration) (*http.Response, error) {
 	var stop abortReg
 	if rc, ok := ctx.(*requestContext); ok {
 		stop.rc = rc // the server's request context: a hook without allocation
@@ -204,7 +205,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	pc.inBody = false
 	if t.responseHeader > 0 {
-		pc.armHeaderDeadline(t.responseHeader)
+		pc.armHeaderDeadline(now, t.responseHeader)
 	}
 	var resp *http.Response
 	for {
@@ -512,8 +513,7 @@ func (u *upgradedConn) CloseWrite() error {
 }
 
 // getConn returns an idle connection to key, or dials one.
-func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hostname() string }) (*h1Conn, error) {
-	now := monoNow()
+func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hostname() string }, now time.Duration) (*h1Conn, error) {
 	t.mu.Lock()
 	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
 		pc := list[len(list)-1]

@@ -439,7 +439,7 @@ func (c *serverConn) setReadDeadline(t time.Time) {
 // second) ago stands: a deadline costs a timer update, and keep-alive
 // connections wait for a request after every response.
 func (c *serverConn) idleDeadline() {
-	want := time.Now().Add(c.s.opts.IdleTimeout)
+	want := monoBase.Add(monoNow() + c.s.opts.IdleTimeout) // one clock read, not two
 	slack := min(time.Second, c.s.opts.IdleTimeout/8)
 	if c.rdl.IsZero() || want.Sub(c.rdl) > slack {
 		c.setReadDeadline(want)
@@ -516,6 +516,7 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 	c.headStarted = false
 	c.cmu.Unlock()
 	w.closeAfter = req.Close || c.s.shutting.Load()
+	rs.start = monoNow()
 	if rs.watchOK {
 		c.startWatch(rs)
 	}
@@ -568,7 +569,7 @@ func (c *serverConn) startWatch(rs *requestState) {
 	defer c.wmu.Unlock()
 	c.wreq = rs
 	c.wdone = nil
-	c.wstart = monoNow()
+	c.wstart = rs.start
 	switch {
 	case c.watch == nil:
 		c.watch = time.AfterFunc(disconnectCheckAfter, c.watchFired)

@@ -47,7 +47,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := calls.Get().(*call)
 	defer c.release() // last: after finish
 	x := &c.x
-	x.start = monoNow()
+	if rc, ok := r.Context().(*requestContext); ok && rc.start != 0 {
+		x.start = rc.start // the HTTP/1 server's reading
+	} else {
+		x.start = monoNow()
+	}
 	g.metrics.inFlight.Inc()
 	defer g.metrics.inFlight.Dec()
 
@@ -265,7 +269,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// exchange, so the call's Request can carry it, and the
 			// header is written from its edits.
 			c.out = outv
-			resp, err = h1.roundTrip(ctx, &c.out, oh)
+			resp, err = h1.roundTrip(ctx, &c.out, oh, upStart)
 		default:
 			outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
 			resp, err = svc.transport.RoundTrip(outv.WithContext(ctx))

@@ -24,6 +24,9 @@ type requestContext struct {
 	// abort is the upstream transport's hook (setAbort), kept apart from
 	// fns so that registering it allocates nothing.
 	abort func()
+	// start is monoNow when the handler began (0: not known), so that
+	// the handler need not read the clock again.
+	start time.Duration
 }
 
 type afterFunc struct{ f func() }

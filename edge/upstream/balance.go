@@ -23,7 +23,7 @@ import (
 // Pick does not allocate for pools of up to 64 targets, except that hashing
 // on a cookie parses the request's cookies.
 func (p *Pool) Pick(r *http.Request, clientIP string, tried []*Target) (*Target, error) {
-	now := p.now()
+	now := &lazyClock{now: p.now}
 	t := p.pick(r, clientIP, tried, now)
 	if t == nil && len(tried) > 0 {
 		t = p.pick(r, clientIP, nil, now)
@@ -34,7 +34,7 @@ func (p *Pool) Pick(r *http.Request, clientIP string, tried []*Target) (*Target,
 	return t, nil
 }
 
-func (p *Pool) pick(r *http.Request, clientIP string, tried []*Target, now time.Time) *Target {
+func (p *Pool) pick(r *http.Request, clientIP string, tried []*Target, now *lazyClock) *Target {
 	switch p.balancer {
 	case LeastRequests:
 		return p.pickLeastRequests(tried, now)
@@ -46,15 +46,31 @@ func (p *Pool) pick(r *http.Request, clientIP string, tried []*Target, now time.
 }
 
 // eligible reports whether t may be picked: available and not yet tried.
-func eligible(t *Target, tried []*Target, now time.Time) bool {
-	return t.Available(now) && !slices.Contains(tried, t)
+func eligible(t *Target, tried []*Target, now *lazyClock) bool {
+	return !t.st.down.Load() && !t.ejectedBy(now) && !slices.Contains(tried, t)
+}
+
+// lazyClock reads a clock once, and only if asked: a pick among targets
+// none of which is ejected needs no time (a clock read is a noticeable
+// part of a request's cost on some virtual machines).
+type lazyClock struct {
+	now  func() time.Time
+	t    time.Time
+	read bool
+}
+
+func (c *lazyClock) get() time.Time {
+	if !c.read {
+		c.t, c.read = c.now(), true
+	}
+	return c.t
 }
 
 // pickRoundRobin is nginx's smooth weighted round robin: every eligible
 // target's current weight grows by its weight, the largest wins and pays
 // back the total. Weights 5,1,1 give a a b a c a a. Ineligible targets are
 // left out of the round, so the rest keep their relative shares.
-func (p *Pool) pickRoundRobin(tried []*Target, now time.Time) *Target {
+func (p *Pool) pickRoundRobin(tried []*Target, now *lazyClock) *Target {
 	p.rrMu.Lock()
 	defer p.rrMu.Unlock()
 	best := -1
@@ -88,7 +104,7 @@ const candidateBufSize = 64
 // on a tie the random order of the sample decides. Sampling two rather than
 // scanning for the minimum avoids herding every concurrent request onto the
 // same momentarily idle target.
-func (p *Pool) pickLeastRequests(tried []*Target, now time.Time) *Target {
+func (p *Pool) pickLeastRequests(tried []*Target, now *lazyClock) *Target {
 	var buf [candidateBufSize]*Target
 	cand := buf[:0]
 	for _, t := range p.targets {
@@ -168,7 +184,7 @@ func buildRing(targets []*Target) []ringNode {
 // and walks clockwise to the first eligible target, so while a target is
 // out its keys spread over the following targets and return to it when it
 // is back.
-func (p *Pool) pickConsistentHash(r *http.Request, clientIP string, tried []*Target, now time.Time) *Target {
+func (p *Pool) pickConsistentHash(r *http.Request, clientIP string, tried []*Target, now *lazyClock) *Target {
 	// Make sure the walk below ends early: with nothing eligible it would
 	// visit the whole ring.
 	found := false

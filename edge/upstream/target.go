@@ -88,6 +88,12 @@ func (t *Target) ejectedAt(now time.Time) bool {
 	return until != 0 && until > now.UnixNano()
 }
 
+// ejectedBy is ejectedAt with the time read only if t has an ejection.
+func (t *Target) ejectedBy(c *lazyClock) bool {
+	until := t.st.ejectedUntil.Load()
+	return until != 0 && until > c.get().UnixNano()
+}
+
 // InFlight returns the number of requests currently running against t,
 // across every pool that shares it.
 func (t *Target) InFlight() int64 { return t.st.inFlight.Load() }
