@@ -505,9 +505,11 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 	// The response and its header map are the connection's, reused
 	// request after request (a handler must not keep them after it
 	// returns, as with net/http).
+	// Made small (a hint above 8 makes a map of tables, which clear
+	// costs more); the proxy usually adopts its upstream's map instead.
 	if c.header == nil {
-		c.header = make(http.Header, 16)
-	} else {
+		c.header = make(http.Header)
+	} else if len(c.header) > 0 {
 		clear(c.header)
 	}
 	c.resp = response{c: c, req: req, contentLength: -1, rs: rs, header: c.header}
@@ -787,7 +789,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	// handler must not keep the request after it returns (as with the
 	// ResponseWriter). Values are new for each request.
 	if c.reqHeader == nil {
-		c.reqHeader = make(http.Header, 16)
+		c.reqHeader = make(http.Header)
 	} else {
 		clear(c.reqHeader)
 	}
@@ -1514,8 +1516,8 @@ var newlinesToSpaces = strings.NewReplacer("\r", " ", "\n", " ")
 // appendField appends one "name: value" line; newlines in the value
 // become spaces.
 func appendField(b []byte, k, v string) []byte {
-	if strings.ContainsAny(v, "\r\n") {
-		v = newlinesToSpaces.Replace(v)
+	if !validHeaderValue(v) {
+		v = newlinesToSpaces.Replace(v) // a NUL goes as is, as before
 	}
 	b = append(b, k...)
 	b = append(b, ": "...)
