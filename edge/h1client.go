@@ -159,7 +159,9 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outH
 
 func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, oh *outHeader, now time.Duration) (*http.Response, error) {
 	var stop abortReg
+	var respHeader http.Header
 	if rc, ok := ctx.(*requestContext); ok {
+		respHeader = rc.respHeader
 		stop.rc = rc // the server's request context: a hook without allocation
 		rc.setAbort(pc.abort)
 	} else {
@@ -209,7 +211,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	var resp *http.Response
 	for {
-		resp, err = pc.readResponse(req)
+		resp, err = pc.readResponse(req, respHeader)
 		if err != nil {
 			// A body writer still running ends when its next write
 			// fails or the client's body ends; it must not be waited

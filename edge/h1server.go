@@ -265,6 +265,8 @@ type serverConn struct {
 	// request after request).
 	reqHead   headBlock
 	reqHeader http.Header
+	// spare is lent to each request's upstream response (respHeader).
+	spare http.Header
 
 	cur atomic.Pointer[requestContext] // the latest request's context
 
@@ -519,6 +521,12 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 	c.cmu.Unlock()
 	w.closeAfter = req.Close || c.s.shutting.Load()
 	rs.start = monoNow()
+	if c.spare == nil {
+		c.spare = make(http.Header)
+	} else if len(c.spare) > 0 {
+		clear(c.spare)
+	}
+	rs.respHeader = c.spare
 	if rs.watchOK {
 		c.startWatch(rs)
 	}

@@ -469,7 +469,9 @@ var chunkedTE = []string{"chunked"}
 // up its body (RFC 9112 6.3). It replaces http.ReadResponse on the hot
 // path: one string holds the whole head, and names and values are slices
 // of it.
-func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
+//
+// The header goes into dst, emptied first, if not nil.
+func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Response, error) {
 	br := pc.br
 	var n int
 	line, err := readLineLimited(br, &pc.head.line, &n, maxResponseHead)
@@ -513,7 +515,10 @@ func (pc *h1Conn) readResponse(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	block := string(hb.buf)
-	header, fr, err := hb.header(nil, block, false)
+	if dst != nil {
+		clear(dst) // an earlier 1xx response's, or an earlier attempt's
+	}
+	header, fr, err := hb.header(dst, block, false)
 	if err != nil {
 		return nil, &badResponseError{err.Error()}
 	}

@@ -55,7 +55,7 @@ func TestReadResponse(t *testing.T) {
 			}
 			pc := &h1Conn{br: bufio.NewReaderSize(strings.NewReader(tc.in), 64)}
 			req, _ := http.NewRequest(method, "http://upstream.test/", nil)
-			resp, err := pc.readResponse(req)
+			resp, err := pc.readResponse(req, nil)
 			var body []byte
 			if err == nil {
 				body, err = io.ReadAll(resp.Body)
@@ -92,7 +92,7 @@ func TestReadResponse(t *testing.T) {
 func TestReadResponseCleanEOF(t *testing.T) {
 	pc := &h1Conn{br: bufio.NewReader(strings.NewReader(""))}
 	req, _ := http.NewRequest(http.MethodGet, "http://upstream.test/", nil)
-	if _, err := pc.readResponse(req); !errors.Is(err, io.EOF) {
+	if _, err := pc.readResponse(req, nil); !errors.Is(err, io.EOF) {
 		t.Fatalf("err = %v; want io.EOF", err)
 	}
 }
@@ -104,7 +104,7 @@ func FuzzReadResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, in string) {
 		pc := &h1Conn{br: bufio.NewReaderSize(strings.NewReader(in), 16)}
 		req, _ := http.NewRequest(http.MethodGet, "http://upstream.test/", nil)
-		resp, err := pc.readResponse(req)
+		resp, err := pc.readResponse(req, nil)
 		if err != nil {
 			return
 		}

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,10 @@ type requestContext struct {
 	// start is monoNow when the handler began (0: not known), so that
 	// the handler need not read the clock again.
 	start time.Duration
+	// respHeader is an empty map the HTTP/1 transport may fill with the
+	// upstream response's header (nil: it makes one). It is the server
+	// connection's, reused request after request.
+	respHeader http.Header
 }
 
 type afterFunc struct{ f func() }
