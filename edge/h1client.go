@@ -358,7 +358,7 @@ func methodExpectsBody(m string) bool {
 
 func validHeaderValue(v string) bool {
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; c == '\r' || c == '\n' || c == 0 {
+		if c := v[i]; c < ' ' && (c == '\r' || c == '\n' || c == 0) {
 			return false
 		}
 	}

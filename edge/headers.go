@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -104,7 +105,9 @@ func (o *outHeader) get(k string) []string {
 
 // del removes every value of k.
 func (o *outHeader) del(k string) {
-	if o.in[k] != nil && o.forwards(k) {
+	// Dropped whether or not the inbound header has it: a scan of drop
+	// costs less than a map lookup.
+	if !slices.Contains(o.drop, k) {
 		o.drop = append(o.drop, k)
 	}
 	kept := o.extra[:0]
