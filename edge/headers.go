@@ -314,23 +314,32 @@ func (t trustedProxies) contains(a netip.Addr) bool {
 	return false
 }
 
-// quoteForwarded quotes a Forwarded parameter value when it is not a token.
-func quoteForwarded(v string) string {
+// writeForwardedValue writes a Forwarded parameter value, quoted when it is
+// not a token (RFC 7239 4).
+func writeForwardedValue(b *strings.Builder, v string) {
+	if isToken(v) {
+		b.WriteString(v)
+		return
+	}
+	b.WriteByte('"')
+	for j := 0; j < len(v); j++ {
+		if v[j] == '"' || v[j] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(v[j])
+	}
+	b.WriteByte('"')
+}
+
+// isToken reports whether v is a non-empty token (RFC 9110 5.6.2).
+func isToken(v string) bool {
+	if v == "" {
+		return false
+	}
 	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			var b strings.Builder
-			b.Grow(len(v) + 2)
-			b.WriteByte('"')
-			for j := 0; j < len(v); j++ {
-				if v[j] == '"' || v[j] == '\\' {
-					b.WriteByte('\\')
-				}
-				b.WriteByte(v[j])
-			}
-			b.WriteByte('"')
-			return b.String()
+		if !tokenChars[v[i]] {
+			return false
 		}
 	}
-	return v
+	return true
 }

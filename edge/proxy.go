@@ -398,26 +398,32 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 		proto = "https"
 	}
 	trusted := x.clientIP.IsValid() && g.opts.TrustedProxies.contains(x.clientIP)
-	if !trusted {
-		o.del("Forwarded")
-		o.del("X-Forwarded-For")
-		o.del("X-Forwarded-Proto")
-		o.del("X-Forwarded-Host")
-	}
 	ip := "unknown"
 	if x.clientIPStr != "" {
 		ip = x.clientIPStr
 	}
-	if prior := o.get("X-Forwarded-For"); len(prior) > 0 {
-		o.set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
+	if trusted {
+		if prior := o.get("X-Forwarded-For"); len(prior) > 0 {
+			o.set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
+		} else {
+			o.set("X-Forwarded-For", ip)
+		}
+		if len(o.get("X-Forwarded-Proto")) == 0 {
+			o.set("X-Forwarded-Proto", proto)
+		}
+		if len(o.get("X-Forwarded-Host")) == 0 && r.Host != "" {
+			o.set("X-Forwarded-Host", r.Host)
+		}
 	} else {
+		// The client's own are replaced (set drops them).
+		o.del("Forwarded")
 		o.set("X-Forwarded-For", ip)
-	}
-	if len(o.get("X-Forwarded-Proto")) == 0 {
 		o.set("X-Forwarded-Proto", proto)
-	}
-	if len(o.get("X-Forwarded-Host")) == 0 && r.Host != "" {
-		o.set("X-Forwarded-Host", r.Host)
+		if r.Host != "" {
+			o.set("X-Forwarded-Host", r.Host)
+		} else {
+			o.del("X-Forwarded-Host")
+		}
 	}
 	node := "unknown"
 	if x.clientIP.IsValid() {
@@ -434,7 +440,7 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 	b.WriteString(proto)
 	if r.Host != "" {
 		b.WriteString(";host=")
-		b.WriteString(quoteForwarded(r.Host))
+		writeForwardedValue(&b, r.Host)
 	}
 	o.add("Forwarded", b.String())
 }
