@@ -217,3 +217,35 @@ func TestH2CUpgradeNotRelayed(t *testing.T) {
 		c.Close()
 	}
 }
+
+// The upstream response-header deadline is left on a connection after the
+// head (h1Conn.Read): on an upgraded connection that idles longer than
+// the timeout, it must not cut the tunnel.
+func TestUpgradeOutlivesResponseHeaderTimeout(t *testing.T) {
+	const timeout = 150 * time.Millisecond
+	gw := startGateway(t, oneRouteService(echoUpgradeBackend(t, nil, nil), "    timeouts: {response_header: 150ms}"))
+	c := dialGateway(t, gw.addr)
+	if _, err := io.WriteString(c, upgradeRequest); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v; want 101", resp, err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	for i := range 3 {
+		time.Sleep(2 * timeout) // idle past the header deadline: the scenario
+		msg := fmt.Sprintf("message %d;", i)
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(br, got); err != nil {
+			t.Fatalf("echo %d after %v idle: %v", i, 2*timeout, err)
+		}
+		if string(got) != msg {
+			t.Fatalf("echo %d = %q; want %q", i, got, msg)
+		}
+	}
+}
