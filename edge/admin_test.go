@@ -362,3 +362,43 @@ func metricValue(t *testing.T, g *Gateway, series string) float64 {
 	}
 	return 0
 }
+
+// meridian_requests_in_flight counts the requests being served: two held
+// by the backend show as 2, and the gauge is back to 0 once they end.
+func TestRequestsInFlightGauge(t *testing.T) {
+	entered := make(chan struct{}, 2)
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	done := make(chan struct{}, 2)
+	for range 2 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			resp, err := http.Get(gw.url + "/")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	recv(t, entered, "the first request at the backend")
+	recv(t, entered, "the second request at the backend")
+	if got := metricValue(t, gw.g, "meridian_requests_in_flight"); got != 2 {
+		t.Errorf("in flight = %v while two requests wait; want 2", got)
+	}
+	close(release)
+	recv(t, done, "the first request to end")
+	recv(t, done, "the second request to end")
+	// The gauge drops as the handler returns, which can be just after the
+	// client has its answer.
+	deadline := time.Now().Add(5 * time.Second)
+	for metricValue(t, gw.g, "meridian_requests_in_flight") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("in flight = %v after both requests ended; want 0", metricValue(t, gw.g, "meridian_requests_in_flight"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -19,7 +19,8 @@ type metrics struct {
 	requests       *prometheus.CounterVec
 	duration       *prometheus.HistogramVec
 	upstreamDur    *prometheus.HistogramVec
-	inFlight       prometheus.Gauge
+	inFlight       prometheus.GaugeFunc
+	inFlightN      atomic.Int64 // what inFlight reports: an add, not a float CAS loop, per request
 	retries        *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
 	configVersion  prometheus.Gauge
@@ -74,7 +75,8 @@ func newMetrics(g *Gateway) *metrics {
 	m.upstreamDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "meridian_upstream_duration_seconds", Help: "Time spent waiting for upstream response headers (all attempts), by service.", Buckets: buckets,
 	}, []string{"service"})
-	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_requests_in_flight", Help: "Requests being served now."})
+	m.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_requests_in_flight", Help: "Requests being served now."},
+		func() float64 { return float64(m.inFlightN.Load()) })
 	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_retries_total", Help: "Retries sent to a service."}, []string{"service"})
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meridian_upstream_errors_total", Help: "Requests the gateway answered with an error of its own, by route and Proxy-Status error type.",

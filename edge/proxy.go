@@ -52,8 +52,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		x.start = monoNow()
 	}
-	g.metrics.inFlight.Inc()
-	defer g.metrics.inFlight.Dec()
+	g.metrics.inFlightN.Add(1)
+	defer g.metrics.inFlightN.Add(-1)
 
 	x.reqID = firstValue(r.Header, "X-Request-Id")
 	if !validRequestID(x.reqID) {
