@@ -234,6 +234,10 @@ type AccessLog struct {
 	Enabled *bool `yaml:"enabled"`
 	// Path is "stdout" (default), "stderr" or a file path (appended).
 	Path string `yaml:"path"`
+	// FlushInterval is how long lines may wait in the log's 64 KiB
+	// buffer before they are written; nil means 1s, 0 writes every line
+	// at once (a write per request).
+	FlushInterval *time.Duration `yaml:"flush_interval"`
 }
 
 // Log configures the operational log (JSON on stderr).
@@ -419,6 +423,9 @@ func (c *Config) validate() error {
 	}
 	if l.MaxConnections < 0 {
 		add("limits.max_connections", "must not be negative")
+	}
+	if fi := c.AccessLog.FlushInterval; fi != nil && *fi < 0 {
+		add("access_log.flush_interval", "must not be negative")
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "", "debug", "info", "warn", "error":

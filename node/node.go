@@ -65,6 +65,7 @@ type Node struct {
 	tlsSrv   *edge.TLSServer
 	token    string
 	accessF  *os.File
+	accessW  *flushingWriter // the access log's buffer, if any
 
 	applyMu  sync.Mutex // serialises Apply: versions must not interleave
 	draining atomic.Bool
@@ -112,6 +113,14 @@ func New(f *File, opts Options) (*Node, error) {
 				n.accessF = fh
 				w = fh
 			}
+		}
+		if fi := cfg.AccessLog.FlushInterval; fi == nil || *fi > 0 {
+			interval := time.Second
+			if fi != nil {
+				interval = *fi
+			}
+			n.accessW = newFlushingWriter(w, interval)
+			w = n.accessW
 		}
 		access = slog.New(slog.NewJSONHandler(w, nil))
 	}
@@ -531,6 +540,9 @@ func (n *Node) Drain(ctx context.Context) error {
 	n.signalStop()
 	n.leaveCluster()
 	n.wg.Wait()
+	if n.accessW != nil {
+		n.accessW.Close() // the lines of the last requests
+	}
 	if n.accessF != nil {
 		n.accessF.Close()
 	}

@@ -1,0 +1,258 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// sink records each Write it gets; failFirst makes its first n fail.
+type sink struct {
+	mu        sync.Mutex
+	writes    [][]byte
+	failFirst int
+}
+
+func (s *sink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failFirst > 0 {
+		s.failFirst--
+		return 0, errors.New("disk full")
+	}
+	s.writes = append(s.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+func (s *sink) snapshot() (writes int, all string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, w := range s.writes {
+		b.Write(w)
+	}
+	return len(s.writes), b.String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// Lines wait in the buffer, then go out together within the interval,
+// with no further write to push them.
+func TestFlushingWriterBatchesLines(t *testing.T) {
+	var s sink
+	f := newFlushingWriter(&s, 50*time.Millisecond)
+	defer f.Close()
+	var want strings.Builder
+	for i := range 100 {
+		line := fmt.Sprintf("line %d\n", i)
+		want.WriteString(line)
+		if _, err := io.WriteString(f, line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := s.snapshot(); n != 0 {
+		t.Fatalf("%d writes right after 100 lines; want them buffered", n)
+	}
+	waitFor(t, "the timer's flush", func() bool { n, _ := s.snapshot(); return n > 0 })
+	n, all := s.snapshot()
+	if n != 1 || all != want.String() {
+		t.Fatalf("%d writes of %q; want 1 of the 100 lines", n, all)
+	}
+	// An idle writer arms the timer again for the next line.
+	io.WriteString(f, "later\n")
+	waitFor(t, "the second flush", func() bool { n, _ := s.snapshot(); return n == 2 })
+}
+
+// Concurrent writers of lines up to twice the buffer size: every line
+// arrives whole, in a write of whole lines, and Close leaves none behind.
+func TestFlushingWriterKeepsLinesWhole(t *testing.T) {
+	var s sink
+	f := newFlushingWriter(&s, time.Hour) // only size and Close flush here
+	var (
+		mu   sync.Mutex
+		sent []string
+		wg   sync.WaitGroup
+	)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			for i := range 60 {
+				size := rng.IntN(300)
+				if rng.IntN(20) == 0 {
+					size = rng.IntN(2 * accessLogBuffer)
+				}
+				line := fmt.Sprintf("g%d-%d:", g, i) + strings.Repeat("x", size) + "\n"
+				if _, err := io.WriteString(f, line); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				sent = append(sent, line)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(f, "after close\n"); err == nil {
+		t.Error("a write after Close succeeded")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var got []string
+	for i, w := range s.writes {
+		if len(w) == 0 || w[len(w)-1] != '\n' {
+			t.Fatalf("write %d ends mid-line", i)
+		}
+		for l := range strings.SplitAfterSeq(string(w), "\n") {
+			if l != "" {
+				got = append(got, l)
+			}
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(sent)
+	if !slices.Equal(got, sent) {
+		t.Fatalf("got %d lines; sent %d (or some differ)", len(got), len(sent))
+	}
+	if len(s.writes) >= len(sent) {
+		t.Errorf("%d writes for %d lines: not batched", len(s.writes), len(sent))
+	}
+}
+
+// A failed write loses what was buffered then, not what comes after.
+func TestFlushingWriterRecoversFromAFailedWrite(t *testing.T) {
+	s := sink{failFirst: 1}
+	f := newFlushingWriter(&s, time.Hour)
+	io.WriteString(f, "lost\n")
+	if err := f.Flush(); err == nil {
+		t.Fatal("Flush to a failing writer succeeded")
+	}
+	io.WriteString(f, "kept\n")
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, all := s.snapshot(); all != "kept\n" {
+		t.Fatalf("got %q; want the line written after the failure", all)
+	}
+}
+
+// accessLines returns the access log records in buf.
+func accessLines(t *testing.T, buf *syncBuffer) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("access log line %q: %v", l, err)
+		}
+		recs = append(recs, m)
+	}
+	return recs
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Through a node: with the default interval lines come within a second
+// or at the drain; flush_interval: 0 writes each at once.
+func TestAccessLogFlushInterval(t *testing.T) {
+	be := backend(t, "ok")
+	for _, tc := range []struct {
+		name, setting string
+		drainOnly     bool // lines may only show at the drain
+	}{
+		{"default", "", false},
+		{"long", "flush_interval: 1h", true},
+		{"zero", "flush_interval: 0s", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			content := strings.Replace(nodeFile(dir, be.URL), "access_log: {enabled: false}", "access_log: {"+tc.setting+"}", 1)
+			f, err := ParseFile([]byte(content))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf syncBuffer
+			n, err := New(f, Options{ConfigPath: filepath.Join(dir, "m.yaml"), Logger: slog.New(slog.DiscardHandler), AccessLogWriter: &buf})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := n.Start(f, []byte(content)); err != nil {
+				t.Fatal(err)
+			}
+			c := &http.Client{Timeout: 5 * time.Second}
+			for i := range 3 {
+				if code, _ := get(t, c, fmt.Sprintf("http://%s/r%d", n.ProxyAddr(), i)); code != 200 {
+					t.Fatalf("request %d: %d", i, code)
+				}
+			}
+			if tc.drainOnly {
+				if got := len(accessLines(t, &buf)); got != 0 {
+					t.Errorf("%d lines before the drain with an hour's interval; want them buffered", got)
+				}
+			} else {
+				waitFor(t, "three access log lines", func() bool { return len(accessLines(t, &buf)) == 3 })
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := n.Drain(ctx); err != nil {
+				t.Fatal(err)
+			}
+			recs := accessLines(t, &buf)
+			if len(recs) != 3 {
+				t.Fatalf("%d lines after the drain; want 3", len(recs))
+			}
+			for i, r := range recs {
+				if r["path"] != fmt.Sprintf("/r%d", i) || r["status"] != float64(200) {
+					t.Errorf("line %d = %v", i, r)
+				}
+			}
+		})
+	}
+	_, err := ParseFile([]byte("node:\n  access_log: {flush_interval: -1s}\n"))
+	if err == nil || !strings.Contains(err.Error(), "access_log.flush_interval") {
+		t.Errorf("negative flush_interval: err = %v; want one naming the field", err)
+	}
+}
