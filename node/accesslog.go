@@ -2,9 +2,14 @@ package node
 
 import (
 	"bufio"
+	"context"
 	"io"
+	"log/slog"
+	"math"
+	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // accessLogBuffer is the size of the access log's buffer: a burst of
@@ -101,4 +106,154 @@ func (f *flushingWriter) Close() error {
 		f.timer.Stop()
 	}
 	return f.flushLocked()
+}
+
+// accessLogHandler is a slog.Handler for the access log that writes the
+// same JSON lines as slog.NewJSONHandler(w, nil), but without its
+// generality: one pass over the record into a pooled buffer, strings,
+// integers, floats and booleans encoded directly (slog's handler
+// marshals each float with encoding/json). A record with other kinds of
+// values, and handlers derived with WithAttrs or WithGroup, go through
+// slog's own JSON handler.
+type accessLogHandler struct {
+	w        io.Writer
+	fallback slog.Handler
+}
+
+func newAccessLogHandler(w io.Writer) *accessLogHandler {
+	return &accessLogHandler{w: w, fallback: slog.NewJSONHandler(w, nil)}
+}
+
+func (h *accessLogHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+
+func (h *accessLogHandler) WithAttrs(as []slog.Attr) slog.Handler { return h.fallback.WithAttrs(as) }
+
+func (h *accessLogHandler) WithGroup(name string) slog.Handler { return h.fallback.WithGroup(name) }
+
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func (h *accessLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	simple := true
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Value.Kind() {
+		case slog.KindString, slog.KindInt64, slog.KindUint64, slog.KindBool:
+			simple = a.Key != "" // slog drops empty attributes
+		case slog.KindFloat64:
+			f := a.Value.Float64()
+			simple = a.Key != "" && !math.IsNaN(f) && !math.IsInf(f, 0) // JSON has no NaN
+		default:
+			simple = false
+		}
+		return simple
+	})
+	if t := r.Time; !simple || t.Year() < 0 || t.Year() > 9999 {
+		return h.fallback.Handle(ctx, r)
+	}
+	bp := lineBufs.Get().(*[]byte)
+	b := (*bp)[:0]
+	if !r.Time.IsZero() {
+		b = append(b, `{"time":"`...)
+		b = r.Time.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, `","level":`...)
+	} else {
+		b = append(b, `{"level":`...)
+	}
+	b = appendJSONString(b, r.Level.String())
+	b = append(b, `,"msg":`...)
+	b = appendJSONString(b, r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		b = append(b, ',')
+		b = appendJSONString(b, a.Key)
+		b = append(b, ':')
+		switch v := a.Value; v.Kind() {
+		case slog.KindString:
+			b = appendJSONString(b, v.String())
+		case slog.KindInt64:
+			b = strconv.AppendInt(b, v.Int64(), 10)
+		case slog.KindUint64:
+			b = strconv.AppendUint(b, v.Uint64(), 10)
+		case slog.KindFloat64:
+			b = appendJSONFloat(b, v.Float64())
+		case slog.KindBool:
+			b = strconv.AppendBool(b, v.Bool())
+		}
+		return true
+	})
+	b = append(b, "}\n"...)
+	_, err := h.w.Write(b)
+	if cap(b) <= 64<<10 {
+		*bp = b
+		lineBufs.Put(bp)
+	}
+	return err
+}
+
+// appendJSONFloat formats a finite f as encoding/json does (which slog's
+// JSON handler calls).
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// e-09 to e-9, as encoding/json does.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// appendJSONString quotes s as slog's JSON handler does: ", \ and control
+// characters escaped, invalid UTF-8 as U+FFFD, U+2028 and U+2029 escaped,
+// HTML characters as they are.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }

@@ -256,3 +256,63 @@ func TestAccessLogFlushInterval(t *testing.T) {
 		t.Errorf("negative flush_interval: err = %v; want one naming the field", err)
 	}
 }
+
+// accessLogHandler must write what slog's JSON handler writes, byte for
+// byte, for the records the gateway logs and for hostile strings.
+func TestAccessLogHandlerMatchesSlogJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	pieces := []string{"a", "/path", `"`, `\`, "\n", "\r", "\t", "\x00", "\x1f", "\x7f", "<>&", "é", "\u2028", "\u2029", "\xff", "\xe2\x82", "日本", " ", "%20", "\U0001F600"}
+	str := func() string {
+		var b strings.Builder
+		for range rng.IntN(6) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	floats := []float64{0, -0.0, 1, 0.001, 1.5, 123.456, 1e-7, 1.234e-9, 1e20, 1e21, 3.3e25, -2.5e-8, 1234567.125}
+	base := time.Date(2026, 11, 26, 1, 2, 3, 456789000, time.UTC)
+	for i := range 3000 {
+		var attrs []slog.Attr
+		for range rng.IntN(18) {
+			k := str()
+			switch rng.IntN(6) {
+			case 0, 1:
+				attrs = append(attrs, slog.String(k, str()))
+			case 2:
+				attrs = append(attrs, slog.Int64(k, rng.Int64()-rng.Int64()))
+			case 3:
+				attrs = append(attrs, slog.Float64(k, floats[rng.IntN(len(floats))]*float64(rng.IntN(1000)+1)/7))
+			case 4:
+				attrs = append(attrs, slog.Bool(k, rng.IntN(2) == 0))
+			case 5:
+				attrs = append(attrs, slog.Uint64(k, rng.Uint64()))
+			}
+		}
+		if rng.IntN(50) == 0 {
+			attrs = append(attrs, slog.Any("group", []int{1, 2})) // takes the fallback
+		}
+		tm := base.Add(time.Duration(rng.Int64N(int64(365 * 24 * time.Hour))))
+		if rng.IntN(30) == 0 {
+			tm = time.Time{}
+		}
+		if rng.IntN(10) == 0 {
+			tm = tm.In(time.FixedZone("x", 3600+1800))
+		}
+		level := []slog.Level{slog.LevelInfo, slog.LevelWarn, slog.LevelError, slog.LevelInfo + 2}[rng.IntN(4)]
+		msg := str()
+		var want, got bytes.Buffer
+		for _, w := range []struct {
+			h   slog.Handler
+			out *bytes.Buffer
+		}{{slog.NewJSONHandler(&want, nil), &want}, {newAccessLogHandler(&got), &got}} {
+			r := slog.NewRecord(tm, level, msg, 0)
+			r.AddAttrs(attrs...)
+			if err := w.h.Handle(context.Background(), r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got.String() != want.String() {
+			t.Fatalf("case %d:\n got %s\nwant %s", i, got.String(), want.String())
+		}
+	}
+}

@@ -122,7 +122,7 @@ func New(f *File, opts Options) (*Node, error) {
 			n.accessW = newFlushingWriter(w, interval)
 			w = n.accessW
 		}
-		access = slog.New(slog.NewJSONHandler(w, nil))
+		access = slog.New(newAccessLogHandler(w))
 	}
 	n.gw = edge.New(edge.Options{
 		Logger:         n.log,
