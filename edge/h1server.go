@@ -1290,18 +1290,18 @@ func (w *response) WriteHeader(code int) {
 	// The head is fixed now, as net/http's is: later changes to the map
 	// count only as trailers. It is kept as bytes (not a cloned map)
 	// until the framing is known.
-	h := w.header
 	head := append(w.c.head[:0], statusLine(code)...)
-	w.c.head = appendHeaderFields(head, h, responseSkip)
-	_, w.hasDate = h["Date"]
-	if v, ok := h["Connection"]; ok {
+	var rf responseFields
+	w.c.head, rf = appendResponseFields(head, w.header)
+	w.hasDate = rf.date
+	if v := rf.connection; rf.hasConnection {
 		if hasToken(v, "close") {
 			w.closeAfter = true
 		} else if !hasToken(v, "keep-alive") {
 			w.connection = strings.Join(v, ", ") // Upgrade, say
 		}
 	}
-	if cl := w.header["Content-Length"]; len(cl) == 1 {
+	if cl := rf.contentLength; len(cl) == 1 {
 		if n, ok := parseContentLength(strings.TrimSpace(cl[0])); ok {
 			w.contentLength = n
 			w.c.head = append(w.c.head, "Content-Length: "...)
@@ -1316,7 +1316,7 @@ func (w *response) writeInformational(code int) {
 	w.c.cmu.Lock()
 	defer w.c.cmu.Unlock()
 	bw := w.c.bw
-	b := appendHeaderFields([]byte(statusLine(code)), w.header, nil)
+	b := appendHeaderFields([]byte(statusLine(code)), w.header)
 	bw.Write(append(b, "\r\n"...))
 	if err := bw.Flush(); err != nil {
 		w.failed = err
@@ -1489,8 +1489,43 @@ func (w *response) unreadBodyForcesClose() bool {
 	return false
 }
 
-// responseSkip are header fields the server writes itself.
-var responseSkip = map[string]bool{"Transfer-Encoding": true, "Content-Length": true, "Connection": true}
+// responseFields is what the server reads of a handler's header as it
+// writes the head.
+type responseFields struct {
+	date          bool
+	hasConnection bool
+	connection    []string
+	contentLength []string
+}
+
+// appendResponseFields appends the fields of a response head, but not
+// those the server writes itself (Transfer-Encoding, Content-Length,
+// Connection), trailers or invalid names; it returns the ones it reads,
+// found in the same pass rather than looked up again.
+func appendResponseFields(b []byte, h http.Header) ([]byte, responseFields) {
+	var rf responseFields
+	for k, vs := range h {
+		switch k {
+		case "Transfer-Encoding":
+			continue
+		case "Content-Length":
+			rf.contentLength = vs
+			continue
+		case "Connection":
+			rf.hasConnection, rf.connection = true, vs
+			continue
+		case "Date":
+			rf.date = true
+		}
+		if strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			b = appendField(b, k, v)
+		}
+	}
+	return b, rf
+}
 
 func hasTrailers(h http.Header) bool {
 	if _, ok := h["Trailer"]; ok {
@@ -1504,11 +1539,11 @@ func hasTrailers(h http.Header) bool {
 	return false
 }
 
-// appendHeaderFields appends the fields of h to b, leaving out those in
-// skip and trailer-prefixed ones.
-func appendHeaderFields(b []byte, h http.Header, skip map[string]bool) []byte {
+// appendHeaderFields appends the fields of h to b (an informational
+// response's), leaving out trailer-prefixed ones and invalid names.
+func appendHeaderFields(b []byte, h http.Header) []byte {
 	for k, vs := range h {
-		if skip[k] || strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) {
+		if strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) {
 			continue
 		}
 		for _, v := range vs {
