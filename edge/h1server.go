@@ -849,7 +849,11 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		req.URL = u
 	}
 	// Connection management.
-	if conn := header["Connection"]; len(conn) > 0 {
+	var conn []string
+	if fr.connection {
+		conn = header["Connection"]
+	}
+	if len(conn) > 0 {
 		if hasToken(conn, "close") {
 			req.Close = true
 		} else if minor == 0 && !hasToken(conn, "keep-alive") {
@@ -893,7 +897,11 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		req.Body = http.NoBody
 		rs.bodyDone.Store(true)
 	}
-	if ex := header["Expect"]; len(ex) > 0 {
+	var ex []string
+	if fr.expect {
+		ex = header["Expect"]
+	}
+	if len(ex) > 0 {
 		if len(ex) > 1 || !strings.EqualFold(ex[0], "100-continue") {
 			return nil, nil, &parseError{status: http.StatusExpectationFailed, title: "Expectation Failed", detail: "unsupported Expect " + strconv.Quote(strings.Join(ex, ", "))}
 		}
@@ -908,7 +916,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 			}
 		}
 	}
-	rs.watchOK = header["Upgrade"] == nil
+	rs.watchOK = !fr.upgrade
 	ctx := &rs.requestContext
 	c.cur.Store(ctx)
 	out := req.WithContext(ctx)

@@ -127,6 +127,9 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 type framing struct {
 	cls, tes, hosts int
 	clVal, te, host string
+	// Fields the parsers look at after the map is built: a lookup is
+	// needed only if they are there.
+	connection, expect, upgrade bool
 }
 
 // header fills header (a new map if nil; else an empty one the caller
@@ -164,6 +167,12 @@ func (h *headBlock) header(header http.Header, block string, request bool) (http
 			if request {
 				continue
 			}
+		case "Connection":
+			fr.connection = true
+		case "Expect":
+			fr.expect = true
+		case "Upgrade":
+			fr.upgrade = true
 		}
 		if prev, ok := header[name]; ok {
 			header[name] = append(prev, value)
@@ -410,6 +419,12 @@ func (r *chunkedReader) readTrailers() error {
 		if colon <= 0 || !validToken(line[:colon]) {
 			return errChunked
 		}
+		value := trimSpace(line[colon+1:])
+		for _, b := range value {
+			if b < ' ' && b != '\t' || b == 0x7f {
+				return errChunked // as net/http: no control characters in a field
+			}
+		}
 		name := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
 		switch name {
 		case "Content-Length", "Transfer-Encoding", "Host", "Trailer":
@@ -421,7 +436,7 @@ func (r *chunkedReader) readTrailers() error {
 		if *r.trailer == nil {
 			*r.trailer = http.Header{}
 		}
-		(*r.trailer)[name] = append((*r.trailer)[name], string(trimSpace(line[colon+1:])))
+		(*r.trailer)[name] = append((*r.trailer)[name], string(value))
 	}
 }
 
@@ -540,7 +555,11 @@ func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Respon
 	if minor == 0 {
 		resp.Proto = "HTTP/1.0"
 	}
-	if conn := header["Connection"]; len(conn) > 0 {
+	var conn []string
+	if fr.connection {
+		conn = header["Connection"]
+	}
+	if len(conn) > 0 {
 		resp.Close = hasToken(conn, "close") || minor == 0 && !hasToken(conn, "keep-alive")
 	} else {
 		resp.Close = minor == 0
