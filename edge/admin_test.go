@@ -114,7 +114,7 @@ func TestAdminConfigAndAuth(t *testing.T) {
 	})
 	t.Run("reads need the token unless open", func(t *testing.T) {
 		for _, path := range []string{"/config", "/config/version", "/routes", "/upstreams", "/metrics"} {
-			resp, body := adminRequest(t, "GET", closed.URL+path, "", "")
+			resp, _ := adminRequest(t, "GET", closed.URL+path, "", "")
 			if resp.StatusCode != 401 {
 				t.Errorf("GET %s without token: %d; want 401", path, resp.StatusCode)
 			}
@@ -125,7 +125,7 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			if resp.StatusCode != 401 {
 				t.Errorf("GET %s with a wrong token: %d; want 401", path, resp.StatusCode)
 			}
-			resp, body = adminRequest(t, "GET", open.URL+path, "", "")
+			resp, body := adminRequest(t, "GET", open.URL+path, "", "")
 			if resp.StatusCode != 200 {
 				t.Errorf("GET %s with open reads: %d; want 200 (%s)", path, resp.StatusCode, body)
 			}
@@ -175,7 +175,7 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			t.Errorf("version = %d after a refused document; want 2", v)
 		}
 		resp, body = adminRequest(t, "GET", closed.URL+"/config", token, "")
-		if string(body) != raw2 {
+		if resp.StatusCode != 200 || string(body) != raw2 {
 			t.Errorf("GET /config after PUT = %q; want %q", body, raw2)
 		}
 	})
@@ -236,12 +236,12 @@ func TestAdminReadiness(t *testing.T) {
 	}
 	resp, body = adminRequest(t, "GET", s.URL+"/config/version", "t", "")
 	var vi versionInfo
-	if err := json.Unmarshal(body, &vi); err != nil || vi.Version != 1 || vi.Routes != 1 || vi.Services != 1 {
+	if err := json.Unmarshal(body, &vi); resp.StatusCode != 200 || err != nil || vi.Version != 1 || vi.Routes != 1 || vi.Services != 1 {
 		t.Errorf("/config/version = %s (%v); want version 1 with 1 route and 1 service", body, err)
 	}
 	resp, body = adminRequest(t, "GET", s.URL+"/routes", "t", "")
 	var routes []RouteInfo
-	if err := json.Unmarshal(body, &routes); err != nil || len(routes) != 1 || routes[0].Name != "r" || routes[0].Service != "svc" {
+	if err := json.Unmarshal(body, &routes); resp.StatusCode != 200 || err != nil || len(routes) != 1 || routes[0].Name != "r" || routes[0].Service != "svc" {
 		t.Errorf("/routes = %s (%v)", body, err)
 	}
 	resp, _ = adminRequest(t, "GET", s.URL+"/nope", "t", "")

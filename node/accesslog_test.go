@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
@@ -269,7 +270,7 @@ func TestAccessLogHandlerMatchesSlogJSON(t *testing.T) {
 		}
 		return b.String()
 	}
-	floats := []float64{0, -0.0, 1, 0.001, 1.5, 123.456, 1e-7, 1.234e-9, 1e20, 1e21, 3.3e25, -2.5e-8, 1234567.125}
+	floats := []float64{0, math.Copysign(0, -1), 1, 0.001, 1.5, 123.456, 1e-7, 1.234e-9, 1e20, 1e21, 3.3e25, -2.5e-8, 1234567.125}
 	base := time.Date(2026, 11, 26, 1, 2, 3, 456789000, time.UTC)
 	for i := range 3000 {
 		var attrs []slog.Attr

@@ -187,7 +187,7 @@ func checkCriterion(exact, prefix string, re *regexp.Regexp, present bool) error
 	}
 	switch {
 	case present && n > 0:
-		return errors.New("Present must be used alone, without Exact, Prefix or Regex")
+		return errors.New("the criterion Present must be used alone, without Exact, Prefix or Regex")
 	case !present && n == 0:
 		return errors.New("no criterion: set one of Exact, Prefix, Regex or Present")
 	case n > 1:

@@ -208,7 +208,8 @@ func TestReloadRejectsOtherService(t *testing.T) {
 
 func TestAcquireRelease(t *testing.T) {
 	p := mustPool(t, Spec{Targets: targets(t, "http://a"), MaxConcurrent: 2}, nil, Options{})
-	if !p.Acquire() || !p.Acquire() {
+	first, second := p.Acquire(), p.Acquire()
+	if !first || !second {
 		t.Fatal("refused below the limit")
 	}
 	if p.Acquire() {
