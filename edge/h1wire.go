@@ -102,12 +102,8 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 			return &fieldError{"malformed header field name " + strconv.Quote(string(name))}
 		}
 		value := trimSpace(line[colon+1:])
-		if ctlValues {
-			for _, b := range value {
-				if b < ' ' && b != '\t' || b == 0x7f {
-					return &fieldError{"a control character in header field " + string(name)}
-				}
-			}
+		if ctlValues && hasControlChar(value) {
+			return &fieldError{"a control character in header field " + string(name)}
 		}
 		if maxFields > 0 && len(h.fields) >= maxFields {
 			return errTooManyFields
@@ -121,6 +117,17 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 		f.value[1] = len(h.buf)
 		h.fields = append(h.fields, f)
 	}
+}
+
+// hasControlChar reports whether a field value holds a control character
+// other than tab, which RFC 9110 5.5 does not allow.
+func hasControlChar(v []byte) bool {
+	for _, b := range v {
+		if b < ' ' && b != '\t' || b == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 // framing is what a head says about its message's framing and Host.
@@ -420,10 +427,8 @@ func (r *chunkedReader) readTrailers() error {
 			return errChunked
 		}
 		value := trimSpace(line[colon+1:])
-		for _, b := range value {
-			if b < ' ' && b != '\t' || b == 0x7f {
-				return errChunked // as net/http: no control characters in a field
-			}
+		if hasControlChar(value) {
+			return errChunked // as net/http: no control characters in a field
 		}
 		name := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
 		switch name {

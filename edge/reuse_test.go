@@ -385,15 +385,6 @@ func (r *reuseErrors) report(t *testing.T) {
 	}
 }
 
-// reuseClient is an HTTP/1.1 client with one keep-alive connection pool of
-// its own and a bounded wait.
-func reuseClient(t *testing.T) *http.Client {
-	t.Helper()
-	tr := &http.Transport{Proxy: nil, DisableCompression: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
-}
-
 // reuseH2CClient speaks HTTP/2 with prior knowledge over one connection.
 func reuseH2CClient(t *testing.T) *http.Client {
 	t.Helper()
@@ -588,25 +579,43 @@ func TestReuseConcurrentKeepAliveNoCrossTalk(t *testing.T) {
 	var errs reuseErrors
 	clients := make([]*http.Client, 12)
 	for i := range clients {
-		clients[i] = reuseClient(t)
+		clients[i] = newClient(t)
 	}
 	kinds := []int{kindGet, kindPostLength, kindGetChunkedResp, kindHead, kindPostChunked, kindGet}
-	var specs []*reuseSpec
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	wg.Go(func() {
-		s := runReuseClients(clients, gw.url, "k", 24, reuseWant{host: gw.addr, reqVia: "1.1 meridian", respVia: "1.1 meridian", proto: 1}, kinds, &errs)
-		mu.Lock()
-		specs = append(specs, s...)
-		mu.Unlock()
-	})
-	wg.Go(func() {
-		s := runReusePipelined(gw.addr, "p", 4, 4, reuseWant{host: "x", reqVia: "1.1 meridian", respVia: "1.1 meridian", proto: 1}, &errs)
-		mu.Lock()
-		specs = append(specs, s...)
-		mu.Unlock()
-	})
+	specs := runAll(
+		func() []*reuseSpec {
+			return runReuseClients(clients, gw.url, "k", 24, reuseWant{host: gw.addr, reqVia: "1.1 meridian", respVia: "1.1 meridian", proto: 1}, kinds, &errs)
+		},
+		func() []*reuseSpec {
+			return runReusePipelined(gw.addr, "p", 4, 4, reuseWant{host: "x", reqVia: "1.1 meridian", respVia: "1.1 meridian", proto: 1}, &errs)
+		},
+	)
+	checkReuse(t, &errs, log, specs)
+}
+
+// runAll runs the senders at once and gathers the requests they sent.
+func runAll(runs ...func() []*reuseSpec) []*reuseSpec {
+	var (
+		specs []*reuseSpec
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+	)
+	for _, run := range runs {
+		wg.Go(func() {
+			s := run()
+			mu.Lock()
+			specs = append(specs, s...)
+			mu.Unlock()
+		})
+	}
 	wg.Wait()
+	return specs
+}
+
+// checkReuse reports the senders' errors and, if there were none, checks
+// that each request has its one access-log record.
+func checkReuse(t *testing.T, errs *reuseErrors, log *reuseLog, specs []*reuseSpec) {
+	t.Helper()
 	errs.report(t)
 	if t.Failed() {
 		return
@@ -629,11 +638,7 @@ func TestReuseH2CClientToHTTP1Upstream(t *testing.T) {
 	var errs reuseErrors
 	kinds := []int{kindGet, kindPostLength, kindHead, kindPostChunked, kindGetChunkedResp}
 	specs := runReuseClients(clients, gw.url, "h", 8, reuseWant{host: gw.addr, reqVia: "2 meridian", respVia: "1.1 meridian", proto: 1}, kinds, &errs)
-	errs.report(t)
-	if t.Failed() {
-		return
-	}
-	log.verify(t, specs, 1)
+	checkReuse(t, &errs, log, specs)
 }
 
 // An h2c service: the gateway materializes the outbound header map from
@@ -642,20 +647,10 @@ func TestReuseH2CClientToHTTP1Upstream(t *testing.T) {
 func TestReuseH2CUpstream(t *testing.T) {
 	be := newH2CBackend(t, reuseEchoHandler)
 	setup, log := withReuseLog()
-	gw := startGatewayWith(t, setup, fmt.Sprintf(`
-services:
-  - name: s
-    protocol: h2c
-    targets:
-      - url: %s
-routes:
-  - name: r
-    service: s
-    match: {}
-`, be.URL))
+	gw := startGatewayWith(t, setup, oneRouteService(be.URL, "    protocol: h2c"))
 	h1 := make([]*http.Client, 8)
 	for i := range h1 {
-		h1[i] = reuseClient(t)
+		h1[i] = newClient(t)
 	}
 	h2c := reuseH2CClient(t)
 	h2 := make([]*http.Client, 16)
@@ -664,10 +659,7 @@ routes:
 	}
 	kinds := []int{kindGet, kindPostLength, kindHead, kindPostChunked, kindGetChunkedResp}
 	var errs reuseErrors
-	var specs []*reuseSpec
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	for _, run := range []func() []*reuseSpec{
+	specs := runAll(
 		func() []*reuseSpec {
 			return runReuseClients(h1, gw.url, "a", 15, reuseWant{host: gw.addr, reqVia: "1.1 meridian", respVia: "2 meridian", proto: 2}, kinds, &errs)
 		},
@@ -677,20 +669,8 @@ routes:
 		func() []*reuseSpec {
 			return runReusePipelined(gw.addr, "c", 2, 3, reuseWant{host: "x", reqVia: "1.1 meridian", respVia: "2 meridian", proto: 2}, &errs)
 		},
-	} {
-		wg.Go(func() {
-			s := run()
-			mu.Lock()
-			specs = append(specs, s...)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	errs.report(t)
-	if t.Failed() {
-		return
-	}
-	log.verify(t, specs, 1)
+	)
+	checkReuse(t, &errs, log, specs)
 }
 
 // A backend answers the first attempt of every request 503 with fields of
@@ -734,7 +714,7 @@ func TestReuseRetryRefillsResponseHeader(t *testing.T) {
       budget: {ratio: 1, min_per_second: 10000}`))
 	clients := make([]*http.Client, 8)
 	for i := range clients {
-		clients[i] = reuseClient(t)
+		clients[i] = newClient(t)
 	}
 	want := reuseWant{host: gw.addr, reqVia: "1.1 meridian", respVia: "1.1 meridian", proto: 1}
 	var errs reuseErrors
@@ -829,7 +809,7 @@ func TestReuseEarlyAnswerThenMoreRequests(t *testing.T) {
 	// followed by requests that must get their own echoes.
 	for ci := range 4 {
 		wg.Go(func() {
-			c := reuseClient(t)
+			c := newClient(t)
 			for round := range 4 {
 				id := fmt.Sprintf("e%d-%d-%08x", ci, round, rand.Uint32())
 				size := []int{1 << 20, 100 << 10, 300 << 10, 20 << 10}[(ci+round)%4]
@@ -1013,7 +993,7 @@ func TestReuseResponseHeaderDeadlineAcrossRequests(t *testing.T) {
 	seq := []string{"trickle", "fast", "fast", "near", "near", "trickle-chunked", "fast", "near"}
 	for ci := range 6 {
 		wg.Go(func() {
-			c := reuseClient(t)
+			c := newClient(t)
 			for n, mode := range seq[ci%2:] {
 				errs.add(request(c, mode, fmt.Sprintf("%c%d-%d", 'a'+ci, ci, n)))
 			}
@@ -1025,7 +1005,7 @@ func TestReuseResponseHeaderDeadlineAcrossRequests(t *testing.T) {
 	// One at a time, so that each request gets the connection the one
 	// before used: heads within the timeout one after the other, and a
 	// late head after a slow body, which must still time out.
-	c := reuseClient(t)
+	c := newClient(t)
 	for n, mode := range []string{"fast", "near", "near", "near", "near", "trickle"} {
 		if err := request(c, mode, fmt.Sprintf("s-%d", n)); err != nil {
 			t.Fatal(err)

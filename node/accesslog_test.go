@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 // sink records each Write it gets; failFirst makes its first n fail.
@@ -163,7 +165,7 @@ func TestFlushingWriterRecoversFromAFailedWrite(t *testing.T) {
 }
 
 // accessLines returns the access log records in buf.
-func accessLines(t *testing.T, buf *syncBuffer) []map[string]any {
+func accessLines(t *testing.T, buf *testutil.SyncBuffer) []map[string]any {
 	t.Helper()
 	var recs []map[string]any
 	for l := range strings.SplitSeq(strings.TrimSpace(buf.String()), "\n") {
@@ -177,23 +179,6 @@ func accessLines(t *testing.T, buf *syncBuffer) []map[string]any {
 		recs = append(recs, m)
 	}
 	return recs
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // Through a node: with the default interval lines come within a second
@@ -215,7 +200,7 @@ func TestAccessLogFlushInterval(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var buf syncBuffer
+			var buf testutil.SyncBuffer
 			n, err := New(f, Options{ConfigPath: filepath.Join(dir, "m.yaml"), Logger: slog.New(slog.DiscardHandler), AccessLogWriter: &buf})
 			if err != nil {
 				t.Fatal(err)
