@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -131,6 +132,7 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 	default:
 		return fwdResponse{}, fmt.Errorf("store: unknown forwarded operation %q", req.Op)
 	}
+	releaseOnShutdown(f, s.raftDown)
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	var err error
@@ -337,4 +339,32 @@ func readFrame(r io.Reader, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// releaseOnShutdown makes f.Error() return raft.ErrRaftShutdown once down is
+// closed, if raft has not answered f by then.
+//
+// hashicorp/raft drops some futures at Shutdown without answering them
+// (hashicorp/raft#498, open): entries committed but still queued for the FSM
+// when the FSM goroutine exits. Their Error() then blocks forever, and so would
+// the goroutine execLocal starts for each write. Raft's futures already wait
+// on an exported ShutdownCh field, which raft sets only for its internal
+// snapshot futures; setting it here, before anyone waits on f, makes ours
+// wait on the store's shutdown as well. The field lives in an unexported
+// embedded struct, so it is reached by reflection; if a future raft version
+// renames it, TestReleaseOnShutdownReachesRaftFutures fails.
+func releaseOnShutdown(f raft.Future, down chan struct{}) bool {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return false // an errorFuture: answered already
+	}
+	fld := v.Elem().FieldByName("ShutdownCh")
+	if !fld.IsValid() || !fld.CanSet() || fld.Type() != reflect.TypeOf(down) {
+		return false
+	}
+	if !fld.IsNil() {
+		return true // raft set its own
+	}
+	fld.Set(reflect.ValueOf(down))
+	return true
 }

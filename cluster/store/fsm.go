@@ -77,11 +77,13 @@ type fsm struct {
 
 	mu    sync.Mutex
 	st    fsmState
-	waitC chan struct{} // closed and replaced when delivered advances
-	// delivered is the index whose document every subscriber has been
-	// given: what read-your-writes waits for, so that a write returns only
-	// once this node serves it (not merely once the FSM recorded it).
-	delivered uint64
+	waitC chan struct{} // closed and replaced when served advances
+	// served is the state whose document every subscriber has been given:
+	// what read-your-writes waits for, so that a write returns only once
+	// this node serves it (not merely once the FSM recorded it), and what
+	// current() reports, so a reader never sees a version that the
+	// subscribers have not been handed yet.
+	served fsmState
 
 	// deliverMu serialises deliveries to subscribers so they see documents in
 	// apply order, including the initial delivery on Subscribe.
@@ -105,7 +107,7 @@ func newFSM(dir string, persistErr func(error)) (*fsm, error) {
 		if err := json.Unmarshal(b, &f.st); err != nil {
 			return nil, fmt.Errorf("store: decode %s: %w", stateFile, err)
 		}
-		f.delivered = f.st.Index
+		f.served = f.st
 	}
 	return f, nil
 }
@@ -180,16 +182,16 @@ func (f *fsm) Apply(l *raft.Log) any {
 			fn(doc)
 		}
 	}
-	f.markDelivered(l.Index)
+	f.markServed(st)
 	return res
 }
 
-// markDelivered records that subscribers have seen the document as of
-// index, and wakes waiters.
-func (f *fsm) markDelivered(index uint64) {
+// markServed records that subscribers have seen the document of st, and
+// wakes waiters.
+func (f *fsm) markServed(st fsmState) {
 	f.mu.Lock()
-	if index > f.delivered {
-		f.delivered = index
+	if st.Index > f.served.Index {
+		f.served = st
 	}
 	f.signalLocked()
 	f.mu.Unlock()
@@ -250,14 +252,16 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			fn(doc)
 		}
 	}
-	f.markDelivered(st.Index)
+	f.markServed(st)
 	return nil
 }
 
+// current returns the state subscribers have been given. The FSM's own state
+// may be one entry ahead while its document is being delivered.
 func (f *fsm) current() fsmState {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.st
+	return f.served
 }
 
 // waitCh returns the index delivered to subscribers and a channel closed
@@ -265,7 +269,7 @@ func (f *fsm) current() fsmState {
 func (f *fsm) waitCh() (uint64, <-chan struct{}) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.delivered, f.waitC
+	return f.served.Index, f.waitC
 }
 
 func (f *fsm) subscribe(fn func(Document)) {

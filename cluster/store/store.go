@@ -137,6 +137,9 @@ type Store struct {
 	snaps   raft.SnapshotStore
 	mux     *mux
 	closing chan struct{}
+	// raftDown is closed once raft.Shutdown has returned: a future raft has
+	// not answered by then never will be (see releaseOnShutdown).
+	raftDown chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -168,7 +171,7 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 
-	s := &Store{cfg: cfg, log: log, closing: make(chan struct{})}
+	s := &Store{cfg: cfg, log: log, closing: make(chan struct{}), raftDown: make(chan struct{})}
 	var cleanup []func()
 	fail := func(err error) (*Store, error) {
 		for i := len(cleanup) - 1; i >= 0; i-- {
@@ -566,6 +569,7 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
 		err := s.raft.Shutdown().Error()
+		close(s.raftDown)
 		s.trans.CloseStreams()
 		s.trans.Close()
 		s.mux.close()

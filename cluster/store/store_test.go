@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -419,5 +420,121 @@ func TestMinorityRefusesWrites(t *testing.T) {
 				t.Fatalf("survivor still leader")
 			}
 		})
+	}
+}
+
+// Current never reports a version before the node's subscribers have been
+// given it: a reader that sees version v can rely on every subscriber (the
+// gateway's snapshot swap, the gossip metadata) having seen v too. A
+// subscriber held inside its callback keeps Current at the old version.
+func TestCurrentFollowsDelivery(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.start()
+	nd := c.leader(5 * time.Second)
+	if _, err := nd.s.Apply(ctxT(t, 5*time.Second), []byte("v1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	entered := make(chan uint64, 1)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll) // runs before the cluster's cleanup closes the store
+	nd.s.Subscribe(func(d Document) {
+		if d.Version == 2 {
+			entered <- d.Version
+			<-release
+		}
+	})
+	done := make(chan error, 1)
+	go func() {
+		_, err := nd.s.Apply(ctxT(t, 5*time.Second), []byte("v2"), 0)
+		done <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("subscriber never given version 2")
+	}
+	if cur := nd.s.Current(); cur.Version != 1 || string(cur.Raw) != "v1" {
+		t.Fatalf("while a subscriber holds version 2, Current is %d %q; want 1 \"v1\"", cur.Version, cur.Raw)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Apply returned (%v) before its document was delivered", err)
+	default:
+	}
+	releaseAll()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if cur := nd.s.Current(); cur.Version != 2 || string(cur.Raw) != "v2" {
+		t.Fatalf("after delivery Current is %d %q; want 2 \"v2\"", cur.Version, cur.Raw)
+	}
+}
+
+// Writes waiting when the store closes all return, even those raft commits
+// but never answers: hashicorp/raft drops futures still queued for its FSM at
+// Shutdown (hashicorp/raft#498). Here the FSM is held in a subscriber while
+// more writes commit behind it, and the store closes before it is let go.
+// Every Apply must return, and no goroutine may be left behind (the
+// cluster's goroutine check).
+func TestCloseAnswersQueuedWrites(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.start()
+	nd := c.leader(5 * time.Second)
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll)
+	nd.s.Subscribe(func(d Document) {
+		if d.Version == 1 {
+			entered <- struct{}{}
+			<-release
+		}
+	})
+	const n = 16
+	base := nd.s.raft.LastIndex()
+	done := make(chan error, n)
+	for i := range n {
+		go func() {
+			// No deadline: only the store's close may end the wait.
+			_, err := nd.s.Apply(context.Background(), fmt.Appendf(nil, "doc-%d", i), 0)
+			done <- err
+		}()
+	}
+	<-entered
+	// Let the other writes reach the log and commit behind the held FSM.
+	waitFor(t, 5*time.Second, "writes committed behind the held FSM", func() bool {
+		return nd.s.raft.CommitIndex() >= base+n
+	})
+	closed := make(chan struct{})
+	go func() { c.stop(nd); close(closed) }()
+	releaseAll()
+	<-closed
+	deadline := time.After(10 * time.Second)
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, ErrClosed) {
+				t.Errorf("write ended with %v; want success or ErrClosed", err)
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d writes still waiting 10s after the store closed", n-i, n)
+		}
+	}
+}
+
+// releaseOnShutdown reaches the futures this raft version returns.
+func TestReleaseOnShutdownReachesRaftFutures(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.start()
+	nd := c.leader(5 * time.Second)
+	f := nd.s.raft.Apply([]byte{opSetDocument, '{', '}'}, time.Second)
+	if !releaseOnShutdown(f, nd.s.raftDown) {
+		t.Fatalf("releaseOnShutdown cannot reach %T's ShutdownCh: hashicorp/raft changed; see hashicorp/raft#498", f)
+	}
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
 	}
 }
