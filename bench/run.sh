@@ -6,7 +6,7 @@
 #   BENCH_DURATION  measured time per run          (default 10s)
 #   BENCH_WARMUP    warmup per run, not recorded   (default 2s)
 #   BENCH_CONNS     connection counts              (default "64 256")
-#   BENCH_TARGETS   targets for proto h1           (default "direct nginx haproxy caddy go-floor meridian")
+#   BENCH_TARGETS   targets for proto h1           (default "direct nginx nginx-gw haproxy caddy go-floor meridian")
 #   BENCH_PROTOS    protocols: h1 tls h2 h3 handshakes handshakes-h3, or "all" (= h1 tls h2 h3 handshakes) (default h1)
 #   BENCH_TLS_TARGETS targets for the TLS protos   (default "direct-tls caddy-tls meridian-tls")
 #   BENCH_SYSCTL    1: as root, raise net.core.rmem_max/wmem_max to 7500000 for QUIC (default 0: only report them)
@@ -24,7 +24,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNS:-"64 256"}
-TARGETS=${BENCH_TARGETS:-"direct nginx haproxy caddy go-floor meridian"}
+TARGETS=${BENCH_TARGETS:-"direct nginx nginx-gw haproxy caddy go-floor meridian"}
 PROTOS=${BENCH_PROTOS:-h1}
 [[ $PROTOS == all ]] && PROTOS="h1 tls h2 h3 handshakes"
 TLS_TARGETS=${BENCH_TLS_TARGETS:-"direct-tls caddy-tls meridian-tls"}
@@ -35,12 +35,15 @@ PIN=${BENCH_PIN:-auto}
 INSTALL=${BENCH_INSTALL:-1}
 KEEP_WORK=${BENCH_KEEP_WORK:-0}
 
-declare -A PORT=([direct]=18000 [nginx]=18001 [haproxy]=18002 [caddy]=18003 [meridian]=18004 [go-floor]=18005
+declare -A PORT=([direct]=18000 [nginx]=18001 [haproxy]=18002 [caddy]=18003 [meridian]=18004 [go-floor]=18005 [nginx-gw]=18006
 	[direct-tls]=18010 [caddy-tls]=18013 [meridian-tls]=18015)
 ADMIN_PORT=18009 # meridian admin listener
 # meridian-tls: 18014 plain HTTP (redirects), 18015 HTTPS (TCP + UDP), 18019 admin.
 # caddy-tls: 18013 HTTPS (TCP + UDP); its http_port 18012 is not bound (no redirects).
-ALL_TARGETS=(direct nginx haproxy caddy go-floor meridian direct-tls caddy-tls meridian-tls)
+ALL_TARGETS=(direct nginx nginx-gw haproxy caddy go-floor meridian direct-tls caddy-tls meridian-tls)
+# Targets served by another target's process (nginx-gw is a second server
+# block of the nginx peer): never stopped on their own.
+declare -A SHARES=([direct-tls]=direct [nginx-gw]=nginx)
 
 # loadgen flags of each protocol (all TLS protos use the TLS targets).
 declare -A PROTO_ARGS=([h1]="" [tls]="-tls" [h2]="-h2" [h3]="-h3" [handshakes]="-tls -handshakes" [handshakes-h3]="-h3 -handshakes")
@@ -224,7 +227,7 @@ udp_busy() {
 	[[ -n $(ss -Hunl "sport = :$1" 2>/dev/null) ]]
 }
 
-for t in direct nginx haproxy caddy go-floor meridian; do
+for t in direct nginx nginx-gw haproxy caddy go-floor meridian; do
 	if port_busy "${PORT[$t]}"; then
 		log "port ${PORT[$t]} (for $t) is already in use by another process; stop it first"
 		exit 1
@@ -324,7 +327,7 @@ wait_ready() { # target -> 0 when it answers 2xx
 	fi
 	FAIL[$t]="not answering"
 	note "$t did not answer on $url within 10s: $(tail -n 3 "$WORK/logs/$t.log" | tr '\n' ' ') probe: $(tail -n 1 "$WORK/logs/$t-probe.log" 2>/dev/null)"
-	[[ ${SPID[$t]} == "${SPID[direct]:-}" ]] || stop_pid "${SPID[$t]}"
+	[[ -n ${SHARES[$t]:-} ]] || stop_pid "${SPID[$t]}"
 	return 1
 }
 
@@ -359,13 +362,19 @@ if want direct-tls; then
 	wait_ready direct-tls && check_h3 direct-tls
 fi
 
-if want nginx; then
+if want nginx || want nginx-gw; then
 	if command -v nginx >/dev/null; then
 		mkdir -p "$WORK/nginx/tmp"
 		start nginx nginx -p "$WORK/nginx/" -c "$ROOT/bench/peers/nginx.conf" -e "$WORK/nginx/error.log"
-		wait_ready nginx || true
+		SPID[nginx-gw]=${SPID[nginx]}
+		if wait_ready nginx; then
+			want nginx-gw && { wait_ready nginx-gw || true; }
+		else
+			FAIL[nginx-gw]=${FAIL[nginx]}
+		fi
 	else
 		FAIL[nginx]="not installed"
+		FAIL[nginx-gw]="not installed"
 		note "nginx not installed"
 	fi
 fi

@@ -74,6 +74,42 @@ type Report struct {
 	Meta        map[string]string `json:"meta"`
 	Notes       []string          `json:"notes,omitempty"`
 	Rows        []Row             `json:"rows"`
+	// Versus compares Meridian with every other proxy measured with the
+	// same proto and conns: the ratios the issue's targets are written in.
+	Versus []Versus `json:"meridian_versus,omitempty"`
+}
+
+// Versus is Meridian's median run divided by a peer's, same proto and conns.
+type Versus struct {
+	Proto    string  `json:"proto"`
+	Conns    int     `json:"conns"`
+	Peer     string  `json:"peer"`
+	RPSRatio float64 `json:"rps_ratio"` // above 1: Meridian served more
+	P99Ratio float64 `json:"p99_ratio"` // below 1: Meridian's p99 was lower
+}
+
+// versus pairs each successful meridian row (target "meridian" or
+// "meridian-tls") with every other successful proxy row of its proto and
+// conns, baselines excluded, in the rows' order.
+func versus(rows []Row) []Versus {
+	var out []Versus
+	for _, m := range rows {
+		if !m.OK || !strings.HasPrefix(m.Target, "meridian") {
+			continue
+		}
+		for _, p := range rows {
+			if !p.OK || p.Proto != m.Proto || p.Conns != m.Conns || p.Target == m.Target ||
+				isBaseline(p.Target) || p.Result.RPS <= 0 || p.Result.LatencyNS.P99 <= 0 {
+				continue
+			}
+			out = append(out, Versus{
+				Proto: m.Proto, Conns: m.Conns, Peer: p.Target,
+				RPSRatio: m.Result.RPS / p.Result.RPS,
+				P99Ratio: float64(m.Result.LatencyNS.P99) / float64(p.Result.LatencyNS.P99),
+			})
+		}
+	}
+	return out
 }
 
 func main() {
@@ -195,6 +231,7 @@ func main() {
 		}
 	}
 
+	rep.Versus = versus(rep.Rows)
 	printMarkdown(&rep)
 
 	if *out != "" {
@@ -295,6 +332,16 @@ func printMarkdown(rep *Report) {
 				resumed = fmt.Sprintf(" (%d resumed!)", r.Result.TLSResumed)
 			}
 			fmt.Printf("- %s c=%d %s: %.0f handshakes/s, p99 %s ms%s\n", r.Proto, r.Conns, r.Target, r.Result.HSPerS, ms(r.Result.LatencyNS.P99), resumed)
+		}
+	}
+	if len(rep.Versus) > 0 {
+		fmt.Println()
+		fmt.Println("Meridian ÷ each peer, same proto and connections (req/s above 1 and p99 below 1 favour Meridian):")
+		fmt.Println()
+		fmt.Println("| proto | conns | peer | req/s ratio | p99 ratio |")
+		fmt.Println("|---|---:|---|---:|---:|")
+		for _, v := range rep.Versus {
+			fmt.Printf("| %s | %d | %s | %.2f | %.2f |\n", v.Proto, v.Conns, v.Peer, v.RPSRatio, v.P99Ratio)
 		}
 	}
 	if len(rep.Notes) > 0 {
