@@ -356,7 +356,23 @@ func methodExpectsBody(m string) bool {
 	return m == http.MethodPost || m == http.MethodPut || m == http.MethodPatch
 }
 
+// validHeaderValue reports whether v can be written in a field line: no
+// CR, LF or NUL. It looks at eight bytes at a time, and at single bytes
+// only where a word holds a byte below 0x20 or a DEL.
 func validHeaderValue(v string) bool {
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		w := v[i : i+8]
+		x := uint64(w[0]) | uint64(w[1])<<8 | uint64(w[2])<<16 | uint64(w[3])<<24 |
+			uint64(w[4])<<32 | uint64(w[5])<<40 | uint64(w[6])<<48 | uint64(w[7])<<56
+		if wordMayHoldControl(x) && !validHeaderBytes(w) {
+			return false
+		}
+	}
+	return validHeaderBytes(v[i:])
+}
+
+func validHeaderBytes(v string) bool {
 	for i := 0; i < len(v); i++ {
 		if c := v[i]; c < ' ' && (c == '\r' || c == '\n' || c == 0) {
 			return false

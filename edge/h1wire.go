@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net/http"
@@ -67,7 +68,10 @@ type headBlock struct {
 	line   []byte // a line longer than the reader's buffer
 }
 
-type fieldSpan struct{ name, value [2]int }
+type fieldSpan struct {
+	name, value [2]int
+	canon       bool // the name is already in canonical form
+}
 
 // fieldError is a malformed field line.
 type fieldError struct{ why string }
@@ -98,7 +102,8 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 			return &fieldError{"malformed header field"}
 		}
 		name := line[:colon]
-		if !validToken(name) {
+		valid, canon := tokenCanonical(name)
+		if !valid {
 			return &fieldError{"malformed header field name " + strconv.Quote(string(name))}
 		}
 		value := trimSpace(line[colon+1:])
@@ -108,7 +113,7 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 		if maxFields > 0 && len(h.fields) >= maxFields {
 			return errTooManyFields
 		}
-		var f fieldSpan
+		f := fieldSpan{canon: canon}
 		f.name[0] = len(h.buf)
 		h.buf = append(h.buf, name...)
 		f.name[1] = len(h.buf)
@@ -120,14 +125,59 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 }
 
 // hasControlChar reports whether a field value holds a control character
-// other than tab, which RFC 9110 5.5 does not allow.
+// other than tab, which RFC 9110 5.5 does not allow. It looks at eight
+// bytes at a time and at single bytes only where a word holds a byte
+// below 0x20 or a DEL.
 func hasControlChar(v []byte) bool {
-	for _, b := range v {
+	i := 0
+	for ; i+8 <= len(v); i += 8 {
+		if wordMayHoldControl(binary.LittleEndian.Uint64(v[i:])) {
+			for _, b := range v[i : i+8] {
+				if b < ' ' && b != '\t' || b == 0x7f {
+					return true
+				}
+			}
+		}
+	}
+	for _, b := range v[i:] {
 		if b < ' ' && b != '\t' || b == 0x7f {
 			return true
 		}
 	}
 	return false
+}
+
+// wordMayHoldControl reports whether any of x's eight bytes is below 0x20
+// or is 0x7f. Both tests are exact for "any byte" (the classic has-less
+// and has-zero bit tricks); a byte with its high bit set never counts.
+func wordMayHoldControl(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	below := (x - 0x20*ones) &^ x & highs
+	y := x ^ 0x7f*ones
+	del := (y - ones) &^ y & highs
+	return below|del != 0
+}
+
+// tokenCanonical reports whether b is a token (RFC 9110 5.6.2), and
+// whether it is already in the canonical form
+// textproto.CanonicalMIMEHeaderKey gives (upper case at the start and
+// after each '-', lower case elsewhere), which then returns it unchanged.
+func tokenCanonical(b []byte) (valid, canonical bool) {
+	if len(b) == 0 {
+		return false, false
+	}
+	canonical = true
+	upper := true
+	for _, c := range b {
+		if !tokenChars[c] {
+			return false, false
+		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			canonical = false
+		}
+		upper = c == '-'
+	}
+	return true, canonical
 }
 
 // framing is what a head says about its message's framing and Host.
@@ -153,7 +203,10 @@ func (h *headBlock) header(header http.Header, block string, request bool) (http
 	}
 	values := make([]string, len(h.fields))
 	for i, f := range h.fields {
-		name := textproto.CanonicalMIMEHeaderKey(block[f.name[0]:f.name[1]])
+		name := block[f.name[0]:f.name[1]]
+		if !f.canon {
+			name = textproto.CanonicalMIMEHeaderKey(name)
+		}
 		value := block[f.value[0]:f.value[1]]
 		switch name {
 		case "Host":
