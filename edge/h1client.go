@@ -240,7 +240,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	reusable := !resp.Close && !req.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0 || resp.Body == http.NoBody)
 	eb := &pc.last.body
-	*eb = h1Body{pc: pc, rc: resp.Body, stop: stop, bodyDone: bodyDone, reusable: reusable}
+	*eb = h1Body{pc: pc, rc: resp.Body, stop: stop, bodyDone: bodyDone, reusable: reusable, hopFree: !pc.last.hop}
 	if resp.Body == http.NoBody || resp.ContentLength == 0 {
 		eb.finish(true)
 		resp.Body = http.NoBody
@@ -452,6 +452,9 @@ type h1Body struct {
 	bodyDone chan error
 	reusable bool
 	done     bool
+	// hopFree: the response head had no hop-by-hop field, so the proxy
+	// can skip dropHopFields.
+	hopFree bool
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {

@@ -187,6 +187,8 @@ type framing struct {
 	// Fields the parsers look at after the map is built: a lookup is
 	// needed only if they are there.
 	connection, expect, upgrade bool
+	// hop: a hop-by-hop field (isHopHeader) is in the head.
+	hop bool
 }
 
 // header fills header (a new map if nil; else an empty one the caller
@@ -233,6 +235,9 @@ func (h *headBlock) header(header http.Header, block string, request bool) (http
 			fr.expect = true
 		case "Upgrade":
 			fr.upgrade = true
+		}
+		if isHopHeader(name) {
+			fr.hop = true
 		}
 		if prev, ok := header[name]; ok {
 			header[name] = append(prev, value)
@@ -506,6 +511,9 @@ type h1Response struct {
 	resp http.Response
 	lr   lengthReader
 	body h1Body
+	// hop: the head had a hop-by-hop field (Connection among them), so
+	// the proxy must run dropHopFields over the header.
+	hop bool
 }
 
 type lengthReader struct {
@@ -598,7 +606,7 @@ func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Respon
 	cls, tes, clVal, te := fr.cls, fr.tes, fr.clVal, fr.te
 	// The response, its body's reader and the transport's body wrapper
 	// are one allocation (pc.last, for exchange).
-	hr := &h1Response{}
+	hr := &h1Response{hop: fr.hop}
 	pc.last = hr
 	resp := &hr.resp
 	*resp = http.Response{

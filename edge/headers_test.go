@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -457,6 +459,64 @@ func TestOutHeaderMatchesMapEdits(t *testing.T) {
 				if !strings.HasPrefix(v, "in") && k != "Connection" {
 					t.Fatalf("case %d: inbound %s changed to %q", i, k, vs)
 				}
+			}
+		}
+	}
+}
+
+// Each hop-by-hop field an HTTP/1.1 upstream sends is dropped on its own,
+// with no Connection field to point at it, on a keep-alive connection
+// whose earlier and later responses have none (the parser's note that a
+// head had no hop-by-hop field must be about that head alone).
+func TestResponseHopFieldsDroppedOneByOne(t *testing.T) {
+	hop := []string{"Keep-Alive: timeout=5", "Proxy-Connection: keep-alive", "Te: trailers",
+		"Trailer: X-T", "Upgrade: websocket", "Proxy-Authenticate: Basic", "Proxy-Authorization: Basic eA==",
+		"Connection: X-Listed\r\nX-Listed: secret"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					extra := ""
+					if i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Path, "/hop/")); err == nil && i < len(hop) {
+						extra = hop[i] + "\r\n"
+					}
+					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: yes\r\n%s\r\nok", extra)
+				}
+			}()
+		}
+	}()
+	gw := startGateway(t, oneRoute("http://"+ln.Addr().String(), ""))
+	c := newClient(t)
+	get := func(path string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, gw.url+path, nil)
+		resp, body := do(t, c, req)
+		if resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("X-Kept") != "yes" {
+			t.Fatalf("%s: %d %q, X-Kept %q", path, resp.StatusCode, body, resp.Header.Get("X-Kept"))
+		}
+		return resp
+	}
+	for i, f := range hop {
+		get("/plain")
+		resp := get("/hop/" + strconv.Itoa(i))
+		for _, line := range strings.Split(f, "\r\n") {
+			name, _, _ := strings.Cut(line, ":")
+			if v, ok := resp.Header[name]; ok {
+				t.Errorf("after %q the client saw %s: %q; want it dropped", f, name, v)
 			}
 		}
 	}

@@ -338,8 +338,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	wh := w.Header()
 	if a, ok := w.(headerAdopter); ok && len(wh) == 0 {
 		// The upstream's map is this request's alone: it becomes the
-		// response's, rather than be copied field by field.
-		dropHopFields(resp.Header)
+		// response's, rather than be copied field by field. Our HTTP/1
+		// parser noted whether the head had hop-by-hop fields at all.
+		if b, ok := resp.Body.(*h1Body); !ok || !b.hopFree {
+			dropHopFields(resp.Header)
+		}
 		a.adoptHeader(resp.Header)
 		wh = resp.Header
 	} else {
