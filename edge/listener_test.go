@@ -242,3 +242,29 @@ func TestReadHeaderTimeoutClosesSlowloris(t *testing.T) {
 		}
 	}
 }
+
+// CONNECT is refused (501, problem+json, connection closed) and never
+// reaches a backend, over HTTP/1.1 with tunnel bytes already sent behind
+// it, and over h2c.
+func TestConnectRefused(t *testing.T) {
+	var hits hitCounter
+	gw := startGateway(t, oneRoute(countingBackend(t, &hits), ""))
+	c := dialGateway(t, gw.addr)
+	io.WriteString(c, "CONNECT internal.example:443 HTTP/1.1\r\nHost: internal.example:443\r\n\r\n\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+	br := bufio.NewReader(c)
+	resp, body := readResponse(t, br, http.MethodConnect)
+	checkProblem(t, resp, body, http.StatusNotImplemented, "")
+	expectEOF(t, c, br, 5*time.Second)
+
+	req, _ := http.NewRequest(http.MethodConnect, gw.url, nil)
+	req.URL.Path = ""
+	req.Host = "internal.example:443"
+	resp, body = do(t, newH2CClient(t), req)
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("h2c CONNECT answered over HTTP/%d", resp.ProtoMajor)
+	}
+	checkProblem(t, resp, body, http.StatusNotImplemented, "")
+	if n := hits.get(); n != 0 {
+		t.Errorf("backend hits = %d; want 0", n)
+	}
+}

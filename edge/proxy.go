@@ -91,6 +91,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "proxy_configuration_error", title: "Service Unavailable", detail: "no configuration is loaded yet"})
 		return
 	}
+	if r.Method == http.MethodConnect {
+		// CONNECT asks for a tunnel to the authority it names: a forward
+		// proxy's job. Relayed, it would reach the upstream as a request
+		// with no path, and a client that took the answer for an open
+		// tunnel would send bytes that are not HTTP.
+		g.fail(w, r, x, &proxyError{status: http.StatusNotImplemented, title: "Not Implemented",
+			detail: "CONNECT is not supported: this is a reverse proxy, not a forward proxy", close: true})
+		return
+	}
 	path := r.URL.Path
 	if path == "" {
 		path = "/"
