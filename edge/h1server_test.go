@@ -125,6 +125,8 @@ func TestH1ServerRefusesMalformedRequests(t *testing.T) {
 		"two Host headers":                      "more than one Host",
 		"chunk size zz":                         "malformed chunked",
 		"chunk size 17 hex digits":              "malformed chunked",
+		"chunk size after a space":              "malformed chunked",
+		"chunk extension with a bare CR":        "malformed chunked",
 	}
 	const post = "POST / HTTP/1.1\r\nHost: x\r\n"
 	const chunked = post + "Transfer-Encoding: chunked\r\n\r\n"
@@ -200,6 +202,10 @@ func TestH1ServerRefusesMalformedRequests(t *testing.T) {
 		{"chunk size empty", chunked + "\r\nabc\r\n0\r\n\r\n", 400},
 		{"chunk size negative", chunked + "-3\r\nabc\r\n0\r\n\r\n", 400},
 		{"chunk size 0x", chunked + "0x3\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk size after a space", chunked + " 3\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk size after a tab", chunked + "\t3\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk extension with a bare CR", chunked + "3;a\rb\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk extension with a NUL", chunked + "3;\x00\r\nabc\r\n0\r\n\r\n", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := hits.get()

@@ -379,12 +379,22 @@ func cutCRLF(buf []byte) (line, rest []byte, ok bool) {
 	return buf[:i-1], buf[i+1:], true
 }
 
-// parseChunkSize parses a chunk-size line, ignoring extensions.
+// parseChunkSize parses a chunk-size line, ignoring extensions. The size
+// must start the line; whitespace may follow it (BWS before extensions,
+// RFC 9112 7.1.1; trailing whitespace without them is tolerated, as by
+// net/http). Extensions are skipped, but a control character in them
+// (other than tab: a bare CR, a NUL) is refused, since hops could disagree
+// on where such a line ends.
 func parseChunkSize(line []byte) (int64, error) {
 	if i := indexByte(line, ';'); i >= 0 {
+		if hasControlChar(line[i+1:]) {
+			return 0, errChunked
+		}
 		line = line[:i]
 	}
-	line = trimSpace(line)
+	for len(line) > 0 && (line[len(line)-1] == ' ' || line[len(line)-1] == '\t') {
+		line = line[:len(line)-1]
+	}
 	if len(line) == 0 || len(line) > 15 {
 		return 0, errChunked
 	}
