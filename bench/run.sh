@@ -436,6 +436,22 @@ if want meridian-tls && ((MERIDIAN_OK)); then
 	fi
 fi
 
+# ------------------------------------------------------------------- CPU
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# cpu_us PID: CPU time (user + system, µs) used so far by PID and its
+# descendants, from /proc (utime and stime are fields 14 and 15 of stat).
+cpu_us() {
+	local p line total=0
+	local -a f
+	for p in "$1" $(descendants "$1"); do
+		read -r line <"/proc/$p/stat" 2>/dev/null || continue
+		read -ra f <<<"${line##*) }"
+		total=$((total + f[11] + f[12]))
+	done
+	echo $((total * 1000000 / CLK_TCK))
+}
+
 # ---------------------------------------------------------------- memory
 # sum_status FIELD PID: sum of FIELD (kB) over PID and its descendants.
 sum_status() {
@@ -482,12 +498,30 @@ for round in $(seq 1 "$REPEAT"); do
 				name="$proto-$t-c$c-r$round"
 				out="$WORK/results/$name.json"
 				log "run: $proto $t c=$c ($WARMUP warmup + $DURATION), round $round/$REPEAT"
+				# CPU used by the target and by the backend over the measured
+				# part of the run (after the warmup), for CPU per request.
+				cpu_mark=$WORK/cpu-$name
+				(
+					sleep "$WARMUP"
+					echo "$(cpu_us "${SPID[$t]}") $(cpu_us "${SPID[direct]}")" >"$cpu_mark"
+				) &
+				cpu_pid=$!
 				# shellcheck disable=SC2086 # PROTO_ARGS and TLSFLAG are lists of words
 				if "${LG_PIN[@]}" "$BIN/loadgen" -url "$(url_of "$t")" ${PROTO_ARGS[$proto]} ${TLSFLAG[$t]:-} \
 					-c "$c" -d "$DURATION" -warmup "$WARMUP" -json >"$out" 2>"$WORK/logs/loadgen-$name.log"; then
-					printf '%s\t%s\t%s\t%s\n' "$proto" "$t" "$c" "$out" >>"$RUNS_TSV"
+					p1=$(cpu_us "${SPID[$t]}")
+					b1=$(cpu_us "${SPID[direct]}")
+					wait "$cpu_pid" 2>/dev/null || true
+					p0="" b0=""
+					[[ -s $cpu_mark ]] && read -r p0 b0 <"$cpu_mark"
+					if [[ -n $p0 && -n $b0 ]]; then
+						printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$proto" "$t" "$c" "$out" "$((p1 - p0))" "$((b1 - b0))" >>"$RUNS_TSV"
+					else
+						printf '%s\t%s\t%s\t%s\n' "$proto" "$t" "$c" "$out" >>"$RUNS_TSV"
+					fi
 					log "     $(tr -d '\n ' <"$out" | sed -n 's/.*"rps":\([0-9.]*\).*"errors":\([0-9]*\).*"p99":\([0-9]*\).*/\1 req\/s, \2 errors, p99 \3 ns/p')"
 				else
+					wait "$cpu_pid" 2>/dev/null || true
 					printf '%s\t%s\t%s\t-\t%s\n' "$proto" "$t" "$c" "loadgen failed" >>"$RUNS_TSV"
 					note "$proto $t c=$c: loadgen failed: $(tail -n 2 "$WORK/logs/loadgen-$name.log" | tr '\n' ' ')"
 				fi

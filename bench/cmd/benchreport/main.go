@@ -4,8 +4,11 @@
 //
 // Inputs (tab-separated, one record per line, '#' comments allowed):
 //
-//	-runs:  proto  target  conns  path-to-loadgen-json  [reason]
-//	        (path "-" = run failed; proto is h1, tls, h2, h3, handshakes, ...)
+//	-runs:  proto  target  conns  path-to-loadgen-json  [target_cpu_us  backend_cpu_us]
+//	        proto  target  conns  -  [reason]      (a failed run)
+//	        (proto is h1, tls, h2, h3, handshakes, ...; the CPU columns are
+//	        the user+system time the target's and the backend's process
+//	        trees used over the measured part of the run)
 //
 // A (proto, target, conns) triple may appear several times (BENCH_REPEAT):
 // the run with the median req/s is reported, with the spread of req/s over
@@ -41,7 +44,10 @@ type loadResult struct {
 	Non2xx     int64   `json:"non_2xx"`
 	Reconnects int64   `json:"reconnects"`
 	ErrSample  string  `json:"error_sample,omitempty"`
-	LatencyNS  struct {
+	// From the runs TSV, not loadgen: CPU µs over the measured window
+	// (negative: not measured).
+	targetCPU, backendCPU float64
+	LatencyNS             struct {
 		Mean int64 `json:"mean"`
 		P50  int64 `json:"p50"`
 		P90  int64 `json:"p90"`
@@ -53,19 +59,24 @@ type loadResult struct {
 
 // Row is one (target, conns) measurement in the combined output.
 type Row struct {
-	Proto        string      `json:"proto"`
-	Target       string      `json:"target"`
-	Conns        int         `json:"conns"`
-	OK           bool        `json:"ok"`
-	Result       *loadResult `json:"result,omitempty"`
-	IdleRSSMiB   *float64    `json:"idle_rss_mib,omitempty"`
-	PeakRSSMiB   *float64    `json:"peak_rss_mib,omitempty"`
-	RPSRatio     *float64    `json:"rps_ratio_to_direct,omitempty"`
-	P99Ratio     *float64    `json:"p99_ratio_to_direct,omitempty"`
-	FailedReason string      `json:"failed_reason,omitempty"`
-	Runs         int         `json:"runs"`                  // successful runs of this pair
-	RPSAll       []float64   `json:"rps_all,omitempty"`     // req/s of every successful run
-	FailedRuns   int         `json:"failed_runs,omitempty"` // runs that produced no result
+	Proto      string      `json:"proto"`
+	Target     string      `json:"target"`
+	Conns      int         `json:"conns"`
+	OK         bool        `json:"ok"`
+	Result     *loadResult `json:"result,omitempty"`
+	IdleRSSMiB *float64    `json:"idle_rss_mib,omitempty"`
+	PeakRSSMiB *float64    `json:"peak_rss_mib,omitempty"`
+	RPSRatio   *float64    `json:"rps_ratio_to_direct,omitempty"`
+	P99Ratio   *float64    `json:"p99_ratio_to_direct,omitempty"`
+	// CPU per request of the reported (median) run: the proxy's process
+	// tree (not set for the baselines, where the backend is the target)
+	// and the backend's. Both share one CPU when pinned.
+	ProxyCPUus   *float64  `json:"proxy_cpu_us_per_request,omitempty"`
+	BackendCPUus *float64  `json:"backend_cpu_us_per_request,omitempty"`
+	FailedReason string    `json:"failed_reason,omitempty"`
+	Runs         int       `json:"runs"`                  // successful runs of this pair
+	RPSAll       []float64 `json:"rps_all,omitempty"`     // req/s of every successful run
+	FailedRuns   int       `json:"failed_runs,omitempty"` // runs that produced no result
 }
 
 // Report is the -out document.
@@ -86,6 +97,9 @@ type Versus struct {
 	Peer     string  `json:"peer"`
 	RPSRatio float64 `json:"rps_ratio"` // above 1: Meridian served more
 	P99Ratio float64 `json:"p99_ratio"` // below 1: Meridian's p99 was lower
+	// CPURatio is proxy CPU per request, Meridian's over the peer's
+	// (below 1: Meridian used less); 0 when either was not measured.
+	CPURatio float64 `json:"cpu_ratio,omitempty"`
 }
 
 // versus pairs each successful meridian row (target "meridian" or
@@ -102,11 +116,15 @@ func versus(rows []Row) []Versus {
 				isBaseline(p.Target) || p.Result.RPS <= 0 || p.Result.LatencyNS.P99 <= 0 {
 				continue
 			}
-			out = append(out, Versus{
+			v := Versus{
 				Proto: m.Proto, Conns: m.Conns, Peer: p.Target,
 				RPSRatio: m.Result.RPS / p.Result.RPS,
 				P99Ratio: float64(m.Result.LatencyNS.P99) / float64(p.Result.LatencyNS.P99),
-			})
+			}
+			if m.ProxyCPUus != nil && p.ProxyCPUus != nil && *p.ProxyCPUus > 0 {
+				v.CPURatio = *m.ProxyCPUus / *p.ProxyCPUus
+			}
+			out = append(out, v)
 		}
 	}
 	return out
@@ -186,6 +204,15 @@ func main() {
 			row.FailedReason = err.Error()
 			continue
 		}
+		r.targetCPU, r.backendCPU = -1, -1
+		if len(f) >= 6 {
+			if v, err := strconv.ParseFloat(f[4], 64); err == nil {
+				r.targetCPU = v
+			}
+			if v, err := strconv.ParseFloat(f[5], 64); err == nil {
+				r.backendCPU = v
+			}
+		}
 		results[k] = append(results[k], r)
 	}
 	type base struct {
@@ -206,6 +233,7 @@ func main() {
 			if isBaseline(row.Target) {
 				direct[base{row.Proto, row.Conns}] = row.Result
 			}
+			row.ProxyCPUus, row.BackendCPUus = cpuPerRequest(row.Target, row.Result)
 		}
 		if v, ok := idle[row.Target]; ok {
 			row.IdleRSSMiB = &v
@@ -280,6 +308,24 @@ func readResult(path string) (*loadResult, error) {
 	return &r, nil
 }
 
+// cpuPerRequest divides a run's measured CPU by its requests: the
+// proxy's (none for a baseline) and the backend's.
+func cpuPerRequest(target string, r *loadResult) (proxy, backend *float64) {
+	if r.Requests <= 0 {
+		return nil, nil
+	}
+	n := float64(r.Requests)
+	if r.targetCPU >= 0 && !isBaseline(target) {
+		v := r.targetCPU / n
+		proxy = &v
+	}
+	if r.backendCPU >= 0 {
+		v := r.backendCPU / n
+		backend = &v
+	}
+	return proxy, backend
+}
+
 // isBaseline reports whether target is the no-proxy baseline of its proto.
 func isBaseline(target string) bool { return target == "direct" || target == "direct-tls" }
 
@@ -293,12 +339,12 @@ func opt(v *float64, format string) string {
 }
 
 func printMarkdown(rep *Report) {
-	fmt.Println("| proto | target | conns | req/s | p50 ms | p99 ms | p99.9 ms | idle RSS MiB | peak RSS MiB | req/s ÷ direct | p99 ÷ direct | errors / non-2xx | runs (req/s range) |")
-	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+	fmt.Println("| proto | target | conns | req/s | p50 ms | p99 ms | p99.9 ms | idle RSS MiB | peak RSS MiB | req/s ÷ direct | p99 ÷ direct | proxy CPU µs/req | backend CPU µs/req | errors / non-2xx | runs (req/s range) |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 	handshakes := false
 	for _, r := range rep.Rows {
 		if !r.OK {
-			fmt.Printf("| %s | %s | %d | failed: %s | | | | %s | %s | | | | |\n",
+			fmt.Printf("| %s | %s | %d | failed: %s | | | | %s | %s | | | | | | |\n",
 				r.Proto, r.Target, r.Conns, strings.ReplaceAll(r.FailedReason, "|", "/"), opt(r.IdleRSSMiB, "%.1f"), opt(r.PeakRSSMiB, "%.1f"))
 			continue
 		}
@@ -313,10 +359,11 @@ func printMarkdown(rep *Report) {
 		if r.Result.Handshakes {
 			handshakes = true
 		}
-		fmt.Printf("| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %d / %d | %s |\n",
+		fmt.Printf("| %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d | %s |\n",
 			r.Proto, r.Target, r.Conns, r.Result.RPS, ms(l.P50), ms(l.P99), ms(l.P999),
 			opt(r.IdleRSSMiB, "%.1f"), opt(r.PeakRSSMiB, "%.1f"),
 			opt(r.RPSRatio, "%.2f"), opt(r.P99Ratio, "%.2f"),
+			opt(r.ProxyCPUus, "%.1f"), opt(r.BackendCPUus, "%.1f"),
 			r.Result.Errors, r.Result.Non2xx, spread)
 	}
 	if handshakes {
@@ -336,12 +383,16 @@ func printMarkdown(rep *Report) {
 	}
 	if len(rep.Versus) > 0 {
 		fmt.Println()
-		fmt.Println("Meridian ÷ each peer, same proto and connections (req/s above 1 and p99 below 1 favour Meridian):")
+		fmt.Println("Meridian ÷ each peer, same proto and connections (req/s above 1, p99 and proxy CPU per request below 1 favour Meridian):")
 		fmt.Println()
-		fmt.Println("| proto | conns | peer | req/s ratio | p99 ratio |")
-		fmt.Println("|---|---:|---|---:|---:|")
+		fmt.Println("| proto | conns | peer | req/s ratio | p99 ratio | proxy CPU/req ratio |")
+		fmt.Println("|---|---:|---|---:|---:|---:|")
 		for _, v := range rep.Versus {
-			fmt.Printf("| %s | %d | %s | %.2f | %.2f |\n", v.Proto, v.Conns, v.Peer, v.RPSRatio, v.P99Ratio)
+			cpu := "–"
+			if v.CPURatio > 0 {
+				cpu = fmt.Sprintf("%.2f", v.CPURatio)
+			}
+			fmt.Printf("| %s | %d | %s | %.2f | %.2f | %s |\n", v.Proto, v.Conns, v.Peer, v.RPSRatio, v.P99Ratio, cpu)
 		}
 	}
 	if len(rep.Notes) > 0 {
