@@ -460,6 +460,14 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 // Reload re-reads the configuration file and applies its gateway document
 // (SIGHUP). Changes to the node section need a restart and are reported.
 func (n *Node) Reload() (*edge.Snapshot, error) {
+	snap, err := n.reload()
+	if err != nil {
+		n.log.Error("reload refused; the running configuration is unchanged", "source", "file", "error", err.Error())
+	}
+	return snap, err
+}
+
+func (n *Node) reload() (*edge.Snapshot, error) {
 	raw := DefaultConfig
 	if n.opts.ConfigPath != "" {
 		b, err := os.ReadFile(n.opts.ConfigPath)

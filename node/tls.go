@@ -22,7 +22,7 @@ func (n *Node) startTLS() error {
 	}
 	opts := certs.Options{
 		DataDir:    n.cfg.DataDir,
-		Logger:     n.log.With("component", "certs"),
+		Logger:     n.log, // certs names its component itself
 		Allowed:    n.hostAllowed,
 		Registerer: n.gw.Registerer(),
 	}

@@ -116,8 +116,10 @@ gateway:
 
 	os.WriteFile(path, []byte("node: {}\ngateway: {routes: [{name: x, service: nowhere}]}\n"), 0o600)
 	cmd.Process.Signal(syscall.SIGHUP)
-	// The refusal goes to stderr as plain text; the old config serves on.
-	waitLog("meridian: reload refused, the running configuration is unchanged:")
+	// The refusal is logged with its reason; the old config serves on.
+	if m := waitLog("reload refused; the running configuration is unchanged"); !strings.Contains(fmt.Sprint(m["error"]), `"nowhere"`) || m["level"] != "ERROR" {
+		t.Fatalf("refused reload logged as %v; want an ERROR naming the unknown service", m)
+	}
 	if code, _ := get("/v2/a"); code != 200 {
 		t.Fatalf("after a broken reload: %d; the running config must keep serving", code)
 	}

@@ -105,7 +105,7 @@ func newACMEIssuer(a *ACMEOptions, challenges []string, storage certmagic.Storag
 		Directory:  caURL,
 		HTTPClient: hc,
 		UserAgent:  "Meridian",
-		Logger:     log.With("component", "acme_client"),
+		Logger:     log.With("logger", "acme_client"), // log already names component=certs
 	}
 	return iss, nil
 }
