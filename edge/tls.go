@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -310,7 +311,7 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 		}
 		if !strings.HasPrefix(r.URL.Path, "/") {
 			// "GET *" and the like: nothing to redirect to.
-			http.Error(w, "the request target must be an absolute path", http.StatusBadRequest)
+			g.answerLocal(w, r, http.StatusBadRequest, "the request target must be an absolute path\n")
 			return
 		}
 		host := r.Host
@@ -318,7 +319,7 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 			host = h
 		}
 		if host == "" {
-			http.Error(w, "a Host header is needed to redirect to HTTPS", http.StatusBadRequest)
+			g.answerLocal(w, r, http.StatusBadRequest, "a Host header is needed to redirect to HTTPS\n")
 			return
 		}
 		if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
@@ -330,12 +331,38 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 		}
 		target += r.URL.RequestURI()
 		w.Header().Set("Location", target)
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusPermanentRedirect)
-		if r.Method != http.MethodHead {
-			w.Write([]byte("Use HTTPS: " + target + "\n"))
-		}
+		g.answerLocal(w, r, http.StatusPermanentRedirect, "Use HTTPS: "+target+"\n")
 	})
+}
+
+// answerLocal writes a plain-text answer the gateway makes itself, outside
+// any route (the HTTPS redirect and its refusals), and logs and counts it
+// as it does proxied requests: an access log line with its request id and
+// no route, and the request metrics under route "".
+func (g *Gateway) answerLocal(w http.ResponseWriter, r *http.Request, status int, body string) {
+	c := calls.Get().(*call)
+	defer c.release() // after finish
+	x := &c.x
+	if rc, ok := r.Context().(*requestContext); ok && rc.start != 0 {
+		x.start = rc.start
+	} else {
+		x.start = monoNow()
+	}
+	x.reqID = firstValue(r.Header, "X-Request-Id")
+	if !validRequestID(x.reqID) {
+		x.reqID = newID()
+	}
+	x.host = normalizeHost(r.Host)
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	x.status = status
+	if r.Method != http.MethodHead {
+		n, _ := io.WriteString(w, body)
+		x.bytesOut = int64(n)
+	}
+	g.finish(r, x)
 }
 
 // clientCertHeader formats a verified client certificate as an

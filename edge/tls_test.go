@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -270,7 +271,8 @@ func TestTLSSmugglingRefused(t *testing.T) {
 // except for routes that allow plain HTTP.
 func TestRedirectHandler(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "plain ok") })
-	g := New(Options{})
+	var logBuf syncBuffer
+	g := New(Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))})
 	g.Swap(compileDoc(t, g, fmt.Sprintf(`
 services: [{name: be, targets: [{url: %q}]}]
 routes:
@@ -285,13 +287,28 @@ routes:
 	go srv.Serve()
 	defer srv.Shutdown(context.Background())
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.Get("http://" + srv.Addr().String() + "/a/b?x=1&y=2")
+	req, _ := http.NewRequest(http.MethodGet, "http://"+srv.Addr().String()+"/a/b?x=1&y=2", nil)
+	req.Header.Set("X-Request-Id", "redirect-1")
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != "https://127.0.0.1:8443/a/b?x=1&y=2" {
 		t.Fatalf("got %d Location %q; want 308 https://127.0.0.1:8443/a/b?x=1&y=2", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	// The redirect is logged and counted like any request, without a route.
+	var recs map[string]map[string]any
+	waitFor(t, 5*time.Second, "the redirect's access log record", func() bool {
+		recs = logBuf.records(t)
+		return recs["redirect-1"] != nil
+	})
+	if rec := recs["redirect-1"]; rec["status"] != float64(308) || rec["route"] != "" || rec["path"] != "/a/b" || rec["bytes_out"] != float64(len(body)) {
+		t.Errorf("access log record of the redirect: %v", rec)
+	}
+	if v := metricValue(t, g, `meridian_requests_total{code="3xx",method="GET",route=""}`); v != 1 {
+		t.Errorf("redirects counted in meridian_requests_total: %v; want 1", v)
 	}
 	// A target that is not a path cannot be redirected.
 	conn, err := net.Dial("tcp", srv.Addr().String())
