@@ -99,6 +99,11 @@ func TestParseErrors(t *testing.T) {
 	}{
 		{"unknown field", base + "  - name: r\n    service: s\n    sevice: s\n", 7, []string{"routes[0].sevice", `unknown field "sevice"`}},
 		{"wrong type", base + "  - name: r\n    service: s\n    limits: {max_request_body: lots}\n", 7, []string{"invalid size"}},
+		{"string for an integer", "services:\n  - name: s\n    targets: [{url: 'http://h:1', weight: heavy}]\n", 3, []string{"services[0].targets[0].weight", `wrong type: want an integer, got the string "heavy"`}},
+		{"list for a string", base + "  - name: [r]\n    service: s\n", 5, []string{"routes[0].name:", "wrong type: want a string, got a list"}},
+		{"two fields on a line", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: 1s, total: forever}\n", 4, []string{"services[0].timeouts.total:", `got the string "forever"`}},
+		{"first of two on a line", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: whenever, total: 1s}\n", 4, []string{"services[0].timeouts.connect:", `got the string "whenever"`}},
+		{"string for a bool", base + "  - name: r\n    service: s\n    allow_plain_http: sometimes\n", 7, []string{"routes[0].allow_plain_http", `wrong type: want true or false, got the string "sometimes"`}},
 		{"bad duration", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: soon}\n", 4, []string{"services[0].timeouts.connect"}},
 		{"unknown service", base + "  - name: r\n    service: nope\n", 6, []string{"routes[0].service", `unknown service "nope"`}},
 		{"duplicate route", base + "  - name: r\n    service: s\n  - name: r\n    service: s\n", 7, []string{"routes[1].name", "duplicate"}},

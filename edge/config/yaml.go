@@ -76,6 +76,13 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 					fe.Line, _ = strconv.Atoi(m[1])
 					fe.Msg = friendlyTypeError(m[2])
 					fe.Path = PathAt(&root, fe.Line)
+					if u := unmarshalRE.FindStringSubmatch(m[2]); u != nil {
+						// Several fields may share the line (flow style):
+						// the value in the message says which one.
+						if p := pathOfValue(&root, fe.Line, u[1], u[2]); p != "" {
+							fe.Path = p
+						}
+					}
 				}
 				es = append(es, fe)
 			}
@@ -110,10 +117,54 @@ func friendlyTypeError(msg string) string {
 		typ := goTypeRE.ReplaceAllString(msg[strings.Index(msg, " not found in type ")+len(" not found in type "):], "$1")
 		return fmt.Sprintf("unknown field %q in %s", name, strings.ToLower(typ))
 	}
+	if m := unmarshalRE.FindStringSubmatch(msg); m != nil {
+		got := yamlKinds[m[1]]
+		if got == "" {
+			got = "!!" + m[1]
+		}
+		if m[2] != "" && (m[1] == "str" || m[1] == "int" || m[1] == "float" || m[1] == "bool") {
+			got += " " + strconv.Quote(m[2])
+		}
+		return "wrong type: want " + wantKind(m[3]) + ", got " + got
+	}
 	msg = strings.Replace(msg, "cannot unmarshal", "wrong type: cannot use", 1)
 	msg = goTypeRE.ReplaceAllString(msg, "$1")
 	msg = strings.ReplaceAll(msg, "time.Duration", "a duration such as 1.5s")
 	return msg
+}
+
+// unmarshalRE matches yaml.v3's "cannot unmarshal !!str `lots` into int"
+// (the value is left out for lists and mappings).
+var unmarshalRE = regexp.MustCompile("^cannot unmarshal !!([a-z]+)(?: `(.*)`)? into (.+)$")
+
+var yamlKinds = map[string]string{
+	"str": "the string", "int": "the integer", "float": "the number", "bool": "the boolean",
+	"seq": "a list", "map": "a mapping", "null": "null", "timestamp": "a timestamp",
+}
+
+// wantKind names the Go type a YAML value was decoded into in the
+// document's terms.
+func wantKind(goType string) string {
+	switch {
+	case goType == "time.Duration":
+		return "a duration such as 1.5s"
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map["):
+		return "a mapping"
+	case goType == "string":
+		return "a string"
+	case goType == "bool":
+		return "true or false"
+	case strings.HasPrefix(goType, "int") || strings.HasPrefix(goType, "uint"):
+		return "an integer"
+	case strings.HasPrefix(goType, "float"):
+		return "a number"
+	}
+	if t := goTypeRE.ReplaceAllString(goType, "$1"); t != goType {
+		return "a mapping (" + strings.ToLower(t) + ")"
+	}
+	return goType
 }
 
 // LineOf returns the line of the field named by path ("routes[2].match.path")
@@ -233,6 +284,71 @@ func PathAt(root *yaml.Node, line int) string {
 	}
 	walk(n, "")
 	return best
+}
+
+// pathOfValue returns the path of the first field on line whose value is
+// of YAML kind tag ("str", "seq", "map"...) and, for scalars, reads value
+// (yaml.v3 cuts values longer than ten bytes to seven and "..."), or "".
+func pathOfValue(root *yaml.Node, line int, tag, value string) string {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	matches := func(v *yaml.Node) bool {
+		switch tag {
+		case "seq":
+			return v.Kind == yaml.SequenceNode
+		case "map":
+			return v.Kind == yaml.MappingNode
+		}
+		if v.Kind != yaml.ScalarNode {
+			return false
+		}
+		if prefix, cut := strings.CutSuffix(value, "..."); cut && len(v.Value) > 10 {
+			return strings.HasPrefix(v.Value, prefix)
+		}
+		return v.Value == value
+	}
+	var found string
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		if found != "" {
+			return
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content) && found == ""; i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				if k.Line == line && matches(v) {
+					found = p
+					return
+				}
+				if k.Line <= line {
+					walk(v, p)
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				if found != "" {
+					return
+				}
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if c.Line == line && matches(c) {
+					found = p
+					return
+				}
+				if c.Line <= line {
+					walk(c, p)
+				}
+			}
+		}
+	}
+	walk(n, "")
+	return found
 }
 
 // withLines fills in the Line of every error from the document at root.
