@@ -102,6 +102,7 @@ func TestParseErrors(t *testing.T) {
 		{"string for an integer", "services:\n  - name: s\n    targets: [{url: 'http://h:1', weight: heavy}]\n", 3, []string{"services[0].targets[0].weight", `wrong type: want an integer, got the string "heavy"`}},
 		{"list for a string", base + "  - name: [r]\n    service: s\n", 5, []string{"routes[0].name:", "wrong type: want a string, got a list"}},
 		{"two fields on a line", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: 1s, total: forever}\n", 4, []string{"services[0].timeouts.total:", `got the string "forever"`}},
+		{"unknown field before a list on its line", base + "  - name: r\n    service: s\n    tags: [a, b]\n", 7, []string{"routes[0].tags:", `unknown field "tags"`}},
 		{"first of two on a line", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: whenever, total: 1s}\n", 4, []string{"services[0].timeouts.connect:", `got the string "whenever"`}},
 		{"string for a bool", base + "  - name: r\n    service: s\n    allow_plain_http: sometimes\n", 7, []string{"routes[0].allow_plain_http", `wrong type: want true or false, got the string "sometimes"`}},
 		{"bad duration", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: soon}\n", 4, []string{"services[0].timeouts.connect"}},

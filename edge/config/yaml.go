@@ -76,10 +76,14 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 					fe.Line, _ = strconv.Atoi(m[1])
 					fe.Msg = friendlyTypeError(m[2])
 					fe.Path = PathAt(&root, fe.Line)
+					// Several fields may share the line (flow style): the
+					// value or the name in the message says which one.
 					if u := unmarshalRE.FindStringSubmatch(m[2]); u != nil {
-						// Several fields may share the line (flow style):
-						// the value in the message says which one.
 						if p := pathOfValue(&root, fe.Line, u[1], u[2]); p != "" {
+							fe.Path = p
+						}
+					} else if u := unknownFieldRE.FindStringSubmatch(m[2]); u != nil {
+						if p := pathOfKey(&root, fe.Line, u[1]); p != "" {
 							fe.Path = p
 						}
 					}
@@ -286,15 +290,18 @@ func PathAt(root *yaml.Node, line int) string {
 	return best
 }
 
+var unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type `)
+
+// pathOfKey returns the path of the first field named name on line, or "".
+func pathOfKey(root *yaml.Node, line int, name string) string {
+	return findOnLine(root, line, func(k, _ *yaml.Node) bool { return k != nil && k.Value == name })
+}
+
 // pathOfValue returns the path of the first field on line whose value is
 // of YAML kind tag ("str", "seq", "map"...) and, for scalars, reads value
 // (yaml.v3 cuts values longer than ten bytes to seven and "..."), or "".
 func pathOfValue(root *yaml.Node, line int, tag, value string) string {
-	n := root
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
-	matches := func(v *yaml.Node) bool {
+	return findOnLine(root, line, func(_, v *yaml.Node) bool {
 		switch tag {
 		case "seq":
 			return v.Kind == yaml.SequenceNode
@@ -308,13 +315,19 @@ func pathOfValue(root *yaml.Node, line int, tag, value string) string {
 			return strings.HasPrefix(v.Value, prefix)
 		}
 		return v.Value == value
+	})
+}
+
+// findOnLine returns the path of the first mapping entry (k, v) or list
+// element (nil, v) on line for which match is true, in document order.
+func findOnLine(root *yaml.Node, line int, match func(k, v *yaml.Node) bool) string {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
 	}
 	var found string
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
-		if found != "" {
-			return
-		}
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content) && found == ""; i += 2 {
@@ -323,7 +336,7 @@ func pathOfValue(root *yaml.Node, line int, tag, value string) string {
 				if path != "" {
 					p = path + "." + k.Value
 				}
-				if k.Line == line && matches(v) {
+				if k.Line == line && match(k, v) {
 					found = p
 					return
 				}
@@ -332,12 +345,10 @@ func pathOfValue(root *yaml.Node, line int, tag, value string) string {
 				}
 			}
 		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				if found != "" {
-					return
-				}
+			for i := 0; i < len(n.Content) && found == ""; i++ {
+				c := n.Content[i]
 				p := fmt.Sprintf("%s[%d]", path, i)
-				if c.Line == line && matches(c) {
+				if c.Line == line && match(nil, c) {
 					found = p
 					return
 				}
