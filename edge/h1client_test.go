@@ -67,38 +67,23 @@ func TestH1ClientReusesConnections(t *testing.T) {
 // A pooled connection that the upstream closed is detected and the request
 // (without a body) goes out again on a new connection.
 func TestH1ClientRetriesStaleConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				io.Copy(io.Discard, req.Body)
-				// Keep-alive promised, then the connection is closed
-				// at once, as an upstream with a tiny idle timeout
-				// does.
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
-			}()
+	addr := rawUpstream(t, func(c net.Conn) {
+		accepted.Add(1)
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
+		io.Copy(io.Discard, req.Body)
+		// Keep-alive promised, then the connection is closed at once, as
+		// an upstream with a tiny idle timeout does.
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+	})
 	tr := newH1Transport(time.Second, 5*time.Second)
 	defer tr.CloseIdleConnections()
 	for i := range 3 {
-		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
+		req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
 		resp, body := doH1(t, tr, req)
 		if resp.StatusCode != 200 || body != "hi" {
 			t.Fatalf("request %d: got %d %q", i, resp.StatusCode, body)

@@ -1419,37 +1419,22 @@ func TestH1ServerShortIdleTimeoutKeepsBusyConnection(t *testing.T) {
 // nginx does for an early 401 or 413), then drains what comes.
 func earlyBackend(t *testing.T, bodyFirst int) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				tp := textproto.NewReader(bufio.NewReader(c))
-				if _, err := tp.ReadLine(); err != nil {
-					return
-				}
-				h, err := tp.ReadMIMEHeader()
-				if err != nil {
-					return
-				}
-				cl, _ := strconv.Atoi(h.Get("Content-Length"))
-				if _, err := io.ReadFull(tp.R, make([]byte, min(bodyFirst, cl))); err != nil {
-					return
-				}
-				io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope")
-				io.Copy(io.Discard, tp.R)
-			}()
+	return "http://" + rawUpstream(t, func(c net.Conn) {
+		tp := textproto.NewReader(bufio.NewReader(c))
+		if _, err := tp.ReadLine(); err != nil {
+			return
 		}
-	}()
-	return "http://" + ln.Addr().String()
+		h, err := tp.ReadMIMEHeader()
+		if err != nil {
+			return
+		}
+		cl, _ := strconv.Atoi(h.Get("Content-Length"))
+		if _, err := io.ReadFull(tp.R, make([]byte, min(bodyFirst, cl))); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope")
+		io.Copy(io.Discard, tp.R)
+	})
 }
 
 // The upstream answers while the client is still sending a small body

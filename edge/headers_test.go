@@ -472,35 +472,21 @@ func TestResponseHopFieldsDroppedOneByOne(t *testing.T) {
 	hop := []string{"Keep-Alive: timeout=5", "Proxy-Connection: keep-alive", "Te: trailers",
 		"Trailer: X-T", "Upgrade: websocket", "Proxy-Authenticate: Basic", "Proxy-Authorization: Basic eA==",
 		"Connection: X-Listed\r\nX-Listed: secret"}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	addr := rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			req, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					extra := ""
-					if i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Path, "/hop/")); err == nil && i < len(hop) {
-						extra = hop[i] + "\r\n"
-					}
-					fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: yes\r\n%s\r\nok", extra)
-				}
-			}()
+			extra := ""
+			if i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Path, "/hop/")); err == nil && i < len(hop) {
+				extra = hop[i] + "\r\n"
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: yes\r\n%s\r\nok", extra)
 		}
-	}()
-	gw := startGateway(t, oneRoute("http://"+ln.Addr().String(), ""))
+	})
+	gw := startGateway(t, oneRoute("http://"+addr, ""))
 	c := newClient(t)
 	get := func(path string) *http.Response {
 		req, _ := http.NewRequest(http.MethodGet, gw.url+path, nil)
