@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -164,5 +166,60 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 	b.StopTimer()
 	if per := client.written / int64(b.N); per < int64(len(resp)) {
 		b.Fatalf("client got %d bytes per request; want at least %d", per, len(resp))
+	}
+}
+
+// yieldConn is a memConn that yields to the scheduler before every read,
+// so that many connections served by goroutines take turns request by
+// request, as they do under load.
+type yieldConn struct{ memConn }
+
+func (c *yieldConn) Read(p []byte) (int, error) {
+	runtime.Gosched()
+	return c.memConn.Read(p)
+}
+
+// BenchmarkProxyHTTP1InMemoryConns is BenchmarkProxyHTTP1InMemory over 1,
+// 64 and 256 client connections taking turns (each with its own upstream
+// connection): how the cost per request grows with the working set of
+// per-connection state. Every read yields, in each sub-benchmark alike.
+func BenchmarkProxyHTTP1InMemoryConns(b *testing.B) {
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Wed, 25 Nov 2026 10:00:00 GMT\r\nContent-Length: 1024\r\n\r\n" + strings.Repeat("x", 1024))
+	req := []byte("GET /bench HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
+	for _, conns := range []int{1, 64, 256} {
+		b.Run(strconv.Itoa(conns), func(b *testing.B) {
+			g := New(Options{})
+			g.Swap(compileDoc(b, g, oneRoute("http://upstream.test:80", ""), 1, nil))
+			g.tmu.Lock()
+			for _, t := range g.transports {
+				t.(*h1Transport).dialConn = func(context.Context, string, string) (net.Conn, error) {
+					return &yieldConn{memConn{resp: resp}}, nil
+				}
+			}
+			g.tmu.Unlock()
+			srv := newH1Server(g, ListenerOptions{}.withDefaults(), slog.New(slog.DiscardHandler), nil)
+			clients := make([]*yieldConn, conns)
+			for i := range clients {
+				clients[i] = &yieldConn{memConn{in: req, left: b.N / conns}}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for _, c := range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					srv.newConn(c).serve()
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			for _, c := range clients {
+				if want := int64(b.N/conns) * int64(len(resp)); c.written < want {
+					b.Fatalf("a client got %d bytes; want at least %d", c.written, want)
+				}
+			}
+		})
 	}
 }
