@@ -193,8 +193,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var body *countingBody
-	if r.Body != nil && r.Body != http.NoBody {
-		body = &countingBody{rc: http.MaxBytesReader(w, r.Body, rt.maxReqBody)}
+	if rb := requestBody(r); rb != nil {
+		body = &countingBody{rc: http.MaxBytesReader(w, rb, rt.maxReqBody)}
 	}
 	retry := svc.retry
 	canRetry := retry != nil && idempotent(r.Method) && upType == ""
@@ -661,6 +661,104 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// requestBody returns the body to forward, or nil when the request has
+// none. HTTP/2 and HTTP/3 servers give every request a Body, even one whose
+// headers ended the stream; sent on as is, it would reach an HTTP/1.1
+// upstream as an empty chunked body, which on a GET some servers refuse as
+// a smuggling attempt (RFC 9110 9.3.1). net/http's HTTP/2 server sets
+// ContentLength 0 exactly when there is no body (the headers ended the
+// stream, or content-length: 0). quic-go's HTTP/3 server sets -1 whatever
+// follows, so for methods that rarely have a body one byte is probed, as
+// net/http's client does: an immediate end means none; anything else, or
+// no answer within bodyProbeWait, is streamed as the body.
+func requestBody(r *http.Request) io.ReadCloser {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	if r.ProtoMajor < 2 {
+		return r.Body // Meridian's HTTP/1 server gives NoBody when there is none
+	}
+	switch {
+	case r.ContentLength == 0:
+		return nil
+	case r.ContentLength > 0 || !usuallyBodiless(r.Method):
+		return r.Body
+	}
+	return probeBody(r.Body, bodyProbeWait)
+}
+
+// bodyProbeWait is how long probeBody waits for the first byte or the end.
+const bodyProbeWait = 200 * time.Millisecond
+
+func usuallyBodiless(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+type probeResult struct {
+	b   byte
+	n   int
+	err error
+}
+
+// probeBody reads one byte of rc, waiting at most wait: nil if rc ended at
+// once, else a body that gives the probed byte first (or, if the read is
+// still pending, waits for it on first Read).
+func probeBody(rc io.ReadCloser, wait time.Duration) io.ReadCloser {
+	ch := make(chan probeResult, 1)
+	go func() {
+		var buf [1]byte
+		n, err := rc.Read(buf[:])
+		ch <- probeResult{buf[0], n, err}
+	}()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case pr := <-ch:
+		if pr.n == 0 && pr.err == io.EOF {
+			return nil
+		}
+		return &probedBody{rc: rc, first: pr, have: true}
+	case <-t.C:
+		return &probedBody{rc: rc, pending: ch}
+	}
+}
+
+// probedBody is a body whose first byte probeBody read.
+type probedBody struct {
+	rc      io.ReadCloser
+	pending chan probeResult // the probe's read, if it had not returned
+	first   probeResult
+	have    bool // first holds the probe's result, not yet delivered
+}
+
+func (b *probedBody) Read(p []byte) (int, error) {
+	if b.pending != nil {
+		b.first, b.have = <-b.pending, true
+		b.pending = nil
+	}
+	if b.have {
+		b.have = false
+		if b.first.n == 1 {
+			if len(p) == 0 {
+				b.have = true
+				return 0, nil
+			}
+			p[0] = b.first.b
+			return 1, b.first.err
+		}
+		if b.first.err != nil {
+			return 0, b.first.err
+		}
+	}
+	return b.rc.Read(p)
+}
+
+func (b *probedBody) Close() error { return b.rc.Close() }
 
 // readErr returns the error reading the client's body, if any.
 func (b *countingBody) readErr() error {

@@ -10,12 +10,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -429,5 +431,89 @@ func TestSessionTicketKeysShared(t *testing.T) {
 	}
 	if !get(b, cache) {
 		t.Fatal("session from node A not resumed on node B with the same ticket keys")
+	}
+}
+
+// A request without a body reaches an HTTP/1.1 upstream without one, over
+// every client protocol: HTTP/2 and HTTP/3 servers give each request a
+// Body even when its headers ended the stream, and forwarding that as is
+// would send an empty chunked body with every GET. Requests that do carry
+// a body (of known or unknown length, a GET's included) still send it.
+func TestBodilessRequestsStayBodilessUpstream(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "te=%v cl=%d body=%q", r.TransferEncoding, r.ContentLength, b)
+	})
+	tg := startTLSGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes: [{name: r, service: be}]
+`, be.URL), true)
+	url := "https://localhost:" + portOf(tg.addr) + "/x"
+	for _, proto := range []string{"h1", "h2", "h3"} {
+		t.Run(proto, func(t *testing.T) {
+			c := tg.client(t, proto)
+			for _, tc := range []struct {
+				name, method string
+				body         func() io.Reader
+				want         []string // any of
+			}{
+				{"GET", http.MethodGet, nil, []string{`te=[] cl=0 body=""`}},
+				{"DELETE", http.MethodDelete, nil, []string{`te=[] cl=0 body=""`}},
+				{"POST empty", http.MethodPost, func() io.Reader { return strings.NewReader("") }, []string{`te=[] cl=0 body=""`}},
+				{"POST", http.MethodPost, func() io.Reader { return strings.NewReader("abc") }, []string{`te=[] cl=3 body="abc"`}},
+				// A reader of unknown length: streamed (chunked), or sized
+				// where the client sends it at once.
+				{"POST streamed", http.MethodPost, func() io.Reader { return io.MultiReader(strings.NewReader("ab"), strings.NewReader("c")) },
+					[]string{`te=[chunked] cl=-1 body="abc"`, `te=[] cl=3 body="abc"`}},
+				{"GET with a body", http.MethodGet, func() io.Reader { return io.MultiReader(strings.NewReader("q")) },
+					[]string{`te=[chunked] cl=-1 body="q"`, `te=[] cl=1 body="q"`}},
+			} {
+				var body io.Reader
+				if tc.body != nil {
+					body = tc.body()
+				}
+				req, _ := http.NewRequest(tc.method, url, body)
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatalf("%s: %v", tc.name, err)
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !slices.Contains(tc.want, string(got)) {
+					t.Errorf("%s over %s: upstream saw %s; want %q", tc.name, proto, got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// probeBody tells an empty body from one with content, keeps the probed
+// byte, and streams a body that does not answer within the wait.
+func TestProbeBody(t *testing.T) {
+	if b := probeBody(io.NopCloser(strings.NewReader("")), time.Second); b != nil {
+		t.Errorf("empty body probed as %T; want nil", b)
+	}
+	b := probeBody(io.NopCloser(strings.NewReader("hello")), time.Second)
+	if got, err := io.ReadAll(b); err != nil || string(got) != "hello" {
+		t.Errorf("probed body reads %q, %v; want hello", got, err)
+	}
+	pr, pw := io.Pipe()
+	b = probeBody(pr, 10*time.Millisecond) // nothing comes in time: streamed
+	if b == nil {
+		t.Fatal("a slow body was dropped")
+	}
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		pw.Write([]byte("late"))
+		pw.Close()
+	}()
+	if got, err := io.ReadAll(b); err != nil || string(got) != "late" {
+		t.Errorf("slow body reads %q, %v; want late", got, err)
+	}
+	pr, pw = io.Pipe()
+	pw.CloseWithError(errors.New("client gone"))
+	b = probeBody(pr, time.Second)
+	if _, err := io.ReadAll(b); err == nil || err.Error() != "client gone" {
+		t.Errorf("failing body: %v; want the client's error", err)
 	}
 }
