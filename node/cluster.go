@@ -60,11 +60,13 @@ func (n *Node) announce() {
 	if n.cluster == nil {
 		return
 	}
-	n.cluster.Members.UpdateMeta(func(m *gossip.Meta) {
+	if err := n.cluster.Members.UpdateMeta(func(m *gossip.Meta) {
 		m.HTTPAddr = n.ProxyAddr()
 		m.HTTPSAddr = n.HTTPSAddr()
 		m.AdminAddr = n.AdminAddr()
-	})
+	}); err != nil {
+		n.log.Error("cannot announce this node's addresses in gossip", "err", err)
+	}
 }
 
 func readGossipKeys(path string) ([][]byte, error) {

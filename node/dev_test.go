@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 // `meridian dev --nodes 3` in one call: three nodes form a cluster, the
@@ -26,7 +28,8 @@ func TestStartDevCluster(t *testing.T) {
 			l.Close()
 		}
 	}
-	dc, err := StartDev(t.TempDir(), 3, off, slog.New(slog.DiscardHandler))
+	var logs testutil.SyncBuffer
+	dc, err := StartDev(t.TempDir(), 3, off, slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,8 +52,36 @@ func TestStartDevCluster(t *testing.T) {
 			t.Errorf("%s /hello: %d %q", n.ProxyAddr(), code, body)
 		}
 	}
-	st := dc.Nodes[0].cluster.Status()
-	if len(st) != 3 {
-		t.Fatalf("status lists %d members; want 3", len(st))
+	// Every node's view of every member, its addresses and applied
+	// version included, is current within a few gossip rounds (the
+	// periodic full sync, every 30 s, must not be what delivers it).
+	var last string
+	current := func() bool {
+		for _, n := range dc.Nodes {
+			st := n.cluster.Status()
+			if len(st) != 3 {
+				last = fmt.Sprintf("%s lists %d members", n.cfg.Name, len(st))
+				return false
+			}
+			for _, m := range st {
+				if m.HTTPAddr == "" || m.AdminAddr == "" || m.ConfigVersion != 1 {
+					last = fmt.Sprintf("%s sees %s with http %q admin %q version %d", n.cfg.Name, m.Name, m.HTTPAddr, m.AdminAddr, m.ConfigVersion)
+					return false
+				}
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(5 * time.Second); !current(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5s, not every node's status is current: %s", last)
+		}
+	}
+	// The cluster's own log lines (Raft, gossip, bootstrap) name each key
+	// once, as the single node's do (TestLogLinesAreJSONWithoutDuplicateKeys).
+	for l := range strings.SplitSeq(strings.TrimSpace(logs.String()), "\n") {
+		if dup, err := duplicateKey([]byte(l)); err != nil || dup != "" {
+			t.Fatalf("log line %s: duplicate key %q (%v)", l, dup, err)
+		}
 	}
 }

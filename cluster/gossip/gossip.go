@@ -350,6 +350,19 @@ func (m *Members) Join(seeds []string) (int, error) {
 	if err != nil {
 		err = fmt.Errorf("gossip: join: %w", err)
 	}
+	if n > 0 {
+		// Announce our current metadata again, now that peers are known.
+		// Without this, an UpdateMeta made while the join's push/pull was
+		// in flight reached no peer, and neither did later ones, until a
+		// periodic full sync (30 s by default): TestStartDevCluster showed
+		// a node's HTTP address and config version missing from the
+		// others' views for as long. The cause inside memberlist is not
+		// pinned down; a fresh alive message at a new incarnation after
+		// the join is what makes the state propagate.
+		m.metaMu.Lock()
+		_ = m.ml.UpdateNode(time.Nanosecond) // see UpdateMeta on the timeout
+		m.metaMu.Unlock()
+	}
 	return n, err
 }
 

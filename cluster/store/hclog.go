@@ -12,7 +12,7 @@ import (
 )
 
 // slogAdapter bridges hashicorp/raft's hclog.Logger to a *slog.Logger. The
-// raft component name goes into a "component" attribute; hclog Trace maps to
+// raft subsystem name goes into a "subsystem" attribute; hclog Trace maps to
 // slog Debug-4.
 type slogAdapter struct {
 	l    *slog.Logger
@@ -46,12 +46,21 @@ func (a *slogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		return
 	}
 	all := make([]any, 0, len(a.args)+len(args)+2)
+	own := 0 // attributes of ours before raft's
 	if a.name != "" {
-		all = append(all, "component", a.name)
+		own = 2
+		all = append(all, "subsystem", a.name) // the caller's logger names the component
 	}
 	all = append(all, a.args...)
 	all = append(all, args...)
 	for i, v := range all {
+		if i >= own && (i-own)%2 == 0 {
+			// Raft's own keys must not repeat ours: it logs a "node"
+			// (its state) where our logger already names the node.
+			if k, ok := v.(string); ok && (k == "node" || k == "component" || k == "subsystem") {
+				all[i] = "raft_" + k
+			}
+		}
 		if f, ok := v.(hclog.Format); ok && len(f) > 0 {
 			if s, ok := f[0].(string); ok {
 				all[i] = fmt.Sprintf(s, f[1:]...)
