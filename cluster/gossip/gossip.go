@@ -189,6 +189,7 @@ type Members struct {
 	keyring *memberlist.Keyring
 	queue   *memberlist.TransmitLimitedQueue
 
+	addr    string     // advertised gossip address, fixed at Start
 	metaMu  sync.Mutex // serializes UpdateMeta
 	meta    Meta       // guarded by metaMu
 	encMeta atomic.Pointer[[]byte]
@@ -337,6 +338,7 @@ func Start(cfg Config) (*Members, error) {
 		return nil, fmt.Errorf("gossip: start: %w", err)
 	}
 	m.ml = ml
+	m.addr = ml.LocalNode().Address() // before anything can call UpdateNode
 	return m, nil
 }
 
@@ -370,10 +372,10 @@ func (m *Members) Join(seeds []string) (int, error) {
 func (m *Members) LocalName() string { return m.name }
 
 // Addr is the advertised gossip address (host:port), useful with port 0.
-func (m *Members) Addr() string {
-	n := m.ml.LocalNode()
-	return n.Address()
-}
+// It is read once at Start: memberlist's LocalNode points into state its
+// UpdateNode rewrites, so reading it later would race with UpdateMeta and
+// Join.
+func (m *Members) Addr() string { return m.addr }
 
 // Members returns every member known, including dead and left ones for
 // Tuning.DeadRetention, sorted by name.
