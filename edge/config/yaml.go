@@ -249,44 +249,20 @@ func child(n *yaml.Node, part string) (*yaml.Node, int) {
 
 // PathAt returns the path of the deepest field that starts on line, or "".
 func PathAt(root *yaml.Node, line int) string {
-	n := root
-	if n == nil {
+	if root == nil {
 		return ""
 	}
-	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
-		n = n.Content[0]
-	}
 	var best string
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i], n.Content[i+1]
-				p := k.Value
-				if path != "" {
-					p = path + "." + k.Value
-				}
-				if k.Line == line {
-					best = p
-				}
-				if k.Line <= line {
-					walk(v, p)
-				}
+	walkToLine(root, line, func(p string, k, v *yaml.Node) bool {
+		if k != nil {
+			if k.Line == line {
+				best = p
 			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				p := fmt.Sprintf("%s[%d]", path, i)
-				if c.Line == line && (c.Kind == yaml.ScalarNode || best == "") {
-					best = p
-				}
-				if c.Line <= line {
-					walk(c, p)
-				}
-			}
+		} else if v.Line == line && (v.Kind == yaml.ScalarNode || best == "") {
+			best = p
 		}
-	}
-	walk(n, "")
+		return false
+	})
 	return best
 }
 
@@ -321,45 +297,52 @@ func pathOfValue(root *yaml.Node, line int, tag, value string) string {
 // findOnLine returns the path of the first mapping entry (k, v) or list
 // element (nil, v) on line for which match is true, in document order.
 func findOnLine(root *yaml.Node, line int, match func(k, v *yaml.Node) bool) string {
+	var found string
+	walkToLine(root, line, func(p string, k, v *yaml.Node) bool {
+		onLine := k != nil && k.Line == line || k == nil && v.Line == line
+		if onLine && match(k, v) {
+			found = p
+			return true
+		}
+		return false
+	})
+	return found
+}
+
+// walkToLine visits, in document order, each mapping entry (key k, value
+// v) and list element (k nil) of the document at root with its path,
+// descending only into those that start at or before line, until visit
+// returns true.
+func walkToLine(root *yaml.Node, line int, visit func(path string, k, v *yaml.Node) bool) {
 	n := root
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]
 	}
-	var found string
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
+	var walk func(n *yaml.Node, path string) bool
+	walk = func(n *yaml.Node, path string) bool {
 		switch n.Kind {
 		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content) && found == ""; i += 2 {
+			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
 				p := k.Value
 				if path != "" {
 					p = path + "." + k.Value
 				}
-				if k.Line == line && match(k, v) {
-					found = p
-					return
-				}
-				if k.Line <= line {
-					walk(v, p)
+				if visit(p, k, v) || k.Line <= line && walk(v, p) {
+					return true
 				}
 			}
 		case yaml.SequenceNode:
-			for i := 0; i < len(n.Content) && found == ""; i++ {
-				c := n.Content[i]
+			for i, c := range n.Content {
 				p := fmt.Sprintf("%s[%d]", path, i)
-				if c.Line == line && match(nil, c) {
-					found = p
-					return
-				}
-				if c.Line <= line {
-					walk(c, p)
+				if visit(p, nil, c) || c.Line <= line && walk(c, p) {
+					return true
 				}
 			}
 		}
+		return false
 	}
 	walk(n, "")
-	return found
 }
 
 // withLines fills in the Line of every error from the document at root.
