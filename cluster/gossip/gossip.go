@@ -189,10 +189,11 @@ type Members struct {
 	keyring *memberlist.Keyring
 	queue   *memberlist.TransmitLimitedQueue
 
-	addr    string     // advertised gossip address, fixed at Start
-	metaMu  sync.Mutex // serializes UpdateMeta
-	meta    Meta       // guarded by metaMu
-	encMeta atomic.Pointer[[]byte]
+	addr     string      // advertised gossip address, fixed at Start
+	stopping atomic.Bool // Shutdown has begun: closed-socket errors are expected
+	metaMu   sync.Mutex  // serializes UpdateMeta
+	meta     Meta        // guarded by metaMu
+	encMeta  atomic.Pointer[[]byte]
 
 	seq      atomic.Uint64 // broadcast sequence
 	numNodes atomic.Int64  // alive+suspect members including self
@@ -326,7 +327,7 @@ func Start(cfg Config) (*Members, error) {
 	mc.Events = d
 	mc.Alive = d
 	mc.Ping = d
-	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect}, "", 0)
+	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect, stopping: m.stopping.Load}, "", 0)
 
 	m.wg.Add(1)
 	go m.dispatchLoop()
@@ -576,6 +577,7 @@ func (m *Members) Leave(timeout time.Duration) error {
 func (m *Members) Shutdown() error {
 	var err error
 	m.shutOnce.Do(func() {
+		m.stopping.Store(true)
 		err = m.ml.Shutdown()
 		m.mu.Lock()
 		m.closed = true

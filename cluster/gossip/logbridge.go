@@ -18,6 +18,10 @@ import (
 type logBridge struct {
 	log       *slog.Logger
 	onSuspect func(name string)
+	// stopping reports that this node is shutting down: memberlist's
+	// goroutines then log errors about the sockets being closed under
+	// them, which are expected, so they go out at debug level.
+	stopping func() bool
 }
 
 // suspectLine is the exact text memberlist v0.7.0 logs in probeNode when a
@@ -25,6 +29,9 @@ type logBridge struct {
 // marks the peer suspect. TestKillShowsSuspectThenDead fails if an upgrade
 // changes it.
 var suspectLine = regexp.MustCompile(`^memberlist: Suspect (.+) has failed, no acks received$`)
+
+// closedConn is the text of net.ErrClosed.
+const closedConn = "use of closed network connection"
 
 func (w *logBridge) Write(p []byte) (int, error) {
 	line := string(bytes.TrimRight(p, "\r\n"))
@@ -48,6 +55,9 @@ func (w *logBridge) Write(p []byte) (int, error) {
 		if sm := suspectLine.FindStringSubmatch(line); sm != nil {
 			w.onSuspect(sm[1])
 		}
+	}
+	if level > slog.LevelInfo && w.stopping != nil && strings.Contains(line, closedConn) && w.stopping() {
+		level = slog.LevelDebug
 	}
 	w.log.Log(context.Background(), level, line, "source", "memberlist")
 	return len(p), nil

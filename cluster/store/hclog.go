@@ -2,10 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -18,10 +20,34 @@ type slogAdapter struct {
 	l    *slog.Logger
 	name string
 	args []any
+	// closing reports that the store is closing: raft's goroutines then
+	// log errors about connections closed under them, which are expected,
+	// so they go out at debug level.
+	closing func() bool
 }
 
-func newHclog(l *slog.Logger, name string) hclog.Logger {
-	return &slogAdapter{l: l, name: name}
+func newHclog(l *slog.Logger, name string, closing func() bool) hclog.Logger {
+	return &slogAdapter{l: l, name: name, closing: closing}
+}
+
+// aboutClosedConn reports whether msg or one of args mentions net.ErrClosed.
+func aboutClosedConn(msg string, args []any) bool {
+	if strings.Contains(msg, net.ErrClosed.Error()) {
+		return true
+	}
+	for _, a := range args {
+		switch v := a.(type) {
+		case error:
+			if errors.Is(v, net.ErrClosed) || strings.Contains(v.Error(), net.ErrClosed.Error()) {
+				return true
+			}
+		case string:
+			if strings.Contains(v, net.ErrClosed.Error()) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func slogLevel(level hclog.Level) slog.Level {
@@ -41,6 +67,9 @@ func slogLevel(level hclog.Level) slog.Level {
 
 func (a *slogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	lv := slogLevel(level)
+	if lv > slog.LevelInfo && a.closing != nil && a.closing() && aboutClosedConn(msg, args) {
+		lv = slog.LevelDebug
+	}
 	ctx := context.Background()
 	if !a.l.Enabled(ctx, lv) {
 		return

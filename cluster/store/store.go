@@ -197,14 +197,14 @@ func Open(cfg Config) (*Store, error) {
 	// the store owns it and closes it after the WAL.
 	s.meta = &metadb.BoltMetaDB{}
 	cleanup = append(cleanup, func() { s.meta.Close() })
-	w, err := openWAL(walDir, cfg.WALSegmentSize, s.meta, newHclog(log, "raft-wal"))
+	w, err := openWAL(walDir, cfg.WALSegmentSize, s.meta, newHclog(log, "raft-wal", s.isClosing))
 	if err != nil {
 		return fail(fmt.Errorf("store: open raft-wal: %w", err))
 	}
 	s.wal = w
 	cleanup = append(cleanup, func() { w.Close() })
 
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, newHclog(log, "raft-snapshot"))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, newHclog(log, "raft-snapshot", s.isClosing))
 	if err != nil {
 		return fail(fmt.Errorf("store: snapshot store: %w", err))
 	}
@@ -239,13 +239,13 @@ func Open(cfg Config) (*Store, error) {
 		Stream:  stream,
 		MaxPool: 3,
 		Timeout: cfg.TransportTimeout,
-		Logger:  newHclog(log, "raft-net"),
+		Logger:  newHclog(log, "raft-net", s.isClosing),
 	})
 	cleanup = append(cleanup, func() { s.trans.Close() })
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
-	rc.Logger = newHclog(log, "raft")
+	rc.Logger = newHclog(log, "raft", s.isClosing)
 	rc.NoLegacyTelemetry = true
 	setDur(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
 	setDur(&rc.ElectionTimeout, cfg.ElectionTimeout)
@@ -577,4 +577,14 @@ func (s *Store) Close() error {
 		s.log.Info("cluster: raft store closed")
 	})
 	return s.closeErr
+}
+
+// isClosing reports whether Close has begun.
+func (s *Store) isClosing() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
 }

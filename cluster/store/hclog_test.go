@@ -1,0 +1,49 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"testing"
+)
+
+// raft's errors about connections closed under it are debug lines once the
+// store is closing, and errors before; its "node" key does not repeat ours.
+func TestHclogAdapter(t *testing.T) {
+	var closing bool
+	var buf bytes.Buffer
+	base := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", "n1")
+	l := newHclog(base, "raft-net", func() bool { return closing })
+	rec := func() map[string]any {
+		t.Helper()
+		var m map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &m); err != nil {
+			t.Fatalf("%q: %v", buf.String(), err)
+		}
+		buf.Reset()
+		return m
+	}
+	closedErr := fmt.Errorf("read tcp 127.0.0.1:1->127.0.0.1:2: %w", net.ErrClosed)
+	for _, tc := range []struct {
+		err     error
+		closing bool
+		want    string
+	}{
+		{closedErr, false, "ERROR"},
+		{closedErr, true, "DEBUG"},
+		{errors.New("connection refused"), true, "ERROR"},
+	} {
+		closing = tc.closing
+		l.Error("failed to decode incoming command", "error", tc.err)
+		if m := rec(); m["level"] != tc.want || m["subsystem"] != "raft-net" {
+			t.Errorf("%v (closing %v): %v; want level %s", tc.err, tc.closing, m, tc.want)
+		}
+	}
+	l.Info("entering candidate state", "node", "Node at 127.0.0.1:7001 [Candidate]")
+	if m := rec(); m["node"] != "n1" || m["raft_node"] != "Node at 127.0.0.1:7001 [Candidate]" {
+		t.Errorf("raft's node key: %v; want ours kept and raft's as raft_node", m)
+	}
+}
