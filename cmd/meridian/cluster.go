@@ -176,8 +176,14 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	h, a, _, _ := node.DevPorts(2, 0)
-	fmt.Fprintf(stdout, "\ntry:\n  curl -s localhost:%d/hello\n  meridian cluster status -admin http://127.0.0.1:%d\n  meridian config apply -admin http://127.0.0.1:%d -token-file %s -f FILE   # through any node\n\nCtrl-C drains and stops every node.\n",
-		h, a, a, filepath.Join(dc.Dir, "admin-token"))
+	// The hint names the binary as it was run (bin/meridian after make
+	// build), so it can be pasted; a go run binary gets its plain name.
+	prog := os.Args[0]
+	if strings.Contains(prog, "go-build") {
+		prog = "meridian"
+	}
+	fmt.Fprintf(stdout, "\ntry:\n  curl -s localhost:%d/hello\n  %s cluster status -admin http://127.0.0.1:%d\n  %s config apply -admin http://127.0.0.1:%d -token-file %s -f FILE   # through any node\n\nCtrl-C drains and stops every node.\n",
+		h, prog, a, prog, a, filepath.Join(dc.Dir, "admin-token"))
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	<-sigs
