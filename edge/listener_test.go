@@ -268,3 +268,31 @@ func TestConnectRefused(t *testing.T) {
 		t.Errorf("backend hits = %d; want 0", n)
 	}
 }
+
+// TRACE is refused (405 with Allow) on routes that do not list it, so an
+// upstream that echoes requests never shows a client what the gateway
+// added; a route naming TRACE in match.methods forwards it.
+func TestTraceRefusedUnlessRouteListsIt(t *testing.T) {
+	var hits hitCounter
+	gw := startGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes:
+  - {name: any, match: {path_prefix: /}, service: be}
+  - {name: traced, match: {path_prefix: /debug, methods: [TRACE]}, service: be}
+`, countingBackend(t, &hits)))
+	c := newClient(t)
+	req, _ := http.NewRequest(http.MethodTrace, gw.url+"/x", nil)
+	resp, body := do(t, c, req)
+	checkProblem(t, resp, body, http.StatusMethodNotAllowed, "")
+	if resp.Header.Get("Allow") == "" {
+		t.Error("405 without an Allow header")
+	}
+	if n := hits.get(); n != 0 {
+		t.Fatalf("backend hits = %d after a refused TRACE; want 0", n)
+	}
+	req, _ = http.NewRequest(http.MethodTrace, gw.url+"/debug", nil)
+	resp, body = do(t, c, req)
+	if resp.StatusCode != 200 || string(body) != `TRACE /debug body=""` {
+		t.Fatalf("TRACE on a route listing it: %d %q; want the backend's answer", resp.StatusCode, body)
+	}
+}

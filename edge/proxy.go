@@ -116,6 +116,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rt := m.Route.Value.(*route)
 	x.route = rt
+	if r.Method == http.MethodTrace && !rt.allowTrace {
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		g.fail(w, r, x, &proxyError{status: http.StatusMethodNotAllowed, title: "Method Not Allowed",
+			detail: "TRACE is refused unless route " + rt.name + " lists it in match.methods"})
+		return
+	}
 
 	if r.ContentLength > rt.maxReqBody {
 		g.fail(w, r, x, &proxyError{status: http.StatusRequestEntityTooLarge, title: "Content Too Large",

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -71,7 +72,11 @@ type route struct {
 	maxRespBody int64
 	// allowPlainHTTP: served on the plain listener rather than redirected.
 	allowPlainHTTP bool
-	stats          *routeStats
+	// allowTrace: the route names TRACE in its methods; other routes refuse
+	// it (an upstream echoing the request would show what the gateway
+	// added to it, as nginx and Kong refuse it too).
+	allowTrace bool
+	stats      *routeStats
 }
 
 type service struct {
@@ -198,6 +203,7 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			maxReqBody:     int64(rc.Limits.MaxRequestBody),
 			maxRespBody:    int64(rc.Limits.MaxResponseBody),
 			allowPlainHTTP: rc.AllowPlainHTTP,
+			allowTrace:     slices.Contains(rc.Match.Methods, http.MethodTrace),
 			stats:          g.metrics.route(rc.Name),
 		}
 		if rt.maxReqBody == 0 {
