@@ -39,6 +39,22 @@ type exchange struct {
 	finished    bool
 }
 
+// identify fills what every answer's log line and metrics need: the start
+// (the HTTP/1 server's reading when there is one), the request id (kept
+// when sane, else generated) and the host.
+func (x *exchange) identify(r *http.Request) {
+	if rc, ok := r.Context().(*requestContext); ok && rc.start != 0 {
+		x.start = rc.start
+	} else {
+		x.start = monoNow()
+	}
+	x.reqID = firstValue(r.Header, "X-Request-Id")
+	if !validRequestID(x.reqID) {
+		x.reqID = newID()
+	}
+	x.host = normalizeHost(r.Host)
+}
+
 // ServeHTTP proxies one request: identify it, match a route, pick a target,
 // forward, and stream the answer back. Everything it needs comes from the
 // snapshot loaded at its start, so a reload never changes a request midway.
@@ -47,20 +63,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := calls.Get().(*call)
 	defer c.release() // last: after finish
 	x := &c.x
-	if rc, ok := r.Context().(*requestContext); ok && rc.start != 0 {
-		x.start = rc.start // the HTTP/1 server's reading
-	} else {
-		x.start = monoNow()
-	}
+	x.identify(r)
 	g.metrics.inFlightN.Add(1)
 	defer g.metrics.inFlightN.Add(-1)
-
-	x.reqID = firstValue(r.Header, "X-Request-Id")
-	if !validRequestID(x.reqID) {
-		x.reqID = newID()
-	}
 	x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
-	x.host = normalizeHost(r.Host)
 	defer g.finish(r, x)
 
 	if g.opts.MaxHeaderCount > 0 {

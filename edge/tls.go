@@ -343,16 +343,7 @@ func (g *Gateway) answerLocal(w http.ResponseWriter, r *http.Request, status int
 	c := calls.Get().(*call)
 	defer c.release() // after finish
 	x := &c.x
-	if rc, ok := r.Context().(*requestContext); ok && rc.start != 0 {
-		x.start = rc.start
-	} else {
-		x.start = monoNow()
-	}
-	x.reqID = firstValue(r.Header, "X-Request-Id")
-	if !validRequestID(x.reqID) {
-		x.reqID = newID()
-	}
-	x.host = normalizeHost(r.Host)
+	x.identify(r)
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
