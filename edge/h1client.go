@@ -616,6 +616,7 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	conn = rawTCP(conn)
 	pc := &h1Conn{t: t, key: key, conn: conn}
 	pc.abort = func() {
 		// Unblock any read or write on the connection; it will not be

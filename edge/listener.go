@@ -53,6 +53,7 @@ func (g *guardListener) Accept() (net.Conn, error) {
 			}
 		}
 		g.open.Add(1)
+		c = rawTCP(c)
 		if g.tlsConf != nil {
 			c = tls.Server(c, g.tlsConf)
 		}
