@@ -131,12 +131,10 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	err := c.rc.Read(c.readF)
 	n, e := c.rn, c.rerr
 	c.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", unwrapOpError(err))
-	case e != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", e))
-	case n == 0:
+	if err := c.failure("read", err, e); err != nil {
+		return 0, err
+	}
+	if n == 0 {
 		return 0, io.EOF
 	}
 	return n, nil
@@ -153,16 +151,20 @@ func (c *rawConn) Write(p []byte) (int, error) {
 	err := c.rc.Write(c.writeF)
 	n, e := c.wn, c.werr
 	c.wbuf = nil
-	switch {
-	case err != nil:
-		return n, c.opError("write", unwrapOpError(err))
-	case e != 0:
-		return n, c.opError("write", os.NewSyscallError("write", e))
-	}
-	return n, nil
+	return n, c.failure("write", err, e)
 }
 
-func (c *rawConn) opError(op string, err error) error {
+// failure is net's error for a read or write (op) that the poller ended
+// with err (a deadline, a close) or the system call with e, or nil.
+func (c *rawConn) failure(op string, err error, e syscall.Errno) error {
+	switch {
+	case err != nil:
+		err = unwrapOpError(err)
+	case e != 0:
+		err = os.NewSyscallError(op, e)
+	default:
+		return nil
+	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
