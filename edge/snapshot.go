@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -407,8 +408,14 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 	}
 	d := &net.Dialer{Timeout: k.connect, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
-		Proxy:                 nil, // never take upstream proxies from the environment
-		DialContext:           d.DialContext,
+		Proxy: nil, // never take upstream proxies from the environment
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return rawTCP(c), nil // see rawconn.go
+		},
 		TLSHandshakeTimeout:   k.connect,
 		ResponseHeaderTimeout: k.responseHeader,
 		ExpectContinueTimeout: time.Second,
