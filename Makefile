@@ -19,7 +19,7 @@ run: build
 	./$(BIN) serve
 
 ## test: vet, race-enabled tests of every package (fuzz seed corpora included),
-## and edge's tests once more without the race detector
+## and edge's and node's tests once more without the race detector
 test: vet race norace
 
 vet:
@@ -31,9 +31,10 @@ race: bin/pebble
 	$(PEBBLE_ENV) $(GO) test -race -count=1 -timeout 20m ./...
 
 # The race build of edge makes socket reads and writes as ordinary system
-# calls (edge/rawconn_race.go); this run covers the raw calls the binary makes.
-norace:
-	$(GO) test -count=1 -timeout 10m ./edge/
+# calls (edge/rawconn_race.go); this run covers the raw calls the binary makes,
+# through the proxy's tests and the node's (TLS, ACME, drain, cluster).
+norace: bin/pebble
+	$(PEBBLE_ENV) $(GO) test -count=1 -timeout 10m ./edge/ ./node/
 
 ## bin/pebble: pebble and its test config and certificates (bin/pebble-test)
 bin/pebble:
