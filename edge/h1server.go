@@ -561,6 +561,14 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 	if c.hijacked {
 		return false
 	}
+	if !w.wroteHeader && c.broken.Load() {
+		// The disconnect watch saw the client's end of the connection and
+		// the handler gave up without an answer. Writing the default 200
+		// would tell a client that only half-closed (shutdown after its
+		// request) that a request canceled on its behalf succeeded, with
+		// an empty body: close without a word instead, as nginx does.
+		return false
+	}
 	if !w.finish() {
 		return false
 	}

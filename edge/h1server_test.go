@@ -771,6 +771,47 @@ func TestH1ServerClientDisconnectCancelsRequest(t *testing.T) {
 	})
 }
 
+// A client that half-closes its connection after a whole request (shutdown
+// of its write side) looks gone to the disconnect watch, which cancels the
+// request upstream, as nginx does. The client must then get no answer at
+// all: before, the gateway's handler returned without one and the server
+// wrote its default "200 OK" with an empty body, while the access log said
+// 499.
+func TestH1ServerHalfCloseGetsNoInventedAnswer(t *testing.T) {
+	canceled := make(chan struct{}, 1)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+			canceled <- struct{}{}
+		case <-stop:
+		case <-time.After(10 * time.Second):
+			io.WriteString(w, "real body")
+		}
+	})
+	setup, log := withReuseLog()
+	gw := startGatewayWith(t, setup, oneRoute(be.URL, ""))
+	c, br := h1Raw(t, gw.addr)
+	h1Write(t, c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, canceled, "the upstream request to be canceled")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(br)
+	if len(got) > 0 || err != nil {
+		t.Fatalf("after the half-close the client read %q (error %v); want the connection closed without an answer", got, err)
+	}
+	waitFor(t, 5*time.Second, "the access log record", func() bool { return log.count() == 1 })
+	log.mu.Lock()
+	rec := log.recs[0]
+	log.mu.Unlock()
+	if rec["status"] != int64(499) || rec["error"] != "client_canceled" {
+		t.Errorf("access log: status %v, error %v; want 499, client_canceled", rec["status"], rec["error"])
+	}
+}
+
 // The disconnect watch reads one byte; when that byte is the start of the
 // next pipelined request, the running request is not canceled and the next
 // request is served whole.
