@@ -269,6 +269,12 @@ type ListenerOptions struct {
 	// IdleTimeout closes keep-alive connections idle that long; default
 	// 120s.
 	IdleTimeout time.Duration
+	// SendTimeout is how long writing a response to a client may make no
+	// progress (a client that stopped reading) before the connection is
+	// closed: nginx's send_timeout. HTTP/1.x: each write (of up to 32 KiB)
+	// has at least seven eighths of it; HTTP/2: no byte written to the
+	// connection for that long. Default 60s.
+	SendTimeout time.Duration
 	// MaxConnections caps concurrent client connections (beyond it new ones
 	// are closed at once); default 0, no cap.
 	MaxConnections int
@@ -293,6 +299,9 @@ func (o ListenerOptions) withDefaults() ListenerOptions {
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 120 * time.Second
 	}
+	if o.SendTimeout == 0 {
+		o.SendTimeout = 60 * time.Second
+	}
 	return o
 }
 
@@ -300,8 +309,9 @@ func newServerErrorLog(l *slog.Logger) *log.Logger {
 	return slog.NewLogLogger(l.Handler(), slog.LevelDebug)
 }
 
-func http2Config() *http.HTTP2Config {
+func http2Config(sendTimeout time.Duration) *http.HTTP2Config {
 	return &http.HTTP2Config{
+		WriteByteTimeout:              sendTimeout,
 		MaxConcurrentStreams:          250,
 		MaxReadFrameSize:              1 << 20,
 		MaxReceiveBufferPerConnection: 1 << 20,
@@ -350,7 +360,7 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 		ConnContext:       connContext,
 		Protocols:         &protos,
 		ErrorLog:          newServerErrorLog(g.log),
-		HTTP2:             http2Config(),
+		HTTP2:             http2Config(o.SendTimeout),
 	}
 	return newH1Server(h, o, g.log, h2)
 }

@@ -294,6 +294,11 @@ type serverConn struct {
 	header      http.Header
 	head        []byte    // the response head being built
 	rdl         time.Time // the read deadline last set
+	// wdlAt is monoNow when the send timeout's write deadline was last
+	// pushed forward (see Write); wdlOwn means a handler or writeError set
+	// a deadline of its own, which stays.
+	wdlAt  time.Duration
+	wdlOwn bool
 }
 
 // requestState is what the disconnect watch needs of a request.
@@ -318,6 +323,23 @@ func (c *serverConn) Read(p []byte) (int, error) {
 		return 1, nil
 	}
 	return c.rwc.Read(p)
+}
+
+// Write is the bufio.Writer's sink. With a send timeout, every write has at
+// least seven eighths of it to make progress: the write deadline is pushed
+// forward when the last push is older than an eighth of it, so a write costs
+// one clock read and a deadline update only every few seconds. A client that
+// stops reading while the response is sent is cut off (nginx's
+// send_timeout), rather than hold the request and its upstream connection
+// forever.
+func (c *serverConn) Write(p []byte) (int, error) {
+	if to := c.s.opts.SendTimeout; to > 0 && !c.wdlOwn && !c.hijacked {
+		if now := monoNow(); now-c.wdlAt > to/8 || c.wdlAt == 0 {
+			c.rwc.SetWriteDeadline(monoBase.Add(now + to))
+			c.wdlAt = now
+		}
+	}
+	return c.rwc.Write(p)
 }
 
 func (c *serverConn) serve() {
@@ -373,7 +395,7 @@ func (c *serverConn) serve() {
 	c.br = bufReaders.Get().(*bufio.Reader)
 	c.br.Reset(c)
 	c.bw = bufWriters.Get().(*bufio.Writer)
-	c.bw.Reset(c.rwc)
+	c.bw.Reset(c)
 	first := true
 	for {
 		if c.br.Buffered() == 0 && !c.stashed {
@@ -677,6 +699,7 @@ func (c *serverConn) writeError(pe *parseError) {
 	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail})
 	body = append(body, '\n')
 	c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	c.wdlOwn = true
 	bw := c.bw
 	if bw == nil {
 		bw = bufio.NewWriterSize(c.rwc, 512)
@@ -1652,7 +1675,10 @@ func (w *response) SetReadDeadline(t time.Time) error {
 	w.c.rdl = t
 	return w.c.rwc.SetReadDeadline(t)
 }
-func (w *response) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
+func (w *response) SetWriteDeadline(t time.Time) error {
+	w.c.wdlOwn = true // for the rest of the connection: the handler decides
+	return w.c.rwc.SetWriteDeadline(t)
+}
 
 // EnableFullDuplex is a no-op: this server always lets a handler read the
 // request body while it writes the response.

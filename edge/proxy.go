@@ -393,13 +393,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// The status line is gone; all that is left is to cut the
 		// stream so the client sees it is incomplete rather than
 		// mistaking it for a whole response.
-		if errors.Is(err, errResponseTooLarge) {
+		var cwe *clientWriteError
+		switch {
+		case errors.Is(err, errResponseTooLarge):
 			x.errKind = "http_response_body_size"
-		} else if r.Context().Err() == nil {
+		case errors.As(err, &cwe) && isTimeout(cwe.err):
+			// The client stopped reading: not the target's fault.
+			x.errKind = "client_send_timeout"
+		case errors.As(err, &cwe) || r.Context().Err() != nil:
+			x.errKind = "client_canceled"
+		default:
 			x.errKind = "http_response_incomplete"
 			outcome = upstream.Failure
-		} else {
-			x.errKind = "client_canceled"
 		}
 		att.end(outcome)
 		g.finish(r, x) // before the panic unwinds; finish runs once
@@ -783,6 +788,13 @@ func (b *countingBody) Close() error { return b.rc.Close() }
 
 var errResponseTooLarge = errors.New("upstream response exceeds the route's limit")
 
+// clientWriteError is a failure to write to the client (gone, or not
+// reading: the send timeout), as opposed to one reading the upstream.
+type clientWriteError struct{ err error }
+
+func (e *clientWriteError) Error() string { return "writing to the client: " + e.err.Error() }
+func (e *clientWriteError) Unwrap() error { return e.err }
+
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // copyBody streams the upstream body to the client. With flush set (an
@@ -806,11 +818,11 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool, limit int64) (in
 			m, werr := w.Write(buf[:n])
 			written += int64(m)
 			if werr != nil {
-				return written, werr
+				return written, &clientWriteError{werr}
 			}
 			if flush {
 				if err := rc.Flush(); err != nil {
-					return written, err
+					return written, &clientWriteError{err}
 				}
 			}
 		}

@@ -221,6 +221,9 @@ type Limits struct {
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes idle keep-alive connections; default 120s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// SendTimeout closes a connection whose client stops reading a
+	// response for that long (nginx's send_timeout); default 60s.
+	SendTimeout time.Duration `yaml:"send_timeout"`
 	// MaxConnections caps concurrent client connections; default 0 (none).
 	MaxConnections int `yaml:"max_connections"`
 	// DrainTimeout is how long a stopping node lets in-flight requests
@@ -416,7 +419,7 @@ func (c *Config) validate() error {
 	default:
 		add("limits.headers_with_underscores", "must be allow, drop or reject (got %q)", l.HeadersWithUnderscores)
 	}
-	for path, d := range map[string]time.Duration{"limits.read_header_timeout": l.ReadHeaderTimeout, "limits.idle_timeout": l.IdleTimeout, "limits.drain_timeout": l.DrainTimeout} {
+	for path, d := range map[string]time.Duration{"limits.read_header_timeout": l.ReadHeaderTimeout, "limits.idle_timeout": l.IdleTimeout, "limits.send_timeout": l.SendTimeout, "limits.drain_timeout": l.DrainTimeout} {
 		if d < 0 {
 			add(path, "must not be negative")
 		}

@@ -113,6 +113,7 @@ func (n *Node) listenerOptions(addr string) edge.ListenerOptions {
 		MaxHeaderBytes:    int(n.cfg.Limits.MaxHeaderBytes),
 		ReadHeaderTimeout: n.cfg.Limits.ReadHeaderTimeout,
 		IdleTimeout:       n.cfg.Limits.IdleTimeout,
+		SendTimeout:       n.cfg.Limits.SendTimeout,
 		MaxConnections:    n.cfg.Limits.MaxConnections,
 	}
 }

@@ -1,0 +1,146 @@
+package edge
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// bigBackend answers /big?n=N with N bytes of a known length.
+func bigBackend(t *testing.T) string {
+	t.Helper()
+	chunk := []byte(strings.Repeat("x", 32<<10))
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		for n > 0 {
+			k := min(n, len(chunk))
+			if _, err := w.Write(chunk[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	})
+	return be.URL
+}
+
+// sendTimeoutGateway serves one route to a bigBackend with a short send
+// timeout, logging to the returned log.
+func sendTimeoutGateway(t *testing.T, timeout time.Duration) (*testGateway, *reuseLog) {
+	t.Helper()
+	setup, log := withReuseLog()
+	setup.listener.SendTimeout = timeout
+	return startGatewayWith(t, setup, oneRoute(bigBackend(t), "")), log
+}
+
+func onlyRecord(t *testing.T, log *reuseLog) map[string]any {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the request's access log record", func() bool { return log.count() == 1 })
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	return log.recs[0]
+}
+
+// A client that asks for a large body and then stops reading is cut off
+// once the gateway's writes have made no progress for the send timeout;
+// the failure is the client's (client_send_timeout), not the target's.
+func TestSendTimeoutCutsOffAClientThatStopsReading(t *testing.T) {
+	gw, log := sendTimeoutGateway(t, 300*time.Millisecond)
+	c := dialGateway(t, gw.addr)
+	c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	h1Write(t, c, "GET /big?n="+strconv.Itoa(256<<20)+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	// Never read: the socket buffers fill and the gateway's write waits.
+	rec := onlyRecord(t, log)
+	if rec["status"] != int64(200) || rec["error"] != "client_send_timeout" {
+		t.Errorf("access log: status %v, error %v; want 200 (what was sent), client_send_timeout", rec["status"], rec["error"])
+	}
+	if out, _ := rec["bytes_out"].(int64); out <= 0 || out >= 256<<20 {
+		t.Errorf("access log bytes_out = %v; want part of the body", rec["bytes_out"])
+	}
+	// The connection is closed: reading now drains what was buffered and
+	// ends, rather than block for the rest of the body.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, c)
+	if err != nil && !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("after the cut-off, reading ended with %v after %d bytes; want the connection closed", err, n)
+	}
+	if n >= 256<<20 {
+		t.Fatalf("the client got the whole body (%d bytes); want it cut off", n)
+	}
+	// The target is still healthy: the next request through it works.
+	resp, body := get(t, newClient(t), gw.url+"/big?n=5")
+	if resp.StatusCode != 200 || len(body) != 5 {
+		t.Fatalf("next request: %d with %d bytes; want 200 with 5", resp.StatusCode, len(body))
+	}
+}
+
+// A client that reads slowly but steadily is not cut off, however long the
+// whole response takes: each write has the send timeout to make progress.
+func TestSendTimeoutSparesASlowSteadyReader(t *testing.T) {
+	gw, log := sendTimeoutGateway(t, 300*time.Millisecond)
+	c := dialGateway(t, gw.addr)
+	c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	const size = 16 << 20
+	h1Write(t, c, "GET /big?n="+strconv.Itoa(size)+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	buf := make([]byte, 256<<10)
+	var got int
+	for {
+		n, err := io.ReadFull(resp.Body, buf)
+		got += n
+		if err != nil {
+			break
+		}
+		time.Sleep(40 * time.Millisecond) // well under the timeout between reads
+	}
+	if got != size {
+		t.Fatalf("read %d bytes of %d; want the whole body", got, size)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Logf("the body took only %v: the reader may not have held the writer back", d)
+	}
+	if rec := onlyRecord(t, log); rec["error"] != nil {
+		t.Errorf("access log error = %v; want none", rec["error"])
+	}
+}
+
+// Over HTTP/2 a client that stops reading its socket (the flow-control
+// window left wide open, so the connection, not the stream, stalls) has
+// its connection closed after the send timeout.
+func TestSendTimeoutHTTP2(t *testing.T) {
+	gw, log := sendTimeoutGateway(t, 300*time.Millisecond)
+	c := dialGateway(t, gw.addr)
+	c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	var hb strings.Builder
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/big?n=" + strconv.Itoa(256<<20)}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Never read.
+	rec := onlyRecord(t, log)
+	if e := rec["error"]; e != "client_send_timeout" && e != "client_canceled" {
+		t.Errorf("access log error = %v; want the client's failure (client_send_timeout or client_canceled)", e)
+	}
+}
