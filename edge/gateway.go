@@ -44,6 +44,11 @@ type Options struct {
 	// TrustedProxies are the networks whose Forwarded and X-Forwarded-*
 	// headers are extended rather than replaced. Empty trusts nobody.
 	TrustedProxies trustedProxies
+	// SendTimeout bounds how long one write of a response body to an
+	// HTTP/2 or HTTP/3 client may wait (a stream held back by flow
+	// control); default 60s. The HTTP/1 server and the HTTP/2 connection
+	// take theirs from ListenerOptions.SendTimeout.
+	SendTimeout time.Duration
 	// MaxHeaderCount caps the header fields of a request (431 beyond);
 	// default 100.
 	MaxHeaderCount int
@@ -106,6 +111,9 @@ func New(opts Options) *Gateway {
 	}
 	if opts.MaxHeaderCount == 0 {
 		opts.MaxHeaderCount = 100
+	}
+	if opts.SendTimeout == 0 {
+		opts.SendTimeout = 60 * time.Second
 	}
 	if opts.MaxRequestBody == 0 {
 		opts.MaxRequestBody = DefaultMaxRequestBody

@@ -384,7 +384,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(resp.StatusCode)
 
 	flush := resp.ContentLength == -1 || strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
-	n, err := copyBody(w, resp.Body, flush, rt.maxRespBody)
+	n, err := copyBody(w, resp.Body, flush, rt.maxRespBody, g.opts.SendTimeout)
 	x.bytesOut = n
 	if body != nil {
 		x.bytesIn = body.n.Load()
@@ -800,7 +800,12 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // copyBody streams the upstream body to the client. With flush set (an
 // unknown-length or event-stream response) every chunk is flushed at once
 // so that streams are not held back by buffering.
-func copyBody(w http.ResponseWriter, src io.Reader, flush bool, limit int64) (int64, error) {
+//
+// Over HTTP/2 and HTTP/3 each write gets a deadline of sendTimeout (pushed
+// forward when older than an eighth of it), so a stream whose client grants
+// no more flow-control credit is reset rather than wait forever; the HTTP/1
+// server keeps its own (see serverConn.Write).
+func copyBody(w http.ResponseWriter, src io.Reader, flush bool, limit int64, sendTimeout time.Duration) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -808,12 +813,23 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush bool, limit int64) (in
 	if flush {
 		rc = http.NewResponseController(w)
 	}
+	_, h1 := w.(*response)
+	var wdlAt time.Duration // monoNow when the write deadline was pushed
 	var written int64
 	for {
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			if limit > 0 && written+int64(n) > limit {
 				return written, errResponseTooLarge
+			}
+			if !h1 && sendTimeout > 0 {
+				if now := monoNow(); wdlAt == 0 || now-wdlAt > sendTimeout/8 {
+					if rc == nil {
+						rc = http.NewResponseController(w)
+					}
+					rc.SetWriteDeadline(monoBase.Add(now + sendTimeout))
+					wdlAt = now
+				}
 			}
 			m, werr := w.Write(buf[:n])
 			written += int64(m)

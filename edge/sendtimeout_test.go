@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"net"
 	"net/http"
@@ -38,6 +39,7 @@ func sendTimeoutGateway(t *testing.T, timeout time.Duration) (*testGateway, *reu
 	t.Helper()
 	setup, log := withReuseLog()
 	setup.listener.SendTimeout = timeout
+	setup.opts.SendTimeout = timeout
 	return startGatewayWith(t, setup, oneRoute(bigBackend(t), "")), log
 }
 
@@ -142,5 +144,74 @@ func TestSendTimeoutHTTP2(t *testing.T) {
 	rec := onlyRecord(t, log)
 	if e := rec["error"]; e != "client_send_timeout" && e != "client_canceled" {
 		t.Errorf("access log error = %v; want the client's failure (client_send_timeout or client_canceled)", e)
+	}
+}
+
+// Over HTTP/2, a stream whose client reads the connection but grants no
+// more flow-control credit (the connection flows, the stream does not) is
+// reset once a write has waited for the send timeout.
+func TestSendTimeoutHTTP2StreamHeldByFlowControl(t *testing.T) {
+	gw, log := sendTimeoutGateway(t, 300*time.Millisecond)
+	c := dialGateway(t, gw.addr)
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings() // the default 64 KiB stream window, never raised
+	var hb strings.Builder
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/big?n=" + strconv.Itoa(8<<20)}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Read every frame (so the connection never stalls), acknowledge
+	// settings, send no WINDOW_UPDATE, and report the stream's reset.
+	reset := make(chan http2.ErrCode, 1)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.RSTStreamFrame:
+				if f.StreamID == 1 {
+					reset <- f.ErrCode
+				}
+			}
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	recv(t, reset, "the stalled stream to be reset")
+	if e := onlyRecord(t, log)["error"]; e != "client_send_timeout" && e != "client_canceled" {
+		t.Errorf("access log error = %v; want the client's failure", e)
+	}
+}
+
+// Over HTTP/3 the same: a client that stops reading a response body leaves
+// the stream without flow-control credit, and the write is cut off after
+// the send timeout.
+func TestSendTimeoutHTTP3(t *testing.T) {
+	setup, log := withReuseLog()
+	setup.listener.SendTimeout = 300 * time.Millisecond
+	setup.opts.SendTimeout = 300 * time.Millisecond
+	tg := startTLSGatewayWith(t, setup, oneRoute(bigBackend(t), ""), true)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+tg.addr+"/big?n="+strconv.Itoa(256<<20), nil)
+	resp, err := tg.client(t, "h3").Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// Never read the body.
+	if e := onlyRecord(t, log)["error"]; e != "client_send_timeout" && e != "client_canceled" {
+		t.Errorf("access log error = %v; want the client's failure", e)
 	}
 }

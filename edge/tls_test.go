@@ -61,11 +61,18 @@ type tlsGateway struct {
 
 func startTLSGateway(t *testing.T, yaml string, h3 bool) *tlsGateway {
 	t.Helper()
+	return startTLSGatewayWith(t, gatewaySetup{}, yaml, h3)
+}
+
+func startTLSGatewayWith(t *testing.T, setup gatewaySetup, yaml string, h3 bool) *tlsGateway {
+	t.Helper()
 	cert, pool := selfSigned(t)
-	g := New(Options{})
+	g := New(setup.opts)
 	g.Swap(compileDoc(t, g, yaml, 1, nil))
+	lo := setup.listener
+	lo.Addr = "127.0.0.1:0"
 	srv, err := g.ListenTLS(TLSListenerOptions{
-		ListenerOptions: ListenerOptions{Addr: "127.0.0.1:0"},
+		ListenerOptions: lo,
 		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
 		HTTP3:           h3,
 	})

@@ -131,6 +131,7 @@ func New(f *File, opts Options) (*Node, error) {
 		TrustedProxies: trusted,
 		MaxHeaderCount: cfg.Limits.MaxHeaderCount,
 		MaxRequestBody: int64(cfg.Limits.MaxRequestBody),
+		SendTimeout:    cfg.Limits.SendTimeout,
 		Underscores:    edge.UnderscorePolicy(cfg.Limits.HeadersWithUnderscores),
 	})
 	return n, nil
