@@ -87,7 +87,10 @@ func TestSendTimeoutCutsOffAClientThatStopsReading(t *testing.T) {
 // A client that reads slowly but steadily is not cut off, however long the
 // whole response takes: each write has the send timeout to make progress.
 func TestSendTimeoutSparesASlowSteadyReader(t *testing.T) {
-	gw, log := sendTimeoutGateway(t, 300*time.Millisecond)
+	// A second of timeout against reads 40 ms apart leaves a loaded
+	// machine room; the whole body takes longer than the timeout.
+	const timeout = time.Second
+	gw, log := sendTimeoutGateway(t, timeout)
 	c := dialGateway(t, gw.addr)
 	c.(*net.TCPConn).SetReadBuffer(64 << 10)
 	const size = 16 << 20
@@ -111,12 +114,38 @@ func TestSendTimeoutSparesASlowSteadyReader(t *testing.T) {
 	if got != size {
 		t.Fatalf("read %d bytes of %d; want the whole body", got, size)
 	}
-	if d := time.Since(start); d < time.Second {
-		t.Logf("the body took only %v: the reader may not have held the writer back", d)
+	if d := time.Since(start); d < timeout {
+		t.Errorf("the body took only %v, less than the send timeout: the test shows nothing", d)
 	}
 	if rec := onlyRecord(t, log); rec["error"] != nil {
 		t.Errorf("access log error = %v; want none", rec["error"])
 	}
+}
+
+// h2Get opens an HTTP/2 connection with prior knowledge on c, with the
+// given settings (a stream window above the default also opens the
+// connection's window as wide), and sends a GET of path as stream 1.
+func h2Get(t *testing.T, c net.Conn, path string, settings ...http2.Setting) *http2.Framer {
+	t.Helper()
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(settings...)
+	for _, st := range settings {
+		if st.ID == http2.SettingInitialWindowSize && st.Val > 65535 {
+			fr.WriteWindowUpdate(0, st.Val-65535)
+		}
+	}
+	var hb strings.Builder
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", path}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	return fr
 }
 
 // Over HTTP/2 a client that stops reading its socket (the flow-control
@@ -126,20 +155,7 @@ func TestSendTimeoutHTTP2(t *testing.T) {
 	gw, log := sendTimeoutGateway(t, 300*time.Millisecond)
 	c := dialGateway(t, gw.addr)
 	c.(*net.TCPConn).SetReadBuffer(64 << 10)
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
-	fr.WriteWindowUpdate(0, 1<<31-1-65535)
-	var hb strings.Builder
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/big?n=" + strconv.Itoa(256<<20)}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()), EndStream: true, EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
+	h2Get(t, c, "/big?n="+strconv.Itoa(256<<20), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
 	// Never read.
 	rec := onlyRecord(t, log)
 	if e := rec["error"]; e != "client_send_timeout" && e != "client_canceled" {
@@ -153,19 +169,7 @@ func TestSendTimeoutHTTP2(t *testing.T) {
 func TestSendTimeoutHTTP2StreamHeldByFlowControl(t *testing.T) {
 	gw, log := sendTimeoutGateway(t, 300*time.Millisecond)
 	c := dialGateway(t, gw.addr)
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	fr.WriteSettings() // the default 64 KiB stream window, never raised
-	var hb strings.Builder
-	enc := hpack.NewEncoder(&hb)
-	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/big?n=" + strconv.Itoa(8<<20)}} {
-		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
-	}
-	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: []byte(hb.String()), EndStream: true, EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
+	fr := h2Get(t, c, "/big?n="+strconv.Itoa(8<<20)) // the default 64 KiB stream window, never raised
 	// Read every frame (so the connection never stalls), acknowledge
 	// settings, send no WINDOW_UPDATE, and report the stream's reset.
 	reset := make(chan http2.ErrCode, 1)
