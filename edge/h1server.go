@@ -1351,6 +1351,21 @@ func (w *response) WriteHeader(code int) {
 	w.bodyless = w.req.Method == http.MethodHead || code == http.StatusNoContent || code == http.StatusNotModified
 }
 
+// retract takes back a status and head that have not reached the
+// connection (no byte of them or of a body written), so that the handler
+// can answer otherwise: the gateway turns an upstream that died between its
+// head and its first body byte into a 502. It reports whether it could.
+func (w *response) retract() bool {
+	c := w.c
+	if !w.wroteHeader || w.headerSent || w.written > 0 || w.failed != nil || c.hijacked {
+		return false
+	}
+	clear(c.header)
+	*w = response{c: c, req: w.req, contentLength: -1, rs: w.rs, header: c.header,
+		closeAfter: w.req.Close || c.s.shutting.Load()}
+	return true
+}
+
 func (w *response) writeInformational(code int) {
 	w.c.cmu.Lock()
 	defer w.c.cmu.Unlock()

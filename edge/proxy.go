@@ -405,6 +405,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			x.errKind = "http_response_incomplete"
 			outcome = upstream.Failure
+			if rt, ok := w.(retracter); ok && n == 0 && rt.retract() {
+				// Nothing has reached the client yet: it can still
+				// be told what happened.
+				g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_incomplete", title: "Bad Gateway",
+					detail: "service " + svc.name + ", target " + x.target + ": the upstream's response ended before its body: " + err.Error()})
+				return
+			}
 		}
 		att.end(outcome)
 		g.finish(r, x) // before the panic unwinds; finish runs once
@@ -787,6 +794,10 @@ func (b *countingBody) readErr() error {
 func (b *countingBody) Close() error { return b.rc.Close() }
 
 var errResponseTooLarge = errors.New("upstream response exceeds the route's limit")
+
+// retracter is a ResponseWriter that can take back a head it has not sent
+// (the HTTP/1 server's; net/http's HTTP/2 and quic-go's cannot).
+type retracter interface{ retract() bool }
 
 // clientWriteError is a failure to write to the client (gone, or not
 // reading: the send timeout), as opposed to one reading the upstream.

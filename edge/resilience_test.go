@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -596,5 +598,61 @@ func TestUpstreamClosedIdleConnection(t *testing.T) {
 		// Wait until the upstream has closed the connection the gateway
 		// keeps idle.
 		recv(t, closed, "the upstream to close the idle connection")
+	}
+}
+
+// An upstream that sends its response head and closes before the first
+// body byte: nothing has reached the client yet, so the HTTP/1 client gets
+// a 502 saying so (and keeps its connection), not an empty reply. Once a
+// body byte has gone out, the only honest answer left is a cut response.
+func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
+	var served atomic.Int32
+	addr := rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			served.Add(1)
+			switch req.URL.Path {
+			case "/head-only":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+				return
+			case "/some-body":
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+				return
+			default:
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}
+		}
+	})
+	gw := startGateway(t, oneRoute("http://"+addr, ""))
+	c := dialGateway(t, gw.addr)
+	br := bufio.NewReader(c)
+	h1Write(t, c, "GET /head-only HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := readResponse(t, br, "GET")
+	checkProblem(t, resp, body, http.StatusBadGateway, "http_response_incomplete")
+	// The same connection still serves.
+	h1Write(t, c, "GET /fine HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := readResponse(t, br, "GET"); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("next request on the connection: %d %q; want 200 ok", resp.StatusCode, body)
+	}
+	// With part of the body sent, the response is cut: the head says 1000
+	// bytes and fewer come before the connection closes.
+	h1Write(t, c, "GET /some-body HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d; want the upstream's 200, already sent", resp.StatusCode)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err == nil || len(got) >= 1000 {
+		t.Fatalf("read %d bytes with error %v; want a cut body", len(got), err)
+	}
+	if served.Load() != 3 {
+		t.Fatalf("upstream served %d requests; want 3", served.Load())
 	}
 }
