@@ -322,7 +322,13 @@ func (c *serverConn) Read(p []byte) (int, error) {
 		c.stashed = false
 		return 1, nil
 	}
-	return c.rwc.Read(p)
+	n, err := c.rwc.Read(p)
+	if err != nil && err != io.EOF && !isTimeout(err) {
+		// A reset, or the connection closed under us: the client is
+		// gone, whatever was reading (a request head or a body).
+		c.broken.Store(true)
+	}
+	return n, err
 }
 
 // Write is the bufio.Writer's sink. With a send timeout, every write has at

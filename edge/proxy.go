@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meridian-gw/meridian/edge/upstream"
@@ -654,11 +655,14 @@ func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, x *exchange
 			detail: "the request body exceeds the route's limit of " + strconv.FormatInt(mbe.Limit, 10) + " bytes", close: true})
 		return
 	}
-	if r.Context().Err() != nil {
+	if r.Context().Err() != nil || connectionLost(err) {
+		// The client left (or reset the connection): nobody to answer.
 		x.status = 499
 		x.errKind = "client_canceled"
 		return
 	}
+	// Malformed or cut short (the client closed its side early): a 400 it
+	// may still read.
 	g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: "reading the request body failed: " + err.Error(), close: true})
 }
 
@@ -794,6 +798,12 @@ func (b *countingBody) readErr() error {
 func (b *countingBody) Close() error { return b.rc.Close() }
 
 var errResponseTooLarge = errors.New("upstream response exceeds the route's limit")
+
+// connectionLost reports whether err is the client's connection failing
+// (reset, closed), as opposed to a malformed or truncated body.
+func connectionLost(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}
 
 // retracter is a ResponseWriter that can take back a head it has not sent
 // (the HTTP/1 server's; net/http's HTTP/2 and quic-go's cannot).

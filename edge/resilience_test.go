@@ -656,3 +656,48 @@ func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
 		t.Fatalf("upstream served %d requests; want 3", served.Load())
 	}
 }
+
+// A client that resets its connection while sending a request body is
+// gone: the access log says 499 client_canceled (as over HTTP/2), and no
+// 400 is written to the dead connection. One that closes its side before
+// the body is whole may still read: it gets a 400.
+func TestClientBodyResetIs499(t *testing.T) {
+	got := make(chan int64, 2)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		got <- n
+	})
+	setup, log := withReuseLog()
+	gw := startGatewayWith(t, setup, oneRoute(be.URL, ""))
+
+	c := dialGateway(t, gw.addr)
+	h1Write(t, c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"+strings.Repeat("x", 100000))
+	recvBytes := func() {
+		t.Helper()
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the upstream request did not end")
+		}
+	}
+	// Reset once the gateway is handling the request, so that the reset
+	// reaches a body read rather than the request head.
+	waitFor(t, 5*time.Second, "the gateway to take the request", func() bool {
+		return gw.g.metrics.inFlightN.Load() == 1
+	})
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+	recvBytes()
+	rec := onlyRecord(t, log)
+	if rec["status"] != int64(499) || rec["error"] != "client_canceled" {
+		t.Errorf("after a reset mid-body: status %v, error %v; want 499, client_canceled", rec["status"], rec["error"])
+	}
+
+	// Closing the write side early is a truncated request: 400.
+	c2 := dialGateway(t, gw.addr)
+	h1Write(t, c2, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"+strings.Repeat("x", 10))
+	c2.(*net.TCPConn).CloseWrite()
+	resp, body := readResponse(t, bufio.NewReader(c2), "POST")
+	checkProblem(t, resp, body, http.StatusBadRequest, "")
+	recvBytes()
+}
