@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -298,8 +299,18 @@ func TestGRPCDeadlineExceeded(t *testing.T) {
 	if err == nil {
 		t.Fatalf("Block returned %v; want DeadlineExceeded", &resp)
 	}
-	if code := status.Code(err); code != codes.DeadlineExceeded {
-		t.Fatalf("Block error = %v (code %v); want DeadlineExceeded", err, code)
+	// The gateway forwards grpc-timeout, so the upstream's grpc-go enforces
+	// the same deadline: at the deadline it resets the stream (CANCEL)
+	// while the client's own timer fires. Whichever reaches the client
+	// first decides: DeadlineExceeded from the client's timer, or the
+	// gateway's 502 for the upstream's reset (Unavailable). Both end the
+	// call at the deadline; anything else, or an end before it, fails.
+	switch code := status.Code(err); {
+	case code == codes.DeadlineExceeded:
+	case code == codes.Unavailable && strings.Contains(err.Error(), "CANCEL") && elapsed >= deadline-50*time.Millisecond:
+		t.Logf("the upstream's reset at the deadline won the race: %v", err)
+	default:
+		t.Fatalf("Block error = %v (code %v) after %v; want DeadlineExceeded at the %v deadline", err, code, elapsed, deadline)
 	}
 	if elapsed > deadline+5*time.Second {
 		t.Errorf("Block took %v; want about the %v deadline", elapsed, deadline)
