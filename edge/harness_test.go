@@ -302,3 +302,18 @@ func rawUpstream(t testing.TB, serve func(c net.Conn)) string {
 	}()
 	return ln.Addr().String()
 }
+
+// rawKeepAlive is a rawUpstream that reads request after request on each
+// connection: answer writes the response to c and returns false to close.
+func rawKeepAlive(t testing.TB, answer func(c net.Conn, req *http.Request) bool) string {
+	t.Helper()
+	return rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil || !answer(c, req) {
+				return
+			}
+		}
+	})
+}

@@ -472,19 +472,13 @@ func TestResponseHopFieldsDroppedOneByOne(t *testing.T) {
 	hop := []string{"Keep-Alive: timeout=5", "Proxy-Connection: keep-alive", "Te: trailers",
 		"Trailer: X-T", "Upgrade: websocket", "Proxy-Authenticate: Basic", "Proxy-Authorization: Basic eA==",
 		"Connection: X-Listed\r\nX-Listed: secret"}
-	addr := rawUpstream(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			extra := ""
-			if i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Path, "/hop/")); err == nil && i < len(hop) {
-				extra = hop[i] + "\r\n"
-			}
-			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: yes\r\n%s\r\nok", extra)
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		extra := ""
+		if i, err := strconv.Atoi(strings.TrimPrefix(req.URL.Path, "/hop/")); err == nil && i < len(hop) {
+			extra = hop[i] + "\r\n"
 		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: yes\r\n%s\r\nok", extra)
+		return true
 	})
 	gw := startGateway(t, oneRoute("http://"+addr, ""))
 	c := newClient(t)

@@ -607,25 +607,18 @@ func TestUpstreamClosedIdleConnection(t *testing.T) {
 // body byte has gone out, the only honest answer left is a cut response.
 func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
 	var served atomic.Int32
-	addr := rawUpstream(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			req, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			served.Add(1)
-			switch req.URL.Path {
-			case "/head-only":
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
-				return
-			case "/some-body":
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
-				return
-			default:
-				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-			}
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		served.Add(1)
+		switch req.URL.Path {
+		case "/head-only":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+			return false
+		case "/some-body":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+			return false
 		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
 	})
 	gw := startGateway(t, oneRoute("http://"+addr, ""))
 	c := dialGateway(t, gw.addr)
