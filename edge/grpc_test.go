@@ -362,3 +362,40 @@ func TestGRPCUnaryCheckOverTLS(t *testing.T) {
 		t.Errorf("peer address = %s; want the gateway's HTTPS listener %s", got, tg.addr)
 	}
 }
+
+// The gateway's own errors reach a gRPC client as gRPC statuses (a
+// trailers-only answer with grpc-status and grpc-message, as Envoy sends),
+// not as HTTP statuses the client can only map to Unavailable or
+// Unimplemented without the reason.
+func TestGRPCGatewayErrorsAreGRPCStatuses(t *testing.T) {
+	dead := strings.TrimPrefix(deadAddr(t), "http://")
+	gw := startGateway(t, grpcGatewayDoc(dead))
+	cc := dialGRPC(t, gw.addr, insecure.NewCredentials())
+
+	_, err := healthpb.NewHealthClient(cc).Check(grpcCtx(t), &healthpb.HealthCheckRequest{Service: grpcKnownService})
+	st := status.Convert(err)
+	if st.Code() != codes.Unavailable || !strings.HasPrefix(st.Message(), "Bad Gateway: service grpc, target "+dead) {
+		t.Errorf("call to a dead upstream: %v %q; want Unavailable with the gateway's reason", st.Code(), st.Message())
+	}
+
+	var resp healthpb.HealthCheckResponse
+	err = cc.Invoke(grpcCtx(t), "/no.such.Service/Method", &healthpb.HealthCheckRequest{}, &resp)
+	st = status.Convert(err)
+	if st.Code() != codes.Unimplemented || !strings.HasPrefix(st.Message(), "Not Found: no route matches POST ") {
+		t.Errorf("call with no route: %v %q; want Unimplemented with the gateway's reason", st.Code(), st.Message())
+	}
+}
+
+func TestGRPCPercentEncode(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text: ok ~": "plain text: ok ~",
+		"100% sure":        "100%25 sure",
+		"line\nbreak\ttab": "line%0Abreak%09tab",
+		"caf\u00e9":        "caf%C3%A9",
+		"\x7f del":         "%7F del",
+	} {
+		if got := grpcPercentEncode(in); got != want {
+			t.Errorf("grpcPercentEncode(%q) = %q; want %q", in, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // problem is an RFC 9457 problem details body. Every response the gateway
@@ -38,7 +39,6 @@ const problemTypeBase = "https://meridian.dev/problems/"
 // number of body bytes written.
 func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route, reqID, proxyName string) int64 {
 	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
 	h.Set("Cache-Control", "no-store")
 	h.Del("Content-Length")
 	if pe.proxyStatus != "" {
@@ -51,6 +51,11 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 	if pe.close {
 		h.Set("Connection", "close")
 	}
+	if isGRPC(r) {
+		writeGRPCStatus(w, pe)
+		return 0
+	}
+	h.Set("Content-Type", "application/problem+json")
 	typ := "about:blank"
 	if pe.proxyStatus != "" {
 		typ = problemTypeBase + pe.proxyStatus
@@ -74,4 +79,82 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 	}
 	n, _ := w.Write(body)
 	return int64(n)
+}
+
+// isGRPC reports whether r is a gRPC call (not gRPC-Web, whose status
+// travels in the body): its client reads a status only from grpc-status.
+func isGRPC(r *http.Request) bool {
+	if r.ProtoMajor < 2 {
+		return false
+	}
+	ct := r.Header.Get("Content-Type")
+	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
+}
+
+// writeGRPCStatus answers a gRPC call with a trailers-only response: HTTP
+// 200, and the gateway's error as grpc-status and grpc-message, as Envoy
+// does, so that the client sees a gRPC code and the reason rather than an
+// HTTP status it maps to Unknown or Unavailable.
+func writeGRPCStatus(w http.ResponseWriter, pe *proxyError) {
+	h := w.Header()
+	h.Set("Content-Type", "application/grpc")
+	h.Set("Grpc-Status", strconv.Itoa(grpcCode(pe)))
+	msg := pe.title
+	if pe.detail != "" {
+		msg += ": " + pe.detail
+	}
+	h.Set("Grpc-Message", grpcPercentEncode(msg))
+	w.WriteHeader(http.StatusOK)
+}
+
+// grpcPercentEncode encodes a grpc-message: bytes outside space to '~',
+// and '%', become %XX (gRPC over HTTP/2, "Responses").
+func grpcPercentEncode(s string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < ' ' || c > '~' || c == '%' {
+			b.WriteByte('%')
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+// grpcCode maps a gateway error to a gRPC status code: by what went wrong
+// when the proxy status says, else by the HTTP status as gRPC's
+// "HTTP to gRPC Status Code Mapping" does.
+func grpcCode(pe *proxyError) int {
+	const (
+		unknown           = 2
+		deadlineExceeded  = 4
+		permissionDenied  = 7
+		resourceExhausted = 8
+		internal          = 13
+		unimplemented     = 12
+		unavailable       = 14
+		unauthenticated   = 16
+	)
+	if pe.proxyStatus == "http_response_timeout" {
+		return deadlineExceeded
+	}
+	switch pe.status {
+	case http.StatusBadRequest:
+		return internal
+	case http.StatusUnauthorized:
+		return unauthenticated
+	case http.StatusForbidden:
+		return permissionDenied
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return unimplemented
+	case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge:
+		return resourceExhausted
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return unavailable
+	}
+	return unknown
 }
