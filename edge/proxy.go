@@ -395,18 +395,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// stream so the client sees it is incomplete rather than
 		// mistaking it for a whole response.
 		var cwe *clientWriteError
+		clientSide := errors.As(err, &cwe)
 		switch {
 		case errors.Is(err, errResponseTooLarge):
 			x.errKind = "http_response_body_size"
-		case errors.As(err, &cwe) && isTimeout(cwe.err):
+		case clientSide && isTimeout(cwe.err):
 			// The client stopped reading: not the target's fault.
 			x.errKind = "client_send_timeout"
-		case errors.As(err, &cwe) || r.Context().Err() != nil:
+		case clientSide || r.Context().Err() != nil:
 			x.errKind = "client_canceled"
 		default:
 			x.errKind = "http_response_incomplete"
 			outcome = upstream.Failure
-			if rt, ok := w.(retracter); ok && n == 0 && rt.retract() {
+			if rw, ok := w.(retracter); ok && n == 0 && rw.retract() {
 				// Nothing has reached the client yet: it can still
 				// be told what happened.
 				g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_incomplete", title: "Bad Gateway",
