@@ -399,3 +399,25 @@ func TestGRPCPercentEncode(t *testing.T) {
 		}
 	}
 }
+
+// A gRPC call to the plain port of a gateway that redirects to HTTPS gets a
+// gRPC status naming where to go, not a 308 with a text body that grpc-go
+// can only report as a malformed answer.
+func TestGRPCCallToRedirectingPortGetsStatus(t *testing.T) {
+	g := New(Options{})
+	g.Swap(compileDoc(t, g, grpcGatewayDoc("127.0.0.1:1"), 1, nil))
+	defer g.Close()
+	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0", Handler: g.RedirectHandler(8443)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Shutdown(context.Background())
+	cc := dialGRPC(t, srv.Addr().String(), insecure.NewCredentials())
+	_, err = healthpb.NewHealthClient(cc).Check(grpcCtx(t), &healthpb.HealthCheckRequest{Service: grpcKnownService})
+	st := status.Convert(err)
+	want := "Permanent Redirect: Use HTTPS: https://127.0.0.1:8443/grpc.health.v1.Health/Check"
+	if st.Code() != codes.Unavailable || st.Message() != want {
+		t.Errorf("gRPC call to the redirecting port: %v %q; want Unavailable %q", st.Code(), st.Message(), want)
+	}
+}

@@ -153,7 +153,8 @@ func grpcCode(pe *proxyError) int {
 		return unimplemented
 	case http.StatusRequestEntityTooLarge, http.StatusRequestHeaderFieldsTooLarge:
 		return resourceExhausted
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout,
+		http.StatusPermanentRedirect: // the plain port of a TLS gateway
 		return unavailable
 	}
 	return unknown

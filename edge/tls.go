@@ -344,11 +344,19 @@ func (g *Gateway) answerLocal(w http.ResponseWriter, r *http.Request, status int
 	defer c.release() // after finish
 	x := &c.x
 	x.identify(r)
+	x.status = status
+	if isGRPC(r) {
+		// A gRPC client cannot follow a redirect or show a text body:
+		// it gets the reason as a gRPC status (Unavailable for the
+		// redirect, which is what it would see dialing a TLS-only port).
+		writeGRPCStatus(w, &proxyError{status: status, title: http.StatusText(status), detail: strings.TrimSuffix(body, "\n")})
+		g.finish(r, x)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	x.status = status
 	if r.Method != http.MethodHead {
 		n, _ := io.WriteString(w, body)
 		x.bytesOut = int64(n)
