@@ -17,12 +17,15 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -370,7 +373,31 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 		ErrorLog:          newServerErrorLog(g.log),
 		HTTP2:             http2Config(o.SendTimeout),
 	}
-	return newH1Server(h, o, g.log, h2)
+	s := newH1Server(h, o, g.log, h2)
+	s.refused = g.logRefused
+	return s
+}
+
+// logRefused logs and counts a request the HTTP/1 server refused before
+// any handler saw it (a malformed head, oversized headers, a head that
+// came too slowly), as nginx logs its 400s: no route, the parts of the
+// request that were read, and the refusal as the error.
+func (g *Gateway) logRefused(remote string, cs *tls.ConnectionState, pe *parseError) {
+	r := &http.Request{Method: pe.method, Proto: pe.proto, Host: pe.host, RemoteAddr: remote, Header: http.Header{}, TLS: cs, URL: &url.URL{}}
+	if path, _, ok := strings.Cut(pe.target, "?"); ok || path != "" {
+		r.URL.Path = path
+	}
+	c := calls.Get().(*call)
+	defer c.release()
+	x := &c.x
+	x.identify(r)
+	x.status = pe.status
+	x.bytesOut = int64(pe.sent)
+	x.errKind = "http_request_error"
+	if pe.status == http.StatusRequestTimeout {
+		x.errKind = "client_header_timeout"
+	}
+	g.finish(r, x)
 }
 
 // Addr is the bound address.

@@ -47,6 +47,11 @@ type h1Server struct {
 	h2   *http.Server // HTTP/2 connections handed over
 	h2ln *handoffListener
 
+	// refused, if set, is told of each request refused with an answer
+	// before any handler saw it (malformed, too large, too slow), so that
+	// it is logged and counted like any other.
+	refused func(remote string, tls *tls.ConnectionState, pe *parseError)
+
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
 	ln       net.Listener
@@ -434,6 +439,9 @@ func (c *serverConn) serve() {
 		if perr != nil {
 			if perr.status != 0 {
 				c.writeError(perr)
+				if c.s.refused != nil {
+					c.s.refused(c.remote, c.tls, perr)
+				}
 			}
 			return
 		}
@@ -693,6 +701,16 @@ type parseError struct {
 	status int // 0: just close
 	title  string
 	detail string
+	// What the request said before it was refused, as far as it was
+	// read: for its access log line.
+	method, target, proto, host string
+	sent                        int // body bytes of the answer
+}
+
+// about notes the parts of the request read before the refusal.
+func (pe *parseError) about(method, target, proto, host string) *parseError {
+	pe.method, pe.target, pe.proto, pe.host = method, target, proto, host
+	return pe
 }
 
 func badRequest(detail string) *parseError {
@@ -704,6 +722,7 @@ func badRequest(detail string) *parseError {
 func (c *serverConn) writeError(pe *parseError) {
 	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail})
 	body = append(body, '\n')
+	pe.sent = len(body)
 	c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.wdlOwn = true
 	bw := c.bw
@@ -796,10 +815,10 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		// else is malformed.
 		isDigit := func(b byte) bool { return '0' <= b && b <= '9' }
 		if len(protoB) != 8 || string(protoB[:5]) != "HTTP/" || !isDigit(protoB[5]) || protoB[6] != '.' || !isDigit(protoB[7]) {
-			return nil, nil, badRequest("malformed HTTP version")
+			return nil, nil, badRequest("malformed HTTP version").about(string(methodB), string(targetB), "", "")
 		}
 		if protoB[5] != '1' {
-			return nil, nil, &parseError{status: http.StatusHTTPVersionNotSupported, title: "HTTP Version Not Supported", detail: "this listener speaks HTTP/1.x and HTTP/2"}
+			return nil, nil, (&parseError{status: http.StatusHTTPVersionNotSupported, title: "HTTP Version Not Supported", detail: "this listener speaks HTTP/1.x and HTTP/2"}).about(string(methodB), string(targetB), string(protoB), "")
 		}
 		major, minor = 1, int(protoB[7]-'0')
 	}
@@ -807,7 +826,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	proto := protoString(major, minor, protoB)
 	for _, b := range targetB {
 		if b <= ' ' || b == 0x7f {
-			return nil, nil, badRequest("the request target has a control character or space")
+			return nil, nil, badRequest("the request target has a control character or space").about(string(methodB), "", proto, "")
 		}
 	}
 	// Gather the header block: the method and target first, so that one
@@ -819,13 +838,16 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	hb.buf = append(hb.buf, targetB...)
 	if err := hb.readFields(c.br, &n, c.s.opts.MaxHeaderBytes, maxHeaderFields, true); err != nil {
 		var fe *fieldError
+		var pe *parseError
 		switch {
 		case errors.As(err, &fe):
-			return nil, nil, badRequest(fe.why)
+			pe = badRequest(fe.why)
 		case err == errTooManyFields:
-			return nil, nil, &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "too many header fields"}
+			pe = &parseError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large", detail: "too many header fields"}
+		default:
+			pe = c.lineError(err)
 		}
-		return nil, nil, c.lineError(err)
+		return nil, nil, pe.about(string(hb.buf[:sp1]), string(hb.buf[targetAt:targetAt+len(targetB)]), proto, "")
 	}
 	block := string(hb.buf)
 	method := block[:sp1]
@@ -840,17 +862,17 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	}
 	header, fr, err := hb.header(c.reqHeader, block, true)
 	if err != nil {
-		return nil, nil, badRequest(err.Error())
+		return nil, nil, badRequest(err.Error()).about(method, target, proto, "")
 	}
 	hosts, host, cls, tes, clVal, te := fr.hosts, fr.host, fr.cls, fr.tes, fr.clVal, fr.te
 	if hosts > 1 {
-		return nil, nil, badRequest("more than one Host header")
+		return nil, nil, badRequest("more than one Host header").about(method, target, proto, host)
 	}
 	if hosts == 0 && minor >= 1 {
-		return nil, nil, badRequest("an HTTP/1.1 request needs a Host header")
+		return nil, nil, badRequest("an HTTP/1.1 request needs a Host header").about(method, target, proto, host)
 	}
 	if !validHost(host) {
-		return nil, nil, badRequest("malformed Host header")
+		return nil, nil, badRequest("malformed Host header").about(method, target, proto, host)
 	}
 	// The request is built on the stack; WithContext below makes the one
 	// heap copy.
@@ -876,7 +898,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	default:
 		u, err := url.ParseRequestURI(target)
 		if err != nil {
-			return nil, nil, badRequest("malformed request target")
+			return nil, nil, badRequest("malformed request target").about(method, target, proto, host)
 		}
 		if u.Host != "" {
 			// Absolute form: its authority replaces Host (RFC 9112
@@ -902,26 +924,26 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	// Framing (RFC 9112 6).
 	switch {
 	case tes > 0 && cls > 0:
-		return nil, nil, badRequest("request has both Content-Length and Transfer-Encoding; refused as a request smuggling attempt")
+		return nil, nil, badRequest("request has both Content-Length and Transfer-Encoding; refused as a request smuggling attempt").about(method, target, proto, host)
 	case tes > 0:
 		if minor == 0 {
-			return nil, nil, badRequest("Transfer-Encoding in an HTTP/1.0 request; refused as a request smuggling attempt")
+			return nil, nil, badRequest("Transfer-Encoding in an HTTP/1.0 request; refused as a request smuggling attempt").about(method, target, proto, host)
 		}
 		if !chunkedOnly(tes, te) {
-			return nil, nil, &parseError{status: http.StatusNotImplemented, title: "Not Implemented", detail: "unsupported Transfer-Encoding " + strconv.Quote(te)}
+			return nil, nil, (&parseError{status: http.StatusNotImplemented, title: "Not Implemented", detail: "unsupported Transfer-Encoding " + strconv.Quote(te)}).about(method, target, proto, host)
 		}
 		req.ContentLength = -1
 		req.TransferEncoding = []string{"chunked"}
 		tr, err := declaredTrailers(header)
 		if err != nil {
-			return nil, nil, badRequest(err.Error())
+			return nil, nil, badRequest(err.Error()).about(method, target, proto, host)
 		}
 		req.Trailer = tr
 		req.Body = &chunkedBody{c: c, rs: rs, cr: chunkedReader{br: c.br, maxTrailer: c.s.opts.MaxHeaderBytes}}
 	case cls > 0:
 		n, ok := parseContentLength(clVal)
 		if !ok {
-			return nil, nil, badRequest("malformed Content-Length " + strconv.Quote(clVal))
+			return nil, nil, badRequest("malformed Content-Length "+strconv.Quote(clVal)).about(method, target, proto, host)
 		}
 		req.ContentLength = n
 		if n > 0 {
@@ -940,7 +962,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	}
 	if len(ex) > 0 {
 		if len(ex) > 1 || !strings.EqualFold(ex[0], "100-continue") {
-			return nil, nil, &parseError{status: http.StatusExpectationFailed, title: "Expectation Failed", detail: "unsupported Expect " + strconv.Quote(strings.Join(ex, ", "))}
+			return nil, nil, (&parseError{status: http.StatusExpectationFailed, title: "Expectation Failed", detail: "unsupported Expect " + strconv.Quote(strings.Join(ex, ", "))}).about(method, target, proto, host)
 		}
 		if minor >= 1 && req.Body != http.NoBody {
 			switch b := req.Body.(type) {

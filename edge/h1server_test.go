@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -1709,5 +1710,63 @@ func TestH1ServerKeepsServingAfterEMFILE(t *testing.T) {
 	}
 	if n := fl.fails.Load(); n >= 0 {
 		t.Errorf("the failing Accepts were not all made (%d left)", n+1)
+	}
+}
+
+// Requests the HTTP/1 server refuses before the gateway sees them are
+// logged and counted like any other answer, with what was read of them.
+func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
+	var logBuf syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{
+		opts:     Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))},
+		listener: ListenerOptions{ReadHeaderTimeout: 300 * time.Millisecond},
+	}, "")
+	cases := []struct {
+		name, send                 string
+		status                     int
+		method, path, host, errKnd string
+	}{
+		{"smuggling", "POST /x?q=1 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "POST", "/x", "a.example", "http_request_error"},
+		{"no host", "GET /nohost HTTP/1.1\r\n\r\n", 400, "GET", "/nohost", "", "http_request_error"},
+		{"huge header", "GET /big HTTP/1.1\r\nHost: b\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", 431, "GET", "/big", "", "http_request_error"},
+		{"bad line", "NONSENSE\r\n\r\n", 400, "", "", "", "http_request_error"},
+		{"slow head", "GET /slow HTTP/1.1\r\nHost: c\r\n", 408, "GET", "/slow", "", "client_header_timeout"},
+	}
+	for _, tc := range cases {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, tc.send)
+		line, _ := h1ReadHead(t, br)
+		c.Close()
+		if !strings.HasPrefix(line, "HTTP/1.1 "+strconv.Itoa(tc.status)+" ") {
+			t.Fatalf("%s: got %q; want %d", tc.name, line, tc.status)
+		}
+	}
+	var recs []map[string]any
+	waitFor(t, 5*time.Second, "a log record for each refused request", func() bool {
+		recs = recs[:0]
+		for _, r := range logBuf.records(t) {
+			recs = append(recs, r)
+		}
+		return len(recs) == len(cases)
+	})
+	for _, tc := range cases {
+		found := false
+		for _, r := range recs {
+			if r["status"] == float64(tc.status) && r["method"] == tc.method && r["path"] == tc.path {
+				found = true
+				if r["host"] != tc.host || r["error"] != tc.errKnd || r["route"] != "" || r["request_id"] == "" || r["bytes_out"].(float64) <= 0 {
+					t.Errorf("%s: record %v; want host %q, error %q, no route, a request id and the problem's size", tc.name, r, tc.host, tc.errKnd)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no record with status %d, method %q and path %q in %v", tc.name, tc.status, tc.method, tc.path, recs)
+		}
+	}
+	if v := metricValue(t, gw.g, `meridian_requests_total{code="4xx",method="GET",route=""}`); v != 3 {
+		t.Errorf(`meridian_requests_total{code="4xx",method="GET",route=""} = %v; want 3`, v)
+	}
+	if v := metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_request_error",route=""}`); v != 4 {
+		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 4`, v)
 	}
 }

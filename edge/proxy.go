@@ -665,6 +665,7 @@ func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, x *exchange
 	// Malformed or cut short (the client closed its side early): a 400 it
 	// may still read.
 	g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: "reading the request body failed: " + err.Error(), close: true})
+	x.errKind = "http_request_error" // logged; no Proxy-Status, which is about the upstream
 }
 
 // countingBody counts the request body bytes read and remembers a read

@@ -693,4 +693,11 @@ func TestClientBodyResetIs499(t *testing.T) {
 	resp, body := readResponse(t, bufio.NewReader(c2), "POST")
 	checkProblem(t, resp, body, http.StatusBadRequest, "")
 	recvBytes()
+	waitFor(t, 10*time.Second, "the truncated request's access log record", func() bool { return log.count() == 2 })
+	log.mu.Lock()
+	rec = log.recs[1]
+	log.mu.Unlock()
+	if rec["status"] != int64(400) || rec["error"] != "http_request_error" {
+		t.Errorf("after a truncated body: status %v, error %v; want 400, http_request_error", rec["status"], rec["error"])
+	}
 }
