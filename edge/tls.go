@@ -309,6 +309,10 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 				return
 			}
 		}
+		if r.Method == http.MethodConnect {
+			g.ServeHTTP(w, r) // refused there: 501, as on any port
+			return
+		}
 		if !strings.HasPrefix(r.URL.Path, "/") {
 			// "GET *" and the like: nothing to redirect to.
 			g.answerLocal(w, r, http.StatusBadRequest, "the request target must be an absolute path\n")

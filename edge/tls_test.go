@@ -330,6 +330,17 @@ routes:
 	if err != nil || star.StatusCode != http.StatusBadRequest {
 		t.Fatalf("GET *: got %v %v; want 400", star, err)
 	}
+	// CONNECT is refused as on any port: 501, not a redirect or a 400.
+	conn, err = net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+	cr, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+	conn.Close()
+	if err != nil || cr.StatusCode != http.StatusNotImplemented || !cr.Close {
+		t.Fatalf("CONNECT: got %v %v; want 501 and the connection closed", cr, err)
+	}
 	resp, err = c.Get("http://" + srv.Addr().String() + "/public/z")
 	if err != nil {
 		t.Fatal(err)
