@@ -92,6 +92,12 @@ type Gateway struct {
 	hmu          sync.Mutex
 	hijacked     map[net.Conn]io.Closer
 	hijackClosed bool
+	hwg          sync.WaitGroup // upgraded exchanges still running
+
+	// cut is set when a drain's deadline passed and the requests left are
+	// being cut off: their log lines say drain_timeout, not that the
+	// client left.
+	cut atomic.Bool
 
 	lmu       sync.Mutex
 	listeners []*guardListener
@@ -375,6 +381,7 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 	}
 	s := newH1Server(h, o, g.log, h2)
 	s.refused = g.logRefused
+	s.onCut = func() { g.cut.Store(true) }
 	return s
 }
 
@@ -425,6 +432,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	if s.g.hijackedCount() > 0 {
+		s.g.cut.Store(true)
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
 	s.g.closeHijacked()
+	s.g.hwg.Wait() // their log lines are out before the drain ends
 	return err
 }

@@ -51,6 +51,9 @@ type h1Server struct {
 	// before any handler saw it (malformed, too large, too slow), so that
 	// it is logged and counted like any other.
 	refused func(remote string, tls *tls.ConnectionState, pe *parseError)
+	// onCut, if set, is called when Shutdown's deadline passes, before
+	// the connections left are closed.
+	onCut func()
 
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
@@ -195,6 +198,9 @@ wait:
 			break wait
 		case <-ctx.Done():
 			err = ctx.Err()
+			if s.onCut != nil {
+				s.onCut()
+			}
 			s.closeAll()
 			<-allDone
 			break wait

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"testing"
@@ -102,7 +103,8 @@ func TestShutdownDrainsInFlightRequest(t *testing.T) {
 func TestShutdownDeadlineCutsHungRequest(t *testing.T) {
 	url, entered, release := blockingBackend(t, "never")
 	defer close(release)
-	g := New(Options{})
+	var logBuf syncBuffer
+	g := New(Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))})
 	defer g.Close()
 	g.Swap(compileDoc(t, g, oneRoute(url, ""), 1, nil))
 	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0"})
@@ -124,6 +126,17 @@ func TestShutdownDeadlineCutsHungRequest(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Shutdown took %v; want about the 200ms deadline", d)
+	}
+	// Logged before Shutdown returned, as the gateway's doing (503
+	// drain_timeout), not the client's (499 client_canceled).
+	recs := logBuf.records(t)
+	if len(recs) != 1 {
+		t.Fatalf("access log after Shutdown: %v; want the hung request's record", recs)
+	}
+	for _, rec := range recs {
+		if rec["status"] != float64(503) || rec["error"] != "drain_timeout" {
+			t.Errorf("the cut request's record: %v; want status 503, error drain_timeout", rec)
+		}
 	}
 	// The hung request's connection was closed.
 	if r := recv(t, inflight, "the hung request to be cut off"); r.err == nil {

@@ -305,8 +305,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			if r.Context().Err() != nil {
 				att.end(upstream.Success)
-				x.status = 499 // client closed the request (nginx's code)
-				x.errKind = "client_canceled"
+				g.clientGone(x)
 				return
 			}
 			pe := classify(err, ctx)
@@ -402,6 +401,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case clientSide && isTimeout(cwe.err):
 			// The client stopped reading: not the target's fault.
 			x.errKind = "client_send_timeout"
+		case g.cut.Load():
+			x.errKind = "drain_timeout"
 		case clientSide || r.Context().Err() != nil:
 			x.errKind = "client_canceled"
 		default:
@@ -658,14 +659,27 @@ func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, x *exchange
 	}
 	if r.Context().Err() != nil || connectionLost(err) {
 		// The client left (or reset the connection): nobody to answer.
-		x.status = 499
-		x.errKind = "client_canceled"
+		g.clientGone(x)
 		return
 	}
 	// Malformed or cut short (the client closed its side early): a 400 it
 	// may still read.
 	g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: "reading the request body failed: " + err.Error(), close: true})
 	x.errKind = "http_request_error" // logged; no Proxy-Status, which is about the upstream
+}
+
+// clientGone records a request whose client connection went before the
+// answer: 499 (nginx's "client closed request"), or, when a drain's
+// deadline cut it, 503 drain_timeout: the gateway's doing, not the
+// client's.
+func (g *Gateway) clientGone(x *exchange) {
+	if g.cut.Load() {
+		x.status = http.StatusServiceUnavailable
+		x.errKind = "drain_timeout"
+		return
+	}
+	x.status = 499
+	x.errKind = "client_canceled"
 }
 
 // countingBody counts the request body bytes read and remembers a read

@@ -34,6 +34,8 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 		back.Close()
 		return
 	}
+	defer g.hwg.Done()
+	defer g.finish(r, x) // before the drain that cut it ends
 	defer g.untrackHijacked(conn)
 	defer conn.Close()
 	defer back.Close()
@@ -81,6 +83,9 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	wg.Wait()
 	x.bytesIn += in
 	x.bytesOut += out
+	if g.cut.Load() {
+		x.errKind = "drain_timeout"
+	}
 }
 
 // closeWrite half-closes a connection so the peer sees EOF while the other
@@ -110,6 +115,7 @@ func (g *Gateway) trackHijacked(c net.Conn, back io.Closer) bool {
 		return false
 	}
 	g.hijacked[c] = back
+	g.hwg.Add(1)
 	return true
 }
 
