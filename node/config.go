@@ -1,6 +1,7 @@
 package node
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -314,16 +315,49 @@ func (c *Config) validate() error {
 	add := func(path, format string, args ...any) {
 		es = append(es, &config.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 	}
-	checkAddr := func(path, addr string) {
+	// Addresses the node binds, to catch two listeners on one port.
+	type bound struct{ path, host, port string }
+	var binds []bound
+	checkAddr := func(path, addr string) bool {
 		if addr == "" {
-			return
+			return false
 		}
-		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil || port == "" {
 			add(path, "invalid address %q: use host:port such as 127.0.0.1:8080", addr)
+			return false
+		}
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			add(path, "invalid port in %q: use a number from 0 to 65535", addr)
+			return false
+		}
+		return true
+	}
+	bind := func(path, addr string) {
+		if checkAddr(path, addr) {
+			host, port, _ := net.SplitHostPort(addr)
+			binds = append(binds, bound{path, host, port})
 		}
 	}
-	checkAddr("listen.http", c.Listen.HTTP)
-	checkAddr("listen.https", c.Listen.HTTPS)
+	// Files the node reads at start are read here too, so that validate
+	// finds what serve would refuse.
+	checkFile := func(path, file string, read func(string) error) {
+		if file == "" {
+			return
+		}
+		if err := read(file); err != nil {
+			add(path, "%v", err)
+		}
+	}
+	certPool := func(f string) error { _, err := loadCertPool(f); return err }
+	orDefault := func(addr, def string) string {
+		if addr == "" {
+			return def
+		}
+		return addr
+	}
+	bind("listen.http", orDefault(c.Listen.HTTP, DefaultHTTPAddr))
+	bind("listen.https", c.Listen.HTTPS)
 	if a := c.TLS.ACME; a != nil {
 		if a.CA != "" {
 			if u, err := url.Parse(a.CA); err != nil || u.Scheme != "https" || u.Host == "" {
@@ -338,10 +372,14 @@ func (c *Config) validate() error {
 		if c.Listen.HTTPS == "" {
 			add("tls.acme", "ACME needs listen.https")
 		}
+		checkFile("tls.acme.ca_root", a.CARoot, certPool)
+		if a.DNSProvider != "" {
+			add("tls.acme.dns_provider", "no DNS provider is built in yet: leave it out (wildcard hosts can be served with tls.on_demand)")
+		}
 	}
 	if cl := c.Cluster; cl != nil {
-		checkAddr("cluster.bind", cl.Bind)
-		checkAddr("cluster.gossip_bind", cl.GossipBind)
+		bind("cluster.bind", cl.Bind)
+		bind("cluster.gossip_bind", cl.GossipBind)
 		checkAddr("cluster.advertise", cl.Advertise)
 		checkAddr("cluster.gossip_advertise", cl.GossipAdvertise)
 		if cl.Bind == "" {
@@ -367,6 +405,13 @@ func (c *Config) validate() error {
 				add("cluster.gossip_key_file", "missing: a gossip key file (meridian cluster keygen), or insecure: true for development")
 			}
 		}
+		checkFile("cluster.tls.ca_file", cl.TLS.CAFile, certPool)
+		if cl.TLS.CertFile != "" && cl.TLS.KeyFile != "" {
+			if _, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
+				add("cluster.tls.cert_file", "%v", err)
+			}
+		}
+		checkFile("cluster.gossip_key_file", cl.GossipKeyFile, func(f string) error { _, err := readGossipKeys(f); return err })
 	}
 	if c.Location.Lat < -90 || c.Location.Lat > 90 || c.Location.Lon < -180 || c.Location.Lon > 180 {
 		add("location", "latitude must be within -90..90 and longitude within -180..180")
@@ -384,6 +429,7 @@ func (c *Config) validate() error {
 		if ca.CAFile == "" {
 			add(p+".ca_file", "missing: the CAs that sign client certificates")
 		}
+		checkFile(p+".ca_file", ca.CAFile, certPool)
 	}
 	for i, h := range c.TLS.Hosts {
 		if h == "" || strings.ContainsAny(h, " /:") {
@@ -391,7 +437,27 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.Admin.Listen != "off" {
-		checkAddr("admin.listen", c.Admin.Listen)
+		bind("admin.listen", orDefault(c.Admin.Listen, DefaultAdminAddr))
+	}
+	checkFile("admin.token_file", c.Admin.TokenFile, func(f string) error { _, err := readTokenFile(f); return err })
+	if c.DataDir != "" {
+		if fi, err := os.Stat(c.DataDir); err == nil && !fi.IsDir() {
+			add("data_dir", "%s is not a directory", c.DataDir)
+		}
+	}
+	// Two listeners on one port (port 0 picks a free one): the same host,
+	// or one of them on all interfaces. HTTPS and gossip also take the
+	// UDP port, which nothing else here uses.
+	unspecified := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	for i, a := range binds {
+		for _, b := range binds[:i] {
+			if a.port == "0" || a.port != b.port {
+				continue
+			}
+			if a.host == b.host || unspecified(a.host) || unspecified(b.host) {
+				add(a.path, "port %s is also %s's", a.port, b.path)
+			}
+		}
 	}
 	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
 		add("admin", "set token or token_file, not both")
@@ -486,6 +552,20 @@ func (c Config) withDefaults() (Config, error) {
 		c.Limits.DrainTimeout = DefaultDrainTimeout
 	}
 	return c, nil
+}
+
+// readTokenFile reads an admin token file: its first line, at least 16
+// characters.
+func readTokenFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("admin token file: %w", err)
+	}
+	tok := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+	if len(tok) < 16 {
+		return "", fmt.Errorf("admin token file %s: token too short (at least 16 characters)", path)
+	}
+	return tok, nil
 }
 
 func loadCertPool(path string) (*x509.CertPool, error) {

@@ -316,15 +316,7 @@ func (n *Node) loadToken() (string, error) {
 	case n.cfg.Admin.Token != "":
 		return n.cfg.Admin.Token, nil
 	case n.cfg.Admin.TokenFile != "":
-		b, err := os.ReadFile(n.cfg.Admin.TokenFile)
-		if err != nil {
-			return "", fmt.Errorf("admin token file: %w", err)
-		}
-		tok := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
-		if len(tok) < 16 {
-			return "", fmt.Errorf("admin token file %s: token too short (at least 16 characters)", n.cfg.Admin.TokenFile)
-		}
-		return tok, nil
+		return readTokenFile(n.cfg.Admin.TokenFile)
 	}
 	path := filepath.Join(n.cfg.DataDir, "admin-token")
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {

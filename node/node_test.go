@@ -409,3 +409,43 @@ func TestConfigHeadersWithUnderscores(t *testing.T) {
 		t.Errorf("strip: err = %v; want one naming the field and the choices", err)
 	}
 }
+
+// What serve would refuse at start, validate refuses too, naming the field
+// and its line: a port out of range, two listeners on one port, files that
+// cannot be read, a data dir that is a file, a DNS provider that does not
+// exist.
+func TestConfigRefusesWhatServeWould(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "file")
+	os.WriteFile(notDir, []byte("x"), 0o600)
+	short := filepath.Join(dir, "short-token")
+	os.WriteFile(short, []byte("abc\n"), 0o600)
+	noPEM := filepath.Join(dir, "not.pem")
+	os.WriteFile(noPEM, []byte("hello"), 0o600)
+	missing := filepath.Join(dir, "missing")
+	for _, tc := range []struct{ yaml, want string }{
+		{"node:\n  listen: {http: '127.0.0.1:99999'}\n", "line 2: node.listen.http: invalid port"},
+		{"node:\n  listen: {http: '127.0.0.1:8443', https: '127.0.0.1:8443'}\n", "line 2: node.listen.https: port 8443 is also listen.http's"},
+		{"node:\n  listen: {http: '0.0.0.0:9901'}\n  admin: {listen: '127.0.0.1:9901'}\n", "line 3: node.admin.listen: port 9901 is also listen.http's"},
+		{"node:\n  admin:\n    token_file: " + missing + "\n", "line 3: node.admin.token_file: admin token file: open " + missing},
+		{"node:\n  admin:\n    token_file: " + short + "\n", "node.admin.token_file: admin token file " + short + ": token too short"},
+		{"node:\n  data_dir: " + notDir + "\n", "line 2: node.data_dir: " + notDir + " is not a directory"},
+		{"node:\n  admin: {listen: '127.0.0.1:8080'}\n", "line 2: node.admin.listen: port 8080 is also listen.http's"},
+		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + noPEM + "\n", "line 6: node.tls.client_auth[0].ca_file: " + noPEM + " holds no PEM certificates"},
+		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    acme:\n      dns_provider: cloudflare\n", "line 5: node.tls.acme.dns_provider: no DNS provider is built in yet"},
+	} {
+		_, err := ParseFile([]byte(tc.yaml))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err = %v; want one containing %q", tc.yaml, err, tc.want)
+		}
+	}
+	// Ports 0 never clash; the same port on different addresses is fine.
+	for _, ok := range []string{
+		"node:\n  listen: {http: '127.0.0.1:0', https: '127.0.0.1:0'}\n  admin: {listen: '127.0.0.1:0'}\n",
+		"node:\n  listen: {http: '127.0.0.2:8080'}\n  admin: {listen: '127.0.0.1:8080'}\n",
+	} {
+		if _, err := ParseFile([]byte(ok)); err != nil {
+			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}

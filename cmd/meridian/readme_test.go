@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -89,5 +90,11 @@ func writeExampleFiles(t *testing.T) string {
 	}
 	os.WriteFile(filepath.Join(dir, "gw-client.key"), keyPEM, 0o600)
 	os.WriteFile(filepath.Join(dir, "admin-token"), []byte("0123456789abcdef0123\n"), 0o600)
+	// The cluster example's files.
+	os.Mkdir(filepath.Join(dir, "cluster"), 0o700)
+	os.WriteFile(filepath.Join(dir, "cluster", "ca.crt"), certPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "cluster", "par-1.crt"), certPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "cluster", "par-1.key"), keyPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "cluster", "gossip.keys"), []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 0o600)
 	return dir
 }
