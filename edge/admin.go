@@ -159,7 +159,15 @@ func (a *admin) getConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	setVersionHeaders(w, s)
 	if r.URL.Query().Get("format") == "json" {
-		writeJSON(w, http.StatusOK, s.Doc)
+		// The applied text in JSON form (not the compiled document), so
+		// that it can be applied again as it is.
+		b, err := config.ToJSON(s.Raw)
+		if err != nil {
+			adminProblem(w, http.StatusInternalServerError, "Internal Server Error", "cannot render the document as JSON: "+err.Error(), nil)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
 		return
 	}
 	ct := "application/yaml"

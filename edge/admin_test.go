@@ -197,6 +197,51 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			}
 		}
 	})
+	t.Run("GET /config?format=json can be applied again", func(t *testing.T) {
+		// Durations, anchors and merge keys, comments: the JSON view
+		// keeps what was written, so PUT takes it back as the same
+		// document (same hash).
+		raw3 := fmt.Sprintf(`# durations as written
+services:
+  - name: svc
+    timeouts: &timeouts {connect: 2s, total: 1m30s}
+    health_check: {path: /healthz, interval: 5s}
+    targets: [{url: %q, weight: 3}]
+  - name: other
+    timeouts: {<<: *timeouts, response_header: 750ms}
+    targets: [{url: %[1]q}]
+routes:
+  - name: r
+    match: {path_prefix: /}
+    service: svc
+    request_headers: {set: {X-Num: "0x10", X-Date: 2001-12-14}}
+`, be.URL)
+		resp, body := adminRequest(t, "PUT", closed.URL+"/config", token, raw3)
+		if resp.StatusCode != 200 {
+			t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+		}
+		hash := gw.g.Current().Hash
+		resp, js := adminRequest(t, "GET", closed.URL+"/config?format=json", token, "")
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" || !json.Valid(js) {
+			t.Fatalf("GET ?format=json: %d %q %s", resp.StatusCode, resp.Header.Get("Content-Type"), js)
+		}
+		for _, want := range []string{`"connect": "2s"`, `"response_header": "750ms"`, `"interval": "5s"`, `"weight": 3`, `"X-Date": "2001-12-14"`} {
+			if !strings.Contains(string(js), want) {
+				t.Errorf("JSON view lacks %s:\n%s", want, js)
+			}
+		}
+		resp, body = adminRequest(t, "PUT", closed.URL+"/config", token, string(js))
+		if resp.StatusCode != 200 {
+			t.Fatalf("PUT of the JSON view: %d %s", resp.StatusCode, body)
+		}
+		if got := gw.g.Current().Hash; got != hash {
+			t.Errorf("hash after applying the JSON view = %s; want %s (the same document)", got, hash)
+		}
+		resp, body = adminRequest(t, "GET", closed.URL+"/config", token, "")
+		if resp.StatusCode != 200 || string(body) != string(js) {
+			t.Errorf("GET /config after the JSON PUT = %q; want the JSON as applied", body)
+		}
+	})
 }
 
 func TestAdminReadiness(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -304,10 +305,64 @@ func GatewayYAML(data []byte) ([]byte, error) {
 	m := root.Content[0]
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == "gateway" {
+			if b := sectionText(data, m, i); b != nil {
+				return b, nil
+			}
 			return yaml.Marshal(m.Content[i+1])
 		}
 	}
 	return []byte("{}\n"), nil
+}
+
+// sectionText returns the text of the block-style value of top-level key
+// m.Content[i] as written, comments and all, dedented to a document of its
+// own; nil when it cannot (flow style, odd indentation), or when the text
+// would not mean the same as the value.
+func sectionText(data []byte, m *yaml.Node, i int) []byte {
+	k, v := m.Content[i], m.Content[i+1]
+	if v.Kind != yaml.MappingNode && v.Kind != yaml.SequenceNode || v.Style&yaml.FlowStyle != 0 || v.Line <= k.Line || v.Column <= k.Column {
+		return nil
+	}
+	lines := strings.SplitAfter(string(data), "\n")
+	end := len(lines) // exclusive, 0-based
+	if i+2 < len(m.Content) {
+		end = m.Content[i+2].Line - 1
+	}
+	if end > len(lines) || k.Line > end {
+		return nil
+	}
+	sec := lines[k.Line:end]
+	// Blank lines and comments at the top level before the next key (or
+	// the end) belong to what follows, not to this section.
+	for len(sec) > 0 {
+		last := sec[len(sec)-1]
+		t := strings.TrimSpace(last)
+		if ind := len(last) - len(strings.TrimLeft(last, " ")); t != "" && (t[0] != '#' || ind >= v.Column-1) {
+			break
+		}
+		sec = sec[:len(sec)-1]
+	}
+	indent := strings.Repeat(" ", v.Column-1)
+	var b strings.Builder
+	for _, l := range sec {
+		switch {
+		case strings.HasPrefix(l, indent):
+			b.WriteString(l[len(indent):])
+		case strings.TrimSpace(l) == "" || strings.HasPrefix(strings.TrimSpace(l), "#"):
+			b.WriteString(strings.TrimLeft(l, " \t"))
+		default:
+			return nil
+		}
+	}
+	out := []byte(b.String())
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		out = append(out, '\n')
+	}
+	var want, got any
+	if v.Decode(&want) != nil || yaml.Unmarshal(out, &got) != nil || !reflect.DeepEqual(want, got) {
+		return nil
+	}
+	return out
 }
 
 func (c *Config) validate() error {

@@ -449,3 +449,22 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		}
 	}
 }
+
+// The gateway section of a node file is read back as written (comments,
+// layout), dedented; what cannot be cut out exactly is re-encoded.
+func TestGatewayYAMLKeepsTheText(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"node:\n  name: a\n# about the gateway\ngateway:\n  # services first\n  services:\n    - name: s   # the one\n      targets: [{url: 'http://x:1'}]\n\n  routes: []\n# about other\nother: 1\n",
+			"# services first\nservices:\n  - name: s   # the one\n    targets: [{url: 'http://x:1'}]\n\nroutes: []\n"},
+		{"gateway:\n    services: []\n    routes:\n    - name: r\n      service: s\n      x: |\n        literal\n          more\n",
+			"services: []\nroutes:\n- name: r\n  service: s\n  x: |\n    literal\n      more\n"},
+		{"gateway:\r\n  services: []\r\n  routes: []\r\n", "services: []\r\nroutes: []\r\n"},
+		{"gateway: {services: [], routes: []}\n", "{services: [], routes: []}\n"},
+		{"node: {}\n", "{}\n"},
+	} {
+		got, err := GatewayYAML([]byte(tc.in))
+		if err != nil || string(got) != tc.want {
+			t.Errorf("GatewayYAML(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+}

@@ -16,6 +16,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a: b: c\n"))
 	f.Add([]byte("services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: -1s}\n"))
 	f.Add([]byte("\xff\xfe"))
+	f.Add([]byte("&00000: #0")) // a null key, which decoding into a struct skips
+	f.Add([]byte("services:\n  - name: s\n    targets: [{url: 'http://h:1', weight: 0x10}]\n    timeouts: &t {connect: 2s}\n  - name: u\n    targets: [{url: 'http://h:2'}]\n    timeouts: {<<: *t, total: 1m}\nroutes: [{name: r, service: s, request_headers: {set: {X-D: 2001-12-14, X-N: 1e3}}}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		doc, err := Parse(data)
 		if err != nil {
@@ -33,6 +35,18 @@ func FuzzParse(f *testing.F) {
 		}
 		if h1, h2 := doc.Hash(), doc.Hash(); h1 != h2 {
 			t.Fatal("hash not stable")
+		}
+		// The admin API's JSON view is the same document.
+		js, err := ToJSON(data)
+		if err != nil {
+			t.Fatalf("accepted document has no JSON view: %v", err)
+		}
+		again, err := Parse(js)
+		if err != nil {
+			t.Fatalf("JSON view refused: %v\n%s", err, js)
+		}
+		if again.Hash() != doc.Hash() {
+			t.Fatalf("JSON view is another document:\n%s", js)
 		}
 	})
 }

@@ -1,0 +1,261 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ToJSON renders a document given as YAML (or JSON, returned indented) as
+// JSON that means the same to Parse: keys keep their order, anchors and
+// merge keys are expanded, and each scalar becomes what its field takes
+// (a string field keeps the text as written, "0x10" or "2001-12-14"; a
+// duration stays "5s"; a number field gets the number), so that what the
+// admin API shows can be applied again unchanged.
+func ToJSON(data []byte) ([]byte, error) {
+	if t := bytes.TrimSpace(data); len(t) > 0 && (t[0] == '{' || t[0] == '[') && json.Valid(t) {
+		var out bytes.Buffer
+		if err := json.Indent(&out, t, "", "  "); err != nil {
+			return nil, err
+		}
+		out.WriteByte('\n')
+		return out.Bytes(), nil
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	if len(root.Content) == 0 {
+		b.WriteString("{}")
+	} else if err := writeJSONNode(&b, root.Content[0], reflect.TypeFor[Document](), 0); err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b.Bytes(), "", "  "); err != nil {
+		return nil, err
+	}
+	out.WriteByte('\n')
+	return out.Bytes(), nil
+}
+
+var (
+	durationType    = reflect.TypeFor[time.Duration]()
+	unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
+)
+
+// writeJSONNode writes n as JSON for a field of type t (nil: unknown, the
+// YAML tags decide).
+func writeJSONNode(b *bytes.Buffer, n *yaml.Node, t reflect.Type, depth int) error {
+	if depth > 100 {
+		return errors.New("nested too deeply")
+	}
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			b.WriteString("null")
+			return nil
+		}
+		return writeJSONNode(b, n.Content[0], t, depth+1)
+	case yaml.AliasNode:
+		return writeJSONNode(b, n.Alias, t, depth+1)
+	case yaml.SequenceNode:
+		var et reflect.Type
+		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			et = t.Elem()
+		}
+		b.WriteByte('[')
+		for i, c := range n.Content {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeJSONNode(b, c, et, depth+1); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+		return nil
+	case yaml.MappingNode:
+		pairs, err := mappingPairs(n, depth)
+		if err != nil {
+			return err
+		}
+		if t != nil && t.Kind() == reflect.Struct {
+			// Decoding into a struct skips null keys.
+			kept := pairs[:0:0]
+			for _, p := range pairs {
+				if !p.null {
+					kept = append(kept, p)
+				}
+			}
+			pairs = kept
+		}
+		b.WriteByte('{')
+		for i, p := range pairs {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			kb, _ := json.Marshal(p.key)
+			b.Write(kb)
+			b.WriteByte(':')
+			if err := writeJSONNode(b, p.val, fieldType(t, p.key), depth+1); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+		return nil
+	case yaml.ScalarNode:
+		return writeJSONScalar(b, n, t)
+	}
+	return fmt.Errorf("line %d: unexpected YAML node", n.Line)
+}
+
+// fieldType is the type of key's value in a value of type t, nil when
+// unknown.
+func fieldType(t reflect.Type, key string) reflect.Type {
+	if t == nil {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Map:
+		return t.Elem()
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == key {
+				return f.Type
+			}
+		}
+	}
+	return nil
+}
+
+type jsonPair struct {
+	key  string
+	null bool // the key is YAML's null
+	val  *yaml.Node
+}
+
+// mappingPairs lists a mapping's pairs in order, with those of merge keys
+// ("<<") first unless the mapping sets them itself.
+func mappingPairs(n *yaml.Node, depth int) ([]jsonPair, error) {
+	if depth > 100 {
+		return nil, errors.New("nested too deeply")
+	}
+	var merged, own []jsonPair
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.AliasNode {
+			k = k.Alias
+		}
+		if k.Kind != yaml.ScalarNode {
+			return nil, fmt.Errorf("line %d: a key that is not a scalar has no JSON form", k.Line)
+		}
+		if k.Tag == "!!merge" {
+			srcs := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				srcs = v.Content
+			}
+			for _, src := range srcs {
+				if src.Kind == yaml.AliasNode {
+					src = src.Alias
+				}
+				if src.Kind != yaml.MappingNode {
+					return nil, fmt.Errorf("line %d: a merge key needs a mapping", v.Line)
+				}
+				ps, err := mappingPairs(src, depth+1)
+				if err != nil {
+					return nil, err
+				}
+				merged = append(merged, ps...)
+			}
+			continue
+		}
+		own = append(own, jsonPair{k.Value, k.ShortTag() == "!!null", v})
+	}
+	if len(merged) == 0 {
+		return own, nil
+	}
+	seen := map[string]bool{}
+	for _, p := range own {
+		seen[p.key] = true
+	}
+	var out []jsonPair
+	for _, p := range merged {
+		if !seen[p.key] {
+			seen[p.key] = true
+			out = append(out, p)
+		}
+	}
+	return append(out, own...), nil
+}
+
+func writeJSONScalar(b *bytes.Buffer, n *yaml.Node, t reflect.Type) error {
+	tag := n.ShortTag()
+	str := func() error {
+		sb, _ := json.Marshal(strings.ToValidUTF8(n.Value, "\uFFFD"))
+		b.Write(sb)
+		return nil
+	}
+	if tag == "!!null" {
+		b.WriteString("null")
+		return nil
+	}
+	if t != nil {
+		switch {
+		case t == durationType || reflect.PointerTo(t).Implements(unmarshalerType):
+			// Durations and sizes take their text ("5s", "10MiB") or a
+			// number.
+			if tag != "!!int" {
+				return str()
+			}
+		case t.Kind() == reflect.String:
+			return str()
+		}
+	}
+	switch tag {
+	case "!!bool":
+		var v bool
+		if err := n.Decode(&v); err != nil {
+			return err
+		}
+		b.WriteString(strconv.FormatBool(v))
+		return nil
+	case "!!int":
+		var v int64
+		if err := n.Decode(&v); err == nil {
+			b.WriteString(strconv.FormatInt(v, 10))
+			return nil
+		}
+		var u uint64
+		if err := n.Decode(&u); err != nil {
+			return err
+		}
+		b.WriteString(strconv.FormatUint(u, 10))
+		return nil
+	case "!!float":
+		var v float64
+		if err := n.Decode(&v); err != nil {
+			return err
+		}
+		if math.IsInf(v, 0) || math.IsNaN(v) {
+			return str() // no JSON number for it
+		}
+		fb, _ := json.Marshal(v)
+		b.Write(fb)
+		return nil
+	}
+	return str()
+}
