@@ -11,8 +11,11 @@ PEBBLE_ENV = PEBBLE_BIN=$(CURDIR)/bin/pebble PEBBLE_TEST_DIR=$(CURDIR)/bin/pebbl
 
 all: build
 
+# The version `meridian version` prints: the checkout's commit (or tag).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/meridian
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/meridian
 
 ## run: build and start one node on the embedded default (demo) configuration
 run: build

@@ -70,7 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "dev":
 		return devCmd(args[1:], stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "meridian", version)
+		fmt.Fprintln(stdout, "meridian", versionString())
 		return 0
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
@@ -80,11 +80,43 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+// versionString is the release version, or for a build from a checkout
+// the commit it was built from ("dev+0123456789ab", "-dirty" when it had
+// uncommitted changes).
+func versionString() string {
+	if version != "dev" {
+		return version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return version
+	}
+	rev, dirty := "", ""
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = "+" + s.Value[:min(12, len(s.Value))]
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "-dirty"
+			}
+		}
+	}
+	if rev == "" {
+		return version
+	}
+	return version + rev + dirty
+}
+
 func serve(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration file (YAML); empty runs the embedded demo configuration")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "meridian: serve takes no arguments (got %q); the file is given with -config\n", fs.Args())
 		return 2
 	}
 	if os.Getenv("GOGC") == "" {
@@ -209,14 +241,26 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: meridian config get|apply [flags]")
 		return 2
 	}
+	if args[0] != "get" && args[0] != "apply" {
+		fmt.Fprintf(stderr, "meridian: unknown config command %q (get, apply)\n", args[0])
+		return 2
+	}
 	fs := flag.NewFlagSet("config "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)")
 	token := fs.String("token", os.Getenv("MERIDIAN_TOKEN"), "admin bearer token (env MERIDIAN_TOKEN)")
 	tokenFile := fs.String("token-file", "", "file holding the admin token (default: the data dir's admin-token)")
-	file := fs.String("f", "", "file to apply: a gateway document, or a node file whose gateway section is applied")
-	ifVersion := fs.Uint64("if-version", 0, "refuse the write unless the node serves this version (optimistic concurrency)")
+	var file *string
+	var ifVersion *uint64
+	if args[0] == "apply" {
+		file = fs.String("f", "", "file to apply: a gateway document, or a node file whose gateway section is applied")
+		ifVersion = fs.Uint64("if-version", 0, "refuse the write unless the node serves this version (optimistic concurrency)")
+	}
 	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "meridian: config %s takes no arguments (got %q)\n", args[0], fs.Args())
 		return 2
 	}
 	tok := *token
@@ -227,8 +271,15 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 				tf = filepath.Join(dir, "meridian", "admin-token")
 			}
 		}
-		if b, err := os.ReadFile(tf); err == nil {
-			tok = strings.TrimSpace(string(b))
+		b, err := os.ReadFile(tf)
+		switch {
+		case err == nil:
+			tok = strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+		case *tokenFile != "":
+			// Named explicitly: say so, rather than send no token and
+			// report the node's 401.
+			fmt.Fprintf(stderr, "meridian: cannot read the token file: %v\n", err)
+			return 1
 		}
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -239,7 +290,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
 		return doAdmin(client, req, stdout, stderr)
-	case "apply":
+	default: // apply
 		if *file == "" {
 			fmt.Fprintln(stderr, "usage: meridian config apply -f FILE")
 			return 2
@@ -266,8 +317,6 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return doAdmin(client, req, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "meridian: unknown config command %q (get, apply)\n", args[0])
-	return 2
 }
 
 func doAdmin(c *http.Client, req *http.Request, stdout, stderr io.Writer) int {

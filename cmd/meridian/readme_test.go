@@ -98,3 +98,24 @@ func writeExampleFiles(t *testing.T) string {
 	os.WriteFile(filepath.Join(dir, "cluster", "gossip.keys"), []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 0o600)
 	return dir
 }
+
+// Flags and arguments a command does not take are refused, not ignored,
+// and a token file named explicitly must be readable.
+func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"serve", "-config", "x.yaml", "extra"}, 2, "serve takes no arguments"},
+		{[]string{"config", "get", "-f", "doc.yaml"}, 2, "flag provided but not defined: -f"},
+		{[]string{"config", "get", "extra"}, 2, "config get takes no arguments"},
+		{[]string{"config", "apply", "-f", "doc.yaml", "-token-file", "/nonexistent/token"}, 1, "cannot read the token file"},
+		{[]string{"config", "delete"}, 2, `unknown config command "delete"`},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("meridian %q: exit %d, %q; want exit %d and %q", tc.args, code, errb.String(), tc.code, tc.want)
+		}
+	}
+}
