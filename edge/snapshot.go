@@ -183,7 +183,11 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 		svc, err := g.compileService(&doc.Services[i], in.Prev)
 		if err != nil {
 			// Pools are not started yet, so there is nothing to stop.
-			return nil, config.Errors{{Path: fmt.Sprintf("services[%d]", i), Msg: err.Error()}}
+			path := fmt.Sprintf("services[%d]", i)
+			if fe, ok := errors.AsType[*configFieldError](err); ok {
+				path += "." + fe.field
+			}
+			return nil, config.Errors{{Path: path, Msg: err.Error()}}
 		}
 		s.services[svc.name] = svc
 		s.order = append(s.order, svc)
@@ -302,7 +306,11 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 		if region == "" {
 			region = g.opts.Region
 		}
-		spec.Targets = append(spec.Targets, upstream.TargetSpec{URL: u, Weight: t.Weight, Region: region})
+		var weight int // the default, 1
+		if t.Weight != nil {
+			weight = *t.Weight
+		}
+		spec.Targets = append(spec.Targets, upstream.TargetSpec{URL: u, Weight: weight, Region: region})
 	}
 	if c.Balancer.HashOn != "" {
 		kind, name, err := config.ParseHashOn(c.Balancer.HashOn)
@@ -439,6 +447,16 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 	return t, nil
 }
 
+// configFieldError is a compile error about one field (a path such as
+// "tls.ca_file") of the service being compiled.
+type configFieldError struct {
+	field string
+	err   error
+}
+
+func (e *configFieldError) Error() string { return e.err.Error() }
+func (e *configFieldError) Unwrap() error { return e.err }
+
 // upstreamTLSConfig builds the client TLS config for https targets; nil
 // means Go's defaults (system roots, SNI from the URL).
 func upstreamTLSConfig(c config.UpstreamTLS) (*tls.Config, error) {
@@ -449,18 +467,18 @@ func upstreamTLSConfig(c config.UpstreamTLS) (*tls.Config, error) {
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls.ca_file: %w", err)
+			return nil, &configFieldError{"tls.ca_file", err}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls.ca_file %s: no PEM certificates in it", c.CAFile)
+			return nil, &configFieldError{"tls.ca_file", fmt.Errorf("%s holds no PEM certificates", c.CAFile)}
 		}
 		tc.RootCAs = pool
 	}
 	if c.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls client certificate: %w", err)
+			return nil, &configFieldError{"tls.cert_file", fmt.Errorf("client certificate: %w", err)}
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

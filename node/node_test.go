@@ -433,6 +433,7 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  admin: {listen: '127.0.0.1:8080'}\n", "line 2: node.admin.listen: port 8080 is also listen.http's"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + noPEM + "\n", "line 6: node.tls.client_auth[0].ca_file: " + noPEM + " holds no PEM certificates"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    acme:\n      dns_provider: cloudflare\n", "line 5: node.tls.acme.dns_provider: no DNS provider is built in yet"},
+		{"gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls:\n        server_name: h\n        ca_file: " + missing + "\n  routes: []\n", "line 7: gateway.services[0].tls.ca_file: open " + missing},
 	} {
 		_, err := ParseFile([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -75,8 +75,10 @@ type Target struct {
 	// URL is the target's base: scheme (http or https), host and port. A
 	// path, if any, is prefixed to every forwarded request path.
 	URL string `yaml:"url" json:"url"`
-	// Weight for weighted balancing; 0 means 1.
-	Weight int `yaml:"weight,omitempty" json:"weight,omitempty"`
+	// Weight for weighted balancing, 1..10000; default 1. An explicit 0
+	// is refused rather than taken to mean "no traffic" (as some
+	// gateways do) or 1: a target is taken out by removing it.
+	Weight *int `yaml:"weight,omitempty" json:"weight,omitempty"`
 	// Region the target runs in (used by geo routing). Empty means the
 	// node's own region.
 	Region string `yaml:"region,omitempty" json:"region,omitempty"`

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/edge/router"
+	"github.com/meridian-gw/meridian/edge/upstream"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -160,8 +162,8 @@ func (v *validator) service(p string, s *Service) {
 				}
 			}
 		}
-		if t.Weight < 0 || t.Weight > 10000 {
-			v.errf(tp+".weight", "must be between 0 and 10000 (got %d)", t.Weight)
+		if w := t.Weight; w != nil && (*w < 1 || *w > 10000) {
+			v.errf(tp+".weight", "must be between 1 and 10000 (got %d); to stop sending a target traffic, remove it from targets", *w)
 		}
 	}
 	switch s.Balancer.Policy {
@@ -212,8 +214,11 @@ func (v *validator) service(p string, s *Service) {
 			v.errf(hp+".interval", "must be at least 100ms (got %s)", h.Interval)
 		}
 		v.nonNegative(hp+".timeout", h.Timeout)
-		if h.HealthyThreshold < 0 || h.UnhealthyThreshold < 0 {
-			v.errf(hp, "thresholds must not be negative")
+		if h.HealthyThreshold < 0 {
+			v.errf(hp+".healthy_threshold", "must not be negative")
+		}
+		if h.UnhealthyThreshold < 0 {
+			v.errf(hp+".unhealthy_threshold", "must not be negative")
 		}
 		if h.ExpectStatus != "" {
 			if _, _, err := ParseStatusRange(h.ExpectStatus); err != nil {
@@ -228,6 +233,9 @@ func (v *validator) service(p string, s *Service) {
 		}
 		v.nonNegative(op+".base_ejection", o.BaseEjection)
 		v.nonNegative(op+".max_ejection", o.MaxEjection)
+		if base := cmp.Or(o.BaseEjection, upstream.DefaultBaseEjection); o.MaxEjection > 0 && o.MaxEjection < base {
+			v.errf(op+".max_ejection", "%s is shorter than base_ejection (%s)", o.MaxEjection, base)
+		}
 		if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
 			v.errf(op+".max_ejection_percent", "must be between 0 and 100 (got %d)", o.MaxEjectionPercent)
 		}
