@@ -364,6 +364,8 @@ func (n *Node) applyInitial(f *File, fileRaw []byte) error {
 		if b, err := os.ReadFile(n.statePath("gateway-applied")); err == nil {
 			if d, err := config.Parse(b); err == nil && d.Hash() == st.Hash {
 				doc, raw, src = d, b, "admin"
+				n.log.Info("serving the gateway document last applied through the admin API: the file's has not changed since",
+					"path", n.statePath("gateway-applied"))
 			} else {
 				n.log.Warn("stored admin-applied document unreadable; using the file", "err", err)
 			}
