@@ -370,6 +370,19 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// only returns the one access log record there is, what names it.
+func (b *syncBuffer) only(t *testing.T, what string) map[string]any {
+	t.Helper()
+	recs := b.records(t)
+	if len(recs) != 1 {
+		t.Fatalf("access log: %v; want only %s", recs, what)
+	}
+	for _, rec := range recs {
+		return rec
+	}
+	return nil
+}
+
 // records returns the access log records by request id.
 func (b *syncBuffer) records(t *testing.T) map[string]map[string]any {
 	b.mu.Lock()

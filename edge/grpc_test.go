@@ -407,14 +407,9 @@ func TestGRPCCallToRedirectingPortGetsStatus(t *testing.T) {
 	g := New(Options{})
 	g.Swap(compileDoc(t, g, grpcGatewayDoc("127.0.0.1:1"), 1, nil))
 	defer g.Close()
-	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0", Handler: g.RedirectHandler(8443)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Shutdown(context.Background())
+	srv := startRedirectPort(t, g)
 	cc := dialGRPC(t, srv.Addr().String(), insecure.NewCredentials())
-	_, err = healthpb.NewHealthClient(cc).Check(grpcCtx(t), &healthpb.HealthCheckRequest{Service: grpcKnownService})
+	_, err := healthpb.NewHealthClient(cc).Check(grpcCtx(t), &healthpb.HealthCheckRequest{Service: grpcKnownService})
 	st := status.Convert(err)
 	want := "Permanent Redirect: Use HTTPS: https://127.0.0.1:8443/grpc.health.v1.Health/Check"
 	if st.Code() != codes.Unavailable || st.Message() != want {

@@ -278,6 +278,20 @@ func TestTLSSmugglingRefused(t *testing.T) {
 
 // The plain listener redirects to HTTPS with 308, keeping path and query,
 // except for routes that allow plain HTTP.
+// startRedirectPort serves g's plain-port handler of a node with HTTPS on
+// (which redirects to port 8443) on a loopback listener, until the test
+// ends.
+func startRedirectPort(t *testing.T, g *Gateway) *Server {
+	t.Helper()
+	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0", Handler: g.RedirectHandler(8443)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv
+}
+
 func TestRedirectHandler(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "plain ok") })
 	var logBuf syncBuffer
@@ -289,12 +303,7 @@ routes:
   - {name: open, match: {path_prefix: /public}, service: be, allow_plain_http: true}
 `, be.URL), 1, nil))
 	defer g.Close()
-	srv, err := g.Listen(ListenerOptions{Addr: "127.0.0.1:0", Handler: g.RedirectHandler(8443)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Shutdown(context.Background())
+	srv := startRedirectPort(t, g)
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	req, _ := http.NewRequest(http.MethodGet, "http://"+srv.Addr().String()+"/a/b?x=1&y=2", nil)
 	req.Header.Set("X-Request-Id", "redirect-1")

@@ -173,14 +173,8 @@ func TestShutdownClosesWebSockets(t *testing.T) {
 	}
 	// Its log line is out by the time Shutdown returns, saying the drain
 	// cut it.
-	recs := logBuf.records(t)
-	if len(recs) != 1 {
-		t.Fatalf("access log after Shutdown: %v; want the WebSocket's record", recs)
-	}
-	for _, rec := range recs {
-		if rec["status"] != float64(101) || rec["error"] != "drain_timeout" {
-			t.Errorf("the WebSocket's record: %v; want status 101, error drain_timeout", rec)
-		}
+	if rec := logBuf.only(t, "the WebSocket's record"); rec["status"] != float64(101) || rec["error"] != "drain_timeout" {
+		t.Errorf("the WebSocket's record: %v; want status 101, error drain_timeout", rec)
 	}
 	if n := g.hijackedCount(); n != 0 {
 		t.Errorf("%d taken-over connections left after Shutdown", n)
