@@ -260,7 +260,8 @@ const (
 
 // ParseFile decodes and validates a node configuration file. Errors name the
 // field and line.
-func ParseFile(data []byte) (*File, error) {
+func ParseFile(data []byte) (_ *File, err error) {
+	defer config.RecoverParse(&err)
 	var f File
 	root, err := config.DecodeStrict(data, &f)
 	if err != nil {
@@ -468,7 +469,7 @@ func (c *Config) validate() error {
 		}
 		checkFile("cluster.gossip_key_file", cl.GossipKeyFile, func(f string) error { _, err := readGossipKeys(f); return err })
 	}
-	if c.Location.Lat < -90 || c.Location.Lat > 90 || c.Location.Lon < -180 || c.Location.Lon > 180 {
+	if !(c.Location.Lat >= -90 && c.Location.Lat <= 90 && c.Location.Lon >= -180 && c.Location.Lon <= 180) { // NaN too
 		add("location", "latitude must be within -90..90 and longitude within -180..180")
 	}
 	if c.TLS.OnDemand.Ask != "" {

@@ -17,7 +17,8 @@ import (
 
 // Parse decodes and validates a gateway document given on its own (as the
 // admin API receives it), in YAML or JSON.
-func Parse(data []byte) (*Document, error) {
+func Parse(data []byte) (_ *Document, err error) {
+	defer RecoverParse(&err)
 	var doc Document
 	root, err := DecodeStrict(data, &doc)
 	if err != nil {
@@ -27,6 +28,15 @@ func Parse(data []byte) (*Document, error) {
 		return nil, withLines(err, root, "")
 	}
 	return &doc, nil
+}
+
+// RecoverParse, deferred, turns a panic while reading a document (a bug,
+// in Meridian or in the YAML decoder) into an error, so that a bad document
+// sent to a running node is refused instead of stopping it.
+func RecoverParse(err *error) {
+	if p := recover(); p != nil {
+		*err = fmt.Errorf("config: internal error while reading the document: %v", p)
+	}
 }
 
 // ValidateAt validates doc, which was decoded from the document at root,
@@ -193,7 +203,7 @@ func (v *validator) service(p string, s *Service) {
 				v.errf(fmt.Sprintf("%s.on[%d]", rp, i), "%v", err)
 			}
 		}
-		if b := r.Budget.Ratio; b != nil && (*b < 0 || *b > 1) {
+		if b := r.Budget.Ratio; b != nil && !(*b >= 0 && *b <= 1) { // NaN too
 			v.errf(rp+".budget.ratio", "must be between 0 and 1 (got %g)", *b)
 		}
 		if m := r.Budget.MinPerSecond; m != nil && *m < 0 {
