@@ -420,7 +420,14 @@ func (c *serverConn) serve() {
 			if c.s.shutting.Load() {
 				return
 			}
-			c.idleDeadline()
+			if first {
+				// A new connection owes its first request within the
+				// header timeout, not the (longer) keep-alive idle one:
+				// one that sends nothing is a slowloris.
+				c.setReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+			} else {
+				c.idleDeadline()
+			}
 			if _, err := c.br.Peek(1); err != nil {
 				return
 			}

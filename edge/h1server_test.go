@@ -269,6 +269,17 @@ func TestH1ServerTimeouts(t *testing.T) {
 			t.Errorf("closed %v after the connection opened; want at least the 300ms idle timeout", d)
 		}
 	})
+	t.Run("silent new connection", func(t *testing.T) {
+		// Nothing sent at all: closed after the header timeout, not
+		// kept for the idle timeout (here the longer one).
+		slow := startGatewayWith(t, gatewaySetup{listener: ListenerOptions{ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: time.Minute}}, "")
+		start := time.Now()
+		c, br := h1Raw(t, slow.addr)
+		expectEOF(t, c, br, 10*time.Second)
+		if d := time.Since(start); d < 200*time.Millisecond {
+			t.Errorf("closed after %v; want at least the 200ms header timeout", d)
+		}
+	})
 	if n := hits.get(); n != 1 {
 		t.Errorf("backend hits = %d; want 1", n)
 	}
