@@ -120,6 +120,8 @@ func TestParseErrors(t *testing.T) {
 		{"upper host", base + "  - name: r\n    service: s\n    match: {hosts: [API.example.com]}\n", 7, []string{"routes[0].match.hosts[0]"}},
 		{"h2c https", "services:\n  - name: s\n    protocol: h2c\n    targets: [{url: 'https://h:1'}]\n", 4, []string{"h2c"}},
 		{"weight 0", "services:\n  - name: s\n    targets: [{url: 'http://h:1', weight: 0}]\n", 3, []string{"services[0].targets[0].weight: must be between 1 and 10000 (got 0); to stop sending a target traffic, remove it"}},
+		{"fraction for an integer", "services:\n  - name: s\n    targets: [{url: 'http://h:1', weight: 2.9}]\n", 3, []string{`services[0].targets[0].weight: wrong type: want an integer, got the number "2.9"`}},
+		{"fraction for a threshold", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    health_check:\n      path: /h\n      healthy_threshold: 2.7\n", 6, []string{`services[0].health_check.healthy_threshold: wrong type: want an integer, got the number "2.7"`}},
 		{"NaN ratio", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    retries: {budget: {ratio: .nan}}\n", 4, []string{"services[0].retries.budget.ratio: must be between 0 and 1 (got NaN)"}},
 		{"negative threshold", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    health_check:\n      path: /h\n      unhealthy_threshold: -1\n", 6, []string{"services[0].health_check.unhealthy_threshold: must not be negative"}},
 		{"max ejection under the default base", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    outlier_detection:\n      max_ejection: 1s\n", 5, []string{"services[0].outlier_detection.max_ejection: 1s is shorter than base_ejection (30s)"}},

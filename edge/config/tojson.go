@@ -259,3 +259,56 @@ func writeJSONScalar(b *bytes.Buffer, n *yaml.Node, t reflect.Type) error {
 	}
 	return str()
 }
+
+// fractionsForIntegers finds numbers with a fraction (2.9, 1e-3) given for
+// integer fields and durations, which the YAML decoder would truncate
+// (weight 2.9 becoming 2) where it refuses the string "3": the same mistake
+// gets the same answer. t is the type the tree at n was decoded into.
+func fractionsForIntegers(n *yaml.Node, t reflect.Type, path string, depth int) Errors {
+	if depth > 100 {
+		return nil
+	}
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return nil
+	}
+	var es Errors
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			es = append(es, fractionsForIntegers(c, t, path, depth+1)...)
+		}
+	case yaml.AliasNode:
+		es = fractionsForIntegers(n.Alias, t, path, depth+1)
+	case yaml.SequenceNode:
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			for i, c := range n.Content {
+				es = append(es, fractionsForIntegers(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), depth+1)...)
+			}
+		}
+	case yaml.MappingNode:
+		pairs, err := mappingPairs(n, depth)
+		if err != nil {
+			return nil // the decoder has said what is wrong
+		}
+		for _, p := range pairs {
+			es = append(es, fractionsForIntegers(p.val, fieldType(t, p.key), joinPath(path, p.key), depth+1)...)
+		}
+	case yaml.ScalarNode:
+		if n.ShortTag() != "!!float" || reflect.PointerTo(t).Implements(unmarshalerType) {
+			return nil
+		}
+		switch t.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			want := "an integer"
+			if t == durationType {
+				want = "a duration such as 1.5s"
+			}
+			es = append(es, &FieldError{Path: path, Line: n.Line, Msg: "wrong type: want " + want + ", got the number " + strconv.Quote(n.Value)})
+		}
+	}
+	return es
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -97,6 +98,9 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err != io.EOF {
 		return nil, Errors{{Msg: "more than one YAML document in the input; send exactly one"}}
+	}
+	if es := fractionsForIntegers(&root, reflect.TypeOf(out), "", 0); len(es) > 0 {
+		return nil, es
 	}
 	return &root, nil
 }
