@@ -309,10 +309,31 @@ func GatewayYAML(data []byte) ([]byte, error) {
 			if b := sectionText(data, m, i); b != nil {
 				return b, nil
 			}
-			return yaml.Marshal(m.Content[i+1])
+			// Re-encoded on its own: aliases may point to anchors
+			// elsewhere in the file (in the node section), so they are
+			// replaced by what they stand for.
+			return yaml.Marshal(expandAliases(m.Content[i+1], 0))
 		}
 	}
 	return []byte("{}\n"), nil
+}
+
+// expandAliases returns a copy of the tree at n with every alias replaced
+// by a copy of what it names, and no anchors.
+func expandAliases(n *yaml.Node, depth int) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil && depth < 100 {
+		n = n.Alias
+		depth++
+	}
+	c := *n
+	c.Anchor = ""
+	if len(n.Content) > 0 && depth < 100 {
+		c.Content = make([]*yaml.Node, len(n.Content))
+		for i, k := range n.Content {
+			c.Content[i] = expandAliases(k, depth+1)
+		}
+	}
+	return &c
 }
 
 // sectionText returns the text of the block-style value of top-level key

@@ -462,6 +462,9 @@ func TestGatewayYAMLKeepsTheText(t *testing.T) {
 		{"gateway:\r\n  services: []\r\n  routes: []\r\n", "services: []\r\nroutes: []\r\n"},
 		{"gateway: {services: [], routes: []}\n", "{services: [], routes: []}\n"},
 		{"node: {}\n", "{}\n"},
+		// An alias to an anchor of the node section: re-encoded with the
+		// value in its place, so the section stands alone.
+		{"node:\n  limits: {drain_timeout: &d 2s}\ngateway:\n  services:\n    - name: s\n      timeouts: {connect: *d}\n", "services:\n    - name: s\n      timeouts: {connect: 2s}\n"},
 	} {
 		got, err := GatewayYAML([]byte(tc.in))
 		if err != nil || string(got) != tc.want {

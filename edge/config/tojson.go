@@ -213,6 +213,16 @@ func writeJSONScalar(b *bytes.Buffer, n *yaml.Node, t reflect.Type) error {
 		b.WriteString("null")
 		return nil
 	}
+	if tag == "!!binary" {
+		// Decoded, a binary scalar is its bytes: JSON has no tag for it.
+		var v string
+		if err := n.Decode(&v); err != nil {
+			return err
+		}
+		sb, _ := json.Marshal(strings.ToValidUTF8(v, "\uFFFD"))
+		b.Write(sb)
+		return nil
+	}
 	if t != nil {
 		switch {
 		case t == durationType || reflect.PointerTo(t).Implements(unmarshalerType):
@@ -252,6 +262,10 @@ func writeJSONScalar(b *bytes.Buffer, n *yaml.Node, t reflect.Type) error {
 		}
 		if math.IsInf(v, 0) || math.IsNaN(v) {
 			return str() // no JSON number for it
+		}
+		if v == 0 && math.Signbit(v) {
+			b.WriteString("-0.0") // "-0" would read back as the integer 0
+			return nil
 		}
 		fb, _ := json.Marshal(v)
 		b.Write(fb)
