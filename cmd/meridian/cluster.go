@@ -44,7 +44,7 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet("cluster ca create", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		dir := fs.String("dir", "", "directory for ca.crt and ca.key")
-		if len(args) < 2 || args[1] != "create" || fs.Parse(args[2:]) != nil || *dir == "" {
+		if len(args) < 2 || args[1] != "create" || fs.Parse(args[2:]) != nil || !noArgs(fs, stderr) || *dir == "" {
 			fmt.Fprint(stderr, clusterUsage)
 			return 2
 		}
@@ -62,7 +62,7 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		ips := fs.String("ip", "", "comma-separated IP addresses of the node")
 		dns := fs.String("dns", "", "comma-separated DNS names of the node")
 		out := fs.String("out", ".", "output directory")
-		if fs.Parse(args[1:]) != nil || *caDir == "" || *name == "" {
+		if fs.Parse(args[1:]) != nil || !noArgs(fs, stderr) || *caDir == "" || *name == "" {
 			fmt.Fprint(stderr, clusterUsage)
 			return 2
 		}
@@ -82,6 +82,10 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "wrote %s and %s\n", filepath.Join(*out, *name+".crt"), filepath.Join(*out, *name+".key"))
 		return 0
 	case "keygen":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "meridian: cluster keygen takes no arguments (got %q)\n", args[1:])
+			return 2
+		}
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
 			fmt.Fprintf(stderr, "meridian: %v\n", err)
@@ -110,7 +114,7 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	admin := fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)")
 	token := fs.String("token", os.Getenv("MERIDIAN_TOKEN"), "admin bearer token, needed when the admin API is not on loopback")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); err != nil || !noArgs(fs, stderr) {
 		return 2
 	}
 	req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(*admin, "/")+"/cluster/members", nil)
@@ -151,7 +155,7 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	nodes := fs.Int("nodes", 3, "number of nodes (1-9)")
 	dir := fs.String("dir", "", "where the nodes keep their state (default: the user's cache dir + /meridian/dev)")
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(args); err != nil || !noArgs(fs, stderr) {
 		return 2
 	}
 	if *dir == "" {

@@ -70,6 +70,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "dev":
 		return devCmd(args[1:], stdout, stderr)
 	case "version":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "meridian: version takes no arguments (got %q)\n", args[1:])
+			return 2
+		}
 		fmt.Fprintln(stdout, "meridian", versionString())
 		return 0
 	case "-h", "-help", "--help", "help":
@@ -78,6 +82,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "meridian: unknown command %q\n\n%s", args[0], usage)
 	return 2
+}
+
+// noArgs refuses the positional arguments a command does not take: flag
+// parsing stops at the first one, so flags after it would be ignored too.
+func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
+	if fs.NArg() == 0 {
+		return true
+	}
+	fmt.Fprintf(stderr, "meridian: %s takes no arguments (got %q; flags go before anything else)\n", fs.Name(), fs.Args())
+	return false
 }
 
 // versionString is the release version, or for a build from a checkout
@@ -115,8 +129,7 @@ func serve(args []string, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meridian: serve takes no arguments (got %q); the file is given with -config\n", fs.Args())
+	if !noArgs(fs, stderr) {
 		return 2
 	}
 	if os.Getenv("GOGC") == "" {
@@ -259,8 +272,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "meridian: config %s takes no arguments (got %q)\n", args[0], fs.Args())
+	if !noArgs(fs, stderr) {
 		return 2
 	}
 	tok := *token
@@ -348,7 +360,7 @@ func caCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "node configuration file whose data_dir holds the CA (default: the embedded configuration)")
 	dataDir := fs.String("data-dir", "", "data dir holding the CA (overrides -config)")
-	if err := fs.Parse(args[1:]); err != nil {
+	if err := fs.Parse(args[1:]); err != nil || !noArgs(fs, stderr) {
 		return 2
 	}
 	dir := *dataDir

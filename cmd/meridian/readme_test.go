@@ -112,6 +112,12 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		{[]string{"config", "get", "extra"}, 2, "config get takes no arguments"},
 		{[]string{"config", "apply", "-f", "doc.yaml", "-token-file", "/nonexistent/token"}, 1, "cannot read the token file"},
 		{[]string{"config", "delete"}, 2, `unknown config command "delete"`},
+		{[]string{"version", "extra"}, 2, "version takes no arguments"},
+		{[]string{"cluster", "keygen", "extra"}, 2, "cluster keygen takes no arguments"},
+		{[]string{"cluster", "status", "extra", "-admin", "http://127.0.0.1:1"}, 2, "cluster status takes no arguments"},
+		{[]string{"cluster", "ca", "create", "-dir", "/nonexistent/x", "extra"}, 2, "cluster ca create takes no arguments"},
+		{[]string{"dev", "extra"}, 2, "dev takes no arguments"},
+		{[]string{"ca", "root", "extra"}, 2, "ca root takes no arguments"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
