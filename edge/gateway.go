@@ -205,8 +205,11 @@ func (g *Gateway) Close() {
 // fail answers with an error the gateway made.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, x *exchange, pe *proxyError) {
 	x.status = pe.status
-	if pe.proxyStatus != "" {
+	switch {
+	case pe.proxyStatus != "":
 		x.errKind = pe.proxyStatus
+	case pe.status == http.StatusBadRequest || pe.status == http.StatusRequestEntityTooLarge || pe.status == http.StatusRequestHeaderFieldsTooLarge:
+		x.errKind = "http_request_error" // logged; no Proxy-Status, which is about the upstream
 	}
 	name := ""
 	if x.route != nil {
@@ -250,7 +253,7 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 			slog.String("proto", r.Proto),
 			slog.String("method", r.Method),
 			slog.String("host", r.Host),
-			slog.String("path", r.URL.Path),
+			slog.String("path", logPath(r)),
 			slog.String("route", routeName),
 			slog.String("service", service),
 			slog.String("target", x.target),
@@ -268,6 +271,15 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 		}
 		al.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 	}
+}
+
+// logPath is the request's path as the access log shows it: an
+// absolute-form target without one ("GET http://a") is forwarded as "/".
+func logPath(r *http.Request) string {
+	if r.URL.Path == "" && r.URL.Host != "" && r.Method != http.MethodConnect {
+		return "/"
+	}
+	return r.URL.Path
 }
 
 // ListenerOptions harden the client-facing HTTP listener. Zero values take
@@ -382,13 +394,17 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 	s := newH1Server(h, o, g.log, h2)
 	s.refused = g.logRefused
 	s.onCut = func() { g.cut.Store(true) }
+	s.optionsStar = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.answerLocal(w, r, http.StatusOK, "") // logged and counted, no route
+	})
 	return s
 }
 
 // logRefused logs and counts a request the HTTP/1 server refused before
 // any handler saw it (a malformed head, oversized headers, a head that
-// came too slowly), as nginx logs its 400s: no route, the parts of the
-// request that were read, and the refusal as the error.
+// came too slowly, or one the client stopped sending halfway), as nginx
+// logs its 400s: no route, the parts of the request that were read, and
+// the refusal as the error.
 func (g *Gateway) logRefused(remote string, cs *tls.ConnectionState, pe *parseError) {
 	r := &http.Request{Method: pe.method, Proto: pe.proto, Host: pe.host, RemoteAddr: remote, Header: http.Header{}, TLS: cs, URL: &url.URL{}}
 	if path, _, ok := strings.Cut(pe.target, "?"); ok || path != "" {
@@ -398,11 +414,18 @@ func (g *Gateway) logRefused(remote string, cs *tls.ConnectionState, pe *parseEr
 	defer c.release()
 	x := &c.x
 	x.identify(r)
+	if pe.start != 0 {
+		x.start = pe.start
+	}
 	x.status = pe.status
 	x.bytesOut = int64(pe.sent)
-	x.errKind = "http_request_error"
-	if pe.status == http.StatusRequestTimeout {
+	switch pe.status {
+	case 0: // nothing answered: the client went, or the drain cut it
+		g.clientGone(x)
+	case http.StatusRequestTimeout:
 		x.errKind = "client_header_timeout"
+	default:
+		x.errKind = "http_request_error"
 	}
 	g.finish(r, x)
 }

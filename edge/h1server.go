@@ -51,6 +51,9 @@ type h1Server struct {
 	// before any handler saw it (malformed, too large, too slow), so that
 	// it is logged and counted like any other.
 	refused func(remote string, tls *tls.ConnectionState, pe *parseError)
+	// optionsStar, if set, answers OPTIONS * (a question about the
+	// server, not a resource) instead of serveOptionsStar.
+	optionsStar http.Handler
 	// onCut, if set, is called when Shutdown's deadline passes, before
 	// the connections left are closed.
 	onCut func()
@@ -438,8 +441,11 @@ func (c *serverConn) serve() {
 		// The header deadline matters only if the head has yet to
 		// arrive; usually it is all in the buffer already.
 		headDeadline := !c.headBuffered()
+		var headAt time.Duration // when a head that is still arriving began, for the log
 		if headDeadline {
-			c.setReadDeadline(time.Now().Add(o.ReadHeaderTimeout))
+			now := time.Now()
+			headAt = now.Sub(monoBase)
+			c.setReadDeadline(now.Add(o.ReadHeaderTimeout))
 		}
 		if first {
 			first = false
@@ -452,9 +458,13 @@ func (c *serverConn) serve() {
 		if perr != nil {
 			if perr.status != 0 {
 				c.writeError(perr)
-				if c.s.refused != nil {
-					c.s.refused(c.remote, c.tls, perr)
-				}
+			}
+			// Status 0: the client closed (or the drain cut) the
+			// connection with part of a head sent, since a byte of it
+			// had arrived: logged too, as nothing is answered.
+			if c.s.refused != nil && !perr.quiet {
+				perr.start = headAt
+				c.s.refused(c.remote, c.tls, perr)
 			}
 			return
 		}
@@ -468,7 +478,11 @@ func (c *serverConn) serve() {
 			// OPTIONS * asks about the server, not a resource: answered
 			// here, as net/http does.
 			rs.cancel()
-			if !c.serveRequest(req, rs, http.HandlerFunc(serveOptionsStar)) {
+			h := c.s.optionsStar
+			if h == nil {
+				h = http.HandlerFunc(serveOptionsStar)
+			}
+			if !c.serveRequest(req, rs, h) {
 				return
 			}
 			continue
@@ -717,7 +731,9 @@ type parseError struct {
 	// What the request said before it was refused, as far as it was
 	// read: for its access log line.
 	method, target, proto, host string
-	sent                        int // body bytes of the answer
+	sent                        int           // body bytes of the answer
+	start                       time.Duration // monoNow when the head began to arrive, 0 if unknown
+	quiet                       bool          // not a request: not logged
 }
 
 // about notes the parts of the request read before the refusal.
@@ -793,6 +809,11 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	var perr *parseError
 	for empty := 0; ; empty++ {
 		if line, perr = c.readLine(&n); perr != nil {
+			if perr.status == 0 && empty > 0 {
+				// Closed after empty lines only (some clients end a
+				// body with an extra CRLF): no request was begun.
+				perr.quiet = true
+			}
 			return nil, nil, perr
 		}
 		if len(line) > 0 {

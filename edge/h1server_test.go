@@ -416,16 +416,23 @@ func TestH1ServerLeadingEmptyLines(t *testing.T) {
 // upstream gets the origin form and that host.
 func TestH1ServerAbsoluteFormTarget(t *testing.T) {
 	var hits hitCounter
-	gw := startGateway(t, oneRoute(echoHostBackend(t, &hits), ""))
-	for _, tc := range []struct{ target, want string }{
-		{"http://example.test/x?q=1", `GET /x?q=1 host=example.test xfh=example.test body=""`},
-		{"http://example.test:8080/y", `GET /y host=example.test:8080 xfh=example.test:8080 body=""`},
+	var logBuf syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}}, oneRoute(echoHostBackend(t, &hits), ""))
+	for i, tc := range []struct{ target, want, logged string }{
+		{"http://example.test/x?q=1", `GET /x?q=1 host=example.test xfh=example.test body=""`, "/x"},
+		{"http://example.test:8080/y", `GET /y host=example.test:8080 xfh=example.test:8080 body=""`, "/y"},
+		{"http://example.test", `GET / host=example.test xfh=example.test body=""`, "/"}, // logged as forwarded
 	} {
 		c, br := h1Raw(t, gw.addr)
-		h1Write(t, c, "GET "+tc.target+" HTTP/1.1\r\nHost: other.test\r\n\r\n")
+		id := "abs-" + strconv.Itoa(i)
+		h1Write(t, c, "GET "+tc.target+" HTTP/1.1\r\nHost: other.test\r\nX-Request-Id: "+id+"\r\n\r\n")
 		resp, body := readResponse(t, br, http.MethodGet)
 		if resp.StatusCode != 200 || string(body) != tc.want {
 			t.Errorf("GET %s: %d %q; want 200 %q", tc.target, resp.StatusCode, body, tc.want)
+		}
+		waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)[id] != nil })
+		if p := logBuf.records(t)[id]["path"]; p != tc.logged {
+			t.Errorf("GET %s logged with path %v; want %q", tc.target, p, tc.logged)
 		}
 	}
 	t.Run("handler", func(t *testing.T) {
@@ -441,10 +448,12 @@ func TestH1ServerAbsoluteFormTarget(t *testing.T) {
 	})
 }
 
-// OPTIONS * is answered by the server itself, and the connection goes on.
+// OPTIONS * is answered by the server itself (logged and counted like any
+// request), and the connection goes on.
 func TestH1ServerOptionsStar(t *testing.T) {
 	var hits hitCounter
-	gw := startGateway(t, oneRoute(countingBackend(t, &hits), ""))
+	var logBuf syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}}, oneRoute(countingBackend(t, &hits), ""))
 	c, br := h1Raw(t, gw.addr)
 	h1Write(t, c, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
 	resp, body := readResponse(t, br, http.MethodOptions)
@@ -453,6 +462,12 @@ func TestH1ServerOptionsStar(t *testing.T) {
 	}
 	if n := hits.get(); n != 0 {
 		t.Errorf("backend hits after OPTIONS * = %d; want 0", n)
+	}
+	if rec := logBuf.only(t, "the OPTIONS * record"); rec["method"] != "OPTIONS" || rec["path"] != "*" || rec["status"] != float64(200) || rec["route"] != "" {
+		t.Errorf("OPTIONS * record: %v", rec)
+	}
+	if v := metricValue(t, gw.g, `meridian_requests_total{code="2xx",method="OPTIONS",route=""}`); v != 1 {
+		t.Errorf("OPTIONS * counted %v times; want 1", v)
 	}
 	h1Write(t, c, "GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
 	resp, body = readResponse(t, br, http.MethodGet)
@@ -1729,7 +1744,7 @@ func TestH1ServerKeepsServingAfterEMFILE(t *testing.T) {
 func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 	var logBuf syncBuffer
 	gw := startGatewayWith(t, gatewaySetup{
-		opts:     Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))},
+		opts:     Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil)), MaxHeaderCount: 10},
 		listener: ListenerOptions{ReadHeaderTimeout: 300 * time.Millisecond},
 	}, "")
 	cases := []struct {
@@ -1742,10 +1757,24 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 		{"huge header", "GET /big HTTP/1.1\r\nHost: b\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", 431, "GET", "/big", "", "http_request_error"},
 		{"bad line", "NONSENSE\r\n\r\n", 400, "", "", "", "http_request_error"},
 		{"slow head", "GET /slow HTTP/1.1\r\nHost: c\r\n", 408, "GET", "/slow", "", "client_header_timeout"},
+		// Refused by the gateway rather than the parser, the same way.
+		{"header count", "GET /many HTTP/1.1\r\nHost: d\r\n" + strings.Repeat("X-A: 1\r\n", 11) + "\r\n", 431, "GET", "/many", "d", "http_request_error"},
+		// Half a head, then the client closes its side: nothing to
+		// answer, but logged (499, as for any client that leaves).
+		{"half head", "GET /half HTTP/1.1\r\nHost: e\r\n", 499, "GET", "/half", "", "client_canceled"},
+		// Empty lines and a close (an extra CRLF after a body) are no
+		// request: not logged.
+		{"empty lines", "\r\n\r\n", 0, "", "", "", ""},
 	}
 	for _, tc := range cases {
 		c, br := h1Raw(t, gw.addr)
 		h1Write(t, c, tc.send)
+		if tc.status == 499 || tc.status == 0 { // no answer comes
+			c.(*net.TCPConn).CloseWrite()
+			expectEOF(t, c, br, 5*time.Second)
+			c.Close()
+			continue
+		}
 		line, _ := h1ReadHead(t, br)
 		c.Close()
 		if !strings.HasPrefix(line, "HTTP/1.1 "+strconv.Itoa(tc.status)+" ") {
@@ -1758,15 +1787,21 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 		for _, r := range logBuf.records(t) {
 			recs = append(recs, r)
 		}
-		return len(recs) == len(cases)
+		return len(recs) == len(cases)-1
 	})
 	for _, tc := range cases {
+		if tc.status == 0 {
+			continue
+		}
 		found := false
 		for _, r := range recs {
 			if r["status"] == float64(tc.status) && r["method"] == tc.method && r["path"] == tc.path {
 				found = true
-				if r["host"] != tc.host || r["error"] != tc.errKnd || r["route"] != "" || r["request_id"] == "" || r["bytes_out"].(float64) <= 0 {
+				if r["host"] != tc.host || r["error"] != tc.errKnd || r["route"] != "" || r["request_id"] == "" || (tc.status != 499) != (r["bytes_out"].(float64) > 0) {
 					t.Errorf("%s: record %v; want host %q, error %q, no route, a request id and the problem's size", tc.name, r, tc.host, tc.errKnd)
+				}
+				if tc.status == 408 && r["duration_ms"].(float64) < 250 {
+					t.Errorf("%s: duration_ms %v; want the time the head took (at least the 300ms header timeout)", tc.name, r["duration_ms"])
 				}
 			}
 		}
@@ -1774,10 +1809,10 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 			t.Errorf("%s: no record with status %d, method %q and path %q in %v", tc.name, tc.status, tc.method, tc.path, recs)
 		}
 	}
-	if v := metricValue(t, gw.g, `meridian_requests_total{code="4xx",method="GET",route=""}`); v != 3 {
-		t.Errorf(`meridian_requests_total{code="4xx",method="GET",route=""} = %v; want 3`, v)
+	if v := metricValue(t, gw.g, `meridian_requests_total{code="4xx",method="GET",route=""}`); v != 5 {
+		t.Errorf(`meridian_requests_total{code="4xx",method="GET",route=""} = %v; want 5`, v)
 	}
-	if v := metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_request_error",route=""}`); v != 4 {
-		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 4`, v)
+	if v := metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_request_error",route=""}`); v != 5 {
+		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 5`, v)
 	}
 }

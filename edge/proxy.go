@@ -665,7 +665,6 @@ func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, x *exchange
 	// Malformed or cut short (the client closed its side early): a 400 it
 	// may still read.
 	g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: "reading the request body failed: " + err.Error(), close: true})
-	x.errKind = "http_request_error" // logged; no Proxy-Status, which is about the upstream
 }
 
 // clientGone records a request whose client connection went before the

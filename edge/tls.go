@@ -349,6 +349,12 @@ func (g *Gateway) answerLocal(w http.ResponseWriter, r *http.Request, status int
 	x := &c.x
 	x.identify(r)
 	x.status = status
+	if status >= 400 {
+		// Refusals are problems, as everywhere else.
+		g.fail(w, r, x, &proxyError{status: status, title: http.StatusText(status), detail: strings.TrimSuffix(body, "\n")})
+		g.finish(r, x)
+		return
+	}
 	if isGRPC(r) {
 		// A gRPC client cannot follow a redirect or show a text body:
 		// it gets the reason as a gRPC status (Unavailable for the

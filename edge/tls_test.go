@@ -336,8 +336,8 @@ routes:
 	io.WriteString(conn, "GET * HTTP/1.1\r\nHost: x\r\n\r\n")
 	star, err := http.ReadResponse(bufio.NewReader(conn), nil)
 	conn.Close()
-	if err != nil || star.StatusCode != http.StatusBadRequest {
-		t.Fatalf("GET *: got %v %v; want 400", star, err)
+	if err != nil || star.StatusCode != http.StatusBadRequest || star.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("GET *: got %v %v; want a 400 problem", star, err)
 	}
 	// CONNECT is refused as on any port: 501, not a redirect or a 400.
 	conn, err = net.Dial("tcp", srv.Addr().String())
