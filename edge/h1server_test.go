@@ -104,6 +104,19 @@ func h1OnlyConn(s *h1Server) *serverConn {
 	return nil
 }
 
+// h1ActiveConns counts s's connections reading or serving a request.
+func h1ActiveConns(s *h1Server) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if c.state.Load() == connActive {
+			n++
+		}
+	}
+	return n
+}
+
 func TestH1ServerRefusesMalformedRequests(t *testing.T) {
 	var hits hitCounter
 	gw := startGatewayWith(t, gatewaySetup{listener: ListenerOptions{MaxHeaderBytes: 1024}}, oneRoute(countingBackend(t, &hits), ""))

@@ -116,6 +116,10 @@ func TestShutdownDeadlineCutsHungRequest(t *testing.T) {
 
 	inflight := getAsync(newClient(t), "http://"+srv.Addr().String()+"/hung")
 	recv(t, entered, "the request to reach the backend")
+	// And a head still arriving when the deadline passes.
+	half := dialGateway(t, srv.Addr().String())
+	io.WriteString(half, "GET /half HTTP/1.1\r\nHost: x\r\n")
+	waitFor(t, 5*time.Second, "the half head to be read", func() bool { return h1ActiveConns(srv.srv) == 2 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -129,8 +133,14 @@ func TestShutdownDeadlineCutsHungRequest(t *testing.T) {
 	}
 	// Logged before Shutdown returned, as the gateway's doing (503
 	// drain_timeout), not the client's (499 client_canceled).
-	if rec := logBuf.only(t, "the hung request's record"); rec["status"] != float64(503) || rec["error"] != "drain_timeout" {
-		t.Errorf("the cut request's record: %v; want status 503, error drain_timeout", rec)
+	recs := logBuf.records(t)
+	if len(recs) != 2 {
+		t.Fatalf("access log after Shutdown: %v; want the hung request's and the half head's", recs)
+	}
+	for _, rec := range recs {
+		if rec["status"] != float64(503) || rec["error"] != "drain_timeout" || (rec["path"] != "/hung" && rec["path"] != "/half") {
+			t.Errorf("a cut request's record: %v; want status 503, error drain_timeout", rec)
+		}
 	}
 	// The hung request's connection was closed.
 	if r := recv(t, inflight, "the hung request to be cut off"); r.err == nil {
