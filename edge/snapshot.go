@@ -476,6 +476,9 @@ func upstreamTLSConfig(c config.UpstreamTLS) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	if c.CertFile != "" {
+		if _, err := os.Stat(c.KeyFile); err != nil {
+			return nil, &configFieldError{"tls.key_file", err}
+		}
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
 			return nil, &configFieldError{"tls.cert_file", fmt.Errorf("client certificate: %w", err)}

@@ -484,7 +484,9 @@ func (c *Config) validate() error {
 		}
 		checkFile("cluster.tls.ca_file", cl.TLS.CAFile, certPool)
 		if cl.TLS.CertFile != "" && cl.TLS.KeyFile != "" {
-			if _, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
+			if _, err := os.Stat(cl.TLS.KeyFile); err != nil {
+				add("cluster.tls.key_file", "%v", err)
+			} else if _, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
 				add("cluster.tls.cert_file", "%v", err)
 			}
 		}

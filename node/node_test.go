@@ -434,6 +434,8 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + noPEM + "\n", "line 6: node.tls.client_auth[0].ca_file: " + noPEM + " holds no PEM certificates"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    acme:\n      dns_provider: cloudflare\n", "line 5: node.tls.acme.dns_provider: no DNS provider is built in yet"},
 		{"gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls:\n        server_name: h\n        ca_file: " + missing + "\n  routes: []\n", "line 7: gateway.services[0].tls.ca_file: open " + missing},
+		{"gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls:\n        cert_file: " + noPEM + "\n        key_file: " + missing + "\n  routes: []\n", "line 7: gateway.services[0].tls.key_file: stat " + missing},
+		{"node:\n  cluster:\n    bind: 127.0.0.1:0\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n    tls: {ca_file: " + noPEM + ", cert_file: " + noPEM + ", key_file: " + missing + "}\n", "node.cluster.tls.key_file: stat " + missing},
 	} {
 		_, err := ParseFile([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

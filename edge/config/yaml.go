@@ -83,6 +83,12 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 						if p := pathOfValue(&root, fe.Line, u[1], u[2]); p != "" {
 							fe.Path = p
 						}
+					} else if u := invalidSizeRE.FindStringSubmatch(m[2]); u != nil {
+						if v, err := strconv.Unquote(u[1]); err == nil {
+							if p := pathOfValue(&root, fe.Line, "str", v); p != "" {
+								fe.Path = p
+							}
+						}
 					} else if u := unknownFieldRE.FindStringSubmatch(m[2]); u != nil {
 						if p := pathOfKey(&root, fe.Line, u[1]); p != "" {
 							fe.Path = p
@@ -140,6 +146,9 @@ func friendlyTypeError(msg string) string {
 	msg = strings.ReplaceAll(msg, "time.Duration", "a duration such as 1.5s")
 	return msg
 }
+
+// invalidSizeRE matches ByteSize's refusal, which names the value.
+var invalidSizeRE = regexp.MustCompile(`^invalid size ("(?:[^"\\]|\\.)*")`)
 
 // unmarshalRE matches yaml.v3's "cannot unmarshal !!str `lots` into int"
 // (the value is left out for lists and mappings).
