@@ -157,6 +157,12 @@ func (a *admin) getConfig(w http.ResponseWriter, r *http.Request) {
 		adminProblem(w, http.StatusNotFound, "Not Found", "no configuration applied yet", nil)
 		return
 	}
+	switch f := r.URL.Query().Get("format"); f {
+	case "", "json":
+	default:
+		adminProblem(w, http.StatusBadRequest, "Bad Request", "unknown format "+strconv.Quote(f)+": leave it out for the document as applied, or use format=json", nil)
+		return
+	}
 	setVersionHeaders(w, s)
 	if r.URL.Query().Get("format") == "json" {
 		// The applied text in JSON form (not the compiled document), so

@@ -230,6 +230,9 @@ routes:
 				t.Errorf("JSON view lacks %s:\n%s", want, js)
 			}
 		}
+		if resp, _ := adminRequest(t, "GET", closed.URL+"/config?format=xml", token, ""); resp.StatusCode != 400 {
+			t.Errorf("GET ?format=xml: %d; want 400", resp.StatusCode)
+		}
 		resp, body = adminRequest(t, "PUT", closed.URL+"/config", token, string(js))
 		if resp.StatusCode != 200 {
 			t.Fatalf("PUT of the JSON view: %d %s", resp.StatusCode, body)

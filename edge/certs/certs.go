@@ -335,7 +335,7 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 		errs = append(errs, fmt.Errorf("certs: invalid host names %q", invalid))
 	}
 	if len(wildcards) > 0 {
-		why := "no DNS provider is configured (acme.dns_provider)"
+		why := "no DNS-01 provider is built in yet (serve them with tls.on_demand)"
 		if m.issuer.dnsProvider != "" {
 			why = fmt.Sprintf("DNS provider %q is not built in (no DNS provider is available yet)", m.issuer.dnsProvider)
 		}
