@@ -48,7 +48,10 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 		}
 		h.Set("Proxy-Status", v)
 	}
-	if pe.close {
+	if pe.close && r.ProtoMajor == 1 {
+		// HTTP/2 and HTTP/3 have no Connection field (RFC 9113 8.2.2,
+		// RFC 9114 4.2): HTTP/3 clients reject the answer, and net/http
+		// turns it into a GOAWAY for every stream of the connection.
 		h.Set("Connection", "close")
 	}
 	if isGRPC(r) {

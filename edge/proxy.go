@@ -60,6 +60,7 @@ func (x *exchange) identify(r *http.Request) {
 // forward, and stream the answer back. Everything it needs comes from the
 // snapshot loaded at its start, so a reload never changes a request midway.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqIn := r // the server's own, whose Trailer it may set (HTTP/3)
 	snap := g.snap.Load()
 	c := calls.Get().(*call)
 	defer c.release() // last: after finish
@@ -206,8 +207,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	var body *countingBody
+	trailer := r.Trailer
 	if rb := requestBody(r); rb != nil {
 		body = &countingBody{rc: http.MaxBytesReader(w, rb, rt.maxReqBody)}
+		if r.ProtoMajor == 3 {
+			// quic-go gives the request a new Trailer map when the
+			// trailers arrive, where the other servers fill the one
+			// announced: the body copies them over at its end.
+			trailer = make(http.Header, len(r.Trailer))
+			for k, v := range r.Trailer {
+				trailer[k] = v
+			}
+			body.trailerOf, body.trailer = reqIn, trailer
+		}
 	}
 	retry := svc.retry
 	canRetry := retry != nil && idempotent(r.Method) && upType == ""
@@ -269,7 +281,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			ProtoMajor: 1,
 			ProtoMinor: 1,
 			Host:       host,
-			Trailer:    r.Trailer,
+			Trailer:    trailer,
 		}
 		switch {
 		case replay != nil:
@@ -692,6 +704,10 @@ type countingBody struct {
 	n   atomic.Int64
 	mu  sync.Mutex
 	err error
+	// trailerOf's Trailer is copied into trailer (the outgoing request's)
+	// at the end of the body: see ServeHTTP.
+	trailerOf *http.Request
+	trailer   http.Header
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
@@ -701,6 +717,11 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.mu.Lock()
 		b.err = err
 		b.mu.Unlock()
+	}
+	if err == io.EOF && b.trailerOf != nil {
+		for k, v := range b.trailerOf.Trailer {
+			b.trailer[k] = v
+		}
 	}
 	return n, err
 }

@@ -544,3 +544,71 @@ func TestProbeBody(t *testing.T) {
 		t.Errorf("failing body: %v; want the client's error", err)
 	}
 }
+
+// trailerAtEOF is a request body that sets its request's trailer once the
+// body has been read, as a client computing a checksum would.
+type trailerAtEOF struct {
+	r   io.Reader
+	req *http.Request
+}
+
+func (b *trailerAtEOF) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.req.Trailer.Set("X-Req-Trail", "sum-42")
+	}
+	return n, err
+}
+
+// Request trailers reach the upstream from every protocol (quic-go hands
+// HTTP/3 trailers over in a new map), and an error that closes an HTTP/1
+// connection carries no Connection field over HTTP/2 and HTTP/3, where
+// there is none (HTTP/3 clients refuse the answer otherwise, and net/http
+// would end every stream of the HTTP/2 connection).
+func TestTLSRequestTrailersAndErrorsPerProtocol(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d trailer=%q", n, r.Trailer.Get("X-Req-Trail"))
+	})
+	tg := startTLSGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes:
+  - {name: r, match: {path_prefix: /}, service: be}
+  - {name: small, match: {path_prefix: /small}, service: be, limits: {max_request_body: 1KiB}}
+`, be.URL), true)
+	for _, proto := range []string{"h1", "h2", "h3"} {
+		t.Run(proto, func(t *testing.T) {
+			c := tg.client(t, proto)
+			base := "https://localhost:" + portOf(tg.addr)
+			req, _ := http.NewRequest(http.MethodPost, base+"/trail", nil)
+			req.Body = io.NopCloser(&trailerAtEOF{r: strings.NewReader(strings.Repeat("x", 5000)), req: req})
+			req.ContentLength = -1
+			req.Trailer = http.Header{"X-Req-Trail": nil}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("POST with a trailer: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := `5000 trailer="sum-42"`; resp.StatusCode != 200 || string(body) != want {
+				t.Errorf("POST with a trailer: %d %q; want 200 %q", resp.StatusCode, body, want)
+			}
+
+			resp, err = c.Post(base+"/small", "text/plain", strings.NewReader(strings.Repeat("x", 2000)))
+			if err != nil {
+				t.Fatalf("POST over the limit: %v", err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("POST over the limit: %d %q %s; want a 413 problem", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+			}
+			if proto == "h1" && !resp.Close {
+				t.Error("HTTP/1.1 413 leaves the connection open; want it closed (the rest of the body is not read)")
+			}
+			if proto != "h1" && resp.Header.Get("Connection") != "" {
+				t.Errorf("Connection: %q over %s; want none", resp.Header.Get("Connection"), proto)
+			}
+		})
+	}
+}
