@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -117,6 +119,8 @@ type TLSServer struct {
 	confs  []*tls.Config // the configs handshakes use, for ticket keys
 	altSvc string
 	wg     sync.WaitGroup
+
+	h3Active atomic.Int64 // HTTP/3 requests being served
 }
 
 // ListenTLS binds the HTTPS listener (TCP, and UDP for HTTP/3). Call Serve.
@@ -168,7 +172,11 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		h3conf = http3.ConfigureTLSConfig(h3conf)
 		s.qtr = &quic.Transport{Conn: udp, StatelessResetKey: o.StatelessResetKey, TokenGeneratorKey: o.TokenKey}
 		s.h3 = &http3.Server{
-			Handler:        http.HandlerFunc(g.serveHTTP3),
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				s.h3Active.Add(1)
+				defer s.h3Active.Add(-1)
+				g.serveHTTP3(w, r)
+			}),
 			TLSConfig:      h3conf,
 			QUICConfig:     qconf,
 			MaxHeaderBytes: o.MaxHeaderBytes,
@@ -258,8 +266,18 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			// Stop accepting, then let the connections drain (GOAWAY).
+			// quic-go waits for the clients to close them; once no
+			// request is left, those still open are idle, and a client
+			// that vanished would hold the drain until the QUIC idle
+			// timeout: they are closed after a moment instead.
 			s.qln.Close()
-			h3err = s.h3.Shutdown(ctx)
+			hctx, hcancel := context.WithCancel(ctx)
+			go s.cancelWhenH3Idle(hctx, hcancel)
+			h3err = s.h3.Shutdown(hctx)
+			hcancel()
+			if errors.Is(h3err, context.Canceled) && ctx.Err() == nil {
+				h3err = nil // only idle connections were closed
+			}
 			s.qtr.Close()
 			s.udp.Close()
 		}()
@@ -271,6 +289,35 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 		err = h3err
 	}
 	return err
+}
+
+// h3IdleGrace is how long a draining HTTP/3 listener with no request left
+// lets clients close their connections after the GOAWAY before it closes
+// them.
+const h3IdleGrace = 200 * time.Millisecond
+
+// cancelWhenH3Idle calls cancel once no HTTP/3 request has been in flight
+// for h3IdleGrace, or returns when ctx ends.
+func (s *TLSServer) cancelWhenH3Idle(ctx context.Context, cancel context.CancelFunc) {
+	t := time.NewTicker(h3IdleGrace / 4)
+	defer t.Stop()
+	var idleSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			switch {
+			case s.h3Active.Load() > 0:
+				idleSince = time.Time{}
+			case idleSince.IsZero():
+				idleSince = now
+			case now.Sub(idleSince) >= h3IdleGrace:
+				cancel()
+				return
+			}
+		}
+	}
 }
 
 // countHandshakes counts completed handshakes by transport, ALPN and TLS

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 )
 
@@ -610,5 +611,48 @@ routes:
 				t.Errorf("Connection: %q over %s; want none", resp.Header.Get("Connection"), proto)
 			}
 		})
+	}
+}
+
+// A drain does not wait for an HTTP/3 client that vanished after its
+// request (its connection would stay open until the QUIC idle timeout):
+// once no request is left, connections still open are closed.
+func TestDrainClosesIdleHTTP3ConnectionOfVanishedClient(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	tg := startTLSGatewayWith(t, gatewaySetup{listener: ListenerOptions{IdleTimeout: time.Minute}}, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes: [{name: r, match: {path_prefix: /}, service: be}]
+`, be.URL), true)
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qtr := &quic.Transport{Conn: udp}
+	rt := &http3.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: tg.pool, ServerName: "localhost"},
+		Dial: func(ctx context.Context, addr string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
+			ua, err := net.ResolveUDPAddr("udp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return qtr.DialEarly(ctx, ua, tc, qc)
+		},
+	}
+	resp, err := (&http.Client{Transport: rt, Timeout: 10 * time.Second}).Get("https://localhost:" + portOf(tg.addr) + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	udp.Close() // gone without a CONNECTION_CLOSE, as a phone that lost its network
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := tg.srv.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v; want nil: no request was in flight", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Shutdown took %v; want about the idle grace (%v), not the QUIC idle timeout", d, h3IdleGrace)
 	}
 }
