@@ -427,6 +427,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					detail: "service " + svc.name + ", target " + x.target + ": the upstream's response ended before its body: " + err.Error()})
 				return
 			}
+			if n == 0 && r.ProtoMajor >= 2 {
+				// Not a byte written or flushed: the HTTP/2 or HTTP/3
+				// server never sent the head, and the reset below is
+				// all the client gets, which the log should not call
+				// the upstream's status.
+				x.status = http.StatusBadGateway
+			}
 		}
 		att.end(outcome)
 		g.finish(r, x) // before the panic unwinds; finish runs once

@@ -648,6 +648,20 @@ func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
 	if served.Load() != 3 {
 		t.Fatalf("upstream served %d requests; want 3", served.Load())
 	}
+	// Over HTTP/2 no head can be taken back, but none was sent either:
+	// the stream is reset, and the log says 502, not the upstream's 200.
+	setup, log := withReuseLog()
+	gw2 := startGatewayWith(t, setup, oneRoute("http://"+addr, ""))
+	if resp, err := newH2CClient(t).Get(gw2.url + "/head-only"); err == nil {
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatalf("over HTTP/2: %d %q; want the stream reset", resp.StatusCode, body)
+		}
+	}
+	if rec := onlyRecord(t, log); rec["status"] != int64(502) || rec["error"] != "http_response_incomplete" {
+		t.Errorf("over HTTP/2, logged %v %v; want 502 http_response_incomplete", rec["status"], rec["error"])
+	}
 }
 
 // A client that resets its connection while sending a request body is
