@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -94,6 +95,36 @@ func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
 	return false
 }
 
+// cgroupMemoryLimit returns the memory limit of the process's cgroup
+// (v2, then v1), if it has one.
+func cgroupMemoryLimit() (int64, bool) {
+	var paths []string
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if p, ok := strings.CutPrefix(line, "0::"); ok {
+				paths = append(paths, filepath.Join("/sys/fs/cgroup", p, "memory.max"))
+			}
+		}
+	}
+	paths = append(paths, "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+	for _, p := range paths {
+		if b, err := os.ReadFile(p); err == nil {
+			return parseMemoryLimit(string(b))
+		}
+	}
+	return 0, false
+}
+
+// parseMemoryLimit reads a cgroup memory limit file: a byte count, or
+// "max" (v2) or a huge number (v1) for none.
+func parseMemoryLimit(s string) (int64, bool) {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 || n >= 1<<60 {
+		return 0, false
+	}
+	return n, true
+}
+
 // versionString is the release version, or for a build from a checkout
 // the commit it was built from ("dev+0123456789ab", "-dirty" when it had
 // uncommitted changes).
@@ -136,6 +167,15 @@ func serve(args []string, stderr io.Writer) int {
 		// A proxy's heap is small and short-lived; collecting less often
 		// trades a little memory for a lot of CPU (see README, Benchmarks).
 		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// With GOGC=400 the heap may grow to five times what is live
+		// (many concurrent HTTP/2 streams): inside a container with a
+		// memory limit, the collector works harder near 90% of it
+		// rather than let the kernel kill the process.
+		if limit, ok := cgroupMemoryLimit(); ok {
+			debug.SetMemoryLimit(limit / 10 * 9)
+		}
 	}
 	f, raw, ok := loadNodeFile(*path, stderr)
 	if !ok {

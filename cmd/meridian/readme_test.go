@@ -125,3 +125,12 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMemoryLimit(t *testing.T) {
+	for in, want := range map[string]int64{"536870912\n": 536870912, "max\n": 0, "9223372036854771712\n": 0, "": 0, "0": 0} {
+		got, ok := parseMemoryLimit(in)
+		if got != want || ok != (want > 0) {
+			t.Errorf("parseMemoryLimit(%q) = %d, %v; want %d", in, got, ok, want)
+		}
+	}
+}
