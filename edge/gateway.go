@@ -238,6 +238,13 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 	if status == 0 {
 		status = 499
 	}
+	if r.ProtoMajor == 2 {
+		if gc, ok := r.Context().Value(connKey{}).(*guardConn); ok && gc.noteStream(status == 499 && x.bytesOut == 0) {
+			g.log.Warn("closed an HTTP/2 connection whose client reset most of its streams before any answer (rapid reset)",
+				"client", r.RemoteAddr, "streams", gc.streams.Load(), "resets", gc.resets.Load())
+			g.metrics.resetFloods.Inc()
+		}
+	}
 	rs.observe(r.Method, status, d.Seconds())
 	if x.upstreamDur > 0 && service != "" {
 		rs.observeUpstream(service, x.upstreamDur.Seconds())

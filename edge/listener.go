@@ -71,6 +71,33 @@ type guardConn struct {
 	net.Conn
 	l    *guardListener
 	once sync.Once
+
+	// HTTP/2 streams finished on the connection, and those the client
+	// reset before any answer (see noteStream).
+	streams, resets atomic.Int64
+	flooded         atomic.Bool
+}
+
+// Premature resets (the HTTP/2 "rapid reset" attack, CVE-2023-44487):
+// net/http bounds the handlers a connection runs at once, but every
+// stream reset after its handler started still reaches the upstream. A
+// connection with at least resetFloodMin such streams, half of its
+// streams or more, is closed, as Envoy does by default.
+const resetFloodMin = 500
+
+// noteStream counts an HTTP/2 stream that ended; reset says the client
+// reset it before any answer. It reports whether the connection has just
+// crossed the premature-reset limit, and then closes it.
+func (c *guardConn) noteStream(reset bool) bool {
+	n := c.streams.Add(1)
+	if !reset {
+		return false
+	}
+	if r := c.resets.Add(1); r >= resetFloodMin && r*2 >= n && c.flooded.CompareAndSwap(false, true) {
+		c.Close()
+		return true
+	}
+	return false
 }
 
 func (c *guardConn) Close() error {

@@ -23,6 +23,7 @@ type metrics struct {
 	inFlightN      atomic.Int64 // what inFlight reports: an add, not a float CAS loop, per request
 	retries        *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
+	resetFloods    prometheus.Counter
 	configVersion  prometheus.Gauge
 	configApplied  *prometheus.CounterVec
 	healthChanges  *prometheus.CounterVec
@@ -81,11 +82,14 @@ func newMetrics(g *Gateway) *metrics {
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meridian_upstream_errors_total", Help: "Requests the gateway answered with an error of its own, by route and Proxy-Status error type.",
 	}, []string{"route", "error"})
+	m.resetFloods = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "meridian_http2_reset_floods_total", Help: "HTTP/2 connections closed because the client reset most of their streams before any answer (rapid reset).",
+	})
 	m.configVersion = prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_config_version", Help: "Version of the gateway document being served."})
 	m.configApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_config_applies_total", Help: "Attempts to apply a gateway document, by result."}, []string{"result"})
 	m.healthChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_health_changes_total", Help: "Active health check transitions, by service and new state."}, []string{"service", "state"})
 	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_tls_handshakes_total", Help: "Completed TLS handshakes, by transport (tcp, quic), ALPN and TLS version."}, []string{"transport", "alpn", "version"})
-	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.upstreamErrors, m.configVersion, m.configApplied, m.healthChanges,
+	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.upstreamErrors, m.resetFloods, m.configVersion, m.configApplied, m.healthChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &upstreamCollector{g: g})
 	return m
 }

@@ -219,3 +219,54 @@ func TestSendTimeoutHTTP3(t *testing.T) {
 		t.Errorf("access log error = %v; want the client's failure", e)
 	}
 }
+
+// An HTTP/2 client that resets most of its streams before any answer
+// (rapid reset) has its connection closed once it has reset
+// resetFloodMin of them, and the closing is counted.
+func TestHTTP2RapidResetClosesConnection(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // never answers: every stream is reset first
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	fr := h2Get(t, c, "/r")
+	fr.WriteRSTStream(1, http2.ErrCodeCancel)
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		for {
+			if _, err := fr.ReadFrame(); err != nil {
+				return
+			}
+		}
+	}()
+	var hb strings.Builder
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/r"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	block := []byte(hb.String())
+	deadline := time.Now().Add(20 * time.Second)
+	for id := uint32(3); time.Now().Before(deadline); id += 2 {
+		if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndStream: true, EndHeaders: true}) != nil ||
+			fr.WriteRSTStream(id, http2.ErrCodeCancel) != nil {
+			break // closed
+		}
+		if id%64 == 1 {
+			select {
+			case <-closed:
+			default:
+				continue
+			}
+			break
+		}
+	}
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the connection stayed open through the reset flood")
+	}
+	waitFor(t, 5*time.Second, "the flood to be counted", func() bool {
+		return metricValue(t, gw.g, "meridian_http2_reset_floods_total") == 1
+	})
+}
