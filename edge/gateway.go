@@ -25,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -389,8 +390,8 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	h2 := &http.Server{
-		Handler:           h,
-		MaxHeaderBytes:    o.MaxHeaderBytes,
+		Handler:           g.headerSizeGuard(h, o.MaxHeaderBytes),
+		MaxHeaderBytes:    2 * o.MaxHeaderBytes, // see headerSizeGuard
 		ReadHeaderTimeout: o.ReadHeaderTimeout,
 		IdleTimeout:       o.IdleTimeout,
 		ConnContext:       connContext,
@@ -405,6 +406,30 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 		g.answerLocal(w, r, http.StatusOK, "") // logged and counted, no route
 	})
 	return s
+}
+
+// headerSizeGuard refuses HTTP/2 and HTTP/3 requests whose header fields
+// take more than max bytes (as HPACK and QPACK count them: name, value and
+// 32 each) with a 431 problem, logged and counted like other refusals.
+// net/http and quic-go, given twice max, would otherwise answer with a page
+// of their own that no log sees.
+func (g *Gateway) headerSizeGuard(h http.Handler, max int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor >= 2 && max > 0 {
+			size := 0
+			for k, vs := range r.Header {
+				for _, v := range vs {
+					size += len(k) + len(v) + 32
+				}
+			}
+			if size > max {
+				g.answerLocal(w, r, http.StatusRequestHeaderFieldsTooLarge,
+					"the request's header fields take "+strconv.Itoa(size)+" bytes; the limit is "+strconv.Itoa(max))
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // logRefused logs and counts a request the HTTP/1 server refused before

@@ -172,14 +172,14 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		h3conf = http3.ConfigureTLSConfig(h3conf)
 		s.qtr = &quic.Transport{Conn: udp, StatelessResetKey: o.StatelessResetKey, TokenGeneratorKey: o.TokenKey}
 		s.h3 = &http3.Server{
-			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			Handler: g.headerSizeGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				s.h3Active.Add(1)
 				defer s.h3Active.Add(-1)
 				g.serveHTTP3(w, r)
-			}),
+			}), o.MaxHeaderBytes),
 			TLSConfig:      h3conf,
 			QUICConfig:     qconf,
-			MaxHeaderBytes: o.MaxHeaderBytes,
+			MaxHeaderBytes: 2 * o.MaxHeaderBytes, // see headerSizeGuard
 			IdleTimeout:    o.IdleTimeout,
 			Logger:         g.log,
 		}

@@ -656,3 +656,41 @@ routes: [{name: r, match: {path_prefix: /}, service: be}]
 		t.Errorf("Shutdown took %v; want about the idle grace (%v), not the QUIC idle timeout", d, h3IdleGrace)
 	}
 }
+
+// Over HTTP/2 and HTTP/3, header fields over the limit get the gateway's
+// 431 problem and an access-log line, as over HTTP/1.1, not the page of
+// net/http or quic-go.
+func TestHeaderSizeLimitOverHTTP2AndHTTP3(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	var logBuf syncBuffer
+	tg := startTLSGatewayWith(t, gatewaySetup{
+		opts:     Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))},
+		listener: ListenerOptions{MaxHeaderBytes: 8 << 10},
+	}, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes: [{name: r, match: {path_prefix: /}, service: be}]
+`, be.URL), true)
+	for _, proto := range []string{"h2", "h3"} {
+		t.Run(proto, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, "https://localhost:"+portOf(tg.addr)+"/big-"+proto, nil)
+			req.Header.Set("X-Big", strings.Repeat("a", 10<<10))
+			resp, err := tg.client(t, proto).Do(req)
+			if err != nil {
+				t.Fatalf("GET with 10 KiB of header: %v", err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("GET with 10 KiB of header: %d %q %s; want a 431 problem", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+			}
+			waitFor(t, 5*time.Second, "the refusal's log line", func() bool {
+				for _, rec := range logBuf.records(t) {
+					if rec["path"] == "/big-"+proto && rec["status"] == float64(431) && rec["error"] == "http_request_error" {
+						return true
+					}
+				}
+				return false
+			})
+		})
+	}
+}
