@@ -204,6 +204,14 @@ wait:
 			if s.onCut != nil {
 				s.onCut()
 			}
+			// Requests still waiting on their upstream are cancelled
+			// first, so that one that has not begun its answer can
+			// send a 503 before its connection closes.
+			s.cancelAll()
+			select {
+			case <-allDone:
+			case <-time.After(cutGrace):
+			}
 			s.closeAll()
 			<-allDone
 			break wait
@@ -240,6 +248,21 @@ func (s *h1Server) closeIdle() {
 	for c := range s.conns {
 		if c.state.CompareAndSwap(connIdle, connClosed) {
 			c.rwc.Close()
+		}
+	}
+}
+
+// cutGrace is how long requests cancelled at a drain's deadline have to
+// answer before their connections are closed.
+const cutGrace = 250 * time.Millisecond
+
+// cancelAll cancels the request in flight on every connection.
+func (s *h1Server) cancelAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if r := c.cur.Load(); r != nil {
+			r.cancel()
 		}
 	}
 }

@@ -317,6 +317,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			if r.Context().Err() != nil {
 				att.end(upstream.Success)
+				if g.cut.Load() {
+					// The drain's deadline cancelled it, not the
+					// client: it can still be told, and try elsewhere.
+					g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, title: "Service Unavailable",
+						detail: "the node is shutting down and its drain deadline has passed; retry on another node", close: true})
+					x.errKind = "drain_timeout"
+					return
+				}
 				g.clientGone(x)
 				return
 			}
