@@ -439,9 +439,7 @@ func (g *Gateway) headerSizeGuard(h http.Handler, max int) http.Handler {
 // the refusal as the error.
 func (g *Gateway) logRefused(remote string, cs *tls.ConnectionState, pe *parseError) {
 	r := &http.Request{Method: pe.method, Proto: pe.proto, Host: pe.host, RemoteAddr: remote, Header: http.Header{}, TLS: cs, URL: &url.URL{}}
-	if path, _, ok := strings.Cut(pe.target, "?"); ok || path != "" {
-		r.URL.Path = path
-	}
+	r.URL.Path, _, _ = strings.Cut(pe.target, "?")
 	c := calls.Get().(*call)
 	defer c.release()
 	x := &c.x

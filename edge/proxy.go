@@ -214,9 +214,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// quic-go gives the request a new Trailer map when the
 			// trailers arrive, where the other servers fill the one
 			// announced: the body copies them over at its end.
-			trailer = make(http.Header, len(r.Trailer))
-			for k, v := range r.Trailer {
-				trailer[k] = v
+			if trailer = r.Trailer.Clone(); trailer == nil {
+				trailer = http.Header{}
 			}
 			body.trailerOf, body.trailer = reqIn, trailer
 		}
