@@ -28,6 +28,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -178,6 +179,16 @@ func FreePort(t testing.TB) int {
 	t.Helper()
 	for range 200 {
 		port := 20000 + rand.IntN(32768-20000)
+		// A port handed out is free only until its user binds it: never
+		// hand it out twice in one process (the node's HTTPS port was
+		// once given to pebble too, before the node had bound it).
+		handedMu.Lock()
+		taken := handedOut[port]
+		handedOut[port] = true
+		handedMu.Unlock()
+		if taken {
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
@@ -193,6 +204,11 @@ func FreePort(t testing.TB) int {
 	t.Fatal("no port free on both TCP and UDP")
 	return 0
 }
+
+var (
+	handedMu  sync.Mutex
+	handedOut = map[int]bool{} // ports FreePort has returned or tried
+)
 
 // Start runs pebble validating HTTP-01 on 127.0.0.1:o.HTTPPort and TLS-ALPN-01 on
 // 127.0.0.1:o.TLSPort (every name resolves to 127.0.0.1 through the DNS responder it also
