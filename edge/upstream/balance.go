@@ -98,13 +98,15 @@ func (p *Pool) pickRoundRobin(tried []*Target, now *lazyClock) *Target {
 const candidateBufSize = 64
 
 // pickLeastRequests samples two distinct eligible targets uniformly and
-// keeps the one with fewer in-flight requests per unit of weight, i.e. it
-// compares (inFlight+1)/weight: weight behaves like capacity, so under load a
-// target of weight 5 carries five times the requests of one of weight 1, and
-// on a tie the random order of the sample decides. Sampling two rather than
-// scanning for the minimum avoids herding every concurrent request onto the
-// same momentarily idle target.
+// keeps the one with fewer in-flight requests; on a tie the random order of
+// the sample decides. Sampling two rather than scanning for the minimum
+// avoids herding every concurrent request onto the same momentarily idle
+// target. Pools whose targets differ in weight go to
+// pickWeightedLeastRequests instead.
 func (p *Pool) pickLeastRequests(tried []*Target, now *lazyClock) *Target {
+	if p.lrCurrent != nil {
+		return p.pickWeightedLeastRequests(tried, now)
+	}
 	var buf [candidateBufSize]*Target
 	cand := buf[:0]
 	for _, t := range p.targets {
@@ -124,12 +126,44 @@ func (p *Pool) pickLeastRequests(tried []*Target, now *lazyClock) *Target {
 		j++
 	}
 	a, b := cand[i], cand[j]
-	// (a.inFlight+1)/a.Weight <= (b.inFlight+1)/b.Weight, cross-multiplied
-	// to stay in integers.
-	if (a.InFlight()+1)*int64(b.Weight) <= (b.InFlight()+1)*int64(a.Weight) {
+	if a.InFlight() <= b.InFlight() {
 		return a
 	}
 	return b
+}
+
+// pickWeightedLeastRequests is least requests over targets of different
+// weights: smooth weighted round robin (see pickRoundRobin) where each
+// target's weight w counts as w/(1+inFlight/w) at the moment of the pick.
+// Idle, the targets share requests exactly by weight, so a weight-1 canary
+// beside a weight-3 target gets its quarter even one request at a time.
+// Under load a target's share falls as its in-flight requests grow past
+// its weight: in-flight counts settle in proportion to the weights (weight
+// behaves like capacity), and a slow target, holding more, gets fewer.
+// (Envoy's w/(1+inFlight) shares only by the square root of the weights
+// under load.)
+func (p *Pool) pickWeightedLeastRequests(tried []*Target, now *lazyClock) *Target {
+	p.rrMu.Lock()
+	defer p.rrMu.Unlock()
+	best := -1
+	var total float64
+	for i, t := range p.targets {
+		if !eligible(t, tried, now) {
+			continue
+		}
+		w := float64(t.Weight)
+		w = w * w / (w + float64(t.InFlight()))
+		p.lrCurrent[i] += w
+		total += w
+		if best < 0 || p.lrCurrent[i] > p.lrCurrent[best] {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	p.lrCurrent[best] -= total
+	return p.targets[best]
 }
 
 // Ring parameters. Each weight unit gets vnodesPerWeight points, which keeps

@@ -157,6 +157,36 @@ func TestLeastRequestsWeightAware(t *testing.T) {
 	}
 }
 
+// Targets of different weights share requests by weight when idle: a
+// weight-1 canary beside a weight-3 target gets its quarter even when
+// requests come one at a time (Envoy's weighted least request), not only
+// once the heavier target is busy.
+func TestLeastRequestsWeightsWhenIdle(t *testing.T) {
+	p := mustPool(t, Spec{Balancer: LeastRequests, Targets: []TargetSpec{
+		{URL: mustURL(t, "http://a"), Weight: 3},
+		{URL: mustURL(t, "http://b"), Weight: 1},
+	}}, nil, Options{})
+	counts := map[string]int{}
+	for range 400 {
+		tg, _ := p.Pick(nil, "", nil)
+		done := tg.Begin()
+		counts[tg.URL.Host]++
+		done(Success)
+	}
+	if counts["a"] != 300 || counts["b"] != 100 {
+		t.Errorf("one request at a time over weights 3 and 1: got %v, want a:300 b:100", counts)
+	}
+	// A busy heavy target gives way: with a holding 9 requests (three
+	// times its weight) and b none, b is picked next.
+	a := byHost(t, p, "a")
+	for range 9 {
+		defer a.Begin()(Success)
+	}
+	if tg, _ := p.Pick(nil, "", nil); tg.URL.Host != "b" {
+		t.Fatalf("with a holding 9 requests and b none, picked %s", tg.URL.Host)
+	}
+}
+
 func TestLeastRequestsSpreadsEvenly(t *testing.T) {
 	p := mustPool(t, Spec{Balancer: LeastRequests, Targets: targets(t, "http://a", "http://b", "http://c")}, nil, Options{})
 	counts := map[string]int{}

@@ -29,7 +29,7 @@ func (p *Pool) eject(t *Target, now time.Time) {
 			othersAvailable++
 		}
 	}
-	limit := min(len(p.targets)*o.MaxEjectionPercent/100, len(p.targets)-1)
+	limit := ejectionLimit(len(p.targets), o.MaxEjectionPercent)
 	if ejected >= limit || othersAvailable == 0 {
 		// Keep the failure count: if capacity frees up, the next failure
 		// retries the ejection. Debug level because this repeats on every
@@ -59,5 +59,13 @@ func (p *Pool) eject(t *Target, now time.Time) {
 	st.ejectedUntil.Store(until.UnixNano())
 	st.consecFailures.Store(0)
 	p.log.Warn("upstream target ejected", "target", t.String(),
-		"duration", d, "until", until, "consecutive_failures", o.ConsecutiveFailures)
+		"duration", d.String(), "until", until, "consecutive_failures", o.ConsecutiveFailures)
+}
+
+// ejectionLimit is how many of n targets may be ejected at once under
+// pct: the share rounded down, but at least one (as Envoy's
+// max_ejection_percent: a pool of three at 30% would otherwise never eject
+// anything), and never all of them.
+func ejectionLimit(n, pct int) int {
+	return min(max(n*pct/100, 1), n-1)
 }

@@ -144,6 +144,30 @@ func TestOutlierMaxEjectionPercent(t *testing.T) {
 	}
 }
 
+// A percentage whose share of the pool rounds down to zero still allows
+// one ejection (Envoy's rule), or small pools would never eject at all.
+func TestOutlierMaxEjectionPercentAllowsOne(t *testing.T) {
+	clock := newFakeClock()
+	p := outlierPool(t, clock, OutlierSpec{ConsecutiveFailures: 3, BaseEjection: time.Minute, MaxEjectionPercent: 30},
+		"http://a", "http://b", "http://c")
+	a, b := byHost(t, p, "a"), byHost(t, p, "b")
+	fail(a, 3)
+	if a.Available(clock.Now()) {
+		t.Fatal("30% of 3 targets: the first failing target was not ejected")
+	}
+	fail(b, 3)
+	if !b.Available(clock.Now()) {
+		t.Fatal("30% of 3 targets: a second target was ejected")
+	}
+	for _, c := range []struct{ n, pct, want int }{
+		{3, 30, 1}, {9, 10, 1}, {10, 10, 1}, {20, 10, 2}, {5, 50, 2}, {4, 100, 3}, {2, 1, 1}, {1, 100, 0},
+	} {
+		if got := ejectionLimit(c.n, c.pct); got != c.want {
+			t.Errorf("ejectionLimit(%d, %d) = %d, want %d", c.n, c.pct, got, c.want)
+		}
+	}
+}
+
 func TestOutlierKeepsOneTargetIn(t *testing.T) {
 	clock := newFakeClock()
 	p := outlierPool(t, clock, OutlierSpec{ConsecutiveFailures: 1, MaxEjectionPercent: 100}, "http://a", "http://b")

@@ -71,9 +71,12 @@ type Pool struct {
 	onHealthChange func(string, *Target, bool)
 
 	// rrMu guards rrCurrent, the smooth weighted round-robin state
-	// (current weight per target, aligned with targets).
+	// (current weight per target, aligned with targets), and lrCurrent.
 	rrMu      sync.Mutex
 	rrCurrent []int64
+	// lrCurrent is the same for least requests over targets of different
+	// weights (pickWeightedLeastRequests); nil when all weigh the same.
+	lrCurrent []float64
 
 	// ejectMu serialises ejection decisions so that the max-ejection
 	// percentage cannot be overrun by targets failing simultaneously.
@@ -155,6 +158,13 @@ func NewPool(spec Spec, prev *Pool, opts Options) (*Pool, error) {
 	switch p.balancer {
 	case RoundRobin:
 		p.rrCurrent = make([]int64, len(p.targets))
+	case LeastRequests:
+		for _, t := range p.targets {
+			if t.Weight != p.targets[0].Weight {
+				p.lrCurrent = make([]float64, len(p.targets))
+				break
+			}
+		}
 	case ConsistentHash:
 		p.ring = buildRing(p.targets)
 	}
