@@ -254,6 +254,14 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 		g.metrics.upstreamErrors.WithLabelValues(routeName, x.errKind).Inc()
 	}
 	if al := g.opts.AccessLog; al != nil {
+		if x.traceID == "" {
+			// Answered before the upstream request was built (no route,
+			// the concurrency cap, a body too large): the client's own
+			// trace, if it sent one, still ties the line to it.
+			if tid, _, ok := parseTraceparent(firstValue(r.Header, "Traceparent")); ok {
+				x.traceID = tid
+			}
+		}
 		attrs := []slog.Attr{
 			slog.String("request_id", x.reqID),
 			slog.String("trace_id", x.traceID),
@@ -273,6 +281,12 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 		}
 		if x.attempts > 1 {
 			attrs = append(attrs, slog.Int("attempts", x.attempts))
+		}
+		if x.retriedOn != "" {
+			attrs = append(attrs, slog.String("retried_on", x.retriedOn))
+		}
+		if x.retryRefused {
+			attrs = append(attrs, slog.Bool("retry_budget_exhausted", true))
 		}
 		if x.errKind != "" {
 			attrs = append(attrs, slog.String("error", x.errKind))

@@ -22,6 +22,7 @@ type metrics struct {
 	inFlight       prometheus.GaugeFunc
 	inFlightN      atomic.Int64 // what inFlight reports: an add, not a float CAS loop, per request
 	retries        *prometheus.CounterVec
+	retryOverflow  *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
 	resetFloods    prometheus.Counter
 	configVersion  prometheus.Gauge
@@ -79,6 +80,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_requests_in_flight", Help: "Requests being served now."},
 		func() float64 { return float64(m.inFlightN.Load()) })
 	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_retries_total", Help: "Retries sent to a service."}, []string{"service"})
+	m.retryOverflow = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_retry_budget_exhausted_total", Help: "Retries the retry policy allowed but the service's retry budget refused."}, []string{"service"})
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meridian_upstream_errors_total", Help: "Requests the gateway answered with an error of its own, by route and Proxy-Status error type.",
 	}, []string{"route", "error"})
@@ -89,7 +91,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.configApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_config_applies_total", Help: "Attempts to apply a gateway document, by result."}, []string{"result"})
 	m.healthChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_health_changes_total", Help: "Active health check transitions, by service and new state."}, []string{"service", "state"})
 	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_tls_handshakes_total", Help: "Completed TLS handshakes, by transport (tcp, quic), ALPN and TLS version."}, []string{"transport", "alpn", "version"})
-	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.upstreamErrors, m.resetFloods, m.configVersion, m.configApplied, m.healthChanges,
+	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.retryOverflow, m.upstreamErrors, m.resetFloods, m.configVersion, m.configApplied, m.healthChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &upstreamCollector{g: g})
 	return m
 }

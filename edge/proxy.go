@@ -36,8 +36,11 @@ type exchange struct {
 	bytesOut    int64
 	upstreamDur time.Duration
 	attempts    int
-	errKind     string
-	finished    bool
+	retriedOn   string // why each retried attempt failed, comma-separated
+	// retryRefused: the retry budget refused a retry the policy allowed.
+	retryRefused bool
+	errKind      string
+	finished     bool
 }
 
 // identify fills what every answer's log line and metrics need: the start
@@ -330,8 +333,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			pe := classify(err, ctx)
 			att.end(upstream.Failure)
 			x.errKind = pe.proxyStatus
-			if canRetry && attempt < retry.attempts && retry.retryError(pe) && retry.budget.allow() {
-				g.metrics.retries.WithLabelValues(svc.name).Inc()
+			if canRetry && attempt < retry.attempts && retry.retryError(pe) && g.allowRetry(svc, x, pe.proxyStatus) {
 				if !sleepCtx(ctx, retry.backoff(attempt+1)) {
 					g.fail(w, r, x, classify(ctx.Err(), ctx))
 					return
@@ -342,16 +344,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.fail(w, r, x, pe)
 			return
 		}
-		if canRetry && attempt < retry.attempts && retry.retryStatus(resp.StatusCode) && retry.budget.allow() {
+		if canRetry && attempt < retry.attempts && retry.retryStatus(resp.StatusCode) && g.allowRetry(svc, x, strconv.Itoa(resp.StatusCode)) {
 			drainClose(resp.Body)
 			att.end(upstream.Failure)
-			g.metrics.retries.WithLabelValues(svc.name).Inc()
 			if !sleepCtx(ctx, retry.backoff(attempt+1)) {
 				g.fail(w, r, x, classify(ctx.Err(), ctx))
 				return
 			}
 			continue
 		}
+		x.errKind = "" // an earlier attempt's failure, retried: in retried_on
 		break
 	}
 	outcome := upstream.Success
@@ -425,13 +427,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case clientSide || r.Context().Err() != nil:
 			x.errKind = "client_canceled"
 		default:
-			x.errKind = "http_response_incomplete"
+			pe := &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_incomplete", title: "Bad Gateway",
+				detail: "service " + svc.name + ", target " + x.target + ": the upstream's response ended before its body: " + err.Error()}
+			if ctx.Err() == context.DeadlineExceeded {
+				// The service's total timeout expired while the body
+				// was coming: a timeout, as before the head.
+				pe = classify(ctx.Err(), ctx)
+			}
+			x.errKind = pe.proxyStatus
 			outcome = upstream.Failure
 			if rw, ok := w.(retracter); ok && n == 0 && rw.retract() {
 				// Nothing has reached the client yet: it can still
 				// be told what happened.
-				g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_incomplete", title: "Bad Gateway",
-					detail: "service " + svc.name + ", target " + x.target + ": the upstream's response ended before its body: " + err.Error()})
+				g.fail(w, r, x, pe)
 				return
 			}
 			if n == 0 && r.ProtoMajor >= 2 {
@@ -439,7 +447,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				// server never sent the head, and the reset below is
 				// all the client gets, which the log should not call
 				// the upstream's status.
-				x.status = http.StatusBadGateway
+				x.status = pe.status
 			}
 		}
 		att.end(outcome)
@@ -452,6 +460,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, v := range resp.Trailer {
 		wh[http.TrailerPrefix+k] = v
 	}
+}
+
+// allowRetry asks the service's retry budget for a retry after a failure
+// (reason: a Proxy-Status error or a status code) and counts the answer.
+// The reason goes to the access log's retried_on either way, and a refusal
+// also to retry_budget_exhausted.
+func (g *Gateway) allowRetry(svc *service, x *exchange, reason string) bool {
+	if x.retriedOn == "" {
+		x.retriedOn = reason
+	} else {
+		x.retriedOn += "," + reason
+	}
+	if !svc.retry.budget.allow() {
+		x.retryRefused = true
+		g.metrics.retryOverflow.WithLabelValues(svc.name).Inc()
+		return false
+	}
+	g.metrics.retries.WithLabelValues(svc.name).Inc()
+	return true
 }
 
 // setForwarded writes Forwarded (RFC 7239) and X-Forwarded-For/Proto/Host.

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -50,7 +51,9 @@ func TestRetryConnectFailureGoesToNextTarget(t *testing.T) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "ok %s", b)
 	})
-	gw := startGateway(t, twoTargets(deadAddr(t), be.URL, `    retries:
+	var logBuf syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}},
+		twoTargets(deadAddr(t), be.URL, `    retries:
       attempts: 2
       backoff: {base: 1ms, max: 2ms}`))
 	c := newClient(t)
@@ -59,6 +62,7 @@ func TestRetryConnectFailureGoesToNextTarget(t *testing.T) {
 	for i := range n {
 		method := []string{http.MethodGet, http.MethodPut, http.MethodDelete}[i%3]
 		req, _ := http.NewRequest(method, gw.url+"/x", strings.NewReader("b"))
+		req.Header.Set("X-Request-Id", fmt.Sprintf("retry-%d", i))
 		resp, body := do(t, c, req)
 		if resp.StatusCode != 200 {
 			t.Fatalf("%s %d: status = %d; want 200 (%s)", method, i, resp.StatusCode, body)
@@ -72,6 +76,29 @@ func TestRetryConnectFailureGoesToNextTarget(t *testing.T) {
 	}
 	if got := metricValue(t, gw.g, `meridian_upstream_retries_total{service="svc"}`); got < n/2 {
 		t.Errorf("retries metric = %v; want at least %d", got, n/2)
+	}
+	// Every request was answered by the upstream: none is a gateway error,
+	// in the metrics or the log, however its first attempt went.
+	if got := metricValue(t, gw.g, `meridian_upstream_errors_total{error="connection_refused",route="r"}`); got != 0 {
+		t.Errorf("upstream errors metric = %v for requests retried to success; want 0", got)
+	}
+	retried := 0
+	for i := range n {
+		id := fmt.Sprintf("retry-%d", i)
+		waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)[id] != nil })
+		rec := logBuf.records(t)[id]
+		if e, ok := rec["error"]; ok {
+			t.Errorf("%s: logged error %v for a request retried to success", id, e)
+		}
+		if rec["retried_on"] != nil {
+			retried++
+			if rec["retried_on"] != "connection_refused" || rec["attempts"] != float64(2) {
+				t.Errorf("%s: retried_on %v, attempts %v; want connection_refused, 2", id, rec["retried_on"], rec["attempts"])
+			}
+		}
+	}
+	if retried < n/2 {
+		t.Errorf("%d log records with retried_on; want at least %d", retried, n/2)
 	}
 }
 
@@ -199,6 +226,9 @@ func TestRetryBudgetStopsRetries(t *testing.T) {
 			}
 			if got := metricValue(t, gw.g, `meridian_upstream_retries_total{service="svc"}`); got != float64(tc.retries) {
 				t.Errorf("retries metric = %v; want %d", got, tc.retries)
+			}
+			if got := metricValue(t, gw.g, `meridian_upstream_retry_budget_exhausted_total{service="svc"}`); got != float64(requests-tc.retries) {
+				t.Errorf("retries refused by the budget = %v; want %d", got, requests-tc.retries)
 			}
 		})
 	}
@@ -449,6 +479,17 @@ func TestGatewayErrors(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
+	// A known length: the gateway holds the head until body bytes come,
+	// so at the total timeout it can still answer instead.
+	headOnly := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "10")
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
 	gw := startGateway(t, fmt.Sprintf(`
 services:
   - name: slow
@@ -457,9 +498,15 @@ services:
   - name: total
     timeouts: {total: 300ms}
     targets: [{url: %s}]
+  - name: totalhead
+    timeouts: {total: 300ms}
+    targets: [{url: %s}]
   - name: dead
     targets: [{url: %s}]
 routes:
+  - name: totalhead
+    match: {path_prefix: /totalhead}
+    service: totalhead
   - name: slow
     match: {path_prefix: /slow}
     service: slow
@@ -469,7 +516,7 @@ routes:
   - name: dead
     match: {path_prefix: /dead}
     service: dead
-`, slow.URL, slowBody.URL, deadAddr(t)))
+`, slow.URL, slowBody.URL, headOnly.URL, deadAddr(t)))
 	c := newClient(t)
 	for _, tc := range []struct {
 		path        string
@@ -478,6 +525,9 @@ routes:
 		route       string
 	}{
 		{"/slow", http.StatusGatewayTimeout, "http_response_timeout", "slow"},
+		// The total timeout expires between the head and the body: still
+		// a timeout, not an incomplete response.
+		{"/totalhead", http.StatusGatewayTimeout, "http_response_timeout", "totalhead"},
 		{"/dead", http.StatusBadGateway, "connection_refused", "dead"},
 		{"/nothing-here", http.StatusNotFound, "", ""},
 	} {

@@ -346,7 +346,7 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 		}
 	}
 	pool, err := upstream.NewPool(spec, prevPool, upstream.Options{
-		Logger:         g.log.With("service", c.Name),
+		Logger:         g.log, // the pool adds "service"
 		Client:         g.healthClient,
 		OnHealthChange: g.metrics.healthChanged,
 	})
