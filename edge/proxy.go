@@ -389,6 +389,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wh = resp.Header
 	} else {
 		copyEndToEnd(wh, resp.Header)
+		if _, ok := wh["Content-Type"]; !ok {
+			// net/http's HTTP/2 server and quic-go would guess a type
+			// from the first bytes: an upload served without one (and
+			// nosniff) would turn into HTML. Present but empty, the
+			// field stops the guess and is not sent.
+			wh["Content-Type"] = nil
+		}
 	}
 	wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
 	if len(resp.Trailer) > 0 {

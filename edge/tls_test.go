@@ -614,6 +614,38 @@ routes:
 	}
 }
 
+// A response the upstream sent without a Content-Type reaches the client
+// without one over every protocol: net/http's HTTP/2 server and quic-go
+// would otherwise guess one from the body, and an upload served untyped
+// (with nosniff) would become HTML in the browser.
+func TestNoContentTypeGuessedPerProtocol(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header()["Content-Type"] = nil // no type, and no guess by net/http here either
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		io.WriteString(w, "<html><script>alert(1)</script></html>")
+	})
+	tg := startTLSGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes: [{name: r, match: {path_prefix: /}, service: be}]
+`, be.URL), true)
+	for _, proto := range []string{"h1", "h2", "h3"} {
+		t.Run(proto, func(t *testing.T) {
+			resp, err := tg.client(t, proto).Get("https://localhost:" + portOf(tg.addr) + "/upload")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(body), "<script>") {
+				t.Fatalf("got %d %q; want the upstream's 200 and body", resp.StatusCode, body)
+			}
+			if ct, ok := resp.Header["Content-Type"]; ok {
+				t.Errorf("Content-Type %q over %s; want none, as the upstream sent", ct, proto)
+			}
+		})
+	}
+}
+
 // A drain does not wait for an HTTP/3 client that vanished after its
 // request (its connection would stay open until the QUIC idle timeout):
 // once no request is left, connections still open are closed.
