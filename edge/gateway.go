@@ -262,10 +262,16 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 				x.traceID = tid
 			}
 		}
+		// Through trusted proxies, the client is the one they forwarded
+		// and the peer the proxy that connected.
+		client := r.RemoteAddr
+		if x.origin != "" {
+			client = x.origin
+		}
 		attrs := []slog.Attr{
 			slog.String("request_id", x.reqID),
 			slog.String("trace_id", x.traceID),
-			slog.String("client", r.RemoteAddr),
+			slog.String("client", client),
 			slog.String("proto", r.Proto),
 			slog.String("method", r.Method),
 			slog.String("host", r.Host),
@@ -278,6 +284,9 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 			slog.Int64("bytes_out", x.bytesOut),
 			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 			slog.Float64("upstream_ms", float64(x.upstreamDur.Microseconds())/1000),
+		}
+		if x.origin != "" {
+			attrs = append(attrs, slog.String("peer", r.RemoteAddr))
 		}
 		if x.attempts > 1 {
 			attrs = append(attrs, slog.Int("attempts", x.attempts))

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // echoed is what an echo backend saw of a forwarded request.
@@ -122,7 +124,17 @@ func TestForwardedHeaders(t *testing.T) {
 			req.Header.Set("X-Forwarded-Proto", "https")
 			req.Header.Set("X-Forwarded-Host", "public.example")
 			req.Header.Set("Forwarded", "for=203.0.113.7")
+			req.Header.Set("X-Forwarded-Port", "8443")
+			req.Header.Set("X-Forwarded-Prefix", "/admin")
+			req.Header.Set("X-Real-Ip", "203.0.113.7")
 			_, e := echo(t, newClient(t), req)
+			// Fields the gateway does not write but frameworks read pass
+			// only from a trusted proxy.
+			for _, k := range []string{"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Real-Ip"} {
+				if got := e.Header.Get(k); (got != "") != tc.trusted {
+					t.Errorf("%s = %q; want it only from a trusted proxy", k, got)
+				}
+			}
 			if got := e.Header.Get("X-Forwarded-For"); got != tc.wantXFF {
 				t.Errorf("X-Forwarded-For = %q; want %q", got, tc.wantXFF)
 			}
@@ -138,6 +150,97 @@ func TestForwardedHeaders(t *testing.T) {
 			}
 			if got := e.Header["Forwarded"]; strings.Join(got, "|") != strings.Join(want, "|") {
 				t.Errorf("Forwarded = %q; want %q", got, want)
+			}
+		})
+	}
+}
+
+// Behind trusted proxies the client is the rightmost X-Forwarded-For
+// entry that is not one of them (nginx's real_ip_recursive).
+func TestForwardedClient(t *testing.T) {
+	g := New(Options{TrustedProxies: trustedProxies{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}})
+	for _, tc := range []struct {
+		xff  []string
+		want string
+	}{
+		{[]string{"203.0.113.7"}, "203.0.113.7"},
+		{[]string{"198.51.100.1, 203.0.113.7, 10.0.0.2"}, "203.0.113.7"},  // the client can prepend anything
+		{[]string{"198.51.100.1", "203.0.113.7,10.1.1.1"}, "203.0.113.7"}, // several lines are one list
+		{[]string{"10.0.0.3, 10.0.0.2"}, "10.0.0.3"},                      // all trusted: the leftmost
+		{[]string{"2001:db8::1, ::1"}, "2001:db8::1"},
+		{[]string{"[2001:db8::2]"}, "2001:db8::2"},
+		{[]string{"::ffff:203.0.113.9"}, "203.0.113.9"},
+		{[]string{"203.0.113.7, garbage, 10.0.0.2"}, "10.0.0.2"}, // stops at what is not an address
+		{[]string{"203.0.113.7:41234, [2001:db8::3]:80"}, "2001:db8::3"},
+		{[]string{"unknown"}, ""},
+		{[]string{" , "}, ""},
+	} {
+		if got := g.forwardedClient(tc.xff); got != tc.want {
+			t.Errorf("forwardedClient(%q) = %q; want %q", tc.xff, got, tc.want)
+		}
+	}
+}
+
+// Hashing on client_ip behind a trusted load balancer spreads the clients
+// it forwards, and the access log names them (with the balancer as peer);
+// from an untrusted peer the forwarded address is ignored.
+func TestClientIPThroughTrustedProxy(t *testing.T) {
+	var backends []string
+	hitsBy := map[string]*hitCounter{}
+	for range 4 {
+		h := &hitCounter{}
+		be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { h.inc() })
+		backends = append(backends, be.URL)
+		hitsBy[be.URL] = h
+	}
+	doc := fmt.Sprintf(`
+services:
+  - name: svc
+    balancer: {policy: consistent_hash, hash_on: client_ip}
+    targets: [{url: %s}, {url: %s}, {url: %s}, {url: %s}]
+routes: [{name: r, match: {path_prefix: /}, service: svc}]
+`, backends[0], backends[1], backends[2], backends[3])
+	for _, trusted := range []bool{true, false} {
+		t.Run(fmt.Sprint("trusted=", trusted), func(t *testing.T) {
+			for _, h := range hitsBy {
+				h.mu.Lock()
+				h.n = 0
+				h.mu.Unlock()
+			}
+			var logBuf syncBuffer
+			setup := gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}}
+			if trusted {
+				setup.opts.TrustedProxies = trustedProxies{netip.MustParsePrefix("127.0.0.0/8")}
+			}
+			gw := startGatewayWith(t, setup, doc)
+			c := newClient(t)
+			for i := range 40 {
+				req, _ := http.NewRequest(http.MethodGet, gw.url+"/", nil)
+				req.Header.Set("X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i))
+				req.Header.Set("X-Request-Id", fmt.Sprintf("c-%d", i))
+				if resp, _ := do(t, c, req); resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+			used := 0
+			for _, h := range hitsBy {
+				if h.get() > 0 {
+					used++
+				}
+			}
+			if trusted && used < 3 {
+				t.Errorf("40 forwarded clients hashed onto %d of 4 targets; want them spread", used)
+			}
+			if !trusted && used != 1 {
+				t.Errorf("one untrusted peer hashed onto %d targets; want 1 (forwarded addresses ignored)", used)
+			}
+			waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)["c-7"] != nil })
+			rec := logBuf.records(t)["c-7"]
+			if trusted && (rec["client"] != "203.0.113.7" || !strings.HasPrefix(fmt.Sprint(rec["peer"]), "127.0.0.1:")) {
+				t.Errorf("logged client %v, peer %v; want 203.0.113.7 through 127.0.0.1", rec["client"], rec["peer"])
+			}
+			if !trusted && (!strings.HasPrefix(fmt.Sprint(rec["client"]), "127.0.0.1:") || rec["peer"] != nil) {
+				t.Errorf("logged client %v, peer %v; want the untrusted peer alone", rec["client"], rec["peer"])
 			}
 		})
 	}

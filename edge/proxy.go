@@ -28,6 +28,9 @@ type exchange struct {
 	traceID     string
 	clientIP    netip.Addr
 	clientIPStr string // clientIP's text, or "" when unknown
+	// origin is the client's address as trusted proxies forwarded it
+	// (X-Forwarded-For), when the peer is one of them and it differs.
+	origin      string
 	host        string
 	route       *route
 	target      string
@@ -248,7 +251,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var resp *http.Response
 	var att targetTurn
 	for attempt := 0; ; attempt++ {
-		t, err := svc.pool.Pick(r, x.clientIPStr, tried)
+		t, err := svc.pool.Pick(r, x.client(), tried)
 		if err != nil {
 			g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "destination_unavailable", title: "Service Unavailable",
 				detail: "service " + svc.name + " has no healthy target"})
@@ -503,6 +506,7 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 	}
 	if trusted {
 		if prior := o.get("X-Forwarded-For"); len(prior) > 0 {
+			x.origin = g.forwardedClient(prior)
 			o.set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
 		} else {
 			o.set("X-Forwarded-For", ip)
@@ -514,7 +518,11 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 			o.set("X-Forwarded-Host", r.Host)
 		}
 	} else {
-		// The client's own are replaced (set drops them).
+		// The client's own are replaced (set drops them), and the
+		// other forwarding fields some frameworks read are dropped.
+		for _, k := range spoofableForwarding {
+			o.del(k)
+		}
 		o.del("Forwarded")
 		o.set("X-Forwarded-For", ip)
 		o.set("X-Forwarded-Proto", proto)
@@ -542,6 +550,60 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 		writeForwardedValue(&b, r.Host)
 	}
 	o.add("Forwarded", b.String())
+}
+
+// spoofableForwarding are forwarding fields the gateway does not write
+// but frameworks read (Spring and ASP.NET take X-Forwarded-Port and
+// -Prefix, many apps X-Real-IP): from a client that is not a trusted
+// proxy they are dropped, as Traefik does, rather than vouched for.
+var spoofableForwarding = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For"}
+
+// forwardedClient is the client address trusted proxies report in
+// X-Forwarded-For (the field's lines, in order): the rightmost entry that
+// is not itself a trusted proxy, walking from the right as nginx's
+// real_ip_recursive does, or the leftmost if all are. An entry that is not
+// an address stops the walk at the last one trusted before it; "" if there
+// is none. An entry may carry a port ("203.0.113.7:41234", "[::1]:80").
+func (g *Gateway) forwardedClient(xff []string) string {
+	found := ""
+	for i := len(xff) - 1; i >= 0; i-- {
+		line := xff[i]
+		for line != "" {
+			var e string
+			if j := strings.LastIndexByte(line, ','); j >= 0 {
+				line, e = line[:j], line[j+1:]
+			} else {
+				line, e = "", line
+			}
+			e = strings.TrimSpace(e)
+			if e == "" {
+				continue
+			}
+			a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(e, "["), "]"))
+			if err != nil {
+				ap, err := netip.ParseAddrPort(e) // some balancers add the port
+				if err != nil {
+					return found
+				}
+				a = ap.Addr()
+			}
+			a = a.Unmap()
+			found = a.String()
+			if !g.opts.TrustedProxies.contains(a) {
+				return found
+			}
+		}
+	}
+	return found
+}
+
+// client is the client's address for balancing and the access log: the
+// one trusted proxies forwarded, else the peer's.
+func (x *exchange) client() string {
+	if x.origin != "" {
+		return x.origin
+	}
+	return x.clientIPStr
 }
 
 // targetTurn is one request's turn at a target: Start counted it in flight,
