@@ -206,6 +206,7 @@ func (g *Gateway) Close() {
 // fail answers with an error the gateway made.
 func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, x *exchange, pe *proxyError) {
 	x.status = pe.status
+	x.errDetail = pe.cause
 	switch {
 	case pe.proxyStatus != "":
 		x.errKind = pe.proxyStatus
@@ -299,6 +300,9 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 		}
 		if x.errKind != "" {
 			attrs = append(attrs, slog.String("error", x.errKind))
+		}
+		if x.errDetail != "" {
+			attrs = append(attrs, slog.String("error_detail", x.errDetail))
 		}
 		al.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 	}

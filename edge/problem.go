@@ -29,7 +29,10 @@ type proxyError struct {
 	proxyStatus string
 	title       string
 	detail      string
-	close       bool // close the client connection after the answer
+	// cause is the underlying error, for the access log's error_detail
+	// only: addresses and names the client should not learn.
+	cause string
+	close bool // close the client connection after the answer
 }
 
 const problemTypeBase = "https://meridian.dev/problems/"

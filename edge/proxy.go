@@ -43,6 +43,7 @@ type exchange struct {
 	// retryRefused: the retry budget refused a retry the policy allowed.
 	retryRefused bool
 	errKind      string
+	errDetail    string // the cause behind errKind, for the log only
 	finished     bool
 }
 
@@ -343,7 +344,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 				continue
 			}
-			pe.detail = "service " + svc.name + ", target " + t.URL.Host + ": " + pe.detail
+			pe.detail = "service " + svc.name + ": " + pe.detail
+			if pe.cause == "" {
+				pe.cause = "target " + t.URL.Host
+			} else {
+				pe.cause = "target " + t.URL.Host + ": " + pe.cause
+			}
 			g.fail(w, r, x, pe)
 			return
 		}
@@ -438,7 +444,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			x.errKind = "client_canceled"
 		default:
 			pe := &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_incomplete", title: "Bad Gateway",
-				detail: "service " + svc.name + ", target " + x.target + ": the upstream's response ended before its body: " + err.Error()}
+				detail: "service " + svc.name + ": the upstream's response ended before its body",
+				cause:  "target " + x.target + ": " + err.Error()}
 			if ctx.Err() == context.DeadlineExceeded {
 				// The service's total timeout expired while the body
 				// was coming: a timeout, as before the head.
@@ -715,7 +722,9 @@ func (p *retryPolicy) retryError(pe *proxyError) bool {
 
 const totalTimeoutDetail = "the service's total timeout expired"
 
-// classify turns a round-trip error into what the client is told.
+// classify turns a round-trip error into what the client is told, and
+// what only the access log is (cause: socket errors name addresses, TLS
+// errors internal names, a malformed response its bytes).
 func classify(err error, ctx context.Context) *proxyError {
 	if ctx.Err() == context.DeadlineExceeded {
 		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: totalTimeoutDetail}
@@ -729,29 +738,29 @@ func classify(err error, ctx context.Context) *proxyError {
 	}
 	var certErr *tls.CertificateVerificationError
 	if errors.As(err, &certErr) {
-		return &proxyError{status: http.StatusBadGateway, proxyStatus: "tls_certificate_error", title: "Bad Gateway", detail: "the upstream's certificate is not trusted: " + certErr.Err.Error()}
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "tls_certificate_error", title: "Bad Gateway", detail: "the upstream's certificate is not trusted", cause: certErr.Err.Error()}
 	}
 	var alert tls.AlertError
 	var recErr tls.RecordHeaderError
 	if errors.As(err, &alert) || errors.As(err, &recErr) {
-		return &proxyError{status: http.StatusBadGateway, proxyStatus: "tls_protocol_error", title: "Bad Gateway", detail: "TLS with the upstream failed: " + err.Error()}
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "tls_protocol_error", title: "Bad Gateway", detail: "TLS with the upstream failed", cause: err.Error()}
 	}
 	var opErr *net.OpError
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
 		if opErr.Timeout() {
-			return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "connection_timeout", title: "Gateway Timeout", detail: "connecting timed out"}
+			return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "connection_timeout", title: "Gateway Timeout", detail: "connecting timed out", cause: err.Error()}
 		}
-		return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_refused", title: "Bad Gateway", detail: "connection refused"}
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_refused", title: "Bad Gateway", detail: "connection refused", cause: err.Error()}
 	}
 	var bad *badResponseError
 	if errors.As(err, &bad) {
-		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_protocol_error", title: "Bad Gateway", detail: err.Error()}
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_protocol_error", title: "Bad Gateway", detail: "the upstream's response is malformed", cause: err.Error()}
 	}
 	var te interface{ Timeout() bool }
 	if errors.As(err, &te) && te.Timeout() {
 		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: "no response headers in time"}
 	}
-	return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_terminated", title: "Bad Gateway", detail: "the connection failed before a response: " + err.Error()}
+	return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_terminated", title: "Bad Gateway", detail: "the connection to the upstream failed before a response", cause: err.Error()}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -490,7 +490,8 @@ func TestGatewayErrors(t *testing.T) {
 		case <-r.Context().Done():
 		}
 	})
-	gw := startGateway(t, fmt.Sprintf(`
+	var logBuf syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}}, fmt.Sprintf(`
 services:
   - name: slow
     timeouts: {response_header: 200ms}
@@ -541,6 +542,11 @@ routes:
 			if p.Instance != tc.path {
 				t.Errorf("problem instance = %q; want %q", p.Instance, tc.path)
 			}
+			// The client is not told the target's address, nor a socket
+			// error's (the access log's error_detail has them).
+			if ps := resp.Header.Get("Proxy-Status"); tc.proxyStatus != "" && strings.Contains(p.Detail+ps, "127.0.0.1") {
+				t.Errorf("problem detail %q, Proxy-Status %q; want no upstream address", p.Detail, ps)
+			}
 			if len(p.RequestID) != 32 {
 				t.Errorf("problem request_id = %q; want a generated id", p.RequestID)
 			}
@@ -549,6 +555,18 @@ routes:
 			}
 		})
 	}
+	t.Run("the log has the cause", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, gw.url+"/dead", nil)
+		req.Header.Set("X-Request-Id", "dead-1")
+		if resp, _ := do(t, c, req); resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("status %d; want 502", resp.StatusCode)
+		}
+		waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)["dead-1"] != nil })
+		rec := logBuf.records(t)["dead-1"]
+		if d, _ := rec["error_detail"].(string); !strings.HasPrefix(d, "target 127.0.0.1:") || !strings.Contains(d, "refused") {
+			t.Errorf("error_detail = %q; want the target and the socket error", d)
+		}
+	})
 	t.Run("no route type", func(t *testing.T) {
 		resp, body := get(t, c, gw.url+"/nothing-here")
 		p := checkProblem(t, resp, body, 404, "")
