@@ -303,11 +303,12 @@ func TestGRPCDeadlineExceeded(t *testing.T) {
 	// the same deadline: at the deadline it resets the stream (CANCEL)
 	// while the client's own timer fires. Whichever reaches the client
 	// first decides: DeadlineExceeded from the client's timer, or the
-	// gateway's 502 for the upstream's reset (Unavailable). Both end the
+	// gateway's 502 for the upstream's reset (Unavailable; the reset
+	// itself is in the access log, not told the client). Both end the
 	// call at the deadline; anything else, or an end before it, fails.
 	switch code := status.Code(err); {
 	case code == codes.DeadlineExceeded:
-	case code == codes.Unavailable && strings.Contains(err.Error(), "CANCEL") && elapsed >= deadline-50*time.Millisecond:
+	case code == codes.Unavailable && strings.Contains(err.Error(), "failed before a response") && elapsed >= deadline-50*time.Millisecond:
 		t.Logf("the upstream's reset at the deadline won the race: %v", err)
 	default:
 		t.Fatalf("Block error = %v (code %v) after %v; want DeadlineExceeded at the %v deadline", err, code, elapsed, deadline)
