@@ -107,8 +107,12 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 			return &fieldError{"malformed header field name " + strconv.Quote(string(name))}
 		}
 		value := trimSpace(line[colon+1:])
-		if ctlValues && hasControlChar(value) {
-			return &fieldError{"a control character in header field " + string(name)}
+		sanitize := false
+		if hasControlChar(value) {
+			if ctlValues {
+				return &fieldError{"a control character in header field " + string(name)}
+			}
+			sanitize = true
 		}
 		if maxFields > 0 && len(h.fields) >= maxFields {
 			return errTooManyFields
@@ -120,6 +124,15 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 		f.value[0] = len(h.buf)
 		h.buf = append(h.buf, value...)
 		f.value[1] = len(h.buf)
+		if sanitize {
+			// RFC 9110 5.5: a NUL (or a bare CR) becomes a space, as
+			// the writers do for CR and LF, rather than pass on.
+			for i, c := range h.buf[f.value[0]:f.value[1]] {
+				if c == 0 || c == '\r' {
+					h.buf[f.value[0]+i] = ' '
+				}
+			}
+		}
 		h.fields = append(h.fields, f)
 	}
 }
@@ -551,8 +564,11 @@ func (r *lengthReader) Read(p []byte) (int, error) {
 
 func (r *lengthReader) Close() error { return nil }
 
-// maxResponseHead bounds an upstream response's status line and headers.
-const maxResponseHead = 1 << 20
+// maxResponseHead bounds an upstream response's status line and headers
+// (Envoy's default is 60 KiB; nginx's proxy_buffer_size 4 or 8 KiB), and
+// maxHeaderFields their number. Over either, the response is a 502
+// http_response_header_section_size.
+const maxResponseHead = 64 << 10
 
 var chunkedTE = []string{"chunked"}
 
@@ -572,6 +588,9 @@ func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Respon
 		}
 		if err == io.EOF {
 			return nil, io.ErrUnexpectedEOF
+		}
+		if err == errLineTooLong {
+			return nil, &responseHeadTooLargeError{err}
 		}
 		return nil, err
 	}
@@ -596,9 +615,12 @@ func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Respon
 	hb := &pc.head
 	hb.buf = append(hb.buf[:0], line[9:]...)
 	statusEnd := len(hb.buf)
-	if err := hb.readFields(br, &n, maxResponseHead, 0, false); err != nil {
+	if err := hb.readFields(br, &n, maxResponseHead, maxHeaderFields, false); err != nil {
 		if err == io.EOF {
 			return nil, io.ErrUnexpectedEOF
+		}
+		if err == errLineTooLong || err == errTooManyFields {
+			return nil, &responseHeadTooLargeError{err}
 		}
 		if fe, ok := err.(*fieldError); ok {
 			return nil, &badResponseError{fe.why}
@@ -659,6 +681,17 @@ func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Respon
 	case code/100 == 1 || code == http.StatusNoContent || code == http.StatusNotModified:
 		resp.ContentLength = 0
 		resp.Body = http.NoBody
+		if tes > 0 || cl > 0 && code != http.StatusNotModified {
+			// A body where none can be (RFC 9110 15.3.5): the fields
+			// would break clients (HTTP/2 ones reset the stream), and
+			// whatever bytes follow must not be read as the next
+			// response. A 304's length is the representation's.
+			delete(header, "Transfer-Encoding")
+			if code != http.StatusNotModified {
+				delete(header, "Content-Length")
+			}
+			resp.Close = true
+		}
 	case req.Method == http.MethodHead:
 		resp.ContentLength = cl
 		resp.Body = http.NoBody
@@ -666,7 +699,13 @@ func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Respon
 		if !chunkedOnly(tes, te) {
 			return nil, &badResponseError{"unsupported Transfer-Encoding " + strconv.Quote(te)}
 		}
-		delete(header, "Content-Length") // chunked wins (RFC 9112 6.3)
+		if cls > 0 {
+			// Chunked wins (RFC 9112 6.3), and the connection, whose
+			// framing the upstream and another reader could disagree
+			// on, is not reused.
+			delete(header, "Content-Length")
+			resp.Close = true
+		}
 		resp.ContentLength = -1
 		resp.TransferEncoding = chunkedTE
 		resp.Body = &chunkedReader{br: br, trailer: &resp.Trailer, maxTrailer: maxResponseHead}
@@ -727,6 +766,14 @@ func chunkedOnly(tes int, te string) bool {
 }
 
 // badResponseError is an upstream response that breaks HTTP/1 framing.
+// responseHeadTooLargeError: the upstream's head is over maxResponseHead
+// or has more than maxHeaderFields fields.
+type responseHeadTooLargeError struct{ err error }
+
+func (e *responseHeadTooLargeError) Error() string {
+	return "upstream response head: " + e.err.Error() + " (limits: " + strconv.Itoa(maxResponseHead>>10) + " KiB, " + strconv.Itoa(maxHeaderFields) + " fields)"
+}
+
 type badResponseError struct{ why string }
 
 func (e *badResponseError) Error() string { return "malformed upstream response: " + e.why }

@@ -22,13 +22,20 @@ func TestReadResponse(t *testing.T) {
 		cl      int64
 		close   bool
 		trailer map[string]string
-		bad     string // expected error text; "" for success
+		header  map[string]string // fields and their values; "" for absent
+		bad     string            // expected error text; "" for success
 	}{
 		{name: "content-length", in: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhelloEXTRA", status: 200, body: "hello", cl: 5},
 		{name: "reason with spaces", in: "HTTP/1.1 404 Not Found Here\r\nContent-Length: 0\r\n\r\n", status: 404, cl: 0},
 		{name: "no reason", in: "HTTP/1.1 204\r\n\r\n", status: 204, cl: 0},
 		{name: "chunked with trailers", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Grpc-Status\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nGrpc-Status: 0\r\nContent-Length: 9\r\n\r\n", status: 200, body: "abcde", cl: -1, trailer: map[string]string{"Grpc-Status": "0"}},
-		{name: "chunked wins over content-length", in: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", status: 200, body: "x", cl: -1},
+		{name: "chunked wins over content-length", in: "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", status: 200, body: "x", cl: -1, close: true, header: map[string]string{"Content-Length": ""}},
+		{name: "204 with a body announced", in: "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", status: 204, cl: 0, close: true, header: map[string]string{"Content-Length": ""}},
+		{name: "204 chunked", in: "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", status: 204, cl: 0, close: true, header: map[string]string{"Transfer-Encoding": ""}},
+		{name: "204 with length 0", in: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", status: 204, cl: 0},
+		{name: "NUL and CR in a value become spaces", in: "HTTP/1.1 200 OK\r\nX-Bad: a\x00b\rc\r\nContent-Length: 0\r\n\r\n", status: 200, cl: 0, header: map[string]string{"X-Bad": "a b c"}},
+		{name: "head over the limit", in: "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("x", 70<<10) + "\r\n\r\n", bad: "upstream response head: header section too large"},
+		{name: "too many fields", in: "HTTP/1.1 200 OK\r\n" + strings.Repeat("X: y\r\n", maxHeaderFields+1) + "\r\n", bad: "upstream response head: too many header fields"},
 		{name: "read to close", in: "HTTP/1.1 200 OK\r\n\r\nuntil the end", status: 200, body: "until the end", cl: -1, close: true},
 		{name: "HTTP/1.0 closes", in: "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok", cl: 2, close: true},
 		{name: "HTTP/1.0 keep-alive", in: "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", status: 200, body: "ok", cl: 2},
@@ -75,6 +82,11 @@ func TestReadResponse(t *testing.T) {
 			}
 			if resp.StatusCode != tc.status || string(body) != tc.body || resp.ContentLength != tc.cl || resp.Close != tc.close {
 				t.Errorf("got status %d body %q length %d close %v; want %d %q %d %v", resp.StatusCode, body, resp.ContentLength, resp.Close, tc.status, tc.body, tc.cl, tc.close)
+			}
+			for k, v := range tc.header {
+				if got, ok := resp.Header[k]; v == "" && ok || v != "" && (len(got) != 1 || got[0] != v) {
+					t.Errorf("header %s = %q; want %q", k, got, v)
+				}
 			}
 			for k, v := range tc.trailer {
 				if got := resp.Trailer.Get(k); got != v {

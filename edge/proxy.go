@@ -752,6 +752,10 @@ func classify(err error, ctx context.Context) *proxyError {
 		}
 		return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_refused", title: "Bad Gateway", detail: "connection refused", cause: err.Error()}
 	}
+	var big *responseHeadTooLargeError
+	if errors.As(err, &big) {
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_header_section_size", title: "Bad Gateway", detail: "the upstream's response head is over the gateway's limits", cause: err.Error()}
+	}
 	var bad *badResponseError
 	if errors.As(err, &bad) {
 		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_protocol_error", title: "Bad Gateway", detail: "the upstream's response is malformed", cause: err.Error()}
