@@ -238,10 +238,13 @@ func validRequestID(s string) bool {
 }
 
 // traceparent handles W3C Trace Context (version 00). Given the incoming
-// header value, it returns the value to send upstream: the same trace id and
-// flags with a new parent id (this hop's span), or a new trace when the
-// incoming one is absent or invalid. It also returns the trace id for logs.
-func traceparent(in string) (out, traceID string) {
+// header value, it returns the value to send upstream: the same trace id
+// and sampled flag with a new parent id (this hop's span), or a new trace,
+// marked sampled, when the incoming one is absent or invalid (kept false:
+// the caller then drops tracestate, which belongs to the discarded trace).
+// Flags other than sampled, which version 00 reserves, are sent as zero. It
+// also returns the trace id for logs.
+func traceparent(in string) (out, traceID string, kept bool) {
 	// version(2)-traceid(32)-parentid(16)-flags(2), built in one buffer;
 	// the trace id is a slice of the result.
 	var b [55]byte
@@ -249,7 +252,10 @@ func traceparent(in string) (out, traceID string) {
 	flags := "01"
 	if t, fl, ok := parseTraceparent(in); ok {
 		copy(b[3:35], t)
-		flags = fl
+		kept = true
+		if c := fl[1]; c >= 'a' && (c-'a')%2 == 0 || c <= '9' && (c-'0')%2 == 0 {
+			flags = "00" // the sampled bit (the low bit of the second digit) is off
+		}
 	} else {
 		var id [16]byte
 		putUint64(id[:8], rand.Uint64())
@@ -265,7 +271,7 @@ func traceparent(in string) (out, traceID string) {
 	b[52] = '-'
 	copy(b[53:], flags)
 	out = string(b[:])
-	return out, out[3:35]
+	return out, out[3:35], kept
 }
 
 func parseTraceparent(s string) (traceID, flags string, ok bool) {

@@ -331,13 +331,21 @@ func TestTraceparent(t *testing.T) {
 		{"version 00 with extra field", "00-" + traceID + "-" + parentID + "-01-xyz", false, "01"},
 		{"future version with extra field", "01-" + traceID + "-" + parentID + "-01-xyz", true, "01"},
 		{"garbage", "hello", false, "01"},
+		{"reserved flags are zeroed", "00-" + traceID + "-" + parentID + "-03", true, "01"},
+		{"reserved flags, not sampled", "00-" + traceID + "-" + parentID + "-fe", true, "00"},
+		{"two are invalid", "00-" + traceID + "-" + parentID + "-01|00-" + traceID + "-" + parentID + "-01", false, "01"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, _ := http.NewRequest(http.MethodGet, gw.url+"/t", nil)
 			if tc.in != "" {
-				req.Header.Set("Traceparent", tc.in)
+				req.Header["Traceparent"] = strings.Split(tc.in, "|")
 			}
+			req.Header.Set("Tracestate", "vendor=abc")
 			_, e := echo(t, c, req)
+			// tracestate goes with the trace it belongs to (W3C 3.3).
+			if got := e.Header.Get("Tracestate"); (got == "vendor=abc") != tc.keepTrace {
+				t.Errorf("tracestate = %q; want it kept only with the incoming trace", got)
+			}
 			got := e.Header.Get("Traceparent")
 			m := traceparentRE.FindStringSubmatch(got)
 			if m == nil {

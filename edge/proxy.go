@@ -170,7 +170,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	upType := upgradeType(r.Header)
-	reqTraceparent := firstValue(r.Header, "Traceparent")
+	// Two traceparent fields are invalid (W3C): a new trace, as for none.
+	var reqTraceparent string
+	if v := r.Header["Traceparent"]; len(v) == 1 {
+		reqTraceparent = v[0]
+	}
 	reqUpgrade := firstValue(r.Header, "Upgrade")
 	// The outbound header: the inbound one seen through the edits below
 	// (the call's, reused), never a copy of it.
@@ -194,9 +198,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	oh.set("X-Request-Id", x.reqID)
-	var tp string
-	tp, x.traceID = traceparent(reqTraceparent)
+	tp, tid, kept := traceparent(reqTraceparent)
+	x.traceID = tid
 	oh.set("Traceparent", tp)
+	if !kept {
+		oh.del("Tracestate")
+	}
 	oh.add("Via", g.via(r.ProtoMajor, r.ProtoMinor))
 	if !rt.reqOps.empty() {
 		rt.reqOps.applyOut(oh)
