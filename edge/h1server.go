@@ -1146,21 +1146,6 @@ func validToken(b []byte) bool {
 	return true
 }
 
-// validHost accepts the bytes a Host header can hold: reg-name, IP
-// literals and a port; no spaces, controls, slashes or the like.
-func validHost(h string) bool {
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("-._~!$&'()*+,;=:[]%", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // lengthBody is a request body of known length.
 //
 // An upstream transport may still read a body after the handler returned

@@ -349,3 +349,53 @@ func isToken(v string) bool {
 	}
 	return true
 }
+
+// regNameChars are the bytes of a host name in a Host field or authority:
+// RFC 3986's reg-name (unreserved, sub-delims, and '%' of pct-encoded).
+var regNameChars = func() (t [256]bool) {
+	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%") {
+		t[c] = true
+	}
+	return t
+}()
+
+// validHost reports whether h is a valid Host field value (RFC 9112 3.2):
+// uri-host [":" port], the host a name, an IPv4 address or a bracketed
+// IPv6 address, the port digits. As nginx, it also refuses empty labels
+// ("a..b"), which no name has. The empty value is left to the callers
+// (HTTP/1.0 may omit Host).
+func validHost(h string) bool {
+	host := h
+	if len(h) > 0 && h[0] == '[' {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return false
+		}
+		a, err := netip.ParseAddr(h[1:end])
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return false
+		}
+		host, h = "", h[end+1:]
+		if h != "" && h[0] != ':' {
+			return false
+		}
+	} else if i := strings.IndexByte(h, ':'); i >= 0 {
+		host, h = h[:i], h[i:]
+	} else {
+		h = ""
+	}
+	if h != "" { // ":" port
+		for i := 1; i < len(h); i++ {
+			if h[i] < '0' || h[i] > '9' {
+				return false
+			}
+		}
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !regNameChars[c] || c == '.' && i > 0 && host[i-1] == '.' {
+			return false
+		}
+	}
+	return true
+}

@@ -612,3 +612,74 @@ func TestResponseHopFieldsDroppedOneByOne(t *testing.T) {
 		}
 	}
 }
+
+func TestValidHost(t *testing.T) {
+	for h, want := range map[string]bool{
+		"":                      true, // left to the callers
+		"api.example.com":       true,
+		"API.Example.COM.":      true,
+		"api.example.com:8080":  true,
+		"api.example.com:":      true, // port = *DIGIT
+		"127.0.0.1:80":          true,
+		"[::1]":                 true,
+		"[2001:db8::1]:443":     true,
+		"xn--bcher-kva.example": true,
+		"[::1":                  false,
+		"::1":                   false,
+		"[::1]x":                false,
+		"[127.0.0.1]":           false,
+		"[fe80::1%eth0]":        false,
+		"api.example.com:abc":   false,
+		"a.example.com:1:80":    false,
+		"x..example.com":        false,
+		"a b":                   false,
+		"a/b":                   false,
+		"a@b":                   false,
+		"a\x00b":                false,
+	} {
+		if got := validHost(h); got != want {
+			t.Errorf("validHost(%q) = %v; want %v", h, got, want)
+		}
+	}
+}
+
+// An invalid Host or a fragment in the target gets a 400 and never reaches
+// the upstream, over HTTP/1.1 and HTTP/2.
+func TestInvalidHostAndFragmentRefused(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { hits.inc() })
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	for _, raw := range []string{
+		"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: api.example.com:abc\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: api.example.com:80:80\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x..example.com\r\n\r\n",
+		"GET http://x..example.com/ HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /public/a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /x?debug=1#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+	} {
+		conn, err := net.Dial("tcp", gw.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, raw)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		resp.Body.Close()
+		conn.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%q: status %d; want 400", raw, resp.StatusCode)
+		}
+	}
+	c := newH2CClient(t)
+	req, _ := http.NewRequest(http.MethodGet, gw.url+"/", nil)
+	req.Host = "x..example.com"
+	if resp, _ := do(t, c, req); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("h2c with Host x..example.com: status %d; want 400", resp.StatusCode)
+	}
+	if hits.get() != 0 {
+		t.Errorf("backend hits = %d; want 0", hits.get())
+	}
+}

@@ -115,6 +115,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			detail: "CONNECT is not supported: this is a reverse proxy, not a forward proxy", close: true})
 		return
 	}
+	if !validHost(r.Host) {
+		g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request",
+			detail: "the Host is not a valid host[:port] (RFC 9112 3.2)", close: true})
+		return
+	}
+	if strings.IndexByte(r.RequestURI, '#') >= 0 {
+		// A fragment is the client's own business and is never sent
+		// (RFC 9112 3.2): forwarded, the upstream would read a
+		// different path, or query, than the one routed.
+		g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request",
+			detail: "the request target has a fragment ('#'), which clients do not send", close: true})
+		return
+	}
 	path := r.URL.Path
 	if path == "" {
 		path = "/"
