@@ -73,7 +73,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 		Title:     pe.title,
 		Status:    pe.status,
 		Detail:    pe.detail,
-		Instance:  r.URL.Path,
+		Instance:  r.URL.EscapedPath(), // a URI reference (RFC 9457 3.1.5)
 		Route:     route,
 		RequestID: reqID,
 	})

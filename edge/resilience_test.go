@@ -567,6 +567,13 @@ routes:
 			t.Errorf("error_detail = %q; want the target and the socket error", d)
 		}
 	})
+	t.Run("instance is a URI reference", func(t *testing.T) {
+		resp, body := get(t, c, gw.url+"/nothing-here/a%22b%3Cs%3E%20c")
+		p := checkProblem(t, resp, body, 404, "")
+		if p.Instance != "/nothing-here/a%22b%3Cs%3E%20c" {
+			t.Errorf("instance = %q; want the path percent-encoded", p.Instance)
+		}
+	})
 	t.Run("no route type", func(t *testing.T) {
 		resp, body := get(t, c, gw.url+"/nothing-here")
 		p := checkProblem(t, resp, body, 404, "")

@@ -349,8 +349,8 @@ func (v *validator) route(p string, r *Route) {
 			}
 		}
 	}
-	v.headerOps(p+".request_headers", &r.RequestHeaders)
-	v.headerOps(p+".response_headers", &r.ResponseHeaders)
+	v.headerOps(p+".request_headers", &r.RequestHeaders, false)
+	v.headerOps(p+".response_headers", &r.ResponseHeaders, true)
 	if r.Limits.MaxRequestBody < 0 {
 		v.errf(p+".limits.max_request_body", "must not be negative")
 	}
@@ -384,7 +384,7 @@ func (v *validator) valueMatches(p string, ms []ValueMatch, header bool) {
 	}
 }
 
-func (v *validator) headerOps(p string, ops *HeaderOps) {
+func (v *validator) headerOps(p string, ops *HeaderOps, response bool) {
 	check := func(field, name, value string) {
 		if !headerNameRE.MatchString(name) {
 			v.errf(p+"."+field, "invalid header name %q", name)
@@ -392,8 +392,19 @@ func (v *validator) headerOps(p string, ops *HeaderOps) {
 		if strings.ContainsAny(value, "\r\n\x00") {
 			v.errf(p+"."+field, "value of %q must not contain CR, LF or NUL", name)
 		}
-		if isHopByHop(name) {
-			v.errf(p+"."+field, "%q is a hop-by-hop header and cannot be changed by a route", name)
+		switch strings.ToLower(name) {
+		case "host":
+			v.errf(p+"."+field, "%q cannot be changed by a header operation; use the route's rewrite.host", name)
+		case "content-length", "transfer-encoding":
+			v.errf(p+"."+field, "%q frames the message, which the gateway does itself, and cannot be changed by a route", name)
+		case "date":
+			if response {
+				v.errf(p+"."+field, "%q cannot be changed in a response: a proxy adds the time when it is missing (RFC 9110 6.6.1)", name)
+			}
+		default:
+			if isHopByHop(name) {
+				v.errf(p+"."+field, "%q is a hop-by-hop header and cannot be changed by a route", name)
+			}
 		}
 	}
 	for name, value := range ops.Set {
@@ -409,7 +420,7 @@ func (v *validator) headerOps(p string, ops *HeaderOps) {
 
 func isHopByHop(name string) bool {
 	switch strings.ToLower(name) {
-	case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length", "host":
+	case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade":
 		return true
 	}
 	return false
