@@ -234,6 +234,37 @@ func TestRetryBudgetStopsRetries(t *testing.T) {
 	}
 }
 
+// A reload, even of the same document, keeps the retry budget's window:
+// a failing service does not get a fresh allowance of retries from it.
+func TestRetryBudgetSurvivesReload(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	doc := oneRouteService(be.URL, `    retries:
+      attempts: 1
+      on: ["503"]
+      budget: {ratio: 0, min_per_second: 1}
+      backoff: {base: 1ms, max: 1ms}`)
+	gw := startGateway(t, doc)
+	c := newClient(t)
+	send := func(n int) {
+		for range n {
+			if resp, _ := get(t, c, gw.url+"/x"); resp.StatusCode != 503 {
+				t.Fatalf("status = %d; want 503", resp.StatusCode)
+			}
+		}
+	}
+	send(20) // spends the window's 10 retries
+	before := hits.get()
+	gw.g.Swap(compileDoc(t, gw.g, doc, 2, gw.g.Current()))
+	send(5)
+	if got := hits.get() - before; got != 5 {
+		t.Errorf("after the reload, 5 requests hit the backend %d times; want 5 (no retries left in the window)", got)
+	}
+}
+
 // A large request body is streamed, not buffered, so it is not retried.
 func TestLargeBodyNotRetried(t *testing.T) {
 	var hits hitCounter

@@ -19,7 +19,11 @@ type retryPolicy struct {
 	budget    *retryBudget
 }
 
-func newRetryPolicy(c *config.Retries) *retryPolicy {
+// newRetryPolicy compiles c. prev is the service's budget under the
+// configuration being replaced, if it had one: its window carries over, so
+// a reload (even of the same document) does not hand a failing service a
+// fresh allowance of retries.
+func newRetryPolicy(c *config.Retries, prev *retryBudget) *retryPolicy {
 	p := &retryPolicy{attempts: c.Attempts, base: c.Backoff.Base, max: c.Backoff.Max}
 	if p.attempts == 0 {
 		p.attempts = defaultRetryAttempts
@@ -61,6 +65,11 @@ func newRetryPolicy(c *config.Retries) *retryPolicy {
 		min = *c.Budget.MinPerSecond
 	}
 	p.budget = newRetryBudget(ratio, min, time.Now)
+	if prev != nil {
+		prev.mu.Lock()
+		p.budget.buckets = prev.buckets
+		prev.mu.Unlock()
+	}
 	return p
 }
 

@@ -377,7 +377,13 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 		total:     c.Timeouts.Total,
 	}
 	if r := c.Retries; r != nil {
-		svc.retry = newRetryPolicy(r)
+		var prevBudget *retryBudget
+		if prev != nil {
+			if ps := prev.services[c.Name]; ps != nil && ps.retry != nil {
+				prevBudget = ps.retry.budget
+			}
+		}
+		svc.retry = newRetryPolicy(r, prevBudget)
 	}
 	return svc, nil
 }
