@@ -28,6 +28,15 @@ func (p *Pool) Pick(r *http.Request, clientIP string, tried []*Target) (*Target,
 	if t == nil && len(tried) > 0 {
 		t = p.pick(r, clientIP, nil, now)
 	}
+	if t == nil && p.health != nil {
+		// Nothing checked and up: targets still awaiting their first
+		// check (a pool whose targets are all new) serve rather than
+		// none.
+		now.pending = true
+		if t = p.pick(r, clientIP, tried, now); t == nil && len(tried) > 0 {
+			t = p.pick(r, clientIP, nil, now)
+		}
+	}
 	if t == nil {
 		return nil, ErrNoHealthyTarget
 	}
@@ -46,8 +55,10 @@ func (p *Pool) pick(r *http.Request, clientIP string, tried []*Target, now *lazy
 }
 
 // eligible reports whether t may be picked: available and not yet tried.
+// A target awaiting its first health check is, only on the fallback pass
+// (now.pending).
 func eligible(t *Target, tried []*Target, now *lazyClock) bool {
-	return !t.st.down.Load() && !t.ejectedBy(now) && !slices.Contains(tried, t)
+	return !t.st.down.Load() && (now.pending || !t.st.pending.Load()) && !t.ejectedBy(now) && !slices.Contains(tried, t)
 }
 
 // lazyClock reads a clock once, and only if asked: a pick among targets
@@ -57,6 +68,9 @@ type lazyClock struct {
 	now  func() time.Time
 	t    time.Time
 	read bool
+	// pending: targets awaiting their first health check may be picked
+	// (a pick's state that travels with the clock through the balancers).
+	pending bool
 }
 
 func (c *lazyClock) get() time.Time {

@@ -5,14 +5,17 @@
 // A Pool combines four concerns:
 //
 //   - Load balancing: smooth weighted round robin (the nginx algorithm),
-//     least requests (power of two random choices on the in-flight count,
-//     weight aware) or consistent hashing on a header, cookie or the client
-//     IP (a ring of virtual nodes hashed with FNV-1a, stable across
-//     processes and restarts).
+//     least requests (power of two random choices on the in-flight count;
+//     over unequal weights, smooth weighted round robin on weights that
+//     shrink with the in-flight count) or consistent hashing on a header,
+//     cookie or the client IP (a ring of virtual nodes hashed with FNV-1a,
+//     stable across processes and restarts).
 //   - Active health checks: one goroutine per target polls an HTTP path and
 //     marks the target down after UnhealthyThreshold consecutive failures
-//     and up again after HealthyThreshold consecutive successes. Targets
-//     start healthy so a freshly added node serves at once.
+//     and up again after HealthyThreshold consecutive successes. A target
+//     new to the service awaits its first check, which runs at once, while
+//     other targets can serve: one pass brings it in, one failure marks it
+//     down. A pool of only new targets serves from them meanwhile.
 //   - Passive outlier detection: the proxy reports the outcome of every
 //     round trip; ConsecutiveFailures failures in a row eject the target for
 //     BaseEjection times the number of times it has been ejected, capped at

@@ -110,14 +110,27 @@ func (p *Pool) recordCheck(t *Target, checkErr error) {
 	st.mu.Lock()
 	st.lastCheck = now
 	st.lastError = ""
-	if checkErr == nil {
+	first := st.pending.Swap(false)
+	switch {
+	case first && checkErr == nil:
+		// A new target passing its first check is in at once (Envoy:
+		// one success at startup). Not a change of health: it was
+		// never found down.
+		st.checkOK, st.checkFail = 1, 0
+	case first:
+		// Failing its first, it is out until healthy_threshold passes.
+		st.lastError = checkErr.Error()
+		st.checkOK, st.checkFail = 0, 1
+		st.down.Store(true)
+		changed = true
+	case checkErr == nil:
 		st.checkFail = 0
 		st.checkOK++
 		if st.down.Load() && st.checkOK >= p.health.HealthyThreshold {
 			st.down.Store(false)
 			changed = true
 		}
-	} else {
+	default:
 		st.lastError = checkErr.Error()
 		st.checkOK = 0
 		st.checkFail++
@@ -129,16 +142,22 @@ func (p *Pool) recordCheck(t *Target, checkErr error) {
 	healthy = !st.down.Load()
 	st.mu.Unlock()
 
+	if first && checkErr == nil {
+		p.log.Debug("upstream target passed its first health check", "target", t.String())
+	}
 	if checkErr != nil && !changed {
 		p.log.Debug("upstream health check failed", "target", t.String(), "error", checkErr)
 	}
 	if !changed {
 		return
 	}
-	if healthy {
+	switch {
+	case first:
+		p.log.Warn("upstream target unhealthy: failed its first health check", "target", t.String(), "error", checkErr)
+	case healthy:
 		p.log.Info("upstream target healthy", "target", t.String(),
 			"successes", p.health.HealthyThreshold)
-	} else {
+	default:
 		p.log.Warn("upstream target unhealthy", "target", t.String(),
 			"failures", p.health.UnhealthyThreshold, "error", checkErr)
 	}

@@ -87,8 +87,17 @@ func TestHealthCheckThresholds(t *testing.T) {
 	tg := p.Targets()[0]
 	host := tg.URL.Host
 
-	if !tg.Available(clock.Now()) {
-		t.Fatal("a fresh target must start healthy")
+	// A new target awaits its first check, but serves while no other
+	// target can; one pass brings it in, whatever healthy_threshold.
+	if tg.Available(clock.Now()) || !p.Status()[0].Pending || p.Status()[0].Healthy {
+		t.Fatalf("a new target: %+v; want it pending its first check", p.Status()[0])
+	}
+	if got, err := p.Pick(nil, "", nil); err != nil || got != tg {
+		t.Fatalf("Pick with the only target pending: %v, %v; want it", got, err)
+	}
+	checkOnce(p, tg)
+	if !tg.Available(clock.Now()) || !p.Status()[0].Healthy || p.Status()[0].Pending {
+		t.Fatalf("after one passing first check: %+v; want it healthy", p.Status()[0])
 	}
 	srv.status.Store(http.StatusServiceUnavailable)
 	for i := 1; i <= 2; i++ {
@@ -203,6 +212,36 @@ func TestHealthCheckTimeoutAndRefused(t *testing.T) {
 		if st.Healthy || st.LastError == "" {
 			t.Errorf("%s: %+v, want down with an error", st.URL, st)
 		}
+	}
+}
+
+// A target added by a reload stays out until its first check passes while
+// the others serve, and one failing its first check is down at once (it
+// does not wait for unhealthy_threshold failures).
+func TestNewTargetAwaitsFirstCheck(t *testing.T) {
+	good, bad := newFlipServer(t), newFlipServer(t)
+	bad.status.Store(http.StatusServiceUnavailable)
+	hc := &HealthCheckSpec{Path: "/healthz", HealthyThreshold: 2, UnhealthyThreshold: 3, Timeout: 5 * time.Second}
+	var ev healthEvents
+	old := mustPool(t, Spec{Service: "api", Targets: targets(t, good.URL), HealthCheck: hc}, nil, Options{OnHealthChange: ev.record})
+	g := old.Targets()[0]
+	checkOnce(old, g)
+	p := mustPool(t, Spec{Service: "api", Targets: targets(t, good.URL, bad.URL), HealthCheck: hc}, old, Options{OnHealthChange: ev.record})
+	b := byHost(t, p, bad.Listener.Addr().String())
+	if !g.Available(time.Now()) {
+		t.Fatal("a target kept by the reload lost its health")
+	}
+	for range 20 {
+		if got, _ := p.Pick(nil, "", nil); got != g {
+			t.Fatalf("picked %v while the new target awaits its first check", got)
+		}
+	}
+	checkOnce(p, b)
+	if st := p.Status()[1]; st.Healthy || st.Pending || st.LastError == "" {
+		t.Fatalf("after a failing first check: %+v; want down at once", st)
+	}
+	if got := ev.list(); len(got) != 1 || !strings.HasSuffix(got[0], " down") {
+		t.Errorf("health events = %q; want one down for the new target", got)
 	}
 }
 

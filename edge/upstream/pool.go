@@ -38,8 +38,9 @@ type TargetStatus struct {
 	URL                 string    `json:"url"` // password redacted
 	Region              string    `json:"region"`
 	Weight              int       `json:"weight"`
-	Healthy             bool      `json:"healthy"` // by active health check (always true without checks)
-	Ejected             bool      `json:"ejected"` // by outlier detection
+	Healthy             bool      `json:"healthy"`           // by active health check (always true without checks)
+	Pending             bool      `json:"pending,omitempty"` // added, awaiting its first health check
+	Ejected             bool      `json:"ejected"`           // by outlier detection
 	EjectedUntil        time.Time `json:"ejected_until,omitzero"`
 	InFlight            int64     `json:"in_flight"`
 	ConsecutiveFailures int       `json:"consecutive_failures"` // passive Failure outcomes since the last Success
@@ -151,6 +152,10 @@ func NewPool(spec Spec, prev *Pool, opts Options) (*Pool, error) {
 			// right away; outcomes reported before Start are judged by
 			// this pool's policy.
 			t.st.owner.Store(p)
+			// With health checks, a new target waits for its first
+			// (which Start runs at once) while others can serve, as
+			// Envoy keeps a new host out until it passes one.
+			t.st.pending.Store(p.health != nil)
 			p.targets[i] = t
 		}
 	}
@@ -303,7 +308,8 @@ func (p *Pool) Status() []TargetStatus {
 			URL:                 t.String(),
 			Region:              t.Region,
 			Weight:              t.Weight,
-			Healthy:             !st.down.Load(),
+			Healthy:             !st.down.Load() && !st.pending.Load(),
+			Pending:             st.pending.Load(),
 			InFlight:            st.inFlight.Load(),
 			ConsecutiveFailures: int(st.consecFailures.Load()),
 		}

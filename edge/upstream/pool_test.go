@@ -80,7 +80,7 @@ func TestNewPoolDefaults(t *testing.T) {
 	if got := healthURL(tg, p.health.Path); got != "https://a:8443/" {
 		t.Errorf("health URL = %q", got)
 	}
-	if st := p.Status()[0]; st.URL != "https://a:8443/base" || !st.Healthy || st.Ejected || st.Weight != 1 {
+	if st := p.Status()[0]; st.URL != "https://a:8443/base" || st.Healthy || !st.Pending || st.Ejected || st.Weight != 1 {
 		t.Errorf("status = %+v", st)
 	}
 }

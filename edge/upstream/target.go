@@ -59,6 +59,9 @@ type targetState struct {
 	inFlight atomic.Int64
 	// down is set by active health checks.
 	down atomic.Bool
+	// pending: a target added with health checks on, awaiting its first
+	// check. It gets traffic only when no other target can take it.
+	pending atomic.Bool
 	// ejectedUntil is the end of the current ejection in Unix nanoseconds;
 	// the target is ejected while it lies in the future.
 	ejectedUntil atomic.Int64
@@ -77,9 +80,10 @@ type targetState struct {
 }
 
 // Available reports whether t may receive traffic at time now: it is healthy
-// by active checks (or not checked) and not ejected by outlier detection.
+// by active checks (or not checked), not awaiting its first check, and not
+// ejected by outlier detection.
 func (t *Target) Available(now time.Time) bool {
-	return !t.st.down.Load() && !t.ejectedAt(now)
+	return !t.st.down.Load() && !t.st.pending.Load() && !t.ejectedAt(now)
 }
 
 // ejectedAt reports whether outlier detection keeps t out at time now.
