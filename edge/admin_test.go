@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -461,5 +462,67 @@ func TestRequestsInFlightGauge(t *testing.T) {
 			t.Fatalf("in flight = %v after both requests ended; want 0", metricValue(t, gw.g, "meridian_requests_in_flight"))
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A route's series appear at its first count and go when a reload removes
+// the route (or its service): /metrics does not grow with every route ever
+// applied.
+func TestMetricsOfRemovedRoutesAreDeleted(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	doc := func(routes ...string) string {
+		d := fmt.Sprintf("services:\n  - {name: s1, targets: [{url: %q}]}\n", be.URL)
+		if slices.Contains(routes, "gone") {
+			d += fmt.Sprintf("  - {name: s2, targets: [{url: %q}]}\n", be.URL)
+		}
+		d += "routes:\n"
+		for _, r := range routes {
+			svc := "s1"
+			if r == "gone" {
+				svc = "s2"
+			}
+			d += fmt.Sprintf("  - {name: %s, match: {path_prefix: /%s}, service: %s}\n", r, r, svc)
+		}
+		return d
+	}
+	gw := startGateway(t, doc("kept", "gone", "idle"))
+	c := newClient(t)
+	for _, p := range []string{"/kept", "/gone"} {
+		if resp, _ := get(t, c, gw.url+p); resp.StatusCode != 200 {
+			t.Fatalf("%s: %d", p, resp.StatusCode)
+		}
+	}
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		gw.g.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	m := scrape()
+	for _, want := range []string{`route="kept"`, `route="gone"`, `service="s2"`} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("before the reload, /metrics lacks %s", want)
+		}
+	}
+	if strings.Contains(m, `route="idle"`) {
+		t.Error("a route never requested already has series")
+	}
+	gw.g.Swap(compileDoc(t, gw.g, doc("kept", "idle"), 2, gw.g.Current()))
+	m = scrape()
+	if strings.Contains(m, `route="gone"`) || strings.Contains(m, `service="s2"`) {
+		t.Errorf("after the reload, /metrics still has the removed route's or service's series:\n%s", m)
+	}
+	if got := metricValue(t, gw.g, `meridian_requests_total{code="2xx",method="GET",route="kept"}`); got != 1 {
+		t.Errorf("kept route's count = %v; want 1 (kept across the reload)", got)
+	}
+	// Brought back, a route counts afresh.
+	gw.g.Swap(compileDoc(t, gw.g, doc("kept", "gone"), 3, gw.g.Current()))
+	if resp, _ := get(t, c, gw.url+"/gone"); resp.StatusCode != 200 {
+		t.Fatalf("/gone: %d", resp.StatusCode)
+	}
+	if got := metricValue(t, gw.g, `meridian_requests_total{code="2xx",method="GET",route="gone"}`); got != 1 {
+		t.Errorf("re-added route's count = %v; want 1", got)
+	}
+	if !strings.Contains(scrape(), `meridian_upstream_duration_seconds_count{service="s2"} 1`) {
+		t.Error("re-added service's upstream histogram is missing or stale")
 	}
 }

@@ -153,6 +153,7 @@ func (g *Gateway) Swap(s *Snapshot) *Snapshot {
 	if old != nil {
 		old.stop()
 	}
+	g.metrics.prune(s)
 	g.metrics.configVersion.Set(float64(s.Version))
 	g.metrics.configApplied.WithLabelValues("applied").Inc()
 	g.closeUnusedTransports(s)

@@ -30,8 +30,11 @@ type metrics struct {
 	healthChanges  *prometheus.CounterVec
 	handshakes     *prometheus.CounterVec
 
-	mu     sync.Mutex
-	routes map[string]*routeStats
+	// mu guards routes and services, and the creation of a route's
+	// series (so that none is made for a route prune has retired).
+	mu       sync.Mutex
+	routes   map[string]*routeStats
+	services map[string]bool // the services of the snapshot served
 }
 
 func methodIndex(m string) int {
@@ -57,16 +60,21 @@ func methodIndex(m string) int {
 var methodNames = [8]string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}
 
 // routeStats are the series of one route (or of unrouted requests).
+//
+// Series are made at a route's first count, and deleted when a reload
+// removes the route (prune); its stats are then retired, and requests still
+// finishing on it are no longer counted.
 type routeStats struct {
 	m        *metrics
 	name     string
-	duration prometheus.Observer
+	retired  atomic.Bool
+	duration atomic.Pointer[prometheus.Observer]
 	counters [8][6]atomic.Pointer[prometheus.Counter] // method x status class (1xx..5xx, other)
 	upstream sync.Map                                 // service name -> prometheus.Observer
 }
 
 func newMetrics(g *Gateway) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry(), routes: map[string]*routeStats{}}
+	m := &metrics{reg: prometheus.NewRegistry(), routes: map[string]*routeStats{}, services: map[string]bool{}}
 	buckets := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meridian_requests_total", Help: "Requests answered, by route, method and status class.",
@@ -102,7 +110,7 @@ func (m *metrics) route(name string) *routeStats {
 	defer m.mu.Unlock()
 	rs := m.routes[name]
 	if rs == nil {
-		rs = &routeStats{m: m, name: name, duration: m.duration.WithLabelValues(name)}
+		rs = &routeStats{m: m, name: name}
 		m.routes[name] = rs
 	}
 	return rs
@@ -115,23 +123,81 @@ func (rs *routeStats) observe(method string, status int, seconds float64) {
 		ci = 5
 	}
 	p := rs.counters[mi][ci].Load()
-	if p == nil {
+	d := rs.duration.Load()
+	if p == nil || d == nil {
 		class := "other"
 		if ci < 5 {
 			class = strconv.Itoa(ci+1) + "xx"
 		}
-		c := rs.m.requests.WithLabelValues(rs.name, methodNames[mi], class)
-		rs.counters[mi][ci].CompareAndSwap(nil, &c)
-		p = rs.counters[mi][ci].Load()
+		rs.m.mu.Lock()
+		if !rs.retired.Load() {
+			c := rs.m.requests.WithLabelValues(rs.name, methodNames[mi], class)
+			rs.counters[mi][ci].CompareAndSwap(nil, &c)
+			o := rs.m.duration.WithLabelValues(rs.name)
+			rs.duration.CompareAndSwap(nil, &o)
+		}
+		rs.m.mu.Unlock()
+		p, d = rs.counters[mi][ci].Load(), rs.duration.Load()
+		if p == nil || d == nil {
+			return // the route is gone
+		}
 	}
 	(*p).Inc()
-	rs.duration.Observe(seconds)
+	(*d).Observe(seconds)
+}
+
+// prune deletes the series of the routes and services that s, the
+// snapshot now served, no longer has: without it every route ever applied
+// kept a histogram, and /metrics grew with each reload that renamed routes.
+func (m *metrics) prune(s *Snapshot) {
+	routes := make(map[string]bool, len(s.routes)+1)
+	routes[""] = true // requests that matched no route
+	for _, rt := range s.routes {
+		routes[rt.name] = true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for name, rs := range m.routes {
+		if routes[name] {
+			continue
+		}
+		rs.retired.Store(true)
+		delete(m.routes, name)
+		m.requests.DeletePartialMatch(prometheus.Labels{"route": name})
+		m.duration.DeleteLabelValues(name)
+		m.upstreamErrors.DeletePartialMatch(prometheus.Labels{"route": name})
+	}
+	for name := range m.services {
+		if s.services[name] != nil {
+			continue
+		}
+		delete(m.services, name)
+		for _, vec := range []interface {
+			DeletePartialMatch(prometheus.Labels) int
+		}{m.upstreamDur, m.retries, m.retryOverflow, m.healthChanges} {
+			vec.DeletePartialMatch(prometheus.Labels{"service": name})
+		}
+		for _, rs := range m.routes {
+			rs.upstream.Delete(name)
+		}
+	}
+	for name := range s.services {
+		m.services[name] = true
+	}
 }
 
 func (rs *routeStats) observeUpstream(service string, seconds float64) {
 	o, ok := rs.upstream.Load(service)
 	if !ok {
-		o, _ = rs.upstream.LoadOrStore(service, rs.m.upstreamDur.WithLabelValues(service))
+		m := rs.m
+		m.mu.Lock()
+		if m.services[service] { // else removed by a reload (prune)
+			o, _ = rs.upstream.LoadOrStore(service, m.upstreamDur.WithLabelValues(service))
+		}
+		m.mu.Unlock()
+		if o == nil {
+			return
+		}
 	}
 	o.(prometheus.Observer).Observe(seconds)
 }
