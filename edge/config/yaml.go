@@ -266,13 +266,13 @@ func PathAt(root *yaml.Node, line int) string {
 		return ""
 	}
 	var best string
-	walkToLine(root, line, func(p string, k, v *yaml.Node) bool {
+	walkToLine(root, line, func(p []byte, k, v *yaml.Node) bool {
 		if k != nil {
 			if k.Line == line {
-				best = p
+				best = string(p)
 			}
 		} else if v.Line == line && (v.Kind == yaml.ScalarNode || best == "") {
-			best = p
+			best = string(p)
 		}
 		return false
 	})
@@ -311,10 +311,10 @@ func pathOfValue(root *yaml.Node, line int, tag, value string) string {
 // element (nil, v) on line for which match is true, in document order.
 func findOnLine(root *yaml.Node, line int, match func(k, v *yaml.Node) bool) string {
 	var found string
-	walkToLine(root, line, func(p string, k, v *yaml.Node) bool {
+	walkToLine(root, line, func(p []byte, k, v *yaml.Node) bool {
 		onLine := k != nil && k.Line == line || k == nil && v.Line == line
 		if onLine && match(k, v) {
-			found = p
+			found = string(p)
 			return true
 		}
 		return false
@@ -325,37 +325,46 @@ func findOnLine(root *yaml.Node, line int, match func(k, v *yaml.Node) bool) str
 // walkToLine visits, in document order, each mapping entry (key k, value
 // v) and list element (k nil) of the document at root with its path,
 // descending only into those that start at or before line, until visit
-// returns true.
-func walkToLine(root *yaml.Node, line int, visit func(path string, k, v *yaml.Node) bool) {
+// returns true. The path is one buffer, extended and cut back as the walk
+// goes, valid only during the call: building a string per level made a
+// deeply nested document (10,000 levels of lists in 20 KB) cost seconds and
+// hundreds of megabytes per error.
+func walkToLine(root *yaml.Node, line int, visit func(path []byte, k, v *yaml.Node) bool) {
 	n := root
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]
 	}
-	var walk func(n *yaml.Node, path string) bool
-	walk = func(n *yaml.Node, path string) bool {
+	var path []byte
+	var walk func(n *yaml.Node) bool
+	walk = func(n *yaml.Node) bool {
+		base := len(path)
+		defer func() { path = path[:base] }()
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
-				p := k.Value
-				if path != "" {
-					p = path + "." + k.Value
+				path = path[:base]
+				if base > 0 {
+					path = append(path, '.')
 				}
-				if visit(p, k, v) || k.Line <= line && walk(v, p) {
+				path = append(path, k.Value...)
+				if visit(path, k, v) || k.Line <= line && walk(v) {
 					return true
 				}
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
-				p := fmt.Sprintf("%s[%d]", path, i)
-				if visit(p, nil, c) || c.Line <= line && walk(c, p) {
+				path = append(path[:base], '[')
+				path = strconv.AppendInt(path, int64(i), 10)
+				path = append(path, ']')
+				if visit(path, nil, c) || c.Line <= line && walk(c) {
 					return true
 				}
 			}
 		}
 		return false
 	}
-	walk(n, "")
+	walk(n)
 }
 
 // withLines fills in the Line of every error from the document at root.
