@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -32,14 +31,29 @@ var ErrUnavailable = errors.New("the configuration cannot be changed now")
 // cluster).
 type Control interface {
 	// Apply parses, validates, compiles and installs raw (YAML or JSON).
-	// If ifVersion is not zero and the current version differs, it
+	// If o.IfVersion is not zero and the current version differs, it
 	// returns ErrVersionConflict. Parse and validation problems are
-	// config.Errors. On success it returns the installed snapshot.
-	Apply(ctx context.Context, raw []byte, ifVersion uint64) (*Snapshot, error)
+	// config.Errors; a document without routes is ErrNoRoutes unless
+	// o.AllowNoRoutes. On success it returns the installed snapshot.
+	Apply(ctx context.Context, raw []byte, o ApplyOptions) (*Snapshot, error)
 	// Ready reports whether the node serves traffic (configured and not
 	// draining).
 	Ready() bool
 }
+
+// ApplyOptions qualify a Control.Apply.
+type ApplyOptions struct {
+	// IfVersion, if not zero, is the version the document replaces.
+	IfVersion uint64
+	// AllowNoRoutes applies a document without routes, which answers
+	// every request with a 404 (PUT /config?allow_empty=true).
+	AllowNoRoutes bool
+}
+
+// ErrNoRoutes refuses a document with no routes that was not explicitly
+// allowed: applied by mistake (an empty file, a node file without its
+// gateway section), it would take every route down.
+var ErrNoRoutes = errors.New("the document has no routes: applied, every request would get a 404; to apply it anyway, PUT /config?allow_empty=true")
 
 // AdminOptions configure the admin API.
 type AdminOptions struct {
@@ -50,7 +64,8 @@ type AdminOptions struct {
 	// OpenReads lets reads through without the token (for an admin
 	// listener bound to loopback).
 	OpenReads bool
-	// MaxBodyBytes caps a PUT /config body; default 8 MiB.
+	// MaxBodyBytes caps a PUT /config body; default 32 MiB (room for
+	// the indented JSON view of any document a node holds).
 	MaxBodyBytes int64
 	// Cluster, if set, reports the cluster's members for GET
 	// /cluster/members (nil result: the node runs alone).
@@ -71,7 +86,7 @@ type AdminOptions struct {
 //	GET  /debug/pprof/...     Go profiling
 func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 	if o.MaxBodyBytes == 0 {
-		o.MaxBodyBytes = 8 << 20
+		o.MaxBodyBytes = 32 << 20
 	}
 	a := &admin{g: g, o: o}
 	mux := http.NewServeMux()
@@ -92,10 +107,34 @@ func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/profile", a.read(pprof.Profile))
 	mux.HandleFunc("GET /debug/pprof/symbol", a.read(pprof.Symbol))
 	mux.HandleFunc("GET /debug/pprof/trace", a.read(pprof.Trace))
+	mux.HandleFunc("POST /debug/pprof/symbol", a.read(pprof.Symbol))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// The catch-all keeps ServeMux from answering 405 itself (in
+		// plain text): known paths get a problem with Allow.
+		if allow := adminAllow(r.URL.Path); allow != "" {
+			w.Header().Set("Allow", allow)
+			adminProblem(w, http.StatusMethodNotAllowed, "Method Not Allowed", r.Method+" "+r.URL.Path+" is not supported; allowed: "+allow, nil)
+			return
+		}
 		adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+r.URL.Path, nil)
 	})
 	return mux
+}
+
+// adminAllow is the Allow field of a known admin path, or "".
+func adminAllow(path string) string {
+	switch path {
+	case "/config":
+		return "GET, HEAD, PUT"
+	case "/debug/pprof/symbol":
+		return "GET, HEAD, POST"
+	case "/healthz", "/readyz", "/config/version", "/routes", "/upstreams", "/cluster/members", "/metrics":
+		return "GET, HEAD"
+	}
+	if strings.HasPrefix(path, "/debug/pprof/") {
+		return "GET, HEAD"
+	}
+	return ""
 }
 
 type admin struct {
@@ -107,8 +146,10 @@ func (a *admin) authorized(r *http.Request) bool {
 	if a.o.Token == "" {
 		return false
 	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(a.o.Token)) == 1
+	// The scheme is case-insensitive (RFC 9110 11.1).
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") &&
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(a.o.Token)) == 1
 }
 
 func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
@@ -177,7 +218,7 @@ func (a *admin) getConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ct := "application/yaml"
-	if t := bytes.TrimSpace(s.Raw); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+	if json.Valid(s.Raw) { // YAML in flow style also starts with '{'
 		ct = "application/json"
 	}
 	w.Header().Set("Content-Type", ct)
@@ -230,12 +271,21 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 			ifVersion = cur.Version
 		}
 	}
+	allowEmpty := false
+	if v := r.URL.Query().Get("allow_empty"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			adminProblem(w, http.StatusBadRequest, "Bad Request", "allow_empty must be true or false", nil)
+			return
+		}
+		allowEmpty = b
+	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
 	if err != nil {
 		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
 		return
 	}
-	s, err := a.o.Control.Apply(r.Context(), raw, ifVersion)
+	s, err := a.o.Control.Apply(r.Context(), raw, ApplyOptions{IfVersion: ifVersion, AllowNoRoutes: allowEmpty})
 	if err != nil {
 		var es config.Errors
 		switch {
@@ -250,7 +300,7 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 				list[i] = e.Error()
 			}
 			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", "the document was refused; the running configuration is unchanged", list)
-		case errors.Is(err, config.ErrEmpty):
+		case errors.Is(err, config.ErrEmpty), errors.Is(err, ErrNoRoutes):
 			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", err.Error(), nil)
 		default:
 			adminProblem(w, http.StatusInternalServerError, "Apply Failed", err.Error(), nil)

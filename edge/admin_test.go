@@ -37,7 +37,8 @@ type swapControl struct {
 	ready bool
 }
 
-func (c *swapControl) Apply(ctx context.Context, raw []byte, ifVersion uint64) (*Snapshot, error) {
+func (c *swapControl) Apply(ctx context.Context, raw []byte, o ApplyOptions) (*Snapshot, error) {
+	ifVersion := o.IfVersion
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cur := c.g.Current()
@@ -130,6 +131,34 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Errorf("GET %s with open reads: %d; want 200 (%s)", path, resp.StatusCode, body)
 			}
+		}
+	})
+	t.Run("known paths answer other methods with 405 and Allow", func(t *testing.T) {
+		for _, tc := range []struct{ method, path, allow string }{
+			{"DELETE", "/config", "GET, HEAD, PUT"},
+			{"POST", "/config", "GET, HEAD, PUT"},
+			{"PUT", "/routes", "GET, HEAD"},
+			{"POST", "/healthz", "GET, HEAD"},
+			{"DELETE", "/debug/pprof/heap", "GET, HEAD"},
+		} {
+			resp, body := adminRequest(t, tc.method, closed.URL+tc.path, token, "")
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tc.allow {
+				t.Errorf("%s %s: %d, Allow %q (%s); want 405 with Allow %q", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Allow"), body, tc.allow)
+			}
+		}
+		if resp, _ := adminRequest(t, "GET", closed.URL+"/nope", token, ""); resp.StatusCode != 404 {
+			t.Errorf("GET /nope: %d; want 404", resp.StatusCode)
+		}
+	})
+	t.Run("the auth scheme is case-insensitive", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", closed.URL+"/config/version", nil)
+		req.Header.Set("Authorization", "bearer "+token)
+		if resp, body := do(t, http.DefaultClient, req); resp.StatusCode != 200 {
+			t.Errorf("Authorization: bearer ...: %d %s; want 200", resp.StatusCode, body)
+		}
+		req.Header.Set("Authorization", "Basic "+token)
+		if resp, _ := do(t, http.DefaultClient, req); resp.StatusCode != 401 {
+			t.Errorf("Authorization: Basic ...: %d; want 401", resp.StatusCode)
 		}
 	})
 	t.Run("PUT needs the token even with open reads", func(t *testing.T) {
@@ -244,6 +273,29 @@ routes:
 		resp, body = adminRequest(t, "GET", closed.URL+"/config", token, "")
 		if resp.StatusCode != 200 || string(body) != string(js) {
 			t.Errorf("GET /config after the JSON PUT = %q; want the JSON as applied", body)
+		}
+	})
+}
+
+// YAML in flow style starts with '{' too: GET /config names it YAML, and
+// only real JSON application/json.
+func TestAdminConfigContentType(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "v") })
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	const token = "s3cret"
+	closed := newAdminServer(t, gw.g, AdminOptions{Control: &swapControl{g: gw.g, ready: true}, Token: token})
+	t.Run("GET /config names YAML in flow style as YAML", func(t *testing.T) {
+		for _, tc := range []struct{ doc, ct string }{
+			{fmt.Sprintf("{services: [{name: s, targets: [{url: %q}]}], routes: [{name: r, service: s}]}\n", be.URL), "application/yaml"},
+			{fmt.Sprintf(`{"services": [{"name": "s", "targets": [{"url": %q}]}], "routes": [{"name": "r", "service": "s"}]}`, be.URL), "application/json"},
+		} {
+			if resp, body := adminRequest(t, "PUT", closed.URL+"/config", token, tc.doc); resp.StatusCode != 200 {
+				t.Fatalf("PUT: %d %s", resp.StatusCode, body)
+			}
+			resp, body := adminRequest(t, "GET", closed.URL+"/config", token, "")
+			if ct := resp.Header.Get("Content-Type"); ct != tc.ct || string(body) != tc.doc {
+				t.Errorf("GET /config of %q: %s %q; want %s and the document", tc.doc, ct, body, tc.ct)
+			}
 		}
 	})
 }

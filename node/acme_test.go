@@ -20,6 +20,7 @@ import (
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 
+	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/internal/pebbletest"
 )
 
@@ -404,7 +405,7 @@ routes:
   - {name: api2, match: {hosts: [%s]}, service: app}
 `, a.backend.URL, acmeHost, acmeHost2)
 	before := a.n.Gateway().Current().Version
-	snap, err := a.n.Apply(context.Background(), []byte(doc), 0)
+	snap, err := a.n.Apply(context.Background(), []byte(doc), edge.ApplyOptions{})
 	if err != nil {
 		t.Fatalf("Apply: %v", err)
 	}

@@ -187,7 +187,7 @@ func TestClusterOfThreeNodes(t *testing.T) {
 	waitUntil(t, 20*time.Second, "the seeded version 1 on every node", versionEverywhere(1))
 
 	// A write through node 2 is served by node 2 when Apply returns.
-	s, err := h.nodes[2].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/v2")), 1)
+	s, err := h.nodes[2].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/v2")), edge.ApplyOptions{IfVersion: 1})
 	if err != nil {
 		t.Fatalf("Apply through n2: %v", err)
 	}
@@ -201,7 +201,7 @@ func TestClusterOfThreeNodes(t *testing.T) {
 		}
 	}
 	// Optimistic concurrency: version 1 is no longer current.
-	if _, err := h.nodes[3].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/v3")), 1); !errors.Is(err, edge.ErrVersionConflict) {
+	if _, err := h.nodes[3].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/v3")), edge.ApplyOptions{IfVersion: 1}); !errors.Is(err, edge.ErrVersionConflict) {
 		t.Fatalf("stale write: got %v; want ErrVersionConflict", err)
 	}
 
@@ -265,7 +265,7 @@ func TestClusterOfThreeNodes(t *testing.T) {
 	waitUntil(t, 15*time.Second, "a write after the leader left", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		s, err := other.Apply(ctx, []byte(docWithPrefix(be.URL, "/v4")), 0)
+		s, err := other.Apply(ctx, []byte(docWithPrefix(be.URL, "/v4")), edge.ApplyOptions{})
 		if err == nil {
 			v = s.Version
 		}
@@ -288,12 +288,12 @@ func TestClusterRestartCatchesUp(t *testing.T) {
 		s := h.nodes[3].Gateway().Current()
 		return s != nil && s.Version == 1
 	})
-	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/a")), 0); err != nil {
+	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/a")), edge.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 10*time.Second, "version 2 on n3", func() bool { return h.nodes[3].Gateway().Current().Version == 2 })
 	h.stop(3)
-	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/b")), 0); err != nil {
+	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/b")), edge.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	n3 := h.start(3)
@@ -379,7 +379,7 @@ func TestClusterRemoveOnLeave(t *testing.T) {
 		return len(servers) == 2
 	})
 	// Two voters of two: writes still commit.
-	if _, err := h.nodes[2].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/after")), 0); err != nil {
+	if _, err := h.nodes[2].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/after")), edge.ApplyOptions{}); err != nil {
 		t.Fatalf("write after the voter left: %v", err)
 	}
 }

@@ -541,7 +541,11 @@ func (c *Config) validate() error {
 	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
 		add("admin", "set token or token_file, not both")
 	}
-	if c.Admin.Token != "" && len(c.Admin.Token) < 16 {
+	if t := c.Admin.Token; t != "" && strings.TrimSpace(t) != t {
+		// Clients' tokens are compared trimmed, so this one could
+		// never match.
+		add("admin.token", "has leading or trailing spaces, which no client can send")
+	} else if t != "" && len(t) < 16 {
 		add("admin.token", "too short: use at least 16 characters")
 	}
 	for i, p := range c.TrustedProxies {

@@ -407,11 +407,16 @@ func (n *Node) compile(doc *config.Document, raw []byte, version uint64, prev *e
 
 // Apply parses, validates, compiles and installs a gateway document. It
 // implements edge.Control for the admin API.
-func (n *Node) Apply(ctx context.Context, raw []byte, ifVersion uint64) (*edge.Snapshot, error) {
+func (n *Node) Apply(ctx context.Context, raw []byte, o edge.ApplyOptions) (*edge.Snapshot, error) {
+	ifVersion := o.IfVersion
 	doc, err := config.Parse(raw)
 	if err != nil {
 		n.gw.RecordRejected()
 		return nil, err
+	}
+	if len(doc.Routes) == 0 && !o.AllowNoRoutes {
+		n.gw.RecordRejected()
+		return nil, edge.ErrNoRoutes
 	}
 	if n.cluster != nil {
 		return n.applyCluster(ctx, doc, raw, ifVersion)

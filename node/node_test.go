@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
 )
 
@@ -144,7 +146,7 @@ func TestReloadUnderLoadLosesNoRequest(t *testing.T) {
 				if _, err := r.n.Reload(); err != nil {
 					t.Fatalf("Reload: %v", err)
 				}
-			} else if _, err := r.n.Apply(context.Background(), []byte(gatewayDoc(target)), 0); err != nil {
+			} else if _, err := r.n.Apply(context.Background(), []byte(gatewayDoc(target)), edge.ApplyOptions{}); err != nil {
 				t.Fatalf("Apply: %v", err)
 			}
 			applies++
@@ -172,12 +174,20 @@ func TestInvalidConfigKeepsRunningOne(t *testing.T) {
 	defer r.n.Drain(context.Background())
 	before := r.n.Gateway().Current()
 
-	_, err := r.n.Apply(context.Background(), []byte("services: [{name: app, targets: []}]\nroutes: [{name: r, service: missing}]\n"), 0)
+	_, err := r.n.Apply(context.Background(), []byte("services: [{name: app, targets: []}]\nroutes: [{name: r, service: missing}]\n"), edge.ApplyOptions{})
 	if err == nil {
 		t.Fatal("Apply of an invalid document: got no error")
 	}
 	if !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), `unknown service "missing"`) {
 		t.Errorf("error does not name line and problem: %v", err)
+	}
+	// A document without routes (an empty one, say) is refused unless
+	// asked for: it would take every route down.
+	if _, err := r.n.Apply(context.Background(), []byte("{}\n"), edge.ApplyOptions{}); !errors.Is(err, edge.ErrNoRoutes) {
+		t.Errorf("Apply of {}: %v; want ErrNoRoutes", err)
+	}
+	if got := r.n.Gateway().Current(); got != before {
+		t.Fatalf("an empty document replaced the running one")
 	}
 	// A broken file on SIGHUP is refused too.
 	if err := os.WriteFile(r.path, []byte("node: {name: x}\ngateway: {routes: [{name: 1}]\n"), 0o600); err != nil {
@@ -200,7 +210,7 @@ func TestVersionSurvivesRestart(t *testing.T) {
 	a, b := backend(t, "A"), backend(t, "B")
 	dir := t.TempDir()
 	r := startNode(t, dir, nodeFile(dir, a.URL))
-	if _, err := r.n.Apply(context.Background(), []byte(gatewayDoc(b.URL)), 0); err != nil {
+	if _, err := r.n.Apply(context.Background(), []byte(gatewayDoc(b.URL)), edge.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	v := r.n.Gateway().Current().Version
@@ -429,6 +439,7 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  listen: {http: '0.0.0.0:9901'}\n  admin: {listen: '127.0.0.1:9901'}\n", "line 3: node.admin.listen: port 9901 is also listen.http's"},
 		{"node:\n  admin:\n    token_file: " + missing + "\n", "line 3: node.admin.token_file: admin token file: open " + missing},
 		{"node:\n  admin:\n    token_file: " + short + "\n", "node.admin.token_file: admin token file " + short + ": token too short"},
+		{"node:\n  admin:\n    token: \" padded-token-0123456789 \"\n", "line 3: node.admin.token: has leading or trailing spaces"},
 		{"node:\n  data_dir: " + notDir + "\n", "line 2: node.data_dir: " + notDir + " is not a directory"},
 		{"node:\n  admin: {listen: '127.0.0.1:8080'}\n", "line 2: node.admin.listen: port 8080 is also listen.http's"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + noPEM + "\n", "line 6: node.tls.client_auth[0].ca_file: " + noPEM + " holds no PEM certificates"},

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -44,6 +45,9 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet("cluster ca create", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		dir := fs.String("dir", "", "directory for ca.crt and ca.key")
+		if len(args) >= 2 && args[1] == "create" && errors.Is(fs.Parse(args[2:]), flag.ErrHelp) {
+			return 0
+		}
 		if len(args) < 2 || args[1] != "create" || fs.Parse(args[2:]) != nil || !noArgs(fs, stderr) || *dir == "" {
 			fmt.Fprint(stderr, clusterUsage)
 			return 2
@@ -62,7 +66,10 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		ips := fs.String("ip", "", "comma-separated IP addresses of the node")
 		dns := fs.String("dns", "", "comma-separated DNS names of the node")
 		out := fs.String("out", ".", "output directory")
-		if fs.Parse(args[1:]) != nil || !noArgs(fs, stderr) || *caDir == "" || *name == "" {
+		if err := fs.Parse(args[1:]); err != nil {
+			return parseFailed(err)
+		}
+		if !noArgs(fs, stderr) || *caDir == "" || *name == "" {
 			fmt.Fprint(stderr, clusterUsage)
 			return 2
 		}
@@ -112,14 +119,26 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)")
-	token := fs.String("token", os.Getenv("MERIDIAN_TOKEN"), "admin bearer token, needed when the admin API is not on loopback")
+	token := fs.String("token", "", "admin bearer token, needed when the admin API is not on loopback (default: env MERIDIAN_TOKEN)")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil || !noArgs(fs, stderr) {
+	if err := fs.Parse(args); err != nil {
+		return parseFailed(err)
+	}
+	if !noArgs(fs, stderr) {
 		return 2
 	}
-	req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(*admin, "/")+"/cluster/members", nil)
-	if *token != "" {
-		req.Header.Set("Authorization", "Bearer "+*token)
+	base, err := adminURL(*admin)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: %v\n", err)
+		return 2
+	}
+	tok := *token
+	if tok == "" {
+		tok = os.Getenv("MERIDIAN_TOKEN")
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/cluster/members", nil)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
@@ -155,7 +174,10 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	nodes := fs.Int("nodes", 3, "number of nodes (1-9)")
 	dir := fs.String("dir", "", "where the nodes keep their state (default: the user's cache dir + /meridian/dev)")
-	if err := fs.Parse(args); err != nil || !noArgs(fs, stderr) {
+	if err := fs.Parse(args); err != nil {
+		return parseFailed(err)
+	}
+	if !noArgs(fs, stderr) {
 		return 2
 	}
 	if *dir == "" {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -87,6 +88,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // noArgs refuses the positional arguments a command does not take: flag
 // parsing stops at the first one, so flags after it would be ignored too.
+// parseFailed is the exit code for a flag-parsing error: 0 for -h, whose
+// usage the flag set printed, else 2.
+func parseFailed(err error) int {
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	return 2
+}
+
+// adminURL checks an -admin value: an http or https URL with a host.
+func adminURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("-admin (or MERIDIAN_ADMIN) must be a URL such as http://127.0.0.1:9901, not %q", s)
+	}
+	return strings.TrimSuffix(s, "/"), nil
+}
+
 func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
 	if fs.NArg() == 0 {
 		return true
@@ -158,7 +177,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "configuration file (YAML); empty runs the embedded demo configuration")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if !noArgs(fs, stderr) {
 		return 2
@@ -243,8 +262,11 @@ func indent(s string) string {
 func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: meridian validate FILE   (a node file or a bare gateway document; exit 1 with its errors)")
+	}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "usage: meridian validate FILE")
@@ -294,6 +316,10 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: meridian config get|apply [flags]")
 		return 2
 	}
+	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+		fmt.Fprintln(stderr, "usage: meridian config get|apply [flags]   (meridian config get -h, meridian config apply -h)")
+		return 0
+	}
 	if args[0] != "get" && args[0] != "apply" {
 		fmt.Fprintf(stderr, "meridian: unknown config command %q (get, apply)\n", args[0])
 		return 2
@@ -301,21 +327,31 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("config "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)")
-	token := fs.String("token", os.Getenv("MERIDIAN_TOKEN"), "admin bearer token (env MERIDIAN_TOKEN)")
+	token := fs.String("token", "", "admin bearer token (default: env MERIDIAN_TOKEN)")
 	tokenFile := fs.String("token-file", "", "file holding the admin token (default: the data dir's admin-token)")
 	var file *string
 	var ifVersion *uint64
+	var allowEmpty *bool
 	if args[0] == "apply" {
 		file = fs.String("f", "", "file to apply: a gateway document, or a node file whose gateway section is applied")
 		ifVersion = fs.Uint64("if-version", 0, "refuse the write unless the node serves this version (optimistic concurrency)")
+		allowEmpty = fs.Bool("allow-empty", false, "apply a document without routes (every request then gets a 404)")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+		return parseFailed(err)
 	}
 	if !noArgs(fs, stderr) {
 		return 2
 	}
+	base, err := adminURL(*admin)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: %v\n", err)
+		return 2
+	}
 	tok := *token
+	if tok == "" {
+		tok = os.Getenv("MERIDIAN_TOKEN")
+	}
 	if tok == "" {
 		tf := *tokenFile
 		if tf == "" {
@@ -337,7 +373,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	client := &http.Client{Timeout: 30 * time.Second}
 	switch args[0] {
 	case "get":
-		req, _ := http.NewRequest(http.MethodGet, strings.TrimSuffix(*admin, "/")+"/config", nil)
+		req, _ := http.NewRequest(http.MethodGet, base+"/config", nil)
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
@@ -357,10 +393,21 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "meridian: %v\n", err)
 				return 1
 			}
+			if string(raw) == "{}\n" && !*allowEmpty {
+				fmt.Fprintf(stderr, "meridian: %s is a node file without a gateway section: nothing to apply\n", *file)
+				return 1
+			}
 		}
-		u := strings.TrimSuffix(*admin, "/") + "/config"
+		q := url.Values{}
 		if *ifVersion != 0 {
-			u += fmt.Sprintf("?if_version=%d", *ifVersion)
+			q.Set("if_version", strconv.FormatUint(*ifVersion, 10))
+		}
+		if *allowEmpty {
+			q.Set("allow_empty", "true")
+		}
+		u := base + "/config"
+		if len(q) > 0 {
+			u += "?" + q.Encode()
 		}
 		req, _ := http.NewRequest(http.MethodPut, u, bytes.NewReader(raw))
 		req.Header.Set("Content-Type", "application/yaml")
@@ -400,7 +447,10 @@ func caCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "node configuration file whose data_dir holds the CA (default: the embedded configuration)")
 	dataDir := fs.String("data-dir", "", "data dir holding the CA (overrides -config)")
-	if err := fs.Parse(args[1:]); err != nil || !noArgs(fs, stderr) {
+	if err := fs.Parse(args[1:]); err != nil {
+		return parseFailed(err)
+	}
+	if !noArgs(fs, stderr) {
 		return 2
 	}
 	dir := *dataDir

@@ -118,10 +118,31 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		{[]string{"cluster", "ca", "create", "-dir", "/nonexistent/x", "extra"}, 2, "cluster ca create takes no arguments"},
 		{[]string{"dev", "extra"}, 2, "dev takes no arguments"},
 		{[]string{"ca", "root", "extra"}, 2, "ca root takes no arguments"},
+		// An admin address without a scheme is an error, not a panic.
+		{[]string{"config", "get", "-admin", "127.0.0.1:9901"}, 2, "must be a URL such as http://127.0.0.1:9901"},
+		{[]string{"config", "apply", "-f", "doc.yaml", "-admin", "127.0.0.1:9901"}, 2, "must be a URL"},
+		{[]string{"cluster", "status", "-admin", "127.0.0.1:9901"}, 2, "must be a URL"},
+		// -h is not an error.
+		{[]string{"config", "apply", "-h"}, 0, "-allow-empty"},
+		{[]string{"validate", "-h"}, 0, "usage: meridian validate FILE"},
+		{[]string{"config", "-h"}, 0, "usage: meridian config get|apply"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("meridian %q: exit %d, %q; want exit %d and %q", tc.args, code, errb.String(), tc.code, tc.want)
+		}
+	}
+}
+
+// The token taken from the environment is a secret: help and flag errors
+// do not print it as a default.
+func TestCLIDoesNotPrintTheEnvironmentToken(t *testing.T) {
+	t.Setenv("MERIDIAN_TOKEN", "supersecret-token-0123456789")
+	for _, args := range [][]string{{"config", "apply", "-h"}, {"config", "get", "-tokn", "x"}, {"cluster", "status", "-h"}} {
+		var out, errb bytes.Buffer
+		run(args, &out, &errb)
+		if strings.Contains(out.String()+errb.String(), "supersecret") {
+			t.Errorf("meridian %q printed the token from MERIDIAN_TOKEN:\n%s", args, errb.String())
 		}
 	}
 }
