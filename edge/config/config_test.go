@@ -117,6 +117,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad policy", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    balancer: {policy: random}\n", 4, []string{"services[0].balancer.policy"}},
 		{"bad regex", base + "  - name: r\n    service: s\n    match:\n      headers: [{name: X, regex: '('}]\n", 8, []string{"routes[0].match.headers[0].regex"}},
 		{"hop header op", base + "  - name: r\n    service: s\n    request_headers: {set: {Connection: x}}\n", 7, []string{"routes[0].request_headers.set", "hop-by-hop"}},
+		{"same header twice", base + "  - name: r\n    service: s\n    request_headers: {set: {X-A: a, x-a: b}}\n", 7, []string{"routes[0].request_headers.set", `"X-A" and "x-a" are the same header`}},
 		{"host header op", base + "  - name: r\n    service: s\n    request_headers: {set: {Host: x}}\n", 7, []string{"routes[0].request_headers.set", "rewrite.host"}},
 		{"length header op", base + "  - name: r\n    service: s\n    response_headers: {remove: [Content-Length]}\n", 7, []string{"routes[0].response_headers.remove", "frames the message"}},
 		{"date response op", base + "  - name: r\n    service: s\n    response_headers: {remove: [Date]}\n", 7, []string{"routes[0].response_headers.remove", "RFC 9110"}},
@@ -216,5 +217,17 @@ func TestPathAtDeepNestingIsCheap(t *testing.T) {
 	}
 	if allocs > 100 {
 		t.Errorf("PathAt made %.0f allocations over %d levels; want them independent of the depth", allocs, depth)
+	}
+}
+
+// A bool field written YAML 1.1's way (yes, 'on') is a JSON bool in the
+// admin API's JSON view, as the decoder reads it.
+func TestToJSONBoolFields(t *testing.T) {
+	js, err := ToJSON([]byte("services: [{name: s, targets: [{url: 'http://h:1'}]}]\nroutes: [{name: r, service: s, allow_plain_http: yes, match: {path_prefix: /a}, rewrite: {strip_prefix: 'on'}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js), `"allow_plain_http": true`) || !strings.Contains(string(js), `"strip_prefix": true`) {
+		t.Errorf("JSON view:\n%s\nwant allow_plain_http and strip_prefix as true", js)
 	}
 }

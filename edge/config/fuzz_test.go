@@ -20,6 +20,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    retries: {budget: {ratio: .nan}}\n"))
 	f.Add([]byte("services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    retries: {budget: {ratio: -0.0}}\nroutes: [{name: r, service: s, request_headers: {set: {X-A: !!binary aGVsbG8=}}}]\n"))
 	f.Add([]byte("services:\n  - name: s\n    targets: [{url: 'http://h:1', weight: 0x10}]\n    timeouts: &t {connect: 2s}\n  - name: u\n    targets: [{url: 'http://h:2'}]\n    timeouts: {<<: *t, total: 1m}\nroutes: [{name: r, service: s, request_headers: {set: {X-D: 2001-12-14, X-N: 1e3}}}]\n"))
+	f.Add([]byte("services: [{name: s, targets: [{url: 'http://h:1'}]}]\nroutes: [{name: r, service: s, allow_plain_http: yes, match: {path_prefix: /a}, rewrite: {strip_prefix: 'on'}}]\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		doc, err := Parse(data)
 		if err != nil {

@@ -233,6 +233,14 @@ func writeJSONScalar(b *bytes.Buffer, n *yaml.Node, t reflect.Type) error {
 			}
 		case t.Kind() == reflect.String:
 			return str()
+		case t.Kind() == reflect.Bool:
+			// A bool field takes YAML 1.1's yes/no/on/off too, even
+			// quoted, as the decoder does: JSON gets the bool it means.
+			var v bool
+			if err := n.Decode(&v); err == nil {
+				b.WriteString(strconv.FormatBool(v))
+				return nil
+			}
 		}
 	}
 	switch tag {

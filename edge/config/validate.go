@@ -407,11 +407,18 @@ func (v *validator) headerOps(p string, ops *HeaderOps, response bool) {
 			}
 		}
 	}
-	for name, value := range ops.Set {
-		check("set", name, value)
-	}
-	for name, value := range ops.Add {
-		check("add", name, value)
+	for field, m := range map[string]map[string]string{"set": ops.Set, "add": ops.Add} {
+		seen := map[string]string{}
+		for name, value := range m {
+			check(field, name, value)
+			// Header names are case-insensitive: two spellings of one
+			// name would leave one of them silently unused.
+			if other, dup := seen[strings.ToLower(name)]; dup {
+				a, b := min(name, other), max(name, other)
+				v.errf(p+"."+field, "%q and %q are the same header", a, b)
+			}
+			seen[strings.ToLower(name)] = name
+		}
 	}
 	for _, name := range ops.Remove {
 		check("remove", name, "")
