@@ -302,6 +302,26 @@ func targetStatus(g *Gateway, service, url string) (healthy, ejected bool, ok bo
 	return false, false, false
 }
 
+// waitFirstChecks waits until every target of service has had its first
+// health check (a new target is pending until then).
+func waitFirstChecks(t *testing.T, g *Gateway, service string) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the targets' first health checks", func() bool {
+		s := g.Current()
+		for _, sh := range s.Health() {
+			if sh.Name != service {
+				continue
+			}
+			for _, ts := range sh.Targets {
+				if ts.Pending {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
 func TestOutlierDetectionEjectsFailingTarget(t *testing.T) {
 	var badHits, goodHits hitCounter
 	bad := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
@@ -371,6 +391,7 @@ func TestActiveHealthCheckMovesTraffic(t *testing.T) {
       unhealthy_threshold: 1`))
 	admin := newAdminServer(t, gw.g, AdminOptions{OpenReads: true})
 	c := newClient(t)
+	waitFirstChecks(t, gw.g, "svc")
 
 	for range 4 {
 		get(t, c, gw.url+"/x")
@@ -426,6 +447,7 @@ func TestActiveHealthCheckMovesTraffic(t *testing.T) {
 func TestAllTargetsDownIs503(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "sick", 500) })
 	gw := startGateway(t, oneRouteService(be.URL, `    health_check: {path: /healthz, interval: 100ms, unhealthy_threshold: 1}`))
+	waitFirstChecks(t, gw.g, "svc")
 	waitFor(t, 5*time.Second, "the only target to be marked down", func() bool {
 		healthy, _, _ := targetStatus(gw.g, "svc", be.URL)
 		return !healthy
