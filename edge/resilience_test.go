@@ -174,6 +174,7 @@ func TestRetryOnStatus(t *testing.T) {
 		{"not enough attempts", `    retries: {attempts: 1, on: ["503"], backoff: {base: 1ms, max: 1ms}}`, 503, 2},
 		{"503 not configured", `    retries: {attempts: 2, on: ["502"], backoff: {base: 1ms, max: 1ms}}`, 503, 1},
 		{"no retries", ``, 503, 1},
+		{"attempts 0 means none", `    retries: {attempts: 0, on: ["503"], backoff: {base: 1ms, max: 1ms}}`, 503, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hits.mu.Lock()

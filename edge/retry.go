@@ -24,9 +24,9 @@ type retryPolicy struct {
 // a reload (even of the same document) does not hand a failing service a
 // fresh allowance of retries.
 func newRetryPolicy(c *config.Retries, prev *retryBudget) *retryPolicy {
-	p := &retryPolicy{attempts: c.Attempts, base: c.Backoff.Base, max: c.Backoff.Max}
-	if p.attempts == 0 {
-		p.attempts = defaultRetryAttempts
+	p := &retryPolicy{attempts: defaultRetryAttempts, base: c.Backoff.Base, max: c.Backoff.Max}
+	if c.Attempts != nil {
+		p.attempts = *c.Attempts // 0: none
 	}
 	if p.base == 0 {
 		p.base = defaultBackoffBase

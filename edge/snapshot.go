@@ -336,7 +336,10 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 	if o := c.OutlierDetection; o != nil {
 		spec.Outlier = &upstream.OutlierSpec{
 			ConsecutiveFailures: o.ConsecutiveFailures, BaseEjection: o.BaseEjection,
-			MaxEjection: o.MaxEjection, MaxEjectionPercent: o.MaxEjectionPercent,
+			MaxEjection: o.MaxEjection, MaxEjectionPercent: upstream.DefaultMaxEjectionPercent,
+		}
+		if m := o.MaxEjectionPercent; m != nil {
+			spec.Outlier.MaxEjectionPercent = *m
 		}
 	}
 	var prevPool *upstream.Pool

@@ -110,8 +110,9 @@ type Timeouts struct {
 // Retries re-send idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE,
 // TRACE) whose body, if any, fits the retry buffer.
 type Retries struct {
-	// Attempts is the number of retries after the first try (default 2).
-	Attempts int `yaml:"attempts,omitempty" json:"attempts,omitempty"`
+	// Attempts is the number of retries after the first try (default 2;
+	// 0 means none).
+	Attempts *int `yaml:"attempts,omitempty" json:"attempts,omitempty"`
 	// On lists the conditions that cause a retry: "connect_failure",
 	// "timeout" (response header timeout), "reset" (the connection broke
 	// before a response), or an HTTP status code such as 502, 503, 504.
@@ -170,9 +171,10 @@ type OutlierDetection struct {
 	// BaseEjection default 30s; MaxEjection default 300s.
 	BaseEjection time.Duration `yaml:"base_ejection,omitempty" json:"base_ejection,omitempty"`
 	MaxEjection  time.Duration `yaml:"max_ejection,omitempty" json:"max_ejection,omitempty"`
-	// MaxEjectionPercent of the targets may be ejected at once; default 50.
-	// At least one target always stays in.
-	MaxEjectionPercent int `yaml:"max_ejection_percent,omitempty" json:"max_ejection_percent,omitempty"`
+	// MaxEjectionPercent (1..100) of the targets may be ejected at once;
+	// default 50. One may always be, and the last available target always
+	// stays in.
+	MaxEjectionPercent *int `yaml:"max_ejection_percent,omitempty" json:"max_ejection_percent,omitempty"`
 }
 
 // Route sends matching requests to a service.

@@ -131,6 +131,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad size in flow style", base + "  - name: r\n    service: s\n    limits: {max_request_body: 1.5MiB, max_response_body: 1GB}\n", 7, []string{`routes[0].limits.max_request_body: invalid size "1.5MiB"`}},
 		{"NaN ratio", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    retries: {budget: {ratio: .nan}}\n", 4, []string{"services[0].retries.budget.ratio: must be between 0 and 1 (got NaN)"}},
 		{"negative threshold", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    health_check:\n      path: /h\n      unhealthy_threshold: -1\n", 6, []string{"services[0].health_check.unhealthy_threshold: must not be negative"}},
+		{"max ejection percent 0", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    outlier_detection:\n      max_ejection_percent: 0\n", 5, []string{"services[0].outlier_detection.max_ejection_percent: must be between 1 and 100"}},
 		{"max ejection under the default base", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    outlier_detection:\n      max_ejection: 1s\n", 5, []string{"services[0].outlier_detection.max_ejection: 1s is shorter than base_ejection (30s)"}},
 		{"syntax", "services: [\n", 0, []string{"invalid YAML"}},
 		{"two docs", "services: []\n---\nroutes: []\n", 0, []string{"more than one YAML document"}},

@@ -195,8 +195,8 @@ func (v *validator) service(p string, s *Service) {
 	v.nonNegative(p+".timeouts.total", s.Timeouts.Total)
 	if r := s.Retries; r != nil {
 		rp := p + ".retries"
-		if r.Attempts < 0 || r.Attempts > 10 {
-			v.errf(rp+".attempts", "must be between 0 and 10 (got %d)", r.Attempts)
+		if a := r.Attempts; a != nil && (*a < 0 || *a > 10) {
+			v.errf(rp+".attempts", "must be between 0 and 10 (got %d)", *a)
 		}
 		for i, on := range r.On {
 			if _, err := ParseRetryOn(on); err != nil {
@@ -246,8 +246,8 @@ func (v *validator) service(p string, s *Service) {
 		if base := cmp.Or(o.BaseEjection, upstream.DefaultBaseEjection); o.MaxEjection > 0 && o.MaxEjection < base {
 			v.errf(op+".max_ejection", "%s is shorter than base_ejection (%s)", o.MaxEjection, base)
 		}
-		if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
-			v.errf(op+".max_ejection_percent", "must be between 0 and 100 (got %d)", o.MaxEjectionPercent)
+		if m := o.MaxEjectionPercent; m != nil && (*m < 1 || *m > 100) {
+			v.errf(op+".max_ejection_percent", "must be between 1 and 100 (got %d); one target may always be ejected, and the last available one never is", *m)
 		}
 	}
 	if t := s.TLS; t != nil {
