@@ -118,8 +118,7 @@ func splitList(s string) []string {
 func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("cluster status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)")
-	token := fs.String("token", "", "admin bearer token, needed when the admin API is not on loopback (default: env MERIDIAN_TOKEN)")
+	af := addAdminFlags(fs, "admin bearer token, needed when the admin API is not on loopback")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return parseFailed(err)
@@ -127,14 +126,9 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	if !noArgs(fs, stderr) {
 		return 2
 	}
-	base, err := adminURL(*admin)
-	if err != nil {
-		fmt.Fprintf(stderr, "meridian: %v\n", err)
+	base, tok, ok := af.resolve(stderr)
+	if !ok {
 		return 2
-	}
-	tok := *token
-	if tok == "" {
-		tok = os.Getenv("MERIDIAN_TOKEN")
 	}
 	req, _ := http.NewRequest(http.MethodGet, base+"/cluster/members", nil)
 	if tok != "" {
@@ -142,7 +136,7 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
-		fmt.Fprintf(stderr, "meridian: cannot reach the admin API at %s: %v\n", *admin, err)
+		fmt.Fprintf(stderr, "meridian: cannot reach the admin API at %s: %v\n", base, err)
 		return 1
 	}
 	defer resp.Body.Close()

@@ -97,13 +97,31 @@ func parseFailed(err error) int {
 	return 2
 }
 
-// adminURL checks an -admin value: an http or https URL with a host.
-func adminURL(s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("-admin (or MERIDIAN_ADMIN) must be a URL such as http://127.0.0.1:9901, not %q", s)
+// adminFlags are the flags of commands that call the admin API.
+type adminFlags struct{ admin, token *string }
+
+func addAdminFlags(fs *flag.FlagSet, tokenUse string) adminFlags {
+	return adminFlags{
+		admin: fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)"),
+		// The environment's token is read after parsing: as the flag's
+		// default, help and flag errors would print it.
+		token: fs.String("token", "", tokenUse+" (default: env MERIDIAN_TOKEN)"),
 	}
-	return strings.TrimSuffix(s, "/"), nil
+}
+
+// resolve checks -admin (an http or https URL with a host) and returns it
+// without a trailing slash, with the token of -token or MERIDIAN_TOKEN.
+func (f adminFlags) resolve(stderr io.Writer) (base, token string, ok bool) {
+	u, err := url.Parse(*f.admin)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		fmt.Fprintf(stderr, "meridian: -admin (or MERIDIAN_ADMIN) must be a URL such as http://127.0.0.1:9901, not %q\n", *f.admin)
+		return "", "", false
+	}
+	token = *f.token
+	if token == "" {
+		token = os.Getenv("MERIDIAN_TOKEN")
+	}
+	return strings.TrimSuffix(*f.admin, "/"), token, true
 }
 
 func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
@@ -326,8 +344,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("config "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	admin := fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)")
-	token := fs.String("token", "", "admin bearer token (default: env MERIDIAN_TOKEN)")
+	af := addAdminFlags(fs, "admin bearer token")
 	tokenFile := fs.String("token-file", "", "file holding the admin token (default: the data dir's admin-token)")
 	var file *string
 	var ifVersion *uint64
@@ -343,14 +360,9 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	if !noArgs(fs, stderr) {
 		return 2
 	}
-	base, err := adminURL(*admin)
-	if err != nil {
-		fmt.Fprintf(stderr, "meridian: %v\n", err)
+	base, tok, ok := af.resolve(stderr)
+	if !ok {
 		return 2
-	}
-	tok := *token
-	if tok == "" {
-		tok = os.Getenv("MERIDIAN_TOKEN")
 	}
 	if tok == "" {
 		tf := *tokenFile

@@ -87,24 +87,31 @@ func (c *lazyClock) get() time.Time {
 func (p *Pool) pickRoundRobin(tried []*Target, now *lazyClock) *Target {
 	p.rrMu.Lock()
 	defer p.rrMu.Unlock()
+	return smoothWeighted(p.targets, p.rrCurrent, tried, now, func(t *Target) int64 { return int64(t.Weight) })
+}
+
+// smoothWeighted is one round of smooth weighted round robin over targets,
+// with current their current weights (the caller's, under its lock) and
+// weight what each adds this round.
+func smoothWeighted[W int64 | float64](targets []*Target, current []W, tried []*Target, now *lazyClock, weight func(*Target) W) *Target {
 	best := -1
-	var total int64
-	for i, t := range p.targets {
+	var total W
+	for i, t := range targets {
 		if !eligible(t, tried, now) {
 			continue
 		}
-		w := int64(t.Weight)
-		p.rrCurrent[i] += w
+		w := weight(t)
+		current[i] += w
 		total += w
-		if best < 0 || p.rrCurrent[i] > p.rrCurrent[best] {
+		if best < 0 || current[i] > current[best] {
 			best = i
 		}
 	}
 	if best < 0 {
 		return nil
 	}
-	p.rrCurrent[best] -= total
-	return p.targets[best]
+	current[best] -= total
+	return targets[best]
 }
 
 // candidateBufSize is the number of candidates least requests collects on
@@ -159,25 +166,10 @@ func (p *Pool) pickLeastRequests(tried []*Target, now *lazyClock) *Target {
 func (p *Pool) pickWeightedLeastRequests(tried []*Target, now *lazyClock) *Target {
 	p.rrMu.Lock()
 	defer p.rrMu.Unlock()
-	best := -1
-	var total float64
-	for i, t := range p.targets {
-		if !eligible(t, tried, now) {
-			continue
-		}
+	return smoothWeighted(p.targets, p.lrCurrent, tried, now, func(t *Target) float64 {
 		w := float64(t.Weight)
-		w = w * w / (w + float64(t.InFlight()))
-		p.lrCurrent[i] += w
-		total += w
-		if best < 0 || p.lrCurrent[i] > p.lrCurrent[best] {
-			best = i
-		}
-	}
-	if best < 0 {
-		return nil
-	}
-	p.lrCurrent[best] -= total
-	return p.targets[best]
+		return w * w / (w + float64(t.InFlight()))
+	})
 }
 
 // Ring parameters. Each weight unit gets vnodesPerWeight points, which keeps
