@@ -132,6 +132,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if path == "" {
 		path = "/"
 	}
+	if strings.IndexByte(path, 0) >= 0 {
+		// %00: a NUL reaching a backend written in C ends its path
+		// early (nginx refuses it too).
+		g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: "the path holds an encoded NUL (%00)", close: true})
+		return
+	}
 	if path[0] != '/' {
 		g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request", detail: "the request target must be an absolute path"})
 		return
@@ -174,6 +180,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p := strings.TrimPrefix(clean, rt.stripPrefix)
 		if p == "" || p[0] != '/' {
 			p = "/" + p
+		}
+		for len(p) > 1 && p[1] == '/' {
+			// "/api//evil.example/x" must not reach the upstream as
+			// "//evil.example/x", which a redirect there would take
+			// for another host.
+			p = p[1:]
 		}
 		outURL.Path = p
 	case clean != path:

@@ -77,6 +77,8 @@ func TestRoutingEndToEnd(t *testing.T) {
 		{name: "catch-all template", target: "/files/a/b/c.txt", wantPath: "/blobs/a/b/c.txt"},
 		{name: "strip prefix", target: "/svc/x/y?q=1", wantPath: "/x/y", wantURI: "/x/y?q=1", wantHost: "internal.example:8443"},
 		{name: "strip prefix to root", target: "/svc/", wantPath: "/", wantHost: "internal.example:8443"},
+		{name: "strip prefix leaves no leading //", target: "/svc//evil.example/x", wantPath: "/evil.example/x", wantURI: "/evil.example/x", wantHost: "internal.example:8443"},
+		{name: "encoded NUL refused", host: "www.example.com", target: "/public/a%00b", wantStatus: 400},
 		{name: "target base path", target: "/based/thing", wantPath: "/base/based/thing"},
 		{name: "host match exact", host: "www.example.com", target: "/public/a", wantPath: "/public/a", wantHost: "www.example.com"},
 		{name: "host match case and port", host: "WWW.Example.COM:8080", target: "/public/a", wantPath: "/public/a"},
