@@ -93,9 +93,9 @@ func (p *Pool) pickRoundRobin(tried []*Target, now *lazyClock) *Target {
 // smoothWeighted is one round of smooth weighted round robin over targets,
 // with current their current weights (the caller's, under its lock) and
 // weight what each adds this round.
-func smoothWeighted[W int64 | float64](targets []*Target, current []W, tried []*Target, now *lazyClock, weight func(*Target) W) *Target {
+func smoothWeighted(targets []*Target, current []int64, tried []*Target, now *lazyClock, weight func(*Target) int64) *Target {
 	best := -1
-	var total W
+	var total int64
 	for i, t := range targets {
 		if !eligible(t, tried, now) {
 			continue
@@ -154,22 +154,52 @@ func (p *Pool) pickLeastRequests(tried []*Target, now *lazyClock) *Target {
 }
 
 // pickWeightedLeastRequests is least requests over targets of different
-// weights: smooth weighted round robin (see pickRoundRobin) where each
-// target's weight w counts as w/(1+inFlight/w) at the moment of the pick.
-// Idle, the targets share requests exactly by weight, so a weight-1 canary
-// beside a weight-3 target gets its quarter even one request at a time.
-// Under load a target's share falls as its in-flight requests grow past
-// its weight: in-flight counts settle in proportion to the weights (weight
-// behaves like capacity), and a slow target, holding more, gets fewer.
-// (Envoy's w/(1+inFlight) shares only by the square root of the weights
-// under load.)
+// weights, as nginx's least_conn: the target with the fewest in-flight
+// requests per unit of weight, ties (every target idle, say) going by
+// smooth weighted round robin among the tied. Idle, targets share requests
+// exactly by weight, so a weight-1 canary beside a weight-3 target gets its
+// quarter even one request at a time; under load in-flight counts settle
+// in proportion to the weights, so a slow target gets fewer requests.
+// (Envoy's weight/(1+inFlight) lets a slow heavy target keep over half of
+// them.) Unlike P2C it scans the pool, under the pool's lock.
 func (p *Pool) pickWeightedLeastRequests(tried []*Target, now *lazyClock) *Target {
+	var buf [candidateBufSize]int64
+	load := buf[:0]
+	if len(p.targets) > candidateBufSize {
+		load = make([]int64, 0, len(p.targets))
+	}
 	p.rrMu.Lock()
 	defer p.rrMu.Unlock()
-	return smoothWeighted(p.targets, p.lrCurrent, tried, now, func(t *Target) float64 {
-		w := float64(t.Weight)
-		return w * w / (w + float64(t.InFlight()))
-	})
+	best := -1
+	for i, t := range p.targets {
+		load = append(load, -1) // -1: not eligible
+		if !eligible(t, tried, now) {
+			continue
+		}
+		load[i] = t.InFlight()
+		// load[i]/w[i] < load[best]/w[best], cross-multiplied.
+		if best < 0 || load[i]*int64(p.targets[best].Weight) < load[best]*int64(t.Weight) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return nil
+	}
+	pick := -1
+	var total int64
+	for i, t := range p.targets {
+		if load[i] < 0 || load[i]*int64(p.targets[best].Weight) != load[best]*int64(t.Weight) {
+			continue
+		}
+		w := int64(t.Weight)
+		p.lrCurrent[i] += w
+		total += w
+		if pick < 0 || p.lrCurrent[i] > p.lrCurrent[pick] {
+			pick = i
+		}
+	}
+	p.lrCurrent[pick] -= total
+	return p.targets[pick]
 }
 
 // Ring parameters. Each weight unit gets vnodesPerWeight points, which keeps

@@ -185,6 +185,17 @@ func TestLeastRequestsWeightsWhenIdle(t *testing.T) {
 	if tg, _ := p.Pick(nil, "", nil); tg.URL.Host != "b" {
 		t.Fatalf("with a holding 9 requests and b none, picked %s", tg.URL.Host)
 	}
+	// Load is per unit of weight: a slow heavy target holding 3 per unit
+	// loses to a light one holding 2 (w/(1+inFlight) would still pick a).
+	b := byHost(t, p, "b")
+	for range 2 {
+		defer b.Begin()(Success)
+	}
+	for range 5 {
+		if tg, _ := p.Pick(nil, "", nil); tg != b {
+			t.Fatalf("with a holding 9 (3 per weight) and b 2, picked %s", tg.URL.Host)
+		}
+	}
 }
 
 func TestLeastRequestsSpreadsEvenly(t *testing.T) {

@@ -6,8 +6,8 @@
 //
 //   - Load balancing: smooth weighted round robin (the nginx algorithm),
 //     least requests (power of two random choices on the in-flight count;
-//     over unequal weights, smooth weighted round robin on weights that
-//     shrink with the in-flight count) or consistent hashing on a header,
+//     over unequal weights, nginx's least_conn: fewest in flight per unit
+//     of weight, ties by smooth weighted round robin) or consistent hashing on a header,
 //     cookie or the client IP (a ring of virtual nodes hashed with FNV-1a,
 //     stable across processes and restarts).
 //   - Active health checks: one goroutine per target polls an HTTP path and

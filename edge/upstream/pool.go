@@ -77,7 +77,7 @@ type Pool struct {
 	rrCurrent []int64
 	// lrCurrent is the same for least requests over targets of different
 	// weights (pickWeightedLeastRequests); nil when all weigh the same.
-	lrCurrent []float64
+	lrCurrent []int64
 
 	// ejectMu serialises ejection decisions so that the max-ejection
 	// percentage cannot be overrun by targets failing simultaneously.
@@ -166,7 +166,7 @@ func NewPool(spec Spec, prev *Pool, opts Options) (*Pool, error) {
 	case LeastRequests:
 		for _, t := range p.targets {
 			if t.Weight != p.targets[0].Weight {
-				p.lrCurrent = make([]float64, len(p.targets))
+				p.lrCurrent = make([]int64, len(p.targets))
 				break
 			}
 		}
@@ -228,6 +228,7 @@ func (p *Pool) adopt(t *Target) {
 	// bring a target marked down back, so forget the verdict.
 	st.mu.Lock()
 	wasDown := st.down.Swap(false)
+	st.pending.Store(false) // nothing will check it now
 	st.checkOK, st.checkFail = 0, 0
 	st.mu.Unlock()
 	if wasDown {

@@ -170,10 +170,13 @@ func TestReloadHealthChecks(t *testing.T) {
 	var ev healthEvents
 	hc := &HealthCheckSpec{UnhealthyThreshold: 1, Interval: time.Hour}
 	old := mustPool(t, Spec{Targets: targets(t, "http://a", "http://b"), HealthCheck: hc}, nil, Options{})
-	a := byHost(t, old, "a")
+	a, b := byHost(t, old, "a"), byHost(t, old, "b")
 	old.recordCheck(a, errTest)
 	if a.Available(time.Now()) {
 		t.Fatal("check result not recorded")
+	}
+	if b.Available(time.Now()) {
+		t.Fatal("b is available before its first check")
 	}
 
 	// Checks switched off: nothing could bring a back, so it is healthy
@@ -186,6 +189,9 @@ func TestReloadHealthChecks(t *testing.T) {
 	old.Stop()
 	if !a.Available(time.Now()) {
 		t.Fatal("target left down although health checks are disabled")
+	}
+	if !b.Available(time.Now()) {
+		t.Fatal("target left awaiting a first check that will never come")
 	}
 	if got := ev.list(); len(got) != 1 || got[0] != "svc a up" {
 		t.Errorf("health events = %q", got)
