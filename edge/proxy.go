@@ -397,6 +397,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.errKind = "" // an earlier attempt's failure, retried: in retried_on
 		break
 	}
+	if _, isH1 := resp.Body.(*h1Body); !isH1 && oversizedHead(resp.Header) {
+		// An HTTP/2 upstream's head (the HTTP/1 client stops reading at
+		// the limit): refused alike, for this stream only.
+		drainClose(resp.Body)
+		att.end(upstream.Failure)
+		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_header_section_size", title: "Bad Gateway",
+			detail: "the upstream's response head is over the gateway's limits", cause: "target " + x.target + ": response head over " + strconv.Itoa(maxResponseHead>>10) + " KiB or " + strconv.Itoa(maxHeaderFields) + " fields"})
+		return
+	}
 	outcome := upstream.Success
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
@@ -430,13 +439,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		wh = resp.Header
 	} else {
 		copyEndToEnd(wh, resp.Header)
-		if _, ok := wh["Content-Type"]; !ok {
-			// net/http's HTTP/2 server and quic-go would guess a type
-			// from the first bytes: an upload served without one (and
-			// nosniff) would turn into HTML. Present but empty, the
-			// field stops the guess and is not sent.
-			wh["Content-Type"] = nil
-		}
 	}
 	wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
 	if len(resp.Trailer) > 0 {
@@ -448,6 +450,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !rt.respOps.empty() {
 		rt.respOps.apply(wh)
+	}
+	if r.ProtoMajor >= 2 {
+		if _, ok := wh["Content-Type"]; !ok {
+			// net/http's HTTP/2 server and quic-go would guess a type
+			// from the first bytes: an upload served without one (and
+			// nosniff) would turn into HTML. Present but empty, the
+			// field stops the guess and is not sent.
+			wh["Content-Type"] = nil
+		}
 	}
 	x.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
@@ -509,6 +520,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, v := range resp.Trailer {
 		wh[http.TrailerPrefix+k] = v
 	}
+}
+
+// oversizedHead reports whether a response header is over the limits the
+// HTTP/1 client applies while reading (maxResponseHead, maxHeaderFields),
+// counted as HPACK does: name, value and 32 bytes per field.
+func oversizedHead(h http.Header) bool {
+	size, fields := 0, 0
+	for k, vs := range h {
+		for _, v := range vs {
+			size += len(k) + len(v) + 32
+			fields++
+		}
+	}
+	return size > maxResponseHead || fields > maxHeaderFields
 }
 
 // allowRetry asks the service's retry budget for a retry after a failure

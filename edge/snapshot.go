@@ -433,16 +433,19 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 			}
 			return rawTCP(c), nil // see rawconn.go
 		},
-		TLSHandshakeTimeout:    k.connect,
-		ResponseHeaderTimeout:  k.responseHeader,
-		MaxResponseHeaderBytes: maxResponseHead, // as the HTTP/1 client's
-		ExpectContinueTimeout:  time.Second,
-		MaxIdleConns:           0,
-		MaxIdleConnsPerHost:    1024,
-		IdleConnTimeout:        90 * time.Second,
-		DisableCompression:     true, // pass encodings through untouched
-		WriteBufferSize:        16 << 10,
-		ReadBufferSize:         16 << 10,
+		TLSHandshakeTimeout:   k.connect,
+		ResponseHeaderTimeout: k.responseHeader,
+		// No MaxResponseHeaderBytes at the HTTP/1 client's 64 KiB: over
+		// HTTP/2 a head over it is a connection error, which would fail
+		// every stream on the connection; the proxy checks the head it
+		// gets instead (oversizedHead).
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          0,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true, // pass encodings through untouched
+		WriteBufferSize:       16 << 10,
+		ReadBufferSize:        16 << 10,
 	}
 	var p http.Protocols
 	switch k.protocol {

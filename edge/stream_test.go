@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -540,5 +541,52 @@ func TestUnannouncedTrailerNamedLikeHeader(t *testing.T) {
 	}
 	if got := resp.Trailer.Get("X-Checksum"); got != "final" {
 		t.Errorf("trailer X-Checksum = %q; want final (trailers %v)", got, resp.Trailer)
+	}
+}
+
+// An HTTP/2 upstream's head over the limits fails its own request with
+// http_response_header_section_size, not the upstream connection and every
+// request on it (as MaxResponseHeaderBytes would make it).
+func TestH2CUpstreamOversizedHeadFailsOnlyItsRequest(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	be := newH2CBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			w.Header().Set("X-Big", strings.Repeat("x", 70<<10))
+			return
+		}
+		entered <- struct{}{}
+		<-release
+		io.WriteString(w, "ok")
+	})
+	h2s := fmt.Sprintf(`
+services:
+  - name: h2
+    protocol: h2c
+    targets: [{url: %s}]
+routes: [{name: r, match: {path_prefix: /}, service: h2}]
+`, be.URL)
+	gw := startGateway(t, h2s)
+	c := newClient(t)
+	var wg sync.WaitGroup
+	codes := make(chan int, 4)
+	for range 4 {
+		wg.Go(func() {
+			resp, _ := get(t, c, gw.url+"/slow")
+			codes <- resp.StatusCode
+		})
+	}
+	for range 4 {
+		recv(t, entered, "a slow request to reach the upstream")
+	}
+	resp, body := get(t, c, gw.url+"/big")
+	checkProblem(t, resp, body, http.StatusBadGateway, "http_response_header_section_size")
+	close(release)
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != 200 {
+			t.Errorf("a request sharing the upstream connection got %d; want 200", code)
+		}
 	}
 }

@@ -620,29 +620,38 @@ routes:
 // (with nosniff) would become HTML in the browser.
 func TestNoContentTypeGuessedPerProtocol(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header()["Content-Type"] = nil // no type, and no guess by net/http here either
+		if r.URL.Path == "/typed" {
+			w.Header().Set("Content-Type", "text/plain")
+		} else {
+			w.Header()["Content-Type"] = nil // no type, and no guess by net/http here either
+		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		io.WriteString(w, "<html><script>alert(1)</script></html>")
 	})
+	// The route removing the upstream's type must not let a guess in.
 	tg := startTLSGateway(t, fmt.Sprintf(`
 services: [{name: be, targets: [{url: %q}]}]
-routes: [{name: r, match: {path_prefix: /}, service: be}]
+routes:
+  - {name: r, match: {path_prefix: /}, service: be}
+  - {name: untyped, match: {path_prefix: /typed}, service: be, response_headers: {remove: [Content-Type]}}
 `, be.URL), true)
 	for _, proto := range []string{"h1", "h2", "h3"} {
-		t.Run(proto, func(t *testing.T) {
-			resp, err := tg.client(t, proto).Get("https://localhost:" + portOf(tg.addr) + "/upload")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || !strings.Contains(string(body), "<script>") {
-				t.Fatalf("got %d %q; want the upstream's 200 and body", resp.StatusCode, body)
-			}
-			if ct, ok := resp.Header["Content-Type"]; ok {
-				t.Errorf("Content-Type %q over %s; want none, as the upstream sent", ct, proto)
-			}
-		})
+		for _, path := range []string{"/upload", "/typed"} {
+			t.Run(proto+path, func(t *testing.T) {
+				resp, err := tg.client(t, proto).Get("https://localhost:" + portOf(tg.addr) + path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.Contains(string(body), "<script>") {
+					t.Fatalf("got %d %q; want the upstream's 200 and body", resp.StatusCode, body)
+				}
+				if ct, ok := resp.Header["Content-Type"]; ok {
+					t.Errorf("Content-Type %q over %s; want none, as the upstream sent or the route left", ct, proto)
+				}
+			})
+		}
 	}
 }
 
