@@ -558,7 +558,18 @@ func TestMetricsOfRemovedRoutesAreDeleted(t *testing.T) {
 	if strings.Contains(m, `route="idle"`) {
 		t.Error("a route never requested already has series")
 	}
+	var goneStats *routeStats
+	for _, rt := range gw.g.Current().routes {
+		if rt.name == "gone" {
+			goneStats = rt.stats
+		}
+	}
 	gw.g.Swap(compileDoc(t, gw.g, doc("kept", "idle"), 2, gw.g.Current()))
+	// A request still running on the old snapshot ends after the reload,
+	// with an error and a retry: its series must not come back.
+	goneStats.observe("GET", 504, 0.1)
+	gw.g.metrics.countError(goneStats, "http_response_timeout")
+	gw.g.metrics.countService(gw.g.metrics.retries, "s2")
 	m = scrape()
 	if strings.Contains(m, `route="gone"`) || strings.Contains(m, `service="s2"`) {
 		t.Errorf("after the reload, /metrics still has the removed route's or service's series:\n%s", m)

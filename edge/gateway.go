@@ -253,7 +253,7 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 		rs.observeUpstream(service, x.upstreamDur.Seconds())
 	}
 	if x.errKind != "" {
-		g.metrics.upstreamErrors.WithLabelValues(routeName, x.errKind).Inc()
+		g.metrics.countError(rs, x.errKind)
 	}
 	if al := g.opts.AccessLog; al != nil {
 		if x.traceID == "" {

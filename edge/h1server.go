@@ -996,7 +996,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 			return nil, nil, badRequest(err.Error()).about(method, target, proto, host)
 		}
 		req.Trailer = tr
-		req.Body = &chunkedBody{c: c, rs: rs, cr: chunkedReader{br: c.br, maxTrailer: c.s.opts.MaxHeaderBytes}}
+		req.Body = &chunkedBody{c: c, rs: rs, cr: chunkedReader{br: c.br, maxTrailer: c.s.opts.MaxHeaderBytes, strict: true}}
 	case cls > 0:
 		n, ok := parseContentLength(clVal)
 		if !ok {

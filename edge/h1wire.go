@@ -273,6 +273,10 @@ type chunkedReader struct {
 	err        error
 	taken      int64 // bytes consumed from br
 	line       []byte
+	fields     int // trailer fields read
+	// strict refuses any control character in a trailer value (a
+	// client's request); an upstream's NUL or bare CR becomes a space.
+	strict bool
 }
 
 const (
@@ -509,7 +513,19 @@ func (r *chunkedReader) readTrailers() error {
 		}
 		value := trimSpace(line[colon+1:])
 		if hasControlChar(value) {
-			return errChunked // as net/http: no control characters in a field
+			if r.strict {
+				return errChunked // as net/http: no control characters in a field
+			}
+			// As in an upstream's head (readFields): a NUL or bare CR
+			// becomes a space (RFC 9110 5.5).
+			for i, c := range value {
+				if c == 0 || c == '\r' {
+					value[i] = ' '
+				}
+			}
+		}
+		if r.fields++; r.fields > maxHeaderFields {
+			return errChunked // a trailer section has the head's limits
 		}
 		name := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
 		switch name {

@@ -52,7 +52,8 @@ func TestReadResponse(t *testing.T) {
 		{name: "obs-fold", in: "HTTP/1.1 200 OK\r\nX-A: 1\r\n  2\r\nContent-Length: 0\r\n\r\n", bad: "obsolete line folding"},
 		{name: "space in name", in: "HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n", bad: "malformed header field"},
 		{name: "bad chunk size", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", status: 200, cl: -1, bad: "malformed chunked body"},
-		{name: "control character in a trailer", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-T: a\x11b\r\n\r\n", status: 200, cl: -1, bad: "malformed chunked body"},
+		{name: "NUL and CR in a trailer become spaces", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nX-T: a\x00b\rc\r\n\r\n", status: 200, body: "x", cl: -1, trailer: map[string]string{"X-T": "a b c"}},
+		{name: "too many trailer fields", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n" + strings.Repeat("X-T: v\r\n", maxHeaderFields+1) + "\r\n", status: 200, cl: -1, bad: "malformed chunked body"},
 		{name: "truncated body", in: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", status: 200, cl: 10, bad: "unexpected EOF"},
 		{name: "truncated head", in: "HTTP/1.1 200 OK\r\nContent-Len", bad: "unexpected EOF"},
 	} {

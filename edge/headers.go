@@ -361,8 +361,8 @@ var regNameChars = func() (t [256]bool) {
 
 // validHost reports whether h is a valid Host field value (RFC 9112 3.2):
 // uri-host [":" port], the host a name, an IPv4 address or a bracketed
-// IPv6 address, the port digits. As nginx, it also refuses empty labels
-// ("a..b"), which no name has. The empty value is left to the callers
+// IPv6 address, the port digits. It also refuses empty labels ("a..b", as
+// nginx does, and ".a"), which no name has. The empty value is left to the callers
 // (HTTP/1.0 may omit Host).
 func validHost(h string) bool {
 	host := h
@@ -393,7 +393,7 @@ func validHost(h string) bool {
 	}
 	for i := 0; i < len(host); i++ {
 		c := host[i]
-		if !regNameChars[c] || c == '.' && i > 0 && host[i-1] == '.' {
+		if !regNameChars[c] || c == '.' && (i == 0 || host[i-1] == '.') {
 			return false
 		}
 	}

@@ -234,6 +234,18 @@ routes: [{name: r, match: {path_prefix: /}, service: svc}]
 			if !trusted && used != 1 {
 				t.Errorf("one untrusted peer hashed onto %d targets; want 1 (forwarded addresses ignored)", used)
 			}
+			// An answer the gateway makes itself (TRACE's 405 here)
+			// names the same client.
+			req, _ := http.NewRequest(http.MethodTrace, gw.url+"/", nil)
+			req.Header.Set("X-Forwarded-For", "203.0.113.99")
+			req.Header.Set("X-Request-Id", "early")
+			if resp, _ := do(t, c, req); resp.StatusCode != http.StatusMethodNotAllowed {
+				t.Fatalf("TRACE: status %d; want 405", resp.StatusCode)
+			}
+			waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)["early"] != nil })
+			if early := logBuf.records(t)["early"]; trusted && early["client"] != "203.0.113.99" {
+				t.Errorf("the gateway's own 400 logged client %v; want the forwarded 203.0.113.99", early["client"])
+			}
 			waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)["c-7"] != nil })
 			rec := logBuf.records(t)["c-7"]
 			if trusted && (rec["client"] != "203.0.113.7" || !strings.HasPrefix(fmt.Sprint(rec["peer"]), "127.0.0.1:")) {
@@ -408,7 +420,7 @@ func TestForwardedClientAddressForms(t *testing.T) {
 		r, _ := http.NewRequest(http.MethodGet, "http://example.com/", nil)
 		r.RemoteAddr = tc.remote
 		x := &exchange{}
-		x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
+		g.identifyClient(x, r)
 		h := http.Header{"Forwarded": {"for=spoofed"}, "X-Forwarded-For": {"6.6.6.6"}}
 		var o outHeader
 		o.reset(h)
@@ -632,6 +644,8 @@ func TestValidHost(t *testing.T) {
 		"api.example.com:abc":   false,
 		"a.example.com:1:80":    false,
 		"x..example.com":        false,
+		".x.example.com":        false,
+		".":                     false,
 		"a b":                   false,
 		"a/b":                   false,
 		"a@b":                   false,

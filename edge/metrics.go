@@ -186,6 +186,26 @@ func (m *metrics) prune(s *Snapshot) {
 	}
 }
 
+// countError counts a gateway error of rs's route, unless a reload removed
+// the route (prune), whose series must not come back.
+func (m *metrics) countError(rs *routeStats, kind string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !rs.retired.Load() {
+		m.upstreamErrors.WithLabelValues(rs.name, kind).Inc()
+	}
+}
+
+// countService adds one to vec's series for service, unless a reload
+// removed the service (prune), whose series must not come back.
+func (m *metrics) countService(vec *prometheus.CounterVec, service string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.services[service] {
+		vec.WithLabelValues(service).Inc()
+	}
+}
+
 func (rs *routeStats) observeUpstream(service string, seconds float64) {
 	o, ok := rs.upstream.Load(service)
 	if !ok {

@@ -28,6 +28,7 @@ type exchange struct {
 	traceID     string
 	clientIP    netip.Addr
 	clientIPStr string // clientIP's text, or "" when unknown
+	trusted     bool   // the peer is one of the trusted proxies
 	// origin is the client's address as trusted proxies forwarded it
 	// (X-Forwarded-For), when the peer is one of them and it differs.
 	origin      string
@@ -75,7 +76,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.identify(r)
 	g.metrics.inFlightN.Add(1)
 	defer g.metrics.inFlightN.Add(-1)
-	x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
+	g.identifyClient(x, r)
 	defer g.finish(r, x)
 
 	if g.opts.MaxHeaderCount > 0 {
@@ -495,6 +496,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				pe = classify(ctx.Err(), ctx)
 			}
 			x.errKind = pe.proxyStatus
+			x.errDetail = pe.cause
 			outcome = upstream.Failure
 			if rw, ok := w.(retracter); ok && n == 0 && rw.retract() {
 				// Nothing has reached the client yet: it can still
@@ -537,21 +539,21 @@ func oversizedHead(h http.Header) bool {
 }
 
 // allowRetry asks the service's retry budget for a retry after a failure
-// (reason: a Proxy-Status error or a status code) and counts the answer.
-// The reason goes to the access log's retried_on either way, and a refusal
-// also to retry_budget_exhausted.
+// (reason: a Proxy-Status error or a status code) and counts the answer:
+// a retry adds the reason to the access log's retried_on, a refusal sets
+// retry_budget_exhausted.
 func (g *Gateway) allowRetry(svc *service, x *exchange, reason string) bool {
+	if !svc.retry.budget.allow() {
+		x.retryRefused = true
+		g.metrics.countService(g.metrics.retryOverflow, svc.name)
+		return false
+	}
 	if x.retriedOn == "" {
 		x.retriedOn = reason
 	} else {
 		x.retriedOn += "," + reason
 	}
-	if !svc.retry.budget.allow() {
-		x.retryRefused = true
-		g.metrics.retryOverflow.WithLabelValues(svc.name).Inc()
-		return false
-	}
-	g.metrics.retries.WithLabelValues(svc.name).Inc()
+	g.metrics.countService(g.metrics.retries, svc.name)
 	return true
 }
 
@@ -563,14 +565,13 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 	if isTLS(r) {
 		proto = "https"
 	}
-	trusted := x.clientIP.IsValid() && g.opts.TrustedProxies.contains(x.clientIP)
+	trusted := x.trusted
 	ip := "unknown"
 	if x.clientIPStr != "" {
 		ip = x.clientIPStr
 	}
 	if trusted {
 		if prior := o.get("X-Forwarded-For"); len(prior) > 0 {
-			x.origin = g.forwardedClient(prior)
 			o.set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
 		} else {
 			o.set("X-Forwarded-For", ip)
@@ -659,6 +660,19 @@ func (g *Gateway) forwardedClient(xff []string) string {
 		}
 	}
 	return found
+}
+
+// identifyClient fills in the peer's address and, when the peer is a
+// trusted proxy, the client it forwarded (for balancing and the log of
+// every answer, the gateway's own included).
+func (g *Gateway) identifyClient(x *exchange, r *http.Request) {
+	x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
+	x.trusted = x.clientIP.IsValid() && len(g.opts.TrustedProxies) > 0 && g.opts.TrustedProxies.contains(x.clientIP)
+	if x.trusted {
+		if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
+			x.origin = g.forwardedClient(xff)
+		}
+	}
 }
 
 // client is the client's address for balancing and the access log: the

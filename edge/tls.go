@@ -356,8 +356,11 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 				return
 			}
 		}
-		if r.Method == http.MethodConnect {
-			g.ServeHTTP(w, r) // refused there: 501, as on any port
+		if r.Method == http.MethodConnect || !validHost(r.Host) || strings.IndexByte(r.RequestURI, '#') >= 0 || strings.IndexByte(r.URL.Path, 0) >= 0 {
+			// Refused there as on any port: CONNECT (501), a malformed
+			// Host, a fragment, an encoded NUL (400); none is a place
+			// to redirect to.
+			g.ServeHTTP(w, r)
 			return
 		}
 		if !strings.HasPrefix(r.URL.Path, "/") {
@@ -395,6 +398,7 @@ func (g *Gateway) answerLocal(w http.ResponseWriter, r *http.Request, status int
 	defer c.release() // after finish
 	x := &c.x
 	x.identify(r)
+	g.identifyClient(x, r)
 	x.status = status
 	if status >= 400 {
 		// Refusals are problems, as everywhere else.

@@ -351,6 +351,23 @@ routes:
 	if err != nil || cr.StatusCode != http.StatusNotImplemented || !cr.Close {
 		t.Fatalf("CONNECT: got %v %v; want 501 and the connection closed", cr, err)
 	}
+	// What ServeHTTP would refuse is refused here too, not redirected:
+	// a malformed authority, a fragment (over h2c, where the HTTP/1
+	// parser is not in the way for the authority).
+	h2 := newH2CClient(t)
+	for _, tc := range []struct{ host, target string }{{"a:1:80", "/zzz"}, {"x..example.com", "/zzz"}, {"ok.example", "/zzz#frag"}} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+srv.Addr().String()+"/", nil)
+		req.Host = tc.host
+		req.URL.Opaque = tc.target // sent as written, # included
+		resp, err := h2.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("h2c %s %s on the redirecting port: %d, Location %q; want 400", tc.host, tc.target, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
 	resp, err = c.Get("http://" + srv.Addr().String() + "/public/z")
 	if err != nil {
 		t.Fatal(err)
