@@ -155,6 +155,7 @@ func (a *admin) authorized(r *http.Request) bool {
 func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.o.OpenReads && !a.authorized(r) {
+			closeUnreadBody(w, r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
 			adminProblem(w, http.StatusUnauthorized, "Unauthorized", "this admin listener is not on loopback: reads need the admin bearer token", nil)
 			return
@@ -163,9 +164,20 @@ func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// closeUnreadBody marks the connection to close after an answer that leaves
+// the request body unread: net/http would otherwise read what is left of it
+// (up to 256 KiB) before answering, and a client trickling it would hold
+// the connection and keep its 401 or 413 from it.
+func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		w.Header().Set("Connection", "close")
+	}
+}
+
 func (a *admin) write(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
+			closeUnreadBody(w, r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
 			detail := "writes need the admin bearer token: Authorization: Bearer TOKEN"
 			if a.o.Token == "" {
@@ -280,8 +292,14 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		allowEmpty = b
 	}
+	if r.ContentLength > a.o.MaxBodyBytes {
+		closeUnreadBody(w, r)
+		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
+		return
+	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
 	if err != nil {
+		closeUnreadBody(w, r)
 		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
 		return
 	}

@@ -1,12 +1,14 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -587,5 +589,37 @@ func TestMetricsOfRemovedRoutesAreDeleted(t *testing.T) {
 	}
 	if !strings.Contains(scrape(), `meridian_upstream_duration_seconds_count{service="s2"} 1`) {
 		t.Error("re-added service's upstream histogram is missing or stale")
+	}
+}
+
+// A refused PUT gets its answer at once, even while its body trickles in
+// (net/http would read the rest of a small body first), and a declared
+// length over the limit is refused before any of it is read.
+func TestAdminRefusesWithoutWaitingForTheBody(t *testing.T) {
+	gw := startGateway(t, oneRoute(deadAddr(t), ""))
+	const token = "s3cret-token-0123456789"
+	s := newAdminServer(t, gw.g, AdminOptions{Control: &swapControl{g: gw.g, ready: true}, Token: token})
+	addr := strings.TrimPrefix(s.URL, "http://")
+	for _, tc := range []struct {
+		head string
+		want int
+	}{
+		{"PUT /config HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx", http.StatusUnauthorized},
+		{"PUT /config HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + token + "\r\nContent-Length: 99999999999\r\n\r\nx", http.StatusRequestEntityTooLarge},
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, tc.head)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		conn.Close()
+		if err != nil {
+			t.Fatalf("%q: no answer while the body is pending: %v", tc.head, err)
+		}
+		if resp.StatusCode != tc.want || !resp.Close {
+			t.Errorf("%q: %d, close %v; want %d and the connection closed", tc.head, resp.StatusCode, resp.Close, tc.want)
+		}
 	}
 }

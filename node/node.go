@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/meridian-gw/meridian/internal/atomicfile"
 	"io"
 	"log/slog"
 	"net"
@@ -23,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/meridian-gw/meridian/cluster"
@@ -31,6 +31,7 @@ import (
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/meridian-gw/meridian/internal/atomicfile"
 )
 
 // Options are what a Node needs besides its configuration.
@@ -49,6 +50,7 @@ type Options struct {
 
 // Node is one running edge node.
 type Node struct {
+	dirLock  *os.File // flock on DataDir/node.lock while the node runs
 	cfg      Config
 	opts     Options
 	log      *slog.Logger
@@ -173,6 +175,17 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := lockDataDir(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	n.dirLock = lock
+	started := false
+	defer func() {
+		if !started {
+			n.unlockDataDir()
+		}
+	}()
 	tok, err := n.loadToken()
 	if err != nil {
 		return err
@@ -233,7 +246,10 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 				Cluster:   n.ClusterStatus,
 			}),
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       60 * time.Second,
+			// A whole request, a 32 MiB document included: a client
+			// trickling a body cannot hold a connection for longer.
+			ReadTimeout: 2 * time.Minute,
+			IdleTimeout: 60 * time.Second,
 		}
 		n.wg.Add(1)
 		go func() {
@@ -253,7 +269,30 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 	n.announce()
 	s := n.gw.Current()
 	n.log.Info("meridian serving", "http", srv.Addr().String(), "https", n.HTTPSAddr(), "admin", n.AdminAddr(), "config_version", s.Version, "config_hash", s.Hash[:12], "routes", len(s.Doc.Routes), "data_dir", n.cfg.DataDir)
+	started = true
 	return nil
+}
+
+// lockDataDir takes an exclusive, non-blocking lock on dir/node.lock for the
+// node's life: a second node on the same data dir would overwrite its state
+// (the applied document, the version) and fails to start instead.
+func lockDataDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "node.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("data dir %s is in use by another meridian node (%w); give each node its own data_dir", dir, err)
+	}
+	return f, nil
+}
+
+func (n *Node) unlockDataDir() {
+	if n.dirLock != nil {
+		n.dirLock.Close() // releases the flock
+		n.dirLock = nil
+	}
 }
 
 func isLoopback(a net.Addr) bool {
@@ -489,6 +528,13 @@ func (n *Node) reload() (*edge.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cur := n.gw.Current(); len(f.Gateway.Routes) == 0 && cur != nil && len(cur.Doc.Routes) > 0 {
+		// As PUT /config without allow_empty: a file that lost its
+		// gateway section (or its routes) by mistake would take every
+		// route down on a signal.
+		n.gw.RecordRejected()
+		return nil, fmt.Errorf("the file's gateway document has no routes, and applying it would answer every request with a 404; to empty the gateway on purpose, PUT /config?allow_empty=true")
+	}
 	if n.cluster != nil {
 		return n.applyCluster(context.Background(), &f.Gateway, doc, 0)
 	}
@@ -554,6 +600,7 @@ func (n *Node) Drain(ctx context.Context) error {
 	if n.accessF != nil {
 		n.accessF.Close()
 	}
+	n.unlockDataDir()
 	if err != nil {
 		n.log.Warn("drain deadline reached; remaining requests were cut off", "err", err)
 		return err

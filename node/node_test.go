@@ -189,6 +189,13 @@ func TestInvalidConfigKeepsRunningOne(t *testing.T) {
 	if got := r.n.Gateway().Current(); got != before {
 		t.Fatalf("an empty document replaced the running one")
 	}
+	// So is a file whose gateway section went missing, on SIGHUP.
+	if err := os.WriteFile(r.path, []byte(strings.Split(nodeFile(dir, a.URL), "gateway:")[0]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.n.Reload(); err == nil || !strings.Contains(err.Error(), "no routes") {
+		t.Fatalf("Reload of a file without routes: %v; want it refused", err)
+	}
 	// A broken file on SIGHUP is refused too.
 	if err := os.WriteFile(r.path, []byte("node: {name: x}\ngateway: {routes: [{name: 1}]\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -202,6 +209,30 @@ func TestInvalidConfigKeepsRunningOne(t *testing.T) {
 	if code, body := get(t, http.DefaultClient, "http://"+r.n.ProxyAddr()+"/"); code != 200 || body != "A" {
 		t.Fatalf("after refused documents: got %d %q; want 200 A", code, body)
 	}
+}
+
+// A second node on a data dir in use fails to start rather than overwrite
+// the first one's state; the dir is free again once the first has drained.
+func TestDataDirLocked(t *testing.T) {
+	a := backend(t, "A")
+	dir := t.TempDir()
+	r := startNode(t, dir, nodeFile(dir, a.URL))
+	f, err := ParseFile([]byte(nodeFile(dir, a.URL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := New(f, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.Start(f, []byte(nodeFile(dir, a.URL))); err == nil || !strings.Contains(err.Error(), "in use by another meridian node") {
+		t.Fatalf("second node on the same data dir: %v; want it refused", err)
+	}
+	if err := r.n.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	again := startNode(t, dir, nodeFile(dir, a.URL))
+	again.n.Drain(context.Background())
 }
 
 // Versions never go backwards across restarts, and a document applied
