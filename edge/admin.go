@@ -164,6 +164,21 @@ func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// ifMatch reports whether an If-Match value names the entity tag of the
+// document with hash: "*", or a list holding "hash". The comparison is
+// strong (RFC 9110 13.1.1): a weak tag never matches.
+func ifMatch(v, hash string) bool {
+	if strings.TrimSpace(v) == "*" {
+		return true
+	}
+	for t := range strings.SplitSeq(v, ",") {
+		if strings.TrimSpace(t) == `"`+hash+`"` {
+			return true
+		}
+	}
+	return false
+}
+
 // closeUnreadBody marks the connection to close after an answer that leaves
 // the request body unread: net/http would otherwise read what is left of it
 // (up to 256 KiB) before answering, and a client trickling it would hold
@@ -264,18 +279,29 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		adminProblem(w, http.StatusNotImplemented, "Not Implemented", "this node does not accept configuration", nil)
 		return
 	}
+	q := r.URL.Query()
+	for k := range q {
+		if k != "if_version" && k != "allow_empty" {
+			// A misspelt allow_empty or if_version must not be ignored.
+			closeUnreadBody(w, r)
+			adminProblem(w, http.StatusBadRequest, "Bad Request", "unknown parameter "+strconv.Quote(k)+" (PUT /config takes if_version and allow_empty)", nil)
+			return
+		}
+	}
 	var ifVersion uint64
-	if v := r.URL.Query().Get("if_version"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil || n == 0 {
-			adminProblem(w, http.StatusBadRequest, "Bad Request", "if_version must be a positive version number", nil)
+	if vs, ok := q["if_version"]; ok {
+		n, err := strconv.ParseUint(vs[0], 10, 64)
+		if err != nil || n == 0 || len(vs) > 1 {
+			closeUnreadBody(w, r)
+			adminProblem(w, http.StatusBadRequest, "Bad Request", "if_version must be one positive version number", nil)
 			return
 		}
 		ifVersion = n
 	}
-	if im := r.Header.Get("If-Match"); im != "" && im != "*" {
+	if im := r.Header.Get("If-Match"); im != "" {
 		cur := a.g.Current()
-		if cur == nil || strings.Trim(strings.TrimPrefix(im, "W/"), `"`) != cur.Hash {
+		if cur == nil || !ifMatch(im, cur.Hash) {
+			closeUnreadBody(w, r)
 			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-Match does not name the applied document's ETag", nil)
 			return
 		}
@@ -284,9 +310,13 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	allowEmpty := false
-	if v := r.URL.Query().Get("allow_empty"); v != "" {
-		b, err := strconv.ParseBool(v)
+	if vs, ok := q["allow_empty"]; ok {
+		b, err := strconv.ParseBool(vs[0])
+		if vs[0] == "" {
+			b, err = true, nil // a bare ?allow_empty
+		}
 		if err != nil {
+			closeUnreadBody(w, r)
 			adminProblem(w, http.StatusBadRequest, "Bad Request", "allow_empty must be true or false", nil)
 			return
 		}

@@ -199,6 +199,18 @@ func TestAdminConfigAndAuth(t *testing.T) {
 		if resp.StatusCode != 409 {
 			t.Errorf("PUT with a stale if_version: %d; want 409", resp.StatusCode)
 		}
+		// Parameters are checked, not ignored.
+		for _, q := range []string{"?allow_emtpy=true", "?if_version=", "?if_version=1&if_version=2", "?allow_empty=maybe"} {
+			if resp, body := adminRequest(t, "PUT", closed.URL+"/config"+q, token, raw2); resp.StatusCode != 400 {
+				t.Errorf("PUT /config%s: %d %s; want 400", q, resp.StatusCode, body)
+			}
+		}
+		if v := gw.g.Current().Version; v != 2 {
+			t.Errorf("version = %d after refused parameters; want 2", v)
+		}
+		if !ifMatch(`"x", "`+gw.g.Current().Hash+`"`, gw.g.Current().Hash) || ifMatch(`W/"`+gw.g.Current().Hash+`"`, gw.g.Current().Hash) || !ifMatch(" * ", "h") {
+			t.Error("If-Match: want a list to match by any strong tag, and a weak tag never")
+		}
 		resp, body = adminRequest(t, "PUT", closed.URL+"/config", token, "services: []\nroutes:\n  - name: x\n    service: missing\n")
 		if resp.StatusCode != 422 {
 			t.Errorf("PUT of an invalid document: %d; want 422 (%s)", resp.StatusCode, body)

@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -541,10 +542,10 @@ func (c *Config) validate() error {
 	if c.Admin.Token != "" && c.Admin.TokenFile != "" {
 		add("admin", "set token or token_file, not both")
 	}
-	if t := c.Admin.Token; t != "" && strings.TrimSpace(t) != t {
-		// Clients' tokens are compared trimmed, so this one could
-		// never match.
-		add("admin.token", "has leading or trailing spaces, which no client can send")
+	if t := c.Admin.Token; t != "" && (strings.TrimSpace(t) != t || strings.ContainsFunc(t, unicode.IsControl)) {
+		// Clients' tokens are compared trimmed, and a header cannot
+		// carry a control character: this one could never match.
+		add("admin.token", "has leading or trailing spaces or a control character, which no client can send")
 	} else if t != "" && len(t) < 16 {
 		add("admin.token", "too short: use at least 16 characters")
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,7 +25,7 @@ import (
 )
 
 const clusterUsage = `usage:
-  meridian cluster status [-admin URL] [-token T]       members, gossip state, Raft role, config version
+  meridian cluster status [-admin URL] [-token T] [-json]  members, gossip state, Raft role, config version
   meridian cluster ca create -dir DIR                    create the cluster CA (ca.crt, ca.key)
   meridian cluster cert -ca DIR -name NODE [-ip IP,..] [-dns NAME,..] [-out DIR]
                                                          issue a node's certificate for Raft and forwarding
@@ -38,6 +37,10 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, clusterUsage)
 		return 2
 	}
+	if isHelp(args[0]) {
+		fmt.Fprint(stdout, clusterUsage)
+		return 0
+	}
 	switch args[0] {
 	case "status":
 		return clusterStatus(args[1:], stdout, stderr)
@@ -45,10 +48,14 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet("cluster ca create", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		dir := fs.String("dir", "", "directory for ca.crt and ca.key")
-		if len(args) >= 2 && args[1] == "create" && errors.Is(fs.Parse(args[2:]), flag.ErrHelp) {
-			return 0
+		if len(args) < 2 || args[1] != "create" {
+			fmt.Fprint(stderr, clusterUsage)
+			return 2
 		}
-		if len(args) < 2 || args[1] != "create" || fs.Parse(args[2:]) != nil || !noArgs(fs, stderr) || *dir == "" {
+		if err := fs.Parse(args[2:]); err != nil {
+			return parseFailed(err)
+		}
+		if !noArgs(fs, stderr) || *dir == "" {
 			fmt.Fprint(stderr, clusterUsage)
 			return 2
 		}
@@ -89,6 +96,10 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "wrote %s and %s\n", filepath.Join(*out, *name+".crt"), filepath.Join(*out, *name+".key"))
 		return 0
 	case "keygen":
+		if len(args) == 2 && isHelp(args[1]) {
+			fmt.Fprint(stdout, clusterUsage)
+			return 0
+		}
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "meridian: cluster keygen takes no arguments (got %q)\n", args[1:])
 			return 2

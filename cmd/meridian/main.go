@@ -72,6 +72,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "dev":
 		return devCmd(args[1:], stdout, stderr)
 	case "version":
+		if len(args) == 2 && isHelp(args[1]) {
+			fmt.Fprintln(stdout, "usage: meridian version   (print the version)")
+			return 0
+		}
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "meridian: version takes no arguments (got %q)\n", args[1:])
 			return 2
@@ -88,6 +92,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // noArgs refuses the positional arguments a command does not take: flag
 // parsing stops at the first one, so flags after it would be ignored too.
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" }
+
 // parseFailed is the exit code for a flag-parsing error: 0 for -h, whose
 // usage the flag set printed, else 2.
 func parseFailed(err error) int {
@@ -296,27 +303,38 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
 		return 1
 	}
-	kind, err := validateBytes(raw)
+	kind, routes, err := validateBytes(raw)
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: invalid configuration:\n%s\n", path, indent(err.Error()))
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: valid %s\n", path, kind)
+	if routes == 0 {
+		fmt.Fprintf(stdout, "note: it has no routes, so every request would get a 404; PUT /config, config apply and SIGHUP refuse such a document unless allowed (allow_empty, -allow-empty)\n")
+	}
 	return 0
 }
 
 // validateBytes accepts a node file (with node: and gateway: sections) or a
 // bare gateway document (services: and routes:).
-func validateBytes(raw []byte) (string, error) {
+// validateBytes checks a node file or gateway document: what it is, its
+// routes, and its errors.
+func validateBytes(raw []byte) (kind string, routes int, err error) {
 	if looksLikeNodeFile(raw) {
-		_, err := node.ParseFile(raw)
-		return "node configuration", err
+		f, err := node.ParseFile(raw)
+		if err != nil {
+			return "node configuration", 0, err
+		}
+		return "node configuration", len(f.Gateway.Routes), nil
 	}
 	doc, err := config.Parse(raw)
 	if err == nil {
 		err = config.WithLines(raw, edge.Check(doc), "")
 	}
-	return "gateway document", err
+	if err != nil {
+		return "gateway document", 0, err
+	}
+	return "gateway document", len(doc.Routes), nil
 }
 
 func looksLikeNodeFile(raw []byte) bool {
@@ -334,7 +352,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: meridian config get|apply [flags]")
 		return 2
 	}
-	if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
+	if isHelp(args[0]) {
 		fmt.Fprintln(stderr, "usage: meridian config get|apply [flags]   (meridian config get -h, meridian config apply -h)")
 		return 0
 	}
@@ -345,7 +363,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("config "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	af := addAdminFlags(fs, "admin bearer token")
-	tokenFile := fs.String("token-file", "", "file holding the admin token (default: the data dir's admin-token)")
+	tokenFile := fs.String("token-file", "", "file holding the admin token, first line (default: admin-token in the user's cache dir + /meridian, the default data_dir's)")
 	var file *string
 	var ifVersion *uint64
 	var allowEmpty *bool
@@ -405,10 +423,11 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "meridian: %v\n", err)
 				return 1
 			}
-			if string(raw) == "{}\n" && !*allowEmpty {
-				fmt.Fprintf(stderr, "meridian: %s is a node file without a gateway section: nothing to apply\n", *file)
-				return 1
-			}
+		}
+		if doc, err := config.Parse(raw); err == nil && len(doc.Routes) == 0 && !*allowEmpty {
+			// Refused by the node too; said here in the CLI's terms.
+			fmt.Fprintf(stderr, "meridian: %s has no routes (a node file's gateway section missing or empty, say): applied, every request would get a 404; -allow-empty applies it anyway\n", *file)
+			return 1
 		}
 		q := url.Values{}
 		if *ifVersion != 0 {
@@ -451,6 +470,10 @@ func doAdmin(c *http.Client, req *http.Request, stdout, stderr io.Writer) int {
 }
 
 func caCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "usage: meridian ca root [-config FILE | -data-dir DIR]")
+		return 0
+	}
 	if len(args) == 0 || args[0] != "root" {
 		fmt.Fprintln(stderr, "usage: meridian ca root [-config FILE | -data-dir DIR]")
 		return 2

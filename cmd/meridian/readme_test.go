@@ -32,7 +32,7 @@ func TestReadmeExamplesValidate(t *testing.T) {
 	// The examples name files under /etc/meridian; give them real ones.
 	dir := writeExampleFiles(t)
 	for i, b := range blocks {
-		kind, err := validateBytes(bytes.ReplaceAll(b[1], []byte("/etc/meridian/"), []byte(dir+"/")))
+		kind, _, err := validateBytes(bytes.ReplaceAll(b[1], []byte("/etc/meridian/"), []byte(dir+"/")))
 		if err != nil {
 			t.Errorf("README yaml example %d (%s) is invalid:\n%v", i+1, kind, err)
 		}
@@ -126,6 +126,11 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		{[]string{"config", "apply", "-h"}, 0, "-allow-empty"},
 		{[]string{"validate", "-h"}, 0, "usage: meridian validate FILE"},
 		{[]string{"config", "-h"}, 0, "usage: meridian config get|apply"},
+		{[]string{"cluster", "-h"}, 0, ""},
+		{[]string{"cluster", "keygen", "-h"}, 0, ""},
+		{[]string{"cluster", "ca", "create", "-h"}, 0, "-dir"},
+		{[]string{"ca", "-h"}, 0, ""},
+		{[]string{"version", "-h"}, 0, ""},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
