@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -273,6 +274,17 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 	return nil
 }
 
+// releaseMemoryAfterLargeApply returns to the OS, in the background, the
+// memory that parsing and compiling a large document took: with GOGC=400
+// the heap of an idle node that applied 20,000 routes otherwise stays at
+// hundreds of MB of RSS for a live heap of tens. Small documents leave it
+// to the runtime.
+func releaseMemoryAfterLargeApply(raw []byte) {
+	if len(raw) > 1<<20 {
+		go debug.FreeOSMemory()
+	}
+}
+
 // lockDataDir takes an exclusive, non-blocking lock on dir/node.lock for the
 // node's life: a second node on the same data dir would overwrite its state
 // (the applied document, the version) and fails to start instead.
@@ -492,6 +504,7 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 	}
 	n.gw.Swap(snap)
 	n.manageHosts(doc)
+	releaseMemoryAfterLargeApply(raw)
 	n.log.Info("configuration applied", "version", version, "hash", snap.Hash[:12], "source", source, "routes", len(doc.Routes), "services", len(doc.Services))
 	return snap, nil
 }
