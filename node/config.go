@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -285,6 +287,7 @@ func ParseFile(data []byte) (_ *File, err error) {
 		}
 	}
 	if len(errs) > 0 {
+		slices.SortStableFunc(errs, func(a, b *config.FieldError) int { return cmp.Compare(a.Line, b.Line) })
 		return nil, errs
 	}
 	// Compile as a node would, to catch what only the compiler sees.

@@ -517,3 +517,20 @@ func TestGatewayYAMLKeepsTheText(t *testing.T) {
 		}
 	}
 }
+
+// The node section's errors come in line order and speak of the document
+// (an unknown field is "in node", not in the Go type behind it).
+func TestNodeErrorsInLineOrder(t *testing.T) {
+	_, err := ParseFile([]byte("node:\n  name: x\n  nmae: y\n"))
+	if err == nil || !strings.Contains(err.Error(), `line 3: node.nmae: unknown field "nmae" in node`) {
+		t.Errorf("unknown node field: %v", err)
+	}
+	_, err = ParseFile([]byte("node:\n  name: x\n  admin: {listen: \"127.0.0.1:99999\"}\n  listen: {http: \"127.0.0.1:70000\"}\n"))
+	if err == nil {
+		t.Fatal("bad ports accepted")
+	}
+	msg := err.Error()
+	if i, j := strings.Index(msg, "line 3:"), strings.Index(msg, "line 4:"); i < 0 || j < 0 || i > j {
+		t.Errorf("errors not in line order:\n%s", msg)
+	}
+}

@@ -128,8 +128,11 @@ var goTypeRE = regexp.MustCompile(`(?:type )?(?:config|node)\.([A-Za-z]+)`)
 func friendlyTypeError(msg string) string {
 	if strings.HasPrefix(msg, "field ") && strings.Contains(msg, " not found in type ") {
 		name := strings.TrimPrefix(msg[:strings.Index(msg, " not found in type ")], "field ")
-		typ := goTypeRE.ReplaceAllString(msg[strings.Index(msg, " not found in type ")+len(" not found in type "):], "$1")
-		return fmt.Sprintf("unknown field %q in %s", name, strings.ToLower(typ))
+		typ := strings.ToLower(goTypeRE.ReplaceAllString(msg[strings.Index(msg, " not found in type ")+len(" not found in type "):], "$1"))
+		if typ == "config" {
+			typ = "node" // node.Config is the node section
+		}
+		return fmt.Sprintf("unknown field %q in %s", name, typ)
 	}
 	if m := unmarshalRE.FindStringSubmatch(msg); m != nil {
 		got := yamlKinds[m[1]]
