@@ -118,7 +118,42 @@ func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 		}
 		adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+r.URL.Path, nil)
 	})
-	return mux
+	return boundUnreadBody(mux)
+}
+
+// boundUnreadBody keeps a request whose body the handler left unread (a
+// refusal: 401, 404, 405, 413...) from holding its connection: net/http
+// would read what is left of the body, up to 256 KiB, before and after
+// answering, and a client trickling it would hold the connection until
+// the server's ReadTimeout. Ending the reads makes it answer at once and
+// close the connection.
+func boundUnreadBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
+		}
+		tb := &trackedBody{ReadCloser: r.Body}
+		r.Body = tb
+		h.ServeHTTP(w, r)
+		if !tb.eof {
+			http.NewResponseController(w).SetReadDeadline(time.Now())
+		}
+	})
+}
+
+// trackedBody notes whether its reader reached the end.
+type trackedBody struct {
+	io.ReadCloser
+	eof bool
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
 }
 
 // adminAllow is the Allow field of a known admin path, or "".
@@ -155,7 +190,6 @@ func (a *admin) authorized(r *http.Request) bool {
 func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.o.OpenReads && !a.authorized(r) {
-			closeUnreadBody(w, r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
 			adminProblem(w, http.StatusUnauthorized, "Unauthorized", "this admin listener is not on loopback: reads need the admin bearer token", nil)
 			return
@@ -179,20 +213,9 @@ func ifMatch(v, hash string) bool {
 	return false
 }
 
-// closeUnreadBody marks the connection to close after an answer that leaves
-// the request body unread: net/http would otherwise read what is left of it
-// (up to 256 KiB) before answering, and a client trickling it would hold
-// the connection and keep its 401 or 413 from it.
-func closeUnreadBody(w http.ResponseWriter, r *http.Request) {
-	if r.ContentLength != 0 {
-		w.Header().Set("Connection", "close")
-	}
-}
-
 func (a *admin) write(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
-			closeUnreadBody(w, r)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
 			detail := "writes need the admin bearer token: Authorization: Bearer TOKEN"
 			if a.o.Token == "" {
@@ -283,7 +306,6 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	for k := range q {
 		if k != "if_version" && k != "allow_empty" {
 			// A misspelt allow_empty or if_version must not be ignored.
-			closeUnreadBody(w, r)
 			adminProblem(w, http.StatusBadRequest, "Bad Request", "unknown parameter "+strconv.Quote(k)+" (PUT /config takes if_version and allow_empty)", nil)
 			return
 		}
@@ -292,7 +314,6 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	if vs, ok := q["if_version"]; ok {
 		n, err := strconv.ParseUint(vs[0], 10, 64)
 		if err != nil || n == 0 || len(vs) > 1 {
-			closeUnreadBody(w, r)
 			adminProblem(w, http.StatusBadRequest, "Bad Request", "if_version must be one positive version number", nil)
 			return
 		}
@@ -301,7 +322,6 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	if im := r.Header.Get("If-Match"); im != "" {
 		cur := a.g.Current()
 		if cur == nil || !ifMatch(im, cur.Hash) {
-			closeUnreadBody(w, r)
 			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-Match does not name the applied document's ETag", nil)
 			return
 		}
@@ -316,20 +336,17 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 			b, err = true, nil // a bare ?allow_empty
 		}
 		if err != nil {
-			closeUnreadBody(w, r)
 			adminProblem(w, http.StatusBadRequest, "Bad Request", "allow_empty must be true or false", nil)
 			return
 		}
 		allowEmpty = b
 	}
 	if r.ContentLength > a.o.MaxBodyBytes {
-		closeUnreadBody(w, r)
 		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
 		return
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
 	if err != nil {
-		closeUnreadBody(w, r)
 		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
 		return
 	}

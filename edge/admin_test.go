@@ -618,6 +618,9 @@ func TestAdminRefusesWithoutWaitingForTheBody(t *testing.T) {
 	}{
 		{"PUT /config HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx", http.StatusUnauthorized},
 		{"PUT /config HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + token + "\r\nContent-Length: 99999999999\r\n\r\nx", http.StatusRequestEntityTooLarge},
+		{"PUT /nope HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nx", http.StatusNotFound},
+		{"POST /config HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer " + token + "\r\nContent-Length: 100\r\n\r\nx", http.StatusMethodNotAllowed},
+		{"PUT /config HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n", http.StatusUnauthorized},
 	} {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
@@ -625,13 +628,19 @@ func TestAdminRefusesWithoutWaitingForTheBody(t *testing.T) {
 		}
 		io.WriteString(conn, tc.head)
 		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		conn.Close()
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
 			t.Fatalf("%q: no answer while the body is pending: %v", tc.head, err)
 		}
+		io.Copy(io.Discard, resp.Body)
 		if resp.StatusCode != tc.want || !resp.Close {
 			t.Errorf("%q: %d, close %v; want %d and the connection closed", tc.head, resp.StatusCode, resp.Close, tc.want)
 		}
+		// And closed it is, at once: not held until a read timeout.
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Errorf("%q: after the answer, read %v; want the server's close (EOF)", tc.head, err)
+		}
+		conn.Close()
 	}
 }
