@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"net/http/pprof"
 	"strconv"
 	"strings"
@@ -302,7 +303,13 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		adminProblem(w, http.StatusNotImplemented, "Not Implemented", "this node does not accept configuration", nil)
 		return
 	}
-	q := r.URL.Query()
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// Go drops a pair with a ';' (and the rest of its parse): it
+		// would be ignored, not read.
+		adminProblem(w, http.StatusBadRequest, "Bad Request", "malformed query: "+err.Error(), nil)
+		return
+	}
 	for k := range q {
 		if k != "if_version" && k != "allow_empty" {
 			// A misspelt allow_empty or if_version must not be ignored.
@@ -319,9 +326,11 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		ifVersion = n
 	}
-	if im := r.Header.Get("If-Match"); im != "" {
+	if ims, ok := r.Header["If-Match"]; ok {
+		// Several lines are one list (RFC 9110 5.3); an empty one
+		// matches nothing.
 		cur := a.g.Current()
-		if cur == nil || !ifMatch(im, cur.Hash) {
+		if cur == nil || !ifMatch(strings.Join(ims, ","), cur.Hash) {
 			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-Match does not name the applied document's ETag", nil)
 			return
 		}

@@ -200,7 +200,7 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			t.Errorf("PUT with a stale if_version: %d; want 409", resp.StatusCode)
 		}
 		// Parameters are checked, not ignored.
-		for _, q := range []string{"?allow_emtpy=true", "?if_version=", "?if_version=1&if_version=2", "?allow_empty=maybe"} {
+		for _, q := range []string{"?allow_emtpy=true", "?if_version=", "?if_version=1&if_version=2", "?allow_empty=maybe", "?allow_empty=true;x=1"} {
 			if resp, body := adminRequest(t, "PUT", closed.URL+"/config"+q, token, raw2); resp.StatusCode != 400 {
 				t.Errorf("PUT /config%s: %d %s; want 400", q, resp.StatusCode, body)
 			}
@@ -312,6 +312,28 @@ func TestAdminConfigContentType(t *testing.T) {
 			}
 		}
 	})
+}
+
+// If-Match over several lines is one list; an empty one matches nothing.
+func TestAdminIfMatchLines(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	doc := oneRoute(be.URL, "")
+	gw := startGateway(t, doc)
+	const token = "s3cret"
+	s := newAdminServer(t, gw.g, AdminOptions{Control: &swapControl{g: gw.g, ready: true}, Token: token})
+	put := func(lines ...string) int {
+		req, _ := http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader(doc))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header["If-Match"] = lines
+		resp, _ := do(t, http.DefaultClient, req)
+		return resp.StatusCode
+	}
+	if code := put(`"abc"`, `"`+gw.g.Current().Hash+`"`); code != 200 {
+		t.Errorf("If-Match over two lines naming the ETag: %d; want 200", code)
+	}
+	if code := put(""); code != http.StatusPreconditionFailed {
+		t.Errorf("empty If-Match: %d; want 412", code)
+	}
 }
 
 func TestAdminReadiness(t *testing.T) {

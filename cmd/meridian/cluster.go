@@ -48,6 +48,10 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fs := flag.NewFlagSet("cluster ca create", flag.ContinueOnError)
 		fs.SetOutput(stderr)
 		dir := fs.String("dir", "", "directory for ca.crt and ca.key")
+		if len(args) == 2 && isHelp(args[1]) {
+			fmt.Fprint(stdout, clusterUsage)
+			return 0
+		}
 		if len(args) < 2 || args[1] != "create" {
 			fmt.Fprint(stderr, clusterUsage)
 			return 2

@@ -423,6 +423,9 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "meridian: %v\n", err)
 				return 1
 			}
+			if t := strings.TrimSpace(string(raw)); t == "" || t == "null" || t == "~" {
+				raw = []byte("{}\n") // "gateway:" with nothing after it
+			}
 		}
 		if doc, err := config.Parse(raw); err == nil && len(doc.Routes) == 0 && !*allowEmpty {
 			// Refused by the node too; said here in the CLI's terms.
