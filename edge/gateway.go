@@ -444,7 +444,9 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 func (g *Gateway) headerSizeGuard(h http.Handler, max int) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor >= 2 && max > 0 {
-			size := 0
+			// The pseudo-header fields count too: a 100 KB :path or
+			// :authority is as large a head as a 100 KB field.
+			size := len(":method") + len(r.Method) + len(":path") + len(r.RequestURI) + len(":authority") + len(r.Host) + 3*32
 			for k, vs := range r.Header {
 				for _, v := range vs {
 					size += len(k) + len(v) + 32

@@ -126,12 +126,21 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 		f.value[1] = len(h.buf)
 		if sanitize {
 			// RFC 9110 5.5: a NUL (or a bare CR) becomes a space, as
-			// the writers do for CR and LF, rather than pass on.
+			// the writers do for CR and LF, rather than pass on; the
+			// value is trimmed again, as HTTP/2 and HTTP/3 refuse a
+			// value with outer spaces.
 			for i, c := range h.buf[f.value[0]:f.value[1]] {
 				if c == 0 || c == '\r' {
 					h.buf[f.value[0]+i] = ' '
 				}
 			}
+			for f.value[0] < f.value[1] && (h.buf[f.value[0]] == ' ' || h.buf[f.value[0]] == '\t') {
+				f.value[0]++
+			}
+			for f.value[1] > f.value[0] && (h.buf[f.value[1]-1] == ' ' || h.buf[f.value[1]-1] == '\t') {
+				f.value[1]--
+			}
+			h.buf = h.buf[:f.value[1]]
 		}
 		h.fields = append(h.fields, f)
 	}
@@ -523,6 +532,7 @@ func (r *chunkedReader) readTrailers() error {
 					value[i] = ' '
 				}
 			}
+			value = trimSpace(value)
 		}
 		if r.fields++; r.fields > maxHeaderFields {
 			return errChunked // a trailer section has the head's limits

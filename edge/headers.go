@@ -380,6 +380,9 @@ func validHost(h string) bool {
 			return false
 		}
 	} else if i := strings.IndexByte(h, ':'); i >= 0 {
+		if i == 0 {
+			return false // ":80": a port with no host
+		}
 		host, h = h[:i], h[i:]
 	} else {
 		h = ""

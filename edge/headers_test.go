@@ -637,6 +637,8 @@ func TestValidHost(t *testing.T) {
 		"[2001:db8::1]:443":     true,
 		"xn--bcher-kva.example": true,
 		"[::1":                  false,
+		":80":                   false,
+		":":                     false,
 		"::1":                   false,
 		"[::1]x":                false,
 		"[127.0.0.1]":           false,

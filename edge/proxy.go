@@ -404,7 +404,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		drainClose(resp.Body)
 		att.end(upstream.Failure)
 		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_header_section_size", title: "Bad Gateway",
-			detail: "the upstream's response head is over the gateway's limits", cause: "target " + x.target + ": response head over " + strconv.Itoa(maxResponseHead>>10) + " KiB or " + strconv.Itoa(maxHeaderFields) + " fields"})
+			detail: "service " + svc.name + ": the upstream's response head is over the gateway's limits", cause: "target " + x.target + ": response head over " + strconv.Itoa(maxResponseHead>>10) + " KiB or " + strconv.Itoa(maxHeaderFields) + " fields"})
 		return
 	}
 	outcome := upstream.Success
@@ -443,6 +443,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
 	if len(resp.Trailer) > 0 {
+		if r.ProtoMajor == 1 {
+			// Trailers need chunked coding towards an HTTP/1.1
+			// client: a length (an HTTP/2 upstream's) would rule them
+			// out.
+			delete(wh, "Content-Length")
+		}
 		names := make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {
 			names = append(names, k)
@@ -514,6 +520,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		att.end(outcome)
 		g.finish(r, x) // before the panic unwinds; finish runs once
+		panic(http.ErrAbortHandler)
+	}
+	if _, isH1 := resp.Body.(*h1Body); !isH1 && oversizedHead(resp.Trailer) {
+		// An HTTP/2 upstream's trailers, over the limits the HTTP/1
+		// client applies while reading them: the response is cut, as it
+		// would be from an HTTP/1 upstream.
+		x.errKind, x.errDetail = "http_response_header_section_size", "target "+x.target+": trailers over the head's limits"
+		att.end(upstream.Failure)
+		g.finish(r, x)
 		panic(http.ErrAbortHandler)
 	}
 	// TrailerPrefix marks a trailer whether or not it was announced; a
@@ -898,6 +913,9 @@ type countingBody struct {
 	n   atomic.Int64
 	mu  sync.Mutex
 	err error
+	// closed: the upstream transport closed the body (its stream was
+	// reset, say); a read failing after that is not the client's doing.
+	closed bool
 	// trailerOf's Trailer is copied into trailer (the outgoing request's)
 	// at the end of the body: see ServeHTTP.
 	trailerOf *http.Request
@@ -909,7 +927,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	b.n.Add(int64(n))
 	if err != nil && err != io.EOF {
 		b.mu.Lock()
-		b.err = err
+		if !b.closed {
+			b.err = err
+		}
 		b.mu.Unlock()
 	}
 	if err == io.EOF && b.trailerOf != nil {
@@ -1025,7 +1045,12 @@ func (b *countingBody) readErr() error {
 	return b.err
 }
 
-func (b *countingBody) Close() error { return b.rc.Close() }
+func (b *countingBody) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	return b.rc.Close()
+}
 
 var errResponseTooLarge = errors.New("upstream response exceeds the route's limit")
 

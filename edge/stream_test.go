@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func oneRoute(backend, extra string) string {
@@ -588,5 +589,88 @@ routes: [{name: r, match: {path_prefix: /}, service: h2}]
 		if code != 200 {
 			t.Errorf("a request sharing the upstream connection got %d; want 200", code)
 		}
+	}
+}
+
+// Announced trailers of an HTTP/2 upstream response that has a length
+// reach an HTTP/1.1 client (chunked, the length dropped); trailers over
+// the head's limits cut the response instead of being relayed.
+func TestH2CUpstreamTrailersToHTTP1(t *testing.T) {
+	be := newH2CBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n := 1
+		if r.URL.Path == "/many" {
+			n = maxHeaderFields + 10
+		}
+		w.Header().Set("Content-Length", "5")
+		if n == 1 {
+			w.Header().Set("Trailer", "X-T0") // announced
+		}
+		io.WriteString(w, "hello")
+		for i := range n {
+			w.Header().Set(http.TrailerPrefix+"X-T"+strconv.Itoa(i), "v")
+		}
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services: [{name: h2, protocol: h2c, targets: [{url: %s}]}]
+routes: [{name: r, match: {path_prefix: /}, service: h2}]
+`, be.URL))
+	c := newClient(t)
+	resp, err := c.Get(gw.url + "/one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "hello" || resp.Trailer.Get("X-T0") != "v" {
+		t.Errorf("one trailer: body %q (%v), trailer %q; want hello and X-T0: v", body, err, resp.Trailer.Get("X-T0"))
+	}
+	resp, err = c.Get(gw.url + "/many")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	waitFor(t, 5*time.Second, "the cut to be counted", func() bool {
+		return metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_response_header_section_size",route="r"}`) == 1
+	})
+}
+
+// An HTTP/2 upstream resetting its stream while the client is still
+// sending the body is the upstream's failure (502), not a bad request from
+// the client: the transport closing the body must not be taken for the
+// client's body failing.
+func TestUpstreamResetDuringRequestBodyIsNotTheClients(t *testing.T) {
+	be := newH2CBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.ReadFull(r.Body, make([]byte, 10))
+		panic(http.ErrAbortHandler)
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services: [{name: h2, protocol: h2c, targets: [{url: %s}]}]
+routes: [{name: r, match: {path_prefix: /}, service: h2}]
+`, be.URL))
+	for name, c := range map[string]*http.Client{"h1": newClient(t), "h2c": newH2CClient(t)} {
+		t.Run(name, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			go func() {
+				defer pw.Close()
+				for range 20 {
+					if _, err := pw.Write(bytes.Repeat([]byte("x"), 100)); err != nil {
+						return
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}()
+			req, _ := http.NewRequest(http.MethodPost, gw.url+"/abort", pr)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			pr.Close()
+			if resp.StatusCode != http.StatusBadGateway {
+				t.Errorf("status %d %s; want 502 (the upstream reset its stream)", resp.StatusCode, body)
+			}
+		})
 	}
 }

@@ -749,6 +749,15 @@ routes: [{name: r, match: {path_prefix: /}, service: be}]
 				}
 				return false
 			})
+			// The path counts as much as a field does.
+			resp, err = tg.client(t, proto).Get("https://localhost:" + portOf(tg.addr) + "/" + strings.Repeat("p", 10<<10))
+			if err != nil {
+				t.Fatalf("GET of a 10 KiB path: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Errorf("GET of a 10 KiB path over %s: %d; want 431", proto, resp.StatusCode)
+			}
 		})
 	}
 }
