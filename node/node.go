@@ -23,7 +23,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/meridian-gw/meridian/cluster"
@@ -33,6 +32,7 @@ import (
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
 	"github.com/meridian-gw/meridian/internal/atomicfile"
+	"github.com/meridian-gw/meridian/internal/dirlock"
 )
 
 // Options are what a Node needs besides its configuration.
@@ -289,13 +289,12 @@ func releaseMemoryAfterLargeApply(raw []byte) {
 // node's life: a second node on the same data dir would overwrite its state
 // (the applied document, the version) and fails to start instead.
 func lockDataDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "node.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dirlock.Lock(filepath.Join(dir, "node.lock"))
+	if errors.Is(err, dirlock.ErrInUse) {
+		return nil, fmt.Errorf("data dir %s is in use by another meridian node; give each node its own data_dir", dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("data dir %s is in use by another meridian node (%w); give each node its own data_dir", dir, err)
 	}
 	return f, nil
 }

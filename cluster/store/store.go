@@ -31,13 +31,14 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+
+	"github.com/meridian-gw/meridian/internal/dirlock"
 )
 
 // Errors. Test with errors.Is: the returned errors wrap these with detail.
@@ -286,13 +287,12 @@ func openWAL(dir string, segSize int, meta *metadb.BoltMetaDB, l hclog.Logger) (
 // store (in this or another process) on the same data dir fails at once
 // instead of corrupting it or blocking on raft-wal's own lock.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := dirlock.Lock(filepath.Join(dir, "LOCK"))
+	if errors.Is(err, dirlock.ErrInUse) {
+		return nil, fmt.Errorf("store: data dir %s is in use by another store", dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("store: data dir %s is in use by another store: %w", dir, err)
 	}
 	return f, nil
 }
