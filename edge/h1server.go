@@ -1210,10 +1210,23 @@ func (b *lengthBody) read(p []byte) (int, error) {
 }
 
 func (b *lengthBody) Close() error {
-	b.mu.Lock()
+	if !b.mu.TryLock() {
+		b.c.interruptBodyRead()
+		b.mu.Lock()
+	}
 	b.closed = true
 	b.mu.Unlock()
 	return nil
+}
+
+// interruptBodyRead ends a read of the request body that is waiting for
+// the client, when whoever reads the body (an upstream transport's body
+// writer) closes it: the upstream has answered or reset its stream, and
+// net/http's HTTP/2 transport waits for that read before it returns, so a
+// client stalling its body would hold the answer. The body is then left
+// unread, and the connection closes after the answer.
+func (c *serverConn) interruptBodyRead() {
+	c.rwc.SetReadDeadline(aLongTimeAgo)
 }
 
 // discard ends the handler's use of the body and reads what is left of
@@ -1285,7 +1298,10 @@ func (b *chunkedBody) read(p []byte) (int, error) {
 }
 
 func (b *chunkedBody) Close() error {
-	b.mu.Lock()
+	if !b.mu.TryLock() {
+		b.c.interruptBodyRead() // see there
+		b.mu.Lock()
+	}
 	b.closed = true
 	b.mu.Unlock()
 	return nil

@@ -125,12 +125,13 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 		h.buf = append(h.buf, value...)
 		f.value[1] = len(h.buf)
 		if sanitize {
-			// RFC 9110 5.5: a NUL (or a bare CR) becomes a space, as
-			// the writers do for CR and LF, rather than pass on; the
-			// value is trimmed again, as HTTP/2 and HTTP/3 refuse a
-			// value with outer spaces.
+			// RFC 9110 5.5: a NUL or a bare CR (any control but tab)
+			// becomes a space, as the writers do for CR and LF, rather
+			// than pass on to clients that would refuse the field or
+			// the whole response; the value is trimmed again, as
+			// HTTP/2 and HTTP/3 refuse a value with outer spaces.
 			for i, c := range h.buf[f.value[0]:f.value[1]] {
-				if c == 0 || c == '\r' {
+				if c < ' ' && c != '\t' || c == 0x7f {
 					h.buf[f.value[0]+i] = ' '
 				}
 			}
@@ -525,10 +526,10 @@ func (r *chunkedReader) readTrailers() error {
 			if r.strict {
 				return errChunked // as net/http: no control characters in a field
 			}
-			// As in an upstream's head (readFields): a NUL or bare CR
-			// becomes a space (RFC 9110 5.5).
+			// As in an upstream's head (readFields): a control
+			// character but tab becomes a space (RFC 9110 5.5).
 			for i, c := range value {
-				if c == 0 || c == '\r' {
+				if c < ' ' && c != '\t' || c == 0x7f {
 					value[i] = ' '
 				}
 			}

@@ -33,6 +33,7 @@ func TestReadResponse(t *testing.T) {
 		{name: "204 with a body announced", in: "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello", status: 204, cl: 0, close: true, header: map[string]string{"Content-Length": ""}},
 		{name: "204 chunked", in: "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", status: 204, cl: 0, close: true, header: map[string]string{"Transfer-Encoding": ""}},
 		{name: "204 with length 0", in: "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", status: 204, cl: 0},
+		{name: "other controls become spaces too", in: "HTTP/1.1 200 OK\r\nX-H: a\x01b\x7fc\r\nContent-Length: 0\r\n\r\n", status: 200, cl: 0, header: map[string]string{"X-H": "a b c"}},
 		{name: "NUL at a value's end is trimmed away", in: "HTTP/1.1 200 OK\r\nX-H: v\x00\r\nX-L: \x00w\r\nContent-Length: 0\r\n\r\n", status: 200, cl: 0, header: map[string]string{"X-H": "v", "X-L": "w"}},
 		{name: "NUL and CR in a value become spaces", in: "HTTP/1.1 200 OK\r\nX-Bad: a\x00b\rc\r\nContent-Length: 0\r\n\r\n", status: 200, cl: 0, header: map[string]string{"X-Bad": "a b c"}},
 		{name: "head over the limit", in: "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("x", 70<<10) + "\r\n\r\n", bad: "upstream response head: header section too large"},

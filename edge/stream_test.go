@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -672,5 +673,39 @@ routes: [{name: r, match: {path_prefix: /}, service: h2}]
 				t.Errorf("status %d %s; want 502 (the upstream reset its stream)", resp.StatusCode, body)
 			}
 		})
+	}
+}
+
+// An HTTP/2 upstream that answers without reading the body: an HTTP/1.1
+// client that stalls its body still gets the answer at once (the
+// connection then closes), not when it sends more.
+func TestEarlyH2AnswerReachesStalledHTTP1Client(t *testing.T) {
+	be := newH2CBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/abort" {
+			io.ReadFull(r.Body, make([]byte, 10))
+			panic(http.ErrAbortHandler)
+		}
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services: [{name: h2, protocol: h2c, targets: [{url: %s}]}]
+routes: [{name: r, match: {path_prefix: /}, service: h2}]
+`, be.URL))
+	for path, want := range map[string]int{"/early": http.StatusRequestEntityTooLarge, "/abort": http.StatusBadGateway} {
+		conn, err := net.Dial("tcp", gw.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(conn, "POST "+path+" HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789")
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		conn.Close()
+		if err != nil {
+			t.Fatalf("%s: no answer while the body stalls: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%s: status %d; want %d", path, resp.StatusCode, want)
+		}
 	}
 }
