@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -199,6 +200,25 @@ func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// strictQuery parses r's query, refusing what would otherwise be ignored: a
+// malformed one (Go drops a pair with a ';'), a parameter not among names
+// (a misspelt allow_empty), or one given twice.
+func strictQuery(r *http.Request, names ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("malformed query: %v", err)
+	}
+	for k, vs := range q {
+		if !slices.Contains(names, k) {
+			return nil, fmt.Errorf("unknown parameter %q (%s %s takes %s)", k, r.Method, r.URL.Path, strings.Join(names, ", "))
+		}
+		if len(vs) > 1 {
+			return nil, fmt.Errorf("parameter %q given %d times", k, len(vs))
+		}
+	}
+	return q, nil
+}
+
 // ifMatch reports whether an If-Match value names the entity tag of the
 // document with hash: "*", or a list holding "hash". The comparison is
 // strong (RFC 9110 13.1.1): a weak tag never matches.
@@ -249,14 +269,19 @@ func (a *admin) getConfig(w http.ResponseWriter, r *http.Request) {
 		adminProblem(w, http.StatusNotFound, "Not Found", "no configuration applied yet", nil)
 		return
 	}
-	switch f := r.URL.Query().Get("format"); f {
+	q, err := strictQuery(r, "format")
+	if err != nil {
+		adminProblem(w, http.StatusBadRequest, "Bad Request", err.Error(), nil)
+		return
+	}
+	switch f := q.Get("format"); f {
 	case "", "json":
 	default:
 		adminProblem(w, http.StatusBadRequest, "Bad Request", "unknown format "+strconv.Quote(f)+": leave it out for the document as applied, or use format=json", nil)
 		return
 	}
 	setVersionHeaders(w, s)
-	if r.URL.Query().Get("format") == "json" {
+	if q.Get("format") == "json" {
 		// The applied text in JSON form (not the compiled document), so
 		// that it can be applied again as it is.
 		b, err := config.ToJSON(s.Raw)
@@ -303,24 +328,15 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		adminProblem(w, http.StatusNotImplemented, "Not Implemented", "this node does not accept configuration", nil)
 		return
 	}
-	q, err := url.ParseQuery(r.URL.RawQuery)
+	q, err := strictQuery(r, "if_version", "allow_empty")
 	if err != nil {
-		// Go drops a pair with a ';' (and the rest of its parse): it
-		// would be ignored, not read.
-		adminProblem(w, http.StatusBadRequest, "Bad Request", "malformed query: "+err.Error(), nil)
+		adminProblem(w, http.StatusBadRequest, "Bad Request", err.Error(), nil)
 		return
-	}
-	for k := range q {
-		if k != "if_version" && k != "allow_empty" {
-			// A misspelt allow_empty or if_version must not be ignored.
-			adminProblem(w, http.StatusBadRequest, "Bad Request", "unknown parameter "+strconv.Quote(k)+" (PUT /config takes if_version and allow_empty)", nil)
-			return
-		}
 	}
 	var ifVersion uint64
 	if vs, ok := q["if_version"]; ok {
 		n, err := strconv.ParseUint(vs[0], 10, 64)
-		if err != nil || n == 0 || len(vs) > 1 {
+		if err != nil || n == 0 {
 			adminProblem(w, http.StatusBadRequest, "Bad Request", "if_version must be one positive version number", nil)
 			return
 		}

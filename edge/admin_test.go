@@ -200,13 +200,18 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			t.Errorf("PUT with a stale if_version: %d; want 409", resp.StatusCode)
 		}
 		// Parameters are checked, not ignored.
-		for _, q := range []string{"?allow_emtpy=true", "?if_version=", "?if_version=1&if_version=2", "?allow_empty=maybe", "?allow_empty=true;x=1"} {
+		for _, q := range []string{"?allow_emtpy=true", "?if_version=", "?if_version=1&if_version=2", "?allow_empty=maybe", "?allow_empty=true;x=1", "?allow_empty=true&allow_empty=false"} {
 			if resp, body := adminRequest(t, "PUT", closed.URL+"/config"+q, token, raw2); resp.StatusCode != 400 {
 				t.Errorf("PUT /config%s: %d %s; want 400", q, resp.StatusCode, body)
 			}
 		}
 		if v := gw.g.Current().Version; v != 2 {
 			t.Errorf("version = %d after refused parameters; want 2", v)
+		}
+		for _, q := range []string{"?format=json;x=1", "?foo=1", "?format=json&format=json"} {
+			if resp, body := adminRequest(t, "GET", closed.URL+"/config"+q, token, ""); resp.StatusCode != 400 {
+				t.Errorf("GET /config%s: %d %s; want 400", q, resp.StatusCode, body)
+			}
 		}
 		if !ifMatch(`"x", "`+gw.g.Current().Hash+`"`, gw.g.Current().Hash) || ifMatch(`W/"`+gw.g.Current().Hash+`"`, gw.g.Current().Hash) || !ifMatch(" * ", "h") {
 			t.Error("If-Match: want a list to match by any strong tag, and a weak tag never")

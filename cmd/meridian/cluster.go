@@ -37,7 +37,7 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, clusterUsage)
 		return 2
 	}
-	if isHelp(args[0]) {
+	if isHelp(args[0]) || args[0] == "help" {
 		fmt.Fprint(stdout, clusterUsage)
 		return 0
 	}

@@ -131,6 +131,7 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		{[]string{"cluster", "ca", "create", "-h"}, 0, "-dir"},
 		{[]string{"ca", "-h"}, 0, ""},
 		{[]string{"cluster", "ca", "-h"}, 0, ""},
+		{[]string{"cluster", "help"}, 0, ""},
 		{[]string{"version", "-h"}, 0, ""},
 	} {
 		var out, errb bytes.Buffer
