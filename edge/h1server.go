@@ -1619,8 +1619,9 @@ func (w *response) unreadBodyForcesClose() bool {
 			// will not discard it.
 			return true
 		}
+		failed := b.err != nil // a read interrupted, say (interruptBodyRead)
 		b.mu.Unlock()
-		return false
+		return failed
 	case *chunkedBody:
 		// Its length is unknown: the rest can be discarded only if it is
 		// all here already.

@@ -704,8 +704,8 @@ routes: [{name: r, match: {path_prefix: /}, service: h2}]
 			t.Fatalf("%s: no answer while the body stalls: %v", path, err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("%s: status %d; want %d", path, resp.StatusCode, want)
+		if resp.StatusCode != want || !resp.Close {
+			t.Errorf("%s: status %d, close %v; want %d, and Connection: close (the body is left unread)", path, resp.StatusCode, resp.Close, want)
 		}
 	}
 }
