@@ -281,10 +281,16 @@ func (s *h1Server) closeAll() {
 
 // Connection states.
 const (
-	connActive int32 = iota // reading or serving a request
+	connNew    int32 = iota // accepted, not yet waiting for its first request
+	connActive              // reading or serving a request
 	connIdle                // waiting for the next request
 	connClosed              // closed by Shutdown; the goroutine is ending
 )
+
+// newConnGrace is how long a connection accepted before a drain began, but
+// not yet served, is given for a first byte that the client may well have
+// sent already.
+const newConnGrace = 100 * time.Millisecond
 
 // serverConn is one client connection served by h1Server.
 type serverConn struct {
@@ -442,6 +448,17 @@ func (c *serverConn) serve() {
 	first := true
 	for {
 		if c.br.Buffered() == 0 && !c.stashed {
+			if first && c.s.shutting.Load() {
+				// Accepted before the listener closed, served only
+				// now (a loaded machine): what the client sent is
+				// served, as net/http gives new connections a while,
+				// rather than dropped unanswered and unlogged.
+				c.setReadDeadline(time.Now().Add(newConnGrace))
+				if _, err := c.br.Peek(1); err != nil {
+					return
+				}
+				goto active
+			}
 			c.state.Store(connIdle)
 			if c.s.shutting.Load() {
 				return
@@ -458,8 +475,9 @@ func (c *serverConn) serve() {
 				return
 			}
 		}
-		if !c.state.CompareAndSwap(connIdle, connActive) && c.state.Load() == connClosed {
-			return
+	active:
+		if st := c.state.Load(); st == connClosed || !c.state.CompareAndSwap(st, connActive) {
+			return // closed by Shutdown
 		}
 		// The header deadline matters only if the head has yet to
 		// arrive; usually it is all in the buffer already.

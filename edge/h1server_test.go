@@ -1829,3 +1829,18 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 5`, v)
 	}
 }
+
+// A connection accepted before a drain began but served only after it (a
+// loaded machine starts its goroutine late) has the request its client
+// already sent answered, not dropped unanswered and unlogged.
+func TestConnAcceptedBeforeDrainIsServed(t *testing.T) {
+	srv := newH1Server(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ListenerOptions{}.withDefaults(), slog.New(slog.DiscardHandler), nil)
+	client := &memConn{in: []byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), left: 1}
+	c := srv.newConn(client)
+	srv.shutting.Store(true) // the drain begins before the goroutine runs
+	c.serve()
+	if client.written == 0 {
+		t.Fatal("the request sent before the drain got no answer")
+	}
+}
