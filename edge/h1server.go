@@ -977,7 +977,10 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		}
 		if u.Host != "" {
 			// Absolute form: its authority replaces Host (RFC 9112
-			// 3.2.2).
+			// 3.2.2), checked as Host is.
+			if !validHost(u.Host) {
+				return nil, nil, badRequest("malformed authority in the request target").about(method, target, proto, host)
+			}
 			req.Host = u.Host
 		}
 		req.URL = u

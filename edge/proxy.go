@@ -116,7 +116,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			detail: "CONNECT is not supported: this is a reverse proxy, not a forward proxy", close: true})
 		return
 	}
-	if !validHost(r.Host) {
+	if r.ProtoMajor >= 2 && !validHost(r.Host) { // HTTP/1's parser checked it (h1server.go)
 		g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request",
 			detail: "the Host is not a valid host[:port] (RFC 9112 3.2)", close: true})
 		return
