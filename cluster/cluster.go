@@ -129,6 +129,9 @@ func Start(cfg Config, onDoc func(store.Document)) (*Cluster, error) {
 	})
 	if cur := st.Current(); cur.Version > 0 {
 		onDoc(store.Document{Version: cur.Version, Hash: cur.Hash, Raw: cur.Raw})
+		if cur.Version != gc.Meta.ConfigVersion { // applied after the metadata above was built
+			m.UpdateMeta(func(meta *gossip.Meta) { meta.ConfigVersion = cur.Version })
+		}
 	}
 
 	c.wg.Add(2)

@@ -75,6 +75,9 @@ func TestStartDevCluster(t *testing.T) {
 	}
 	for deadline := time.Now().Add(15 * time.Second); !current(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
+			for _, n := range dc.Nodes {
+				t.Logf("%s: local %+v, gossip %+v", n.cfg.Name, n.cluster.Members.LocalMeta(), n.cluster.Members.Stats())
+			}
 			t.Fatalf("after 15s, not every node's status is current: %s", last)
 		}
 	}

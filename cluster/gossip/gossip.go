@@ -187,7 +187,7 @@ type Members struct {
 	log     *slog.Logger
 	ml      *memberlist.Memberlist
 	keyring *memberlist.Keyring
-	queue   *memberlist.TransmitLimitedQueue
+	queue   *bcastQueue
 
 	addr     string      // advertised gossip address, fixed at Start
 	stopping atomic.Bool // Shutdown has begun: closed-socket errors are expected
@@ -212,16 +212,17 @@ type Members struct {
 	bcastFns   map[string]func(from string, payload []byte)
 	messageFns map[string]func(from string, payload []byte)
 
-	inbox chan inbound
-	stop  chan struct{}
-	wg    sync.WaitGroup
+	inbox    chan inbound
+	announce chan struct{} // a metadata announcement is wanted (announceLoop)
+	stop     chan struct{}
+	wg       sync.WaitGroup
 
 	leaveMu  sync.Mutex
 	left     atomic.Bool
 	shutOnce sync.Once
 
 	stats struct {
-		droppedEvents, droppedMessages, malformed, duplicates, unhandled, prunedBroadcasts atomic.Uint64
+		droppedEvents, droppedMessages, malformed, duplicates, unhandled, prunedBroadcasts, metaReannounced atomic.Uint64
 	}
 }
 
@@ -273,6 +274,7 @@ func Start(cfg Config) (*Members, error) {
 		bcastFns:   make(map[string]func(string, []byte)),
 		messageFns: make(map[string]func(string, []byte)),
 		inbox:      make(chan inbound, inboxSize),
+		announce:   make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 	}
 	enc, err := encodeMeta(&m.meta, m.boot)
@@ -280,10 +282,7 @@ func Start(cfg Config) (*Members, error) {
 		return nil, err
 	}
 	m.encMeta.Store(&enc)
-	m.queue = &memberlist.TransmitLimitedQueue{
-		NumNodes:       func() int { return int(m.numNodes.Load()) },
-		RetransmitMult: t.RetransmitMult,
-	}
+	m.queue = &bcastQueue{numNodes: func() int { return int(m.numNodes.Load()) }, mult: t.RetransmitMult}
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Meta.Name
@@ -329,8 +328,9 @@ func Start(cfg Config) (*Members, error) {
 	mc.Ping = d
 	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect, stopping: m.stopping.Load}, "", 0)
 
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.dispatchLoop()
+	go m.announceLoop()
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -354,17 +354,10 @@ func (m *Members) Join(seeds []string) (int, error) {
 		err = fmt.Errorf("gossip: join: %w", err)
 	}
 	if n > 0 {
-		// Announce our current metadata again, now that peers are known.
-		// Without this, an UpdateMeta made while the join's push/pull was
-		// in flight reached no peer, and neither did later ones, until a
-		// periodic full sync (30 s by default): TestStartDevCluster showed
-		// a node's HTTP address and config version missing from the
-		// others' views for as long. The cause inside memberlist is not
-		// pinned down; a fresh alive message at a new incarnation after
-		// the join is what makes the state propagate.
-		m.metaMu.Lock()
-		_ = m.ml.UpdateNode(time.Nanosecond) // see UpdateMeta on the timeout
-		m.metaMu.Unlock()
+		// Announce our current metadata again, now that peers are known:
+		// an update announced while the join's push/pull was in flight
+		// may have been sent to no one.
+		m.requestAnnounce()
 	}
 	return n, err
 }
@@ -435,12 +428,71 @@ func (m *Members) UpdateMeta(fn func(*Meta)) error {
 	}
 	m.meta = next
 	m.encMeta.Store(&enc)
-	// UpdateNode bumps our incarnation and queues the alive message; its wait
-	// for the broadcast to complete is not wanted here (ConfigVersion changes
-	// often and later updates supersede queued ones), hence the tiny timeout
-	// whose only possible error is that wait timing out.
-	_ = m.ml.UpdateNode(time.Nanosecond)
+	m.requestAnnounce()
 	return nil
+}
+
+func (m *Members) requestAnnounce() {
+	select {
+	case m.announce <- struct{}{}:
+	default: // one is pending; it will read the newest metadata
+	}
+}
+
+// announceLoop gossips the local metadata whenever it changes, and again
+// whenever memberlist does not report the broadcast complete in time.
+//
+// memberlist.UpdateNode queues an alive message at a new incarnation and
+// waits until it has been sent its retransmit limit of times (or been
+// superseded). memberlist's broadcast queue can silently lose that message
+// (see bcastQueue; the same bug is in memberlist's internal queue, which
+// cannot be replaced): peers then keep the old metadata until a periodic
+// full sync, 30 s later by default. TestStartDevCluster caught this about
+// once in 30 runs under load. A broadcast that is lost never completes, so
+// the wait times out, and a fresh announcement follows.
+//
+// This goroutine is the only caller of UpdateNode: concurrent calls could
+// pair older metadata with a newer incarnation. Updates made while one
+// announcement is in flight are coalesced into the next.
+func (m *Members) announceLoop() {
+	defer m.wg.Done()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-m.announce:
+		}
+		for {
+			if m.left.Load() { // memberlist ignores our own alive messages after a leave
+				break
+			}
+			done := make(chan error, 1)
+			timeout := m.announceTimeout()
+			go func() { done <- m.ml.UpdateNode(timeout) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-m.stop:
+				return // the UpdateNode call returns within timeout on its own
+			}
+			if err == nil {
+				break
+			}
+			m.stats.metaReannounced.Add(1)
+			m.log.Debug("local metadata broadcast not completed; announcing again", "after", timeout)
+		}
+	}
+}
+
+// announceTimeout bounds how long an announcement of the local metadata may
+// take to be sent its retransmit limit of times: four times the gossip
+// rounds that takes with every round on time, plus a probe interval (probes
+// carry broadcasts too), at least a second.
+func (m *Members) announceTimeout() time.Duration {
+	t := m.tuning
+	limit := retransmitLimit(t.RetransmitMult, int(m.numNodes.Load()))
+	rounds := (limit + t.GossipNodes - 1) / t.GossipNodes
+	return max(time.Duration(4*rounds)*t.GossipInterval+t.ProbeInterval, time.Second)
 }
 
 // Subscribe returns a channel of membership events and a cancel function that
@@ -482,6 +534,7 @@ type Stats struct {
 	Unhandled         uint64 // messages for a topic with no handler
 	PrunedBroadcasts  uint64 // queued broadcasts discarded because the queue was full
 	QueuedBroadcasts  int    // broadcasts waiting to be (re)transmitted now
+	MetaReannounced   uint64 // local metadata announcements repeated because memberlist did not complete one in time
 }
 
 // Stats returns a snapshot of the counters.
@@ -494,6 +547,7 @@ func (m *Members) Stats() Stats {
 		Unhandled:         m.stats.unhandled.Load(),
 		PrunedBroadcasts:  m.stats.prunedBroadcasts.Load(),
 		QueuedBroadcasts:  m.queue.NumQueued(),
+		MetaReannounced:   m.stats.metaReannounced.Load(),
 	}
 }
 
@@ -547,7 +601,7 @@ func (m *Members) Leave(timeout time.Duration) error {
 	//    peers can tell a leave from a failure: memberlist's own leave is a
 	//    "dead" message that its event callbacks do not distinguish.
 	done := make(chan struct{})
-	m.queue.QueueBroadcast(&uniqueBcast{msg: m.frameBroadcast(kindLeave, "", "", nil), notify: done})
+	m.queue.Queue(&uniqueBcast{msg: m.frameBroadcast(kindLeave, "", "", nil), notify: done})
 	if m.numNodes.Load() > 1 {
 		t := time.NewTimer(timeout / 2)
 		select {

@@ -472,7 +472,7 @@ func TestMalformedBroadcastDropped(t *testing.T) {
 		{1, kindBroadcast, 200, 'x'},
 		{1, kindDirect, 0, 5, 'a'},
 	} {
-		nodes[0].queue.QueueBroadcast(&uniqueBcast{msg: bad})
+		nodes[0].queue.Queue(&uniqueBcast{msg: bad})
 	}
 	eventually(t, 10*time.Second, "malformed frames dropped and logged", func() error {
 		if c := nodes[1].Stats().MalformedMessages; c < 5 {

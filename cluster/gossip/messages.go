@@ -99,9 +99,9 @@ func (m *Members) BroadcastKeyed(topic, key string, payload []byte) error {
 
 func (m *Members) enqueue(f []byte, origin string, boot, seq uint64, topic, key string) {
 	if key == "" {
-		m.queue.QueueBroadcast(&uniqueBcast{msg: f})
+		m.queue.Queue(&uniqueBcast{msg: f})
 	} else {
-		m.queue.QueueBroadcast(&keyedBcast{msg: f, id: origin + "\x00" + topic + "\x00" + key, boot: boot, seq: seq})
+		m.queue.Queue(&keyedBcast{msg: f, id: origin + "\x00" + topic + "\x00" + key, boot: boot, seq: seq})
 	}
 	if n := m.queue.NumQueued(); n > maxQueued {
 		m.queue.Prune(maxQueued)
@@ -350,7 +350,6 @@ type uniqueBcast struct {
 
 func (b *uniqueBcast) Invalidates(memberlist.Broadcast) bool { return false }
 func (b *uniqueBcast) Message() []byte                       { return b.msg }
-func (b *uniqueBcast) UniqueBroadcast()                      {}
 func (b *uniqueBcast) Finished() {
 	if b.notify != nil {
 		b.once.Do(func() { close(b.notify) })
@@ -368,6 +367,7 @@ func (b *keyedBcast) Invalidates(other memberlist.Broadcast) bool {
 	return ok && o.id == b.id && (o.boot < b.boot || (o.boot == b.boot && o.seq <= b.seq))
 }
 func (b *keyedBcast) Message() []byte { return b.msg }
+func (b *keyedBcast) key() string     { return b.id }
 func (b *keyedBcast) Finished()       {}
 
 // ---- push/pull state: recent leave intents ----
