@@ -53,6 +53,13 @@ type Options struct {
 	// control); default 60s. The HTTP/1 server and the HTTP/2 connection
 	// take theirs from ListenerOptions.SendTimeout.
 	SendTimeout time.Duration
+	// ReadBodyTimeout is how long one read of a request body may wait for
+	// the client before the request is cut with a 408 (nginx's
+	// client_body_timeout: it bounds the time between two reads, not the
+	// whole body). It applies until the response's head is sent, and only
+	// while the gateway waits on the client, not while it waits for the
+	// upstream to take more. Default 60s.
+	ReadBodyTimeout time.Duration
 	// MaxHeaderCount caps the header fields of a request (431 beyond);
 	// default 100.
 	MaxHeaderCount int
@@ -124,6 +131,9 @@ func New(opts Options) *Gateway {
 	}
 	if opts.SendTimeout == 0 {
 		opts.SendTimeout = 60 * time.Second
+	}
+	if opts.ReadBodyTimeout == 0 {
+		opts.ReadBodyTimeout = 60 * time.Second
 	}
 	if opts.MaxRequestBody == 0 {
 		opts.MaxRequestBody = DefaultMaxRequestBody

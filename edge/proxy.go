@@ -249,7 +249,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body *countingBody
 	trailer := r.Trailer
 	if rb := requestBody(r); rb != nil {
-		body = &countingBody{rc: http.MaxBytesReader(w, rb, rt.maxReqBody)}
+		body = &countingBody{rc: http.MaxBytesReader(w, rb, rt.maxReqBody), idle: g.opts.ReadBodyTimeout, src: r.Body}
 		if r.ProtoMajor == 3 {
 			// quic-go gives the request a new Trailer map when the
 			// trailers arrive, where the other servers fill the one
@@ -398,6 +398,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.errKind = "" // an earlier attempt's failure, retried: in retried_on
 		break
 	}
+	body.stopIdle()
 	if _, isH1 := resp.Body.(*h1Body); !isH1 && oversizedHead(resp.Header) {
 		// An HTTP/2 upstream's head (the HTTP/1 client stops reading at
 		// the limit): refused alike, for this stream only.
@@ -470,8 +471,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
 
-	flush := resp.ContentLength == -1 || strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
-	n, err := copyBody(w, resp.Body, flush, rt.maxRespBody, g.opts.SendTimeout)
+	sse := strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
+	flush := resp.ContentLength == -1 || sse
+	// A streamed response's head goes out at once, before any of its
+	// body, when the client may be waiting for it: its own body is still
+	// coming (a bidirectional stream, such as gRPC's, whose client sends
+	// its next message on seeing the head), or the response is an event
+	// stream (EventSource opens on the head). Otherwise the head waits to
+	// share a write with the body's first bytes.
+	flushHead := flush && (sse || body != nil && !body.eof.Load())
+	n, err := copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
 	x.bytesOut = n
 	if body != nil {
 		x.bytesIn = body.n.Load()
@@ -872,6 +881,12 @@ func drainClose(rc io.ReadCloser) {
 // bodyFailed answers a request whose own body could not be read.
 func (g *Gateway) bodyFailed(w http.ResponseWriter, r *http.Request, x *exchange, body *countingBody, err error) {
 	x.bytesIn = body.n.Load()
+	if body.expired.Load() {
+		g.fail(w, r, x, &proxyError{status: http.StatusRequestTimeout, title: "Request Timeout",
+			detail: "the client sent no part of the request body for " + g.opts.ReadBodyTimeout.String(), close: true})
+		x.errKind = "client_body_timeout"
+		return
+	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		g.fail(w, r, x, &proxyError{status: http.StatusRequestEntityTooLarge, title: "Content Too Large",
@@ -920,11 +935,30 @@ type countingBody struct {
 	// at the end of the body: see ServeHTTP.
 	trailerOf *http.Request
 	trailer   http.Header
+
+	// The read timeout (Options.ReadBodyTimeout): a read that waits this
+	// long for the client has the client's body closed under it (src, the
+	// server's own body, whose Close interrupts a blocked Read on every
+	// protocol), and expired is set. Off once the response has begun.
+	idle    time.Duration
+	src     io.Closer
+	timer   *time.Timer // created by the first read that waits
+	eof     atomic.Bool // the body has been read to its end
+	idleOff atomic.Bool
+	expired atomic.Bool
+	timerMu sync.Mutex
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.idle > 0 && !b.idleOff.Load() {
+		b.armIdle()
+		defer b.disarmIdle()
+	}
 	n, err := b.rc.Read(p)
 	b.n.Add(int64(n))
+	if err == io.EOF {
+		b.eof.Store(true)
+	}
 	if err != nil && err != io.EOF {
 		b.mu.Lock()
 		if !b.closed {
@@ -1038,6 +1072,42 @@ func (b *probedBody) Read(p []byte) (int, error) {
 
 func (b *probedBody) Close() error { return b.rc.Close() }
 
+func (b *countingBody) armIdle() {
+	b.timerMu.Lock()
+	defer b.timerMu.Unlock()
+	if b.timer == nil {
+		b.timer = time.AfterFunc(b.idle, b.idleExpired)
+		return
+	}
+	b.timer.Reset(b.idle)
+}
+
+func (b *countingBody) disarmIdle() {
+	b.timerMu.Lock()
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	b.timerMu.Unlock()
+}
+
+func (b *countingBody) idleExpired() {
+	if b.idleOff.Load() {
+		return
+	}
+	b.expired.Store(true)
+	b.src.Close()
+}
+
+// stopIdle ends the read timeout: the response has begun, and what the
+// client's body does from now on is between it and the upstream.
+func (b *countingBody) stopIdle() {
+	if b == nil || b.idle == 0 {
+		return
+	}
+	b.idleOff.Store(true)
+	b.disarmIdle()
+}
+
 // readErr returns the error reading the client's body, if any.
 func (b *countingBody) readErr() error {
 	b.mu.Lock()
@@ -1081,13 +1151,18 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // forward when older than an eighth of it), so a stream whose client grants
 // no more flow-control credit is reset rather than wait forever; the HTTP/1
 // server keeps its own (see serverConn.Write).
-func copyBody(w http.ResponseWriter, src io.Reader, flush bool, limit int64, sendTimeout time.Duration) (int64, error) {
+func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout time.Duration) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
 	var rc *http.ResponseController
 	if flush {
 		rc = http.NewResponseController(w)
+	}
+	if flushHead {
+		if err := rc.Flush(); err != nil {
+			return 0, &clientWriteError{err}
+		}
 	}
 	_, h1 := w.(*response)
 	var wdlAt time.Duration // monoNow when the write deadline was pushed

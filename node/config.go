@@ -229,6 +229,10 @@ type Limits struct {
 	// SendTimeout closes a connection whose client stops reading a
 	// response for that long (nginx's send_timeout); default 60s.
 	SendTimeout time.Duration `yaml:"send_timeout"`
+	// ReadBodyTimeout cuts a request with a 408 when one read of its body
+	// waits that long for the client before the response has begun
+	// (nginx's client_body_timeout); default 60s.
+	ReadBodyTimeout time.Duration `yaml:"read_body_timeout"`
 	// MaxConnections caps concurrent client connections; default 0 (none).
 	MaxConnections int `yaml:"max_connections"`
 	// DrainTimeout is how long a stopping node lets in-flight requests
@@ -572,7 +576,7 @@ func (c *Config) validate() error {
 	default:
 		add("limits.headers_with_underscores", "must be allow, drop or reject (got %q)", l.HeadersWithUnderscores)
 	}
-	for path, d := range map[string]time.Duration{"limits.read_header_timeout": l.ReadHeaderTimeout, "limits.idle_timeout": l.IdleTimeout, "limits.send_timeout": l.SendTimeout, "limits.drain_timeout": l.DrainTimeout} {
+	for path, d := range map[string]time.Duration{"limits.read_header_timeout": l.ReadHeaderTimeout, "limits.idle_timeout": l.IdleTimeout, "limits.send_timeout": l.SendTimeout, "limits.read_body_timeout": l.ReadBodyTimeout, "limits.drain_timeout": l.DrainTimeout} {
 		if d < 0 {
 			add(path, "must not be negative")
 		}

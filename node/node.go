@@ -128,14 +128,15 @@ func New(f *File, opts Options) (*Node, error) {
 		access = slog.New(newAccessLogHandler(w))
 	}
 	n.gw = edge.New(edge.Options{
-		Logger:         n.log,
-		AccessLog:      access,
-		Region:         cfg.Region,
-		TrustedProxies: trusted,
-		MaxHeaderCount: cfg.Limits.MaxHeaderCount,
-		MaxRequestBody: int64(cfg.Limits.MaxRequestBody),
-		SendTimeout:    cfg.Limits.SendTimeout,
-		Underscores:    edge.UnderscorePolicy(cfg.Limits.HeadersWithUnderscores),
+		Logger:          n.log,
+		AccessLog:       access,
+		Region:          cfg.Region,
+		TrustedProxies:  trusted,
+		MaxHeaderCount:  cfg.Limits.MaxHeaderCount,
+		MaxRequestBody:  int64(cfg.Limits.MaxRequestBody),
+		SendTimeout:     cfg.Limits.SendTimeout,
+		ReadBodyTimeout: cfg.Limits.ReadBodyTimeout,
+		Underscores:     edge.UnderscorePolicy(cfg.Limits.HeadersWithUnderscores),
 	})
 	return n, nil
 }
