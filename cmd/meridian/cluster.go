@@ -141,9 +141,9 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	if !noArgs(fs, stderr) {
 		return 2
 	}
-	base, tok, ok := af.resolve(stderr)
-	if !ok {
-		return 2
+	base, tok, code := af.resolve(stderr)
+	if code != 0 {
+		return code
 	}
 	req, _ := http.NewRequest(http.MethodGet, base+"/cluster/members", nil)
 	if tok != "" {

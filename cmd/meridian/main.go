@@ -105,30 +105,52 @@ func parseFailed(err error) int {
 }
 
 // adminFlags are the flags of commands that call the admin API.
-type adminFlags struct{ admin, token *string }
+type adminFlags struct{ admin, token, tokenFile *string }
 
 func addAdminFlags(fs *flag.FlagSet, tokenUse string) adminFlags {
 	return adminFlags{
 		admin: fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)"),
 		// The environment's token is read after parsing: as the flag's
 		// default, help and flag errors would print it.
-		token: fs.String("token", "", tokenUse+" (default: env MERIDIAN_TOKEN)"),
+		token:     fs.String("token", "", tokenUse+" (default: env MERIDIAN_TOKEN, then -token-file)"),
+		tokenFile: fs.String("token-file", "", "file holding the admin token, first line (default: admin-token in the user's cache dir + /meridian, the default data_dir's)"),
 	}
 }
 
 // resolve checks -admin (an http or https URL with a host) and returns it
-// without a trailing slash, with the token of -token or MERIDIAN_TOKEN.
-func (f adminFlags) resolve(stderr io.Writer) (base, token string, ok bool) {
+// without a trailing slash, with the token of -token, MERIDIAN_TOKEN or
+// -token-file (or the default token file, if it exists). A non-zero code is
+// the exit code of a failure it has reported.
+func (f adminFlags) resolve(stderr io.Writer) (base, token string, code int) {
 	u, err := url.Parse(*f.admin)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		fmt.Fprintf(stderr, "meridian: -admin (or MERIDIAN_ADMIN) must be a URL such as http://127.0.0.1:9901, not %q\n", *f.admin)
-		return "", "", false
+		return "", "", 2
 	}
-	token = *f.token
-	if token == "" {
+	base = strings.TrimSuffix(*f.admin, "/")
+	if token = *f.token; token == "" {
 		token = os.Getenv("MERIDIAN_TOKEN")
 	}
-	return strings.TrimSuffix(*f.admin, "/"), token, true
+	if token != "" {
+		return base, token, 0
+	}
+	tf := *f.tokenFile
+	if tf == "" {
+		if dir, err := os.UserCacheDir(); err == nil {
+			tf = filepath.Join(dir, "meridian", "admin-token")
+		}
+	}
+	b, err := os.ReadFile(tf)
+	switch {
+	case err == nil:
+		token = strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+	case *f.tokenFile != "":
+		// Named explicitly: say so, rather than send no token and
+		// report the node's 401.
+		fmt.Fprintf(stderr, "meridian: cannot read the token file: %v\n", err)
+		return "", "", 1
+	}
+	return base, token, 0
 }
 
 func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
@@ -363,7 +385,6 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("config "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	af := addAdminFlags(fs, "admin bearer token")
-	tokenFile := fs.String("token-file", "", "file holding the admin token, first line (default: admin-token in the user's cache dir + /meridian, the default data_dir's)")
 	var file *string
 	var ifVersion *uint64
 	var allowEmpty *bool
@@ -378,27 +399,9 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	if !noArgs(fs, stderr) {
 		return 2
 	}
-	base, tok, ok := af.resolve(stderr)
-	if !ok {
-		return 2
-	}
-	if tok == "" {
-		tf := *tokenFile
-		if tf == "" {
-			if dir, err := os.UserCacheDir(); err == nil {
-				tf = filepath.Join(dir, "meridian", "admin-token")
-			}
-		}
-		b, err := os.ReadFile(tf)
-		switch {
-		case err == nil:
-			tok = strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
-		case *tokenFile != "":
-			// Named explicitly: say so, rather than send no token and
-			// report the node's 401.
-			fmt.Fprintf(stderr, "meridian: cannot read the token file: %v\n", err)
-			return 1
-		}
+	base, tok, code := af.resolve(stderr)
+	if code != 0 {
+		return code
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	switch args[0] {

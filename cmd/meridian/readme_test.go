@@ -9,7 +9,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/pem"
+	"io"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -115,6 +118,7 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		{[]string{"version", "extra"}, 2, "version takes no arguments"},
 		{[]string{"cluster", "keygen", "extra"}, 2, "cluster keygen takes no arguments"},
 		{[]string{"cluster", "status", "extra", "-admin", "http://127.0.0.1:1"}, 2, "cluster status takes no arguments"},
+		{[]string{"cluster", "status", "-admin", "http://127.0.0.1:1", "-token-file", "/nonexistent/token"}, 1, "cannot read the token file"},
 		{[]string{"cluster", "ca", "create", "-dir", "/nonexistent/x", "extra"}, 2, "cluster ca create takes no arguments"},
 		{[]string{"dev", "extra"}, 2, "dev takes no arguments"},
 		{[]string{"ca", "root", "extra"}, 2, "ca root takes no arguments"},
@@ -137,6 +141,27 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("meridian %q: exit %d, %q; want exit %d and %q", tc.args, code, errb.String(), tc.code, tc.want)
+		}
+	}
+}
+
+// Every command that calls the admin API takes the token from -token-file.
+func TestCLITokenFile(t *testing.T) {
+	var auth []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth = append(auth, r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, "[]")
+	}))
+	defer srv.Close()
+	tf := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tf, []byte("tok-from-file\nsecond line ignored\n"), 0o600)
+	for _, args := range [][]string{{"cluster", "status"}, {"config", "get"}} {
+		auth = nil
+		var out, errb bytes.Buffer
+		run(append(args, "-admin", srv.URL, "-token-file", tf), &out, &errb)
+		if len(auth) != 1 || auth[0] != "Bearer tok-from-file" {
+			t.Errorf("meridian %q sent Authorization %q; want the file's first line", args, auth)
 		}
 	}
 }
