@@ -234,6 +234,22 @@ func ifMatch(v, hash string) bool {
 	return false
 }
 
+// ifNoneMatchHits reports whether an If-None-Match value names the entity
+// tag of the document with hash: "*", or a list holding "hash" or
+// W/"hash" (the comparison is weak, RFC 9110 13.1.2).
+func ifNoneMatchHits(v, hash string) bool {
+	if strings.TrimSpace(v) == "*" {
+		return true
+	}
+	for t := range strings.SplitSeq(v, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == `"`+hash+`"` {
+			return true
+		}
+	}
+	return false
+}
+
 func (a *admin) write(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.authorized(r) {
@@ -281,6 +297,10 @@ func (a *admin) getConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setVersionHeaders(w, s)
+	if v := r.Header.Values("If-None-Match"); len(v) > 0 && ifNoneMatchHits(strings.Join(v, ","), s.Hash) {
+		w.WriteHeader(http.StatusNotModified) // a poller's copy is current
+		return
+	}
 	if q.Get("format") == "json" {
 		// The applied text in JSON form (not the compiled document), so
 		// that it can be applied again as it is.

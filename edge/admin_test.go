@@ -341,6 +341,40 @@ func TestAdminIfMatchLines(t *testing.T) {
 	}
 }
 
+// GET /config answers 304 to a poller whose copy is current (If-None-Match,
+// compared weakly), and the document to one whose copy is stale.
+func TestAdminConfigIfNoneMatch(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	s := newAdminServer(t, gw.g, AdminOptions{Control: &swapControl{g: gw.g, ready: true}, Token: "t"})
+	tag := `"` + gw.g.Current().Hash + `"`
+	for _, tc := range []struct {
+		inm  []string
+		want int
+	}{
+		{[]string{tag}, http.StatusNotModified},
+		{[]string{"W/" + tag}, http.StatusNotModified},
+		{[]string{`"old"`, tag}, http.StatusNotModified},
+		{[]string{`"old", ` + tag}, http.StatusNotModified},
+		{[]string{"*"}, http.StatusNotModified},
+		{[]string{`"old"`}, http.StatusOK},
+		{nil, http.StatusOK},
+	} {
+		for _, q := range []string{"", "?format=json"} {
+			req, _ := http.NewRequest(http.MethodGet, s.URL+"/config"+q, nil)
+			req.Header["If-None-Match"] = tc.inm
+			req.Header.Set("Authorization", "Bearer t")
+			resp, body := do(t, http.DefaultClient, req)
+			if resp.StatusCode != tc.want || resp.Header.Get("ETag") != tag {
+				t.Errorf("If-None-Match %q%s: %d ETag %s; want %d and the ETag", tc.inm, q, resp.StatusCode, resp.Header.Get("ETag"), tc.want)
+			}
+			if (tc.want == http.StatusNotModified) != (len(body) == 0) {
+				t.Errorf("If-None-Match %q%s: body of %d bytes with %d", tc.inm, q, len(body), resp.StatusCode)
+			}
+		}
+	}
+}
+
 func TestAdminReadiness(t *testing.T) {
 	g := New(Options{})
 	defer g.Close()
