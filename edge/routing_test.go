@@ -328,3 +328,26 @@ func TestHeadAndExpectContinue(t *testing.T) {
 		t.Errorf("PUT with Expect: %d %q; want 200 \"got hello\"", resp.StatusCode, body)
 	}
 }
+
+// Routes match IPv6 literals, written bare or bracketed, whatever form the
+// request's Host gives the same address in.
+func TestIPv6RouteHosts(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	gw := startGateway(t, `
+services: [{name: s, targets: [{url: "`+be.URL+`"}]}]
+routes:
+  - {name: loop, match: {hosts: ["::1"], path_prefix: /}, service: s}
+  - {name: doc, match: {hosts: ["[2001:db8::a]"], path_prefix: /}, service: s}
+`)
+	for host, want := range map[string]int{
+		"[::1]": 200, "[::1]:8080": 200, "[0:0::1]": 200, "[2001:DB8:0::a]:1": 200,
+		"[::2]": 404, "example.com": 404, "[::1.2.3.4]": 404,
+	} {
+		req, _ := http.NewRequest("GET", gw.url+"/", nil)
+		req.Host = host
+		resp, _ := do(t, http.DefaultClient, req)
+		if resp.StatusCode != want {
+			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+}

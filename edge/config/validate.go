@@ -277,8 +277,8 @@ func (v *validator) route(p string, r *Route) {
 	v.name(p+".name", r.Name)
 	m := &r.Match
 	for i, h := range m.Hosts {
-		if h != strings.ToLower(h) || !hostRE.MatchString(h) && net.ParseIP(h) == nil {
-			v.errf(fmt.Sprintf("%s.match.hosts[%d]", p, i), "invalid host %q: use a lower-case name such as api.example.com or *.example.com (no port)", h)
+		if h != strings.ToLower(h) || !hostRE.MatchString(h) && net.ParseIP(strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")) == nil {
+			v.errf(fmt.Sprintf("%s.match.hosts[%d]", p, i), "invalid host %q: use a lower-case name such as api.example.com or *.example.com, or an IP address such as 192.0.2.1 or [2001:db8::1] (no port)", h)
 		}
 	}
 	var tmpl *router.Template

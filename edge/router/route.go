@@ -205,15 +205,24 @@ func canonRouteHost(h string) (string, error) {
 		return "", errors.New(`"*" is not a host pattern; leave Hosts empty to match any host`)
 	}
 	name, wildcard := strings.CutPrefix(h, "*.")
-	if strings.HasPrefix(name, "[") {
+	if strings.HasPrefix(name, "[") || strings.Count(name, ":") > 1 {
+		// An IPv6 literal, "[::1]" or "::1": stored bracketed and in
+		// canonical form, as normalizeHost turns request hosts.
 		if wildcard {
 			return "", errors.New("wildcard of an IP literal")
 		}
-		a, err := netip.ParseAddr(strings.TrimSuffix(name[1:], "]"))
-		if !strings.HasSuffix(name, "]") || err != nil || !a.Is6() {
-			return "", errors.New("invalid bracketed IPv6 literal")
+		lit := name
+		if strings.HasPrefix(name, "[") {
+			if !strings.HasSuffix(name, "]") {
+				return "", errors.New("invalid bracketed IPv6 literal")
+			}
+			lit = name[1 : len(name)-1]
 		}
-		return h, nil
+		a, err := netip.ParseAddr(lit)
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return "", errors.New("invalid IPv6 literal")
+		}
+		return "[" + a.String() + "]", nil
 	}
 	if err := checkHostname(name); err != nil {
 		return "", err

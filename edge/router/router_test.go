@@ -421,7 +421,11 @@ func TestNormalizeHost(t *testing.T) {
 		{"Example.com.:80", "example.com"},
 		{"[::1]:8080", "[::1]"},
 		{"[::1]", "[::1]"},
-		{"::1", "::1"},
+		{"::1", "[::1]"},
+		{"[0:0::1]:443", "[::1]"},
+		{"[2001:DB8::A]", "[2001:db8::a]"},
+		{"[::ffff:1.2.3.4]", "[::ffff:1.2.3.4]"},
+		{"[not-an-ip]:80", "[not-an-ip]"},
 		{"", ""},
 	} {
 		if got := normalizeHost(tc.in); got != tc.want {

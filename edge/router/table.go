@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -533,18 +534,32 @@ func queryUnescape(s string) (string, bool) {
 	return u, err == nil
 }
 
-// normalizeHost lower-cases h and strips a port and a trailing dot. It
+// normalizeHost lower-cases h and strips a port and a trailing dot. An
+// IPv6 literal, bracketed or not ("[::1]:8080", "[0:0::1]", "::1"), becomes
+// its canonical bracketed form ("[::1]"), as canonRouteHost stores it. It
 // returns h itself, without allocating, when there is nothing to do.
 func normalizeHost(h string) string {
 	if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		if strings.HasPrefix(h, "[") {
+		switch {
+		case strings.HasPrefix(h, "["):
 			if j := strings.IndexByte(h, ']'); j >= 0 {
-				h = h[:j+1] // "[::1]:8080" -> "[::1]"
+				return canonIPv6(h[1:j], h[:j+1]) // "[::1]:8080" -> "[::1]"
 			}
-		} else if strings.IndexByte(h, ':') == i {
-			h = h[:i] // "example.com:8080"; a bare IPv6 literal is left alone
+		case strings.IndexByte(h, ':') == i:
+			h = h[:i] // "example.com:8080"
+		default:
+			return canonIPv6(h, h) // a bare IPv6 literal
 		}
 	}
 	h = strings.TrimSuffix(h, ".")
 	return strings.ToLower(h) // returns h unchanged if already lower-case
+}
+
+// canonIPv6 returns "[addr]" in canonical form if addr is an IPv6 address,
+// else fallback lower-cased.
+func canonIPv6(addr, fallback string) string {
+	if a, err := netip.ParseAddr(addr); err == nil && a.Is6() && a.Zone() == "" {
+		return "[" + a.String() + "]"
+	}
+	return strings.ToLower(fallback)
 }
