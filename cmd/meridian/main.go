@@ -153,6 +153,28 @@ func (f adminFlags) resolve(stderr io.Writer) (base, token string, code int) {
 	return base, token, 0
 }
 
+// stdin is what "-" names for validate and config apply -f.
+var stdin io.Reader = os.Stdin
+
+// maxInput bounds a document read from standard input, as PUT /config
+// bounds the body it takes.
+const maxInput = 32 << 20
+
+// readInput reads the file at path, or standard input for "-".
+func readInput(path string) ([]byte, error) {
+	if path != "-" {
+		return os.ReadFile(path)
+	}
+	b, err := io.ReadAll(io.LimitReader(stdin, maxInput+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading standard input: %w", err)
+	}
+	if len(b) > maxInput {
+		return nil, fmt.Errorf("standard input: more than %d MiB", maxInput>>20)
+	}
+	return b, nil
+}
+
 func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
 	if fs.NArg() == 0 {
 		return true
@@ -310,7 +332,7 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: meridian validate FILE   (a node file or a bare gateway document; exit 1 with its errors)")
+		fmt.Fprintln(stderr, "usage: meridian validate FILE   (a node file or a bare gateway document, - for standard input; exit 1 with its errors)")
 	}
 	if err := fs.Parse(args); err != nil {
 		return parseFailed(err)
@@ -320,7 +342,10 @@ func validate(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	path := fs.Arg(0)
-	raw, err := os.ReadFile(path)
+	raw, err := readInput(path)
+	if path == "-" {
+		path = "standard input"
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
 		return 1
@@ -389,7 +414,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	var ifVersion *uint64
 	var allowEmpty *bool
 	if args[0] == "apply" {
-		file = fs.String("f", "", "file to apply: a gateway document, or a node file whose gateway section is applied")
+		file = fs.String("f", "", "file to apply: a gateway document, or a node file whose gateway section is applied; - for standard input")
 		ifVersion = fs.Uint64("if-version", 0, "refuse the write unless the node serves this version (optimistic concurrency)")
 		allowEmpty = fs.Bool("allow-empty", false, "apply a document without routes (every request then gets a 404)")
 	}
@@ -416,7 +441,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "usage: meridian config apply -f FILE")
 			return 2
 		}
-		raw, err := os.ReadFile(*file)
+		raw, err := readInput(*file)
 		if err != nil {
 			fmt.Fprintf(stderr, "meridian: %v\n", err)
 			return 1
@@ -430,9 +455,13 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 				raw = []byte("{}\n") // "gateway:" with nothing after it
 			}
 		}
+		name := *file
+		if name == "-" {
+			name = "standard input"
+		}
 		if doc, err := config.Parse(raw); err == nil && len(doc.Routes) == 0 && !*allowEmpty {
 			// Refused by the node too; said here in the CLI's terms.
-			fmt.Fprintf(stderr, "meridian: %s has no routes (a node file's gateway section missing or empty, say): applied, every request would get a 404; -allow-empty applies it anyway\n", *file)
+			fmt.Fprintf(stderr, "meridian: %s has no routes (a node file's gateway section missing or empty, say): applied, every request would get a 404; -allow-empty applies it anyway\n", name)
 			return 1
 		}
 		q := url.Values{}

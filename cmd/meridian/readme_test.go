@@ -73,6 +73,33 @@ func TestValidateCommand(t *testing.T) {
 	}
 }
 
+// "-" is standard input, for validate and for config apply -f.
+func TestStdinInput(t *testing.T) {
+	const doc = "services: [{name: a, targets: [{url: 'http://127.0.0.1:1'}]}]\nroutes: [{name: r, service: a}]\n"
+	defer func(r io.Reader) { stdin = r }(stdin)
+	stdin = strings.NewReader(doc)
+	var out, errb bytes.Buffer
+	if code := run([]string{"validate", "-"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "standard input: valid gateway document") {
+		t.Errorf("validate -: exit %d, %q %q", code, out.String(), errb.String())
+	}
+	var got []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"version": 2, "hash": "h"}`)
+	}))
+	defer srv.Close()
+	stdin = strings.NewReader(doc)
+	if code := run([]string{"config", "apply", "-f", "-", "-admin", srv.URL, "-token", "t"}, &out, &errb); code != 0 || string(got) != doc {
+		t.Errorf("config apply -f -: exit %d, sent %q (%s)", code, got, errb.String())
+	}
+	stdin = strings.NewReader("routes: []\n")
+	errb.Reset()
+	if code := run([]string{"config", "apply", "-f", "-", "-admin", srv.URL}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "standard input has no routes") {
+		t.Errorf("config apply -f - without routes: exit %d, %q", code, errb.String())
+	}
+}
+
 // writeExampleFiles writes a certificate and key under every name the
 // README's examples use.
 func writeExampleFiles(t *testing.T) string {
