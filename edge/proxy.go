@@ -182,13 +182,26 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p == "" || p[0] != '/' {
 			p = "/" + p
 		}
+		collapsed := false
 		for len(p) > 1 && p[1] == '/' {
 			// "/api//evil.example/x" must not reach the upstream as
 			// "//evil.example/x", which a redirect there would take
 			// for another host.
 			p = p[1:]
+			collapsed = true
 		}
 		outURL.Path = p
+		if r.URL.RawPath != "" && clean == path && !collapsed {
+			// The client's own encoding of the rest is kept: an encoded
+			// slash ("/gitlab/projects/group%2Fname") is not a slash to
+			// the upstream either.
+			// (url.URL ignores a RawPath that does not decode to Path.)
+			rest := cutEscaped(r.URL.RawPath, len(rt.stripPrefix))
+			if !strings.HasPrefix(rest, "/") {
+				rest = "/" + rest
+			}
+			outURL.RawPath = rest
+		}
 	case clean != path:
 		outURL.Path = clean
 	default:
@@ -1200,6 +1213,20 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 			return written, rerr
 		}
 	}
+}
+
+// cutEscaped returns what follows the first n decoded bytes of the
+// percent-encoded path escaped.
+func cutEscaped(escaped string, n int) string {
+	i := 0
+	for ; n > 0 && i < len(escaped); n-- {
+		if escaped[i] == '%' && i+2 < len(escaped) {
+			i += 3
+		} else {
+			i++
+		}
+	}
+	return escaped[i:]
 }
 
 // removeDotSegments resolves "." and ".." segments of a path (RFC 3986
