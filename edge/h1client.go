@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"os"
 	"strconv"
 	"strings"
@@ -157,6 +159,24 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outH
 	}
 }
 
+// maxEarlyHints bounds the 103 responses relayed per request (net/http's
+// client stops at five informational responses).
+const maxEarlyHints = 5
+
+// relayEarlyHints passes an upstream's 103 Early Hints on: straight to the
+// HTTP/1 server's response when the request came that way, else through
+// the proxy's client trace (see Gateway.ServeHTTP).
+func relayEarlyHints(ctx context.Context, h http.Header) {
+	dropHopFields(h)
+	if rc, ok := ctx.(*requestContext); ok && rc.resp != nil {
+		rc.resp.relayInformational(http.StatusEarlyHints, h)
+		return
+	}
+	if tr := httptrace.ContextClientTrace(ctx); tr != nil && tr.Got1xxResponse != nil {
+		tr.Got1xxResponse(http.StatusEarlyHints, textproto.MIMEHeader(h))
+	}
+}
+
 func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Request, oh *outHeader, now time.Duration) (*http.Response, error) {
 	var stop abortReg
 	var respHeader http.Header
@@ -210,6 +230,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		pc.armHeaderDeadline(now, t.responseHeader)
 	}
 	var resp *http.Response
+	hints := 0
 	for {
 		resp, err = pc.readResponse(req, respHeader)
 		if err != nil {
@@ -221,9 +242,14 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 			}
 			return fail(err)
 		}
-		// 1xx informational responses (100 Continue, 103 Early Hints)
-		// are not relayed; 101 ends the HTTP exchange.
+		// 1xx informational responses: 103 Early Hints are relayed to
+		// the client (a few), the others (100 Continue, 102) not; 101
+		// ends the HTTP exchange.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			if resp.StatusCode == http.StatusEarlyHints && hints < maxEarlyHints {
+				hints++
+				relayEarlyHints(ctx, resp.Header)
+			}
 			continue
 		}
 		break

@@ -631,6 +631,7 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 		clear(c.spare)
 	}
 	rs.respHeader = c.spare
+	rs.resp = w
 	if rs.watchOK {
 		c.startWatch(rs)
 	}
@@ -1471,6 +1472,25 @@ func (w *response) retract() bool {
 	*w = response{c: c, req: w.req, contentLength: -1, rs: w.rs, header: c.header,
 		closeAfter: w.req.Close || c.s.shutting.Load()}
 	return true
+}
+
+// relayInformational sends an upstream's informational response (103
+// Early Hints) with the fields of h, unless the final head has begun.
+func (w *response) relayInformational(code int, h http.Header) {
+	if w.wroteHeader || w.c.hijacked || w.failed != nil {
+		return
+	}
+	w.c.cmu.Lock()
+	defer w.c.cmu.Unlock()
+	if w.c.headStarted {
+		return
+	}
+	bw := w.c.bw
+	b := appendHeaderFields([]byte(statusLine(code)), h)
+	bw.Write(append(b, "\r\n"...))
+	if err := bw.Flush(); err != nil {
+		w.failed = err
+	}
 }
 
 func (w *response) writeInformational(code int) {

@@ -6,9 +6,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -294,6 +297,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		retry.budget.request()
 	}
 
+	// 103 Early Hints: the HTTP/1 transport gives them straight to the
+	// HTTP/1 server's response when it gets that server's own context;
+	// otherwise they come through a client trace, from whatever goroutine
+	// the transport reads on, so they are relayed only while a round trip
+	// is in progress (hints.pause).
+	var hints *earlyHints
+	if rc, ok := ctx.(*requestContext); !ok || rc.resp == nil || !isH1Transport(svc.transport) {
+		hints = &earlyHints{w: w, paused: true}
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: hints.got})
+	}
+
 	var tried []*upstream.Target
 	var resp *http.Response
 	var att targetTurn
@@ -349,6 +363,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		att = targetTurn{t: t, open: true}
 		t.Start()
 		upStart := monoNow()
+		hints.resume()
 		switch {
 		case isH1 && attempt == 0 && outv.Body == nil:
 			// Without a body no goroutine of the transport outlives the
@@ -360,6 +375,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
 			resp, err = svc.transport.RoundTrip(outv.WithContext(ctx))
 		}
+		hints.pause()
 		x.upstreamDur += monoNow() - upStart
 		if err != nil {
 			if body != nil && body.readErr() != nil {
@@ -1213,6 +1229,67 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 			return written, rerr
 		}
 	}
+}
+
+// earlyHints relays an upstream's 103 responses that arrive through a
+// client trace (see ServeHTTP), a few at most, while not paused.
+type earlyHints struct {
+	w      http.ResponseWriter
+	mu     sync.Mutex
+	paused bool
+	n      int
+}
+
+func isH1Transport(rt http.RoundTripper) bool {
+	_, ok := rt.(*h1Transport)
+	return ok
+}
+
+func (e *earlyHints) resume() {
+	if e != nil {
+		e.mu.Lock()
+		e.paused = false
+		e.mu.Unlock()
+	}
+}
+
+// pause stops relaying; once it returns, no relay is writing.
+func (e *earlyHints) pause() {
+	if e != nil {
+		e.mu.Lock()
+		e.paused = true
+		e.mu.Unlock()
+	}
+}
+
+func (e *earlyHints) got(code int, mh textproto.MIMEHeader) error {
+	if code != http.StatusEarlyHints {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.paused || e.n >= maxEarlyHints {
+		return nil
+	}
+	e.n++
+	h := http.Header(mh).Clone()
+	dropHopFields(h)
+	if rw, ok := e.w.(*response); ok {
+		rw.relayInformational(code, h)
+		return nil
+	}
+	// net/http's HTTP/2 server and quic-go send an informational
+	// response with the fields of the response's header map, and keep
+	// them: the hints go in alone, out, and the map is put back as it was
+	// (it may hold fields for the final response already, Alt-Svc say).
+	wh := e.w.Header()
+	saved := maps.Clone(wh)
+	clear(wh)
+	maps.Copy(wh, h)
+	e.w.WriteHeader(code)
+	clear(wh)
+	maps.Copy(wh, saved)
+	return nil
 }
 
 // cutEscaped returns what follows the first n decoded bytes of the

@@ -32,6 +32,9 @@ type requestContext struct {
 	// upstream response's header (nil: it makes one). It is the server
 	// connection's, reused request after request.
 	respHeader http.Header
+	// resp is the server's response to this request, to which the
+	// HTTP/1 transport relays an upstream's 103 Early Hints.
+	resp *response
 }
 
 type afterFunc struct{ f func() }
