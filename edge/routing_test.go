@@ -2,10 +2,14 @@ package edge
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"testing"
+
+	"github.com/meridian-gw/meridian/edge/config"
 )
 
 func routingDoc(echoURL, adminURL string) string {
@@ -352,5 +356,35 @@ routes:
 		if resp.StatusCode != want {
 			t.Errorf("Host %s: %d, want %d", host, resp.StatusCode, want)
 		}
+	}
+}
+
+// Compile reports every error it finds, not only the first: two services
+// whose TLS files are missing and two routes whose hosts do not parse.
+func TestCompileReportsEveryError(t *testing.T) {
+	doc, err := config.Parse([]byte(`
+services:
+  - {name: a, protocol: h2, targets: [{url: "https://127.0.0.1:1"}], tls: {ca_file: /nonexistent/ca1.pem}}
+  - {name: b, protocol: h2, targets: [{url: "https://127.0.0.1:2"}], tls: {ca_file: /nonexistent/ca2.pem}}
+routes:
+  - {name: r1, match: {hosts: ["[::1"], path_prefix: /x}, service: a}
+  - {name: r2, match: {path_prefix: /ok}, service: b}
+  - {name: r3, match: {hosts: ["[fe80::1"], path_prefix: /y}, service: b}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Options{}).Compile(doc, CompileInput{Version: 1})
+	var es config.Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("Compile: %v; want config.Errors", err)
+	}
+	var paths []string
+	for _, e := range es {
+		paths = append(paths, e.Path)
+	}
+	want := []string{"services[0].tls.ca_file", "services[1].tls.ca_file", "routes[0].match", "routes[2].match"}
+	if !slices.Equal(paths, want) {
+		t.Errorf("errors at %q; want %q", paths, want)
 	}
 }

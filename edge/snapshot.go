@@ -179,6 +179,9 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 	if s.Hash == "" {
 		s.Hash = doc.Hash()
 	}
+	// Every error is collected, as Validate does, so that one pass shows
+	// them all.
+	var errs config.Errors
 	for i := range doc.Services {
 		svc, err := g.compileService(&doc.Services[i], in.Prev)
 		if err != nil {
@@ -187,18 +190,21 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			if fe, ok := errors.AsType[*configFieldError](err); ok {
 				path += "." + fe.field
 			}
-			return nil, config.Errors{{Path: path, Msg: err.Error()}}
+			errs = append(errs, &config.FieldError{Path: path, Msg: err.Error()})
+			continue
 		}
 		s.services[svc.name] = svc
 		s.order = append(s.order, svc)
 	}
-	rts := make([]router.Route, len(doc.Routes))
+	rts := make([]router.Route, 0, len(doc.Routes))
+	index := make([]int, 0, len(doc.Routes)) // rts[k] is routes[index[k]]
 	s.routes = make([]*route, len(doc.Routes))
 	for i := range doc.Routes {
 		rc := &doc.Routes[i]
 		rr, err := compileMatch(&rc.Match)
 		if err != nil {
-			return nil, config.Errors{{Path: fmt.Sprintf("routes[%d].match", i), Msg: err.Error()}}
+			errs = append(errs, &config.FieldError{Path: fmt.Sprintf("routes[%d].match", i), Msg: err.Error()})
+			continue
 		}
 		rt := &route{
 			name:           rc.Name,
@@ -218,7 +224,8 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			if rw.Path != "" {
 				t, err := router.ParseTemplate(rw.Path)
 				if err != nil {
-					return nil, config.Errors{{Path: fmt.Sprintf("routes[%d].rewrite.path", i), Msg: err.Error()}}
+					errs = append(errs, &config.FieldError{Path: fmt.Sprintf("routes[%d].rewrite.path", i), Msg: err.Error()})
+					continue
 				}
 				rt.rewritePath = t
 			}
@@ -228,13 +235,13 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			rt.hostRewrite = rw.Host
 		}
 		rr.Value = rt
-		rts[i] = rr
+		rts = append(rts, rr)
+		index = append(index, i)
 		s.routes[i] = rt
 	}
 	t, err := router.New(rts)
 	if err != nil {
 		// router.New joins one *RouteError per bad route.
-		var es config.Errors
 		var list []error
 		if j, ok := err.(interface{ Unwrap() []error }); ok {
 			list = j.Unwrap()
@@ -243,13 +250,15 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 		}
 		for _, e := range list {
 			var re *router.RouteError
-			if errors.As(e, &re) {
-				es = append(es, &config.FieldError{Path: fmt.Sprintf("routes[%d].match", re.Index), Msg: re.Err.Error()})
+			if errors.As(e, &re) && re.Index >= 0 && re.Index < len(index) {
+				errs = append(errs, &config.FieldError{Path: fmt.Sprintf("routes[%d].match", index[re.Index]), Msg: re.Err.Error()})
 			} else {
-				es = append(es, &config.FieldError{Path: "routes", Msg: e.Error()})
+				errs = append(errs, &config.FieldError{Path: "routes", Msg: e.Error()})
 			}
 		}
-		return nil, es
+	}
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	s.table = t
 	return s, nil
