@@ -484,6 +484,9 @@ func (g *Gateway) logRefused(remote string, cs *tls.ConnectionState, pe *parseEr
 	defer c.release()
 	x := &c.x
 	x.identify(r)
+	if pe.reqID != "" {
+		x.reqID = pe.reqID // as the answer said
+	}
 	if pe.start != 0 {
 		x.start = pe.start
 	}

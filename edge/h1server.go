@@ -510,9 +510,9 @@ func (c *serverConn) serve() {
 			return
 		}
 		if headDeadline || req.Body != http.NoBody {
-			// The body has no deadline (a slow upload is the service's
-			// total timeout's business); a request without one keeps
-			// the idle deadline, which is far off.
+			// The body has no deadline here (the gateway bounds each
+			// read of it: Options.ReadBodyTimeout); a request without
+			// one keeps the idle deadline, which is far off.
 			c.setReadDeadline(time.Time{})
 		}
 		if req.RequestURI == "*" && req.Method == http.MethodOptions {
@@ -776,6 +776,7 @@ type parseError struct {
 	sent                        int           // body bytes of the answer
 	start                       time.Duration // monoNow when the head began to arrive, 0 if unknown
 	quiet                       bool          // not a request: not logged
+	reqID                       string        // the answer's request_id, for the log line too
 }
 
 // about notes the parts of the request read before the refusal.
@@ -791,7 +792,8 @@ func badRequest(detail string) *parseError {
 // writeError answers a refused request with a problem+json body and
 // closes the connection.
 func (c *serverConn) writeError(pe *parseError) {
-	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail})
+	pe.reqID = newID()
+	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail, RequestID: pe.reqID})
 	body = append(body, '\n')
 	pe.sent = len(body)
 	c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1779,6 +1780,7 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 		// request: not logged.
 		{"empty lines", "\r\n\r\n", 0, "", "", "", ""},
 	}
+	ids := map[string]string{} // the answers' request ids, by case
 	for _, tc := range cases {
 		c, br := h1Raw(t, gw.addr)
 		h1Write(t, c, tc.send)
@@ -1788,11 +1790,19 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 			c.Close()
 			continue
 		}
-		line, _ := h1ReadHead(t, br)
+		line, hdr := h1ReadHead(t, br)
+		n, _ := strconv.Atoi(hdr.Get("Content-Length"))
+		body := make([]byte, n)
+		io.ReadFull(br, body)
 		c.Close()
 		if !strings.HasPrefix(line, "HTTP/1.1 "+strconv.Itoa(tc.status)+" ") {
 			t.Fatalf("%s: got %q; want %d", tc.name, line, tc.status)
 		}
+		var prob problem
+		if err := json.Unmarshal(body, &prob); err != nil || prob.RequestID == "" {
+			t.Errorf("%s: problem %q has no request_id (%v)", tc.name, body, err)
+		}
+		ids[tc.name] = prob.RequestID
 	}
 	var recs []map[string]any
 	waitFor(t, 5*time.Second, "a log record for each refused request", func() bool {
@@ -1812,6 +1822,9 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 				found = true
 				if r["host"] != tc.host || r["error"] != tc.errKnd || r["route"] != "" || r["request_id"] == "" || (tc.status != 499) != (r["bytes_out"].(float64) > 0) {
 					t.Errorf("%s: record %v; want host %q, error %q, no route, a request id and the problem's size", tc.name, r, tc.host, tc.errKnd)
+				}
+				if id, ok := ids[tc.name]; ok && r["request_id"] != id {
+					t.Errorf("%s: logged request_id %v; the answer said %q", tc.name, r["request_id"], id)
 				}
 				if tc.status == 408 && r["duration_ms"].(float64) < 250 {
 					t.Errorf("%s: duration_ms %v; want the time the head took (at least the 300ms header timeout)", tc.name, r["duration_ms"])
