@@ -1,12 +1,15 @@
 package edge
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -125,5 +128,159 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 				t.Fatalf("upstream saw %s, want the whole body \"ab\"", b)
 			}
 		})
+	}
+}
+
+// countingReader counts what is read through it.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// zeros is an endless body of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// Over HTTP/2, one upload whose upstream is slow to take it must not starve
+// the connection's other streams into a 408: the connection's window is
+// larger than a stream's, so a stream held by its upstream cannot take
+// the others' credit (which their clients would be blamed for).
+func TestReadBodyTimeoutSparesAStreamStarvedByAnother(t *testing.T) {
+	release := make(chan struct{})
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	})
+	var once sync.Once
+	rel := func() { once.Do(func() { close(release) }) }
+	defer rel()
+	setup, _ := withReuseLog()
+	setup.opts.ReadBodyTimeout = 300 * time.Millisecond
+	setup.opts.MaxRequestBody = 1 << 30
+	gw := startGatewayWith(t, setup, oneRoute(be.URL, ""))
+	c := newH2CClient(t)
+
+	const big = 64 << 20
+	var sent atomic.Int64
+	aDone := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", gw.url+"/slow", io.LimitReader(&countingReader{r: zeros{}, n: &sent}, big))
+		req.ContentLength = big
+		resp, err := c.Do(req)
+		if err != nil {
+			aDone <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		aDone <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	// A's client is blocked once its stream's window and the socket
+	// buffers are full: what it has sent stops growing.
+	waitFor(t, 10*time.Second, "the large upload to stall", func() bool {
+		before := sent.Load()
+		time.Sleep(100 * time.Millisecond)
+		return before > 1<<20 && sent.Load() == before
+	})
+
+	const small = 256 << 10
+	req, _ := http.NewRequest("POST", gw.url+"/echo", strings.NewReader(strings.Repeat("x", small)))
+	start := time.Now()
+	resp, body := do(t, c, req)
+	t.Logf("small upload answered after %v", time.Since(start))
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("proto %s, want HTTP/2", resp.Proto)
+	}
+	if want := fmt.Sprintf("%d <nil>", small); resp.StatusCode != 200 || string(body) != want {
+		t.Errorf("the small upload on the same connection: %d %q, want 200 %q (its client never stalled)", resp.StatusCode, body, want)
+	}
+	rel()
+	if got := recv(t, aDone, "the large upload's answer"); got != fmt.Sprintf("200 %d <nil>", big) {
+		t.Errorf("large upload: %s", got)
+	}
+}
+
+// Over HTTP/1.1 chunked, every byte the client sends is progress, the
+// chunks' framing included (nginx resets its timer on every read).
+func TestReadBodyTimeoutCountsChunkFramingAsProgress(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%q %v", b, err)
+	})
+	setup, _ := withReuseLog()
+	setup.opts.ReadBodyTimeout = 300 * time.Millisecond
+	gw := startGatewayWith(t, setup, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	if _, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for _, b := range []byte("3\r\nabc\r\n0\r\n\r\n") {
+			time.Sleep(150 * time.Millisecond)
+			if _, err := c.Write([]byte{b}); err != nil {
+				return
+			}
+		}
+	}()
+	resp, body := readResponse(t, bufio.NewReader(c), "POST")
+	if resp.StatusCode != 200 || string(body) != `"abc" <nil>` {
+		t.Errorf("%d %q; want 200 \"abc\" <nil>: the client sent a byte every 150 ms", resp.StatusCode, body)
+	}
+}
+
+// A client that leaves mid-body after the response has begun is logged as
+// the client's doing, not the target's (which outlier detection would
+// count).
+func TestClientLeavingMidBodyAfterTheHeadIsNotTheTargetsFault(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex()
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		buf := make([]byte, 512)
+		for {
+			n, err := r.Body.Read(buf)
+			w.Write(buf[:n])
+			w.(http.Flusher).Flush()
+			if err != nil {
+				return
+			}
+		}
+	})
+	setup, log := withReuseLog()
+	setup.opts.ReadBodyTimeout = 300 * time.Millisecond
+	gw := startGatewayWith(t, setup, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	if _, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo %q %v", buf, err)
+	}
+	c.Close() // the client leaves mid-body
+	rec := onlyRecord(t, log)
+	if rec["error"] != "client_canceled" {
+		t.Errorf("access log error %v (%v); want client_canceled: the client left, the target did nothing wrong", rec["error"], rec["error_detail"])
 	}
 }

@@ -386,10 +386,17 @@ func newServerErrorLog(l *slog.Logger) *log.Logger {
 
 func http2Config(sendTimeout time.Duration) *http.HTTP2Config {
 	return &http.HTTP2Config{
-		WriteByteTimeout:              sendTimeout,
-		MaxConcurrentStreams:          250,
-		MaxReadFrameSize:              1 << 20,
-		MaxReceiveBufferPerConnection: 1 << 20,
+		WriteByteTimeout:     sendTimeout,
+		MaxConcurrentStreams: 250,
+		MaxReadFrameSize:     1 << 20,
+		// The connection's window is several streams' worth: with the two
+		// equal (net/http's default), one upload whose upstream is slow
+		// to take it holds the whole connection's credit, and the other
+		// streams' clients cannot send a byte: head-of-line blocking,
+		// which the read body timeout would blame on them. Seven stalled
+		// uploads at a full window still leave room; this is also what a
+		// connection may make the gateway buffer at most.
+		MaxReceiveBufferPerConnection: 8 << 20,
 		MaxReceiveBufferPerStream:     1 << 20,
 	}
 }

@@ -294,12 +294,13 @@ const newConnGrace = 100 * time.Millisecond
 
 // serverConn is one client connection served by h1Server.
 type serverConn struct {
-	s      *h1Server
-	rwc    net.Conn
-	gc     *guardConn
-	remote string
-	tls    *tls.ConnectionState
-	state  atomic.Int32
+	s        *h1Server
+	rwc      net.Conn
+	received atomic.Int64 // bytes read from rwc: a body read's progress
+	gc       *guardConn
+	remote   string
+	tls      *tls.ConnectionState
+	state    atomic.Int32
 
 	br *bufio.Reader
 	bw *bufio.Writer
@@ -366,6 +367,7 @@ func (c *serverConn) Read(p []byte) (int, error) {
 		return 1, nil
 	}
 	n, err := c.rwc.Read(p)
+	c.received.Add(int64(n))
 	if err != nil && err != io.EOF && !isTimeout(err) {
 		// A reset, or the connection closed under us: the client is
 		// gone, whatever was reading (a request head or a body).
@@ -1292,6 +1294,10 @@ type chunkedBody struct {
 	ended   atomic.Bool
 }
 
+// progress counts the bytes the connection has received (progresser).
+func (b *chunkedBody) progress() int64 { return b.c.received.Load() }
+func (b *lengthBody) progress() int64  { return b.c.received.Load() }
+
 func (b *chunkedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -1663,8 +1669,13 @@ func (w *response) unreadBodyForcesClose() bool {
 			return true
 		}
 		failed := b.err != nil // a read interrupted, say (interruptBodyRead)
+		// Closed before its end by whoever read it (an upstream
+		// transport that gave up on it, perhaps before its first read):
+		// the rest is discarded only if it is here already, as nobody
+		// is reading it for the client to be waited for.
+		abandoned := b.closed && int64(b.c.br.Buffered()) < left
 		b.mu.Unlock()
-		return failed
+		return failed || abandoned
 	case *chunkedBody:
 		// Its length is unknown: the rest can be discarded only if it is
 		// all here already.

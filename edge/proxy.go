@@ -497,9 +497,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			wh["Content-Type"] = nil
 		}
 	}
-	x.status = resp.StatusCode
-	w.WriteHeader(resp.StatusCode)
-
 	sse := strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
 	flush := resp.ContentLength == -1 || sse
 	// A streamed response's head goes out at once, before any of its
@@ -508,7 +505,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// its next message on seeing the head), or the response is an event
 	// stream (EventSource opens on the head). Otherwise the head waits to
 	// share a write with the body's first bytes.
-	flushHead := flush && (sse || body != nil && !body.eof.Load())
+	bodyComing := body != nil && !body.eof.Load()
+	flushHead := flush && (sse || bodyComing)
+	if flushHead && bodyComing && r.ProtoMajor == 1 {
+		// The HTTP/1 server decides to close a connection whose request
+		// body was left unread only when the response ends, too late for
+		// a head already sent: say it now.
+		wh["Connection"] = []string{"close"}
+	}
+	x.status = resp.StatusCode
+	w.WriteHeader(resp.StatusCode)
 	n, err := copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
 	x.bytesOut = n
 	if body != nil {
@@ -530,6 +536,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			x.errKind = "drain_timeout"
 		case clientSide || r.Context().Err() != nil:
 			x.errKind = "client_canceled"
+		case body != nil && body.readErr() != nil:
+			// The client's own body failed (it left mid-stream, say) and
+			// the transport ended the exchange for it: not the target's
+			// doing, whatever error the response's read then got.
+			x.errKind = "client_canceled"
+			x.errDetail = "reading the request body: " + body.readErr().Error()
 		default:
 			pe := &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_incomplete", title: "Bad Gateway",
 				detail: "service " + svc.name + ": the upstream's response ended before its body",
@@ -971,12 +983,19 @@ type countingBody struct {
 	// protocol), and expired is set. Off once the response has begun.
 	idle    time.Duration
 	src     io.Closer
-	timer   *time.Timer // created by the first read that waits
 	eof     atomic.Bool // the body has been read to its end
-	idleOff atomic.Bool
+	idleOff atomic.Bool // read without the lock by Read; set under it
 	expired atomic.Bool
 	timerMu sync.Mutex
+	timer   *time.Timer // created by the first read; guarded by timerMu
+	waiting bool        // a read is in progress; guarded by timerMu
+	mark    int64       // src's progress when the timer was armed
 }
+
+// progresser is a body that counts the bytes its connection has received,
+// framing included (the HTTP/1 server's: a chunked body's size lines are
+// read within one Read, and are the client's progress too).
+type progresser interface{ progress() int64 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	if b.idle > 0 && !b.idleOff.Load() {
@@ -1104,6 +1123,10 @@ func (b *probedBody) Close() error { return b.rc.Close() }
 func (b *countingBody) armIdle() {
 	b.timerMu.Lock()
 	defer b.timerMu.Unlock()
+	b.waiting = true
+	if p, ok := b.src.(progresser); ok {
+		b.mark = p.progress()
+	}
 	if b.timer == nil {
 		b.timer = time.AfterFunc(b.idle, b.idleExpired)
 		return
@@ -1113,6 +1136,7 @@ func (b *countingBody) armIdle() {
 
 func (b *countingBody) disarmIdle() {
 	b.timerMu.Lock()
+	b.waiting = false
 	if b.timer != nil {
 		b.timer.Stop()
 	}
@@ -1120,11 +1144,24 @@ func (b *countingBody) disarmIdle() {
 }
 
 func (b *countingBody) idleExpired() {
-	if b.idleOff.Load() {
+	b.timerMu.Lock()
+	if b.idleOff.Load() || !b.waiting || b.expired.Load() {
+		b.timerMu.Unlock()
 		return
 	}
+	if p, ok := b.src.(progresser); ok {
+		if n := p.progress(); n != b.mark {
+			// Bytes came (a chunk's framing, say) without a read
+			// returning: the client is not idle.
+			b.mark = n
+			b.timer.Reset(b.idle)
+			b.timerMu.Unlock()
+			return
+		}
+	}
 	b.expired.Store(true)
-	b.src.Close()
+	b.timerMu.Unlock()
+	b.src.Close() // interrupts the blocked read; not under the lock
 }
 
 // stopIdle ends the read timeout: the response has begun, and what the
@@ -1133,8 +1170,12 @@ func (b *countingBody) stopIdle() {
 	if b == nil || b.idle == 0 {
 		return
 	}
+	b.timerMu.Lock()
 	b.idleOff.Store(true)
-	b.disarmIdle()
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	b.timerMu.Unlock()
 }
 
 // readErr returns the error reading the client's body, if any.
