@@ -214,8 +214,17 @@ type Members struct {
 
 	inbox    chan inbound
 	announce chan struct{} // a metadata announcement is wanted (announceLoop)
+	annStop  chan struct{} // closed first by Shutdown: no more announcements
+	annDone  chan struct{} // closed when announceLoop has returned
 	stop     chan struct{}
-	wg       sync.WaitGroup
+
+	// Metadata announcements requested (UpdateMeta, Join) and covered by a
+	// completed one; annChanged is closed and replaced when annSent moves.
+	annMu      sync.Mutex
+	annWanted  uint64
+	annSent    uint64
+	annChanged chan struct{}
+	wg         sync.WaitGroup
 
 	leaveMu  sync.Mutex
 	left     atomic.Bool
@@ -275,6 +284,9 @@ func Start(cfg Config) (*Members, error) {
 		messageFns: make(map[string]func(string, []byte)),
 		inbox:      make(chan inbound, inboxSize),
 		announce:   make(chan struct{}, 1),
+		annStop:    make(chan struct{}),
+		annDone:    make(chan struct{}),
+		annChanged: make(chan struct{}),
 		stop:       make(chan struct{}),
 	}
 	enc, err := encodeMeta(&m.meta, m.boot)
@@ -334,6 +346,7 @@ func Start(cfg Config) (*Members, error) {
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		close(m.annStop)
 		close(m.stop)
 		m.wg.Wait()
 		return nil, fmt.Errorf("gossip: start: %w", err)
@@ -404,8 +417,10 @@ func (m *Members) LocalMeta() Meta {
 }
 
 // UpdateMeta applies fn to a copy of the local metadata and gossips the
-// result. It returns once the new metadata is queued; peers see it within a
-// few gossip intervals (an EventUpdate on their side). The name cannot change.
+// result. It returns at once; the announcement follows on another goroutine
+// (announceLoop), and peers see it within a few gossip intervals (an
+// EventUpdate on their side), as does this node's own Members view. Leave
+// waits for it (a little). The name cannot change.
 // If the encoded result exceeds MetaMaxSize nothing changes and the error
 // wraps ErrMetaTooLarge.
 func (m *Members) UpdateMeta(fn func(*Meta)) error {
@@ -433,6 +448,9 @@ func (m *Members) UpdateMeta(fn func(*Meta)) error {
 }
 
 func (m *Members) requestAnnounce() {
+	m.annMu.Lock()
+	m.annWanted++
+	m.annMu.Unlock()
 	select {
 	case m.announce <- struct{}{}:
 	default: // one is pending; it will read the newest metadata
@@ -453,35 +471,66 @@ func (m *Members) requestAnnounce() {
 //
 // This goroutine is the only caller of UpdateNode: concurrent calls could
 // pair older metadata with a newer incarnation. Updates made while one
-// announcement is in flight are coalesced into the next.
+// announcement is in flight are coalesced into the next. Shutdown stops it
+// (annStop) and waits for the announcement in flight before it stops
+// memberlist, which would leave that wait to its timeout.
 func (m *Members) announceLoop() {
 	defer m.wg.Done()
+	defer close(m.annDone)
 	for {
 		select {
-		case <-m.stop:
+		case <-m.annStop:
 			return
 		case <-m.announce:
 		}
-		for {
-			if m.left.Load() { // memberlist ignores our own alive messages after a leave
-				break
-			}
-			done := make(chan error, 1)
-			timeout := m.announceTimeout()
-			go func() { done <- m.ml.UpdateNode(timeout) }()
-			var err error
+		m.annMu.Lock()
+		covers := m.annWanted
+		m.annMu.Unlock()
+		for !m.left.Load() { // memberlist ignores our own alive messages after a leave
 			select {
-			case err = <-done:
-			case <-m.stop:
-				return // the UpdateNode call returns within timeout on its own
+			case <-m.annStop:
+				return
+			default:
 			}
-			if err == nil {
+			timeout := m.announceTimeout()
+			if err := m.ml.UpdateNode(timeout); err == nil {
 				break
 			}
 			m.stats.metaReannounced.Add(1)
 			m.log.Debug("local metadata broadcast not completed; announcing again", "after", timeout)
 		}
+		m.annMu.Lock()
+		if covers > m.annSent {
+			m.annSent = covers
+			close(m.annChanged)
+			m.annChanged = make(chan struct{})
+		}
+		m.annMu.Unlock()
 	}
+}
+
+// waitAnnounced waits until the metadata updates requested so far have
+// been announced (sent their retransmit limit of times), or until
+// deadline; it reports whether they were.
+func (m *Members) waitAnnounced(deadline time.Time) bool {
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	m.annMu.Lock()
+	target := m.annWanted
+	for m.annSent < target {
+		ch := m.annChanged
+		m.annMu.Unlock()
+		select {
+		case <-ch:
+		case <-t.C:
+			return false
+		case <-m.annStop:
+			return false
+		}
+		m.annMu.Lock()
+	}
+	m.annMu.Unlock()
+	return true
 }
 
 // announceTimeout bounds how long an announcement of the local metadata may
@@ -597,11 +646,15 @@ func (m *Members) Leave(timeout time.Duration) error {
 		return nil
 	}
 	deadline := time.Now().Add(timeout)
+	// 0. Metadata just updated (Draining, say) goes out before the leave,
+	//    which stops announcements: peers should see the node drain.
+	m.waitAnnounced(time.Now().Add(timeout / 4))
 	// 1. Our leave intent, gossiped (and relayed) like a broadcast, so that
 	//    peers can tell a leave from a failure: memberlist's own leave is a
 	//    "dead" message that its event callbacks do not distinguish.
 	done := make(chan struct{})
-	m.queue.Queue(&uniqueBcast{msg: m.frameBroadcast(kindLeave, "", "", nil), notify: done})
+	leave, _ := m.frameBroadcast(kindLeave, "", "", nil)
+	m.queue.Queue(&uniqueBcast{msg: leave, notify: done})
 	if m.numNodes.Load() > 1 {
 		t := time.NewTimer(timeout / 2)
 		select {
@@ -632,6 +685,10 @@ func (m *Members) Shutdown() error {
 	var err error
 	m.shutOnce.Do(func() {
 		m.stopping.Store(true)
+		// An announcement in flight completes first (gossip still runs):
+		// normally within a gossip round or two, at most announceTimeout.
+		close(m.annStop)
+		<-m.annDone
 		err = m.ml.Shutdown()
 		m.mu.Lock()
 		m.closed = true

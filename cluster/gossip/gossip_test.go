@@ -8,6 +8,7 @@ import (
 	"github.com/meridian-gw/meridian/internal/testutil"
 	"io"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -538,3 +539,140 @@ func TestShutdownClosesSubscriptions(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// A burst of broadcasts larger than the receivers' old 64-message dedup
+// window reaches the members, each message at most once: the window holds
+// what a queue can (maxQueued) twice over, whatever order messages arrive
+// in. (The old window delivered 64 of 500 and counted the rest as
+// duplicates.) Gossip is best effort: a message whose few transmissions
+// all went one way may miss a member of a three-node cluster, so the test
+// asks for nearly all, not all.
+func TestBroadcastBurstDelivered(t *testing.T) {
+	nodes := cluster(t, 3, nil)
+	var mu sync.Mutex
+	got := map[string]map[string]int{}
+	for _, n := range nodes[1:] {
+		got[n.LocalName()] = map[string]int{} // all before any handler runs
+	}
+	for _, n := range nodes[1:] {
+		name := n.LocalName()
+		n.HandleBroadcast("burst", func(from string, p []byte) {
+			mu.Lock()
+			got[name][string(p)]++
+			mu.Unlock()
+		})
+	}
+	const n = 500
+	for i := range n {
+		if err := nodes[0].Broadcast("burst", fmt.Appendf(nil, "m%03d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "nearly every message delivered, and the queues drained", func() error {
+		for _, nd := range nodes {
+			if q := nd.Stats().QueuedBroadcasts; q != 0 {
+				return fmt.Errorf("%s still has %d queued", nd.LocalName(), q)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for name, m := range got {
+			if len(m) < n*95/100 {
+				return fmt.Errorf("%s got %d distinct messages of %d (stats %+v)", name, len(m), n, statsOf(nodes, name))
+			}
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for name, m := range got {
+		for k, c := range m {
+			if c != 1 {
+				t.Errorf("%s got %s %d times", name, k, c)
+			}
+		}
+	}
+}
+
+func statsOf(nodes []*node, name string) Stats {
+	for _, n := range nodes {
+		if n.LocalName() == name {
+			return n.Stats()
+		}
+	}
+	return Stats{}
+}
+
+// goroutinesIn counts the goroutines whose stack holds fn.
+func goroutinesIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
+}
+
+// Shutdown lets an announcement in flight finish while gossip still runs,
+// and leaves no goroutine waiting in memberlist behind it.
+func TestShutdownWaitsForTheAnnouncementInFlight(t *testing.T) {
+	slow := fastTuning()
+	slow.GossipInterval = 300 * time.Millisecond // an announcement takes a few of these
+	var nodes []*Members
+	for i := 1; i <= 2; i++ {
+		m, err := Start(Config{BindAddr: fmt.Sprintf("127.0.0.%d", i), Meta: testMeta(i), Tuning: slow, Logger: discardLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, m)
+	}
+	if _, err := nodes[1].Join([]string{nodes[0].Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "both members alive", func() error {
+		if len(nodes[0].Members()) != 2 || len(nodes[1].Members()) != 2 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	nodes[0].UpdateMeta(func(m *Meta) { m.ConfigVersion = 99 })
+	eventually(t, 5*time.Second, "an announcement in flight", func() error {
+		if goroutinesIn("memberlist.(*Memberlist).UpdateNode") == 0 {
+			return errors.New("none yet")
+		}
+		return nil
+	})
+	for _, m := range nodes {
+		m.Shutdown()
+	}
+	if n := goroutinesIn("memberlist.(*Memberlist).UpdateNode"); n > 0 {
+		t.Fatalf("after Shutdown returned, %d goroutine(s) still in memberlist.UpdateNode", n)
+	}
+}
+
+// Metadata updated just before a Leave (a draining node) reaches the
+// peers: Leave waits for the announcement rather than cut it off.
+func TestDrainingBeforeLeaveIsSeen(t *testing.T) {
+	for range 5 {
+		nodes := cluster(t, 3, nil)
+		last := nodes[2]
+		if err := last.UpdateMeta(func(m *Meta) { m.Draining = true }); err != nil {
+			t.Fatal(err)
+		}
+		if err := last.Leave(4 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 10*time.Second, "peers see the node left, draining first", func() error {
+			for _, n := range nodes[:2] {
+				mem, ok := n.Member(last.LocalName())
+				if !ok || mem.State != StateLeft || !mem.Draining {
+					return fmt.Errorf("%s sees %s as %q, draining %v", n.LocalName(), last.LocalName(), mem.State, mem.Draining)
+				}
+			}
+			return nil
+		})
+	}
+}

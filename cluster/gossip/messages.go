@@ -43,15 +43,16 @@ type inbound struct {
 	topic   string
 }
 
-func (m *Members) frameBroadcast(kind byte, topic, key string, payload []byte) []byte {
+func (m *Members) frameBroadcast(kind byte, topic, key string, payload []byte) (frame []byte, seq uint64) {
+	seq = m.seq.Add(1)
 	b := make([]byte, 0, 2+1+len(m.name)+16+2+len(topic)+len(key)+len(payload))
 	b = append(b, frameVersion, kind)
 	b = appendStr8(b, m.name)
 	b = binary.BigEndian.AppendUint64(b, m.boot)
-	b = binary.BigEndian.AppendUint64(b, m.seq.Add(1))
+	b = binary.BigEndian.AppendUint64(b, seq)
 	b = appendStr8(b, topic)
 	b = appendStr8(b, key)
-	return append(b, payload...)
+	return append(b, payload...), seq
 }
 
 func checkName(what, s string, allowEmpty bool) error {
@@ -89,11 +90,11 @@ func (m *Members) BroadcastKeyed(topic, key string, payload []byte) error {
 	if m.left.Load() {
 		return ErrLeft
 	}
-	f := m.frameBroadcast(kindBroadcast, topic, key, payload)
+	f, seq := m.frameBroadcast(kindBroadcast, topic, key, payload)
 	if len(f) > MaxMessageSize {
 		return fmt.Errorf("%w: broadcast frame %d bytes, limit %d; use Send(reliable) for bulk data", ErrTooLarge, len(f), MaxMessageSize)
 	}
-	m.enqueue(f, m.name, m.boot, m.seq.Load(), topic, key)
+	m.enqueue(f, m.name, m.boot, seq, topic, key)
 	return nil
 }
 
@@ -297,21 +298,34 @@ func (m *Members) call(in inbound) {
 
 // window remembers which of the last 64 sequence numbers of one origin's
 // life (boot) were seen.
+// dedupWindow is how many of an origin's latest sequence numbers are
+// remembered: twice maxQueued, so that a burst a queue holds at once,
+// whatever order its messages arrive in, is not mistaken for repeats.
+const dedupWindow = 2 * maxQueued
+
 type window struct {
 	boot uint64
 	max  uint64
-	bits uint64 // bit i: max-i seen
+	bits [dedupWindow / 64]uint64 // bit s%dedupWindow: seq s (max-dedupWindow < s <= max) seen
+}
+
+func (w *window) bit(seq uint64) (word int, mask uint64) {
+	i := seq % dedupWindow
+	return int(i / 64), 1 << (i % 64)
 }
 
 // firstSight reports whether (origin, boot, seq) is new, and records it.
-// Messages from an older life of origin, or more than 64 behind the newest,
-// are treated as seen.
+// Messages from an older life of origin, or dedupWindow or more behind the
+// newest, are treated as seen.
 func (m *Members) firstSight(origin string, boot, seq uint64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	w := m.dedup[origin]
 	if w == nil || boot > w.boot {
-		m.dedup[origin] = &window{boot: boot, max: seq, bits: 1}
+		w = &window{boot: boot, max: seq}
+		i, b := w.bit(seq)
+		w.bits[i] |= b
+		m.dedup[origin] = w
 		return true
 	}
 	if boot < w.boot {
@@ -319,23 +333,28 @@ func (m *Members) firstSight(origin string, boot, seq uint64) bool {
 	}
 	switch {
 	case seq > w.max:
-		shift := seq - w.max
-		if shift >= 64 {
-			w.bits = 0
+		// Forget the sequence numbers that fall out of the window: their
+		// slots are those of the new ones, max+1 to seq.
+		if seq-w.max >= dedupWindow {
+			clear(w.bits[:])
 		} else {
-			w.bits <<= shift
+			for s := w.max + 1; s <= seq; s++ {
+				i, b := w.bit(s)
+				w.bits[i] &^= b
+			}
 		}
-		w.bits |= 1
+		i, b := w.bit(seq)
+		w.bits[i] |= b
 		w.max = seq
 		return true
-	case w.max-seq >= 64:
+	case w.max-seq >= dedupWindow:
 		return false
 	default:
-		bit := uint64(1) << (w.max - seq)
-		if w.bits&bit != 0 {
+		i, b := w.bit(seq)
+		if w.bits[i]&b != 0 {
 			return false
 		}
-		w.bits |= bit
+		w.bits[i] |= b
 		return true
 	}
 }

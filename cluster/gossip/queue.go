@@ -23,7 +23,7 @@ type bcastQueue struct {
 	mult     int
 
 	mu    sync.Mutex
-	items []*queued // sorted: fewest transmits first, then newest first
+	items []*queued // sorted: fewest transmits first, then oldest first
 	byKey map[string]*queued
 	seq   uint64
 }
@@ -71,8 +71,14 @@ func (q *bcastQueue) Queue(b memberlist.Broadcast) {
 	}
 	q.seq++
 	it.seq = q.seq
-	// Fresh items go first: zero transmits, newest.
-	q.items = slices.Insert(q.items, 0, it)
+	// Last among the items not sent yet: within a tier, first queued,
+	// first sent, so that a stream of new broadcasts cannot keep an older
+	// one (a leave intent, say) from ever going out.
+	at := slices.IndexFunc(q.items, func(x *queued) bool { return x.transmits > 0 })
+	if at < 0 {
+		at = len(q.items)
+	}
+	q.items = slices.Insert(q.items, at, it)
 }
 
 // drop finishes and forgets it; the caller removes it from items.
@@ -85,7 +91,7 @@ func (q *bcastQueue) drop(it *queued) {
 
 // GetBroadcasts returns queued messages that fit in limit bytes, counting
 // overhead per message, preferring the least transmitted and then the
-// newest. Each returned message counts one transmission; one that reaches
+// oldest. Each returned message counts one transmission; one that reaches
 // the retransmit limit is finished and leaves the queue.
 func (q *bcastQueue) GetBroadcasts(overhead, limit int) [][]byte {
 	q.mu.Lock()
@@ -123,7 +129,7 @@ func (q *bcastQueue) GetBroadcasts(overhead, limit int) [][]byte {
 		if a.transmits != b.transmits {
 			return a.transmits - b.transmits
 		}
-		return cmp.Compare(b.seq, a.seq)
+		return cmp.Compare(a.seq, b.seq)
 	})
 	return out
 }
@@ -135,7 +141,7 @@ func (q *bcastQueue) NumQueued() int {
 	return len(q.items)
 }
 
-// Prune keeps the max least-transmitted (then newest) broadcasts and
+// Prune keeps the max least-transmitted (then oldest) broadcasts and
 // finishes the rest.
 func (q *bcastQueue) Prune(max int) {
 	q.mu.Lock()

@@ -67,19 +67,19 @@ func TestBcastQueueKeepsEveryBroadcast(t *testing.T) {
 }
 
 // Each broadcast goes out retransmitLimit times, then is finished (a
-// Leave waits on that); a packet holds what fits, least sent and newest
+// Leave waits on that); a packet holds what fits, least sent and oldest
 // first.
 func TestBcastQueueTransmitLimitAndPacking(t *testing.T) {
 	q := &bcastQueue{numNodes: func() int { return 3 }, mult: 2} // limit 2*ceil(log10 4) = 2
 	done := make(chan struct{})
 	q.Queue(&uniqueBcast{msg: []byte("aaaa"), notify: done})
 	q.Queue(&uniqueBcast{msg: []byte("bbbb")})
-	// Room for one message of 4 bytes plus 2 of overhead: the newest first.
-	if got := q.GetBroadcasts(2, 7); len(got) != 1 || string(got[0]) != "bbbb" {
+	// Room for one message of 4 bytes plus 2 of overhead: the oldest first.
+	if got := q.GetBroadcasts(2, 7); len(got) != 1 || string(got[0]) != "aaaa" {
 		t.Fatalf("first packet %q", got)
 	}
-	// aaaa has been sent least now.
-	if got := q.GetBroadcasts(2, 7); len(got) != 1 || string(got[0]) != "aaaa" {
+	// bbbb has been sent least now.
+	if got := q.GetBroadcasts(2, 7); len(got) != 1 || string(got[0]) != "bbbb" {
 		t.Fatalf("second packet %q", got)
 	}
 	if got := q.GetBroadcasts(0, 100); len(got) != 2 {
@@ -129,5 +129,22 @@ func TestBcastQueuePruneKeepsFreshest(t *testing.T) {
 	q.Queue(&keyedBcast{msg: []byte("m5-new"), id: "5", seq: 2})
 	if n := q.NumQueued(); n != 4 {
 		t.Fatalf("%d queued, want 4", n)
+	}
+}
+
+// Newer broadcasts queued behind an older one, more than fit a packet, do
+// not go before it: within a tier, first queued, first sent (a leave intent
+// queued during a burst goes out first).
+func TestBcastQueueOldestFirstWithinATier(t *testing.T) {
+	q := &bcastQueue{numNodes: func() int { return 3 }, mult: 4}
+	q.Queue(&uniqueBcast{msg: []byte("leave")})
+	for i := range 100 {
+		q.Queue(&uniqueBcast{msg: fmt.Appendf(nil, "new%03d", i)})
+	}
+	if got := q.GetBroadcasts(0, 8); len(got) != 1 || string(got[0]) != "leave" {
+		t.Fatalf("first packet %q; want the oldest, leave", got)
+	}
+	if got := q.GetBroadcasts(0, 8); len(got) != 1 || string(got[0]) != "new000" {
+		t.Fatalf("second packet %q; want new000", got)
 	}
 }

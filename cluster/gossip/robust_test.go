@@ -117,8 +117,10 @@ func FuzzReceive(f *testing.F) {
 	m.HandleBroadcast("t", func(string, []byte) {})
 	m.HandleMessage("t", func(string, []byte) {})
 	other := &Members{name: "o", boot: 1}
-	f.Add(other.frameBroadcast(kindBroadcast, "t", "k", []byte("p")))
-	f.Add(other.frameBroadcast(kindLeave, "", "", nil))
+	fb, _ := other.frameBroadcast(kindBroadcast, "t", "k", []byte("p"))
+	f.Add(fb)
+	fl, _ := other.frameBroadcast(kindLeave, "", "", nil)
+	f.Add(fl)
 	f.Add([]byte{1, kindDirect, 1, 1, 'o', 1, 't', 'x'})
 	f.Add([]byte{1, kindBroadcast, 255})
 	f.Fuzz(func(t *testing.T, b []byte) {
