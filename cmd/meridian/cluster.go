@@ -182,11 +182,16 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	nodes := fs.Int("nodes", 3, "number of nodes (1-9)")
-	dir := fs.String("dir", "", "where the nodes keep their state (default: the user's cache dir + /meridian/dev)")
+	dir := fs.String("dir", "", "where the nodes keep their state (default: the user's cache dir + /meridian/dev, or dev-OFFSET with -port-offset)")
+	offset := fs.Int("port-offset", 0, "added to every port (HTTP 8081.., admin 9911.., Raft 7001.., gossip 7947..), to run beside other services; 0-55000")
 	if err := fs.Parse(args); err != nil {
 		return parseFailed(err)
 	}
 	if !noArgs(fs, stderr) {
+		return 2
+	}
+	if *offset < 0 || *offset > 55000 {
+		fmt.Fprintf(stderr, "meridian: -port-offset must be between 0 and 55000 (got %d)\n", *offset)
 		return 2
 	}
 	if *dir == "" {
@@ -195,10 +200,16 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "meridian: %v\n", err)
 			return 1
 		}
-		*dir = filepath.Join(c, "meridian", "dev")
+		// The Raft state remembers its peers' addresses: another offset
+		// gets its own directory.
+		name := "dev"
+		if *offset != 0 {
+			name = fmt.Sprintf("dev-%d", *offset)
+		}
+		*dir = filepath.Join(c, "meridian", name)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dc, err := node.StartDev(*dir, *nodes, 0, log)
+	dc, err := node.StartDev(*dir, *nodes, *offset, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
 		return 1
@@ -210,7 +221,7 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "dev-%d\thttp://%s\thttp://%s\t%s\n", i+1, n.ProxyAddr(), n.AdminAddr(), dc.Files[i])
 	}
 	tw.Flush()
-	h, a, _, _ := node.DevPorts(2, 0)
+	h, a, _, _ := node.DevPorts(2, *offset)
 	// The hint names the binary as it was run (bin/meridian after make
 	// build), so it can be pasted; a go run binary gets its plain name.
 	prog := os.Args[0]
