@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meridian-gw/meridian/edge/router"
 	"github.com/meridian-gw/meridian/edge/upstream"
 )
 
@@ -180,6 +181,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case rt.rewritePath != nil:
 		outURL.Path = rt.rewritePath.Expand(m.Params)
+		if r.URL.RawPath != "" && clean == path && len(m.Params) > 0 {
+			// The client's own encoding of each captured value is kept,
+			// as strip_prefix keeps it: "/files/{rest...}" forwards
+			// "a%2Fb" as it came, not as the slash it decodes to.
+			outURL.RawPath = rt.rewritePath.Expand(escapedParams(r.URL.RawPath, m.Params))
+		}
+		if strings.HasPrefix(outURL.Path, "//") {
+			// A value that began with a slash ("/files//evil.example")
+			// must not reach the upstream as "//evil.example", which a
+			// redirect there would take for another host.
+			outURL.Path = "/" + strings.TrimLeft(outURL.Path, "/")
+			outURL.RawPath = ""
+		}
 	case rt.stripPrefix != "":
 		p := strings.TrimPrefix(clean, rt.stripPrefix)
 		if p == "" || p[0] != '/' {
@@ -1336,6 +1350,12 @@ func (e *earlyHints) got(code int, mh textproto.MIMEHeader) error {
 // cutEscaped returns what follows the first n decoded bytes of the
 // percent-encoded path escaped.
 func cutEscaped(escaped string, n int) string {
+	return escaped[escapedIndex(escaped, n):]
+}
+
+// escapedIndex returns where, in escaped, the byte that decodes to the
+// n-th byte of its decoding starts: each %XX triplet decodes to one byte.
+func escapedIndex(escaped string, n int) int {
 	i := 0
 	for ; n > 0 && i < len(escaped); n-- {
 		if escaped[i] == '%' && i+2 < len(escaped) {
@@ -1344,7 +1364,19 @@ func cutEscaped(escaped string, n int) string {
 			i++
 		}
 	}
-	return escaped[i:]
+	return i
+}
+
+// escapedParams returns ps with each value as rawPath spells it: ps were
+// captured from rawPath's decoding, each at its offset Off.
+func escapedParams(rawPath string, ps router.Params) router.Params {
+	out := make(router.Params, len(ps))
+	for i, p := range ps {
+		from := escapedIndex(rawPath, p.Off)
+		to := from + escapedIndex(rawPath[from:], len(p.Value))
+		out[i] = router.Param{Name: p.Name, Value: rawPath[from:to], Off: from}
+	}
+	return out
 }
 
 // removeDotSegments resolves "." and ".." segments of a path (RFC 3986

@@ -30,6 +30,10 @@ routes:
     match: {path: "/files/{rest...}"}
     service: echo
     rewrite: {path: "/blobs/{rest...}"}
+  - name: root
+    match: {path: "/root/{rest...}"}
+    service: echo
+    rewrite: {path: "/{rest...}"}
   - name: strip
     match: {path_prefix: /svc/}
     service: echo
@@ -79,6 +83,11 @@ func TestRoutingEndToEnd(t *testing.T) {
 		{name: "template method mismatch", method: "POST", target: "/api/users/42", wantStatus: 404},
 		{name: "template extra segment", target: "/api/users/42/more", wantStatus: 404},
 		{name: "catch-all template", target: "/files/a/b/c.txt", wantPath: "/blobs/a/b/c.txt"},
+		{name: "catch-all template keeps an encoded slash", target: "/files/group%2Fname/x%20y?q=1", wantPath: "/blobs/group/name/x y", wantURI: "/blobs/group%2Fname/x%20y?q=1"},
+		{name: "template keeps the client's encoding", target: "/api/users/caf%c3%a9", wantPath: "/users/café/profile", wantURI: "/users/caf%c3%a9/profile"},
+		{name: "template after dot segments forwards the decoded path", target: "/files/a/../b%2Fc", wantURI: "/blobs/b/c"},
+		{name: "template leaves no leading //", target: "/root//evil.example/x", wantURI: "/evil.example/x"},
+		{name: "template: an encoded leading // is collapsed and decoded", target: "/root/%2Fevil.example/x%2Fy", wantURI: "/evil.example/x/y"},
 		{name: "strip prefix", target: "/svc/x/y?q=1", wantPath: "/x/y", wantURI: "/x/y?q=1", wantHost: "internal.example:8443"},
 		{name: "strip prefix to root", target: "/svc/", wantPath: "/", wantHost: "internal.example:8443"},
 		{name: "strip prefix leaves no leading //", target: "/svc//evil.example/x", wantPath: "/evil.example/x", wantURI: "/evil.example/x", wantHost: "internal.example:8443"},

@@ -94,7 +94,7 @@ func FuzzParseTemplate(f *testing.F) {
 			if i == len(vars)-1 && strings.HasSuffix(s, "...}") {
 				ph = "{" + v + "...}"
 			}
-			self = append(self, Param{v, ph})
+			self = append(self, Param{Name: v, Value: ph})
 		}
 		if got := tmpl.Expand(self); got != s {
 			t.Fatalf("ParseTemplate(%q).Expand(placeholders) = %q; want the template back", s, got)
@@ -108,7 +108,7 @@ func FuzzParseTemplate(f *testing.F) {
 			if i == len(vars)-1 && strings.HasSuffix(s, "...}") {
 				val += "/tail"
 			}
-			in = append(in, Param{v, val})
+			in = append(in, Param{Name: v, Value: val})
 		}
 		path := tmpl.Expand(in)
 		tbl, err := New([]Route{{Path: s, Kind: PathTemplate}})
@@ -119,8 +119,16 @@ func FuzzParseTemplate(f *testing.F) {
 		if !ok {
 			t.Fatalf("template %q does not match its own expansion %q", s, path)
 		}
-		if fmt.Sprint(res.Params) != fmt.Sprint(in) {
+		if len(res.Params) != len(in) {
 			t.Fatalf("template %q on %q: got params %v; want %v", s, path, res.Params, in)
+		}
+		for i, p := range res.Params {
+			if p.Name != in[i].Name || p.Value != in[i].Value {
+				t.Fatalf("template %q on %q: got params %v; want %v", s, path, res.Params, in)
+			}
+			if p.Off < 0 || p.Off+len(p.Value) > len(path) || path[p.Off:p.Off+len(p.Value)] != p.Value {
+				t.Fatalf("template %q on %q: param %q has offset %d, which does not hold its value", s, path, p.Name, p.Off)
+			}
 		}
 	})
 }

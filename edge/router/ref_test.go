@@ -110,9 +110,13 @@ func refPath(rt *Route, path string) (class int, kinds []segKind, prefixLen int,
 	}
 	tsegs := strings.Split(rt.Path[1:], "/")
 	psegs := strings.Split(path[1:], "/")
+	off := 1 // where psegs[i] starts in path
 	for i, ts := range tsegs {
 		if i >= len(psegs) {
 			return 0, nil, 0, nil, false
+		}
+		if i > 0 {
+			off += len(psegs[i-1]) + 1
 		}
 		switch {
 		case strings.HasSuffix(ts, "...}"):
@@ -121,14 +125,14 @@ func refPath(rt *Route, path string) (class int, kinds []segKind, prefixLen int,
 				return 0, nil, 0, nil, false
 			}
 			kinds = append(kinds, segCatchAll)
-			params = append(params, Param{ts[1 : len(ts)-4], rest})
+			params = append(params, Param{ts[1 : len(ts)-4], rest, off})
 			return 1, kinds, 0, params, true
 		case strings.HasPrefix(ts, "{"):
 			if psegs[i] == "" {
 				return 0, nil, 0, nil, false
 			}
 			kinds = append(kinds, segParam)
-			params = append(params, Param{ts[1 : len(ts)-1], psegs[i]})
+			params = append(params, Param{ts[1 : len(ts)-1], psegs[i], off})
 		default:
 			if psegs[i] != ts {
 				return 0, nil, 0, nil, false

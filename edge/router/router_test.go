@@ -232,18 +232,18 @@ func TestTemplateParams(t *testing.T) {
 		want int
 		ps   Params
 	}{
-		{"/users/42", 0, Params{{"id", "42"}}},
-		{"/users/a%2Fb", 0, Params{{"id", "a%2Fb"}}},
+		{"/users/42", 0, Params{{"id", "42", 7}}},
+		{"/users/a%2Fb", 0, Params{{"id", "a%2Fb", 7}}},
 		{"/users/", -1, nil},
-		{"/users/42/", 3, Params{{"id", "42"}}},
+		{"/users/42/", 3, Params{{"id", "42", 7}}},
 		{"/users//", -1, nil},
-		{"/files/a", 1, Params{{"path", "a"}}},
-		{"/files/a/b/c.txt", 1, Params{{"path", "a/b/c.txt"}}},
-		{"/files/a/", 1, Params{{"path", "a/"}}},
-		{"/files//x", 1, Params{{"path", "/x"}}},
+		{"/files/a", 1, Params{{"path", "a", 7}}},
+		{"/files/a/b/c.txt", 1, Params{{"path", "a/b/c.txt", 7}}},
+		{"/files/a/", 1, Params{{"path", "a/", 7}}},
+		{"/files//x", 1, Params{{"path", "/x", 7}}},
 		{"/files/", -1, nil},
 		{"/files", -1, nil},
-		{"/go/repos/net/tree/main/http", 2, Params{{"org", "go"}, {"repo", "net"}, {"ref", "main/http"}}},
+		{"/go/repos/net/tree/main/http", 2, Params{{"org", "go", 1}, {"repo", "net", 10}, {"ref", "main/http", 19}}},
 		{"/static", 4, nil},
 		{"/static/", -1, nil},
 	}
@@ -272,7 +272,7 @@ func TestTemplateParams(t *testing.T) {
 			}
 		}
 	}
-	if got := (Params{{"a", "1"}}).Get("b"); got != "" {
+	if got := (Params{{Name: "a", Value: "1"}}).Get("b"); got != "" {
 		t.Errorf("Get of missing param: got %q; want empty", got)
 	}
 }
@@ -285,13 +285,13 @@ func TestParseTemplate(t *testing.T) {
 		expand  string
 		wantErr string
 	}{
-		{in: "/v1/users/{id}", vars: []string{"id"}, params: Params{{"id", "42"}}, expand: "/v1/users/42"},
+		{in: "/v1/users/{id}", vars: []string{"id"}, params: Params{{Name: "id", Value: "42"}}, expand: "/v1/users/42"},
 		{in: "/", vars: nil, expand: "/"},
 		{in: "/a//b/", vars: nil, expand: "/a//b/"},
 		{in: "/{a}/{b_2}/x/{rest...}", vars: []string{"a", "b_2", "rest"},
-			params: Params{{"rest", "r/s"}, {"a", "A"}, {"b_2", "B"}}, expand: "/A/B/x/r/s"},
-		{in: "/u/{id}/{missing}", vars: []string{"id", "missing"}, params: Params{{"id", "1"}}, expand: "/u/1/"},
-		{in: "/_/{_x9}", vars: []string{"_x9"}, params: Params{{"_x9", "ü"}}, expand: "/_/ü"},
+			params: Params{{Name: "rest", Value: "r/s"}, {Name: "a", Value: "A"}, {Name: "b_2", Value: "B"}}, expand: "/A/B/x/r/s"},
+		{in: "/u/{id}/{missing}", vars: []string{"id", "missing"}, params: Params{{Name: "id", Value: "1"}}, expand: "/u/1/"},
+		{in: "/_/{_x9}", vars: []string{"_x9"}, params: Params{{Name: "_x9", Value: "ü"}}, expand: "/_/ü"},
 		{in: "users", wantErr: "must start with '/'"},
 		{in: "", wantErr: "must start with '/'"},
 		{in: "/users/{id", wantErr: "whole segment"},

@@ -430,7 +430,7 @@ func (e *entry) capture(path string) Params {
 		if !ref.rest {
 			v, _ = nextSegment(path, pos)
 		}
-		ps[i] = Param{Name: ref.name, Value: v}
+		ps[i] = Param{Name: ref.name, Value: v, Off: pos}
 	}
 	return ps
 }

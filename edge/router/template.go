@@ -162,7 +162,13 @@ func (t *Template) Expand(p Params) string {
 }
 
 // Param is one captured template variable.
-type Param struct{ Name, Value string }
+type Param struct {
+	Name, Value string
+	// Off is where Value starts in the path that was matched, so that a
+	// caller holding that path's escaped form can find the client's own
+	// spelling of the value (an encoded slash, say).
+	Off int
+}
 
 // Params are the variables captured by a template route, in template
 // order.
