@@ -424,7 +424,7 @@ func TestForwardedClientAddressForms(t *testing.T) {
 		h := http.Header{"Forwarded": {"for=spoofed"}, "X-Forwarded-For": {"6.6.6.6"}}
 		var o outHeader
 		o.reset(h)
-		g.setForwarded(&o, r, x)
+		g.setForwarded(&o, r, x, &service{})
 		h = o.header(http.Header{})
 		if got := h.Get("X-Forwarded-For"); got != tc.xff {
 			t.Errorf("%s: X-Forwarded-For = %q; want %q", tc.remote, got, tc.xff)
@@ -697,5 +697,107 @@ func TestInvalidHostAndFragmentRefused(t *testing.T) {
 	}
 	if hits.get() != 0 {
 		t.Errorf("backend hits = %d; want 0", hits.get())
+	}
+}
+
+// proxy_headers turns off, per service, the fields the gateway writes:
+// what it would have written is absent, and so are a client's forwarding
+// fields (nothing checked them), while a client's X-Request-Id, trace
+// context and Via pass as they came. A service that keeps the defaults,
+// beside it, still gets them all.
+func TestProxyHeadersOff(t *testing.T) {
+	url := newEchoBackend(t)
+	var logBuf syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{ProxyName: "edge-1", AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}}, fmt.Sprintf(`
+services:
+  - name: private
+    targets: [{url: %s}]
+    proxy_headers: {forwarded: false, x_forwarded: false, via: false, request_id: false, traceparent: false}
+  - name: some
+    targets: [{url: %s}]
+    proxy_headers: {x_forwarded: false, traceparent: true}
+  - name: all
+    targets: [{url: %s}]
+routes:
+  - {name: private, match: {path_prefix: /private}, service: private}
+  - {name: some, match: {path_prefix: /some}, service: some}
+  - {name: all, match: {path_prefix: /all}, service: all}
+`, url, url, url))
+	c := newClient(t)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	send := func(path string, client bool) (*http.Response, echoed) {
+		req, _ := http.NewRequest(http.MethodGet, gw.url+path, nil)
+		if client {
+			req.Header.Set("X-Forwarded-For", "203.0.113.7")
+			req.Header.Set("X-Forwarded-Proto", "https")
+			req.Header.Set("X-Forwarded-Host", "spoofed.example")
+			req.Header.Set("Forwarded", "for=203.0.113.7")
+			req.Header.Set("X-Real-Ip", "203.0.113.7")
+			req.Header.Set("X-Request-Id", "client-id-1")
+			req.Header.Set("Traceparent", tp)
+			req.Header.Set("Tracestate", "k=v")
+			req.Header.Set("Via", "1.0 client-proxy")
+		}
+		return echo(t, c, req)
+	}
+	forwarding := []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip"}
+
+	// Nothing of the gateway's own reaches the private service.
+	resp, e := send("/private/a", false)
+	for _, k := range append(forwarding, "Via", "X-Request-Id", "Traceparent", "Tracestate") {
+		if v := e.Header.Values(k); len(v) > 0 {
+			t.Errorf("private, no client fields: backend got %s %q; want none", k, v)
+		}
+	}
+	if v := resp.Header.Values("Via"); len(v) > 0 {
+		t.Errorf("private: client got response Via %q; want none", v)
+	}
+	// A client's forwarding fields are dropped; its id, trace and Via pass.
+	resp, e = send("/private/b", true)
+	for _, k := range forwarding {
+		if v := e.Header.Values(k); len(v) > 0 {
+			t.Errorf("private: backend got the client's %s %q; want none", k, v)
+		}
+	}
+	for k, want := range map[string]string{"X-Request-Id": "client-id-1", "Traceparent": tp, "Tracestate": "k=v", "Via": "1.0 client-proxy"} {
+		if got := strings.Join(e.Header.Values(k), ", "); got != want {
+			t.Errorf("private: backend got %s %q; want the client's %q as it came", k, got, want)
+		}
+	}
+	if v := resp.Header.Values("Via"); len(v) > 0 {
+		t.Errorf("private: client got response Via %q; want none", v)
+	}
+	// The access log still names the request and the client's trace.
+	waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)["client-id-1"] != nil })
+	if rec := logBuf.records(t)["client-id-1"]; rec["trace_id"] != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("private: logged trace_id %v; want the client's", rec["trace_id"])
+	}
+
+	// Only X-Forwarded-* off: Forwarded, Via, an id and a trace are there.
+	resp, e = send("/some/a", true)
+	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip"} {
+		if v := e.Header.Values(k); len(v) > 0 {
+			t.Errorf("some: backend got %s %q; want none", k, v)
+		}
+	}
+	if got, want := e.Header.Values("Forwarded"), []string{`for=127.0.0.1;proto=http;host="` + gw.addr + `"`}; strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("some: Forwarded = %q; want only the gateway's %q", got, want)
+	}
+	if got := e.Header.Get("Traceparent"); !strings.HasPrefix(got, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || got == tp {
+		t.Errorf("some: traceparent %q; want the client's trace continued with the gateway's span", got)
+	}
+	if got := strings.Join(e.Header.Values("Via"), ", "); got != "1.0 client-proxy, 1.1 edge-1" {
+		t.Errorf("some: request Via %q; want the gateway's added", got)
+	}
+	if got := resp.Header.Get("Via"); got != "1.1 edge-1" {
+		t.Errorf("some: response Via %q; want the gateway's", got)
+	}
+
+	// The defaults, beside them.
+	_, e = send("/all/a", false)
+	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via", "X-Request-Id", "Traceparent"} {
+		if len(e.Header.Values(k)) == 0 {
+			t.Errorf("all: backend got no %s; want the gateway's", k)
+		}
 	}
 }

@@ -244,7 +244,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		oh.set("Connection", "Upgrade")
 		oh.set("Upgrade", reqUpgrade)
 	}
-	g.setForwarded(oh, r, x)
+	g.setForwarded(oh, r, x, svc)
 	// Only the gateway vouches for client certificates.
 	oh.del("X-Forwarded-Client-Cert")
 	if g.clientAuth.Load() {
@@ -253,14 +253,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r = r.WithContext(context.WithValue(r.Context(), clientCertKey{}, st.VerifiedChains[0][0]))
 		}
 	}
-	oh.set("X-Request-Id", x.reqID)
-	tp, tid, kept := traceparent(reqTraceparent)
-	x.traceID = tid
-	oh.set("Traceparent", tp)
-	if !kept {
-		oh.del("Tracestate")
+	if !svc.noRequestID {
+		oh.set("X-Request-Id", x.reqID)
 	}
-	oh.add("Via", g.via(r.ProtoMajor, r.ProtoMinor))
+	tp, tid, kept := traceparent(reqTraceparent)
+	switch {
+	case !svc.noTraceparent:
+		x.traceID = tid
+		oh.set("Traceparent", tp)
+		if !kept {
+			oh.del("Tracestate")
+		}
+	case kept:
+		x.traceID = tid // the client's trace, passed on as it came
+	}
+	if !svc.noVia {
+		oh.add("Via", g.via(r.ProtoMajor, r.ProtoMinor))
+	}
 	if !rt.reqOps.empty() {
 		rt.reqOps.applyOut(oh)
 	}
@@ -485,7 +494,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		copyEndToEnd(wh, resp.Header)
 	}
-	wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
+	if !svc.noVia {
+		wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
+	}
 	if len(resp.Trailer) > 0 {
 		if r.ProtoMajor == 1 {
 			// Trailers need chunked coding towards an HTTP/1.1
@@ -639,7 +650,7 @@ func (g *Gateway) allowRetry(svc *service, x *exchange, reason string) bool {
 // setForwarded writes Forwarded (RFC 7239) and X-Forwarded-For/Proto/Host.
 // Headers from a trusted proxy are extended; from anyone else they are
 // replaced, so a client cannot forge its address.
-func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
+func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange, svc *service) {
 	proto := "http"
 	if isTLS(r) {
 		proto = "https"
@@ -649,7 +660,17 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 	if x.clientIPStr != "" {
 		ip = x.clientIPStr
 	}
-	if trusted {
+	switch {
+	case svc.noXForwarded:
+		o.del("X-Forwarded-For")
+		o.del("X-Forwarded-Proto")
+		o.del("X-Forwarded-Host")
+		if !trusted {
+			for _, k := range spoofableForwarding {
+				o.del(k)
+			}
+		}
+	case trusted:
 		if prior := o.get("X-Forwarded-For"); len(prior) > 0 {
 			o.set("X-Forwarded-For", strings.Join(prior, ", ")+", "+ip)
 		} else {
@@ -661,13 +682,12 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 		if len(o.get("X-Forwarded-Host")) == 0 && r.Host != "" {
 			o.set("X-Forwarded-Host", r.Host)
 		}
-	} else {
+	default:
 		// The client's own are replaced (set drops them), and the
 		// other forwarding fields some frameworks read are dropped.
 		for _, k := range spoofableForwarding {
 			o.del(k)
 		}
-		o.del("Forwarded")
 		o.set("X-Forwarded-For", ip)
 		o.set("X-Forwarded-Proto", proto)
 		if r.Host != "" {
@@ -675,6 +695,12 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange) {
 		} else {
 			o.del("X-Forwarded-Host")
 		}
+	}
+	if !trusted || svc.noForwarded {
+		o.del("Forwarded")
+	}
+	if svc.noForwarded {
+		return
 	}
 	node := "unknown"
 	if x.clientIP.IsValid() {

@@ -87,6 +87,8 @@ type service struct {
 	h2        bool
 	total     time.Duration
 	retry     *retryPolicy
+	// The fields of proxy_headers turned off (config.ProxyHeaders).
+	noForwarded, noXForwarded, noVia, noRequestID, noTraceparent bool
 }
 
 type headerOps struct {
@@ -387,6 +389,13 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 		transport: tr,
 		h2:        c.Protocol == "h2c" || c.Protocol == "h2",
 		total:     c.Timeouts.Total,
+	}
+	if ph := c.ProxyHeaders; ph != nil {
+		svc.noForwarded = config.Off(ph.Forwarded)
+		svc.noXForwarded = config.Off(ph.XForwarded)
+		svc.noVia = config.Off(ph.Via)
+		svc.noRequestID = config.Off(ph.RequestID)
+		svc.noTraceparent = config.Off(ph.Traceparent)
 	}
 	if r := c.Retries; r != nil {
 		var prevBudget *retryBudget

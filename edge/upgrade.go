@@ -44,7 +44,9 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	removeHopHeaders(resp.Header)
 	resp.Header["Connection"] = []string{"Upgrade"}
 	resp.Header["Upgrade"] = []string{upType}
-	resp.Header["Via"] = append(resp.Header["Via"], "1.1 "+g.opts.ProxyName)
+	if !x.route.svc.noVia {
+		resp.Header["Via"] = append(resp.Header["Via"], "1.1 "+g.opts.ProxyName)
+	}
 	x.status = http.StatusSwitchingProtocols
 	if _, err := io.WriteString(brw, "HTTP/1.1 101 Switching Protocols\r\n"); err != nil {
 		return

@@ -56,7 +56,37 @@ type Service struct {
 	// service (circuit breaking); beyond it the gateway answers 503 at once.
 	// 0 means no cap.
 	MaxConcurrentRequests int `yaml:"max_concurrent_requests,omitempty" json:"max_concurrent_requests,omitempty"`
+	// ProxyHeaders chooses which fields the gateway writes for the
+	// service's targets; nil means all of them.
+	ProxyHeaders *ProxyHeaders `yaml:"proxy_headers,omitempty" json:"proxy_headers,omitempty"`
 }
+
+// ProxyHeaders chooses which of the fields the gateway writes about a
+// request reach a service's targets. Each defaults to true; false is for a
+// target that must not learn who the client is (a third party's API) or
+// that chokes on a field.
+type ProxyHeaders struct {
+	// Forwarded (RFC 7239). false: the targets get no Forwarded field, not
+	// even a client's (which nothing would have checked).
+	Forwarded *bool `yaml:"forwarded,omitempty" json:"forwarded,omitempty"`
+	// XForwarded: X-Forwarded-For, -Proto and -Host. false: the targets
+	// get none of them, not even a client's.
+	XForwarded *bool `yaml:"x_forwarded,omitempty" json:"x_forwarded,omitempty"`
+	// Via, on the request and on the response. false: the gateway adds
+	// none (a Via the client or target sent passes as it came).
+	Via *bool `yaml:"via,omitempty" json:"via,omitempty"`
+	// RequestID: X-Request-Id, the client's kept when sane, else one
+	// generated. false: the gateway sends none of its own, and a client's
+	// passes as it came; the access log still has one.
+	RequestID *bool `yaml:"request_id,omitempty" json:"request_id,omitempty"`
+	// Traceparent: the W3C trace context, continued or started. false: the
+	// gateway starts no trace, and a client's traceparent and tracestate
+	// pass as they came.
+	Traceparent *bool `yaml:"traceparent,omitempty" json:"traceparent,omitempty"`
+}
+
+// Off reports whether a ProxyHeaders switch was set to false.
+func Off(b *bool) bool { return b != nil && !*b }
 
 // UpstreamTLS configures TLS to a service's https:// targets.
 type UpstreamTLS struct {
