@@ -6,7 +6,7 @@
 #   BENCH_DURATION  measured time per run          (default 10s)
 #   BENCH_WARMUP    warmup per run, not recorded   (default 2s)
 #   BENCH_CONNS     connection counts              (default "64 256")
-#   BENCH_TARGETS   targets for proto h1           (default "direct nginx nginx-gw haproxy caddy go-floor meridian")
+#   BENCH_TARGETS   targets for proto h1           (default "direct nginx nginx-gw haproxy caddy go-floor meridian meridian-bare")
 #   BENCH_PROTOS    protocols: h1 tls h2 h3 handshakes handshakes-h3, or "all" (= h1 tls h2 h3 handshakes) (default h1)
 #   BENCH_TLS_TARGETS targets for the TLS protos   (default "direct-tls caddy-tls meridian-tls")
 #   BENCH_SYSCTL    1: as root, raise net.core.rmem_max/wmem_max to 7500000 for QUIC (default 0: only report them)
@@ -24,7 +24,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
 CONNS=${BENCH_CONNS:-"64 256"}
-TARGETS=${BENCH_TARGETS:-"direct nginx nginx-gw haproxy caddy go-floor meridian"}
+TARGETS=${BENCH_TARGETS:-"direct nginx nginx-gw haproxy caddy go-floor meridian meridian-bare"}
 PROTOS=${BENCH_PROTOS:-h1}
 [[ $PROTOS == all ]] && PROTOS="h1 tls h2 h3 handshakes"
 TLS_TARGETS=${BENCH_TLS_TARGETS:-"direct-tls caddy-tls meridian-tls"}
@@ -36,14 +36,16 @@ INSTALL=${BENCH_INSTALL:-1}
 KEEP_WORK=${BENCH_KEEP_WORK:-0}
 
 declare -A PORT=([direct]=18000 [nginx]=18001 [haproxy]=18002 [caddy]=18003 [meridian]=18004 [go-floor]=18005 [nginx-gw]=18006
+	[meridian-bare]=18004
 	[direct-tls]=18010 [caddy-tls]=18013 [meridian-tls]=18015)
 ADMIN_PORT=18009 # meridian admin listener
 # meridian-tls: 18014 plain HTTP (redirects), 18015 HTTPS (TCP + UDP), 18019 admin.
 # caddy-tls: 18013 HTTPS (TCP + UDP); its http_port 18012 is not bound (no redirects).
-ALL_TARGETS=(direct nginx nginx-gw haproxy caddy go-floor meridian direct-tls caddy-tls meridian-tls)
+ALL_TARGETS=(direct nginx nginx-gw haproxy caddy go-floor meridian meridian-bare direct-tls caddy-tls meridian-tls)
 # Targets served by another target's process (nginx-gw is a second server
-# block of the nginx peer): never stopped on their own.
-declare -A SHARES=([direct-tls]=direct [nginx-gw]=nginx)
+# block of the nginx peer, meridian-bare a second route of meridian's):
+# never stopped on their own.
+declare -A SHARES=([direct-tls]=direct [nginx-gw]=nginx [meridian-bare]=meridian)
 
 # loadgen flags of each protocol (all TLS protos use the TLS targets).
 declare -A PROTO_ARGS=([h1]="" [tls]="-tls" [h2]="-h2" [h3]="-h3" [handshakes]="-tls -handshakes" [handshakes-h3]="-h3 -handshakes")
@@ -187,12 +189,13 @@ go build -o "$BIN/floorproxy" ./bench/cmd/floorproxy
 
 MERIDIAN_OK=0
 declare -A FAIL=() # target -> reason it is not measured
-if [[ $WANTED == *" meridian "* || $WANTED == *" meridian-tls "* ]]; then
+if [[ $WANTED == *" meridian "* || $WANTED == *" meridian-bare "* || $WANTED == *" meridian-tls "* ]]; then
 	log "building meridian"
 	if go build -o "$BIN/meridian" ./cmd/meridian >"$WORK/logs/meridian-build.log" 2>&1; then
 		MERIDIAN_OK=1
 	else
 		FAIL[meridian]="build failed"
+		FAIL[meridian-bare]="build failed"
 		FAIL[meridian-tls]="build failed"
 		note "MERIDIAN NOT MEASURED: 'go build ./cmd/meridian' failed: $(head -n 1 "$WORK/logs/meridian-build.log")"
 	fi
@@ -277,6 +280,7 @@ declare -A GETCA=()   # TLS target -> command printing its CA root (retried unti
 url_of() { # target
 	case $1 in
 	*-tls) echo "https://127.0.0.1:${PORT[$1]}/" ;;
+	meridian-bare) echo "http://127.0.0.1:${PORT[$1]}/bare/" ;;
 	*) echo "http://127.0.0.1:${PORT[$1]}/" ;;
 	esac
 }
@@ -404,9 +408,13 @@ if want go-floor; then
 	start go-floor "$BIN/floorproxy" -addr "127.0.0.1:${PORT[go-floor]}" -upstream "127.0.0.1:${PORT[direct]}"
 	wait_ready go-floor || true
 fi
-if want meridian && ((MERIDIAN_OK)); then
+if { want meridian || want meridian-bare; } && ((MERIDIAN_OK)); then
 	start meridian "$BIN/meridian" serve -config "$ROOT/bench/peers/meridian.yaml"
-	if ! wait_ready meridian; then
+	SPID[meridian-bare]=${SPID[meridian]}
+	if wait_ready meridian; then
+		want meridian-bare && { wait_ready meridian-bare || true; }
+	else
+		FAIL[meridian-bare]=${FAIL[meridian]}
 		note "MERIDIAN NOT MEASURED: it did not start or answer (log: $(tail -n 2 "$WORK/logs/meridian.log" | tr '\n' ' '))"
 	fi
 fi

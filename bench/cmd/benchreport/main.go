@@ -100,11 +100,15 @@ type Versus struct {
 	// CPURatio is proxy CPU per request, Meridian's over the peer's
 	// (below 1: Meridian used less); 0 when either was not measured.
 	CPURatio float64 `json:"cpu_ratio,omitempty"`
+	// Meridian is the Meridian target divided ("meridian", "meridian-bare"
+	// or "meridian-tls").
+	Meridian string `json:"meridian"`
 }
 
-// versus pairs each successful meridian row (target "meridian" or
-// "meridian-tls") with every other successful proxy row of its proto and
-// conns, baselines excluded, in the rows' order.
+// versus pairs each successful meridian row (target "meridian",
+// "meridian-bare" or "meridian-tls") with every successful peer row of its
+// proto and conns, baselines and Meridian's other rows excluded, in the
+// rows' order.
 func versus(rows []Row) []Versus {
 	var out []Versus
 	for _, m := range rows {
@@ -112,12 +116,12 @@ func versus(rows []Row) []Versus {
 			continue
 		}
 		for _, p := range rows {
-			if !p.OK || p.Proto != m.Proto || p.Conns != m.Conns || p.Target == m.Target ||
+			if !p.OK || p.Proto != m.Proto || p.Conns != m.Conns || strings.HasPrefix(p.Target, "meridian") ||
 				isBaseline(p.Target) || p.Result.RPS <= 0 || p.Result.LatencyNS.P99 <= 0 {
 				continue
 			}
 			v := Versus{
-				Proto: m.Proto, Conns: m.Conns, Peer: p.Target,
+				Proto: m.Proto, Conns: m.Conns, Peer: p.Target, Meridian: m.Target,
 				RPSRatio: m.Result.RPS / p.Result.RPS,
 				P99Ratio: float64(m.Result.LatencyNS.P99) / float64(p.Result.LatencyNS.P99),
 			}
@@ -385,14 +389,14 @@ func printMarkdown(rep *Report) {
 		fmt.Println()
 		fmt.Println("Meridian ÷ each peer, same proto and connections (req/s above 1, p99 and proxy CPU per request below 1 favour Meridian):")
 		fmt.Println()
-		fmt.Println("| proto | conns | peer | req/s ratio | p99 ratio | proxy CPU/req ratio |")
-		fmt.Println("|---|---:|---|---:|---:|---:|")
+		fmt.Println("| proto | conns | meridian | peer | req/s ratio | p99 ratio | proxy CPU/req ratio |")
+		fmt.Println("|---|---:|---|---|---:|---:|---:|")
 		for _, v := range rep.Versus {
 			cpu := "–"
 			if v.CPURatio > 0 {
 				cpu = fmt.Sprintf("%.2f", v.CPURatio)
 			}
-			fmt.Printf("| %s | %d | %s | %.2f | %.2f | %s |\n", v.Proto, v.Conns, v.Peer, v.RPSRatio, v.P99Ratio, cpu)
+			fmt.Printf("| %s | %d | %s | %s | %.2f | %.2f | %s |\n", v.Proto, v.Conns, v.Meridian, v.Peer, v.RPSRatio, v.P99Ratio, cpu)
 		}
 	}
 	if len(rep.Notes) > 0 {

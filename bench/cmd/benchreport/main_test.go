@@ -21,6 +21,7 @@ func TestVersus(t *testing.T) {
 		{Proto: "h1", Target: "nginx", Conns: 256, OK: true, Result: result(20000, 30e6)},
 		{Proto: "h1", Target: "meridian", Conns: 64, OK: true, Result: result(24000, 6e6)},
 		{Proto: "h1", Target: "meridian", Conns: 256, OK: true, Result: result(25000, 24e6)},
+		{Proto: "h1", Target: "meridian-bare", Conns: 64, OK: true, Result: result(27000, 5e6)},
 		{Proto: "tls", Target: "direct-tls", Conns: 64, OK: true, Result: result(40000, 1e6)},
 		{Proto: "tls", Target: "caddy-tls", Conns: 64, OK: true, Result: result(10000, 8e6)},
 		{Proto: "tls", Target: "meridian-tls", Conns: 64, OK: true, Result: result(20000, 4e6)},
@@ -30,16 +31,17 @@ func TestVersus(t *testing.T) {
 	rows[5].ProxyCPUus = cpu(12)                              // meridian at 256; nginx's unmeasured
 	got := versus(rows)
 	want := []Versus{
-		{"h1", 64, "nginx", 0.8, 1.5, 1.5},
-		{"h1", 256, "nginx", 1.25, 0.8, 0},
-		{"tls", 64, "caddy-tls", 2, 0.5, 0},
+		{"h1", 64, "nginx", 0.8, 1.5, 1.5, "meridian"},
+		{"h1", 256, "nginx", 1.25, 0.8, 0, "meridian"},
+		{"h1", 64, "nginx", 0.9, 1.25, 0, "meridian-bare"}, // not against "meridian"
+		{"tls", 64, "caddy-tls", 2, 0.5, 0, "meridian-tls"},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("versus = %+v, want %+v", got, want)
 	}
 	for i := range want {
 		g, w := got[i], want[i]
-		if g.Proto != w.Proto || g.Conns != w.Conns || g.Peer != w.Peer ||
+		if g.Proto != w.Proto || g.Conns != w.Conns || g.Peer != w.Peer || g.Meridian != w.Meridian ||
 			math.Abs(g.RPSRatio-w.RPSRatio) > 1e-9 || math.Abs(g.P99Ratio-w.P99Ratio) > 1e-9 ||
 			math.Abs(g.CPURatio-w.CPURatio) > 1e-9 {
 			t.Errorf("versus[%d] = %+v, want %+v", i, g, w)
