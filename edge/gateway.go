@@ -435,14 +435,16 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	h2 := &http.Server{
-		Handler:           g.headerSizeGuard(h, o.MaxHeaderBytes),
-		MaxHeaderBytes:    2 * o.MaxHeaderBytes, // see headerSizeGuard
-		ReadHeaderTimeout: o.ReadHeaderTimeout,
-		IdleTimeout:       o.IdleTimeout,
-		ConnContext:       connContext,
-		Protocols:         &protos,
-		ErrorLog:          newServerErrorLog(g.log),
-		HTTP2:             http2Config(o.SendTimeout),
+		Handler:        g.headerSizeGuard(g.optionsStar(h), o.MaxHeaderBytes),
+		MaxHeaderBytes: 2 * o.MaxHeaderBytes, // see headerSizeGuard
+		// Ours answers it, logged (net/http's would answer unseen).
+		DisableGeneralOptionsHandler: true,
+		ReadHeaderTimeout:            o.ReadHeaderTimeout,
+		IdleTimeout:                  o.IdleTimeout,
+		ConnContext:                  connContext,
+		Protocols:                    &protos,
+		ErrorLog:                     newServerErrorLog(g.log),
+		HTTP2:                        http2Config(o.SendTimeout),
 	}
 	s := newH1Server(h, o, g.log, h2)
 	s.refused = g.logRefused
@@ -451,6 +453,19 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 		g.answerLocal(w, r, http.StatusOK, "") // logged and counted, no route
 	})
 	return s
+}
+
+// optionsStar answers OPTIONS * over HTTP/2 and HTTP/3 as the HTTP/1
+// server does (h1server.go): it asks about the server, not a resource, so
+// it gets a 200 of the gateway's own, logged and counted, with no route.
+func (g *Gateway) optionsStar(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions && r.RequestURI == "*" {
+			g.answerLocal(w, r, http.StatusOK, "")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // headerSizeGuard refuses HTTP/2 and HTTP/3 requests whose header fields

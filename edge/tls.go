@@ -172,11 +172,11 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		h3conf = http3.ConfigureTLSConfig(h3conf)
 		s.qtr = &quic.Transport{Conn: udp, StatelessResetKey: o.StatelessResetKey, TokenGeneratorKey: o.TokenKey}
 		s.h3 = &http3.Server{
-			Handler: g.headerSizeGuard(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			Handler: g.headerSizeGuard(g.optionsStar(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				s.h3Active.Add(1)
 				defer s.h3Active.Add(-1)
 				g.serveHTTP3(w, r)
-			}), o.MaxHeaderBytes),
+			})), o.MaxHeaderBytes),
 			TLSConfig:      h3conf,
 			QUICConfig:     qconf,
 			MaxHeaderBytes: 2 * o.MaxHeaderBytes, // see headerSizeGuard

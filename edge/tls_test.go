@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -759,5 +760,48 @@ routes: [{name: r, match: {path_prefix: /}, service: be}]
 				t.Errorf("GET of a 10 KiB path over %s: %d; want 431", proto, resp.StatusCode)
 			}
 		})
+	}
+}
+
+// OPTIONS * asks about the server, not a resource: over HTTP/2 and HTTP/3
+// too it is answered by the gateway itself, 200 with no body, logged and
+// counted like over HTTP/1.1 (TestH1ServerOptionsStar), never routed.
+func TestOptionsStarOverH2AndH3(t *testing.T) {
+	var hits hitCounter
+	var logBuf syncBuffer
+	setup := gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}}
+	tg := startTLSGatewayWith(t, setup, oneRoute(countingBackend(t, &hits), ""), true)
+	gw := startGatewayWith(t, setup, oneRoute(countingBackend(t, &hits), ""))
+	for _, tc := range []struct {
+		name, addr string
+		client     *http.Client
+	}{
+		{"h2c", gw.addr, newH2CClient(t)},
+		{"h2", tg.addr, tg.client(t, "h2")},
+		{"h3", tg.addr, tg.client(t, "h3")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			scheme := "https"
+			if tc.name == "h2c" {
+				scheme = "http"
+			}
+			req := &http.Request{Method: http.MethodOptions, URL: &url.URL{Scheme: scheme, Host: tc.addr, Opaque: "*"}, Host: "localhost", Header: http.Header{"X-Request-Id": {"star-" + tc.name}}}
+			resp, err := tc.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || len(body) != 0 {
+				t.Errorf("OPTIONS *: %d %q; want 200 and no body", resp.StatusCode, body)
+			}
+			waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)["star-"+tc.name] != nil })
+			if rec := logBuf.records(t)["star-"+tc.name]; rec["path"] != "*" || rec["status"] != float64(200) || rec["route"] != "" {
+				t.Errorf("OPTIONS * record: %v", rec)
+			}
+		})
+	}
+	if n := hits.get(); n != 0 {
+		t.Errorf("backend hits after OPTIONS * = %d; want 0", n)
 	}
 }
