@@ -50,6 +50,17 @@ func aboutClosedConn(msg string, args []any) bool {
 	return false
 }
 
+// noLastLeader reports whether args say no leader was known: raft's
+// "last-leader-id" is empty.
+func noLastLeader(args []any) bool {
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, ok := args[i].(string); ok && k == "last-leader-id" {
+			return fmt.Sprint(args[i+1]) == "" // a raft.ServerID
+		}
+	}
+	return false
+}
+
 func slogLevel(level hclog.Level) slog.Level {
 	switch level {
 	case hclog.Trace:
@@ -69,6 +80,11 @@ func (a *slogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	lv := slogLevel(level)
 	if lv > slog.LevelInfo && a.closing != nil && a.closing() && aboutClosedConn(msg, args) {
 		lv = slog.LevelDebug
+	}
+	if lv == slog.LevelWarn && msg == "heartbeat timeout reached, starting election" && noLastLeader(args) {
+		// A node that never heard from a leader since it started (a new
+		// cluster forming, or a restart) elects one: nothing is wrong.
+		lv = slog.LevelInfo
 	}
 	ctx := context.Background()
 	if !a.l.Enabled(ctx, lv) {

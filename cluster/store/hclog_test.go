@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 // raft's errors about connections closed under it are debug lines once the
@@ -41,6 +43,16 @@ func TestHclogAdapter(t *testing.T) {
 		if m := rec(); m["level"] != tc.want || m["subsystem"] != "raft-net" {
 			t.Errorf("%v (closing %v): %v; want level %s", tc.err, tc.closing, m, tc.want)
 		}
+	}
+	// The first election of a node that never knew a leader is no warning;
+	// losing a known leader is.
+	l.Warn("heartbeat timeout reached, starting election", "last-leader-addr", raft.ServerAddress(""), "last-leader-id", raft.ServerID(""))
+	if m := rec(); m["level"] != "INFO" {
+		t.Errorf("first election: %v; want level INFO", m)
+	}
+	l.Warn("heartbeat timeout reached, starting election", "last-leader-addr", raft.ServerAddress("127.0.0.1:7002"), "last-leader-id", raft.ServerID("n2"))
+	if m := rec(); m["level"] != "WARN" {
+		t.Errorf("leader lost: %v; want level WARN", m)
 	}
 	l.Info("entering candidate state", "node", "Node at 127.0.0.1:7001 [Candidate]")
 	if m := rec(); m["node"] != "n1" || m["raft_node"] != "Node at 127.0.0.1:7001 [Candidate]" {
