@@ -270,8 +270,11 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 			// Answered before the upstream request was built (no route,
 			// the concurrency cap, a body too large): the client's own
 			// trace, if it sent one, still ties the line to it.
-			if tid, _, ok := parseTraceparent(firstValue(r.Header, "Traceparent")); ok {
-				x.traceID = tid
+			// Two traceparent fields are no trace (W3C), here as upstream.
+			if v := r.Header["Traceparent"]; len(v) == 1 {
+				if tid, _, ok := parseTraceparent(v[0]); ok {
+					x.traceID = tid
+				}
 			}
 		}
 		// Through trusted proxies, the client is the one they forwarded

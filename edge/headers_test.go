@@ -773,6 +773,16 @@ routes:
 		t.Errorf("private: logged trace_id %v; want the client's", rec["trace_id"])
 	}
 
+	// Two traceparent fields are no trace (W3C): none is logged either.
+	req2, _ := http.NewRequest(http.MethodGet, gw.url+"/private/c", nil)
+	req2.Header["Traceparent"] = []string{tp, tp}
+	req2.Header.Set("X-Request-Id", "two-traceparents")
+	echo(t, c, req2)
+	waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)["two-traceparents"] != nil })
+	if rec := logBuf.records(t)["two-traceparents"]; rec["trace_id"] != "" {
+		t.Errorf("private, two traceparents: logged trace_id %v; want none", rec["trace_id"])
+	}
+
 	// Only X-Forwarded-* off: Forwarded, Via, an id and a trace are there.
 	resp, e = send("/some/a", true)
 	for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Real-Ip"} {
@@ -798,6 +808,25 @@ routes:
 	for _, k := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via", "X-Request-Id", "Traceparent"} {
 		if len(e.Header.Values(k)) == 0 {
 			t.Errorf("all: backend got no %s; want the gateway's", k)
+		}
+	}
+
+	// A trusted proxy's forwarding fields do not reach them either.
+	tgw := startGatewayWith(t, gatewaySetup{opts: Options{TrustedProxies: trustedProxies{netip.MustParsePrefix("127.0.0.0/8")}}}, fmt.Sprintf(`
+services:
+  - name: private
+    targets: [{url: %s}]
+    proxy_headers: {forwarded: false, x_forwarded: false}
+routes: [{name: private, match: {path_prefix: /}, service: private}]
+`, url))
+	req, _ := http.NewRequest(http.MethodGet, tgw.url+"/t", nil)
+	for _, k := range append(forwarding, "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Original-Url") {
+		req.Header.Set(k, "203.0.113.7")
+	}
+	_, e = echo(t, c, req)
+	for _, k := range append(forwarding, "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Original-Url") {
+		if v := e.Header.Values(k); len(v) > 0 {
+			t.Errorf("trusted client: backend got %s %q; want none", k, v)
 		}
 	}
 }

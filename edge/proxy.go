@@ -185,14 +185,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// The client's own encoding of each captured value is kept,
 			// as strip_prefix keeps it: "/files/{rest...}" forwards
 			// "a%2Fb" as it came, not as the slash it decodes to.
-			outURL.RawPath = rt.rewritePath.Expand(escapedParams(r.URL.RawPath, m.Params))
+			outURL.RawPath = rt.rewritePath.ExpandEscaped(escapedParams(r.URL.RawPath, m.Params))
 		}
 		if strings.HasPrefix(outURL.Path, "//") {
 			// A value that began with a slash ("/files//evil.example")
 			// must not reach the upstream as "//evil.example", which a
-			// redirect there would take for another host.
-			outURL.Path = "/" + strings.TrimLeft(outURL.Path, "/")
-			outURL.RawPath = ""
+			// redirect there would take for another host. The raw form
+			// loses the same leading bytes, however they were spelled.
+			k := len(outURL.Path) - len(strings.TrimLeft(outURL.Path, "/"))
+			if outURL.RawPath != "" {
+				outURL.RawPath = "/" + outURL.RawPath[escapedIndex(outURL.RawPath, k):]
+			}
+			outURL.Path = "/" + outURL.Path[k:]
 		}
 	case rt.stripPrefix != "":
 		p := strings.TrimPrefix(clean, rt.stripPrefix)
@@ -662,13 +666,12 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange, svc *
 	}
 	switch {
 	case svc.noXForwarded:
+		// None reaches these targets, whoever sent it.
 		o.del("X-Forwarded-For")
 		o.del("X-Forwarded-Proto")
 		o.del("X-Forwarded-Host")
-		if !trusted {
-			for _, k := range spoofableForwarding {
-				o.del(k)
-			}
+		for _, k := range spoofableForwarding {
+			o.del(k)
 		}
 	case trusted:
 		if prior := o.get("X-Forwarded-For"); len(prior) > 0 {

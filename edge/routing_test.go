@@ -34,6 +34,14 @@ routes:
     match: {path: "/root/{rest...}"}
     service: echo
     rewrite: {path: "/{rest...}"}
+  - name: lit
+    match: {path: "/lit/{rest...}"}
+    service: echo
+    rewrite: {path: "/a b/ü/{rest...}"}
+  - name: dbl
+    match: {path: "/dbl/{rest...}"}
+    service: echo
+    rewrite: {path: "//{rest...}"}
   - name: strip
     match: {path_prefix: /svc/}
     service: echo
@@ -87,7 +95,9 @@ func TestRoutingEndToEnd(t *testing.T) {
 		{name: "template keeps the client's encoding", target: "/api/users/caf%c3%a9", wantPath: "/users/café/profile", wantURI: "/users/caf%c3%a9/profile"},
 		{name: "template after dot segments forwards the decoded path", target: "/files/a/../b%2Fc", wantURI: "/blobs/b/c"},
 		{name: "template leaves no leading //", target: "/root//evil.example/x", wantURI: "/evil.example/x"},
-		{name: "template: an encoded leading // is collapsed and decoded", target: "/root/%2Fevil.example/x%2Fy", wantURI: "/evil.example/x/y"},
+		{name: "template: an encoded leading // is collapsed, the rest kept", target: "/root/%2Fevil.example/x%2Fy", wantURI: "/evil.example/x%2Fy"},
+		{name: "template: escaped literals keep the value's encoding", target: "/lit/q%2Fr", wantPath: "/a b/ü/q/r", wantURI: "/a%20b/%C3%BC/q%2Fr"},
+		{name: "template: a leading empty literal is collapsed, the value's encoding kept", target: "/dbl/q%2Fr", wantURI: "/q%2Fr"},
 		{name: "strip prefix", target: "/svc/x/y?q=1", wantPath: "/x/y", wantURI: "/x/y?q=1", wantHost: "internal.example:8443"},
 		{name: "strip prefix to root", target: "/svc/", wantPath: "/", wantHost: "internal.example:8443"},
 		{name: "strip prefix leaves no leading //", target: "/svc//evil.example/x", wantPath: "/evil.example/x", wantURI: "/evil.example/x", wantHost: "internal.example:8443"},

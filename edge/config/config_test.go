@@ -107,11 +107,16 @@ func TestParseErrors(t *testing.T) {
 		{"unknown field before a list on its line", base + "  - name: r\n    service: s\n    tags: [a, b]\n", 7, []string{"routes[0].tags:", `unknown field "tags"`}},
 		{"first of two on a line", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: whenever, total: 1s}\n", 4, []string{"services[0].timeouts.connect:", `got the string "whenever"`}},
 		{"string for a bool", base + "  - name: r\n    service: s\n    allow_plain_http: sometimes\n", 7, []string{"routes[0].allow_plain_http", `wrong type: want true or false, got the string "sometimes"`}},
+		{"quoted no for a bool", base + "  - name: r\n    service: s\n    allow_plain_http: \"no\"\n", 7, []string{"routes[0].allow_plain_http", `wrong type: want true or false, got the string "no"`}},
+		{"quoted on for a bool", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    proxy_headers: {via: 'on'}\n", 4, []string{"services[0].proxy_headers.via", `wrong type: want true or false, got the string "on"`}},
 		{"bad duration", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: soon}\n", 4, []string{"services[0].timeouts.connect"}},
 		{"unknown service", base + "  - name: r\n    service: nope\n", 6, []string{"routes[0].service", `unknown service "nope"`}},
 		{"duplicate route", base + "  - name: r\n    service: s\n  - name: r\n    service: s\n", 7, []string{"routes[1].name", "duplicate"}},
 		{"bad template", base + "  - name: r\n    service: s\n    match: {path: '/a/{x'}\n", 7, []string{"routes[0].match.path"}},
 		{"rewrite var", base + "  - name: r\n    service: s\n    match: {path: '/a/{x}'}\n    rewrite: {path: '/b/{y}'}\n", 8, []string{"routes[0].rewrite.path", "{y}"}},
+		{"rewrite escaped", base + "  - name: r\n    service: s\n    match: {path: '/a/{x}'}\n    rewrite: {path: '/b%2Fc/{x}'}\n", 8, []string{"routes[0].rewrite.path", "without %-escapes"}},
+		{"rewrite dot segment", base + "  - name: r\n    service: s\n    match: {path: '/a/{x}'}\n    rewrite: {path: '/b/../{x}'}\n", 8, []string{"routes[0].rewrite.path", ". or .. segments"}},
+		{"rewrite query", base + "  - name: r\n    service: s\n    match: {path: '/a/{x}'}\n    rewrite: {path: '/b/{x}?v=1'}\n", 8, []string{"routes[0].rewrite.path", "query is kept"}},
 		{"bad scheme", "services:\n  - name: s\n    targets:\n      - url: ftp://h\n", 4, []string{"services[0].targets[0].url", "ftp"}},
 		{"no targets", "services:\n  - name: s\n", 2, []string{"services[0].targets"}},
 		{"bad policy", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    balancer: {policy: random}\n", 4, []string{"services[0].balancer.policy"}},
@@ -221,10 +226,10 @@ func TestPathAtDeepNestingIsCheap(t *testing.T) {
 	}
 }
 
-// A bool field written YAML 1.1's way (yes, 'on') is a JSON bool in the
+// A bool field written YAML 1.1's way (yes, on) is a JSON bool in the
 // admin API's JSON view, as the decoder reads it.
 func TestToJSONBoolFields(t *testing.T) {
-	js, err := ToJSON([]byte("services: [{name: s, targets: [{url: 'http://h:1'}]}]\nroutes: [{name: r, service: s, allow_plain_http: yes, match: {path_prefix: /a}, rewrite: {strip_prefix: 'on'}}]\n"))
+	js, err := ToJSON([]byte("services: [{name: s, targets: [{url: 'http://h:1'}]}]\nroutes: [{name: r, service: s, allow_plain_http: yes, match: {path_prefix: /a}, rewrite: {strip_prefix: on}}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -282,11 +282,14 @@ func writeJSONScalar(b *bytes.Buffer, n *yaml.Node, t reflect.Type) error {
 	return str()
 }
 
-// fractionsForIntegers finds numbers with a fraction (2.9, 1e-3) given for
-// integer fields and durations, which the YAML decoder would truncate
-// (weight 2.9 becoming 2) where it refuses the string "3": the same mistake
-// gets the same answer. t is the type the tree at n was decoded into.
-func fractionsForIntegers(n *yaml.Node, t reflect.Type, path string, depth int) Errors {
+// laxTypes finds what the YAML decoder takes though the type is wrong:
+// numbers with a fraction (2.9, 1e-3) given for integer fields and
+// durations, which it would truncate (weight 2.9 becoming 2) where it
+// refuses the string "3", and quoted strings given for bools ("no", 'on'),
+// which it reads as YAML 1.1 booleans where it refuses "false": the same
+// mistake gets the same answer. t is the type the tree at n was decoded
+// into.
+func laxTypes(n *yaml.Node, t reflect.Type, path string, depth int) Errors {
 	if depth > 100 {
 		return nil
 	}
@@ -300,14 +303,14 @@ func fractionsForIntegers(n *yaml.Node, t reflect.Type, path string, depth int) 
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			es = append(es, fractionsForIntegers(c, t, path, depth+1)...)
+			es = append(es, laxTypes(c, t, path, depth+1)...)
 		}
 	case yaml.AliasNode:
-		es = fractionsForIntegers(n.Alias, t, path, depth+1)
+		es = laxTypes(n.Alias, t, path, depth+1)
 	case yaml.SequenceNode:
 		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
 			for i, c := range n.Content {
-				es = append(es, fractionsForIntegers(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), depth+1)...)
+				es = append(es, laxTypes(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), depth+1)...)
 			}
 		}
 	case yaml.MappingNode:
@@ -316,9 +319,14 @@ func fractionsForIntegers(n *yaml.Node, t reflect.Type, path string, depth int) 
 			return nil // the decoder has said what is wrong
 		}
 		for _, p := range pairs {
-			es = append(es, fractionsForIntegers(p.val, fieldType(t, p.key), joinPath(path, p.key), depth+1)...)
+			es = append(es, laxTypes(p.val, fieldType(t, p.key), joinPath(path, p.key), depth+1)...)
 		}
 	case yaml.ScalarNode:
+		if t.Kind() == reflect.Bool && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
+			// yaml.v3 reads a quoted "no" or 'on' into a bool (but not
+			// "false"): a string is the wrong type, whichever it is.
+			return Errors{&FieldError{Path: path, Line: n.Line, Msg: "wrong type: want true or false, got the string " + strconv.Quote(n.Value)}}
+		}
 		if n.ShortTag() != "!!float" || reflect.PointerTo(t).Implements(unmarshalerType) {
 			return nil
 		}

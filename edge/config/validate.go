@@ -320,6 +320,8 @@ func (v *validator) route(p string, r *Route) {
 			}
 			if !strings.HasPrefix(rw.Path, "/") {
 				v.errf(p+".rewrite.path", "must start with '/' (got %q)", rw.Path)
+			} else if why := rewritePathProblem(rw.Path); why != "" {
+				v.errf(p+".rewrite.path", "%s (got %q)", why, rw.Path)
 			} else if t, err := router.ParseTemplate(rw.Path); err != nil {
 				v.errf(p+".rewrite.path", "%v", err)
 			} else {
@@ -480,4 +482,26 @@ func ParseStatusRange(s string) (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("invalid status range %q: use a code such as 200 or a range such as 200-399", s)
 	}
 	return lo, hi, nil
+}
+
+// rewritePathProblem says what is wrong with a rewrite path's literal text,
+// which is a decoded path (the gateway escapes it), or "" if nothing is.
+func rewritePathProblem(path string) string {
+	switch {
+	case strings.ContainsAny(path, "?#"):
+		return "must be a path alone: the request's query is kept, and a fragment is never sent"
+	case strings.Contains(path, "%"):
+		return "must be written decoded, without %-escapes: the gateway escapes what needs it"
+	}
+	for _, seg := range strings.Split(path[1:], "/") {
+		if seg == "." || seg == ".." {
+			return "must not have . or .. segments: the upstream would resolve them elsewhere"
+		}
+	}
+	for _, c := range []byte(path) {
+		if c < 0x20 || c == 0x7f {
+			return "must not hold control characters"
+		}
+	}
+	return ""
 }

@@ -105,7 +105,7 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 	if err := dec.Decode(&extra); err != io.EOF {
 		return nil, Errors{{Msg: "more than one YAML document in the input; send exactly one"}}
 	}
-	if es := fractionsForIntegers(&root, reflect.TypeOf(out), "", 0); len(es) > 0 {
+	if es := laxTypes(&root, reflect.TypeOf(out), "", 0); len(es) > 0 {
 		return nil, es
 	}
 	return &root, nil

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 )
 
@@ -154,6 +155,24 @@ func (t *Template) Expand(p Params) string {
 		b.WriteByte('/')
 		if s.kind == segLiteral {
 			b.WriteString(s.text)
+		} else {
+			b.WriteString(p.Get(s.text))
+		}
+	}
+	return b.String()
+}
+
+// ExpandEscaped is Expand for an escaped path: p's values are taken as
+// already escaped (as a request's raw path spells them), and the
+// template's literal segments are escaped, so that the result decodes to
+// what Expand returns for the decoded values.
+func (t *Template) ExpandEscaped(p Params) string {
+	var b strings.Builder
+	b.Grow(2 * t.size)
+	for _, s := range t.segs {
+		b.WriteByte('/')
+		if s.kind == segLiteral {
+			b.WriteString(url.PathEscape(s.text))
 		} else {
 			b.WriteString(p.Get(s.text))
 		}
