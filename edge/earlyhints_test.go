@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -76,5 +77,46 @@ routes:
 				}
 			})
 		}
+	}
+}
+
+// A 103 over the response head limit is not relayed, from an h2c upstream
+// too (whose transport lets it through), and the final answer still
+// arrives; an HTTP/1.0 client gets no 1xx at all (RFC 9110 15.2), only the
+// final answer.
+func TestEarlyHintsRefusedWhereTheyMustNotGo(t *testing.T) {
+	hinting := func(w http.ResponseWriter, r *http.Request) {
+		link := "</small.css>; rel=preload"
+		if r.URL.Path == "/huge" {
+			link = "</" + strings.Repeat("x", maxResponseHead) + ">; rel=preload"
+		}
+		w.Header().Set("Link", link)
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		io.WriteString(w, "final")
+	}
+	h2c := newH2CBackend(t, hinting)
+	gw := startGateway(t, oneRouteService(h2c.URL, "    protocol: h2c"))
+	for _, tc := range []struct {
+		name, path, proto string
+	}{
+		{"huge hint", "/huge", "HTTP/1.1"},
+		{"HTTP/1.0 client", "/small", "HTTP/1.0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, br := h1Raw(t, gw.addr)
+			h1Write(t, c, "GET "+tc.path+" "+tc.proto+"\r\nHost: x\r\n\r\n")
+			resp, body := readResponse(t, br, http.MethodGet)
+			if resp.StatusCode != 200 || string(body) != "final" {
+				t.Errorf("first response: %d %q; want the final 200 (no 103 first)", resp.StatusCode, body)
+			}
+		})
+	}
+	// A small hint to an HTTP/1.1 client still goes first.
+	c, br := h1Raw(t, gw.addr)
+	h1Write(t, c, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 103") {
+		t.Errorf("HTTP/1.1 client: first line %q, %v; want the 103", line, err)
 	}
 }

@@ -1485,7 +1485,7 @@ func (w *response) retract() bool {
 // relayInformational sends an upstream's informational response (103
 // Early Hints) with the fields of h, unless the final head has begun.
 func (w *response) relayInformational(code int, h http.Header) {
-	if w.wroteHeader || w.c.hijacked || w.failed != nil {
+	if w.wroteHeader || w.c.hijacked || w.failed != nil || !w.informable() {
 		return
 	}
 	w.c.cmu.Lock()
@@ -1501,7 +1501,17 @@ func (w *response) relayInformational(code int, h http.Header) {
 	}
 }
 
+// informable reports whether the client may be sent a 1xx: not an
+// HTTP/1.0 client, which would take it for the final answer (RFC 9110
+// 15.2).
+func (w *response) informable() bool {
+	return w.req == nil || w.req.ProtoAtLeast(1, 1)
+}
+
 func (w *response) writeInformational(code int) {
+	if !w.informable() {
+		return
+	}
 	w.c.cmu.Lock()
 	defer w.c.cmu.Unlock()
 	bw := w.c.bw

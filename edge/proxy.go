@@ -1356,6 +1356,12 @@ func (e *earlyHints) got(code int, mh textproto.MIMEHeader) error {
 		return nil
 	}
 	e.n++
+	if oversizedHead(http.Header(mh)) {
+		// An HTTP/1.1 upstream's transport refuses such a head; an
+		// HTTP/2 one's passes it up to its own, larger, limit. Not
+		// relayed: the final answer goes on.
+		return nil
+	}
 	h := http.Header(mh).Clone()
 	dropHopFields(h)
 	if rw, ok := e.w.(*response); ok {

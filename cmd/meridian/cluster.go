@@ -25,7 +25,8 @@ import (
 )
 
 const clusterUsage = `usage:
-  meridian cluster status [-admin URL] [-token T] [-json]  members, gossip state, Raft role, config version
+  meridian cluster status [-admin URL] [-token T | -token-file F] [-json]
+                                                         members, gossip state, Raft role, config version
   meridian cluster ca create -dir DIR                    create the cluster CA (ca.crt, ca.key)
   meridian cluster cert -ca DIR -name NODE [-ip IP,..] [-dns NAME,..] [-out DIR]
                                                          issue a node's certificate for Raft and forwarding

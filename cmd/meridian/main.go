@@ -112,15 +112,15 @@ func addAdminFlags(fs *flag.FlagSet, tokenUse string) adminFlags {
 		admin: fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)"),
 		// The environment's token is read after parsing: as the flag's
 		// default, help and flag errors would print it.
-		token:     fs.String("token", "", tokenUse+" (default: env MERIDIAN_TOKEN, then -token-file)"),
+		token:     fs.String("token", "", tokenUse+" (default: -token-file if given, then env MERIDIAN_TOKEN, then the default token file)"),
 		tokenFile: fs.String("token-file", "", "file holding the admin token, first line (default: admin-token in the user's cache dir + /meridian, the default data_dir's)"),
 	}
 }
 
 // resolve checks -admin (an http or https URL with a host) and returns it
-// without a trailing slash, with the token of -token, MERIDIAN_TOKEN or
-// -token-file (or the default token file, if it exists). A non-zero code is
-// the exit code of a failure it has reported.
+// without a trailing slash, with the token of -token or -token-file (one of
+// them), else MERIDIAN_TOKEN, else the default token file if it exists. A
+// non-zero code is the exit code of a failure it has reported.
 func (f adminFlags) resolve(stderr io.Writer) (base, token string, code int) {
 	u, err := url.Parse(*f.admin)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -128,49 +128,66 @@ func (f adminFlags) resolve(stderr io.Writer) (base, token string, code int) {
 		return "", "", 2
 	}
 	base = strings.TrimSuffix(*f.admin, "/")
-	if token = *f.token; token == "" {
-		token = os.Getenv("MERIDIAN_TOKEN")
-	}
-	if token != "" {
+	switch {
+	case *f.token != "" && *f.tokenFile != "":
+		fmt.Fprintln(stderr, "meridian: give -token or -token-file, not both")
+		return "", "", 2
+	case *f.token != "":
+		return base, *f.token, 0
+	case *f.tokenFile != "":
+		// Named explicitly: it must hold a token, rather than the command
+		// send none and report the node's 401.
+		b, err := os.ReadFile(*f.tokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "meridian: cannot read the token file: %v\n", err)
+			return "", "", 1
+		}
+		if token = firstLine(b); token == "" {
+			fmt.Fprintf(stderr, "meridian: the token file %s holds no token (its first line is empty)\n", *f.tokenFile)
+			return "", "", 1
+		}
 		return base, token, 0
 	}
-	tf := *f.tokenFile
-	if tf == "" {
-		if dir, err := os.UserCacheDir(); err == nil {
-			tf = filepath.Join(dir, "meridian", "admin-token")
+	if token = os.Getenv("MERIDIAN_TOKEN"); token != "" {
+		return base, token, 0
+	}
+	if dir, err := os.UserCacheDir(); err == nil {
+		if b, err := os.ReadFile(filepath.Join(dir, "meridian", "admin-token")); err == nil {
+			token = firstLine(b)
 		}
 	}
-	b, err := os.ReadFile(tf)
-	switch {
-	case err == nil:
-		token = strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
-	case *f.tokenFile != "":
-		// Named explicitly: say so, rather than send no token and
-		// report the node's 401.
-		fmt.Fprintf(stderr, "meridian: cannot read the token file: %v\n", err)
-		return "", "", 1
-	}
 	return base, token, 0
+}
+
+// firstLine is a token file's token: its first line, trimmed.
+func firstLine(b []byte) string {
+	return strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
 }
 
 // stdin is what "-" names for validate and config apply -f.
 var stdin io.Reader = os.Stdin
 
-// maxInput bounds a document read from standard input, as PUT /config
-// bounds the body it takes.
+// maxInput bounds a document read from a file or standard input, as
+// PUT /config bounds the body it takes.
 const maxInput = 32 << 20
 
 // readInput reads the file at path, or standard input for "-".
 func readInput(path string) ([]byte, error) {
+	in, name := stdin, "standard input"
 	if path != "-" {
-		return os.ReadFile(path)
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		in, name = f, path
 	}
-	b, err := io.ReadAll(io.LimitReader(stdin, maxInput+1))
+	b, err := io.ReadAll(io.LimitReader(in, maxInput+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading standard input: %w", err)
+		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	if len(b) > maxInput {
-		return nil, fmt.Errorf("standard input: more than %d MiB", maxInput>>20)
+		return nil, fmt.Errorf("%s: more than %d MiB, the most a node takes", name, maxInput>>20)
 	}
 	return b, nil
 }

@@ -173,8 +173,37 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 	}
 }
 
-// Every command that calls the admin API takes the token from -token-file.
+// A token file named explicitly must hold a token, -token and -token-file
+// do not go together, and a document over the node's limit is refused
+// before it is sent, from a file as from standard input.
+func TestCLITokenFileAndInputChecks(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n\n"), 0o600)
+	big := filepath.Join(dir, "big.yaml")
+	os.WriteFile(big, bytes.Repeat([]byte("#\n"), maxInput/2+1), 0o600)
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"config", "get", "-admin", "http://127.0.0.1:1", "-token-file", empty}, 1, "holds no token"},
+		{[]string{"cluster", "status", "-admin", "http://127.0.0.1:1", "-token-file", empty}, 1, "holds no token"},
+		{[]string{"config", "get", "-admin", "http://127.0.0.1:1", "-token", "t", "-token-file", empty}, 2, "not both"},
+		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-f", big}, 1, "more than 32 MiB"},
+		{[]string{"validate", big}, 1, "more than 32 MiB"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("meridian %q: exit %d, %q; want exit %d and %q", tc.args, code, errb.String(), tc.code, tc.want)
+		}
+	}
+}
+
+// Every command that calls the admin API takes the token from -token-file,
+// which beats MERIDIAN_TOKEN.
 func TestCLITokenFile(t *testing.T) {
+	t.Setenv("MERIDIAN_TOKEN", "tok-from-env-0123456789")
 	var auth []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth = append(auth, r.Header.Get("Authorization"))
