@@ -93,6 +93,12 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 						if p := pathOfKey(&root, fe.Line, u[1]); p != "" {
 							fe.Path = p
 						}
+					} else if u := duplicateKeyRE.FindStringSubmatch(m[2]); u != nil {
+						if name, err := strconv.Unquote(u[1]); err == nil {
+							if p := pathOfDuplicateKey(&root, fe.Line, name); p != "" {
+								fe.Path = p
+							}
+						}
 					}
 				}
 				es = append(es, fe)
@@ -287,6 +293,32 @@ var unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type `)
 // pathOfKey returns the path of the first field named name on line, or "".
 func pathOfKey(root *yaml.Node, line int, name string) string {
 	return findOnLine(root, line, func(k, _ *yaml.Node) bool { return k != nil && k.Value == name })
+}
+
+var duplicateKeyRE = regexp.MustCompile(`^mapping key ("(?:[^"\\]|\\.)*") already defined`)
+
+// pathOfDuplicateKey returns the path of the key name given twice on line,
+// in a mapping that starts on that line too (one-line JSON), or "": a
+// mapping over several lines is found by PathAt from the line alone.
+func pathOfDuplicateKey(root *yaml.Node, line int, name string) string {
+	p := findOnLine(root, line, func(_, v *yaml.Node) bool {
+		if v.Kind != yaml.MappingNode {
+			return false
+		}
+		seen := 0
+		for i := 0; i+1 < len(v.Content); i += 2 {
+			if k := v.Content[i]; k.Value == name {
+				if seen++; seen == 2 && k.Line == line {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	if p == "" {
+		return ""
+	}
+	return joinPath(p, name)
 }
 
 // pathOfValue returns the path of the first field on line whose value is
