@@ -107,7 +107,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown field before a list on its line", base + "  - name: r\n    service: s\n    tags: [a, b]\n", 7, []string{"routes[0].tags:", `unknown field "tags"`}},
 		{"first of two on a line", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: whenever, total: 1s}\n", 4, []string{"services[0].timeouts.connect:", `got the string "whenever"`}},
 		{"string for a bool", base + "  - name: r\n    service: s\n    allow_plain_http: sometimes\n", 7, []string{"routes[0].allow_plain_http", `wrong type: want true or false, got the string "sometimes"`}},
-		{"duplicate key in one-line JSON", `{"services":[{"name":"s","targets":[{"url":"http://h:1"}]}],"routes":[{"name":"r","service":"s","service":"t"}]}`, 1, []string{"routes[0].service:", `mapping key "service" already defined`}},
+		{"duplicate key in one-line JSON", `{"services":[{"name":"s","targets":[{"url":"http://h:1"}]}],"routes":[{"name":"r","service":"s","service":"t","match":{"path_prefix":"/"}}]}`, 1, []string{"routes[0].service:", `mapping key "service" already defined`}},
 		{"quoted no for a bool", base + "  - name: r\n    service: s\n    allow_plain_http: \"no\"\n", 7, []string{"routes[0].allow_plain_http", `wrong type: want true or false, got the string "no"`}},
 		{"quoted on for a bool", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    proxy_headers: {via: 'on'}\n", 4, []string{"services[0].proxy_headers.via", `wrong type: want true or false, got the string "on"`}},
 		{"bad duration", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: soon}\n", 4, []string{"services[0].timeouts.connect"}},
