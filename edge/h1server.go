@@ -952,7 +952,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		return nil, nil, badRequest("an HTTP/1.1 request needs a Host header").about(method, target, proto, host)
 	}
 	if !validHost(host) {
-		return nil, nil, badRequest("malformed Host header").about(method, target, proto, host)
+		return nil, nil, badRequest("the Host is not a valid host[:port] (RFC 9112 3.2)").about(method, target, proto, host)
 	}
 	// The request is built on the stack; WithContext below makes the one
 	// heap copy.

@@ -195,6 +195,10 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meridian: -port-offset must be between 0 and 55000 (got %d)\n", *offset)
 		return 2
 	}
+	if *nodes < 1 || *nodes > 9 {
+		fmt.Fprintf(stderr, "meridian: -nodes must be between 1 and 9 (got %d)\n", *nodes)
+		return 2
+	}
 	if *dir == "" {
 		c, err := os.UserCacheDir()
 		if err != nil {

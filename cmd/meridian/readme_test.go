@@ -149,6 +149,8 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		{[]string{"cluster", "ca", "create", "-dir", "/nonexistent/x", "extra"}, 2, "cluster ca create takes no arguments"},
 		{[]string{"dev", "extra"}, 2, "dev takes no arguments"},
 		{[]string{"dev", "-port-offset", "60000"}, 2, "-port-offset must be between 0 and 55000"},
+		{[]string{"dev", "-nodes", "0"}, 2, "-nodes must be between 1 and 9"},
+		{[]string{"dev", "-nodes", "10"}, 2, "-nodes must be between 1 and 9"},
 		{[]string{"ca", "root", "extra"}, 2, "ca root takes no arguments"},
 		// An admin address without a scheme is an error, not a panic.
 		{[]string{"config", "get", "-admin", "127.0.0.1:9901"}, 2, "must be a URL such as http://127.0.0.1:9901"},
