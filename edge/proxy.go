@@ -228,6 +228,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		outURL.Path, outURL.RawPath = r.URL.Path, r.URL.RawPath
 	}
+	if outURL.RawPath != "" {
+		// A client's raw '"', '{' or byte above 127 makes its encoding
+		// one url.URL refuses to send, and it would escape the decoded
+		// path anew, encoded slashes becoming slashes: escape just those.
+		outURL.RawPath = escapeRawPath(outURL.RawPath)
+	}
 
 	upType := upgradeType(r.Header)
 	// Two traceparent fields are invalid (W3C): a new trace, as for none.
@@ -1384,6 +1390,42 @@ func (e *earlyHints) got(code int, mh textproto.MIMEHeader) error {
 
 // cutEscaped returns what follows the first n decoded bytes of the
 // percent-encoded path escaped.
+// escapeRawPath percent-encodes the bytes of a raw path that are neither
+// allowed in a path (RFC 3986 pchar, '/', and the '[' ']' url.URL lets
+// pass) nor part of an escape, keeping the rest as it is: the result
+// decodes to what raw does, and url.URL sends it unchanged.
+func escapeRawPath(raw string) string {
+	i := 0
+	for i < len(raw) && rawPathByteOK[raw[i]] {
+		i++
+	}
+	if i == len(raw) {
+		return raw
+	}
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, i, len(raw)+16)
+	copy(b, raw)
+	for ; i < len(raw); i++ {
+		if c := raw[i]; rawPathByteOK[c] {
+			b = append(b, c)
+		} else {
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		}
+	}
+	return string(b)
+}
+
+// rawPathByteOK marks the bytes net/url's EscapedPath accepts in a RawPath
+// (its validEncoded for a path): '%' among them, the escapes being checked
+// when the path was parsed.
+var rawPathByteOK = func() (t [256]bool) {
+	t = pathByteAsIs
+	for _, c := range []byte("%!'()*[]") {
+		t[c] = true
+	}
+	return t
+}()
+
 func cutEscaped(escaped string, n int) string {
 	return escaped[escapedIndex(escaped, n):]
 }

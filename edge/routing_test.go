@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/meridian-gw/meridian/edge/config"
@@ -86,6 +87,7 @@ func TestRoutingEndToEnd(t *testing.T) {
 		wantURI    string
 		wantHost   string
 		wantStatus int
+		raw        bool // target sent as it is (its '"', '|' and bytes above 127 unescaped)
 	}{
 		{name: "template rewrite", target: "/api/users/42?x=1", wantPath: "/users/42/profile", wantURI: "/users/42/profile?x=1"},
 		{name: "template method mismatch", method: "POST", target: "/api/users/42", wantStatus: 404},
@@ -112,13 +114,22 @@ func TestRoutingEndToEnd(t *testing.T) {
 		{name: "host mismatch", host: "evil.example", target: "/public/a", wantStatus: 404},
 		{name: "dot segment stays inside prefix", host: "www.example.com", target: "/public/./a/../b", wantPath: "/public/b", wantURI: "/public/b"},
 		{name: "percent-encoding kept", host: "www.example.com", target: "/public/a%2Fb", wantURI: "/public/a%2Fb"},
+		{name: "raw bytes escaped, the client's escapes kept", host: "www.example.com", target: "/public/a%2Fb\"c|\xc3\xa9?q=\"", raw: true, wantPath: "/public/a/b\"c|\u00e9", wantURI: "/public/a%2Fb%22c%7C%C3%A9?q=\""},
+		{name: "raw bytes after strip prefix", target: "/svc/g%2Fn/{x}", raw: true, wantPath: "/g/n/{x}", wantURI: "/g%2Fn/%7Bx%7D", wantHost: "internal.example:8443"},
+		{name: "raw bytes in a template value", target: "/files/g%2Fn/a\"b", raw: true, wantPath: "/blobs/g/n/a\"b", wantURI: "/blobs/g%2Fn/a%22b"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			method := tc.method
 			if method == "" {
 				method = http.MethodGet
 			}
-			req, _ := http.NewRequest(method, gw.url+tc.target, nil)
+			req, _ := http.NewRequest(method, gw.url+"/", nil)
+			if tc.raw {
+				p, q, _ := strings.Cut(tc.target, "?")
+				req.URL.Opaque, req.URL.RawQuery = p, q
+			} else {
+				req, _ = http.NewRequest(method, gw.url+tc.target, nil)
+			}
 			if tc.host != "" {
 				req.Host = tc.host
 			}
