@@ -228,7 +228,7 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, x *exchange, pe *
 	if x.route != nil {
 		name = x.route.name
 	}
-	x.bytesOut = writeProblem(w, r, pe, name, x.reqID, g.opts.ProxyName)
+	x.bytesOut = writeProblem(w, r, pe, name, x.requestID(), g.opts.ProxyName)
 }
 
 // finish records metrics and the access log for an exchange, once.
@@ -284,7 +284,7 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 			client = x.origin
 		}
 		attrs := []slog.Attr{
-			slog.String("request_id", x.reqID),
+			slog.String("request_id", x.requestID()),
 			slog.String("trace_id", x.traceID),
 			slog.String("client", client),
 			slog.String("proto", r.Proto),

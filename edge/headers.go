@@ -105,9 +105,10 @@ func (o *outHeader) get(k string) []string {
 
 // del removes every value of k.
 func (o *outHeader) del(k string) {
-	// Dropped whether or not the inbound header has it: a scan of drop
-	// costs less than a map lookup.
-	if !slices.Contains(o.drop, k) {
+	// Recorded only when the inbound header has it: most deletions (the
+	// forwarding fields a client did not send) then cost one lookup, and
+	// drop stays short for forwards, which scans it for every field.
+	if _, ok := o.in[k]; ok && !slices.Contains(o.drop, k) {
 		o.drop = append(o.drop, k)
 	}
 	kept := o.extra[:0]

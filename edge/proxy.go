@@ -53,17 +53,18 @@ type exchange struct {
 }
 
 // identify fills what every answer's log line and metrics need: the start
-// (the HTTP/1 server's reading when there is one), the request id (kept
-// when sane, else generated) and the host.
+// (the HTTP/1 server's reading when there is one), the client's request id
+// when sane, and the host.
 func (x *exchange) identify(r *http.Request) {
 	if rc, ok := r.Context().(*requestContext); ok && rc.start != 0 {
 		x.start = rc.start
 	} else {
 		x.start = monoNow()
 	}
-	x.reqID = firstValue(r.Header, "X-Request-Id")
-	if !validRequestID(x.reqID) {
-		x.reqID = newID()
+	// A request id is made only when something needs one (requestID):
+	// with no access log, no problem answer and request_id off, none is.
+	if id := firstValue(r.Header, "X-Request-Id"); validRequestID(id) {
+		x.reqID = id
 	}
 	x.host = normalizeHost(r.Host)
 }
@@ -264,17 +265,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !svc.noRequestID {
-		oh.set("X-Request-Id", x.reqID)
+		oh.set("X-Request-Id", x.requestID())
 	}
-	tp, tid, kept := traceparent(reqTraceparent)
-	switch {
-	case !svc.noTraceparent:
+	if !svc.noTraceparent {
+		tp, tid, kept := traceparent(reqTraceparent)
 		x.traceID = tid
 		oh.set("Traceparent", tp)
 		if !kept {
 			oh.del("Tracestate")
 		}
-	case kept:
+	} else if tid, _, ok := parseTraceparent(reqTraceparent); ok {
 		x.traceID = tid // the client's trace, passed on as it came
 	}
 	if !svc.noVia {
@@ -791,6 +791,15 @@ func (g *Gateway) identifyClient(x *exchange, r *http.Request) {
 
 // client is the client's address for balancing and the access log: the
 // one trusted proxies forwarded, else the peer's.
+// requestID is the request's id: the client's X-Request-Id when sane, else
+// one made on first use and kept for the rest of the exchange.
+func (x *exchange) requestID() string {
+	if x.reqID == "" {
+		x.reqID = newID()
+	}
+	return x.reqID
+}
+
 func (x *exchange) client() string {
 	if x.origin != "" {
 		return x.origin
