@@ -318,11 +318,11 @@ func writeRequestHead(w *bufio.Writer, req *http.Request, oh *outHeader) (chunke
 			}
 		}
 	} else {
-		for k, vs := range oh.in {
-			if !oh.forwards(k) {
+		for _, f := range oh.fields {
+			if !oh.forwards(f.name) {
 				continue
 			}
-			if err := writeFieldLines(w, k, vs...); err != nil {
+			if err := writeFieldLines(w, f.name, f.values...); err != nil {
 				return false, err
 			}
 		}

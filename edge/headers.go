@@ -56,20 +56,36 @@ func copyEndToEnd(dst, src http.Header) {
 // are end-to-end and neither replaced nor removed, then the fields the
 // gateway sets or adds, in order. The HTTP/1 transport writes it as it
 // stands (writeRequestHead); other transports take the map header builds.
-// The inbound header is only read.
+// The inbound header is only read: its fields are listed at reset, then
+// scanned rather than looked up when there are few (most requests have a
+// handful, and the gateway looks for a dozen names in each).
 type outHeader struct {
-	in    http.Header
-	conn  []string // in's Connection values: the names they list are hop-by-hop
-	drop  []string // canonical names of inbound fields not forwarded
-	extra []headerField
+	in     http.Header
+	fields []inField // in's fields, in the map's order
+	conn   []string  // their Connection values: the names they list are hop-by-hop
+	drop   []string  // canonical names of inbound fields not forwarded
+	extra  []headerField
 }
 
 type headerField struct{ name, value string }
 
+type inField struct {
+	name   string
+	values []string
+}
+
 // reset starts the edits of a new inbound header, keeping the slices.
 func (o *outHeader) reset(in http.Header) {
 	o.in = in
-	o.conn = in["Connection"]
+	clear(o.fields)
+	o.fields = o.fields[:0]
+	o.conn = nil
+	for k, vs := range in {
+		o.fields = append(o.fields, inField{k, vs})
+		if k == "Connection" {
+			o.conn = vs
+		}
+	}
 	clear(o.drop)
 	o.drop = o.drop[:0]
 	clear(o.extra)
@@ -93,7 +109,7 @@ func (o *outHeader) forwards(k string) bool {
 func (o *outHeader) get(k string) []string {
 	var vs []string
 	if o.forwards(k) {
-		vs = o.in[k]
+		vs = o.inbound(k)
 	}
 	for _, f := range o.extra {
 		if f.name == k {
@@ -108,7 +124,7 @@ func (o *outHeader) del(k string) {
 	// Recorded only when the inbound header has it: most deletions (the
 	// forwarding fields a client did not send) then cost one lookup, and
 	// drop stays short for forwards, which scans it for every field.
-	if _, ok := o.in[k]; ok && !slices.Contains(o.drop, k) {
+	if o.inbound(k) != nil && !slices.Contains(o.drop, k) {
 		o.drop = append(o.drop, k)
 	}
 	kept := o.extra[:0]
@@ -132,11 +148,24 @@ func (o *outHeader) add(k, v string) {
 	o.extra = append(o.extra, headerField{k, v})
 }
 
+// inbound returns the inbound values of k.
+func (o *outHeader) inbound(k string) []string {
+	if len(o.fields) > 16 {
+		return o.in[k]
+	}
+	for i := range o.fields {
+		if o.fields[i].name == k {
+			return o.fields[i].values
+		}
+	}
+	return nil
+}
+
 // header adds the fields to h (empty) and returns it.
 func (o *outHeader) header(h http.Header) http.Header {
-	for k, vs := range o.in {
-		if o.forwards(k) {
-			h[k] = vs[:len(vs):len(vs)] // an append copies
+	for _, f := range o.fields {
+		if o.forwards(f.name) {
+			h[f.name] = f.values[:len(f.values):len(f.values)] // an append copies
 		}
 	}
 	for _, f := range o.extra {

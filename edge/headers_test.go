@@ -537,6 +537,11 @@ func TestOutHeaderMatchesMapEdits(t *testing.T) {
 		if rng.IntN(3) == 0 {
 			in["Connection"] = []string{"x-b, close"}
 		}
+		if rng.IntN(4) == 0 { // past the count outHeader scans rather than looks up
+			for j := range 17 {
+				in["X-Fill-"+strconv.Itoa(j)] = []string{"in" + strconv.Itoa(j)}
+			}
+		}
 		want := http.Header{}
 		copyEndToEnd(want, in)
 		o.reset(in)

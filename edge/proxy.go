@@ -845,7 +845,7 @@ const maxPooledEdits = 64
 // release puts the call back in the pool. Nothing a transport may still
 // read is in it: see the round trip in ServeHTTP.
 func (c *call) release() {
-	if cap(c.oh.extra) > maxPooledEdits || cap(c.oh.drop) > maxPooledEdits {
+	if cap(c.oh.extra) > maxPooledEdits || cap(c.oh.drop) > maxPooledEdits || cap(c.oh.fields) > 4*maxPooledEdits {
 		return
 	}
 	c.x = exchange{}

@@ -85,6 +85,13 @@ func (c *lazyClock) get() time.Time {
 // back the total. Weights 5,1,1 give a a b a c a a. Ineligible targets are
 // left out of the round, so the rest keep their relative shares.
 func (p *Pool) pickRoundRobin(tried []*Target, now *lazyClock) *Target {
+	if len(p.targets) == 1 {
+		// A round of one changes no weight: no lock to take.
+		if t := p.targets[0]; eligible(t, tried, now) {
+			return t
+		}
+		return nil
+	}
 	p.rrMu.Lock()
 	defer p.rrMu.Unlock()
 	return smoothWeighted(p.targets, p.rrCurrent, tried, now, func(t *Target) int64 { return int64(t.Weight) })
