@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"net/url"
 	"runtime"
@@ -299,8 +300,13 @@ type serverConn struct {
 	received atomic.Int64 // bytes read from rwc: a body read's progress
 	gc       *guardConn
 	remote   string
-	tls      *tls.ConnectionState
-	state    atomic.Int32
+	// peer and peerStr are remote parsed (clientAddr), once per
+	// connection rather than for every request.
+	peer       netip.Addr
+	peerStr    string
+	peerParsed bool
+	tls        *tls.ConnectionState
+	state      atomic.Int32
 
 	br *bufio.Reader
 	bw *bufio.Writer
@@ -1059,7 +1065,12 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		}
 	}
 	rs.watchOK = !fr.upgrade
+	if !c.peerParsed {
+		c.peer, c.peerStr = clientAddr(c.remote)
+		c.peerParsed = true
+	}
 	ctx := &rs.requestContext
+	ctx.peer, ctx.peerStr, ctx.peerKnown = c.peer, c.peerStr, true
 	c.cur.Store(ctx)
 	out := req.WithContext(ctx)
 	if b, ok := out.Body.(*chunkedBody); ok {

@@ -127,14 +127,21 @@ func (o *outHeader) del(k string) {
 	if o.inbound(k) != nil && !slices.Contains(o.drop, k) {
 		o.drop = append(o.drop, k)
 	}
-	kept := o.extra[:0]
-	for _, f := range o.extra {
-		if f.name != k {
-			kept = append(kept, f)
+	for i := range o.extra {
+		if o.extra[i].name == k {
+			// Compacted only when there is something to remove: most
+			// deletions find none, and need not write the list again.
+			kept := o.extra[:i]
+			for _, f := range o.extra[i+1:] {
+				if f.name != k {
+					kept = append(kept, f)
+				}
+			}
+			clear(o.extra[len(kept):])
+			o.extra = kept
+			return
 		}
 	}
-	clear(o.extra[len(kept):])
-	o.extra = kept
 }
 
 // set replaces the values of k with v.

@@ -236,24 +236,27 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		outURL.RawPath = escapeRawPath(outURL.RawPath)
 	}
 
-	upType := upgradeType(r.Header)
-	// Two traceparent fields are invalid (W3C): a new trace, as for none.
-	var reqTraceparent string
-	if v := r.Header["Traceparent"]; len(v) == 1 {
-		reqTraceparent = v[0]
-	}
-	reqUpgrade := firstValue(r.Header, "Upgrade")
 	// The outbound header: the inbound one seen through the edits below
-	// (the call's, reused), never a copy of it.
+	// (the call's, reused), never a copy of it. The inbound fields are
+	// read through it too (a scan of a few costs less than lookups).
 	oh := &c.oh
 	oh.reset(r.Header)
-	wantTrailers := headerHasToken(r.Header, "Te", "trailers")
+	var upType string
+	if hasToken(oh.conn, "upgrade") {
+		upType = upgradeType(r.Header)
+	}
+	// Two traceparent fields are invalid (W3C): a new trace, as for none.
+	var reqTraceparent string
+	if v := oh.inbound("Traceparent"); len(v) == 1 {
+		reqTraceparent = v[0]
+	}
+	wantTrailers := hasToken(oh.inbound("Te"), "trailers")
 	if wantTrailers {
 		oh.set("Te", "trailers")
 	}
 	if upType != "" {
 		oh.set("Connection", "Upgrade")
-		oh.set("Upgrade", reqUpgrade)
+		oh.set("Upgrade", firstValue(r.Header, "Upgrade"))
 	}
 	g.setForwarded(oh, r, x, svc)
 	// Only the gateway vouches for client certificates.
@@ -780,7 +783,11 @@ func (g *Gateway) forwardedClient(xff []string) string {
 // trusted proxy, the client it forwarded (for balancing and the log of
 // every answer, the gateway's own included).
 func (g *Gateway) identifyClient(x *exchange, r *http.Request) {
-	x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
+	if rc, ok := r.Context().(*requestContext); ok && rc.peerKnown {
+		x.clientIP, x.clientIPStr = rc.peer, rc.peerStr // parsed once per connection
+	} else {
+		x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
+	}
 	x.trusted = x.clientIP.IsValid() && len(g.opts.TrustedProxies) > 0 && g.opts.TrustedProxies.contains(x.clientIP)
 	if x.trusted {
 		if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
@@ -789,8 +796,6 @@ func (g *Gateway) identifyClient(x *exchange, r *http.Request) {
 	}
 }
 
-// client is the client's address for balancing and the access log: the
-// one trusted proxies forwarded, else the peer's.
 // requestID is the request's id: the client's X-Request-Id when sane, else
 // one made on first use and kept for the rest of the exchange.
 func (x *exchange) requestID() string {
@@ -800,6 +805,8 @@ func (x *exchange) requestID() string {
 	return x.reqID
 }
 
+// client is the client's address for balancing and the access log: the
+// one trusted proxies forwarded, else the peer's.
 func (x *exchange) client() string {
 	if x.origin != "" {
 		return x.origin

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,11 @@ type requestContext struct {
 	// resp is the server's response to this request, to which the
 	// HTTP/1 transport relays an upstream's 103 Early Hints.
 	resp *response
+	// peer and peerStr are the connection's RemoteAddr parsed, as
+	// clientAddr gives them, when peerKnown.
+	peer      netip.Addr
+	peerStr   string
+	peerKnown bool
 }
 
 type afterFunc struct{ f func() }
