@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -182,9 +184,9 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 func devCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	nodes := fs.Int("nodes", 3, "number of nodes (1-9)")
+	nodes := decimalFlag(fs, "nodes", 3, "number of nodes, 1-9 (a decimal `int`)")
 	dir := fs.String("dir", "", "where the nodes keep their state (default: the user's cache dir + /meridian/dev, or dev-OFFSET with -port-offset)")
-	offset := fs.Int("port-offset", 0, "added to every port (HTTP 8081.., admin 9911.., Raft 7001.., gossip 7947..), to run beside other services; 0-55000")
+	offset := decimalFlag(fs, "port-offset", 0, "added to every port (HTTP 8081.., admin 9911.., Raft 7001.., gossip 7947..), to run beside other services; 0-55000 (a decimal `int`)")
 	if err := fs.Parse(args); err != nil {
 		return parseFailed(err)
 	}
@@ -243,4 +245,31 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 		n.Drain(context.Background())
 	}
 	return 0
+}
+
+// decimalInt is an int flag written in decimal only: flag.Int would read
+// "010" as 8 and "0x10" as 16, which nobody means by a port offset.
+type decimalInt struct{ p *int }
+
+func (d decimalInt) String() string {
+	if d.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*d.p)
+}
+
+func (d decimalInt) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return errors.New("not a decimal integer")
+	}
+	*d.p = n
+	return nil
+}
+
+func decimalFlag(fs *flag.FlagSet, name string, value int, usage string) *int {
+	p := new(int)
+	*p = value
+	fs.Var(decimalInt{p}, name, usage)
+	return p
 }

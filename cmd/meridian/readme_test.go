@@ -150,6 +150,8 @@ func TestCLIRefusesWhatItDoesNotTake(t *testing.T) {
 		{[]string{"dev", "extra"}, 2, "dev takes no arguments"},
 		{[]string{"dev", "-port-offset", "60000"}, 2, "-port-offset must be between 0 and 55000"},
 		{[]string{"dev", "-nodes", "0"}, 2, "-nodes must be between 1 and 9"},
+		{[]string{"dev", "-port-offset", "0x10"}, 2, "not a decimal integer"},
+		{[]string{"dev", "-nodes", "010"}, 2, "-nodes must be between 1 and 9 (got 10)"}, // not octal 8
 		{[]string{"dev", "-nodes", "10"}, 2, "-nodes must be between 1 and 9"},
 		{[]string{"ca", "root", "extra"}, 2, "ca root takes no arguments"},
 		// An admin address without a scheme is an error, not a panic.

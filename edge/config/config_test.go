@@ -140,6 +140,7 @@ func TestParseErrors(t *testing.T) {
 		{"max ejection percent 0", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    outlier_detection:\n      max_ejection_percent: 0\n", 5, []string{"services[0].outlier_detection.max_ejection_percent: must be between 1 and 100"}},
 		{"max ejection under the default base", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    outlier_detection:\n      max_ejection: 1s\n", 5, []string{"services[0].outlier_detection.max_ejection: 1s is shorter than base_ejection (30s)"}},
 		{"syntax", "services: [\n", 0, []string{"invalid YAML"}},
+		{"JSON syntax", "{\"services\": [{\"name\": \"a\"}\n", 0, []string{"invalid JSON"}},
 		{"two docs", "services: []\n---\nroutes: []\n", 0, []string{"more than one YAML document"}},
 	}
 	for _, tc := range cases {

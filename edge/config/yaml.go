@@ -60,7 +60,7 @@ var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
 func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, syntaxError(err)
+		return nil, syntaxError(err, data)
 	}
 	if root.Kind == 0 || (root.Kind == yaml.DocumentNode && len(root.Content) == 0) {
 		return nil, ErrEmpty
@@ -105,7 +105,7 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 			}
 			return nil, es
 		}
-		return nil, syntaxError(err)
+		return nil, syntaxError(err, data)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err != io.EOF {
@@ -117,12 +117,19 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 	return &root, nil
 }
 
-func syntaxError(err error) error {
+// syntaxError is a parse failure of data, named as the language it is
+// written in: a document that starts with '{' is JSON to its author, even
+// if a YAML parser read it.
+func syntaxError(err error, data []byte) error {
+	lang := "invalid YAML: "
+	if t := bytes.TrimLeft(data, " \t\r\n\ufeff"); len(t) > 0 && t[0] == '{' {
+		lang = "invalid JSON: "
+	}
 	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	fe := &FieldError{Msg: "invalid YAML: " + msg}
+	fe := &FieldError{Msg: lang + msg}
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		fe.Line, _ = strconv.Atoi(m[1])
-		fe.Msg = "invalid YAML: " + m[2]
+		fe.Msg = lang + m[2]
 	}
 	return Errors{fe}
 }
