@@ -73,16 +73,31 @@ func (x *exchange) identify(r *http.Request) {
 // forward, and stream the answer back. Everything it needs comes from the
 // snapshot loaded at its start, so a reload never changes a request midway.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	reqIn := r // the server's own, whose Trailer it may set (HTTP/3)
 	snap := g.snap.Load()
 	c := calls.Get().(*call)
-	defer c.release() // last: after finish
 	x := &c.x
 	x.identify(r)
 	g.metrics.inFlightN.Add(1)
-	defer g.metrics.inFlightN.Add(-1)
 	g.identifyClient(x, r)
-	defer g.finish(r, x)
+	// One deferred call and one return, so that the compiler inlines it
+	// (an open-coded defer): serve's many returns would make each of its
+	// defers a record on the stack and a walk of them at the end. It runs
+	// on a panic too (http.ErrAbortHandler cuts a response short).
+	defer g.done(r, c)
+	g.serve(w, r, c, snap)
+}
+
+// done ends a request: its log line and metrics, then the call's reuse.
+func (g *Gateway) done(r *http.Request, c *call) {
+	g.finish(r, &c.x)
+	g.metrics.inFlightN.Add(-1)
+	c.release()
+}
+
+// serve is ServeHTTP's work, with the request's call and snapshot.
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *Snapshot) {
+	reqIn := r // the server's own, whose Trailer it may set (HTTP/3)
+	x := &c.x
 
 	if g.opts.MaxHeaderCount > 0 {
 		n := 0
@@ -473,6 +488,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			detail: "service " + svc.name + ": the upstream's response head is over the gateway's limits", cause: "target " + x.target + ": response head over " + strconv.Itoa(maxResponseHead>>10) + " KiB or " + strconv.Itoa(maxHeaderFields) + " fields"})
 		return
 	}
+	g.relay(w, r, x, rt, resp, body, &att, upType, ctx)
+}
+
+// relay streams a response to the client: serve's last part, apart so
+// that its two defers are open-coded (serve has too many returns).
+func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt *route, resp *http.Response, body *countingBody, att *targetTurn, upType string, ctx context.Context) {
+	svc := rt.svc
 	outcome := upstream.Success
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
