@@ -357,6 +357,8 @@ type requestState struct {
 	url            url.URL
 	bodyDone       atomic.Bool
 	watchOK        bool // neither an upgrade nor a body still being read
+	// values holds the header's values when they fit (headBlock.header).
+	values [8]string
 }
 
 var (
@@ -946,7 +948,10 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	} else {
 		clear(c.reqHeader)
 	}
-	header, fr, err := hb.header(c.reqHeader, block, true)
+	// The request's state is made here so that its header values can
+	// share its allocation.
+	rs := &requestState{}
+	header, fr, err := hb.header(c.reqHeader, block, true, rs.values[:])
 	if err != nil {
 		return nil, nil, badRequest(err.Error()).about(method, target, proto, "")
 	}
@@ -973,7 +978,6 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 		TLS:        c.tls,
 	}
 	req.Proto = proto
-	rs := &requestState{}
 	switch {
 	case target == "*" && method == http.MethodOptions:
 		req.URL = &url.URL{Path: "*"}

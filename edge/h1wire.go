@@ -219,14 +219,20 @@ type framing struct {
 // Transfer-Encoding and Host are counted into fr; the last two stay out
 // of the map (net/http keeps them in the Request and the
 // TransferEncoding field), except that a response keeps Host. Value
-// slices share one backing array, new for each head, each with a
-// capacity of its length, so that they outlive a reused map.
-func (h *headBlock) header(header http.Header, block string, request bool) (http.Header, framing, error) {
+// slices share one backing array, new for each head (scratch when it is
+// long enough: the caller's, new for each head too), each with a capacity
+// of its length, so that they outlive a reused map.
+func (h *headBlock) header(header http.Header, block string, request bool, scratch []string) (http.Header, framing, error) {
 	var fr framing
 	if header == nil {
 		header = make(http.Header, len(h.fields))
 	}
-	values := make([]string, len(h.fields))
+	var values []string
+	if len(h.fields) <= len(scratch) {
+		values = scratch[:len(h.fields)]
+	} else {
+		values = make([]string, len(h.fields))
+	}
 	for i, f := range h.fields {
 		name := block[f.name[0]:f.name[1]]
 		if !f.canon {
@@ -658,7 +664,7 @@ func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Respon
 	if dst != nil {
 		clear(dst) // an earlier 1xx response's, or an earlier attempt's
 	}
-	header, fr, err := hb.header(dst, block, false)
+	header, fr, err := hb.header(dst, block, false, nil)
 	if err != nil {
 		return nil, &badResponseError{err.Error()}
 	}
