@@ -219,21 +219,28 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		if p == "" || p[0] != '/' {
 			p = "/" + p
 		}
-		collapsed := false
-		for len(p) > 1 && p[1] == '/' {
+		k := 0 // leading slashes
+		for k < len(p) && p[k] == '/' {
+			k++
+		}
+		if k > 1 {
 			// "/api//evil.example/x" must not reach the upstream as
 			// "//evil.example/x", which a redirect there would take
 			// for another host.
-			p = p[1:]
-			collapsed = true
+			p = p[k-1:]
 		}
 		outURL.Path = p
-		if r.URL.RawPath != "" && clean == path && !collapsed {
+		if r.URL.RawPath != "" && clean == path {
 			// The client's own encoding of the rest is kept: an encoded
 			// slash ("/gitlab/projects/group%2Fname") is not a slash to
-			// the upstream either.
+			// the upstream either. Collapsed leading slashes go from it
+			// too, however they were spelled ("/api/%2Fx%2Fy" is
+			// "/x%2Fy").
 			// (url.URL ignores a RawPath that does not decode to Path.)
 			rest := cutEscaped(r.URL.RawPath, len(rt.stripPrefix))
+			if k > 1 {
+				rest = "/" + rest[escapedIndex(rest, k):]
+			}
 			if !strings.HasPrefix(rest, "/") {
 				rest = "/" + rest
 			}
@@ -384,10 +391,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		*u = outURL
 		u.Scheme, u.Host = t.URL.Scheme, t.URL.Host
 		if bp := strings.TrimSuffix(t.URL.Path, "/"); bp != "" {
-			u.Path = bp + u.Path
-			if u.RawPath != "" {
-				u.RawPath = strings.TrimSuffix(t.URL.EscapedPath(), "/") + u.RawPath
+			if u.RawPath != "" || t.URL.RawPath != "" {
+				// Either part's own encoding ("/b%2Fse" in the
+				// target's URL) is kept.
+				u.RawPath = strings.TrimSuffix(t.URL.EscapedPath(), "/") + u.EscapedPath()
 			}
+			u.Path = bp + u.Path
 		}
 		// Built on the stack; the HTTP/1 transport takes it (or the
 		// call's copy) with the context apart, others a WithContext copy.

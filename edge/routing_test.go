@@ -20,6 +20,8 @@ services:
     targets: [{url: %s}]
   - name: based
     targets: [{url: %s/base/}]
+  - name: based-escaped
+    targets: [{url: %s/b%%2Fse/}]
   - name: admin
     targets: [{url: %s}]
 routes:
@@ -50,6 +52,9 @@ routes:
   - name: based
     match: {path_prefix: /based}
     service: based
+  - name: based-escaped
+    match: {path_prefix: /besc}
+    service: based-escaped
   - name: headers
     match:
       path_prefix: /hdr
@@ -70,7 +75,7 @@ routes:
   - name: admin
     match: {path_prefix: /admin, hosts: [admin.internal]}
     service: admin
-`, echoURL, echoURL, adminURL)
+`, echoURL, echoURL, echoURL, adminURL)
 }
 
 func TestRoutingEndToEnd(t *testing.T) {
@@ -108,6 +113,10 @@ func TestRoutingEndToEnd(t *testing.T) {
 		{name: "strip prefix: an encoded leading // is collapsed and decoded", target: "/svc/%2Fevil.example/x", wantPath: "/evil.example/x", wantURI: "/evil.example/x", wantHost: "internal.example:8443"},
 		{name: "encoded NUL refused", host: "www.example.com", target: "/public/a%00b", wantStatus: 400},
 		{name: "target base path", target: "/based/thing", wantPath: "/base/based/thing"},
+		{name: "target base path keeps its encoding", target: "/besc/plain", wantPath: "/b/se/besc/plain", wantURI: "/b%2Fse/besc/plain"},
+		{name: "target base path and request path keep theirs", target: "/besc/a%2fb", wantURI: "/b%2Fse/besc/a%2fb"},
+		{name: "strip prefix: leading // collapsed, the rest's encoding kept", target: "/svc//a%2Fb", wantPath: "/a/b", wantURI: "/a%2Fb", wantHost: "internal.example:8443"},
+		{name: "strip prefix: encoded leading slashes collapsed, the rest's encoding kept", target: "/svc/%2F%2Fa%2Fb%22", wantPath: "/a/b\"", wantURI: "/a%2Fb%22", wantHost: "internal.example:8443"},
 		{name: "host match exact", host: "www.example.com", target: "/public/a", wantPath: "/public/a", wantHost: "www.example.com"},
 		{name: "host match case and port", host: "WWW.Example.COM:8080", target: "/public/a", wantPath: "/public/a"},
 		{name: "host wildcard", host: "img.cdn.example", target: "/public/a", wantPath: "/public/a"},
