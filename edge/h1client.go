@@ -81,8 +81,6 @@ type h1Conn struct {
 	tlsState *tls.ConnectionState
 	// abort is the cancellation hook of its exchanges (made once).
 	abort func()
-	// The parsing buffer, reused response after response.
-	head headBlock
 	// The response readResponse returned last.
 	last *h1Response
 }

@@ -313,7 +313,7 @@ type serverConn struct {
 
 	// The head of the request being read and its header map (reused
 	// request after request).
-	reqHead   headBlock
+	reqHead   *headBlock // while a head is read (headBlocks)
 	reqHeader http.Header
 	// spare is lent to each request's upstream response (respHeader).
 	spare http.Header
@@ -858,6 +858,15 @@ func (c *serverConn) lineError(err error) *parseError {
 // readRequest reads and checks one request's line and headers and sets up
 // its body.
 func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
+	c.reqHead = getHeadBlock()
+	req, rs, pe := c.parseRequest()
+	putHeadBlock(c.reqHead)
+	c.reqHead = nil
+	return req, rs, pe
+}
+
+// parseRequest is readRequest with c.reqHead to gather the head in.
+func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) {
 	var n int
 	var line []byte
 	var perr *parseError
@@ -919,7 +928,7 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	}
 	// Gather the header block: the method and target first, so that one
 	// string holds them and every field.
-	hb := &c.reqHead
+	hb := c.reqHead
 	hb.buf = append(hb.buf[:0], methodB...)
 	hb.buf = append(hb.buf, ' ')
 	targetAt := len(hb.buf)

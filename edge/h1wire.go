@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // HTTP/1 wire format shared by the server (h1server.go) and the upstream
@@ -66,6 +67,22 @@ type headBlock struct {
 	buf    []byte
 	fields []fieldSpan
 	line   []byte // a line longer than the reader's buffer
+}
+
+// headBlocks lends a head's reader its scratch for the time it reads,
+// rather than each connection keeping one: the few in use stay in the
+// cache, where hundreds of connections' own would not.
+var headBlocks = sync.Pool{New: func() any { return new(headBlock) }}
+
+func getHeadBlock() *headBlock { return headBlocks.Get().(*headBlock) }
+
+// putHeadBlock returns hb to headBlocks, unless a long head grew it.
+func putHeadBlock(hb *headBlock) {
+	if cap(hb.buf) > 16<<10 || cap(hb.line) > 16<<10 || cap(hb.fields) > 256 {
+		return
+	}
+	hb.buf, hb.fields, hb.line = hb.buf[:0], hb.fields[:0], hb.line[:0]
+	headBlocks.Put(hb)
 }
 
 type fieldSpan struct {
@@ -612,9 +629,17 @@ var chunkedTE = []string{"chunked"}
 //
 // The header goes into dst, emptied first, if not nil.
 func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Response, error) {
+	hb := getHeadBlock()
+	resp, err := pc.parseResponse(req, dst, hb)
+	putHeadBlock(hb)
+	return resp, err
+}
+
+// parseResponse is readResponse with hb to gather the head in.
+func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBlock) (*http.Response, error) {
 	br := pc.br
 	var n int
-	line, err := readLineLimited(br, &pc.head.line, &n, maxResponseHead)
+	line, err := readLineLimited(br, &hb.line, &n, maxResponseHead)
 	if err != nil {
 		if err == io.EOF && n == 0 {
 			return nil, io.EOF
@@ -645,7 +670,6 @@ func (pc *h1Conn) readResponse(req *http.Request, dst http.Header) (*http.Respon
 	if code < 100 {
 		return nil, &badResponseError{"malformed status code in " + strconv.Quote(string(line))}
 	}
-	hb := &pc.head
 	hb.buf = append(hb.buf[:0], line[9:]...)
 	statusEnd := len(hb.buf)
 	if err := hb.readFields(br, &n, maxResponseHead, maxHeaderFields, false); err != nil {
