@@ -67,7 +67,7 @@ type h1Conn struct {
 	key    poolKey
 	conn   net.Conn
 	br     *bufio.Reader
-	bw     *bufio.Writer
+	bw     *bufio.Writer // for requests with a body; made for the first
 	read   int64         // bytes read since the current request was written
 	idleAt time.Duration // monoNow when it went back to the pool
 	// The response-header deadline is left in place after the head (a
@@ -194,19 +194,35 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		return nil, err
 	}
 	pc.read = 0
-	chunked, err := writeRequestHead(pc.bw, req, oh)
-	if err != nil {
-		return fail(err)
-	}
 	var bodyDone chan error
 	if req.Body == nil || req.Body == http.NoBody {
-		if err := pc.bw.Flush(); err != nil {
-			if pc.reused {
-				return fail(errStaleConn)
-			}
+		// A head alone goes through a pooled buffer, warm in the cache,
+		// rather than one each connection keeps.
+		bw := bufWriters.Get().(*bufio.Writer)
+		bw.Reset(pc.conn)
+		_, err := writeRequestHead(bw, req, oh)
+		var ferr error
+		if err == nil {
+			ferr = bw.Flush()
+		}
+		bw.Reset(nil)
+		bufWriters.Put(bw)
+		switch {
+		case err != nil:
 			return fail(err)
+		case ferr != nil && pc.reused:
+			return fail(errStaleConn)
+		case ferr != nil:
+			return fail(ferr)
 		}
 	} else {
+		if pc.bw == nil {
+			pc.bw = bufio.NewWriterSize(pc.conn, 16<<10)
+		}
+		chunked, err := writeRequestHead(pc.bw, req, oh)
+		if err != nil {
+			return fail(err)
+		}
 		// The body goes on its own goroutine: an upstream may answer (say
 		// 413) before reading it all, and we must be reading by then.
 		bodyDone = make(chan error, 1)
@@ -228,6 +244,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		pc.armHeaderDeadline(now, t.responseHeader)
 	}
 	var resp *http.Response
+	var err error
 	hints := 0
 	for {
 		resp, err = pc.readResponse(req, respHeader)
@@ -671,7 +688,6 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 		pc.conn = tc
 	}
 	pc.br = bufio.NewReaderSize(pc, 16<<10)
-	pc.bw = bufio.NewWriterSize(pc.conn, 16<<10)
 	return pc, nil
 }
 
