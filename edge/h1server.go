@@ -1084,6 +1084,7 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 	}
 	ctx := &rs.requestContext
 	ctx.peer, ctx.peerStr, ctx.peerKnown = c.peer, c.peerStr, true
+	ctx.headerValues = fr.values
 	c.cur.Store(ctx)
 	out := req.WithContext(ctx)
 	if b, ok := out.Body.(*chunkedBody); ok {

@@ -229,6 +229,8 @@ type framing struct {
 	connection, expect, upgrade bool
 	// hop: a hop-by-hop field (isHopHeader) is in the head.
 	hop bool
+	// values is the number of values put in the map.
+	values int
 }
 
 // header fills header (a new map if nil; else an empty one the caller
@@ -285,6 +287,7 @@ func (h *headBlock) header(header http.Header, block string, request bool, scrat
 		if isHopHeader(name) {
 			fr.hop = true
 		}
+		fr.values++
 		if prev, ok := header[name]; ok {
 			header[name] = append(prev, value)
 			continue

@@ -101,8 +101,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 
 	if g.opts.MaxHeaderCount > 0 {
 		n := 0
-		for _, v := range r.Header {
-			n += len(v)
+		if rc, ok := r.Context().(*requestContext); ok && rc.peerKnown {
+			n = rc.headerValues // counted by the HTTP/1 parser
+		} else {
+			for _, v := range r.Header {
+				n += len(v)
+			}
 		}
 		if n > g.opts.MaxHeaderCount {
 			g.fail(w, r, x, &proxyError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large",

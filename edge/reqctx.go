@@ -37,10 +37,12 @@ type requestContext struct {
 	// HTTP/1 transport relays an upstream's 103 Early Hints.
 	resp *response
 	// peer and peerStr are the connection's RemoteAddr parsed, as
-	// clientAddr gives them, when peerKnown.
-	peer      netip.Addr
-	peerStr   string
-	peerKnown bool
+	// clientAddr gives them, when peerKnown; headerValues is then the
+	// number of values in the request's header map, as parsed.
+	peer         netip.Addr
+	peerStr      string
+	peerKnown    bool
+	headerValues int
 }
 
 type afterFunc struct{ f func() }
