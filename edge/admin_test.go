@@ -665,6 +665,35 @@ func TestMetricsOfRemovedRoutesAreDeleted(t *testing.T) {
 	}
 }
 
+// A route that keeps its name while its service goes and comes back
+// counts upstream time in the service's new series, not in the one the
+// reload deleted (which the route's last-used entry still points to).
+func TestUpstreamSeriesOfAReturningService(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	doc := func(svc string) string {
+		return fmt.Sprintf("services:\n  - {name: %s, targets: [{url: %q}]}\nroutes:\n  - {name: r, match: {path_prefix: /}, service: %s}\n", svc, be.URL, svc)
+	}
+	gw := startGateway(t, doc("a"))
+	c := newClient(t)
+	const series = `meridian_upstream_duration_seconds_count{service="a"}`
+	for range 2 { // the second goes by the route's last-used entry
+		if resp, _ := get(t, c, gw.url+"/"); resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+	if got := metricValue(t, gw.g, series); got != 2 {
+		t.Fatalf("%s = %v; want 2", series, got)
+	}
+	gw.g.Swap(compileDoc(t, gw.g, doc("b"), 2, gw.g.Current())) // a's series deleted
+	gw.g.Swap(compileDoc(t, gw.g, doc("a"), 3, gw.g.Current()))
+	if resp, _ := get(t, c, gw.url+"/"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if got := metricValue(t, gw.g, series); got != 1 {
+		t.Errorf("after service a came back, %s = %v; want 1 (a new series)", series, got)
+	}
+}
+
 // A refused PUT gets its answer at once, even while its body trickles in
 // (net/http would read the rest of a small body first), and a declared
 // length over the limit is refused before any of it is read.

@@ -15,12 +15,15 @@ import (
 // resolved once per route, method and status class and then reached through
 // atomic pointers, so the hot path does no label hashing.
 type metrics struct {
-	reg            *prometheus.Registry
-	requests       *prometheus.CounterVec
-	duration       *prometheus.HistogramVec
-	upstreamDur    *prometheus.HistogramVec
-	inFlight       prometheus.GaugeFunc
-	inFlightN      atomic.Int64 // what inFlight reports: an add, not a float CAS loop, per request
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	upstreamDur *prometheus.HistogramVec
+	inFlight    prometheus.GaugeFunc
+	inFlightN   atomic.Int64 // what inFlight reports: an add, not a float CAS loop, per request
+	// pruned counts the prunes that deleted a service's series, so that
+	// routeStats.lastUpstream is not trusted across one.
+	pruned         atomic.Uint64
 	retries        *prometheus.CounterVec
 	retryOverflow  *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
@@ -71,6 +74,15 @@ type routeStats struct {
 	duration atomic.Pointer[prometheus.Observer]
 	counters [8][6]atomic.Pointer[prometheus.Counter] // method x status class (1xx..5xx, other)
 	upstream sync.Map                                 // service name -> prometheus.Observer
+	// lastUpstream is the entry of upstream used last (a route's requests
+	// all go to its one service): no lookup while it stays the same.
+	lastUpstream atomic.Pointer[upstreamObserver]
+}
+
+type upstreamObserver struct {
+	service string
+	o       prometheus.Observer
+	gen     uint64 // metrics.pruned when it was looked up
 }
 
 func newMetrics(g *Gateway) *metrics {
@@ -180,6 +192,7 @@ func (m *metrics) prune(s *Snapshot) {
 		for _, rs := range m.routes {
 			rs.upstream.Delete(name)
 		}
+		m.pruned.Add(1)
 	}
 	for name := range s.services {
 		m.services[name] = true
@@ -207,8 +220,17 @@ func (m *metrics) countService(vec *prometheus.CounterVec, service string) {
 }
 
 func (rs *routeStats) observeUpstream(service string, seconds float64) {
+	gen := rs.m.pruned.Load()
+	if l := rs.lastUpstream.Load(); l != nil && l.service == service && l.gen == gen {
+		l.o.Observe(seconds) // the route's service, as the last time
+		return
+	}
 	o, ok := rs.upstream.Load(service)
-	if !ok {
+	if ok {
+		// Kept with the prune count read before the lookup: an entry a
+		// prune deleted meanwhile is not used again.
+		rs.lastUpstream.Store(&upstreamObserver{service, o.(prometheus.Observer), gen})
+	} else {
 		m := rs.m
 		m.mu.Lock()
 		if m.services[service] { // else removed by a reload (prune)
