@@ -1090,6 +1090,10 @@ type countingBody struct {
 	timer   *time.Timer // created by the first read; guarded by timerMu
 	waiting bool        // a read is in progress; guarded by timerMu
 	mark    int64       // src's progress when the timer was armed
+	// since is monoNow when the current wait began (a read, or progress
+	// seen by the timer): a firing sooner than idle after it is one a
+	// Stop came too late for, meant for an earlier read.
+	since time.Duration
 }
 
 // progresser is a body that counts the bytes its connection has received,
@@ -1224,6 +1228,7 @@ func (b *countingBody) armIdle() {
 	b.timerMu.Lock()
 	defer b.timerMu.Unlock()
 	b.waiting = true
+	b.since = monoNow()
 	if p, ok := b.src.(progresser); ok {
 		b.mark = p.progress()
 	}
@@ -1249,11 +1254,20 @@ func (b *countingBody) idleExpired() {
 		b.timerMu.Unlock()
 		return
 	}
+	now := monoNow()
+	if now-b.since < b.idle {
+		// The firing of an earlier wait, which had begun before the
+		// read that ended it stopped the timer: the timer is set again
+		// for this one.
+		b.timerMu.Unlock()
+		return
+	}
 	if p, ok := b.src.(progresser); ok {
 		if n := p.progress(); n != b.mark {
 			// Bytes came (a chunk's framing, say) without a read
 			// returning: the client is not idle.
 			b.mark = n
+			b.since = now
 			b.timer.Reset(b.idle)
 			b.timerMu.Unlock()
 			return
