@@ -1083,7 +1083,7 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 		c.peerParsed = true
 	}
 	ctx := &rs.requestContext
-	ctx.peer, ctx.peerStr, ctx.peerKnown = c.peer, c.peerStr, true
+	ctx.parsed, ctx.peer, ctx.peerStr = true, c.peer, c.peerStr
 	ctx.headerValues = fr.values
 	c.cur.Store(ctx)
 	out := req.WithContext(ctx)

@@ -101,7 +101,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 
 	if g.opts.MaxHeaderCount > 0 {
 		n := 0
-		if rc, ok := r.Context().(*requestContext); ok && rc.peerKnown {
+		if rc, ok := r.Context().(*requestContext); ok && rc.parsed {
 			n = rc.headerValues // counted by the HTTP/1 parser
 		} else {
 			for _, v := range r.Header {
@@ -818,7 +818,7 @@ func (g *Gateway) forwardedClient(xff []string) string {
 // trusted proxy, the client it forwarded (for balancing and the log of
 // every answer, the gateway's own included).
 func (g *Gateway) identifyClient(x *exchange, r *http.Request) {
-	if rc, ok := r.Context().(*requestContext); ok && rc.peerKnown {
+	if rc, ok := r.Context().(*requestContext); ok && rc.parsed {
 		x.clientIP, x.clientIPStr = rc.peer, rc.peerStr // parsed once per connection
 	} else {
 		x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)

@@ -36,12 +36,13 @@ type requestContext struct {
 	// resp is the server's response to this request, to which the
 	// HTTP/1 transport relays an upstream's 103 Early Hints.
 	resp *response
-	// peer and peerStr are the connection's RemoteAddr parsed, as
-	// clientAddr gives them, when peerKnown; headerValues is then the
-	// number of values in the request's header map, as parsed.
+	// parsed: the HTTP/1 server filled what follows for this request.
+	// peer and peerStr are the connection's RemoteAddr as clientAddr
+	// gives them; headerValues is the number of values in the request's
+	// header map.
+	parsed       bool
 	peer         netip.Addr
 	peerStr      string
-	peerKnown    bool
 	headerValues int
 }
 
