@@ -1215,7 +1215,14 @@ type lengthBody struct {
 	// client still waits for 100 Continue.
 	left    atomic.Int64
 	waiting atomic.Bool
+	// lent: handed to a reader on another goroutine (lend).
+	lent atomic.Bool
 }
+
+// lend says the handler passes the body to a reader on another goroutine
+// (an upstream transport's body writer), which may start, pause, give up
+// on it or close it at any moment, before or after the head goes out.
+func (b *lengthBody) lend() { b.lent.Store(true) }
 
 func (b *lengthBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
@@ -1286,9 +1293,9 @@ func (b *lengthBody) discard() bool {
 	if left := b.left.Load(); left > maxDiscardBody || left > 0 && b.waiting.Load() {
 		return false // not worth reading, or never coming
 	}
-	// The head promised to keep the connection (unreadBodyForcesClose
-	// found no reader busy with the body), so the rest is worth waiting
-	// for.
+	// The head promised to keep the connection (unreadBodyForcesClose:
+	// the body was the handler's alone, or its rest is here), so the rest
+	// is worth waiting for.
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
@@ -1688,8 +1695,9 @@ func bodyEnded(body io.ReadCloser) bool {
 
 // unreadBodyForcesClose reports whether the request body, not read to its
 // end when the head goes out, will make the connection close after the
-// response (too much to discard, or a client still waiting for 100
-// Continue), so the head can say so.
+// response (too much to discard, not all here yet while another reader
+// has it, or a client still waiting for 100 Continue), so the head can
+// say so.
 func (w *response) unreadBodyForcesClose() bool {
 	switch b := w.req.Body.(type) {
 	case *lengthBody:
@@ -1704,13 +1712,17 @@ func (w *response) unreadBodyForcesClose() bool {
 			return true
 		}
 		failed := b.err != nil // a read interrupted, say (interruptBodyRead)
-		// Closed before its end by whoever read it (an upstream
-		// transport that gave up on it, perhaps before its first read):
-		// the rest is discarded only if it is here already, as nobody
-		// is reading it for the client to be waited for.
-		abandoned := b.closed && int64(b.c.br.Buffered()) < left
+		// Lent to another goroutine's reader, or closed before its end
+		// (by a handler, or such a reader that gave up on it): the rest
+		// is discarded only if it is here already. A wait for it could
+		// not be promised: that reader may come back to the body (or
+		// close it, interrupting the wait) whenever its own exchange
+		// ends, whether or not it had begun reading when the head went
+		// out. A body only the handler had is waited for, as net/http
+		// does.
+		missing := (b.lent.Load() || b.closed) && int64(b.c.br.Buffered()) < left
 		b.mu.Unlock()
-		return failed || abandoned
+		return failed || missing
 	case *chunkedBody:
 		// Its length is unknown: the rest can be discarded only if it is
 		// all here already.

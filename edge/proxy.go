@@ -328,6 +328,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 	trailer := r.Trailer
 	if rb := requestBody(r); rb != nil {
 		body = &countingBody{rc: http.MaxBytesReader(w, rb, rt.maxReqBody), idle: g.opts.ReadBodyTimeout, src: r.Body}
+		if l, ok := rb.(interface{ lend() }); ok {
+			l.lend() // to the upstream transport (unreadBodyForcesClose)
+		}
 		if r.ProtoMajor == 3 {
 			// quic-go gives the request a new Trailer map when the
 			// trailers arrive, where the other servers fill the one

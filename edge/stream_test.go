@@ -708,4 +708,26 @@ routes: [{name: r, match: {path_prefix: /}, service: h2}]
 			t.Errorf("%s: status %d, close %v; want %d, and Connection: close (the body is left unread)", path, resp.StatusCode, resp.Close, want)
 		}
 	}
+
+	// The same early answer to a body that has all arrived: its rest is
+	// dropped and the connection goes on.
+	conn, err := net.Dial("tcp", gw.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(conn)
+	for i, req := range []string{"POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789", "GET /next HTTP/1.1\r\nHost: a\r\n\r\n"} {
+		io.WriteString(conn, req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d on the kept connection: %v", i+1, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Close {
+			t.Fatalf("request %d: status %d, close %v; want 413 on a kept connection (the whole body had arrived)", i+1, resp.StatusCode, resp.Close)
+		}
+	}
 }
