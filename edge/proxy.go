@@ -636,11 +636,12 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 				g.fail(w, r, x, pe)
 				return
 			}
-			if n == 0 && r.ProtoMajor >= 2 {
-				// Not a byte written or flushed: the HTTP/2 or HTTP/3
-				// server never sent the head, and the reset below is
-				// all the client gets, which the log should not call
-				// the upstream's status.
+			if r.ProtoMajor >= 2 && !flushHead && !(flush && n > 0) && n < heldWithHead {
+				// Nothing flushed, and too little written to fill the
+				// server's buffer: the HTTP/2 or HTTP/3 server never
+				// sent the head, and the reset below is all the client
+				// gets, which the log should not call the upstream's
+				// status.
 				x.status = pe.status
 			}
 		}
@@ -664,6 +665,12 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 		wh[http.TrailerPrefix+k] = v
 	}
 }
+
+// heldWithHead is how much of a response body net/http's HTTP/2 server
+// (its handler's 4 KiB write buffer) and quic-go's HTTP/3 server (its
+// small-response buffer, 4 KiB) hold back, with the head, until a flush:
+// a handler that aborts before writing this much has sent nothing.
+const heldWithHead = 4 << 10
 
 // oversizedHead reports whether a response header is over the limits the
 // HTTP/1 client applies while reading (maxResponseHead, maxHeaderFields),

@@ -745,6 +745,9 @@ func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
 		case "/some-body":
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
 			return false
+		case "/more-body": // past what an HTTP/2 server holds back
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n"+strings.Repeat("m", 5000))
+			return false
 		}
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return true
@@ -777,19 +780,48 @@ func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
 	if served.Load() != 3 {
 		t.Fatalf("upstream served %d requests; want 3", served.Load())
 	}
-	// Over HTTP/2 no head can be taken back, but none was sent either:
-	// the stream is reset, and the log says 502, not the upstream's 200.
-	setup, log := withReuseLog()
-	gw2 := startGatewayWith(t, setup, oneRoute("http://"+addr, ""))
-	if resp, err := newH2CClient(t).Get(gw2.url + "/head-only"); err == nil {
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err == nil {
-			t.Fatalf("over HTTP/2: %d %q; want the stream reset", resp.StatusCode, body)
+	// Over HTTP/2 no head can be taken back, but none was sent either,
+	// even with some body written (the server holds its first 4 KiB with
+	// the head until a flush): the stream is reset, and the log says 502,
+	// not the upstream's 200.
+	for _, path := range []string{"/head-only", "/some-body"} {
+		setup, log := withReuseLog()
+		gw2 := startGatewayWith(t, setup, oneRoute("http://"+addr, ""))
+		if resp, err := newH2CClient(t).Get(gw2.url + path); err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			t.Fatalf("over HTTP/2, %s: got a head (%d, then %q); want the stream reset before it", path, resp.StatusCode, body)
+		}
+		if rec := onlyRecord(t, log); rec["status"] != int64(502) || rec["error"] != "http_response_incomplete" {
+			t.Errorf("over HTTP/2, %s: logged %v %v; want 502 http_response_incomplete", path, rec["status"], rec["error"])
 		}
 	}
+	// Past 4 KiB the head has gone out: the client has the 200 and a cut
+	// body, and the log keeps the status it got.
+	setup, log := withReuseLog()
+	gw2 := startGatewayWith(t, setup, oneRoute("http://"+addr, ""))
+	resp, err = newH2CClient(t).Get(gw2.url + "/more-body")
+	if err != nil {
+		t.Fatalf("over HTTP/2, /more-body: %v; want the head", err)
+	}
+	got, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err == nil || len(got) >= 10000 {
+		t.Fatalf("over HTTP/2, /more-body: %d, %d bytes, error %v; want 200 and a cut body", resp.StatusCode, len(got), err)
+	}
+	if rec := onlyRecord(t, log); rec["status"] != int64(200) || rec["error"] != "http_response_incomplete" {
+		t.Errorf("over HTTP/2, /more-body: logged %v %v; want 200 http_response_incomplete", rec["status"], rec["error"])
+	}
+	// HTTP/3 likewise (quic-go holds a small response's first 4 KiB).
+	setup, log = withReuseLog()
+	tg := startTLSGatewayWith(t, setup, oneRoute("http://"+addr, ""), true)
+	if resp, err := tg.client(t, "h3").Get("https://" + tg.addr + "/some-body"); err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("over HTTP/3: got a head (%d, then %q); want the stream reset before it", resp.StatusCode, body)
+	}
 	if rec := onlyRecord(t, log); rec["status"] != int64(502) || rec["error"] != "http_response_incomplete" {
-		t.Errorf("over HTTP/2, logged %v %v; want 502 http_response_incomplete", rec["status"], rec["error"])
+		t.Errorf("over HTTP/3: logged %v %v; want 502 http_response_incomplete", rec["status"], rec["error"])
 	}
 }
 
