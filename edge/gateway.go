@@ -114,7 +114,8 @@ type Gateway struct {
 	// certificates, so the hot path looks for them only then.
 	clientAuth atomic.Bool
 
-	via11 string // "1.1 " + ProxyName
+	via11  string   // "1.1 " + ProxyName
+	via11s []string // {via11}, capacity 1: the Via of an HTTP/1.1 response
 }
 
 // New makes a Gateway with no snapshot; until Swap installs one it answers
@@ -146,6 +147,7 @@ func New(opts Options) *Gateway {
 		hijacked:     map[net.Conn]io.Closer{},
 	}
 	g.via11 = "1.1 " + opts.ProxyName
+	g.via11s = []string{g.via11}[:1:1]
 	g.metrics = newMetrics(g)
 	return g
 }

@@ -590,6 +590,8 @@ type h1Response struct {
 	// hop: the head had a hop-by-hop field (Connection among them), so
 	// the proxy must run dropHopFields over the header.
 	hop bool
+	// values holds the header's values when they fit (headBlock.header).
+	values [8]string
 }
 
 type lengthReader struct {
@@ -691,14 +693,15 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 	if dst != nil {
 		clear(dst) // an earlier 1xx response's, or an earlier attempt's
 	}
-	header, fr, err := hb.header(dst, block, false, nil)
+	// The response, its body's reader, the transport's body wrapper and
+	// the header's values are one allocation (pc.last, for exchange).
+	hr := &h1Response{}
+	header, fr, err := hb.header(dst, block, false, hr.values[:])
 	if err != nil {
 		return nil, &badResponseError{err.Error()}
 	}
 	cls, tes, clVal, te := fr.cls, fr.tes, fr.clVal, fr.te
-	// The response, its body's reader and the transport's body wrapper
-	// are one allocation (pc.last, for exchange).
-	hr := &h1Response{hop: fr.hop}
+	hr.hop = fr.hop
 	pc.last = hr
 	resp := &hr.resp
 	*resp = http.Response{

@@ -546,7 +546,13 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 		copyEndToEnd(wh, resp.Header)
 	}
 	if !svc.noVia {
-		wh["Via"] = append(wh["Via"], g.via(resp.ProtoMajor, resp.ProtoMinor))
+		if vs := wh["Via"]; len(vs) == 0 && resp.ProtoMajor == 1 && resp.ProtoMinor == 1 {
+			// Shared by every response, never written through: its
+			// capacity is its length, so an append makes a copy.
+			wh["Via"] = g.via11s
+		} else {
+			wh["Via"] = append(vs, g.via(resp.ProtoMajor, resp.ProtoMinor))
+		}
 	}
 	if len(resp.Trailer) > 0 {
 		if r.ProtoMajor == 1 {
