@@ -1920,6 +1920,12 @@ func (w *response) finish() bool {
 		}
 		return false
 	}
+	if !bodyEnded(w.req.Body) {
+		// The rest of the body is read on the server's own account,
+		// which nobody else bounds (the gateway's body read timeout is
+		// for its own reads): as long as a head may take.
+		c.setReadDeadline(time.Now().Add(c.s.opts.ReadHeaderTimeout))
+	}
 	switch b := w.req.Body.(type) {
 	case *lengthBody:
 		if !b.discard() {

@@ -962,6 +962,25 @@ func TestH1ServerUnreadRequestBody(t *testing.T) {
 	})
 }
 
+// The rest of a body the handler left unread, waited for so that the
+// connection can go on, is waited for no longer than a head would be: a
+// client that never sends it is cut off, not kept forever.
+func TestH1ServerUnreadBodyRestIsWaitedForBounded(t *testing.T) {
+	gw := startH1Handler(t, ListenerOptions{ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: time.Minute},
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "early") }))
+	c, br := h1Raw(t, gw.addr)
+	h1Write(t, c, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n0123456789")
+	resp, body := readResponse(t, br, http.MethodPost)
+	if resp.StatusCode != 200 || string(body) != "early" || resp.Close {
+		t.Fatalf("got %d %q close=%v; want 200 \"early\" on a kept connection (the rest is under 256 KiB)", resp.StatusCode, body, resp.Close)
+	}
+	start := time.Now()
+	expectEOF(t, c, br, 5*time.Second)
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Errorf("closed after %v; want the rest waited for about the header timeout (300ms)", d)
+	}
+}
+
 // When the server will close the connection after an answer because the
 // request body was left unread (too large to drop, or never asked for with
 // 100-continue), the answer should say so (RFC 9110 10.1.1: a server that
