@@ -642,13 +642,14 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 				g.fail(w, r, x, pe)
 				return
 			}
-			if r.ProtoMajor >= 2 && !flushHead && !(flush && n > 0) && n < heldWithHead {
-				// Nothing flushed, and too little written to fill the
-				// server's buffer: the HTTP/2 or HTTP/3 server never
-				// sent the head, and the reset below is all the client
-				// gets, which the log should not call the upstream's
-				// status.
+			if r.ProtoMajor >= 2 && !flushHead && !(flush && n > 0) && heldBack(r.ProtoMajor, n) {
+				// Nothing flushed, and too little written to overflow
+				// the server's buffer: the HTTP/2 or HTTP/3 server
+				// never sent the head, and the reset below is all the
+				// client gets, which the log should not call the
+				// upstream's status (nor count the bytes it dropped).
 				x.status = pe.status
+				x.bytesOut = 0
 			}
 		}
 		att.end(outcome)
@@ -672,11 +673,18 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 	}
 }
 
-// heldWithHead is how much of a response body net/http's HTTP/2 server
-// (its handler's 4 KiB write buffer) and quic-go's HTTP/3 server (its
-// small-response buffer, 4 KiB) hold back, with the head, until a flush:
-// a handler that aborts before writing this much has sent nothing.
-const heldWithHead = 4 << 10
+// heldBack reports whether n bytes of a response body, written without a
+// flush, are still held back with the head by the server of an HTTP/2 or
+// HTTP/3 request (major): net/http's HTTP/2 server buffers a handler's
+// writes in 4 KiB, flushed when a write overflows it (so 4096 bytes stay),
+// quic-go's HTTP/3 server keeps a body while it is under 4 KiB. A handler
+// that aborts then has sent nothing.
+func heldBack(major int, n int64) bool {
+	if major == 2 {
+		return n <= 4<<10
+	}
+	return n < 4<<10
+}
 
 // oversizedHead reports whether a response header is over the limits the
 // HTTP/1 client applies while reading (maxResponseHead, maxHeaderFields),

@@ -745,6 +745,9 @@ func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
 		case "/some-body":
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
 			return false
+		case "/4k-body": // exactly what an HTTP/2 server holds back
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n"+strings.Repeat("k", 4096))
+			return false
 		case "/more-body": // past what an HTTP/2 server holds back
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n"+strings.Repeat("m", 5000))
 			return false
@@ -784,7 +787,7 @@ func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
 	// even with some body written (the server holds its first 4 KiB with
 	// the head until a flush): the stream is reset, and the log says 502,
 	// not the upstream's 200.
-	for _, path := range []string{"/head-only", "/some-body"} {
+	for _, path := range []string{"/head-only", "/some-body", "/4k-body"} {
 		setup, log := withReuseLog()
 		gw2 := startGatewayWith(t, setup, oneRoute("http://"+addr, ""))
 		if resp, err := newH2CClient(t).Get(gw2.url + path); err == nil {
@@ -792,8 +795,8 @@ func TestUpstreamDiesBetweenHeadAndBody(t *testing.T) {
 			resp.Body.Close()
 			t.Fatalf("over HTTP/2, %s: got a head (%d, then %q); want the stream reset before it", path, resp.StatusCode, body)
 		}
-		if rec := onlyRecord(t, log); rec["status"] != int64(502) || rec["error"] != "http_response_incomplete" {
-			t.Errorf("over HTTP/2, %s: logged %v %v; want 502 http_response_incomplete", path, rec["status"], rec["error"])
+		if rec := onlyRecord(t, log); rec["status"] != int64(502) || rec["error"] != "http_response_incomplete" || rec["bytes_out"] != int64(0) {
+			t.Errorf("over HTTP/2, %s: logged %v %v, bytes_out %v; want 502 http_response_incomplete, 0 bytes", path, rec["status"], rec["error"], rec["bytes_out"])
 		}
 	}
 	// Past 4 KiB the head has gone out: the client has the 200 and a cut
