@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -283,4 +285,106 @@ func TestClientLeavingMidBodyAfterTheHeadIsNotTheTargetsFault(t *testing.T) {
 	if rec["error"] != "client_canceled" {
 		t.Errorf("access log error %v (%v); want client_canceled: the client left, the target did nothing wrong", rec["error"], rec["error_detail"])
 	}
+}
+
+// An HTTP/1 upstream gets the request head at once, not with the body's
+// first bytes: one that answers from the head alone (a 413, a 401)
+// answers a client that has not sent its body yet.
+func TestHTTP1UpstreamGetsTheHeadBeforeTheBody(t *testing.T) {
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo long")
+		return false
+	})
+	setup, _ := withReuseLog()
+	setup.opts.ReadBodyTimeout = 30 * time.Second
+	gw := startGatewayWith(t, setup, oneRoute("http://"+addr, ""))
+	for _, head := range []string{
+		"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
+		"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
+	} {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, head) // and no body: the client waits, or is slow
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, body := readResponse(t, br, http.MethodPost)
+		if resp.StatusCode == http.StatusContinue {
+			// The transport's first read of the body asked for it;
+			// the upstream's answer follows.
+			resp, body = readResponse(t, br, http.MethodPost)
+		}
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || string(body) != "too long" {
+			t.Errorf("%q: %d %q; want the upstream's 413 \"too long\"", head, resp.StatusCode, body)
+		}
+		c.Close()
+	}
+}
+
+// The response-header timeout counts from the end of the request body, as
+// net/http's ResponseHeaderTimeout does: an upload slower than the timeout
+// succeeds, and a client that stalls its body is the client's failure
+// (client_body_timeout), not the target's. An upstream that stops taking
+// the body for the whole timeout is the target's.
+func TestResponseHeaderTimeoutCountsFromTheBodysEnd(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%d %v", n, err)
+	})
+	setup, log := withReuseLog()
+	setup.opts.ReadBodyTimeout = 700 * time.Millisecond
+	gw := startGatewayWith(t, setup, oneRouteService(be.URL, "    timeouts: {response_header: 300ms}"))
+
+	t.Run("slow upload", func(t *testing.T) {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\n")
+		for range 6 { // 100 bytes every 150 ms: 900 ms in all
+			time.Sleep(150 * time.Millisecond)
+			h1Write(t, c, strings.Repeat("u", 100))
+		}
+		resp, body := readResponse(t, br, http.MethodPost)
+		if resp.StatusCode != 200 || string(body) != "600 <nil>" {
+			t.Fatalf("%d %q; want 200 \"600 <nil>\"", resp.StatusCode, body)
+		}
+		waitFor(t, 5*time.Second, "the access log record", func() bool { return log.count() == 1 })
+	})
+	t.Run("stalled client", func(t *testing.T) {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\nabc")
+		resp, _ := readResponse(t, br, http.MethodPost)
+		if resp.StatusCode != http.StatusRequestTimeout {
+			t.Fatalf("status %d; want 408 (the client's body stalled), not the upstream's timeout", resp.StatusCode)
+		}
+		waitFor(t, 5*time.Second, "the access log record", func() bool { return log.count() == 2 })
+		log.mu.Lock()
+		rec := log.recs[1]
+		log.mu.Unlock()
+		if rec["error"] != "client_body_timeout" {
+			t.Errorf("logged error %v; want client_body_timeout", rec["error"])
+		}
+	})
+
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	deaf := rawUpstream(t, func(c net.Conn) {
+		defer c.Close()
+		http.ReadRequest(bufio.NewReader(c)) // the head; the body is never read
+		<-stop
+	})
+	setup2, log2 := withReuseLog()
+	setup2.opts.ReadBodyTimeout = time.Minute
+	gw2 := startGatewayWith(t, setup2, oneRouteService("http://"+deaf, "    timeouts: {response_header: 300ms}"))
+	t.Run("upstream stops taking the body", func(t *testing.T) {
+		c, br := h1Raw(t, gw2.addr)
+		const n = 9 << 20 // more than the sockets between hold; under the default 10 MiB limit
+		h1Write(t, c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n")
+		go io.Copy(c, io.LimitReader(zeros{}, n))
+		start := time.Now()
+		resp, _ := readResponse(t, br, http.MethodPost)
+		if resp.StatusCode != http.StatusGatewayTimeout {
+			t.Fatalf("status %d after %v; want 504", resp.StatusCode, time.Since(start))
+		}
+		rec := onlyRecord(t, log2)
+		if in, _ := rec["bytes_in"].(int64); in <= 0 || in >= n {
+			t.Errorf("logged bytes_in %v; want the part of the body read before the upstream stalled", rec["bytes_in"])
+		}
+	})
 }

@@ -74,11 +74,20 @@ type h1Conn struct {
 	// deadline costs a timer update) and renewed only when it is more
 	// than the slack off: rdl is the read deadline set, inBody says a
 	// body is being read, which a stale deadline must not cut short.
-	rdl      time.Time
-	inBody   bool
-	aborted  atomic.Bool
-	reused   bool
-	tlsState *tls.ConnectionState
+	rdl     time.Time
+	inBody  bool
+	aborted atomic.Bool
+	// While a request body is sent (on its own goroutine), for the
+	// response-header timeout, which runs from the body's end (as
+	// net/http's ResponseHeaderTimeout does): sending says the body is
+	// still going out, writeSince is monoNow when the write to the
+	// upstream in progress began (0: none), sentAt when the body ended
+	// (0: not yet, or failed).
+	sending    atomic.Bool
+	writeSince atomic.Int64
+	sentAt     atomic.Int64
+	reused     bool
+	tlsState   *tls.ConnectionState
 	// abort is the cancellation hook of its exchanges (made once).
 	abort func()
 	// The response readResponse returned last.
@@ -89,8 +98,23 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.conn.Read(p)
 		c.read += int64(n)
-		if n > 0 || err == nil || !c.inBody || c.rdl.IsZero() || c.aborted.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		if n > 0 || err == nil || c.rdl.IsZero() || c.aborted.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
+		}
+		if !c.inBody {
+			// The response-header deadline, while the head is awaited:
+			// it counts from the end of the request body.
+			next, wait := c.headDeadline()
+			if !wait {
+				return n, err
+			}
+			c.rdl = next
+			c.conn.SetReadDeadline(next)
+			if c.aborted.Load() {
+				c.conn.SetDeadline(time.Unix(1, 0))
+				return 0, err
+			}
+			continue
 		}
 		// The response-header deadline, left in place after the head,
 		// caught up with a slow body, which has no deadline: clear it
@@ -102,6 +126,48 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// headDeadline is called when the response-header deadline has passed
+// while the head is awaited. A request body still being sent holds the
+// timeout off: while the client is slow to send it (its own read timeout
+// covers that, and the upstream must not be blamed), or while the upstream
+// takes it, unless one write to the upstream has waited the whole timeout.
+// After the body, the upstream has the timeout from the body's end. It
+// reports the deadline to wait on to, or false if the time is up.
+func (c *h1Conn) headDeadline() (time.Time, bool) {
+	d := c.t.responseHeader
+	if d <= 0 {
+		return time.Time{}, false
+	}
+	now := monoNow()
+	var next time.Duration
+	if c.sending.Load() {
+		next = now + d
+		if ws := time.Duration(c.writeSince.Load()); ws != 0 {
+			if now-ws >= d {
+				return time.Time{}, false // the upstream stopped taking the body
+			}
+			next = ws + d
+		}
+	} else if at := time.Duration(c.sentAt.Load()); at != 0 && now < at+d {
+		next = at + d
+	} else {
+		return time.Time{}, false
+	}
+	return monoBase.Add(next), true
+}
+
+// upstreamWriter is the connection as a request body's writer sees it:
+// each write notes when it began (h1Conn.writeSince).
+type upstreamWriter h1Conn
+
+func (w *upstreamWriter) Write(p []byte) (int, error) {
+	c := (*h1Conn)(w)
+	c.writeSince.Store(int64(max(monoNow(), 1)))
+	n, err := c.conn.Write(p)
+	c.writeSince.Store(0)
+	return n, err
 }
 
 // armHeaderDeadline makes sure a response head is waited for at most d
@@ -217,7 +283,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		}
 	} else {
 		if pc.bw == nil {
-			pc.bw = bufio.NewWriterSize(pc.conn, 16<<10)
+			pc.bw = bufio.NewWriterSize((*upstreamWriter)(pc), 16<<10)
 		}
 		chunked, err := writeRequestHead(pc.bw, req, oh)
 		if err != nil {
@@ -226,8 +292,15 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		// The body goes on its own goroutine: an upstream may answer (say
 		// 413) before reading it all, and we must be reading by then.
 		bodyDone = make(chan error, 1)
+		pc.writeSince.Store(0)
+		pc.sentAt.Store(0)
+		pc.sending.Store(true)
 		go func() {
 			err := writeBody(pc.bw, req, chunked)
+			if err == nil {
+				pc.sentAt.Store(int64(max(monoNow(), 1)))
+			}
+			pc.sending.Store(false)
 			var re *bodyReadError
 			if errors.As(err, &re) {
 				// The client's body failed (too large, or the client went
@@ -430,6 +503,14 @@ func writeBody(w *bufio.Writer, req *http.Request, chunked bool) error {
 	defer copyBufs.Put(bp)
 	buf := *bp
 	var sent int64
+	if !bodyAtHand(req.Body) {
+		// The upstream gets the head now rather than with the body's
+		// first bytes: it may answer without the body (a 401, a 413),
+		// and should not wait on a client slow to send it.
+		if err := w.Flush(); err != nil {
+			return err
+		}
+	}
 	for {
 		n, rerr := req.Body.Read(buf)
 		if n > 0 {
@@ -475,6 +556,14 @@ func writeBody(w *bufio.Writer, req *http.Request, chunked bool) error {
 		w.WriteString("\r\n")
 	}
 	return w.Flush()
+}
+
+// bodyAtHand reports whether a first read of body would return at once
+// (its bytes have arrived, or it has ended), so that the head can share a
+// write with them. A body that cannot tell is taken as not at hand.
+func bodyAtHand(body io.Reader) bool {
+	a, ok := body.(interface{ atHand() bool })
+	return ok && a.atHand()
 }
 
 // bodyReadError is a failure to read the request body being sent (the

@@ -1224,6 +1224,15 @@ type lengthBody struct {
 // on it or close it at any moment, before or after the head goes out.
 func (b *lengthBody) lend() { b.lent.Store(true) }
 
+// atHand reports whether a read would return at once (bodyAtHand): the
+// body has ended or failed, or some of it is buffered and the client does
+// not wait for 100 Continue.
+func (b *lengthBody) atHand() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.remain == 0 || b.err != nil || b.closed || !b.expect && b.c.br.Buffered() > 0
+}
+
 func (b *lengthBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -1329,6 +1338,15 @@ type chunkedBody struct {
 // progress counts the bytes the connection has received (progresser).
 func (b *chunkedBody) progress() int64 { return b.c.received.Load() }
 func (b *lengthBody) progress() int64  { return b.c.received.Load() }
+
+// atHand reports whether a read would return at once (bodyAtHand), near
+// enough: the body has ended, or bytes of it are buffered (perhaps only a
+// chunk's size line) and the client does not wait for 100 Continue.
+func (b *chunkedBody) atHand() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ended.Load() || b.closed || !b.expect && b.c.br.Buffered() > 0
+}
 
 func (b *chunkedBody) Read(p []byte) (int, error) {
 	b.mu.Lock()

@@ -418,7 +418,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		}
 		switch {
 		case replay != nil:
-			outv.Body = io.NopCloser(bytes.NewReader(replay))
+			outv.Body = replayBody{bytes.NewReader(replay)}
 			outv.ContentLength = int64(len(replay))
 		case body != nil:
 			outv.Body = body
@@ -478,6 +478,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 				pe.cause = "target " + t.URL.Host
 			} else {
 				pe.cause = "target " + t.URL.Host + ": " + pe.cause
+			}
+			if body != nil {
+				x.bytesIn = body.n.Load() // what reached the upstream before it failed
 			}
 			g.fail(w, r, x, pe)
 			return
@@ -1322,6 +1325,20 @@ func (b *countingBody) readErr() error {
 	defer b.mu.Unlock()
 	return b.err
 }
+
+// atHand reports whether a read would return at once (bodyAtHand), as
+// the client's body tells.
+func (b *countingBody) atHand() bool {
+	a, ok := b.src.(interface{ atHand() bool })
+	return ok && a.atHand()
+}
+
+// replayBody is a request body kept in memory to be sent again: always at
+// hand.
+type replayBody struct{ *bytes.Reader }
+
+func (replayBody) Close() error { return nil }
+func (replayBody) atHand() bool { return true }
 
 func (b *countingBody) Close() error {
 	b.mu.Lock()
