@@ -216,11 +216,28 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outH
 			return nil, err
 		}
 		resp, err := t.exchange(ctx, pc, req, oh, now)
-		if err == errStaleConn && noBody && attempt < 2 {
+		if err == errStaleConn && noBody && attempt < 2 && replayable(req, oh) {
 			continue
 		}
 		return resp, err
 	}
+}
+
+// replayable reports whether a request that may have reached the upstream
+// on a connection it then closed can be sent again on another: an
+// idempotent one (RFC 9110 9.2.2), or one carrying an idempotency key, as
+// net/http's Transport allows. A POST the upstream may have acted on is
+// not sent twice.
+func replayable(req *http.Request, oh *outHeader) bool {
+	if idempotent(req.Method) {
+		return true
+	}
+	for _, k := range [...]string{"Idempotency-Key", "X-Idempotency-Key"} {
+		if oh != nil && len(oh.get(k)) > 0 || oh == nil && len(req.Header[k]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // maxEarlyHints bounds the 103 responses relayed per request (net/http's

@@ -1340,8 +1340,10 @@ func (b *chunkedBody) progress() int64 { return b.c.received.Load() }
 func (b *lengthBody) progress() int64  { return b.c.received.Load() }
 
 // atHand reports whether a read would return at once (bodyAtHand), near
-// enough: the body has ended, or bytes of it are buffered (perhaps only a
-// chunk's size line) and the client does not wait for 100 Continue.
+// enough: the body has ended, or bytes of it are buffered and the client
+// does not wait for 100 Continue. Those may be only a chunk's size line
+// (the head then waits for the data), but framing already malformed in
+// them fails the read before the head goes anywhere.
 func (b *chunkedBody) atHand() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -1195,3 +1195,49 @@ func TestReuseDisconnectWatchAcrossRequests(t *testing.T) {
 		}
 	}
 }
+
+// A bodyless request that reached the upstream on a pooled connection the
+// upstream then closed without a byte of answer is sent again on a new
+// connection only if that is safe: an idempotent method, or one with an
+// idempotency key (as net/http's Transport does). A POST is not sent twice.
+func TestStaleConnectionResendsOnlyReplayableRequests(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		key := req.Method + " " + req.URL.Path
+		mu.Lock()
+		seen[key]++
+		n := seen[key]
+		mu.Unlock()
+		if req.URL.Path != "/warm" && n == 1 {
+			return false // read, then closed unanswered: as a stale connection looks
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	gw := startGateway(t, oneRoute("http://"+addr, ""))
+	for _, tc := range []struct {
+		method, path, extra string
+		status, sent        int
+	}{
+		{"POST", "/post", "", http.StatusBadGateway, 1},
+		{"POST", "/keyed", "Idempotency-Key: k1\r\n", 200, 2},
+		{"GET", "/get", "", 200, 2},
+		{"DELETE", "/delete", "", 200, 2},
+	} {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, "GET /warm HTTP/1.1\r\nHost: x\r\n\r\n") // a pooled connection to reuse
+		if resp, _ := readResponse(t, br, "GET"); resp.StatusCode != 200 {
+			t.Fatalf("warm-up: %d", resp.StatusCode)
+		}
+		h1Write(t, c, tc.method+" "+tc.path+" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"+tc.extra+"\r\n")
+		resp, _ := readResponse(t, br, tc.method)
+		mu.Lock()
+		sent := seen[tc.method+" "+tc.path]
+		mu.Unlock()
+		if resp.StatusCode != tc.status || sent != tc.sent {
+			t.Errorf("%s %s: status %d, sent upstream %d times; want %d, %d", tc.method, tc.path, resp.StatusCode, sent, tc.status, tc.sent)
+		}
+		c.Close()
+	}
+}
