@@ -37,9 +37,12 @@ type h1Transport struct {
 	dialer *net.Dialer
 	// dialConn opens a connection; nil means dialer.DialContext (tests
 	// and benchmarks set it to leave the network out).
-	dialConn          func(ctx context.Context, network, addr string) (net.Conn, error)
-	tlsHandshake      time.Duration
-	responseHeader    time.Duration
+	dialConn       func(ctx context.Context, network, addr string) (net.Conn, error)
+	tlsHandshake   time.Duration
+	responseHeader time.Duration
+	// sendTimeout bounds how long one write of a request body to the
+	// upstream may block (0: no bound).
+	sendTimeout       time.Duration
 	maxIdlePerHost    int
 	idleTimeout       time.Duration
 	tlsConfig         *tls.Config // nil: system roots
@@ -104,8 +107,11 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 		if !c.inBody {
 			// The response-header deadline, while the head is awaited:
 			// it counts from the end of the request body.
-			next, wait := c.headDeadline()
-			if !wait {
+			next, serr := c.headDeadline()
+			if serr != nil {
+				return n, serr
+			}
+			if next.IsZero() {
 				return n, err
 			}
 			c.rdl = next
@@ -132,31 +138,46 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 // while the head is awaited. A request body still being sent holds the
 // timeout off: while the client is slow to send it (its own read timeout
 // covers that, and the upstream must not be blamed), or while the upstream
-// takes it, unless one write to the upstream has waited the whole timeout.
-// After the body, the upstream has the timeout from the body's end. It
-// reports the deadline to wait on to, or false if the time is up.
-func (c *h1Conn) headDeadline() (time.Time, bool) {
+// takes it, unless one write to the upstream has been blocked for the send
+// timeout (not the response-header one: the kernel wakes a blocked writer
+// only once a third of the socket's buffer has drained, megabytes on a
+// fast link, so a slow reader looks stalled for a while). After the body,
+// the upstream has the timeout from the body's end. It reports the
+// deadline to wait on to, or false if the time is up (errSendTimeout if
+// for the send timeout).
+func (c *h1Conn) headDeadline() (time.Time, error) {
 	d := c.t.responseHeader
 	if d <= 0 {
-		return time.Time{}, false
+		return time.Time{}, nil
 	}
 	now := monoNow()
 	var next time.Duration
 	if c.sending.Load() {
 		next = now + d
-		if ws := time.Duration(c.writeSince.Load()); ws != 0 {
-			if now-ws >= d {
-				return time.Time{}, false // the upstream stopped taking the body
+		if ws, st := time.Duration(c.writeSince.Load()), c.t.sendTimeout; ws != 0 && st > 0 {
+			if now-ws >= st {
+				return time.Time{}, errSendTimeout
 			}
-			next = ws + d
+			next = min(next, ws+st)
 		}
 	} else if at := time.Duration(c.sentAt.Load()); at != 0 && now < at+d {
 		next = at + d
 	} else {
-		return time.Time{}, false
+		return time.Time{}, nil
 	}
-	return monoBase.Add(next), true
+	return monoBase.Add(next), nil
 }
+
+// errSendTimeout ends an exchange whose upstream took none of the request
+// body for the send timeout.
+var errSendTimeout = &sendTimeoutError{}
+
+type sendTimeoutError struct{}
+
+func (*sendTimeoutError) Error() string {
+	return "the upstream took none of the request body for the send timeout"
+}
+func (*sendTimeoutError) Timeout() bool { return true }
 
 // upstreamWriter is the connection as a request body's writer sees it:
 // each write notes when it began (h1Conn.writeSince).

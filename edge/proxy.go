@@ -1023,6 +1023,9 @@ func classify(err error, ctx context.Context) *proxyError {
 	if errors.As(err, &bad) {
 		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_protocol_error", title: "Bad Gateway", detail: "the upstream's response is malformed", cause: err.Error()}
 	}
+	if errors.Is(err, errSendTimeout) {
+		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "connection_write_timeout", title: "Gateway Timeout", detail: "the upstream took none of the request body in time"}
+	}
 	var te interface{ Timeout() bool }
 	if errors.As(err, &te) && te.Timeout() {
 		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: "no response headers in time"}

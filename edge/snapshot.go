@@ -26,6 +26,7 @@ import (
 const (
 	DefaultConnectTimeout        = 5 * time.Second
 	DefaultResponseHeaderTimeout = 30 * time.Second
+	DefaultSendTimeout           = 60 * time.Second
 	DefaultMaxRequestBody        = 10 << 20
 	defaultRetryAttempts         = 2
 	defaultRetryRatio            = 0.2
@@ -375,7 +376,11 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 	if rht == 0 {
 		rht = DefaultResponseHeaderTimeout
 	}
-	key := transportKey{protocol: c.Protocol, connect: connect, responseHeader: rht}
+	send := c.Timeouts.Send
+	if send == 0 {
+		send = DefaultSendTimeout
+	}
+	key := transportKey{protocol: c.Protocol, connect: connect, responseHeader: rht, send: send}
 	if c.TLS != nil {
 		key.tls = *c.TLS
 	}
@@ -413,6 +418,7 @@ type transportKey struct {
 	protocol       string
 	connect        time.Duration
 	responseHeader time.Duration
+	send           time.Duration // HTTP/1.1 only
 	tls            config.UpstreamTLS
 }
 
@@ -437,6 +443,7 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 	}
 	if k.protocol == "" || k.protocol == "http1" {
 		t := newH1Transport(k.connect, k.responseHeader)
+		t.sendTimeout = k.send
 		t.tlsConfig = tlsConf
 		g.transports[k] = t
 		return t, nil

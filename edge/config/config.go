@@ -131,6 +131,10 @@ type Timeouts struct {
 	// ResponseHeader bounds the wait for the response headers after the
 	// request was written. Default 30s.
 	ResponseHeader time.Duration `yaml:"response_header,omitempty" json:"response_header,omitempty"`
+	// Send bounds how long an HTTP/1.1 upstream may take none of a request
+	// body being sent to it (a write to it that long blocked), nginx's
+	// proxy_send_timeout and Kong's write_timeout. Default 60s.
+	Send time.Duration `yaml:"send,omitempty" json:"send,omitempty"`
 	// Total bounds the whole exchange including the response body and all
 	// retries. Default 0: no total bound (streams may run for long), except
 	// that the response header timeout still applies.
