@@ -410,3 +410,53 @@ func TestUpstreamPausingBeforeTheBodyIsNotTimedOut(t *testing.T) {
 		t.Fatalf("%d %q; want 200 %q", resp.StatusCode, b, strconv.Itoa(n))
 	}
 }
+
+// A service's total timeout that expires while the gateway still waits for
+// the client's body is the client's doing: 408 client_body_timeout, and the
+// targets are not blamed (with outlier detection, none is ejected), over
+// HTTP/1.1 and h2c upstreams alike.
+func TestTotalTimeoutWaitingForTheClientIsNotTheTargets(t *testing.T) {
+	read := func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	}
+	for _, proto := range []string{"http1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			var a, b string
+			if proto == "h2c" {
+				a, b = newH2CBackend(t, read).URL, newH2CBackend(t, read).URL
+			} else {
+				a, b = newBackend(t, read).URL, newBackend(t, read).URL
+			}
+			setup, log := withReuseLog()
+			setup.opts.ReadBodyTimeout = 30 * time.Second
+			gw := startGatewayWith(t, setup, twoTargets(a, b, `    protocol: `+proto+`
+    timeouts: {total: 300ms}
+    outlier_detection:
+      consecutive_failures: 2
+      base_ejection: 1m`))
+			for i := range 4 {
+				c, br := h1Raw(t, gw.addr)
+				h1Write(t, c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc") // and stalls
+				resp, _ := readResponse(t, br, http.MethodPost)
+				if resp.StatusCode != http.StatusRequestTimeout || !resp.Close {
+					t.Fatalf("request %d: status %d, close %v; want 408 and Connection: close", i, resp.StatusCode, resp.Close)
+				}
+				c.Close()
+				waitFor(t, 5*time.Second, "the access log record", func() bool { return log.count() == i+1 })
+			}
+			log.mu.Lock()
+			for i, rec := range log.recs {
+				if rec["error"] != "client_body_timeout" {
+					t.Errorf("record %d: error %v; want client_body_timeout", i, rec["error"])
+				}
+			}
+			log.mu.Unlock()
+			for _, u := range []string{a, b} {
+				if _, ejected, ok := targetStatus(gw.g, "svc", u); !ok || ejected {
+					t.Errorf("target %s: ejected %v (found %v); want it in service", u, ejected, ok)
+				}
+			}
+		})
+	}
+}

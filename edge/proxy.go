@@ -450,6 +450,17 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 				g.bodyFailed(w, r, x, body, body.readErr())
 				return
 			}
+			if body != nil && ctx.Err() == context.DeadlineExceeded && body.inRead.Load() {
+				// The total timeout expired while the transport waited
+				// for the client's body: the client was too slow (or
+				// stalled), not the target.
+				att.end(upstream.Success)
+				x.bytesIn = body.n.Load()
+				g.fail(w, r, x, &proxyError{status: http.StatusRequestTimeout, title: "Request Timeout",
+					detail: "the request body was still arriving when the service's total timeout (" + svc.total.String() + ") expired", close: true})
+				x.errKind = "client_body_timeout"
+				return
+			}
 			if r.Context().Err() != nil {
 				att.end(upstream.Success)
 				if g.cut.Load() {
@@ -1116,6 +1127,10 @@ type countingBody struct {
 	eof     atomic.Bool // the body has been read to its end
 	idleOff atomic.Bool // read without the lock by Read; set under it
 	expired atomic.Bool
+	// inRead: a read of the client's body is in progress, or was cut
+	// short by Close (the transport gave up on the body while it waited
+	// for the client).
+	inRead  atomic.Bool
 	timerMu sync.Mutex
 	timer   *time.Timer // created by the first read; guarded by timerMu
 	waiting bool        // a read is in progress; guarded by timerMu
@@ -1136,17 +1151,22 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.armIdle()
 		defer b.disarmIdle()
 	}
+	b.inRead.Store(true)
 	n, err := b.rc.Read(p)
 	b.n.Add(int64(n))
 	if err == io.EOF {
 		b.eof.Store(true)
 	}
+	cut := false
 	if err != nil && err != io.EOF {
 		b.mu.Lock()
-		if !b.closed {
+		if cut = b.closed; !cut {
 			b.err = err
 		}
 		b.mu.Unlock()
+	}
+	if !cut {
+		b.inRead.Store(false)
 	}
 	if err == io.EOF && b.trailerOf != nil {
 		for k, v := range b.trailerOf.Trailer {
