@@ -301,6 +301,8 @@ func TestHTTP1UpstreamGetsTheHeadBeforeTheBody(t *testing.T) {
 	for _, head := range []string{
 		"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n",
 		"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n",  // a size line, no data yet
+		"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc", // a chunk without its CRLF
 		"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
 	} {
 		c, br := h1Raw(t, gw.addr)

@@ -1339,15 +1339,22 @@ type chunkedBody struct {
 func (b *chunkedBody) progress() int64 { return b.c.received.Load() }
 func (b *lengthBody) progress() int64  { return b.c.received.Load() }
 
-// atHand reports whether a read would return at once (bodyAtHand), near
-// enough: the body has ended, or bytes of it are buffered and the client
-// does not wait for 100 Continue. Those may be only a chunk's size line
-// (the head then waits for the data), but framing already malformed in
-// them fails the read before the head goes anywhere.
+// atHand reports whether a read would return at once (bodyAtHand): the
+// body has ended, or the client does not wait for 100 Continue and what is
+// buffered makes a read return (chunkedReader.readReady: data, the end, or
+// framing already malformed, so that such a request fails before its head
+// goes anywhere).
 func (b *chunkedBody) atHand() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.ended.Load() || b.closed || !b.expect && b.c.br.Buffered() > 0
+	if b.ended.Load() || b.closed {
+		return true
+	}
+	if b.expect {
+		return false
+	}
+	buf, _ := b.c.br.Peek(b.c.br.Buffered())
+	return b.cr.readReady(buf)
 }
 
 func (b *chunkedBody) Read(p []byte) (int, error) {

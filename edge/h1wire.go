@@ -363,6 +363,36 @@ func (r *chunkedReader) Read(p []byte) (int, error) {
 	}
 }
 
+// readReady reports whether a Read from where the reader is would return
+// without waiting for bytes beyond buf: some chunk data is there (with the
+// CRLF after it if it is the chunk's last), or the end with its trailers,
+// or framing already malformed, which the Read fails on at once. A chunk's
+// size line alone is not enough.
+func (r *chunkedReader) readReady(buf []byte) bool {
+	switch {
+	case r.err != nil || r.state == chunkDone:
+		return true
+	case r.state == chunkData:
+		return len(buf) > 0 && (int64(len(buf)) < r.remain || int64(len(buf)) >= r.remain+2)
+	}
+	i := indexByte(buf, '\n')
+	if i < 0 {
+		return false
+	}
+	line, rest := buf[:i+1], buf[i+1:]
+	if len(line) < 2 || line[len(line)-2] != '\r' {
+		return true // malformed
+	}
+	n, err := parseChunkSize(line[:len(line)-2])
+	switch {
+	case err != nil:
+		return true
+	case n == 0:
+		return r.restBuffered(buf)
+	}
+	return len(rest) > 0 && (int64(len(rest)) < n || int64(len(rest)) >= n+2)
+}
+
 // restBuffered reports whether the rest of the body, from where the
 // reader is, lies complete in buf, so that reading it will not block. A
 // malformed rest is reported as not buffered.

@@ -170,3 +170,28 @@ func TestParseOriginFormMatchesURL(t *testing.T) {
 		t.Fatalf("only %d of %d targets taken: the fast path is not exercised", taken, len(targets))
 	}
 }
+
+func TestChunkedReaderReadReady(t *testing.T) {
+	for _, tc := range []struct {
+		buf  string
+		want bool
+	}{
+		{"", false},
+		{"3e", false},             // part of a size line
+		{"3e8\r\n", false},        // a size line alone
+		{"3\r\nab", true},         // some of the chunk's data
+		{"3\r\nabc", false},       // all of it, but its CRLF to come
+		{"3\r\nabc\r", false},     // half of its CRLF
+		{"3\r\nabc\r\n", true},    // the whole chunk
+		{"0\r\n", false},          // the last chunk, the trailer section to come
+		{"0\r\n\r\n", true},       // the end
+		{"zz\r\n", true},          // malformed: the read fails at once
+		{"3\nabc\r\n", true},      // a bare LF: malformed
+		{"3;a\x00b\r\nabc", true}, // an extension with a NUL: malformed
+	} {
+		r := &chunkedReader{}
+		if got := r.readReady([]byte(tc.buf)); got != tc.want {
+			t.Errorf("readReady(%q) = %v; want %v", tc.buf, got, tc.want)
+		}
+	}
+}
