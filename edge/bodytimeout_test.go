@@ -373,14 +373,18 @@ func TestResponseHeaderTimeoutCountsFromTheBodysEnd(t *testing.T) {
 	})
 	setup2, log2 := withReuseLog()
 	setup2.opts.ReadBodyTimeout = time.Minute
-	gw2 := startGatewayWith(t, setup2, oneRouteService("http://"+deaf, "    timeouts: {response_header: 300ms, send: 500ms}"))
+	gw2 := startGatewayWith(t, setup2, oneRouteService("http://"+deaf, "    timeouts: {response_header: 10s, send: 500ms}"))
 	t.Run("upstream stops taking the body", func(t *testing.T) {
 		c, br := h1Raw(t, gw2.addr)
 		const n = 9 << 20 // more than the sockets between hold; under the default 10 MiB limit
 		h1Write(t, c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n")
 		go io.Copy(c, io.LimitReader(zeros{}, n))
+		start := time.Now()
 		resp, body := readResponse(t, br, http.MethodPost)
 		checkProblem(t, resp, body, http.StatusGatewayTimeout, "connection_write_timeout")
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("answered after %v; want about the send timeout (500ms), well before the response-header one (10s)", d)
+		}
 		rec := onlyRecord(t, log2)
 		if in, _ := rec["bytes_in"].(int64); in <= 0 || in >= n {
 			t.Errorf("logged bytes_in %v; want the part of the body read before the upstream stalled", rec["bytes_in"])
@@ -460,5 +464,48 @@ func TestTotalTimeoutWaitingForTheClientIsNotTheTargets(t *testing.T) {
 				}
 			}
 		})
+	}
+	// With retries, a small PUT body is read whole first, to be replayed:
+	// under the total timeout too.
+	t.Run("retried", func(t *testing.T) {
+		be := newBackend(t, read)
+		gw := startGatewayWith(t, gatewaySetup{opts: Options{ReadBodyTimeout: 30 * time.Second}},
+			oneRouteService(be.URL, "    timeouts: {total: 300ms}\n    retries: {attempts: 2}"))
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, "PUT /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc") // and stalls
+		start := time.Now()
+		resp, _ := readResponse(t, br, http.MethodPut)
+		if resp.StatusCode != http.StatusRequestTimeout || time.Since(start) > 5*time.Second {
+			t.Fatalf("status %d after %v; want 408 after about the total timeout (300ms)", resp.StatusCode, time.Since(start))
+		}
+	})
+}
+
+// An upstream that reads a large body slowly but steadily is not taken for
+// one that took none of it: the kernel wakes the gateway's blocked write
+// only once a good part of the socket's buffer has drained, which takes
+// longer here than the send timeout, but the socket's send queue shrinks
+// meanwhile. (The upstream answers after 1 MiB, before the body's end.)
+func TestSlowSteadyReaderIsNotASendTimeout(t *testing.T) {
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		buf := make([]byte, 16<<10)
+		for range 64 { // 1 MiB at about 320 KB/s
+			if _, err := io.ReadFull(req.Body, buf); err != nil {
+				return false
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+		return false
+	})
+	gw := startGatewayWith(t, gatewaySetup{}, oneRouteService("http://"+addr, "    timeouts: {response_header: 10s, send: 1s}"))
+	resp, err := http.Post(gw.url+"/up", "application/octet-stream", io.LimitReader(zeros{}, 9<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" {
+		t.Fatalf("%d %q; want the upstream's 200 \"ok\"", resp.StatusCode, b)
 	}
 }

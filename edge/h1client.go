@@ -89,8 +89,11 @@ type h1Conn struct {
 	sending    atomic.Bool
 	writeSince atomic.Int64
 	sentAt     atomic.Int64
-	reused     bool
-	tlsState   *tls.ConnectionState
+	// queued is the socket's send queue when headDeadline last looked
+	// while a write was blocked (-1: not known); the reader's alone.
+	queued   int
+	reused   bool
+	tlsState *tls.ConnectionState
 	// abort is the cancellation hook of its exchanges (made once).
 	abort func()
 	// The response readResponse returned last.
@@ -139,12 +142,13 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 // timeout off: while the client is slow to send it (its own read timeout
 // covers that, and the upstream must not be blamed), or while the upstream
 // takes it, unless one write to the upstream has been blocked for the send
-// timeout (not the response-header one: the kernel wakes a blocked writer
-// only once a third of the socket's buffer has drained, megabytes on a
-// fast link, so a slow reader looks stalled for a while). After the body,
-// the upstream has the timeout from the body's end. It reports the
-// deadline to wait on to, or false if the time is up (errSendTimeout if
-// for the send timeout).
+// timeout with the socket's send queue not shrinking meanwhile (the
+// kernel wakes a blocked writer only once a third of the socket's buffer
+// has drained, megabytes on a fast link, so a write alone would make a
+// slow reader look stalled). While the body is sent the deadline comes
+// back every quarter of the send timeout to look. After the body, the
+// upstream has the timeout from the body's end. It reports the deadline
+// to wait on to, zero if the time is up, or errSendTimeout.
 func (c *h1Conn) headDeadline() (time.Time, error) {
 	d := c.t.responseHeader
 	if d <= 0 {
@@ -153,12 +157,25 @@ func (c *h1Conn) headDeadline() (time.Time, error) {
 	now := monoNow()
 	var next time.Duration
 	if c.sending.Load() {
-		next = now + d
+		next = now + c.sendingStep()
 		if ws, st := time.Duration(c.writeSince.Load()), c.t.sendTimeout; ws != 0 && st > 0 {
-			if now-ws >= st {
+			q, known := sendQueued(c.conn)
+			switch {
+			case known && c.queued >= 0 && q < c.queued:
+				// The upstream took some of what waits in the socket:
+				// progress, though the write has not returned.
+				c.writeSince.CompareAndSwap(int64(ws), int64(now))
+			case now-ws >= st:
 				return time.Time{}, errSendTimeout
+			default:
+				next = min(next, ws+st)
 			}
-			next = min(next, ws+st)
+			c.queued = q
+			if !known {
+				c.queued = -1
+			}
+		} else {
+			c.queued = -1 // not blocked now: a later blocked write starts afresh
 		}
 	} else if at := time.Duration(c.sentAt.Load()); at != 0 && now < at+d {
 		next = at + d
@@ -166,6 +183,17 @@ func (c *h1Conn) headDeadline() (time.Time, error) {
 		return time.Time{}, nil
 	}
 	return monoBase.Add(next), nil
+}
+
+// sendingStep is how often the response-header deadline comes back while a
+// request body is sent: the response-header timeout, or a quarter of the
+// send timeout if that is sooner.
+func (c *h1Conn) sendingStep() time.Duration {
+	d := c.t.responseHeader
+	if st := c.t.sendTimeout; st > 0 {
+		d = min(d, max(st/4, time.Millisecond))
+	}
+	return d
 }
 
 // errSendTimeout ends an exchange whose upstream took none of the request
@@ -254,7 +282,11 @@ func replayable(req *http.Request, oh *outHeader) bool {
 		return true
 	}
 	for _, k := range [...]string{"Idempotency-Key", "X-Idempotency-Key"} {
-		if oh != nil && len(oh.get(k)) > 0 || oh == nil && len(req.Header[k]) > 0 {
+		vs := req.Header[k]
+		if oh != nil {
+			vs = oh.get(k)
+		}
+		if len(vs) > 0 && vs[0] != "" {
 			return true
 		}
 	}
@@ -332,6 +364,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		bodyDone = make(chan error, 1)
 		pc.writeSince.Store(0)
 		pc.sentAt.Store(0)
+		pc.queued = -1
 		pc.sending.Store(true)
 		go func() {
 			err := writeBody(pc.bw, req, chunked)
@@ -352,7 +385,11 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	pc.inBody = false
 	if t.responseHeader > 0 {
-		pc.armHeaderDeadline(now, t.responseHeader)
+		d := t.responseHeader
+		if bodyDone != nil {
+			d = pc.sendingStep() // to look at the body's sending (headDeadline)
+		}
+		pc.armHeaderDeadline(now, d)
 	}
 	var resp *http.Response
 	var err error

@@ -348,8 +348,16 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		// Keep a small body so it can be sent again; a large or
 		// unknown-length one is streamed and not retried.
 		if r.ContentLength > 0 && r.ContentLength <= retryBufferLimit {
+			// Read under the total timeout too: it expiring meanwhile
+			// closes the body under the read.
+			stop := context.AfterFunc(ctx, func() { body.Close() })
 			buf, err := io.ReadAll(body)
+			stop()
 			if err != nil {
+				if ctx.Err() == context.DeadlineExceeded {
+					g.totalWhileClientSends(w, r, x, body, svc)
+					return
+				}
 				g.bodyFailed(w, r, x, body, err)
 				return
 			}
@@ -455,10 +463,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 				// for the client's body: the client was too slow (or
 				// stalled), not the target.
 				att.end(upstream.Success)
-				x.bytesIn = body.n.Load()
-				g.fail(w, r, x, &proxyError{status: http.StatusRequestTimeout, title: "Request Timeout",
-					detail: "the request body was still arriving when the service's total timeout (" + svc.total.String() + ") expired", close: true})
-				x.errKind = "client_body_timeout"
+				g.totalWhileClientSends(w, r, x, body, svc)
 				return
 			}
 			if r.Context().Err() != nil {
@@ -1058,6 +1063,15 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 func drainClose(rc io.ReadCloser) {
 	io.CopyN(io.Discard, rc, 64<<10)
 	rc.Close()
+}
+
+// totalWhileClientSends answers a request whose service's total timeout
+// expired while its body was still arriving: the client's doing.
+func (g *Gateway) totalWhileClientSends(w http.ResponseWriter, r *http.Request, x *exchange, body *countingBody, svc *service) {
+	x.bytesIn = body.n.Load()
+	g.fail(w, r, x, &proxyError{status: http.StatusRequestTimeout, title: "Request Timeout",
+		detail: "the request body was still arriving when the service's total timeout (" + svc.total.String() + ") expired", close: true})
+	x.errKind = "client_body_timeout"
 }
 
 // bodyFailed answers a request whose own body could not be read.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // rawConn is a TCP connection whose Read and Write make their system calls
@@ -192,4 +193,29 @@ func unwrapOpError(err error) error {
 		return oe.Err
 	}
 	return err
+}
+
+// sendQueued reports the bytes in c's socket send queue not yet taken by
+// the peer (SIOCOUTQ: unsent and unacknowledged), if c is a TCP
+// connection, bare or under TLS.
+func sendQueued(c net.Conn) (int, bool) {
+	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var q int32
+	var e syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, e = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCOUTQ, uintptr(unsafe.Pointer(&q)))
+	}); err != nil || e != 0 {
+		return 0, false
+	}
+	return int(q), true
 }

@@ -1222,6 +1222,7 @@ func TestStaleConnectionResendsOnlyReplayableRequests(t *testing.T) {
 	}{
 		{"POST", "/post", "", http.StatusBadGateway, 1},
 		{"POST", "/keyed", "Idempotency-Key: k1\r\n", 200, 2},
+		{"POST", "/empty-key", "Idempotency-Key: \r\n", http.StatusBadGateway, 1},
 		{"GET", "/get", "", 200, 2},
 		{"DELETE", "/delete", "", 200, 2},
 	} {
