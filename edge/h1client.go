@@ -286,8 +286,10 @@ func replayable(req *http.Request, oh *outHeader) bool {
 		if oh != nil {
 			vs = oh.get(k)
 		}
-		if len(vs) > 0 && vs[0] != "" {
-			return true
+		for _, v := range vs {
+			if v != "" {
+				return true
+			}
 		}
 	}
 	return false

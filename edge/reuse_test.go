@@ -1223,6 +1223,7 @@ func TestStaleConnectionResendsOnlyReplayableRequests(t *testing.T) {
 		{"POST", "/post", "", http.StatusBadGateway, 1},
 		{"POST", "/keyed", "Idempotency-Key: k1\r\n", 200, 2},
 		{"POST", "/empty-key", "Idempotency-Key: \r\n", http.StatusBadGateway, 1},
+		{"POST", "/second-key", "Idempotency-Key: \r\nIdempotency-Key: k3\r\n", 200, 2},
 		{"GET", "/get", "", 200, 2},
 		{"DELETE", "/delete", "", 200, 2},
 	} {
