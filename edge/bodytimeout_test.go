@@ -366,16 +366,25 @@ func TestResponseHeaderTimeoutCountsFromTheBodysEnd(t *testing.T) {
 
 	stop := make(chan struct{})
 	t.Cleanup(func() { close(stop) })
-	deaf := rawUpstream(t, func(c net.Conn) {
-		defer c.Close()
-		http.ReadRequest(bufio.NewReader(c)) // the head; the body is never read
-		<-stop
+	deaf := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		if req.Method == http.MethodGet { // warms a pooled connection
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return true
+		}
+		<-stop // the head is read; the body never is
+		return false
 	})
 	setup2, log2 := withReuseLog()
 	setup2.opts.ReadBodyTimeout = time.Minute
 	gw2 := startGatewayWith(t, setup2, oneRouteService("http://"+deaf, "    timeouts: {response_header: 10s, send: 500ms}"))
 	t.Run("upstream stops taking the body", func(t *testing.T) {
 		c, br := h1Raw(t, gw2.addr)
+		// First a GET, so that the POST reuses its upstream connection,
+		// whose response-header deadline (10s) is still set.
+		h1Write(t, c, "GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, _ := readResponse(t, br, http.MethodGet); resp.StatusCode != 200 {
+			t.Fatalf("warm-up: %d", resp.StatusCode)
+		}
 		const n = 9 << 20 // more than the sockets between hold; under the default 10 MiB limit
 		h1Write(t, c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n")
 		go io.Copy(c, io.LimitReader(zeros{}, n))
@@ -385,7 +394,10 @@ func TestResponseHeaderTimeoutCountsFromTheBodysEnd(t *testing.T) {
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("answered after %v; want about the send timeout (500ms), well before the response-header one (10s)", d)
 		}
-		rec := onlyRecord(t, log2)
+		waitFor(t, 5*time.Second, "the access log records", func() bool { return log2.count() == 2 })
+		log2.mu.Lock()
+		rec := log2.recs[1]
+		log2.mu.Unlock()
 		if in, _ := rec["bytes_in"].(int64); in <= 0 || in >= n {
 			t.Errorf("logged bytes_in %v; want the part of the body read before the upstream stalled", rec["bytes_in"])
 		}

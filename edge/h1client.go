@@ -221,10 +221,12 @@ func (w *upstreamWriter) Write(p []byte) (int, error) {
 
 // armHeaderDeadline makes sure a response head is waited for at most d
 // from now (monoNow): the deadline set for an earlier response stands if
-// it falls at most an eighth of d (and at most a second) short.
+// it falls at most an eighth of d (and at most a second) short, but not if
+// it falls later (an earlier exchange's longer wait, where this one must
+// look sooner: headDeadline while a body is sent).
 func (c *h1Conn) armHeaderDeadline(now, d time.Duration) {
 	want := monoBase.Add(now + d)
-	if c.rdl.IsZero() || want.Sub(c.rdl) > min(time.Second, d/8) {
+	if c.rdl.IsZero() || c.rdl.After(want) || want.Sub(c.rdl) > min(time.Second, d/8) {
 		c.rdl = want
 		c.conn.SetReadDeadline(want)
 	}
@@ -638,7 +640,7 @@ func writeBody(w *bufio.Writer, req *http.Request, chunked bool) error {
 // bodyAtHand reports whether a first read of body would return at once
 // (its bytes have arrived, or it has ended), so that the head can share a
 // write with them. A body that cannot tell is taken as not at hand.
-func bodyAtHand(body io.Reader) bool {
+func bodyAtHand(body any) bool {
 	a, ok := body.(interface{ atHand() bool })
 	return ok && a.atHand()
 }

@@ -1365,10 +1365,7 @@ func (b *countingBody) readErr() error {
 
 // atHand reports whether a read would return at once (bodyAtHand), as
 // the client's body tells.
-func (b *countingBody) atHand() bool {
-	a, ok := b.src.(interface{ atHand() bool })
-	return ok && a.atHand()
-}
+func (b *countingBody) atHand() bool { return bodyAtHand(b.src) }
 
 // replayBody is a request body kept in memory to be sent again: always at
 // hand.
