@@ -339,7 +339,13 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		// A head alone goes through a pooled buffer, warm in the cache,
 		// rather than one each connection keeps.
 		bw := bufWriters.Get().(*bufio.Writer)
-		bw.Reset(pc.conn)
+		if sbr := sendBeforeReadOf(pc.conn); sbr != nil && pc.br.Buffered() == 0 {
+			// Sent by the response's first read, which then need not
+			// try a read before the answer can have come.
+			bw.Reset(sbr)
+		} else {
+			bw.Reset(pc.conn)
+		}
 		_, err := writeRequestHead(bw, req, oh)
 		var ferr error
 		if err == nil {

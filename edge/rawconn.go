@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -52,6 +53,13 @@ type rawConn struct {
 	wn     int
 	werr   syscall.Errno
 	writeF func(uintptr) bool
+
+	// pend is a request to send at the start of the next Read, which then
+	// waits for the answer without first trying to read it (sendThenRead);
+	// sendErr is the send's failure.
+	pend    []byte
+	sendErr error
+	sendF   func(uintptr) bool
 }
 
 // maxRW caps one read or write, as internal/poll does (1 GiB).
@@ -71,7 +79,62 @@ func rawTCP(c net.Conn) net.Conn {
 	r := &rawConn{TCPConn: tc, rc: rc}
 	r.readF = r.readOnce
 	r.writeF = r.writeAll
+	r.sendF = r.sendThenRead
 	return r
+}
+
+// sendBeforeReadOf returns c's sendBeforeRead if c is a rawConn, else nil.
+func sendBeforeReadOf(c net.Conn) io.Writer {
+	if rc, ok := c.(*rawConn); ok {
+		return (*sendBeforeRead)(rc)
+	}
+	return nil
+}
+
+// sendBeforeRead is an io.Writer that keeps what it is given in pend, to
+// be sent by the next Read.
+type sendBeforeRead rawConn
+
+func (w *sendBeforeRead) Write(p []byte) (int, error) {
+	w.pend = append(w.pend, p...)
+	return len(p), nil
+}
+
+// sendThenRead is readOnce whose first call sends pend and then waits for
+// readability without a read: an answer to what was just sent cannot be
+// there yet. It saves the read that would find nothing (a system call per
+// exchange) and stays safe because the send happens inside the poller's
+// read, after the poller forgot any earlier readiness: the answer's arrival
+// is seen. (A read alone cannot skip its first attempt: data that came
+// before the read began would be missed.)
+func (c *rawConn) sendThenRead(fd uintptr) bool {
+	if len(c.pend) == 0 {
+		return c.readOnce(fd)
+	}
+	p := c.pend
+	c.pend = c.pend[:0]
+	for len(p) > 0 {
+		n, e := sysWrite(fd, p)
+		switch e {
+		case 0:
+			p = p[n:]
+			continue
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			// The socket's buffer is full: the rest waits for
+			// writability as any write does (the write lock is not the
+			// read lock held here).
+			if _, err := c.Write(p); err != nil {
+				c.sendErr = err
+				return true
+			}
+			return false
+		}
+		c.sendErr = c.failure("write", nil, e)
+		return true
+	}
+	return false
 }
 
 // readOnce is called by the poller with the fd (under net's read lock): it
@@ -86,12 +149,19 @@ func (c *rawConn) readOnce(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
+			emptyReads.Add(1)
 			return false
 		}
 		c.rerr = e
 		return true
 	}
 }
+
+// emptyReads counts reads of sockets (rawConn, serveInline) that found
+// nothing: system calls spent to learn that the poller must wait. Tests
+// look at it; a proxied keep-alive exchange makes none (see sendThenRead
+// and h1inline.go).
+var emptyReads atomic.Uint64
 
 // writeAll writes all of wbuf, returning false to wait for writability
 // when the socket buffer is full.
@@ -129,9 +199,21 @@ func (c *rawConn) Read(p []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	c.rbuf, c.rn, c.rerr = p, 0, 0
-	err := c.rc.Read(c.readF)
+	f := c.readF
+	if len(c.pend) > 0 {
+		f, c.sendErr = c.sendF, nil
+	}
+	err := c.rc.Read(f)
 	n, e := c.rn, c.rerr
-	c.rbuf = nil
+	c.rbuf, c.pend = nil, c.pend[:0] // unsent if the poller failed first
+	if cap(c.pend) > 4<<10 {
+		c.pend = nil // a rare large head: not kept with the pooled connection
+	}
+	if c.sendErr != nil {
+		err := c.sendErr
+		c.sendErr = nil
+		return 0, err
+	}
 	if err := c.failure("read", err, e); err != nil {
 		return 0, err
 	}

@@ -2,10 +2,16 @@
 
 package edge
 
-import "net"
+import (
+	"io"
+	"net"
+)
 
 // rawTCP is the identity outside Linux: connections keep net's calls.
 func rawTCP(c net.Conn) net.Conn { return c }
 
 // sendQueued does not know a socket's send queue outside Linux.
 func sendQueued(c net.Conn) (int, bool) { return 0, false }
+
+// sendBeforeReadOf has no deferred send outside Linux (see rawconn.go).
+func sendBeforeReadOf(c net.Conn) io.Writer { return nil }
