@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -349,6 +350,22 @@ type serverConn struct {
 	// a deadline of its own, which stays.
 	wdlAt  time.Duration
 	wdlOwn bool
+
+	// Serving inside the poller's read (serveInline): inl says the
+	// serving goroutine is in it, inlFD is the socket, inlineF the
+	// function given to the poller (made once); inlReq and inlRS are a
+	// request handed back to serve, inlDone says the connection is done.
+	inl     bool
+	inlFD   uintptr
+	inlineF func(uintptr) bool
+	inlReq  *http.Request
+	inlRS   *requestState
+	inlDone bool
+	// While inline, the disconnect watch peeks through a duplicate of the
+	// socket (wfile), the socket's own reads being the serving
+	// goroutine's: wdup says so for the watch in progress.
+	wdup  bool
+	wfile *os.File
 }
 
 // requestState is what the disconnect watch needs of a request.
@@ -374,9 +391,15 @@ func (c *serverConn) Read(p []byte) (int, error) {
 		c.stashed = false
 		return 1, nil
 	}
-	n, err := c.rwc.Read(p)
+	var n int
+	var err error
+	if c.inl {
+		n, err = c.inlineRead(p)
+	} else {
+		n, err = c.rwc.Read(p)
+	}
 	c.received.Add(int64(n))
-	if err != nil && err != io.EOF && !isTimeout(err) {
+	if err != nil && err != io.EOF && err != errWouldBlock && !isTimeout(err) {
 		// A reset, or the connection closed under us: the client is
 		// gone, whatever was reading (a request head or a body).
 		c.broken.Store(true)
@@ -457,6 +480,25 @@ func (c *serverConn) serve() {
 	c.bw.Reset(c)
 	first := true
 	for {
+		if !first && c.br.Buffered() == 0 && !c.stashed {
+			// Keep-alive requests without a body are served inside the
+			// poller's read (see serveInline); one it hands back (a body,
+			// an upgrade) is served here, and a head still arriving is
+			// read on below.
+			req, rs, done := c.serveInline()
+			if done {
+				return
+			}
+			if req != nil {
+				if req.Body != http.NoBody {
+					c.setReadDeadline(time.Time{}) // as below
+				}
+				if !c.serveParsed(req, rs) {
+					return
+				}
+				continue
+			}
+		}
 		if c.br.Buffered() == 0 && !c.stashed {
 			if first && c.s.shutting.Load() {
 				// Accepted before the listener closed, served only
@@ -507,16 +549,7 @@ func (c *serverConn) serve() {
 		}
 		req, rs, perr := c.readRequest()
 		if perr != nil {
-			if perr.status != 0 {
-				c.writeError(perr)
-			}
-			// Status 0: the client closed (or the drain cut) the
-			// connection with part of a head sent, since a byte of it
-			// had arrived: logged too, as nothing is answered.
-			if c.s.refused != nil && !perr.quiet {
-				perr.start = headAt
-				c.s.refused(c.remote, c.tls, perr)
-			}
+			c.refuse(perr, headAt)
 			return
 		}
 		if headDeadline || req.Body != http.NoBody {
@@ -525,23 +558,41 @@ func (c *serverConn) serve() {
 			// one keeps the idle deadline, which is far off.
 			c.setReadDeadline(time.Time{})
 		}
-		if req.RequestURI == "*" && req.Method == http.MethodOptions {
-			// OPTIONS * asks about the server, not a resource: answered
-			// here, as net/http does.
-			rs.cancel()
-			h := c.s.optionsStar
-			if h == nil {
-				h = http.HandlerFunc(serveOptionsStar)
-			}
-			if !c.serveRequest(req, rs, h) {
-				return
-			}
-			continue
-		}
-		if !c.serveRequest(req, rs, c.s.handler) {
+		if !c.serveParsed(req, rs) {
 			return
 		}
 	}
+}
+
+// refuse answers a request refused while its head was read (headAt: when
+// the head began to arrive, if it was not all there at once).
+func (c *serverConn) refuse(perr *parseError, headAt time.Duration) {
+	if perr.status != 0 {
+		c.writeError(perr)
+	}
+	// Status 0: the client closed (or the drain cut) the connection with
+	// part of a head sent, since a byte of it had arrived: logged too, as
+	// nothing is answered.
+	if c.s.refused != nil && !perr.quiet {
+		perr.start = headAt
+		c.s.refused(c.remote, c.tls, perr)
+	}
+}
+
+// serveParsed serves a request whose head was read; it reports whether the
+// connection can take another.
+func (c *serverConn) serveParsed(req *http.Request, rs *requestState) bool {
+	if req.RequestURI == "*" && req.Method == http.MethodOptions {
+		// OPTIONS * asks about the server, not a resource: answered here,
+		// as net/http does.
+		rs.cancel()
+		h := c.s.optionsStar
+		if h == nil {
+			h = http.HandlerFunc(serveOptionsStar)
+		}
+		return c.serveRequest(req, rs, h)
+	}
+	return c.serveRequest(req, rs, c.s.handler)
 }
 
 // setReadDeadline sets the connection's read deadline and remembers it.
@@ -703,6 +754,7 @@ func (c *serverConn) startWatch(rs *requestState) {
 	c.wreq = rs
 	c.wdone = nil
 	c.wstart = rs.start
+	c.wdup = c.inl
 	switch {
 	case c.watch == nil:
 		c.watch = time.AfterFunc(disconnectCheckAfter, c.watchFired)
@@ -734,11 +786,26 @@ func (c *serverConn) watchFired() {
 		c.warmed = true
 		return
 	}
+	done := make(chan struct{})
+	if c.wdup {
+		// Served inline: the socket's reads are the serving goroutine's.
+		f := c.watchDup(done, func() {
+			c.broken.Store(true)
+			rs.cancel()
+		})
+		if f == nil {
+			// No descriptor to spare now (the limit): look again later.
+			c.watch.Reset(disconnectCheckAfter)
+			c.warmed = true
+			return
+		}
+		c.wdone, c.wfile = done, f
+		return
+	}
 	// The connection may still carry the keep-alive deadline (see
 	// serve): the watch must outlast it.
 	c.rwc.SetReadDeadline(time.Time{})
 	c.rdl = time.Time{}
-	done := make(chan struct{})
 	c.wdone = done
 	go func() {
 		defer close(done)
@@ -762,10 +829,15 @@ func (c *serverConn) stopWatch() {
 		c.wmu.Unlock()
 		return
 	}
-	done := c.wdone
+	done, f := c.wdone, c.wfile
 	c.wreq = nil
-	c.wdone = nil
+	c.wdone, c.wfile = nil, nil
 	c.wmu.Unlock()
+	if f != nil {
+		f.SetReadDeadline(aLongTimeAgo) // the duplicate is closed as its watch ends
+		<-done
+		return
+	}
 	if done != nil {
 		c.rwc.SetReadDeadline(aLongTimeAgo)
 		<-done
@@ -774,6 +846,10 @@ func (c *serverConn) stopWatch() {
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
+
+// errWouldBlock is a read inside the poller's read that found nothing yet
+// (see h1inline.go).
+var errWouldBlock = errors.New("no data yet")
 
 // parseError is a request the server refuses before any handler sees it.
 type parseError struct {
@@ -1877,6 +1953,11 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c := w.c
 	if c.hijacked {
 		return nil, nil, http.ErrHijacked
+	}
+	if c.inl {
+		// Upgrades are never served inline (serveInline hands them back):
+		// the serving goroutine holds the socket's reads.
+		return nil, nil, errors.New("edge: only a protocol upgrade can take over the connection")
 	}
 	if w.wroteHeader && !w.headerSent {
 		w.sendHeader(false)
