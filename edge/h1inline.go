@@ -72,6 +72,20 @@ func (c *serverConn) serveInline() (req *http.Request, rs *requestState, done bo
 	return req, rs, false
 }
 
+// closeNow closes the connection at once. Served inline, the serving
+// goroutine holds the socket for as long as a handler runs, and net's Close
+// waits for that: the socket is shut down first, which ends the client's
+// connection and every read and write on it, and closed as that goroutine
+// lets go.
+func (c *serverConn) closeNow() {
+	if raw := c.inlineRaw(); raw != nil {
+		raw.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+		go c.rwc.Close()
+		return
+	}
+	c.rwc.Close()
+}
+
 // inlineStep is given to the poller's read: it returns false to wait for
 // readability, true to end the read. Its first call reads (what came before
 // the read began must be looked for); after a request is answered it waits

@@ -15,3 +15,5 @@ func (c *serverConn) serveInline() (*http.Request, *requestState, bool) { return
 func (c *serverConn) inlineRead(p []byte) (int, error) { panic("not inline") }
 
 func (c *serverConn) watchDup(done chan struct{}, gone func()) *os.File { return nil }
+
+func (c *serverConn) closeNow() { c.rwc.Close() }

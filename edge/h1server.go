@@ -274,7 +274,7 @@ func (s *h1Server) closeAll() {
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		c.state.Store(connClosed)
-		c.rwc.Close()
+		c.closeNow()
 		if r := c.cur.Load(); r != nil {
 			r.cancel()
 		}

@@ -148,3 +148,40 @@ func TestInlineDisconnectWatchClosesItsDuplicate(t *testing.T) {
 	readResponse(t, br2, http.MethodGet)
 	expectEOF(t, c2, br2, 5*time.Second)
 }
+
+// Closing the server does not wait for a request served inline (whose
+// read holds the socket, and net's Close waits for that): the client's
+// connection ends at once and the upstream request is canceled.
+func TestCloseDoesNotWaitForInlineRequest(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	canceled := make(chan struct{}, 1)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			entered <- struct{}{}
+			select {
+			case <-r.Context().Done():
+				canceled <- struct{}{}
+				return
+			case <-time.After(10 * time.Second):
+			}
+		}
+		io.WriteString(w, "ok")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c, br := h1Raw(t, gw.addr)
+	h1Write(t, c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+	readResponse(t, br, http.MethodGet)
+	h1Write(t, c, "GET /block HTTP/1.1\r\nHost: x\r\n\r\n") // served inline
+	<-entered
+	start := time.Now()
+	gw.srv.srv.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v with a request in flight; want it at once", d)
+	}
+	expectEOF(t, c, br, 5*time.Second)
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		t.Error("the upstream request was not canceled")
+	}
+}
