@@ -91,9 +91,12 @@ type h1Conn struct {
 	sentAt     atomic.Int64
 	// queued is the socket's send queue when headDeadline last looked
 	// while a write was blocked (-1: not known); the reader's alone.
-	queued   int
-	reused   bool
-	tlsState *tls.ConnectionState
+	queued int
+	reused bool
+	// hupWatched says the connection is on the hang-up watch (rawconn.go),
+	// which a request sent by the response's first read needs.
+	hupWatched bool
+	tlsState   *tls.ConnectionState
 	// abort is the cancellation hook of its exchanges (made once).
 	abort func()
 	// The response readResponse returned last.
@@ -339,9 +342,14 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		// A head alone goes through a pooled buffer, warm in the cache,
 		// rather than one each connection keeps.
 		bw := bufWriters.Get().(*bufio.Writer)
-		if sbr := sendBeforeReadOf(pc.conn); sbr != nil && pc.br.Buffered() == 0 {
+		if sbr := sendBeforeReadOf(pc.conn); sbr != nil && pc.reused && pc.hupWatched && pc.br.Buffered() == 0 {
 			// Sent by the response's first read, which then need not
-			// try a read before the answer can have come.
+			// try a read before the answer can have come. Only on a
+			// reused connection on the hang-up watch, so that an
+			// upstream's FIN is seen however it came (bytes it sent
+			// unasked in the instant before are not, but those make
+			// the connection's framing unusable either way). A fresh
+			// connection reads first: some servers speak first.
 			bw.Reset(sbr)
 		} else {
 			bw.Reset(pc.conn)
@@ -765,7 +773,7 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 		// A connection idle for a while may have been closed by the
 		// upstream; look before using it (a read that would block means
 		// it is still open).
-		if now-pc.idleAt > aliveCheckAfter && !pc.alive() {
+		if hungUp(pc.conn) || now-pc.idleAt > aliveCheckAfter && !pc.alive() {
 			pc.conn.Close()
 			t.mu.Lock()
 			continue
@@ -833,6 +841,9 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 	}
 	conn = rawTCP(conn)
 	pc := &h1Conn{t: t, key: key, conn: conn}
+	if scheme == "http" {
+		pc.hupWatched = watchHangup(conn)
+	}
 	pc.abort = func() {
 		// Unblock any read or write on the connection; it will not be
 		// reused.

@@ -22,9 +22,13 @@ import (
 // Inside one RawRead, though, readiness is not forgotten between calls of
 // the function it is given. So serveInline reads, serves and answers the
 // requests of a connection from within that function, and when one is
-// answered it returns false to wait for the next, without a read: any
-// bytes that came since the last read made the poller ready again, and the
-// wait returns at once.
+// answered it returns false to wait for the next, without a read, if the
+// last read was short (the socket was empty then): any bytes that came
+// since made the poller ready again, and the wait returns at once. A read
+// that filled the buffer is followed by another. A FIN that came with the
+// last bytes (one readiness for both) would go unseen: the connection is on
+// the hang-up watch (rawconn.go), which wakes the wait when the client
+// hangs up.
 //
 // Only requests without a body are served this way, with their whole head
 // in the buffer, and not protocol upgrades: nothing reads the socket while
@@ -34,17 +38,14 @@ import (
 // handed back to be served the plain way; so is a head still arriving, read
 // on under the header timeout.
 
-// inlineRaw returns the connection's poller access if it can be served
-// inline (plain TCP).
-func (c *serverConn) inlineRaw() syscall.RawConn {
+// inlineRaw returns the connection's socket if it can be served inline
+// (plain TCP).
+func (c *serverConn) inlineRaw() *rawConn {
 	if c.gc == nil {
 		return nil
 	}
-	rc, ok := c.gc.Conn.(*rawConn)
-	if !ok {
-		return nil
-	}
-	return rc.rc
+	rc, _ := c.gc.Conn.(*rawConn)
+	return rc
 }
 
 // serveInline serves the connection's requests inside one poller read (see
@@ -53,14 +54,14 @@ func (c *serverConn) inlineRaw() syscall.RawConn {
 // arriving or the connection cannot be served inline.
 func (c *serverConn) serveInline() (req *http.Request, rs *requestState, done bool) {
 	raw := c.inlineRaw()
-	if raw == nil || c.s.shutting.Load() {
+	if raw == nil || c.s.shutting.Load() || !raw.watchHangup() {
 		return nil, nil, false
 	}
 	if c.inlineF == nil {
 		c.inlineF = c.inlineStep
 	}
 	c.inlReq, c.inlRS, c.inlDone = nil, nil, false
-	err := raw.Read(c.inlineF)
+	err := raw.rc.Read(c.inlineF)
 	c.inl = false
 	req, rs = c.inlReq, c.inlRS
 	c.inlReq, c.inlRS = nil, nil
@@ -79,7 +80,7 @@ func (c *serverConn) serveInline() (req *http.Request, rs *requestState, done bo
 // lets go.
 func (c *serverConn) closeNow() {
 	if raw := c.inlineRaw(); raw != nil {
-		raw.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+		raw.rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
 		go c.rwc.Close()
 		return
 	}
@@ -123,6 +124,11 @@ func (c *serverConn) inlineStep(fd uintptr) bool {
 			return true
 		}
 		if c.br.Buffered() == 0 {
+			if !c.inlShort {
+				// The last read filled the buffer: more may wait in
+				// the socket, its readiness already spent.
+				continue
+			}
 			return c.inlineIdle()
 		}
 		// A pipelined request is here already.
@@ -151,6 +157,7 @@ func (c *serverConn) inlineRead(p []byte) (int, error) {
 			if n == 0 {
 				return 0, io.EOF
 			}
+			c.inlShort = n < len(p)
 			return n, nil
 		case syscall.EINTR:
 			continue
@@ -169,7 +176,7 @@ func (c *serverConn) inlineRead(p []byte) (int, error) {
 // duplicate, closed when the watch ends, or nil if none could be made.
 func (c *serverConn) watchDup(done chan struct{}, gone func()) *os.File {
 	var f *os.File
-	if err := c.inlineRaw().Control(func(fd uintptr) {
+	if err := c.inlineRaw().rc.Control(func(fd uintptr) {
 		nfd, _, e := syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_DUPFD_CLOEXEC, 0)
 		if e == 0 {
 			f = os.NewFile(nfd, "watch")

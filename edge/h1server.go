@@ -361,6 +361,9 @@ type serverConn struct {
 	inlReq  *http.Request
 	inlRS   *requestState
 	inlDone bool
+	// inlShort says the last read inside the poller's read was short:
+	// the socket was empty then, and what came since made it ready.
+	inlShort bool
 	// While inline, the disconnect watch peeks through a duplicate of the
 	// socket (wfile), the socket's own reads being the serving
 	// goroutine's: wdup says so for the watch in progress.

@@ -3,8 +3,10 @@
 package edge
 
 import (
+	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -183,5 +185,103 @@ func TestCloseDoesNotWaitForInlineRequest(t *testing.T) {
 	case <-canceled:
 	case <-time.After(5 * time.Second):
 		t.Error("the upstream request was not canceled")
+	}
+}
+
+// Pipelined requests that fill the read buffer exactly are all answered:
+// a read that filled the buffer may have left bytes in the socket whose
+// readiness it spent, so the server reads again before it waits.
+func TestInlinePipelinedRequestsFillingTheBuffer(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok "+r.URL.Path)
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c, br := h1Raw(t, gw.addr)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	h1Write(t, c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+	readResponse(t, br, http.MethodGet)
+	// Requests of the server's read buffer's size (4 KiB), and of 64
+	// bytes (64 of them fill it), in one write each.
+	sized := func(path string, n int) string {
+		s := "GET " + path + " HTTP/1.1\r\nHost: x\r\nX-Pad: "
+		return s + strings.Repeat("a", n-len(s)-4) + "\r\n\r\n"
+	}
+	for _, tc := range []struct{ size, count int }{{4096, 2}, {64, 128}, {2048, 5}} {
+		var all strings.Builder
+		for i := range tc.count {
+			all.WriteString(sized(fmt.Sprintf("/s%d-%03d", tc.size, i), tc.size))
+		}
+		h1Write(t, c, all.String())
+		for i := range tc.count {
+			resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+			if err != nil {
+				t.Fatalf("%d requests of %d bytes: answer %d: %v", tc.count, tc.size, i, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if want := fmt.Sprintf("ok /s%d-%03d", tc.size, i); string(body) != want {
+				t.Fatalf("answer %d: %q; want %q", i, body, want)
+			}
+		}
+	}
+}
+
+// A client that half-closes right after a keep-alive request gets its
+// answer and then the end of the connection at once, though its FIN may
+// have come with the request (one readiness for both): the hang-up watch
+// sees it.
+func TestInlineHalfCloseAfterRequestEndsTheConnection(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	for i := range 20 {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
+		readResponse(t, br, http.MethodGet)
+		time.Sleep(5 * time.Millisecond) // the next request is served inline
+		reqs := "GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
+		if i%2 == 1 {
+			reqs += "GET /third HTTP/1.1\r\nHost: x\r\n\r\n"
+		}
+		h1Write(t, c, reqs)
+		c.(*net.TCPConn).CloseWrite()
+		for range 1 + i%2 {
+			if resp, body := readResponse(t, br, http.MethodGet); resp.StatusCode != 200 || string(body) != "ok" {
+				t.Fatalf("round %d: got %d %q", i, resp.StatusCode, body)
+			}
+		}
+		// The idle timeout, when an unseen FIN would end it, is minutes.
+		expectEOF(t, c, br, 3*time.Second)
+		c.Close()
+	}
+}
+
+// A pooled upstream connection that the upstream half-closed (FIN, then
+// reading on without answering: a lingering close, as Apache does) is not
+// used again: the request goes on a new one at once, not after the
+// response-header timeout.
+func TestHalfClosedPooledUpstreamIsNotReused(t *testing.T) {
+	addr := rawUpstream(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+		time.Sleep(20 * time.Millisecond)
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c) // reads on, answers nothing
+	})
+	gw := startGateway(t, oneRouteService("http://"+addr, "    timeouts: {response_header: 5s}"))
+	c, br := h1Raw(t, gw.addr)
+	for i := range 5 {
+		start := time.Now()
+		h1Write(t, c, fmt.Sprintf("GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n", i))
+		resp, body := readResponse(t, br, http.MethodGet)
+		if resp.StatusCode != 200 || string(body) != "ok\n" {
+			t.Fatalf("request %d: got %d %q; want 200", i, resp.StatusCode, body)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("request %d took %v: sent on the half-closed connection", i, d)
+		}
+		time.Sleep(50 * time.Millisecond) // the upstream half-closes; < aliveCheckAfter
 	}
 }

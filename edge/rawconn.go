@@ -60,6 +60,14 @@ type rawConn struct {
 	pend    []byte
 	sendErr error
 	sendF   func(uintptr) bool
+
+	// The hang-up watch (below): hupID is c's registration (0: none),
+	// hupClosed says Close has begun (no registration after it), both
+	// under hmu; hup says the peer has hung up.
+	hmu       sync.Mutex
+	hupID     int32
+	hupClosed bool
+	hup       atomic.Bool
 }
 
 // maxRW caps one read or write, as internal/poll does (1 GiB).
@@ -89,6 +97,20 @@ func sendBeforeReadOf(c net.Conn) io.Writer {
 		return (*sendBeforeRead)(rc)
 	}
 	return nil
+}
+
+// watchHangup puts c on the hang-up watch (below) if it is a rawConn; it
+// reports whether it did.
+func watchHangup(c net.Conn) bool {
+	rc, ok := c.(*rawConn)
+	return ok && rc.watchHangup()
+}
+
+// hungUp reports whether c's peer has hung up, as far as the hang-up watch
+// has seen.
+func hungUp(c net.Conn) bool {
+	rc, ok := c.(*rawConn)
+	return ok && rc.hup.Load()
 }
 
 // sendBeforeRead is an io.Writer that keeps what it is given in pend, to
@@ -129,10 +151,16 @@ func (c *rawConn) sendThenRead(fd uintptr) bool {
 				c.sendErr = err
 				return true
 			}
-			return false
+			p = nil
+			continue
 		}
 		c.sendErr = c.failure("write", nil, e)
 		return true
+	}
+	if c.hup.Load() {
+		// The peer has hung up: the readiness that said so may be
+		// spent. Read to see the end (or what it sent before it).
+		return c.readOnce(fd)
 	}
 	return false
 }
@@ -300,4 +328,149 @@ func sendQueued(c net.Conn) (int, bool) {
 		return 0, false
 	}
 	return int(q), true
+}
+
+// Hang-up watch.
+//
+// Reading without first trying (sendThenRead, serveInline) assumes nothing
+// came since the last read but what makes the poller ready again. A peer's
+// FIN breaks that when it arrives together with the last data: one
+// readiness covers both, the read takes the data (and passes the FIN), and
+// no later event says that the next read would see the end. nginx learns
+// of it from EPOLLRDHUP, which Go's poller does not pass on. So sockets
+// read that way are also registered, for EPOLLRDHUP alone, with an epoll
+// set of Meridian's own, which a goroutine waits on through the poller.
+// When a peer hangs up, the socket is marked (hup) and shut down for
+// reading: that changes nothing for the reader (queued bytes stay readable,
+// then the end), but is a new event, which wakes a reader that waits
+// without having tried.
+
+type hupWatch struct {
+	once  sync.Once
+	epfd  int // -1: not available (reads always try first)
+	mu    sync.Mutex
+	next  int32
+	conns map[int32]*rawConn
+}
+
+var hups = hupWatch{epfd: -1}
+
+// start creates the epoll set and its goroutine, once per process.
+func (h *hupWatch) start() {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return
+	}
+	if err := syscall.SetNonblock(epfd, true); err != nil {
+		syscall.Close(epfd)
+		return
+	}
+	f := os.NewFile(uintptr(epfd), "hupwatch") // non-blocking: on the poller
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return
+	}
+	h.conns = map[int32]*rawConn{}
+	h.epfd = epfd
+	go h.run(rc)
+}
+
+// run waits for hang-ups for the life of the process.
+func (h *hupWatch) run(rc syscall.RawConn) {
+	var evs [64]syscall.EpollEvent
+	// One read for ever: readiness seen while events are handled is not
+	// forgotten (see serveInline).
+	rc.Read(func(fd uintptr) bool {
+		for {
+			n, err := syscall.EpollWait(int(fd), evs[:], 0)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || n <= 0 {
+				return false
+			}
+			for _, ev := range evs[:n] {
+				h.mu.Lock()
+				c := h.conns[ev.Fd]
+				h.mu.Unlock()
+				if c != nil {
+					c.hungUp()
+				}
+			}
+		}
+	})
+}
+
+// watchHangup registers c with the hang-up watch, once; it reports whether
+// c is watched.
+func (c *rawConn) watchHangup() bool {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	if c.hupID != 0 {
+		return true
+	}
+	h := &hups
+	h.once.Do(h.start)
+	if h.epfd < 0 || c.hupClosed {
+		return false
+	}
+	h.mu.Lock()
+	id := h.next + 1
+	for id == 0 || h.conns[id] != nil {
+		id++
+	}
+	h.next = id
+	h.conns[id] = c
+	h.mu.Unlock()
+	var err error
+	cerr := c.rc.Control(func(fd uintptr) {
+		ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | epollET, Fd: id}
+		err = syscall.EpollCtl(h.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if cerr != nil || err != nil {
+		h.mu.Lock()
+		delete(h.conns, id)
+		h.mu.Unlock()
+		return false
+	}
+	c.hupID = id
+	return true
+}
+
+// epollET is EPOLLET as the unsigned event mask (package syscall declares
+// it negative).
+const epollET = 1 << 31
+
+// unwatchHangup takes c off the hang-up watch for good (it is closing).
+func (c *rawConn) unwatchHangup() {
+	c.hmu.Lock()
+	defer c.hmu.Unlock()
+	c.hupClosed = true
+	id := c.hupID
+	if id == 0 {
+		return
+	}
+	c.hupID = 0
+	h := &hups
+	c.rc.Control(func(fd uintptr) {
+		syscall.EpollCtl(h.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	})
+	h.mu.Lock()
+	delete(h.conns, id)
+	h.mu.Unlock()
+}
+
+// hungUp marks c as hung up by its peer and wakes its reader.
+func (c *rawConn) hungUp() {
+	c.hup.Store(true)
+	c.rc.Control(func(fd uintptr) {
+		syscall.Shutdown(int(fd), syscall.SHUT_RD)
+	})
+}
+
+// Close closes the connection, off the hang-up watch first.
+func (c *rawConn) Close() error {
+	c.unwatchHangup()
+	return c.TCPConn.Close()
 }
