@@ -234,6 +234,7 @@ func TestInlineHalfCloseAfterRequestEndsTheConnection(t *testing.T) {
 		io.WriteString(w, "ok")
 	})
 	gw := startGateway(t, oneRoute(be.URL, ""))
+	wakes := hupWakes.Load()
 	for i := range 20 {
 		c, br := h1Raw(t, gw.addr)
 		h1Write(t, c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -253,6 +254,11 @@ func TestInlineHalfCloseAfterRequestEndsTheConnection(t *testing.T) {
 		// The idle timeout, when an unseen FIN would end it, is minutes.
 		expectEOF(t, c, br, 3*time.Second)
 		c.Close()
+	}
+	// One wake-up per hang-up: the watch's own shutdown, an event too,
+	// must not start another.
+	if got := hupWakes.Load() - wakes; got > 20 {
+		t.Errorf("20 hang-ups took %d wake-ups; want at most 20", got)
 	}
 }
 

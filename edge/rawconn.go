@@ -461,13 +461,20 @@ func (c *rawConn) unwatchHangup() {
 	h.mu.Unlock()
 }
 
-// hungUp marks c as hung up by its peer and wakes its reader.
+// hungUp marks c as hung up by its peer and wakes its reader, once: the
+// shutdown is itself an event for the watch, seen and ignored.
 func (c *rawConn) hungUp() {
-	c.hup.Store(true)
+	if c.hup.Swap(true) {
+		return
+	}
+	hupWakes.Add(1)
 	c.rc.Control(func(fd uintptr) {
 		syscall.Shutdown(int(fd), syscall.SHUT_RD)
 	})
 }
+
+// hupWakes counts the hang-ups the watch acted on (tests look at it).
+var hupWakes atomic.Uint64
 
 // Close closes the connection, off the hang-up watch first.
 func (c *rawConn) Close() error {
