@@ -23,12 +23,11 @@ import (
 // the function it is given. So serveInline reads, serves and answers the
 // requests of a connection from within that function, and when one is
 // answered it returns false to wait for the next, without a read, if the
-// last read was short (the socket was empty then): any bytes that came
-// since made the poller ready again, and the wait returns at once. A read
-// that filled the buffer is followed by another. A FIN that came with the
-// last bytes (one readiness for both) would go unseen: the connection is on
-// the hang-up watch (rawconn.go), which wakes the wait when the client
-// hangs up.
+// last read left the socket empty: any bytes that came since made the
+// poller ready again, and the wait returns at once. Empty means TCP_INQ
+// said so (rawconn.go): a read that stopped at the buffer's end leaves
+// bytes, and a FIN that came with the last bytes (one readiness for both)
+// counts as one, so both are read on rather than waited for.
 //
 // Only requests without a body are served this way, with their whole head
 // in the buffer, and not protocol upgrades: nothing reads the socket while
@@ -54,8 +53,13 @@ func (c *serverConn) inlineRaw() *rawConn {
 // arriving or the connection cannot be served inline.
 func (c *serverConn) serveInline() (req *http.Request, rs *requestState, done bool) {
 	raw := c.inlineRaw()
-	if raw == nil || c.s.shutting.Load() || !raw.watchHangup() {
+	if raw == nil || c.s.shutting.Load() {
 		return nil, nil, false
+	}
+	if !c.inqOn {
+		if c.inqOn = enableInq(raw.rc); !c.inqOn {
+			return nil, nil, false
+		}
 	}
 	if c.inlineF == nil {
 		c.inlineF = c.inlineStep
@@ -124,9 +128,9 @@ func (c *serverConn) inlineStep(fd uintptr) bool {
 			return true
 		}
 		if c.br.Buffered() == 0 {
-			if !c.inlShort {
-				// The last read filled the buffer: more may wait in
-				// the socket, its readiness already spent.
+			if c.inlMore {
+				// The last read left bytes or the end in the socket,
+				// their readiness already spent: read on.
 				continue
 			}
 			return c.inlineIdle()
@@ -151,13 +155,13 @@ func (c *serverConn) inlineIdle() bool {
 // socket, errWouldBlock if there is nothing yet.
 func (c *serverConn) inlineRead(p []byte) (int, error) {
 	for {
-		n, e := sysRead(c.inlFD, p)
+		n, inq, e := sysRecvInq(c.inlFD, p)
 		switch e {
 		case 0:
 			if n == 0 {
 				return 0, io.EOF
 			}
-			c.inlShort = n < len(p)
+			c.inlMore = inq != 0 // not told (-1): as if more
 			return n, nil
 		case syscall.EINTR:
 			continue

@@ -361,9 +361,10 @@ type serverConn struct {
 	inlReq  *http.Request
 	inlRS   *requestState
 	inlDone bool
-	// inlShort says the last read inside the poller's read was short:
-	// the socket was empty then, and what came since made it ready.
-	inlShort bool
+	// inlMore says the last read inside the poller's read left bytes
+	// (or the end) in the socket; inqOn that TCP_INQ is on for it.
+	inlMore bool
+	inqOn   bool
 	// While inline, the disconnect watch peeks through a duplicate of the
 	// socket (wfile), the socket's own reads being the serving
 	// goroutine's: wdup says so for the watch in progress.

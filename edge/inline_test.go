@@ -227,14 +227,12 @@ func TestInlinePipelinedRequestsFillingTheBuffer(t *testing.T) {
 
 // A client that half-closes right after a keep-alive request gets its
 // answer and then the end of the connection at once, though its FIN may
-// have come with the request (one readiness for both): the hang-up watch
-// sees it.
+// have come with the request (one readiness for both): TCP_INQ counts it.
 func TestInlineHalfCloseAfterRequestEndsTheConnection(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
 	})
 	gw := startGateway(t, oneRoute(be.URL, ""))
-	wakes := hupWakes.Load()
 	for i := range 20 {
 		c, br := h1Raw(t, gw.addr)
 		h1Write(t, c, "GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -255,11 +253,6 @@ func TestInlineHalfCloseAfterRequestEndsTheConnection(t *testing.T) {
 		expectEOF(t, c, br, 3*time.Second)
 		c.Close()
 	}
-	// One wake-up per hang-up: the watch's own shutdown, an event too,
-	// must not start another.
-	if got := hupWakes.Load() - wakes; got > 20 {
-		t.Errorf("20 hang-ups took %d wake-ups; want at most 20", got)
-	}
 }
 
 // A pooled upstream connection that the upstream half-closed (FIN, then
@@ -278,6 +271,14 @@ func TestHalfClosedPooledUpstreamIsNotReused(t *testing.T) {
 	})
 	gw := startGateway(t, oneRouteService("http://"+addr, "    timeouts: {response_header: 5s}"))
 	c, br := h1Raw(t, gw.addr)
+	wakes := hupWakes.Load()
+	defer func() {
+		// One wake-up per hang-up: the watch's own shutdown, an event
+		// too, must not start another.
+		if got := hupWakes.Load() - wakes; got > 10 {
+			t.Errorf("5 upstream hang-ups took %d wake-ups; want one each", got)
+		}
+	}()
 	for i := range 5 {
 		start := time.Now()
 		h1Write(t, c, fmt.Sprintf("GET /r%d HTTP/1.1\r\nHost: x\r\n\r\n", i))

@@ -330,20 +330,52 @@ func sendQueued(c net.Conn) (int, bool) {
 	return int(q), true
 }
 
+// TCP_INQ: with it on, each recvmsg(2) of a TCP socket also says how much
+// is left to read after it, and counts a FIN received as one byte left
+// (Linux 4.18). A read that leaves nothing can be followed by a wait
+// without a read, however the last bytes and a FIN came.
+const (
+	tcpInq = 36 // TCP_INQ and its control message TCP_CM_INQ
+	inqOOB = 32 // room for that control message
+)
+
+// enableInq turns TCP_INQ on for c's socket; it reports whether it could.
+func enableInq(rc syscall.RawConn) bool {
+	var err error
+	if cerr := rc.Control(func(fd uintptr) {
+		err = syscall.SetsockoptInt(int(fd), syscall.SOL_TCP, tcpInq, 1)
+	}); cerr != nil {
+		return false
+	}
+	return err == nil
+}
+
+// parseInq returns TCP_INQ's count from a recvmsg's control data, or -1.
+func parseInq(oob []byte) int {
+	hl := syscall.CmsgLen(0)
+	if len(oob) < hl+4 {
+		return -1
+	}
+	h := (*syscall.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	if h.Level != syscall.SOL_TCP || h.Type != tcpInq {
+		return -1
+	}
+	return int(*(*int32)(unsafe.Pointer(&oob[hl])))
+}
+
 // Hang-up watch.
 //
-// Reading without first trying (sendThenRead, serveInline) assumes nothing
-// came since the last read but what makes the poller ready again. A peer's
-// FIN breaks that when it arrives together with the last data: one
-// readiness covers both, the read takes the data (and passes the FIN), and
-// no later event says that the next read would see the end. nginx learns
-// of it from EPOLLRDHUP, which Go's poller does not pass on. So sockets
-// read that way are also registered, for EPOLLRDHUP alone, with an epoll
-// set of Meridian's own, which a goroutine waits on through the poller.
-// When a peer hangs up, the socket is marked (hup) and shut down for
-// reading: that changes nothing for the reader (queued bytes stay readable,
-// then the end), but is a new event, which wakes a reader that waits
-// without having tried.
+// A request sent by the response's first read (sendThenRead) waits without
+// having read; on a pooled connection that is safe only if nothing came
+// since its last read, and an upstream may have hung up meanwhile (a FIN
+// while the connection sat in the pool, whose readiness the next read
+// forgets before it begins). nginx learns of it from EPOLLRDHUP, which
+// Go's poller does not pass on. So such connections are also registered,
+// for EPOLLRDHUP alone, with an epoll set of Meridian's own, which one
+// goroutine waits on through the poller. When a peer hangs up, the socket
+// is marked (hup: the pool drops it) and shut down for reading, which
+// changes nothing for a reader (queued bytes stay readable, then the end)
+// but is a new event, waking one that waits without having tried.
 
 type hupWatch struct {
 	once  sync.Once

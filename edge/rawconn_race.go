@@ -25,3 +25,16 @@ func errnoOf(n int, err error) (int, syscall.Errno) {
 	}
 	return n, 0
 }
+
+// sysRecvInq is sysRecvInq of rawconn_norace.go through package syscall,
+// plus an empty read for the race detector's ordering (syscall.Recvmsg has
+// none, syscall.Read has).
+func sysRecvInq(fd uintptr, p []byte) (int, int, syscall.Errno) {
+	var oob [inqOOB]byte
+	n, oobn, _, _, err := syscall.Recvmsg(int(fd), p, oob[:], 0)
+	if err != nil {
+		return 0, -1, err.(syscall.Errno)
+	}
+	syscall.Read(int(fd), p[:0])
+	return n, parseInq(oob[:oobn]), 0
+}
