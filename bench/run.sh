@@ -85,45 +85,9 @@ note() {
 declare -A SPID=() # target -> pid of the process we started
 STARTED=()         # every pid we started, in start order
 
-# descendants PID: all (transitive) child pids of PID, from /proc.
-descendants() {
-	local parent=$1 f line pid
-	local -a kids=() fields
-	for f in /proc/[0-9]*/stat; do
-		read -r line <"$f" 2>/dev/null || continue
-		pid=${line%% *}
-		# "pid (comm) state ppid ...": comm may contain spaces, so split
-		# after the last ')'.
-		read -ra fields <<<"${line##*) }"
-		[[ ${fields[1]:-} == "$parent" ]] && kids+=("$pid")
-	done
-	local k
-	for k in "${kids[@]}"; do
-		echo "$k"
-		descendants "$k"
-	done
-}
-
-alive() { kill -0 "$1" 2>/dev/null; }
-
-stop_pid() {
-	local pid=$1 i
-	alive "$pid" || return 0
-	local -a tree
-	mapfile -t tree < <(descendants "$pid")
-	kill -TERM "$pid" 2>/dev/null || true
-	for i in $(seq 1 30); do
-		alive "$pid" || break
-		sleep 0.1
-	done
-	alive "$pid" && kill -KILL "$pid" 2>/dev/null || true
-	# Workers of nginx etc. normally exit with their master; make sure.
-	local c
-	for c in "${tree[@]}"; do
-		alive "$c" && kill -KILL "$c" 2>/dev/null || true
-	done
-	wait "$pid" 2>/dev/null || true
-}
+# descendants, alive, stop_pid, port_busy
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 cleanup() {
 	local rc=$?
@@ -221,7 +185,6 @@ fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # ------------------------------------------------------------------- start
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # udp_busy PORT: something is bound to 127.0.0.1:PORT or *:PORT over UDP
 # (needs ss; without it UDP ports are not checked).
@@ -445,19 +408,10 @@ if want meridian-tls && ((MERIDIAN_OK)); then
 fi
 
 # ------------------------------------------------------------------- CPU
-CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
-
-# cpu_us PID: CPU time (user + system, µs) used so far by PID and its
-# descendants, from /proc (utime and stime are fields 14 and 15 of stat).
-cpu_us() {
-	local p line total=0
-	local -a f
-	for p in "$1" $(descendants "$1"); do
-		read -r line <"/proc/$p/stat" 2>/dev/null || continue
-		read -ra f <<<"${line##*) }"
-		total=$((total + f[11] + f[12]))
-	done
-	echo $((total * 1000000 / CLK_TCK))
+cpu_us() { # PID -> user + system µs of PID and its descendants (cpu_times, bench/lib.sh)
+	local u s
+	read -r u s < <(cpu_times "$1")
+	echo $((u + s))
 }
 
 # ---------------------------------------------------------------- memory
