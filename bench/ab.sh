@@ -100,13 +100,6 @@ fi
 ulimit -n 65536 2>/dev/null || true
 
 declare -A SPID=()
-start() { # arm cmd...
-	local arm=$1
-	shift
-	"${SRV_PIN[@]}" "$@" >"$WORK/logs/$arm.log" 2>&1 &
-	SPID[$arm]=$!
-	STARTED+=("$!")
-}
 ready() { # arm url: wait until it answers 2xx
 	local i
 	for i in $(seq 1 100); do

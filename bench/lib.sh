@@ -41,6 +41,17 @@ stop_pid() {
 	wait "$pid" 2>/dev/null || true
 }
 
+# start NAME CMD...: runs CMD in the background, pinned with SRV_PIN, its
+# output in $WORK/logs/NAME.log, and records its pid in SPID[NAME] and
+# STARTED (the sourcing script's globals, which its cleanup stops).
+start() {
+	local name=$1
+	shift
+	"${SRV_PIN[@]}" "$@" >"$WORK/logs/$name.log" 2>&1 &
+	SPID[$name]=$!
+	STARTED+=("$!")
+}
+
 # port_busy PORT: something accepts TCP connections on 127.0.0.1:PORT.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

@@ -85,7 +85,7 @@ note() {
 declare -A SPID=() # target -> pid of the process we started
 STARTED=()         # every pid we started, in start order
 
-# descendants, alive, stop_pid, port_busy
+# descendants, alive, stop_pid, start, port_busy, cpu_times
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
@@ -227,14 +227,6 @@ if [[ " $PROTOS " == *" h3 "* || " $PROTOS " == *" handshakes-h3 "* ]]; then
 		note "net.core.rmem_max=$RMEM < 7500000 and not root: quic-go (loadgen, caddy, meridian, backend) cannot get its 7 MB UDP buffers and logs a warning; see README"
 	fi
 fi
-
-start() { # target cmd...
-	local t=$1
-	shift
-	"${SRV_PIN[@]}" "$@" >"$WORK/logs/$t.log" 2>&1 &
-	SPID[$t]=$!
-	STARTED+=("$!")
-}
 
 declare -A CA=()      # TLS target -> CA file for loadgen -cacert
 declare -A TLSFLAG=() # TLS target -> "-cacert FILE" or "-insecure"
