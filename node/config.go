@@ -292,7 +292,7 @@ func ParseFile(data []byte) (_ *File, err error) {
 	}
 	if len(errs) > 0 {
 		slices.SortStableFunc(errs, func(a, b *config.FieldError) int { return cmp.Compare(a.Line, b.Line) })
-		return nil, errs
+		return nil, config.CapErrors(errs)
 	}
 	// Compile as a node would, to catch what only the compiler sees.
 	if err := edge.Check(&f.Gateway); err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
 	"github.com/meridian-gw/meridian/node"
+	"go.yaml.in/yaml/v3"
 )
 
 var version = "dev"
@@ -401,14 +402,25 @@ func validateBytes(raw []byte) (kind string, routes int, err error) {
 	return "gateway document", len(doc.Routes), nil
 }
 
+// looksLikeNodeFile reports whether raw's top level has a node or gateway
+// key. It reads the document's node tree only: decoded into Go values, a
+// mapping of many keys cost the decoder time in the square of their number
+// before the strict checks could refuse it.
 func looksLikeNodeFile(raw []byte) bool {
-	var top map[string]any
-	if err := yamlUnmarshal(raw, &top); err != nil {
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil || len(root.Content) == 0 {
 		return false
 	}
-	_, hasNode := top["node"]
-	_, hasGateway := top["gateway"]
-	return hasNode || hasGateway
+	top := root.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if k := top.Content[i].Value; k == "node" || k == "gateway" {
+			return true
+		}
+	}
+	return false
 }
 
 func configCmd(args []string, stdout, stderr io.Writer) int {

@@ -248,3 +248,21 @@ func TestParseMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// A node file is told from a gateway document by its top-level keys alone,
+// without decoding the rest: one with a mistake deeper down (a key given
+// twice) is still a node file.
+func TestLooksLikeNodeFile(t *testing.T) {
+	for doc, want := range map[string]bool{
+		"node:\n  name: a\n  name: b\ngateway: {}\n": true,
+		"gateway:\n  routes: []\n":                   true,
+		"services: []\nroutes: []\n":                 false,
+		"[node, gateway]\n":                          false,
+		"":                                           false,
+		"{node: [":                                   false,
+	} {
+		if got := looksLikeNodeFile([]byte(doc)); got != want {
+			t.Errorf("looksLikeNodeFile(%q) = %v; want %v", doc, got, want)
+		}
+	}
+}

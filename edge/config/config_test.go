@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -237,5 +238,87 @@ func TestToJSONBoolFields(t *testing.T) {
 	}
 	if !strings.Contains(string(js), `"allow_plain_http": true`) || !strings.Contains(string(js), `"strip_prefix": true`) {
 		t.Errorf("JSON view:\n%s\nwant allow_plain_http and strip_prefix as true", js)
+	}
+}
+
+// A document with mistakes all through is refused with the first MaxErrors
+// of them and a count of the rest, not with an error list larger than the
+// document.
+func TestErrorsAreCapped(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n")
+	for i := range 150 {
+		fmt.Fprintf(&b, "    u%d: 1\n", i)
+	}
+	_, err := Parse([]byte(b.String()))
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("Parse: %v; want Errors", err)
+	}
+	if len(es) != MaxErrors+1 {
+		t.Fatalf("%d errors; want the first %d and one for the rest", len(es), MaxErrors)
+	}
+	if first := es[0].Error(); first != `line 4: services[0].u0: unknown field "u0" in service` {
+		t.Errorf("first error %q", first)
+	}
+	if last := es[MaxErrors].Msg; !strings.Contains(last, "and 50 more errors") {
+		t.Errorf("last error %q; want it to count the 50 not listed", last)
+	}
+}
+
+// A mapping of more keys than any field takes is refused before the
+// decoder compares each of its keys with every other.
+func TestOversizedMappingIsRefused(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts:\n")
+	for i := range MaxMappingKeys + 1 {
+		fmt.Fprintf(&b, "      k%d: 1s\n", i)
+	}
+	_, err := Parse([]byte(b.String()))
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 1 {
+		t.Fatalf("Parse: %v; want one error", err)
+	}
+	if got, want := es[0].Error(), fmt.Sprintf("line 5: services[0].timeouts: a mapping of %d keys; at most %d are taken", MaxMappingKeys+1, MaxMappingKeys); got != want {
+		t.Errorf("error %q; want %q", got, want)
+	}
+}
+
+// A key given many times is one error per repeat (the decoder's own check
+// reports every pair: 1,225 errors for 50 repeats).
+func TestRepeatedKeyIsOneErrorPerRepeat(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n")
+	for range 50 {
+		b.WriteString("    weight: 1\n")
+	}
+	_, err := Parse([]byte(b.String()))
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("Parse: %v; want Errors", err)
+	}
+	if len(es) != 49 {
+		t.Fatalf("%d errors; want 49, one per repeat", len(es))
+	}
+	for i, e := range es {
+		if want := fmt.Sprintf(`line %d: services[0].weight: mapping key "weight" already defined at line 4`, 5+i); e.Error() != want {
+			t.Fatalf("error %d: %q; want %q", i, e.Error(), want)
+		}
+	}
+}
+
+// Two errors of the same kind on one line (flow style) name their own
+// fields, in order, not both the first.
+func TestSameMistakeTwiceOnALine(t *testing.T) {
+	doc := "services: [{name: s, targets: [{url: 'http://h:1'}], u: 1}, {name: t, targets: [{url: 'http://h:2'}], u: 1}]\n"
+	_, err := Parse([]byte(doc))
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 2 {
+		t.Fatalf("Parse: %v; want two errors", err)
+	}
+	for i, want := range []string{"services[0].u", "services[1].u"} {
+		if es[i].Path != want || es[i].Line != 1 {
+			t.Errorf("error %d at line %d path %q; want line 1 path %q", i, es[i].Line, es[i].Path, want)
+		}
 	}
 }

@@ -25,7 +25,11 @@ func Parse(data []byte) (_ *Document, err error) {
 		return nil, err
 	}
 	if err := doc.Validate(); err != nil {
-		return nil, withLines(err, root, "")
+		err = withLines(err, root, "")
+		if es, ok := err.(Errors); ok {
+			err = CapErrors(es)
+		}
+		return nil, err
 	}
 	return &doc, nil
 }

@@ -65,43 +65,64 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 	if root.Kind == 0 || (root.Kind == yaml.DocumentNode && len(root.Content) == 0) {
 		return nil, ErrEmpty
 	}
+	if es := checkMappings(&root); len(es) > 0 {
+		return nil, CapErrors(es)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(out); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			var es Errors
-			for _, msg := range te.Errors {
+			msgs := te.Errors
+			more := 0
+			if len(msgs) > MaxErrors {
+				msgs, more = msgs[:MaxErrors], len(msgs)-MaxErrors
+			}
+			es := make(Errors, 0, len(msgs)+1)
+			var ls []*lookup
+			var onLine []*lookup // per error: its line's deepest field, or nil
+			var exact []*lookup  // per error: the field its message names, or nil
+			for _, msg := range msgs {
 				fe := &FieldError{Msg: msg}
+				var at, ex *lookup
 				if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 					fe.Line, _ = strconv.Atoi(m[1])
 					fe.Msg = friendlyTypeError(m[2])
-					fe.Path = PathAt(&root, fe.Line)
+					at = &lookup{line: fe.Line, kind: lookAt}
 					// Several fields may share the line (flow style): the
 					// value or the name in the message says which one.
 					if u := unmarshalRE.FindStringSubmatch(m[2]); u != nil {
-						if p := pathOfValue(&root, fe.Line, u[1], u[2]); p != "" {
-							fe.Path = p
-						}
+						ex = &lookup{line: fe.Line, kind: lookValue, tag: u[1], value: u[2]}
 					} else if u := invalidSizeRE.FindStringSubmatch(m[2]); u != nil {
 						if v, err := strconv.Unquote(u[1]); err == nil {
-							if p := pathOfValue(&root, fe.Line, "str", v); p != "" {
-								fe.Path = p
-							}
+							ex = &lookup{line: fe.Line, kind: lookValue, tag: "str", value: v}
 						}
 					} else if u := unknownFieldRE.FindStringSubmatch(m[2]); u != nil {
-						if p := pathOfKey(&root, fe.Line, u[1]); p != "" {
-							fe.Path = p
-						}
+						ex = &lookup{line: fe.Line, kind: lookKey, name: u[1]}
 					} else if u := duplicateKeyRE.FindStringSubmatch(m[2]); u != nil {
 						if name, err := strconv.Unquote(u[1]); err == nil {
-							if p := pathOfDuplicateKey(&root, fe.Line, name); p != "" {
-								fe.Path = p
-							}
+							ex = &lookup{line: fe.Line, kind: lookDuplicateKey, name: name}
 						}
 					}
 				}
+				for _, l := range []*lookup{at, ex} {
+					if l != nil {
+						ls = append(ls, l)
+					}
+				}
+				onLine, exact = append(onLine, at), append(exact, ex)
 				es = append(es, fe)
+			}
+			locate(&root, ls)
+			for i, fe := range es {
+				if exact[i] != nil && exact[i].path != "" {
+					fe.Path = exact[i].path
+				} else if onLine[i] != nil {
+					fe.Path = onLine[i].path
+				}
+			}
+			if more > 0 {
+				es = append(es, moreErrors(more))
 			}
 			return nil, es
 		}
@@ -112,7 +133,7 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 		return nil, Errors{{Msg: "more than one YAML document in the input; send exactly one"}}
 	}
 	if es := laxTypes(&root, reflect.TypeOf(out), "", 0); len(es) > 0 {
-		return nil, es
+		return nil, CapErrors(es)
 	}
 	return &root, nil
 }
@@ -281,104 +302,237 @@ func PathAt(root *yaml.Node, line int) string {
 	if root == nil {
 		return ""
 	}
-	var best string
-	walkToLine(root, line, func(p []byte, k, v *yaml.Node) bool {
-		if k != nil {
-			if k.Line == line {
-				best = string(p)
-			}
-		} else if v.Line == line && (v.Kind == yaml.ScalarNode || best == "") {
-			best = string(p)
-		}
-		return false
-	})
-	return best
+	l := &lookup{line: line, kind: lookAt}
+	locate(root, []*lookup{l})
+	return l.path
 }
 
 var unknownFieldRE = regexp.MustCompile(`^field (\S+) not found in type `)
 
-// pathOfKey returns the path of the first field named name on line, or "".
-func pathOfKey(root *yaml.Node, line int, name string) string {
-	return findOnLine(root, line, func(k, _ *yaml.Node) bool { return k != nil && k.Value == name })
-}
-
 var duplicateKeyRE = regexp.MustCompile(`^mapping key ("(?:[^"\\]|\\.)*") already defined`)
 
-// pathOfDuplicateKey returns the path of the key name given twice on line,
-// in a mapping that starts on that line too (one-line JSON), or "": a
-// mapping over several lines is found by PathAt from the line alone.
-func pathOfDuplicateKey(root *yaml.Node, line int, name string) string {
-	p := findOnLine(root, line, func(_, v *yaml.Node) bool {
-		if v.Kind != yaml.MappingNode {
-			return false
+// lookup is a field to find on one line of a document, for an error the
+// decoder reported with only the line; path is the answer, "" if none.
+type lookup struct {
+	line int
+	kind lookupKind
+	// lookKey and lookDuplicateKey: the field's name. lookValue: the
+	// value's YAML kind ("str", "seq", "map"...) and, for scalars, what it
+	// reads (yaml.v3 cuts values longer than ten bytes to seven and "...").
+	name, tag, value string
+	path             string
+}
+
+type lookupKind int
+
+const (
+	// lookAt: the deepest field that starts on the line.
+	lookAt lookupKind = iota
+	// lookKey: the field named name.
+	lookKey
+	// lookValue: the field whose value is of kind tag and reads value.
+	lookValue
+	// lookDuplicateKey: the key name given twice on the line, in a
+	// mapping that starts there too (one-line JSON); its path ends in
+	// name. A mapping over several lines is found by lookAt.
+	lookDuplicateKey
+)
+
+// locate answers every lookup in one walk of the document at root, in
+// document order. Lookups of one line and kind that name the same thing
+// (two unknown fields "u" in one line of flow style) take its places on the
+// line in turn, as the decoder reports its errors in document order. One
+// walk for all of them: a walk per error made a document with many errors
+// cost time in the square of its size (a 269 KB one took five seconds).
+func locate(root *yaml.Node, ls []*lookup) {
+	if len(ls) == 0 {
+		return
+	}
+	type queueKey struct {
+		line int
+		kind lookupKind
+		// name for lookKey and lookDuplicateKey; "seq", "map" or ""
+		// (any scalar) for lookValue.
+		name string
+	}
+	atLines := map[int]bool{}          // lines with lookAt lookups
+	best := map[int]string{}           // their answer, line by line
+	queues := map[queueKey][]*lookup{} // the others, waiting in order
+	dups := false
+	for _, l := range ls {
+		switch l.kind {
+		case lookAt:
+			atLines[l.line] = true
+			continue
+		case lookValue:
+			t := l.tag
+			if t != "seq" && t != "map" {
+				t = ""
+			}
+			k := queueKey{l.line, l.kind, t}
+			queues[k] = append(queues[k], l)
+		default:
+			dups = dups || l.kind == lookDuplicateKey
+			k := queueKey{l.line, l.kind, l.name}
+			queues[k] = append(queues[k], l)
 		}
-		seen := 0
-		for i := 0; i+1 < len(v.Content); i += 2 {
-			if k := v.Content[i]; k.Value == name {
-				if seen++; seen == 2 && k.Line == line {
-					return true
-				}
+	}
+	// take gives path p to the first of the lookups waiting under key that
+	// match accepts, looking at a few only: one the document does not
+	// hold as reported must not make the walk quadratic.
+	take := func(key queueKey, p []byte, match func(*lookup) bool) {
+		q := queues[key]
+		for i := 0; i < len(q) && i < 8; i++ {
+			if match(q[i]) {
+				q[i].path = string(p)
+				queues[key] = append(q[:i:i], q[i+1:]...)
+				return
 			}
 		}
-		return false
-	})
-	if p == "" {
-		return ""
 	}
-	return joinPath(p, name)
-}
-
-// pathOfValue returns the path of the first field on line whose value is
-// of YAML kind tag ("str", "seq", "map"...) and, for scalars, reads value
-// (yaml.v3 cuts values longer than ten bytes to seven and "..."), or "".
-func pathOfValue(root *yaml.Node, line int, tag, value string) string {
-	return findOnLine(root, line, func(_, v *yaml.Node) bool {
-		switch tag {
-		case "seq":
-			return v.Kind == yaml.SequenceNode
-		case "map":
-			return v.Kind == yaml.MappingNode
+	always := func(*lookup) bool { return true }
+	walkAll(root, func(p []byte, k, v *yaml.Node) {
+		line := v.Line
+		if k != nil {
+			line = k.Line
 		}
-		if v.Kind != yaml.ScalarNode {
-			return false
+		if atLines[line] {
+			// The deepest field on the line: a key, or a list element
+			// that is a scalar or the first thing found on the line.
+			if k != nil || v.Kind == yaml.ScalarNode || best[line] == "" {
+				best[line] = string(p)
+			}
 		}
-		if prefix, cut := strings.CutSuffix(value, "..."); cut && len(v.Value) > 10 {
-			return strings.HasPrefix(v.Value, prefix)
+		if len(queues) == 0 {
+			return
 		}
-		return v.Value == value
+		if k != nil {
+			take(queueKey{line, lookKey, k.Value}, p, always)
+		}
+		switch v.Kind {
+		case yaml.SequenceNode:
+			take(queueKey{line, lookValue, "seq"}, p, always)
+		case yaml.MappingNode:
+			take(queueKey{line, lookValue, "map"}, p, always)
+		case yaml.ScalarNode:
+			take(queueKey{line, lookValue, ""}, p, func(l *lookup) bool {
+				if prefix, cut := strings.CutSuffix(l.value, "..."); cut && len(v.Value) > 10 {
+					return strings.HasPrefix(v.Value, prefix)
+				}
+				return v.Value == l.value
+			})
+		}
+		if dups && v.Kind == yaml.MappingNode {
+			// A key given a second time on the line where this mapping
+			// starts.
+			var seen map[string]bool
+			for i := 0; i+1 < len(v.Content); i += 2 {
+				key := v.Content[i]
+				if key.Line != line {
+					continue
+				}
+				if seen == nil {
+					seen = map[string]bool{}
+				}
+				if seen[key.Value] {
+					take(queueKey{line, lookDuplicateKey, key.Value}, p, always)
+				}
+				seen[key.Value] = true
+			}
+		}
 	})
-}
-
-// findOnLine returns the path of the first mapping entry (k, v) or list
-// element (nil, v) on line for which match is true, in document order.
-func findOnLine(root *yaml.Node, line int, match func(k, v *yaml.Node) bool) string {
-	var found string
-	walkToLine(root, line, func(p []byte, k, v *yaml.Node) bool {
-		onLine := k != nil && k.Line == line || k == nil && v.Line == line
-		if onLine && match(k, v) {
-			found = string(p)
-			return true
+	for _, l := range ls {
+		switch {
+		case l.kind == lookAt:
+			l.path = best[l.line]
+		case l.kind == lookDuplicateKey && l.path != "":
+			// A duplicate key's path names the key in its mapping.
+			l.path = joinPath(l.path, l.name)
 		}
-		return false
-	})
-	return found
+	}
 }
 
-// walkToLine visits, in document order, each mapping entry (key k, value
-// v) and list element (k nil) of the document at root with its path,
-// descending only into those that start at or before line, until visit
-// returns true. The path is one buffer, extended and cut back as the walk
-// goes, valid only during the call: building a string per level made a
-// deeply nested document (10,000 levels of lists in 20 KB) cost seconds and
-// hundreds of megabytes per error.
-func walkToLine(root *yaml.Node, line int, visit func(path []byte, k, v *yaml.Node) bool) {
+// MaxMappingKeys is the most keys one mapping of a document may have. No
+// field of the configuration has that many (the largest, a header edit
+// list, is bounded by what a request can carry); the decoder compares every
+// key of a mapping with every other, so a mapping of 200,000 keys kept a
+// core busy for minutes.
+const MaxMappingKeys = 256
+
+// checkMappings looks, before the decoder does, for mappings with too many
+// keys and for keys given twice, in linear time: the decoder's own check
+// reports every pair of equal keys, so a key given 5,000 times made 12.5
+// million errors.
+func checkMappings(root *yaml.Node) Errors {
+	var es Errors
+	check := func(path []byte, m *yaml.Node) {
+		if len(m.Content)/2 > MaxMappingKeys {
+			es = append(es, &FieldError{Path: string(path), Line: m.Line,
+				Msg: fmt.Sprintf("a mapping of %d keys; at most %d are taken", len(m.Content)/2, MaxMappingKeys)})
+			return
+		}
+		first := make(map[string]int, len(m.Content)/2) // key -> its line
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			k := m.Content[i]
+			if k.Kind != yaml.ScalarNode {
+				continue // a complex key: left to the decoder
+			}
+			line, seen := first[k.Value]
+			if !seen {
+				first[k.Value] = k.Line
+				continue
+			}
+			es = append(es, &FieldError{Path: joinPath(string(path), k.Value), Line: k.Line,
+				Msg: fmt.Sprintf("mapping key %q already defined at line %d", k.Value, line)})
+		}
+	}
+	top := root
+	if top.Kind == yaml.DocumentNode && len(top.Content) > 0 {
+		top = top.Content[0]
+	}
+	if top.Kind == yaml.MappingNode {
+		check(nil, top)
+	}
+	walkAll(root, func(p []byte, _, v *yaml.Node) {
+		if v.Kind == yaml.MappingNode {
+			check(p, v)
+		}
+	})
+	return es
+}
+
+// MaxErrors is the most errors a document is refused with; past it, a last
+// one says how many more there were. Nobody reads ten thousand, and a
+// document that big with mistakes all through would otherwise be answered
+// with an error list larger than itself.
+const MaxErrors = 100
+
+// CapErrors keeps the first MaxErrors of es and says how many more.
+func CapErrors(es Errors) Errors {
+	if len(es) <= MaxErrors {
+		return es
+	}
+	return append(es[:MaxErrors:MaxErrors], moreErrors(len(es)-MaxErrors))
+}
+
+func moreErrors(n int) *FieldError {
+	return &FieldError{Msg: fmt.Sprintf("and %d more errors, not listed (the first %d are)", n, MaxErrors)}
+}
+
+// walkAll visits, in document order, each mapping entry (key k, value v)
+// and list element (k nil) of the document at root with its path. The path
+// is one buffer, extended and cut back as the walk goes, valid only during
+// the call: building a string per level made a deeply nested document
+// (10,000 levels of lists in 20 KB) cost seconds and hundreds of megabytes.
+// Aliases are not followed.
+func walkAll(root *yaml.Node, visit func(path []byte, k, v *yaml.Node)) {
 	n := root
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]
 	}
 	var path []byte
-	var walk func(n *yaml.Node) bool
-	walk = func(n *yaml.Node) bool {
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
 		base := len(path)
 		defer func() { path = path[:base] }()
 		switch n.Kind {
@@ -390,21 +544,18 @@ func walkToLine(root *yaml.Node, line int, visit func(path []byte, k, v *yaml.No
 					path = append(path, '.')
 				}
 				path = append(path, k.Value...)
-				if visit(path, k, v) || k.Line <= line && walk(v) {
-					return true
-				}
+				visit(path, k, v)
+				walk(v)
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
 				path = append(path[:base], '[')
 				path = strconv.AppendInt(path, int64(i), 10)
 				path = append(path, ']')
-				if visit(path, nil, c) || c.Line <= line && walk(c) {
-					return true
-				}
+				visit(path, nil, c)
+				walk(c)
 			}
 		}
-		return false
 	}
 	walk(n)
 }
@@ -459,5 +610,8 @@ func WithLines(raw []byte, err error, prefix string) error {
 		e.Path = joinPath(prefix, e.Path)
 		out = append(out, &e)
 	}
-	return withLines(out, &root, "")
+	if es, ok := withLines(out, &root, "").(Errors); ok {
+		return CapErrors(es)
+	}
+	return out
 }
