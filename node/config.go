@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"net/url"
@@ -264,6 +265,34 @@ const (
 	DefaultAdminAddr    = "127.0.0.1:9901"
 	DefaultDrainTimeout = 30 * time.Second
 )
+
+// MaxFileBytes is the most a configuration file or document may hold: what
+// PUT /config takes, and what validate, serve and SIGHUP read.
+const MaxFileBytes = 32 << 20
+
+// ReadFile reads a configuration file, refusing one over MaxFileBytes
+// (without reading past it).
+func ReadFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return ReadLimited(f, path)
+}
+
+// ReadLimited reads a document from r (named name in errors), refusing one
+// over MaxFileBytes.
+func ReadLimited(r io.Reader, name string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	if len(b) > MaxFileBytes {
+		return nil, fmt.Errorf("%s: more than %d MiB, the most a node takes", name, MaxFileBytes>>20)
+	}
+	return b, nil
+}
 
 // ParseFile decodes and validates a node configuration file. Errors name the
 // field and line.

@@ -522,7 +522,7 @@ func (n *Node) Reload() (*edge.Snapshot, error) {
 func (n *Node) reload() (*edge.Snapshot, error) {
 	raw := DefaultConfig
 	if n.opts.ConfigPath != "" {
-		b, err := os.ReadFile(n.opts.ConfigPath)
+		b, err := ReadFile(n.opts.ConfigPath)
 		if err != nil {
 			n.gw.RecordRejected()
 			return nil, err

@@ -203,6 +203,15 @@ func TestInvalidConfigKeepsRunningOne(t *testing.T) {
 	if _, err := r.n.Reload(); err == nil {
 		t.Fatal("Reload of a broken file: got no error")
 	}
+	// And a valid file larger than a node takes (as validate and
+	// PUT /config refuse it), padded with comments.
+	big := nodeFile(dir, a.URL) + strings.Repeat("#\n", MaxFileBytes/2)
+	if err := os.WriteFile(r.path, []byte(big), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.n.Reload(); err == nil || !strings.Contains(err.Error(), "more than 32 MiB") {
+		t.Fatalf("Reload of a %d-byte file: %v; want it refused", len(big), err)
+	}
 	if got := r.n.Gateway().Current(); got != before {
 		t.Fatalf("snapshot changed after refused documents: version %d -> %d", before.Version, got.Version)
 	}

@@ -168,29 +168,13 @@ func firstLine(b []byte) string {
 // stdin is what "-" names for validate and config apply -f.
 var stdin io.Reader = os.Stdin
 
-// maxInput bounds a document read from a file or standard input, as
-// PUT /config bounds the body it takes.
-const maxInput = 32 << 20
-
-// readInput reads the file at path, or standard input for "-".
+// readInput reads the file at path, or standard input for "-", up to the
+// most a node takes (node.MaxFileBytes), as PUT /config bounds its body.
 func readInput(path string) ([]byte, error) {
-	in, name := stdin, "standard input"
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		in, name = f, path
+	if path == "-" {
+		return node.ReadLimited(stdin, "standard input")
 	}
-	b, err := io.ReadAll(io.LimitReader(in, maxInput+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", name, err)
-	}
-	if len(b) > maxInput {
-		return nil, fmt.Errorf("%s: more than %d MiB, the most a node takes", name, maxInput>>20)
-	}
-	return b, nil
+	return node.ReadFile(path)
 }
 
 func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
@@ -320,7 +304,7 @@ func serve(args []string, stderr io.Writer) int {
 func loadNodeFile(path string, stderr io.Writer) (*node.File, []byte, bool) {
 	raw := node.DefaultConfig
 	if path != "" {
-		b, err := os.ReadFile(path)
+		b, err := node.ReadFile(path)
 		if err != nil {
 			fmt.Fprintf(stderr, "meridian: %v\n", err)
 			return nil, nil, false

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/node"
 )
 
 // Every YAML example in the README must be valid, as `meridian validate`
@@ -185,7 +187,7 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 	empty := filepath.Join(dir, "empty")
 	os.WriteFile(empty, []byte("\n\n"), 0o600)
 	big := filepath.Join(dir, "big.yaml")
-	os.WriteFile(big, bytes.Repeat([]byte("#\n"), maxInput/2+1), 0o600)
+	os.WriteFile(big, bytes.Repeat([]byte("#\n"), node.MaxFileBytes/2+1), 0o600)
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -196,6 +198,7 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 		{[]string{"config", "get", "-admin", "http://127.0.0.1:1", "-token", "t", "-token-file", empty}, 2, "not both"},
 		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-f", big}, 1, "more than 32 MiB"},
 		{[]string{"validate", big}, 1, "more than 32 MiB"},
+		{[]string{"serve", "-config", big}, 1, "more than 32 MiB"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
