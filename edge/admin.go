@@ -354,6 +354,7 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ifVersion uint64
+	byETag := false // ifVersion stands for the document If-Match named
 	if vs, ok := q["if_version"]; ok {
 		n, err := strconv.ParseUint(vs[0], 10, 64)
 		if err != nil || n == 0 {
@@ -372,6 +373,7 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		if ifVersion == 0 {
 			ifVersion = cur.Version
+			byETag = true
 		}
 	}
 	allowEmpty := false
@@ -399,6 +401,10 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var es config.Errors
 		switch {
+		case errors.Is(err, ErrVersionConflict) && byETag:
+			// Another document landed between the If-Match check and the
+			// apply: the tag no longer names the applied document.
+			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-Match does not name the applied document's ETag: another document was applied meanwhile", nil)
 		case errors.Is(err, ErrVersionConflict):
 			adminProblem(w, http.StatusConflict, "Conflict", err.Error(), nil)
 		case errors.Is(err, ErrUnavailable):

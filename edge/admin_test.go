@@ -734,3 +734,47 @@ func TestAdminRefusesWithoutWaitingForTheBody(t *testing.T) {
 		conn.Close()
 	}
 }
+
+// racingControl applies another document first, as a concurrent PUT that
+// lands between the admin's precondition check and its own apply would.
+type racingControl struct {
+	*swapControl
+	other string
+}
+
+func (c *racingControl) Apply(ctx context.Context, raw []byte, o ApplyOptions) (*Snapshot, error) {
+	if _, err := c.swapControl.Apply(ctx, []byte(c.other), ApplyOptions{}); err != nil {
+		return nil, err
+	}
+	return c.swapControl.Apply(ctx, raw, o)
+}
+
+// A PUT whose If-Match named the applied document when it was checked, but
+// lost to another apply before its own, is a failed precondition (412), as
+// if it had arrived a moment later, not a conflict over a version the
+// client never named; one with if_version stays a 409.
+func TestAdminIfMatchLosingARace(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	doc := oneRoute(be.URL, "")
+	gw := startGateway(t, doc)
+	const token = "s3cret"
+	ctl := &racingControl{swapControl: &swapControl{g: gw.g, ready: true}, other: doc + "# another document\n"}
+	s := newAdminServer(t, gw.g, AdminOptions{Control: ctl, Token: token})
+	put := func(query, ifMatch string) (int, string) {
+		req, _ := http.NewRequest(http.MethodPut, s.URL+"/config"+query, strings.NewReader(doc))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if ifMatch != "" {
+			req.Header.Set("If-Match", ifMatch)
+		}
+		resp, body := do(t, http.DefaultClient, req)
+		return resp.StatusCode, string(body)
+	}
+	cur := gw.g.Current()
+	if code, body := put("", `"`+cur.Hash+`"`); code != http.StatusPreconditionFailed || !strings.Contains(body, "another document was applied meanwhile") || strings.Contains(body, "you named version") {
+		t.Errorf("If-Match losing a race: %d %s; want 412 about the ETag", code, body)
+	}
+	cur = gw.g.Current()
+	if code, body := put("?if_version="+strconv.FormatUint(cur.Version, 10), ""); code != http.StatusConflict {
+		t.Errorf("if_version losing a race: %d %s; want 409", code, body)
+	}
+}
