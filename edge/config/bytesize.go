@@ -34,7 +34,10 @@ func ParseByteSize(s string) (ByteSize, error) {
 		}
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > (1<<50)/mult {
+	if ne, ok := err.(*strconv.NumError); ok && ne.Err == strconv.ErrRange && !strings.HasPrefix(num, "-") || err == nil && n > (1<<50)/mult {
+		return 0, fmt.Errorf("invalid size %q: too large: at most 1048576GiB (2^50 bytes)", s)
+	}
+	if err != nil || n < 0 {
 		return 0, fmt.Errorf("invalid size %q: use a number of bytes or a number with KiB, MiB, GiB, KB, MB or GB", s)
 	}
 	return ByteSize(n * mult), nil

@@ -188,6 +188,18 @@ func TestByteSize(t *testing.T) {
 			t.Errorf("ParseByteSize(%q): got no error", bad)
 		}
 	}
+	// Too large is said so, not taken for a malformed number.
+	for _, big := range []string{"99999999999GiB", "9223372036854775807", "99999999999999999999", "1048577GiB"} {
+		if _, err := ParseByteSize(big); err == nil || !strings.Contains(err.Error(), "too large") {
+			t.Errorf("ParseByteSize(%q): %v; want too large", big, err)
+		}
+	}
+	if _, err := ParseByteSize("1048576GiB"); err != nil {
+		t.Errorf("ParseByteSize(1048576GiB), the largest: %v", err)
+	}
+	if _, err := ParseByteSize("-99999999999999999999"); err == nil || strings.Contains(err.Error(), "too large") {
+		t.Errorf("ParseByteSize of a huge negative: %v; want the usual error", err)
+	}
 }
 
 func TestLineOfAndPathAt(t *testing.T) {
