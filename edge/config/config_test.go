@@ -334,3 +334,20 @@ func TestSameMistakeTwiceOnALine(t *testing.T) {
 		}
 	}
 }
+
+// The decoder's type errors and the ones it lets through are one stage:
+// all of them are reported at once, in line order.
+func TestTypeErrorsReportedTogether(t *testing.T) {
+	doc := "services: [{name: a, targets: [{url: 'http://h:1'}], retries: {attempts: 2.5}}]\nroutes: [{name: r, service: a, match: {path_prefix: /a, methods: GET}}]\n"
+	_, err := Parse([]byte(doc))
+	var es Errors
+	if !errors.As(err, &es) || len(es) != 2 {
+		t.Fatalf("Parse: %v; want two errors", err)
+	}
+	if es[0].Path != "services[0].retries.attempts" || !strings.Contains(es[0].Msg, `got the number "2.5"`) || es[0].Line != 1 {
+		t.Errorf("first error %v; want services[0].retries.attempts on line 1", es[0])
+	}
+	if es[1].Path != "routes[0].match.methods" || es[1].Line != 2 {
+		t.Errorf("second error %v; want routes[0].match.methods on line 2", es[1])
+	}
+}

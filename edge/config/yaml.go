@@ -114,17 +114,28 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 				es = append(es, fe)
 			}
 			locate(&root, ls)
+			named := make(map[string]bool, len(es))
 			for i, fe := range es {
 				if exact[i] != nil && exact[i].path != "" {
 					fe.Path = exact[i].path
 				} else if onLine[i] != nil {
 					fe.Path = onLine[i].path
 				}
+				named[fe.Path] = true
 			}
-			if more > 0 {
-				es = append(es, moreErrors(more))
+			// The types the decoder lets through (a quoted "no" for a
+			// bool, 2.5 for an integer) are of the same stage: reported
+			// with its other errors, not only once those are fixed.
+			if more == 0 {
+				for _, e := range laxTypes(&root, reflect.TypeOf(out), "", 0) {
+					if !named[e.Path] {
+						es = append(es, e)
+					}
+				}
+				sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })
+				return nil, CapErrors(es)
 			}
-			return nil, es
+			return nil, append(es, moreErrors(more))
 		}
 		return nil, syntaxError(err, data)
 	}
