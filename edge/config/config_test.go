@@ -129,6 +129,8 @@ func TestParseErrors(t *testing.T) {
 		{"length header op", base + "  - name: r\n    service: s\n    response_headers: {remove: [Content-Length]}\n", 7, []string{"routes[0].response_headers.remove", "frames the message"}},
 		{"date response op", base + "  - name: r\n    service: s\n    response_headers: {remove: [Date]}\n", 7, []string{"routes[0].response_headers.remove", "RFC 9110"}},
 		{"path and prefix", base + "  - name: r\n    service: s\n    match: {path: /a, path_prefix: /b}\n", 7, []string{"routes[0].match", "not both"}},
+		{"control character in a comment", base + "  - name: r # a bell \a\n", 5, []string{"control characters are not allowed"}},
+		{"bytes that are not UTF-8", base + "  - name: r\xff\n", 5, []string{"invalid leading UTF-8 octet"}},
 		{"dot segment", base + "  - name: r\n    service: s\n    match: {path_prefix: /a/../b}\n", 7, []string{"'..'"}},
 		{"upper host", base + "  - name: r\n    service: s\n    match: {hosts: [API.example.com]}\n", 7, []string{"routes[0].match.hosts[0]"}},
 		{"h2c https", "services:\n  - name: s\n    protocol: h2c\n    targets: [{url: 'https://h:1'}]\n", 4, []string{"h2c"}},

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -162,8 +163,29 @@ func syntaxError(err error, data []byte) error {
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		fe.Line, _ = strconv.Atoi(m[1])
 		fe.Msg = lang + m[2]
+	} else if i := badByte(data); i >= 0 && !bytes.HasPrefix(data, []byte{0xff, 0xfe}) && !bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
+		// The reader refuses these before it counts lines: find the byte
+		// (in UTF-8; UTF-16 input, which it also reads, is left as is).
+		fe.Line = 1 + bytes.Count(data[:i], []byte{'\n'})
 	}
 	return Errors{fe}
+}
+
+// badByte is the offset of the first byte YAML does not allow in a
+// document (a control character other than tab, LF and CR, or a byte that
+// is not UTF-8; a BOM or NEL aside), or -1.
+func badByte(data []byte) int {
+	for i := 0; i < len(data); {
+		r, n := utf8.DecodeRune(data[i:])
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			return i
+		case r < 0x20 && r != '\t' && r != '\n' && r != '\r', r == 0x7f:
+			return i
+		}
+		i += n
+	}
+	return -1
 }
 
 var goTypeRE = regexp.MustCompile(`(?:type )?(?:config|node)\.([A-Za-z]+)`)
