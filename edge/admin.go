@@ -90,7 +90,7 @@ func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 32 << 20
 	}
-	a := &admin{g: g, o: o}
+	a := &admin{g: g, o: o, applying: make(chan struct{}, 1)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -177,6 +177,11 @@ func adminAllow(path string) string {
 type admin struct {
 	g *Gateway
 	o AdminOptions
+	// applying lets one PUT /config read and apply its document at a
+	// time; the others wait their turn, or leave with their client. A
+	// 32 MiB document takes some hundreds of MB to parse: six at once
+	// took 1.65 GB.
+	applying chan struct{}
 }
 
 func (a *admin) authorized(r *http.Request) bool {
@@ -391,6 +396,12 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > a.o.MaxBodyBytes {
 		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
 		return
+	}
+	select {
+	case a.applying <- struct{}{}:
+		defer func() { <-a.applying }()
+	case <-r.Context().Done():
+		return // the client left while another document was being applied
 	}
 	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -776,5 +777,68 @@ func TestAdminIfMatchLosingARace(t *testing.T) {
 	cur = gw.g.Current()
 	if code, body := put("?if_version="+strconv.FormatUint(cur.Version, 10), ""); code != http.StatusConflict {
 		t.Errorf("if_version losing a race: %d %s; want 409", code, body)
+	}
+}
+
+// gateControl is a swapControl whose Apply waits at a gate, counting the
+// applies in progress at once.
+type gateControl struct {
+	*swapControl
+	entered chan struct{}
+	gate    chan struct{}
+	in, max atomic.Int32
+}
+
+func (c *gateControl) Apply(ctx context.Context, raw []byte, o ApplyOptions) (*Snapshot, error) {
+	n := c.in.Add(1)
+	defer c.in.Add(-1)
+	for m := c.max.Load(); n > m && !c.max.CompareAndSwap(m, n); m = c.max.Load() {
+	}
+	c.entered <- struct{}{}
+	<-c.gate
+	return c.swapControl.Apply(ctx, raw, o)
+}
+
+// PUTs of documents are read and applied one at a time: a second waits
+// for the first, rather than parse its document beside it.
+func TestAdminAppliesOneDocumentAtATime(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	doc := oneRoute(be.URL, "")
+	gw := startGateway(t, doc)
+	const token = "s3cret"
+	ctl := &gateControl{swapControl: &swapControl{g: gw.g, ready: true}, entered: make(chan struct{}, 2), gate: make(chan struct{})}
+	s := newAdminServer(t, gw.g, AdminOptions{Control: ctl, Token: token})
+	var open sync.Once
+	openGate := func() { open.Do(func() { close(ctl.gate) }) }
+	t.Cleanup(openGate) // before the server closes, whatever happened
+	codes := make(chan int, 2)
+	for i := range 2 {
+		go func() {
+			req, _ := http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader(doc+fmt.Sprintf("# %d\n", i)))
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	<-ctl.entered // one is applying; the other must wait outside
+	select {
+	case <-ctl.entered:
+		t.Fatal("a second PUT reached Apply while the first was in it")
+	case <-time.After(200 * time.Millisecond):
+	}
+	openGate()
+	<-ctl.entered
+	for range 2 {
+		if code := <-codes; code != http.StatusOK {
+			t.Errorf("PUT: %d; want 200", code)
+		}
+	}
+	if m := ctl.max.Load(); m != 1 {
+		t.Errorf("%d applies at once; want 1", m)
 	}
 }
