@@ -224,6 +224,9 @@ func strictQuery(r *http.Request, names ...string) (url.Values, error) {
 	return q, nil
 }
 
+// jsonTagSuffix ends the entity tag of GET /config?format=json.
+const jsonTagSuffix = "-json"
+
 // ifMatch reports whether an If-Match value names the entity tag of the
 // document with hash: "*", or a list holding "hash". The comparison is
 // strong (RFC 9110 13.1.1): a weak tag never matches.
@@ -302,7 +305,15 @@ func (a *admin) getConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	setVersionHeaders(w, s)
-	if v := r.Header.Values("If-None-Match"); len(v) > 0 && ifNoneMatchHits(strings.Join(v, ","), s.Hash) {
+	tag := s.Hash
+	if q.Get("format") == "json" {
+		// Another representation of the document: a tag of its own
+		// (RFC 9110 8.8.3), so that a cache or poller holding the YAML
+		// is not told that it holds the JSON.
+		tag += jsonTagSuffix
+		w.Header().Set("ETag", `"`+tag+`"`)
+	}
+	if v := r.Header.Values("If-None-Match"); len(v) > 0 && ifNoneMatchHits(strings.Join(v, ","), tag) {
 		w.WriteHeader(http.StatusNotModified) // a poller's copy is current
 		return
 	}
@@ -372,7 +383,8 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		// Several lines are one list (RFC 9110 5.3); an empty one
 		// matches nothing.
 		cur := a.g.Current()
-		if cur == nil || !ifMatch(strings.Join(ims, ","), cur.Hash) {
+		// Either representation's tag names the applied document.
+		if im := strings.Join(ims, ","); cur == nil || !ifMatch(im, cur.Hash) && !ifMatch(im, cur.Hash+jsonTagSuffix) {
 			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-Match does not name the applied document's ETag", nil)
 			return
 		}

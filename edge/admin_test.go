@@ -348,30 +348,47 @@ func TestAdminConfigIfNoneMatch(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
 	gw := startGateway(t, oneRoute(be.URL, ""))
 	s := newAdminServer(t, gw.g, AdminOptions{Control: &swapControl{g: gw.g, ready: true}, Token: "t"})
-	tag := `"` + gw.g.Current().Hash + `"`
-	for _, tc := range []struct {
-		inm  []string
-		want int
-	}{
-		{[]string{tag}, http.StatusNotModified},
-		{[]string{"W/" + tag}, http.StatusNotModified},
-		{[]string{`"old"`, tag}, http.StatusNotModified},
-		{[]string{`"old", ` + tag}, http.StatusNotModified},
-		{[]string{"*"}, http.StatusNotModified},
-		{[]string{`"old"`}, http.StatusOK},
-		{nil, http.StatusOK},
+	hash := gw.g.Current().Hash
+	// Each representation has a tag of its own: the YAML's does not stand
+	// for the JSON, nor the other way round.
+	for q, tags := range map[string][2]string{
+		"":             {`"` + hash + `"`, `"` + hash + `-json"`},
+		"?format=json": {`"` + hash + `-json"`, `"` + hash + `"`},
 	} {
-		for _, q := range []string{"", "?format=json"} {
+		tag, other := tags[0], tags[1]
+		for _, tc := range []struct {
+			inm  []string
+			want int
+		}{
+			{[]string{tag}, http.StatusNotModified},
+			{[]string{"W/" + tag}, http.StatusNotModified},
+			{[]string{`"old"`, tag}, http.StatusNotModified},
+			{[]string{`"old", ` + tag}, http.StatusNotModified},
+			{[]string{"*"}, http.StatusNotModified},
+			{[]string{`"old"`}, http.StatusOK},
+			{[]string{other}, http.StatusOK},
+			{nil, http.StatusOK},
+		} {
 			req, _ := http.NewRequest(http.MethodGet, s.URL+"/config"+q, nil)
 			req.Header["If-None-Match"] = tc.inm
 			req.Header.Set("Authorization", "Bearer t")
 			resp, body := do(t, http.DefaultClient, req)
 			if resp.StatusCode != tc.want || resp.Header.Get("ETag") != tag {
-				t.Errorf("If-None-Match %q%s: %d ETag %s; want %d and the ETag", tc.inm, q, resp.StatusCode, resp.Header.Get("ETag"), tc.want)
+				t.Errorf("If-None-Match %q%s: %d ETag %s; want %d and ETag %s", tc.inm, q, resp.StatusCode, resp.Header.Get("ETag"), tc.want, tag)
 			}
 			if (tc.want == http.StatusNotModified) != (len(body) == 0) {
 				t.Errorf("If-None-Match %q%s: body of %d bytes with %d", tc.inm, q, len(body), resp.StatusCode)
 			}
+		}
+	}
+	// Either tag names the applied document to If-Match.
+	for _, tag := range []string{`"` + hash + `"`, `"` + hash + `-json"`} {
+		cur := gw.g.Current()
+		req, _ := http.NewRequest(http.MethodPut, s.URL+"/config", bytes.NewReader(cur.Raw))
+		req.Header.Set("Authorization", "Bearer t")
+		req.Header.Set("If-Match", `"`+cur.Hash+strings.TrimPrefix(tag, `"`+hash))
+		if resp, body := do(t, http.DefaultClient, req); resp.StatusCode != http.StatusOK {
+			t.Errorf("PUT with If-Match %s: %d %s; want 200", tag, resp.StatusCode, body)
 		}
 	}
 }
