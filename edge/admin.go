@@ -409,16 +409,27 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
 		return
 	}
+	// The body is read first, each request for itself: a client that
+	// stalls its upload holds only its own request, not the turn of the
+	// others. Read to its end, net/http also watches the connection, so a
+	// client that leaves while it waits for its turn is seen.
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
+	if err != nil {
+		if _, tooLarge := errors.AsType[*http.MaxBytesError](err); tooLarge {
+			adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
+		} else {
+			adminProblem(w, http.StatusRequestTimeout, "Request Timeout", "the document did not arrive whole: "+err.Error(), nil)
+		}
+		return
+	}
 	select {
 	case a.applying <- struct{}{}:
 		defer func() { <-a.applying }()
 	case <-r.Context().Done():
 		return // the client left while another document was being applied
 	}
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.o.MaxBodyBytes))
-	if err != nil {
-		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
-		return
+	if r.Context().Err() != nil {
+		return // gone while it waited: nobody is told, so nothing is applied
 	}
 	s, err := a.o.Control.Apply(r.Context(), raw, ApplyOptions{IfVersion: ifVersion, AllowNoRoutes: allowEmpty})
 	if err != nil {

@@ -859,3 +859,89 @@ func TestAdminAppliesOneDocumentAtATime(t *testing.T) {
 		t.Errorf("%d applies at once; want 1", m)
 	}
 }
+
+// A client that stalls its upload holds its own PUT only: another PUT is
+// applied meanwhile, and the stalled one, cut off, is told it timed out
+// rather than that its document was too large.
+func TestAdminStalledUploadDoesNotHoldOthers(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	doc := oneRoute(be.URL, "")
+	gw := startGateway(t, doc)
+	const token = "s3cret"
+	s := newAdminServer(t, gw.g, AdminOptions{Control: &swapControl{g: gw.g, ready: true}, Token: token})
+	stalled, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	fmt.Fprintf(stalled, "PUT /config HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer %s\r\nContent-Length: 100\r\n\r\n", token)
+	time.Sleep(100 * time.Millisecond) // let the server take it up (the check is for a server that would wait on it)
+	c := &http.Client{Timeout: 10 * time.Second}
+	req, _ := http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader(doc+"# another\n"))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("PUT beside a stalled upload: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("PUT beside a stalled upload: %d; want 200", resp.StatusCode)
+	}
+	// The stalled one, cut off by its own deadline, is a timeout.
+	stalled.(*net.TCPConn).CloseWrite()
+	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, _ := bufio.NewReader(stalled).ReadString('\n'); !strings.Contains(line, " 408 ") {
+		t.Errorf("stalled upload cut short: %q; want a 408", line)
+	}
+}
+
+// A client that leaves while it waits for its turn has nothing applied:
+// nobody would be told.
+func TestAdminPutOfAClientGoneWhileWaitingIsNotApplied(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	doc := oneRoute(be.URL, "")
+	gw := startGateway(t, doc)
+	const token = "s3cret"
+	ctl := &gateControl{swapControl: &swapControl{g: gw.g, ready: true}, entered: make(chan struct{}, 2), gate: make(chan struct{})}
+	s := newAdminServer(t, gw.g, AdminOptions{Control: ctl, Token: token})
+	var open sync.Once
+	openGate := func() { open.Do(func() { close(ctl.gate) }) }
+	t.Cleanup(openGate)
+	first := make(chan int, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader(doc+"# first\n"))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	<-ctl.entered // the first holds the turn
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan error, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, s.URL+"/config", strings.NewReader(doc+"# gone\n"))
+		req.Header.Set("Authorization", "Bearer "+token)
+		_, err := http.DefaultClient.Do(req)
+		gone <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the second's body is sent and it waits
+	cancel()
+	<-gone
+	time.Sleep(200 * time.Millisecond) // the server sees the hang-up
+	openGate()
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("first PUT: %d", code)
+	}
+	select {
+	case <-ctl.entered:
+		t.Error("the PUT of a client that had left reached Apply")
+	case <-time.After(500 * time.Millisecond):
+	}
+	if raw := string(gw.g.Current().Raw); strings.HasSuffix(raw, "# gone\n") {
+		t.Error("the document of a client that had left was applied")
+	}
+}
