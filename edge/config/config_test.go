@@ -353,3 +353,28 @@ func TestTypeErrorsReportedTogether(t *testing.T) {
 		t.Errorf("second error %v; want routes[0].match.methods on line 2", es[1])
 	}
 }
+
+// A key given twice is reported with the other errors of its stage, as
+// the decoder finds them; only a key given many times, or a mapping too
+// large, ends the check early.
+func TestKeyGivenTwiceBesideOtherErrors(t *testing.T) {
+	doc := "services:\n  - name: a\n    name: b\n    targets: [{url: 'http://h:1'}]\nroutes:\n  - name: r\n    match: {path_prefix: /, methods: GET}\n    service: a\n    bogus: 1\n"
+	_, err := Parse([]byte(doc))
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("Parse: %v; want Errors", err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Error())
+	}
+	for _, want := range []string{`line 3: services[0].name: mapping key "name" already defined at line 2`, "line 7: routes[0].match.methods:", `line 9: routes[0].bogus: unknown field "bogus"`} {
+		found := false
+		for _, g := range got {
+			found = found || strings.HasPrefix(g, want)
+		}
+		if !found {
+			t.Errorf("errors %q lack %q", got, want)
+		}
+	}
+}

@@ -66,7 +66,7 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 	if root.Kind == 0 || (root.Kind == yaml.DocumentNode && len(root.Content) == 0) {
 		return nil, ErrEmpty
 	}
-	if es := checkMappings(&root); len(es) > 0 {
+	if es, early := checkMappings(&root); early {
 		return nil, CapErrors(es)
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -495,28 +495,35 @@ const MaxMappingKeys = 256
 // checkMappings looks, before the decoder does, for mappings with too many
 // keys and for keys given twice, in linear time: the decoder's own check
 // reports every pair of equal keys, so a key given 5,000 times made 12.5
-// million errors.
-func checkMappings(root *yaml.Node) Errors {
-	var es Errors
+// million errors. early says the document must be refused with es alone:
+// a mapping too large, a key given three times or more, or more repeats
+// than are reported. A few keys given twice are left to the decoder, which
+// reports them as es would, beside the other errors of its stage.
+func checkMappings(root *yaml.Node) (es Errors, early bool) {
 	check := func(path []byte, m *yaml.Node) {
 		if len(m.Content)/2 > MaxMappingKeys {
 			es = append(es, &FieldError{Path: string(path), Line: m.Line,
 				Msg: fmt.Sprintf("a mapping of %d keys; at most %d are taken", len(m.Content)/2, MaxMappingKeys)})
+			early = true
 			return
 		}
-		first := make(map[string]int, len(m.Content)/2) // key -> its line
+		type seen struct{ line, times int }
+		first := make(map[string]*seen, len(m.Content)/2)
 		for i := 0; i+1 < len(m.Content); i += 2 {
 			k := m.Content[i]
 			if k.Kind != yaml.ScalarNode {
 				continue // a complex key: left to the decoder
 			}
-			line, seen := first[k.Value]
-			if !seen {
-				first[k.Value] = k.Line
+			f := first[k.Value]
+			if f == nil {
+				first[k.Value] = &seen{line: k.Line, times: 1}
 				continue
 			}
+			if f.times++; f.times > 2 {
+				early = true
+			}
 			es = append(es, &FieldError{Path: joinPath(string(path), k.Value), Line: k.Line,
-				Msg: fmt.Sprintf("mapping key %q already defined at line %d", k.Value, line)})
+				Msg: fmt.Sprintf("mapping key %q already defined at line %d", k.Value, f.line)})
 		}
 	}
 	top := root
@@ -531,7 +538,7 @@ func checkMappings(root *yaml.Node) Errors {
 			check(p, v)
 		}
 	})
-	return es
+	return es, early || len(es) > MaxErrors
 }
 
 // MaxErrors is the most errors a document is refused with; past it, a last
