@@ -120,7 +120,7 @@ func (n *Node) onClusterDoc(d store.Document) {
 	}
 	n.gw.Swap(snap)
 	n.manageHosts(doc)
-	releaseMemoryAfterLargeApply(d.Raw)
+	releaseMemoryAfterLargeDocument(d.Raw)
 	n.log.Info("configuration applied", "version", d.Version, "hash", shortHash(snap.Hash), "source", "cluster", "routes", len(doc.Routes))
 }
 

@@ -275,12 +275,13 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 	return nil
 }
 
-// releaseMemoryAfterLargeApply returns to the OS, in the background, the
-// memory that parsing and compiling a large document took: with GOGC=400
-// the heap of an idle node that applied 20,000 routes otherwise stays at
-// hundreds of MB of RSS for a live heap of tens. Small documents leave it
-// to the runtime.
-func releaseMemoryAfterLargeApply(raw []byte) {
+// releaseMemoryAfterLargeDocument returns to the OS, in the background, the
+// memory that parsing (and compiling, if it got that far) a large document
+// took, applied or refused: with GOGC=400 the heap of an idle node that
+// applied 20,000 routes otherwise stays at hundreds of MB of RSS for a
+// live heap of tens, and one that refused a 10 MB document at 700 MB.
+// Small documents leave it to the runtime.
+func releaseMemoryAfterLargeDocument(raw []byte) {
 	if len(raw) > 1<<20 {
 		go debug.FreeOSMemory()
 	}
@@ -459,6 +460,7 @@ func (n *Node) compile(doc *config.Document, raw []byte, version uint64, prev *e
 // Apply parses, validates, compiles and installs a gateway document. It
 // implements edge.Control for the admin API.
 func (n *Node) Apply(ctx context.Context, raw []byte, o edge.ApplyOptions) (*edge.Snapshot, error) {
+	defer releaseMemoryAfterLargeDocument(raw)
 	ifVersion := o.IfVersion
 	doc, err := config.Parse(raw)
 	if err != nil {
@@ -504,7 +506,6 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 	}
 	n.gw.Swap(snap)
 	n.manageHosts(doc)
-	releaseMemoryAfterLargeApply(raw)
 	n.log.Info("configuration applied", "version", version, "hash", snap.Hash[:12], "source", source, "routes", len(doc.Routes), "services", len(doc.Services))
 	return snap, nil
 }
@@ -528,6 +529,7 @@ func (n *Node) reload() (*edge.Snapshot, error) {
 			return nil, err
 		}
 		raw = b
+		defer releaseMemoryAfterLargeDocument(raw)
 	}
 	f, err := ParseFile(raw)
 	if err != nil {
