@@ -816,18 +816,29 @@ func (c *gateControl) Apply(ctx context.Context, raw []byte, o ApplyOptions) (*S
 	return c.swapControl.Apply(ctx, raw, o)
 }
 
+const gatedToken = "s3cret"
+
+// gatedAdmin starts a gateway serving doc and an admin server whose applies
+// wait at ctl's gate until openGate (which runs at the test's end too,
+// before the server closes, whatever happened).
+func gatedAdmin(t *testing.T) (doc string, gw *testGateway, s *httptest.Server, ctl *gateControl, openGate func()) {
+	t.Helper()
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	doc = oneRoute(be.URL, "")
+	gw = startGateway(t, doc)
+	ctl = &gateControl{swapControl: &swapControl{g: gw.g, ready: true}, entered: make(chan struct{}, 2), gate: make(chan struct{})}
+	s = newAdminServer(t, gw.g, AdminOptions{Control: ctl, Token: gatedToken})
+	var open sync.Once
+	openGate = func() { open.Do(func() { close(ctl.gate) }) }
+	t.Cleanup(openGate)
+	return doc, gw, s, ctl, openGate
+}
+
 // PUTs of documents are read and applied one at a time: a second waits
 // for the first, rather than parse its document beside it.
 func TestAdminAppliesOneDocumentAtATime(t *testing.T) {
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
-	doc := oneRoute(be.URL, "")
-	gw := startGateway(t, doc)
-	const token = "s3cret"
-	ctl := &gateControl{swapControl: &swapControl{g: gw.g, ready: true}, entered: make(chan struct{}, 2), gate: make(chan struct{})}
-	s := newAdminServer(t, gw.g, AdminOptions{Control: ctl, Token: token})
-	var open sync.Once
-	openGate := func() { open.Do(func() { close(ctl.gate) }) }
-	t.Cleanup(openGate) // before the server closes, whatever happened
+	doc, _, s, ctl, openGate := gatedAdmin(t)
+	const token = gatedToken
 	codes := make(chan int, 2)
 	for i := range 2 {
 		go func() {
@@ -898,15 +909,8 @@ func TestAdminStalledUploadDoesNotHoldOthers(t *testing.T) {
 // A client that leaves while it waits for its turn has nothing applied:
 // nobody would be told.
 func TestAdminPutOfAClientGoneWhileWaitingIsNotApplied(t *testing.T) {
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
-	doc := oneRoute(be.URL, "")
-	gw := startGateway(t, doc)
-	const token = "s3cret"
-	ctl := &gateControl{swapControl: &swapControl{g: gw.g, ready: true}, entered: make(chan struct{}, 2), gate: make(chan struct{})}
-	s := newAdminServer(t, gw.g, AdminOptions{Control: ctl, Token: token})
-	var open sync.Once
-	openGate := func() { open.Do(func() { close(ctl.gate) }) }
-	t.Cleanup(openGate)
+	doc, gw, s, ctl, openGate := gatedAdmin(t)
+	const token = gatedToken
 	first := make(chan int, 1)
 	go func() {
 		req, _ := http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader(doc+"# first\n"))
