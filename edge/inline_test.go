@@ -99,6 +99,20 @@ func TestInlineServingSeesRequestsArrivingMeanwhile(t *testing.T) {
 	expect("/last")
 }
 
+// waitForCancel is a backend's request that says it arrived (entered), then
+// waits up to 10 s for its cancellation, which it reports (canceled, and
+// true).
+func waitForCancel(r *http.Request, entered, canceled chan<- struct{}) bool {
+	entered <- struct{}{}
+	select {
+	case <-r.Context().Done():
+		canceled <- struct{}{}
+		return true
+	case <-time.After(10 * time.Second):
+		return false
+	}
+}
+
 // A client that leaves while its request is served inline is seen (the
 // watch peeks through a duplicate of the socket), and the duplicate does
 // not keep the connection open once served.
@@ -108,12 +122,8 @@ func TestInlineDisconnectWatchClosesItsDuplicate(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/long":
-			entered <- struct{}{}
-			select {
-			case <-r.Context().Done():
-				canceled <- struct{}{}
+			if waitForCancel(r, entered, canceled) {
 				return
-			case <-time.After(10 * time.Second):
 			}
 		case "/b":
 			time.Sleep(3 * disconnectCheckAfter) // long enough to be watched
@@ -158,14 +168,8 @@ func TestCloseDoesNotWaitForInlineRequest(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	canceled := make(chan struct{}, 1)
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/block" {
-			entered <- struct{}{}
-			select {
-			case <-r.Context().Done():
-				canceled <- struct{}{}
-				return
-			case <-time.After(10 * time.Second):
-			}
+		if r.URL.Path == "/block" && waitForCancel(r, entered, canceled) {
+			return
 		}
 		io.WriteString(w, "ok")
 	})
