@@ -60,6 +60,8 @@ type h1Server struct {
 	// the connections left are closed.
 	onCut func()
 
+	watches watchSchedule
+
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
 	ln       net.Listener
@@ -93,6 +95,7 @@ func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.S
 		h2ln:    newHandoffListener(),
 		conns:   map[*serverConn]struct{}{},
 	}
+	s.watches.done = ctx.Done()
 	return s
 }
 
@@ -321,30 +324,36 @@ type serverConn struct {
 
 	cur atomic.Pointer[requestContext] // the latest request's context
 
-	// The disconnect watch: after disconnectCheckAfter a goroutine reads
-	// one byte from the connection (whose request body has been read);
-	// an error means the client left and the request is canceled, a
-	// byte is the next pipelined request and is kept in stash.
-	watch       *time.Timer
-	wmu         sync.Mutex
-	warmed      bool          // watch is armed
-	closed      bool          // the connection is done: the watch must not start
-	wreq        *requestState // the request being watched; nil between requests
-	wstart      time.Duration // monoNow when wreq began
-	wdone       chan struct{} // closed when the watching read returns
-	stash       [1]byte
-	stashed     bool
-	broken      atomic.Bool // the client is gone
-	hijacked    bool
-	linger      bool // close with lingeringClose
-	noPool      bool // the buffers may still be in use: leave them to the GC
-	cmu         sync.Mutex
-	headStarted bool   // the response's head is being written: no 100 Continue
-	pendingBody []byte // a response body not yet committed to a framing
-	resp        response
-	header      http.Header
-	head        []byte    // the response head being built
-	rdl         time.Time // the read deadline last set
+	// The disconnect watch (watch.go): after disconnectCheckAfter a
+	// goroutine reads one byte from the connection (whose request body
+	// has been read); an error means the client left and the request is
+	// canceled, a byte is the next pipelined request and is kept in stash.
+	// wmu guards the fields after it up to stash.
+	wmu    sync.Mutex
+	closed bool          // the connection is done: the watch must not start
+	wreq   *requestState // the request being watched; nil between requests
+	wdone  chan struct{} // closed when the watching read returns
+	// wsched says startWatch ran since the last stopWatch (the serving
+	// goroutine's own).
+	wsched bool
+	// The connection's place in its server's watch schedule (watches'
+	// mu guards them): due is when wfor is to be looked at.
+	wprev, wnext *serverConn
+	wfor         *requestState
+	wdue         time.Duration
+	stash        [1]byte
+	stashed      bool
+	broken       atomic.Bool // the client is gone
+	hijacked     bool
+	linger       bool // close with lingeringClose
+	noPool       bool // the buffers may still be in use: leave them to the GC
+	cmu          sync.Mutex
+	headStarted  bool   // the response's head is being written: no 100 Continue
+	pendingBody  []byte // a response body not yet committed to a framing
+	resp         response
+	header       http.Header
+	head         []byte    // the response head being built
+	rdl          time.Time // the read deadline last set
 	// wdlAt is monoNow when the send timeout's write deadline was last
 	// pushed forward (see Write); wdlOwn means a handler or writeError set
 	// a deadline of its own, which stays.
@@ -432,9 +441,7 @@ func (c *serverConn) serve() {
 	defer func() {
 		c.wmu.Lock()
 		c.closed = true
-		if c.watch != nil {
-			c.watch.Stop()
-		}
+		c.s.watches.remove(c)
 		c.wmu.Unlock()
 		if c.hijacked {
 			return // forgotten when it was taken over
@@ -745,94 +752,15 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 	return !w.closeAfter && !c.broken.Load()
 }
 
-// startWatch arms the disconnect watch for a request.
-//
-// The timer is not stopped when a request ends and re-armed when the next
-// begins (two timer updates per request): it stays armed, and when it
-// fires it looks at the request then in flight, if any, and waits out
-// what that request still lacks of disconnectCheckAfter. A connection
-// between requests leaves it unarmed until the next.
-func (c *serverConn) startWatch(rs *requestState) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wreq = rs
-	c.wdone = nil
-	c.wstart = rs.start
-	c.wdup = c.inl
-	switch {
-	case c.watch == nil:
-		c.watch = time.AfterFunc(disconnectCheckAfter, c.watchFired)
-		c.warmed = true
-	case !c.warmed:
-		c.watch.Reset(disconnectCheckAfter)
-		c.warmed = true
-	}
-}
-
-func (c *serverConn) watchFired() {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.warmed = false
-	rs := c.wreq
-	if rs == nil || c.wdone != nil || c.closed {
-		return
-	}
-	if ran := monoNow() - c.wstart; ran < disconnectCheckAfter {
-		// A request that began after the timer was armed.
-		c.watch.Reset(disconnectCheckAfter - ran)
-		c.warmed = true
-		return
-	}
-	if !rs.bodyDone.Load() || c.br.Buffered() > 0 {
-		// The handler still reads the body, or the next request is
-		// already here (so the client is too): look again later.
-		c.watch.Reset(disconnectCheckAfter)
-		c.warmed = true
-		return
-	}
-	done := make(chan struct{})
-	if c.wdup {
-		// Served inline: the socket's reads are the serving goroutine's.
-		f := c.watchDup(done, func() {
-			c.broken.Store(true)
-			rs.cancel()
-		})
-		if f == nil {
-			// No descriptor to spare now (the limit): look again later.
-			c.watch.Reset(disconnectCheckAfter)
-			c.warmed = true
-			return
-		}
-		c.wdone, c.wfile = done, f
-		return
-	}
-	// The connection may still carry the keep-alive deadline (see
-	// serve): the watch must outlast it.
-	c.rwc.SetReadDeadline(time.Time{})
-	c.rdl = time.Time{}
-	c.wdone = done
-	go func() {
-		defer close(done)
-		n, err := c.rwc.Read(c.stash[:])
-		if n == 1 {
-			c.stashed = true
-			return
-		}
-		if err != nil && !isTimeout(err) {
-			c.broken.Store(true)
-			rs.cancel()
-		}
-	}()
-}
-
 // stopWatch ends the watch of the current request, waiting for a watching
 // read to return (it is cut short with a past deadline).
 func (c *serverConn) stopWatch() {
-	c.wmu.Lock()
-	if c.watch == nil {
-		c.wmu.Unlock()
-		return
+	if !c.wsched {
+		return // no watch since the last stop
 	}
+	c.wsched = false
+	c.wmu.Lock()
+	c.s.watches.remove(c)
 	done, f := c.wdone, c.wfile
 	c.wreq = nil
 	c.wdone, c.wfile = nil, nil
