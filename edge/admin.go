@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/http/pprof"
 	"net/url"
@@ -434,6 +435,7 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	s, err := a.o.Control.Apply(r.Context(), raw, ApplyOptions{IfVersion: ifVersion, AllowNoRoutes: allowEmpty})
 	if err != nil {
 		var es config.Errors
+		hint := formHint(r)
 		switch {
 		case errors.Is(err, ErrVersionConflict) && byETag:
 			// Another document landed between the If-Match check and the
@@ -449,9 +451,9 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 			for i, e := range es {
 				list[i] = e.Error()
 			}
-			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", "the document was refused; the running configuration is unchanged", list)
+			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", "the document was refused; the running configuration is unchanged"+hint, list)
 		case errors.Is(err, config.ErrEmpty), errors.Is(err, ErrNoRoutes):
-			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", err.Error(), nil)
+			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", err.Error()+hint, nil)
 		default:
 			adminProblem(w, http.StatusInternalServerError, "Apply Failed", err.Error(), nil)
 		}
@@ -459,6 +461,18 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	}
 	setVersionHeaders(w, s)
 	writeJSON(w, http.StatusOK, info(s))
+}
+
+// formHint explains a refused document sent as an HTML form, which is
+// what curl -d (--data) sends: it also takes the line breaks out of a file
+// it reads, so a YAML document arrives as one line. The document is still
+// read as sent (JSON survives that), only the refusal says so.
+func formHint(r *http.Request) string {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" {
+		return ""
+	}
+	return " (the request's Content-Type is " + mt + ": curl -d/--data removes the line breaks of the file it sends; send it with --data-binary @FILE)"
 }
 
 func (a *admin) getMembers(w http.ResponseWriter, r *http.Request) {

@@ -949,3 +949,41 @@ func TestAdminPutOfAClientGoneWhileWaitingIsNotApplied(t *testing.T) {
 		t.Error("the document of a client that had left was applied")
 	}
 }
+
+// A document sent as a form (curl -d, which also takes the line breaks out
+// of the file it reads) is refused with a word on how to send it; JSON,
+// which survives that, is still taken.
+func TestAdminFormBodyHint(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	const token = "s3cret"
+	s := newAdminServer(t, gw.g, AdminOptions{Control: &swapControl{g: gw.g, ready: true}, Token: token})
+	put := func(ct, doc string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader(doc))
+		req.Header.Set("Authorization", "Bearer "+token)
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		resp, body := do(t, http.DefaultClient, req)
+		return resp.StatusCode, string(body)
+	}
+	// What curl -d @gateway.yaml sends: the lines run together.
+	flat := strings.ReplaceAll(oneRoute(be.URL, ""), "\n", "")
+	for _, ct := range []string{"application/x-www-form-urlencoded", "multipart/form-data; boundary=x"} {
+		code, body := put(ct, flat)
+		if code != http.StatusUnprocessableEntity || !strings.Contains(body, "--data-binary") {
+			t.Errorf("%s, lines run together: %d %s; want 422 naming --data-binary", ct, code, body)
+		}
+	}
+	if code, body := put("application/yaml", flat); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
+		t.Errorf("application/yaml, lines run together: %d %s; want 422 without the form hint", code, body)
+	}
+	if code, body := put("", ""); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
+		t.Errorf("empty body without a type: %d %s; want 422 without the form hint", code, body)
+	}
+	doc := fmt.Sprintf(`{"services": [{"name": "s", "targets": [{"url": %q}]}], "routes": [{"name": "r", "service": "s"}]}`, be.URL)
+	if code, body := put("application/x-www-form-urlencoded", doc); code != http.StatusOK {
+		t.Errorf("JSON sent as a form: %d %s; want 200", code, body)
+	}
+}
