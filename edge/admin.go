@@ -34,8 +34,9 @@ var ErrUnavailable = errors.New("the configuration cannot be changed now")
 // cluster).
 type Control interface {
 	// Apply parses, validates, compiles and installs raw (YAML or JSON).
-	// If o.IfVersion is not zero and the current version differs, it
-	// returns ErrVersionConflict. Parse and validation problems are
+	// If o.IfVersion is not zero and the current version differs, or
+	// o.IfAbsent and a document is applied already, it returns
+	// ErrVersionConflict. Parse and validation problems are
 	// config.Errors; a document without routes is ErrNoRoutes unless
 	// o.AllowNoRoutes. On success it returns the installed snapshot.
 	Apply(ctx context.Context, raw []byte, o ApplyOptions) (*Snapshot, error)
@@ -48,6 +49,9 @@ type Control interface {
 type ApplyOptions struct {
 	// IfVersion, if not zero, is the version the document replaces.
 	IfVersion uint64
+	// IfAbsent applies the document only if none is applied yet
+	// (If-None-Match: *).
+	IfAbsent bool
 	// AllowNoRoutes applies a document without routes, which answers
 	// every request with a 404 (PUT /config?allow_empty=true).
 	AllowNoRoutes bool
@@ -394,6 +398,20 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 			byETag = true
 		}
 	}
+	// If-None-Match (RFC 9110 13.1.2): "*" applies the document only if
+	// none is applied yet, decided where documents are applied, so that
+	// of two such requests one wins; a list of tags refuses to replace a
+	// document it names, compared as the request arrives.
+	ifAbsent := false
+	if inms, ok := r.Header["If-None-Match"]; ok {
+		inm := strings.Join(inms, ",")
+		if strings.TrimSpace(inm) == "*" {
+			ifAbsent = true
+		} else if cur := a.g.Current(); cur != nil && (ifNoneMatchHits(inm, cur.Hash) || ifNoneMatchHits(inm, cur.Hash+jsonTagSuffix)) {
+			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-None-Match names the applied document's ETag", nil)
+			return
+		}
+	}
 	allowEmpty := false
 	if vs, ok := q["allow_empty"]; ok {
 		b, err := strconv.ParseBool(vs[0])
@@ -432,11 +450,13 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	if r.Context().Err() != nil {
 		return // gone while it waited: nobody is told, so nothing is applied
 	}
-	s, err := a.o.Control.Apply(r.Context(), raw, ApplyOptions{IfVersion: ifVersion, AllowNoRoutes: allowEmpty})
+	s, err := a.o.Control.Apply(r.Context(), raw, ApplyOptions{IfVersion: ifVersion, IfAbsent: ifAbsent, AllowNoRoutes: allowEmpty})
 	if err != nil {
 		var es config.Errors
 		hint := formHint(r)
 		switch {
+		case errors.Is(err, ErrVersionConflict) && ifAbsent:
+			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-None-Match: * and a document is applied already", nil)
 		case errors.Is(err, ErrVersionConflict) && byETag:
 			// Another document landed between the If-Match check and the
 			// apply: the tag no longer names the applied document.

@@ -186,11 +186,16 @@ func (n *Node) seedCluster(doc *config.Document, raw []byte) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := n.cluster.Apply(ctx, raw, doc.Hash(), 0)
+		// Only if the cluster still has none when the entry is applied:
+		// a document a client applied meanwhile is not replaced.
+		_, err := n.cluster.Apply(ctx, raw, doc.Hash(), store.NoDocument)
 		cancel()
 		if err == nil {
 			n.log.Info("seeded the cluster with this node's gateway document")
 			return
+		}
+		if errors.Is(err, store.ErrVersionConflict) {
+			return // another document came first
 		}
 		n.log.Warn("seeding the cluster failed; retrying", "err", err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/meridian-gw/meridian/cluster"
 	"github.com/meridian-gw/meridian/cluster/certstore"
 	"github.com/meridian-gw/meridian/cluster/gossip"
+	"github.com/meridian-gw/meridian/cluster/store"
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
@@ -462,6 +463,9 @@ func (n *Node) compile(doc *config.Document, raw []byte, version uint64, prev *e
 func (n *Node) Apply(ctx context.Context, raw []byte, o edge.ApplyOptions) (*edge.Snapshot, error) {
 	defer releaseMemoryAfterLargeDocument(raw)
 	ifVersion := o.IfVersion
+	if o.IfAbsent {
+		ifVersion = store.NoDocument
+	}
 	doc, err := config.Parse(raw)
 	if err != nil {
 		n.gw.RecordRejected()
@@ -481,8 +485,15 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 	n.applyMu.Lock()
 	defer n.applyMu.Unlock()
 	cur := n.gw.Current()
-	if ifVersion != 0 && (cur == nil || cur.Version != ifVersion) {
-		return nil, fmt.Errorf("%w: you named version %d, the node serves version %d", edge.ErrVersionConflict, ifVersion, cur.Version)
+	var curVersion uint64
+	if cur != nil {
+		curVersion = cur.Version
+	}
+	switch {
+	case ifVersion == store.NoDocument && cur != nil:
+		return nil, fmt.Errorf("%w: you asked for no document to be applied yet, the node serves version %d", edge.ErrVersionConflict, curVersion)
+	case ifVersion != 0 && ifVersion != store.NoDocument && curVersion != ifVersion:
+		return nil, fmt.Errorf("%w: you named version %d, the node serves version %d", edge.ErrVersionConflict, ifVersion, curVersion)
 	}
 	var version uint64 = 1
 	if cur != nil {

@@ -543,3 +543,44 @@ func TestNodeErrorsInLineOrder(t *testing.T) {
 		t.Errorf("errors not in line order:\n%s", msg)
 	}
 }
+
+// PUT /config with If-None-Match (RFC 9110 13.1.2): "*" applies only where
+// no document is applied yet, and a node always serves one (its file's at
+// least), so it is refused; a tag refuses to replace the document it names
+// (either representation's), another tag lets the document through.
+func TestAdminPutIfNoneMatch(t *testing.T) {
+	a := backend(t, "A")
+	dir := t.TempDir()
+	r := startNode(t, dir, nodeFile(dir, a.URL))
+	defer r.n.Drain(context.Background())
+	admin := "http://" + r.n.AdminAddr()
+	doc := "# applied by the test\n" + gatewayDoc(a.URL)
+	put := func(inm string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, admin+"/config", strings.NewReader(doc))
+		req.Header.Set("Authorization", "Bearer "+r.n.AdminToken())
+		req.Header.Set("If-None-Match", inm)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	cur := r.n.Gateway().Current()
+	for _, inm := range []string{"*", `"` + cur.Hash + `"`, `W/"x", "` + cur.Hash + `-json"`} {
+		if code, body := put(inm); code != http.StatusPreconditionFailed {
+			t.Errorf("If-None-Match: %s: %d %s; want 412", inm, code, body)
+		}
+	}
+	if v := r.n.Gateway().Current().Version; v != cur.Version {
+		t.Fatalf("a refused PUT changed the version: %d -> %d", cur.Version, v)
+	}
+	if code, body := put(`"another"`); code != http.StatusOK {
+		t.Errorf(`If-None-Match: "another": %d %s; want 200`, code, body)
+	}
+	if v := r.n.Gateway().Current().Version; v != cur.Version+1 {
+		t.Errorf("after the PUT: version %d; want %d", v, cur.Version+1)
+	}
+}

@@ -41,7 +41,7 @@ type kvItem struct {
 type docCommand struct {
 	Raw       []byte `json:"raw"`
 	Hash      string `json:"hash"`
-	IfVersion uint64 `json:"if_version,omitempty"`
+	IfVersion uint64 `json:"if_version,omitempty"` // NoDocument: only if there is none
 }
 
 // fsmResult is what fsm.Apply returns to the leader's ApplyFuture.
@@ -135,7 +135,12 @@ func (f *fsm) Apply(l *raft.Log) any {
 			res.Err = fmt.Errorf("store: bad document command at index %d: %w", l.Index, err)
 			break
 		}
-		if c.IfVersion != 0 && c.IfVersion != f.st.Version {
+		if c.IfVersion == NoDocument && f.st.Version != 0 {
+			res = fsmResult{Version: f.st.Version, Hash: f.st.Hash,
+				Err: fmt.Errorf("%w: expected no document, current is version %d", ErrVersionConflict, f.st.Version)}
+			break
+		}
+		if c.IfVersion != 0 && c.IfVersion != NoDocument && c.IfVersion != f.st.Version {
 			res = fsmResult{Version: f.st.Version, Hash: f.st.Hash,
 				Err: fmt.Errorf("%w: expected version %d, current is %d", ErrVersionConflict, c.IfVersion, f.st.Version)}
 			break

@@ -343,6 +343,11 @@ func (s *Store) Apply(ctx context.Context, raw []byte, ifVersion uint64) (Applie
 	return s.ApplyWithHash(ctx, raw, hex.EncodeToString(sum[:]), ifVersion)
 }
 
+// NoDocument, given as ifVersion to Apply and ApplyWithHash, applies the
+// document only if the cluster has none yet. (A node of a release before it
+// reads it as a version never reached, and refuses rather than replace.)
+const NoDocument = ^uint64(0)
+
 // ApplyWithHash replaces the gateway document with raw, recording the
 // caller's hash (for example a hash of the canonical form). It works on any
 // node: a follower forwards the write to the leader. It returns once the entry

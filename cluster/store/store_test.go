@@ -538,3 +538,43 @@ func TestReleaseOnShutdownReachesRaftFutures(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// NoDocument applies a document only while the cluster has none: of two
+// writers racing to be first, through different nodes, exactly one wins and
+// the other is refused (not applied after it), and once a document is
+// there a NoDocument write is refused with the version that stands.
+func TestApplyNoDocument(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.start()
+	ld := c.leader(5 * time.Second)
+	f := c.follower(ld)
+	var wins, conflicts atomic.Int32
+	var wg sync.WaitGroup
+	for i, nd := range []*tnode{f, ld} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := nd.s.Apply(ctxT(t, 5*time.Second), fmt.Appendf(nil, `{"first":%d}`, i), NoDocument)
+			switch {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, ErrVersionConflict):
+				conflicts.Add(1)
+			default:
+				t.Errorf("writer %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 || conflicts.Load() != 1 {
+		t.Fatalf("%d applied, %d refused; want 1 and 1", wins.Load(), conflicts.Load())
+	}
+	c.converge(5*time.Second, 1)
+	a, err := f.s.Apply(ctxT(t, 5*time.Second), []byte(`{"late":1}`), NoDocument)
+	if !errors.Is(err, ErrVersionConflict) || a.Version != 1 {
+		t.Fatalf("NoDocument with version 1 applied: %+v %v; want ErrVersionConflict at version 1", a, err)
+	}
+	if v := ld.s.Current().Version; v != 1 {
+		t.Fatalf("the leader shows version %d; want 1", v)
+	}
+}
