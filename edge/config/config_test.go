@@ -278,6 +278,15 @@ func TestErrorsAreCapped(t *testing.T) {
 	if last := es[MaxErrors].Msg; !strings.Contains(last, "and 50 more errors") {
 		t.Errorf("last error %q; want it to count the 50 not listed", last)
 	}
+	// A wrong type the decoder lets through (a fraction for an integer)
+	// is counted with the rest too.
+	_, err = Parse([]byte(b.String() + "    retries: {attempts: 2.5}\n"))
+	if !errors.As(err, &es) || len(es) != MaxErrors+1 {
+		t.Fatalf("with a fraction for attempts: %v; want the first %d and one for the rest", err, MaxErrors)
+	}
+	if last := es[MaxErrors].Msg; !strings.Contains(last, "and 51 more errors") {
+		t.Errorf("with a fraction for attempts, last error %q; want it to count 51 not listed", last)
+	}
 }
 
 // A mapping of more keys than any field takes is refused before the

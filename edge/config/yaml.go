@@ -136,6 +136,13 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 				sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })
 				return nil, CapErrors(es)
 			}
+			// Past the cap the types the decoder let through are
+			// counted with the rest, not listed.
+			for _, e := range laxTypes(&root, reflect.TypeOf(out), "", 0) {
+				if !named[e.Path] {
+					more++
+				}
+			}
 			return nil, append(es, moreErrors(more))
 		}
 		return nil, syntaxError(err, data)
