@@ -130,6 +130,8 @@ func TestParseErrors(t *testing.T) {
 		{"date response op", base + "  - name: r\n    service: s\n    response_headers: {remove: [Date]}\n", 7, []string{"routes[0].response_headers.remove", "RFC 9110"}},
 		{"path and prefix", base + "  - name: r\n    service: s\n    match: {path: /a, path_prefix: /b}\n", 7, []string{"routes[0].match", "not both"}},
 		{"control character in a comment", base + "  - name: r # a bell \a\n", 5, []string{"control characters are not allowed"}},
+		{"control character after CR line ends", strings.ReplaceAll(base, "\n", "\r") + "  - name: r # a bell \a\r", 5, []string{"control characters are not allowed"}},
+		{"control character after CR LF line ends", strings.ReplaceAll(base, "\n", "\r\n") + "  - name: r # a bell \a\r\n", 5, []string{"control characters are not allowed"}},
 		{"bytes that are not UTF-8", base + "  - name: r\xff\n", 5, []string{"invalid leading UTF-8 octet"}},
 		{"dot segment", base + "  - name: r\n    service: s\n    match: {path_prefix: /a/../b}\n", 7, []string{"'..'"}},
 		{"upper host", base + "  - name: r\n    service: s\n    match: {hosts: [API.example.com]}\n", 7, []string{"routes[0].match.hosts[0]"}},

@@ -173,9 +173,21 @@ func syntaxError(err error, data []byte) error {
 	} else if i := badByte(data); i >= 0 && !bytes.HasPrefix(data, []byte{0xff, 0xfe}) && !bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
 		// The reader refuses these before it counts lines: find the byte
 		// (in UTF-8; UTF-16 input, which it also reads, is left as is).
-		fe.Line = 1 + bytes.Count(data[:i], []byte{'\n'})
+		fe.Line = lineOf(data, i)
 	}
 	return Errors{fe}
+}
+
+// lineOf is the line of data[i], counting line breaks as YAML does: LF, CR
+// LF, or a CR alone.
+func lineOf(data []byte, i int) int {
+	line := 1 + bytes.Count(data[:i], []byte{'\n'})
+	for j, c := range data[:i] {
+		if c == '\r' && (j+1 >= len(data) || data[j+1] != '\n') {
+			line++
+		}
+	}
+	return line
 }
 
 // badByte is the offset of the first byte YAML does not allow in a
