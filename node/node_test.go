@@ -284,24 +284,10 @@ func TestVersionSurvivesRestart(t *testing.T) {
 // The admin API reads back exactly what was applied and enforces
 // optimistic concurrency.
 func TestAdminApplyAndReadBack(t *testing.T) {
-	a := backend(t, "A")
-	dir := t.TempDir()
-	r := startNode(t, dir, nodeFile(dir, a.URL))
-	defer r.n.Drain(context.Background())
-	admin := "http://" + r.n.AdminAddr()
-	doc := "# applied by the test\n" + gatewayDoc(a.URL)
+	r, admin, doc := adminNode(t)
 
 	put := func(url, body, token string) *http.Response {
-		req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		resp, _ := adminPut(t, url, body, token)
 		return resp
 	}
 	if resp := put(admin+"/config", doc, ""); resp.StatusCode != http.StatusUnauthorized {
@@ -549,24 +535,11 @@ func TestNodeErrorsInLineOrder(t *testing.T) {
 // least), so it is refused; a tag refuses to replace the document it names
 // (either representation's), another tag lets the document through.
 func TestAdminPutIfNoneMatch(t *testing.T) {
-	a := backend(t, "A")
-	dir := t.TempDir()
-	r := startNode(t, dir, nodeFile(dir, a.URL))
-	defer r.n.Drain(context.Background())
-	admin := "http://" + r.n.AdminAddr()
-	doc := "# applied by the test\n" + gatewayDoc(a.URL)
+	r, admin, doc := adminNode(t)
 	put := func(inm string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodPut, admin+"/config", strings.NewReader(doc))
-		req.Header.Set("Authorization", "Bearer "+r.n.AdminToken())
-		req.Header.Set("If-None-Match", inm)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		resp, body := adminPut(t, admin+"/config", doc, r.n.AdminToken(), "If-None-Match", inm)
+		return resp.StatusCode, body
 	}
 	cur := r.n.Gateway().Current()
 	for _, inm := range []string{"*", `"` + cur.Hash + `"`, `W/"x", "` + cur.Hash + `-json"`} {
@@ -583,4 +556,37 @@ func TestAdminPutIfNoneMatch(t *testing.T) {
 	if v := r.n.Gateway().Current().Version; v != cur.Version+1 {
 		t.Errorf("after the PUT: version %d; want %d", v, cur.Version+1)
 	}
+}
+
+// adminPut sends body to url with PUT, the bearer token if not empty, and
+// the header fields given as name, value pairs; it returns the response
+// (its body read and closed) and the body.
+func adminPut(t *testing.T, url, body, token string, fields ...string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(fields); i += 2 {
+		req.Header.Set(fields[i], fields[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// adminNode starts a node on a backend answering "A", drained when the test
+// ends, and returns it with its admin URL and a document to apply (the
+// node file's, with a comment added).
+func adminNode(t *testing.T) (r *running, admin, doc string) {
+	t.Helper()
+	a := backend(t, "A")
+	dir := t.TempDir()
+	r = startNode(t, dir, nodeFile(dir, a.URL))
+	t.Cleanup(func() { r.n.Drain(context.Background()) })
+	return r, "http://" + r.n.AdminAddr(), "# applied by the test\n" + gatewayDoc(a.URL)
 }

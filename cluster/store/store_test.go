@@ -72,26 +72,8 @@ func TestThreeNodesApplyThroughFollower(t *testing.T) {
 	}
 
 	// Two conditional writers race on version 2: exactly one wins.
-	var wg sync.WaitGroup
-	var wins, conflicts atomic.Int32
-	for i, nd := range []*tnode{f, other} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := nd.s.Apply(ctxT(t, 5*time.Second), fmt.Appendf(nil, `{"racer":%d}`, i), 2)
-			switch {
-			case err == nil:
-				wins.Add(1)
-			case errors.Is(err, ErrVersionConflict):
-				conflicts.Add(1)
-			default:
-				t.Errorf("racer %d: %v", i, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 || conflicts.Load() != 1 {
-		t.Fatalf("race: %d wins, %d conflicts", wins.Load(), conflicts.Load())
+	if wins, conflicts := raceApply(t, []*tnode{f, other}, "racer", 2); wins != 1 || conflicts != 1 {
+		t.Fatalf("race: %d wins, %d conflicts", wins, conflicts)
 	}
 	c.converge(5*time.Second, 3)
 	// Every node saw the same documents in the same order.
@@ -548,26 +530,8 @@ func TestApplyNoDocument(t *testing.T) {
 	c.start()
 	ld := c.leader(5 * time.Second)
 	f := c.follower(ld)
-	var wins, conflicts atomic.Int32
-	var wg sync.WaitGroup
-	for i, nd := range []*tnode{f, ld} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := nd.s.Apply(ctxT(t, 5*time.Second), fmt.Appendf(nil, `{"first":%d}`, i), NoDocument)
-			switch {
-			case err == nil:
-				wins.Add(1)
-			case errors.Is(err, ErrVersionConflict):
-				conflicts.Add(1)
-			default:
-				t.Errorf("writer %d: %v", i, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if wins.Load() != 1 || conflicts.Load() != 1 {
-		t.Fatalf("%d applied, %d refused; want 1 and 1", wins.Load(), conflicts.Load())
+	if wins, conflicts := raceApply(t, []*tnode{f, ld}, "first", NoDocument); wins != 1 || conflicts != 1 {
+		t.Fatalf("%d applied, %d refused; want 1 and 1", wins, conflicts)
 	}
 	c.converge(5*time.Second, 1)
 	a, err := f.s.Apply(ctxT(t, 5*time.Second), []byte(`{"late":1}`), NoDocument)
@@ -577,4 +541,30 @@ func TestApplyNoDocument(t *testing.T) {
 	if v := ld.s.Current().Version; v != 1 {
 		t.Fatalf("the leader shows version %d; want 1", v)
 	}
+}
+
+// raceApply has each node write a document of its own ({"what": i}) at
+// once, all on the condition ifVersion, and counts the writes applied and
+// those refused as conflicts (any other error fails the test).
+func raceApply(t *testing.T, nodes []*tnode, what string, ifVersion uint64) (wins, conflicts int32) {
+	t.Helper()
+	var w, c atomic.Int32
+	var wg sync.WaitGroup
+	for i, nd := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := nd.s.Apply(ctxT(t, 5*time.Second), fmt.Appendf(nil, `{%q:%d}`, what, i), ifVersion)
+			switch {
+			case err == nil:
+				w.Add(1)
+			case errors.Is(err, ErrVersionConflict):
+				c.Add(1)
+			default:
+				t.Errorf("%s %d: %v", what, i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return w.Load(), c.Load()
 }
