@@ -396,8 +396,10 @@ func (v *validator) headerOps(p string, ops *HeaderOps, response bool) {
 		if !headerNameRE.MatchString(name) {
 			v.errf(p+"."+field, "invalid header name %q", name)
 		}
-		if strings.ContainsAny(value, "\r\n\x00") {
-			v.errf(p+"."+field, "value of %q must not contain CR, LF or NUL", name)
+		if i := strings.IndexFunc(value, func(r rune) bool { return r < ' ' && r != '\t' || r == 0x7f }); i >= 0 {
+			v.errf(p+"."+field, "value of %q holds the control character %U: a field value holds visible characters, spaces and tabs (RFC 9110 5.5)", name, value[i])
+		} else if strings.TrimLeft(value, " \t") != value || strings.TrimRight(value, " \t") != value {
+			v.errf(p+"."+field, "value of %q begins or ends with a space or tab, which cannot be part of a field value (RFC 9110 5.5)", name)
 		}
 		switch strings.ToLower(name) {
 		case "host":
