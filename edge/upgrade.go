@@ -18,9 +18,19 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_upgrade_failed", title: "Bad Gateway", detail: "the upstream switched protocols without a usable connection"})
 		return
 	}
-	if got := upgradeType(resp.Header); reqType == "" || got != reqType {
+	if upgradeType(resp.Header) != reqType || reqType == "" {
 		back.Close()
-		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_upgrade_failed", title: "Bad Gateway", detail: "the upstream switched to " + strings.TrimSpace(got) + ", not the " + reqType + " the client asked for"})
+		named := strings.TrimSpace(resp.Header.Get("Upgrade"))
+		detail := "the upstream switched to " + named + ", not the " + reqType + " the client asked for"
+		switch {
+		case reqType == "" && named == "":
+			detail = "the upstream switched protocols though the client asked for no switch"
+		case reqType == "":
+			detail = "the upstream switched protocols (to " + named + ") though the client asked for no switch"
+		case named == "":
+			detail = "the upstream switched protocols without naming one (no Upgrade field); the client asked for " + reqType
+		}
+		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_upgrade_failed", title: "Bad Gateway", detail: detail})
 		return
 	}
 	conn, brw, err := http.NewResponseController(w).Hijack()

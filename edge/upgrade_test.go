@@ -126,21 +126,33 @@ func TestUpgradeRefusedByBackend(t *testing.T) {
 	}
 }
 
-// A 101 to a protocol other than the one asked for is refused.
+// A 101 to a protocol other than the one asked for, to a request that asked
+// for none, or naming none, is refused, and the answer says which.
 func TestUpgradeToOtherProtocolRefused(t *testing.T) {
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		conn, _, err := http.NewResponseController(w).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
-	})
-	gw := startGateway(t, oneRoute(be.URL, ""))
-	c := dialGateway(t, gw.addr)
-	io.WriteString(c, upgradeRequest)
-	resp, body := readResponse(t, bufio.NewReader(c), http.MethodGet)
-	checkProblem(t, resp, body, http.StatusBadGateway, "http_upgrade_failed")
+	for _, tc := range []struct{ name, request, answer, detail string }{
+		{"another protocol", upgradeRequest, "Upgrade: h2c\r\nConnection: Upgrade\r\n", "the upstream switched to h2c, not the websocket the client asked for"},
+		{"no switch asked for", "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n", "Upgrade: websocket\r\nConnection: Upgrade\r\n", "the upstream switched protocols (to websocket) though the client asked for no switch"},
+		{"no protocol named", upgradeRequest, "Connection: Upgrade\r\n", "the upstream switched protocols without naming one (no Upgrade field); the client asked for websocket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err != nil {
+					return
+				}
+				defer conn.Close()
+				io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\n"+tc.answer+"\r\n")
+			})
+			gw := startGateway(t, oneRoute(be.URL, ""))
+			c := dialGateway(t, gw.addr)
+			io.WriteString(c, tc.request)
+			resp, body := readResponse(t, bufio.NewReader(c), http.MethodGet)
+			checkProblem(t, resp, body, http.StatusBadGateway, "http_upgrade_failed")
+			if !strings.Contains(string(body), tc.detail) {
+				t.Errorf("body %s; want the detail %q", body, tc.detail)
+			}
+		})
+	}
 }
 
 // Shutdown closes WebSocket connections that outlive its deadline.
