@@ -23,6 +23,43 @@ var hopHeaders = []string{
 	"Upgrade",
 }
 
+// notTrailers are fields a client's trailer section is not forwarded with:
+// those that frame, route, authenticate or control a request (RFC 9110
+// 6.5.1; net/http's list), and the ones the gateway writes or vouches for
+// itself, which a backend that merges trailers into the head would take
+// as the gateway's.
+var notTrailers = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range []string{
+		"Authorization", "Cache-Control", "Content-Encoding", "Content-Length", "Content-Range", "Content-Type",
+		"Expect", "Host", "Max-Forwards", "Pragma", "Range", "Te", "Trailer", "Transfer-Encoding",
+		"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Client-Cert",
+		"Via", "X-Request-Id", "Traceparent", "Tracestate",
+	} {
+		m[k] = true
+	}
+	for _, k := range hopHeaders {
+		m[k] = true
+	}
+	for _, k := range spoofableForwarding {
+		m[k] = true
+	}
+	return m
+}()
+
+// forwardableTrailers returns the announced trailer fields (decl's keys,
+// canonical) that may be forwarded, with no values yet: not those in
+// notTrailers nor those the Connection field (conn) names.
+func forwardableTrailers(decl http.Header, conn []string) http.Header {
+	out := make(http.Header, len(decl))
+	for k := range decl {
+		if !notTrailers[k] && !hasToken(conn, k) {
+			out[k] = nil
+		}
+	}
+	return out
+}
+
 // removeHopHeaders deletes hop-by-hop headers in place.
 func removeHopHeaders(h http.Header) {
 	for _, v := range h["Connection"] {

@@ -325,20 +325,22 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 	}
 
 	var body *countingBody
-	trailer := r.Trailer
+	var trailer http.Header
 	if rb := requestBody(r); rb != nil {
 		body = &countingBody{rc: http.MaxBytesReader(w, rb, rt.maxReqBody), idle: g.opts.ReadBodyTimeout, src: r.Body}
 		if l, ok := rb.(interface{ lend() }); ok {
 			l.lend() // to the upstream transport (unreadBodyForcesClose)
 		}
-		if r.ProtoMajor == 3 {
-			// quic-go gives the request a new Trailer map when the
-			// trailers arrive, where the other servers fill the one
-			// announced: the body copies them over at its end.
-			if trailer = r.Trailer.Clone(); trailer == nil {
-				trailer = http.Header{}
-			}
-			body.trailerOf, body.trailer = reqIn, trailer
+		if len(r.Trailer) > 0 {
+			// The client's trailers go on as its head announced them,
+			// less the fields a trailer cannot carry or the gateway
+			// writes itself (a backend that merges trailers into the
+			// head would believe a forged X-Forwarded-For), at most
+			// MaxHeaderCount values: the body copies them over at its
+			// end (quic-go gives the request a new Trailer map when they
+			// arrive, the other servers fill the one announced).
+			trailer = forwardableTrailers(r.Trailer, oh.conn)
+			body.trailerOf, body.trailer, body.maxTrailer = reqIn, trailer, g.opts.MaxHeaderCount
 		}
 	}
 	retry := svc.retry
@@ -1129,8 +1131,9 @@ type countingBody struct {
 	closed bool
 	// trailerOf's Trailer is copied into trailer (the outgoing request's)
 	// at the end of the body: see ServeHTTP.
-	trailerOf *http.Request
-	trailer   http.Header
+	trailerOf  *http.Request
+	trailer    http.Header
+	maxTrailer int // values copied at most (0: no limit)
 
 	// The read timeout (Options.ReadBodyTimeout): a read that waits this
 	// long for the client has the client's body closed under it (src, the
@@ -1183,7 +1186,15 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.inRead.Store(false)
 	}
 	if err == io.EOF && b.trailerOf != nil {
+		n := 0
 		for k, v := range b.trailerOf.Trailer {
+			if _, announced := b.trailer[k]; !announced || len(v) == 0 {
+				continue // not announced, or not to be forwarded
+			}
+			if b.maxTrailer > 0 && n+len(v) > b.maxTrailer {
+				continue // over the head's limit of values
+			}
+			n += len(v)
 			b.trailer[k] = v
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -804,4 +805,78 @@ func TestOptionsStarOverH2AndH3(t *testing.T) {
 	if n := hits.get(); n != 0 {
 		t.Errorf("backend hits after OPTIONS * = %d; want 0", n)
 	}
+}
+
+// A client's trailers reach the upstream only as its head announced them,
+// over every protocol: not a field it did not announce, nor one a trailer
+// cannot carry or the gateway writes itself (forged forwarding fields, a
+// credential), nor more values than the head may have.
+func TestRequestTrailersFilteredPerProtocol(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		var names []string
+		for k, v := range r.Trailer {
+			if len(v) > 0 {
+				names = append(names, fmt.Sprintf("%s=%d", k, len(v)))
+			}
+		}
+		slices.Sort(names)
+		fmt.Fprint(w, strings.Join(names, " "))
+	})
+	tg := startTLSGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes:
+  - {name: r, match: {path_prefix: /}, service: be}
+`, be.URL), true)
+	many := make([]string, 101) // the default max_header_count is 100
+	for i := range many {
+		many[i] = strconv.Itoa(i)
+	}
+	for _, proto := range []string{"h1", "h2", "h3"} {
+		t.Run(proto, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodPost, "https://localhost:"+portOf(tg.addr)+"/trail", nil)
+			req.Trailer = http.Header{"X-Sum": nil, "X-Many": nil, "X-Forwarded-For": nil, "X-Real-Ip": nil, "Traceparent": nil}
+			if proto != "h2" {
+				// (net/http's HTTP/2 server refuses the stream itself)
+				req.Trailer["Authorization"] = nil
+			}
+			req.Body = io.NopCloser(&setAtEOF{r: strings.NewReader("payload"), set: func() {
+				req.Trailer.Set("X-Sum", "42")
+				req.Trailer["X-Many"] = many
+				req.Trailer.Set("X-Forwarded-For", "6.6.6.6")
+				req.Trailer.Set("X-Real-Ip", "6.6.6.6")
+				if proto != "h2" {
+					req.Trailer.Set("Authorization", "Bearer forged")
+				}
+				req.Trailer.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+				req.Trailer.Set("X-Unannounced", "1") // sent, though not in the head
+			}})
+			req.ContentLength = -1
+			resp, err := tg.client(t, proto).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "X-Sum=1" {
+				t.Errorf("trailers the upstream got: %d %q; want only X-Sum=1", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// setAtEOF is a request body that calls set as it ends (to fill in the
+// request's trailers).
+type setAtEOF struct {
+	r   io.Reader
+	set func()
+}
+
+func (b *setAtEOF) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == io.EOF && b.set != nil {
+		b.set()
+		b.set = nil
+	}
+	return n, err
 }
