@@ -18,6 +18,8 @@ import (
 var (
 	errLineTooLong = errors.New("header section too large")
 	errChunked     = errors.New("malformed chunked body")
+	// errTrailersTooLarge is a trailer section over the head's limits.
+	errTrailersTooLarge = errors.New("trailer section over the head's limits")
 )
 
 // readLineLimited returns the next line without its CRLF (or LF). The
@@ -564,7 +566,10 @@ func (r *chunkedReader) readTrailers() error {
 			if err == io.EOF {
 				return io.ErrUnexpectedEOF
 			}
-			if err == errLineTooLong || err == bufio.ErrBufferFull || err == errBareLF {
+			if err == errLineTooLong || err == bufio.ErrBufferFull {
+				return errTrailersTooLarge
+			}
+			if err == errBareLF {
 				return errChunked
 			}
 			return err
@@ -592,7 +597,7 @@ func (r *chunkedReader) readTrailers() error {
 			value = trimSpace(value)
 		}
 		if r.fields++; r.fields > maxHeaderFields {
-			return errChunked // a trailer section has the head's limits
+			return errTrailersTooLarge // a trailer section has the head's limits
 		}
 		name := textproto.CanonicalMIMEHeaderKey(string(line[:colon]))
 		switch name {

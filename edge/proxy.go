@@ -632,6 +632,9 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 		switch {
 		case errors.Is(err, errResponseTooLarge):
 			x.errKind = "http_response_body_size"
+		case errors.Is(err, errTrailersTooLarge):
+			x.errKind, x.errDetail = "http_response_header_section_size", "target "+x.target+": trailers over the head's limits"
+			outcome = upstream.Failure
 		case clientSide && isTimeout(cwe.err):
 			// The client stopped reading: not the target's fault.
 			x.errKind = "client_send_timeout"

@@ -636,6 +636,38 @@ routes: [{name: r, match: {path_prefix: /}, service: h2}]
 	})
 }
 
+// An HTTP/1 upstream's trailers over the head's limits (a line too long,
+// too many fields) cut the response, counted as the head's limits, not as
+// a malformed body.
+func TestH1UpstreamTrailersOverLimits(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		trailer := "X-Long: " + strings.Repeat("v", maxResponseHead+1) + "\r\n"
+		if r.URL.Path == "/many" {
+			trailer = strings.Repeat("X-T: v\r\n", maxHeaderFields+1)
+		}
+		brw.WriteString("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Long, X-T\r\n\r\n5\r\nhello\r\n0\r\n" + trailer + "\r\n")
+		brw.Flush()
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c := newClient(t)
+	for i, path := range []string{"/long", "/many"} {
+		resp, err := c.Get(gw.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		waitFor(t, 5*time.Second, path+": the cut to be counted as the head's limits", func() bool {
+			return metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_response_header_section_size",route="r"}`) == float64(i+1)
+		})
+	}
+}
+
 // An HTTP/2 upstream resetting its stream while the client is still
 // sending the body is the upstream's failure (502), not a bad request from
 // the client: the transport closing the body must not be taken for the
