@@ -127,10 +127,14 @@ func TestForwardedHeaders(t *testing.T) {
 			req.Header.Set("X-Forwarded-Port", "8443")
 			req.Header.Set("X-Forwarded-Prefix", "/admin")
 			req.Header.Set("X-Real-Ip", "203.0.113.7")
+			spoofable := []string{"X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Rewrite-Url"}
+			for _, k := range spoofable {
+				req.Header.Set(k, "203.0.113.7")
+			}
 			_, e := echo(t, newClient(t), req)
 			// Fields the gateway does not write but frameworks read pass
 			// only from a trusted proxy.
-			for _, k := range []string{"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Real-Ip"} {
+			for _, k := range append([]string{"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Real-Ip"}, spoofable...) {
 				if got := e.Header.Get(k); (got != "") != tc.trusted {
 					t.Errorf("%s = %q; want it only from a trusted proxy", k, got)
 				}

@@ -819,9 +819,12 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange, svc *
 
 // spoofableForwarding are forwarding fields the gateway does not write
 // but frameworks read (Spring and ASP.NET take X-Forwarded-Port and
-// -Prefix, many apps X-Real-IP): from a client that is not a trusted
+// -Prefix, many apps X-Real-IP; client-address helpers such as Rails'
+// remote_ip or django-ipware try X-Client-IP, True-Client-IP, CDN fields;
+// IIS rewrites by X-Rewrite-URL): from a client that is not a trusted
 // proxy they are dropped, as Traefik does, rather than vouched for.
-var spoofableForwarding = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For"}
+var spoofableForwarding = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For",
+	"X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Rewrite-Url"}
 
 // forwardedClient is the client address trusted proxies report in
 // X-Forwarded-For (the field's lines, in order): the rightmost entry that
