@@ -248,9 +248,11 @@ func monoNow() time.Duration { return time.Since(monoBase) }
 // sooner.
 const aliveCheckAfter = 100 * time.Millisecond
 
-// errStaleConn marks a pooled connection that the upstream had closed
-// before our request reached it; the request is sent again on a new one.
-var errStaleConn = errors.New("upstream closed an idle connection")
+// errStaleConn marks a reused pooled connection that ended before any byte
+// of an answer: the upstream closed it as idle while the request went, or
+// took the request and reset. A bodyless replayable request is sent once
+// more, on a new connection (roundTrip).
+var errStaleConn = errors.New("the upstream closed a reused connection before answering")
 
 // RoundTrip sends req and returns the response, whose Body must be closed.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -263,18 +265,23 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // with the time (monoNow) the caller read just before.
 func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outHeader, now time.Duration) (*http.Response, error) {
 	key := poolKey{req.URL.Scheme, req.URL.Host}
-	noBody := req.Body == nil || req.Body == http.NoBody
-	for attempt := 0; ; attempt++ {
-		pc, err := t.getConn(ctx, key, req.URL, now)
-		if err != nil {
+	pc, err := t.getConn(ctx, key, req.URL, now)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.exchange(ctx, pc, req, oh, now)
+	if err == errStaleConn && (req.Body == nil || req.Body == http.NoBody) && replayable(req, oh) {
+		// The pooled connection was closed before any byte of an answer
+		// came: the upstream closed it as the request went (an idle
+		// timeout), or took the request and reset. Sent once more, on a
+		// new connection, so that an upstream that resets every request
+		// sees it twice at most and its error is the answer.
+		if pc, err = t.dial(ctx, key); err != nil {
 			return nil, err
 		}
-		resp, err := t.exchange(ctx, pc, req, oh, now)
-		if err == errStaleConn && noBody && attempt < 2 && replayable(req, oh) {
-			continue
-		}
-		return resp, err
+		return t.exchange(ctx, pc, req, oh, now)
 	}
+	return resp, err
 }
 
 // replayable reports whether a request that may have reached the upstream

@@ -470,15 +470,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 			}
 			if r.Context().Err() != nil {
 				att.end(upstream.Success)
-				if g.cut.Load() {
-					// The drain's deadline cancelled it, not the
-					// client: it can still be told, and try elsewhere.
-					g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, title: "Service Unavailable",
-						detail: "the node is shutting down and its drain deadline has passed; retry on another node", close: true})
-					x.errKind = "drain_timeout"
-					return
-				}
-				g.clientGone(x)
+				g.requestCanceled(w, r, x)
 				return
 			}
 			pe := classify(err, ctx)
@@ -486,7 +478,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 			x.errKind = pe.proxyStatus
 			if canRetry && attempt < retry.attempts && retry.retryError(pe) && g.allowRetry(svc, x, pe.proxyStatus) {
 				if !sleepCtx(ctx, retry.backoff(attempt+1)) {
-					g.fail(w, r, x, classify(ctx.Err(), ctx))
+					g.backoffCut(w, r, x, ctx)
 					return
 				}
 				continue
@@ -507,7 +499,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 			drainClose(resp.Body)
 			att.end(upstream.Failure)
 			if !sleepCtx(ctx, retry.backoff(attempt+1)) {
-				g.fail(w, r, x, classify(ctx.Err(), ctx))
+				g.backoffCut(w, r, x, ctx)
 				return
 			}
 			continue
@@ -1080,6 +1072,30 @@ func (g *Gateway) totalWhileClientSends(w http.ResponseWriter, r *http.Request, 
 	g.fail(w, r, x, &proxyError{status: http.StatusRequestTimeout, title: "Request Timeout",
 		detail: "the request body was still arriving when the service's total timeout (" + svc.total.String() + ") expired", close: true})
 	x.errKind = "client_body_timeout"
+}
+
+// requestCanceled ends a request whose own context was canceled while it
+// waited for an upstream: by the client leaving (499), or by the drain's
+// deadline, which the client can still be told of, and try elsewhere.
+func (g *Gateway) requestCanceled(w http.ResponseWriter, r *http.Request, x *exchange) {
+	if g.cut.Load() {
+		g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, title: "Service Unavailable",
+			detail: "the node is shutting down and its drain deadline has passed; retry on another node", close: true})
+		x.errKind = "drain_timeout"
+		return
+	}
+	g.clientGone(x)
+}
+
+// backoffCut ends a request whose wait before a retry was cut short: by
+// its own cancellation (requestCanceled), or by the service's total
+// timeout.
+func (g *Gateway) backoffCut(w http.ResponseWriter, r *http.Request, x *exchange, ctx context.Context) {
+	if r.Context().Err() != nil {
+		g.requestCanceled(w, r, x)
+		return
+	}
+	g.fail(w, r, x, classify(ctx.Err(), ctx))
 }
 
 // bodyFailed answers a request whose own body could not be read.

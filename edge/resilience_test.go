@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -877,5 +878,76 @@ func TestClientBodyResetIs499(t *testing.T) {
 	log.mu.Unlock()
 	if rec["status"] != int64(400) || rec["error"] != "http_request_error" {
 		t.Errorf("after a truncated body: status %v, error %v; want 400, http_request_error", rec["status"], rec["error"])
+	}
+}
+
+// A client that leaves while its request waits to be retried is logged and
+// counted as its own doing (499 client_canceled), not as the target's: the
+// backoff ends with the request's cancellation, which the disconnect watch
+// brings.
+func TestClientGoneDuringRetryBackoff(t *testing.T) {
+	var hits hitCounter
+	first := make(chan struct{}, 1)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if hits.inc(); hits.get() == 1 {
+			first <- struct{}{}
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		<-r.Context().Done() // a retry, should the backoff end first: held until the client is gone
+	})
+	var logBuf syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}},
+		oneRouteService(be.URL, "    retries: {attempts: 1, on: [\"503\"], backoff: {base: 60s, max: 60s}}"))
+	c := dialGateway(t, gw.addr)
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, first, "the first attempt")
+	c.Close() // while the gateway waits (up to a minute) to retry
+	waitFor(t, 5*time.Second, "the request's log record", func() bool { return len(logBuf.records(t)) == 1 })
+	if rec := logBuf.only(t, "the request"); rec["status"] != float64(499) || rec["error"] != "client_canceled" {
+		t.Errorf("log record %v; want status 499, error client_canceled", rec)
+	}
+	if n := metricValue(t, gw.g, `meridian_upstream_errors_total{error="connection_terminated",route="r"}`); n != 0 {
+		t.Errorf("connection_terminated counted %v times; want 0", n)
+	}
+}
+
+// A bodyless idempotent request whose pooled connection the upstream takes
+// and then resets is sent once more, on a new connection, and not again:
+// retries are off unless configured, and an upstream that resets every
+// request sees each one at most twice, its error the answer.
+func TestStaleConnectionResentOnceOnANewConnection(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if hits.inc(); r.URL.Path == "/warm" {
+			io.WriteString(w, "ok")
+			return
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		conn.(*net.TCPConn).SetLinger(0)
+		conn.Close() // a reset, the request read and no answer
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c := newClient(t)
+	// Pool a few connections first, so that the request goes on a reused one.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			get(t, c, gw.url+"/warm")
+		}()
+	}
+	wg.Wait()
+	warm := hits.get()
+	resp, _ := get(t, c, gw.url+"/reset")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("status %d; want 502", resp.StatusCode)
+	}
+	if got := hits.get() - warm; got != 2 {
+		t.Errorf("the backend saw the request %d times; want 2 (sent once more, on a new connection)", got)
 	}
 }
