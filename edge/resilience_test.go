@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/meridian-gw/meridian/edge/upstream"
 )
 
 // deadAddr returns the URL of a loopback port nobody listens on: connecting
@@ -949,5 +952,27 @@ func TestStaleConnectionResentOnceOnANewConnection(t *testing.T) {
 	}
 	if got := hits.get() - warm; got != 2 {
 		t.Errorf("the backend saw the request %d times; want 2 (sent once more, on a new connection)", got)
+	}
+}
+
+// The largest weight the configuration takes is one the balancers take:
+// a document at the bound compiles, for each policy.
+func TestLargestWeightCompiles(t *testing.T) {
+	if config.MaxWeight != upstream.MaxWeight {
+		t.Fatalf("config.MaxWeight %d, upstream.MaxWeight %d; want them equal", config.MaxWeight, upstream.MaxWeight)
+	}
+	g := New(Options{})
+	defer g.Close()
+	for _, balancer := range []string{"{policy: round_robin}", "{policy: least_requests}", "{policy: consistent_hash, hash_on: client_ip}"} {
+		doc := fmt.Sprintf(`
+services:
+  - name: s
+    balancer: %s
+    targets:
+      - {url: "http://a.test:1", weight: %d}
+      - {url: "http://b.test:1", weight: 1}
+routes: [{name: r, match: {path_prefix: /}, service: s}]
+`, balancer, config.MaxWeight)
+		compileDoc(t, g, doc, 1, nil)
 	}
 }

@@ -105,7 +105,7 @@ type Target struct {
 	// URL is the target's base: scheme (http or https), host and port. A
 	// path, if any, is prefixed to every forwarded request path.
 	URL string `yaml:"url" json:"url"`
-	// Weight for weighted balancing, 1..10000; default 1. An explicit 0
+	// Weight for weighted balancing, 1..MaxWeight; default 1. An explicit 0
 	// is refused rather than taken to mean "no traffic" (as some
 	// gateways do) or 1: a target is taken out by removing it.
 	Weight *int `yaml:"weight,omitempty" json:"weight,omitempty"`
@@ -306,3 +306,7 @@ func (d *Document) Hash() string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
+
+// MaxWeight is the largest target weight, the balancer's own bound
+// (upstream.MaxWeight: it keeps the consistent-hash ring small).
+const MaxWeight = 1000

@@ -176,8 +176,8 @@ func (v *validator) service(p string, s *Service) {
 				}
 			}
 		}
-		if w := t.Weight; w != nil && (*w < 1 || *w > 10000) {
-			v.errf(tp+".weight", "must be between 1 and 10000 (got %d); to stop sending a target traffic, remove it from targets", *w)
+		if w := t.Weight; w != nil && (*w < 1 || *w > MaxWeight) {
+			v.errf(tp+".weight", "must be between 1 and %d (got %d); to stop sending a target traffic, remove it from targets", MaxWeight, *w)
 		}
 	}
 	switch s.Balancer.Policy {
