@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -453,7 +454,7 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	s, err := a.o.Control.Apply(r.Context(), raw, ApplyOptions{IfVersion: ifVersion, IfAbsent: ifAbsent, AllowNoRoutes: allowEmpty})
 	if err != nil {
 		var es config.Errors
-		hint := formHint(r)
+		hint := formHint(r, raw)
 		switch {
 		case errors.Is(err, ErrVersionConflict) && ifAbsent:
 			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-None-Match: * and a document is applied already", nil)
@@ -483,13 +484,14 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info(s))
 }
 
-// formHint explains a refused document sent as an HTML form, which is
-// what curl -d (--data) sends: it also takes the line breaks out of a file
-// it reads, so a YAML document arrives as one line. The document is still
-// read as sent (JSON survives that), only the refusal says so.
-func formHint(r *http.Request) string {
+// formHint explains a refused document that came as curl -d (--data)
+// sends a file: typed as an HTML form and with its line breaks taken out,
+// so that a YAML document arrives as one line. (--data-binary sends the
+// same type but the lines as they are: no hint then.) The document is
+// still read as sent (JSON survives that), only the refusal says so.
+func formHint(r *http.Request, raw []byte) string {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" {
+	if mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" || bytes.ContainsAny(raw, "\r\n") {
 		return ""
 	}
 	return " (the request's Content-Type is " + mt + ": curl -d/--data removes the line breaks of the file it sends; send it with --data-binary @FILE)"

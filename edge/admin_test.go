@@ -979,6 +979,10 @@ func TestAdminFormBodyHint(t *testing.T) {
 	if code, body := put("application/yaml", flat); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
 		t.Errorf("application/yaml, lines run together: %d %s; want 422 without the form hint", code, body)
 	}
+	// What curl --data-binary sends: the same type, the lines kept.
+	if code, body := put("application/x-www-form-urlencoded", "routes: [{name: x, service: nope}]\n"); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
+		t.Errorf("a form with its lines: %d %s; want 422 without the form hint", code, body)
+	}
 	if code, body := put("", ""); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
 		t.Errorf("empty body without a type: %d %s; want 422 without the form hint", code, body)
 	}
