@@ -232,6 +232,11 @@ func (c *h1Conn) armHeaderDeadline(now, d time.Duration) {
 	if c.rdl.IsZero() || c.rdl.After(want) || want.Sub(c.rdl) > min(time.Second, d/8) {
 		c.rdl = want
 		c.conn.SetReadDeadline(want)
+		if c.aborted.Load() {
+			// The exchange was canceled before it began (abort's past
+			// deadline came first and was just replaced): it stands.
+			c.conn.SetDeadline(time.Unix(1, 0))
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -299,5 +300,36 @@ func TestH1ClientHeaderDeadlineSparesSlowBodies(t *testing.T) {
 	}
 	if took := time.Since(start); took > 2*timeout {
 		t.Fatalf("the late head took %v to time out; the timeout is %v", took, timeout)
+	}
+}
+
+// An exchange canceled before its wait for the head began stays canceled:
+// arming the response-header deadline does not replace the abort's past
+// one (a client's HTTP/2 stream reset at that instant left its upstream
+// request running to the end).
+func TestH1ClientAbortBeforeHeaderDeadlineStands(t *testing.T) {
+	addr := rawUpstream(t, func(c net.Conn) { io.Copy(io.Discard, c) }) // never answers
+	tr := newH1Transport(time.Second, 30*time.Second)
+	defer tr.CloseIdleConnections()
+	pc, err := tr.dial(context.Background(), poolKey{"http", addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.conn.Close()
+	pc.abort()
+	pc.armHeaderDeadline(monoNow(), 30*time.Second)
+	done := make(chan error, 1)
+	go func() {
+		_, err := pc.conn.Read(make([]byte, 1))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("read after the abort: %v; want the abort's deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		pc.conn.Close()
+		t.Fatal("a read after the abort waited for the header deadline")
 	}
 }
