@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
+	"time"
 )
 
 // serveUpgrade completes a protocol switch (WebSocket and the like): the
@@ -79,26 +79,43 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 		}
 		x.bytesIn += int64(n)
 	}
-	var wg sync.WaitGroup
 	var in, out int64
-	wg.Add(2)
+	ended := make(chan struct{}, 2)
 	go func() {
-		defer wg.Done()
 		in, _ = io.Copy(back, conn)
 		closeWrite(back)
+		ended <- struct{}{}
 	}()
 	go func() {
-		defer wg.Done()
 		out, _ = io.Copy(conn, back)
 		closeWrite(conn)
+		ended <- struct{}{}
 	}()
-	wg.Wait()
+	<-ended
+	// One side has ended (or failed) and the other has been told. It gets
+	// upgradeCloseGrace to finish (the answer to a WebSocket close, the
+	// rest of a reply), then both are closed: a peer that never closes
+	// its side would otherwise hold the tunnel, its goroutines and both
+	// sockets for ever (nginx closes both at once).
+	t := time.NewTimer(upgradeCloseGrace)
+	select {
+	case <-ended:
+	case <-t.C:
+		conn.Close()
+		back.Close()
+		<-ended
+	}
+	t.Stop()
 	x.bytesIn += in
 	x.bytesOut += out
 	if g.cut.Load() {
 		x.errKind = "drain_timeout"
 	}
 }
+
+// upgradeCloseGrace is how long a protocol-switched tunnel stays open in
+// one direction after the other has ended.
+const upgradeCloseGrace = 5 * time.Second
 
 // closeWrite half-closes a connection so the peer sees EOF while the other
 // direction finishes; without half-close support it closes it.

@@ -267,3 +267,39 @@ func TestUpgradeOutlivesResponseHeaderTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A tunnel whose client has gone, to an upstream that never closes its
+// side, is closed after upgradeCloseGrace: its goroutines, sockets and
+// in-flight count do not stay for ever.
+func TestUpgradeTunnelClosedWhenOneSideEndsAndTheOtherNever(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	sawEOF := make(chan struct{}, 1)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		conn, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		io.Copy(io.Discard, brw.Reader) // the client's end comes as EOF
+		sawEOF <- struct{}{}
+		<-release // and this side stays open, silent
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	io.WriteString(c, upgradeRequest)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v; want 101", resp, err)
+	}
+	start := time.Now()
+	c.Close() // the client goes
+	recv(t, sawEOF, "the client's end to reach the upstream")
+	waitFor(t, upgradeCloseGrace+5*time.Second, "no request in flight", func() bool {
+		return metricValue(t, gw.g, "meridian_requests_in_flight") == 0
+	})
+	if d := time.Since(start); d < upgradeCloseGrace-time.Second {
+		t.Errorf("the tunnel ended after %v; want the grace of %v first", d, upgradeCloseGrace)
+	}
+}
