@@ -224,6 +224,12 @@ wait:
 		}
 	}
 	if e := <-h2err; e != nil {
+		// HTTP/2 streams are still running at the deadline (the HTTP/1
+		// connections may all have finished): they are the drain's to
+		// cut, and logged so, before Close cancels them.
+		if s.onCut != nil && ctx.Err() != nil {
+			s.onCut()
+		}
 		s.h2.Close()
 		if err == nil {
 			err = e

@@ -271,12 +271,20 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 			// that vanished would hold the drain until the QUIC idle
 			// timeout: they are closed after a moment instead.
 			s.qln.Close()
-			hctx, hcancel := context.WithCancel(ctx)
+			// Not derived from ctx: at its deadline the requests left
+			// are marked the drain's cut (logged drain_timeout) before
+			// quic-go closes their connections.
+			hctx, hcancel := context.WithCancel(context.Background())
 			go s.cancelWhenH3Idle(hctx, hcancel)
+			stop := context.AfterFunc(ctx, func() {
+				s.g.cut.Store(true)
+				hcancel()
+			})
 			h3err = s.h3.Shutdown(hctx)
+			stop()
 			hcancel()
-			if errors.Is(h3err, context.Canceled) && ctx.Err() == nil {
-				h3err = nil // only idle connections were closed
+			if errors.Is(h3err, context.Canceled) {
+				h3err = ctx.Err() // nil: only idle connections were closed
 			}
 			s.qtr.Close()
 			s.udp.Close()

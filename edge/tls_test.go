@@ -880,3 +880,37 @@ func (b *setAtEOF) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// Requests still running over HTTP/2 and HTTP/3 when a drain's deadline
+// passes are logged as the drain's cut (drain_timeout), as HTTP/1 ones
+// are, not as their clients leaving.
+func TestDrainCutIsLoggedPerProtocol(t *testing.T) {
+	entered := make(chan struct{}, 2)
+	canceled := make(chan struct{}, 2)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { waitForCancel(r, entered, canceled) })
+	var logBuf syncBuffer
+	tg := startTLSGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}},
+		fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, match: {path_prefix: /}, service: be}]\n", be.URL), true)
+	for _, proto := range []string{"h2", "h3"} {
+		c := tg.client(t, proto)
+		go func() {
+			resp, err := c.Get("https://localhost:" + portOf(tg.addr) + "/" + proto)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+		recv(t, entered, "the "+proto+" request to reach the backend")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := tg.srv.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown returned nil; want the deadline's error (requests were cut)")
+	}
+	waitFor(t, 5*time.Second, "both requests' log records", func() bool { return len(logBuf.records(t)) == 2 })
+	for _, rec := range logBuf.records(t) {
+		if rec["error"] != "drain_timeout" {
+			t.Errorf("%v %v: error %v; want drain_timeout", rec["proto"], rec["path"], rec["error"])
+		}
+	}
+}
