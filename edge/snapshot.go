@@ -471,6 +471,13 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 		DisableCompression:    true, // pass encodings through untouched
 		WriteBufferSize:       16 << 10,
 		ReadBufferSize:        16 << 10,
+		// What an upstream may send on a stream before the client reads
+		// it: net/http's default of 4 MiB a stream (1 GiB a connection)
+		// let stalled client streams make the gateway hold gigabytes
+		// (500 of them: 2.1 GB). A stream's window is the client-facing
+		// server's; the connection's stays large, so that streams whose
+		// clients stall do not hold back the others sharing it.
+		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20},
 	}
 	var p http.Protocols
 	switch k.protocol {
