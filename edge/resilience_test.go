@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/edge/config"
-	"github.com/meridian-gw/meridian/edge/upstream"
 )
 
 // deadAddr returns the URL of a loopback port nobody listens on: connecting
@@ -958,9 +957,6 @@ func TestStaleConnectionResentOnceOnANewConnection(t *testing.T) {
 // The largest weight the configuration takes is one the balancers take:
 // a document at the bound compiles, for each policy.
 func TestLargestWeightCompiles(t *testing.T) {
-	if config.MaxWeight != upstream.MaxWeight {
-		t.Fatalf("config.MaxWeight %d, upstream.MaxWeight %d; want them equal", config.MaxWeight, upstream.MaxWeight)
-	}
 	g := New(Options{})
 	defer g.Close()
 	for _, balancer := range []string{"{policy: round_robin}", "{policy: least_requests}", "{policy: consistent_hash, hash_on: client_ip}"} {

@@ -19,6 +19,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"time"
+
+	"github.com/meridian-gw/meridian/edge/upstream"
 )
 
 // Document is the gateway configuration document.
@@ -307,6 +309,6 @@ func (d *Document) Hash() string {
 	return hex.EncodeToString(sum[:])
 }
 
-// MaxWeight is the largest target weight, the balancer's own bound
-// (upstream.MaxWeight: it keeps the consistent-hash ring small).
-const MaxWeight = 1000
+// MaxWeight is the largest target weight: the balancers' own bound, which
+// keeps the consistent-hash ring small.
+const MaxWeight = upstream.MaxWeight

@@ -393,3 +393,23 @@ func TestKeyGivenTwiceBesideOtherErrors(t *testing.T) {
 		}
 	}
 }
+
+// A document's errors come in the same order every time, header edits
+// given as maps included.
+func TestErrorOrderIsStable(t *testing.T) {
+	doc := "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\nroutes:\n  - name: r\n    service: s\n" +
+		"    request_headers: {set: {X-A: \" a\", X-B: \" b\", X-C: \" c\", X-D: \" d\"}, add: {X-E: \" e\", X-F: \" f\"}}\n"
+	_, err := Parse([]byte(doc))
+	if err == nil {
+		t.Fatal("Parse: no error; want six")
+	}
+	first := err.Error()
+	for range 20 {
+		if _, err := Parse([]byte(doc)); err.Error() != first {
+			t.Fatalf("errors came in another order:\n%s\nthen\n%s", first, err.Error())
+		}
+	}
+	if i, j := strings.Index(first, `"X-A"`), strings.Index(first, `"X-E"`); i < 0 || j < 0 || i > j {
+		t.Errorf("set's errors should come before add's, names sorted:\n%s", first)
+	}
+}

@@ -3,9 +3,11 @@ package config
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -416,9 +418,16 @@ func (v *validator) headerOps(p string, ops *HeaderOps, response bool) {
 			}
 		}
 	}
-	for field, m := range map[string]map[string]string{"set": ops.Set, "add": ops.Add} {
+	// In a fixed order (set, add; names sorted), so that a document's
+	// errors come the same way each time.
+	for _, f := range []struct {
+		field string
+		m     map[string]string
+	}{{"set", ops.Set}, {"add", ops.Add}} {
+		field, m := f.field, f.m
 		seen := map[string]string{}
-		for name, value := range m {
+		for _, name := range slices.Sorted(maps.Keys(m)) {
+			value := m[name]
 			check(field, name, value)
 			// Header names are case-insensitive: two spellings of one
 			// name would leave one of them silently unused.
