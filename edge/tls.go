@@ -172,11 +172,11 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		h3conf = http3.ConfigureTLSConfig(h3conf)
 		s.qtr = &quic.Transport{Conn: udp, StatelessResetKey: o.StatelessResetKey, TokenGeneratorKey: o.TokenKey}
 		s.h3 = &http3.Server{
-			Handler: g.headerSizeGuard(g.optionsStar(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			Handler: g.headerSizeGuard(g.optionsStar(g.sniGuard(o.ClientAuth, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				s.h3Active.Add(1)
 				defer s.h3Active.Add(-1)
 				g.serveHTTP3(w, r)
-			})), o.MaxHeaderBytes),
+			}))), o.MaxHeaderBytes),
 			TLSConfig:      h3conf,
 			QUICConfig:     qconf,
 			MaxHeaderBytes: 2 * o.MaxHeaderBytes, // see headerSizeGuard
@@ -197,8 +197,44 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 			g.ServeHTTP(w, r)
 		})
 	}
-	s.srv = g.newHTTPServer(o.ListenerOptions, handler, s.ln)
+	s.srv = g.newHTTPServer(o.ListenerOptions, g.sniGuard(o.ClientAuth, handler), s.ln)
 	return s, nil
+}
+
+// sniGuard answers 421 Misdirected Request (RFC 9110 15.5.20) to a request
+// whose host has another client-certificate policy than the name its TLS
+// connection was made for (SNI): otherwise a connection made for a host
+// that asks for no certificate, or made with no name at all, could carry
+// requests to a host that requires one (Caddy turns strict SNI-Host
+// matching on with client authentication for the same reason). A client
+// that reused a connection for another host opens one for it.
+func (g *Gateway) sniGuard(policies []ClientAuthPolicy, next http.Handler) http.Handler {
+	if len(policies) == 0 {
+		return next
+	}
+	policyOf := func(name string) int {
+		for i := range policies {
+			if policies[i].matches(name) {
+				return i
+			}
+		}
+		return -1
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if st := tlsState(r); st != nil { // HTTP/2 requests carry none in r.TLS (handed over)
+			host := normalizeHost(r.Host)
+			if policyOf(host) != policyOf(st.ServerName) {
+				sni := st.ServerName
+				if sni == "" {
+					sni = "no name"
+				}
+				g.answerLocal(w, r, http.StatusMisdirectedRequest, "the request is for "+host+", but its TLS connection was made for "+sni+
+					", whose client-certificate policy differs: connect with "+host+" as the TLS server name (SNI)")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // SetSessionTicketKeys installs TLS session ticket keys on both transports

@@ -914,3 +914,73 @@ func TestDrainCutIsLoggedPerProtocol(t *testing.T) {
 		}
 	}
 }
+
+// A request for a host that requires a client certificate, sent on a TLS
+// connection made for another name (or none) with no certificate asked
+// for, is answered 421 Misdirected Request, over HTTP/1.1 and HTTP/2: the
+// host's mutual TLS cannot be bypassed by the name the handshake used.
+func TestClientAuthNotBypassedByAnotherServerName(t *testing.T) {
+	_, _, clientCert := writeClientCert(t, t.TempDir())
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCert)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "reached") })
+	cert, _ := selfSigned(t)
+	g := New(Options{})
+	g.Swap(compileDoc(t, g, fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL), 1, nil))
+	defer g.Close()
+	srv, err := g.ListenTLS(TLSListenerOptions{
+		ListenerOptions: ListenerOptions{Addr: "127.0.0.1:0"},
+		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
+		ClientAuth:      []ClientAuthPolicy{{Hosts: []string{"localhost"}, CAs: pool, Required: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Shutdown(context.Background())
+	port := portOf(srv.Addr().String())
+	for _, tc := range []struct{ name, sni string }{{"another name", "other.test"}, {"no name", ""}} {
+		for _, h2 := range []bool{false, true} {
+			tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: tc.sni}, ForceAttemptHTTP2: h2}
+			if !h2 {
+				tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+			}
+			if tc.sni == "" {
+				// An address for a name: Go sends no SNI for one.
+				tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					conf := tr.TLSClientConfig.Clone()
+					if h2 {
+						conf.NextProtos = []string{"h2"}
+					}
+					return tls.Dial(network, "127.0.0.1:"+port, conf)
+				}
+			}
+			req, _ := http.NewRequest(http.MethodGet, "https://localhost:"+port+"/x", nil)
+			resp, err := (&http.Client{Transport: tr}).Do(req)
+			if err != nil {
+				t.Fatalf("%s, h2 %v: %v", tc.name, h2, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			tr.CloseIdleConnections()
+			if resp.StatusCode != http.StatusMisdirectedRequest || strings.Contains(string(body), "reached") {
+				t.Errorf("%s (proto %s): %d %q; want 421 and the backend not reached", tc.name, resp.Proto, resp.StatusCode, body)
+			}
+		}
+	}
+	// A host with no policy, on a connection made for another such name,
+	// is served as before.
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "other.test"}}
+	defer tr.CloseIdleConnections()
+	req, _ := http.NewRequest(http.MethodGet, "https://127.0.0.1:"+port+"/x", nil)
+	req.Host = "plain.test"
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "reached" {
+		t.Errorf("a host without client auth: %d %q; want 200 reached", resp.StatusCode, body)
+	}
+}
