@@ -932,6 +932,7 @@ func TestClientAuthNotBypassedByAnotherServerName(t *testing.T) {
 		ListenerOptions: ListenerOptions{Addr: "127.0.0.1:0"},
 		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
 		ClientAuth:      []ClientAuthPolicy{{Hosts: []string{"localhost"}, CAs: pool, Required: true}},
+		HTTP3:           true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -939,6 +940,17 @@ func TestClientAuthNotBypassedByAnotherServerName(t *testing.T) {
 	go srv.Serve()
 	defer srv.Shutdown(context.Background())
 	port := portOf(srv.Addr().String())
+	h3 := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "other.test"}}
+	defer h3.Close()
+	if resp, err := (&http.Client{Transport: h3}).Get("https://localhost:" + port + "/x"); err != nil {
+		t.Fatalf("HTTP/3: %v", err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest || strings.Contains(string(body), "reached") {
+			t.Errorf("another name over HTTP/3: %d %q; want 421 and the backend not reached", resp.StatusCode, body)
+		}
+	}
 	for _, tc := range []struct{ name, sni string }{{"another name", "other.test"}, {"no name", ""}} {
 		for _, h2 := range []bool{false, true} {
 			tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: tc.sni}, ForceAttemptHTTP2: h2}
