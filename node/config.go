@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"net/url"
@@ -15,6 +16,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -556,6 +558,9 @@ func (c *Config) validate() error {
 		bind("admin.listen", orDefault(c.Admin.Listen, DefaultAdminAddr))
 	}
 	checkFile("admin.token_file", c.Admin.TokenFile, func(f string) error { _, err := readTokenFile(f); return err })
+	if p := c.AccessLog.Path; p != "" && p != "stdout" && p != "stderr" && (c.AccessLog.Enabled == nil || *c.AccessLog.Enabled) {
+		checkFile("access_log.path", p, appendable)
+	}
 	if c.DataDir != "" {
 		if fi, err := os.Stat(c.DataDir); err == nil && !fi.IsDir() {
 			add("data_dir", "%s is not a directory", c.DataDir)
@@ -605,9 +610,12 @@ func (c *Config) validate() error {
 	default:
 		add("limits.headers_with_underscores", "must be allow, drop or reject (got %q)", l.HeadersWithUnderscores)
 	}
-	for path, d := range map[string]time.Duration{"limits.read_header_timeout": l.ReadHeaderTimeout, "limits.idle_timeout": l.IdleTimeout, "limits.send_timeout": l.SendTimeout, "limits.read_body_timeout": l.ReadBodyTimeout, "limits.drain_timeout": l.DrainTimeout} {
-		if d < 0 {
-			add(path, "must not be negative")
+	for _, f := range []struct {
+		path string
+		d    time.Duration
+	}{{"limits.read_header_timeout", l.ReadHeaderTimeout}, {"limits.idle_timeout", l.IdleTimeout}, {"limits.send_timeout", l.SendTimeout}, {"limits.read_body_timeout", l.ReadBodyTimeout}, {"limits.drain_timeout", l.DrainTimeout}} {
+		if f.d < 0 { // in a fixed order, so that errors come the same way each time
+			add(f.path, "must not be negative")
 		}
 	}
 	if l.MaxConnections < 0 {
@@ -698,4 +706,33 @@ func loadCertPool(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificates", path)
 	}
 	return pool, nil
+}
+
+// appendable reports why serve could not open path to append to it (the
+// access log), without creating it: it must be a writable file, or not yet
+// exist in a writable directory.
+func appendable(path string) error {
+	const wOK, xOK = 2, 1 // access(2)
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return fmt.Errorf("%s is a directory", path)
+	case err == nil:
+		if err := syscall.Access(path, wOK); err != nil {
+			return fmt.Errorf("%s cannot be written: %v", path, err)
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("%s cannot be created: %v", path, err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("%s cannot be created: %s is not a directory", path, dir)
+	}
+	if err := syscall.Access(dir, wOK|xOK); err != nil {
+		return fmt.Errorf("%s cannot be created in %s: %v", path, dir, err)
+	}
+	return nil
 }

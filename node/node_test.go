@@ -468,6 +468,8 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  admin:\n    token: \" padded-token-0123456789 \"\n", "line 3: node.admin.token: has leading or trailing spaces or a control character"},
 		{"node:\n  admin:\n    token: \"abcdefghijklmnop\\0\"\n", "line 3: node.admin.token: has leading or trailing spaces or a control character"},
 		{"node:\n  data_dir: " + notDir + "\n", "line 2: node.data_dir: " + notDir + " is not a directory"},
+		{"node:\n  access_log: {path: " + missing + "/a.log}\n", "line 2: node.access_log.path: " + missing + "/a.log cannot be created: stat " + missing + ": no such file or directory"},
+		{"node:\n  access_log: {path: " + dir + "}\n", "line 2: node.access_log.path: " + dir + " is a directory"},
 		{"node:\n  admin: {listen: '127.0.0.1:8080'}\n", "line 2: node.admin.listen: port 8080 is also listen.http's"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + noPEM + "\n", "line 6: node.tls.client_auth[0].ca_file: " + noPEM + " holds no PEM certificates"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    acme:\n      dns_provider: cloudflare\n", "line 5: node.tls.acme.dns_provider: no DNS provider is built in yet"},
