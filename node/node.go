@@ -68,7 +68,7 @@ type Node struct {
 	stopOnce sync.Once
 	tlsSrv   *edge.TLSServer
 	token    string
-	accessF  *os.File
+	accessF  *logFile
 	accessW  *flushingWriter // the access log's buffer, if any
 
 	applyMu  sync.Mutex // serialises Apply: versions must not interleave
@@ -110,7 +110,7 @@ func New(f *File, opts Options) (*Node, error) {
 			case "stderr":
 				w = os.Stderr
 			default:
-				fh, err := os.OpenFile(cfg.AccessLog.Path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+				fh, err := openLogFile(cfg.AccessLog.Path)
 				if err != nil {
 					return nil, fmt.Errorf("access log: %w", err)
 				}
@@ -519,6 +519,24 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 	n.manageHosts(doc)
 	n.log.Info("configuration applied", "version", version, "hash", snap.Hash[:12], "source", source, "routes", len(doc.Routes), "services", len(doc.Services))
 	return snap, nil
+}
+
+// ReopenLogs opens the access log file anew at its path (SIGUSR1, as
+// nginx's), after what was buffered is written to the old one: logrotate
+// moves the file away, then signals. Without a log file it does nothing.
+func (n *Node) ReopenLogs() error {
+	if n.accessF == nil {
+		return nil
+	}
+	if n.accessW != nil {
+		n.accessW.Flush()
+	}
+	if err := n.accessF.reopen(); err != nil {
+		n.log.Error("reopening the access log failed; writing on to the file open before", "path", n.accessF.path, "error", err)
+		return err
+	}
+	n.log.Info("access log reopened", "path", n.accessF.path)
+	return nil
 }
 
 // Reload re-reads the configuration file and applies its gateway document

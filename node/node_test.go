@@ -592,3 +592,40 @@ func adminNode(t *testing.T) (r *running, admin, doc string) {
 	t.Cleanup(func() { r.n.Drain(context.Background()) })
 	return r, "http://" + r.n.AdminAddr(), "# applied by the test\n" + gatewayDoc(a.URL)
 }
+
+// ReopenLogs (SIGUSR1) writes the access log to a new file at its path
+// once logrotate has moved the old one away; lines buffered before go to
+// the old one.
+func TestReopenLogsAfterRotation(t *testing.T) {
+	be := backend(t, "A")
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "access.log")
+	file := strings.Replace(nodeFile(dir, be.URL), "access_log: {enabled: false}", "access_log: {path: "+logPath+"}", 1)
+	r := startNode(t, dir, file)
+	defer r.n.Drain(context.Background())
+	url := "http://" + r.n.ProxyAddr()
+	if code, _ := get(t, http.DefaultClient, url+"/before"); code != 200 {
+		t.Fatalf("GET /before: %d", code)
+	}
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.n.ReopenLogs(); err != nil {
+		t.Fatalf("ReopenLogs: %v", err)
+	}
+	if code, _ := get(t, http.DefaultClient, url+"/after"); code != 200 {
+		t.Fatalf("GET /after: %d", code)
+	}
+	r.n.accessW.Flush()
+	old, _ := os.ReadFile(logPath + ".1")
+	cur, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatalf("the new log file: %v", err)
+	}
+	if !strings.Contains(string(old), `"path":"/before"`) || strings.Contains(string(old), `"path":"/after"`) {
+		t.Errorf("rotated file holds %q; want the line of /before only", old)
+	}
+	if !strings.Contains(string(cur), `"path":"/after"`) || strings.Contains(string(cur), `"path":"/before"`) {
+		t.Errorf("new file holds %q; want the line of /after only", cur)
+	}
+}

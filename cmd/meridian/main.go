@@ -279,15 +279,19 @@ func serve(args []string, stderr io.Writer) int {
 	// Catch signals before anything listens: a SIGHUP that arrives while
 	// starting must reload, not kill the process (its default action).
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	if err := n.Start(f, raw); err != nil {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
 		return 1
 	}
 	for sig := range sigs {
-		if sig == syscall.SIGHUP {
+		switch sig {
+		case syscall.SIGHUP:
 			n.Reload() // a refusal is logged; the running configuration serves on
+			continue
+		case syscall.SIGUSR1:
+			n.ReopenLogs() // after logrotate; a failure is logged
 			continue
 		}
 		signal.Stop(sigs)
