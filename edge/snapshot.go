@@ -526,7 +526,13 @@ func upstreamTLSConfig(c config.UpstreamTLS) (*tls.Config, error) {
 		}
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, &configFieldError{"tls.cert_file", fmt.Errorf("client certificate: %w", err)}
+			// The key's own faults (no PEM key in it, not the
+			// certificate's key) are the key file's.
+			field := "tls.cert_file"
+			if msg := err.Error(); strings.Contains(msg, "key input") || strings.Contains(msg, "private key") {
+				field = "tls.key_file"
+			}
+			return nil, &configFieldError{field, fmt.Errorf("client certificate: %w", err)}
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -18,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/edge/config"
 )
 
 // writeClientCert creates a client certificate signed by itself and writes
@@ -90,4 +93,25 @@ routes: [{name: r, service: secure}]
 		t.Fatalf("untrusted upstream certificate: got %d Proxy-Status %q; want 502 tls_certificate_error", resp.StatusCode, resp.Header.Get("Proxy-Status"))
 	}
 	io.Discard.Write(body)
+}
+
+// A client key file that holds no key, or another certificate's key, is
+// reported at tls.key_file, not at the certificate.
+func TestUpstreamClientKeyErrorsNameTheKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	certFile, _, _ := writeClientCert(t, dir)
+	_, otherKey, _ := writeClientCert(t, t.TempDir())
+	noPEM := filepath.Join(dir, "not.pem")
+	os.WriteFile(noPEM, []byte("hello"), 0o600)
+	for _, key := range []string{noPEM, otherKey} {
+		doc, err := config.Parse([]byte(fmt.Sprintf("services: [{name: s, targets: [{url: 'https://h:1'}], tls: {cert_file: %q, key_file: %q}}]\nroutes: [{name: r, service: s}]\n", certFile, key)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = New(Options{}).Compile(doc, CompileInput{Version: 1})
+		var es config.Errors
+		if !errors.As(err, &es) || len(es) != 1 || es[0].Path != "services[0].tls.key_file" {
+			t.Errorf("key file %s: %v; want one error at services[0].tls.key_file", key, err)
+		}
+	}
 }
