@@ -385,26 +385,10 @@ routes:
 // the backend gets the verified identity, and a forged header is dropped.
 func TestClientAuthForwardsIdentity(t *testing.T) {
 	certFile, keyFile, clientCert := writeClientCert(t, t.TempDir())
-	pool := x509.NewCertPool()
-	pool.AddCert(clientCert)
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	port, roots := startClientAuthGateway(t, clientCert, false, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Header.Get("X-Forwarded-Client-Cert"))
 	})
-	cert, roots := selfSigned(t)
-	g := New(Options{})
-	g.Swap(compileDoc(t, g, fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL), 1, nil))
-	defer g.Close()
-	srv, err := g.ListenTLS(TLSListenerOptions{
-		ListenerOptions: ListenerOptions{Addr: "127.0.0.1:0"},
-		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
-		ClientAuth:      []ClientAuthPolicy{{Hosts: []string{"localhost"}, CAs: pool, Required: true}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Shutdown(context.Background())
-	url := "https://localhost:" + portOf(srv.Addr().String()) + "/"
+	url := "https://localhost:" + port + "/"
 
 	noCert := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	defer noCert.CloseIdleConnections()
@@ -921,25 +905,7 @@ func TestDrainCutIsLoggedPerProtocol(t *testing.T) {
 // host's mutual TLS cannot be bypassed by the name the handshake used.
 func TestClientAuthNotBypassedByAnotherServerName(t *testing.T) {
 	_, _, clientCert := writeClientCert(t, t.TempDir())
-	pool := x509.NewCertPool()
-	pool.AddCert(clientCert)
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "reached") })
-	cert, _ := selfSigned(t)
-	g := New(Options{})
-	g.Swap(compileDoc(t, g, fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL), 1, nil))
-	defer g.Close()
-	srv, err := g.ListenTLS(TLSListenerOptions{
-		ListenerOptions: ListenerOptions{Addr: "127.0.0.1:0"},
-		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
-		ClientAuth:      []ClientAuthPolicy{{Hosts: []string{"localhost"}, CAs: pool, Required: true}},
-		HTTP3:           true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Shutdown(context.Background())
-	port := portOf(srv.Addr().String())
+	port, _ := startClientAuthGateway(t, clientCert, true, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "reached") })
 	h3 := &http3.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, ServerName: "other.test"}}
 	defer h3.Close()
 	if resp, err := (&http.Client{Transport: h3}).Get("https://localhost:" + port + "/x"); err != nil {
@@ -995,4 +961,33 @@ func TestClientAuthNotBypassedByAnotherServerName(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "reached" {
 		t.Errorf("a host without client auth: %d %q; want 200 reached", resp.StatusCode, body)
 	}
+}
+
+// startClientAuthGateway serves one route to a backend answering with h,
+// over TLS (HTTP/3 too if h3) with a certificate for localhost, whose
+// clients must present one signed as clientCert (itself). It returns the
+// port and the roots that trust the server; all ends with the test.
+func startClientAuthGateway(t *testing.T, clientCert *x509.Certificate, h3 bool, h http.HandlerFunc) (port string, roots *x509.CertPool) {
+	t.Helper()
+	pool := x509.NewCertPool()
+	pool.AddCert(clientCert)
+	be := newBackend(t, h)
+	cert, roots := selfSigned(t)
+	g := New(Options{})
+	g.Swap(compileDoc(t, g, fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL), 1, nil))
+	srv, err := g.ListenTLS(TLSListenerOptions{
+		ListenerOptions: ListenerOptions{Addr: "127.0.0.1:0"},
+		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
+		ClientAuth:      []ClientAuthPolicy{{Hosts: []string{"localhost"}, CAs: pool, Required: true}},
+		HTTP3:           h3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() {
+		srv.Shutdown(context.Background())
+		g.Close()
+	})
+	return portOf(srv.Addr().String()), roots
 }
