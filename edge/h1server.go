@@ -881,6 +881,27 @@ func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 
 // parseRequest is readRequest with c.reqHead to gather the head in.
 func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) {
+	rl, perr := c.parseHead()
+	if perr != nil {
+		return nil, nil, perr
+	}
+	return c.buildRequest(rl)
+}
+
+// requestLine locates the request line's parts in c.reqHead's buffer once
+// parseHead has gathered the head: the method is buf[:sp1], the target
+// buf[targetAt:targetEnd]; the fields follow.
+type requestLine struct {
+	sp1, targetAt, targetEnd int
+	major, minor             int
+	proto                    string
+}
+
+// parseHead reads a request head into c.reqHead: the request line checked
+// (method, target bytes, version) and every field line checked by
+// readFields. What the fields say together (Host, framing, Connection,
+// Expect) is buildRequest's.
+func (c *serverConn) parseHead() (requestLine, *parseError) {
 	var n int
 	var line []byte
 	var perr *parseError
@@ -891,28 +912,28 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 				// body with an extra CRLF): no request was begun.
 				perr.quiet = true
 			}
-			return nil, nil, perr
+			return requestLine{}, perr
 		}
 		if len(line) > 0 {
 			break
 		}
 		if empty >= 4 {
-			return nil, nil, badRequest("empty lines instead of a request")
+			return requestLine{}, badRequest("empty lines instead of a request")
 		}
 	}
 	// The request line: method SP request-target SP HTTP-version.
 	sp1 := indexByte(line, ' ')
 	if sp1 <= 0 {
-		return nil, nil, badRequest("malformed request line")
+		return requestLine{}, badRequest("malformed request line")
 	}
 	rest := line[sp1+1:]
 	sp2 := indexByte(rest, ' ')
 	if sp2 <= 0 {
-		return nil, nil, badRequest("malformed request line")
+		return requestLine{}, badRequest("malformed request line")
 	}
 	methodB, targetB, protoB := line[:sp1], rest[:sp2], rest[sp2+1:]
 	if !validToken(methodB) {
-		return nil, nil, badRequest("malformed method")
+		return requestLine{}, badRequest("malformed method")
 	}
 	var major, minor int
 	switch string(protoB) {
@@ -926,10 +947,10 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 		// else is malformed.
 		isDigit := func(b byte) bool { return '0' <= b && b <= '9' }
 		if len(protoB) != 8 || string(protoB[:5]) != "HTTP/" || !isDigit(protoB[5]) || protoB[6] != '.' || !isDigit(protoB[7]) {
-			return nil, nil, badRequest("malformed HTTP version").about(string(methodB), string(targetB), "", "")
+			return requestLine{}, badRequest("malformed HTTP version").about(string(methodB), string(targetB), "", "")
 		}
 		if protoB[5] != '1' {
-			return nil, nil, (&parseError{status: http.StatusHTTPVersionNotSupported, title: "HTTP Version Not Supported", detail: "this listener speaks HTTP/1.x and HTTP/2"}).about(string(methodB), string(targetB), string(protoB), "")
+			return requestLine{}, (&parseError{status: http.StatusHTTPVersionNotSupported, title: "HTTP Version Not Supported", detail: "this listener speaks HTTP/1.x and HTTP/2"}).about(string(methodB), string(targetB), string(protoB), "")
 		}
 		major, minor = 1, int(protoB[7]-'0')
 	}
@@ -937,7 +958,7 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 	proto := protoString(major, minor, protoB)
 	for _, b := range targetB {
 		if b <= ' ' || b == 0x7f {
-			return nil, nil, badRequest("the request target has a control character or space").about(string(methodB), "", proto, "")
+			return requestLine{}, badRequest("the request target has a control character or space").about(string(methodB), "", proto, "")
 		}
 	}
 	// Gather the header block: the method and target first, so that one
@@ -958,11 +979,19 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 		default:
 			pe = c.lineError(err)
 		}
-		return nil, nil, pe.about(string(hb.buf[:sp1]), string(hb.buf[targetAt:targetAt+len(targetB)]), proto, "")
+		return requestLine{}, pe.about(string(hb.buf[:sp1]), string(hb.buf[targetAt:targetAt+len(targetB)]), proto, "")
 	}
+	return requestLine{sp1: sp1, targetAt: targetAt, targetEnd: targetAt + len(targetB), major: major, minor: minor, proto: proto}, nil
+}
+
+// buildRequest makes the request of the head parseHead read, or refuses it
+// for what its fields say together.
+func (c *serverConn) buildRequest(rl requestLine) (*http.Request, *requestState, *parseError) {
+	hb := c.reqHead
+	sp1, major, minor, proto := rl.sp1, rl.major, rl.minor, rl.proto
 	block := string(hb.buf)
 	method := block[:sp1]
-	target := block[targetAt : targetAt+len(targetB)]
+	target := block[rl.targetAt:rl.targetEnd]
 	// The map is the connection's, reused request after request: a
 	// handler must not keep the request after it returns (as with the
 	// ResponseWriter). Values are new for each request.
