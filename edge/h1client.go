@@ -101,6 +101,9 @@ type h1Conn struct {
 	abort func()
 	// The response readResponse returned last.
 	last *h1Response
+	// lean, while a lean request's answer is read (h1lean.go), is where
+	// a plain answer's fields go.
+	lean *outHeader
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -342,6 +345,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	fail := func(err error) (*http.Response, error) {
 		stop.release()
+		pc.lean = nil
 		pc.conn.Close()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -424,6 +428,10 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	var resp *http.Response
 	var err error
 	hints := 0
+	if oh != nil && oh.isRaw {
+		pc.lean = oh
+		oh.leanResp = false
+	}
 	for {
 		resp, err = pc.readResponse(req, respHeader)
 		if err != nil {
@@ -447,6 +455,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		}
 		break
 	}
+	pc.lean = nil
 	pc.inBody = true // the header deadline may stay: see Read
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop.release()
@@ -478,6 +487,10 @@ func isTimeout(err error) bool {
 // oh if not nil). It reports whether the body is sent chunked (unknown
 // length).
 func writeRequestHead(w *bufio.Writer, req *http.Request, oh *outHeader) (chunked bool, err error) {
+	if oh != nil && oh.isRaw {
+		_, err = w.Write(oh.raw) // a lean request's (h1lean.go): bodyless
+		return false, err
+	}
 	w.WriteString(req.Method)
 	w.WriteByte(' ')
 	if u := req.URL; u.Opaque == "" && !u.ForceQuery {

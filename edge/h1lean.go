@@ -43,9 +43,16 @@ package edge
 //     fuzz test that the lean and present paths answer alike.
 
 import (
+	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
+	"sync/atomic"
 )
+
+// leanRequests and leanAnswers count the requests the lean path sent and
+// the answers it relayed plain (for tests).
+var leanRequests, leanAnswers atomic.Int64
 
 // leanRequest is a request head the lean path may serve, as spans of
 // c.reqHead.buf.
@@ -136,26 +143,48 @@ const (
 
 // leanFieldKind classifies a field name (any case).
 func leanFieldKind(name []byte) int {
-	var b [32]byte
-	if len(name) > len(b) {
+	if len(name) >= len(leanNamesByLength) {
 		return leanForward // longer than any name the gateway looks at
 	}
-	k := canonicalInto(b[:0], name)
-	switch string(k) {
-	case "Host":
-		return leanHost
-	case "Content-Length", "Transfer-Encoding", "Connection", "Expect", "Upgrade",
-		"Te", "Trailer", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
-		"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via",
-		"X-Request-Id", "Traceparent", "Tracestate", "X-Forwarded-Client-Cert":
-		return leanRefused
-	}
-	for _, s := range spoofableForwarding {
-		if string(k) == s {
+	for _, s := range leanNamesByLength[len(name)] {
+		if equalFoldToken(name, s) {
+			if s == "Host" {
+				return leanHost
+			}
 			return leanRefused
 		}
 	}
 	return leanForward
+}
+
+// leanNamesByLength lists, by length, Host and the request fields the
+// gateway interprets, replaces or drops: framing, hop-by-hop, forwarding,
+// trace and id fields, and the spoofable forwarding fields.
+var leanNamesByLength = func() (t [32][]string) {
+	names := append([]string{"Host", "Content-Length", "Transfer-Encoding", "Connection", "Expect", "Upgrade",
+		"Te", "Trailer", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via",
+		"X-Request-Id", "Traceparent", "Tracestate", "X-Forwarded-Client-Cert"}, spoofableForwarding...)
+	for _, n := range names {
+		t[len(n)] = append(t[len(n)], n)
+	}
+	return t
+}()
+
+// equalFoldToken reports whether the token b is s (letters, digits and
+// '-' only) in any case. Folding with 0x20 is exact here: the only token
+// bytes that fold onto a letter are its two cases, and '-' and digits
+// fold onto themselves alone.
+func equalFoldToken(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		if b[i]|0x20 != s[i]|0x20 {
+			return false
+		}
+	}
+	return true
 }
 
 // canonicalInto appends name in the canonical form
@@ -204,15 +233,13 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 	b = append(b, "\r\n"...)
 	for _, f := range hb.fields {
 		name := buf[f.name[0]:f.name[1]]
-		at := len(b)
+		if equalFoldToken(name, "Host") {
+			continue
+		}
 		if f.canon {
 			b = append(b, name...)
 		} else {
 			b = canonicalInto(b, name)
-		}
-		if string(b[at:]) == "Host" {
-			b = b[:at]
-			continue
 		}
 		b = append(b, ": "...)
 		b = append(b, buf[f.value[0]:f.value[1]]...)
@@ -251,9 +278,7 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 		b = append(b, ";proto="...)
 		b = append(b, proto...)
 		b = append(b, ";host="...)
-		var sb strings.Builder
-		writeForwardedValue(&sb, a.host)
-		b = append(b, sb.String()...)
+		b = appendForwardedValue(b, a.host)
 		b = append(b, "\r\n"...)
 	}
 	if a.reqID != "" {
@@ -272,4 +297,148 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 		b = append(b, "\r\n"...)
 	}
 	return append(b, "\r\n"...)
+}
+
+// appendForwardedValue is writeForwardedValue appending to b.
+func appendForwardedValue(b []byte, v string) []byte {
+	if isToken(v) {
+		return append(b, v...)
+	}
+	b = append(b, '"')
+	for j := 0; j < len(v); j++ {
+		if v[j] == '"' || v[j] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, v[j])
+	}
+	return append(b, '"')
+}
+
+// leanHead makes oh the whole upstream head of a lean request (see above)
+// and reports whether it did; if not, the present path edits the inbound
+// header as usual. host is the Host to send; w must be the HTTP/1
+// server's own response, which a plain answer is written to.
+func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request, x *exchange, rt *route, host string) bool {
+	if !rt.lean {
+		return false
+	}
+	if _, ok := w.(*response); !ok {
+		return false // the answer's head is written by the HTTP/1 server's response
+	}
+	if g.clientAuth.Load() && isTLS(r) {
+		return false // X-Forwarded-Client-Cert is the present path's
+	}
+	rc, ok := r.Context().(*requestContext)
+	if !ok || rc.head == nil {
+		return false
+	}
+	lr, ok := classifyLean(rc.head, rc.line, g.opts.MaxHeaderCount, g.opts.Underscores)
+	if !ok {
+		return false
+	}
+	svc := rt.svc
+	a := leanAdds{svc: svc, peer: x.clientIP, peerStr: x.clientIPStr, host: r.Host, upHost: host, plainTCP: !isTLS(r)}
+	if !svc.noRequestID {
+		a.reqID = x.requestID()
+	}
+	if !svc.noTraceparent {
+		// The client sent none (classifyLean): a new trace.
+		tp, tid, _ := traceparent("")
+		x.traceID = tid
+		a.trace = tp
+	}
+	if !svc.noVia {
+		a.via = g.via(r.ProtoMajor, r.ProtoMinor)
+	}
+	oh.reset(nil)
+	oh.raw = appendLeanRequestHead(oh.raw[:0], rc.head, &lr, &a)
+	oh.isRaw = true
+	leanRequests.Add(1)
+	return true
+}
+
+// leanResponse reports whether an answer to a lean request, read into hb
+// by the upstream client, is plain: a final status with a body (not 204 or
+// 304), one Content-Length, no hop-by-hop field, no Via, not an event
+// stream. If so it puts the fields the client gets (all but
+// Content-Length, under their canonical names) in lo and returns the
+// length. Anything else is made into a map and relayed as usual.
+func leanResponse(hb *headBlock, code int, lo *outHeader) (int64, bool) {
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return 0, false
+	}
+	buf := hb.buf
+	b := lo.respHead[:0]
+	cl := int64(-1)
+	date := false
+	for _, f := range hb.fields {
+		name, value := buf[f.name[0]:f.name[1]], buf[f.value[0]:f.value[1]]
+		at := len(b)
+		if f.canon {
+			b = append(b, name...)
+		} else {
+			b = canonicalInto(b, name)
+		}
+		switch string(b[at:]) {
+		case "Content-Length":
+			n, ok := parseContentLength(string(value))
+			if cl >= 0 || !ok {
+				return 0, false // repeated, or malformed: the present path's rules
+			}
+			cl = n
+			b = b[:at]
+			continue
+		case "Transfer-Encoding", "Connection", "Keep-Alive", "Te", "Trailer", "Upgrade",
+			"Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Via":
+			return 0, false
+		case "Date":
+			date = true
+		case "Content-Type":
+			if strings.HasPrefix(string(value), "text/event-stream") {
+				return 0, false // flushed as it comes (relay)
+			}
+		}
+		b = append(b, ": "...)
+		b = append(b, value...)
+		b = append(b, "\r\n"...)
+	}
+	lo.respHead = b
+	if cl < 0 {
+		return 0, false
+	}
+	lo.respDate, lo.leanResp = date, true
+	return cl, true
+}
+
+// writeLeanHead is WriteHeader for a plain answer to a lean request: the
+// head from the upstream's fields as leanResponse made them, Via (if
+// not ""), and the length.
+func (w *response) writeLeanHead(code int, fields []byte, date bool, via string, length int64) {
+	if w.wroteHeader || w.c.hijacked {
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	head := append(w.c.head[:0], statusLine(code)...)
+	if len(w.header) > 0 {
+		// Fields the server's handler chain set before the gateway
+		// (Alt-Svc on a TLS listener) come first, as when the present
+		// path adds the upstream's to them.
+		var rf responseFields
+		head, rf = appendResponseFields(head, w.header)
+		date = date || rf.date
+	}
+	head = append(head, fields...)
+	if via != "" {
+		head = append(head, "Via: "...)
+		head = append(head, via...)
+		head = append(head, "\r\n"...)
+	}
+	head = append(head, "Content-Length: "...)
+	head = strconv.AppendInt(head, length, 10)
+	w.c.head = append(head, "\r\n"...)
+	w.hasDate = date
+	w.contentLength = length
+	w.bodyless = w.req.Method == http.MethodHead
+	leanAnswers.Add(1)
 }

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -154,6 +157,8 @@ routes:
 	}
 }
 
+var problemIDs = regexp.MustCompile(`("request_id":)"[0-9a-f]+"`)
+
 func firstLine(b []byte) string {
 	l, _, _ := bytes.Cut(b, []byte("\r\n"))
 	return string(l)
@@ -195,4 +200,162 @@ func equalFields(a, b map[string][]string) bool {
 		}
 	}
 	return true
+}
+
+// TestLeanMatchesPresentPath relays the same upstream answers to the same
+// requests through a lean route and through its twin that the lean path
+// does not take (a request header edit that changes nothing), and checks
+// that the client sees the same: status, fields (values in order per
+// name; Date by presence), body, and whether the connection goes on.
+func TestLeanMatchesPresentPath(t *testing.T) {
+	answers := map[string]string{
+		"plain":           "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+		"date":            "HTTP/1.1 200 OK\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\nContent-Length: 2\r\n\r\nok",
+		"names":           "HTTP/1.1 200 OK\r\nx-lower: a\r\nX-LOUD: b\r\nx-lower: c\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\ncontent-length: 2\r\n\r\nok",
+		"empty":           "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+		"404":             "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nnop",
+		"503":             "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 4\r\n\r\nbusy",
+		"odd reason":      "HTTP/1.1 200 Fine Thanks\r\nContent-Length: 2\r\n\r\nok",
+		"599":             "HTTP/1.1 599 Whatever\r\nContent-Length: 2\r\n\r\nok",
+		"204":             "HTTP/1.1 204 No Content\r\n\r\n",
+		"304":             "HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n",
+		"chunked":         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"trailers":        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n",
+		"connection":      "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+		"named":           "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 2\r\n\r\nok",
+		"keep-alive":      "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+		"via":             "HTTP/1.1 200 OK\r\nVia: 1.1 other\r\nContent-Length: 2\r\n\r\nok",
+		"sse":             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 9\r\n\r\ndata: x\n\n",
+		"two lengths":     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+		"bad length":      "HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok",
+		"1.0":             "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"hints":           "HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"control":         "HTTP/1.1 200 OK\r\nX-C: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+		"host":            "HTTP/1.1 200 OK\r\nHost: up.example\r\nContent-Length: 2\r\n\r\nok",
+		"short body":      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok",
+		"too long a head": "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\nContent-Length: 2\r\n\r\nok",
+	}
+	up := rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			a := answers[req.Header.Get("X-Answer")]
+			if _, err := c.Write([]byte(a)); err != nil {
+				return
+			}
+			if strings.Contains(a, "Connection: close") || strings.HasPrefix(a, "HTTP/1.0") || strings.Contains(a, "Content-Length: 10\r\n") {
+				return
+			}
+		}
+	})
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    targets: [{url: "http://%s"}]
+    timeouts: {response_header: 2s}
+routes:
+  - {name: lean, match: {path_prefix: /l/}, service: s}
+  - name: present
+    match: {path_prefix: /p/}
+    service: s
+    request_headers: {remove: [X-Not-Sent]}
+`, up))
+	if rt := tg.g.snap.Load().routes; !rt[0].lean || rt[1].lean {
+		t.Fatalf("route lean flags %v, %v; want true, false", rt[0].lean, rt[1].lean)
+	}
+	type seen struct {
+		status int
+		fields map[string][]string
+		body   string
+		next   bool // the connection served another request
+		err    string
+	}
+	get := func(path, answer string) seen {
+		t.Helper()
+		c := dialGateway(t, tg.addr)
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a.example\r\nX-Answer: %s\r\n\r\n", path, answer)
+		var hints []string
+		resp, err := http.ReadResponse(br, nil)
+		for err == nil && resp.StatusCode/100 == 1 {
+			hints = append(hints, strconv.Itoa(resp.StatusCode)+" "+resp.Header.Get("Link"))
+			resp, err = http.ReadResponse(br, nil)
+		}
+		if err != nil {
+			return seen{err: err.Error()}
+		}
+		resp.Header["informational"] = hints
+		body, err := io.ReadAll(resp.Body)
+		s := seen{status: resp.StatusCode, fields: map[string][]string{}, body: string(body)}
+		if resp.Header.Get("Content-Type") == "application/problem+json" {
+			// The gateway's own answer names the route, the path and a
+			// request id: the same but for those.
+			s.body = problemIDs.ReplaceAllString(strings.NewReplacer(`"/l/x"`, `"/p/x"`, `"route":"lean"`, `"route":"present"`).Replace(s.body), "$1")
+			resp.Header["Content-Length"] = []string{"(problem)"}
+		}
+		if err != nil {
+			s.err = "body: " + err.Error()
+		}
+		for k, vs := range resp.Header {
+			switch k {
+			case "Date":
+				vs = []string{"(present)"}
+			case "X-Request-Id", "Proxy-Status":
+				vs = []string{"(present)"}
+			}
+			s.fields[k] = vs
+		}
+		for k, vs := range resp.Trailer {
+			s.fields["trailer "+k] = vs
+		}
+		if s.err == "" {
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a.example\r\nX-Answer: plain\r\n\r\n", path)
+			if r2, err := http.ReadResponse(br, nil); err == nil && r2.StatusCode == 200 {
+				io.Copy(io.Discard, r2.Body)
+				s.next = true
+			}
+		}
+		return s
+	}
+	names := make([]string, 0, len(answers))
+	for k := range answers {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	plain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "short body", "hints"}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			req0, ans0 := leanRequests.Load(), leanAnswers.Load()
+			l := get("/l/x", name)
+			// Two requests each (the second a plain one, when the
+			// connection goes on): both go lean; the first answer is
+			// relayed plain only if it is plain.
+			wantReq, wantAns := int64(1), int64(0)
+			if l.next {
+				wantReq, wantAns = 2, 1
+			}
+			if slices.Contains(plain, name) {
+				wantAns++
+			}
+			if r, a := leanRequests.Load()-req0, leanAnswers.Load()-ans0; r != wantReq || a != wantAns {
+				t.Errorf("lean requests %d, plain answers %d; want %d, %d", r, a, wantReq, wantAns)
+			}
+			req0, ans0 = leanRequests.Load(), leanAnswers.Load()
+			p := get("/p/x", name)
+			if r, a := leanRequests.Load()-req0, leanAnswers.Load()-ans0; r != 0 || a != 0 {
+				t.Errorf("the present route went lean: %d requests, %d answers", r, a)
+			}
+			if l.status != p.status || l.body != p.body || l.next != p.next || l.err != p.err || !equalFields(l.fields, p.fields) {
+				t.Errorf("lean route:    %+v\npresent route: %+v", l, p)
+			}
+			if p.status == 0 && p.err == "" {
+				t.Errorf("no answer")
+			}
+		})
+	}
 }

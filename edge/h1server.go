@@ -607,9 +607,13 @@ func (c *serverConn) serveParsed(req *http.Request, rs *requestState) bool {
 		if h == nil {
 			h = http.HandlerFunc(serveOptionsStar)
 		}
-		return c.serveRequest(req, rs, h)
+		keep := c.serveRequest(req, rs, h)
+		rs.releaseHead()
+		return keep
 	}
-	return c.serveRequest(req, rs, c.s.handler)
+	keep := c.serveRequest(req, rs, c.s.handler)
+	rs.releaseHead()
+	return keep
 }
 
 // setReadDeadline sets the connection's read deadline and remembers it.
@@ -874,9 +878,25 @@ func (c *serverConn) lineError(err error) *parseError {
 func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	c.reqHead = getHeadBlock()
 	req, rs, pe := c.parseRequest()
-	putHeadBlock(c.reqHead)
+	if pe == nil && req.Body == http.NoBody && rs.watchOK {
+		// Served to its end before the next head is read (serveParsed),
+		// and nothing reads into the head block meanwhile: it stays for
+		// the lean path (h1lean.go) until then.
+		rs.head = c.reqHead
+	} else {
+		putHeadBlock(c.reqHead)
+	}
 	c.reqHead = nil
 	return req, rs, pe
+}
+
+// releaseHead gives back the head readRequest kept for a bodyless
+// request, once it is served.
+func (rs *requestState) releaseHead() {
+	if rs.head != nil {
+		putHeadBlock(rs.head)
+		rs.head = nil
+	}
 }
 
 // parseRequest is readRequest with c.reqHead to gather the head in.
@@ -885,7 +905,11 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 	if perr != nil {
 		return nil, nil, perr
 	}
-	return c.buildRequest(rl)
+	req, rs, perr := c.buildRequest(rl)
+	if perr == nil {
+		rs.line = rl
+	}
+	return req, rs, perr
 }
 
 // requestLine locates the request line's parts in c.reqHead's buffer once

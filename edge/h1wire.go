@@ -724,6 +724,23 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 		}
 		return nil, err
 	}
+	if lo := pc.lean; lo != nil && req.Method == http.MethodGet && minor == 1 {
+		if cl, ok := leanResponse(hb, code, lo); ok {
+			// A plain answer to a lean request (h1lean.go): its fields
+			// are in lo, made into the client's head; no map, no string.
+			hr := &h1Response{}
+			pc.last = hr
+			resp := &hr.resp
+			*resp = http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: cl}
+			if cl == 0 {
+				resp.Body = http.NoBody
+			} else {
+				hr.lr = lengthReader{br: br, remain: cl}
+				resp.Body = &hr.lr
+			}
+			return resp, nil
+		}
+	}
 	block := string(hb.buf)
 	if dst != nil {
 		clear(dst) // an earlier 1xx response's, or an earlier attempt's

@@ -102,6 +102,16 @@ type outHeader struct {
 	conn   []string  // their Connection values: the names they list are hop-by-hop
 	drop   []string  // canonical names of inbound fields not forwarded
 	extra  []headerField
+	// isRaw: the lean path (h1lean.go) made the whole upstream head, raw,
+	// and there are no edits; raw's array is kept from call to call.
+	isRaw bool
+	raw   []byte
+	// leanResp: the answer to the lean request was plain, and respHead
+	// holds its fields as the client gets them (but Content-Length and
+	// Via); respDate says one is Date.
+	leanResp bool
+	respDate bool
+	respHead []byte
 }
 
 type headerField struct{ name, value string }
@@ -114,6 +124,7 @@ type inField struct {
 // reset starts the edits of a new inbound header, keeping the slices.
 func (o *outHeader) reset(in http.Header) {
 	o.in = in
+	o.isRaw, o.leanResp = false, false
 	clear(o.fields)
 	o.fields = o.fields[:0]
 	o.conn = nil

@@ -27,7 +27,10 @@ import (
 // exchange is the state of one proxied request, for the access log and
 // metrics.
 type exchange struct {
-	start       time.Duration // monoNow at the start
+	start time.Duration // monoNow at the start
+	// lean: the answer came plain to a lean request (h1lean.go); its
+	// fields are in lean.respHead.
+	lean        *outHeader
 	reqID       string
 	traceID     string
 	clientIP    netip.Addr
@@ -266,55 +269,57 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 	// (the call's, reused), never a copy of it. The inbound fields are
 	// read through it too (a scan of a few costs less than lookups).
 	oh := &c.oh
-	oh.reset(r.Header)
-	var upType string
-	if hasToken(oh.conn, "upgrade") {
-		upType = upgradeType(r.Header)
-	}
-	// Two traceparent fields are invalid (W3C): a new trace, as for none.
-	var reqTraceparent string
-	if v := oh.inbound("Traceparent"); len(v) == 1 {
-		reqTraceparent = v[0]
-	}
-	wantTrailers := hasToken(oh.inbound("Te"), "trailers")
-	if wantTrailers {
-		oh.set("Te", "trailers")
-	}
-	if upType != "" {
-		oh.set("Connection", "Upgrade")
-		oh.set("Upgrade", firstValue(r.Header, "Upgrade"))
-	}
-	g.setForwarded(oh, r, x, svc)
-	// Only the gateway vouches for client certificates.
-	oh.del("X-Forwarded-Client-Cert")
-	if g.clientAuth.Load() {
-		if st := tlsState(r); st != nil && len(st.VerifiedChains) > 0 {
-			oh.set("X-Forwarded-Client-Cert", clientCertHeader(st.VerifiedChains[0][0]))
-			r = r.WithContext(context.WithValue(r.Context(), clientCertKey{}, st.VerifiedChains[0][0]))
-		}
-	}
-	if !svc.noRequestID {
-		oh.set("X-Request-Id", x.requestID())
-	}
-	if !svc.noTraceparent {
-		tp, tid, kept := traceparent(reqTraceparent)
-		x.traceID = tid
-		oh.set("Traceparent", tp)
-		if !kept {
-			oh.del("Tracestate")
-		}
-	} else if tid, _, ok := parseTraceparent(reqTraceparent); ok {
-		x.traceID = tid // the client's trace, passed on as it came
-	}
-	if !svc.noVia {
-		oh.add("Via", g.via(r.ProtoMajor, r.ProtoMinor))
-	}
-	if !rt.reqOps.empty() {
-		rt.reqOps.applyOut(oh)
-	}
 	host := r.Host
 	if rt.hostRewrite != "" {
 		host = rt.hostRewrite
+	}
+	var upType string
+	if !g.leanHead(w, oh, r, x, rt, host) {
+		oh.reset(r.Header)
+		if hasToken(oh.conn, "upgrade") {
+			upType = upgradeType(r.Header)
+		}
+		// Two traceparent fields are invalid (W3C): a new trace, as for none.
+		var reqTraceparent string
+		if v := oh.inbound("Traceparent"); len(v) == 1 {
+			reqTraceparent = v[0]
+		}
+		wantTrailers := hasToken(oh.inbound("Te"), "trailers")
+		if wantTrailers {
+			oh.set("Te", "trailers")
+		}
+		if upType != "" {
+			oh.set("Connection", "Upgrade")
+			oh.set("Upgrade", firstValue(r.Header, "Upgrade"))
+		}
+		g.setForwarded(oh, r, x, svc)
+		// Only the gateway vouches for client certificates.
+		oh.del("X-Forwarded-Client-Cert")
+		if g.clientAuth.Load() {
+			if st := tlsState(r); st != nil && len(st.VerifiedChains) > 0 {
+				oh.set("X-Forwarded-Client-Cert", clientCertHeader(st.VerifiedChains[0][0]))
+				r = r.WithContext(context.WithValue(r.Context(), clientCertKey{}, st.VerifiedChains[0][0]))
+			}
+		}
+		if !svc.noRequestID {
+			oh.set("X-Request-Id", x.requestID())
+		}
+		if !svc.noTraceparent {
+			tp, tid, kept := traceparent(reqTraceparent)
+			x.traceID = tid
+			oh.set("Traceparent", tp)
+			if !kept {
+				oh.del("Tracestate")
+			}
+		} else if tid, _, ok := parseTraceparent(reqTraceparent); ok {
+			x.traceID = tid // the client's trace, passed on as it came
+		}
+		if !svc.noVia {
+			oh.add("Via", g.via(r.ProtoMajor, r.ProtoMinor))
+		}
+		if !rt.reqOps.empty() {
+			rt.reqOps.applyOut(oh)
+		}
 	}
 
 	ctx := r.Context()
@@ -442,10 +447,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		upStart := monoNow()
 		hints.resume()
 		switch {
-		case isH1 && attempt == 0 && outv.Body == nil:
+		case isH1 && (attempt == 0 || oh.isRaw) && outv.Body == nil:
 			// Without a body no goroutine of the transport outlives the
 			// exchange, so the call's Request can carry it, and the
-			// header is written from its edits.
+			// header is written from its edits (or, on the lean path,
+			// as made for every attempt).
 			c.out = outv
 			resp, err = h1.roundTrip(ctx, &c.out, oh, upStart)
 		default:
@@ -507,6 +513,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		x.errKind = "" // an earlier attempt's failure, retried: in retried_on
 		break
 	}
+	if oh.leanResp && resp.Header == nil {
+		x.lean = oh // a plain answer to a lean request (h1lean.go)
+	}
 	body.stopIdle()
 	if _, isH1 := resp.Body.(*h1Body); !isH1 && oversizedHead(resp.Header) {
 		// An HTTP/2 upstream's head (the HTTP/1 client stops reading at
@@ -545,71 +554,84 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 		return
 	}
 
-	wh := w.Header()
-	if a, ok := w.(headerAdopter); ok && len(wh) == 0 {
-		// The upstream's map is this request's alone: it becomes the
-		// response's, rather than be copied field by field. Our HTTP/1
-		// parser noted whether the head had hop-by-hop fields at all.
-		if b, ok := resp.Body.(*h1Body); !ok || !b.hopFree {
-			dropHopFields(resp.Header)
+	var wh http.Header
+	var sse, flush, bodyComing, flushHead bool
+	if lo := x.lean; lo != nil {
+		// A plain answer to a lean request (h1lean.go): its head as
+		// leanResponse made it, by its length, from the HTTP/1 server.
+		via := ""
+		if !svc.noVia {
+			via = g.via11s[0]
 		}
-		a.adoptHeader(resp.Header)
-		wh = resp.Header
+		x.status = resp.StatusCode
+		w.(*response).writeLeanHead(resp.StatusCode, lo.respHead, lo.respDate, via, resp.ContentLength)
 	} else {
-		copyEndToEnd(wh, resp.Header)
-	}
-	if !svc.noVia {
-		if vs := wh["Via"]; len(vs) == 0 && resp.ProtoMajor == 1 && resp.ProtoMinor == 1 {
-			// Shared by every response, never written through: its
-			// capacity is its length, so an append makes a copy.
-			wh["Via"] = g.via11s
+		wh = w.Header()
+		if a, ok := w.(headerAdopter); ok && len(wh) == 0 {
+			// The upstream's map is this request's alone: it becomes the
+			// response's, rather than be copied field by field. Our HTTP/1
+			// parser noted whether the head had hop-by-hop fields at all.
+			if b, ok := resp.Body.(*h1Body); !ok || !b.hopFree {
+				dropHopFields(resp.Header)
+			}
+			a.adoptHeader(resp.Header)
+			wh = resp.Header
 		} else {
-			wh["Via"] = append(vs, g.via(resp.ProtoMajor, resp.ProtoMinor))
+			copyEndToEnd(wh, resp.Header)
 		}
-	}
-	if len(resp.Trailer) > 0 {
-		if r.ProtoMajor == 1 {
-			// Trailers need chunked coding towards an HTTP/1.1
-			// client: a length (an HTTP/2 upstream's) would rule them
-			// out.
-			delete(wh, "Content-Length")
+		if !svc.noVia {
+			if vs := wh["Via"]; len(vs) == 0 && resp.ProtoMajor == 1 && resp.ProtoMinor == 1 {
+				// Shared by every response, never written through: its
+				// capacity is its length, so an append makes a copy.
+				wh["Via"] = g.via11s
+			} else {
+				wh["Via"] = append(vs, g.via(resp.ProtoMajor, resp.ProtoMinor))
+			}
 		}
-		names := make([]string, 0, len(resp.Trailer))
-		for k := range resp.Trailer {
-			names = append(names, k)
+		if len(resp.Trailer) > 0 {
+			if r.ProtoMajor == 1 {
+				// Trailers need chunked coding towards an HTTP/1.1
+				// client: a length (an HTTP/2 upstream's) would rule them
+				// out.
+				delete(wh, "Content-Length")
+			}
+			names := make([]string, 0, len(resp.Trailer))
+			for k := range resp.Trailer {
+				names = append(names, k)
+			}
+			wh["Trailer"] = []string{strings.Join(names, ", ")}
 		}
-		wh["Trailer"] = []string{strings.Join(names, ", ")}
-	}
-	if !rt.respOps.empty() {
-		rt.respOps.apply(wh)
-	}
-	if r.ProtoMajor >= 2 {
-		if _, ok := wh["Content-Type"]; !ok {
-			// net/http's HTTP/2 server and quic-go would guess a type
-			// from the first bytes: an upload served without one (and
-			// nosniff) would turn into HTML. Present but empty, the
-			// field stops the guess and is not sent.
-			wh["Content-Type"] = nil
+		if !rt.respOps.empty() {
+			rt.respOps.apply(wh)
 		}
+		if r.ProtoMajor >= 2 {
+			if _, ok := wh["Content-Type"]; !ok {
+				// net/http's HTTP/2 server and quic-go would guess a type
+				// from the first bytes: an upload served without one (and
+				// nosniff) would turn into HTML. Present but empty, the
+				// field stops the guess and is not sent.
+				wh["Content-Type"] = nil
+			}
+		}
+		sse = strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
+		flush = resp.ContentLength == -1 || sse
+		// A streamed response's head goes out at once, before any of its
+		// body, when the client may be waiting for it: its own body is still
+		// coming (a bidirectional stream, such as gRPC's, whose client sends
+		// its next message on seeing the head), or the response is an event
+		// stream (EventSource opens on the head). Otherwise the head waits to
+		// share a write with the body's first bytes.
+		bodyComing = body != nil && !body.eof.Load()
+		flushHead = flush && (sse || bodyComing)
+		if flushHead && bodyComing && r.ProtoMajor == 1 {
+			// The HTTP/1 server decides to close a connection whose request
+			// body was left unread only when the response ends, too late for
+			// a head already sent: say it now.
+			wh["Connection"] = []string{"close"}
+		}
+		x.status = resp.StatusCode
+		w.WriteHeader(resp.StatusCode)
 	}
-	sse := strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
-	flush := resp.ContentLength == -1 || sse
-	// A streamed response's head goes out at once, before any of its
-	// body, when the client may be waiting for it: its own body is still
-	// coming (a bidirectional stream, such as gRPC's, whose client sends
-	// its next message on seeing the head), or the response is an event
-	// stream (EventSource opens on the head). Otherwise the head waits to
-	// share a write with the body's first bytes.
-	bodyComing := body != nil && !body.eof.Load()
-	flushHead := flush && (sse || bodyComing)
-	if flushHead && bodyComing && r.ProtoMajor == 1 {
-		// The HTTP/1 server decides to close a connection whose request
-		// body was left unread only when the response ends, too late for
-		// a head already sent: say it now.
-		wh["Connection"] = []string{"close"}
-	}
-	x.status = resp.StatusCode
-	w.WriteHeader(resp.StatusCode)
 	n, err := copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
 	x.bytesOut = n
 	if body != nil {
@@ -930,7 +952,7 @@ const maxPooledEdits = 64
 // release puts the call back in the pool. Nothing a transport may still
 // read is in it: see the round trip in ServeHTTP.
 func (c *call) release() {
-	if cap(c.oh.extra) > maxPooledEdits || cap(c.oh.drop) > maxPooledEdits || cap(c.oh.fields) > 4*maxPooledEdits {
+	if cap(c.oh.extra) > maxPooledEdits || cap(c.oh.drop) > maxPooledEdits || cap(c.oh.fields) > 4*maxPooledEdits || cap(c.oh.raw) > 16<<10 || cap(c.oh.respHead) > 16<<10 {
 		return
 	}
 	c.x = exchange{}

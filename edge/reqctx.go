@@ -44,6 +44,12 @@ type requestContext struct {
 	peer         netip.Addr
 	peerStr      string
 	headerValues int
+	// head is the request's head as parseHead read it (line locates its
+	// request line), kept for the time the request is served when it was
+	// read inline with no body, for the lean path (h1lean.go); nil
+	// otherwise.
+	head *headBlock
+	line requestLine
 }
 
 type afterFunc struct{ f func() }

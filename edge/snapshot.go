@@ -79,6 +79,11 @@ type route struct {
 	// added to it, as nginx and Kong refuse it too).
 	allowTrace bool
 	stats      *routeStats
+	// lean: requests the lean HTTP/1 path takes (h1lean.go) go out with
+	// their heads copied from the client's, as received (no rewrite, no
+	// header edits, a service whose every target gets the target as
+	// received).
+	lean bool
 }
 
 type service struct {
@@ -90,6 +95,9 @@ type service struct {
 	retry     *retryPolicy
 	// The fields of proxy_headers turned off (config.ProxyHeaders).
 	noForwarded, noXForwarded, noVia, noRequestID, noTraceparent bool
+	// lean: the HTTP/1 transport, every target plain HTTP with no path
+	// of its own (the request target goes out as received).
+	lean bool
 }
 
 type headerOps struct {
@@ -237,6 +245,7 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			}
 			rt.hostRewrite = rw.Host
 		}
+		rt.lean = rt.svc != nil && rt.svc.lean && rt.rewritePath == nil && rt.stripPrefix == "" && rt.reqOps.empty() && rt.respOps.empty()
 		rr.Value = rt
 		rts = append(rts, rr)
 		index = append(index, i)
@@ -410,6 +419,14 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 			}
 		}
 		svc.retry = newRetryPolicy(r, prevBudget)
+	}
+	if _, ok := tr.(*h1Transport); ok {
+		svc.lean = true
+		for _, t := range pool.Targets() {
+			if u := t.URL; u.Scheme != "http" || u.Path != "" && u.Path != "/" || u.RawPath != "" || u.RawQuery != "" {
+				svc.lean = false
+			}
+		}
 	}
 	return svc, nil
 }

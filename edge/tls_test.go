@@ -412,8 +412,23 @@ func TestClientAuthForwardsIdentity(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	sum := sha256.Sum256(clientCert.Raw)
-	if want := fmt.Sprintf("Hash=%x;Subject=\"CN=meridian-gateway\"", sum); string(b) != want {
+	want := fmt.Sprintf("Hash=%x;Subject=\"CN=meridian-gateway\"", sum)
+	if string(b) != want {
 		t.Fatalf("backend saw X-Forwarded-Client-Cert %q; want %q", b, want)
+	}
+	// Over HTTP/1.1 with nothing forged: a request the lean path would
+	// take (h1lean.go) gets the identity too.
+	h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{kp}},
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
+	defer h1.CloseIdleConnections()
+	resp, err = h1.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 1 || string(b) != want {
+		t.Fatalf("HTTP/%d: backend saw X-Forwarded-Client-Cert %q; want %q", resp.ProtoMajor, b, want)
 	}
 }
 
