@@ -554,8 +554,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 		return
 	}
 
-	var wh http.Header
-	var sse, flush, bodyComing, flushHead bool
+	var flush, flushHead bool
 	if lo := x.lean; lo != nil {
 		// A plain answer to a lean request (h1lean.go): its head as
 		// leanResponse made it, by its length, from the HTTP/1 server.
@@ -566,71 +565,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 		x.status = resp.StatusCode
 		w.(*response).writeLeanHead(resp.StatusCode, lo.respHead, lo.respDate, via, resp.ContentLength)
 	} else {
-		wh = w.Header()
-		if a, ok := w.(headerAdopter); ok && len(wh) == 0 {
-			// The upstream's map is this request's alone: it becomes the
-			// response's, rather than be copied field by field. Our HTTP/1
-			// parser noted whether the head had hop-by-hop fields at all.
-			if b, ok := resp.Body.(*h1Body); !ok || !b.hopFree {
-				dropHopFields(resp.Header)
-			}
-			a.adoptHeader(resp.Header)
-			wh = resp.Header
-		} else {
-			copyEndToEnd(wh, resp.Header)
-		}
-		if !svc.noVia {
-			if vs := wh["Via"]; len(vs) == 0 && resp.ProtoMajor == 1 && resp.ProtoMinor == 1 {
-				// Shared by every response, never written through: its
-				// capacity is its length, so an append makes a copy.
-				wh["Via"] = g.via11s
-			} else {
-				wh["Via"] = append(vs, g.via(resp.ProtoMajor, resp.ProtoMinor))
-			}
-		}
-		if len(resp.Trailer) > 0 {
-			if r.ProtoMajor == 1 {
-				// Trailers need chunked coding towards an HTTP/1.1
-				// client: a length (an HTTP/2 upstream's) would rule them
-				// out.
-				delete(wh, "Content-Length")
-			}
-			names := make([]string, 0, len(resp.Trailer))
-			for k := range resp.Trailer {
-				names = append(names, k)
-			}
-			wh["Trailer"] = []string{strings.Join(names, ", ")}
-		}
-		if !rt.respOps.empty() {
-			rt.respOps.apply(wh)
-		}
-		if r.ProtoMajor >= 2 {
-			if _, ok := wh["Content-Type"]; !ok {
-				// net/http's HTTP/2 server and quic-go would guess a type
-				// from the first bytes: an upload served without one (and
-				// nosniff) would turn into HTML. Present but empty, the
-				// field stops the guess and is not sent.
-				wh["Content-Type"] = nil
-			}
-		}
-		sse = strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
-		flush = resp.ContentLength == -1 || sse
-		// A streamed response's head goes out at once, before any of its
-		// body, when the client may be waiting for it: its own body is still
-		// coming (a bidirectional stream, such as gRPC's, whose client sends
-		// its next message on seeing the head), or the response is an event
-		// stream (EventSource opens on the head). Otherwise the head waits to
-		// share a write with the body's first bytes.
-		bodyComing = body != nil && !body.eof.Load()
-		flushHead = flush && (sse || bodyComing)
-		if flushHead && bodyComing && r.ProtoMajor == 1 {
-			// The HTTP/1 server decides to close a connection whose request
-			// body was left unread only when the response ends, too late for
-			// a head already sent: say it now.
-			wh["Connection"] = []string{"close"}
-		}
-		x.status = resp.StatusCode
-		w.WriteHeader(resp.StatusCode)
+		flush, flushHead = g.relayHead(w, r, x, rt, resp, body)
 	}
 	n, err := copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
 	x.bytesOut = n
@@ -706,9 +641,85 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 	// TrailerPrefix marks a trailer whether or not it was announced; a
 	// bare key would be taken for a late change to a header of the same
 	// name and dropped.
-	for k, v := range resp.Trailer {
-		wh[http.TrailerPrefix+k] = v
+	if len(resp.Trailer) > 0 {
+		wh := w.Header()
+		for k, v := range resp.Trailer {
+			wh[http.TrailerPrefix+k] = v
+		}
 	}
+}
+
+// relayHead writes the head of an upstream's answer (relay's, but for a
+// plain answer to a lean request) and reports how its body is to be
+// copied: flushed as it comes, and the head at once.
+func (g *Gateway) relayHead(w http.ResponseWriter, r *http.Request, x *exchange, rt *route, resp *http.Response, body *countingBody) (flush, flushHead bool) {
+	svc := rt.svc
+	wh := w.Header()
+	if a, ok := w.(headerAdopter); ok && len(wh) == 0 {
+		// The upstream's map is this request's alone: it becomes the
+		// response's, rather than be copied field by field. Our HTTP/1
+		// parser noted whether the head had hop-by-hop fields at all.
+		if b, ok := resp.Body.(*h1Body); !ok || !b.hopFree {
+			dropHopFields(resp.Header)
+		}
+		a.adoptHeader(resp.Header)
+		wh = resp.Header
+	} else {
+		copyEndToEnd(wh, resp.Header)
+	}
+	if !svc.noVia {
+		if vs := wh["Via"]; len(vs) == 0 && resp.ProtoMajor == 1 && resp.ProtoMinor == 1 {
+			// Shared by every response, never written through: its
+			// capacity is its length, so an append makes a copy.
+			wh["Via"] = g.via11s
+		} else {
+			wh["Via"] = append(vs, g.via(resp.ProtoMajor, resp.ProtoMinor))
+		}
+	}
+	if len(resp.Trailer) > 0 {
+		if r.ProtoMajor == 1 {
+			// Trailers need chunked coding towards an HTTP/1.1
+			// client: a length (an HTTP/2 upstream's) would rule them
+			// out.
+			delete(wh, "Content-Length")
+		}
+		names := make([]string, 0, len(resp.Trailer))
+		for k := range resp.Trailer {
+			names = append(names, k)
+		}
+		wh["Trailer"] = []string{strings.Join(names, ", ")}
+	}
+	if !rt.respOps.empty() {
+		rt.respOps.apply(wh)
+	}
+	if r.ProtoMajor >= 2 {
+		if _, ok := wh["Content-Type"]; !ok {
+			// net/http's HTTP/2 server and quic-go would guess a type
+			// from the first bytes: an upload served without one (and
+			// nosniff) would turn into HTML. Present but empty, the
+			// field stops the guess and is not sent.
+			wh["Content-Type"] = nil
+		}
+	}
+	sse := strings.HasPrefix(firstValue(resp.Header, "Content-Type"), "text/event-stream")
+	flush = resp.ContentLength == -1 || sse
+	// A streamed response's head goes out at once, before any of its
+	// body, when the client may be waiting for it: its own body is still
+	// coming (a bidirectional stream, such as gRPC's, whose client sends
+	// its next message on seeing the head), or the response is an event
+	// stream (EventSource opens on the head). Otherwise the head waits to
+	// share a write with the body's first bytes.
+	bodyComing := body != nil && !body.eof.Load()
+	flushHead = flush && (sse || bodyComing)
+	if flushHead && bodyComing && r.ProtoMajor == 1 {
+		// The HTTP/1 server decides to close a connection whose request
+		// body was left unread only when the response ends, too late for
+		// a head already sent: say it now.
+		wh["Connection"] = []string{"close"}
+	}
+	x.status = resp.StatusCode
+	w.WriteHeader(resp.StatusCode)
+	return flush, flushHead
 }
 
 // heldBack reports whether n bytes of a response body, written without a
