@@ -1,46 +1,45 @@
 package edge
 
-// The lean HTTP/1 path (work in progress on branch lean-h1; not wired in).
+// The lean HTTP/1 path.
 //
 // Why: session 15's experiments (README, "Then (session 15)") served the
 // benchmark's requests inside Meridian's own HTTP/1 server with the heads
 // kept as spans, read and checked by the server's parser, copied field by
 // field with the hop-by-hop fields left out: 1.03x nginx's req/s at 64
-// connections and 0.97x at 256, against 0.91x and 0.82x for the present
+// connections and 0.97x at 256, against 0.91x and 0.82x for the general
 // path in the same runs. What costs is the work between the heads: header
 // maps, http.Request and http.Response, their contexts, the response
 // writer.
 //
-// The plan, for a request served inline (plain TCP, bodyless, the whole
-// head in the buffer):
+// What it does, within the general path (Gateway.serve and relay), for a
+// bodyless request read by the HTTP/1 server (plain or TLS):
 //
-//  1. parseHead reads and checks the head into c.reqHead, as for every
-//     request (one parser, one set of rules).
-//  2. classifyLean decides on the spans whether the request is one the lean
-//     path serves exactly as the present path would: GET or HEAD, HTTP/1.1,
-//     one valid Host, an origin-form target that needs no normalising, and
-//     no field the gateway interprets, replaces or drops (framing,
-//     hop-by-hop, forwarding and trace fields, request ids, underscores
-//     when they are policed). Anything else goes on to buildRequest and the
-//     present path, with nothing lost: the head is parsed once either way.
-//  3. The route must be lean too (no rewrite, no prefix to strip, no header
-//     edits, a plain-HTTP HTTP/1 service without retries), decided when the
-//     snapshot is compiled, and the table must have no header or query
-//     matchers, so that method, host and path decide the match.
-//  4. The upstream head is appended from the spans (appendLeanRequestHead)
-//     with the fields the service adds, byte for byte what writeRequestHead
-//     writes for the same request (TestLeanRequestHeadMatchesPresentPath).
-//  5. (to do) The exchange on a pooled connection with the present
-//     transport's deadlines, abort and stale-connection rules, the response
-//     head read into spans by the same field reader; a plain response
-//     (final status, Content-Length or chunked framing, no Connection-named
-//     fields) copied to the client less hop-by-hop fields, plus Via; any
-//     other response, and any error, made into the present path's objects
-//     and handed to its relay and error answers, so that there is one
-//     implementation of everything unusual.
-//  6. (to do) Metrics, the access log and the disconnect watch as the
-//     present path keeps them; differential tests of whole exchanges and a
-//     fuzz test that the lean and present paths answer alike.
+//  1. readRequest keeps the head block parseHead read (one parser, one set
+//     of rules for every request) until the request is served.
+//  2. On a lean route (no rewrite, no header edits, an HTTP/1 service whose
+//     targets are plain HTTP with no path of their own; route.lean), once
+//     the route is matched, leanHead asks classifyLean whether the request
+//     is one the general path would forward unchanged but for its own
+//     fields: GET or HEAD, HTTP/1.1, one valid Host, an origin-form target
+//     that needs no normalising, and no field the gateway interprets,
+//     replaces or drops (framing, hop-by-hop, forwarding and trace fields,
+//     request ids, underscores when they are policed). If so the upstream
+//     head is appended from the spans with the service's fields
+//     (appendLeanRequestHead), byte for byte what writeRequestHead writes
+//     for the same request, and sent for every attempt (retries too);
+//     mutual TLS keeps the general path for X-Forwarded-Client-Cert.
+//  3. The upstream client reads the answer's head into spans as always; a
+//     plain answer to a lean GET (a final status with a body, one
+//     Content-Length, no hop-by-hop field, no Via, not an event stream;
+//     leanResponse) becomes the client's field lines at once, with no map,
+//     and writeLeanHead puts them in the server's response with Via and the
+//     length; its body is copied as any other.
+//  4. Anything else (another request, another answer, every error, 1xx
+//     answers before the final one) is the general path's, unchanged.
+//
+// TestLeanRequestHeadMatchesPresentPath and TestLeanMatchesPresentPath
+// compare the two paths; leanRequests and leanAnswers count what the lean
+// path took.
 
 import (
 	"net/http"
@@ -420,13 +419,24 @@ func (w *response) writeLeanHead(code int, fields []byte, date bool, via string,
 	w.wroteHeader = true
 	w.status = code
 	head := append(w.c.head[:0], statusLine(code)...)
-	if len(w.header) > 0 {
+	for k, vs := range w.header {
 		// Fields the server's handler chain set before the gateway
-		// (Alt-Svc on a TLS listener) come first, as when the present
-		// path adds the upstream's to them.
-		var rf responseFields
-		head, rf = appendResponseFields(head, w.header)
-		date = date || rf.date
+		// (Alt-Svc on a TLS listener) go out unless the upstream sent
+		// its own, which replaces them (copyEndToEnd on the present
+		// path); those the server writes itself do not (as in
+		// appendResponseFields).
+		switch k {
+		case "Transfer-Encoding", "Content-Length", "Connection":
+			continue
+		case "Date":
+			date = true
+		}
+		if hasFieldLine(fields, k) || strings.HasPrefix(k, http.TrailerPrefix) || !validFieldName(k) {
+			continue
+		}
+		for _, v := range vs {
+			head = appendField(head, k, v)
+		}
 	}
 	head = append(head, fields...)
 	if via != "" {
@@ -441,4 +451,20 @@ func (w *response) writeLeanHead(code int, fields []byte, date bool, via string,
 	w.contentLength = length
 	w.bodyless = w.req.Method == http.MethodHead
 	leanAnswers.Add(1)
+}
+
+// hasFieldLine reports whether field lines ("Name: value\r\n" each, names
+// canonical) have one named k (canonical).
+func hasFieldLine(lines []byte, k string) bool {
+	for len(lines) > len(k) {
+		if lines[len(k)] == ':' && string(lines[:len(k)]) == k {
+			return true
+		}
+		i := indexByte(lines, '\n')
+		if i < 0 {
+			return false
+		}
+		lines = lines[i+1:]
+	}
+	return false
 }

@@ -359,3 +359,44 @@ routes:
 		})
 	}
 }
+
+// TestLeanAltSvcOverTLS: on a TLS listener with HTTP/3 the server's
+// handler sets Alt-Svc before the gateway; an upstream's own Alt-Svc
+// replaces it on the present path, and must on the lean path too (not be
+// sent beside it). Without one of its own, the listener's goes out.
+func TestLeanAltSvcOverTLS(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("own") != "" {
+			w.Header().Set("Alt-Svc", `h2=":443"; ma=60`)
+		}
+		io.WriteString(w, "ok")
+	})
+	tg := startTLSGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes:
+  - {name: lean, match: {path_prefix: /l/}, service: be}
+  - {name: twin, match: {path_prefix: /t/}, service: be, request_headers: {remove: [X-Not-Sent]}}
+`, be.URL), true)
+	c := tg.client(t, "h1")
+	listener := `h3=":` + portOf(tg.addr) + `"; ma=86400`
+	for _, tc := range []struct {
+		query string
+		want  string
+	}{{"?own=1", `h2=":443"; ma=60`}, {"", listener}} {
+		for _, prefix := range []string{"/l/", "/t/"} {
+			ans0 := leanAnswers.Load()
+			resp, err := c.Get("https://localhost:" + portOf(tg.addr) + prefix + "x" + tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if got := resp.Header.Values("Alt-Svc"); resp.ProtoMajor != 1 || len(got) != 1 || got[0] != tc.want {
+				t.Errorf("%s%s over HTTP/%d: Alt-Svc %q; want just %q", prefix, tc.query, resp.ProtoMajor, got, tc.want)
+			}
+			if lean := leanAnswers.Load() > ans0; lean != (prefix == "/l/") {
+				t.Errorf("%s%s: answered on the lean path: %v", prefix, tc.query, lean)
+			}
+		}
+	}
+}
