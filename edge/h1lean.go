@@ -83,9 +83,6 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 	if !leanTarget(buf[rl.targetAt:rl.targetEnd]) {
 		return lr, false
 	}
-	if maxCount > 0 && len(hb.fields) > maxCount {
-		return lr, false // 431, from the present path
-	}
 	policed := underscores == UnderscoresDrop || underscores == UnderscoresReject
 	hosts := 0
 	for _, f := range hb.fields {
@@ -103,6 +100,9 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 	}
 	if hosts != 1 || lr.host[0] == lr.host[1] || !validHost(string(buf[lr.host[0]:lr.host[1]])) {
 		return lr, false // the present path's 400, or no host to forward
+	}
+	if maxCount > 0 && len(hb.fields)-hosts > maxCount {
+		return lr, false // 431 from the present path, which counts all but Host
 	}
 	return lr, true
 }

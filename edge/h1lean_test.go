@@ -400,3 +400,25 @@ routes:
 		}
 	}
 }
+
+// TestLeanHeaderCount: the lean path counts fields against
+// max_header_count as the present path does, Host aside; over the limit it
+// leaves the request to the present path's 431.
+func TestLeanHeaderCount(t *testing.T) {
+	for _, tc := range []struct {
+		fields int // besides Host
+		lean   bool
+	}{{2, true}, {3, false}} {
+		raw := "GET /x HTTP/1.1\r\nHost: a.example\r\n" + strings.Repeat("X-F: v\r\n", tc.fields) + "\r\n"
+		c := &serverConn{s: &h1Server{opts: ListenerOptions{MaxHeaderBytes: 64 << 10}}, br: bufio.NewReader(strings.NewReader(raw))}
+		c.reqHead = getHeadBlock()
+		rl, perr := c.parseHead()
+		if perr != nil {
+			t.Fatal(perr.detail)
+		}
+		if _, ok := classifyLean(c.reqHead, rl, 2, UnderscoresAllow); ok != tc.lean {
+			t.Errorf("%d fields besides Host, max_header_count 2: lean %v; want %v", tc.fields, ok, tc.lean)
+		}
+		putHeadBlock(c.reqHead)
+	}
+}
