@@ -300,21 +300,6 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 	return append(b, "\r\n"...)
 }
 
-// appendForwardedValue is writeForwardedValue appending to b.
-func appendForwardedValue(b []byte, v string) []byte {
-	if isToken(v) {
-		return append(b, v...)
-	}
-	b = append(b, '"')
-	for j := 0; j < len(v); j++ {
-		if v[j] == '"' || v[j] == '\\' {
-			b = append(b, '\\')
-		}
-		b = append(b, v[j])
-	}
-	return append(b, '"')
-}
-
 // leanHead makes oh the whole upstream head of a lean request (see above)
 // and reports whether it did; if not, the present path edits the inbound
 // header as usual. host is the Host to send; w must be the HTTP/1

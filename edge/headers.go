@@ -405,21 +405,30 @@ func (t trustedProxies) contains(a netip.Addr) bool {
 	return false
 }
 
-// writeForwardedValue writes a Forwarded parameter value, quoted when it is
-// not a token (RFC 7239 4).
+// appendForwardedValue appends a Forwarded parameter value, quoted when it
+// is not a token (RFC 7239 4).
+func appendForwardedValue(b []byte, v string) []byte {
+	if isToken(v) {
+		return append(b, v...)
+	}
+	b = append(b, '"')
+	for j := 0; j < len(v); j++ {
+		if v[j] == '"' || v[j] == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, v[j])
+	}
+	return append(b, '"')
+}
+
+// writeForwardedValue is appendForwardedValue writing to b.
 func writeForwardedValue(b *strings.Builder, v string) {
 	if isToken(v) {
 		b.WriteString(v)
 		return
 	}
-	b.WriteByte('"')
-	for j := 0; j < len(v); j++ {
-		if v[j] == '"' || v[j] == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteByte(v[j])
-	}
-	b.WriteByte('"')
+	var buf [128]byte
+	b.Write(appendForwardedValue(buf[:0], v))
 }
 
 // isToken reports whether v is a non-empty token (RFC 9110 5.6.2).
