@@ -56,9 +56,7 @@ var leanRequests, leanAnswers atomic.Int64
 // leanRequest is a request head the lean path may serve, as spans of
 // c.reqHead.buf.
 type leanRequest struct {
-	method, target [2]int
-	host           [2]int
-	head           bool // HEAD rather than GET
+	method, target, host [2]int
 }
 
 // classifyLean reports whether the head parseHead read into hb is one the
@@ -71,11 +69,7 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 	if rl.major != 1 || rl.minor != 1 {
 		return lr, false
 	}
-	switch string(buf[:rl.sp1]) {
-	case "GET":
-	case "HEAD":
-		lr.head = true
-	default:
+	if m := string(buf[:rl.sp1]); m != "GET" && m != "HEAD" {
 		return lr, false
 	}
 	lr.method = [2]int{0, rl.sp1}
@@ -162,10 +156,10 @@ func leanFieldKind(name []byte) int {
 // gateway interprets, replaces or drops: framing, hop-by-hop, forwarding,
 // trace and id fields, and the spoofable forwarding fields.
 var leanNamesByLength = func() (t [32][]string) {
-	names := append([]string{"Host", "Content-Length", "Transfer-Encoding", "Connection", "Expect", "Upgrade",
-		"Te", "Trailer", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+	names := []string{"Host", "Content-Length", "Expect",
 		"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via",
-		"X-Request-Id", "Traceparent", "Tracestate", "X-Forwarded-Client-Cert"}, spoofableForwarding...)
+		"X-Request-Id", "Traceparent", "Tracestate", "X-Forwarded-Client-Cert"}
+	names = append(append(names, hopHeaders...), spoofableForwarding...)
 	for _, n := range names {
 		t[len(n)] = append(t[len(n)], n)
 	}
@@ -365,7 +359,11 @@ func leanResponse(hb *headBlock, code int, lo *outHeader) (int64, bool) {
 		} else {
 			b = canonicalInto(b, name)
 		}
-		switch string(b[at:]) {
+		k := b[at:]
+		if isHopHeader(string(k)) || string(k) == "Via" {
+			return 0, false
+		}
+		switch string(k) {
 		case "Content-Length":
 			n, ok := parseContentLength(string(value))
 			if cl >= 0 || !ok {
@@ -374,9 +372,6 @@ func leanResponse(hb *headBlock, code int, lo *outHeader) (int64, bool) {
 			cl = n
 			b = b[:at]
 			continue
-		case "Transfer-Encoding", "Connection", "Keep-Alive", "Te", "Trailer", "Upgrade",
-			"Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Via":
-			return 0, false
 		case "Date":
 			date = true
 		case "Content-Type":
