@@ -395,6 +395,8 @@ type requestState struct {
 	watchOK        bool // neither an upgrade nor a body still being read
 	// values holds the header's values when they fit (headBlock.header).
 	values [8]string
+	// req is the request itself, in the same allocation.
+	req http.Request
 }
 
 var (
@@ -1153,7 +1155,10 @@ func (c *serverConn) buildRequest(rl requestLine) (*http.Request, *requestState,
 	ctx.parsed, ctx.peer, ctx.peerStr = true, c.peer, c.peerStr
 	ctx.headerValues = fr.values
 	c.cur.Store(ctx)
-	out := req.WithContext(ctx)
+	// WithContext's copy, inlined, stays on the stack: the request lives
+	// in its state's allocation.
+	rs.req = *req.WithContext(ctx)
+	out := &rs.req
 	if b, ok := out.Body.(*chunkedBody); ok {
 		b.req = out
 		b.cr.trailer = &out.Trailer
