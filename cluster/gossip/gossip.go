@@ -167,6 +167,10 @@ type Config struct {
 
 	// Tuning: zero fields take LAN defaults.
 	Tuning Tuning
+
+	// transport, for this package's tests, wraps memberlist's network
+	// transport (to lose packets, say).
+	transport func(*memberlist.NetTransport) memberlist.Transport
 }
 
 // Errors.
@@ -339,6 +343,14 @@ func Start(cfg Config) (*Members, error) {
 	mc.Alive = d
 	mc.Ping = d
 	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect, stopping: m.stopping.Load}, "", 0)
+
+	if cfg.transport != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("gossip: start: %w", err)
+		}
+		mc.Transport = cfg.transport(nt)
+	}
 
 	m.wg.Add(2)
 	go m.dispatchLoop()
@@ -652,15 +664,31 @@ func (m *Members) Leave(timeout time.Duration) error {
 	// 1. Our leave intent, gossiped (and relayed) like a broadcast, so that
 	//    peers can tell a leave from a failure: memberlist's own leave is a
 	//    "dead" message that its event callbacks do not distinguish.
+	//    It also goes straight to a few peers over TCP, which they relay
+	//    as if gossiped to them: gossip rounds come late on a starved
+	//    machine, and a drained node must not be taken for a failed one.
+	//    Receivers drop the second copy (firstSight).
 	done := make(chan struct{})
 	leave, _ := m.frameBroadcast(kindLeave, "", "", nil)
 	m.queue.Queue(&uniqueBcast{msg: leave, notify: done})
 	if m.numNodes.Load() > 1 {
+		direct, delivered := m.sendToPeers(leave, leaveDirectPeers)
 		t := time.NewTimer(timeout / 2)
-		select {
-		case <-done:
-		case <-t.C:
-		case <-m.stop:
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case <-direct:
+				if delivered.Load() > 0 {
+					break wait // they relay it
+				}
+				direct = nil // none reached: the broadcast, then
+			case <-t.C:
+				break wait
+			case <-m.stop:
+				break wait
+			}
 		}
 		t.Stop()
 	}
@@ -676,6 +704,49 @@ func (m *Members) Leave(timeout time.Duration) error {
 		return fmt.Errorf("gossip: leave: %w", err)
 	}
 	return nil
+}
+
+// leaveDirectPeers is how many peers Leave sends its intent to directly.
+const leaveDirectPeers = 3
+
+// sendToPeers sends frame reliably (TCP) to up to n alive peers, an
+// arbitrary choice, at once. The channel it returns is closed when every
+// send has ended, each bounded by Tuning.TCPTimeout; delivered counts those
+// that went through.
+func (m *Members) sendToPeers(frame []byte, n int) (ended <-chan struct{}, delivered *atomic.Int32) {
+	var peers []memberlist.Node
+	m.mu.Lock()
+	for name, e := range m.members {
+		if len(peers) == n {
+			break
+		}
+		if name != m.name && e.m.State == StateAlive {
+			peers = append(peers, e.node)
+		}
+	}
+	m.mu.Unlock()
+	end := make(chan struct{})
+	delivered = new(atomic.Int32)
+	var wg sync.WaitGroup
+	wg.Add(len(peers))
+	m.wg.Add(len(peers) + 1)
+	for i := range peers {
+		go func(node *memberlist.Node) {
+			defer m.wg.Done()
+			defer wg.Done()
+			if err := m.ml.SendReliable(node, frame); err != nil {
+				m.log.Debug("gossip: leave intent not sent directly", "to", node.Name, "error", err)
+				return
+			}
+			delivered.Add(1)
+		}(&peers[i])
+	}
+	go func() {
+		defer m.wg.Done()
+		wg.Wait()
+		close(end)
+	}()
+	return end, delivered
 }
 
 // Shutdown stops gossip without telling anyone (peers will see this node

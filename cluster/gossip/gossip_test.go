@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/memberlist"
 	"github.com/meridian-gw/meridian/internal/testutil"
 	"io"
 	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -219,6 +221,59 @@ func TestLeaveShowsLeft(t *testing.T) {
 			t.Fatal("no leave event")
 		}
 	}
+}
+
+// mutedTransport is memberlist's transport whose packets (UDP: probes,
+// acks, gossip and what they carry) go nowhere while muted; streams (TCP)
+// go on.
+type mutedTransport struct {
+	*memberlist.NetTransport
+	muted atomic.Bool
+}
+
+func (t *mutedTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if t.muted.Load() {
+		return time.Now(), nil
+	}
+	return t.NetTransport.WriteTo(b, addr)
+}
+
+func (t *mutedTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	return t.WriteTo(b, a.Addr)
+}
+
+// TestLeaveWithoutGossip: a leaving node none of whose packets go out (on a
+// starved machine, its gossip comes too late) is still seen to leave, not
+// to fail: its leave intent also goes straight to its peers.
+func TestLeaveWithoutGossip(t *testing.T) {
+	nodes := cluster(t, 2, nil)
+	var mt *mutedTransport
+	m, err := Start(Config{BindAddr: "127.0.0.3", Meta: testMeta(3), Tuning: fastTuning(), Logger: discardLogger(),
+		transport: func(nt *memberlist.NetTransport) memberlist.Transport {
+			mt = &mutedTransport{NetTransport: nt}
+			return mt
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown()
+	gone := &node{Members: m}
+	if _, err := gone.Join([]string{nodes[0].Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitAllSee(t, append(nodes, gone), append(nodes, gone))
+	mt.muted.Store(true)
+	gone.Leave(time.Second) // memberlist's own leave times out: it goes by packet
+	gone.Shutdown()
+	eventually(t, 10*time.Second, "others see left", func() error {
+		for _, n := range nodes {
+			mem, ok := n.Member(gone.LocalName())
+			if !ok || mem.State != StateLeft {
+				return fmt.Errorf("%s sees %s as %q", n.LocalName(), gone.LocalName(), mem.State)
+			}
+		}
+		return nil
+	})
 }
 
 func TestKillShowsSuspectThenDead(t *testing.T) {
