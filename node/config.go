@@ -23,6 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
 )
 
@@ -147,6 +148,18 @@ type TLS struct {
 	// TLS); the verified identity is forwarded upstream in
 	// X-Forwarded-Client-Cert.
 	ClientAuth []ClientAuth `yaml:"client_auth"`
+	// Certificates are the operator's own, served for the names they
+	// hold before ACME or the local CA (which then leave those names
+	// alone); the first also answers handshakes without a server name.
+	// SIGHUP reads the files again.
+	Certificates []Certificate `yaml:"certificates"`
+}
+
+// Certificate is a certificate (the chain after the leaf, if any) and its
+// private key, PEM files.
+type Certificate struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // ClientAuth is mutual TLS for some hosts.
@@ -548,6 +561,24 @@ func (c *Config) validate() error {
 			add(p+".ca_file", "missing: the CAs that sign client certificates")
 		}
 		checkFile(p+".ca_file", ca.CAFile, certPool)
+	}
+	for i, tc := range c.TLS.Certificates {
+		p := fmt.Sprintf("tls.certificates[%d]", i)
+		switch {
+		case tc.CertFile == "":
+			add(p+".cert_file", "missing: the certificate's PEM file")
+		case tc.KeyFile == "":
+			add(p+".key_file", "missing: the private key's PEM file")
+		default:
+			if _, err := os.Stat(tc.KeyFile); err != nil {
+				add(p+".key_file", "%v", err)
+			} else if err := certs.CheckStatic(certs.StaticFiles{CertFile: tc.CertFile, KeyFile: tc.KeyFile}); err != nil {
+				add(p+".cert_file", "%v", err)
+			}
+		}
+	}
+	if len(c.TLS.Certificates) > 0 && c.Listen.HTTPS == "" {
+		add("tls.certificates", "certificates need listen.https")
 	}
 	for i, h := range c.TLS.Hosts {
 		if h == "" || strings.ContainsAny(h, " /:") {

@@ -540,8 +540,10 @@ func (n *Node) ReopenLogs() error {
 }
 
 // Reload re-reads the configuration file and applies its gateway document
-// (SIGHUP). Changes to the node section need a restart and are reported.
+// (SIGHUP), after reading the files of tls.certificates again. Changes to
+// the node section need a restart and are reported.
 func (n *Node) Reload() (*edge.Snapshot, error) {
+	n.reloadCertificates()
 	snap, err := n.reload()
 	if err != nil {
 		n.log.Error("reload refused; the running configuration is unchanged", "source", "file", "error", err.Error())

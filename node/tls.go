@@ -58,6 +58,10 @@ func (n *Node) startTLS() error {
 		return fmt.Errorf("certificates: %w", err)
 	}
 	n.certs = m
+	if err := m.SetStatic(n.staticFiles()); err != nil {
+		m.Close()
+		return fmt.Errorf("tls.certificates: %w", err)
+	}
 	h3 := n.cfg.TLS.HTTP3.Enabled == nil || *n.cfg.TLS.HTTP3.Enabled
 	var clientAuth []edge.ClientAuthPolicy
 	for _, ca := range n.cfg.TLS.ClientAuth {
@@ -116,6 +120,29 @@ func (n *Node) listenerOptions(addr string) edge.ListenerOptions {
 		SendTimeout:       n.cfg.Limits.SendTimeout,
 		MaxConnections:    n.cfg.Limits.MaxConnections,
 	}
+}
+
+// staticFiles are the files of tls.certificates.
+func (n *Node) staticFiles() []certs.StaticFiles {
+	var fs []certs.StaticFiles
+	for _, c := range n.cfg.TLS.Certificates {
+		fs = append(fs, certs.StaticFiles{CertFile: c.CertFile, KeyFile: c.KeyFile})
+	}
+	return fs
+}
+
+// reloadCertificates reads the files of tls.certificates again (SIGHUP):
+// renewed certificates are served from the next handshake; if any pair
+// fails to load, the running ones stay.
+func (n *Node) reloadCertificates() error {
+	if n.certs == nil || len(n.cfg.TLS.Certificates) == 0 {
+		return nil
+	}
+	if err := n.certs.SetStatic(n.staticFiles()); err != nil {
+		n.log.Error("configured certificates not reloaded; the running ones stay", "error", err.Error())
+		return err
+	}
+	return nil
 }
 
 // plainHandler is the plain HTTP listener's handler: with HTTPS on, it

@@ -121,6 +121,15 @@ func writeExampleFiles(t *testing.T) string {
 		os.WriteFile(filepath.Join(dir, name), certPEM, 0o600)
 	}
 	os.WriteFile(filepath.Join(dir, "gw-client.key"), keyPEM, 0o600)
+	// tls.certificates: a server certificate that names its host.
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "shop.example.com"}, DNSNames: []string{"shop.example.com"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, leaf, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "shop.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), 0o600)
+	os.WriteFile(filepath.Join(dir, "shop.key"), keyPEM, 0o600)
 	os.WriteFile(filepath.Join(dir, "admin-token"), []byte("0123456789abcdef0123\n"), 0o600)
 	// The cluster example's files.
 	os.Mkdir(filepath.Join(dir, "cluster"), 0o700)

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -29,6 +30,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -140,6 +142,9 @@ type Manager struct {
 
 	// local CA mode
 	ca *localCA
+
+	// the operator's own certificates (static.go); nil: none
+	static atomic.Pointer[staticSet]
 
 	metrics *metrics
 
@@ -281,11 +286,14 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 	}
 	want := map[string]bool{}
 	var wildcards, invalid []string
+	static := m.static.Load()
 	for _, h := range hosts {
 		n := normalizeName(h)
 		switch {
 		case n == "" || !certmagic.SubjectQualifiesForCert(n):
 			invalid = append(invalid, h)
+		case static.covers(n):
+			// A configured certificate serves it (static.go).
 		case m.acme && strings.Contains(n, "*"):
 			wildcards = append(wildcards, n)
 		default:
@@ -383,6 +391,9 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 			return nil, errors.New("certs: acme-tls/1 requested but ACME is not enabled")
 		}
 		return m.issuer.tlsALPNCert(hello.Context(), name)
+	}
+	if c := m.static.Load().lookup(name); c != nil {
+		return c, nil
 	}
 	if !m.acme {
 		return m.ca.leafFor(name, m.localAllowed)
@@ -545,10 +556,12 @@ func (m *Manager) localAllowed(name string) bool {
 
 // certExpiries returns, per name with a certificate in memory, its NotAfter.
 func (m *Manager) certExpiries() map[string]time.Time {
-	if m.ca != nil {
-		return m.ca.expiries()
-	}
 	out := map[string]time.Time{}
+	defer m.static.Load().addExpiries(out)
+	if m.ca != nil {
+		maps.Copy(out, m.ca.expiries())
+		return out
+	}
 	m.mu.RLock()
 	names := make([]string, 0, len(m.managed)+len(m.seen))
 	for n := range m.managed {

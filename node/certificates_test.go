@@ -1,0 +1,121 @@
+package node
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeLeaf writes a certificate for names signed by ca (and its key) to
+// certFile and keyFile, and returns its serial number.
+func writeLeaf(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, serial int64, names []string, certFile, keyFile string) *big.Int {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: names[0]}, DNSNames: names,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalECPrivateKey(key)
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tmpl.SerialNumber
+}
+
+// TestConfiguredCertificates: tls.certificates are served for their names
+// over HTTPS; SIGHUP (Reload) reads renewed files, and a pair that no
+// longer loads leaves the running certificate in place.
+func TestConfiguredCertificates(t *testing.T) {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "operator CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour * 24 * 365),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "shop.crt"), filepath.Join(dir, "shop.key")
+	first := writeLeaf(t, ca, caKey, 10, []string{"shop.example.test"}, certFile, keyFile)
+	be := backend(t, "shop")
+	r := startNode(t, dir, fmt.Sprintf(`node:
+  data_dir: %s
+  listen: {http: "127.0.0.1:0", https: "127.0.0.1:0"}
+  admin: {listen: off}
+  tls:
+    certificates:
+      - {cert_file: %s, key_file: %s}
+gateway:
+  services:
+    - name: shop
+      targets: [{url: %q}]
+  routes:
+    - name: shop
+      match: {hosts: [shop.example.test], path_prefix: /}
+      service: shop
+`, filepath.Join(dir, "data"), certFile, keyFile, be.URL))
+	n := r.n
+	defer n.Drain(t.Context())
+	addr := n.HTTPSAddr()
+
+	// served returns the serial of the certificate a new connection gets,
+	// after checking that a client trusting only the operator's CA gets
+	// the route's answer.
+	served := func() *big.Int {
+		t.Helper()
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "shop.example.test", NextProtos: []string{"http/1.1"}})
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: shop.example.test\r\nConnection: close\r\n\r\n")
+		b, _ := io.ReadAll(c)
+		if !strings.HasPrefix(string(b), "HTTP/1.1 200") || !strings.Contains(string(b), "shop") {
+			t.Errorf("GET over TLS: %q", b)
+		}
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	if got := served(); got.Cmp(first) != 0 {
+		t.Fatalf("served serial %v; want the configured certificate's %v", got, first)
+	}
+
+	// Renewed in place: SIGHUP reads the files again.
+	renewed := writeLeaf(t, ca, caKey, 11, []string{"shop.example.test"}, certFile, keyFile)
+	if _, err := n.Reload(); err != nil {
+		t.Fatalf("Reload: %v", err)
+	}
+	if got := served(); got.Cmp(renewed) != 0 {
+		t.Fatalf("after SIGHUP: serial %v; want the renewed %v", got, renewed)
+	}
+
+	// A key file that no longer loads: the running certificate stays.
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.Reload()
+	if got := served(); got.Cmp(renewed) != 0 {
+		t.Fatalf("after a broken key file: serial %v; want the running %v", got, renewed)
+	}
+}
