@@ -707,6 +707,9 @@ func (m *Members) Leave(timeout time.Duration) error {
 }
 
 // leaveDirectPeers is how many peers Leave sends its intent to directly.
+// Leave waits for them at most half its timeout; Shutdown waits for every
+// send to end, which a peer that drops packets (a partition) makes take up
+// to Tuning.TCPTimeout.
 const leaveDirectPeers = 3
 
 // sendToPeers sends frame reliably (TCP) to up to n alive peers, an

@@ -16,7 +16,7 @@ import (
 // name (a client that dialled an IP address) gets the first of them.
 //
 // The files are read at start and again on SetStatic (the node's SIGHUP): a
-// set whose any pair fails to load is refused whole and the running one
+// set in which any pair fails to load is refused whole, and the running one
 // stays.
 
 // StaticFiles names one certificate and its key (PEM files; the certificate
