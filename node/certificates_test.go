@@ -60,43 +60,48 @@ func TestConfiguredCertificates(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "shop.crt"), filepath.Join(dir, "shop.key")
 	first := writeLeaf(t, ca, caKey, 10, []string{"shop.example.test"}, certFile, keyFile)
 	be := backend(t, "shop")
-	r := startNode(t, dir, fmt.Sprintf(`node:
+	conf := func(entries string) string {
+		return fmt.Sprintf(`node:
   data_dir: %s
   listen: {http: "127.0.0.1:0", https: "127.0.0.1:0"}
   admin: {listen: off}
   tls:
     certificates:
-      - {cert_file: %s, key_file: %s}
+%s
 gateway:
   services:
     - name: shop
       targets: [{url: %q}]
   routes:
     - name: shop
-      match: {hosts: [shop.example.test], path_prefix: /}
+      match: {hosts: [shop.example.test, new.example.test], path_prefix: /}
       service: shop
-`, filepath.Join(dir, "data"), certFile, keyFile, be.URL))
+`, filepath.Join(dir, "data"), entries, be.URL)
+	}
+	one := fmt.Sprintf("      - {cert_file: %s, key_file: %s}", certFile, keyFile)
+	r := startNode(t, dir, conf(one))
 	n := r.n
 	defer n.Drain(t.Context())
 	addr := n.HTTPSAddr()
 
-	// served returns the serial of the certificate a new connection gets,
-	// after checking that a client trusting only the operator's CA gets
-	// the route's answer.
-	served := func() *big.Int {
+	// servedFor returns the serial of the certificate a new connection
+	// for host gets, after checking that a client trusting only the
+	// operator's CA gets the route's answer.
+	servedFor := func(host string) *big.Int {
 		t.Helper()
-		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "shop.example.test", NextProtos: []string{"http/1.1"}})
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: host, NextProtos: []string{"http/1.1"}})
 		if err != nil {
-			t.Fatalf("handshake: %v", err)
+			t.Fatalf("handshake for %s: %v", host, err)
 		}
 		defer c.Close()
-		fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: shop.example.test\r\nConnection: close\r\n\r\n")
+		fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
 		b, _ := io.ReadAll(c)
 		if !strings.HasPrefix(string(b), "HTTP/1.1 200") || !strings.Contains(string(b), "shop") {
 			t.Errorf("GET over TLS: %q", b)
 		}
 		return c.ConnectionState().PeerCertificates[0].SerialNumber
 	}
+	served := func() *big.Int { t.Helper(); return servedFor("shop.example.test") }
 	if got := served(); got.Cmp(first) != 0 {
 		t.Fatalf("served serial %v; want the configured certificate's %v", got, first)
 	}
@@ -117,5 +122,23 @@ gateway:
 	n.Reload()
 	if got := served(); got.Cmp(renewed) != 0 {
 		t.Fatalf("after a broken key file: serial %v; want the running %v", got, renewed)
+	}
+
+	// An entry added to the file is loaded by SIGHUP too (the rest of the
+	// node section needs a restart).
+	fixed := writeLeaf(t, ca, caKey, 12, []string{"shop.example.test"}, certFile, keyFile)
+	newCert, newKey := filepath.Join(dir, "new.crt"), filepath.Join(dir, "new.key")
+	added := writeLeaf(t, ca, caKey, 13, []string{"new.example.test"}, newCert, newKey)
+	if err := os.WriteFile(r.path, []byte(conf(one+fmt.Sprintf("\n      - {cert_file: %s, key_file: %s}", newCert, newKey))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Reload(); err != nil {
+		t.Fatalf("Reload with an added entry: %v", err)
+	}
+	if got := servedFor("new.example.test"); got.Cmp(added) != 0 {
+		t.Errorf("added entry: serial %v; want %v", got, added)
+	}
+	if got := served(); got.Cmp(fixed) != 0 {
+		t.Errorf("after the fix: serial %v; want %v", got, fixed)
 	}
 }

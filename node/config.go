@@ -563,17 +563,11 @@ func (c *Config) validate() error {
 		checkFile(p+".ca_file", ca.CAFile, certPool)
 	}
 	for i, tc := range c.TLS.Certificates {
-		p := fmt.Sprintf("tls.certificates[%d]", i)
-		switch {
-		case tc.CertFile == "":
-			add(p+".cert_file", "missing: the certificate's PEM file")
-		case tc.KeyFile == "":
-			add(p+".key_file", "missing: the private key's PEM file")
-		default:
-			if _, err := os.Stat(tc.KeyFile); err != nil {
-				add(p+".key_file", "%v", err)
-			} else if err := certs.CheckStatic(certs.StaticFiles{CertFile: tc.CertFile, KeyFile: tc.KeyFile}); err != nil {
-				add(p+".cert_file", "%v", err)
+		if se := certs.CheckStatic(certs.StaticFiles{CertFile: tc.CertFile, KeyFile: tc.KeyFile}); se != nil {
+			if se.Path == "" {
+				add(fmt.Sprintf("tls.certificates[%d].%s", i, se.Field), "%v", se.Err)
+			} else {
+				add(fmt.Sprintf("tls.certificates[%d].%s", i, se.Field), "%s: %v", se.Path, se.Err)
 			}
 		}
 	}

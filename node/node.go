@@ -539,11 +539,11 @@ func (n *Node) ReopenLogs() error {
 	return nil
 }
 
-// Reload re-reads the configuration file and applies its gateway document
-// (SIGHUP), after reading the files of tls.certificates again. Changes to
-// the node section need a restart and are reported.
+// Reload re-reads the configuration file (SIGHUP): it loads the file's
+// tls.certificates (their files read again) and applies its gateway
+// document. Other changes to the node section need a restart and are
+// reported.
 func (n *Node) Reload() (*edge.Snapshot, error) {
-	n.reloadCertificates()
 	snap, err := n.reload()
 	if err != nil {
 		n.log.Error("reload refused; the running configuration is unchanged", "source", "file", "error", err.Error())
@@ -567,8 +567,11 @@ func (n *Node) reload() (*edge.Snapshot, error) {
 		n.gw.RecordRejected()
 		return nil, err
 	}
-	if nc, err := f.Node.withDefaults(); err == nil && !sameNode(nc, n.cfg) {
-		n.log.Warn("the node section changed; it takes effect only after a restart")
+	if nc, err := f.Node.withDefaults(); err == nil {
+		n.reloadCertificates(nc.TLS.Certificates)
+		if !sameNode(nc, n.cfg) {
+			n.log.Warn("the node section changed; apart from tls.certificates it takes effect only after a restart")
+		}
 	}
 	doc, err := GatewayYAML(raw)
 	if err != nil {
@@ -587,7 +590,10 @@ func (n *Node) reload() (*edge.Snapshot, error) {
 	return n.install(&f.Gateway, doc, 0, "file")
 }
 
+// sameNode reports whether two node sections are the same but for
+// tls.certificates, which a reload applies.
 func sameNode(a, b Config) bool {
+	a.TLS.Certificates, b.TLS.Certificates = nil, nil
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)

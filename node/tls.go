@@ -58,9 +58,9 @@ func (n *Node) startTLS() error {
 		return fmt.Errorf("certificates: %w", err)
 	}
 	n.certs = m
-	if err := m.SetStatic(n.staticFiles()); err != nil {
+	if err := m.SetStatic(staticFiles(n.cfg.TLS.Certificates)); err != nil {
 		m.Close()
-		return fmt.Errorf("tls.certificates: %w", err)
+		return fmt.Errorf("tls.%w", err)
 	}
 	h3 := n.cfg.TLS.HTTP3.Enabled == nil || *n.cfg.TLS.HTTP3.Enabled
 	var clientAuth []edge.ClientAuthPolicy
@@ -123,26 +123,26 @@ func (n *Node) listenerOptions(addr string) edge.ListenerOptions {
 }
 
 // staticFiles are the files of tls.certificates.
-func (n *Node) staticFiles() []certs.StaticFiles {
+func staticFiles(cs []Certificate) []certs.StaticFiles {
 	var fs []certs.StaticFiles
-	for _, c := range n.cfg.TLS.Certificates {
+	for _, c := range cs {
 		fs = append(fs, certs.StaticFiles{CertFile: c.CertFile, KeyFile: c.KeyFile})
 	}
 	return fs
 }
 
-// reloadCertificates reads the files of tls.certificates again (SIGHUP):
-// renewed certificates are served from the next handshake; if any pair
-// fails to load, the running ones stay.
-func (n *Node) reloadCertificates() error {
-	if n.certs == nil || len(n.cfg.TLS.Certificates) == 0 {
-		return nil
+// reloadCertificates loads tls.certificates as a reloaded file gives them
+// (SIGHUP): entries added, removed or renewed are served from the next
+// handshake; if any pair fails to load, the running ones stay.
+func (n *Node) reloadCertificates(cs []Certificate) {
+	if n.certs == nil || len(cs) == 0 && len(n.cfg.TLS.Certificates) == 0 {
+		return
 	}
-	if err := n.certs.SetStatic(n.staticFiles()); err != nil {
-		n.log.Error("configured certificates not reloaded; the running ones stay", "error", err.Error())
-		return err
+	if err := n.certs.SetStatic(staticFiles(cs)); err != nil {
+		n.log.Error("configured certificates not reloaded; the running ones stay", "error", "tls."+err.Error())
+		return
 	}
-	return nil
+	n.cfg.TLS.Certificates = cs
 }
 
 // plainHandler is the plain HTTP listener's handler: with HTTPS on, it

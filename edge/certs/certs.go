@@ -392,7 +392,7 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		}
 		return m.issuer.tlsALPNCert(hello.Context(), name)
 	}
-	if c := m.static.Load().lookup(name); c != nil {
+	if c := m.static.Load().lookup(name, hello); c != nil {
 		return c, nil
 	}
 	if !m.acme {

@@ -1,9 +1,17 @@
 package certs
 
 import (
+	"bytes"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
 	"strings"
 	"time"
 )
@@ -12,8 +20,11 @@ import (
 // key pair per entry, loaded from files, served for the names the
 // certificate holds (its DNS subjectAltNames, "*.example.com" ones matching
 // one label) before anything else. Names they cover are neither obtained
-// from the ACME CA nor signed by the local CA. A handshake without a server
-// name (a client that dialled an IP address) gets the first of them.
+// from the ACME CA nor signed by the local CA. Where several certificates
+// hold a name (an ECDSA and an RSA one, say), the first the client can use
+// is served, in the order given. A handshake without a server name (a
+// client that dialled an address) gets a certificate for the address it
+// dialled (an IP subjectAltName), else the first it can use.
 //
 // The files are read at start and again on SetStatic (the node's SIGHUP): a
 // set in which any pair fails to load is refused whole, and the running one
@@ -25,59 +36,121 @@ type StaticFiles struct {
 	CertFile, KeyFile string
 }
 
+// StaticError says which pair did not load and which of its files is at
+// fault.
+type StaticError struct {
+	Index int    // in the list given, from 0
+	Field string // "cert_file" or "key_file"
+	Path  string // the file ("" when it is missing)
+	Err   error
+}
+
+func (e *StaticError) Error() string {
+	if e.Path == "" {
+		return fmt.Sprintf("certificates[%d].%s: %v", e.Index, e.Field, e.Err)
+	}
+	return fmt.Sprintf("certificates[%d].%s: %s: %v", e.Index, e.Field, e.Path, e.Err)
+}
+
+func (e *StaticError) Unwrap() error { return e.Err }
+
+// maxStaticFile bounds a certificate or key file: a chain is a few KiB.
+const maxStaticFile = 1 << 20
+
 // staticCert is one loaded pair.
 type staticCert struct {
 	files StaticFiles
 	cert  *tls.Certificate
-	names []string // lower-case DNS names; "*.x" for wildcards
+	names []string // lower-case DNS names ("*.x" for wildcards), then IP addresses
 }
 
-// staticSet is the loaded certificates, first one first.
+// staticSet is the loaded certificates, in the order given, indexed by
+// the names they hold.
 type staticSet struct {
 	certs []staticCert
-	exact map[string]*tls.Certificate
-	wild  map[string]*tls.Certificate // "x.example" for "*.x.example"
+	all   []*tls.Certificate
+	exact map[string][]*tls.Certificate
+	wild  map[string][]*tls.Certificate // "x.example" for "*.x.example"
+	ips   map[netip.Addr][]*tls.Certificate
 }
 
 // loadStatic reads the pairs (loadPair) in order and indexes their names.
 func loadStatic(files []StaticFiles) (*staticSet, error) {
-	set := &staticSet{exact: map[string]*tls.Certificate{}, wild: map[string]*tls.Certificate{}}
+	set := &staticSet{
+		exact: map[string][]*tls.Certificate{},
+		wild:  map[string][]*tls.Certificate{},
+		ips:   map[netip.Addr][]*tls.Certificate{},
+	}
 	for i, f := range files {
-		sc, err := loadPair(f)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", i+1, err)
+		sc, se := loadPair(f)
+		if se != nil {
+			se.Index = i
+			return nil, se
 		}
-		for _, n := range sc.names {
+		for _, n := range sc.cert.Leaf.DNSNames {
+			if n = normalizeName(n); n == "" {
+				continue
+			}
 			if suffix, ok := strings.CutPrefix(n, "*."); ok {
-				if _, dup := set.wild[suffix]; !dup {
-					set.wild[suffix] = sc.cert
-				}
-			} else if _, dup := set.exact[n]; !dup {
-				set.exact[n] = sc.cert
+				set.wild[suffix] = append(set.wild[suffix], sc.cert)
+			} else {
+				set.exact[n] = append(set.exact[n], sc.cert)
+			}
+		}
+		for _, ip := range sc.cert.Leaf.IPAddresses {
+			if a, ok := netip.AddrFromSlice(ip); ok {
+				set.ips[a.Unmap()] = append(set.ips[a.Unmap()], sc.cert)
 			}
 		}
 		set.certs = append(set.certs, sc)
+		set.all = append(set.all, sc.cert)
 	}
 	return set, nil
 }
 
-// loadPair reads one pair and checks that the key matches the certificate
-// and that the certificate names a host. An expired certificate is loaded
-// (and served) as nginx and Caddy do; SetStatic warns about it.
-func loadPair(f StaticFiles) (staticCert, error) {
-	if f.CertFile == "" || f.KeyFile == "" {
-		return staticCert{}, fmt.Errorf("cert_file and key_file are both required")
+// loadPair reads one pair: the certificate file first (its first
+// certificate is the leaf), then the key, which must match it. An expired
+// certificate is loaded (and served) as nginx and Caddy do; SetStatic
+// warns about it.
+func loadPair(f StaticFiles) (staticCert, *StaticError) {
+	fail := func(field, path string, err error) (staticCert, *StaticError) {
+		return staticCert{}, &StaticError{Field: field, Path: path, Err: err}
 	}
-	pair, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if f.CertFile == "" {
+		return fail("cert_file", "", errors.New("missing: the certificate's PEM file"))
+	}
+	if f.KeyFile == "" {
+		return fail("key_file", "", errors.New("missing: the private key's PEM file"))
+	}
+	certPEM, err := readPEMFile(f.CertFile)
 	if err != nil {
-		return staticCert{}, fmt.Errorf("%s, %s: %w", f.CertFile, f.KeyFile, err)
+		return fail("cert_file", f.CertFile, err)
 	}
-	leaf := pair.Leaf
-	if leaf == nil {
-		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
-			return staticCert{}, fmt.Errorf("%s: %w", f.CertFile, err)
+	chain, err := parseChain(certPEM)
+	if err != nil {
+		return fail("cert_file", f.CertFile, err)
+	}
+	leaf := chain[0]
+	keyPEM, err := readPEMFile(f.KeyFile)
+	if err != nil {
+		return fail("key_file", f.KeyFile, err)
+	}
+	if encryptedPEM(keyPEM) {
+		return fail("key_file", f.KeyFile, errors.New("the private key is encrypted; give it unencrypted (openssl pkey -in KEY -out PLAIN)"))
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		for i, c := range chain[1:] {
+			one := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+			if _, e := tls.X509KeyPair(one, keyPEM); e == nil {
+				return fail("cert_file", f.CertFile, fmt.Errorf("the key belongs to certificate %d of the file, not the first: the leaf must come first, then its chain", i+2))
+			}
 		}
-		pair.Leaf = leaf
+		return fail("key_file", f.KeyFile, err)
+	}
+	pair.Leaf = leaf
+	if k, ok := pair.PrivateKey.(*rsa.PrivateKey); ok && k.N.BitLen() < 1024 {
+		return fail("key_file", f.KeyFile, fmt.Errorf("an RSA key of %d bits, which TLS here refuses to sign with (2048 or more are advised)", k.N.BitLen()))
 	}
 	sc := staticCert{files: f, cert: &pair}
 	for _, n := range leaf.DNSNames {
@@ -85,65 +158,165 @@ func loadPair(f StaticFiles) (staticCert, error) {
 			sc.names = append(sc.names, n)
 		}
 	}
-	if len(sc.names) == 0 && len(leaf.IPAddresses) == 0 {
-		return staticCert{}, fmt.Errorf("%s names no host (no DNS or IP subjectAltName; clients do not check a common name alone)", f.CertFile)
+	for _, ip := range leaf.IPAddresses {
+		sc.names = append(sc.names, ip.String())
+	}
+	if len(sc.names) == 0 {
+		return fail("cert_file", f.CertFile, errors.New("the certificate names no host (no DNS or IP subjectAltName; clients do not check a common name alone)"))
 	}
 	return sc, nil
 }
 
-// CheckStatic reports whether one pair loads as SetStatic would load it
-// (for validation before a start).
-func CheckStatic(f StaticFiles) error {
-	_, err := loadPair(f)
-	return err
+// readPEMFile reads a certificate or key file: a regular file (not a
+// device or a pipe, which could block or never end), at most
+// maxStaticFile bytes.
+func readPEMFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is said already
+		}
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errors.New("not a regular file")
+	}
+	if fi.Size() > maxStaticFile {
+		return nil, fmt.Errorf("%d bytes, over the %d a certificate or key file may have", fi.Size(), maxStaticFile)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxStaticFile+1))
+	if err == nil && len(b) > maxStaticFile {
+		err = fmt.Errorf("over the %d bytes a certificate or key file may have", maxStaticFile)
+	}
+	return b, err
 }
 
-// lookup returns the certificate for a server name (normalized), or nil.
-// An exact name wins over a wildcard; among equals, the earlier entry.
-// No name: the first certificate.
-func (s *staticSet) lookup(name string) *tls.Certificate {
-	if s == nil || len(s.certs) == 0 {
+// parseChain returns the certificates of a PEM file in order (other
+// blocks, a key among them, are skipped).
+func parseChain(b []byte) ([]*x509.Certificate, error) {
+	var chain []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d of the file: %w", len(chain)+1, err)
+		}
+		chain = append(chain, c)
+	}
+	if len(chain) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE block")
+	}
+	return chain, nil
+}
+
+// encryptedPEM reports whether a key file holds an encrypted key (PKCS#8
+// or the legacy Proc-Type form).
+func encryptedPEM(b []byte) bool {
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			return false
+		}
+		if block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") {
+			return true
+		}
+	}
+}
+
+// CheckStatic reports whether one pair loads as SetStatic would load it
+// (for validation before a start).
+func CheckStatic(f StaticFiles) *StaticError {
+	_, se := loadPair(f)
+	return se
+}
+
+// lookup returns the certificate for a server name (normalized), or nil:
+// an exact name before a wildcard; among the certificates for a name, the
+// first the client can use (hello; nil: the first). No name: one for the
+// address the client dialled, else the first the client can use.
+func (s *staticSet) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certificate {
+	if s == nil || len(s.all) == 0 {
 		return nil
 	}
 	if name == "" {
-		return s.certs[0].cert
+		if hello != nil && hello.Conn != nil && hello.Conn.LocalAddr() != nil {
+			if ap, err := netip.ParseAddrPort(hello.Conn.LocalAddr().String()); err == nil {
+				if c := pick(s.ips[ap.Addr().Unmap()], hello); c != nil {
+					return c
+				}
+			}
+		}
+		return pick(s.all, hello)
 	}
-	if c := s.exact[name]; c != nil {
+	if c := pick(s.exact[name], hello); c != nil {
 		return c
 	}
 	if _, rest, ok := strings.Cut(name, "."); ok && rest != "" {
-		return s.wild[rest]
+		return pick(s.wild[rest], hello)
 	}
 	return nil
 }
 
-// covers reports whether some certificate serves name (normalized).
-func (s *staticSet) covers(name string) bool {
-	return name != "" && s.lookup(name) != nil
+// pick returns the first of cs that the client supports (its signature
+// algorithms, curves and versions), else the first.
+func pick(cs []*tls.Certificate, hello *tls.ClientHelloInfo) *tls.Certificate {
+	if len(cs) == 0 {
+		return nil
+	}
+	if hello != nil && len(cs) > 1 {
+		for _, c := range cs {
+			if hello.SupportsCertificate(c) == nil {
+				return c
+			}
+		}
+	}
+	return cs[0]
 }
 
-// addExpiries puts each name's expiry in out (the latest, if several
-// certificates name it), for the expiry metric.
+// covers reports whether some certificate serves name (normalized).
+func (s *staticSet) covers(name string) bool {
+	return name != "" && s.lookup(name, nil) != nil
+}
+
+// addExpiries puts each name's expiry in out, for the expiry metric: the
+// earliest among the certificates that may be served for it.
 func (s *staticSet) addExpiries(out map[string]time.Time) {
 	if s == nil {
 		return
 	}
+	seen := map[string]bool{}
 	for _, c := range s.certs {
 		for _, n := range c.names {
-			if t, ok := out[n]; !ok || c.cert.Leaf.NotAfter.After(t) {
+			if t, ok := out[n]; !seen[n] || ok && c.cert.Leaf.NotAfter.Before(t) {
 				out[n] = c.cert.Leaf.NotAfter
 			}
+			seen[n] = true
 		}
 	}
 }
 
 // SetStatic loads the operator's certificates (tls.certificates) and serves
 // them from the next handshake on. If any pair fails to load the running
-// set stays and the error says which; nil or empty files remove them all.
+// set stays and the error (a *StaticError) says which; nil or empty files
+// remove them all.
 func (m *Manager) SetStatic(files []StaticFiles) error {
 	set, err := loadStatic(files)
 	if err != nil {
-		return fmt.Errorf("certs: %w", err)
+		return err
 	}
 	now := m.now()
 	for _, c := range set.certs {
@@ -155,6 +328,14 @@ func (m *Manager) SetStatic(files []StaticFiles) error {
 			m.log.Warn("a configured certificate is not valid yet", "cert_file", c.files.CertFile, "names", c.names, "not_before", leaf.NotBefore)
 		case leaf.NotAfter.Sub(now) < 14*24*time.Hour:
 			m.log.Warn("a configured certificate expires soon", "cert_file", c.files.CertFile, "names", c.names, "not_after", leaf.NotAfter)
+		}
+	}
+	for i, c := range set.certs {
+		for _, d := range set.certs[:i] {
+			if bytes.Equal(d.cert.Certificate[0], c.cert.Certificate[0]) {
+				m.log.Warn("a configured certificate is listed twice", "cert_file", c.files.CertFile, "same_as", d.files.CertFile)
+				break
+			}
 		}
 	}
 	m.static.Store(set)

@@ -1,10 +1,13 @@
 package certs
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -14,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -46,24 +50,31 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	return &testIssuer{cert: cert, key: key, pool: pool, dir: t.TempDir(), n: 1}
 }
 
-// issue writes a leaf for names (and ips) to files and returns them with
-// the leaf's serial number.
+// issue writes a leaf for names (and ips) with a new ECDSA key to files
+// and returns them with the leaf's serial number.
 func (ti *testIssuer) issue(t *testing.T, names []string, ips []net.IP, notAfter time.Time) (StaticFiles, *big.Int) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ti.issueKey(t, key, names, ips, notAfter)
+}
+
+// issueKey is issue with a key of the caller's (its PKCS#8 form in the key
+// file).
+func (ti *testIssuer) issueKey(t *testing.T, key crypto.Signer, names []string, ips []net.IP, notAfter time.Time) (StaticFiles, *big.Int) {
+	t.Helper()
 	ti.n++
 	serial := big.NewInt(ti.n)
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "leaf"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter, DNSNames: names, IPAddresses: ips,
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ti.cert, &key.PublicKey, ti.key)
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ti.cert, key.Public(), ti.key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +85,7 @@ func (ti *testIssuer) issue(t *testing.T, names []string, ips []net.IP, notAfter
 	if err := os.WriteFile(f.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(f.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+	if err := os.WriteFile(f.KeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return f, serial
@@ -153,10 +164,10 @@ func TestStaticCertificates(t *testing.T) {
 		files []StaticFiles
 		want  string
 	}{
-		{[]StaticFiles{c, mismatch}, "private key does not match"},
-		{[]StaticFiles{{CertFile: filepath.Join(ti.dir, "missing.crt"), KeyFile: c.KeyFile}}, "missing.crt"},
-		{[]StaticFiles{noNames}, "names no host"},
-		{[]StaticFiles{{CertFile: c.CertFile}}, "cert_file and key_file are both required"},
+		{[]StaticFiles{c, mismatch}, "certificates[1].key_file: " + a.KeyFile + ": tls: private key does not match public key"},
+		{[]StaticFiles{{CertFile: filepath.Join(ti.dir, "missing.crt"), KeyFile: c.KeyFile}}, "certificates[0].cert_file: " + filepath.Join(ti.dir, "missing.crt") + ": no such file or directory"},
+		{[]StaticFiles{noNames}, "certificates[0].cert_file: " + noNames.CertFile + ": the certificate names no host"},
+		{[]StaticFiles{{CertFile: c.CertFile}}, "certificates[0].key_file: missing"},
 	} {
 		err := m.SetStatic(bad.files)
 		if err == nil || !strings.Contains(err.Error(), bad.want) {
@@ -222,6 +233,122 @@ func TestStaticCertificatesNotManaged(t *testing.T) {
 		}
 		if !acme && !m.isManaged("a.b.meridian.test") {
 			t.Error("a name the certificate does not hold is not managed")
+		}
+	}
+}
+
+// TestStaticCertificateChoice: among certificates for one name the first
+// the client can use is served (an RSA-only client gets the RSA one); a
+// client without a server name gets the certificate for the address it
+// dialled; the expiry metric shows the earliest of a name's certificates.
+func TestStaticCertificateChoice(t *testing.T) {
+	ti := newTestIssuer(t)
+	later := time.Now().Add(365 * 24 * time.Hour)
+	ec, serialEC := ti.issue(t, []string{"dual.example.com"}, nil, time.Now().Add(3*24*time.Hour))
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, serialRSA := ti.issueKey(t, rsaKey, []string{"dual.example.com"}, nil, later)
+	byIP, serialIP := ti.issue(t, nil, []net.IP{net.ParseIP("127.0.0.2")}, later)
+	log, _ := testLogger(t)
+	m := newManager(t, Options{DataDir: t.TempDir(), Logger: log})
+	if err := m.SetStatic([]StaticFiles{ec, rs, byIP}); err != nil {
+		t.Fatal(err)
+	}
+	// Listeners on two loopback addresses, handshakes only.
+	serve := func(addr string) string {
+		ln, err := tls.Listen("tcp", addr, m.TLSConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.(*tls.Conn).Handshake()
+				c.Close()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	addr1, addr2 := serve("127.0.0.1:0"), serve("127.0.0.2:0")
+	served := func(addr string, conf *tls.Config) *big.Int {
+		t.Helper()
+		conf.InsecureSkipVerify = true
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, conf)
+		if err != nil {
+			t.Fatalf("%s %q: %v", addr, conf.ServerName, err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber
+	}
+	if got := served(addr1, &tls.Config{ServerName: "dual.example.com"}); got.Cmp(serialEC) != 0 {
+		t.Errorf("a client that takes either: serial %v; want the first, %v", got, serialEC)
+	}
+	rsaOnly := &tls.Config{ServerName: "dual.example.com", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}
+	if got := served(addr1, rsaOnly); got.Cmp(serialRSA) != 0 {
+		t.Errorf("an RSA-only client: serial %v; want the RSA certificate's %v", got, serialRSA)
+	}
+	if got := served(addr2, &tls.Config{}); got.Cmp(serialIP) != 0 {
+		t.Errorf("no server name, dialled 127.0.0.2: serial %v; want the certificate for that address, %v", got, serialIP)
+	}
+	if got := served(addr1, &tls.Config{}); got.Cmp(serialEC) != 0 {
+		t.Errorf("no server name, dialled 127.0.0.1 (no certificate names it): serial %v; want the first, %v", got, serialEC)
+	}
+	exp := m.certExpiries()
+	if d := time.Until(exp["dual.example.com"]); d > 4*24*time.Hour || d < 2*24*time.Hour {
+		t.Errorf("expiry of dual.example.com in %v; want the earlier certificate's, about 3 days", d)
+	}
+	if exp["127.0.0.2"].IsZero() {
+		t.Errorf("no expiry for the address certificate: %v", exp)
+	}
+}
+
+// TestStaticCertificateFilesRefused: what cannot be served is refused at
+// load, with the file at fault: a weak RSA key, an encrypted key, a chain
+// in the wrong order, files that are not regular or too large.
+func TestStaticCertificateFilesRefused(t *testing.T) {
+	ti := newTestIssuer(t)
+	later := time.Now().Add(time.Hour)
+	good, _ := ti.issue(t, []string{"a.example.com"}, nil, later)
+	t.Setenv("GODEBUG", "rsa1024min=0") // to make one: Go refuses such keys
+	weakKey, err := rsa.GenerateKey(rand.Reader, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	weak, _ := ti.issueKey(t, weakKey, []string{"weak.example.com"}, nil, later)
+
+	encrypted := filepath.Join(ti.dir, "encrypted.key")
+	os.WriteFile(encrypted, pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("x")}), 0o600)
+	// The leaf after another certificate (the issuer's).
+	reversed := filepath.Join(ti.dir, "reversed.crt")
+	leafPEM, _ := os.ReadFile(good.CertFile)
+	os.WriteFile(reversed, append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ti.cert.Raw}), leafPEM...), 0o644)
+	big := filepath.Join(ti.dir, "big.crt")
+	os.WriteFile(big, bytes.Repeat([]byte("x"), maxStaticFile+1), 0o644)
+	fifo := filepath.Join(ti.dir, "fifo.crt")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		f    StaticFiles
+		want string
+	}{
+		{weak, "certificates[0].key_file: " + weak.KeyFile + ": an RSA key of 512 bits"},
+		{StaticFiles{good.CertFile, encrypted}, "certificates[0].key_file: " + encrypted + ": the private key is encrypted"},
+		{StaticFiles{reversed, good.KeyFile}, "certificates[0].cert_file: " + reversed + ": the key belongs to certificate 2 of the file"},
+		{StaticFiles{big, good.KeyFile}, "certificates[0].cert_file: " + big + ": 1048577 bytes, over the 1048576"},
+		{StaticFiles{fifo, good.KeyFile}, "certificates[0].cert_file: " + fifo + ": not a regular file"},
+		{StaticFiles{good.CertFile, "/dev/zero"}, "certificates[0].key_file: /dev/zero: not a regular file"},
+		{StaticFiles{good.CertFile, ti.dir}, "certificates[0].key_file: " + ti.dir + ": not a regular file"},
+	} {
+		se := CheckStatic(c.f)
+		if se == nil || !strings.Contains(se.Error(), c.want) {
+			t.Errorf("%v: %v; want an error with %q", c.f, se, c.want)
 		}
 	}
 }
