@@ -718,6 +718,30 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// buffered returns the rest of a body of known length when all of it is
+// in the connection's read buffer already, or nil. The bytes are the
+// buffer's: they must be used before consumeBuffered.
+func (b *h1Body) buffered() []byte {
+	lr, ok := b.rc.(*lengthReader)
+	if b.done || !ok || lr.remain <= 0 || int64(lr.br.Buffered()) < lr.remain {
+		return nil
+	}
+	p, err := lr.br.Peek(int(lr.remain))
+	if err != nil {
+		return nil
+	}
+	return p
+}
+
+// consumeBuffered ends a body that buffered returned whole, as reading it
+// to its end does: the connection may go back to the pool at once.
+func (b *h1Body) consumeBuffered() {
+	lr := b.rc.(*lengthReader)
+	lr.br.Discard(int(lr.remain))
+	lr.remain = 0
+	b.finish(true)
+}
+
 func (b *h1Body) Close() error {
 	if !b.done {
 		b.finish(false)

@@ -234,6 +234,10 @@ func TestLeanMatchesPresentPath(t *testing.T) {
 		"host":            "HTTP/1.1 200 OK\r\nHost: up.example\r\nContent-Length: 2\r\n\r\nok",
 		"short body":      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok",
 		"too long a head": "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\nContent-Length: 2\r\n\r\nok",
+		// Bodies past the upstream connection's read buffer, and just
+		// within it: copied as they come, or written from the buffer.
+		"large":  "HTTP/1.1 200 OK\r\nContent-Length: 40000\r\n\r\n" + strings.Repeat("l", 40000),
+		"buffer": "HTTP/1.1 200 OK\r\nContent-Length: 16000\r\n\r\n" + strings.Repeat("b", 16000),
 	}
 	up := rawUpstream(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
@@ -327,7 +331,7 @@ routes:
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	plain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "short body", "hints"}
+	plain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "short body", "hints", "large", "buffer"}
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			req0, ans0 := leanRequests.Load(), leanAnswers.Load()

@@ -728,7 +728,9 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 		if cl, ok := leanResponse(hb, code, lo); ok {
 			// A plain answer to a lean request (h1lean.go): its fields
 			// are in lo, made into the client's head; no map, no string.
-			hr := &h1Response{}
+			// Its response is the call's (outHeader.leanHR).
+			hr := &lo.leanHR
+			*hr = h1Response{}
 			pc.last = hr
 			resp := &hr.resp
 			*resp = http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: cl}

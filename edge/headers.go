@@ -112,6 +112,10 @@ type outHeader struct {
 	leanResp bool
 	respDate bool
 	respHead []byte
+	// leanHR is the plain answer's response, reader and body wrapper (the
+	// HTTP/1 transport's parseResponse): the call's, so not allocated per
+	// request. The relay closes the body before the call is released.
+	leanHR h1Response
 }
 
 type headerField struct{ name, value string }

@@ -554,7 +554,9 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 		return
 	}
 
-	var flush, flushHead bool
+	var flush, flushHead, copied bool
+	var n int64
+	var err error
 	if lo := x.lean; lo != nil {
 		// A plain answer to a lean request (h1lean.go): its head as
 		// leanResponse made it, by its length, from the HTTP/1 server.
@@ -563,11 +565,27 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 			via = g.via11s[0]
 		}
 		x.status = resp.StatusCode
-		w.(*response).writeLeanHead(resp.StatusCode, lo.respHead, lo.respDate, via, resp.ContentLength)
+		rw := w.(*response)
+		rw.writeLeanHead(resp.StatusCode, lo.respHead, lo.respDate, via, resp.ContentLength)
+		if hb, ok := resp.Body.(*h1Body); ok {
+			if p := hb.buffered(); p != nil {
+				// The whole body came with the head: written from the
+				// upstream connection's buffer, before the connection
+				// goes back to the pool.
+				m, werr := rw.Write(p)
+				hb.consumeBuffered()
+				n, copied = int64(m), true
+				if werr != nil {
+					err = &clientWriteError{werr}
+				}
+			}
+		}
 	} else {
 		flush, flushHead = g.relayHead(w, r, x, rt, resp, body)
 	}
-	n, err := copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
+	if !copied {
+		n, err = copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
+	}
 	x.bytesOut = n
 	if body != nil {
 		x.bytesIn = body.n.Load()
@@ -968,6 +986,7 @@ func (c *call) release() {
 	}
 	c.x = exchange{}
 	c.oh.reset(nil)
+	c.oh.leanHR = h1Response{}
 	c.url = url.URL{}
 	c.out = http.Request{}
 	calls.Put(c)
