@@ -141,4 +141,20 @@ gateway:
 	if got := served(); got.Cmp(fixed) != 0 {
 		t.Errorf("after the fix: serial %v; want %v", got, fixed)
 	}
+
+	// All entries removed: the names go back to the local CA (here; to
+	// ACME with an acme section).
+	if err := os.WriteFile(r.path, []byte(strings.Replace(conf(""), "    certificates:\n", "", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Reload(); err != nil {
+		t.Fatalf("Reload without certificates: %v", err)
+	}
+	local := x509.NewCertPool()
+	local.AppendCertsFromPEM(n.RootPEM())
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: local, ServerName: "shop.example.test"})
+	if err != nil {
+		t.Fatalf("after the certificates were removed: %v; want the local CA's", err)
+	}
+	c.Close()
 }

@@ -143,6 +143,12 @@ func (n *Node) reloadCertificates(cs []Certificate) {
 		return
 	}
 	n.cfg.TLS.Certificates = cs
+	// Names a removed certificate held go back to ACME (or the local CA),
+	// and those an added one holds leave it, even if the document stays
+	// the same.
+	if cur := n.gw.Current(); cur != nil {
+		n.manageHosts(cur.Doc)
+	}
 }
 
 // plainHandler is the plain HTTP listener's handler: with HTTPS on, it
