@@ -142,6 +142,23 @@ gateway:
 		t.Errorf("after the fix: serial %v; want %v", got, fixed)
 	}
 
+	// A reload refused for its document (no routes) applies nothing of
+	// the file, its certificates neither.
+	refused := conf(one)
+	refused = refused[:strings.Index(refused, "  routes:")] + "  routes: []\n"
+	writeLeaf(t, ca, caKey, 14, []string{"shop.example.test"}, filepath.Join(dir, "other.crt"), filepath.Join(dir, "other.key"))
+	refused = strings.Replace(refused, certFile, filepath.Join(dir, "other.crt"), 1)
+	refused = strings.Replace(refused, keyFile, filepath.Join(dir, "other.key"), 1)
+	if err := os.WriteFile(r.path, []byte(refused), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Reload(); err == nil {
+		t.Fatal("a file without routes was applied")
+	}
+	if got := served(); got.Cmp(fixed) != 0 {
+		t.Errorf("after a refused reload: serial %v; want the running %v", got, fixed)
+	}
+
 	// All entries removed: the names go back to the local CA (here; to
 	// ACME with an acme section).
 	if err := os.WriteFile(r.path, []byte(strings.Replace(conf(""), "    certificates:\n", "", 1)), 0o600); err != nil {

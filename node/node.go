@@ -567,8 +567,19 @@ func (n *Node) reload() (*edge.Snapshot, error) {
 		n.gw.RecordRejected()
 		return nil, err
 	}
+	// The file's certificates are loaded now and served only once its
+	// document is applied: a reload is refused, or applied, whole.
+	var certSet *certs.StaticSet
+	var certList []Certificate
 	if nc, err := f.Node.withDefaults(); err == nil {
-		n.reloadCertificates(nc.TLS.Certificates)
+		if n.certs != nil && (len(nc.TLS.Certificates) > 0 || len(n.cfg.TLS.Certificates) > 0) {
+			set, err := certs.LoadStatic(staticFiles(nc.TLS.Certificates))
+			if err != nil {
+				n.gw.RecordRejected()
+				return nil, fmt.Errorf("node.tls.%w", err)
+			}
+			certSet, certList = set, nc.TLS.Certificates
+		}
 		if !sameNode(nc, n.cfg) {
 			n.log.Warn("the node section changed; apart from tls.certificates it takes effect only after a restart")
 		}
@@ -584,10 +595,16 @@ func (n *Node) reload() (*edge.Snapshot, error) {
 		n.gw.RecordRejected()
 		return nil, fmt.Errorf("the file's gateway document has no routes, and applying it would answer every request with a 404; to empty the gateway on purpose, PUT /config?allow_empty=true")
 	}
+	var snap *edge.Snapshot
 	if n.cluster != nil {
-		return n.applyCluster(context.Background(), &f.Gateway, doc, 0)
+		snap, err = n.applyCluster(context.Background(), &f.Gateway, doc, 0)
+	} else {
+		snap, err = n.install(&f.Gateway, doc, 0, "file")
 	}
-	return n.install(&f.Gateway, doc, 0, "file")
+	if err == nil && certSet != nil {
+		n.useCertificates(certSet, certList)
+	}
+	return snap, err
 }
 
 // sameNode reports whether two node sections are the same but for

@@ -60,7 +60,7 @@ func (n *Node) startTLS() error {
 	n.certs = m
 	if err := m.SetStatic(staticFiles(n.cfg.TLS.Certificates)); err != nil {
 		m.Close()
-		return fmt.Errorf("tls.%w", err)
+		return fmt.Errorf("node.tls.%w", err)
 	}
 	h3 := n.cfg.TLS.HTTP3.Enabled == nil || *n.cfg.TLS.HTTP3.Enabled
 	var clientAuth []edge.ClientAuthPolicy
@@ -131,17 +131,11 @@ func staticFiles(cs []Certificate) []certs.StaticFiles {
 	return fs
 }
 
-// reloadCertificates loads tls.certificates as a reloaded file gives them
-// (SIGHUP): entries added, removed or renewed are served from the next
-// handshake; if any pair fails to load, the running ones stay.
-func (n *Node) reloadCertificates(cs []Certificate) {
-	if n.certs == nil || len(cs) == 0 && len(n.cfg.TLS.Certificates) == 0 {
-		return
-	}
-	if err := n.certs.SetStatic(staticFiles(cs)); err != nil {
-		n.log.Error("configured certificates not reloaded; the running ones stay", "error", "tls."+err.Error())
-		return
-	}
+// useCertificates serves a reloaded file's tls.certificates (SIGHUP), its
+// document applied: entries added, removed or renewed are served from the
+// next handshake.
+func (n *Node) useCertificates(set *certs.StaticSet, cs []Certificate) {
+	n.certs.UseStatic(set)
 	n.cfg.TLS.Certificates = cs
 	// Names a removed certificate held go back to ACME (or the local CA),
 	// and those an added one holds leave it, even if the document stays

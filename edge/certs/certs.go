@@ -144,7 +144,7 @@ type Manager struct {
 	ca *localCA
 
 	// the operator's own certificates (static.go); nil: none
-	static atomic.Pointer[staticSet]
+	static atomic.Pointer[StaticSet]
 
 	metrics *metrics
 

@@ -64,9 +64,9 @@ type staticCert struct {
 	names []string // lower-case DNS names ("*.x" for wildcards), then IP addresses
 }
 
-// staticSet is the loaded certificates, in the order given, indexed by
-// the names they hold.
-type staticSet struct {
+// StaticSet is loaded certificates (LoadStatic), in the order given,
+// indexed by the names they hold.
+type StaticSet struct {
 	certs []staticCert
 	all   []*tls.Certificate
 	exact map[string][]*tls.Certificate
@@ -74,9 +74,10 @@ type staticSet struct {
 	ips   map[netip.Addr][]*tls.Certificate
 }
 
-// loadStatic reads the pairs (loadPair) in order and indexes their names.
-func loadStatic(files []StaticFiles) (*staticSet, error) {
-	set := &staticSet{
+// LoadStatic reads the pairs (loadPair) in order and indexes their names,
+// for UseStatic; the error is a *StaticError.
+func LoadStatic(files []StaticFiles) (*StaticSet, error) {
+	set := &StaticSet{
 		exact: map[string][]*tls.Certificate{},
 		wild:  map[string][]*tls.Certificate{},
 		ips:   map[netip.Addr][]*tls.Certificate{},
@@ -187,6 +188,10 @@ func readPEMFile(path string) ([]byte, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
 		return nil, err
 	}
 	defer f.Close()
@@ -245,12 +250,17 @@ func CheckStatic(f StaticFiles) *StaticError {
 }
 
 // lookup returns the certificate for a server name (normalized), or nil:
-// an exact name before a wildcard; among the certificates for a name, the
-// first the client can use (hello; nil: the first). No name: one for the
-// address the client dialled, else the first the client can use.
-func (s *staticSet) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certificate {
+// the first the client can use (hello; nil: any) of those for the exact
+// name, else of the wildcard ones, else the first of those. An IP address
+// for a name (clients should not send one, some do) and no name at all
+// look up the address: the one named, or the one the client dialled; with
+// none for it, no name gets the first certificate the client can use.
+func (s *StaticSet) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certificate {
 	if s == nil || len(s.all) == 0 {
 		return nil
+	}
+	if a, err := netip.ParseAddr(name); err == nil {
+		return pick(s.ips[a.Unmap()], hello)
 	}
 	if name == "" {
 		if hello != nil && hello.Conn != nil && hello.Conn.LocalAddr() != nil {
@@ -262,39 +272,57 @@ func (s *staticSet) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certifi
 		}
 		return pick(s.all, hello)
 	}
-	if c := pick(s.exact[name], hello); c != nil {
+	exact := s.exact[name]
+	var wild []*tls.Certificate
+	if _, rest, ok := strings.Cut(name, "."); ok && rest != "" {
+		wild = s.wild[rest]
+	}
+	if c := usable(exact, hello); c != nil {
 		return c
 	}
-	if _, rest, ok := strings.Cut(name, "."); ok && rest != "" {
-		return pick(s.wild[rest], hello)
+	if c := usable(wild, hello); c != nil {
+		return c
+	}
+	if len(exact) > 0 {
+		return exact[0]
+	}
+	return pick(wild, hello)
+}
+
+// pick returns the first of cs that the client can use (its signature
+// algorithms, curves and versions), else the first.
+func pick(cs []*tls.Certificate, hello *tls.ClientHelloInfo) *tls.Certificate {
+	if c := usable(cs, hello); c != nil {
+		return c
+	}
+	if len(cs) > 0 {
+		return cs[0]
 	}
 	return nil
 }
 
-// pick returns the first of cs that the client supports (its signature
-// algorithms, curves and versions), else the first.
-func pick(cs []*tls.Certificate, hello *tls.ClientHelloInfo) *tls.Certificate {
-	if len(cs) == 0 {
+// usable returns the first of cs that the client can use, or nil (also
+// when there is no client to ask).
+func usable(cs []*tls.Certificate, hello *tls.ClientHelloInfo) *tls.Certificate {
+	if hello == nil {
 		return nil
 	}
-	if hello != nil && len(cs) > 1 {
-		for _, c := range cs {
-			if hello.SupportsCertificate(c) == nil {
-				return c
-			}
+	for _, c := range cs {
+		if hello.SupportsCertificate(c) == nil {
+			return c
 		}
 	}
-	return cs[0]
+	return nil
 }
 
 // covers reports whether some certificate serves name (normalized).
-func (s *staticSet) covers(name string) bool {
+func (s *StaticSet) covers(name string) bool {
 	return name != "" && s.lookup(name, nil) != nil
 }
 
 // addExpiries puts each name's expiry in out, for the expiry metric: the
 // earliest among the certificates that may be served for it.
-func (s *staticSet) addExpiries(out map[string]time.Time) {
+func (s *StaticSet) addExpiries(out map[string]time.Time) {
 	if s == nil {
 		return
 	}
@@ -310,14 +338,23 @@ func (s *staticSet) addExpiries(out map[string]time.Time) {
 }
 
 // SetStatic loads the operator's certificates (tls.certificates) and serves
-// them from the next handshake on. If any pair fails to load the running
-// set stays and the error (a *StaticError) says which; nil or empty files
-// remove them all.
+// them from the next handshake on (LoadStatic, then UseStatic). If any
+// pair fails to load the running set stays and the error (a *StaticError)
+// says which; nil or empty files remove them all.
 func (m *Manager) SetStatic(files []StaticFiles) error {
-	set, err := loadStatic(files)
+	set, err := LoadStatic(files)
 	if err != nil {
 		return err
 	}
+	m.UseStatic(set)
+	return nil
+}
+
+// UseStatic serves a loaded set from the next handshake on, in place of
+// the running one, with a warning for each certificate out of date or
+// listed twice. The caller gives ManageHosts the hosts again, for the
+// names the set no longer (or now) holds.
+func (m *Manager) UseStatic(set *StaticSet) {
 	now := m.now()
 	for _, c := range set.certs {
 		leaf := c.cert.Leaf
@@ -346,5 +383,4 @@ func (m *Manager) SetStatic(files []StaticFiles) error {
 		}
 		m.log.Info("configured certificates loaded", "count", len(set.certs), "names", names)
 	}
-	return nil
 }

@@ -251,9 +251,17 @@ func TestStaticCertificateChoice(t *testing.T) {
 	}
 	rs, serialRSA := ti.issueKey(t, rsaKey, []string{"dual.example.com"}, nil, later)
 	byIP, serialIP := ti.issue(t, nil, []net.IP{net.ParseIP("127.0.0.2")}, later)
+	// An exact name with only an ECDSA certificate, a wildcard over it
+	// with an RSA one.
+	exactEC, serialExactEC := ti.issue(t, []string{"a.x.example.com"}, nil, later)
+	rsaKey2, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wildRSA, serialWildRSA := ti.issueKey(t, rsaKey2, []string{"*.x.example.com"}, nil, later)
 	log, _ := testLogger(t)
 	m := newManager(t, Options{DataDir: t.TempDir(), Logger: log})
-	if err := m.SetStatic([]StaticFiles{ec, rs, byIP}); err != nil {
+	if err := m.SetStatic([]StaticFiles{ec, rs, byIP, exactEC, wildRSA}); err != nil {
 		t.Fatal(err)
 	}
 	// Listeners on two loopback addresses, handshakes only.
@@ -292,6 +300,18 @@ func TestStaticCertificateChoice(t *testing.T) {
 	rsaOnly := &tls.Config{ServerName: "dual.example.com", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}
 	if got := served(addr1, rsaOnly); got.Cmp(serialRSA) != 0 {
 		t.Errorf("an RSA-only client: serial %v; want the RSA certificate's %v", got, serialRSA)
+	}
+	if got := served(addr1, &tls.Config{ServerName: "a.x.example.com"}); got.Cmp(serialExactEC) != 0 {
+		t.Errorf("exact name, a client that takes either: serial %v; want the exact name's %v", got, serialExactEC)
+	}
+	rsaOnly.ServerName = "a.x.example.com"
+	if got := served(addr1, rsaOnly); got.Cmp(serialWildRSA) != 0 {
+		t.Errorf("exact name, an RSA-only client: serial %v; want the wildcard RSA certificate's %v", got, serialWildRSA)
+	}
+	// An address sent as the server name (clients should not; Go's do
+	// not, so the lookup is asked directly).
+	if c := m.static.Load().lookup("127.0.0.2", nil); c == nil || c.Leaf.SerialNumber.Cmp(serialIP) != 0 {
+		t.Errorf("the name 127.0.0.2: %v; want the certificate for that address", c)
 	}
 	if got := served(addr2, &tls.Config{}); got.Cmp(serialIP) != 0 {
 		t.Errorf("no server name, dialled 127.0.0.2: serial %v; want the certificate for that address, %v", got, serialIP)
