@@ -159,6 +159,22 @@ gateway:
 		t.Errorf("after a refused reload: serial %v; want the running %v", got, fixed)
 	}
 
+	// A file whose node section has no defaults here (no data_dir, no
+	// home or cache directory) still has its certificates loaded.
+	t.Setenv("HOME", "")
+	t.Setenv("XDG_CACHE_HOME", "")
+	renewed2 := writeLeaf(t, ca, caKey, 15, []string{"shop.example.test"}, certFile, keyFile)
+	noDataDir := strings.Replace(conf(one), "  data_dir: "+filepath.Join(dir, "data")+"\n", "", 1)
+	if err := os.WriteFile(r.path, []byte(noDataDir), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Reload(); err != nil {
+		t.Fatalf("Reload without data_dir: %v", err)
+	}
+	if got := served(); got.Cmp(renewed2) != 0 {
+		t.Errorf("a file without data_dir: serial %v; want the renewed %v", got, renewed2)
+	}
+
 	// All entries removed: the names go back to the local CA (here; to
 	// ACME with an acme section).
 	if err := os.WriteFile(r.path, []byte(strings.Replace(conf(""), "    certificates:\n", "", 1)), 0o600); err != nil {

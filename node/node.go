@@ -551,7 +551,7 @@ func (n *Node) Reload() (*edge.Snapshot, error) {
 	return snap, err
 }
 
-func (n *Node) reload() (*edge.Snapshot, error) {
+func (n *Node) reload() (snap *edge.Snapshot, err error) {
 	raw := DefaultConfig
 	if n.opts.ConfigPath != "" {
 		b, err := ReadFile(n.opts.ConfigPath)
@@ -570,19 +570,29 @@ func (n *Node) reload() (*edge.Snapshot, error) {
 	// The file's certificates are loaded now and served only once its
 	// document is applied: a reload is refused, or applied, whole.
 	var certSet *certs.StaticSet
-	var certList []Certificate
-	if nc, err := f.Node.withDefaults(); err == nil {
-		if n.certs != nil && (len(nc.TLS.Certificates) > 0 || len(n.cfg.TLS.Certificates) > 0) {
-			set, err := certs.LoadStatic(staticFiles(nc.TLS.Certificates))
-			if err != nil {
-				n.gw.RecordRejected()
-				return nil, fmt.Errorf("node.tls.%w", err)
+	certList := f.Node.TLS.Certificates
+	if n.certs != nil && (len(certList) > 0 || len(n.cfg.TLS.Certificates) > 0) {
+		set, err := certs.LoadStatic(staticFiles(certList))
+		if err != nil {
+			n.gw.RecordRejected()
+			return nil, fmt.Errorf("node.tls.%w", err)
+		}
+		certSet = set
+		// Hosts the new certificates hold are not to be ordered while
+		// the document is applied; if it is refused, they are the
+		// running set's business again.
+		n.certs.ExpectStatic(set)
+		defer func() {
+			n.certs.ExpectStatic(nil)
+			if snap == nil {
+				if cur := n.gw.Current(); cur != nil {
+					n.manageHosts(cur.Doc)
+				}
 			}
-			certSet, certList = set, nc.TLS.Certificates
-		}
-		if !sameNode(nc, n.cfg) {
-			n.log.Warn("the node section changed; apart from tls.certificates it takes effect only after a restart")
-		}
+		}()
+	}
+	if nc, err := f.Node.withDefaults(); err != nil || !sameNode(nc, n.cfg) {
+		n.log.Warn("the node section changed; apart from tls.certificates it takes effect only after a restart")
 	}
 	doc, err := GatewayYAML(raw)
 	if err != nil {
@@ -595,13 +605,12 @@ func (n *Node) reload() (*edge.Snapshot, error) {
 		n.gw.RecordRejected()
 		return nil, fmt.Errorf("the file's gateway document has no routes, and applying it would answer every request with a 404; to empty the gateway on purpose, PUT /config?allow_empty=true")
 	}
-	var snap *edge.Snapshot
 	if n.cluster != nil {
 		snap, err = n.applyCluster(context.Background(), &f.Gateway, doc, 0)
 	} else {
 		snap, err = n.install(&f.Gateway, doc, 0, "file")
 	}
-	if err == nil && certSet != nil {
+	if certSet != nil && err == nil {
 		n.useCertificates(certSet, certList)
 	}
 	return snap, err

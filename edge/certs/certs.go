@@ -128,7 +128,11 @@ type Manager struct {
 
 	mu      sync.RWMutex
 	managed map[string]bool // host names given to ManageHosts (ACME: non-wildcard only)
-	seen    map[string]bool // names certmagic reported certificates for (metrics)
+	// obtaining is the context of the background work (orders and their
+	// retries) ManageHosts started for a name, cancelled when the name
+	// stops being managed.
+	obtaining map[string]obtainWork
+	seen      map[string]bool // names certmagic reported certificates for (metrics)
 
 	// ACME mode
 	acme       bool
@@ -143,12 +147,20 @@ type Manager struct {
 	// local CA mode
 	ca *localCA
 
-	// the operator's own certificates (static.go); nil: none
-	static atomic.Pointer[StaticSet]
+	// the operator's own certificates (static.go); nil: none. pending is a
+	// set about to be used (ExpectStatic), whose names ManageHosts leaves
+	// alone too.
+	static, pending atomic.Pointer[StaticSet]
 
 	metrics *metrics
 
 	closeOnce sync.Once
+}
+
+// obtainWork is the context of a name's background certificate work.
+type obtainWork struct {
+	ctx  context.Context
+	stop context.CancelFunc
 }
 
 // New builds a Manager. In local CA mode it creates (or loads) the root under DataDir/pki.
@@ -168,13 +180,14 @@ func New(opts Options) (*Manager, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		log:     log,
-		now:     now,
-		allowed: allowed,
-		ctx:     ctx,
-		cancel:  cancel,
-		managed: map[string]bool{},
-		seen:    map[string]bool{},
+		log:       log,
+		now:       now,
+		allowed:   allowed,
+		ctx:       ctx,
+		cancel:    cancel,
+		managed:   map[string]bool{},
+		obtaining: map[string]obtainWork{},
+		seen:      map[string]bool{},
 	}
 	var err error
 	if opts.ACME == nil {
@@ -286,13 +299,13 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 	}
 	want := map[string]bool{}
 	var wildcards, invalid []string
-	static := m.static.Load()
+	static, pending := m.static.Load(), m.pending.Load()
 	for _, h := range hosts {
 		n := normalizeName(h)
 		switch {
 		case n == "" || !certmagic.SubjectQualifiesForCert(n):
 			invalid = append(invalid, h)
-		case static.covers(n):
+		case static.covers(n) || pending.covers(n):
 			// A configured certificate serves it (static.go).
 		case m.acme && strings.Contains(n, "*"):
 			wildcards = append(wildcards, n)
@@ -321,16 +334,34 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 	if m.acme {
 		if len(removed) > 0 {
 			subjects := make([]certmagic.SubjectIssuer, 0, len(removed))
+			m.mu.Lock()
 			for _, n := range removed {
 				subjects = append(subjects, certmagic.SubjectIssuer{Subject: n, IssuerKey: m.issuer.IssuerKey()})
+				// An order still being tried (a CA that refuses, or
+				// cannot be reached, is retried for days) stops too.
+				if w, ok := m.obtaining[n]; ok {
+					w.stop()
+					delete(m.obtaining, n)
+				}
 			}
+			m.mu.Unlock()
 			m.cache.RemoveManaged(subjects)
 			m.log.Info("hosts no longer managed", "hosts", removed)
 		}
 		if len(added) > 0 {
-			// The background work must outlive the caller's context: it lives until Close.
-			if err := m.managedCfg.ManageAsync(m.ctx, added); err != nil {
-				return fmt.Errorf("certs: managing %v: %w", added, err)
+			// The background work must outlive the caller's context: it
+			// lives until Close, or until its name stops being managed.
+			for _, n := range added {
+				ctx, stop := context.WithCancel(m.ctx)
+				m.mu.Lock()
+				if w, ok := m.obtaining[n]; ok {
+					w.stop()
+				}
+				m.obtaining[n] = obtainWork{ctx, stop}
+				m.mu.Unlock()
+				if err := m.managedCfg.ManageAsync(ctx, []string{n}); err != nil {
+					return fmt.Errorf("certs: managing %v: %w", n, err)
+				}
 			}
 			m.log.Info("managing hosts", "hosts", added)
 		}

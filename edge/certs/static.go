@@ -254,7 +254,8 @@ func CheckStatic(f StaticFiles) *StaticError {
 // name, else of the wildcard ones, else the first of those. An IP address
 // for a name (clients should not send one, some do) and no name at all
 // look up the address: the one named, or the one the client dialled; with
-// none for it, no name gets the first certificate the client can use.
+// none for it that the client can use, no name gets the first that it
+// can use.
 func (s *StaticSet) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certificate {
 	if s == nil || len(s.all) == 0 {
 		return nil
@@ -263,14 +264,22 @@ func (s *StaticSet) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certifi
 		return pick(s.ips[a.Unmap()], hello)
 	}
 	if name == "" {
+		var byAddr []*tls.Certificate
 		if hello != nil && hello.Conn != nil && hello.Conn.LocalAddr() != nil {
 			if ap, err := netip.ParseAddrPort(hello.Conn.LocalAddr().String()); err == nil {
-				if c := pick(s.ips[ap.Addr().Unmap()], hello); c != nil {
-					return c
-				}
+				byAddr = s.ips[ap.Addr().Unmap()]
 			}
 		}
-		return pick(s.all, hello)
+		if c := usable(byAddr, hello); c != nil {
+			return c
+		}
+		if c := usable(s.all, hello); c != nil {
+			return c
+		}
+		if len(byAddr) > 0 {
+			return byAddr[0]
+		}
+		return s.all[0]
 	}
 	exact := s.exact[name]
 	var wild []*tls.Certificate
@@ -349,6 +358,11 @@ func (m *Manager) SetStatic(files []StaticFiles) error {
 	m.UseStatic(set)
 	return nil
 }
+
+// ExpectStatic tells ManageHosts of a set about to be used (nil: none),
+// so that the names it holds are not handed to ACME meanwhile: a reload
+// applies its document, whose hosts are managed, before its certificates.
+func (m *Manager) ExpectStatic(set *StaticSet) { m.pending.Store(set) }
 
 // UseStatic serves a loaded set from the next handshake on, in place of
 // the running one, with a warning for each certificate out of date or

@@ -237,6 +237,58 @@ func TestStaticCertificatesNotManaged(t *testing.T) {
 	}
 }
 
+// TestStaticCertificatesExpected: while a reload applies its document, the
+// names of the certificates it is about to use are not handed to ACME; and
+// a name that stops being managed has its background order stopped.
+func TestStaticCertificatesExpected(t *testing.T) {
+	ti := newTestIssuer(t)
+	f, _ := ti.issue(t, []string{"new.meridian.test"}, nil, time.Now().Add(time.Hour))
+	log, _ := testLogger(t)
+	// Background orders write under the data dir until they notice they
+	// were stopped: removed at the end as far as it goes.
+	dir, err := os.MkdirTemp("", "meridian-expected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	m := newManager(t, Options{DataDir: dir, Logger: log, ACME: &ACMEOptions{CA: "https://127.0.0.1:9/dir"}})
+	set, err := LoadStatic([]StaticFiles{f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ExpectStatic(set)
+	if err := m.ManageHosts(context.Background(), []string{"new.meridian.test"}); err != nil {
+		t.Fatal(err)
+	}
+	if m.isManaged("new.meridian.test") {
+		t.Error("a name the expected set holds was handed to ACME")
+	}
+	m.ExpectStatic(nil)
+	// Not held by any set now: managed, an order started; then dropped,
+	// and the order's context cancelled.
+	if err := m.ManageHosts(context.Background(), []string{"new.meridian.test"}); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.RLock()
+	w, ok := m.obtaining["new.meridian.test"]
+	m.mu.RUnlock()
+	if !m.isManaged("new.meridian.test") || !ok || w.ctx.Err() != nil {
+		t.Fatalf("managed %v, order context %v; want managed with a live context", m.isManaged("new.meridian.test"), ok)
+	}
+	if err := m.ManageHosts(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if w.ctx.Err() == nil {
+		t.Error("the dropped name's order goes on: its context was not cancelled")
+	}
+	m.mu.RLock()
+	left := len(m.obtaining)
+	m.mu.RUnlock()
+	if left != 0 {
+		t.Errorf("%d order contexts left after every name was dropped", left)
+	}
+}
+
 // TestStaticCertificateChoice: among certificates for one name the first
 // the client can use is served (an RSA-only client gets the RSA one); a
 // client without a server name gets the certificate for the address it
@@ -315,6 +367,10 @@ func TestStaticCertificateChoice(t *testing.T) {
 	}
 	if got := served(addr2, &tls.Config{}); got.Cmp(serialIP) != 0 {
 		t.Errorf("no server name, dialled 127.0.0.2: serial %v; want the certificate for that address, %v", got, serialIP)
+	}
+	rsaNoName := &tls.Config{MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256}}
+	if got := served(addr2, rsaNoName); got.Cmp(serialRSA) != 0 {
+		t.Errorf("no server name, dialled 127.0.0.2, an RSA-only client: serial %v; want the first RSA certificate, %v", got, serialRSA)
 	}
 	if got := served(addr1, &tls.Config{}); got.Cmp(serialEC) != 0 {
 		t.Errorf("no server name, dialled 127.0.0.1 (no certificate names it): serial %v; want the first, %v", got, serialEC)
