@@ -12,14 +12,18 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 )
 
 // testIssuer is a CA for the operator's own certificates in these tests.
@@ -244,14 +248,9 @@ func TestStaticCertificatesExpected(t *testing.T) {
 	ti := newTestIssuer(t)
 	f, _ := ti.issue(t, []string{"new.meridian.test"}, nil, time.Now().Add(time.Hour))
 	log, _ := testLogger(t)
-	// Background orders write under the data dir until they notice they
-	// were stopped: removed at the end as far as it goes.
-	dir, err := os.MkdirTemp("", "meridian-expected")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	m := newManager(t, Options{DataDir: dir, Logger: log, ACME: &ACMEOptions{CA: "https://127.0.0.1:9/dir"}})
+	// Background orders go on a little after they are stopped: their
+	// storage is memory, not a directory the test removes.
+	m := newManager(t, Options{Storage: &memStorage{}, Logger: log, ACME: &ACMEOptions{CA: "https://127.0.0.1:9/dir"}})
 	set, err := LoadStatic([]StaticFiles{f})
 	if err != nil {
 		t.Fatal(err)
@@ -427,4 +426,98 @@ func TestStaticCertificateFilesRefused(t *testing.T) {
 			t.Errorf("%v: %v; want an error with %q", c.f, se, c.want)
 		}
 	}
+}
+
+// memStorage is a certmagic.Storage in memory, for managers whose
+// background work must not outlive a test's directories.
+type memStorage struct {
+	mu    sync.Mutex
+	m     map[string][]byte
+	locks map[string]bool
+}
+
+func (s *memStorage) Store(_ context.Context, key string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string][]byte{}
+	}
+	s.m[key] = bytes.Clone(value)
+	return nil
+}
+
+func (s *memStorage) Load(_ context.Context, key string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	if !ok {
+		return nil, fs.ErrNotExist
+	}
+	return bytes.Clone(v), nil
+}
+
+func (s *memStorage) Delete(_ context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, key)
+	return nil
+}
+
+func (s *memStorage) Exists(_ context.Context, key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.m[key]
+	return ok
+}
+
+func (s *memStorage) List(_ context.Context, prefix string, _ bool) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keys []string
+	for k := range s.m {
+		if strings.HasPrefix(k, prefix) {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fs.ErrNotExist
+	}
+	return keys, nil
+}
+
+func (s *memStorage) Stat(_ context.Context, key string) (certmagic.KeyInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.m[key]
+	if !ok {
+		return certmagic.KeyInfo{}, fs.ErrNotExist
+	}
+	return certmagic.KeyInfo{Key: key, Size: int64(len(v)), IsTerminal: true}, nil
+}
+
+func (s *memStorage) Lock(ctx context.Context, name string) error {
+	for {
+		s.mu.Lock()
+		if !s.locks[name] {
+			if s.locks == nil {
+				s.locks = map[string]bool{}
+			}
+			s.locks[name] = true
+			s.mu.Unlock()
+			return nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (s *memStorage) Unlock(_ context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.locks, name)
+	return nil
 }
