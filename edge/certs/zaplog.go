@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sort"
+	"strings"
 
 	"go.uber.org/zap/zapcore"
 )
@@ -46,12 +47,32 @@ func (c slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Chec
 }
 
 func (c slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	r := slog.NewRecord(e.Time, slogLevel(e.Level), e.Message, 0)
+	level := slogLevel(e.Level)
+	attrs := zapAttrs(fields)
+	if level >= slog.LevelError && cancelled(attrs) {
+		// Background work stopped on purpose (a host no longer managed,
+		// or Close) ends as "job failed: context canceled": not an error.
+		level = slog.LevelDebug
+		if !c.h.Enabled(context.Background(), level) {
+			return nil
+		}
+	}
+	r := slog.NewRecord(e.Time, level, e.Message, 0)
 	if e.LoggerName != "" {
 		r.AddAttrs(slog.String("logger", e.LoggerName))
 	}
-	r.AddAttrs(zapAttrs(fields)...)
+	r.AddAttrs(attrs...)
 	return c.h.Handle(context.Background(), r)
+}
+
+// cancelled reports whether a log record's error is a cancelled context.
+func cancelled(attrs []slog.Attr) bool {
+	for _, a := range attrs {
+		if a.Key == "error" && strings.HasSuffix(a.Value.String(), context.Canceled.Error()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (slogCore) Sync() error { return nil }
