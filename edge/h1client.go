@@ -892,6 +892,7 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 	pc := &h1Conn{t: t, key: key, conn: conn}
 	if scheme == "http" {
 		pc.hupWatched = watchHangup(conn)
+		trackLeft(conn) // see putConn
 	}
 	pc.abort = func() {
 		// Unblock any read or write on the connection; it will not be
@@ -926,8 +927,11 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 }
 
 func (t *h1Transport) putConn(pc *h1Conn) {
-	if pc.br.Buffered() > 0 {
-		pc.conn.Close() // bytes beyond the response: do not trust the framing
+	if pc.br.Buffered() > 0 || leftInSocket(pc.conn) {
+		// Bytes beyond the response (an unasked one, a Content-Length
+		// too small), read or still in the socket: the framing cannot be
+		// trusted, and they must not become the next request's answer.
+		pc.conn.Close()
 		return
 	}
 	pc.idleAt = monoNow()

@@ -61,6 +61,11 @@ type rawConn struct {
 	sendErr error
 	sendF   func(uintptr) bool
 
+	// inq: reads are recvmsg with TCP_INQ (trackLeft), and left is what
+	// the last one left in the socket (-1: not told).
+	inq  bool
+	left int
+
 	// The hang-up watch (below): hupID is c's registration (0: none),
 	// hupClosed says Close has begun (no registration after it), both
 	// under hmu; hup says the peer has hung up.
@@ -169,7 +174,13 @@ func (c *rawConn) sendThenRead(fd uintptr) bool {
 // returns false to wait for readability.
 func (c *rawConn) readOnce(fd uintptr) bool {
 	for {
-		n, e := sysRead(fd, c.rbuf)
+		var n int
+		var e syscall.Errno
+		if c.inq {
+			n, c.left, e = sysRecvInq(fd, c.rbuf)
+		} else {
+			n, e = sysRead(fd, c.rbuf)
+		}
 		switch e {
 		case 0:
 			c.rn = n
@@ -338,6 +349,21 @@ const (
 	tcpInq = 36 // TCP_INQ and its control message TCP_CM_INQ
 	inqOOB = 32 // room for that control message
 )
+
+// trackLeft makes c's reads tell what they leave in the socket (TCP_INQ),
+// if c is a rawConn, for leftInSocket.
+func trackLeft(c net.Conn) {
+	if rc, ok := c.(*rawConn); ok && enableInq(rc.rc) {
+		rc.inq, rc.left = true, -1
+	}
+}
+
+// leftInSocket reports whether bytes were left in c's socket by its last
+// read (only known after trackLeft).
+func leftInSocket(c net.Conn) bool {
+	rc, ok := c.(*rawConn)
+	return ok && rc.inq && rc.left > 0
+}
 
 // enableInq turns TCP_INQ on for c's socket; it reports whether it could.
 func enableInq(rc syscall.RawConn) bool {

@@ -19,3 +19,8 @@ func sendBeforeReadOf(c net.Conn) io.Writer { return nil }
 func watchHangup(c net.Conn) bool { return false }
 
 func hungUp(c net.Conn) bool { return false }
+
+// trackLeft and leftInSocket: no TCP_INQ outside Linux (see rawconn.go).
+func trackLeft(c net.Conn) {}
+
+func leftInSocket(c net.Conn) bool { return false }

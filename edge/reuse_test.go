@@ -1243,3 +1243,64 @@ func TestStaleConnectionResendsOnlyReplayableRequests(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestBytesBeyondTheResponseCloseTheConnection: an upstream that sends more
+// than its response says (a second, unasked response; a Content-Length
+// too small) must not have those bytes taken for the answer to the next
+// request sent on the connection, whether they came into the read buffer
+// with the response or stayed in the socket (a body read straight into the
+// caller's buffer reads no further than its length).
+func TestBytesBeyondTheResponseCloseTheConnection(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		size int
+		tail string
+	}{
+		{"unasked response, small body", 10, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"},
+		{"unasked response, large body", 70000, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!"},
+		{"length too small, large body", 70000, "12345678"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			up := rawKeepAlive(t, func(w net.Conn, req *http.Request) bool {
+				if req.Header.Get("X-First") == "" {
+					// A later request: its own answer.
+					io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+					return true
+				}
+				body := strings.Repeat("b", c.size)
+				// The answer and what follows it in one write.
+				io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(c.size)+"\r\n\r\n"+body+c.tail)
+				return true
+			})
+			tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    targets: [{url: "http://%s"}]
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+			for i := 0; i < 5; i++ {
+				req, _ := http.NewRequest("GET", "http://"+tg.addr+"/first", nil)
+				req.Header.Set("X-First", "1")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if len(b) != c.size {
+					t.Fatalf("first answer: %d bytes; want %d", len(b), c.size)
+				}
+				resp, err = http.Get("http://" + tg.addr + "/next")
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != "good" {
+					t.Fatalf("round %d: the next request got %d %q; want 200 \"good\" (its own answer)", i, resp.StatusCode, b)
+				}
+			}
+		})
+	}
+}
