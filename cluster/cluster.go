@@ -286,7 +286,7 @@ func (c *Cluster) tryBootstrap() bool {
 }
 
 // reconcile, on the leader, adds alive gossip members missing from the
-// Raft configuration and removes those that left.
+// Raft configuration and removes non-voters that left.
 func (c *Cluster) reconcile() {
 	if c.Store.State() != "Leader" {
 		return
@@ -314,7 +314,12 @@ func (c *Cluster) reconcile() {
 			} else {
 				c.log.Info("member added to Raft", "member", mb.Name, "voter", mb.Voter)
 			}
-		case mb.State == gossip.StateLeft && known && mb.Name != c.cfg.Name:
+		case mb.State == gossip.StateLeft && known && mb.Name != c.cfg.Name && !s.Voter:
+			// A non-voter that left has no say in the quorum: tidied
+			// away (it is added again when it comes back). A voter
+			// keeps its seat, so that a restart keeps the quorum's size;
+			// one that is to give it up (remove_on_leave) removes
+			// itself as it leaves (Store.Leave).
 			if err := c.Store.RemoveServer(mb.Name); err != nil {
 				c.log.Warn("removing a departed member from Raft failed", "member", mb.Name, "err", err)
 			} else {
