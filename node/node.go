@@ -660,6 +660,12 @@ func (n *Node) Drain(ctx context.Context) error {
 		n.certs.Close()
 	}
 	if n.certSt != nil {
+		// Locks held by certificate work just cancelled are let go now,
+		// while Raft is up, not left to their lease (hours in a CA
+		// outage), which would keep other nodes from the name.
+		rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		n.certSt.ReleaseAll(rctx)
+		rcancel()
 		n.certSt.Close()
 	}
 	if n.adminSrv != nil {

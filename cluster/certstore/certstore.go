@@ -111,6 +111,8 @@ type Storage struct {
 
 	mu   sync.Mutex
 	held map[string]*heldLock // by lock name
+	// released: names ReleaseAll let go of, whose holder's Unlock is due
+	released map[string]bool
 }
 
 var (
@@ -146,7 +148,7 @@ func New(kv KV, opts Options) *Storage {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Storage{kv: kv, opts: opts, log: log.With("component", "certstore"), held: map[string]*heldLock{}}
+	return &Storage{kv: kv, opts: opts, log: log.With("component", "certstore"), held: map[string]*heldLock{}, released: map[string]bool{}}
 }
 
 // String identifies the storage in certmagic's logs.
@@ -534,10 +536,42 @@ func (s *Storage) Unlock(ctx context.Context, name string) error {
 	s.mu.Lock()
 	h := s.held[name]
 	delete(s.held, name)
+	released := s.released[name]
+	delete(s.released, name)
 	s.mu.Unlock()
 	if h == nil {
+		if released {
+			return nil // ReleaseAll let it go, as this would have
+		}
 		return fmt.Errorf("certstore: unlock %q: not held by this node: %w", name, ErrLockLost)
 	}
+	return s.release(ctx, name, h)
+}
+
+// ReleaseAll lets go of every lock this node holds, as Unlock does, for a
+// node that stops (drains) while certmagic's work holding them is being
+// cancelled: otherwise the entries would stand until their TTL or lease
+// (certmagic leases a lock until its next retry, hours later in a CA
+// outage), and no other node could take the name meanwhile. A later
+// Unlock of one of them by the work that held it returns nil.
+func (s *Storage) ReleaseAll(ctx context.Context) {
+	s.mu.Lock()
+	held := s.held
+	s.held = map[string]*heldLock{}
+	for name := range held {
+		s.released[name] = true
+	}
+	s.mu.Unlock()
+	for name, h := range held {
+		if err := s.release(ctx, name, h); err != nil {
+			s.log.Warn("lock not released", "lock", name, "err", err)
+		}
+	}
+}
+
+// release stops a held lock's refresher and deletes its entry, if it is
+// still the one this node wrote.
+func (s *Storage) release(ctx context.Context, name string, h *heldLock) error {
 	close(h.stop)
 	<-h.done
 	h.mu.Lock()

@@ -475,3 +475,32 @@ func TestUnlockAfterTakeover(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// ReleaseAll (a draining node) lets go of held locks at once, so that
+// another node takes the name without waiting for the lock's TTL or lease;
+// the cancelled work's own Unlock afterwards is not an error.
+func TestReleaseAllLetsOthersTakeTheLock(t *testing.T) {
+	nodes := newCluster(t, 3)
+	ctx := ctxT(t, 30*time.Second)
+	const ttl = time.Hour // a release, not an expiry, must free it
+	h := newStorage(t, nodes[0].s, nodes[0].id, ttl)
+	o := newStorage(t, nodes[1].s, nodes[1].id, ttl)
+	if err := h.Lock(ctx, "issue_cert_x"); err != nil {
+		t.Fatal(err)
+	}
+	h.ReleaseAll(ctx)
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := o.Lock(lctx, "issue_cert_x"); err != nil {
+		t.Fatalf("another node could not take the released lock: %v", err)
+	}
+	if err := h.Unlock(ctx, "issue_cert_x"); err != nil {
+		t.Errorf("the released lock's holder's Unlock: %v; want nil", err)
+	}
+	if e, ok := nodes[1].s.KVGet(DefaultLockPrefix + "issue_cert_x"); !ok || !strings.Contains(string(e.Value), `"holder":"`+nodes[1].id+`"`) {
+		t.Errorf("the new holder's lock was disturbed: %s", e.Value)
+	}
+	if err := o.Unlock(ctx, "issue_cert_x"); err != nil {
+		t.Fatal(err)
+	}
+}
