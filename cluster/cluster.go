@@ -49,6 +49,9 @@ type Config struct {
 	// Voter: this node votes in Raft. Non-voters hold the full config but
 	// do not count for quorum.
 	Voter bool
+	// RemoveOnLeave: a voter that leaves gives up its Raft seat (Leave
+	// removes it; the leader does, if that failed). Otherwise it keeps it.
+	RemoveOnLeave bool
 	// TLS is mutual TLS for Raft and forwarding (cluster/pki).
 	TLS *tls.Config
 	// GossipKeys encrypt gossip; GossipKeys[0] is the primary.
@@ -106,7 +109,7 @@ func Start(cfg Config, onDoc func(store.Document)) (*Cluster, error) {
 		Meta: gossip.Meta{
 			Name: cfg.Name, Region: cfg.Region, Lat: cfg.Lat, Lon: cfg.Lon,
 			HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, AdminAddr: cfg.AdminAddr, ClusterAddr: st.Addr(),
-			Voter: cfg.Voter, ConfigVersion: st.Current().Version,
+			Voter: cfg.Voter, GivesUpSeat: cfg.RemoveOnLeave, ConfigVersion: st.Current().Version,
 		},
 	}
 	if cfg.GossipAdvertise != "" {
@@ -286,7 +289,8 @@ func (c *Cluster) tryBootstrap() bool {
 }
 
 // reconcile, on the leader, adds alive gossip members missing from the
-// Raft configuration and removes non-voters that left.
+// Raft configuration and removes those that left, but voters that keep
+// their seat.
 func (c *Cluster) reconcile() {
 	if c.Store.State() != "Leader" {
 		return
@@ -314,12 +318,12 @@ func (c *Cluster) reconcile() {
 			} else {
 				c.log.Info("member added to Raft", "member", mb.Name, "voter", mb.Voter)
 			}
-		case mb.State == gossip.StateLeft && known && mb.Name != c.cfg.Name && !s.Voter:
+		case mb.State == gossip.StateLeft && known && mb.Name != c.cfg.Name && (!s.Voter || mb.GivesUpSeat):
 			// A non-voter that left has no say in the quorum: tidied
 			// away (it is added again when it comes back). A voter
-			// keeps its seat, so that a restart keeps the quorum's size;
-			// one that is to give it up (remove_on_leave) removes
-			// itself as it leaves (Store.Leave).
+			// keeps its seat, so that a restart keeps the quorum's size,
+			// unless it gives it up (remove_on_leave): it removes itself
+			// as it leaves (Store.Leave), and this does if it could not.
 			if err := c.Store.RemoveServer(mb.Name); err != nil {
 				c.log.Warn("removing a departed member from Raft failed", "member", mb.Name, "err", err)
 			} else {

@@ -27,8 +27,9 @@ func (n *Node) startCluster() error {
 		DataDir: n.cfg.DataDir, Bind: cl.Bind, Advertise: cl.Advertise,
 		GossipBind: cl.GossipBind, GossipAdvertise: cl.GossipAdvertise, Join: cl.Join,
 		BootstrapExpect: cl.BootstrapExpect, Bootstrap: cl.Bootstrap,
-		Voter:  cl.Voter == nil || *cl.Voter,
-		Logger: n.log,
+		Voter:         cl.Voter == nil || *cl.Voter,
+		RemoveOnLeave: cl.RemoveOnLeave,
+		Logger:        n.log,
 	}
 	if n.opts.ClusterTuning != nil {
 		n.opts.ClusterTuning(&cfg)

@@ -48,6 +48,7 @@ func testMeta(i int) Meta {
 		AdminAddr:     fmt.Sprintf("127.0.0.%d:9901", i),
 		ClusterAddr:   fmt.Sprintf("127.0.0.%d:7000", i),
 		Voter:         i%2 == 1,
+		GivesUpSeat:   i%3 == 0,
 		ConfigVersion: uint64(i),
 	}
 }

@@ -30,6 +30,9 @@ type Meta struct {
 	// ConfigVersion is the gateway config version this node has applied.
 	ConfigVersion uint64
 	Draining      bool
+	// GivesUpSeat: when this voter leaves, it leaves Raft too
+	// (remove_on_leave); the leader removes it if it could not itself.
+	GivesUpSeat bool
 }
 
 // metaVersion is the first byte of the encoded metadata. A decoder accepts its
@@ -38,8 +41,9 @@ type Meta struct {
 const metaVersion = 1
 
 const (
-	flagVoter    = 1 << 0
-	flagDraining = 1 << 1
+	flagVoter       = 1 << 0
+	flagDraining    = 1 << 1
+	flagGivesUpSeat = 1 << 2 // older nodes ignore it
 )
 
 // ErrMetaTooLarge is returned (wrapped) when encoded metadata would not fit
@@ -62,6 +66,9 @@ func encodeMeta(m *Meta, boot uint64) ([]byte, error) {
 	}
 	if m.Draining {
 		flags |= flagDraining
+	}
+	if m.GivesUpSeat {
+		flags |= flagGivesUpSeat
 	}
 	b = append(b, metaVersion, flags)
 	b = binary.BigEndian.AppendUint64(b, boot)
@@ -103,6 +110,7 @@ func decodeMeta(name string, b []byte) (Meta, uint64, error) {
 	flags := b[1]
 	m.Voter = flags&flagVoter != 0
 	m.Draining = flags&flagDraining != 0
+	m.GivesUpSeat = flags&flagGivesUpSeat != 0
 	r := reader{b: b[2:]}
 	boot := r.u64()
 	m.ConfigVersion = r.uvarint()
