@@ -289,8 +289,8 @@ func (c *Cluster) tryBootstrap() bool {
 }
 
 // reconcile, on the leader, adds alive gossip members missing from the
-// Raft configuration and removes those that left, but voters that keep
-// their seat.
+// Raft configuration (not draining ones, which may just have left it) and
+// removes those that left, but voters that keep their seat.
 func (c *Cluster) reconcile() {
 	if c.Store.State() != "Leader" {
 		return
@@ -306,7 +306,7 @@ func (c *Cluster) reconcile() {
 	for _, mb := range c.Members.Members() {
 		s, known := inRaft[mb.Name]
 		switch {
-		case mb.State == gossip.StateAlive && mb.ClusterAddr != "" && (!known || s.Addr != mb.ClusterAddr):
+		case mb.State == gossip.StateAlive && !mb.Draining && mb.ClusterAddr != "" && (!known || s.Addr != mb.ClusterAddr):
 			var err error
 			if mb.Voter {
 				err = c.Store.AddVoter(mb.Name, mb.ClusterAddr)
@@ -391,6 +391,10 @@ func (c *Cluster) Status() []MemberStatus {
 // gossip announces the leave, then everything closes.
 func (c *Cluster) Leave(ctx context.Context) error {
 	c.Members.UpdateMeta(func(m *gossip.Meta) { m.Draining = true })
+	// Peers learn of the drain before the seat goes, so that the leader
+	// does not add back a member that is alive in gossip but no longer
+	// in Raft (reconcile leaves draining members out).
+	c.Members.WaitAnnounced(2 * time.Second)
 	var err error
 	if c.cfg.Voter {
 		err = c.Store.Leave(ctx)

@@ -437,6 +437,13 @@ func TestClusterRemoveOnLeave(t *testing.T) {
 		}
 		return len(servers) == 2
 	})
+	// And it stays out: the leader does not add back a member that was
+	// alive in gossip, draining, when it left Raft (three reconcile rounds).
+	for deadline := time.Now().Add(3500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if servers, err := h.nodes[1].cluster.Store.Servers(); err == nil && len(servers) != 2 {
+			t.Fatalf("n3 back in the Raft configuration after it left: %+v", servers)
+		}
+	}
 	// Two voters of two: writes still commit.
 	if _, err := h.nodes[2].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/after")), edge.ApplyOptions{}); err != nil {
 		t.Fatalf("write after the voter left: %v", err)
