@@ -521,15 +521,15 @@ func (m *Members) announceLoop() {
 	}
 }
 
-// waitAnnounced waits until the metadata updates requested so far have
-// been announced (sent their retransmit limit of times), or until
-// deadline; it reports whether they were.
 // WaitAnnounced waits up to timeout for the metadata UpdateMeta set last to
 // go out to peers; it reports whether it did.
 func (m *Members) WaitAnnounced(timeout time.Duration) bool {
 	return m.waitAnnounced(time.Now().Add(timeout))
 }
 
+// waitAnnounced waits until the metadata updates requested so far have
+// been announced (sent their retransmit limit of times), or until
+// deadline; it reports whether they were.
 func (m *Members) waitAnnounced(deadline time.Time) bool {
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
