@@ -986,7 +986,9 @@ func (c *call) release() {
 	}
 	c.x = exchange{}
 	c.oh.reset(nil)
-	c.oh.leanHR = h1Response{}
+	if c.oh.leanHR.resp.Request != nil { // used: its pointers dropped
+		c.oh.leanHR = h1Response{}
+	}
 	c.url = url.URL{}
 	c.out = http.Request{}
 	calls.Put(c)

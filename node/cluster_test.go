@@ -135,6 +135,18 @@ gateway:
 	return n
 }
 
+// startVoters starts nodes 1..n and waits until Raft lists all n.
+func (h *clusterHarness) startVoters(n int) {
+	h.t.Helper()
+	for i := 1; i <= n; i++ {
+		h.start(i)
+	}
+	waitUntil(h.t, 20*time.Second, fmt.Sprintf("%d voters in Raft", n), func() bool {
+		servers, err := h.nodes[1].cluster.Store.Servers()
+		return err == nil && len(servers) == n
+	})
+}
+
 func (h *clusterHarness) https(ip string) string {
 	if !h.tls {
 		return ""
@@ -367,13 +379,7 @@ func TestClusterDrainedVoterKeepsSeat(t *testing.T) {
 	be := backend(t, "ok")
 	h := newClusterHarness(t, be.URL)
 	defer h.stopAll()
-	for i := 1; i <= 3; i++ {
-		h.start(i)
-	}
-	waitUntil(t, 20*time.Second, "three voters in Raft", func() bool {
-		servers, err := h.nodes[1].cluster.Store.Servers()
-		return err == nil && len(servers) == 3
-	})
+	h.startVoters(3)
 	h.stop(3)
 	waitUntil(t, 15*time.Second, "n3 shown as left", func() bool {
 		for _, m := range h.nodes[1].cluster.Status() {
@@ -417,13 +423,7 @@ func TestClusterRemoveOnLeave(t *testing.T) {
 	h := newClusterHarness(t, be.URL)
 	h.removeOnLeave = true
 	defer h.stopAll()
-	for i := 1; i <= 3; i++ {
-		h.start(i)
-	}
-	waitUntil(t, 20*time.Second, "three voters in Raft", func() bool {
-		servers, err := h.nodes[1].cluster.Store.Servers()
-		return err == nil && len(servers) == 3
-	})
+	h.startVoters(3)
 	h.stop(3)
 	waitUntil(t, 10*time.Second, "n3 removed from the Raft configuration", func() bool {
 		servers, err := h.nodes[1].cluster.Store.Servers()
