@@ -49,17 +49,25 @@ type h1Transport struct {
 	mu                sync.Mutex
 	idle              map[poolKey][]*h1Conn
 	closeIdleWasAsked bool
+	// The idle pool's sweeper (sweepIdle) runs while the pool holds a
+	// connection (sweeping, under mu); kick wakes it early (capacity 1).
+	sweeping bool
+	kick     chan struct{}
+	onHup    func() // t.wake, made once
 }
 
 func newH1Transport(connect, responseHeader time.Duration) *h1Transport {
-	return &h1Transport{
+	t := &h1Transport{
 		dialer:         &net.Dialer{Timeout: connect, KeepAlive: 30 * time.Second},
 		tlsHandshake:   connect,
 		responseHeader: responseHeader,
 		maxIdlePerHost: 1024,
 		idleTimeout:    90 * time.Second,
 		idle:           map[poolKey][]*h1Conn{},
+		kick:           make(chan struct{}, 1),
 	}
+	t.onHup = t.wake
+	return t
 }
 
 // poolKey names the upstream a pooled connection goes to.
@@ -891,7 +899,7 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 	conn = rawTCP(conn)
 	pc := &h1Conn{t: t, key: key, conn: conn}
 	if scheme == "http" {
-		pc.hupWatched = watchHangup(conn)
+		pc.hupWatched = watchHangup(conn, t.onHup)
 		trackLeft(conn) // see putConn
 	}
 	pc.abort = func() {
@@ -936,13 +944,20 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 	}
 	pc.idleAt = monoNow()
 	t.mu.Lock()
-	if t.closeIdleWasAsked || len(t.idle[pc.key]) >= t.maxIdlePerHost {
+	// hungUp is looked at under mu: a hang-up seen after this wakes the
+	// sweeper, whose sweep then comes after the connection is in the pool.
+	if t.closeIdleWasAsked || len(t.idle[pc.key]) >= t.maxIdlePerHost || hungUp(pc.conn) {
 		t.mu.Unlock()
 		pc.conn.Close()
 		return
 	}
 	t.idle[pc.key] = append(t.idle[pc.key], pc)
+	start := !t.sweeping
+	t.sweeping = true
 	t.mu.Unlock()
+	if start {
+		go t.sweepIdle()
+	}
 }
 
 // CloseIdleConnections closes the pooled connections. The transport stays
@@ -955,6 +970,66 @@ func (t *h1Transport) CloseIdleConnections() {
 	for _, list := range idle {
 		for _, pc := range list {
 			pc.conn.Close()
+		}
+	}
+	t.wake() // the sweeper finds the pool empty and ends
+}
+
+// wake has the idle pool's sweeper look at the pool now (a pooled
+// connection's peer hung up, or the pool was emptied).
+func (t *h1Transport) wake() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// sweepIdle closes pooled connections as they pass the idle timeout, and
+// those whose upstream hung up as soon as the hang-up watch says so (a
+// socket in CLOSE-WAIT otherwise stays until a request takes it, which
+// may be never: the pool gives out its newest first), until the pool is
+// empty. nginx and net/http close an idle upstream connection in the same
+// two cases.
+func (t *h1Transport) sweepIdle() {
+	timer := time.NewTimer(t.idleTimeout)
+	defer timer.Stop()
+	for {
+		now := monoNow()
+		var gone []*h1Conn
+		next := t.idleTimeout
+		t.mu.Lock()
+		for key, list := range t.idle {
+			kept := list[:0]
+			for _, pc := range list {
+				if now-pc.idleAt >= t.idleTimeout || hungUp(pc.conn) {
+					gone = append(gone, pc)
+					continue
+				}
+				next = min(next, pc.idleAt+t.idleTimeout-now)
+				kept = append(kept, pc)
+			}
+			clear(list[len(kept):])
+			if len(kept) == 0 {
+				delete(t.idle, key)
+			} else {
+				t.idle[key] = kept
+			}
+		}
+		empty := len(t.idle) == 0
+		if empty {
+			t.sweeping = false
+		}
+		t.mu.Unlock()
+		for _, pc := range gone {
+			pc.conn.Close()
+		}
+		if empty {
+			return
+		}
+		timer.Reset(next)
+		select {
+		case <-timer.C:
+		case <-t.kick:
 		}
 	}
 }

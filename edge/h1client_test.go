@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -331,5 +332,161 @@ func TestH1ClientAbortBeforeHeaderDeadlineStands(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		pc.conn.Close()
 		t.Fatal("a read after the abort waited for the header deadline")
+	}
+}
+
+// idleUpstream is an upstream that answers one keep-alive request per
+// connection, then does what after says, and reports how long the
+// gateway then took to close its end (or that it did not within 10 s).
+func idleUpstream(t *testing.T, after func(c *net.TCPConn)) (addr string, closed <-chan time.Duration) {
+	t.Helper()
+	ch := make(chan time.Duration, 1)
+	addr = rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		start := time.Now()
+		after(c.(*net.TCPConn))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := br.ReadByte()
+		if err == io.EOF {
+			ch <- time.Since(start)
+		} else {
+			ch <- -1 // still open (or another failure)
+		}
+	})
+	return addr, ch
+}
+
+func getOK(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "ok" {
+		t.Fatalf("got %d %q; want 200 \"ok\"", resp.StatusCode, b)
+	}
+}
+
+// An upstream that hangs up on a pooled connection has it closed at once,
+// not left in CLOSE-WAIT until a request takes it (the pool gives out its
+// newest connection first, so an old one may never be taken): whether the
+// hang-up comes with the answer, before the connection is pooled, or
+// while it sits in the pool.
+func TestIdleUpstreamHangUpClosesPooledConnection(t *testing.T) {
+	for _, whilePooled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("while pooled %v", whilePooled), func(t *testing.T) {
+			pooled := make(chan struct{})
+			up, closed := idleUpstream(t, func(c *net.TCPConn) {
+				if whilePooled {
+					<-pooled
+				}
+				c.CloseWrite() // the upstream's FIN, as an idle timeout of its own sends
+			})
+			tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    targets: [{url: "http://%s"}]
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+			getOK(t, tg.url+"/")
+			if whilePooled {
+				waitPooled(t, tg.g, 1)
+				close(pooled)
+			}
+			if d := <-closed; d < 0 {
+				t.Fatal("the gateway kept the hung-up connection open for 10 s")
+			}
+			waitNotSweeping(t, tg.g)
+		})
+	}
+}
+
+// An idle pooled connection is closed once it has been idle for the
+// transport's idle timeout, whether or not a request comes.
+func TestIdleUpstreamConnectionTimesOut(t *testing.T) {
+	up, closed := idleUpstream(t, func(*net.TCPConn) {})
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    targets: [{url: "http://%s"}]
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+	tg.g.tmu.Lock()
+	for _, tr := range tg.g.transports {
+		if h, ok := tr.(*h1Transport); ok {
+			h.idleTimeout = 300 * time.Millisecond
+		}
+	}
+	tg.g.tmu.Unlock()
+	getOK(t, tg.url+"/")
+	d := <-closed
+	if d < 0 {
+		t.Fatal("the gateway kept the idle connection open for 10 s; its idle timeout is 300 ms")
+	}
+	if d < 250*time.Millisecond {
+		t.Fatalf("closed after %v; the idle timeout is 300 ms", d)
+	}
+	waitNotSweeping(t, tg.g)
+}
+
+// waitNotSweeping waits until every HTTP/1 transport's idle sweeper has
+// ended (its pool is empty), or fails after 5 s.
+func waitNotSweeping(t *testing.T, g *Gateway) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		busy := false
+		g.tmu.Lock()
+		for _, tr := range g.transports {
+			if h, ok := tr.(*h1Transport); ok {
+				h.mu.Lock()
+				busy = busy || h.sweeping || len(h.idle) > 0
+				h.mu.Unlock()
+			}
+		}
+		g.tmu.Unlock()
+		if !busy {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an idle pool's sweeper still runs with nothing to sweep")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitPooled waits until the gateway's HTTP/1 pools hold n connections,
+// or fails after 5 s.
+func waitPooled(t *testing.T, g *Gateway, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := 0
+		g.tmu.Lock()
+		for _, tr := range g.transports {
+			if h, ok := tr.(*h1Transport); ok {
+				h.mu.Lock()
+				for _, l := range h.idle {
+					got += len(l)
+				}
+				h.mu.Unlock()
+			}
+		}
+		g.tmu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pooled connections; want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

@@ -73,6 +73,9 @@ type rawConn struct {
 	hupID     int32
 	hupClosed bool
 	hup       atomic.Bool
+	// onHup, if set before the watch begins, is called once the peer
+	// has hung up (the pool it may be idle in sweeps it out).
+	onHup func()
 }
 
 // maxRW caps one read or write, as internal/poll does (1 GiB).
@@ -105,10 +108,15 @@ func sendBeforeReadOf(c net.Conn) io.Writer {
 }
 
 // watchHangup puts c on the hang-up watch (below) if it is a rawConn; it
-// reports whether it did.
-func watchHangup(c net.Conn) bool {
+// reports whether it did. onHup, if not nil, is called when the peer hangs
+// up.
+func watchHangup(c net.Conn, onHup func()) bool {
 	rc, ok := c.(*rawConn)
-	return ok && rc.watchHangup()
+	if !ok {
+		return false
+	}
+	rc.onHup = onHup
+	return rc.watchHangup()
 }
 
 // hungUp reports whether c's peer has hung up, as far as the hang-up watch
@@ -529,6 +537,9 @@ func (c *rawConn) hungUp() {
 	c.rc.Control(func(fd uintptr) {
 		syscall.Shutdown(int(fd), syscall.SHUT_RD)
 	})
+	if c.onHup != nil {
+		c.onHup()
+	}
 }
 
 // hupWakes counts the hang-ups the watch acted on (tests look at it).
