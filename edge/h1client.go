@@ -856,7 +856,7 @@ func (pc *h1Conn) alive() bool {
 	if tc, ok := raw.(*tls.Conn); ok {
 		raw = tc.NetConn()
 	}
-	if sc, ok := raw.(syscall.Conn); ok {
+	if sc, ok := raw.(syscall.Conn); ok && canPeek {
 		// Peek without blocking: nothing to read means open; EOF, an
 		// error or unsolicited bytes (a close_notify alert, say) mean
 		// the connection must not be used.
@@ -865,8 +865,7 @@ func (pc *h1Conn) alive() bool {
 			alive := false
 			var buf [1]byte
 			cerr := rc.Read(func(fd uintptr) bool {
-				n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-				alive = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
+				alive = peekNothing(fd, buf[:])
 				return true // never wait for readiness
 			})
 			return cerr == nil && alive

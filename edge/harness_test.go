@@ -317,3 +317,17 @@ func rawKeepAlive(t testing.TB, answer func(c net.Conn, req *http.Request) bool)
 		}
 	})
 }
+
+// waitForCancel is a backend's request that says it arrived (entered), then
+// waits up to 10 s for its cancellation, which it reports (canceled, and
+// true).
+func waitForCancel(r *http.Request, entered, canceled chan<- struct{}) bool {
+	entered <- struct{}{}
+	select {
+	case <-r.Context().Done():
+		canceled <- struct{}{}
+		return true
+	case <-time.After(10 * time.Second):
+		return false
+	}
+}

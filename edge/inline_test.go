@@ -99,20 +99,6 @@ func TestInlineServingSeesRequestsArrivingMeanwhile(t *testing.T) {
 	expect("/last")
 }
 
-// waitForCancel is a backend's request that says it arrived (entered), then
-// waits up to 10 s for its cancellation, which it reports (canceled, and
-// true).
-func waitForCancel(r *http.Request, entered, canceled chan<- struct{}) bool {
-	entered <- struct{}{}
-	select {
-	case <-r.Context().Done():
-		canceled <- struct{}{}
-		return true
-	case <-time.After(10 * time.Second):
-		return false
-	}
-}
-
 // A client that leaves while its request is served inline is seen (the
 // watch peeks through a duplicate of the socket), and the duplicate does
 // not keep the connection open once served.

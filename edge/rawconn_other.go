@@ -16,7 +16,7 @@ func sendQueued(c net.Conn) (int, bool) { return 0, false }
 // sendBeforeReadOf has no deferred send outside Linux (see rawconn.go).
 func sendBeforeReadOf(c net.Conn) io.Writer { return nil }
 
-func watchHangup(c net.Conn) bool { return false }
+func watchHangup(c net.Conn, onHup func()) bool { return false }
 
 func hungUp(c net.Conn) bool { return false }
 

@@ -16,7 +16,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 	"unicode"
 
@@ -737,13 +736,12 @@ func loadCertPool(path string) (*x509.CertPool, error) {
 // access log), without creating it: it must be a writable file, or not yet
 // exist in a writable directory.
 func appendable(path string) error {
-	const wOK, xOK = 2, 1 // access(2)
 	fi, err := os.Stat(path)
 	switch {
 	case err == nil && fi.IsDir():
 		return fmt.Errorf("%s is a directory", path)
 	case err == nil:
-		if err := syscall.Access(path, wOK); err != nil {
+		if err := canAccess(path, false); err != nil {
 			return fmt.Errorf("%s cannot be written: %v", path, err)
 		}
 		return nil
@@ -756,7 +754,7 @@ func appendable(path string) error {
 	} else if !fi.IsDir() {
 		return fmt.Errorf("%s cannot be created: %s is not a directory", path, dir)
 	}
-	if err := syscall.Access(dir, wOK|xOK); err != nil {
+	if err := canAccess(dir, true); err != nil {
 		return fmt.Errorf("%s cannot be created in %s: %v", path, dir, err)
 	}
 	return nil

@@ -279,7 +279,7 @@ func serve(args []string, stderr io.Writer) int {
 	// Catch signals before anything listens: a SIGHUP that arrives while
 	// starting must reload, not kill the process (its default action).
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, serveSignals...)
 	defer signal.Stop(sigs)
 	if err := n.Start(f, raw); err != nil {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
@@ -290,7 +290,7 @@ func serve(args []string, stderr io.Writer) int {
 		case syscall.SIGHUP:
 			n.Reload() // a refusal is logged; the running configuration serves on
 			continue
-		case syscall.SIGUSR1:
+		case reopenSignal:
 			n.ReopenLogs() // after logrotate; a failure is logged
 			continue
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package partition runs a three-node Meridian cluster across Linux network
 // namespaces and cuts one node off from the other two.
 //
