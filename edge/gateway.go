@@ -238,17 +238,6 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 	if x.finished {
 		return
 	}
-	x.finished = true
-	d := monoNow() - x.start
-	var rs *routeStats
-	routeName, service := "", ""
-	if x.route != nil {
-		rs = x.route.stats
-		routeName = x.route.name
-		service = x.route.svc.name
-	} else {
-		rs = g.metrics.route("")
-	}
 	status := x.status
 	if status == 0 {
 		status = 499
@@ -260,7 +249,36 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 			g.metrics.resetFloods.Inc()
 		}
 	}
-	rs.observe(r.Method, status, d.Seconds())
+	if x.traceID == "" && g.opts.AccessLog != nil {
+		// Answered before the upstream request was built (no route,
+		// the concurrency cap, a body too large): the client's own
+		// trace, if it sent one, still ties the line to it.
+		// Two traceparent fields are no trace (W3C), here as upstream.
+		if v := r.Header["Traceparent"]; len(v) == 1 {
+			if tid, _, ok := parseTraceparent(v[0]); ok {
+				x.traceID = tid
+			}
+		}
+	}
+	g.record(x, status, r.Method, r.RemoteAddr, r.Proto, r.Host, r, "")
+}
+
+// record is finish's metrics and log line, for a request whose method,
+// peer address, protocol and Host are given, and whose path is logPath(r),
+// or path when r is nil (the span lane's, h1lane.go).
+func (g *Gateway) record(x *exchange, status int, method, remote, proto, host string, r *http.Request, path string) {
+	x.finished = true
+	d := monoNow() - x.start
+	var rs *routeStats
+	routeName, service := "", ""
+	if x.route != nil {
+		rs = x.route.stats
+		routeName = x.route.name
+		service = x.route.svc.name
+	} else {
+		rs = g.metrics.route("")
+	}
+	rs.observe(method, status, d.Seconds())
 	if x.upstreamDur > 0 && service != "" {
 		rs.observeUpstream(service, x.upstreamDur.Seconds())
 	}
@@ -268,20 +286,12 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 		g.metrics.countError(rs, x.errKind)
 	}
 	if al := g.opts.AccessLog; al != nil {
-		if x.traceID == "" {
-			// Answered before the upstream request was built (no route,
-			// the concurrency cap, a body too large): the client's own
-			// trace, if it sent one, still ties the line to it.
-			// Two traceparent fields are no trace (W3C), here as upstream.
-			if v := r.Header["Traceparent"]; len(v) == 1 {
-				if tid, _, ok := parseTraceparent(v[0]); ok {
-					x.traceID = tid
-				}
-			}
+		if r != nil {
+			path = logPath(r)
 		}
 		// Through trusted proxies, the client is the one they forwarded
 		// and the peer the proxy that connected.
-		client := r.RemoteAddr
+		client := remote
 		if x.origin != "" {
 			client = x.origin
 		}
@@ -289,10 +299,10 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 			slog.String("request_id", x.requestID()),
 			slog.String("trace_id", x.traceID),
 			slog.String("client", client),
-			slog.String("proto", r.Proto),
-			slog.String("method", r.Method),
-			slog.String("host", r.Host),
-			slog.String("path", logPath(r)),
+			slog.String("proto", proto),
+			slog.String("method", method),
+			slog.String("host", host),
+			slog.String("path", path),
 			slog.String("route", routeName),
 			slog.String("service", service),
 			slog.String("target", x.target),
@@ -303,7 +313,7 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 			slog.Float64("upstream_ms", float64(x.upstreamDur.Microseconds())/1000),
 		}
 		if x.origin != "" {
-			attrs = append(attrs, slog.String("peer", r.RemoteAddr))
+			attrs = append(attrs, slog.String("peer", remote))
 		}
 		if x.attempts > 1 {
 			attrs = append(attrs, slog.Int("attempts", x.attempts))

@@ -332,6 +332,9 @@ const maxEarlyHints = 5
 // the proxy's client trace (see Gateway.ServeHTTP).
 func relayEarlyHints(ctx context.Context, h http.Header) {
 	dropHopFields(h)
+	if rc, ok := ctx.(*requestContext); ok && rc.resp == nil && rc.toPresent != nil {
+		rc.toPresent()
+	}
 	if rc, ok := ctx.(*requestContext); ok && rc.resp != nil {
 		rc.resp.relayInformational(http.StatusEarlyHints, h)
 		return

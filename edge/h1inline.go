@@ -119,11 +119,16 @@ func (c *serverConn) inlineStep(fd uintptr) bool {
 			c.inlDone = true
 			return true
 		}
-		if req.Body != http.NoBody || !rs.watchOK {
+		switch {
+		case req == nil: // served on the span lane
+			if !c.laneKeep {
+				c.inlDone = true
+				return true
+			}
+		case req.Body != http.NoBody || !rs.watchOK:
 			c.inlReq, c.inlRS = req, rs
 			return true
-		}
-		if !c.serveParsed(req, rs) {
+		case !c.serveParsed(req, rs):
 			c.inlDone = true
 			return true
 		}

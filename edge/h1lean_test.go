@@ -332,9 +332,13 @@ routes:
 	}
 	slices.Sort(names)
 	plain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "short body", "hints", "large", "buffer"}
+	// The plain answers the span lane writes itself: the whole body
+	// with the head, and no 103 before it.
+	lanePlain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "buffer"}
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			req0, ans0 := leanRequests.Load(), leanAnswers.Load()
+			served0, presented0 := laneServed.Load(), lanePresented.Load()
 			l := get("/l/x", name)
 			// Two requests each (the second a plain one, when the
 			// connection goes on): both go lean; the first answer is
@@ -348,6 +352,15 @@ routes:
 			}
 			if r, a := leanRequests.Load()-req0, leanAnswers.Load()-ans0; r != wantReq || a != wantAns {
 				t.Errorf("lean requests %d, plain answers %d; want %d, %d", r, a, wantReq, wantAns)
+			}
+			// Every lean request goes by the span lane (h1lane.go); those
+			// whose answer it does not write itself are made present.
+			wantPresented := int64(1)
+			if slices.Contains(lanePlain, name) {
+				wantPresented = 0
+			}
+			if s, p := laneServed.Load()-served0, lanePresented.Load()-presented0; s != wantReq || p != wantPresented {
+				t.Errorf("span lane: %d requests, %d made present; want %d, %d", s, p, wantReq, wantPresented)
 			}
 			req0, ans0 = leanRequests.Load(), leanAnswers.Load()
 			p := get("/p/x", name)

@@ -56,6 +56,9 @@ type h1Server struct {
 	// optionsStar, if set, answers OPTIONS * (a question about the
 	// server, not a resource) instead of serveOptionsStar.
 	optionsStar http.Handler
+	// lane, if set, is offered each plain-TCP request before it is built
+	// (the span lane, h1lane.go): the gateway, when it is the handler.
+	lane laneServer
 	// onCut, if set, is called when Shutdown's deadline passes, before
 	// the connections left are closed.
 	onCut func()
@@ -96,6 +99,9 @@ func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.S
 		conns:   map[*serverConn]struct{}{},
 	}
 	s.watches.done = ctx.Done()
+	if l, ok := h.(laneServer); ok {
+		s.lane = l
+	}
 	return s
 }
 
@@ -385,18 +391,35 @@ type serverConn struct {
 	// goroutine's: wdup says so for the watch in progress.
 	wdup  bool
 	wfile *os.File
+
+	// The request served on the span lane (h1lane.go), lanePresentF its
+	// lanePresent (made once), and whether the connection can take
+	// another after one was served there (laneKeep).
+	lane         laneRequest
+	lanePresentF func()
+	laneKeep     bool
 }
 
 // requestState is what the disconnect watch needs of a request.
 type requestState struct {
-	requestContext // the request's context; one allocation for all
-	url            url.URL
+	requestContext // the request's context
 	bodyDone       atomic.Bool
 	watchOK        bool // neither an upgrade nor a body still being read
+}
+
+// requestParts is what a request built from its head is made of beside its
+// state.
+type requestParts struct {
+	url url.URL
 	// values holds the header's values when they fit (headBlock.header).
 	values [8]string
-	// req is the request itself, in the same allocation.
-	req http.Request
+	req    http.Request
+}
+
+// builtRequest is a request's state and parts in one allocation.
+type builtRequest struct {
+	requestState
+	requestParts
 }
 
 var (
@@ -571,6 +594,12 @@ func (c *serverConn) serve() {
 			c.refuse(perr, headAt)
 			return
 		}
+		if req == nil { // served on the span lane
+			if !c.laneKeep {
+				return
+			}
+			continue
+		}
 		if headDeadline || req.Body != http.NoBody {
 			// The body has no deadline here (the gateway bounds each
 			// read of it: Options.ReadBodyTimeout); a request without
@@ -692,6 +721,28 @@ func (c *serverConn) handoff(buffered *bufio.Reader) {
 // serveRequest runs the handler for one request and finishes its
 // response; it reports whether the connection can take another request.
 func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Handler) (keep bool) {
+	rs.start = monoNow()
+	rs.respHeader = c.spareHeader()
+	w := c.beginResponse(req, rs)
+	if rs.watchOK {
+		c.startWatch(rs)
+	}
+	return c.runResponse(req, rs, w, h)
+}
+
+// spareHeader returns the connection's spare header map, empty, to be lent
+// to a request's upstream response.
+func (c *serverConn) spareHeader() http.Header {
+	if c.spare == nil {
+		c.spare = make(http.Header)
+	} else if len(c.spare) > 0 {
+		clear(c.spare)
+	}
+	return c.spare
+}
+
+// beginResponse readies the connection's response to req.
+func (c *serverConn) beginResponse(req *http.Request, rs *requestState) *response {
 	// The response and its header map are the connection's, reused
 	// request after request (a handler must not keep them after it
 	// returns, as with net/http).
@@ -708,17 +759,14 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 	c.headStarted = false
 	c.cmu.Unlock()
 	w.closeAfter = req.Close || c.s.shutting.Load()
-	rs.start = monoNow()
-	if c.spare == nil {
-		c.spare = make(http.Header)
-	} else if len(c.spare) > 0 {
-		clear(c.spare)
-	}
-	rs.respHeader = c.spare
 	rs.resp = w
-	if rs.watchOK {
-		c.startWatch(rs)
-	}
+	return w
+}
+
+// runResponse runs h for req, whose response w is begun and whose watch
+// (if any) started, and finishes the response; it reports whether the
+// connection can take another request.
+func (c *serverConn) runResponse(req *http.Request, rs *requestState, w *response, h http.Handler) (keep bool) {
 	panicked := true
 	defer func() {
 		if panicked {
@@ -877,9 +925,17 @@ func (c *serverConn) lineError(err error) *parseError {
 
 // readRequest reads and checks one request's line and headers and sets up
 // its body.
+// A request served on the span lane while it was read (h1lane.go) is
+// returned as none: nil, nil, nil, with laneKeep saying whether the
+// connection can take another.
 func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
 	c.reqHead = getHeadBlock()
 	req, rs, pe := c.parseRequest()
+	if pe == nil && req == nil {
+		putHeadBlock(c.reqHead)
+		c.reqHead = nil
+		return nil, nil, nil
+	}
 	if pe == nil && req.Body == http.NoBody && rs.watchOK {
 		// Served to its end before the next head is read (serveParsed),
 		// and nothing reads into the head block meanwhile: it stays for
@@ -906,6 +962,12 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 	rl, perr := c.parseHead()
 	if perr != nil {
 		return nil, nil, perr
+	}
+	if c.s.lane != nil && c.tls == nil {
+		if served, keep := c.s.lane.serveLane(c, rl); served {
+			c.laneKeep = keep
+			return nil, nil, nil // served (readRequest)
+		}
 	}
 	req, rs, perr := c.buildRequest(rl)
 	if perr == nil {
@@ -1013,6 +1075,15 @@ func (c *serverConn) parseHead() (requestLine, *parseError) {
 // buildRequest makes the request of the head parseHead read, or refuses it
 // for what its fields say together.
 func (c *serverConn) buildRequest(rl requestLine) (*http.Request, *requestState, *parseError) {
+	// The request's state and parts are made here so that its header
+	// values can share their allocation.
+	b := &builtRequest{}
+	return c.buildRequestIn(rl, &b.requestState, &b.requestParts)
+}
+
+// buildRequestIn is buildRequest with the request's state and parts given
+// (the span lane's request made into a present one, h1lane.go).
+func (c *serverConn) buildRequestIn(rl requestLine, rs *requestState, parts *requestParts) (*http.Request, *requestState, *parseError) {
 	hb := c.reqHead
 	sp1, major, minor, proto := rl.sp1, rl.major, rl.minor, rl.proto
 	block := string(hb.buf)
@@ -1026,10 +1097,7 @@ func (c *serverConn) buildRequest(rl requestLine) (*http.Request, *requestState,
 	} else {
 		clear(c.reqHeader)
 	}
-	// The request's state is made here so that its header values can
-	// share its allocation.
-	rs := &requestState{}
-	header, fr, err := hb.header(c.reqHeader, block, true, rs.values[:])
+	header, fr, err := hb.header(c.reqHeader, block, true, parts.values[:])
 	if err != nil {
 		return nil, nil, badRequest(err.Error()).about(method, target, proto, "")
 	}
@@ -1061,8 +1129,8 @@ func (c *serverConn) buildRequest(rl requestLine) (*http.Request, *requestState,
 		req.URL = &url.URL{Path: "*"}
 	case method == http.MethodConnect && target[0] != '/':
 		req.URL = &url.URL{Host: target}
-	case parseOriginForm(target, &rs.url):
-		req.URL = &rs.url
+	case parseOriginForm(target, &parts.url):
+		req.URL = &parts.url
 	default:
 		u, err := url.ParseRequestURI(target)
 		if err != nil {
@@ -1157,8 +1225,8 @@ func (c *serverConn) buildRequest(rl requestLine) (*http.Request, *requestState,
 	c.cur.Store(ctx)
 	// WithContext's copy, inlined, stays on the stack: the request lives
 	// in its state's allocation.
-	rs.req = *req.WithContext(ctx)
-	out := &rs.req
+	parts.req = *req.WithContext(ctx)
+	out := &parts.req
 	if b, ok := out.Body.(*chunkedBody); ok {
 		b.req = out
 		b.cr.trailer = &out.Trailer

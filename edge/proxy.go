@@ -489,16 +489,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 				}
 				continue
 			}
-			pe.detail = "service " + svc.name + ": " + pe.detail
-			if pe.cause == "" {
-				pe.cause = "target " + t.URL.Host
-			} else {
-				pe.cause = "target " + t.URL.Host + ": " + pe.cause
-			}
 			if body != nil {
 				x.bytesIn = body.n.Load() // what reached the upstream before it failed
 			}
-			g.fail(w, r, x, pe)
+			g.targetFailed(w, r, x, svc, t, pe)
 			return
 		}
 		if canRetry && attempt < retry.attempts && retry.retryStatus(resp.StatusCode) && g.allowRetry(svc, x, strconv.Itoa(resp.StatusCode)) {
@@ -527,6 +521,17 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		return
 	}
 	g.relay(w, r, x, rt, resp, body, &att, upType, ctx)
+}
+
+// targetFailed answers a request whose last attempt, at t, failed with pe.
+func (g *Gateway) targetFailed(w http.ResponseWriter, r *http.Request, x *exchange, svc *service, t *upstream.Target, pe *proxyError) {
+	pe.detail = "service " + svc.name + ": " + pe.detail
+	if pe.cause == "" {
+		pe.cause = "target " + t.URL.Host
+	} else {
+		pe.cause = "target " + t.URL.Host + ": " + pe.cause
+	}
+	g.fail(w, r, x, pe)
 }
 
 // relay streams a response to the client: serve's last part, apart so

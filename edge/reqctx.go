@@ -34,8 +34,10 @@ type requestContext struct {
 	// connection's, reused request after request.
 	respHeader http.Header
 	// resp is the server's response to this request, to which the
-	// HTTP/1 transport relays an upstream's 103 Early Hints.
-	resp *response
+	// HTTP/1 transport relays an upstream's 103 Early Hints; toPresent, if
+	// set, makes it (a request on the span lane, h1lane.go).
+	resp      *response
+	toPresent func()
 	// parsed: the HTTP/1 server filled what follows for this request.
 	// peer and peerStr are the connection's RemoteAddr as clientAddr
 	// gives them; headerValues is the number of values in the request's

@@ -20,7 +20,12 @@ type Table struct {
 	exact     map[string]*node // host tier 1: "api.example.com"
 	wildcards map[string]*node // host tier 2, keyed by suffix ".example.com"
 	anyHost   *node            // host tier 3: routes without Hosts; may be nil
+	headers   bool             // some route has header conditions
 }
+
+// ReadsHeaders reports whether some route has header conditions: Match
+// needs the request's header map only then.
+func (t *Table) ReadsHeaders() bool { return t.headers }
 
 // Result describes the winning route.
 type Result struct {
@@ -186,6 +191,11 @@ func New(routes []Route) (*Table, error) {
 	}
 	if t.anyHost != nil {
 		sortAll(t.anyHost)
+	}
+	for i := range t.routes {
+		if len(t.routes[i].Headers) > 0 {
+			t.headers = true
+		}
 	}
 	return t, nil
 }

@@ -289,6 +289,12 @@ func (p *Pool) pickConsistentHash(r *http.Request, clientIP string, tried []*Tar
 	return nil // everything became unavailable during the walk
 }
 
+// ReadsHeaders reports whether Pick reads the request's header (a
+// consistent hash on a header or cookie).
+func (p *Pool) ReadsHeaders() bool {
+	return p.hashOn.Kind == HashHeader || p.hashOn.Kind == HashCookie
+}
+
 // hashKey extracts the consistent-hash key of a request, falling back to
 // the client IP when the header or cookie is missing, and to the host of
 // r.RemoteAddr when the caller did not supply a client IP.

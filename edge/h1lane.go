@@ -1,0 +1,312 @@
+package edge
+
+// The span lane: a lean request served from its head's spans.
+//
+// Why: the lean path (h1lean.go) sends a lean request's head and relays a
+// plain answer from spans, but every request still becomes an
+// http.Request with its header map, URL and context, a response writer,
+// and a pass through the general handler (Gateway.serve and relay). Session
+// 16's experiment served the benchmark's requests without those: the
+// gateway's user time per request fell to 0.80x at 64 connections and
+// 0.70x at 256, its throughput rose 1.06x and 1.10x (make bench-ab), level
+// with nginx at 64 connections (README, "Then (session 17)").
+//
+// What it serves: on a plain-TCP HTTP/1 listener whose handler is the
+// gateway itself, a request the lean path would take (classifyLean: GET or
+// HEAD, HTTP/1.1, no body, no field the gateway interprets) on a lean route
+// (route.lean) of a service without retries or a total timeout whose
+// balancer reads no header, when no route of the table matches on headers
+// (the lane has no header map). Anything else, and any request the lane
+// finds it cannot serve before it sends anything upstream, goes the
+// general way as if the lane were not there.
+//
+// How: serveLane matches the route from the head's spans, picks a target,
+// and sends the lean head (appendLeanRequestHead) with the request's own
+// small state (requestState: its context, the disconnect watch) and no
+// http.Request. A plain answer (leanResponse) whose body came whole with
+// its head, or a HEAD's, is written straight to the connection's buffer
+// in the order the HTTP/1 server writes it, and the exchange recorded as
+// finish records it. Any other outcome (an error, another kind of answer, a
+// body still coming, an answer over the route's limit, a 103 Early Hints)
+// makes the request present: the http.Request is built from the kept head
+// into the same state (buildRequestIn), the server's response begun, and
+// the rest is the general path's own code (targetFailed, requestCanceled,
+// relay) run as the server runs a handler (runResponse).
+//
+// TestLaneMatchesPresentPath compares the lane with the general path.
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/meridian-gw/meridian/edge/upstream"
+)
+
+// laneServed counts the requests the span lane took, lanePresented those of
+// them it made present (for tests).
+var laneServed, lanePresented atomic.Int64
+
+// laneServer serves requests on the span lane (the gateway).
+type laneServer interface {
+	// serveLane serves the request whose head c.reqHead holds (rl its
+	// request line) if it can, and reports whether it did and whether
+	// the connection can take another request.
+	serveLane(c *serverConn, rl requestLine) (served, keep bool)
+}
+
+// laneRequest is the request a connection serves on the lane.
+type laneRequest struct {
+	rl      requestLine
+	rs      *requestState
+	present bool // made present (lanePresent): req and w are set
+	req     *http.Request
+	w       *response
+}
+
+// lanePresent makes the lane's request a present one: its http.Request
+// built from the kept head into its state, and the server's response to
+// it begun. Called at most once per request, on the serving goroutine
+// (during the upstream exchange, for a 103).
+func (c *serverConn) lanePresent() {
+	l := &c.lane
+	if l.present {
+		return
+	}
+	req, _, perr := c.buildRequestIn(l.rl, l.rs, new(requestParts))
+	if perr != nil {
+		// The lane takes only heads buildRequest accepts.
+		panic("edge: the span lane's request head does not build: " + perr.detail)
+	}
+	l.req, l.w, l.present = req, c.beginResponse(req, l.rs), true
+	lanePresented.Add(1)
+}
+
+func (g *Gateway) serveLane(c *serverConn, rl requestLine) (served, keep bool) {
+	if c.s.shutting.Load() {
+		return false, false
+	}
+	hb := c.reqHead
+	lr, ok := classifyLean(hb, rl, g.opts.MaxHeaderCount, g.opts.Underscores)
+	if !ok {
+		return false, false
+	}
+	snap := g.snap.Load()
+	if snap == nil || snap.table.ReadsHeaders() {
+		return false, false
+	}
+	buf := hb.buf
+	hostIn := string(buf[lr.host[0]:lr.host[1]])
+	if !validHost(hostIn) {
+		return false, false // the general path's 400
+	}
+	method := http.MethodGet
+	if rl.sp1 == len(http.MethodHead) {
+		method = http.MethodHead
+	}
+	target := string(buf[lr.target[0]:lr.target[1]])
+	path, query, _ := strings.Cut(target, "?")
+	host := normalizeHost(hostIn)
+	u := url.URL{Path: path, RawQuery: query}
+	mr := http.Request{Method: method, URL: &u, Host: hostIn, RemoteAddr: c.remote}
+	m, ok := snap.table.Match(&mr, host, path)
+	if !ok {
+		return false, false // the general path's 404
+	}
+	rt := m.Route.Value.(*route)
+	svc := rt.svc
+	h1, isH1 := svc.transport.(*h1Transport)
+	if !rt.lean || !isH1 || svc.retry != nil || svc.total > 0 || svc.pool.ReadsHeaders() {
+		return false, false
+	}
+	if !c.peerParsed {
+		c.peer, c.peerStr = clientAddr(c.remote)
+		c.peerParsed = true
+	}
+	if !svc.pool.Acquire() {
+		return false, false // the general path's 503
+	}
+	t, err := svc.pool.Pick(&mr, c.peerStr, nil)
+	if err != nil {
+		svc.pool.Release()
+		return false, false // the general path's 503
+	}
+
+	// Served here from now on. What ServeHTTP, serve and the HTTP/1
+	// server's serveRequest do for a request, in their order.
+	laneServed.Add(1)
+	start := monoNow()
+	rs := &requestState{}
+	rs.start = start
+	rs.parsed, rs.peer, rs.peerStr = true, c.peer, c.peerStr
+	rs.bodyDone.Store(true)
+	rs.watchOK = true
+	rs.respHeader = c.spareHeader()
+	if c.lanePresentF == nil {
+		c.lanePresentF = c.lanePresent
+	}
+	rs.toPresent = c.lanePresentF
+	c.cur.Store(&rs.requestContext)
+	c.lane = laneRequest{rl: rl, rs: rs}
+	c.startWatch(rs)
+
+	cl := calls.Get().(*call)
+	x := &cl.x
+	x.start = start
+	x.host = host
+	x.clientIP, x.clientIPStr = c.peer, c.peerStr
+	x.trusted = x.clientIP.IsValid() && len(g.opts.TrustedProxies) > 0 && g.opts.TrustedProxies.contains(x.clientIP)
+	g.metrics.inFlightN.Add(1)
+	x.route = rt
+
+	upHost := hostIn
+	if rt.hostRewrite != "" {
+		upHost = rt.hostRewrite
+	}
+	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: true}
+	if !svc.noRequestID {
+		a.reqID = x.requestID()
+	}
+	if !svc.noTraceparent {
+		tp, tid, _ := traceparent("") // the client sent none (classifyLean)
+		x.traceID = tid
+		a.trace = tp
+	}
+	if !svc.noVia {
+		a.via = g.via11
+	}
+	oh := &cl.oh
+	oh.reset(nil)
+	oh.raw = appendLeanRequestHead(oh.raw[:0], hb, &lr, &a)
+	oh.isRaw = true
+	leanRequests.Add(1)
+	out := &cl.url
+	*out = url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: path, RawQuery: query}
+	cl.out = http.Request{Method: method, URL: out, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: upHost}
+	x.target = t.URL.Host
+	x.attempts = 1
+	att := targetTurn{t: t, open: true}
+	t.Start()
+	upStart := monoNow()
+	resp, err := h1.roundTrip(&rs.requestContext, &cl.out, oh, upStart)
+	x.upstreamDur += monoNow() - upStart
+
+	if err == nil && !c.lane.present && oh.leanResp && resp.Header == nil &&
+		(rt.maxRespBody <= 0 || resp.ContentLength <= rt.maxRespBody) {
+		var body []byte
+		whole := resp.Body == http.NoBody
+		if b, ok := resp.Body.(*h1Body); ok {
+			body = b.buffered()
+			whole = body != nil
+		}
+		if whole {
+			return true, g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body)
+		}
+	}
+
+	// Made present: the general path's code from here.
+	c.lanePresent()
+	l := &c.lane
+	rest := &laneRest{g: g, cl: cl, rt: rt, resp: resp, err: err, t: t, att: att}
+	keep = c.runResponse(l.req, rs, l.w, rest)
+	c.lane = laneRequest{}
+	return true, keep
+}
+
+// laneAnswer writes a plain answer whose whole body (nil for none) came
+// with its head, as writeLeanHead, relay and the HTTP/1 server's response
+// would, records the exchange, and ends the request; it reports whether
+// the connection can take another request.
+func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Response, att *targetTurn, method, host, path string, body []byte) (keep bool) {
+	x, svc, oh := &cl.x, rt.svc, &cl.oh
+	outcome := upstream.Success
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		outcome = upstream.Failure
+	}
+	x.status = resp.StatusCode
+	closeAfter := c.s.shutting.Load()
+	bw := c.bw
+	bw.WriteString(statusLine(resp.StatusCode))
+	bw.Write(oh.respHead)
+	if !svc.noVia {
+		bw.WriteString("Via: ")
+		bw.WriteString(g.via11)
+		bw.WriteString("\r\n")
+	}
+	var n [20]byte
+	bw.WriteString("Content-Length: ")
+	bw.Write(strconv.AppendInt(n[:0], resp.ContentLength, 10))
+	bw.WriteString("\r\n")
+	if !oh.respDate {
+		bw.WriteString("Date: ")
+		bw.WriteString(httpDate())
+		bw.WriteString("\r\n")
+	}
+	if closeAfter {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	leanAnswers.Add(1)
+	if body != nil {
+		if method != http.MethodHead {
+			bw.Write(body) // a failure shows at the flush below
+			x.bytesOut = int64(len(body))
+		}
+		resp.Body.(*h1Body).consumeBuffered()
+	}
+	resp.Body.Close()
+	att.end(outcome)
+	rt.svc.pool.Release()
+	g.record(x, x.status, method, c.remote, "HTTP/1.1", host, nil, path)
+	g.metrics.inFlightN.Add(-1)
+	cl.release()
+
+	c.stopWatch()
+	c.lane.rs.cancel()
+	c.lane = laneRequest{}
+	if err := c.bw.Flush(); err != nil {
+		return false
+	}
+	return !closeAfter && !c.broken.Load()
+}
+
+// laneRest is the rest of a lane request made present, as the general
+// path goes on after an attempt: it answers an error, or relays the
+// answer.
+type laneRest struct {
+	g    *Gateway
+	cl   *call
+	rt   *route
+	resp *http.Response
+	err  error
+	t    *upstream.Target
+	att  targetTurn
+}
+
+func (l *laneRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g, x, svc := l.g, &l.cl.x, l.rt.svc
+	// In ServeHTTP's and serve's order: the call is done after the
+	// service's slot is given back.
+	defer g.done(r, l.cl)
+	defer svc.pool.Release()
+	ctx := r.Context()
+	if l.err != nil {
+		if ctx.Err() != nil {
+			l.att.end(upstream.Success)
+			g.requestCanceled(w, r, x)
+			return
+		}
+		pe := classify(l.err, ctx)
+		l.att.end(upstream.Failure)
+		x.errKind = pe.proxyStatus
+		g.targetFailed(w, r, x, svc, l.t, pe)
+		return
+	}
+	if oh := &l.cl.oh; oh.leanResp && l.resp.Header == nil {
+		x.lean = oh // a plain answer to a lean request (h1lean.go)
+	}
+	g.relay(w, r, x, l.rt, l.resp, nil, &l.att, "", ctx)
+}

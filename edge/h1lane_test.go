@@ -1,0 +1,271 @@
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestLaneMatchesPresentPath sends the same requests through a lean route,
+// served on the span lane, and through its twin that is not (a request
+// header edit that changes nothing), with upstreams that answer, refuse,
+// reset and stall, and compares what the client sees (status, fields,
+// body, whether the connection goes on) and the access log's record.
+func TestLaneMatchesPresentPath(t *testing.T) {
+	good := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n")
+		if req.Method != http.MethodHead {
+			io.WriteString(c, "hello")
+		}
+		return true
+	})
+	reset := rawUpstream(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		c.(*net.TCPConn).SetLinger(0) // a reset, not a FIN
+	})
+	stall := rawUpstream(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.Copy(io.Discard, c) // until the gateway gives up
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
+	svc := func(name, addr string) string {
+		return fmt.Sprintf("  - {name: %s, targets: [{url: \"http://%s\"}], timeouts: {response_header: 300ms}}\n", name, addr)
+	}
+	route := func(name, prefix, service string) string {
+		return fmt.Sprintf("  - {name: %s-lean, match: {path_prefix: /l%s}, service: %s}\n"+
+			"  - {name: %s-twin, match: {path_prefix: /p%s}, service: %s, request_headers: {remove: [X-Not-Sent]}}\n",
+			name, prefix, service, name, prefix, service)
+	}
+	setup, log := withReuseLog()
+	tg := startGatewayWith(t, setup, "services:\n"+svc("good", good)+svc("reset", reset)+svc("stall", stall)+svc("refused", refused)+
+		"routes:\n"+route("good", "/good/", "good")+route("reset", "/reset/", "reset")+route("stall", "/stall/", "stall")+route("refused", "/refused/", "refused"))
+
+	type seen struct {
+		status int
+		fields map[string][]string
+		body   string
+		next   bool
+		log    map[string]any
+	}
+	get := func(method, path string) seen {
+		t.Helper()
+		n0 := log.count()
+		c := dialGateway(t, tg.addr)
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n\r\n", method, path)
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		s := seen{status: resp.StatusCode, fields: map[string][]string{}, body: string(body)}
+		s.body = problemIDs.ReplaceAllString(strings.NewReplacer("/l/", "/p/", "-lean", "-twin").Replace(s.body), "$1")
+		for k, vs := range resp.Header {
+			switch k {
+			case "Date", "X-Request-Id":
+				vs = []string{"(present)"}
+			}
+			s.fields[k] = vs
+		}
+		fmt.Fprintf(c, "GET /l/good/ HTTP/1.1\r\nHost: a.example\r\n\r\n")
+		if r2, err := http.ReadResponse(br, nil); err == nil && r2.StatusCode == 200 {
+			io.Copy(io.Discard, r2.Body)
+			s.next = true
+		}
+		c.Close()
+		for deadline := time.Now().Add(2 * time.Second); log.count() == n0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		log.mu.Lock()
+		if len(log.recs) > n0 {
+			s.log = log.recs[n0]
+		}
+		log.mu.Unlock()
+		if s.log == nil {
+			t.Fatalf("%s %s: no access log record", method, path)
+		}
+		for _, k := range []string{"request_id", "trace_id", "duration_ms", "upstream_ms", "client"} {
+			if s.log[k] == nil || s.log[k] == "" {
+				t.Errorf("%s %s: the record has no %s", method, path, k)
+			}
+			delete(s.log, k)
+		}
+		if d, ok := s.log["error_detail"].(string); ok {
+			s.log["error_detail"] = localAddr.ReplaceAllString(d, "tcp ")
+		}
+		s.log["path"] = strings.Replace(s.log["path"].(string), "/l/", "/p/", 1)
+		s.log["route"] = strings.Replace(s.log["route"].(string), "-lean", "-twin", 1)
+		return s
+	}
+	for _, c := range []struct {
+		method, path string
+		status       int
+		presented    int64 // made present on the lane
+	}{
+		{"GET", "/good/x?q=1", 200, 0},
+		{"HEAD", "/good/x", 200, 1}, // a HEAD's answer is never plain (h1wire.go)
+		{"GET", "/reset/x", 502, 1},
+		{"GET", "/stall/x", 504, 1},
+		{"GET", "/refused/x", 502, 1},
+	} {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			served0, presented0 := laneServed.Load(), lanePresented.Load()
+			l := get(c.method, "/l"+c.path)
+			if s, p := laneServed.Load()-served0, lanePresented.Load()-presented0; s != 2 || p != c.presented {
+				t.Errorf("span lane: %d requests, %d made present; want 2, %d", s, p, c.presented)
+			}
+			served0 = laneServed.Load()
+			p := get(c.method, "/p"+c.path)
+			if s := laneServed.Load() - served0; s != 1 {
+				t.Errorf("span lane: %d requests of the present route's two; want 1 (the second, lean)", s)
+			}
+			if l.status != c.status {
+				t.Errorf("status %d; want %d", l.status, c.status)
+			}
+			if l.status != p.status || l.body != p.body || l.next != p.next || !equalFields(l.fields, p.fields) {
+				t.Errorf("lane:    %+v\npresent: %+v", l, p)
+			}
+			if fmt.Sprint(l.log) != fmt.Sprint(p.log) {
+				t.Errorf("access log:\nlane:    %v\npresent: %v", l.log, p.log)
+			}
+		})
+	}
+}
+
+// localAddr is the gateway's end of an upstream connection in an error.
+var localAddr = regexp.MustCompile(`tcp [0-9.:]+->`)
+
+// A client that leaves while its request waits on the lane for a slow
+// upstream is seen (the disconnect watch), the upstream's request
+// abandoned and the exchange logged as the client's cancellation.
+func TestLaneClientGoneCancelsUpstream(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	abandoned := make(chan bool, 1)
+	up := rawUpstream(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		arrived <- struct{}{}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		abandoned <- err == io.EOF
+	})
+	setup, log := withReuseLog()
+	tg := startGatewayWith(t, setup, fmt.Sprintf(`
+services: [{name: s, targets: [{url: "http://%s"}]}]
+routes: [{name: r, match: {path_prefix: /}, service: s}]
+`, up))
+	served0 := laneServed.Load()
+	c := dialGateway(t, tg.addr)
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a.example\r\n\r\n")
+	<-arrived
+	c.Close()
+	if !<-abandoned {
+		t.Fatal("the upstream's request was not abandoned within 10 s of the client leaving")
+	}
+	if n := laneServed.Load() - served0; n != 1 {
+		t.Fatalf("span lane took %d requests; want 1", n)
+	}
+	for deadline := time.Now().Add(2 * time.Second); log.count() == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.recs) != 1 || log.recs[0]["status"] != int64(499) || log.recs[0]["error"] != "client_canceled" {
+		t.Fatalf("access log %v; want one record, status 499, error client_canceled", log.recs)
+	}
+}
+
+// The lane leaves to the general path what needs the request's header
+// map or more than one attempt: a table with a header condition, a
+// balancer hashing on a header or cookie, retries, a total timeout, a
+// route that edits the request; and requests the lean path does not take.
+// Each is still answered.
+func TestLaneLeavesWhatItCannotServe(t *testing.T) {
+	be := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	for _, c := range []struct {
+		name, service, route, request string
+		lane                          bool
+	}{
+		{"lean", "", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"header condition", "", ", match: {path_prefix: /, headers: [{name: X-A}]}", "GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n", false},
+		{"hash on a header", ", balancer: {policy: consistent_hash, hash_on: \"header:X-K\"}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"hash on a cookie", ", balancer: {policy: consistent_hash, hash_on: \"cookie:k\"}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"hash on the client", ", balancer: {policy: consistent_hash, hash_on: client_ip}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"retries", ", retries: {attempts: 1}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"total timeout", ", timeouts: {total: 5s}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"request edit", "", ", request_headers: {remove: [X-B]}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", false},
+		{"client's trace", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			route := c.route
+			if !strings.Contains(route, "match:") {
+				route = ", match: {path_prefix: /}" + route
+			}
+			tg := startGateway(t, fmt.Sprintf(`
+services: [{name: s, targets: [{url: "http://%s"}]%s}]
+routes: [{name: r, service: s%s}]
+`, be, c.service, route))
+			served0 := laneServed.Load()
+			conn := dialGateway(t, tg.addr)
+			io.WriteString(conn, c.request)
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				t.Fatalf("got %d %q; want 200 \"ok\"", resp.StatusCode, body)
+			}
+			if got := laneServed.Load()-served0 == 1; got != c.lane {
+				t.Fatalf("served on the span lane: %v; want %v", got, c.lane)
+			}
+		})
+	}
+}
+
+// A route with a header condition outranks one without for a request that
+// has the field: the lane, which has no header map, must leave such a
+// table alone rather than match the other.
+func TestLaneLeavesHeaderRoutes(t *testing.T) {
+	answer := func(body string) string {
+		return rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+			return true
+		})
+	}
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - {name: mobile, targets: [{url: "http://%s"}]}
+  - {name: web, targets: [{url: "http://%s"}]}
+routes:
+  - {name: mobile, match: {path_prefix: /, headers: [{name: X-Client, exact: mobile}]}, service: mobile}
+  - {name: web, match: {path_prefix: /}, service: web}
+`, answer("mobile"), answer("web")))
+	for _, c := range []struct{ field, want string }{{"X-Client: mobile\r\n", "mobile"}, {"", "web"}} {
+		conn := dialGateway(t, tg.addr)
+		fmt.Fprintf(conn, "GET /x HTTP/1.1\r\nHost: a\r\n%s\r\n", c.field)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != c.want {
+			t.Errorf("with %q: answered by %q; want %q", c.field, body, c.want)
+		}
+	}
+}
