@@ -11,8 +11,10 @@ package edge
 // 0.70x at 256, its throughput rose 1.06x and 1.10x (make bench-ab), level
 // with nginx at 64 connections (README, "Then (session 17)").
 //
-// What it serves: on a plain-TCP HTTP/1 listener whose handler is the
-// gateway itself, a request the lean path would take (classifyLean: GET or
+// What it serves: on an HTTP/1 connection of a plain listener whose
+// handler is the gateway itself, or of a TLS listener with no
+// client-certificate policies (tlsLane, which adds the listener's Alt-Svc
+// as its handler does), a request the lean path would take (classifyLean: GET or
 // HEAD, HTTP/1.1, no body, no field the gateway interprets) on a lean route
 // (route.lean) of a service without retries or a total timeout whose
 // balancer reads no header, when no route of the table matches on headers
@@ -85,7 +87,26 @@ func (c *serverConn) lanePresent() {
 }
 
 func (g *Gateway) serveLane(c *serverConn, rl requestLine) (served, keep bool) {
-	if c.s.shutting.Load() {
+	return g.serveLaneWith(c, rl, "")
+}
+
+// tlsLane is the span lane of a TLS listener without client-certificate
+// policies: the gateway's, with the Alt-Svc its handler adds to every
+// answer (HTTP/3; "" for none).
+type tlsLane struct {
+	g      *Gateway
+	altSvc string
+}
+
+func (l *tlsLane) serveLane(c *serverConn, rl requestLine) (served, keep bool) {
+	return l.g.serveLaneWith(c, rl, l.altSvc)
+}
+
+// serveLaneWith is serveLane, with altSvc the Alt-Svc the listener's
+// handler sets on each response before the gateway serves it.
+func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (served, keep bool) {
+	if c.s.shutting.Load() || c.tls != nil && g.clientAuth.Load() {
+		// X-Forwarded-Client-Cert is the general path's (leanHead).
 		return false, false
 	}
 	hb := c.reqHead
@@ -165,7 +186,7 @@ func (g *Gateway) serveLane(c *serverConn, rl requestLine) (served, keep bool) {
 	if rt.hostRewrite != "" {
 		upHost = rt.hostRewrite
 	}
-	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: true}
+	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: c.tls == nil}
 	if !svc.noRequestID {
 		a.reqID = x.requestID()
 	}
@@ -202,7 +223,7 @@ func (g *Gateway) serveLane(c *serverConn, rl requestLine) (served, keep bool) {
 			whole = body != nil
 		}
 		if whole {
-			return true, g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body)
+			return true, g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body, altSvc)
 		}
 	}
 
@@ -210,6 +231,9 @@ func (g *Gateway) serveLane(c *serverConn, rl requestLine) (served, keep bool) {
 	c.lanePresent()
 	l := &c.lane
 	rest := &laneRest{g: g, cl: cl, rt: rt, resp: resp, err: err, t: t, att: att}
+	if altSvc != "" {
+		l.w.header["Alt-Svc"] = []string{altSvc} // as the listener's handler sets it
+	}
 	keep = c.runResponse(l.req, rs, l.w, rest)
 	c.lane = laneRequest{}
 	return true, keep
@@ -219,7 +243,7 @@ func (g *Gateway) serveLane(c *serverConn, rl requestLine) (served, keep bool) {
 // with its head, as writeLeanHead, relay and the HTTP/1 server's response
 // would, records the exchange, and ends the request; it reports whether
 // the connection can take another request.
-func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Response, att *targetTurn, method, host, path string, body []byte) (keep bool) {
+func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Response, att *targetTurn, method, host, path string, body []byte, altSvc string) (keep bool) {
 	x, svc, oh := &cl.x, rt.svc, &cl.oh
 	outcome := upstream.Success
 	switch resp.StatusCode {
@@ -230,6 +254,13 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 	closeAfter := c.s.shutting.Load()
 	bw := c.bw
 	bw.WriteString(statusLine(resp.StatusCode))
+	if altSvc != "" && !hasFieldLine(oh.respHead, "Alt-Svc") {
+		// The listener's, unless the upstream sent its own
+		// (writeLeanHead).
+		bw.WriteString("Alt-Svc: ")
+		bw.WriteString(altSvc)
+		bw.WriteString("\r\n")
+	}
 	bw.Write(oh.respHead)
 	if !svc.noVia {
 		bw.WriteString("Via: ")

@@ -386,7 +386,10 @@ func TestLeanAltSvcOverTLS(t *testing.T) {
 		if r.URL.Query().Get("own") != "" {
 			w.Header().Set("Alt-Svc", `h2=":443"; ma=60`)
 		}
-		io.WriteString(w, "ok")
+		if r.URL.Query().Get("chunked") != "" {
+			w.(http.Flusher).Flush() // a chunked answer: the span lane makes the request present
+		}
+		io.WriteString(w, r.Header.Get("X-Forwarded-Proto"))
 	})
 	tg := startTLSGateway(t, fmt.Sprintf(`
 services: [{name: be, targets: [{url: %q}]}]
@@ -399,19 +402,25 @@ routes:
 	for _, tc := range []struct {
 		query string
 		want  string
-	}{{"?own=1", `h2=":443"; ma=60`}, {"", listener}} {
+	}{{"?own=1", `h2=":443"; ma=60`}, {"", listener}, {"?chunked=1", listener}, {"?chunked=1&own=1", `h2=":443"; ma=60`}} {
 		for _, prefix := range []string{"/l/", "/t/"} {
-			ans0 := leanAnswers.Load()
+			ans0, lane0 := leanAnswers.Load(), laneServed.Load()
 			resp, err := c.Get("https://localhost:" + portOf(tg.addr) + prefix + "x" + tc.query)
 			if err != nil {
 				t.Fatal(err)
 			}
-			io.Copy(io.Discard, resp.Body)
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if string(body) != "https" {
+				t.Errorf("%s%s: the upstream saw X-Forwarded-Proto %q; want https", prefix, tc.query, body)
+			}
+			if lane := laneServed.Load() > lane0; lane != (prefix == "/l/") {
+				t.Errorf("%s%s: served on the span lane: %v", prefix, tc.query, lane)
+			}
 			if got := resp.Header.Values("Alt-Svc"); resp.ProtoMajor != 1 || len(got) != 1 || got[0] != tc.want {
 				t.Errorf("%s%s over HTTP/%d: Alt-Svc %q; want just %q", prefix, tc.query, resp.ProtoMajor, got, tc.want)
 			}
-			if lean := leanAnswers.Load() > ans0; lean != (prefix == "/l/") {
+			if lean := leanAnswers.Load() > ans0; lean != (prefix == "/l/" && !strings.Contains(tc.query, "chunked")) {
 				t.Errorf("%s%s: answered on the lean path: %v", prefix, tc.query, lean)
 			}
 		}

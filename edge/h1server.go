@@ -56,8 +56,9 @@ type h1Server struct {
 	// optionsStar, if set, answers OPTIONS * (a question about the
 	// server, not a resource) instead of serveOptionsStar.
 	optionsStar http.Handler
-	// lane, if set, is offered each plain-TCP request before it is built
-	// (the span lane, h1lane.go): the gateway, when it is the handler.
+	// lane, if set, is offered each request before it is built (the span
+	// lane, h1lane.go): the gateway, when it is the handler, or a TLS
+	// listener's tlsLane.
 	lane laneServer
 	// onCut, if set, is called when Shutdown's deadline passes, before
 	// the connections left are closed.
@@ -963,7 +964,7 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 	if perr != nil {
 		return nil, nil, perr
 	}
-	if c.s.lane != nil && c.tls == nil {
+	if c.s.lane != nil {
 		if served, keep := c.s.lane.serveLane(c, rl); served {
 			c.laneKeep = keep
 			return nil, nil, nil // served (readRequest)

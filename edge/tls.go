@@ -198,6 +198,11 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		})
 	}
 	s.srv = g.newHTTPServer(o.ListenerOptions, g.sniGuard(o.ClientAuth, handler), s.ln)
+	if len(o.ClientAuth) == 0 {
+		// The span lane (h1lane.go) does what handler does; sniGuard
+		// has nothing to guard without client-certificate policies.
+		s.srv.lane = &tlsLane{g: g, altSvc: s.altSvc}
+	}
 	return s, nil
 }
 
