@@ -118,8 +118,14 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	if snap == nil || snap.table.ReadsHeaders() {
 		return false, false
 	}
-	buf := hb.buf
-	hostIn := string(buf[lr.host[0]:lr.host[1]])
+	// The target and the Host in one string (the fields follow the
+	// request line): one allocation.
+	if lr.host[0] < lr.target[1] {
+		return false, false
+	}
+	span := string(hb.buf[lr.target[0]:lr.host[1]])
+	target := span[:lr.target[1]-lr.target[0]]
+	hostIn := span[lr.host[0]-lr.target[0]:]
 	if !validHost(hostIn) {
 		return false, false // the general path's 400
 	}
@@ -127,7 +133,6 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	if rl.sp1 == len(http.MethodHead) {
 		method = http.MethodHead
 	}
-	target := string(buf[lr.target[0]:lr.target[1]])
 	path, query, _ := strings.Cut(target, "?")
 	host := normalizeHost(hostIn)
 	u := url.URL{Path: path, RawQuery: query}
