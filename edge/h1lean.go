@@ -29,7 +29,7 @@ package edge
 //     for the same request, and sent for every attempt (retries too);
 //     mutual TLS keeps the general path for X-Forwarded-Client-Cert.
 //  3. The upstream client reads the answer's head into spans as always; a
-//     plain answer to a lean GET (a final status with a body, one
+//     plain answer to a lean GET or HEAD (a final status with a body, one
 //     Content-Length, no hop-by-hop field, no Via, not an event stream;
 //     leanResponse) becomes the client's field lines at once, with no map,
 //     and writeLeanHead puts them in the server's response with Via and the

@@ -724,7 +724,7 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 		}
 		return nil, err
 	}
-	if lo := pc.lean; lo != nil && req.Method == http.MethodGet && minor == 1 {
+	if lo := pc.lean; lo != nil && (req.Method == http.MethodGet || req.Method == http.MethodHead) && minor == 1 {
 		if cl, ok := leanResponse(hb, code, lo); ok {
 			// A plain answer to a lean request (h1lean.go): its fields
 			// are in lo, made into the client's head; no map, no string.
@@ -734,8 +734,8 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 			pc.last = hr
 			resp := &hr.resp
 			*resp = http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: cl}
-			if cl == 0 {
-				resp.Body = http.NoBody
+			if cl == 0 || req.Method == http.MethodHead {
+				resp.Body = http.NoBody // a HEAD's length is the GET's
 			} else {
 				hr.lr = lengthReader{br: br, remain: cl}
 				resp.Body = &hr.lr
