@@ -14,13 +14,14 @@ package edge
 // What it serves: on an HTTP/1 connection of a plain listener whose
 // handler is the gateway itself, or of a TLS listener with no
 // client-certificate policies (tlsLane, which adds the listener's Alt-Svc
-// as its handler does), a request the lean path would take (classifyLean: GET or
-// HEAD, HTTP/1.1, no body, no field the gateway interprets) on a lean route
-// (route.lean) of a service without retries or a total timeout whose
-// balancer reads no header, when no route of the table matches on headers
-// (the lane has no header map). Anything else, and any request the lane
-// finds it cannot serve before it sends anything upstream, goes the
-// general way as if the lane were not there.
+// as its handler does), a request the lean path would take (classifyLean:
+// GET or HEAD, HTTP/1.1, no body, no field the gateway interprets) on a
+// lean route (route.lean) of a service without retries or a total
+// timeout. Its header map is made only when a route of the table matches
+// on headers or the balancer hashes on a header or cookie (laneHeader).
+// Anything else, and any request the lane finds it cannot serve before it
+// sends anything upstream, goes the general way as if the lane were not
+// there.
 //
 // How: serveLane matches the route from the head's spans, picks a target,
 // and sends the lean head (appendLeanRequestHead) with the request's own
@@ -115,7 +116,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		return false, false
 	}
 	snap := g.snap.Load()
-	if snap == nil || snap.table.ReadsHeaders() {
+	if snap == nil {
 		return false, false
 	}
 	// The target and the Host in one string (the fields follow the
@@ -137,6 +138,9 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	host := normalizeHost(hostIn)
 	u := url.URL{Path: path, RawQuery: query}
 	mr := http.Request{Method: method, URL: &u, Host: hostIn, RemoteAddr: c.remote}
+	if snap.table.ReadsHeaders() && !c.laneHeader(&mr) {
+		return false, false
+	}
 	m, ok := snap.table.Match(&mr, host, path)
 	if !ok {
 		return false, false // the general path's 404
@@ -144,7 +148,10 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	rt := m.Route.Value.(*route)
 	svc := rt.svc
 	h1, isH1 := svc.transport.(*h1Transport)
-	if !rt.lean || !isH1 || svc.retry != nil || svc.total > 0 || svc.pool.ReadsHeaders() {
+	if !rt.lean || !isH1 || svc.retry != nil || svc.total > 0 {
+		return false, false
+	}
+	if svc.pool.ReadsHeaders() && mr.Header == nil && !c.laneHeader(&mr) {
 		return false, false
 	}
 	if !c.peerParsed {
@@ -242,6 +249,25 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	keep = c.runResponse(l.req, rs, l.w, rest)
 	c.lane = laneRequest{}
 	return true, keep
+}
+
+// laneHeader gives mr, for a route table or a balancer that reads the
+// request's header, the connection's header map filled from the head as
+// buildRequest fills it; false if the head does not make one (left to the
+// general path).
+func (c *serverConn) laneHeader(mr *http.Request) bool {
+	if c.reqHeader == nil {
+		c.reqHeader = make(http.Header)
+	} else {
+		clear(c.reqHeader)
+	}
+	hb := c.reqHead
+	h, _, err := hb.header(c.reqHeader, string(hb.buf), true, nil)
+	if err != nil {
+		return false
+	}
+	mr.Header = h
+	return true
 }
 
 // laneAnswer writes a plain answer whose whole body (nil for none) came

@@ -186,11 +186,11 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 	}
 }
 
-// The lane leaves to the general path what needs the request's header
-// map or more than one attempt: a table with a header condition, a
-// balancer hashing on a header or cookie, retries, a total timeout, a
-// route that edits the request; and requests the lean path does not take.
-// Each is still answered.
+// The lane leaves to the general path what may need more than one attempt
+// (retries, a total timeout), a route that edits the request, and requests
+// the lean path does not take; a table with a header condition and a
+// balancer hashing on a header or cookie it serves with a header map made
+// for them. Each is answered.
 func TestLaneLeavesWhatItCannotServe(t *testing.T) {
 	be := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -201,9 +201,9 @@ func TestLaneLeavesWhatItCannotServe(t *testing.T) {
 		lane                          bool
 	}{
 		{"lean", "", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"header condition", "", ", match: {path_prefix: /, headers: [{name: X-A}]}", "GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n", false},
-		{"hash on a header", ", balancer: {policy: consistent_hash, hash_on: \"header:X-K\"}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"hash on a cookie", ", balancer: {policy: consistent_hash, hash_on: \"cookie:k\"}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"header condition", "", ", match: {path_prefix: /, headers: [{name: X-A}]}", "GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n", true},
+		{"hash on a header", ", balancer: {policy: consistent_hash, hash_on: \"header:X-K\"}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"hash on a cookie", ", balancer: {policy: consistent_hash, hash_on: \"cookie:k\"}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"hash on the client", ", balancer: {policy: consistent_hash, hash_on: client_ip}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"retries", ", retries: {attempts: 1}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
 		{"total timeout", ", timeouts: {total: 5s}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
@@ -267,5 +267,52 @@ routes:
 		if string(body) != c.want {
 			t.Errorf("with %q: answered by %q; want %q", c.field, body, c.want)
 		}
+	}
+}
+
+// A balancer hashing on a header sends the same key to the same target on
+// the lane as on the general path, and different keys apart.
+func TestLaneHashesOnTheHeader(t *testing.T) {
+	target := func(name string) string {
+		return rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(name), name)
+			return true
+		})
+	}
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    targets: [{url: "http://%s"}, {url: "http://%s"}, {url: "http://%s"}]
+    balancer: {policy: consistent_hash, hash_on: "header:X-K"}
+routes:
+  - {name: lean, match: {path_prefix: /l/}, service: s}
+  - {name: twin, match: {path_prefix: /t/}, service: s, request_headers: {remove: [X-Not-Sent]}}
+`, target("a"), target("b"), target("c")))
+	get := func(path, key string) string {
+		conn := dialGateway(t, tg.addr)
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: h\r\nX-K: %s\r\n\r\n", path, key)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	seen := map[string]bool{}
+	served0 := laneServed.Load()
+	for i := range 30 {
+		key := fmt.Sprintf("key-%d", i)
+		l, p := get("/l/x", key), get("/t/x", key)
+		if l != p {
+			t.Fatalf("key %s: the lane went to %s, the general path to %s", key, l, p)
+		}
+		seen[l] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("30 keys all went to %v: the hash is not on the header", seen)
+	}
+	if n := laneServed.Load() - served0; n != 30 {
+		t.Fatalf("the lane served %d of the lean route's 30 requests", n)
 	}
 }
