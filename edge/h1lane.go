@@ -312,12 +312,31 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 	}
 	bw.WriteString("\r\n")
 	leanAnswers.Add(1)
+	var werr error
 	if body != nil {
 		if method != http.MethodHead {
-			bw.Write(body) // a failure shows at the flush below
-			x.bytesOut = int64(len(body))
+			// A body larger than what the buffer has left goes out now:
+			// a client gone shows here, as in relay (a smaller one's
+			// failure shows at the flush below, after the log line, as
+			// on the general path).
+			if _, werr = bw.Write(body); werr == nil {
+				x.bytesOut = int64(len(body))
+			}
 		}
 		resp.Body.(*h1Body).consumeBuffered()
+	}
+	if werr != nil {
+		// The response's Write and relay's reading of a failed write to
+		// the client: nothing counted as sent, the connection broken.
+		switch {
+		case isTimeout(werr):
+			x.errKind = "client_send_timeout"
+		case g.cut.Load():
+			x.errKind = "drain_timeout"
+		default:
+			x.errKind = "client_canceled"
+		}
+		c.broken.Store(true)
 	}
 	resp.Body.Close()
 	att.end(outcome)

@@ -316,3 +316,50 @@ routes:
 		t.Fatalf("the lane served %d of the lean route's 30 requests", n)
 	}
 }
+
+// A client that resets its connection before a large plain answer is
+// written is logged as the general path logs it: the write failed, the
+// client canceled (not a success with the whole body).
+func TestLaneClientResetWhileAnswerIsWritten(t *testing.T) {
+	gone := make(chan struct{})
+	up := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		<-gone // the client has reset its connection to the gateway
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"+strings.Repeat("x", 5000))
+		return true
+	})
+	setup, log := withReuseLog()
+	tg := startGatewayWith(t, setup, fmt.Sprintf(`
+services: [{name: s, targets: [{url: "http://%s"}]}]
+routes:
+  - {name: lean, match: {path_prefix: /l/}, service: s}
+  - {name: twin, match: {path_prefix: /t/}, service: s, request_headers: {remove: [X-Not-Sent]}}
+`, up))
+	var recs []map[string]any
+	for _, prefix := range []string{"/l/", "/t/"} {
+		n0 := log.count()
+		c := dialGateway(t, tg.addr)
+		io.WriteString(c, "GET "+prefix+"x HTTP/1.1\r\nHost: a\r\n\r\n")
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+		gone <- struct{}{}
+		for deadline := time.Now().Add(5 * time.Second); log.count() == n0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		log.mu.Lock()
+		if len(log.recs) > n0 {
+			recs = append(recs, log.recs[n0])
+		}
+		log.mu.Unlock()
+	}
+	if len(recs) != 2 {
+		t.Fatalf("%d access log records; want 2", len(recs))
+	}
+	for i, r := range recs {
+		if r["error"] != "client_canceled" {
+			t.Errorf("%s: record %v; want error client_canceled", []string{"lane", "general path"}[i], r)
+		}
+	}
+	if recs[0]["status"] != recs[1]["status"] || recs[0]["bytes_out"] != recs[1]["bytes_out"] {
+		t.Errorf("lane: status %v, bytes_out %v; general path: %v, %v", recs[0]["status"], recs[0]["bytes_out"], recs[1]["status"], recs[1]["bytes_out"])
+	}
+}
