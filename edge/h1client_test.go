@@ -388,13 +388,7 @@ func TestIdleUpstreamHangUpClosesPooledConnection(t *testing.T) {
 				}
 				c.CloseWrite() // the upstream's FIN, as an idle timeout of its own sends
 			})
-			tg := startGateway(t, fmt.Sprintf(`
-services:
-  - name: s
-    targets: [{url: "http://%s"}]
-routes:
-  - {name: r, match: {path_prefix: /}, service: s}
-`, up))
+			tg := startGateway(t, oneRoute("http://"+up, ""))
 			getOK(t, tg.url+"/")
 			if whilePooled {
 				waitPooled(t, tg.g, 1)
@@ -412,13 +406,7 @@ routes:
 // transport's idle timeout, whether or not a request comes.
 func TestIdleUpstreamConnectionTimesOut(t *testing.T) {
 	up, closed := idleUpstream(t, func(*net.TCPConn) {})
-	tg := startGateway(t, fmt.Sprintf(`
-services:
-  - name: s
-    targets: [{url: "http://%s"}]
-routes:
-  - {name: r, match: {path_prefix: /}, service: s}
-`, up))
+	tg := startGateway(t, oneRoute("http://"+up, ""))
 	tg.g.tmu.Lock()
 	for _, tr := range tg.g.transports {
 		if h, ok := tr.(*h1Transport); ok {
