@@ -5,10 +5,10 @@ package edge
 // Why: the lean path (h1lean.go) sends a lean request's head and relays a
 // plain answer from spans, but every request still becomes an
 // http.Request with its header map, URL and context, a response writer,
-// and a pass through the general handler (Gateway.serve and relay). Session
-// 16's experiment served the benchmark's requests without those: the
-// gateway's user time per request fell to 0.80x at 64 connections and
-// 0.70x at 256, its throughput rose 1.06x and 1.10x (make bench-ab), level
+// and a pass through the general handler (Gateway.serve and relay). A
+// scratch build that served the benchmark's requests without those cut
+// the gateway's user time per request to 0.80x at 64 connections and 0.70x
+// at 256 and raised its throughput 1.06x and 1.10x (make bench-ab), level
 // with nginx at 64 connections (README, "Then (session 17)").
 //
 // What it serves: on an HTTP/1 connection of a plain listener whose
@@ -87,6 +87,8 @@ func (c *serverConn) lanePresent() {
 	lanePresented.Add(1)
 }
 
+// serveLane is the span lane of a plain listener whose handler is the
+// gateway.
 func (g *Gateway) serveLane(c *serverConn, rl requestLine) (served, keep bool) {
 	return g.serveLaneWith(c, rl, "")
 }
