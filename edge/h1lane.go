@@ -192,7 +192,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	x.start = start
 	x.host = host
 	x.clientIP, x.clientIPStr = c.peer, c.peerStr
-	x.trusted = x.clientIP.IsValid() && len(g.opts.TrustedProxies) > 0 && g.opts.TrustedProxies.contains(x.clientIP)
+	x.trusted = g.trustedPeer(x.clientIP)
 	g.metrics.inFlightN.Add(1)
 	x.route = rt
 
@@ -201,22 +201,8 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		upHost = rt.hostRewrite
 	}
 	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: c.tls == nil}
-	if !svc.noRequestID {
-		a.reqID = x.requestID()
-	}
-	if !svc.noTraceparent {
-		tp, tid, _ := traceparent("") // the client sent none (classifyLean)
-		x.traceID = tid
-		a.trace = tp
-	}
-	if !svc.noVia {
-		a.via = g.via11
-	}
 	oh := &cl.oh
-	oh.reset(nil)
-	oh.raw = appendLeanRequestHead(oh.raw[:0], hb, &lr, &a)
-	oh.isRaw = true
-	leanRequests.Add(1)
+	g.makeLeanHead(oh, hb, &lr, &a, x)
 	out := &cl.url
 	*out = url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: path, RawQuery: query}
 	cl.out = http.Request{Method: method, URL: out, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: upHost}

@@ -318,23 +318,30 @@ func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request
 	}
 	svc := rt.svc
 	a := leanAdds{svc: svc, peer: x.clientIP, peerStr: x.clientIPStr, host: r.Host, upHost: host, plainTCP: !isTLS(r)}
+	g.makeLeanHead(oh, rc.head, &lr, &a, x)
+	return true
+}
+
+// makeLeanHead makes oh the upstream head of lean request lr (of hb) with
+// the service's fields: a's request id, a new trace (the client sent none:
+// classifyLean) and Via, as the service sends them.
+func (g *Gateway) makeLeanHead(oh *outHeader, hb *headBlock, lr *leanRequest, a *leanAdds, x *exchange) {
+	svc := a.svc
 	if !svc.noRequestID {
 		a.reqID = x.requestID()
 	}
 	if !svc.noTraceparent {
-		// The client sent none (classifyLean): a new trace.
 		tp, tid, _ := traceparent("")
 		x.traceID = tid
 		a.trace = tp
 	}
 	if !svc.noVia {
-		a.via = g.via(r.ProtoMajor, r.ProtoMinor)
+		a.via = g.via11 // lean requests are HTTP/1.1
 	}
 	oh.reset(nil)
-	oh.raw = appendLeanRequestHead(oh.raw[:0], rc.head, &lr, &a)
+	oh.raw = appendLeanRequestHead(oh.raw[:0], hb, lr, a)
 	oh.isRaw = true
 	leanRequests.Add(1)
-	return true
 }
 
 // leanResponse reports whether an answer to a lean request, read into hb

@@ -922,12 +922,17 @@ func (g *Gateway) identifyClient(x *exchange, r *http.Request) {
 	} else {
 		x.clientIP, x.clientIPStr = clientAddr(r.RemoteAddr)
 	}
-	x.trusted = x.clientIP.IsValid() && len(g.opts.TrustedProxies) > 0 && g.opts.TrustedProxies.contains(x.clientIP)
+	x.trusted = g.trustedPeer(x.clientIP)
 	if x.trusted {
 		if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
 			x.origin = g.forwardedClient(xff)
 		}
 	}
+}
+
+// trustedPeer reports whether the peer at a is one of the trusted proxies.
+func (g *Gateway) trustedPeer(a netip.Addr) bool {
+	return a.IsValid() && len(g.opts.TrustedProxies) > 0 && g.opts.TrustedProxies.contains(a)
 }
 
 // requestID is the request's id: the client's X-Request-Id when sane, else
