@@ -349,24 +349,24 @@ type serverConn struct {
 	// wsched says startWatch ran since the last stopWatch (the serving
 	// goroutine's own).
 	wsched bool
-	// The connection's place in its server's watch schedule (watches'
-	// mu guards them): due is when wfor is to be looked at.
-	wprev, wnext *serverConn
-	wfor         *requestState
-	wdue         time.Duration
-	stash        [1]byte
-	stashed      bool
-	broken       atomic.Bool // the client is gone
-	hijacked     bool
-	linger       bool // close with lingeringClose
-	noPool       bool // the buffers may still be in use: leave them to the GC
-	cmu          sync.Mutex
-	headStarted  bool   // the response's head is being written: no 100 Continue
-	pendingBody  []byte // a response body not yet committed to a framing
-	resp         response
-	header       http.Header
-	head         []byte    // the response head being built
-	rdl          time.Time // the read deadline last set
+	// wseq numbers the watches of the connection's requests; wcur is the
+	// current request's (0 between requests), which the schedule's
+	// entries are checked against (watch.go).
+	wseq        uint64
+	wcur        atomic.Uint64
+	stash       [1]byte
+	stashed     bool
+	broken      atomic.Bool // the client is gone
+	hijacked    bool
+	linger      bool // close with lingeringClose
+	noPool      bool // the buffers may still be in use: leave them to the GC
+	cmu         sync.Mutex
+	headStarted bool   // the response's head is being written: no 100 Continue
+	pendingBody []byte // a response body not yet committed to a framing
+	resp        response
+	header      http.Header
+	head        []byte    // the response head being built
+	rdl         time.Time // the read deadline last set
 	// wdlAt is monoNow when the send timeout's write deadline was last
 	// pushed forward (see Write); wdlOwn means a handler or writeError set
 	// a deadline of its own, which stays.
@@ -473,7 +473,6 @@ func (c *serverConn) serve() {
 	defer func() {
 		c.wmu.Lock()
 		c.closed = true
-		c.s.watches.remove(c)
 		c.wmu.Unlock()
 		if c.hijacked {
 			return // forgotten when it was taken over
@@ -821,7 +820,7 @@ func (c *serverConn) stopWatch() {
 	}
 	c.wsched = false
 	c.wmu.Lock()
-	c.s.watches.remove(c)
+	c.wcur.Store(0) // its schedule entry, if still queued, is now stale
 	done, f := c.wdone, c.wfile
 	c.wreq = nil
 	c.wdone, c.wfile = nil, nil

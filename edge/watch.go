@@ -12,60 +12,62 @@ import (
 // used to arm a timer of its connection's: under load every busy
 // connection's timer fired every 50 ms, each time on a goroutine of its
 // own, only to find a newer request and wait again (2.5% of the
-// throughput at 256 connections, make bench-ab). Now a server keeps one
-// list of the requests not yet watched, in the order they are due, and one
-// goroutine (sweep) sleeps until the first is due. A request that ends in
-// time costs a link and an unlink under the list's lock.
+// throughput at 256 connections, make bench-ab). Then a server kept its
+// unwatched requests in a list linked through their connections, ordered
+// by when each was due: every request linked itself in and out, writing
+// to its neighbours' connections, which under load are other
+// connections' cold memory.
 //
-// The sweeper parks when no request has been scheduled for a whole
-// disconnectCheckAfter, so an idle server does not wake, and ends with its
-// server (done).
+// Now a request appends an entry (its connection, the watch's number on
+// that connection, when it is due) to one queue of the server's and takes
+// nothing out when it ends: its connection's current number (wcur) moves
+// on, and the entry is found stale when it comes due. Entries are appended
+// in the order they are due, near enough (a request that read the clock a
+// little before another connection's may append after it), so one
+// goroutine (sweep) takes them from the front as they come due, waking at
+// most every watchGrain. The queue's end, written by every request, stays
+// in the cache; a request that ends in time costs an append.
+//
+// The sweeper parks when the queue is empty, so an idle server does not
+// wake, and ends with its server (done).
 type watchSchedule struct {
 	done <-chan struct{} // the server's end
 
 	mu      sync.Mutex
-	head    *serverConn // the earliest due
-	tail    *serverConn
-	adds    uint64        // schedule calls, to tell a quiet period
+	q       []watchEntry // a ring: n entries from head, len(q) a power of two
+	head, n int
 	running bool          // the sweeper was started
 	parked  bool          // the sweeper waits for wake
 	wake    chan struct{} // capacity 1
 	ended   chan struct{} // closed when the sweeper returns
 }
 
-// add schedules c's request rs to be looked at when due, after any
-// earlier schedule of c is removed. Called with c.wmu held.
-func (w *watchSchedule) add(c *serverConn, rs *requestState, due time.Duration) {
+// watchEntry is a request's watch, due at due: seq is its number on c
+// (serverConn.wcur while it runs).
+type watchEntry struct {
+	c   *serverConn
+	seq uint64
+	due time.Duration
+}
+
+// watchGrain is the sweeper's shortest sleep: a watch starts between
+// disconnectCheckAfter and that plus watchGrain after its request began.
+const watchGrain = disconnectCheckAfter / 10
+
+// add appends a watch to the queue.
+func (w *watchSchedule) add(c *serverConn, seq uint64, due time.Duration) {
 	w.mu.Lock()
-	w.unlink(c)
-	c.wfor, c.wdue = rs, due
-	// Requests are scheduled in the order they began, near enough: the
-	// tail is the place, but for one that read the clock a little
-	// before another connection's request did and scheduled after it.
-	at := w.tail
-	for at != nil && at.wdue > due {
-		at = at.wprev
+	if w.n == len(w.q) {
+		w.grow()
 	}
-	c.wprev = at
-	if at == nil {
-		c.wnext = w.head
-		w.head = c
-	} else {
-		c.wnext = at.wnext
-		at.wnext = c
-	}
-	if c.wnext == nil {
-		w.tail = c
-	} else {
-		c.wnext.wprev = c
-	}
-	w.adds++
+	w.q[(w.head+w.n)&(len(w.q)-1)] = watchEntry{c, seq, due}
+	w.n++
 	var wake, start bool
 	if !w.running {
 		w.running, start = true, true
 		w.wake = make(chan struct{}, 1)
 		w.ended = make(chan struct{})
-	} else if w.parked && w.head == c {
+	} else if w.parked {
 		w.parked, wake = false, true
 	}
 	w.mu.Unlock()
@@ -80,76 +82,67 @@ func (w *watchSchedule) add(c *serverConn, rs *requestState, due time.Duration) 
 	}
 }
 
-// remove takes c out of the schedule if it is in it. Called with c.wmu
-// held.
-func (w *watchSchedule) remove(c *serverConn) {
-	w.mu.Lock()
-	w.unlink(c)
-	w.mu.Unlock()
+// grow doubles the ring, its entries kept in order from index 0.
+func (w *watchSchedule) grow() {
+	q := make([]watchEntry, max(64, 2*len(w.q)))
+	for i := range w.n {
+		q[i] = w.q[(w.head+i)&(len(w.q)-1)]
+	}
+	w.q, w.head = q, 0
 }
 
-func (w *watchSchedule) unlink(c *serverConn) {
-	if c.wfor == nil {
-		return
+// takeDue moves the entries due by now from the queue's front to due,
+// and returns it.
+func (w *watchSchedule) takeDue(now time.Duration, due []watchEntry) []watchEntry {
+	for w.n > 0 {
+		e := &w.q[w.head]
+		if e.due > now {
+			break
+		}
+		due = append(due, *e)
+		*e = watchEntry{}
+		w.head = (w.head + 1) & (len(w.q) - 1)
+		w.n--
 	}
-	if c.wprev == nil {
-		w.head = c.wnext
-	} else {
-		c.wprev.wnext = c.wnext
+	if w.n == 0 {
+		w.head = 0
+		if len(w.q) > 4096 {
+			w.q = nil // a burst's ring: let it go
+		}
 	}
-	if c.wnext == nil {
-		w.tail = c.wprev
-	} else {
-		c.wnext.wprev = c.wprev
-	}
-	c.wprev, c.wnext, c.wfor = nil, nil, nil
+	return due
 }
 
-// dueWatch is a request whose time came, taken out of the schedule.
-type dueWatch struct {
-	c  *serverConn
-	rs *requestState
-}
-
-// sweep looks at each request when it is due, until the server ends.
+// sweep looks at each watch when it is due, until the server ends.
 func (w *watchSchedule) sweep() {
 	defer close(w.ended)
 	t := time.NewTimer(disconnectCheckAfter)
 	defer t.Stop()
-	var due []dueWatch
-	var quietSince uint64 // adds when the last wait began with nothing scheduled
-	quiet := false
+	var due []watchEntry
 	for {
 		w.mu.Lock()
 		now := monoNow()
-		for w.head != nil && w.head.wdue <= now {
-			c := w.head
-			due = append(due, dueWatch{c, c.wfor})
-			w.unlink(c)
-		}
+		due = w.takeDue(now, due)
 		var wait time.Duration
-		switch {
-		case w.head != nil:
-			wait = w.head.wdue - now
-			quiet = false
-		case len(due) == 0 && quiet && w.adds == quietSince:
-			// Nothing was scheduled for a whole period: park.
+		if w.n > 0 {
+			wait = max(w.q[w.head].due-now, watchGrain)
+		} else {
 			w.parked = true
-		default:
-			wait = disconnectCheckAfter
-			quiet, quietSince = true, w.adds
 		}
 		parked := w.parked
 		w.mu.Unlock()
-		for i, d := range due {
-			d.c.watchDue(d.rs)
-			due[i] = dueWatch{}
+		for i, e := range due {
+			if e.c.wcur.Load() == e.seq {
+				e.c.watchDue(e.seq)
+			}
+			due[i] = watchEntry{}
 		}
 		due = due[:0]
 		if parked {
+			// A watch looked at again above may have unparked it: its
+			// wake is waiting.
 			select {
 			case <-w.wake:
-				quiet = false
 				continue
 			case <-w.done:
 				return
@@ -173,19 +166,23 @@ func (c *serverConn) startWatch(rs *requestState) {
 	c.wreq = rs
 	c.wdone = nil
 	c.wdup = c.inl
-	c.s.watches.add(c, rs, rs.start+disconnectCheckAfter)
+	c.wseq++
+	seq := c.wseq
+	c.wcur.Store(seq)
 	c.wmu.Unlock()
+	c.s.watches.add(c, seq, rs.start+disconnectCheckAfter)
 }
 
-// watchDue starts the watch of request rs, whose time has come, unless
-// it has ended; or schedules it again if it cannot be watched yet.
-func (c *serverConn) watchDue(rs *requestState) {
+// watchDue starts the watch numbered seq, whose time has come, unless its
+// request has ended; or schedules it again if it cannot be watched yet.
+func (c *serverConn) watchDue(seq uint64) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if rs == nil || c.wreq != rs || c.wdone != nil || c.closed {
+	rs := c.wreq
+	if rs == nil || c.wcur.Load() != seq || c.wdone != nil || c.closed {
 		return
 	}
-	again := func() { c.s.watches.add(c, rs, monoNow()+disconnectCheckAfter) }
+	again := func() { c.s.watches.add(c, seq, monoNow()+disconnectCheckAfter) }
 	if !rs.bodyDone.Load() || c.br.Buffered() > 0 {
 		// The handler still reads the body, or the next request is
 		// already here (so the client is too): look again later.

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -10,73 +9,80 @@ import (
 	"time"
 )
 
-// order lists the schedule's connections head to tail, checking the links
-// both ways.
-func (w *watchSchedule) order(t *testing.T) []*serverConn {
-	t.Helper()
+// live lists the queued watches whose requests still run unwatched (an
+// entry of an ended request is stale and only waits to be dropped).
+func (w *watchSchedule) live() []watchEntry {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var got []*serverConn
-	var prev *serverConn
-	for c := w.head; c != nil; c = c.wnext {
-		if c.wprev != prev {
-			t.Fatalf("schedule links: %p's prev is %p, want %p", c, c.wprev, prev)
+	var got []watchEntry
+	for i := range w.n {
+		e := w.q[(w.head+i)&(len(w.q)-1)]
+		if e.c.wcur.Load() == e.seq {
+			e.c.wmu.Lock()
+			watched := e.c.wdone != nil
+			e.c.wmu.Unlock()
+			if !watched {
+				got = append(got, e)
+			}
 		}
-		if prev != nil && prev.wdue > c.wdue {
-			t.Fatalf("schedule out of order: due %v before %v", prev.wdue, c.wdue)
-		}
-		got = append(got, c)
-		prev = c
-	}
-	if w.tail != prev {
-		t.Fatalf("schedule tail is %p, want %p", w.tail, prev)
 	}
 	return got
 }
 
-// The schedule keeps its requests in the order they are due, whatever the
-// order they were added in, and takes one out, or moves one, from anywhere.
-func TestWatchScheduleOrder(t *testing.T) {
-	w := &watchSchedule{running: true} // no sweeper: the list alone
-	cs := make([]*serverConn, 5)
-	for i := range cs {
-		cs[i] = &serverConn{}
-	}
-	rs := &requestState{}
-	same := func(what string, want ...*serverConn) {
-		t.Helper()
-		got := w.order(t)
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("%s: order %v, want %v", what, got, want)
+// The queue gives its entries back in the order they came, as they come
+// due, across the ring's end and its growth.
+func TestWatchScheduleQueue(t *testing.T) {
+	w := &watchSchedule{running: true} // no sweeper: the queue alone
+	c := &serverConn{}
+	next, want := uint64(0), uint64(0)
+	add := func(k int) {
+		for range k {
+			next++
+			w.add(c, next, time.Duration(next))
 		}
 	}
-	w.add(cs[0], rs, 10)
-	w.add(cs[1], rs, 30)
-	w.add(cs[2], rs, 20) // read the clock before cs[1] did
-	w.add(cs[3], rs, 5)  // before all
-	same("added", cs[3], cs[0], cs[2], cs[1])
-	w.remove(cs[2])
-	same("middle removed", cs[3], cs[0], cs[1])
-	w.remove(cs[3])
-	w.remove(cs[3]) // not scheduled: nothing
-	same("head removed", cs[0], cs[1])
-	w.add(cs[0], rs, 40) // scheduled again: moved
-	same("moved", cs[1], cs[0])
-	w.add(cs[4], rs, 35)
-	same("between", cs[1], cs[4], cs[0])
-	for _, c := range []*serverConn{cs[0], cs[1], cs[4]} {
-		w.remove(c)
+	take := func(upTo uint64) {
+		t.Helper()
+		got := w.takeDue(time.Duration(upTo), nil)
+		for _, e := range got {
+			want++
+			if e.seq != want || e.due != time.Duration(want) || e.c != c {
+				t.Fatalf("took %d (due %v), want %d", e.seq, e.due, want)
+			}
+		}
+		if want != upTo {
+			t.Fatalf("took up to %d, want up to %d", want, upTo)
+		}
+		if w.n != int(next-want) {
+			t.Fatalf("%d left, want %d", w.n, next-want)
+		}
 	}
-	same("all removed")
-	if w.adds != 6 {
-		t.Errorf("adds = %d, want 6", w.adds)
+	add(50)
+	take(40) // the front moves on
+	add(60)  // wraps round the 64-entry ring, then grows it while wrapped
+	if len(w.q) != 128 {
+		t.Fatalf("ring of %d entries, want 128", len(w.q))
 	}
+	take(41)
+	add(200)
+	take(300)
+	take(310)
+	if w.n != 0 || w.head != 0 {
+		t.Fatalf("emptied queue: n %d, head %d", w.n, w.head)
+	}
+	add(5000) // a burst: its ring is let go once empty
+	take(next)
+	if w.q != nil {
+		t.Fatalf("a ring of %d entries kept after a burst", len(w.q))
+	}
+	add(3)
+	take(next)
 }
 
 // Many connections whose requests run long are each watched: every client
 // that leaves has its request canceled. Requests that end in time leave
-// nothing scheduled; the sweeper parks when nothing comes, and ends with
-// its server.
+// nothing to watch; the sweeper parks once their entries are dropped, and
+// ends with its server.
 func TestDisconnectWatchManyConnections(t *testing.T) {
 	const n = 24
 	entered := make(chan struct{}, n)
@@ -97,7 +103,7 @@ func TestDisconnectWatchManyConnections(t *testing.T) {
 			t.Fatalf("short request %d: %d %q", i, resp.StatusCode, body)
 		}
 	}
-	if got := s.watches.order(t); len(got) != 0 {
+	if got := s.watches.live(); len(got) != 0 {
 		t.Fatalf("%d requests still scheduled after every request ended", len(got))
 	}
 	conns := make([]net.Conn, n)
@@ -110,7 +116,7 @@ func TestDisconnectWatchManyConnections(t *testing.T) {
 		recv(t, entered, "a long request to start")
 	}
 	// Each is watched once it has run disconnectCheckAfter: its
-	// connection then has a watching read and is out of the schedule.
+	// connection then has a watching read.
 	waitFor(t, 5*time.Second, "every long request to be watched", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -124,8 +130,8 @@ func TestDisconnectWatchManyConnections(t *testing.T) {
 		}
 		return watched == n
 	})
-	if got := s.watches.order(t); len(got) != 0 {
-		t.Fatalf("%d requests still scheduled once all were watched", len(got))
+	if got := s.watches.live(); len(got) != 0 {
+		t.Fatalf("%d requests still waiting once all were watched", len(got))
 	}
 	for _, c := range conns {
 		c.Close()
