@@ -43,14 +43,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	"github.com/meridian-gw/meridian/edge/upstream"
 )
 
 // laneServed counts the requests the span lane took, lanePresented those of
 // them it made present (for tests).
-var laneServed, lanePresented atomic.Int64
+var laneServed, lanePresented pathCounter
 
 // laneServer serves requests on the span lane (the gateway).
 type laneServer interface {
@@ -84,7 +83,7 @@ func (c *serverConn) lanePresent() {
 		panic("edge: the span lane's request head does not build: " + perr.detail)
 	}
 	l.req, l.w, l.present = req, c.beginResponse(req, l.rs), true
-	lanePresented.Add(1)
+	lanePresented.count()
 }
 
 // serveLane is the span lane of a plain listener whose handler is the
@@ -171,12 +170,11 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 
 	// Served here from now on. What ServeHTTP, serve and the HTTP/1
 	// server's serveRequest do for a request, in their order.
-	laneServed.Add(1)
+	laneServed.count()
 	start := monoNow()
 	rs := &requestState{}
 	rs.start = start
 	rs.parsed, rs.peer, rs.peerStr = true, c.peer, c.peerStr
-	rs.bodyDone.Store(true)
 	rs.watchOK = true
 	rs.respHeader = c.spareHeader()
 	if c.lanePresentF == nil {
@@ -299,7 +297,7 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 		bw.WriteString("Connection: close\r\n")
 	}
 	bw.WriteString("\r\n")
-	leanAnswers.Add(1)
+	leanAnswers.count()
 	var werr error
 	if body != nil {
 		if method != http.MethodHead {

@@ -51,7 +51,21 @@ import (
 
 // leanRequests and leanAnswers count the requests the lean path sent and
 // the answers it relayed plain (for tests).
-var leanRequests, leanAnswers atomic.Int64
+var leanRequests, leanAnswers pathCounter
+
+// countPaths turns the path counters on. Tests set it (harness_test.go):
+// a serving gateway does not pay for atomics on shared memory, a few on
+// every request, that only tests read.
+var countPaths bool
+
+// pathCounter counts the requests that took a path, when countPaths.
+type pathCounter struct{ atomic.Int64 }
+
+func (p *pathCounter) count() {
+	if countPaths {
+		p.Add(1)
+	}
+}
 
 // leanRequest is a request head the lean path may serve, as spans of
 // c.reqHead.buf.
@@ -341,7 +355,7 @@ func (g *Gateway) makeLeanHead(oh *outHeader, hb *headBlock, lr *leanRequest, a 
 	oh.reset(nil)
 	oh.raw = appendLeanRequestHead(oh.raw[:0], hb, lr, a)
 	oh.isRaw = true
-	leanRequests.Add(1)
+	leanRequests.count()
 }
 
 // leanResponse reports whether an answer to a lean request, read into hb
@@ -439,7 +453,7 @@ func (w *response) writeLeanHead(code int, fields []byte, date bool, via string,
 	w.hasDate = date
 	w.contentLength = length
 	w.bodyless = w.req.Method == http.MethodHead
-	leanAnswers.Add(1)
+	leanAnswers.count()
 }
 
 // hasFieldLine reports whether field lines ("Name: value\r\n" each, names

@@ -404,8 +404,11 @@ type serverConn struct {
 // requestState is what the disconnect watch needs of a request.
 type requestState struct {
 	requestContext // the request's context
-	bodyDone       atomic.Bool
-	watchOK        bool // neither an upgrade nor a body still being read
+	// bodyOpen: the request has a body the handler has not read to its
+	// end (set when the body is made, cleared at its end). Its zero
+	// value, for a request without a body, takes no store.
+	bodyOpen atomic.Bool
+	watchOK  bool // neither an upgrade nor a body still being read
 }
 
 // requestParts is what a request built from its head is made of beside its
@@ -1179,6 +1182,7 @@ func (c *serverConn) buildRequestIn(rl requestLine, rs *requestState, parts *req
 		}
 		req.Trailer = tr
 		req.Body = &chunkedBody{c: c, rs: rs, cr: chunkedReader{br: c.br, maxTrailer: c.s.opts.MaxHeaderBytes, strict: true}}
+		rs.bodyOpen.Store(true)
 	case cls > 0:
 		n, ok := parseContentLength(clVal)
 		if !ok {
@@ -1187,13 +1191,13 @@ func (c *serverConn) buildRequestIn(rl requestLine, rs *requestState, parts *req
 		req.ContentLength = n
 		if n > 0 {
 			lb := &lengthBody{c: c, rs: rs, remain: n}
+			rs.bodyOpen.Store(true)
 			lb.left.Store(n)
 			req.Body = lb
 		}
 	}
 	if req.Body == nil {
 		req.Body = http.NoBody
-		rs.bodyDone.Store(true)
 	}
 	var ex []string
 	if fr.expect {
@@ -1404,7 +1408,7 @@ func (b *lengthBody) read(p []byte) (int, error) {
 	b.remain -= int64(n)
 	b.left.Store(b.remain)
 	if b.remain == 0 {
-		b.rs.bodyDone.Store(true)
+		b.rs.bodyOpen.Store(false)
 		return n, io.EOF
 	}
 	if err == io.EOF {
@@ -1520,7 +1524,7 @@ func (b *chunkedBody) read(p []byte) (int, error) {
 	}
 	n, err := b.cr.Read(p)
 	if err == io.EOF {
-		b.rs.bodyDone.Store(true)
+		b.rs.bodyOpen.Store(false)
 		b.ended.Store(true)
 	}
 	return n, err

@@ -19,6 +19,10 @@ import (
 	"github.com/meridian-gw/meridian/edge/config"
 )
 
+// The tests count which requests took the lean path and the lane (set
+// before any test runs, so never written while a server reads it).
+func init() { countPaths = true }
+
 // testGateway is a gateway serving a YAML document on a real loopback
 // listener, shut down when the test ends.
 type testGateway struct {

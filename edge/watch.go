@@ -183,7 +183,7 @@ func (c *serverConn) watchDue(seq uint64) {
 		return
 	}
 	again := func() { c.s.watches.add(c, seq, monoNow()+disconnectCheckAfter) }
-	if !rs.bodyDone.Load() || c.br.Buffered() > 0 {
+	if rs.bodyOpen.Load() || c.br.Buffered() > 0 {
 		// The handler still reads the body, or the next request is
 		// already here (so the client is too): look again later.
 		again()
