@@ -341,7 +341,9 @@ type serverConn struct {
 	// goroutine reads one byte from the connection (whose request body
 	// has been read); an error means the client left and the request is
 	// canceled, a byte is the next pipelined request and is kept in stash.
-	// wmu guards the fields after it up to stash.
+	// wmu guards closed, wdone and wfile; wreq and wdup are the serving
+	// goroutine's, which watchDue reads once it has claimed the watch
+	// (watch.go).
 	wmu    sync.Mutex
 	closed bool          // the connection is done: the watch must not start
 	wreq   *requestState // the request being watched; nil between requests
@@ -351,7 +353,7 @@ type serverConn struct {
 	wsched bool
 	// wseq numbers the watches of the connection's requests; wcur is the
 	// current request's (0 between requests), which the schedule's
-	// entries are checked against (watch.go).
+	// entries are checked against, with watchClaimed once watchDue took it.
 	wseq        uint64
 	wcur        atomic.Uint64
 	stash       [1]byte
@@ -822,8 +824,13 @@ func (c *serverConn) stopWatch() {
 		return // no watch since the last stop
 	}
 	c.wsched = false
-	c.wmu.Lock()
-	c.wcur.Store(0) // its schedule entry, if still queued, is now stale
+	// Its schedule entry, if still queued, is now stale.
+	if c.wcur.Swap(0)&watchClaimed == 0 {
+		// Never claimed by watchDue, which now cannot: nothing to undo.
+		c.wreq = nil
+		return
+	}
+	c.wmu.Lock() // watchDue may still be setting the watch up
 	done, f := c.wdone, c.wfile
 	c.wreq = nil
 	c.wdone, c.wfile = nil, nil

@@ -159,17 +159,21 @@ func (w *watchSchedule) sweep() {
 	}
 }
 
-// startWatch schedules the disconnect watch of a request.
+// watchClaimed marks wcur while watchDue holds the watch of that number:
+// from then on stopWatch must take wmu, to wait for what watchDue set up.
+const watchClaimed = 1 << 63
+
+// startWatch schedules the disconnect watch of a request. It takes no
+// lock: watchDue reads what is set here only after it has claimed the
+// watch by its number, which is stored after them, and stopWatch of the
+// request before cleared any claim.
 func (c *serverConn) startWatch(rs *requestState) {
 	c.wsched = true
-	c.wmu.Lock()
 	c.wreq = rs
-	c.wdone = nil
 	c.wdup = c.inl
 	c.wseq++
 	seq := c.wseq
 	c.wcur.Store(seq)
-	c.wmu.Unlock()
 	c.s.watches.add(c, seq, rs.start+disconnectCheckAfter)
 }
 
@@ -178,11 +182,16 @@ func (c *serverConn) startWatch(rs *requestState) {
 func (c *serverConn) watchDue(seq uint64) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	rs := c.wreq
-	if rs == nil || c.wcur.Load() != seq || c.wdone != nil || c.closed {
-		return
+	if c.closed || !c.wcur.CompareAndSwap(seq, seq|watchClaimed) {
+		return // ended, or its request did
 	}
-	again := func() { c.s.watches.add(c, seq, monoNow()+disconnectCheckAfter) }
+	rs := c.wreq
+	again := func() {
+		// Unclaimed, unless stopWatch came meanwhile (it waits for wmu).
+		if c.wcur.CompareAndSwap(seq|watchClaimed, seq) {
+			c.s.watches.add(c, seq, monoNow()+disconnectCheckAfter)
+		}
+	}
 	if rs.bodyOpen.Load() || c.br.Buffered() > 0 {
 		// The handler still reads the body, or the next request is
 		// already here (so the client is too): look again later.

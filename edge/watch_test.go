@@ -10,7 +10,8 @@ import (
 )
 
 // live lists the queued watches whose requests still run unwatched (an
-// entry of an ended request is stale and only waits to be dropped).
+// entry of an ended request is stale and only waits to be dropped; a
+// watched one is claimed).
 func (w *watchSchedule) live() []watchEntry {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -18,12 +19,7 @@ func (w *watchSchedule) live() []watchEntry {
 	for i := range w.n {
 		e := w.q[(w.head+i)&(len(w.q)-1)]
 		if e.c.wcur.Load() == e.seq {
-			e.c.wmu.Lock()
-			watched := e.c.wdone != nil
-			e.c.wmu.Unlock()
-			if !watched {
-				got = append(got, e)
-			}
+			got = append(got, e)
 		}
 	}
 	return got
