@@ -350,7 +350,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	if rc, ok := ctx.(*requestContext); ok {
 		respHeader = rc.respHeader
 		stop.rc = rc // the server's request context: a hook without allocation
-		rc.setAbort(pc.abort)
+		rc.setAbort(&pc.abort)
 	} else {
 		stop.stop = context.AfterFunc(ctx, pc.abort)
 	}

@@ -24,8 +24,8 @@ type requestContext struct {
 	canceled atomic.Bool
 	fns      []*afterFunc
 	// abort is the upstream transport's hook (setAbort), kept apart from
-	// fns so that registering it allocates nothing.
-	abort func()
+	// fns so that registering it allocates nothing and takes no lock.
+	abort atomic.Pointer[func()]
 	// start is monoNow when the handler began (0: not known), so that
 	// the handler need not read the clock again.
 	start time.Duration
@@ -94,39 +94,31 @@ func (c *requestContext) cancel() {
 	}
 	fns := c.fns
 	c.fns = nil
-	abort := c.abort
-	c.abort = nil
 	c.mu.Unlock()
-	if abort != nil {
-		abort() // sets a deadline: it does not block
+	// After canceled is stored: a setAbort that missed it stored its
+	// hook first, and it is taken here.
+	if abort := c.abort.Swap(nil); abort != nil {
+		(*abort)() // sets a deadline: it does not block
 	}
 	for _, a := range fns {
 		go a.f()
 	}
 }
 
-// setAbort registers f (which must not block) to run when the context is
-// canceled; at once if it already is. One hook at a time.
-func (c *requestContext) setAbort(f func()) {
-	c.mu.Lock()
-	if c.canceled.Load() {
-		c.mu.Unlock()
-		f()
-		return
+// setAbort registers *f (which must not block) to run when the context is
+// canceled; at once if it already is. One hook at a time. Exactly one of
+// cancel, a setAbort that finds the context canceled, and clearAbort takes
+// the hook: each swaps it out, and both sides store before they look.
+func (c *requestContext) setAbort(f *func()) {
+	c.abort.Store(f)
+	if c.canceled.Load() && c.abort.CompareAndSwap(f, nil) {
+		(*f)()
 	}
-	c.abort = f
-	c.mu.Unlock()
 }
 
 // clearAbort unregisters the hook and reports whether it had not run.
 func (c *requestContext) clearAbort() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.abort == nil {
-		return false
-	}
-	c.abort = nil
-	return true
+	return c.abort.Swap(nil) != nil
 }
 
 // AfterFunc arranges for f to run after the context is canceled, as

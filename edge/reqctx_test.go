@@ -70,7 +70,7 @@ func TestRequestContextAbortHook(t *testing.T) {
 	hook := func() { ran++ }
 
 	ctx := &requestContext{}
-	ctx.setAbort(hook)
+	ctx.setAbort(&hook)
 	if !ctx.clearAbort() {
 		t.Error("clearAbort before cancel = false; want true")
 	}
@@ -80,7 +80,7 @@ func TestRequestContextAbortHook(t *testing.T) {
 	}
 
 	ctx = &requestContext{}
-	ctx.setAbort(hook)
+	ctx.setAbort(&hook)
 	ctx.cancel()
 	if ran != 1 {
 		t.Errorf("hook ran %d times on cancel; want 1", ran)
@@ -89,7 +89,7 @@ func TestRequestContextAbortHook(t *testing.T) {
 		t.Error("clearAbort after cancel = true; want false")
 	}
 
-	ctx.setAbort(hook) // already canceled: at once
+	ctx.setAbort(&hook) // already canceled: at once
 	if ran != 2 {
 		t.Errorf("hook set on a canceled context ran %d times in all; want 2", ran)
 	}
