@@ -270,6 +270,13 @@ const aliveCheckAfter = 100 * time.Millisecond
 // more, on a new connection (roundTrip).
 var errStaleConn = errors.New("the upstream closed a reused connection before answering")
 
+// errStrayBytes marks a reused pooled connection whose answer began with
+// bytes that are not a status line: most likely bytes of no request that
+// came while it sat in the pool (a body sent after the answer to a HEAD),
+// which nginx and Go's Transport, reading idle connections, see and close
+// them for. It is handled as errStaleConn is (wrapping the parse error).
+var errStrayBytes = errors.New("bytes of no answer on a reused upstream connection")
+
 // RoundTrip sends req and returns the response, whose Body must be closed.
 func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.roundTrip(req.Context(), req, nil, monoNow())
@@ -286,12 +293,14 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outH
 		return nil, err
 	}
 	resp, err := t.exchange(ctx, pc, req, oh, now)
-	if err == errStaleConn && (req.Body == nil || req.Body == http.NoBody) && replayable(req, oh) {
+	if (err == errStaleConn || errors.Is(err, errStrayBytes)) && (req.Body == nil || req.Body == http.NoBody) && replayable(req, oh) {
 		// The pooled connection was closed before any byte of an answer
 		// came: the upstream closed it as the request went (an idle
-		// timeout), or took the request and reset. Sent once more, on a
-		// new connection, so that an upstream that resets every request
-		// sees it twice at most and its error is the answer.
+		// timeout), or took the request and reset; or its answer began
+		// with bytes that belong to none (errStrayBytes). Sent once more,
+		// on a new connection, so that an upstream that resets every
+		// request, or garbles every answer, sees it twice at most and its
+		// error is the answer.
 		if pc, err = t.dial(ctx, key); err != nil {
 			return nil, err
 		}
@@ -451,6 +460,9 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 			// for, as it may be blocked reading from the client.
 			if pc.reused && pc.read == 0 && ctx.Err() == nil && !isTimeout(err) {
 				return fail(errStaleConn)
+			}
+			if bad, ok := err.(*badResponseError); ok && bad.statusLine && pc.reused && hints == 0 {
+				return fail(fmt.Errorf("%w: %w", errStrayBytes, err))
 			}
 			return fail(err)
 		}

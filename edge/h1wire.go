@@ -694,21 +694,21 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 	}
 	// HTTP/1.x SP 3DIGIT [SP reason]
 	if len(line) < 12 || string(line[:7]) != "HTTP/1." || line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
-		return nil, &badResponseError{"malformed status line " + strconv.Quote(string(line))}
+		return nil, &badResponseError{why: "malformed status line " + strconv.Quote(string(line)), statusLine: true}
 	}
 	minor := int(line[7] - '0')
 	if minor < 0 || minor > 9 {
-		return nil, &badResponseError{"malformed HTTP version in " + strconv.Quote(string(line))}
+		return nil, &badResponseError{why: "malformed HTTP version in " + strconv.Quote(string(line)), statusLine: true}
 	}
 	code := 0
 	for _, c := range line[9:12] {
 		if c < '0' || c > '9' {
-			return nil, &badResponseError{"malformed status code in " + strconv.Quote(string(line))}
+			return nil, &badResponseError{why: "malformed status code in " + strconv.Quote(string(line)), statusLine: true}
 		}
 		code = code*10 + int(c-'0')
 	}
 	if code < 100 {
-		return nil, &badResponseError{"malformed status code in " + strconv.Quote(string(line))}
+		return nil, &badResponseError{why: "malformed status code in " + strconv.Quote(string(line)), statusLine: true}
 	}
 	hb.buf = append(hb.buf[:0], line[9:]...)
 	statusEnd := len(hb.buf)
@@ -720,7 +720,7 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 			return nil, &responseHeadTooLargeError{err}
 		}
 		if fe, ok := err.(*fieldError); ok {
-			return nil, &badResponseError{fe.why}
+			return nil, &badResponseError{why: fe.why}
 		}
 		return nil, err
 	}
@@ -752,7 +752,7 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 	hr := &h1Response{}
 	header, fr, err := hb.header(dst, block, false, hr.values[:])
 	if err != nil {
-		return nil, &badResponseError{err.Error()}
+		return nil, &badResponseError{why: err.Error()}
 	}
 	cls, tes, clVal, te := fr.cls, fr.tes, fr.clVal, fr.te
 	hr.hop = fr.hop
@@ -783,14 +783,14 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 	// before the body (their values come at its end).
 	if tes > 0 {
 		if resp.Trailer, err = declaredTrailers(header); err != nil {
-			return nil, &badResponseError{err.Error()}
+			return nil, &badResponseError{why: err.Error()}
 		}
 	}
 	cl := int64(-1)
 	if cls > 0 {
 		v, ok := parseContentLength(strings.TrimSpace(clVal))
 		if !ok {
-			return nil, &badResponseError{"malformed Content-Length " + strconv.Quote(clVal)}
+			return nil, &badResponseError{why: "malformed Content-Length " + strconv.Quote(clVal)}
 		}
 		cl = v
 	}
@@ -814,7 +814,7 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 		resp.Body = http.NoBody
 	case tes > 0:
 		if !chunkedOnly(tes, te) {
-			return nil, &badResponseError{"unsupported Transfer-Encoding " + strconv.Quote(te)}
+			return nil, &badResponseError{why: "unsupported Transfer-Encoding " + strconv.Quote(te)}
 		}
 		if cls > 0 {
 			// Chunked wins (RFC 9112 6.3), and the connection, whose
@@ -891,6 +891,11 @@ func (e *responseHeadTooLargeError) Error() string {
 	return "upstream response head: " + e.err.Error() + " (limits: " + strconv.Itoa(maxResponseHead>>10) + " KiB, " + strconv.Itoa(maxHeaderFields) + " fields)"
 }
 
-type badResponseError struct{ why string }
+type badResponseError struct {
+	why string
+	// statusLine: what came where the status line should be was not one
+	// (on a reused connection, possibly bytes of an earlier answer).
+	statusLine bool
+}
 
 func (e *badResponseError) Error() string { return "malformed upstream response: " + e.why }

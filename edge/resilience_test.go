@@ -972,3 +972,65 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 		compileDoc(t, g, doc, 1, nil)
 	}
 }
+
+// An upstream that sends a body after its answer to a HEAD (a handler that
+// serves HEAD as GET, writing the body apart) leaves bytes on the pooled
+// connection that belong to no request. The next request on it reads them
+// where a status line should be: it is sent once more, on a new
+// connection, as nginx and Go's Transport (which see the unasked bytes on
+// the idle connection and close it) would have, and is answered, not 502.
+// A POST, which the upstream may have acted on, is not sent twice.
+func TestStrayBytesOnAPooledConnectionAreNotTheNextAnswer(t *testing.T) {
+	var hits hitCounter
+	sentStray := make(chan struct{}, 10)
+	up := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		hits.inc()
+		io.Copy(io.Discard, req.Body)
+		if req.Method == http.MethodHead {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n")
+			time.Sleep(20 * time.Millisecond) // after the gateway pooled it
+			io.WriteString(c, "hello world")  // the body a HEAD must not have
+			sentStray <- struct{}{}
+			return true
+		}
+		body := req.Method + " " + req.URL.Path
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return true
+	})
+	gw := startGateway(t, oneRoute("http://"+up, ""))
+	for _, c := range []struct {
+		method, path string
+		status       int
+		body         string
+		hits         int // the upstream's requests, the HEAD's included
+	}{
+		{"GET", "/get", 200, "GET /get", 3},
+		{"DELETE", "/idempotent", 200, "DELETE /idempotent", 3},
+		{"POST", "/acted-on", 502, "the upstream's response is malformed", 2},
+	} {
+		t.Run(c.method+" "+c.path, func(t *testing.T) {
+			conn := dialGateway(t, gw.addr)
+			br := bufio.NewReader(conn)
+			h0 := hits.get()
+			io.WriteString(conn, "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")
+			if resp, _ := readResponse(t, br, http.MethodHead); resp.StatusCode != 200 {
+				t.Fatalf("HEAD: %d", resp.StatusCode)
+			}
+			recv(t, sentStray, "the upstream's stray body")
+			head := c.method + " " + c.path + " HTTP/1.1\r\nHost: x\r\n"
+			if c.method == http.MethodPost {
+				head += "Content-Length: 2\r\n\r\nhi"
+			} else {
+				head += "\r\n"
+			}
+			io.WriteString(conn, head)
+			resp, body := readResponse(t, br, c.method)
+			if resp.StatusCode != c.status || !strings.Contains(string(body), c.body) {
+				t.Errorf("%d %q; want %d %q", resp.StatusCode, body, c.status, c.body)
+			}
+			if got := hits.get() - h0; got != c.hits {
+				t.Errorf("the upstream saw %d requests; want %d", got, c.hits)
+			}
+		})
+	}
+}
