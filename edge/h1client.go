@@ -109,6 +109,11 @@ type h1Conn struct {
 	abort func()
 	// The response readResponse returned last.
 	last *h1Response
+	// peekNext: the last answer was to a HEAD and announced a body, which
+	// an upstream serving HEAD as GET sends anyway, after it: getConn
+	// looks for such bytes before the connection is used again, however
+	// short its idle time.
+	peekNext bool
 	// lean, while a lean request's answer is read (h1lean.go), is where
 	// a plain answer's fields go.
 	lean *outHeader
@@ -304,9 +309,23 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outH
 		if pc, err = t.dial(ctx, key); err != nil {
 			return nil, err
 		}
-		return t.exchange(ctx, pc, req, oh, now)
+		// Its own response-header time: the first attempt may have
+		// waited for a whole answer behind the stray bytes.
+		return t.exchange(ctx, pc, req, oh, monoNow())
 	}
 	return resp, err
+}
+
+// notAStatusLine reports whether err says that what came where a status
+// line should be was not one (errStrayBytes, on a reused connection).
+func notAStatusLine(err error) bool {
+	switch e := err.(type) {
+	case *badResponseError:
+		return e.statusLine
+	case *responseHeadTooLargeError:
+		return e.statusLine
+	}
+	return false
 }
 
 // replayable reports whether a request that may have reached the upstream
@@ -447,7 +466,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	var resp *http.Response
 	var err error
-	hints := 0
+	hints, interim := 0, 0
 	if oh != nil && oh.isRaw {
 		pc.lean = oh
 		oh.leanResp = false
@@ -461,7 +480,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 			if pc.reused && pc.read == 0 && ctx.Err() == nil && !isTimeout(err) {
 				return fail(errStaleConn)
 			}
-			if bad, ok := err.(*badResponseError); ok && bad.statusLine && pc.reused && hints == 0 {
+			if pc.reused && interim == 0 && notAStatusLine(err) {
 				return fail(fmt.Errorf("%w: %w", errStrayBytes, err))
 			}
 			return fail(err)
@@ -470,6 +489,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		// the client (a few), the others (100 Continue, 102) not; 101
 		// ends the HTTP exchange.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			interim++ // the upstream answers this request
 			if resp.StatusCode == http.StatusEarlyHints && hints < maxEarlyHints {
 				hints++
 				relayEarlyHints(ctx, resp.Header)
@@ -480,6 +500,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	pc.lean = nil
 	pc.inBody = true // the header deadline may stay: see Read
+	pc.peekNext = req.Method == http.MethodHead && resp.ContentLength != 0
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop.release()
 		if bodyDone != nil {
@@ -845,11 +866,12 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 		// A connection idle for a while may have been closed by the
 		// upstream; look before using it (a read that would block means
 		// it is still open).
-		if hungUp(pc.conn) || now-pc.idleAt > aliveCheckAfter && !pc.alive() {
+		if hungUp(pc.conn) || (pc.peekNext || now-pc.idleAt > aliveCheckAfter) && !pc.alive() {
 			pc.conn.Close()
 			t.mu.Lock()
 			continue
 		}
+		pc.peekNext = false
 		pc.reused = true
 		return pc, nil
 	}

@@ -688,7 +688,7 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 			return nil, io.ErrUnexpectedEOF
 		}
 		if err == errLineTooLong {
-			return nil, &responseHeadTooLargeError{err}
+			return nil, &responseHeadTooLargeError{err: err, statusLine: true}
 		}
 		return nil, err
 	}
@@ -717,7 +717,7 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 			return nil, io.ErrUnexpectedEOF
 		}
 		if err == errLineTooLong || err == errTooManyFields {
-			return nil, &responseHeadTooLargeError{err}
+			return nil, &responseHeadTooLargeError{err: err}
 		}
 		if fe, ok := err.(*fieldError); ok {
 			return nil, &badResponseError{why: fe.why}
@@ -885,7 +885,12 @@ func chunkedOnly(tes int, te string) bool {
 // badResponseError is an upstream response that breaks HTTP/1 framing.
 // responseHeadTooLargeError: the upstream's head is over maxResponseHead
 // or has more than maxHeaderFields fields.
-type responseHeadTooLargeError struct{ err error }
+type responseHeadTooLargeError struct {
+	err error
+	// statusLine: the status line alone was over the limit (on a reused
+	// connection, possibly an earlier answer's body with no line end).
+	statusLine bool
+}
 
 func (e *responseHeadTooLargeError) Error() string {
 	return "upstream response head: " + e.err.Error() + " (limits: " + strconv.Itoa(maxResponseHead>>10) + " KiB, " + strconv.Itoa(maxHeaderFields) + " fields)"
