@@ -987,7 +987,19 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 		pc.conn.Close()
 		return
 	}
-	t.idle[pc.key] = append(t.idle[pc.key], pc)
+	list := t.idle[pc.key]
+	if pc.peekNext && len(list) > 0 {
+		// Its answer was to a HEAD that announced a body, which may still
+		// come (peekNext): given out last rather than first, so that any
+		// such bytes have had the longest time to come before getConn
+		// looks.
+		list = append(list, nil)
+		copy(list[1:], list)
+		list[0] = pc
+	} else {
+		list = append(list, pc)
+	}
+	t.idle[pc.key] = list
 	start := !t.sweeping
 	t.sweeping = true
 	t.mu.Unlock()

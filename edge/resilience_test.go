@@ -1103,3 +1103,53 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 		})
 	}
 }
+
+// With other connections in the pool, one whose last answer was to a HEAD
+// announcing a body is given out last: a request that follows at once goes
+// on another, and is not sent twice for a stray body that comes late.
+func TestHeadTaintedConnectionIsGivenOutLast(t *testing.T) {
+	var hits hitCounter
+	warm := make(chan struct{})
+	up := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		hits.inc()
+		switch req.URL.Path {
+		case "/warm":
+			<-warm // two at once: two pooled connections
+		case "/h":
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n")
+			time.Sleep(100 * time.Millisecond) // the body a HEAD must not have, late
+			io.WriteString(c, "hello world")
+			return true
+		}
+		body := req.Method + " " + req.URL.Path
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return true
+	})
+	gw := startGateway(t, oneRoute("http://"+up, ""))
+	c := newClient(t)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			get(t, c, gw.url+"/warm")
+		}()
+	}
+	waitFor(t, 5*time.Second, "both warm-up requests at the upstream", func() bool { return hits.get() == 2 })
+	close(warm)
+	wg.Wait()
+	conn := dialGateway(t, gw.addr)
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ := readResponse(t, br, http.MethodHead); resp.StatusCode != 200 {
+		t.Fatalf("HEAD: %d", resp.StatusCode)
+	}
+	h0 := hits.get()
+	io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := readResponse(t, br, http.MethodGet); resp.StatusCode != 200 || string(body) != "GET /next" {
+		t.Errorf("%d %q; want 200 \"GET /next\"", resp.StatusCode, body)
+	}
+	if got := hits.get() - h0; got != 1 {
+		t.Errorf("the upstream saw the GET %d times; want 1 (on the other connection)", got)
+	}
+}
