@@ -500,7 +500,9 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	pc.lean = nil
 	pc.inBody = true // the header deadline may stay: see Read
-	pc.peekNext = req.Method == http.MethodHead && resp.ContentLength != 0
+	if pc.peekNext = req.Method == http.MethodHead && resp.ContentLength != 0; pc.peekNext {
+		ackNow(pc.conn) // a body held back by Nagle comes now, for the peek
+	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		stop.release()
 		if bodyDone != nil {

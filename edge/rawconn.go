@@ -373,6 +373,19 @@ func leftInSocket(c net.Conn) bool {
 	return ok && rc.inq && rc.left > 0
 }
 
+// ackNow sends at once the acknowledgement c's socket holds back (delayed
+// ACK), by TCP_QUICKACK. An upstream whose writes wait for it (Nagle's
+// algorithm, no TCP_NODELAY) then sends what it holds, such as a body it
+// should not have written after its answer to a HEAD (peekNext), which
+// the pool's look before reuse can then see.
+func ackNow(c net.Conn) {
+	if rc, ok := c.(*rawConn); ok {
+		rc.rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, 1)
+		})
+	}
+}
+
 // enableInq turns TCP_INQ on for c's socket; it reports whether it could.
 func enableInq(rc syscall.RawConn) bool {
 	var err error

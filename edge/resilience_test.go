@@ -1153,3 +1153,55 @@ func TestHeadTaintedConnectionIsGivenOutLast(t *testing.T) {
 		t.Errorf("the upstream saw the GET %d times; want 1 (on the other connection)", got)
 	}
 }
+
+// An upstream whose writes wait for acknowledgements (Nagle's algorithm,
+// as Python's http.server has it) holds back a body it writes after its
+// answer to a HEAD until the gateway's delayed ACK goes out, by when the
+// next request may be on its way on that connection. The gateway
+// acknowledges such an answer at once, so the body comes, the look before
+// reuse sees it, and the next request is sent once, on a new connection.
+func TestHeadBodyHeldByNagleIsSeenBeforeReuse(t *testing.T) {
+	var hits hitCounter
+	up := rawUpstream(t, func(c net.Conn) {
+		c.(*net.TCPConn).SetNoDelay(false)
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			hits.inc()
+			body := req.Method + " " + req.URL.Path
+			io.WriteString(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body)))
+			io.WriteString(c, body) // after the head, also for a HEAD
+		}
+	})
+	gw := startGateway(t, oneRoute("http://"+up, ""))
+	conn := dialGateway(t, gw.addr)
+	br := bufio.NewReader(conn)
+	send := func(method, path string) {
+		t.Helper()
+		io.WriteString(conn, method+" "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		if resp, body := readResponse(t, br, method); resp.StatusCode != 200 || method == "GET" && string(body) != "GET "+path {
+			t.Fatalf("%s %s: %d %q", method, path, resp.StatusCode, body)
+		}
+	}
+	// Past the connection's first exchanges, where the kernel acknowledges
+	// at once anyway.
+	for i := range 30 {
+		send("GET", fmt.Sprintf("/warm%d", i))
+	}
+	resent := 0
+	for i := range 20 {
+		send("HEAD", "/h")
+		h0 := hits.get()
+		send("GET", fmt.Sprintf("/next%d", i))
+		resent += hits.get() - h0 - 1
+	}
+	// Without the acknowledgement every one is (the body comes a delayed
+	// ACK later); with it, one may still be when the upstream's second
+	// write comes after the gateway looked.
+	if resent >= 10 {
+		t.Errorf("%d of 20 GETs after a HEAD were sent twice; want few", resent)
+	}
+}
