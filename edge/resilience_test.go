@@ -973,6 +973,22 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 	}
 }
 
+// rawRequest sends method target on conn (a POST with a two-byte body,
+// anything else bodyless) and reads its answer from br.
+func rawRequest(t *testing.T, conn net.Conn, br *bufio.Reader, method, target string) (*http.Response, []byte) {
+	t.Helper()
+	head := method + " " + target + " HTTP/1.1\r\nHost: x\r\n"
+	if method == http.MethodPost {
+		head += "Content-Length: 2\r\n\r\nhi"
+	} else {
+		head += "\r\n"
+	}
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	return readResponse(t, br, method)
+}
+
 // An upstream that sends a body after its answer to a HEAD (a handler that
 // serves HEAD as GET, writing the body apart) leaves bytes on the pooled
 // connection that belong to no request. The gateway looks for them before
@@ -1001,20 +1017,12 @@ func TestStrayBytesAfterAHeadAreNotTheNextAnswer(t *testing.T) {
 		t.Run(method, func(t *testing.T) {
 			conn := dialGateway(t, gw.addr)
 			br := bufio.NewReader(conn)
-			io.WriteString(conn, "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")
-			if resp, _ := readResponse(t, br, http.MethodHead); resp.StatusCode != 200 {
+			if resp, _ := rawRequest(t, conn, br, http.MethodHead, "/h"); resp.StatusCode != 200 {
 				t.Fatalf("HEAD: %d", resp.StatusCode)
 			}
 			recv(t, sentStray, "the upstream's stray body")
 			h0 := hits.get()
-			head := method + " /next HTTP/1.1\r\nHost: x\r\n"
-			if method == http.MethodPost {
-				head += "Content-Length: 2\r\n\r\nhi"
-			} else {
-				head += "\r\n"
-			}
-			io.WriteString(conn, head)
-			resp, body := readResponse(t, br, method)
+			resp, body := rawRequest(t, conn, br, method, "/next")
 			if want := method + " /next"; resp.StatusCode != 200 || string(body) != want {
 				t.Errorf("%d %q; want 200 %q", resp.StatusCode, body, want)
 			}
@@ -1081,19 +1089,11 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 			br := bufio.NewReader(conn)
 			// A request first, so that the next goes on a reused
 			// connection.
-			io.WriteString(conn, "GET /warm HTTP/1.1\r\nHost: x\r\n\r\n")
-			if resp, _ := readResponse(t, br, http.MethodGet); resp.StatusCode != 200 {
+			if resp, _ := rawRequest(t, conn, br, http.MethodGet, "/warm"); resp.StatusCode != 200 {
 				t.Fatalf("warm-up: %d", resp.StatusCode)
 			}
 			h0 := hits.get()
-			head := c.method + " " + c.target + " HTTP/1.1\r\nHost: x\r\n"
-			if c.method == http.MethodPost {
-				head += "Content-Length: 2\r\n\r\nhi"
-			} else {
-				head += "\r\n"
-			}
-			io.WriteString(conn, head)
-			resp, body := readResponse(t, br, c.method)
+			resp, body := rawRequest(t, conn, br, c.method, c.target)
 			if resp.StatusCode != c.status || !strings.Contains(string(body), c.body) {
 				t.Errorf("%d %.200q; want %d %q", resp.StatusCode, body, c.status, c.body)
 			}
@@ -1140,13 +1140,11 @@ func TestHeadTaintedConnectionIsGivenOutLast(t *testing.T) {
 	wg.Wait()
 	conn := dialGateway(t, gw.addr)
 	br := bufio.NewReader(conn)
-	io.WriteString(conn, "HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp, _ := readResponse(t, br, http.MethodHead); resp.StatusCode != 200 {
+	if resp, _ := rawRequest(t, conn, br, http.MethodHead, "/h"); resp.StatusCode != 200 {
 		t.Fatalf("HEAD: %d", resp.StatusCode)
 	}
 	h0 := hits.get()
-	io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp, body := readResponse(t, br, http.MethodGet); resp.StatusCode != 200 || string(body) != "GET /next" {
+	if resp, body := rawRequest(t, conn, br, http.MethodGet, "/next"); resp.StatusCode != 200 || string(body) != "GET /next" {
 		t.Errorf("%d %q; want 200 \"GET /next\"", resp.StatusCode, body)
 	}
 	if got := hits.get() - h0; got != 1 {
@@ -1181,8 +1179,7 @@ func TestHeadBodyHeldByNagleIsSeenBeforeReuse(t *testing.T) {
 	br := bufio.NewReader(conn)
 	send := func(method, path string) {
 		t.Helper()
-		io.WriteString(conn, method+" "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
-		if resp, body := readResponse(t, br, method); resp.StatusCode != 200 || method == "GET" && string(body) != "GET "+path {
+		if resp, body := rawRequest(t, conn, br, method, path); resp.StatusCode != 200 || method == "GET" && string(body) != "GET "+path {
 			t.Fatalf("%s %s: %d %q", method, path, resp.StatusCode, body)
 		}
 	}
