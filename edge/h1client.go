@@ -360,10 +360,15 @@ const maxEarlyHints = 5
 // the proxy's client trace (see Gateway.ServeHTTP).
 func relayEarlyHints(ctx context.Context, h http.Header) {
 	dropHopFields(h)
-	if rc, ok := ctx.(*requestContext); ok && rc.resp == nil && rc.toPresent != nil {
+	rc, ok := ctx.(*requestContext)
+	if !ok {
+		// Under a total timeout: the server's context is its parent.
+		rc, ok = ctx.Value(requestContextKey{}).(*requestContext)
+	}
+	if ok && rc.resp == nil && rc.toPresent != nil {
 		rc.toPresent()
 	}
-	if rc, ok := ctx.(*requestContext); ok && rc.resp != nil {
+	if ok && rc.resp != nil {
 		rc.resp.relayInformational(http.StatusEarlyHints, h)
 		return
 	}

@@ -16,8 +16,7 @@ package edge
 // client-certificate policies (tlsLane, which adds the listener's Alt-Svc
 // as its handler does), a request the lean path would take (classifyLean:
 // GET or HEAD, HTTP/1.1, no body, no field the gateway interprets) on a
-// lean route (route.lean) of a service without retries or a total
-// timeout. Its header map is made only when a route of the table matches
+// lean route (route.lean). Its header map is made only when a route of the table matches
 // on headers or the balancer hashes on a header or cookie (laneHeader).
 // Anything else, and any request the lane finds it cannot serve before it
 // sends anything upstream, goes the general way as if the lane were not
@@ -30,15 +29,19 @@ package edge
 // its head, or a HEAD's, is written straight to the connection's buffer
 // in the order the HTTP/1 server writes it, and the exchange recorded as
 // finish records it. Any other outcome (an error, another kind of answer, a
-// body still coming, an answer over the route's limit, a 103 Early Hints)
-// makes the request present: the http.Request is built from the kept head
-// into the same state (buildRequestIn), the server's response begun, and
-// the rest is the general path's own code (targetFailed, requestCanceled,
-// relay) run as the server runs a handler (runResponse).
+// status the service retries on, a body still coming, an answer over the
+// route's limit, a 103 Early Hints) makes the request present: the
+// http.Request is built from the kept head into the same state
+// (buildRequestIn), the server's response begun, and the rest is the
+// general path's own code (forward, from its first attempt's outcome: the
+// retries, targetFailed, requestCanceled, relay) run as the server runs a
+// handler (runResponse). A service's total timeout is a context under the
+// request's, for the lane's attempt as for the general path's.
 //
 // TestLaneMatchesPresentPath compares the lane with the general path.
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -149,7 +152,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	rt := m.Route.Value.(*route)
 	svc := rt.svc
 	h1, isH1 := svc.transport.(*h1Transport)
-	if !rt.lean || !isH1 || svc.retry != nil || svc.total > 0 {
+	if !rt.lean || !isH1 {
 		return false, false
 	}
 	if svc.pool.ReadsHeaders() && mr.Header == nil && !c.laneHeader(&mr) {
@@ -166,6 +169,10 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	if err != nil {
 		svc.pool.Release()
 		return false, false // the general path's 503
+	}
+	retry := svc.retry
+	if retry != nil {
+		retry.budget.request()
 	}
 
 	// Served here from now on. What ServeHTTP, serve and the HTTP/1
@@ -207,13 +214,19 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	x.target = t.URL.Host
 	x.attempts = 1
 	att := targetTurn{t: t, open: true}
+	var ctx context.Context = &rs.requestContext
+	var cancelTotal context.CancelFunc
+	if svc.total > 0 {
+		ctx, cancelTotal = context.WithTimeout(ctx, svc.total)
+	}
 	t.Start()
 	upStart := monoNow()
-	resp, err := h1.roundTrip(&rs.requestContext, &cl.out, oh, upStart)
+	resp, err := h1.roundTrip(ctx, &cl.out, oh, upStart)
 	x.upstreamDur += monoNow() - upStart
 
 	if err == nil && !c.lane.present && oh.leanResp && resp.Header == nil &&
-		(rt.maxRespBody <= 0 || resp.ContentLength <= rt.maxRespBody) {
+		(rt.maxRespBody <= 0 || resp.ContentLength <= rt.maxRespBody) &&
+		(retry == nil || retry.attempts == 0 || !retry.retryStatus(resp.StatusCode)) {
 		var body []byte
 		whole := resp.Body == http.NoBody
 		if b, ok := resp.Body.(*h1Body); ok {
@@ -221,14 +234,19 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 			whole = body != nil
 		}
 		if whole {
-			return true, g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body, altSvc)
+			keep = g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body, altSvc)
+			if cancelTotal != nil {
+				cancelTotal()
+			}
+			return true, keep
 		}
 	}
 
 	// Made present: the general path's code from here.
 	c.lanePresent()
 	l := &c.lane
-	rest := &laneRest{g: g, cl: cl, rt: rt, resp: resp, err: err, t: t, att: att}
+	rest := &laneRest{g: g, cl: cl, rt: rt, first: laneAttempt{t: t, resp: resp, err: err, att: att},
+		path: path, query: query, host: upHost, ctx: ctx, cancel: cancelTotal}
 	if altSvc != "" {
 		l.w.header["Alt-Svc"] = []string{altSvc} // as the listener's handler sets it
 	}
@@ -340,40 +358,34 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 	return !closeAfter && !c.broken.Load()
 }
 
-// laneRest is the rest of a lane request made present, as the general
-// path goes on after an attempt: it answers an error, or relays the
-// answer.
+// laneRest is the rest of a lane request made present: the general path's
+// attempts (forward), its first the lane's, and the answer.
 type laneRest struct {
-	g    *Gateway
-	cl   *call
-	rt   *route
-	resp *http.Response
-	err  error
-	t    *upstream.Target
-	att  targetTurn
+	g     *Gateway
+	cl    *call
+	rt    *route
+	first laneAttempt
+	// The upstream request's path, query and Host.
+	path, query, host string
+	// ctx is the attempts' context (the request's, or under the service's
+	// total timeout, which cancel ends).
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func (l *laneRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	g, x, svc := l.g, &l.cl.x, l.rt.svc
+	g, svc := l.g, l.rt.svc
 	// In ServeHTTP's and serve's order: the call is done after the
 	// service's slot is given back.
 	defer g.done(r, l.cl)
 	defer svc.pool.Release()
-	ctx := r.Context()
-	if l.err != nil {
-		if ctx.Err() != nil {
-			l.att.end(upstream.Success)
-			g.requestCanceled(w, r, x)
-			return
-		}
-		pe := classify(l.err, ctx)
-		l.att.end(upstream.Failure)
-		x.errKind = pe.proxyStatus
-		g.targetFailed(w, r, x, svc, l.t, pe)
-		return
+	if l.cancel != nil {
+		defer l.cancel()
 	}
-	if oh := &l.cl.oh; oh.leanResp && l.resp.Header == nil {
-		x.lean = oh // a plain answer to a lean request (h1lean.go)
-	}
-	g.relay(w, r, x, l.rt, l.resp, nil, &l.att, "", ctx)
+	g.forward(w, r, l.cl, l.rt, &upRequest{
+		outURL: url.URL{Path: l.path, RawQuery: l.query}, host: l.host, oh: &l.cl.oh, ctx: l.ctx,
+		// The lane takes only GET and HEAD without a body or upgrade.
+		canRetry: svc.retry != nil,
+		first:    &l.first,
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -15,7 +16,8 @@ import (
 // TestLaneMatchesPresentPath sends the same requests through a lean route,
 // served on the span lane, and through its twin that is not (a request
 // header edit that changes nothing), with upstreams that answer, refuse,
-// reset and stall, and compares what the client sees (status, fields,
+// reset and stall, on services with and without retries and a total
+// timeout, and compares what the client sees (status, fields,
 // body, whether the connection goes on) and the access log's record.
 func TestLaneMatchesPresentPath(t *testing.T) {
 	good := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
@@ -38,6 +40,22 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		io.Copy(io.Discard, c) // until the gateway gives up
 	})
+	busy := func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nRetry-After: 1\r\n\r\nbusy")
+	}
+	unavailable := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		busy(c)
+		return true
+	})
+	var flips atomic.Int64
+	flaky := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		if flips.Add(1)%2 == 1 {
+			busy(c) // the first attempt at each request
+		} else {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nagain")
+		}
+		return true
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +65,14 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 	svc := func(name, addr string) string {
 		return fmt.Sprintf("  - {name: %s, targets: [{url: \"http://%s\"}], timeouts: {response_header: 300ms}}\n", name, addr)
 	}
+	timed := func(name, addr string) string {
+		return fmt.Sprintf("  - {name: %s, targets: [{url: \"http://%s\"}], timeouts: {response_header: 1s, total: 200ms}, "+
+			"retries: {attempts: 1, on: [\"503\"], backoff: {base: 1ms, max: 1ms}}}\n", name, addr)
+	}
+	retrying := func(name, addr string) string {
+		return fmt.Sprintf("  - {name: %s, targets: [{url: \"http://%s\"}], timeouts: {response_header: 300ms}, "+
+			"retries: {attempts: 1, on: [connect_failure, reset, timeout, \"503\"], backoff: {base: 1ms, max: 1ms}}}\n", name, addr)
+	}
 	route := func(name, prefix, service string) string {
 		return fmt.Sprintf("  - {name: %s-lean, match: {path_prefix: /l%s}, service: %s}\n"+
 			"  - {name: %s-twin, match: {path_prefix: /p%s}, service: %s, request_headers: {remove: [X-Not-Sent]}}\n",
@@ -54,7 +80,12 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 	}
 	setup, log := withReuseLog()
 	tg := startGatewayWith(t, setup, "services:\n"+svc("good", good)+svc("reset", reset)+svc("stall", stall)+svc("refused", refused)+
-		"routes:\n"+route("good", "/good/", "good")+route("reset", "/reset/", "reset")+route("stall", "/stall/", "stall")+route("refused", "/refused/", "refused"))
+		retrying("r-good", good)+retrying("r-flaky", flaky)+retrying("r-unavailable", unavailable)+retrying("r-stall", stall)+retrying("r-refused", refused)+
+		timed("t-good", good)+timed("t-flaky", flaky)+timed("t-stall", stall)+
+		"routes:\n"+route("good", "/good/", "good")+route("reset", "/reset/", "reset")+route("stall", "/stall/", "stall")+route("refused", "/refused/", "refused")+
+		route("r-good", "/r-good/", "r-good")+route("r-flaky", "/r-flaky/", "r-flaky")+route("r-unavailable", "/r-unavailable/", "r-unavailable")+
+		route("r-stall", "/r-stall/", "r-stall")+route("r-refused", "/r-refused/", "r-refused")+
+		route("t-good", "/t-good/", "t-good")+route("t-flaky", "/t-flaky/", "t-flaky")+route("t-stall", "/t-stall/", "t-stall"))
 
 	type seen struct {
 		status int
@@ -117,12 +148,24 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		method, path string
 		status       int
 		presented    int64 // made present on the lane
+		retriedOn    string
 	}{
-		{"GET", "/good/x?q=1", 200, 0},
-		{"HEAD", "/good/x", 200, 0},
-		{"GET", "/reset/x", 502, 1},
-		{"GET", "/stall/x", 504, 1},
-		{"GET", "/refused/x", 502, 1},
+		{"GET", "/good/x?q=1", 200, 0, ""},
+		{"HEAD", "/good/x", 200, 0, ""},
+		{"GET", "/reset/x", 502, 1, ""},
+		{"GET", "/stall/x", 504, 1, ""},
+		{"GET", "/refused/x", 502, 1, ""},
+		// Services that retry: the lane's attempt is the first.
+		{"GET", "/r-good/x", 200, 0, ""},
+		{"HEAD", "/r-good/x", 200, 0, ""},
+		{"GET", "/r-flaky/x", 200, 1, "503"},
+		{"GET", "/r-unavailable/x", 503, 1, "503"},
+		{"GET", "/r-stall/x", 504, 1, "http_response_timeout"},
+		{"GET", "/r-refused/x", 502, 1, "connection_refused"},
+		// Services with a total timeout (and retries).
+		{"GET", "/t-good/x", 200, 0, ""},
+		{"GET", "/t-flaky/x", 200, 1, "503"},
+		{"GET", "/t-stall/x", 504, 1, ""},
 	} {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
 			served0, presented0 := laneServed.Load(), lanePresented.Load()
@@ -141,6 +184,9 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 			if l.status != p.status || l.body != p.body || l.next != p.next || !equalFields(l.fields, p.fields) {
 				t.Errorf("lane:    %+v\npresent: %+v", l, p)
 			}
+			if on, _ := l.log["retried_on"].(string); on != c.retriedOn {
+				t.Errorf("retried_on %q; want %q", on, c.retriedOn)
+			}
 			if fmt.Sprint(l.log) != fmt.Sprint(p.log) {
 				t.Errorf("access log:\nlane:    %v\npresent: %v", l.log, p.log)
 			}
@@ -153,45 +199,49 @@ var localAddr = regexp.MustCompile(`tcp [0-9.:]+->`)
 
 // A client that leaves while its request waits on the lane for a slow
 // upstream is seen (the disconnect watch), the upstream's request
-// abandoned and the exchange logged as the client's cancellation.
+// abandoned and the exchange logged as the client's cancellation, under a
+// service's total timeout and retries too.
 func TestLaneClientGoneCancelsUpstream(t *testing.T) {
-	arrived := make(chan struct{}, 1)
-	abandoned := make(chan bool, 1)
-	up := rawUpstream(t, func(c net.Conn) {
-		http.ReadRequest(bufio.NewReader(c))
-		arrived <- struct{}{}
-		c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, err := c.Read(make([]byte, 1))
-		abandoned <- err == io.EOF
-	})
-	setup, log := withReuseLog()
-	tg := startGatewayWith(t, setup, fmt.Sprintf(`
-services: [{name: s, targets: [{url: "http://%s"}]}]
+	for _, svcOpts := range []string{"", ", timeouts: {total: 30s}, retries: {attempts: 2}"} {
+		t.Run("service"+svcOpts, func(t *testing.T) {
+			arrived := make(chan struct{}, 1)
+			abandoned := make(chan bool, 1)
+			up := rawUpstream(t, func(c net.Conn) {
+				http.ReadRequest(bufio.NewReader(c))
+				arrived <- struct{}{}
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				_, err := c.Read(make([]byte, 1))
+				abandoned <- err == io.EOF
+			})
+			setup, log := withReuseLog()
+			tg := startGatewayWith(t, setup, fmt.Sprintf(`
+services: [{name: s, targets: [{url: "http://%s"}]%s}]
 routes: [{name: r, match: {path_prefix: /}, service: s}]
-`, up))
-	served0 := laneServed.Load()
-	c := dialGateway(t, tg.addr)
-	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a.example\r\n\r\n")
-	<-arrived
-	c.Close()
-	if !<-abandoned {
-		t.Fatal("the upstream's request was not abandoned within 10 s of the client leaving")
-	}
-	if n := laneServed.Load() - served0; n != 1 {
-		t.Fatalf("span lane took %d requests; want 1", n)
-	}
-	for deadline := time.Now().Add(2 * time.Second); log.count() == 0 && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
-	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	if len(log.recs) != 1 || log.recs[0]["status"] != int64(499) || log.recs[0]["error"] != "client_canceled" {
-		t.Fatalf("access log %v; want one record, status 499, error client_canceled", log.recs)
+`, up, svcOpts))
+			served0 := laneServed.Load()
+			c := dialGateway(t, tg.addr)
+			io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: a.example\r\n\r\n")
+			<-arrived
+			c.Close()
+			if !<-abandoned {
+				t.Fatal("the upstream's request was not abandoned within 10 s of the client leaving")
+			}
+			if n := laneServed.Load() - served0; n != 1 {
+				t.Fatalf("span lane took %d requests; want 1", n)
+			}
+			for deadline := time.Now().Add(2 * time.Second); log.count() == 0 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			if len(log.recs) != 1 || log.recs[0]["status"] != int64(499) || log.recs[0]["error"] != "client_canceled" {
+				t.Fatalf("access log %v; want one record, status 499, error client_canceled", log.recs)
+			}
+		})
 	}
 }
 
-// The lane leaves to the general path what may need more than one attempt
-// (retries, a total timeout), a route that edits the request, and requests
+// The lane leaves to the general path a route that edits the request, and requests
 // the lean path does not take; a table with a header condition and a
 // balancer hashing on a header or cookie it serves with a header map made
 // for them. Each is answered.
@@ -209,8 +259,8 @@ func TestLaneLeavesWhatItCannotServe(t *testing.T) {
 		{"hash on a header", ", balancer: {policy: consistent_hash, hash_on: \"header:X-K\"}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"hash on a cookie", ", balancer: {policy: consistent_hash, hash_on: \"cookie:k\"}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"hash on the client", ", balancer: {policy: consistent_hash, hash_on: client_ip}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
-		{"retries", ", retries: {attempts: 1}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"total timeout", ", timeouts: {total: 5s}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"retries", ", retries: {attempts: 1}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"total timeout", ", timeouts: {total: 5s}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"request edit", "", ", request_headers: {remove: [X-B]}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
 		{"POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", false},
 		{"client's trace", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n", false},
@@ -365,5 +415,51 @@ routes:
 	}
 	if recs[0]["status"] != recs[1]["status"] || recs[0]["bytes_out"] != recs[1]["bytes_out"] {
 		t.Errorf("lane: status %v, bytes_out %v; general path: %v, %v", recs[0]["status"], recs[0]["bytes_out"], recs[1]["status"], recs[1]["bytes_out"])
+	}
+}
+
+// A request the lane serves counts in its service's retry budget, as one
+// the general path serves does: the budget's allowance is a share of
+// them.
+func TestLaneCountsInTheRetryBudget(t *testing.T) {
+	be := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		if strings.HasPrefix(req.URL.Path, "/busy") {
+			io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+		} else {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		return true
+	})
+	setup, log := withReuseLog()
+	// No retries but a half of the requests: four answered, and a fifth
+	// that fails, allow two.
+	tg := startGatewayWith(t, setup, fmt.Sprintf(`
+services: [{name: s, targets: [{url: "http://%s"}], retries: {attempts: 1, budget: {ratio: 0.5, min_per_second: 0}, backoff: {base: 1ms, max: 1ms}}}]
+routes: [{name: r, match: {path_prefix: /}, service: s}]
+`, be))
+	served0 := laneServed.Load()
+	c := dialGateway(t, tg.addr)
+	br := bufio.NewReader(c)
+	for _, path := range []string{"/a", "/b", "/c", "/d", "/busy"} {
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", path)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+	}
+	if n := laneServed.Load() - served0; n != 5 {
+		t.Fatalf("span lane took %d requests; want 5", n)
+	}
+	for deadline := time.Now().Add(2 * time.Second); log.count() < 5 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.recs) != 5 {
+		t.Fatalf("%d access log records; want 5", len(log.recs))
+	}
+	if rec := log.recs[4]; rec["attempts"] != int64(2) || rec["retried_on"] != "503" || rec["retry_budget_exhausted"] != nil {
+		t.Fatalf("the failing request's record %v; want attempts 2, retried_on 503", rec)
 	}
 }

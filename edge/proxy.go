@@ -376,6 +376,42 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 	if retry != nil {
 		retry.budget.request()
 	}
+	g.forward(w, r, c, rt, &upRequest{outURL: outURL, host: host, oh: oh, upType: upType, ctx: ctx,
+		body: body, trailer: trailer, replay: replay, canRetry: canRetry})
+}
+
+// upRequest is what serve made of a request for its upstream, the input of
+// forward.
+type upRequest struct {
+	outURL   url.URL // the path and query; each attempt adds its target
+	host     string
+	oh       *outHeader
+	upType   string // the protocol of an upgrade asked for, or ""
+	ctx      context.Context
+	body     *countingBody
+	trailer  http.Header
+	replay   []byte // a small body kept to be sent again
+	canRetry bool   // the service retries and the request may be retried
+	// first is the attempt the span lane made (h1lane.go), taken as the
+	// first: the exchange's target, attempts and upstream time count it
+	// already.
+	first *laneAttempt
+}
+
+// laneAttempt is the outcome of an attempt the span lane made.
+type laneAttempt struct {
+	t    *upstream.Target
+	resp *http.Response
+	err  error
+	att  targetTurn
+}
+
+// forward makes the attempts at a request's upstream, a retry after each
+// failure the service's policy and budget allow, and relays the answer or
+// answers the last failure.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *route, up *upRequest) {
+	x, svc, ctx, oh, body, replay := &c.x, rt.svc, up.ctx, up.oh, up.body, up.replay
+	retry, canRetry := svc.retry, up.canRetry
 
 	// 103 Early Hints: the HTTP/1 transport gives them straight to the
 	// HTTP/1 server's response when it gets that server's own context;
@@ -392,74 +428,81 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 	var resp *http.Response
 	var att targetTurn
 	for attempt := 0; ; attempt++ {
-		t, err := svc.pool.Pick(r, x.client(), tried)
-		if err != nil {
-			g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "destination_unavailable", title: "Service Unavailable",
-				detail: "service " + svc.name + " has no healthy target"})
-			return
-		}
-		tried = append(tried, t)
-		x.target = t.URL.Host
-		x.attempts = attempt + 1
-		h1, isH1 := svc.transport.(*h1Transport)
-		// Other transports may read the request after RoundTrip returns
-		// (net/http's HTTP/2 encodes headers on its own goroutine), and
-		// so may the body writer of an earlier attempt: they get a URL
-		// and a header map of their own.
-		u := &c.url
-		if attempt > 0 || !isH1 {
-			u = new(url.URL)
-		}
-		*u = outURL
-		u.Scheme, u.Host = t.URL.Scheme, t.URL.Host
-		if bp := strings.TrimSuffix(t.URL.Path, "/"); bp != "" {
-			if u.RawPath != "" || t.URL.RawPath != "" {
-				// Either part's own encoding ("/b%2Fse" in the
-				// target's URL) is kept.
-				u.RawPath = strings.TrimSuffix(t.URL.EscapedPath(), "/") + u.EscapedPath()
+		var t *upstream.Target
+		var err error
+		if f := up.first; attempt == 0 && f != nil {
+			t, resp, err, att = f.t, f.resp, f.err, f.att
+			tried = append(tried, t)
+		} else {
+			t, err = svc.pool.Pick(r, x.client(), tried)
+			if err != nil {
+				g.fail(w, r, x, &proxyError{status: http.StatusServiceUnavailable, proxyStatus: "destination_unavailable", title: "Service Unavailable",
+					detail: "service " + svc.name + " has no healthy target"})
+				return
 			}
-			u.Path = bp + u.Path
-		}
-		// Built on the stack; the HTTP/1 transport takes it (or the
-		// call's copy) with the context apart, others a WithContext copy.
-		outv := http.Request{
-			Method:     r.Method,
-			URL:        u,
-			Proto:      "HTTP/1.1",
-			ProtoMajor: 1,
-			ProtoMinor: 1,
-			Host:       host,
-			Trailer:    trailer,
-		}
-		switch {
-		case replay != nil:
-			outv.Body = replayBody{bytes.NewReader(replay)}
-			outv.ContentLength = int64(len(replay))
-		case body != nil:
-			outv.Body = body
-			outv.ContentLength = r.ContentLength
-			if outv.ContentLength == 0 {
-				outv.ContentLength = -1 // unknown length, e.g. chunked
+			tried = append(tried, t)
+			x.target = t.URL.Host
+			x.attempts = attempt + 1
+			h1, isH1 := svc.transport.(*h1Transport)
+			// Other transports may read the request after RoundTrip returns
+			// (net/http's HTTP/2 encodes headers on its own goroutine), and
+			// so may the body writer of an earlier attempt: they get a URL
+			// and a header map of their own.
+			u := &c.url
+			if attempt > 0 || !isH1 {
+				u = new(url.URL)
 			}
+			*u = up.outURL
+			u.Scheme, u.Host = t.URL.Scheme, t.URL.Host
+			if bp := strings.TrimSuffix(t.URL.Path, "/"); bp != "" {
+				if u.RawPath != "" || t.URL.RawPath != "" {
+					// Either part's own encoding ("/b%2Fse" in the
+					// target's URL) is kept.
+					u.RawPath = strings.TrimSuffix(t.URL.EscapedPath(), "/") + u.EscapedPath()
+				}
+				u.Path = bp + u.Path
+			}
+			// Built on the stack; the HTTP/1 transport takes it (or the
+			// call's copy) with the context apart, others a WithContext copy.
+			outv := http.Request{
+				Method:     r.Method,
+				URL:        u,
+				Proto:      "HTTP/1.1",
+				ProtoMajor: 1,
+				ProtoMinor: 1,
+				Host:       up.host,
+				Trailer:    up.trailer,
+			}
+			switch {
+			case replay != nil:
+				outv.Body = replayBody{bytes.NewReader(replay)}
+				outv.ContentLength = int64(len(replay))
+			case body != nil:
+				outv.Body = body
+				outv.ContentLength = r.ContentLength
+				if outv.ContentLength == 0 {
+					outv.ContentLength = -1 // unknown length, e.g. chunked
+				}
+			}
+			att = targetTurn{t: t, open: true}
+			t.Start()
+			upStart := monoNow()
+			hints.resume()
+			switch {
+			case isH1 && (attempt == 0 || oh.isRaw) && outv.Body == nil:
+				// Without a body no goroutine of the transport outlives the
+				// exchange, so the call's Request can carry it, and the
+				// header is written from its edits (or, on the lean path,
+				// as made for every attempt).
+				c.out = outv
+				resp, err = h1.roundTrip(ctx, &c.out, oh, upStart)
+			default:
+				outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
+				resp, err = svc.transport.RoundTrip(outv.WithContext(ctx))
+			}
+			hints.pause()
+			x.upstreamDur += monoNow() - upStart
 		}
-		att = targetTurn{t: t, open: true}
-		t.Start()
-		upStart := monoNow()
-		hints.resume()
-		switch {
-		case isH1 && (attempt == 0 || oh.isRaw) && outv.Body == nil:
-			// Without a body no goroutine of the transport outlives the
-			// exchange, so the call's Request can carry it, and the
-			// header is written from its edits (or, on the lean path,
-			// as made for every attempt).
-			c.out = outv
-			resp, err = h1.roundTrip(ctx, &c.out, oh, upStart)
-		default:
-			outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
-			resp, err = svc.transport.RoundTrip(outv.WithContext(ctx))
-		}
-		hints.pause()
-		x.upstreamDur += monoNow() - upStart
 		if err != nil {
 			if body != nil && body.readErr() != nil {
 				att.end(upstream.Success) // the client's body failed, not the target
@@ -520,7 +563,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 			detail: "service " + svc.name + ": the upstream's response head is over the gateway's limits", cause: "target " + x.target + ": response head over " + strconv.Itoa(maxResponseHead>>10) + " KiB or " + strconv.Itoa(maxHeaderFields) + " fields"})
 		return
 	}
-	g.relay(w, r, x, rt, resp, body, &att, upType, ctx)
+	g.relay(w, r, x, rt, resp, body, &att, up.upType, ctx)
 }
 
 // targetFailed answers a request whose last attempt, at t, failed with pe.

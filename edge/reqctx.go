@@ -58,8 +58,19 @@ type afterFunc struct{ f func() }
 
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
+// requestContextKey is the key under which a requestContext gives itself,
+// so that the HTTP/1 transport finds it under a context derived from it
+// (a service's total timeout).
+type requestContextKey struct{}
+
 func (c *requestContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *requestContext) Value(key any) any           { return nil }
+
+func (c *requestContext) Value(key any) any {
+	if key == (requestContextKey{}) {
+		return c
+	}
+	return nil
+}
 
 func (c *requestContext) Err() error {
 	if c.canceled.Load() {
