@@ -384,6 +384,10 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		respHeader = rc.respHeader
 		stop.rc = rc // the server's request context: a hook without allocation
 		rc.setAbort(&pc.abort)
+	} else if tc, ok := ctx.(*totalContext); ok {
+		respHeader = tc.rc.respHeader
+		stop.rc = tc.rc // likewise, the total's expiry taking the hook too
+		tc.setAbort(&pc.abort)
 	} else {
 		stop.stop = context.AfterFunc(ctx, pc.abort)
 	}

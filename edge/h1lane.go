@@ -179,7 +179,14 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	// server's serveRequest do for a request, in their order.
 	laneServed.count()
 	start := monoNow()
-	rs := &requestState{}
+	var rs *requestState
+	if svc.total > 0 {
+		ts := &timedState{}
+		ts.requestState.total = &ts.total
+		rs = &ts.requestState
+	} else {
+		rs = &requestState{}
+	}
 	rs.start = start
 	rs.parsed, rs.peer, rs.peerStr = true, c.peer, c.peerStr
 	rs.watchOK = true
@@ -215,9 +222,9 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	x.attempts = 1
 	att := targetTurn{t: t, open: true}
 	var ctx context.Context = &rs.requestContext
-	var cancelTotal context.CancelFunc
-	if svc.total > 0 {
-		ctx, cancelTotal = context.WithTimeout(ctx, svc.total)
+	if rs.total != nil {
+		rs.total.begin(&rs.requestContext, start+svc.total)
+		ctx = rs.total
 	}
 	t.Start()
 	upStart := monoNow()
@@ -235,8 +242,8 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		}
 		if whole {
 			keep = g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body, altSvc)
-			if cancelTotal != nil {
-				cancelTotal()
+			if rs.total != nil {
+				rs.total.end()
 			}
 			return true, keep
 		}
@@ -246,11 +253,14 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	c.lanePresent()
 	l := &c.lane
 	rest := &laneRest{g: g, cl: cl, rt: rt, first: laneAttempt{t: t, resp: resp, err: err, att: att},
-		path: path, query: query, host: upHost, ctx: ctx, cancel: cancelTotal}
+		path: path, query: query, host: upHost, ctx: ctx}
 	if altSvc != "" {
 		l.w.header["Alt-Svc"] = []string{altSvc} // as the listener's handler sets it
 	}
 	keep = c.runResponse(l.req, rs, l.w, rest)
+	if rs.total != nil {
+		rs.total.end()
+	}
 	c.lane = laneRequest{}
 	return true, keep
 }
@@ -367,10 +377,9 @@ type laneRest struct {
 	first laneAttempt
 	// The upstream request's path, query and Host.
 	path, query, host string
-	// ctx is the attempts' context (the request's, or under the service's
-	// total timeout, which cancel ends).
-	ctx    context.Context
-	cancel context.CancelFunc
+	// ctx is the attempts' context: the request's, or its total (ended
+	// by serveLaneWith).
+	ctx context.Context
 }
 
 func (l *laneRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -379,9 +388,6 @@ func (l *laneRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// service's slot is given back.
 	defer g.done(r, l.cl)
 	defer svc.pool.Release()
-	if l.cancel != nil {
-		defer l.cancel()
-	}
 	g.forward(w, r, l.cl, l.rt, &upRequest{
 		outURL: url.URL{Path: l.path, RawQuery: l.query}, host: l.host, oh: &l.cl.oh, ctx: l.ctx,
 		// The lane takes only GET and HEAD without a body or upgrade.

@@ -411,6 +411,16 @@ type requestState struct {
 	// value, for a request without a body, takes no store.
 	bodyOpen atomic.Bool
 	watchOK  bool // neither an upgrade nor a body still being read
+	// total is the context under the service's total timeout, for a
+	// request on the span lane (a timedState's); nil if none.
+	total *totalContext
+}
+
+// timedState is the state of a request on the span lane to a service with
+// a total timeout, and that context, in one allocation.
+type timedState struct {
+	requestState
+	total totalContext
 }
 
 // requestParts is what a request built from its head is made of beside its

@@ -419,7 +419,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 	// the transport reads on, so they are relayed only while a round trip
 	// is in progress (hints.pause).
 	var hints *earlyHints
-	if rc, ok := ctx.(*requestContext); !ok || rc.resp == nil || !isH1Transport(svc.transport) {
+	rc, ok := ctx.(*requestContext)
+	if !ok {
+		rc, ok = ctx.Value(requestContextKey{}).(*requestContext) // under a total timeout
+	}
+	if !ok || rc.resp == nil || !isH1Transport(svc.transport) {
 		hints = &earlyHints{w: w, paused: true}
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: hints.got})
 	}

@@ -140,32 +140,42 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 	// barriers would be a fifth of the profile; in the running binary,
 	// marking takes under 1% of the time.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	g := New(Options{})
-	g.Swap(compileDoc(b, g, oneRoute("http://upstream.test:80", ""), 1, nil))
-	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Wed, 25 Nov 2026 10:00:00 GMT\r\nContent-Length: 1024\r\n\r\n" + strings.Repeat("x", 1024))
-	g.tmu.Lock()
-	for _, t := range g.transports {
-		t.(*h1Transport).dialConn = func(context.Context, string, string) (net.Conn, error) {
-			return &memConn{resp: resp}, nil
-		}
-	}
-	g.tmu.Unlock()
-	srv := newH1Server(g, ListenerOptions{}.withDefaults(), slog.New(slog.DiscardHandler), nil)
-	client := &memConn{in: []byte("GET /bench HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")}
+	for _, c := range []struct{ name, service string }{
+		{"plain", ""},
+		// As the demo's and the README's services: retries and a total
+		// timeout.
+		{"retrying", "    retries: {attempts: 2}\n    timeouts: {total: 30s}"},
+		{"retriesonly", "    retries: {attempts: 2}"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			g := New(Options{})
+			g.Swap(compileDoc(b, g, oneRouteService("http://upstream.test:80", c.service), 1, nil))
+			resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Wed, 25 Nov 2026 10:00:00 GMT\r\nContent-Length: 1024\r\n\r\n" + strings.Repeat("x", 1024))
+			g.tmu.Lock()
+			for _, t := range g.transports {
+				t.(*h1Transport).dialConn = func(context.Context, string, string) (net.Conn, error) {
+					return &memConn{resp: resp}, nil
+				}
+			}
+			g.tmu.Unlock()
+			srv := newH1Server(g, ListenerOptions{}.withDefaults(), slog.New(slog.DiscardHandler), nil)
+			client := &memConn{in: []byte("GET /bench HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")}
 
-	// One request first: it dials the upstream and checks the answer.
-	client.left = 1
-	srv.newConn(client).serve()
-	if want := int64(len(resp)); client.written < want {
-		b.Fatalf("client got %d bytes; want at least %d", client.written, want)
-	}
-	client.left, client.written = b.N, 0
-	b.ReportAllocs()
-	b.ResetTimer()
-	srv.newConn(client).serve()
-	b.StopTimer()
-	if per := client.written / int64(b.N); per < int64(len(resp)) {
-		b.Fatalf("client got %d bytes per request; want at least %d", per, len(resp))
+			// One request first: it dials the upstream and checks the answer.
+			client.left = 1
+			srv.newConn(client).serve()
+			if want := int64(len(resp)); client.written < want {
+				b.Fatalf("client got %d bytes; want at least %d", client.written, want)
+			}
+			client.left, client.written = b.N, 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			srv.newConn(client).serve()
+			b.StopTimer()
+			if per := client.written / int64(b.N); per < int64(len(resp)) {
+				b.Fatalf("client got %d bytes per request; want at least %d", per, len(resp))
+			}
+		})
 	}
 }
 

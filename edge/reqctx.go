@@ -160,3 +160,183 @@ func (c *requestContext) AfterFunc(f func()) (stop func() bool) {
 		return false
 	}
 }
+
+// totalContext is a request's context under its service's total timeout,
+// for the span lane (h1lane.go): what context.WithTimeout would derive
+// from the request's context, without the dozen allocations, the locks
+// and the timer that costs per request (in memory as much as the rest of
+// the request). Its timer is armed only once the request has run for a
+// while: by the disconnect watch (watchDue, 50–55 ms in), or at once for a
+// total shorter than that. The HTTP/1 transport registers its hook with
+// the request's context (setAbort), and expiry takes it as a cancel
+// would. A Done channel and the registration with the request's context
+// that closes it are made only for those who ask (a dial, a backoff).
+type totalContext struct {
+	rc      *requestContext
+	at      time.Duration // monoNow at expiry
+	expired atomic.Bool
+
+	mu       sync.Mutex
+	timer    *time.Timer
+	done     chan struct{} // made on first Done
+	fired    bool          // done closed and fns started (expiry or rc's cancel)
+	fns      []*afterFunc
+	unparent func() bool // ends the registration with rc, once made
+	ended    bool
+}
+
+// begin starts the total of a request with context rc, expiring at
+// monoNow at.
+func (tc *totalContext) begin(rc *requestContext, at time.Duration) {
+	tc.rc, tc.at = rc, at
+	if at-monoNow() <= disconnectCheckAfter+2*watchGrain {
+		tc.arm()
+	}
+}
+
+// arm starts the timer, once, unless the request has ended.
+func (tc *totalContext) arm() {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.timer == nil && !tc.ended {
+		tc.timer = time.AfterFunc(max(tc.at-monoNow(), 0), tc.expire)
+	}
+}
+
+// end stops the timer and the registration with the request's context:
+// the request is over.
+func (tc *totalContext) end() {
+	tc.mu.Lock()
+	tc.ended = true
+	t, unparent := tc.timer, tc.unparent
+	tc.unparent = nil
+	tc.mu.Unlock()
+	if t != nil {
+		t.Stop()
+	}
+	if unparent != nil {
+		unparent()
+	}
+}
+
+// expire ends the context with DeadlineExceeded, unless the request's was
+// canceled first, and aborts the upstream exchange in progress.
+func (tc *totalContext) expire() {
+	tc.mu.Lock()
+	if tc.expired.Load() || tc.rc.canceled.Load() {
+		tc.mu.Unlock()
+		return
+	}
+	tc.expired.Store(true)
+	fns := tc.fire()
+	tc.mu.Unlock()
+	// After expired is stored: a setAbort that missed it stored its hook
+	// first, and it is taken here.
+	if abort := tc.rc.abort.Swap(nil); abort != nil {
+		(*abort)()
+	}
+	for _, a := range fns {
+		go a.f()
+	}
+}
+
+// parentCanceled passes the request context's cancel on.
+func (tc *totalContext) parentCanceled() {
+	tc.mu.Lock()
+	fns := tc.fire()
+	tc.mu.Unlock()
+	for _, a := range fns {
+		go a.f()
+	}
+}
+
+// fire closes done and takes the functions to start, once; tc.mu is held.
+func (tc *totalContext) fire() []*afterFunc {
+	if tc.fired {
+		return nil
+	}
+	tc.fired = true
+	if tc.done != nil {
+		close(tc.done)
+	}
+	fns := tc.fns
+	tc.fns = nil
+	return fns
+}
+
+// over reports whether the context has ended; tc.mu is held.
+func (tc *totalContext) over() bool {
+	return tc.fired || tc.expired.Load() || tc.rc.canceled.Load()
+}
+
+// watchParent has the request context's cancel passed on, once; tc.mu is
+// held.
+func (tc *totalContext) watchParent() {
+	if tc.unparent == nil && !tc.ended {
+		tc.unparent = tc.rc.AfterFunc(tc.parentCanceled)
+	}
+}
+
+// setAbort is the request context's setAbort, which also runs *f at once
+// if the total has expired. Exactly one of this, expire and clearAbort
+// takes the hook.
+func (tc *totalContext) setAbort(f *func()) {
+	tc.rc.setAbort(f)
+	if tc.expired.Load() && tc.rc.abort.CompareAndSwap(f, nil) {
+		(*f)()
+	}
+}
+
+func (tc *totalContext) Deadline() (time.Time, bool) {
+	return time.Now().Add(tc.at - monoNow()), true
+}
+
+func (tc *totalContext) Value(key any) any { return tc.rc.Value(key) }
+
+func (tc *totalContext) Err() error {
+	if tc.expired.Load() {
+		return context.DeadlineExceeded
+	}
+	return tc.rc.Err()
+}
+
+func (tc *totalContext) Done() <-chan struct{} {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.done == nil {
+		if tc.over() {
+			return closedChan
+		}
+		tc.done = make(chan struct{})
+		tc.watchParent()
+	}
+	return tc.done
+}
+
+// AfterFunc is requestContext.AfterFunc's, for this context.
+func (tc *totalContext) AfterFunc(f func()) (stop func() bool) {
+	tc.mu.Lock()
+	if tc.over() {
+		tc.mu.Unlock()
+		go f()
+		return func() bool { return false }
+	}
+	a := &afterFunc{f: f}
+	tc.fns = append(tc.fns, a)
+	tc.watchParent()
+	tc.mu.Unlock()
+	return func() bool {
+		tc.mu.Lock()
+		defer tc.mu.Unlock()
+		for i, x := range tc.fns {
+			if x == a {
+				last := len(tc.fns) - 1
+				tc.fns[i] = tc.fns[last]
+				tc.fns[last] = nil
+				tc.fns = tc.fns[:last]
+				return true
+			}
+		}
+		return false
+	}
+}

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -96,4 +97,108 @@ func TestRequestContextAbortHook(t *testing.T) {
 	if ctx.clearAbort() {
 		t.Error("clearAbort of a hook that ran = true; want false")
 	}
+}
+
+// totalContext behaves as context.WithTimeout over the request's context
+// would, for the uses the proxy and the upstream transport make of it: its
+// expiry ends it with DeadlineExceeded, closes Done, starts its
+// AfterFuncs and takes the transport's hook; the request's cancel, first,
+// ends it with Canceled; and end stops its timer.
+func TestTotalContext(t *testing.T) {
+	t.Run("expiry", func(t *testing.T) {
+		rc := &requestContext{}
+		tc := &totalContext{}
+		tc.begin(rc, monoNow()+20*time.Millisecond) // short: armed at once
+		if d, ok := tc.Deadline(); !ok || time.Until(d) > 20*time.Millisecond {
+			t.Fatalf("Deadline %v, %v; want within 20ms", d, ok)
+		}
+		if tc.Err() != nil {
+			t.Fatalf("Err before expiry = %v", tc.Err())
+		}
+		var hooked atomic.Int32
+		hook := func() { hooked.Add(1) }
+		tc.setAbort(&hook)
+		ran := make(chan string, 2)
+		context.AfterFunc(tc, func() { ran <- "after" })
+		done := tc.Done()
+		if got := recv(t, ran, "the AfterFunc at expiry"); got != "after" {
+			t.Fatalf("ran %q", got)
+		}
+		<-done
+		if tc.Err() != context.DeadlineExceeded {
+			t.Fatalf("Err = %v; want DeadlineExceeded", tc.Err())
+		}
+		if hooked.Load() != 1 || rc.clearAbort() {
+			t.Fatalf("the transport's hook ran %d times, and is still set: %v; want once, taken", hooked.Load(), !rc.clearAbort())
+		}
+		if rc.Err() != nil {
+			t.Fatalf("the request's context ended with its total: %v", rc.Err())
+		}
+		tc.setAbort(&hook) // after expiry: at once
+		if hooked.Load() != 2 {
+			t.Fatalf("a hook set after expiry ran %d times in all; want 2", hooked.Load())
+		}
+		rc.cancel() // the request ends: the total stays DeadlineExceeded
+		if tc.Err() != context.DeadlineExceeded {
+			t.Fatalf("Err after the request's cancel = %v; want DeadlineExceeded", tc.Err())
+		}
+		tc.end()
+	})
+	t.Run("armed late", func(t *testing.T) {
+		rc := &requestContext{}
+		tc := &totalContext{}
+		tc.begin(rc, monoNow()+time.Second) // armed by the watch, not here
+		tc.mu.Lock()
+		armed := tc.timer != nil
+		tc.mu.Unlock()
+		if armed {
+			t.Fatal("a total of a second was armed at its start")
+		}
+		tc.at = monoNow() + 10*time.Millisecond
+		tc.arm()
+		tc.arm() // once
+		<-tc.Done()
+		if tc.Err() != context.DeadlineExceeded {
+			t.Fatalf("Err = %v; want DeadlineExceeded", tc.Err())
+		}
+	})
+	t.Run("canceled first", func(t *testing.T) {
+		rc := &requestContext{}
+		tc := &totalContext{}
+		tc.begin(rc, monoNow()+10*time.Millisecond)
+		done := tc.Done()
+		rc.cancel()
+		<-done
+		if tc.Err() != context.Canceled {
+			t.Fatalf("Err = %v; want Canceled", tc.Err())
+		}
+		tc.expire() // as the timer would, after
+		if tc.Err() != context.Canceled {
+			t.Fatalf("Err after the timer = %v; want Canceled", tc.Err())
+		}
+		tc.end()
+	})
+	t.Run("ended in time", func(t *testing.T) {
+		rc := &requestContext{}
+		tc := &totalContext{}
+		tc.begin(rc, monoNow()+10*time.Millisecond)
+		ran := make(chan string, 1)
+		context.AfterFunc(tc, func() { ran <- "after" })
+		tc.end()
+		tc.arm() // the watch, late: the request is over
+		select {
+		case v := <-ran:
+			t.Fatalf("%s ran after end", v)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if tc.Err() != nil {
+			t.Fatalf("Err after end = %v; want nil", tc.Err())
+		}
+		rc.cancel() // the registration with the request's context ended too
+		select {
+		case v := <-ran:
+			t.Fatalf("%s ran on the request's cancel after end", v)
+		case <-time.After(20 * time.Millisecond):
+		}
+	})
 }

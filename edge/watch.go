@@ -186,6 +186,9 @@ func (c *serverConn) watchDue(seq uint64) {
 		return // ended, or its request did
 	}
 	rs := c.wreq
+	if rs.total != nil {
+		rs.total.arm() // the request runs long enough to need its timer
+	}
 	again := func() {
 		// Unclaimed, unless stopWatch came meanwhile (it waits for wmu).
 		if c.wcur.CompareAndSwap(seq|watchClaimed, seq) {
