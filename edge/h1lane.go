@@ -155,6 +155,16 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	if !rt.lean || !isH1 {
 		return false, false
 	}
+	// The path upstream: the route's rewrite or strip (upTarget "" when
+	// neither), as the general path makes it.
+	upPath, upTarget := path, ""
+	if rt.rewritePath != nil || rt.stripPrefix != "" {
+		out := rt.upstreamURL(&u, path, path, m.Params)
+		if upTarget, ok = leanRewrite(rt, &out); !ok {
+			return false, false
+		}
+		upPath = out.Path
+	}
 	if svc.pool.ReadsHeaders() && mr.Header == nil && !c.laneHeader(&mr) {
 		return false, false
 	}
@@ -212,11 +222,11 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	if rt.hostRewrite != "" {
 		upHost = rt.hostRewrite
 	}
-	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: c.tls == nil}
+	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: c.tls == nil, target: upTarget}
 	oh := &cl.oh
 	g.makeLeanHead(oh, hb, &lr, &a, x)
 	out := &cl.url
-	*out = url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: path, RawQuery: query}
+	*out = url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: upPath, RawQuery: query}
 	cl.out = http.Request{Method: method, URL: out, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: upHost}
 	x.target = t.URL.Host
 	x.attempts = 1
@@ -253,7 +263,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	c.lanePresent()
 	l := &c.lane
 	rest := &laneRest{g: g, cl: cl, rt: rt, first: laneAttempt{t: t, resp: resp, err: err, att: att},
-		path: path, query: query, host: upHost, ctx: ctx}
+		path: upPath, query: query, host: upHost, ctx: ctx}
 	if altSvc != "" {
 		l.w.header["Alt-Svc"] = []string{altSvc} // as the listener's handler sets it
 	}

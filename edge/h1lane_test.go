@@ -47,6 +47,10 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		busy(c)
 		return true
 	})
+	echo := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.RequestURI), req.RequestURI)
+		return true
+	})
 	var flips atomic.Int64
 	flaky := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
 		if flips.Add(1)%2 == 1 {
@@ -81,11 +85,15 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 	setup, log := withReuseLog()
 	tg := startGatewayWith(t, setup, "services:\n"+svc("good", good)+svc("reset", reset)+svc("stall", stall)+svc("refused", refused)+
 		retrying("r-good", good)+retrying("r-flaky", flaky)+retrying("r-unavailable", unavailable)+retrying("r-stall", stall)+retrying("r-refused", refused)+
-		timed("t-good", good)+timed("t-flaky", flaky)+timed("t-stall", stall)+
+		timed("t-good", good)+timed("t-flaky", flaky)+timed("t-stall", stall)+svc("echo", echo)+
 		"routes:\n"+route("good", "/good/", "good")+route("reset", "/reset/", "reset")+route("stall", "/stall/", "stall")+route("refused", "/refused/", "refused")+
 		route("r-good", "/r-good/", "r-good")+route("r-flaky", "/r-flaky/", "r-flaky")+route("r-unavailable", "/r-unavailable/", "r-unavailable")+
 		route("r-stall", "/r-stall/", "r-stall")+route("r-refused", "/r-refused/", "r-refused")+
-		route("t-good", "/t-good/", "t-good")+route("t-flaky", "/t-flaky/", "t-flaky")+route("t-stall", "/t-stall/", "t-stall"))
+		route("t-good", "/t-good/", "t-good")+route("t-flaky", "/t-flaky/", "t-flaky")+route("t-stall", "/t-stall/", "t-stall")+
+		"  - {name: strip-lean, match: {path_prefix: /l/strip/}, service: echo, rewrite: {strip_prefix: true}}\n"+
+		"  - {name: strip-twin, match: {path_prefix: /p/strip/}, service: echo, rewrite: {strip_prefix: true}, request_headers: {remove: [X-Not-Sent]}}\n"+
+		"  - {name: rw-lean, match: {path: \"/l/rw/{id}\"}, service: echo, rewrite: {path: \"/users/{id}/info\"}}\n"+
+		"  - {name: rw-twin, match: {path: \"/p/rw/{id}\"}, service: echo, rewrite: {path: \"/users/{id}/info\"}, request_headers: {remove: [X-Not-Sent]}}\n")
 
 	type seen struct {
 		status int
@@ -166,6 +174,11 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		{"GET", "/t-good/x", 200, 0, ""},
 		{"GET", "/t-flaky/x", 200, 1, "503"},
 		{"GET", "/t-stall/x", 504, 1, ""},
+		// Routes that rewrite the path or strip a prefix.
+		{"GET", "/strip/x?q=1", 200, 0, ""},
+		{"GET", "/strip//evil.example/x", 200, 0, ""},
+		{"HEAD", "/strip/", 200, 0, ""},
+		{"GET", "/rw/42?a=b", 200, 0, ""},
 	} {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
 			served0, presented0 := laneServed.Load(), lanePresented.Load()
@@ -183,6 +196,13 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 			}
 			if l.status != p.status || l.body != p.body || l.next != p.next || !equalFields(l.fields, p.fields) {
 				t.Errorf("lane:    %+v\npresent: %+v", l, p)
+			}
+			if want, ok := map[string]string{
+				"/strip/x?q=1":           "/x?q=1",
+				"/strip//evil.example/x": "/evil.example/x",
+				"/rw/42?a=b":             "/users/42/info?a=b",
+			}[c.path]; ok && l.body != want {
+				t.Errorf("the upstream got %q; want %q", l.body, want)
 			}
 			if on, _ := l.log["retried_on"].(string); on != c.retriedOn {
 				t.Errorf("retried_on %q; want %q", on, c.retriedOn)
@@ -241,7 +261,9 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 	}
 }
 
-// The lane leaves to the general path a route that edits the request, and requests
+// The lane serves routes that rewrite the path or strip a prefix, unless
+// the path they make is escaped on its way upstream; it leaves to the
+// general path a route that edits the request, and requests
 // the lean path does not take; a table with a header condition and a
 // balancer hashing on a header or cookie it serves with a header map made
 // for them. Each is answered.
@@ -261,6 +283,9 @@ func TestLaneLeavesWhatItCannotServe(t *testing.T) {
 		{"hash on the client", ", balancer: {policy: consistent_hash, hash_on: client_ip}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"retries", ", retries: {attempts: 1}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"total timeout", ", timeouts: {total: 5s}", "", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"prefix strip", "", ", rewrite: {strip_prefix: true}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"rewrite", "", ", rewrite: {path: /y}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"rewrite to a path that is escaped", "", ", rewrite: {path: /café}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
 		{"request edit", "", ", request_headers: {remove: [X-B]}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
 		{"POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", false},
 		{"client's trace", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n", false},

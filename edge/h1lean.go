@@ -16,11 +16,12 @@ package edge
 //
 //  1. readRequest keeps the head block parseHead read (one parser, one set
 //     of rules for every request) until the request is served.
-//  2. On a lean route (no rewrite, no header edits, an HTTP/1 service whose
-//     targets are plain HTTP with no path of their own; route.lean), once
-//     the route is matched, leanHead asks classifyLean whether the request
-//     is one the general path would forward unchanged but for its own
-//     fields: GET or HEAD, HTTP/1.1, one valid Host, an origin-form target
+//  2. On a lean route (no header edits, an HTTP/1 service whose targets are
+//     plain HTTP with no path of their own; route.lean), once the route is
+//     matched, leanHead asks classifyLean whether the request is one the
+//     general path would forward unchanged but for its own fields and the
+//     route's rewrite or prefix strip (whose result, too, must need no
+//     escaping: leanRewrite): GET or HEAD, HTTP/1.1, one valid Host, an origin-form target
 //     that needs no normalising, and no field the gateway interprets,
 //     replaces or drops (framing, hop-by-hop, forwarding and trace fields,
 //     request ids, underscores when they are policed). If so the upstream
@@ -44,6 +45,7 @@ package edge
 import (
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -225,6 +227,9 @@ type leanAdds struct {
 	trace    string // the traceparent sent, "" unless traceparent is on
 	via      string // "" unless via is on
 	plainTCP bool   // not TLS: proto=http
+	// target is the request target sent when the route rewrites the
+	// path (leanRewrite); "" sends the client's.
+	target string
 }
 
 // appendLeanRequestHead appends the upstream request head of a lean
@@ -236,7 +241,11 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 	buf := hb.buf
 	b = append(b, buf[lr.method[0]:lr.method[1]]...)
 	b = append(b, ' ')
-	b = append(b, buf[lr.target[0]:lr.target[1]]...)
+	if a.target != "" {
+		b = append(b, a.target...)
+	} else {
+		b = append(b, buf[lr.target[0]:lr.target[1]]...)
+	}
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, a.upHost...)
 	b = append(b, "\r\n"...)
@@ -308,12 +317,42 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 	return append(b, "\r\n"...)
 }
 
+// leanRewrite gives the request target a lean request on rt goes upstream
+// with when rt rewrites its path or strips a prefix ("" when it does
+// neither): out's path and query, out being what upstreamURL made of the
+// request. ok is false when the path is not one that goes as it is (a
+// template's literal part, say, that url.URL would escape), which leaves
+// the request to the general path.
+func leanRewrite(rt *route, out *url.URL) (target string, ok bool) {
+	if rt.rewritePath == nil && rt.stripPrefix == "" {
+		return "", true
+	}
+	p := out.Path
+	if out.RawPath != "" || p == "" || p[0] != '/' || strings.Contains(p, "/.") {
+		return "", false
+	}
+	for i := 0; i < len(p); i++ {
+		if !pathByteAsIs[p[i]] {
+			return "", false
+		}
+	}
+	if out.RawQuery != "" {
+		return p + "?" + out.RawQuery, true
+	}
+	return p, true
+}
+
 // leanHead makes oh the whole upstream head of a lean request (see above)
 // and reports whether it did; if not, the present path edits the inbound
-// header as usual. host is the Host to send; w must be the HTTP/1
-// server's own response, which a plain answer is written to.
-func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request, x *exchange, rt *route, host string) bool {
+// header as usual. host is the Host to send, out the path and query
+// (upstreamURL); w must be the HTTP/1 server's own response, which a
+// plain answer is written to.
+func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request, x *exchange, rt *route, host string, out *url.URL) bool {
 	if !rt.lean {
+		return false
+	}
+	target, ok := leanRewrite(rt, out)
+	if !ok {
 		return false
 	}
 	if _, ok := w.(*response); !ok {
@@ -331,7 +370,7 @@ func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request
 		return false
 	}
 	svc := rt.svc
-	a := leanAdds{svc: svc, peer: x.clientIP, peerStr: x.clientIPStr, host: r.Host, upHost: host, plainTCP: !isTLS(r)}
+	a := leanAdds{svc: svc, peer: x.clientIP, peerStr: x.clientIPStr, host: r.Host, upHost: host, plainTCP: !isTLS(r), target: target}
 	g.makeLeanHead(oh, rc.head, &lr, &a, x)
 	return true
 }

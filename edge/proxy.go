@@ -198,72 +198,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 	}
 	defer svc.pool.Release()
 
-	// Upstream URL path: rewrite, strip a prefix, or forward as received
-	// (keeping the client's percent-encoding unless dot segments went).
-	outURL := url.URL{RawQuery: r.URL.RawQuery}
-	switch {
-	case rt.rewritePath != nil:
-		outURL.Path = rt.rewritePath.Expand(m.Params)
-		if r.URL.RawPath != "" && clean == path && len(m.Params) > 0 {
-			// The client's own encoding of each captured value is kept,
-			// as strip_prefix keeps it: "/files/{rest...}" forwards
-			// "a%2Fb" as it came, not as the slash it decodes to.
-			outURL.RawPath = rt.rewritePath.ExpandEscaped(escapedParams(r.URL.RawPath, m.Params))
-		}
-		if strings.HasPrefix(outURL.Path, "//") {
-			// A value that began with a slash ("/files//evil.example")
-			// must not reach the upstream as "//evil.example", which a
-			// redirect there would take for another host. The raw form
-			// loses the same leading bytes, however they were spelled.
-			k := len(outURL.Path) - len(strings.TrimLeft(outURL.Path, "/"))
-			if outURL.RawPath != "" {
-				outURL.RawPath = "/" + outURL.RawPath[escapedIndex(outURL.RawPath, k):]
-			}
-			outURL.Path = "/" + outURL.Path[k:]
-		}
-	case rt.stripPrefix != "":
-		p := strings.TrimPrefix(clean, rt.stripPrefix)
-		if p == "" || p[0] != '/' {
-			p = "/" + p
-		}
-		k := 0 // leading slashes
-		for k < len(p) && p[k] == '/' {
-			k++
-		}
-		if k > 1 {
-			// "/api//evil.example/x" must not reach the upstream as
-			// "//evil.example/x", which a redirect there would take
-			// for another host.
-			p = p[k-1:]
-		}
-		outURL.Path = p
-		if r.URL.RawPath != "" && clean == path {
-			// The client's own encoding of the rest is kept: an encoded
-			// slash ("/gitlab/projects/group%2Fname") is not a slash to
-			// the upstream either. Collapsed leading slashes go from it
-			// too, however they were spelled ("/api/%2Fx%2Fy" is
-			// "/x%2Fy").
-			// (url.URL ignores a RawPath that does not decode to Path.)
-			rest := cutEscaped(r.URL.RawPath, len(rt.stripPrefix))
-			if k > 1 {
-				rest = "/" + rest[escapedIndex(rest, k):]
-			}
-			if !strings.HasPrefix(rest, "/") {
-				rest = "/" + rest
-			}
-			outURL.RawPath = rest
-		}
-	case clean != path:
-		outURL.Path = clean
-	default:
-		outURL.Path, outURL.RawPath = r.URL.Path, r.URL.RawPath
-	}
-	if outURL.RawPath != "" {
-		// A client's raw '"', '{' or byte above 127 makes its encoding
-		// one url.URL refuses to send, and it would escape the decoded
-		// path anew, encoded slashes becoming slashes: escape just those.
-		outURL.RawPath = escapeRawPath(outURL.RawPath)
-	}
+	outURL := rt.upstreamURL(r.URL, path, clean, m.Params)
 
 	// The outbound header: the inbound one seen through the edits below
 	// (the call's, reused), never a copy of it. The inbound fields are
@@ -274,7 +209,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		host = rt.hostRewrite
 	}
 	var upType string
-	if !g.leanHead(w, oh, r, x, rt, host) {
+	if !g.leanHead(w, oh, r, x, rt, host, &outURL) {
 		oh.reset(r.Header)
 		if hasToken(oh.conn, "upgrade") {
 			upType = upgradeType(r.Header)
@@ -568,6 +503,79 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 		return
 	}
 	g.relay(w, r, x, rt, resp, body, &att, up.upType, ctx)
+}
+
+// upstreamURL is the path and query a request goes upstream with: its
+// route's rewrite, a prefix stripped, or as received (keeping the client's
+// percent-encoding unless dot segments went). in is the request's URL,
+// path its path ("/" for none), clean that without dot segments, params
+// what the route's template captured.
+func (rt *route) upstreamURL(in *url.URL, path, clean string, params router.Params) url.URL {
+	outURL := url.URL{RawQuery: in.RawQuery}
+	switch {
+	case rt.rewritePath != nil:
+		outURL.Path = rt.rewritePath.Expand(params)
+		if in.RawPath != "" && clean == path && len(params) > 0 {
+			// The client's own encoding of each captured value is kept,
+			// as strip_prefix keeps it: "/files/{rest...}" forwards
+			// "a%2Fb" as it came, not as the slash it decodes to.
+			outURL.RawPath = rt.rewritePath.ExpandEscaped(escapedParams(in.RawPath, params))
+		}
+		if strings.HasPrefix(outURL.Path, "//") {
+			// A value that began with a slash ("/files//evil.example")
+			// must not reach the upstream as "//evil.example", which a
+			// redirect there would take for another host. The raw form
+			// loses the same leading bytes, however they were spelled.
+			k := len(outURL.Path) - len(strings.TrimLeft(outURL.Path, "/"))
+			if outURL.RawPath != "" {
+				outURL.RawPath = "/" + outURL.RawPath[escapedIndex(outURL.RawPath, k):]
+			}
+			outURL.Path = "/" + outURL.Path[k:]
+		}
+	case rt.stripPrefix != "":
+		p := strings.TrimPrefix(clean, rt.stripPrefix)
+		if p == "" || p[0] != '/' {
+			p = "/" + p
+		}
+		k := 0 // leading slashes
+		for k < len(p) && p[k] == '/' {
+			k++
+		}
+		if k > 1 {
+			// "/api//evil.example/x" must not reach the upstream as
+			// "//evil.example/x", which a redirect there would take
+			// for another host.
+			p = p[k-1:]
+		}
+		outURL.Path = p
+		if in.RawPath != "" && clean == path {
+			// The client's own encoding of the rest is kept: an encoded
+			// slash ("/gitlab/projects/group%2Fname") is not a slash to
+			// the upstream either. Collapsed leading slashes go from it
+			// too, however they were spelled ("/api/%2Fx%2Fy" is
+			// "/x%2Fy").
+			// (url.URL ignores a RawPath that does not decode to Path.)
+			rest := cutEscaped(in.RawPath, len(rt.stripPrefix))
+			if k > 1 {
+				rest = "/" + rest[escapedIndex(rest, k):]
+			}
+			if !strings.HasPrefix(rest, "/") {
+				rest = "/" + rest
+			}
+			outURL.RawPath = rest
+		}
+	case clean != path:
+		outURL.Path = clean
+	default:
+		outURL.Path, outURL.RawPath = in.Path, in.RawPath
+	}
+	if outURL.RawPath != "" {
+		// A client's raw '"', '{' or byte above 127 makes its encoding
+		// one url.URL refuses to send, and it would escape the decoded
+		// path anew, encoded slashes becoming slashes: escape just those.
+		outURL.RawPath = escapeRawPath(outURL.RawPath)
+	}
+	return outURL
 }
 
 // targetFailed answers a request whose last attempt, at t, failed with pe.

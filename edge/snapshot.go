@@ -80,9 +80,9 @@ type route struct {
 	allowTrace bool
 	stats      *routeStats
 	// lean: requests the lean HTTP/1 path takes (h1lean.go) go out with
-	// their heads copied from the client's, as received (no rewrite, no
-	// header edits, a service whose every target gets the target as
-	// received).
+	// their heads copied from the client's, as received but for the
+	// path's rewrite or strip (no header edits, a service whose every
+	// target gets the path as the route makes it).
 	lean bool
 }
 
@@ -245,7 +245,7 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			}
 			rt.hostRewrite = rw.Host
 		}
-		rt.lean = rt.svc != nil && rt.svc.lean && rt.rewritePath == nil && rt.stripPrefix == "" && rt.reqOps.empty() && rt.respOps.empty()
+		rt.lean = rt.svc != nil && rt.svc.lean && rt.reqOps.empty() && rt.respOps.empty()
 		rr.Value = rt
 		rts = append(rts, rr)
 		index = append(index, i)
