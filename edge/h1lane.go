@@ -222,7 +222,8 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	if rt.hostRewrite != "" {
 		upHost = rt.hostRewrite
 	}
-	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: c.tls == nil, target: upTarget}
+	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: c.tls == nil, target: upTarget,
+		reqOps: rt.reqOps.orNil(), respOps: rt.respOps.orNil()}
 	oh := &cl.oh
 	g.makeLeanHead(oh, hb, &lr, &a, x)
 	out := &cl.url

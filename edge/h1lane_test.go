@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -51,6 +52,19 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.RequestURI), req.RequestURI)
 		return true
 	})
+	echoHead := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		var lines []string
+		for k, vs := range req.Header {
+			if k == "X-Request-Id" || k == "Traceparent" {
+				vs = []string{"(present)"} // made anew for each request
+			}
+			lines = append(lines, k+": "+strings.Join(vs, " | "))
+		}
+		slices.Sort(lines)
+		body := req.RequestURI + "\n" + strings.Join(lines, "\n")
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Up-Remove: r\r\nX-Up-Set: orig\r\nX-Up-Add: first\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		return true
+	})
 	var flips atomic.Int64
 	flaky := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
 		if flips.Add(1)%2 == 1 {
@@ -82,10 +96,14 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 			"  - {name: %s-twin, match: {path_prefix: /p%s}, service: %s, request_headers: {remove: [X-Not-Sent]}}\n",
 			name, prefix, service, name, prefix, service)
 	}
+	// Edits of the client's fields and the gateway's, and of the answer's.
+	ops := ", request_headers: {remove: [Accept, Via], set: {X-Forwarded-Proto: custom, X-Gw: one}, add: {Forwarded: for=extra, X-Multi: two}}" +
+		", response_headers: {remove: [X-Up-Remove], set: {X-Up-Set: replaced, X-New: n}, add: {X-Up-Add: added}}"
 	setup, log := withReuseLog()
 	tg := startGatewayWith(t, setup, "services:\n"+svc("good", good)+svc("reset", reset)+svc("stall", stall)+svc("refused", refused)+
 		retrying("r-good", good)+retrying("r-flaky", flaky)+retrying("r-unavailable", unavailable)+retrying("r-stall", stall)+retrying("r-refused", refused)+
 		timed("t-good", good)+timed("t-flaky", flaky)+timed("t-stall", stall)+svc("echo", echo)+
+		fmt.Sprintf("  - {name: echo-head, targets: [{url: \"http://%s\"}]}\n", echoHead)+
 		"routes:\n"+route("good", "/good/", "good")+route("reset", "/reset/", "reset")+route("stall", "/stall/", "stall")+route("refused", "/refused/", "refused")+
 		route("r-good", "/r-good/", "r-good")+route("r-flaky", "/r-flaky/", "r-flaky")+route("r-unavailable", "/r-unavailable/", "r-unavailable")+
 		route("r-stall", "/r-stall/", "r-stall")+route("r-refused", "/r-refused/", "r-refused")+
@@ -93,7 +111,9 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		"  - {name: strip-lean, match: {path_prefix: /l/strip/}, service: echo, rewrite: {strip_prefix: true}}\n"+
 		"  - {name: strip-twin, match: {path_prefix: /p/strip/}, service: echo, rewrite: {strip_prefix: true}, request_headers: {remove: [X-Not-Sent]}}\n"+
 		"  - {name: rw-lean, match: {path: \"/l/rw/{id}\"}, service: echo, rewrite: {path: \"/users/{id}/info\"}}\n"+
-		"  - {name: rw-twin, match: {path: \"/p/rw/{id}\"}, service: echo, rewrite: {path: \"/users/{id}/info\"}, request_headers: {remove: [X-Not-Sent]}}\n")
+		"  - {name: rw-twin, match: {path: \"/p/rw/{id}\"}, service: echo, rewrite: {path: \"/users/{id}/info\"}, request_headers: {remove: [X-Not-Sent]}}\n"+
+		"  - {name: ops-lean, match: {path_prefix: /l/ops/}, service: echo-head"+ops+"}\n"+
+		"  - {name: ops-twin, match: {path_prefix: /p/ops/}, service: echo-head"+ops+"}\n")
 
 	type seen struct {
 		status int
@@ -179,6 +199,9 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		{"GET", "/strip//evil.example/x", 200, 0, ""},
 		{"HEAD", "/strip/", 200, 0, ""},
 		{"GET", "/rw/42?a=b", 200, 0, ""},
+		// A route that edits the request's fields and the answer's.
+		{"GET", "/ops/x", 200, 0, ""},
+		{"HEAD", "/ops/x", 200, 0, ""},
 	} {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
 			served0, presented0 := laneServed.Load(), lanePresented.Load()
@@ -203,6 +226,18 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 				"/rw/42?a=b":             "/users/42/info?a=b",
 			}[c.path]; ok && l.body != want {
 				t.Errorf("the upstream got %q; want %q", l.body, want)
+			}
+			if c.path == "/ops/x" {
+				want := map[string][]string{"X-Up-Set": {"replaced"}, "X-New": {"n"}, "X-Up-Add": {"first", "added"}, "X-Up-Remove": nil}
+				for k, v := range want {
+					if !slices.Equal(l.fields[k], v) {
+						t.Errorf("answer's %s: %q; want %q", k, l.fields[k], v)
+					}
+				}
+				if c.method == "GET" && l.body != "/p/ops/x\nForwarded: for=127.0.0.1;proto=http;host=a.example | for=extra\nTraceparent: (present)\n"+
+					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: custom\nX-Gw: one\nX-Multi: two\nX-Request-Id: (present)" {
+					t.Errorf("the upstream got:\n%s", l.body)
+				}
 			}
 			if on, _ := l.log["retried_on"].(string); on != c.retriedOn {
 				t.Errorf("retried_on %q; want %q", on, c.retriedOn)
@@ -262,8 +297,9 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 }
 
 // The lane serves routes that rewrite the path or strip a prefix, unless
-// the path they make is escaped on its way upstream; it leaves to the
-// general path a route that edits the request, and requests
+// the path they make is escaped on its way upstream, and routes that edit
+// header fields, unless they edit the answer's Via; it leaves to the
+// general path requests
 // the lean path does not take; a table with a header condition and a
 // balancer hashing on a header or cookie it serves with a header map made
 // for them. Each is answered.
@@ -286,7 +322,8 @@ func TestLaneLeavesWhatItCannotServe(t *testing.T) {
 		{"prefix strip", "", ", rewrite: {strip_prefix: true}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"rewrite", "", ", rewrite: {path: /y}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"rewrite to a path that is escaped", "", ", rewrite: {path: /café}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"request edit", "", ", request_headers: {remove: [X-B]}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
+		{"header edits", "", ", request_headers: {remove: [X-B]}, response_headers: {set: {X-C: c}}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
+		{"the answer's Via edited", "", ", response_headers: {remove: [Via]}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
 		{"POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", false},
 		{"client's trace", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n", false},
 	} {

@@ -16,12 +16,13 @@ package edge
 //
 //  1. readRequest keeps the head block parseHead read (one parser, one set
 //     of rules for every request) until the request is served.
-//  2. On a lean route (no header edits, an HTTP/1 service whose targets are
-//     plain HTTP with no path of their own; route.lean), once the route is
-//     matched, leanHead asks classifyLean whether the request is one the
-//     general path would forward unchanged but for its own fields and the
-//     route's rewrite or prefix strip (whose result, too, must need no
-//     escaping: leanRewrite): GET or HEAD, HTTP/1.1, one valid Host, an origin-form target
+//  2. On a lean route (an HTTP/1 service whose targets are plain HTTP with
+//     no path of their own, and no edit of the answer's Via or Alt-Svc;
+//     route.lean), once the route is matched, leanHead asks classifyLean
+//     whether the request is one the general path would forward unchanged
+//     but for its own fields, the route's header edits and its rewrite or
+//     prefix strip (whose result, too, must need no escaping:
+//     leanRewrite): GET or HEAD, HTTP/1.1, one valid Host, an origin-form target
 //     that needs no normalising, and no field the gateway interprets,
 //     replaces or drops (framing, hop-by-hop, forwarding and trace fields,
 //     request ids, underscores when they are policed). If so the upstream
@@ -32,8 +33,8 @@ package edge
 //  3. The upstream client reads the answer's head into spans as always; a
 //     plain answer to a lean GET or HEAD (a final status with a body, one
 //     Content-Length, no hop-by-hop field, no Via, not an event stream;
-//     leanResponse) becomes the client's field lines at once, with no map,
-//     and writeLeanHead puts them in the server's response with Via and the
+//     leanResponse) becomes the client's field lines at once, with no map
+//     (the route's edits made on them), and writeLeanHead puts them in the server's response with Via and the
 //     length; its body is copied as any other.
 //  4. Anything else (another request, another answer, every error, 1xx
 //     answers before the final one) is the general path's, unchanged.
@@ -54,6 +55,11 @@ import (
 // leanRequests and leanAnswers count the requests the lean path sent and
 // the answers it relayed plain (for tests).
 var leanRequests, leanAnswers pathCounter
+
+// notLean, when set, names the routes kept off the lean path and the span
+// lane whatever they are: tests set it (harness_test.go), to compare those
+// with the general path on twin routes.
+var notLean func(route string) bool
 
 // countPaths turns the path counters on. Tests set it (harness_test.go):
 // a serving gateway does not pay for atomics on shared memory, a few on
@@ -230,6 +236,8 @@ type leanAdds struct {
 	// target is the request target sent when the route rewrites the
 	// path (leanRewrite); "" sends the client's.
 	target string
+	// reqOps and respOps are the route's header edits (nil for none).
+	reqOps, respOps *headerOps
 }
 
 // appendLeanRequestHead appends the upstream request head of a lean
@@ -249,9 +257,10 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 	b = append(b, " HTTP/1.1\r\nHost: "...)
 	b = append(b, a.upHost...)
 	b = append(b, "\r\n"...)
+	ops := a.reqOps
 	for _, f := range hb.fields {
 		name := buf[f.name[0]:f.name[1]]
-		if equalFoldToken(name, "Host") {
+		if equalFoldToken(name, "Host") || ops != nil && ops.touches(name) {
 			continue
 		}
 		if f.canon {
@@ -273,15 +282,23 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 		ip = a.peerStr
 	}
 	if !svc.noXForwarded {
-		b = append(b, "X-Forwarded-For: "...)
-		b = append(b, ip...)
-		b = append(b, "\r\nX-Forwarded-Proto: "...)
-		b = append(b, proto...)
-		b = append(b, "\r\nX-Forwarded-Host: "...)
-		b = append(b, a.host...)
-		b = append(b, "\r\n"...)
+		if ops.keeps("X-Forwarded-For") {
+			b = append(b, "X-Forwarded-For: "...)
+			b = append(b, ip...)
+			b = append(b, "\r\n"...)
+		}
+		if ops.keeps("X-Forwarded-Proto") {
+			b = append(b, "X-Forwarded-Proto: "...)
+			b = append(b, proto...)
+			b = append(b, "\r\n"...)
+		}
+		if ops.keeps("X-Forwarded-Host") {
+			b = append(b, "X-Forwarded-Host: "...)
+			b = append(b, a.host...)
+			b = append(b, "\r\n"...)
+		}
 	}
-	if !svc.noForwarded {
+	if !svc.noForwarded && ops.keeps("Forwarded") {
 		b = append(b, "Forwarded: for="...)
 		switch {
 		case !a.peer.IsValid():
@@ -299,20 +316,23 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 		b = appendForwardedValue(b, a.host)
 		b = append(b, "\r\n"...)
 	}
-	if a.reqID != "" {
+	if a.reqID != "" && ops.keeps("X-Request-Id") {
 		b = append(b, "X-Request-Id: "...)
 		b = append(b, a.reqID...)
 		b = append(b, "\r\n"...)
 	}
-	if a.trace != "" {
+	if a.trace != "" && ops.keeps("Traceparent") {
 		b = append(b, "Traceparent: "...)
 		b = append(b, a.trace...)
 		b = append(b, "\r\n"...)
 	}
-	if a.via != "" {
+	if a.via != "" && ops.keeps("Via") {
 		b = append(b, "Via: "...)
 		b = append(b, a.via...)
 		b = append(b, "\r\n"...)
+	}
+	if ops != nil {
+		b = ops.appendLines(b)
 	}
 	return append(b, "\r\n"...)
 }
@@ -370,7 +390,8 @@ func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request
 		return false
 	}
 	svc := rt.svc
-	a := leanAdds{svc: svc, peer: x.clientIP, peerStr: x.clientIPStr, host: r.Host, upHost: host, plainTCP: !isTLS(r), target: target}
+	a := leanAdds{svc: svc, peer: x.clientIP, peerStr: x.clientIPStr, host: r.Host, upHost: host, plainTCP: !isTLS(r), target: target,
+		reqOps: rt.reqOps.orNil(), respOps: rt.respOps.orNil()}
 	g.makeLeanHead(oh, rc.head, &lr, &a, x)
 	return true
 }
@@ -392,6 +413,7 @@ func (g *Gateway) makeLeanHead(oh *outHeader, hb *headBlock, lr *leanRequest, a 
 		a.via = g.via11 // lean requests are HTTP/1.1
 	}
 	oh.reset(nil)
+	oh.respOps = a.respOps
 	oh.raw = appendLeanRequestHead(oh.raw[:0], hb, lr, a)
 	oh.isRaw = true
 	leanRequests.count()
@@ -439,14 +461,22 @@ func leanResponse(hb *headBlock, code int, lo *outHeader) (int64, bool) {
 				return 0, false // flushed as it comes (relay)
 			}
 		}
+		if lo.respOps != nil && lo.respOps.touches(k) {
+			b = b[:at] // removed or replaced by the route
+			continue
+		}
 		b = append(b, ": "...)
 		b = append(b, value...)
 		b = append(b, "\r\n"...)
 	}
-	lo.respHead = b
 	if cl < 0 {
+		lo.respHead = b // its array kept for the next
 		return 0, false
 	}
+	if lo.respOps != nil {
+		b = lo.respOps.appendLines(b)
+	}
+	lo.respHead = b
 	lo.respDate, lo.leanResp = date, true
 	return cl, true
 }

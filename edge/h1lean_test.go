@@ -262,7 +262,7 @@ services:
     timeouts: {response_header: 2s}
 routes:
   - {name: lean, match: {path_prefix: /l/}, service: s}
-  - name: present
+  - name: twin
     match: {path_prefix: /p/}
     service: s
     request_headers: {remove: [X-Not-Sent]}
@@ -299,7 +299,7 @@ routes:
 		if resp.Header.Get("Content-Type") == "application/problem+json" {
 			// The gateway's own answer names the route, the path and a
 			// request id: the same but for those.
-			s.body = problemIDs.ReplaceAllString(strings.NewReplacer(`"/l/x"`, `"/p/x"`, `"route":"lean"`, `"route":"present"`).Replace(s.body), "$1")
+			s.body = problemIDs.ReplaceAllString(strings.NewReplacer(`"/l/x"`, `"/p/x"`, `"route":"lean"`, `"route":"twin"`).Replace(s.body), "$1")
 			resp.Header["Content-Length"] = []string{"(problem)"}
 		}
 		if err != nil {

@@ -21,7 +21,12 @@ import (
 
 // The tests count which requests took the lean path and the lane (set
 // before any test runs, so never written while a server reads it).
-func init() { countPaths = true }
+func init() {
+	countPaths = true
+	// A route whose name ends in "twin" is the general path's twin of a
+	// lean one, to compare them.
+	notLean = func(route string) bool { return strings.HasSuffix(route, "twin") }
+}
 
 // testGateway is a gateway serving a YAML document on a real loopback
 // listener, shut down when the test ends.

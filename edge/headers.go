@@ -112,6 +112,9 @@ type outHeader struct {
 	leanResp bool
 	respDate bool
 	respHead []byte
+	// respOps are the route's edits of a lean request's answer, which
+	// leanResponse makes on respHead (nil for none).
+	respOps *headerOps
 	// leanHR is the plain answer's response, reader and body wrapper (the
 	// HTTP/1 transport's parseResponse): the call's, so not allocated per
 	// request. The relay closes the body before the call is released.
@@ -129,6 +132,7 @@ type inField struct {
 func (o *outHeader) reset(in http.Header) {
 	o.in = in
 	o.isRaw, o.leanResp = false, false
+	o.respOps = nil
 	clear(o.fields)
 	o.fields = o.fields[:0]
 	o.conn = nil

@@ -81,7 +81,7 @@ type route struct {
 	stats      *routeStats
 	// lean: requests the lean HTTP/1 path takes (h1lean.go) go out with
 	// their heads copied from the client's, as received but for the
-	// path's rewrite or strip (no header edits, a service whose every
+	// path's rewrite or strip and the header edits (a service whose every
 	// target gets the path as the route makes it).
 	lean bool
 }
@@ -107,6 +107,98 @@ type headerOps struct {
 }
 
 func (o *headerOps) empty() bool { return len(o.remove)+len(o.set)+len(o.add) == 0 }
+
+// orNil is o, or nil when it does nothing.
+func (o *headerOps) orNil() *headerOps {
+	if o.empty() {
+		return nil
+	}
+	return o
+}
+
+// touches reports whether the operations remove or replace the field
+// name (in any case): its values, received or the gateway's, do not go on.
+func (o *headerOps) touches(name []byte) bool {
+	for _, k := range o.remove {
+		if asciiEqualFold(name, k) {
+			return true
+		}
+	}
+	for _, kv := range o.set {
+		if asciiEqualFold(name, kv[0]) {
+			return true
+		}
+	}
+	return false
+}
+
+// keeps reports whether the gateway's own field k (canonical) goes on: o
+// is nil, or neither removes nor replaces it.
+func (o *headerOps) keeps(k string) bool {
+	if o == nil {
+		return true
+	}
+	if slices.Contains(o.remove, k) {
+		return false
+	}
+	for _, kv := range o.set {
+		if kv[0] == k {
+			return false
+		}
+	}
+	return true
+}
+
+// mentions reports whether an operation names k (canonical).
+func (o *headerOps) mentions(k string) bool {
+	if slices.Contains(o.remove, k) {
+		return true
+	}
+	for _, kv := range o.set {
+		if kv[0] == k {
+			return true
+		}
+	}
+	for _, kv := range o.add {
+		if kv[0] == k {
+			return true
+		}
+	}
+	return false
+}
+
+// appendLines appends the fields set and added, as field lines: after the
+// values that stay, as apply and applyOut leave them.
+func (o *headerOps) appendLines(b []byte) []byte {
+	for _, kv := range o.set {
+		b = appendField(b, kv[0], kv[1])
+	}
+	for _, kv := range o.add {
+		b = appendField(b, kv[0], kv[1])
+	}
+	return b
+}
+
+// asciiEqualFold reports whether b and s are equal under ASCII case
+// folding.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
 
 // applyOut applies the operations to an outbound request's header.
 func (o *headerOps) applyOut(h *outHeader) {
@@ -245,7 +337,11 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			}
 			rt.hostRewrite = rw.Host
 		}
-		rt.lean = rt.svc != nil && rt.svc.lean && rt.reqOps.empty() && rt.respOps.empty()
+		// Header edits are made on the lean head and answer too, but for
+		// the answer's Via and Alt-Svc, which the gateway and the
+		// listener write after the upstream's fields.
+		rt.lean = rt.svc != nil && rt.svc.lean && !rt.respOps.mentions("Via") && !rt.respOps.mentions("Alt-Svc") &&
+			(notLean == nil || !notLean(rt.name))
 		rr.Value = rt
 		rts = append(rts, rr)
 		index = append(index, i)
