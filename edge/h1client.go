@@ -42,7 +42,10 @@ type h1Transport struct {
 	responseHeader time.Duration
 	// sendTimeout bounds how long one write of a request body to the
 	// upstream may block (0: no bound).
-	sendTimeout       time.Duration
+	sendTimeout time.Duration
+	// resent counts a request sent once more on a new connection (see
+	// roundTrip), by reason; nil counts nothing.
+	resent            func(reason string)
 	maxIdlePerHost    int
 	idleTimeout       time.Duration
 	tlsConfig         *tls.Config // nil: system roots
@@ -306,6 +309,13 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outH
 		// on a new connection, so that an upstream that resets every
 		// request, or garbles every answer, sees it twice at most and its
 		// error is the answer.
+		if t.resent != nil {
+			reason := "stale_connection"
+			if err != errStaleConn {
+				reason = "stray_bytes"
+			}
+			t.resent(reason)
+		}
 		if pc, err = t.dial(ctx, key); err != nil {
 			return nil, err
 		}

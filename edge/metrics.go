@@ -26,6 +26,7 @@ type metrics struct {
 	pruned         atomic.Uint64
 	retries        *prometheus.CounterVec
 	retryOverflow  *prometheus.CounterVec
+	resends        *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
 	resetFloods    prometheus.Counter
 	configVersion  prometheus.Gauge
@@ -101,6 +102,10 @@ func newMetrics(g *Gateway) *metrics {
 		func() float64 { return float64(m.inFlightN.Load()) })
 	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_retries_total", Help: "Retries sent to a service."}, []string{"service"})
 	m.retryOverflow = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_retry_budget_exhausted_total", Help: "Retries the retry policy allowed but the service's retry budget refused."}, []string{"service"})
+	m.resends = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_upstream_resends_total",
+		Help: "Bodyless idempotent requests sent once more on a new upstream connection because the reused one closed before any byte of an answer (stale_connection) or answered with bytes of no answer (stray_bytes); not retries.",
+	}, []string{"reason"})
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meridian_upstream_errors_total", Help: "Requests the gateway answered with an error of its own, by route and Proxy-Status error type.",
 	}, []string{"route", "error"})
@@ -111,7 +116,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.configApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_config_applies_total", Help: "Attempts to apply a gateway document, by result."}, []string{"result"})
 	m.healthChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_health_changes_total", Help: "Active health check transitions, by service and new state."}, []string{"service", "state"})
 	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_tls_handshakes_total", Help: "Completed TLS handshakes, by transport (tcp, quic), ALPN and TLS version."}, []string{"transport", "alpn", "version"})
-	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.retryOverflow, m.upstreamErrors, m.resetFloods, m.configVersion, m.configApplied, m.healthChanges,
+	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.retryOverflow, m.resends, m.upstreamErrors, m.resetFloods, m.configVersion, m.configApplied, m.healthChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &upstreamCollector{g: g})
 	return m
 }

@@ -952,6 +952,9 @@ func TestStaleConnectionResentOnceOnANewConnection(t *testing.T) {
 	if got := hits.get() - warm; got != 2 {
 		t.Errorf("the backend saw the request %d times; want 2 (sent once more, on a new connection)", got)
 	}
+	if got := metricValue(t, gw.g, `meridian_upstream_resends_total{reason="stale_connection"}`); got != 1 {
+		t.Errorf("resends counted: %v; want 1", got)
+	}
 }
 
 // The largest weight the configuration takes is one the balancers take:
@@ -1101,6 +1104,10 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 				t.Errorf("the upstream saw the request %d times; want %d", got, c.hits)
 			}
 		})
+	}
+	// Three of them resent: GET and DELETE after short junk, GET after long.
+	if got := metricValue(t, gw.g, `meridian_upstream_resends_total{reason="stray_bytes"}`); got != 3 {
+		t.Errorf("resends counted: %v; want 3", got)
 	}
 }
 

@@ -556,6 +556,7 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 	}
 	if k.protocol == "" || k.protocol == "http1" {
 		t := newH1Transport(k.connect, k.responseHeader)
+		t.resent = func(reason string) { g.metrics.resends.WithLabelValues(reason).Inc() }
 		t.sendTimeout = k.send
 		t.tlsConfig = tlsConf
 		g.transports[k] = t
