@@ -217,6 +217,12 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	x.trusted = g.trustedPeer(x.clientIP)
 	g.metrics.inFlightN.Add(1)
 	x.route = rt
+	if lr.reqID != ([2]int{}) {
+		// The client's, when valid, as identify takes it.
+		if id := string(hb.buf[lr.reqID[0]:lr.reqID[1]]); validRequestID(id) {
+			x.reqID = id
+		}
+	}
 
 	upHost := hostIn
 	if rt.hostRewrite != "" {

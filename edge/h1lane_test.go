@@ -52,11 +52,26 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(req.RequestURI), req.RequestURI)
 		return true
 	})
+	const clientTrace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 	echoHead := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
 		var lines []string
 		for k, vs := range req.Header {
-			if k == "X-Request-Id" || k == "Traceparent" {
-				vs = []string{"(present)"} // made anew for each request
+			vs = slices.Clone(vs)
+			for i, v := range vs {
+				// What the gateway makes anew for each request shown as
+				// such, the client's own as it came.
+				switch k {
+				case "X-Request-Id":
+					if v != "client-id-1" {
+						vs[i] = "(made)"
+					}
+				case "Traceparent":
+					if p := strings.Split(v, "-"); len(p) == 4 && v != clientTrace {
+						p[1] = map[bool]string{true: "(client)", false: "(new)"}[p[1] == clientTrace[3:35]]
+						p[2] = "(span)"
+						vs[i] = strings.Join(p, "-")
+					}
+				}
 			}
 			lines = append(lines, k+": "+strings.Join(vs, " | "))
 		}
@@ -104,6 +119,7 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		retrying("r-good", good)+retrying("r-flaky", flaky)+retrying("r-unavailable", unavailable)+retrying("r-stall", stall)+retrying("r-refused", refused)+
 		timed("t-good", good)+timed("t-flaky", flaky)+timed("t-stall", stall)+svc("echo", echo)+
 		fmt.Sprintf("  - {name: echo-head, targets: [{url: \"http://%s\"}]}\n", echoHead)+
+		fmt.Sprintf("  - {name: echo-pass, targets: [{url: \"http://%s\"}], proxy_headers: {request_id: false, traceparent: false, via: false}}\n", echoHead)+
 		"routes:\n"+route("good", "/good/", "good")+route("reset", "/reset/", "reset")+route("stall", "/stall/", "stall")+route("refused", "/refused/", "refused")+
 		route("r-good", "/r-good/", "r-good")+route("r-flaky", "/r-flaky/", "r-flaky")+route("r-unavailable", "/r-unavailable/", "r-unavailable")+
 		route("r-stall", "/r-stall/", "r-stall")+route("r-refused", "/r-refused/", "r-refused")+
@@ -113,7 +129,8 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		"  - {name: rw-lean, match: {path: \"/l/rw/{id}\"}, service: echo, rewrite: {path: \"/users/{id}/info\"}}\n"+
 		"  - {name: rw-twin, match: {path: \"/p/rw/{id}\"}, service: echo, rewrite: {path: \"/users/{id}/info\"}, request_headers: {remove: [X-Not-Sent]}}\n"+
 		"  - {name: ops-lean, match: {path_prefix: /l/ops/}, service: echo-head"+ops+"}\n"+
-		"  - {name: ops-twin, match: {path_prefix: /p/ops/}, service: echo-head"+ops+"}\n")
+		"  - {name: ops-twin, match: {path_prefix: /p/ops/}, service: echo-head"+ops+"}\n"+
+		route("ids", "/ids/", "echo-head")+route("pass", "/pass/", "echo-pass"))
 
 	type seen struct {
 		status int
@@ -122,12 +139,16 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		next   bool
 		log    map[string]any
 	}
+	// The client's trace and request id: valid, and not.
+	kept := "Traceparent: " + clientTrace + "\r\nTracestate: k=v\r\nX-Request-Id: client-id-1\r\n"
+	broken := "Traceparent: 00-zz\r\nTracestate: k=v\r\nX-Request-Id: not one\r\n"
+	extra := map[string]string{"/ids/kept": kept, "/ids/broken": broken, "/pass/kept": kept, "/pass/broken": broken}
 	get := func(method, path string) seen {
 		t.Helper()
 		n0 := log.count()
 		c := dialGateway(t, tg.addr)
 		br := bufio.NewReader(c)
-		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n\r\n", method, path)
+		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n%s\r\n", method, path, extra[path[2:]])
 		resp, err := http.ReadResponse(br, &http.Request{Method: method})
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
@@ -160,6 +181,14 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 			t.Fatalf("%s %s: no access log record", method, path)
 		}
 		for _, k := range []string{"request_id", "trace_id", "duration_ms", "upstream_ms", "client"} {
+			if k == "trace_id" && strings.HasSuffix(path, "/pass/broken") {
+				// No trace: the service makes none, and the client's is
+				// not one.
+				if s.log[k] != nil && s.log[k] != "" {
+					t.Errorf("%s %s: the record has trace_id %v", method, path, s.log[k])
+				}
+				continue
+			}
 			if s.log[k] == nil || s.log[k] == "" {
 				t.Errorf("%s %s: the record has no %s", method, path, k)
 			}
@@ -202,6 +231,11 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		// A route that edits the request's fields and the answer's.
 		{"GET", "/ops/x", 200, 0, ""},
 		{"HEAD", "/ops/x", 200, 0, ""},
+		// The client's trace and request id, replaced or passed on.
+		{"GET", "/ids/kept", 200, 0, ""},
+		{"GET", "/ids/broken", 200, 0, ""},
+		{"GET", "/pass/kept", 200, 0, ""},
+		{"GET", "/pass/broken", 200, 0, ""},
 	} {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
 			served0, presented0 := laneServed.Load(), lanePresented.Load()
@@ -227,6 +261,18 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 			}[c.path]; ok && l.body != want {
 				t.Errorf("the upstream got %q; want %q", l.body, want)
 			}
+			if want, ok := map[string]string{
+				"/ids/kept": "/p/ids/kept\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\nTraceparent: 00-(client)-(span)-00\nTracestate: k=v\n" +
+					"Via: 1.1 meridian\nX-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: client-id-1",
+				"/ids/broken": "/p/ids/broken\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\nTraceparent: 00-(new)-(span)-01\n" +
+					"Via: 1.1 meridian\nX-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: (made)",
+				"/pass/kept": "/p/pass/kept\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\nTraceparent: " + clientTrace + "\nTracestate: k=v\n" +
+					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: client-id-1",
+				"/pass/broken": "/p/pass/broken\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\nTraceparent: 00-zz\nTracestate: k=v\n" +
+					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: (made)",
+			}[c.path]; ok && l.body != want {
+				t.Errorf("the upstream got:\n%s\nwant:\n%s", l.body, want)
+			}
 			if c.path == "/ops/x" {
 				want := map[string][]string{"X-Up-Set": {"replaced"}, "X-New": {"n"}, "X-Up-Add": {"first", "added"}, "X-Up-Remove": nil}
 				for k, v := range want {
@@ -234,8 +280,8 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 						t.Errorf("answer's %s: %q; want %q", k, l.fields[k], v)
 					}
 				}
-				if c.method == "GET" && l.body != "/p/ops/x\nForwarded: for=127.0.0.1;proto=http;host=a.example | for=extra\nTraceparent: (present)\n"+
-					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: custom\nX-Gw: one\nX-Multi: two\nX-Request-Id: (present)" {
+				if c.method == "GET" && l.body != "/p/ops/x\nForwarded: for=127.0.0.1;proto=http;host=a.example | for=extra\nTraceparent: 00-(new)-(span)-01\n"+
+					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: custom\nX-Gw: one\nX-Multi: two\nX-Request-Id: (made)" {
 					t.Errorf("the upstream got:\n%s", l.body)
 				}
 			}
@@ -325,7 +371,8 @@ func TestLaneLeavesWhatItCannotServe(t *testing.T) {
 		{"header edits", "", ", request_headers: {remove: [X-B]}, response_headers: {set: {X-C: c}}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"the answer's Via edited", "", ", response_headers: {remove: [Via]}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
 		{"POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", false},
-		{"client's trace", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n", false},
+		{"client's trace", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n", true},
+		{"two traces", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01\r\n\r\n", false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			route := c.route

@@ -22,11 +22,13 @@ package edge
 //     whether the request is one the general path would forward unchanged
 //     but for its own fields, the route's header edits and its rewrite or
 //     prefix strip (whose result, too, must need no escaping:
-//     leanRewrite): GET or HEAD, HTTP/1.1, one valid Host, an origin-form target
-//     that needs no normalising, and no field the gateway interprets,
-//     replaces or drops (framing, hop-by-hop, forwarding and trace fields,
-//     request ids, underscores when they are policed). If so the upstream
-//     head is appended from the spans with the service's fields
+//     leanRewrite): GET or HEAD, HTTP/1.1, one valid Host, an origin-form
+//     target that needs no normalising, and no field the gateway
+//     interprets, replaces or drops (framing, hop-by-hop and forwarding
+//     fields, two Traceparents, underscores when they are policed) but for
+//     the client's trace and request id, which the service's settings
+//     replace or pass on as the present path does. If so the upstream head
+//     is appended from the spans with the service's fields
 //     (appendLeanRequestHead), byte for byte what writeRequestHead writes
 //     for the same request, and sent for every attempt (retries too);
 //     mutual TLS keeps the general path for X-Forwarded-Client-Cert.
@@ -79,6 +81,11 @@ func (p *pathCounter) count() {
 // c.reqHead.buf.
 type leanRequest struct {
 	method, target, host [2]int
+	// traceparent is the value of the request's Traceparent, reqID that of
+	// its first X-Request-Id ({0, 0}: none); ids says it has one of those
+	// or a Tracestate, which the gateway may replace (appendLeanRequestHead).
+	traceparent, reqID [2]int
+	ids                bool
 }
 
 // classifyLean reports whether the head parseHead read into hb is one the
@@ -112,6 +119,18 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 			lr.host = f.value
 		case leanRefused:
 			return lr, false
+		case leanTraceparent:
+			if lr.traceparent != ([2]int{}) {
+				return lr, false // two are none (W3C): the present path's
+			}
+			lr.traceparent, lr.ids = f.value, true
+		case leanTracestate:
+			lr.ids = true
+		case leanRequestID:
+			if lr.reqID == ([2]int{}) {
+				lr.reqID = f.value
+			}
+			lr.ids = true
 		}
 	}
 	if hosts != 1 || lr.host[0] == lr.host[1] {
@@ -153,9 +172,12 @@ func leanTarget(t []byte) bool {
 }
 
 const (
-	leanForward = iota // forwarded as it came
-	leanHost           // Host
-	leanRefused        // a field the gateway interprets, replaces or drops
+	leanForward     = iota // forwarded as it came
+	leanHost               // Host
+	leanRefused            // a field the gateway interprets, replaces or drops
+	leanTraceparent        // the trace fields and the request id, which
+	leanTracestate         // the gateway replaces or passes on by the
+	leanRequestID          // service's settings (makeLeanHead)
 )
 
 // leanFieldKind classifies a field name (any case).
@@ -165,8 +187,15 @@ func leanFieldKind(name []byte) int {
 	}
 	for _, s := range leanNamesByLength[len(name)] {
 		if equalFoldToken(name, s) {
-			if s == "Host" {
+			switch s {
+			case "Host":
 				return leanHost
+			case "Traceparent":
+				return leanTraceparent
+			case "Tracestate":
+				return leanTracestate
+			case "X-Request-Id":
+				return leanRequestID
 			}
 			return leanRefused
 		}
@@ -176,7 +205,8 @@ func leanFieldKind(name []byte) int {
 
 // leanNamesByLength lists, by length, Host and the request fields the
 // gateway interprets, replaces or drops: framing, hop-by-hop, forwarding,
-// trace and id fields, and the spoofable forwarding fields.
+// trace and id fields (the last two kinds handled: leanFieldKind), and the
+// spoofable forwarding fields.
 var leanNamesByLength = func() (t [32][]string) {
 	names := []string{"Host", "Content-Length", "Expect",
 		"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via",
@@ -238,6 +268,9 @@ type leanAdds struct {
 	target string
 	// reqOps and respOps are the route's header edits (nil for none).
 	reqOps, respOps *headerOps
+	// traceKept: the client's trace goes on in trace (its Tracestate
+	// with it).
+	traceKept bool
 }
 
 // appendLeanRequestHead appends the upstream request head of a lean
@@ -262,6 +295,25 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 		name := buf[f.name[0]:f.name[1]]
 		if equalFoldToken(name, "Host") || ops != nil && ops.touches(name) {
 			continue
+		}
+		if lr.ids {
+			// As the present path: the service's trace replaces the
+			// client's Traceparent, and its Tracestate unless the trace
+			// goes on; its request id replaces the client's.
+			switch leanFieldKind(name) {
+			case leanTraceparent:
+				if !a.svc.noTraceparent {
+					continue
+				}
+			case leanTracestate:
+				if !a.svc.noTraceparent && !a.traceKept {
+					continue
+				}
+			case leanRequestID:
+				if !a.svc.noRequestID {
+					continue
+				}
+			}
 		}
 		if f.canon {
 			b = append(b, name...)
@@ -397,17 +449,24 @@ func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request
 }
 
 // makeLeanHead makes oh the upstream head of lean request lr (of hb) with
-// the service's fields: a's request id, a new trace (the client sent none:
-// classifyLean) and Via, as the service sends them.
+// the service's fields: a's request id (the client's when valid), the
+// trace (the client's continued when valid, else a new one) and Via, as
+// the service sends them.
 func (g *Gateway) makeLeanHead(oh *outHeader, hb *headBlock, lr *leanRequest, a *leanAdds, x *exchange) {
 	svc := a.svc
 	if !svc.noRequestID {
-		a.reqID = x.requestID()
+		a.reqID = x.requestID() // the client's, when valid (identify)
+	}
+	var in string // the client's traceparent
+	if lr.traceparent != ([2]int{}) {
+		in = string(hb.buf[lr.traceparent[0]:lr.traceparent[1]])
 	}
 	if !svc.noTraceparent {
-		tp, tid, _ := traceparent("")
+		tp, tid, kept := traceparent(in)
 		x.traceID = tid
-		a.trace = tp
+		a.trace, a.traceKept = tp, kept
+	} else if tid, _, ok := parseTraceparent(in); ok {
+		x.traceID = tid // the client's trace, passed on as it came
 	}
 	if !svc.noVia {
 		a.via = g.via11 // lean requests are HTTP/1.1
