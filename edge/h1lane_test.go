@@ -142,7 +142,8 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 	// The client's trace and request id: valid, and not.
 	kept := "Traceparent: " + clientTrace + "\r\nTracestate: k=v\r\nX-Request-Id: client-id-1\r\n"
 	broken := "Traceparent: 00-zz\r\nTracestate: k=v\r\nX-Request-Id: not one\r\n"
-	extra := map[string]string{"/ids/kept": kept, "/ids/broken": broken, "/pass/kept": kept, "/pass/broken": broken}
+	extra := map[string]string{"/ids/kept": kept, "/ids/broken": broken, "/pass/kept": kept, "/pass/broken": broken,
+		"/pass/conn": "Connection: Keep-Alive, keep-alive\r\n", "/good/conn": "Connection: keep-alive\r\n"}
 	get := func(method, path string) seen {
 		t.Helper()
 		n0 := log.count()
@@ -181,7 +182,7 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 			t.Fatalf("%s %s: no access log record", method, path)
 		}
 		for _, k := range []string{"request_id", "trace_id", "duration_ms", "upstream_ms", "client"} {
-			if k == "trace_id" && strings.HasSuffix(path, "/pass/broken") {
+			if k == "trace_id" && (strings.HasSuffix(path, "/pass/broken") || strings.HasSuffix(path, "/pass/conn")) {
 				// No trace: the service makes none, and the client's is
 				// not one.
 				if s.log[k] != nil && s.log[k] != "" {
@@ -236,6 +237,9 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		{"GET", "/ids/broken", 200, 0, ""},
 		{"GET", "/pass/kept", 200, 0, ""},
 		{"GET", "/pass/broken", 200, 0, ""},
+		// Connection: keep-alive, which many clients send.
+		{"GET", "/pass/conn", 200, 0, ""},
+		{"GET", "/good/conn", 200, 0, ""},
 	} {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
 			served0, presented0 := laneServed.Load(), lanePresented.Load()
@@ -268,6 +272,8 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 					"Via: 1.1 meridian\nX-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: (made)",
 				"/pass/kept": "/p/pass/kept\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\nTraceparent: " + clientTrace + "\nTracestate: k=v\n" +
 					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: client-id-1",
+				"/pass/conn": "/p/pass/conn\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\n" +
+					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http",
 				"/pass/broken": "/p/pass/broken\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\nTraceparent: 00-zz\nTracestate: k=v\n" +
 					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: (made)",
 			}[c.path]; ok && l.body != want {

@@ -27,7 +27,8 @@ package edge
 //     interprets, replaces or drops (framing, hop-by-hop and forwarding
 //     fields, two Traceparents, underscores when they are policed) but for
 //     the client's trace and request id, which the service's settings
-//     replace or pass on as the present path does. If so the upstream head
+//     replace or pass on as the present path does, and a Connection that
+//     says keep-alive alone, dropped as the present path drops it. If so the upstream head
 //     is appended from the spans with the service's fields
 //     (appendLeanRequestHead), byte for byte what writeRequestHead writes
 //     for the same request, and sent for every attempt (retries too);
@@ -46,6 +47,7 @@ package edge
 // path took.
 
 import (
+	"bytes"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -82,8 +84,9 @@ func (p *pathCounter) count() {
 type leanRequest struct {
 	method, target, host [2]int
 	// traceparent is the value of the request's Traceparent, reqID that of
-	// its first X-Request-Id ({0, 0}: none); ids says it has one of those
-	// or a Tracestate, which the gateway may replace (appendLeanRequestHead).
+	// its first X-Request-Id ({0, 0}: none); ids says it has one of those,
+	// a Tracestate or a Connection: keep-alive, which the gateway may
+	// replace or drops (appendLeanRequestHead).
 	traceparent, reqID [2]int
 	ids                bool
 }
@@ -131,6 +134,15 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 				lr.reqID = f.value
 			}
 			lr.ids = true
+		case leanConnection:
+			// "Connection: keep-alive", which many HTTP/1.1 clients send
+			// (Python's requests, Node's agents, Java's): what HTTP/1.1
+			// does anyway, and dropped as every Connection field is. It
+			// names Keep-Alive, which a lean request does not have.
+			if !onlyKeepAlive(buf[f.value[0]:f.value[1]]) {
+				return lr, false
+			}
+			lr.ids = true
 		}
 	}
 	if hosts != 1 || lr.host[0] == lr.host[1] {
@@ -142,6 +154,29 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 		return lr, false // 431 from the present path, which counts all but Host
 	}
 	return lr, true
+}
+
+// onlyKeepAlive reports whether a Connection value lists keep-alive and
+// nothing else (in any case, with empty list elements allowed).
+func onlyKeepAlive(v []byte) bool {
+	seen := false
+	for len(v) > 0 {
+		var el []byte
+		if i := indexByte(v, ','); i >= 0 {
+			el, v = v[:i], v[i+1:]
+		} else {
+			el, v = v, nil
+		}
+		el = bytes.Trim(el, " \t")
+		if len(el) == 0 {
+			continue
+		}
+		if !equalFoldToken(el, "keep-alive") {
+			return false
+		}
+		seen = true
+	}
+	return seen
 }
 
 // leanTarget reports whether an origin-form target goes upstream as it
@@ -178,6 +213,7 @@ const (
 	leanTraceparent        // the trace fields and the request id, which
 	leanTracestate         // the gateway replaces or passes on by the
 	leanRequestID          // service's settings (makeLeanHead)
+	leanConnection         // Connection, taken when it says keep-alive alone
 )
 
 // leanFieldKind classifies a field name (any case).
@@ -196,6 +232,8 @@ func leanFieldKind(name []byte) int {
 				return leanTracestate
 			case "X-Request-Id":
 				return leanRequestID
+			case "Connection":
+				return leanConnection
 			}
 			return leanRefused
 		}
@@ -313,6 +351,8 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 				if !a.svc.noRequestID {
 					continue
 				}
+			case leanConnection:
+				continue // hop-by-hop
 			}
 		}
 		if f.canon {
