@@ -194,6 +194,8 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		ts := &timedState{}
 		ts.requestState.total = &ts.total
 		rs = &ts.requestState
+		// Before startWatch: the watch arms its timer (watchDue).
+		ts.total.begin(&rs.requestContext, start+svc.total)
 	} else {
 		rs = &requestState{}
 	}
@@ -240,7 +242,6 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	att := targetTurn{t: t, open: true}
 	var ctx context.Context = &rs.requestContext
 	if rs.total != nil {
-		rs.total.begin(&rs.requestContext, start+svc.total)
 		ctx = rs.total
 	}
 	t.Start()

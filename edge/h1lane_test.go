@@ -578,3 +578,34 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 		t.Fatalf("the failing request's record %v; want attempts 2, retried_on 503", rec)
 	}
 }
+
+// A lane request to a service with a total timeout that runs past the
+// disconnect watch's start has its total armed by the watch: the watch must
+// see the total begun (under -race, a race between the two fails the test).
+func TestLaneTotalArmedByTheWatch(t *testing.T) {
+	be := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		time.Sleep(100 * time.Millisecond) // past the watch's start, within the total
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	tg := startGateway(t, fmt.Sprintf(`
+services: [{name: s, targets: [{url: "http://%s"}], timeouts: {total: 300ms}}]
+routes: [{name: r, match: {path_prefix: /}, service: s}]
+`, be))
+	served0 := laneServed.Load()
+	for i := range 5 {
+		conn := dialGateway(t, tg.addr)
+		fmt.Fprintf(conn, "GET /x%d HTTP/1.1\r\nHost: a\r\n\r\n", i)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("got %d %q; want 200 \"ok\"", resp.StatusCode, body)
+		}
+	}
+	if n := laneServed.Load() - served0; n != 5 {
+		t.Fatalf("span lane took %d requests; want 5", n)
+	}
+}

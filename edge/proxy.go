@@ -1124,7 +1124,9 @@ const totalTimeoutDetail = "the service's total timeout expired"
 // what only the access log is (cause: socket errors name addresses, TLS
 // errors internal names, a malformed response its bytes).
 func classify(err error, ctx context.Context) *proxyError {
-	if ctx.Err() == context.DeadlineExceeded {
+	if ctx.Err() == context.DeadlineExceeded || deadlinePassed(ctx) {
+		// The second: a dial bounded by the total's deadline fails on
+		// it a moment before the context's timer ends the context.
 		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: totalTimeoutDetail}
 	}
 	var dnsErr *net.DNSError
@@ -1214,7 +1216,18 @@ func (g *Gateway) backoffCut(w http.ResponseWriter, r *http.Request, x *exchange
 		g.requestCanceled(w, r, x)
 		return
 	}
-	g.fail(w, r, x, classify(ctx.Err(), ctx))
+	pe := classify(ctx.Err(), ctx)
+	if rt := x.route; rt != nil && rt.svc != nil {
+		pe.detail = "service " + rt.svc.name + ": " + pe.detail
+	}
+	pe.cause = "while waiting to retry, after target " + x.target + " failed"
+	g.fail(w, r, x, pe)
+}
+
+// deadlinePassed reports whether ctx has a deadline and it has passed.
+func deadlinePassed(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // bodyFailed answers a request whose own body could not be read.

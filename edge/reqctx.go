@@ -186,7 +186,8 @@ type totalContext struct {
 }
 
 // begin starts the total of a request with context rc, expiring at
-// monoNow at.
+// monoNow at. It comes before anything else may see tc (the disconnect
+// watch: startWatch), which reads rc and at without a lock.
 func (tc *totalContext) begin(rc *requestContext, at time.Duration) {
 	tc.rc, tc.at = rc, at
 	if at-monoNow() <= disconnectCheckAfter+2*watchGrain {

@@ -3,6 +3,8 @@ package edge
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -201,4 +203,22 @@ func TestTotalContext(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	})
+}
+
+// An error that comes when a context's deadline has passed is the total
+// timeout's, though the context has not ended yet: a dial bounded by the
+// deadline fails on it a moment before the context's timer fires.
+func TestClassifyAfterTheDeadline(t *testing.T) {
+	dialTimeout := &net.OpError{Op: "dial", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	tc := &totalContext{rc: &requestContext{}, at: monoNow() - time.Millisecond} // not armed
+	if tc.Err() != nil {
+		t.Fatalf("Err = %v; want nil (not expired yet)", tc.Err())
+	}
+	if pe := classify(dialTimeout, tc); pe.proxyStatus != "http_response_timeout" || pe.detail != totalTimeoutDetail {
+		t.Errorf("classify = %s %q; want http_response_timeout, the total", pe.proxyStatus, pe.detail)
+	}
+	tc.at = monoNow() + time.Hour // a connect timeout well within the total
+	if pe := classify(dialTimeout, tc); pe.proxyStatus != "connection_timeout" {
+		t.Errorf("classify = %s; want connection_timeout", pe.proxyStatus)
+	}
 }

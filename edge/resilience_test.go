@@ -1209,3 +1209,28 @@ func TestHeadBodyHeldByNagleIsSeenBeforeReuse(t *testing.T) {
 		t.Errorf("%d of 20 GETs after a HEAD were sent twice; want few", resent)
 	}
 }
+
+// A total timeout that expires while a retry waits its backoff is answered
+// as one that expires during an attempt: 504, the service named, and the
+// cause in the log.
+func TestTotalExpiresDuringBackoff(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	})
+	setup, log := withReuseLog()
+	gw := startGatewayWith(t, setup, oneRouteService(be.URL, `    timeouts: {total: 100ms}
+    retries: {attempts: 3, on: ["503"], backoff: {base: 10s, max: 10s}}`))
+	resp, body := get(t, newClient(t), gw.url+"/x")
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(string(body), "service svc: the service's total timeout expired") {
+		t.Errorf("%d %s; want 504, the service's total timeout", resp.StatusCode, body)
+	}
+	if ps := resp.Header.Get("Proxy-Status"); !strings.Contains(ps, "error=http_response_timeout") {
+		t.Errorf("Proxy-Status %q; want error=http_response_timeout", ps)
+	}
+	waitFor(t, 2*time.Second, "the access log record", func() bool { return log.count() == 1 })
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if d, _ := log.recs[0]["error_detail"].(string); !strings.Contains(d, "while waiting to retry") {
+		t.Errorf("error_detail %q; want the wait for a retry", d)
+	}
+}
