@@ -140,12 +140,15 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 	// barriers would be a fifth of the profile; in the running binary,
 	// marking takes under 1% of the time.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	for _, c := range []struct{ name, service string }{
-		{"plain", ""},
+	const retrying = "    retries: {attempts: 2}\n    timeouts: {total: 30s}"
+	for _, c := range []struct{ name, service, fields string }{
+		{"plain", "", ""},
 		// As the demo's and the README's services: retries and a total
 		// timeout.
-		{"retrying", "    retries: {attempts: 2}\n    timeouts: {total: 30s}"},
-		{"retriesonly", "    retries: {attempts: 2}"},
+		{"retrying", retrying, ""},
+		// The same off the span lane: a forwarded request (the general
+		// path's).
+		{"retrying-general", retrying, "X-Forwarded-For: 192.0.2.1\r\n"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			g := New(Options{})
@@ -159,7 +162,7 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 			}
 			g.tmu.Unlock()
 			srv := newH1Server(g, ListenerOptions{}.withDefaults(), slog.New(slog.DiscardHandler), nil)
-			client := &memConn{in: []byte("GET /bench HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")}
+			client := &memConn{in: []byte("GET /bench HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n" + c.fields + "\r\n")}
 
 			// One request first: it dials the upstream and checks the answer.
 			client.left = 1
