@@ -390,16 +390,7 @@ services: [{name: s, targets: [{url: "http://%s"}]%s}]
 routes: [{name: r, service: s%s}]
 `, be, c.service, route))
 			served0 := laneServed.Load()
-			conn := dialGateway(t, tg.addr)
-			io.WriteString(conn, c.request)
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != 200 || string(body) != "ok" {
-				t.Fatalf("got %d %q; want 200 \"ok\"", resp.StatusCode, body)
-			}
+			wantOK(t, tg.addr, c.request)
 			if got := laneServed.Load()-served0 == 1; got != c.lane {
 				t.Fatalf("served on the span lane: %v; want %v", got, c.lane)
 			}
@@ -594,18 +585,25 @@ routes: [{name: r, match: {path_prefix: /}, service: s}]
 `, be))
 	served0 := laneServed.Load()
 	for i := range 5 {
-		conn := dialGateway(t, tg.addr)
-		fmt.Fprintf(conn, "GET /x%d HTTP/1.1\r\nHost: a\r\n\r\n", i)
-		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || string(body) != "ok" {
-			t.Fatalf("got %d %q; want 200 \"ok\"", resp.StatusCode, body)
-		}
+		wantOK(t, tg.addr, fmt.Sprintf("GET /x%d HTTP/1.1\r\nHost: a\r\n\r\n", i))
 	}
 	if n := laneServed.Load() - served0; n != 5 {
 		t.Fatalf("span lane took %d requests; want 5", n)
+	}
+}
+
+// wantOK sends request on a new connection to the gateway at addr and
+// fails the test unless the answer is 200 "ok".
+func wantOK(t *testing.T, addr, request string) {
+	t.Helper()
+	conn := dialGateway(t, addr)
+	io.WriteString(conn, request)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("got %d %q; want 200 \"ok\"", resp.StatusCode, body)
 	}
 }

@@ -145,20 +145,24 @@ func (c *requestContext) AfterFunc(f func()) (stop func() bool) {
 	a := &afterFunc{f: f}
 	c.fns = append(c.fns, a)
 	c.mu.Unlock()
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for i, x := range c.fns {
-			if x == a {
-				last := len(c.fns) - 1
-				c.fns[i] = c.fns[last]
-				c.fns[last] = nil
-				c.fns = c.fns[:last]
-				return true
-			}
+	return func() bool { return unregister(&c.mu, &c.fns, a) }
+}
+
+// unregister takes a out of *fns, which mu guards, and reports whether it
+// was there (its function not started).
+func unregister(mu *sync.Mutex, fns *[]*afterFunc, a *afterFunc) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	for i, x := range *fns {
+		if x == a {
+			last := len(*fns) - 1
+			(*fns)[i] = (*fns)[last]
+			(*fns)[last] = nil
+			*fns = (*fns)[:last]
+			return true
 		}
-		return false
 	}
+	return false
 }
 
 // totalContext is a request's context under its service's total timeout,
@@ -326,18 +330,5 @@ func (tc *totalContext) AfterFunc(f func()) (stop func() bool) {
 	tc.fns = append(tc.fns, a)
 	tc.watchParent()
 	tc.mu.Unlock()
-	return func() bool {
-		tc.mu.Lock()
-		defer tc.mu.Unlock()
-		for i, x := range tc.fns {
-			if x == a {
-				last := len(tc.fns) - 1
-				tc.fns[i] = tc.fns[last]
-				tc.fns[last] = nil
-				tc.fns = tc.fns[:last]
-				return true
-			}
-		}
-		return false
-	}
+	return func() bool { return unregister(&tc.mu, &tc.fns, a) }
 }
