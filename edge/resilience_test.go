@@ -141,21 +141,6 @@ func TestPostIsNotRetried(t *testing.T) {
 	})
 }
 
-func oneRouteService(url, serviceExtra string) string {
-	return fmt.Sprintf(`
-services:
-  - name: svc
-    targets:
-      - url: %s
-%s
-routes:
-  - name: r
-    match:
-      path_prefix: /
-    service: svc
-`, url, serviceExtra)
-}
-
 func TestRetryOnStatus(t *testing.T) {
 	var hits hitCounter
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {

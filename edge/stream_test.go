@@ -16,18 +16,32 @@ import (
 	"time"
 )
 
+// oneRoute is a gateway document with one service, svc, of one target,
+// backend, and one route to it, r, for every path; extra goes on at the
+// route's end (indented by four spaces).
 func oneRoute(backend, extra string) string {
+	return oneRouteDoc(backend, "", extra)
+}
+
+// oneRouteService is oneRoute with serviceExtra at the service's end
+// instead.
+func oneRouteService(backend, serviceExtra string) string {
+	return oneRouteDoc(backend, serviceExtra, "")
+}
+
+func oneRouteDoc(backend, serviceExtra, routeExtra string) string {
 	return fmt.Sprintf(`
 services:
   - name: svc
     targets:
       - url: %s
+%s
 routes:
   - name: r
     match:
       path_prefix: /
     service: svc
-%s`, backend, extra)
+%s`, backend, serviceExtra, routeExtra)
 }
 
 // The first part of a chunked response reaches the client while the
