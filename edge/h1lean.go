@@ -35,9 +35,11 @@ package edge
 //     mutual TLS keeps the general path for X-Forwarded-Client-Cert.
 //  3. The upstream client reads the answer's head into spans as always; a
 //     plain answer to a lean GET or HEAD (a final status with a body, one
-//     Content-Length, no hop-by-hop field, no Via, not an event stream;
-//     leanResponse) becomes the client's field lines at once, with no map
-//     (the route's edits made on them), and writeLeanHead puts them in the server's response with Via and the
+//     Content-Length, no hop-by-hop field but Keep-Alive and a Connection
+//     of keep-alive or close, which are dropped, no Via, not an event
+//     stream; leanResponse) becomes the client's field lines at once, with
+//     no map (the route's edits made on them), and writeLeanHead puts them
+//     in the server's response with Via and the
 //     length; its body is copied as any other.
 //  4. Anything else (another request, another answer, every error, 1xx
 //     answers before the final one) is the general path's, unchanged.
@@ -159,6 +161,18 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 // onlyKeepAlive reports whether a Connection value lists keep-alive and
 // nothing else (in any case, with empty list elements allowed).
 func onlyKeepAlive(v []byte) bool {
+	return connectionTokens(v, false)
+}
+
+// onlyConnectionOptions reports whether a Connection value lists
+// keep-alive or close and nothing else: no field's name.
+func onlyConnectionOptions(v []byte) bool {
+	return connectionTokens(v, true)
+}
+
+// connectionTokens reports whether a Connection value lists at least one
+// token, each keep-alive or, if orClose, close.
+func connectionTokens(v []byte, orClose bool) bool {
 	seen := false
 	for len(v) > 0 {
 		var el []byte
@@ -171,7 +185,7 @@ func onlyKeepAlive(v []byte) bool {
 		if len(el) == 0 {
 			continue
 		}
-		if !equalFoldToken(el, "keep-alive") {
+		if !equalFoldToken(el, "keep-alive") && !(orClose && equalFoldToken(el, "close")) {
 			return false
 		}
 		seen = true
@@ -520,7 +534,8 @@ func (g *Gateway) makeLeanHead(oh *outHeader, hb *headBlock, lr *leanRequest, a 
 
 // leanResponse reports whether an answer to a lean request, read into hb
 // by the upstream client, is plain: a final status with a body (not 204 or
-// 304), one Content-Length, no hop-by-hop field, no Via, not an event
+// 304), one Content-Length, no hop-by-hop field but Keep-Alive and a
+// Connection of keep-alive or close (dropped), no Via, not an event
 // stream. If so it puts the fields the client gets (all but
 // Content-Length, under their canonical names) in lo and returns the
 // length. Anything else is made into a map and relayed as usual.
@@ -541,10 +556,19 @@ func leanResponse(hb *headBlock, code int, lo *outHeader) (int64, bool) {
 			b = canonicalInto(b, name)
 		}
 		k := b[at:]
-		if isHopHeader(string(k)) || string(k) == "Via" {
+		if isHopHeader(string(k)) {
+			// Dropped as the present path drops them: Keep-Alive, and a
+			// Connection of keep-alive or close (Node.js and nginx send
+			// them with every answer), which name no other field.
+			if string(k) == "Keep-Alive" || string(k) == "Connection" && onlyConnectionOptions(value) {
+				b = b[:at]
+				continue
+			}
 			return 0, false
 		}
 		switch string(k) {
+		case "Via":
+			return 0, false
 		case "Content-Length":
 			n, ok := parseContentLength(string(value))
 			if cl >= 0 || !ok {

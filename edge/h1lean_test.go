@@ -229,6 +229,8 @@ func TestLeanMatchesPresentPath(t *testing.T) {
 		"connection":      "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
 		"named":           "HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nContent-Length: 2\r\n\r\nok",
 		"keep-alive":      "HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+		"node":            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok",
+		"named too":       "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 2\r\n\r\nok",
 		"via":             "HTTP/1.1 200 OK\r\nVia: 1.1 other\r\nContent-Length: 2\r\n\r\nok",
 		"sse":             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 9\r\n\r\ndata: x\n\n",
 		"two lengths":     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
@@ -336,10 +338,12 @@ routes:
 		names = append(names, k)
 	}
 	slices.Sort(names)
-	plain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "short body", "hints", "large", "buffer"}
+	plain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "short body", "hints", "large", "buffer",
+		"connection", "keep-alive", "node"}
 	// The plain answers the span lane writes itself: the whole body
 	// with the head, and no 103 before it.
-	lanePlain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "buffer"}
+	lanePlain := []string{"plain", "date", "names", "empty", "404", "503", "odd reason", "599", "control", "host", "buffer",
+		"connection", "keep-alive", "node"}
 	for _, name := range names {
 		t.Run(name, func(t *testing.T) {
 			req0, ans0 := leanRequests.Load(), leanAnswers.Load()
