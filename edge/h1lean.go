@@ -161,18 +161,14 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 // onlyKeepAlive reports whether a Connection value lists keep-alive and
 // nothing else (in any case, with empty list elements allowed).
 func onlyKeepAlive(v []byte) bool {
-	return connectionTokens(v, false)
-}
-
-// onlyConnectionOptions reports whether a Connection value lists
-// keep-alive or close and nothing else: no field's name.
-func onlyConnectionOptions(v []byte) bool {
-	return connectionTokens(v, true)
+	ok, _ := connectionTokens(v, false)
+	return ok
 }
 
 // connectionTokens reports whether a Connection value lists at least one
-// token, each keep-alive or, if orClose, close.
-func connectionTokens(v []byte, orClose bool) bool {
+// token, each keep-alive or, if orClose, close (no field's name), and
+// whether one is close.
+func connectionTokens(v []byte, orClose bool) (ok, close bool) {
 	seen := false
 	for len(v) > 0 {
 		var el []byte
@@ -185,12 +181,16 @@ func connectionTokens(v []byte, orClose bool) bool {
 		if len(el) == 0 {
 			continue
 		}
-		if !equalFoldToken(el, "keep-alive") && !(orClose && equalFoldToken(el, "close")) {
-			return false
+		switch {
+		case equalFoldToken(el, "keep-alive"):
+		case orClose && equalFoldToken(el, "close"):
+			close = true
+		default:
+			return false, false
 		}
 		seen = true
 	}
-	return seen
+	return seen, close
 }
 
 // leanTarget reports whether an origin-form target goes upstream as it
@@ -547,6 +547,7 @@ func leanResponse(hb *headBlock, code int, lo *outHeader) (int64, bool) {
 	b := lo.respHead[:0]
 	cl := int64(-1)
 	date := false
+	lo.respClose = false
 	for _, f := range hb.fields {
 		name, value := buf[f.name[0]:f.name[1]], buf[f.value[0]:f.value[1]]
 		at := len(b)
@@ -560,9 +561,18 @@ func leanResponse(hb *headBlock, code int, lo *outHeader) (int64, bool) {
 			// Dropped as the present path drops them: Keep-Alive, and a
 			// Connection of keep-alive or close (Node.js and nginx send
 			// them with every answer), which name no other field.
-			if string(k) == "Keep-Alive" || string(k) == "Connection" && onlyConnectionOptions(value) {
+			if string(k) == "Keep-Alive" {
 				b = b[:at]
 				continue
+			}
+			if string(k) == "Connection" {
+				if ok, close := connectionTokens(value, true); ok {
+					// The upstream's close still ends its connection
+					// (readResponse: Response.Close).
+					lo.respClose = lo.respClose || close
+					b = b[:at]
+					continue
+				}
 			}
 			return 0, false
 		}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -561,4 +562,44 @@ routes:
 			t.Errorf("target %q fields %q:\nlean route: %d\n%s\ntwin route: %d\n%s", target, fields, ls, lh, ts, th)
 		}
 	})
+}
+
+// A plain answer that says Connection: close ends its upstream connection,
+// though the fast path drops the field: the next request, a POST that
+// cannot be sent twice, goes on a new connection, not on one the upstream
+// is closing.
+func TestLeanAnswerSayingCloseEndsItsConnection(t *testing.T) {
+	var conns atomic.Int32
+	up := rawUpstream(t, func(c net.Conn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			n, _ := io.Copy(io.Discard, req.Body)
+			if req.URL.Path == "/close" {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nConnection: Keep-Alive, close\r\nContent-Length: 2\r\n\r\nok")
+				time.Sleep(300 * time.Millisecond) // closes as it said, a little later
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(strconv.FormatInt(n, 10)), strconv.FormatInt(n, 10))
+		}
+	})
+	gw := startGateway(t, oneRoute("http://"+up, ""))
+	conn := dialGateway(t, gw.addr)
+	br := bufio.NewReader(conn)
+	if resp, body := rawRequest(t, conn, br, http.MethodGet, "/close"); resp.StatusCode != 200 || string(body) != "ok" || resp.Header.Get("Connection") != "" {
+		t.Fatalf("GET: %d %q, Connection %q; want 200 \"ok\" and no Connection", resp.StatusCode, body, resp.Header.Get("Connection"))
+	}
+	if resp, body := rawRequest(t, conn, br, http.MethodPost, "/x"); resp.StatusCode != 200 || string(body) != "2" {
+		t.Fatalf("POST: %d %q; want 200 \"2\"", resp.StatusCode, body)
+	}
+	if n := conns.Load(); n != 2 {
+		t.Errorf("the upstream saw %d connections; want 2 (the first not reused)", n)
+	}
+	if got := metricValue(t, gw.g, `meridian_upstream_resends_total{reason="stale_connection"}`); got != 0 {
+		t.Errorf("resends: %v; want 0", got)
+	}
 }

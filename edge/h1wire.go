@@ -733,7 +733,8 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 			*hr = h1Response{}
 			pc.last = hr
 			resp := &hr.resp
-			*resp = http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: cl}
+			*resp = http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: cl,
+				Close: lo.respClose}
 			if cl == 0 || req.Method == http.MethodHead {
 				resp.Body = http.NoBody // a HEAD's length is the GET's
 			} else {

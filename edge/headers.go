@@ -115,6 +115,8 @@ type outHeader struct {
 	// respOps are the route's edits of a lean request's answer, which
 	// leanResponse makes on respHead (nil for none).
 	respOps *headerOps
+	// respClose: the plain answer's Connection said close.
+	respClose bool
 	// leanHR is the plain answer's response, reader and body wrapper (the
 	// HTTP/1 transport's parseResponse): the call's, so not allocated per
 	// request. The relay closes the body before the call is released.
@@ -131,7 +133,7 @@ type inField struct {
 // reset starts the edits of a new inbound header, keeping the slices.
 func (o *outHeader) reset(in http.Header) {
 	o.in = in
-	o.isRaw, o.leanResp = false, false
+	o.isRaw, o.leanResp, o.respClose = false, false, false
 	o.respOps = nil
 	clear(o.fields)
 	o.fields = o.fields[:0]
