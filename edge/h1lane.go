@@ -16,8 +16,9 @@ package edge
 // client-certificate policies (tlsLane, which adds the listener's Alt-Svc
 // as its handler does), a request the lean path would take (classifyLean:
 // GET or HEAD, HTTP/1.1, no body, no field the gateway interprets) on a
-// lean route (route.lean). Its header map is made only when a route of the table matches
-// on headers or the balancer hashes on a header or cookie (laneHeader).
+// lean route (route.lean). Its header map is made only when a route of the
+// table matches on headers or the balancer hashes on a header or cookie
+// (laneHeader).
 // Anything else, and any request the lane finds it cannot serve before it
 // sends anything upstream, goes the general way as if the lane were not
 // there.

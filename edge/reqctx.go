@@ -166,12 +166,13 @@ func unregister(mu *sync.Mutex, fns *[]*afterFunc, a *afterFunc) bool {
 }
 
 // totalContext is a request's context under its service's total timeout,
-// for the span lane (h1lane.go): what context.WithTimeout would derive
+// for the HTTP/1 server's requests: what context.WithTimeout would derive
 // from the request's context, without the dozen allocations, the locks
 // and the timer that costs per request (in memory as much as the rest of
-// the request). Its timer is armed only once the request has run for a
-// while: by the disconnect watch (watchDue, 50–55 ms in), or at once for a
-// total shorter than that. The HTTP/1 transport registers its hook with
+// a lane request). On the span lane (h1lane.go) its timer is armed only
+// once the request has run for a while: by the disconnect watch (watchDue,
+// 50–55 ms in), or at once for a total shorter than that; the general path
+// (serve) arms it at once. The HTTP/1 transport registers its hook with
 // the request's context (setAbort), and expiry takes it as a cancel
 // would. A Done channel and the registration with the request's context
 // that closes it are made only for those who ask (a dial, a backoff).

@@ -920,15 +920,7 @@ func TestStaleConnectionResentOnceOnANewConnection(t *testing.T) {
 	gw := startGateway(t, oneRoute(be.URL, ""))
 	c := newClient(t)
 	// Pool a few connections first, so that the request goes on a reused one.
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			get(t, c, gw.url+"/warm")
-		}()
-	}
-	wg.Wait()
+	getsAtOnce(t, c, gw.url+"/warm", 4).Wait()
 	warm := hits.get()
 	resp, _ := get(t, c, gw.url+"/reset")
 	if resp.StatusCode != http.StatusBadGateway {
@@ -1119,14 +1111,7 @@ func TestHeadTaintedConnectionIsGivenOutLast(t *testing.T) {
 	})
 	gw := startGateway(t, oneRoute("http://"+up, ""))
 	c := newClient(t)
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			get(t, c, gw.url+"/warm")
-		}()
-	}
+	wg := getsAtOnce(t, c, gw.url+"/warm", 2)
 	waitFor(t, 5*time.Second, "both warm-up requests at the upstream", func() bool { return hits.get() == 2 })
 	close(warm)
 	wg.Wait()
@@ -1218,4 +1203,19 @@ func TestTotalExpiresDuringBackoff(t *testing.T) {
 	if d, _ := log.recs[0]["error_detail"].(string); !strings.Contains(d, "while waiting to retry") {
 		t.Errorf("error_detail %q; want the wait for a retry", d)
 	}
+}
+
+// getsAtOnce sends n GETs of url through c at once, each on a goroutine of
+// its own (so that the gateway pools as many upstream connections), and
+// returns what to wait on for them to end.
+func getsAtOnce(t *testing.T, c *http.Client, url string, n int) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			get(t, c, url)
+		}()
+	}
+	return &wg
 }
