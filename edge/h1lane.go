@@ -173,10 +173,25 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		c.peer, c.peerStr = clientAddr(c.remote)
 		c.peerParsed = true
 	}
+	// Through a trusted proxy the client is the one it forwarded, for the
+	// balancer and the log (identifyClient).
+	trusted := g.trustedPeer(c.peer)
+	client, origin := c.peerStr, ""
+	if trusted && lr.fwd&fwdFor != 0 {
+		var xff []string
+		for _, f := range hb.fields {
+			if leanFieldKind(hb.buf[f.name[0]:f.name[1]]) == leanXFF {
+				xff = append(xff, string(hb.buf[f.value[0]:f.value[1]]))
+			}
+		}
+		if origin = g.forwardedClient(xff); origin != "" {
+			client = origin
+		}
+	}
 	if !svc.pool.Acquire() {
 		return false, false // the general path's 503
 	}
-	t, err := svc.pool.Pick(&mr, c.peerStr, nil)
+	t, err := svc.pool.Pick(&mr, client, nil)
 	if err != nil {
 		svc.pool.Release()
 		return false, false // the general path's 503
@@ -217,7 +232,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	x.start = start
 	x.host = host
 	x.clientIP, x.clientIPStr = c.peer, c.peerStr
-	x.trusted = g.trustedPeer(x.clientIP)
+	x.trusted, x.origin = trusted, origin
 	g.metrics.inFlightN.Add(1)
 	x.route = rt
 	if lr.reqID != ([2]int{}) {
@@ -232,7 +247,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		upHost = rt.hostRewrite
 	}
 	a := leanAdds{svc: svc, peer: c.peer, peerStr: c.peerStr, host: hostIn, upHost: upHost, plainTCP: c.tls == nil, target: upTarget,
-		reqOps: rt.reqOps.orNil(), respOps: rt.respOps.orNil()}
+		reqOps: rt.reqOps.orNil(), respOps: rt.respOps.orNil(), trusted: trusted}
 	oh := &cl.oh
 	g.makeLeanHead(oh, hb, &lr, &a, x)
 	out := &cl.url

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -605,5 +607,167 @@ func wantOK(t *testing.T, addr, request string) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || string(body) != "ok" {
 		t.Fatalf("got %d %q; want 200 \"ok\"", resp.StatusCode, body)
+	}
+}
+
+// The forwarding fields a client or a proxy sends go upstream from the lane
+// as from the general path: a peer's that is not a trusted proxy replaced or
+// dropped, a trusted proxy's extended or kept, none where the service sends
+// none, and a route's edits made after; through a trusted proxy the client
+// it forwarded is the one balanced on and logged.
+func TestLaneForwardingMatchesPresentPath(t *testing.T) {
+	echo := func(name string) string {
+		return rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+			var lines []string
+			for k, vs := range req.Header {
+				switch k {
+				case "X-Request-Id", "Traceparent":
+					vs = []string{"(made)"}
+				}
+				lines = append(lines, k+": "+strings.Join(vs, " | "))
+			}
+			slices.Sort(lines)
+			body := strings.Join(lines, "\n")
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Up: %s\r\nContent-Length: %d\r\n\r\n%s", name, len(body), body)
+			return true
+		})
+	}
+	upA, upB := echo("a"), echo("b")
+	doc := fmt.Sprintf(`
+services:
+  - {name: full, targets: [{url: "http://%[1]s"}]}
+  - {name: no-x, targets: [{url: "http://%[1]s"}], proxy_headers: {x_forwarded: false}}
+  - {name: no-fwd, targets: [{url: "http://%[1]s"}], proxy_headers: {forwarded: false}}
+  - name: hashed
+    targets: [{url: "http://%[1]s"}, {url: "http://%[2]s"}]
+    balancer: {policy: consistent_hash, hash_on: client_ip}
+routes:
+`, upA, upB)
+	ops := ", request_headers: {set: {X-Forwarded-Proto: custom}, add: {X-Forwarded-For: extra, Forwarded: for=extra}, remove: [X-Real-Ip]}"
+	for _, r := range [][3]string{{"full", "full", ""}, {"no-x", "no-x", ""}, {"no-fwd", "no-fwd", ""}, {"hashed", "hashed", ""}, {"ops", "full", ops}} {
+		// The twin is kept off the fast paths by its name (notLean).
+		doc += fmt.Sprintf("  - {name: %[1]s-lean, match: {path_prefix: /l/%[1]s/}, service: %[2]s%[3]s}\n", r[0], r[1], r[2])
+		doc += fmt.Sprintf("  - {name: %[1]s-twin, match: {path_prefix: /p/%[1]s/}, service: %[2]s%[3]s}\n", r[0], r[1], r[2])
+	}
+	fieldSets := []string{
+		"",
+		"X-Forwarded-For: 203.0.113.7",
+		"X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nX-Forwarded-For: 198.51.100.2",
+		"x-forwarded-for: 198.51.100.2:4711, [2001:db8::1]:80",
+		"X-Forwarded-For: not-an-address, 203.0.113.9",
+		"X-Forwarded-For: 127.0.0.5", // a trusted proxy's only
+		"X-Forwarded-For:",
+		"X-Forwarded-Proto: https\r\nX-Forwarded-Host: pub.example",
+		"Forwarded: for=203.0.113.7;proto=https\r\nforwarded: for=10.0.0.1",
+		"X-Real-IP: 192.0.2.1\r\nCF-Connecting-IP: 192.0.2.2\r\nx-forwarded-port: 443",
+		"X-Forwarded-Client-Cert: Hash=abc",
+		"Via: 1.1 cdn.example\r\nX-Forwarded-For: 203.0.113.7\r\nvia: 1.0 other",
+		"Accept: */*\r\nX-Forwarded-Host: pub.example\r\nX-Forwarded-For: 203.0.113.7\r\nForwarded: for=203.0.113.7\r\nX-Real-Ip: 192.0.2.1\r\nX-Forwarded-Proto: https",
+	}
+	type seen struct {
+		status int
+		up     string // the upstream's name
+		body   string
+		log    string
+	}
+	for _, trusted := range []bool{false, true} {
+		setup, log := withReuseLog()
+		if trusted {
+			setup.opts.TrustedProxies = trustedProxies{netip.MustParsePrefix("127.0.0.0/8")}
+		}
+		tg := startGatewayWith(t, setup, doc)
+		get := func(t *testing.T, path, fields string) seen {
+			t.Helper()
+			n0 := log.count()
+			c := dialGateway(t, tg.addr)
+			defer c.Close()
+			if fields != "" {
+				fields += "\r\n"
+			}
+			fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: a.example\r\n%s\r\n", path, fields)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("GET %s: %v", path, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			for deadline := time.Now().Add(2 * time.Second); log.count() == n0 && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+			log.mu.Lock()
+			defer log.mu.Unlock()
+			if len(log.recs) <= n0 {
+				t.Fatalf("GET %s: no access log record", path)
+			}
+			rec := maps.Clone(log.recs[n0])
+			for _, k := range []string{"request_id", "trace_id", "duration_ms", "upstream_ms"} {
+				delete(rec, k)
+			}
+			rec["path"] = strings.Replace(rec["path"].(string), "/l/", "/p/", 1)
+			rec["route"] = strings.Replace(rec["route"].(string), "-lean", "-twin", 1)
+			for _, k := range []string{"client", "peer"} {
+				if v, ok := rec[k].(string); ok && strings.HasPrefix(v, "127.0.0.1:") {
+					rec[k] = "127.0.0.1:(port)" // the connection's
+				}
+			}
+			return seen{resp.StatusCode, resp.Header.Get("X-Up"), string(body), fmt.Sprint(rec)}
+		}
+		for _, route := range []string{"full", "no-x", "no-fwd", "hashed", "ops"} {
+			for i, fields := range fieldSets {
+				t.Run(fmt.Sprintf("trusted=%v/%s/%d", trusted, route, i), func(t *testing.T) {
+					served0 := laneServed.Load()
+					l := get(t, "/l/"+route+"/x", fields)
+					if n := laneServed.Load() - served0; n != 1 {
+						t.Errorf("the span lane took %d requests; want 1", n)
+					}
+					p := get(t, "/p/"+route+"/x", fields)
+					if l != p {
+						t.Errorf("fields %q:\nlane:    %+v\npresent: %+v", fields, l, p)
+					}
+					if l.status != 200 {
+						t.Errorf("status %d", l.status)
+					}
+				})
+			}
+		}
+		if trusted {
+			// A forwarded client the ring puts on the other target than
+			// the proxy's own address: the lane balances on it too.
+			own := get(t, "/p/hashed/x", "").up
+			found := false
+			for i := 1; i < 64 && !found; i++ {
+				xff := fmt.Sprintf("X-Forwarded-For: 203.0.113.%d", i)
+				if p := get(t, "/p/hashed/x", xff); p.up != own {
+					found = true
+					if l := get(t, "/l/hashed/x", xff); l.up != p.up {
+						t.Errorf("%s: the lane picked %s, the general path %s", xff, l.up, p.up)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("every forwarded client went to target %s", own)
+			}
+		}
+		// What the general path does, spelled out for a few (so that the
+		// two cannot agree on a wrong answer there).
+		for _, c := range []struct {
+			route, fields, xff, client string
+		}{
+			{"full", "X-Forwarded-For: 203.0.113.7, 10.0.0.1\r\nX-Forwarded-For: 198.51.100.2", "127.0.0.1", "127.0.0.1:(port)"},
+			{"ops", "X-Forwarded-For: 203.0.113.7", "127.0.0.1 | extra", "127.0.0.1:(port)"},
+		} {
+			if trusted {
+				c.xff, c.client = "203.0.113.7, 10.0.0.1, 198.51.100.2, 127.0.0.1", "198.51.100.2"
+				if c.route == "ops" {
+					c.xff, c.client = "203.0.113.7, 127.0.0.1 | extra", "203.0.113.7"
+				}
+			}
+			s := get(t, "/l/"+c.route+"/x", c.fields)
+			if !strings.Contains(s.body, "\nX-Forwarded-For: "+c.xff+"\n") {
+				t.Errorf("trusted=%v %s %q: the upstream got\n%s\nwant X-Forwarded-For: %s", trusted, c.route, c.fields, s.body, c.xff)
+			}
+			if !strings.Contains(s.log, "client:"+c.client+" ") {
+				t.Errorf("trusted=%v %s %q: access log %s; want client %s", trusted, c.route, c.fields, s.log, c.client)
+			}
+		}
 	}
 }

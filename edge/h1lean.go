@@ -24,11 +24,14 @@ package edge
 //     prefix strip (whose result, too, must need no escaping:
 //     leanRewrite): GET or HEAD, HTTP/1.1, one valid Host, an origin-form
 //     target that needs no normalising, and no field the gateway
-//     interprets, replaces or drops (framing, hop-by-hop and forwarding
-//     fields, two Traceparents, underscores when they are policed) but for
-//     the client's trace and request id, which the service's settings
-//     replace or pass on as the present path does, and a Connection that
-//     says keep-alive alone, dropped as the present path drops it. If so the upstream head
+//     interprets, replaces or drops (framing and hop-by-hop fields,
+//     two Traceparents, underscores when they are policed) but for the
+//     client's trace and request id, which the service's settings replace
+//     or pass on as the present path does, a Connection that says
+//     keep-alive alone, dropped as the present path drops it, and the
+//     forwarding fields, replaced or dropped from a peer that is not a
+//     trusted proxy, extended or kept from one that is (setForwarded).
+//     If so the upstream head
 //     is appended from the spans with the service's fields
 //     (appendLeanRequestHead), byte for byte what writeRequestHead writes
 //     for the same request, and sent for every attempt (retries too);
@@ -91,7 +94,19 @@ type leanRequest struct {
 	// replace or drops (appendLeanRequestHead).
 	traceparent, reqID [2]int
 	ids                bool
+	// fwd says which forwarding fields it has (fwdFor and the others),
+	// which the gateway replaces, extends or drops by the peer's trust
+	// and the service's settings (appendLeanRequestHead).
+	fwd uint8
 }
+
+// The forwarding fields of a lean request (leanRequest.fwd).
+const (
+	fwdFor   = 1 << iota // X-Forwarded-For
+	fwdProto             // X-Forwarded-Proto
+	fwdHost              // X-Forwarded-Host
+	fwdOther             // Forwarded, X-Forwarded-Client-Cert, the spoofable ones
+)
 
 // classifyLean reports whether the head parseHead read into hb is one the
 // lean path serves exactly as the present path would (see above), and
@@ -145,6 +160,14 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 				return lr, false
 			}
 			lr.ids = true
+		case leanXFF:
+			lr.fwd |= fwdFor
+		case leanXFProto:
+			lr.fwd |= fwdProto
+		case leanXFHost:
+			lr.fwd |= fwdHost
+		case leanForwarded, leanSpoofable, leanXFCC:
+			lr.fwd |= fwdOther
 		}
 	}
 	if hosts != 1 || lr.host[0] == lr.host[1] {
@@ -228,6 +251,12 @@ const (
 	leanTracestate         // the gateway replaces or passes on by the
 	leanRequestID          // service's settings (makeLeanHead)
 	leanConnection         // Connection, taken when it says keep-alive alone
+	leanXFF                // the forwarding fields, which the gateway
+	leanXFProto            // replaces, extends or drops by the peer's
+	leanXFHost             // trust and the service's settings
+	leanForwarded          // (appendLeanRequestHead, as setForwarded)
+	leanSpoofable
+	leanXFCC // X-Forwarded-Client-Cert: only the gateway vouches (the lean path has no mutual TLS)
 )
 
 // leanFieldKind classifies a field name (any case).
@@ -235,40 +264,42 @@ func leanFieldKind(name []byte) int {
 	if len(name) >= len(leanNamesByLength) {
 		return leanForward // longer than any name the gateway looks at
 	}
-	for _, s := range leanNamesByLength[len(name)] {
-		if equalFoldToken(name, s) {
-			switch s {
-			case "Host":
-				return leanHost
-			case "Traceparent":
-				return leanTraceparent
-			case "Tracestate":
-				return leanTracestate
-			case "X-Request-Id":
-				return leanRequestID
-			case "Connection":
-				return leanConnection
-			}
-			return leanRefused
+	for _, n := range leanNamesByLength[len(name)] {
+		if equalFoldToken(name, n.name) {
+			return n.kind
 		}
 	}
 	return leanForward
 }
 
 // leanNamesByLength lists, by length, Host and the request fields the
-// gateway interprets, replaces or drops: framing, hop-by-hop, forwarding,
-// trace and id fields (the last two kinds handled: leanFieldKind), and the
-// spoofable forwarding fields.
-var leanNamesByLength = func() (t [32][]string) {
-	names := []string{"Host", "Content-Length", "Expect",
-		"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via",
-		"X-Request-Id", "Traceparent", "Tracestate", "X-Forwarded-Client-Cert"}
-	names = append(append(names, hopHeaders...), spoofableForwarding...)
-	for _, n := range names {
-		t[len(n)] = append(t[len(n)], n)
+// gateway interprets, replaces or drops, with their kinds: framing and
+// hop-by-hop fields (leanRefused; Connection taken when it says keep-alive
+// alone), trace and id fields, and the forwarding fields (the spoofable
+// ones among them). A client's Via is forwarded as it came, the gateway's
+// own after it, as the general path adds it.
+var leanNamesByLength = func() (t [32][]leanName) {
+	kinds := map[string]int{"Host": leanHost, "Content-Length": leanRefused, "Expect": leanRefused,
+		"Forwarded": leanForwarded, "X-Forwarded-For": leanXFF, "X-Forwarded-Proto": leanXFProto, "X-Forwarded-Host": leanXFHost,
+		"X-Forwarded-Client-Cert": leanXFCC, "X-Request-Id": leanRequestID, "Traceparent": leanTraceparent, "Tracestate": leanTracestate}
+	for _, n := range hopHeaders {
+		kinds[n] = leanRefused
+	}
+	kinds["Connection"] = leanConnection
+	for _, n := range spoofableForwarding {
+		kinds[n] = leanSpoofable
+	}
+	for n, k := range kinds {
+		t[len(n)] = append(t[len(n)], leanName{n, k})
 	}
 	return t
 }()
+
+// leanName is a field name the lean path looks at, and its kind.
+type leanName struct {
+	name string
+	kind int
+}
 
 // equalFoldToken reports whether the token b is s (letters, digits and
 // '-' only) in any case. Folding with 0x20 is exact here: the only token
@@ -323,6 +354,9 @@ type leanAdds struct {
 	// traceKept: the client's trace goes on in trace (its Tracestate
 	// with it).
 	traceKept bool
+	// trusted: the peer is a trusted proxy, whose forwarding fields are
+	// extended rather than replaced.
+	trusted bool
 }
 
 // appendLeanRequestHead appends the upstream request head of a lean
@@ -348,10 +382,13 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 		if equalFoldToken(name, "Host") || ops != nil && ops.touches(name) {
 			continue
 		}
-		if lr.ids {
+		if lr.ids || lr.fwd != 0 {
 			// As the present path: the service's trace replaces the
 			// client's Traceparent, and its Tracestate unless the trace
-			// goes on; its request id replaces the client's.
+			// goes on; its request id replaces the client's. The
+			// forwarding fields as setForwarded treats them: a trusted
+			// proxy's kept (its X-Forwarded-For extended below), anyone
+			// else's dropped, and none where the service sends none.
 			switch leanFieldKind(name) {
 			case leanTraceparent:
 				if !a.svc.noTraceparent {
@@ -367,6 +404,18 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 				}
 			case leanConnection:
 				continue // hop-by-hop
+			case leanXFF:
+				continue // extended or replaced below
+			case leanXFProto, leanXFHost, leanSpoofable:
+				if !a.trusted || a.svc.noXForwarded {
+					continue
+				}
+			case leanForwarded:
+				if !a.trusted || a.svc.noForwarded {
+					continue
+				}
+			case leanXFCC:
+				continue // only the gateway vouches for client certificates
 			}
 		}
 		if f.canon {
@@ -390,15 +439,26 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 	if !svc.noXForwarded {
 		if ops.keeps("X-Forwarded-For") {
 			b = append(b, "X-Forwarded-For: "...)
+			if a.trusted && lr.fwd&fwdFor != 0 {
+				// A trusted proxy's list, its lines joined, and the
+				// peer after it.
+				for _, f := range hb.fields {
+					if leanFieldKind(buf[f.name[0]:f.name[1]]) == leanXFF {
+						b = append(b, buf[f.value[0]:f.value[1]]...)
+						b = append(b, ", "...)
+					}
+				}
+			}
 			b = append(b, ip...)
 			b = append(b, "\r\n"...)
 		}
-		if ops.keeps("X-Forwarded-Proto") {
+		// A trusted proxy's own proto and host stand.
+		if ops.keeps("X-Forwarded-Proto") && !(a.trusted && lr.fwd&fwdProto != 0) {
 			b = append(b, "X-Forwarded-Proto: "...)
 			b = append(b, proto...)
 			b = append(b, "\r\n"...)
 		}
-		if ops.keeps("X-Forwarded-Host") {
+		if ops.keeps("X-Forwarded-Host") && !(a.trusted && lr.fwd&fwdHost != 0) {
 			b = append(b, "X-Forwarded-Host: "...)
 			b = append(b, a.host...)
 			b = append(b, "\r\n"...)
@@ -497,7 +557,7 @@ func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request
 	}
 	svc := rt.svc
 	a := leanAdds{svc: svc, peer: x.clientIP, peerStr: x.clientIPStr, host: r.Host, upHost: host, plainTCP: !isTLS(r), target: target,
-		reqOps: rt.reqOps.orNil(), respOps: rt.respOps.orNil()}
+		reqOps: rt.reqOps.orNil(), respOps: rt.respOps.orNil(), trusted: x.trusted}
 	g.makeLeanHead(oh, rc.head, &lr, &a, x)
 	return true
 }

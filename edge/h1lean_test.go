@@ -87,12 +87,14 @@ routes:
 		{"connection: close", "GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: close", false},
 		{"connection naming a field", "GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-A\r\nX-A: 1", false},
 		{"connection: empty", "GET /x HTTP/1.1\r\nHost: a.example\r\nConnection: ", false},
-		{"forwarding", "GET /x HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 1.2.3.4", false},
-		{"spoofable", "GET /x HTTP/1.1\r\nHost: a.example\r\nx-real-ip: 1.2.3.4", false},
+		{"forwarding", "GET /x HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 1.2.3.4", true},
+		{"spoofable", "GET /x HTTP/1.1\r\nHost: a.example\r\nx-real-ip: 1.2.3.4", true},
 		{"trace", "GET /x HTTP/1.1\r\nHost: a.example\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", true},
 		{"request id", "GET /x HTTP/1.1\r\nHost: a.example\r\nX-Request-Id: abc", true},
 		{"two traces", "GET /x HTTP/1.1\r\nHost: a.example\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nTraceparent: x", false},
-		{"via", "GET /x HTTP/1.1\r\nHost: a.example\r\nVia: 1.1 other", false},
+		{"via", "GET /x HTTP/1.1\r\nHost: a.example\r\nVia: 1.1 other", true},
+		{"via twice", "GET /x HTTP/1.1\r\nHost: a.example\r\nvia: 1.1 a\r\nAccept: */*\r\nVia: HTTP/2 b (x)", true},
+		{"bare, via", "GET /bare/x HTTP/1.1\r\nHost: a.example\r\nVia: 1.1 other", true},
 		{"te", "GET /x HTTP/1.1\r\nHost: a.example\r\nTE: trailers", false},
 		{"content-length 0", "GET /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0", false},
 		{"empty host", "GET /x HTTP/1.1\r\nHost: ", false},
@@ -463,8 +465,10 @@ func TestLeanHeaderCount(t *testing.T) {
 // as fuzzed) to a lean route and to its twin the lean path never takes,
 // and checks that the upstream gets the same head from both (but for the
 // path prefix, X-Request-Id and Traceparent values, and the field order
-// across names) and the client the same status. Heads either path
-// refuses must be refused by both.
+// across names) and the client the same status, from a gateway to which
+// the peer is a client and from one that trusts it as a proxy (forwarding
+// fields replaced, or extended and kept). Heads either path refuses must be
+// refused by both.
 func FuzzLeanMatchesPresentPath(f *testing.F) {
 	for _, seed := range [][2]string{
 		{"/x", "Accept: */*\r\nUser-Agent: t"},
@@ -472,6 +476,9 @@ func FuzzLeanMatchesPresentPath(f *testing.F) {
 		{"/a/./b", "X-T: 1"},
 		{"/x", "Connection: keep-alive"},
 		{"/x", "X-Forwarded-For: 1.2.3.4"},
+		{"/x", "X-Forwarded-For: a, 1.2.3.4\r\nx-forwarded-for: 5.6.7.8:9\r\nX-Forwarded-Host: h"},
+		{"/x", "Forwarded: for=x\r\nX-Forwarded-Proto: https\r\nX-Real-Ip: 1.2.3.4\r\nX-Forwarded-Client-Cert: c"},
+		{"/x", "Via: 1.1 cdn.example\r\nX-Forwarded-For: 1.2.3.4"},
 		{"/x", "x_under: 1"},
 		{"/x", "X-E:"},
 		{"/x", "X-T: a\tb"},
@@ -504,7 +511,7 @@ func FuzzLeanMatchesPresentPath(f *testing.F) {
 		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return err == nil
 	})
-	tg := startGateway(f, fmt.Sprintf(`
+	doc := fmt.Sprintf(`
 services:
   - name: s
     targets: [{url: "http://%s"}]
@@ -514,8 +521,11 @@ routes:
     match: {path_prefix: /t/}
     service: s
     request_headers: {remove: [X-Not-Sent]}
-`, up))
-	send := func(t *testing.T, prefix, target, fields string) (int, string) {
+`, up)
+	// The client a peer of its own, and a trusted proxy.
+	gateways := []*testGateway{startGateway(f, doc),
+		startGatewayWith(f, gatewaySetup{opts: Options{TrustedProxies: trustedProxies{netip.MustParsePrefix("127.0.0.0/8")}}}, doc)}
+	send := func(t *testing.T, tg *testGateway, prefix, target, fields string) (int, string) {
 		c, err := net.Dial("tcp", tg.addr)
 		if err != nil {
 			t.Fatal(err)
@@ -556,10 +566,12 @@ routes:
 		if strings.Contains(strings.ToLower(fields), "x-not-sent") {
 			t.Skip()
 		}
-		ls, lh := send(t, "/l/", target, fields)
-		ts, th := send(t, "/t/", target, fields)
-		if ls != ts || lh != th {
-			t.Errorf("target %q fields %q:\nlean route: %d\n%s\ntwin route: %d\n%s", target, fields, ls, lh, ts, th)
+		for i, tg := range gateways {
+			ls, lh := send(t, tg, "/l/", target, fields)
+			ts, th := send(t, tg, "/t/", target, fields)
+			if ls != ts || lh != th {
+				t.Errorf("trusted %v, target %q fields %q:\nlean route: %d\n%s\ntwin route: %d\n%s", i == 1, target, fields, ls, lh, ts, th)
+			}
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -141,20 +142,31 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 	// marking takes under 1% of the time.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	const retrying = "    retries: {attempts: 2}\n    timeouts: {total: 30s}"
-	for _, c := range []struct{ name, service, fields, answerFields string }{
-		{"plain", "", "", ""},
+	for _, c := range []struct {
+		name, service, fields, answerFields string
+		trusted                             bool // the peer a trusted proxy
+	}{
+		{"plain", "", "", "", false},
 		// As the demo's and the README's services: retries and a total
 		// timeout.
-		{"retrying", retrying, "", ""},
-		// The same off the span lane: a forwarded request (the general
-		// path's).
-		{"retrying-general", retrying, "X-Forwarded-For: 192.0.2.1\r\n", ""},
+		{"retrying", retrying, "", "", false},
+		// The same off the span lane: a request that says it takes
+		// trailers, as gRPC clients do (the general path's).
+		{"retrying-general", retrying, "Te: trailers\r\n", "", false},
 		// An upstream that says keep-alive on every answer, as Node.js
 		// and nginx do.
-		{"keep-alive-upstream", "", "", "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n"},
+		{"keep-alive-upstream", "", "", "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n", false},
+		// Forwarding fields: a client's, replaced, and a trusted
+		// proxy's, extended.
+		{"forwarded", "", "X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\n", "", false},
+		{"forwarded-trusted", "", "X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\n", "", true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			g := New(Options{})
+			var opts Options
+			if c.trusted {
+				opts.TrustedProxies = trustedProxies{netip.MustParsePrefix("127.0.0.2/32")} // memConn's peer
+			}
+			g := New(opts)
 			g.Swap(compileDoc(b, g, oneRouteService("http://upstream.test:80", c.service), 1, nil))
 			resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Wed, 25 Nov 2026 10:00:00 GMT\r\n" + c.answerFields + "Content-Length: 1024\r\n\r\n" + strings.Repeat("x", 1024))
 			g.tmu.Lock()
