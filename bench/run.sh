@@ -6,7 +6,8 @@
 #   BENCH_DURATION  measured time per run          (default 10s)
 #   BENCH_WARMUP    warmup per run, not recorded   (default 2s)
 #   BENCH_CONNS     connection counts              (default "64 256")
-#   BENCH_TARGETS   targets for proto h1           (default "direct nginx nginx-gw haproxy caddy go-floor meridian meridian-bare")
+#   BENCH_TARGETS   targets for proto h1           (default "direct nginx nginx-gw haproxy caddy go-floor meridian meridian-bare";
+#                   go-evfloor on request)
 #   BENCH_PROTOS    protocols: h1 tls h2 h3 handshakes handshakes-h3, or "all" (= h1 tls h2 h3 handshakes) (default h1)
 #   BENCH_TLS_TARGETS targets for the TLS protos   (default "direct-tls caddy-tls meridian-tls")
 #   BENCH_SYSCTL    1: as root, raise net.core.rmem_max/wmem_max to 7500000 for QUIC (default 0: only report them)
@@ -36,12 +37,13 @@ INSTALL=${BENCH_INSTALL:-1}
 KEEP_WORK=${BENCH_KEEP_WORK:-0}
 
 declare -A PORT=([direct]=18000 [nginx]=18001 [haproxy]=18002 [caddy]=18003 [meridian]=18004 [go-floor]=18005 [nginx-gw]=18006
+	[go-evfloor]=18007
 	[meridian-bare]=18004
 	[direct-tls]=18010 [caddy-tls]=18013 [meridian-tls]=18015)
 ADMIN_PORT=18009 # meridian admin listener
 # meridian-tls: 18014 plain HTTP (redirects), 18015 HTTPS (TCP + UDP), 18019 admin.
 # caddy-tls: 18013 HTTPS (TCP + UDP); its http_port 18012 is not bound (no redirects).
-ALL_TARGETS=(direct nginx nginx-gw haproxy caddy go-floor meridian meridian-bare direct-tls caddy-tls meridian-tls)
+ALL_TARGETS=(direct nginx nginx-gw haproxy caddy go-floor go-evfloor meridian meridian-bare direct-tls caddy-tls meridian-tls)
 # Targets served by another target's process (nginx-gw is a second server
 # block of the nginx peer, meridian-bare a second route of meridian's):
 # never stopped on their own.
@@ -150,6 +152,7 @@ go build -o "$BIN/backend" ./bench/cmd/backend
 go build -o "$BIN/loadgen" ./bench/cmd/loadgen
 go build -o "$BIN/benchreport" ./bench/cmd/benchreport
 go build -o "$BIN/floorproxy" ./bench/cmd/floorproxy
+go build -o "$BIN/evfloor" ./bench/cmd/evfloor
 
 MERIDIAN_OK=0
 declare -A FAIL=() # target -> reason it is not measured
@@ -193,7 +196,7 @@ udp_busy() {
 	[[ -n $(ss -Hunl "sport = :$1" 2>/dev/null) ]]
 }
 
-for t in direct nginx nginx-gw haproxy caddy go-floor meridian; do
+for t in direct nginx nginx-gw haproxy caddy go-floor go-evfloor meridian; do
 	if port_busy "${PORT[$t]}"; then
 		log "port ${PORT[$t]} (for $t) is already in use by another process; stop it first"
 		exit 1
@@ -362,6 +365,12 @@ if want go-floor; then
 	# kernel cost without any HTTP work.
 	start go-floor "$BIN/floorproxy" -addr "127.0.0.1:${PORT[go-floor]}" -upstream "127.0.0.1:${PORT[direct]}"
 	wait_ready go-floor || true
+fi
+if want go-evfloor; then
+	# The floor of an event-loop proxy (bench/cmd/evfloor): one epoll loop,
+	# no HTTP work, about 1 µs of user time per request.
+	start go-evfloor "$BIN/evfloor" -addr "127.0.0.1:${PORT[go-evfloor]}" -upstream "127.0.0.1:${PORT[direct]}"
+	wait_ready go-evfloor || true
 fi
 if { want meridian || want meridian-bare; } && ((MERIDIAN_OK)); then
 	start meridian "$BIN/meridian" serve -config "$ROOT/bench/peers/meridian.yaml"
