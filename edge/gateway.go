@@ -115,6 +115,7 @@ type Gateway struct {
 	clientAuth atomic.Bool
 
 	via11  string   // "1.1 " + ProxyName
+	via10  string   // "1.0 " + ProxyName
 	via11s []string // {via11}, capacity 1: the Via of an HTTP/1.1 response
 }
 
@@ -147,6 +148,7 @@ func New(opts Options) *Gateway {
 		hijacked:     map[net.Conn]io.Closer{},
 	}
 	g.via11 = "1.1 " + opts.ProxyName
+	g.via10 = "1.0 " + opts.ProxyName
 	g.via11s = []string{g.via11}[:1:1]
 	g.metrics = newMetrics(g)
 	return g

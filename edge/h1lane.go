@@ -15,7 +15,7 @@ package edge
 // handler is the gateway itself, or of a TLS listener with no
 // client-certificate policies (tlsLane, which adds the listener's Alt-Svc
 // as its handler does), a request the lean path would take (classifyLean:
-// GET or HEAD, HTTP/1.1, no body, no field the gateway interprets) on a
+// GET or HEAD, HTTP/1.1 or 1.0, no body, no field the gateway interprets) on a
 // lean route (route.lean). Its header map is made only when a route of the
 // table matches on headers or the balancer hashes on a header or cookie
 // (laneHeader).
@@ -66,6 +66,7 @@ type laneServer interface {
 // laneRequest is the request a connection serves on the lane.
 type laneRequest struct {
 	rl      requestLine
+	close   bool // an HTTP/1.0 request without keep-alive (leanRequest)
 	rs      *requestState
 	present bool // made present (lanePresent): req and w are set
 	req     *http.Request
@@ -224,7 +225,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	}
 	rs.toPresent = c.lanePresentF
 	c.cur.Store(&rs.requestContext)
-	c.lane = laneRequest{rl: rl, rs: rs}
+	c.lane = laneRequest{rl: rl, close: lr.close, rs: rs}
 	c.startWatch(rs)
 
 	cl := calls.Get().(*call)
@@ -330,7 +331,8 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 		outcome = upstream.Failure
 	}
 	x.status = resp.StatusCode
-	closeAfter := c.s.shutting.Load()
+	l := &c.lane
+	closeAfter := c.s.shutting.Load() || l.close
 	bw := c.bw
 	bw.WriteString(statusLine(resp.StatusCode))
 	if altSvc != "" && !hasFieldLine(oh.respHead, "Alt-Svc") {
@@ -355,8 +357,11 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 		bw.WriteString(httpDate())
 		bw.WriteString("\r\n")
 	}
+	// As the server's response says it (sendHeader).
 	if closeAfter {
 		bw.WriteString("Connection: close\r\n")
+	} else if l.rl.minor == 0 {
+		bw.WriteString("Connection: keep-alive\r\n")
 	}
 	bw.WriteString("\r\n")
 	leanAnswers.count()
@@ -389,7 +394,7 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 	resp.Body.Close()
 	att.end(outcome)
 	rt.svc.pool.Release()
-	g.record(x, x.status, method, c.remote, "HTTP/1.1", host, nil, path)
+	g.record(x, x.status, method, c.remote, l.rl.proto, host, nil, path)
 	g.metrics.inFlightN.Add(-1)
 	cl.release()
 

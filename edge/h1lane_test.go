@@ -139,25 +139,32 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		fields map[string][]string
 		body   string
 		next   bool
+		close  bool // the answer said Connection: close
 		log    map[string]any
 	}
 	// The client's trace and request id: valid, and not.
 	kept := "Traceparent: " + clientTrace + "\r\nTracestate: k=v\r\nX-Request-Id: client-id-1\r\n"
 	broken := "Traceparent: 00-zz\r\nTracestate: k=v\r\nX-Request-Id: not one\r\n"
 	extra := map[string]string{"/ids/kept": kept, "/ids/broken": broken, "/pass/kept": kept, "/pass/broken": broken,
-		"/pass/conn": "Connection: Keep-Alive, keep-alive\r\n", "/good/conn": "Connection: keep-alive\r\n"}
+		"/pass/conn": "Connection: Keep-Alive, keep-alive\r\n", "/good/conn": "Connection: keep-alive\r\n", "/good/10ka": "Connection: keep-alive\r\n"}
+	// HTTP/1.0 requests, with and without keep-alive.
+	http10 := map[string]bool{"/good/10": true, "/good/10ka": true, "/ids/10": true, "/r-flaky/10": true, "/reset/10": true}
 	get := func(method, path string) seen {
 		t.Helper()
 		n0 := log.count()
 		c := dialGateway(t, tg.addr)
 		br := bufio.NewReader(c)
-		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: a.example\r\nAccept: */*\r\n%s\r\n", method, path, extra[path[2:]])
+		proto := "HTTP/1.1"
+		if http10[path[2:]] {
+			proto = "HTTP/1.0"
+		}
+		fmt.Fprintf(c, "%s %s %s\r\nHost: a.example\r\nAccept: */*\r\n%s\r\n", method, path, proto, extra[path[2:]])
 		resp, err := http.ReadResponse(br, &http.Request{Method: method})
 		if err != nil {
 			t.Fatalf("%s %s: %v", method, path, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		s := seen{status: resp.StatusCode, fields: map[string][]string{}, body: string(body)}
+		s := seen{status: resp.StatusCode, fields: map[string][]string{}, body: string(body), close: resp.Close}
 		s.body = problemIDs.ReplaceAllString(strings.NewReplacer("/l/", "/p/", "-lean", "-twin").Replace(s.body), "$1")
 		for k, vs := range resp.Header {
 			switch k {
@@ -242,22 +249,36 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		// Connection: keep-alive, which many clients send.
 		{"GET", "/pass/conn", 200, 0, ""},
 		{"GET", "/good/conn", 200, 0, ""},
+		// HTTP/1.0 clients (ApacheBench, health checkers).
+		{"GET", "/good/10", 200, 0, ""},
+		{"HEAD", "/good/10", 200, 0, ""},
+		{"GET", "/good/10ka", 200, 0, ""},
+		{"GET", "/ids/10", 200, 0, ""},
+		{"GET", "/r-flaky/10", 200, 1, "503"},
+		{"GET", "/reset/10", 502, 1, ""},
 	} {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
 			served0, presented0 := laneServed.Load(), lanePresented.Load()
 			l := get(c.method, "/l"+c.path)
-			if s, p := laneServed.Load()-served0, lanePresented.Load()-presented0; s != 2 || p != c.presented {
-				t.Errorf("span lane: %d requests, %d made present; want 2, %d", s, p, c.presented)
+			// Two requests on the connection, but for HTTP/1.0 without
+			// keep-alive.
+			closes := http10[c.path] && c.path != "/good/10ka"
+			want := int64(2)
+			if closes {
+				want = 1
+			}
+			if s, p := laneServed.Load()-served0, lanePresented.Load()-presented0; s != want || p != c.presented {
+				t.Errorf("span lane: %d requests, %d made present; want %d, %d", s, p, want, c.presented)
 			}
 			served0 = laneServed.Load()
 			p := get(c.method, "/p"+c.path)
-			if s := laneServed.Load() - served0; s != 1 {
-				t.Errorf("span lane: %d requests of the present route's two; want 1 (the second, lean)", s)
+			if s := laneServed.Load() - served0; s != want-1 {
+				t.Errorf("span lane: %d requests of the present route's; want %d (the second, lean)", s, want-1)
 			}
 			if l.status != c.status {
 				t.Errorf("status %d; want %d", l.status, c.status)
 			}
-			if l.status != p.status || l.body != p.body || l.next != p.next || !equalFields(l.fields, p.fields) {
+			if l.status != p.status || l.body != p.body || l.next != p.next || l.close != p.close || !equalFields(l.fields, p.fields) {
 				t.Errorf("lane:    %+v\npresent: %+v", l, p)
 			}
 			if want, ok := map[string]string{
@@ -278,6 +299,8 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http",
 				"/pass/broken": "/p/pass/broken\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\nTraceparent: 00-zz\nTracestate: k=v\n" +
 					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: (made)",
+				"/ids/10": "/p/ids/10\nAccept: */*\nForwarded: for=127.0.0.1;proto=http;host=a.example\nTraceparent: 00-(new)-(span)-01\n" +
+					"Via: 1.0 meridian\nX-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: http\nX-Request-Id: (made)",
 			}[c.path]; ok && l.body != want {
 				t.Errorf("the upstream got:\n%s\nwant:\n%s", l.body, want)
 			}
@@ -291,6 +314,18 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 				if c.method == "GET" && l.body != "/p/ops/x\nForwarded: for=127.0.0.1;proto=http;host=a.example | for=extra\nTraceparent: 00-(new)-(span)-01\n"+
 					"X-Forwarded-For: 127.0.0.1\nX-Forwarded-Host: a.example\nX-Forwarded-Proto: custom\nX-Gw: one\nX-Multi: two\nX-Request-Id: (made)" {
 					t.Errorf("the upstream got:\n%s", l.body)
+				}
+			}
+			if http10[c.path] {
+				// The connection ends with the answer unless the client
+				// asked to keep it.
+				var wantConn []string // close: resp.Close, the field taken out
+				if !closes {
+					wantConn = []string{"keep-alive"}
+				}
+				if !slices.Equal(l.fields["Connection"], wantConn) || l.close != closes || l.next == closes || l.log["proto"] != "HTTP/1.0" {
+					t.Errorf("HTTP/1.0: Connection %q, close %v, next request answered %v, logged as %v; want %q, %v, %v, HTTP/1.0",
+						l.fields["Connection"], l.close, l.next, l.log["proto"], wantConn, closes, !closes)
 				}
 			}
 			if on, _ := l.log["retried_on"].(string); on != c.retriedOn {

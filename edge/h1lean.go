@@ -22,7 +22,7 @@ package edge
 //     whether the request is one the general path would forward unchanged
 //     but for its own fields, the route's header edits and its rewrite or
 //     prefix strip (whose result, too, must need no escaping:
-//     leanRewrite): GET or HEAD, HTTP/1.1, one valid Host, an origin-form
+//     leanRewrite): GET or HEAD, HTTP/1.1 or 1.0, one valid Host, an origin-form
 //     target that needs no normalising, and no field the gateway
 //     interprets, replaces or drops (framing and hop-by-hop fields,
 //     two Traceparents, underscores when they are policed) but for the
@@ -98,6 +98,11 @@ type leanRequest struct {
 	// which the gateway replaces, extends or drops by the peer's trust
 	// and the service's settings (appendLeanRequestHead).
 	fwd uint8
+	// minor is the request's HTTP/1 minor version; close: an HTTP/1.0
+	// request without Connection: keep-alive, whose connection ends with
+	// its answer.
+	minor int
+	close bool
 }
 
 // The forwarding fields of a lean request (leanRequest.fwd).
@@ -115,9 +120,10 @@ const (
 func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores UnderscorePolicy) (leanRequest, bool) {
 	buf := hb.buf
 	var lr leanRequest
-	if rl.major != 1 || rl.minor != 1 {
+	if rl.major != 1 || rl.minor > 1 {
 		return lr, false
 	}
+	lr.minor, lr.close = rl.minor, rl.minor == 0 // closed unless it says keep-alive
 	if m := string(buf[:rl.sp1]); m != "GET" && m != "HEAD" {
 		return lr, false
 	}
@@ -155,11 +161,12 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 			// "Connection: keep-alive", which many HTTP/1.1 clients send
 			// (Python's requests, Node's agents, Java's): what HTTP/1.1
 			// does anyway, and dropped as every Connection field is. It
-			// names Keep-Alive, which a lean request does not have.
+			// names Keep-Alive, which a lean request does not have. An
+			// HTTP/1.0 client's keeps its connection open.
 			if !onlyKeepAlive(buf[f.value[0]:f.value[1]]) {
 				return lr, false
 			}
-			lr.ids = true
+			lr.ids, lr.close = true, false
 		case leanXFF:
 			lr.fwd |= fwdFor
 		case leanXFProto:
@@ -583,7 +590,7 @@ func (g *Gateway) makeLeanHead(oh *outHeader, hb *headBlock, lr *leanRequest, a 
 		x.traceID = tid // the client's trace, passed on as it came
 	}
 	if !svc.noVia {
-		a.via = g.via11 // lean requests are HTTP/1.1
+		a.via = g.via(1, lr.minor)
 	}
 	oh.reset(nil)
 	oh.respOps = a.respOps

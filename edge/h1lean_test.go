@@ -78,7 +78,9 @@ routes:
 		{"underscore allowed by default", "GET /x HTTP/1.1\r\nHost: a.example\r\nX_Under: 1", true},
 		{"long name", "GET /x HTTP/1.1\r\nHost: a.example\r\nX-A-Very-Long-Field-Name-Longer-Than-Thirty-Two: 1", true},
 		{"POST", "POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0", false},
-		{"HTTP/1.0", "GET /x HTTP/1.0\r\nHost: a.example", false},
+		{"HTTP/1.0 keep-alive", "GET /x HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive", true},
+		{"HTTP/1.0 no host", "GET /x HTTP/1.0\r\nConnection: keep-alive", false},
+		{"HTTP/1.2", "GET /x HTTP/1.2\r\nHost: a.example", false},
 		{"escape", "GET /a%2Fb HTTP/1.1\r\nHost: a.example", false},
 		{"dot segment", "GET /a/./b HTTP/1.1\r\nHost: a.example", false},
 		{"empty query", "GET /a? HTTP/1.1\r\nHost: a.example", false},
@@ -152,7 +154,7 @@ routes:
 				a.trace = only(t, got, "Traceparent")
 			}
 			if !rt.svc.noVia {
-				a.via = g.via(1, 1)
+				a.via = g.via(1, lr.minor)
 			}
 			lean := appendLeanRequestHead(nil, hb, &lr, &a)
 			if l0, s0 := firstLine(lean), firstLine(sent); l0 != s0 {
@@ -487,8 +489,11 @@ func FuzzLeanMatchesPresentPath(f *testing.F) {
 		{"/x", "Host: other.example"},
 		{"/%7e/x", "Content-Length: 0"},
 	} {
-		f.Add(seed[0], seed[1])
+		f.Add(seed[0], seed[1], false)
 	}
+	// HTTP/1.0, with and without keep-alive.
+	f.Add("/x", "Accept: */*", true)
+	f.Add("/x", "Connection: keep-alive\r\nVia: 1.0 a", true)
 	heads := make(chan string, 4)
 	up := rawKeepAlive(f, func(c net.Conn, req *http.Request) bool {
 		var b strings.Builder
@@ -525,14 +530,14 @@ routes:
 	// The client a peer of its own, and a trusted proxy.
 	gateways := []*testGateway{startGateway(f, doc),
 		startGatewayWith(f, gatewaySetup{opts: Options{TrustedProxies: trustedProxies{netip.MustParsePrefix("127.0.0.0/8")}}}, doc)}
-	send := func(t *testing.T, tg *testGateway, prefix, target, fields string) (int, string) {
+	send := func(t *testing.T, tg *testGateway, prefix, target, fields, proto string) (int, string) {
 		c, err := net.Dial("tcp", tg.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "GET %s%s HTTP/1.1\r\nHost: a.example\r\n%s\r\n\r\n", prefix, strings.TrimPrefix(target, "/"), fields)
+		fmt.Fprintf(c, "GET %s%s %s\r\nHost: a.example\r\n%s\r\n\r\n", prefix, strings.TrimPrefix(target, "/"), proto, fields)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			return 0, ""
@@ -549,7 +554,11 @@ routes:
 			return 0, ""
 		}
 	}
-	f.Fuzz(func(t *testing.T, target, fields string) {
+	f.Fuzz(func(t *testing.T, target, fields string, http10 bool) {
+		proto := "HTTP/1.1"
+		if http10 {
+			proto = "HTTP/1.0"
+		}
 		// Shaped into one request (whatever the bytes, the two routes
 		// must agree): a target without spaces or line ends, fields
 		// without an empty line; the twin's own edit left out.
@@ -567,10 +576,10 @@ routes:
 			t.Skip()
 		}
 		for i, tg := range gateways {
-			ls, lh := send(t, tg, "/l/", target, fields)
-			ts, th := send(t, tg, "/t/", target, fields)
+			ls, lh := send(t, tg, "/l/", target, fields, proto)
+			ts, th := send(t, tg, "/t/", target, fields, proto)
 			if ls != ts || lh != th {
-				t.Errorf("trusted %v, target %q fields %q:\nlean route: %d\n%s\ntwin route: %d\n%s", i == 1, target, fields, ls, lh, ts, th)
+				t.Errorf("trusted %v, %s, target %q fields %q:\nlean route: %d\n%s\ntwin route: %d\n%s", i == 1, proto, target, fields, ls, lh, ts, th)
 			}
 		}
 	})

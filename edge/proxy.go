@@ -1088,8 +1088,11 @@ func clientAddr(remote string) (netip.Addr, string) {
 
 // via is this hop's Via entry for a message received in HTTP/major.minor.
 func (g *Gateway) via(major, minor int) string {
-	if major == 1 && minor == 1 {
+	switch {
+	case major == 1 && minor == 1:
 		return g.via11 // the common case, built once
+	case major == 1 && minor == 0:
+		return g.via10
 	}
 	return protoVersion(major, minor) + " " + g.opts.ProxyName
 }

@@ -145,21 +145,25 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 	for _, c := range []struct {
 		name, service, fields, answerFields string
 		trusted                             bool // the peer a trusted proxy
+		http10                              bool // an HTTP/1.0 client's requests
 	}{
-		{"plain", "", "", "", false},
+		{"plain", "", "", "", false, false},
 		// As the demo's and the README's services: retries and a total
 		// timeout.
-		{"retrying", retrying, "", "", false},
+		{"retrying", retrying, "", "", false, false},
 		// The same off the span lane: a request that says it takes
 		// trailers, as gRPC clients do (the general path's).
-		{"retrying-general", retrying, "Te: trailers\r\n", "", false},
+		{"retrying-general", retrying, "Te: trailers\r\n", "", false, false},
 		// An upstream that says keep-alive on every answer, as Node.js
 		// and nginx do.
-		{"keep-alive-upstream", "", "", "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n", false},
+		{"keep-alive-upstream", "", "", "Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n", false, false},
 		// Forwarding fields: a client's, replaced, and a trusted
 		// proxy's, extended.
-		{"forwarded", "", "X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\n", "", false},
-		{"forwarded-trusted", "", "X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\n", "", true},
+		{"forwarded", "", "X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\n", "", false, false},
+		{"forwarded-trusted", "", "X-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\n", "", true, false},
+		// An HTTP/1.0 client that keeps its connection, as ApacheBench
+		// with -k.
+		{"http10-keep-alive", "", "Connection: Keep-Alive\r\n", "", false, true},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var opts Options
@@ -177,7 +181,11 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 			}
 			g.tmu.Unlock()
 			srv := newH1Server(g, ListenerOptions{}.withDefaults(), slog.New(slog.DiscardHandler), nil)
-			client := &memConn{in: []byte("GET /bench HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n" + c.fields + "\r\n")}
+			proto := "HTTP/1.1"
+			if c.http10 {
+				proto = "HTTP/1.0"
+			}
+			client := &memConn{in: []byte("GET /bench " + proto + "\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n" + c.fields + "\r\n")}
 
 			// One request first: it dials the upstream and checks the answer.
 			client.left = 1
