@@ -301,7 +301,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, req *http.Request, oh *outH
 		return nil, err
 	}
 	resp, err := t.exchange(ctx, pc, req, oh, now)
-	if (err == errStaleConn || errors.Is(err, errStrayBytes)) && (req.Body == nil || req.Body == http.NoBody) && replayable(req, oh) {
+	if (err == errStaleConn || errors.Is(err, errStrayBytes)) && (req.Body == nil || req.Body == http.NoBody) && (oh == nil || !oh.rawBody) && replayable(req, oh) {
 		// The pooled connection was closed before any byte of an answer
 		// came: the upstream closed it as the request went (an idle
 		// timeout), or took the request and reset; or its answer began
@@ -553,7 +553,7 @@ func isTimeout(err error) bool {
 // length).
 func writeRequestHead(w *bufio.Writer, req *http.Request, oh *outHeader) (chunked bool, err error) {
 	if oh != nil && oh.isRaw {
-		_, err = w.Write(oh.raw) // a lean request's (h1lean.go): bodyless
+		_, err = w.Write(oh.raw) // a lean request's (h1lean.go), with its body if it has one (rawBody)
 		return false, err
 	}
 	w.WriteString(req.Method)

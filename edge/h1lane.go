@@ -15,8 +15,11 @@ package edge
 // handler is the gateway itself, or of a TLS listener with no
 // client-certificate policies (tlsLane, which adds the listener's Alt-Svc
 // as its handler does), a request the lean path would take (classifyLean:
-// GET or HEAD, HTTP/1.1 or 1.0, no body, no field the gateway interprets) on a
-// lean route (route.lean). Its header map is made only when a route of the
+// GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS, HTTP/1.1 or 1.0, no
+// field the gateway interprets) on a lean route (route.lean), with a body
+// only when it is whole in the connection's buffer, within the route's
+// limit, and not one a retry would need again (an idempotent request to a
+// service that retries): sent with the head in one write. Its header map is made only when a route of the
 // table matches on headers or the balancer hashes on a header or cookie
 // (laneHeader).
 // Anything else, and any request the lane finds it cannot serve before it
@@ -66,7 +69,8 @@ type laneServer interface {
 // laneRequest is the request a connection serves on the lane.
 type laneRequest struct {
 	rl      requestLine
-	close   bool // an HTTP/1.0 request without keep-alive (leanRequest)
+	close   bool  // an HTTP/1.0 request without keep-alive (leanRequest)
+	bodyLen int64 // the body sent with the head (leanRequest)
 	rs      *requestState
 	present bool // made present (lanePresent): req and w are set
 	req     *http.Request
@@ -86,6 +90,13 @@ func (c *serverConn) lanePresent() {
 	if perr != nil {
 		// The lane takes only heads buildRequest accepts.
 		panic("edge: the span lane's request head does not build: " + perr.detail)
+	}
+	if l.bodyLen > 0 {
+		// Its body went upstream with the head and left the buffer
+		// (serveLaneWith): nothing is left to read, or to discard at the
+		// end.
+		req.Body = http.NoBody
+		l.rs.bodyOpen.Store(false)
 	}
 	l.req, l.w, l.present = req, c.beginResponse(req, l.rs), true
 	lanePresented.count()
@@ -136,10 +147,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	if !validHost(hostIn) {
 		return false, false // the general path's 400
 	}
-	method := http.MethodGet
-	if rl.sp1 == len(http.MethodHead) {
-		method = http.MethodHead
-	}
+	method := lr.methodName
 	path, query, _ := strings.Cut(target, "?")
 	host := normalizeHost(hostIn)
 	u := url.URL{Path: path, RawQuery: query}
@@ -155,6 +163,14 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	svc := rt.svc
 	h1, isH1 := svc.transport.(*h1Transport)
 	if !rt.lean || !isH1 {
+		return false, false
+	}
+	if lr.bodyLen > 0 && (lr.bodyLen > rt.maxReqBody || int64(c.br.Buffered()) < lr.bodyLen ||
+		svc.retry != nil && idempotent(method)) {
+		// A body the lane sends with the head: whole in the buffer
+		// already, within the route's limit (else the present path's
+		// 413), and one no retry needs again (the present path keeps it
+		// to replay).
 		return false, false
 	}
 	// The path upstream: the route's rewrite or strip (upTarget "" when
@@ -225,7 +241,18 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	}
 	rs.toPresent = c.lanePresentF
 	c.cur.Store(&rs.requestContext)
-	c.lane = laneRequest{rl: rl, close: lr.close, rs: rs}
+	c.lane = laneRequest{rl: rl, close: lr.close, bodyLen: lr.bodyLen, rs: rs}
+	var body []byte
+	if lr.bodyLen > 0 {
+		// The body goes with the head, in one write (below). It leaves
+		// the connection's buffer now, before the disconnect watch
+		// looks at the buffer: the watch sees the client as for a
+		// bodyless request, and a request made present has no body to
+		// read (lanePresent). Its bytes stay where they are until the
+		// buffer's next read, after this request.
+		body, _ = c.br.Peek(int(lr.bodyLen))
+		c.br.Discard(len(body))
+	}
 	c.startWatch(rs)
 
 	cl := calls.Get().(*call)
@@ -251,6 +278,10 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		reqOps: rt.reqOps.orNil(), respOps: rt.respOps.orNil(), trusted: trusted}
 	oh := &cl.oh
 	g.makeLeanHead(oh, hb, &lr, &a, x)
+	if body != nil {
+		oh.raw = append(oh.raw, body...)
+		oh.rawBody = true
+	}
 	out := &cl.url
 	*out = url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: upPath, RawQuery: query}
 	cl.out = http.Request{Method: method, URL: out, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: upHost}
@@ -265,10 +296,13 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	upStart := monoNow()
 	resp, err := h1.roundTrip(ctx, &cl.out, oh, upStart)
 	x.upstreamDur += monoNow() - upStart
+	if lr.bodyLen > 0 && (err == nil || !noConnection(err)) {
+		x.bytesIn = lr.bodyLen // as the present path counts what its body writer took
+	}
 
 	if err == nil && !c.lane.present && oh.leanResp && resp.Header == nil &&
 		(rt.maxRespBody <= 0 || resp.ContentLength <= rt.maxRespBody) &&
-		(retry == nil || retry.attempts == 0 || !retry.retryStatus(resp.StatusCode)) {
+		(retry == nil || retry.attempts == 0 || !idempotent(method) || !retry.retryStatus(resp.StatusCode)) {
 		var body []byte
 		whole := resp.Body == http.NoBody
 		if b, ok := resp.Body.(*h1Body); ok {
@@ -288,7 +322,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	c.lanePresent()
 	l := &c.lane
 	rest := &laneRest{g: g, cl: cl, rt: rt, first: laneAttempt{t: t, resp: resp, err: err, att: att},
-		path: upPath, query: query, host: upHost, ctx: ctx}
+		method: method, path: upPath, query: query, host: upHost, ctx: ctx}
 	if altSvc != "" {
 		l.w.header["Alt-Svc"] = []string{altSvc} // as the listener's handler sets it
 	}
@@ -414,8 +448,8 @@ type laneRest struct {
 	cl    *call
 	rt    *route
 	first laneAttempt
-	// The upstream request's path, query and Host.
-	path, query, host string
+	// The request's method; the upstream request's path, query and Host.
+	method, path, query, host string
 	// ctx is the attempts' context: the request's, or its total (ended
 	// by serveLaneWith).
 	ctx context.Context
@@ -429,8 +463,9 @@ func (l *laneRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer svc.pool.Release()
 	g.forward(w, r, l.cl, l.rt, &upRequest{
 		outURL: url.URL{Path: l.path, RawQuery: l.query}, host: l.host, oh: &l.cl.oh, ctx: l.ctx,
-		// The lane takes only GET and HEAD without a body or upgrade.
-		canRetry: svc.retry != nil,
+		// The lane takes no upgrade, and no body of a request a retry
+		// could send again.
+		canRetry: svc.retry != nil && idempotent(l.method),
 		first:    &l.first,
 	})
 }

@@ -413,7 +413,15 @@ func TestLaneLeavesWhatItCannotServe(t *testing.T) {
 		{"rewrite to a path that is escaped", "", ", rewrite: {path: /café}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
 		{"header edits", "", ", request_headers: {remove: [X-B]}, response_headers: {set: {X-C: c}}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", true},
 		{"the answer's Via edited", "", ", response_headers: {remove: [Via]}", "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", false},
-		{"POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", false},
+		{"POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", true},
+		{"POST with a body", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", true},
+		{"POST with a body, retries", ", retries: {attempts: 1}", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", true},
+		{"PUT with a body, retries", ", retries: {attempts: 1}", "", "PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", false},
+		{"PUT with a body", "", "", "PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", true},
+		{"GET with a body", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", false},
+		{"chunked POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false},
+		{"a bodyless POST with an idempotency key", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nIdempotency-Key: k\r\nContent-Length: 0\r\n\r\n", false},
+		{"a POST with a body and an idempotency key", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nIdempotency-Key: k\r\nContent-Length: 2\r\n\r\nhi", true},
 		{"client's trace", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n", true},
 		{"two traces", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01\r\n\r\n", false},
 	} {
@@ -804,5 +812,169 @@ routes:
 				t.Errorf("trusted=%v %s %q: access log %s; want client %s", trusted, c.route, c.fields, s.log, c.client)
 			}
 		}
+	}
+}
+
+// Requests with bodies go upstream from the lane, the body sent with the
+// head, as from the general path: POST, PUT, PATCH and DELETE with a body,
+// bodyless ones with their zero length, on plain answers, a status the
+// service retries on (not for a POST), errors and a body over the route's
+// limit (the general path's 413); and the connection goes on to the next
+// request, pipelined behind or not.
+func TestLaneBodiesMatchPresentPath(t *testing.T) {
+	echo := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		body, _ := io.ReadAll(req.Body)
+		out := fmt.Sprintf("%s %s length=%q type=%q body=%q", req.Method, req.RequestURI, req.Header["Content-Length"], req.Header.Get("Content-Type"), body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(out), out)
+		return true
+	})
+	unavailable := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.Copy(io.Discard, req.Body)
+		io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+		return true
+	})
+	reset := rawUpstream(t, func(c net.Conn) {
+		http.ReadRequest(bufio.NewReader(c))
+		c.(*net.TCPConn).SetLinger(0)
+	})
+	setup, log := withReuseLog()
+	doc := fmt.Sprintf(`
+services:
+  - {name: echo, targets: [{url: "http://%s"}]}
+  - {name: busy, targets: [{url: "http://%s"}], retries: {attempts: 1, on: ["503"], backoff: {base: 1ms, max: 1ms}}}
+  - {name: reset, targets: [{url: "http://%s"}]}
+routes:
+`, echo, unavailable, reset)
+	for _, r := range [][3]string{{"echo", "echo", ""}, {"busy", "busy", ""}, {"reset", "reset", ""}, {"small", "echo", ", limits: {max_request_body: 4}"}} {
+		doc += fmt.Sprintf("  - {name: %[1]s-lean, match: {path_prefix: /l/%[1]s/}, service: %[2]s%[3]s}\n", r[0], r[1], r[2])
+		doc += fmt.Sprintf("  - {name: %[1]s-twin, match: {path_prefix: /p/%[1]s/}, service: %[2]s%[3]s}\n", r[0], r[1], r[2])
+	}
+	tg := startGatewayWith(t, setup, doc)
+
+	type seen struct {
+		status       int
+		body, second string
+		log          string
+	}
+	// send writes the request (its head, then after split a pause and
+	// the body's rest) and a GET behind it (pipelined: in the same write),
+	// and reads both answers.
+	send := func(t *testing.T, method, path, fields, body string, split int, pipelined bool) seen {
+		t.Helper()
+		n0 := log.count()
+		c := dialGateway(t, tg.addr)
+		defer c.Close()
+		head := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: a.example\r\n%s\r\n", method, path, fields)
+		next := "GET /l/echo/next HTTP/1.1\r\nHost: a.example\r\n\r\n"
+		switch {
+		case split > 0:
+			io.WriteString(c, head+body[:split])
+			time.Sleep(20 * time.Millisecond) // the rest comes later: the lane has not all of it
+			io.WriteString(c, body[split:])
+			io.WriteString(c, next)
+		case pipelined:
+			io.WriteString(c, head+body+next)
+		default:
+			io.WriteString(c, head+body)
+		}
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: method})
+		if err == nil && resp.StatusCode == http.StatusContinue {
+			resp, err = http.ReadResponse(br, &http.Request{Method: method})
+		}
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		s := seen{status: resp.StatusCode, body: problemIDs.ReplaceAllString(strings.NewReplacer("/l/", "/p/", "-lean", "-twin").Replace(string(b)), "$1")}
+		if split == 0 && !pipelined {
+			io.WriteString(c, next)
+		}
+		if resp.Close {
+			s.second = "(closed)"
+		} else if r2, err := http.ReadResponse(br, nil); err == nil {
+			b2, _ := io.ReadAll(r2.Body)
+			s.second = fmt.Sprintf("%d %s", r2.StatusCode, b2)
+		} else {
+			s.second = err.Error()
+		}
+		records := n0 + 2 // the request's and the GET's behind it
+		if resp.Close {
+			records = n0 + 1
+		}
+		for deadline := time.Now().Add(2 * time.Second); log.count() < records && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		if len(log.recs) <= n0 {
+			t.Fatalf("%s %s: no access log record", method, path)
+		}
+		rec := maps.Clone(log.recs[n0])
+		for _, k := range []string{"request_id", "trace_id", "duration_ms", "upstream_ms", "client", "error_detail"} {
+			delete(rec, k)
+		}
+		rec["path"] = strings.Replace(rec["path"].(string), "/l/", "/p/", 1)
+		rec["route"] = strings.Replace(rec["route"].(string), "-lean", "-twin", 1)
+		s.log = fmt.Sprint(rec)
+		return s
+	}
+	const typed = "Content-Type: application/json\r\n"
+	for _, c := range []struct {
+		method, route, fields, body string
+		status                      int
+		lane                        bool // served on the lane (else left to the general path)
+	}{
+		{"POST", "echo", typed + "Content-Length: 13\r\n", `{"id": "abc"}`, 200, true},
+		{"PUT", "echo", "Content-Length: 5\r\n", "hello", 200, true},
+		{"PATCH", "echo", "content-length: 5\r\n", "hello", 200, true},
+		{"DELETE", "echo", "Content-Length: 5\r\n", "hello", 200, true},
+		{"DELETE", "echo", "", "", 200, true},
+		{"OPTIONS", "echo", "Origin: https://b.example\r\n", "", 200, true},
+		{"POST", "echo", "Content-Length: 0\r\n", "", 200, true},
+		{"POST", "echo", typed, "", 200, true},
+		{"POST", "echo", "Content-Length: 3000\r\n", strings.Repeat("b", 3000), 200, true},
+		{"POST", "busy", "Content-Length: 5\r\n", "hello", 503, true}, // not retried: a POST
+		{"POST", "reset", "Content-Length: 5\r\n", "hello", 502, true},
+		{"POST", "small", "Content-Length: 5\r\n", "hello", 413, false},
+		{"POST", "echo", "Content-Length: 5\r\nExpect: 100-continue\r\n", "hello", 200, false},
+	} {
+		for _, mode := range []string{"", "pipelined"} {
+			t.Run(fmt.Sprintf("%s %s %q %s", c.method, c.route, c.fields, mode), func(t *testing.T) {
+				served0, presented0 := laneServed.Load(), lanePresented.Load()
+				l := send(t, c.method, "/l/"+c.route+"/x", c.fields, c.body, 0, mode != "")
+				lane := laneServed.Load()-served0 == 2 // and the GET behind it
+				// Only an error makes a request present: a POST's 503 is
+				// the answer, as it is not retried.
+				if p := lanePresented.Load() - presented0; p != 0 && c.route != "reset" {
+					t.Errorf("%d made present; want 0", p)
+				}
+				p := send(t, c.method, "/p/"+c.route+"/x", c.fields, c.body, 0, mode != "")
+				if l != p {
+					t.Errorf("lane:    %+v\npresent: %+v", l, p)
+				}
+				if l.status != c.status || lane != c.lane {
+					t.Errorf("status %d, on the lane %v; want %d, %v", l.status, lane, c.status, c.lane)
+				}
+				if want := `200 GET /l/echo/next length=[] type="" body=""`; c.status != 413 && l.second != want {
+					t.Errorf("the request behind it: %s; want %s", l.second, want)
+				}
+			})
+		}
+	}
+	// A body that is not whole when its head is read: the general path's,
+	// with the same outcome.
+	l := send(t, "POST", "/l/echo/x", "Content-Length: 5\r\n", "hello", 2, false)
+	p := send(t, "POST", "/p/echo/x", "Content-Length: 5\r\n", "hello", 2, false)
+	if l != p || l.status != 200 {
+		t.Errorf("split body:\nlane:    %+v\npresent: %+v", l, p)
+	}
+	// What the upstream got, spelled out.
+	if s := send(t, "POST", "/l/echo/x", typed+"Content-Length: 13\r\n", `{"id": "abc"}`, 0, false); s.body != `POST /p/echo/x length=["13"] type="application/json" body="{\"id\": \"abc\"}"` ||
+		!strings.Contains(s.log, "bytes_in:13 ") {
+		t.Errorf("POST: %+v", s)
+	}
+	if s := send(t, "POST", "/l/echo/x", "", "", 0, false); s.body != `POST /p/echo/x length=["0"] type="" body=""` {
+		t.Errorf("bodyless POST: %+v", s)
 	}
 }

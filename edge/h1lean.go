@@ -12,7 +12,8 @@ package edge
 // writer.
 //
 // What it does, within the general path (Gateway.serve and relay), for a
-// bodyless request read by the HTTP/1 server (plain or TLS):
+// bodyless request read by the HTTP/1 server (plain or TLS; the span lane,
+// h1lane.go, takes requests with a body whole in the buffer too):
 //
 //  1. readRequest keeps the head block parseHead read (one parser, one set
 //     of rules for every request) until the request is served.
@@ -22,7 +23,9 @@ package edge
 //     whether the request is one the general path would forward unchanged
 //     but for its own fields, the route's header edits and its rewrite or
 //     prefix strip (whose result, too, must need no escaping:
-//     leanRewrite): GET or HEAD, HTTP/1.1 or 1.0, one valid Host, an origin-form
+//     leanRewrite): GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS, HTTP/1.1
+//     or 1.0, one valid Host, at most one plain Content-Length (a body only
+//     for POST, PUT, PATCH and DELETE), an origin-form
 //     target that needs no normalising, and no field the gateway
 //     interprets, replaces or drops (framing and hop-by-hop fields,
 //     two Traceparents, underscores when they are policed) but for the
@@ -37,7 +40,7 @@ package edge
 //     for the same request, and sent for every attempt (retries too);
 //     mutual TLS keeps the general path for X-Forwarded-Client-Cert.
 //  3. The upstream client reads the answer's head into spans as always; a
-//     plain answer to a lean GET or HEAD (a final status with a body, one
+//     plain answer to a lean request (a final status with a body, one
 //     Content-Length, no hop-by-hop field but Keep-Alive and a Connection
 //     of keep-alive or close, which are dropped, no Via, not an event
 //     stream; leanResponse) becomes the client's field lines at once, with
@@ -103,6 +106,51 @@ type leanRequest struct {
 	// its answer.
 	minor int
 	close bool
+	// methodName is the method (a constant); bodyLen the body's length
+	// (Content-Length; 0 for none), hasLength whether a Content-Length
+	// came; idemKey: an Idempotency-Key or X-Idempotency-Key came.
+	methodName string
+	bodyLen    int64
+	hasLength  bool
+	idemKey    bool
+}
+
+// leanMethod is the method m names when the lean path takes it ("" if
+// not): the common ones, as constants.
+func leanMethod(m []byte) string {
+	switch string(m) {
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodHead:
+		return http.MethodHead
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodPut:
+		return http.MethodPut
+	case http.MethodPatch:
+		return http.MethodPatch
+	case http.MethodDelete:
+		return http.MethodDelete
+	case http.MethodOptions:
+		return http.MethodOptions
+	}
+	return ""
+}
+
+// leanLength is the value of a Content-Length field the lean path takes:
+// digits alone, with no leading zero, below 2^31.
+func leanLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 9 || len(v) > 1 && v[0] == '0' {
+		return 0, false
+	}
+	var n int64
+	for _, b := range v {
+		if b < '0' || b > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(b-'0')
+	}
+	return n, true
 }
 
 // The forwarding fields of a lean request (leanRequest.fwd).
@@ -124,7 +172,7 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 		return lr, false
 	}
 	lr.minor, lr.close = rl.minor, rl.minor == 0 // closed unless it says keep-alive
-	if m := string(buf[:rl.sp1]); m != "GET" && m != "HEAD" {
+	if lr.methodName = leanMethod(buf[:rl.sp1]); lr.methodName == "" {
 		return lr, false
 	}
 	lr.method = [2]int{0, rl.sp1}
@@ -175,7 +223,25 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 			lr.fwd |= fwdHost
 		case leanForwarded, leanSpoofable, leanXFCC:
 			lr.fwd |= fwdOther
+		case leanContentLength:
+			n, ok := leanLength(buf[f.value[0]:f.value[1]])
+			if !ok || lr.hasLength {
+				return lr, false // the present path's to judge (400, or a list of equal values)
+			}
+			lr.bodyLen, lr.hasLength = n, true
+		case leanIdemKey:
+			lr.idemKey = true
 		}
+	}
+	m := lr.methodName
+	if lr.bodyLen > 0 && !methodExpectsBody(m) && m != http.MethodDelete {
+		return lr, false // a GET's body, say: the present path's
+	}
+	if lr.idemKey && lr.bodyLen == 0 && !idempotent(m) {
+		// The present path sends such a request again on a new
+		// connection when the upstream closed a reused one under it
+		// (replayable); the lean head does not show its fields.
+		return lr, false
 	}
 	if hosts != 1 || lr.host[0] == lr.host[1] {
 		return lr, false // the present path's 400, or no host to forward
@@ -263,7 +329,9 @@ const (
 	leanXFHost             // trust and the service's settings
 	leanForwarded          // (appendLeanRequestHead, as setForwarded)
 	leanSpoofable
-	leanXFCC // X-Forwarded-Client-Cert: only the gateway vouches (the lean path has no mutual TLS)
+	leanXFCC          // X-Forwarded-Client-Cert: only the gateway vouches (the lean path has no mutual TLS)
+	leanContentLength // written by the gateway, after the other fields
+	leanIdemKey       // Idempotency-Key and X-Idempotency-Key: forwarded (classifyLean)
 )
 
 // leanFieldKind classifies a field name (any case).
@@ -286,7 +354,8 @@ func leanFieldKind(name []byte) int {
 // ones among them). A client's Via is forwarded as it came, the gateway's
 // own after it, as the general path adds it.
 var leanNamesByLength = func() (t [32][]leanName) {
-	kinds := map[string]int{"Host": leanHost, "Content-Length": leanRefused, "Expect": leanRefused,
+	kinds := map[string]int{"Host": leanHost, "Content-Length": leanContentLength, "Expect": leanRefused,
+		"Idempotency-Key": leanIdemKey, "X-Idempotency-Key": leanIdemKey,
 		"Forwarded": leanForwarded, "X-Forwarded-For": leanXFF, "X-Forwarded-Proto": leanXFProto, "X-Forwarded-Host": leanXFHost,
 		"X-Forwarded-Client-Cert": leanXFCC, "X-Request-Id": leanRequestID, "Traceparent": leanTraceparent, "Tracestate": leanTracestate}
 	for _, n := range hopHeaders {
@@ -389,7 +458,7 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 		if equalFoldToken(name, "Host") || ops != nil && ops.touches(name) {
 			continue
 		}
-		if lr.ids || lr.fwd != 0 {
+		if lr.ids || lr.fwd != 0 || lr.hasLength {
 			// As the present path: the service's trace replaces the
 			// client's Traceparent, and its Tracestate unless the trace
 			// goes on; its request id replaces the client's. The
@@ -423,6 +492,8 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 				}
 			case leanXFCC:
 				continue // only the gateway vouches for client certificates
+			case leanContentLength:
+				continue // written below
 			}
 		}
 		if f.canon {
@@ -507,6 +578,16 @@ func appendLeanRequestHead(b []byte, hb *headBlock, lr *leanRequest, a *leanAdds
 	if ops != nil {
 		b = ops.appendLines(b)
 	}
+	// The framing last, as writeRequestHead writes it: the body's length,
+	// or a zero one for a method that expects a body.
+	switch {
+	case lr.bodyLen > 0:
+		b = append(b, "Content-Length: "...)
+		b = strconv.AppendInt(b, lr.bodyLen, 10)
+		b = append(b, "\r\n"...)
+	case methodExpectsBody(lr.methodName):
+		b = append(b, "Content-Length: 0\r\n"...)
+	}
 	return append(b, "\r\n"...)
 }
 
@@ -559,8 +640,8 @@ func (g *Gateway) leanHead(w http.ResponseWriter, oh *outHeader, r *http.Request
 		return false
 	}
 	lr, ok := classifyLean(rc.head, rc.line, g.opts.MaxHeaderCount, g.opts.Underscores)
-	if !ok {
-		return false
+	if !ok || lr.bodyLen > 0 {
+		return false // a body is the transport's to send (the head is kept only without one)
 	}
 	svc := rt.svc
 	a := leanAdds{svc: svc, peer: x.clientIP, peerStr: x.clientIPStr, host: r.Host, upHost: host, plainTCP: !isTLS(r), target: target,

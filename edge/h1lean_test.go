@@ -77,7 +77,16 @@ routes:
 		{"a tab inside a value", "GET /x HTTP/1.1\r\nHost: a.example\r\nX-T: a\tb", true},
 		{"underscore allowed by default", "GET /x HTTP/1.1\r\nHost: a.example\r\nX_Under: 1", true},
 		{"long name", "GET /x HTTP/1.1\r\nHost: a.example\r\nX-A-Very-Long-Field-Name-Longer-Than-Thirty-Two: 1", true},
-		{"POST", "POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0", false},
+		{"POST", "POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0", true},
+		{"POST without a length", "POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Type: text/plain", true},
+		{"PATCH", "PATCH /bare/x HTTP/1.1\r\nHost: a.example", true},
+		{"DELETE", "DELETE /x HTTP/1.1\r\nHost: a.example", true},
+		{"OPTIONS", "OPTIONS /x HTTP/1.1\r\nHost: a.example\r\nOrigin: https://b.example\r\nAccess-Control-Request-Method: PUT", true},
+		{"TRACE", "TRACE /x HTTP/1.1\r\nHost: a.example", false},
+		{"POST with an idempotency key", "POST /x HTTP/1.1\r\nHost: a.example\r\nIdempotency-Key: k", false},
+		{"PUT with an idempotency key", "PUT /x HTTP/1.1\r\nHost: a.example\r\nIdempotency-Key: k", true},
+		{"two lengths", "POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0\r\nContent-Length: 0", false},
+		{"a length with a sign", "POST /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: +0", false},
 		{"HTTP/1.0 keep-alive", "GET /x HTTP/1.0\r\nHost: a.example\r\nConnection: keep-alive", true},
 		{"HTTP/1.0 no host", "GET /x HTTP/1.0\r\nConnection: keep-alive", false},
 		{"HTTP/1.2", "GET /x HTTP/1.2\r\nHost: a.example", false},
@@ -98,7 +107,8 @@ routes:
 		{"via twice", "GET /x HTTP/1.1\r\nHost: a.example\r\nvia: 1.1 a\r\nAccept: */*\r\nVia: HTTP/2 b (x)", true},
 		{"bare, via", "GET /bare/x HTTP/1.1\r\nHost: a.example\r\nVia: 1.1 other", true},
 		{"te", "GET /x HTTP/1.1\r\nHost: a.example\r\nTE: trailers", false},
-		{"content-length 0", "GET /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0", false},
+		{"content-length 0", "GET /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 0", true},
+		{"content-length 00", "GET /x HTTP/1.1\r\nHost: a.example\r\nContent-Length: 00", false},
 		{"empty host", "GET /x HTTP/1.1\r\nHost: ", false},
 	}
 	g := tg.g
@@ -489,15 +499,25 @@ func FuzzLeanMatchesPresentPath(f *testing.F) {
 		{"/x", "Host: other.example"},
 		{"/%7e/x", "Content-Length: 0"},
 	} {
-		f.Add(seed[0], seed[1], false)
+		f.Add(seed[0], seed[1], false, uint8(0), "")
 	}
 	// HTTP/1.0, with and without keep-alive.
-	f.Add("/x", "Accept: */*", true)
-	f.Add("/x", "Connection: keep-alive\r\nVia: 1.0 a", true)
+	f.Add("/x", "Accept: */*", true, uint8(0), "")
+	f.Add("/x", "Connection: keep-alive\r\nVia: 1.0 a", true, uint8(0), "")
+	// Other methods, with and without bodies (their Content-Length made
+	// by send).
+	f.Add("/x", "Content-Type: application/json", false, uint8(1), `{"a": 1}`)
+	f.Add("/x", "", false, uint8(1), "")
+	f.Add("/x", "X-Forwarded-For: 1.2.3.4", true, uint8(2), "hi")
+	f.Add("/x", "Idempotency-Key: k", false, uint8(3), "")
+	f.Add("/x", "Content-Length: 3", false, uint8(4), "abc")
+	f.Add("/x", "Origin: https://b.example", false, uint8(5), "")
 	heads := make(chan string, 4)
 	up := rawKeepAlive(f, func(c net.Conn, req *http.Request) bool {
 		var b strings.Builder
 		b.WriteString(req.Method + " " + req.RequestURI + "\n")
+		body, err := io.ReadAll(req.Body)
+		fmt.Fprintf(&b, "Body: %q %v\n", body, err)
 		b.WriteString("Host: " + req.Host + "\n")
 		keys := make([]string, 0, len(req.Header))
 		for k := range req.Header {
@@ -513,7 +533,7 @@ func FuzzLeanMatchesPresentPath(f *testing.F) {
 			b.WriteString(k + ": " + strings.Join(vs, " | ") + "\n")
 		}
 		heads <- b.String()
-		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_, err = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return err == nil
 	})
 	doc := fmt.Sprintf(`
@@ -530,15 +550,18 @@ routes:
 	// The client a peer of its own, and a trusted proxy.
 	gateways := []*testGateway{startGateway(f, doc),
 		startGatewayWith(f, gatewaySetup{opts: Options{TrustedProxies: trustedProxies{netip.MustParsePrefix("127.0.0.0/8")}}}, doc)}
-	send := func(t *testing.T, tg *testGateway, prefix, target, fields, proto string) (int, string) {
+	send := func(t *testing.T, tg *testGateway, method, prefix, target, fields, proto, body string) (int, string) {
 		c, err := net.Dial("tcp", tg.addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprintf(c, "GET %s%s %s\r\nHost: a.example\r\n%s\r\n\r\n", prefix, strings.TrimPrefix(target, "/"), proto, fields)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if body != "" {
+			fields += "\r\nContent-Length: " + strconv.Itoa(len(body))
+		}
+		fmt.Fprintf(c, "%s %s%s %s\r\nHost: a.example\r\n%s\r\n\r\n%s", method, prefix, strings.TrimPrefix(target, "/"), proto, fields, body)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
 		if err != nil {
 			return 0, ""
 		}
@@ -554,7 +577,9 @@ routes:
 			return 0, ""
 		}
 	}
-	f.Fuzz(func(t *testing.T, target, fields string, http10 bool) {
+	methods := []string{"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+	f.Fuzz(func(t *testing.T, target, fields string, http10 bool, m uint8, body string) {
+		method := methods[int(m)%len(methods)]
 		proto := "HTTP/1.1"
 		if http10 {
 			proto = "HTTP/1.0"
@@ -576,10 +601,10 @@ routes:
 			t.Skip()
 		}
 		for i, tg := range gateways {
-			ls, lh := send(t, tg, "/l/", target, fields, proto)
-			ts, th := send(t, tg, "/t/", target, fields, proto)
+			ls, lh := send(t, tg, method, "/l/", target, fields, proto, body)
+			ts, th := send(t, tg, method, "/t/", target, fields, proto, body)
 			if ls != ts || lh != th {
-				t.Errorf("trusted %v, %s, target %q fields %q:\nlean route: %d\n%s\ntwin route: %d\n%s", i == 1, proto, target, fields, ls, lh, ts, th)
+				t.Errorf("trusted %v, %s %s, target %q fields %q body %q:\nlean route: %d\n%s\ntwin route: %d\n%s", i == 1, method, proto, target, fields, body, ls, lh, ts, th)
 			}
 		}
 	})

@@ -724,7 +724,7 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 		}
 		return nil, err
 	}
-	if lo := pc.lean; lo != nil && (req.Method == http.MethodGet || req.Method == http.MethodHead) && minor == 1 {
+	if lo := pc.lean; lo != nil && minor == 1 { // lean requests' methods have no answers of their own (CONNECT's)
 		if cl, ok := leanResponse(hb, code, lo); ok {
 			// A plain answer to a lean request (h1lean.go): its fields
 			// are in lo, made into the client's head; no map, no string.

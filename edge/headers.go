@@ -106,6 +106,9 @@ type outHeader struct {
 	// and there are no edits; raw's array is kept from call to call.
 	isRaw bool
 	raw   []byte
+	// rawBody: raw carries the request's body after its head (the span
+	// lane's): not sent again on a new connection, as no body is.
+	rawBody bool
 	// leanResp: the answer to the lean request was plain, and respHead
 	// holds its fields as the client gets them (but Content-Length and
 	// Via); respDate says one is Date.
@@ -133,7 +136,7 @@ type inField struct {
 // reset starts the edits of a new inbound header, keeping the slices.
 func (o *outHeader) reset(in http.Header) {
 	o.in = in
-	o.isRaw, o.leanResp, o.respClose = false, false, false
+	o.isRaw, o.rawBody, o.leanResp, o.respClose = false, false, false, false
 	o.respOps = nil
 	clear(o.fields)
 	o.fields = o.fields[:0]

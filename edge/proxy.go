@@ -1135,6 +1135,14 @@ func (p *retryPolicy) retryError(pe *proxyError) bool {
 
 const totalTimeoutDetail = "the service's total timeout expired"
 
+// noConnection reports whether an exchange failed before it had a
+// connection to send on (a DNS lookup or a dial failed).
+func noConnection(err error) bool {
+	var dnsErr *net.DNSError
+	var opErr *net.OpError
+	return errors.As(err, &dnsErr) || errors.As(err, &opErr) && opErr.Op == "dial"
+}
+
 // classify turns a round-trip error into what the client is told, and
 // what only the access log is (cause: socket errors name addresses, TLS
 // errors internal names, a malformed response its bytes).

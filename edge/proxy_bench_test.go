@@ -164,6 +164,8 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 		// An HTTP/1.0 client that keeps its connection, as ApacheBench
 		// with -k.
 		{"http10-keep-alive", "", "Connection: Keep-Alive\r\n", "", false, true},
+		// A POST with a small JSON body, whole with its head.
+		{"post", "", "POST", "", false, false},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			var opts Options
@@ -185,7 +187,13 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 			if c.http10 {
 				proto = "HTTP/1.0"
 			}
-			client := &memConn{in: []byte("GET /bench " + proto + "\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n" + c.fields + "\r\n")}
+			req := "GET /bench " + proto + "\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n" + c.fields + "\r\n"
+			if c.fields == "POST" {
+				body := `{"order": 1234, "items": [{"sku": "A-1", "n": 2}], "note": "leave at the door"}`
+				req = "POST /bench " + proto + "\r\nHost: example.com\r\nUser-Agent: bench\r\nContent-Type: application/json\r\nContent-Length: " +
+					strconv.Itoa(len(body)) + "\r\n\r\n" + body
+			}
+			client := &memConn{in: []byte(req)}
 
 			// One request first: it dials the upstream and checks the answer.
 			client.left = 1

@@ -932,6 +932,20 @@ func TestStaleConnectionResentOnceOnANewConnection(t *testing.T) {
 	if got := metricValue(t, gw.g, `meridian_upstream_resends_total{reason="stale_connection"}`); got != 1 {
 		t.Errorf("resends counted: %v; want 1", got)
 	}
+	// A PUT's body, sent with its head by the span lane, is not sent
+	// again, as no body is.
+	before, served := hits.get(), laneServed.Load()
+	conn := dialGateway(t, gw.addr)
+	io.WriteString(conn, "PUT /reset HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("PUT: %v, %v; want a 502", resp, err)
+	}
+	if got := hits.get() - before; got != 1 || laneServed.Load()-served != 1 {
+		t.Errorf("the backend saw the PUT %d times, %d served on the lane; want 1, 1", got, laneServed.Load()-served)
+	}
+	if got := metricValue(t, gw.g, `meridian_upstream_resends_total{reason="stale_connection"}`); got != 1 {
+		t.Errorf("resends counted: %v; want still 1", got)
+	}
 }
 
 // The largest weight the configuration takes is one the balancers take:
