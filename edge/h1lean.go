@@ -116,26 +116,18 @@ type leanRequest struct {
 }
 
 // leanMethod is the method m names when the lean path takes it ("" if
-// not): the common ones, as constants.
+// not), as a constant.
 func leanMethod(m []byte) string {
-	switch string(m) {
-	case http.MethodGet:
-		return http.MethodGet
-	case http.MethodHead:
-		return http.MethodHead
-	case http.MethodPost:
-		return http.MethodPost
-	case http.MethodPut:
-		return http.MethodPut
-	case http.MethodPatch:
-		return http.MethodPatch
-	case http.MethodDelete:
-		return http.MethodDelete
-	case http.MethodOptions:
-		return http.MethodOptions
+	for _, name := range leanMethods {
+		if string(m) == name {
+			return name
+		}
 	}
 	return ""
 }
+
+// leanMethods are the methods the lean path takes, the commonest first.
+var leanMethods = [...]string{http.MethodGet, http.MethodPost, http.MethodHead, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions}
 
 // leanLength is the value of a Content-Length field the lean path takes:
 // digits alone, with no leading zero, below 2^31.
