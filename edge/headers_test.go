@@ -474,6 +474,13 @@ func TestHeadersWithUnderscores(t *testing.T) {
 				if !strings.Contains(strings.ToLower(string(body)), "x_forwarded_for") {
 					t.Errorf("the problem does not name the field: %s", body)
 				}
+				// With two, the answer names the first by name, every time.
+				req.Header["A_first"] = []string{"1"}
+				for range 8 {
+					if _, body := do(t, newClient(t), req); !strings.Contains(string(body), `\"A_first\"`) {
+						t.Fatalf("the problem does not name A_first: %s", body)
+					}
+				}
 				return
 			}
 			h := recv(t, seen, "the upstream request")

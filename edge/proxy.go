@@ -118,16 +118,23 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		}
 	}
 	if u := g.opts.Underscores; u == UnderscoresDrop || u == UnderscoresReject {
+		refused := "" // the first by name: the same answer every time
 		for k := range r.Header {
 			if strings.IndexByte(k, '_') < 0 {
 				continue
 			}
 			if u == UnderscoresReject {
-				g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request",
-					detail: "header field " + strconv.Quote(k) + " has an underscore in its name, which this gateway refuses"})
-				return
+				if refused == "" || k < refused {
+					refused = k
+				}
+				continue
 			}
 			delete(r.Header, k)
+		}
+		if refused != "" {
+			g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request",
+				detail: "header field " + strconv.Quote(refused) + " has an underscore in its name, which this gateway refuses"})
+			return
 		}
 	}
 	if snap == nil {
