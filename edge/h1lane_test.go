@@ -978,3 +978,46 @@ routes:
 		t.Errorf("bodyless POST: %+v", s)
 	}
 }
+
+// A client that leaves while the upstream, which has its request's body,
+// is slow to answer: the record says what was sent (bytes_in), on the lane
+// as on the general path.
+func TestCanceledRequestLogsItsBody(t *testing.T) {
+	arrived := make(chan struct{}, 2)
+	up := rawUpstream(t, func(c net.Conn) {
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		io.ReadAll(req.Body)
+		arrived <- struct{}{}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		c.Read(make([]byte, 1)) // until the gateway gives up on it
+	})
+	setup, log := withReuseLog()
+	tg := startGatewayWith(t, setup, fmt.Sprintf(`
+services: [{name: s, targets: [{url: "http://%s"}]}]
+routes:
+  - {name: r-lean, match: {path_prefix: /l/}, service: s}
+  - {name: r-twin, match: {path_prefix: /p/}, service: s}
+`, up))
+	for _, path := range []string{"/l/x", "/p/x"} {
+		n0 := log.count()
+		c := dialGateway(t, tg.addr)
+		io.WriteString(c, "POST "+path+" HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello")
+		recv(t, arrived, "the request upstream")
+		c.Close()
+		for deadline := time.Now().Add(5 * time.Second); log.count() == n0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		log.mu.Lock()
+		if len(log.recs) == n0 {
+			t.Fatalf("%s: no record", path)
+		}
+		rec := log.recs[n0]
+		log.mu.Unlock()
+		if rec["status"] != int64(499) || rec["bytes_in"] != int64(5) {
+			t.Errorf("%s: status %v, bytes_in %v; want 499, 5", path, rec["status"], rec["bytes_in"])
+		}
+	}
+}

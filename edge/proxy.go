@@ -477,6 +477,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 			}
 			if r.Context().Err() != nil {
 				att.end(upstream.Success)
+				if body != nil {
+					x.bytesIn = body.n.Load() // what reached the upstream before the client left
+				}
 				g.requestCanceled(w, r, x)
 				return
 			}
