@@ -19,9 +19,9 @@ package edge
 // field the gateway interprets) on a lean route (route.lean), with a body
 // only when it is whole in the connection's buffer, within the route's
 // limit, and not one a retry would need again (an idempotent request to a
-// service that retries): sent with the head in one write. Its header map is made only when a route of the
-// table matches on headers or the balancer hashes on a header or cookie
-// (laneHeader).
+// service that retries): sent with the head in one write. Its header map
+// is made only when a route of the table matches on headers or the
+// balancer hashes on a header or cookie (laneHeader).
 // Anything else, and any request the lane finds it cannot serve before it
 // sends anything upstream, goes the general way as if the lane were not
 // there.
