@@ -1021,3 +1021,37 @@ routes:
 		}
 	}
 }
+
+// A connection closed after its answer (HTTP/1.0 without keep-alive)
+// while the client has sent more is closed gracefully: the client reads
+// the answer and then the end, not a reset, which on a real network can
+// destroy the answer in flight.
+func TestCloseAfterAnswerWithMorePipelinedIsGraceful(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	up := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		arrived <- struct{}{}
+		<-release
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	tg := startGateway(t, oneRoute("http://"+up, ""))
+	c := dialGateway(t, tg.addr)
+	io.WriteString(c, "GET /x HTTP/1.0\r\nHost: a\r\n\r\n")
+	recv(t, arrived, "the request upstream")
+	// Pipelined behind it while the gateway waits for the upstream: not
+	// read before the close.
+	io.WriteString(c, "GET /y HTTP/1.0\r\nHost: a\r\n\r\n")
+	close(release)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := io.ReadAll(resp.Body); err != nil || string(body) != "ok" || !resp.Close {
+		t.Fatalf("answer %q, %v, close %v; want \"ok\" and a close", body, err, resp.Close)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := br.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Errorf("after the answer: %d bytes, %v; want the end (io.EOF), not a reset", n, err)
+	}
+}

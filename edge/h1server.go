@@ -493,7 +493,7 @@ func (c *serverConn) serve() {
 			return // forgotten when it was taken over
 		}
 		c.s.forget(c)
-		if c.linger {
+		if c.linger || c.clientSentMore() {
 			c.lingeringClose()
 		}
 		c.rwc.Close()
@@ -909,6 +909,41 @@ func (c *serverConn) writeError(pe *parseError) {
 	bw.Write(body)
 	bw.Flush()
 	c.linger = true
+}
+
+// clientSentMore reports whether the client sent bytes the server did not
+// read (a request pipelined behind one answered with a close, say):
+// closing on them would send a reset, as would closing before more come.
+func (c *serverConn) clientSentMore() bool {
+	if c.stashed || c.br != nil && c.br.Buffered() > 0 {
+		return true
+	}
+	raw := c.rwc
+	for {
+		switch w := raw.(type) {
+		case *guardConn:
+			raw = w.Conn
+			continue
+		case *tls.Conn:
+			raw = w.NetConn()
+			continue
+		}
+		break
+	}
+	sc, ok := raw.(syscall.Conn)
+	if !ok || !canPeek {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	more := false
+	var b [1]byte
+	rc.Control(func(fd uintptr) { // not Read: a reader left behind must not hold this up
+		more = peekSome(fd, b[:])
+	})
+	return more
 }
 
 // lingeringClose lets the client read the last answer before the close:

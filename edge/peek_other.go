@@ -6,4 +6,6 @@ package edge
 // with a short deadline instead.
 func peekNothing(fd uintptr, buf []byte) bool { return false }
 
+func peekSome(fd uintptr, buf []byte) bool { return false }
+
 const canPeek = false
