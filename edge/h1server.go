@@ -918,31 +918,10 @@ func (c *serverConn) clientSentMore() bool {
 	if c.stashed || c.br != nil && c.br.Buffered() > 0 {
 		return true
 	}
-	raw := c.rwc
-	for {
-		switch w := raw.(type) {
-		case *guardConn:
-			raw = w.Conn
-			continue
-		case *tls.Conn:
-			raw = w.NetConn()
-			continue
-		}
-		break
-	}
-	sc, ok := raw.(syscall.Conn)
-	if !ok || !canPeek {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
 	more := false
 	var b [1]byte
-	rc.Control(func(fd uintptr) { // not Read: a reader left behind must not hold this up
-		more = peekSome(fd, b[:])
-	})
+	// Not under the read lock: a reader left behind must not hold this up.
+	socketControl(c.rwc, func(fd uintptr) { more = peekSome(fd, b[:]) })
 	return more
 }
 

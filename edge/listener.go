@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // guardListener wraps the client-facing TCP listener. It caps the number of
@@ -165,4 +166,27 @@ func trimSpace(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// socketControl runs f on the socket under c (a TCP connection, bare or
+// wrapped: by the listener's cap, its raw reads, TLS) with no lock but
+// the descriptor's, so f must not wait; false if c has no socket.
+func socketControl(c net.Conn, f func(fd uintptr)) bool {
+	for {
+		if gc, ok := c.(*guardConn); ok {
+			c = gc.Conn
+			continue
+		}
+		if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
+			c = tc.NetConn()
+			continue
+		}
+		break
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	return err == nil && rc.Control(f) == nil
 }

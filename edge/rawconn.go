@@ -328,22 +328,11 @@ func unwrapOpError(err error) error {
 // the peer (SIOCOUTQ: unsent and unacknowledged), if c is a TCP
 // connection, bare or under TLS.
 func sendQueued(c net.Conn) (int, bool) {
-	if tc, ok := c.(interface{ NetConn() net.Conn }); ok {
-		c = tc.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return 0, false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
 	var q int32
 	var e syscall.Errno
-	if err := rc.Control(func(fd uintptr) {
+	if !socketControl(c, func(fd uintptr) {
 		_, _, e = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCOUTQ, uintptr(unsafe.Pointer(&q)))
-	}); err != nil || e != 0 {
+	}) || e != 0 {
 		return 0, false
 	}
 	return int(q), true
