@@ -3,9 +3,11 @@
 package edge
 
 import (
+	"bufio"
 	"io"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -36,6 +38,14 @@ import (
 // holds the socket's read lock. A request with a body or an upgrade is
 // handed back to be served the plain way; so is a head still arriving, read
 // on under the header timeout.
+//
+// While it waits for the next request with nothing buffered either way, the
+// connection holds no buffers: its reader and writer go back to their pools
+// (inlineIdle) and are taken again when the request comes (inlineStep). An
+// idle keep-alive connection then costs 8 KiB less, and the buffers a
+// request uses are the ones the last request on any connection used, still
+// in the CPU's cache, rather than its own connection's, pushed out by the
+// others' since.
 
 // inlineRaw returns the connection's socket if it can be served inline
 // (plain TCP).
@@ -74,6 +84,7 @@ func (c *serverConn) serveInline() (req *http.Request, rs *requestState, done bo
 		// closeIdle), while waiting for a request; or served its last.
 		return nil, nil, true
 	}
+	c.takeBuffers() // taken already, unless the read ended while idle
 	return req, rs, false
 }
 
@@ -97,6 +108,7 @@ func (c *serverConn) closeNow() {
 // without reading.
 func (c *serverConn) inlineStep(fd uintptr) bool {
 	c.inl, c.inlFD = true, fd
+	c.takeBuffers()
 	for {
 		if c.br.Buffered() == 0 {
 			if _, err := c.br.Peek(1); err == errWouldBlock {
@@ -153,8 +165,40 @@ func (c *serverConn) inlineIdle() bool {
 		return true
 	}
 	c.idleDeadline()
+	c.dropBuffers()
 	return false
 }
+
+// dropBuffers gives the connection's reader and writer back to their pools
+// while it waits for a request (see above), if neither holds anything and
+// no reader of a body may still use the reader (noPool).
+func (c *serverConn) dropBuffers() {
+	if c.br == nil || c.noPool || c.br.Buffered() > 0 || c.bw.Buffered() > 0 {
+		return
+	}
+	c.br.Reset(nil)
+	bufReaders.Put(c.br)
+	c.bw.Reset(nil)
+	bufWriters.Put(c.bw)
+	c.br, c.bw = nil, nil
+	idleDrops.Add(1)
+}
+
+// takeBuffers takes a reader and a writer for the connection from their
+// pools if it gave its own back.
+func (c *serverConn) takeBuffers() {
+	if c.br != nil {
+		return
+	}
+	c.br = bufReaders.Get().(*bufio.Reader)
+	c.br.Reset(c)
+	c.bw = bufWriters.Get().(*bufio.Writer)
+	c.bw.Reset(c)
+}
+
+// idleDrops counts the times a connection gave its buffers back while idle
+// (tests look at it).
+var idleDrops atomic.Uint64
 
 // inlineRead is serverConn.Read inside the poller's read: one read of the
 // socket, errWouldBlock if there is nothing yet.

@@ -282,3 +282,68 @@ func TestHalfClosedPooledUpstreamIsNotReused(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // the upstream half-closes; < aliveCheckAfter
 	}
 }
+
+// An idle keep-alive connection served inline holds no buffers: it gives
+// its reader and writer back while it waits (dropBuffers) and takes others
+// when its next request comes. Connections taking turns then serve with
+// each other's buffers; every answer must still be its own request's, on
+// the lane and the general path, with a body, and pipelined.
+func TestIdleInlineConnectionHoldsNoBuffers(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(b))
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	type client struct {
+		c  net.Conn
+		br *bufio.Reader
+	}
+	clients := make([]client, 3)
+	for i := range clients {
+		c, br := h1Raw(t, gw.addr)
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		clients[i] = client{c, br}
+	}
+	expect := func(cl client, want string) {
+		t.Helper()
+		resp, body := readResponse(t, cl.br, http.MethodGet)
+		if resp.StatusCode != 200 || string(body) != want || resp.Close {
+			t.Fatalf("got %d %q (close %v); want 200 %q, kept", resp.StatusCode, body, resp.Close, want)
+		}
+	}
+	// waitDrops waits for n more connections to have given their buffers
+	// back, as they do once idle.
+	waitDrops := func(from uint64, n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for idleDrops.Load()-from < uint64(n) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections gave their buffers back; want %d", idleDrops.Load()-from, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	post := strings.Repeat("p", 5000)
+	for round := range 4 {
+		before := idleDrops.Load()
+		for i, cl := range clients {
+			path := fmt.Sprintf("/c%d/r%d", i, round)
+			switch round {
+			case 0: // the lane
+				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				expect(cl, "GET "+path+" 0")
+			case 1: // the general path, inline
+				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+				expect(cl, "GET "+path+" 0")
+			case 2: // a body: handed back, served the plain way
+				h1Write(t, cl.c, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, len(post), post))
+				expect(cl, fmt.Sprintf("POST %s %d", path, len(post)))
+			case 3: // pipelined: the second waits in the buffer
+				h1Write(t, cl.c, "GET "+path+"a HTTP/1.1\r\nHost: x\r\n\r\nGET "+path+"b HTTP/1.1\r\nHost: x\r\n\r\n")
+				expect(cl, "GET "+path+"a 0")
+				expect(cl, "GET "+path+"b 0")
+			}
+		}
+		waitDrops(before, len(clients))
+	}
+}
