@@ -3,11 +3,9 @@
 package edge
 
 import (
-	"bufio"
 	"io"
 	"net/http"
 	"os"
-	"sync/atomic"
 	"syscall"
 )
 
@@ -168,37 +166,6 @@ func (c *serverConn) inlineIdle() bool {
 	c.dropBuffers()
 	return false
 }
-
-// dropBuffers gives the connection's reader and writer back to their pools
-// while it waits for a request (see above), if neither holds anything and
-// no reader of a body may still use the reader (noPool).
-func (c *serverConn) dropBuffers() {
-	if c.br == nil || c.noPool || c.br.Buffered() > 0 || c.bw.Buffered() > 0 {
-		return
-	}
-	c.br.Reset(nil)
-	bufReaders.Put(c.br)
-	c.bw.Reset(nil)
-	bufWriters.Put(c.bw)
-	c.br, c.bw = nil, nil
-	idleDrops.Add(1)
-}
-
-// takeBuffers takes a reader and a writer for the connection from their
-// pools if it gave its own back.
-func (c *serverConn) takeBuffers() {
-	if c.br != nil {
-		return
-	}
-	c.br = bufReaders.Get().(*bufio.Reader)
-	c.br.Reset(c)
-	c.bw = bufWriters.Get().(*bufio.Writer)
-	c.bw.Reset(c)
-}
-
-// idleDrops counts the times a connection gave its buffers back while idle
-// (tests look at it).
-var idleDrops atomic.Uint64
 
 // inlineRead is serverConn.Read inside the poller's read: one read of the
 // socket, errWouldBlock if there is nothing yet.

@@ -4,6 +4,7 @@ package edge
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -283,24 +284,47 @@ func TestHalfClosedPooledUpstreamIsNotReused(t *testing.T) {
 	}
 }
 
-// An idle keep-alive connection served inline holds no buffers: it gives
-// its reader and writer back while it waits (dropBuffers) and takes others
-// when its next request comes. Connections taking turns then serve with
-// each other's buffers; every answer must still be its own request's, on
-// the lane and the general path, with a body, and pipelined.
-func TestIdleInlineConnectionHoldsNoBuffers(t *testing.T) {
+// An idle keep-alive connection holds no buffers: it gives its reader and
+// writer back while it waits (dropBuffers), served inline (plain TCP) or
+// the plain way (TLS), and takes others when its next request comes.
+// Connections taking turns then serve with each other's buffers; every
+// answer must still be its own request's, on the lane and the general
+// path, with a body, and pipelined.
+func TestIdleConnectionHoldsNoBuffers(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %d", r.Method, r.URL.Path, len(b))
 	})
-	gw := startGateway(t, oneRoute(be.URL, ""))
+	for _, useTLS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "tls"}[useTLS], func(t *testing.T) {
+			var dial func() (net.Conn, *bufio.Reader)
+			if !useTLS {
+				gw := startGateway(t, oneRoute(be.URL, ""))
+				dial = func() (net.Conn, *bufio.Reader) { return h1Raw(t, gw.addr) }
+			} else {
+				tg := startTLSGateway(t, oneRoute(be.URL, ""), false)
+				dial = func() (net.Conn, *bufio.Reader) {
+					c, err := tls.Dial("tcp", tg.addr, &tls.Config{RootCAs: tg.pool, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { c.Close() })
+					return c, bufio.NewReader(c)
+				}
+			}
+			idleConnectionsTakeTurns(t, dial)
+		})
+	}
+}
+
+func idleConnectionsTakeTurns(t *testing.T, dial func() (net.Conn, *bufio.Reader)) {
 	type client struct {
 		c  net.Conn
 		br *bufio.Reader
 	}
 	clients := make([]client, 3)
 	for i := range clients {
-		c, br := h1Raw(t, gw.addr)
+		c, br := dial()
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		clients[i] = client{c, br}
 	}
@@ -324,7 +348,7 @@ func TestIdleInlineConnectionHoldsNoBuffers(t *testing.T) {
 		}
 	}
 	post := strings.Repeat("p", 5000)
-	for round := range 4 {
+	for round := range 6 {
 		before := idleDrops.Load()
 		for i, cl := range clients {
 			path := fmt.Sprintf("/c%d/r%d", i, round)
@@ -332,16 +356,23 @@ func TestIdleInlineConnectionHoldsNoBuffers(t *testing.T) {
 			case 0: // the lane
 				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
 				expect(cl, "GET "+path+" 0")
-			case 1: // the general path, inline
+			case 1: // the general path
 				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
 				expect(cl, "GET "+path+" 0")
-			case 2: // a body: handed back, served the plain way
+			case 2: // a body (served the plain way when inline)
 				h1Write(t, cl.c, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, len(post), post))
 				expect(cl, fmt.Sprintf("POST %s %d", path, len(post)))
 			case 3: // pipelined: the second waits in the buffer
 				h1Write(t, cl.c, "GET "+path+"a HTTP/1.1\r\nHost: x\r\n\r\nGET "+path+"b HTTP/1.1\r\nHost: x\r\n\r\n")
 				expect(cl, "GET "+path+"a 0")
 				expect(cl, "GET "+path+"b 0")
+			case 4: // a head larger than what is read without buffers
+				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nCookie: "+strings.Repeat("c", 3*leadSize)+"\r\n\r\n")
+				expect(cl, "GET "+path+" 0")
+			case 5: // a head in two writes (under TLS, two records)
+				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\n")
+				h1Write(t, cl.c, "Host: x\r\n\r\n")
+				expect(cl, "GET "+path+" 0")
 			}
 		}
 		waitDrops(before, len(clients))
