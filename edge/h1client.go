@@ -894,6 +894,7 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 		}
 		pc.peekNext = false
 		pc.reused = true
+		pc.takeReader()
 		return pc, nil
 	}
 	t.mu.Unlock()
@@ -901,7 +902,7 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 }
 
 func (pc *h1Conn) alive() bool {
-	if pc.br.Buffered() > 0 {
+	if pc.br != nil && pc.br.Buffered() > 0 {
 		return false // unsolicited bytes: the framing is off
 	}
 	if !pc.rdl.IsZero() {
@@ -987,8 +988,33 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 		pc.tlsState = &st
 		pc.conn = tc
 	}
-	pc.br = bufio.NewReaderSize(pc, 16<<10)
+	pc.takeReader()
 	return pc, nil
+}
+
+// upReaders are the readers of upstream connections in use: a pooled
+// connection gives its own back while it waits (putConn) and takes one
+// again when it is taken (getConn), so that an idle connection holds none
+// of its 16 KiB. A response body's reader keeps the reader it began with,
+// but reads nothing once the body has ended (h1Body), and only then is the
+// connection pooled.
+var upReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
+// takeReader gives pc a reader if it has none.
+func (pc *h1Conn) takeReader() {
+	if pc.br == nil {
+		pc.br = upReaders.Get().(*bufio.Reader)
+		pc.br.Reset(pc)
+	}
+}
+
+// dropReader gives pc's reader back, empty, as it goes idle.
+func (pc *h1Conn) dropReader() {
+	if pc.br != nil && pc.br.Buffered() == 0 {
+		pc.br.Reset(nil)
+		upReaders.Put(pc.br)
+		pc.br = nil
+	}
 }
 
 func (t *h1Transport) putConn(pc *h1Conn) {
@@ -999,6 +1025,7 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 		pc.conn.Close()
 		return
 	}
+	pc.dropReader() // before another goroutine can take pc
 	pc.idleAt = monoNow()
 	t.mu.Lock()
 	// hungUp is looked at under mu: a hang-up seen after this wakes the

@@ -478,3 +478,105 @@ func waitPooled(t *testing.T, g *Gateway, n int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A pooled upstream connection holds no reader while idle (dropReader):
+// its 16 KiB go back to a pool, and it takes one again when it is used.
+// Connections taking turns then read with each other's readers; every
+// answer must still be its own, whatever its framing: a length, chunked
+// (with a trailer), a HEAD's, a 204, a body larger than the reader.
+func TestH1ClientIdleConnectionHoldsNoReader(t *testing.T) {
+	s, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		path := r.URL.Path
+		switch {
+		case strings.HasPrefix(path, "/chunked/"):
+			w.Header().Set("Trailer", "X-Path")
+			io.WriteString(w, "chunk "+path)
+			w.(http.Flusher).Flush()
+			io.WriteString(w, " end")
+			w.Header().Set("X-Path", path)
+		case strings.HasPrefix(path, "/empty/"):
+			w.WriteHeader(http.StatusNoContent)
+		case strings.HasPrefix(path, "/big/"):
+			io.WriteString(w, path+strings.Repeat("b", 40<<10))
+		default:
+			w.Header().Set("X-Path", path)
+			io.WriteString(w, "len "+path)
+		}
+	})
+	tr := newH1Transport(time.Second, 5*time.Second)
+	defer tr.CloseIdleConnections()
+	const workers, rounds = 4, 25
+	// Every connection idle in the pool has given its reader back.
+	checkIdle := func() {
+		t.Helper()
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		n := 0
+		for _, list := range tr.idle {
+			for _, pc := range list {
+				n++
+				if pc.br != nil {
+					t.Fatalf("an idle connection holds its reader")
+				}
+			}
+		}
+		if n == 0 {
+			t.Fatalf("no idle connection to look at")
+		}
+	}
+	for round := range rounds {
+		errs := make(chan error, workers)
+		for w := range workers {
+			go func() {
+				errs <- func() error {
+					kind := []string{"len", "chunked", "empty", "big", "head"}[(round+w)%5]
+					path := fmt.Sprintf("/%s/w%d/r%d", kind, w, round)
+					method := "GET"
+					if kind == "head" {
+						method = "HEAD"
+					}
+					req, _ := http.NewRequest(method, s.URL+path, nil)
+					resp, err := tr.RoundTrip(req)
+					if err != nil {
+						return err
+					}
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err != nil {
+						return err
+					}
+					var want string
+					switch kind {
+					case "len":
+						want = "len " + path
+					case "chunked":
+						want = "chunk " + path + " end"
+						if got := resp.Trailer.Get("X-Path"); got != path {
+							return fmt.Errorf("%s: trailer %q", path, got)
+						}
+					case "big":
+						want = path + strings.Repeat("b", 40<<10)
+					}
+					if string(b) != want {
+						return fmt.Errorf("%s: got %d bytes %.40q; want %d bytes %.40q", path, len(b), b, len(want), want)
+					}
+					if kind == "len" || kind == "head" {
+						if got := resp.Header.Get("X-Path"); got != path {
+							return fmt.Errorf("%s: X-Path %q", path, got)
+						}
+					}
+					return nil
+				}()
+			}()
+		}
+		for range workers {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		checkIdle()
+	}
+	if got := conns.Load(); got > workers {
+		t.Fatalf("%d upstream connections for %d workers: the pooled ones were not reused", got, workers)
+	}
+}
