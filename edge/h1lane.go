@@ -166,11 +166,13 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		return false, false
 	}
 	if lr.bodyLen > 0 && (lr.bodyLen > rt.maxReqBody || int64(c.br.Buffered()) < lr.bodyLen ||
-		svc.retry != nil && idempotent(method)) {
+		svc.retry != nil && idempotent(method) && lr.bodyLen > retryBufferLimit) {
 		// A body the lane sends with the head: whole in the buffer
 		// already, within the route's limit (else the present path's
-		// 413), and one no retry needs again (the present path keeps it
-		// to replay).
+		// 413), and, if a retry may send it again, one the present path
+		// would keep to replay. It goes with the head in one write, and
+		// a retry (forward) writes the same again: the head is made for
+		// every attempt.
 		return false, false
 	}
 	// The path upstream: the route's rewrite or strip (upTarget "" when
@@ -463,8 +465,8 @@ func (l *laneRest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer svc.pool.Release()
 	g.forward(w, r, l.cl, l.rt, &upRequest{
 		outURL: url.URL{Path: l.path, RawQuery: l.query}, host: l.host, oh: &l.cl.oh, ctx: l.ctx,
-		// The lane takes no upgrade, and no body of a request a retry
-		// could send again.
+		// The lane takes no upgrade; a body it took went with the head
+		// (oh.raw), which every attempt writes again.
 		canRetry: svc.retry != nil && idempotent(l.method),
 		first:    &l.first,
 	})

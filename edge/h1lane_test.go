@@ -416,7 +416,7 @@ func TestLaneLeavesWhatItCannotServe(t *testing.T) {
 		{"POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", true},
 		{"POST with a body", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", true},
 		{"POST with a body, retries", ", retries: {attempts: 1}", "", "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", true},
-		{"PUT with a body, retries", ", retries: {attempts: 1}", "", "PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", false},
+		{"PUT with a body, retries", ", retries: {attempts: 1}", "", "PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", true}, // sent again with a retry (TestLaneBodiesMatchPresentPath)
 		{"PUT with a body", "", "", "PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", true},
 		{"GET with a body", "", "", "GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", false},
 		{"chunked POST", "", "", "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", false},
@@ -837,15 +837,32 @@ func TestLaneBodiesMatchPresentPath(t *testing.T) {
 		http.ReadRequest(bufio.NewReader(c))
 		c.(*net.TCPConn).SetLinger(0)
 	})
+	// flaky answers every other request 503, the next as echo does: a
+	// request to it is retried once and its retry answered (attempts
+	// come one after the other, so each request takes two).
+	var flakyN atomic.Int64
+	flaky := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		body, _ := io.ReadAll(req.Body)
+		if flakyN.Add(1)%2 == 1 {
+			io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+			return true
+		}
+		out := fmt.Sprintf("%s %s length=%q body=%q", req.Method, req.RequestURI, req.Header["Content-Length"], body)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(out), out)
+		return true
+	})
 	setup, log := withReuseLog()
 	doc := fmt.Sprintf(`
 services:
   - {name: echo, targets: [{url: "http://%s"}]}
   - {name: busy, targets: [{url: "http://%s"}], retries: {attempts: 1, on: ["503"], backoff: {base: 1ms, max: 1ms}}}
   - {name: reset, targets: [{url: "http://%s"}]}
+  - {name: flaky, targets: [{url: "http://%s"}], retries: {attempts: 1, on: ["503"], backoff: {base: 1ms, max: 1ms}}}
+  - {name: reset-retried, targets: [{url: "http://%s"}], retries: {attempts: 1, backoff: {base: 1ms, max: 1ms}}}
 routes:
-`, echo, unavailable, reset)
-	for _, r := range [][3]string{{"echo", "echo", ""}, {"busy", "busy", ""}, {"reset", "reset", ""}, {"small", "echo", ", limits: {max_request_body: 4}"}} {
+`, echo, unavailable, reset, flaky, reset)
+	for _, r := range [][3]string{{"echo", "echo", ""}, {"busy", "busy", ""}, {"reset", "reset", ""}, {"small", "echo", ", limits: {max_request_body: 4}"},
+		{"flaky", "flaky", ""}, {"reset-retried", "reset-retried", ""}} {
 		doc += fmt.Sprintf("  - {name: %[1]s-lean, match: {path_prefix: /l/%[1]s/}, service: %[2]s%[3]s}\n", r[0], r[1], r[2])
 		doc += fmt.Sprintf("  - {name: %[1]s-twin, match: {path_prefix: /p/%[1]s/}, service: %[2]s%[3]s}\n", r[0], r[1], r[2])
 	}
@@ -935,6 +952,12 @@ routes:
 		{"POST", "echo", typed, "", 200, true},
 		{"POST", "echo", "Content-Length: 3000\r\n", strings.Repeat("b", 3000), 200, true},
 		{"POST", "busy", "Content-Length: 5\r\n", "hello", 503, true}, // not retried: a POST
+		// Idempotent, to services that retry: the body goes again with
+		// the retry.
+		{"PUT", "busy", "Content-Length: 5\r\n", "hello", 503, true},
+		{"PUT", "flaky", typed + "Content-Length: 13\r\n", `{"id": "abc"}`, 200, true},
+		{"DELETE", "flaky", "Content-Length: 5\r\n", "hello", 200, true},
+		{"PUT", "reset-retried", "Content-Length: 5\r\n", "hello", 502, true},
 		{"POST", "reset", "Content-Length: 5\r\n", "hello", 502, true},
 		{"POST", "small", "Content-Length: 5\r\n", "hello", 413, false},
 		{"POST", "echo", "Content-Length: 5\r\nExpect: 100-continue\r\n", "hello", 200, false},
@@ -944,9 +967,10 @@ routes:
 				served0, presented0 := laneServed.Load(), lanePresented.Load()
 				l := send(t, c.method, "/l/"+c.route+"/x", c.fields, c.body, 0, mode != "")
 				lane := laneServed.Load()-served0 == 2 // and the GET behind it
-				// Only an error makes a request present: a POST's 503 is
-				// the answer, as it is not retried.
-				if p := lanePresented.Load() - presented0; p != 0 && c.route != "reset" {
+				// Only an error or a retry makes a request present: a
+				// POST's 503 is the answer, as it is not retried.
+				retried := c.route == "flaky" || c.route == "reset-retried" || c.route == "busy" && c.method != "POST"
+				if p := lanePresented.Load() - presented0; p != 0 && c.route != "reset" && !retried {
 					t.Errorf("%d made present; want 0", p)
 				}
 				p := send(t, c.method, "/p/"+c.route+"/x", c.fields, c.body, 0, mode != "")
@@ -976,6 +1000,11 @@ routes:
 	}
 	if s := send(t, "POST", "/l/echo/x", "", "", 0, false); s.body != `POST /p/echo/x length=["0"] type="" body=""` {
 		t.Errorf("bodyless POST: %+v", s)
+	}
+	// A retried PUT's body reached the upstream with the retry.
+	if s := send(t, "PUT", "/l/flaky/x", "Content-Length: 5\r\n", "hello", 0, false); s.body != `PUT /p/flaky/x length=["5"] body="hello"` ||
+		!strings.Contains(s.log, "retried_on:503 ") || !strings.Contains(s.log, "bytes_in:5 ") {
+		t.Errorf("retried PUT: %+v", s)
 	}
 }
 
