@@ -298,8 +298,11 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	upStart := monoNow()
 	resp, err := h1.roundTrip(ctx, &cl.out, oh, upStart)
 	x.upstreamDur += monoNow() - upStart
-	if lr.bodyLen > 0 && (err == nil || !noConnection(err)) {
-		x.bytesIn = lr.bodyLen // as the present path counts what its body writer took
+	if lr.bodyLen > 0 && (err == nil || !noConnection(err) || retry != nil && idempotent(method)) {
+		// As the present path counts what it read of the body: what its
+		// body writer took, or all of it when it keeps the body for a
+		// retry (read before any attempt; a retry sends it again).
+		x.bytesIn = lr.bodyLen
 	}
 
 	if err == nil && !c.lane.present && oh.leanResp && resp.Header == nil &&

@@ -851,6 +851,12 @@ func TestLaneBodiesMatchPresentPath(t *testing.T) {
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(out), out)
 		return true
 	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := ln.Addr().String()
+	ln.Close()
 	setup, log := withReuseLog()
 	doc := fmt.Sprintf(`
 services:
@@ -859,10 +865,11 @@ services:
   - {name: reset, targets: [{url: "http://%s"}]}
   - {name: flaky, targets: [{url: "http://%s"}], retries: {attempts: 1, on: ["503"], backoff: {base: 1ms, max: 1ms}}}
   - {name: reset-retried, targets: [{url: "http://%s"}], retries: {attempts: 1, backoff: {base: 1ms, max: 1ms}}}
+  - {name: refused-retried, targets: [{url: "http://%s"}], retries: {attempts: 1, backoff: {base: 1ms, max: 1ms}}}
 routes:
-`, echo, unavailable, reset, flaky, reset)
+`, echo, unavailable, reset, flaky, reset, refused)
 	for _, r := range [][3]string{{"echo", "echo", ""}, {"busy", "busy", ""}, {"reset", "reset", ""}, {"small", "echo", ", limits: {max_request_body: 4}"},
-		{"flaky", "flaky", ""}, {"reset-retried", "reset-retried", ""}} {
+		{"flaky", "flaky", ""}, {"reset-retried", "reset-retried", ""}, {"refused-retried", "refused-retried", ""}} {
 		doc += fmt.Sprintf("  - {name: %[1]s-lean, match: {path_prefix: /l/%[1]s/}, service: %[2]s%[3]s}\n", r[0], r[1], r[2])
 		doc += fmt.Sprintf("  - {name: %[1]s-twin, match: {path_prefix: /p/%[1]s/}, service: %[2]s%[3]s}\n", r[0], r[1], r[2])
 	}
@@ -958,6 +965,9 @@ routes:
 		{"PUT", "flaky", typed + "Content-Length: 13\r\n", `{"id": "abc"}`, 200, true},
 		{"DELETE", "flaky", "Content-Length: 5\r\n", "hello", 200, true},
 		{"PUT", "reset-retried", "Content-Length: 5\r\n", "hello", 502, true},
+		// No attempt connects: the body was read all the same (kept for
+		// the retry on the present path), and counted.
+		{"PUT", "refused-retried", "Content-Length: 5\r\n", "hello", 502, true},
 		{"POST", "reset", "Content-Length: 5\r\n", "hello", 502, true},
 		{"POST", "small", "Content-Length: 5\r\n", "hello", 413, false},
 		{"POST", "echo", "Content-Length: 5\r\nExpect: 100-continue\r\n", "hello", 200, false},
@@ -969,7 +979,7 @@ routes:
 				lane := laneServed.Load()-served0 == 2 // and the GET behind it
 				// Only an error or a retry makes a request present: a
 				// POST's 503 is the answer, as it is not retried.
-				retried := c.route == "flaky" || c.route == "reset-retried" || c.route == "busy" && c.method != "POST"
+				retried := c.route == "flaky" || c.route == "reset-retried" || c.route == "refused-retried" || c.route == "busy" && c.method != "POST"
 				if p := lanePresented.Load() - presented0; p != 0 && c.route != "reset" && !retried {
 					t.Errorf("%d made present; want 0", p)
 				}
