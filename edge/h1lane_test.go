@@ -91,12 +91,7 @@ func TestLaneMatchesPresentPath(t *testing.T) {
 		}
 		return true
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
+	refused := strings.TrimPrefix(deadAddr(t), "http://")
 	svc := func(name, addr string) string {
 		return fmt.Sprintf("  - {name: %s, targets: [{url: \"http://%s\"}], timeouts: {response_header: 300ms}}\n", name, addr)
 	}
@@ -851,12 +846,7 @@ func TestLaneBodiesMatchPresentPath(t *testing.T) {
 		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(out), out)
 		return true
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := ln.Addr().String()
-	ln.Close()
+	refused := strings.TrimPrefix(deadAddr(t), "http://")
 	setup, log := withReuseLog()
 	doc := fmt.Sprintf(`
 services:
