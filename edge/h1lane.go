@@ -17,9 +17,9 @@ package edge
 // as its handler does), a request the lean path would take (classifyLean:
 // GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS, HTTP/1.1 or 1.0, no
 // field the gateway interprets) on a lean route (route.lean), with a body
-// only when it is whole in the connection's buffer, within the route's
-// limit, and not one a retry would need again (an idempotent request to a
-// service that retries): sent with the head in one write. Its header map
+// only when it is whole in the connection's buffer and within the route's
+// limit: sent with the head in one write, which a retry of an idempotent
+// request (forward) writes again. Its header map
 // is made only when a route of the table matches on headers or the
 // balancer hashes on a header or cookie (laneHeader).
 // Anything else, and any request the lane finds it cannot serve before it
