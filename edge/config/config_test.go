@@ -149,6 +149,10 @@ func TestParseErrors(t *testing.T) {
 		{"max ejection percent 0", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    outlier_detection:\n      max_ejection_percent: 0\n", 5, []string{"services[0].outlier_detection.max_ejection_percent: must be between 1 and 100"}},
 		{"max ejection under the default base", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    outlier_detection:\n      max_ejection: 1s\n", 5, []string{"services[0].outlier_detection.max_ejection: 1s is shorter than base_ejection (30s)"}},
 		{"syntax", "services: [\n", 0, []string{"invalid YAML"}},
+		{"list item indented wrong", "services:\n  - name: app\n   targets: [{url: 'http://h:1'}]\n", 2, []string{"invalid YAML: did not find expected '-' indicator (on this line or below it"}},
+		{"map key indented wrong", "a:\n  b: 1\n c: 2\n", 3, []string{"invalid YAML: did not find expected key"}},
+		{"flow list not closed", "x: 1\ny: [1, 2\nz: 3\n", 2, []string{"invalid YAML: did not find expected ',' or ']' (in the list or map opened on this line)"}},
+		{"scanner error", "a: 1\n b: 2\nc: 3\n", 2, []string{"invalid YAML: mapping values are not allowed in this context"}},
 		{"JSON syntax", "{\"services\": [{\"name\": \"a\"}\n", 0, []string{"invalid JSON"}},
 		{"two docs", "services: []\n---\nroutes: []\n", 0, []string{"more than one YAML document"}},
 	}

@@ -170,12 +170,34 @@ func syntaxError(err error, data []byte) error {
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		fe.Line, _ = strconv.Atoi(m[1])
 		fe.Msg = lang + m[2]
+		if hint, ok := parserProblem(m[2]); ok {
+			// The parser's (not the scanner's) lines count from 0, and
+			// name where the collection the problem is in begins, when
+			// that is past the first line.
+			fe.Line++
+			fe.Msg += hint
+		}
 	} else if i := badByte(data); i >= 0 && !bytes.HasPrefix(data, []byte{0xff, 0xfe}) && !bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
 		// The reader refuses these before it counts lines: find the byte
 		// (in UTF-8; UTF-16 input, which it also reads, is left as is).
 		fe.Line = lineOf(data, i)
 	}
 	return Errors{fe}
+}
+
+// parserProblem reports whether msg is one of the YAML parser's problems
+// (the scanner's lines are right as they are), with a hint to add to it.
+func parserProblem(msg string) (hint string, ok bool) {
+	switch {
+	case msg == "did not find expected '-' indicator" || msg == "did not find expected key":
+		return " (on this line or below it, in the block that begins here: check the indentation)", true
+	case msg == "did not find expected ',' or ']'" || msg == "did not find expected ',' or '}'":
+		return " (in the list or map opened on this line)", true
+	case strings.HasPrefix(msg, "did not find expected"), strings.HasPrefix(msg, "found undefined tag handle"),
+		strings.HasPrefix(msg, "found duplicate %"), strings.HasPrefix(msg, "found incompatible YAML document"):
+		return "", true
+	}
+	return "", false
 }
 
 // lineOf is the line of data[i], counting line breaks as YAML does: LF, CR
