@@ -783,6 +783,16 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readsAtOnce reports whether a Read will not wait for the upstream: the
+// body has ended, or it has a length and bytes of it are buffered.
+func (b *h1Body) readsAtOnce() bool {
+	if b.done {
+		return true
+	}
+	lr, ok := b.rc.(*lengthReader)
+	return ok && (lr.remain <= 0 || lr.br.Buffered() > 0)
+}
+
 // buffered returns the rest of a body of known length when all of it is
 // in the connection's read buffer already, or nil. The bytes are the
 // buffer's: they must be used before consumeBuffered.

@@ -665,8 +665,9 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 	} else {
 		flush, flushHead = g.relayHead(w, r, x, rt, resp, body)
 	}
+	lateFlushed := false
 	if !copied {
-		n, err = copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
+		n, lateFlushed, err = copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
 	}
 	x.bytesOut = n
 	if body != nil {
@@ -715,7 +716,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 				g.fail(w, r, x, pe)
 				return
 			}
-			if r.ProtoMajor >= 2 && !flushHead && !(flush && n > 0) && heldBack(r.ProtoMajor, n) {
+			if r.ProtoMajor >= 2 && !flushHead && !(flush && n > 0) && !lateFlushed && heldBack(r.ProtoMajor, n) {
 				// Nothing flushed, and too little written to overflow
 				// the server's buffer: the HTTP/2 or HTTP/3 server
 				// never sent the head, and the reset below is all the
@@ -1602,13 +1603,22 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 
 // copyBody streams the upstream body to the client. With flush set (an
 // unknown-length or event-stream response) every chunk is flushed at once
-// so that streams are not held back by buffering.
+// so that streams are not held back by buffering. Otherwise what has been
+// written waits in the server's buffer for more, to share its writes,
+// but not for an upstream that has gone quiet: once body bytes are held,
+// and the next read may wait for the upstream, they are flushed (the head
+// with them) if it waits longer than quietFlush (lateFlush). The head
+// alone waits for the first body byte: a failure or a timeout before any
+// (an upstream that closes or stalls after its head) finds nothing sent,
+// and is answered with a 502 or 504 instead of a cut response; so does
+// one that comes at once after some. It reports, besides the bytes
+// written and the error, whether such a flush happened.
 //
 // Over HTTP/2 and HTTP/3 each write gets a deadline of sendTimeout (pushed
 // forward when older than an eighth of it), so a stream whose client grants
 // no more flow-control credit is reset rather than wait forever; the HTTP/1
 // server keeps its own (see serverConn.Write).
-func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout time.Duration) (int64, error) {
+func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout time.Duration) (int64, bool, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -1618,17 +1628,39 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 	}
 	if flushHead {
 		if err := rc.Flush(); err != nil {
-			return 0, &clientWriteError{err}
+			return 0, false, &clientWriteError{err}
 		}
 	}
 	_, h1 := w.(*response)
 	var wdlAt time.Duration // monoNow when the write deadline was pushed
 	var written int64
+	var late *lateFlush
+	held := false // body bytes written since the last flush wait in the buffer
+	defer func() {
+		if late != nil {
+			late.stop()
+		}
+	}()
 	for {
+		if held && !flush && !readsAtOnce(src) {
+			if late == nil {
+				late = newLateFlush(w)
+			}
+			late.arm()
+		}
 		n, rerr := src.Read(buf)
+		if late != nil {
+			fired, err := late.disarm()
+			if err != nil {
+				return written, true, &clientWriteError{err}
+			}
+			if fired {
+				held = false
+			}
+		}
 		if n > 0 {
 			if limit > 0 && written+int64(n) > limit {
-				return written, errResponseTooLarge
+				return written, late.flushed(), errResponseTooLarge
 			}
 			if !h1 && sendTimeout > 0 {
 				if now := monoNow(); wdlAt == 0 || now-wdlAt > sendTimeout/8 {
@@ -1642,21 +1674,100 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 			m, werr := w.Write(buf[:n])
 			written += int64(m)
 			if werr != nil {
-				return written, &clientWriteError{werr}
+				return written, late.flushed(), &clientWriteError{werr}
 			}
+			held = true
 			if flush {
 				if err := rc.Flush(); err != nil {
-					return written, &clientWriteError{err}
+					return written, false, &clientWriteError{err}
 				}
 			}
 		}
 		if rerr == io.EOF {
-			return written, nil
+			return written, late.flushed(), nil
 		}
 		if rerr != nil {
-			return written, rerr
+			return written, late.flushed(), rerr
 		}
 	}
+}
+
+// quietFlush is how long a response's bytes wait in the server's buffer
+// for more while the upstream sends nothing (copyBody).
+const quietFlush = 50 * time.Millisecond
+
+// readsAtOnce reports whether a read of the body will not wait for the
+// upstream: an HTTP/1 body of known length with bytes buffered, or ended.
+// Other bodies may wait.
+func readsAtOnce(src io.Reader) bool {
+	b, ok := src.(*h1Body)
+	return ok && b.readsAtOnce()
+}
+
+// lateFlush flushes a response from a timer while the goroutine copying
+// its body waits for the upstream (copyBody): armed before such a read,
+// disarmed after it. The flush and the copier's writes never overlap: the
+// timer flushes only while armed, under mu, and the copier writes only
+// after disarming, under mu.
+type lateFlush struct {
+	rc    *http.ResponseController
+	t     *time.Timer
+	mu    sync.Mutex
+	armed bool
+	err   error // the timer's flush's
+	// fired: the timer flushed during the last read; any: ever.
+	fired, any bool
+}
+
+func newLateFlush(w http.ResponseWriter) *lateFlush {
+	l := &lateFlush{rc: http.NewResponseController(w)}
+	l.t = time.AfterFunc(time.Hour, l.fire)
+	l.t.Stop()
+	return l
+}
+
+func (l *lateFlush) arm() {
+	l.mu.Lock()
+	l.armed, l.fired = true, false
+	l.mu.Unlock()
+	l.t.Reset(quietFlush)
+}
+
+func (l *lateFlush) fire() {
+	l.mu.Lock()
+	if l.armed {
+		l.armed = false
+		l.fired, l.any = true, true
+		l.err = l.rc.Flush()
+	}
+	l.mu.Unlock()
+}
+
+// disarm ends the wait; it reports whether the timer flushed meanwhile,
+// and that flush's error.
+func (l *lateFlush) disarm() (fired bool, err error) {
+	l.mu.Lock()
+	l.armed = false
+	fired, err = l.fired, l.err
+	l.err = nil
+	l.mu.Unlock()
+	return fired, err
+}
+
+// stop ends the timer for good: no flush comes after it returns.
+func (l *lateFlush) stop() {
+	l.disarm()
+	l.t.Stop()
+}
+
+// flushed reports whether a late flush happened (nil: none made).
+func (l *lateFlush) flushed() bool {
+	if l == nil {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.any
 }
 
 // earlyHints relays an upstream's 103 responses that arrive through a

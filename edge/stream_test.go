@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -775,5 +776,60 @@ routes: [{name: r, match: {path_prefix: /}, service: h2}]
 		if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Close {
 			t.Fatalf("request %d: status %d, close %v; want 413 on a kept connection (the whole body had arrived)", i+1, resp.StatusCode, resp.Close)
 		}
+	}
+}
+
+// An upstream that sends part of a body of known length and then pauses:
+// what came reaches the client while it pauses, head and all, rather than
+// wait in the gateway's buffer for the rest (over HTTP/1.1 on the lane and
+// the general path, and over HTTP/2). The rest follows, and the body is
+// whole.
+func TestPausedUpstreamBodyIsNotHeldBack(t *testing.T) {
+	release := make(chan struct{}, 1)
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"+strings.Repeat("a", 40))
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+		io.WriteString(c, strings.Repeat("b", 60))
+		return true
+	})
+	gw := startGateway(t, oneRoute("http://"+addr, ""))
+	want := strings.Repeat("a", 40) + strings.Repeat("b", 60)
+	for _, extra := range []string{"", "TE: trailers\r\n"} { // the lane, the general path
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, "GET /x HTTP/1.1\r\nHost: x\r\n"+extra+"\r\n")
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%q: no head while the upstream pauses: %v", extra, err)
+		}
+		first := make([]byte, 40)
+		if _, err := io.ReadFull(resp.Body, first); err != nil {
+			t.Fatalf("%q: the first 40 bytes did not come while the upstream pauses: %v", extra, err)
+		}
+		release <- struct{}{}
+		rest, err := io.ReadAll(resp.Body)
+		if err != nil || string(first)+string(rest) != want {
+			t.Fatalf("%q: body %q, error %v; want %q", extra, string(first)+string(rest), err, want)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gw.url+"/x", nil)
+	resp, err := newH2CClient(t).Do(req)
+	if err != nil {
+		t.Fatalf("HTTP/2: no head while the upstream pauses: %v", err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 40)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatalf("HTTP/2: the first 40 bytes did not come while the upstream pauses: %v", err)
+	}
+	release <- struct{}{}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || string(first)+string(rest) != want {
+		t.Fatalf("HTTP/2: body %q, error %v; want %q", string(first)+string(rest), err, want)
 	}
 }
