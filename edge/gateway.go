@@ -372,6 +372,10 @@ type ListenerOptions struct {
 	MaxConnections int
 	// Handler, if set, serves instead of the gateway (Listen only).
 	Handler http.Handler
+
+	// parkAfter is how long a keep-alive connection is idle before it is
+	// parked (h1park.go); 0: defaultParkAfter, below 0: never (tests).
+	parkAfter time.Duration
 }
 
 // Server is one client-facing HTTP listener (HTTP/1.1 and h2c).
@@ -464,6 +468,7 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 		HTTP2:                        http2Config(o.SendTimeout),
 	}
 	s := newH1Server(h, o, g.log, h2)
+	gl.parked = &s.parkedN
 	s.refused = g.logRefused
 	s.onCut = func() { g.cut.Store(true) }
 	s.optionsStar = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

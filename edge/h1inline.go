@@ -62,6 +62,7 @@ func (c *serverConn) inlineRaw() *rawConn {
 func (c *serverConn) serveInline() (req *http.Request, rs *requestState, done bool) {
 	raw := c.inlineRaw()
 	if raw == nil || c.s.shutting.Load() {
+		c.takeBuffers() // a parked connection resumed has none
 		return nil, nil, false
 	}
 	if !c.inqOn {
@@ -72,14 +73,16 @@ func (c *serverConn) serveInline() (req *http.Request, rs *requestState, done bo
 	if c.inlineF == nil {
 		c.inlineF = c.inlineStep
 	}
-	c.inlReq, c.inlRS, c.inlDone = nil, nil, false
+	c.inlReq, c.inlRS, c.inlDone, c.parkNow = nil, nil, false, false
 	err := raw.rc.Read(c.inlineF)
 	c.inl = false
 	req, rs = c.inlReq, c.inlRS
 	c.inlReq, c.inlRS = nil, nil
 	if err != nil || c.inlDone {
-		// A deadline (idle), or the connection closed (a drain's
-		// closeIdle), while waiting for a request; or served its last.
+		// A deadline (idle: to close, or to park the connection), or the
+		// connection closed (a drain's closeIdle), while waiting for a
+		// request; or served its last.
+		c.parkNow = !c.inlDone && c.parkDueNow(err)
 		return nil, nil, true
 	}
 	c.takeBuffers() // taken already, unless the read ended while idle

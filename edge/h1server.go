@@ -66,6 +66,15 @@ type h1Server struct {
 
 	watches watchSchedule
 
+	// Parking idle connections (h1park.go): after parkAfter idle (0:
+	// never), in parker, made at the first park (parkMu; parkOff once
+	// the server stops or none can be made); parkedN counts them.
+	parkAfter time.Duration
+	parkMu    sync.Mutex
+	parkOff   bool
+	parker    atomic.Pointer[parker]
+	parkedN   atomic.Int64
+
 	mu       sync.Mutex
 	conns    map[*serverConn]struct{}
 	ln       net.Listener
@@ -100,6 +109,13 @@ func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.S
 		conns:   map[*serverConn]struct{}{},
 	}
 	s.watches.done = ctx.Done()
+	s.parkAfter = o.parkAfter
+	if s.parkAfter == 0 {
+		s.parkAfter = defaultParkAfter
+	}
+	if !canPark || s.parkAfter < 0 || o.IdleTimeout <= 2*s.parkAfter {
+		s.parkAfter = 0 // an idle spell ends before it would be worth parking
+	}
 	if l, ok := h.(laneServer); ok {
 		s.lane = l
 	}
@@ -242,6 +258,7 @@ wait:
 			err = e
 		}
 	}
+	s.stopParker()
 	s.stop()
 	return err
 }
@@ -256,6 +273,7 @@ func (s *h1Server) Close() error {
 	s.mu.Unlock()
 	s.closeAll()
 	s.h2.Close()
+	s.stopParker()
 	s.stop()
 	return nil
 }
@@ -265,7 +283,11 @@ func (s *h1Server) closeIdle() {
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		if c.state.CompareAndSwap(connIdle, connClosed) {
+			parked := s.unpark(c)
 			c.rwc.Close()
+			if parked {
+				go c.resume() // to end it
+			}
 		}
 	}
 }
@@ -290,7 +312,11 @@ func (s *h1Server) closeAll() {
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		c.state.Store(connClosed)
+		parked := s.unpark(c)
 		c.closeNow()
+		if parked {
+			go c.resume() // to end it
+		}
 		if r := c.cur.Load(); r != nil {
 			r.cancel()
 		}
@@ -374,6 +400,19 @@ type serverConn struct {
 	header         http.Header
 	head           []byte    // the response head being built
 	rdl            time.Time // the read deadline last set
+	// idleFrom is when the connection last began to wait for a request
+	// (monoNow).
+	idleFrom time.Duration
+	// Parking (h1park.go): parkNow says serveInline ended to park the
+	// connection; noPark that it could not be parked (served on by its
+	// goroutine). parked, parkFD (its socket), parkIdx (in the parker's
+	// dues) and parkDue (its idle end) are the parker's, under its lock.
+	parkNow bool
+	noPark  bool
+	parked  bool
+	parkFD  int32
+	parkIdx int
+	parkDue time.Duration
 	// wdlAt is monoNow when the send timeout's write deadline was last
 	// pushed forward (see Write); wdlOwn means a handler or writeError set
 	// a deadline of its own, which stays.
@@ -562,8 +601,32 @@ func (c *serverConn) Write(p []byte) (int, error) {
 	return c.rwc.Write(p)
 }
 
-func (c *serverConn) serve() {
+func (c *serverConn) serve() { c.run(true) }
+
+// resume serves a parked connection again (h1park.go) on a new goroutine:
+// its client sent something, closed, or its idle time ran out, or the
+// server is stopping.
+func (c *serverConn) resume() { c.run(false) }
+
+// run serves the connection, from its start (fresh) or from where it was
+// parked, until it closes or parks.
+func (c *serverConn) run(fresh bool) {
+	for c.runBody(fresh) {
+		if c.s.park(c) {
+			return // the parker holds it now: nothing here touches c again
+		}
+		c.noPark = true // it could not be parked: served on here
+		fresh = false
+	}
+}
+
+// runBody serves the connection until it closes, and then closes it, or
+// until it is to be parked (park), and then leaves it open.
+func (c *serverConn) runBody(fresh bool) (park bool) {
 	defer func() {
+		if park {
+			return
+		}
 		c.wmu.Lock()
 		c.closed = true
 		c.wmu.Unlock()
@@ -590,7 +653,7 @@ func (c *serverConn) serve() {
 		}
 	}()
 	o := c.s.opts
-	if tc, ok := c.tlsConn(); ok {
+	if tc, ok := c.tlsConn(); fresh && ok {
 		c.rwc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
 		if err := tc.HandshakeContext(c.s.baseCtx); err != nil {
 			c.s.log.Debug("TLS handshake failed", "client", c.remote, "error", err)
@@ -609,20 +672,25 @@ func (c *serverConn) serve() {
 			r.cancel()
 		}
 	}()
-	c.br = bufReaders.Get().(*bufio.Reader)
-	c.br.Reset(c)
-	c.bw = bufWriters.Get().(*bufio.Writer)
-	c.bw.Reset(c)
-	first := true
+	if fresh {
+		c.br = bufReaders.Get().(*bufio.Reader)
+		c.br.Reset(c)
+		c.bw = bufWriters.Get().(*bufio.Writer)
+		c.bw.Reset(c)
+	} else if !c.unparked() {
+		return false // its idle time ran out, or the server is stopping
+	}
+	first := fresh
 	for {
-		if !first && c.br.Buffered() == 0 && !c.stashed {
+		if !first && (c.br == nil || c.br.Buffered() == 0) && !c.stashed {
 			// Keep-alive requests without a body are served inside the
 			// poller's read (see serveInline); one it hands back (a body,
 			// an upgrade) is served here, and a head still arriving is
-			// read on below.
+			// read on below. (A parked connection comes back without
+			// buffers: serveInline takes them.)
 			req, rs, done := c.serveInline()
 			if done {
-				return
+				return c.parkNow
 			}
 			if req != nil {
 				if req.Body != http.NoBody {
@@ -753,12 +821,46 @@ func (c *serverConn) setReadDeadline(t time.Time) {
 // unless one set less than an eighth of the idle timeout (at most a
 // second) ago stands: a deadline costs a timer update, and keep-alive
 // connections wait for a request after every response.
+//
+// Served inline, a connection that can be parked (h1park.go) waits only
+// until it is time to park it.
 func (c *serverConn) idleDeadline() {
-	want := monoBase.Add(monoNow() + c.s.opts.IdleTimeout) // one clock read, not two
-	slack := min(time.Second, c.s.opts.IdleTimeout/8)
-	if c.rdl.IsZero() || want.Sub(c.rdl) > slack {
+	now := monoNow()
+	c.idleFrom = now
+	horizon := c.s.opts.IdleTimeout
+	if c.inl && c.canPark() {
+		horizon = c.s.parkAfter
+	}
+	want := monoBase.Add(now + horizon) // one clock read, not two
+	slack := min(time.Second, horizon/8)
+	if d := want.Sub(c.rdl); c.rdl.IsZero() || d > slack || d < -slack {
 		c.setReadDeadline(want)
 	}
+}
+
+// canPark reports whether the connection is parked after parkAfter idle.
+func (c *serverConn) canPark() bool {
+	return c.s.parkAfter > 0 && !c.noPark
+}
+
+// parkDueNow reports, after the read waiting for a request ended with err,
+// whether the connection is to be parked: its wait until parkAfter ended
+// with its idle time not over, nothing buffered.
+func (c *serverConn) parkDueNow(err error) bool {
+	return c.canPark() && errors.Is(err, os.ErrDeadlineExceeded) && c.br == nil &&
+		c.state.Load() == connIdle && !c.s.shutting.Load() && monoNow() < c.idleFrom+c.s.opts.IdleTimeout
+}
+
+// unparked readies a connection resumed from the parker, or kept by its
+// goroutine when it could not be parked: false if it is to close (its idle
+// time is over, or the server is stopping).
+func (c *serverConn) unparked() bool {
+	end := c.idleFrom + c.s.opts.IdleTimeout
+	if c.state.Load() == connClosed || c.s.shutting.Load() || monoNow() >= end {
+		return false
+	}
+	c.setReadDeadline(monoBase.Add(end))
+	return true
 }
 
 // headBuffered reports whether a whole request head is in the buffer.

@@ -18,8 +18,10 @@ type guardListener struct {
 	sem      chan struct{} // nil means no cap
 	open     atomic.Int64
 	rejected atomic.Int64
-	closed   chan struct{}
-	once     sync.Once
+	// parked counts the idle connections its server parked (h1park.go).
+	parked *atomic.Int64
+	closed chan struct{}
+	once   sync.Once
 	// tlsConf, if set, makes this a TLS listener: connections are
 	// wrapped in TLS here, and the HTTP/1 server (h1Server) completes the
 	// handshake and hands connections that chose "h2" by ALPN to

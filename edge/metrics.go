@@ -267,6 +267,7 @@ var (
 	targetInFlightDesc = prometheus.NewDesc("meridian_upstream_target_in_flight", "Requests in flight to the target.", []string{"service", "target", "region"}, nil)
 	connsOpenDesc      = prometheus.NewDesc("meridian_connections_open", "Client connections open on the proxy listener.", nil, nil)
 	connsRejectedDesc  = prometheus.NewDesc("meridian_connections_rejected_total", "Client connections closed at once because max_connections was reached.", nil, nil)
+	connsParkedDesc    = prometheus.NewDesc("meridian_connections_parked", "Idle keep-alive client connections parked: no goroutine, their sockets waiting in the gateway's own epoll set.", nil, nil)
 )
 
 func (c *upstreamCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -275,6 +276,7 @@ func (c *upstreamCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- targetInFlightDesc
 	ch <- connsOpenDesc
 	ch <- connsRejectedDesc
+	ch <- connsParkedDesc
 }
 
 func (c *upstreamCollector) Collect(ch chan<- prometheus.Metric) {
@@ -294,13 +296,17 @@ func (c *upstreamCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	var open, rejected int64
+	var open, rejected, parked int64
 	c.g.lmu.Lock()
 	for _, l := range c.g.listeners {
 		open += l.open.Load()
 		rejected += l.rejected.Load()
+		if l.parked != nil {
+			parked += l.parked.Load()
+		}
 	}
 	c.g.lmu.Unlock()
 	ch <- prometheus.MustNewConstMetric(connsOpenDesc, prometheus.GaugeValue, float64(open))
 	ch <- prometheus.MustNewConstMetric(connsRejectedDesc, prometheus.CounterValue, float64(rejected))
+	ch <- prometheus.MustNewConstMetric(connsParkedDesc, prometheus.GaugeValue, float64(parked))
 }
