@@ -1386,7 +1386,11 @@ func (c *serverConn) buildRequestIn(rl requestLine, rs *requestState, parts *req
 			return nil, nil, badRequest("Transfer-Encoding in an HTTP/1.0 request; refused as a request smuggling attempt").about(method, target, proto, host)
 		}
 		if !chunkedOnly(tes, te) {
-			return nil, nil, (&parseError{status: http.StatusNotImplemented, title: "Not Implemented", detail: "unsupported Transfer-Encoding " + strconv.Quote(te)}).about(method, target, proto, host)
+			detail := "unsupported Transfer-Encoding " + strconv.Quote(te)
+			if tes > 1 {
+				detail = "Transfer-Encoding given " + strconv.Itoa(tes) + " times; only a single \"chunked\" is supported"
+			}
+			return nil, nil, (&parseError{status: http.StatusNotImplemented, title: "Not Implemented", detail: detail}).about(method, target, proto, host)
 		}
 		req.ContentLength = -1
 		req.TransferEncoding = []string{"chunked"}
