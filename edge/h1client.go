@@ -43,6 +43,9 @@ type h1Transport struct {
 	// sendTimeout bounds how long one write of a request body to the
 	// upstream may block (0: no bound).
 	sendTimeout time.Duration
+	// readTimeout bounds how long the upstream may send nothing while a
+	// response body is read (0: no bound); see h1Conn.Read.
+	readTimeout time.Duration
 	// resent counts a request sent once more on a new connection (see
 	// roundTrip), by reason; nil counts nothing.
 	resent            func(reason string)
@@ -91,6 +94,14 @@ type h1Conn struct {
 	rdl     time.Time
 	inBody  bool
 	aborted atomic.Bool
+	// The read timeout of a body read from the socket (h1Transport's
+	// readTimeout): bodyWatch says it is being kept, quietFrom is when
+	// the upstream was last seen to send (monoNow), bodyMark what read
+	// counted then. tunnel: after a 101, which has no read timeout.
+	bodyWatch bool
+	tunnel    bool
+	quietFrom time.Duration
+	bodyMark  int64
 	// While a request body is sent (on its own goroutine), for the
 	// response-header timeout, which runs from the body's end (as
 	// net/http's ResponseHeaderTimeout does): sending says the body is
@@ -123,6 +134,9 @@ type h1Conn struct {
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
+	if c.inBody && !c.bodyWatch && c.t.readTimeout > 0 && !c.tunnel {
+		c.watchBody()
+	}
 	for {
 		n, err := c.conn.Read(p)
 		c.read += int64(n)
@@ -147,14 +161,45 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 			}
 			continue
 		}
-		// The response-header deadline, left in place after the head,
-		// caught up with a slow body, which has no deadline: clear it
-		// and read on. An abort racing with the clearing is redone.
-		c.rdl = time.Time{}
-		c.conn.SetReadDeadline(time.Time{})
+		// In a body: the read timeout's look (watchBody), or, with none,
+		// the response-header deadline left in place after the head,
+		// caught up with a slow body, which has no deadline: cleared.
+		// An abort racing with the new deadline is redone.
+		next := time.Time{}
+		if d := c.t.readTimeout; d > 0 && !c.tunnel {
+			now := monoNow()
+			if c.read != c.bodyMark {
+				c.bodyMark, c.quietFrom = c.read, now
+			}
+			if now-c.quietFrom >= d {
+				return 0, errReadTimeout
+			}
+			next = monoBase.Add(now + min(d/8, c.quietFrom+d-now))
+		}
+		c.rdl = next
+		c.conn.SetReadDeadline(next)
 		if c.aborted.Load() {
 			c.conn.SetDeadline(time.Unix(1, 0))
 			return 0, err
+		}
+	}
+}
+
+// watchBody begins keeping the read timeout when a response body is
+// first read from the socket (one whose bytes all came with the head
+// costs nothing): the upstream is looked at every eighth of it, and a
+// body it has sent nothing more of for the whole timeout is cut (at most
+// an eighth later, since bytes are seen at the looks).
+func (c *h1Conn) watchBody() {
+	d := c.t.readTimeout
+	now := monoNow()
+	c.bodyWatch, c.quietFrom, c.bodyMark = true, now, c.read
+	next := monoBase.Add(now + d/8)
+	if c.rdl.IsZero() || c.rdl.After(next) {
+		c.rdl = next
+		c.conn.SetReadDeadline(next)
+		if c.aborted.Load() {
+			c.conn.SetDeadline(time.Unix(1, 0))
 		}
 	}
 }
@@ -475,7 +520,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 			bodyDone <- err
 		}()
 	}
-	pc.inBody = false
+	pc.inBody, pc.tunnel = false, false
 	if t.responseHeader > 0 {
 		d := t.responseHeader
 		if bodyDone != nil {
@@ -518,7 +563,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		break
 	}
 	pc.lean = nil
-	pc.inBody = true // the header deadline may stay: see Read
+	pc.inBody, pc.bodyWatch = true, false // the header deadline may stay: see Read
 	if pc.peekNext = req.Method == http.MethodHead && resp.ContentLength != 0; pc.peekNext {
 		ackNow(pc.conn) // a body held back by Nagle comes now, for the peek
 	}
@@ -528,6 +573,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 			pc.conn.Close()
 			return nil, errors.New("upstream switched protocols while the request body was being sent")
 		}
+		pc.tunnel = true
 		resp.Body = &upgradedConn{pc: pc}
 		return resp, nil
 	}

@@ -667,7 +667,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 	}
 	lateFlushed := false
 	if !copied {
-		n, lateFlushed, err = copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout)
+		n, lateFlushed, err = copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout, svc.read)
 	}
 	x.bytesOut = n
 	if body != nil {
@@ -706,6 +706,10 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 				// The service's total timeout expired while the body
 				// was coming: a timeout, as before the head.
 				pe = classify(ctx.Err(), ctx)
+			} else if errors.Is(err, errReadTimeout) {
+				pe = &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout",
+					detail: "service " + svc.name + ": the upstream sent nothing more of its response body for " + svc.read.String(),
+					cause:  "target " + x.target + ": " + err.Error()}
 			}
 			x.errKind = pe.proxyStatus
 			x.errDetail = pe.cause
@@ -1614,11 +1618,16 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // one that comes at once after some. It reports, besides the bytes
 // written and the error, whether such a flush happened.
 //
+// A read of an HTTP/2 upstream's body that may wait waits readTimeout at
+// most (0: without bound): then the stream is reset and errReadTimeout
+// returned. (An HTTP/1 body's connection keeps the same bound itself:
+// h1Conn.Read, which returns errReadTimeout.)
+//
 // Over HTTP/2 and HTTP/3 each write gets a deadline of sendTimeout (pushed
 // forward when older than an eighth of it), so a stream whose client grants
 // no more flow-control credit is reset rather than wait forever; the HTTP/1
 // server keeps its own (see serverConn.Write).
-func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout time.Duration) (int64, bool, error) {
+func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout, readTimeout time.Duration) (int64, bool, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -1635,20 +1644,35 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 	var wdlAt time.Duration // monoNow when the write deadline was pushed
 	var written int64
 	var late *lateFlush
+	var watch *readWatch
 	held := false // body bytes written since the last flush wait in the buffer
 	defer func() {
 		if late != nil {
 			late.stop()
 		}
+		if watch != nil {
+			watch.t.Stop()
+		}
 	}()
 	for {
-		if held && !flush && !readsAtOnce(src) {
+		waits := !readsAtOnce(src)
+		if held && !flush && waits {
 			if late == nil {
 				late = newLateFlush(w)
 			}
 			late.arm()
 		}
+		if waits && readTimeout > 0 && !isH1Body(src) {
+			if watch == nil {
+				watch = newReadWatch(src, readTimeout)
+			} else {
+				watch.t.Reset(readTimeout)
+			}
+		}
 		n, rerr := src.Read(buf)
+		if watch != nil {
+			watch.t.Stop()
+		}
 		if late != nil {
 			fired, err := late.disarm()
 			if err != nil {
@@ -1687,9 +1711,41 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 			return written, late.flushed(), nil
 		}
 		if rerr != nil {
+			if watch != nil && watch.fired.Load() {
+				rerr = errReadTimeout
+			}
 			return written, late.flushed(), rerr
 		}
 	}
+}
+
+// errReadTimeout: the upstream sent nothing of its response body for the
+// service's read timeout (copyBody).
+var errReadTimeout = errors.New("the upstream sent nothing more of its response body for the read timeout")
+
+// readWatch cuts an HTTP/2 upstream's body whose next bytes are late
+// (copyBody): its timer, started before a read that may wait, closes the
+// body (resets the stream; net/http's HTTP/2 body may be closed while it
+// is read), which ends the read.
+type readWatch struct {
+	t     *time.Timer
+	fired atomic.Bool
+}
+
+func newReadWatch(src io.Reader, d time.Duration) *readWatch {
+	w := &readWatch{}
+	w.t = time.AfterFunc(d, func() {
+		w.fired.Store(true)
+		if c, ok := src.(io.Closer); ok {
+			c.Close()
+		}
+	})
+	return w
+}
+
+func isH1Body(src io.Reader) bool {
+	_, ok := src.(*h1Body)
+	return ok
 }
 
 // quietFlush is how long a response's bytes wait in the server's buffer

@@ -517,6 +517,13 @@ func (l *reuseLog) count() int {
 	return len(l.recs)
 }
 
+// reset forgets the records kept so far.
+func (l *reuseLog) reset() {
+	l.mu.Lock()
+	l.recs = nil
+	l.mu.Unlock()
+}
+
 // verify checks that every request has exactly one record, with its own
 // path, method and status and the number of attempts it took.
 func (l *reuseLog) verify(t *testing.T, specs []*reuseSpec, attempts int) {

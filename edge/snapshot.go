@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -27,6 +28,7 @@ const (
 	DefaultConnectTimeout        = 5 * time.Second
 	DefaultResponseHeaderTimeout = 30 * time.Second
 	DefaultSendTimeout           = 60 * time.Second
+	DefaultReadTimeout           = 60 * time.Second
 	DefaultMaxRequestBody        = 10 << 20
 	defaultRetryAttempts         = 2
 	defaultRetryRatio            = 0.2
@@ -92,6 +94,7 @@ type service struct {
 	transport upstreamTransport
 	h2        bool
 	total     time.Duration
+	read      time.Duration // the wait for more of a response body (config.Timeouts.Read)
 	retry     *retryPolicy
 	// The fields of proxy_headers turned off (config.ProxyHeaders).
 	noForwarded, noXForwarded, noVia, noRequestID, noTraceparent bool
@@ -485,7 +488,11 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 	if send == 0 {
 		send = DefaultSendTimeout
 	}
+	read := cmp.Or(c.Timeouts.Read, DefaultReadTimeout)
 	key := transportKey{protocol: c.Protocol, connect: connect, responseHeader: rht, send: send}
+	if c.Protocol == "" || c.Protocol == "http1" {
+		key.read = read
+	}
 	if c.TLS != nil {
 		key.tls = *c.TLS
 	}
@@ -499,6 +506,7 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 		transport: tr,
 		h2:        c.Protocol == "h2c" || c.Protocol == "h2",
 		total:     c.Timeouts.Total,
+		read:      read,
 	}
 	if ph := c.ProxyHeaders; ph != nil {
 		svc.noForwarded = config.Off(ph.Forwarded)
@@ -532,6 +540,7 @@ type transportKey struct {
 	connect        time.Duration
 	responseHeader time.Duration
 	send           time.Duration // HTTP/1.1 only
+	read           time.Duration // HTTP/1.1 only (HTTP/2 bodies: copyBody)
 	tls            config.UpstreamTLS
 }
 
@@ -558,6 +567,7 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 		t := newH1Transport(k.connect, k.responseHeader)
 		t.resent = func(reason string) { g.metrics.resends.WithLabelValues(reason).Inc() }
 		t.sendTimeout = k.send
+		t.readTimeout = k.read
 		t.tlsConfig = tlsConf
 		g.transports[k] = t
 		return t, nil

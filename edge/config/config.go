@@ -137,6 +137,11 @@ type Timeouts struct {
 	// body being sent to it (a write to it that long blocked), nginx's
 	// proxy_send_timeout and Kong's write_timeout. Default 60s.
 	Send time.Duration `yaml:"send,omitempty" json:"send,omitempty"`
+	// Read bounds how long the upstream may send nothing while the gateway
+	// waits for more of a response body (between two reads; the head is
+	// ResponseHeader's), nginx's proxy_read_timeout and Kong's
+	// read_timeout. Default 60s.
+	Read time.Duration `yaml:"read,omitempty" json:"read,omitempty"`
 	// Total bounds the whole exchange including the response body and all
 	// retries. Default 0: no total bound (streams may run for long), except
 	// that the response header timeout still applies.

@@ -199,6 +199,7 @@ func (v *validator) service(p string, s *Service) {
 	v.nonNegative(p+".timeouts.connect", s.Timeouts.Connect)
 	v.nonNegative(p+".timeouts.response_header", s.Timeouts.ResponseHeader)
 	v.nonNegative(p+".timeouts.send", s.Timeouts.Send)
+	v.nonNegative(p+".timeouts.read", s.Timeouts.Read)
 	v.nonNegative(p+".timeouts.total", s.Timeouts.Total)
 	if r := s.Retries; r != nil {
 		rp := p + ".retries"

@@ -1,0 +1,144 @@
+package edge
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// An upstream that stops sending its response body is cut after the
+// service's read timeout (timeouts.read): with part of the body sent, the
+// client gets a cut response; with only the head, a 504 problem. One
+// that keeps sending, however slowly, is not cut.
+func TestUpstreamReadTimeout(t *testing.T) {
+	const read = 300 * time.Millisecond
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		switch req.URL.Path {
+		case "/stall": // some body, then nothing
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+		case "/head-only": // the head, then nothing
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+		case "/trickle": // a byte every read/3, 12 of them: never quiet for read
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n")
+			for i := range 12 {
+				time.Sleep(read / 3)
+				fmt.Fprintf(c, "%c", 'a'+i)
+			}
+			return true
+		}
+		select {
+		case <-hang:
+		case <-time.After(10 * time.Second):
+		}
+		return false
+	})
+	setup, log := withReuseLog()
+	gw := startGatewayWith(t, setup, oneRouteService("http://"+addr, "    timeouts: {read: 300ms}"))
+
+	// Part of the body, then the cut: the head says 100 bytes, 10 come.
+	c, br := h1Raw(t, gw.addr)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	h1Write(t, c, "GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("/stall: %v", err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(got) != "0123456789" || err == nil {
+		t.Fatalf("/stall: %d, %q, error %v; want 200, the 10 bytes sent, and a cut", resp.StatusCode, got, err)
+	}
+	if d := time.Since(start); d < read || d > read+read/8+2*time.Second {
+		t.Fatalf("/stall cut after %v; want about %v", d, read)
+	}
+	if rec := onlyRecord(t, log); rec["status"] != int64(200) || rec["error"] != "http_response_timeout" || rec["bytes_out"] != int64(10) {
+		t.Errorf("/stall logged %v %v, bytes_out %v; want 200 http_response_timeout, 10", rec["status"], rec["error"], rec["bytes_out"])
+	}
+
+	// Only the head: nothing was sent, so the client is told.
+	log.reset()
+	c, br = h1Raw(t, gw.addr)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	h1Write(t, c, "GET /head-only HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := readResponse(t, br, http.MethodGet)
+	p := checkProblem(t, resp, body, http.StatusGatewayTimeout, "http_response_timeout")
+	if !strings.Contains(p.Detail, "sent nothing more of its response body for 300ms") {
+		t.Errorf("detail %q; want it to name the read timeout", p.Detail)
+	}
+	if rec := onlyRecord(t, log); rec["status"] != int64(504) || rec["error"] != "http_response_timeout" {
+		t.Errorf("/head-only logged %v %v; want 504 http_response_timeout", rec["status"], rec["error"])
+	}
+
+	// Slow but never quiet for the timeout: whole.
+	log.reset()
+	c, br = h1Raw(t, gw.addr)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	h1Write(t, c, "GET /trickle HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body = readResponse(t, br, http.MethodGet)
+	if resp.StatusCode != 200 || string(body) != "abcdefghijkl" {
+		t.Fatalf("/trickle: %d %q; want 200 abcdefghijkl", resp.StatusCode, body)
+	}
+	if rec := onlyRecord(t, log); rec["error"] != nil {
+		t.Errorf("/trickle logged error %v; want none", rec["error"])
+	}
+}
+
+// An HTTP/2 upstream's stalled body is cut the same way.
+func TestH2UpstreamReadTimeout(t *testing.T) {
+	hang := make(chan struct{})
+	t.Cleanup(func() { close(hang) })
+	be := newH2CBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		io.WriteString(w, "0123456789")
+		w.(http.Flusher).Flush()
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	})
+	setup, log := withReuseLog()
+	gw := startGatewayWith(t, setup, oneRouteService(be.URL, "    protocol: h2c\n    timeouts: {read: 300ms}"))
+	c, br := h1Raw(t, gw.addr)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	h1Write(t, c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(got) != "0123456789" || err == nil {
+		t.Fatalf("%d, %q, error %v; want 200, the 10 bytes sent, and a cut", resp.StatusCode, got, err)
+	}
+	if rec := onlyRecord(t, log); rec["error"] != "http_response_timeout" {
+		t.Errorf("logged error %v; want http_response_timeout", rec["error"])
+	}
+}
+
+// A tunnel after a 101 has no read timeout: a WebSocket quiet for longer
+// still works.
+func TestUpgradeHasNoReadTimeout(t *testing.T) {
+	gw := startGateway(t, oneRouteService(echoUpgradeBackend(t, nil, nil), "    timeouts: {read: 200ms}"))
+	c := dialGateway(t, gw.addr)
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, upgradeRequest)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	for range 2 {
+		time.Sleep(600 * time.Millisecond) // three read timeouts, quiet
+		io.WriteString(c, "ping")
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("echo after a quiet spell: %q, %v", buf, err)
+		}
+	}
+}
