@@ -328,13 +328,6 @@ func idleConnectionsTakeTurns(t *testing.T, dial func() (net.Conn, *bufio.Reader
 		c.SetDeadline(time.Now().Add(20 * time.Second))
 		clients[i] = client{c, br}
 	}
-	expect := func(cl client, want string) {
-		t.Helper()
-		resp, body := readResponse(t, cl.br, http.MethodGet)
-		if resp.StatusCode != 200 || string(body) != want || resp.Close {
-			t.Fatalf("got %d %q (close %v); want 200 %q, kept", resp.StatusCode, body, resp.Close, want)
-		}
-	}
 	// waitDrops waits for n more connections to have given their buffers
 	// back, as they do once idle.
 	waitDrops := func(from uint64, n int) {
@@ -347,34 +340,52 @@ func idleConnectionsTakeTurns(t *testing.T, dial func() (net.Conn, *bufio.Reader
 			time.Sleep(time.Millisecond)
 		}
 	}
-	post := strings.Repeat("p", 5000)
-	for round := range 6 {
+	for round := range idleRounds {
 		before := idleDrops.Load()
 		for i, cl := range clients {
-			path := fmt.Sprintf("/c%d/r%d", i, round)
-			switch round {
-			case 0: // the lane
-				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
-				expect(cl, "GET "+path+" 0")
-			case 1: // the general path
-				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
-				expect(cl, "GET "+path+" 0")
-			case 2: // a body (served the plain way when inline)
-				h1Write(t, cl.c, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, len(post), post))
-				expect(cl, fmt.Sprintf("POST %s %d", path, len(post)))
-			case 3: // pipelined: the second waits in the buffer
-				h1Write(t, cl.c, "GET "+path+"a HTTP/1.1\r\nHost: x\r\n\r\nGET "+path+"b HTTP/1.1\r\nHost: x\r\n\r\n")
-				expect(cl, "GET "+path+"a 0")
-				expect(cl, "GET "+path+"b 0")
-			case 4: // a head larger than what is read without buffers
-				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nCookie: "+strings.Repeat("c", 3*leadSize)+"\r\n\r\n")
-				expect(cl, "GET "+path+" 0")
-			case 5: // a head in two writes (under TLS, two records)
-				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\n")
-				h1Write(t, cl.c, "Host: x\r\n\r\n")
-				expect(cl, "GET "+path+" 0")
-			}
+			idleRound(t, cl.c, cl.br, fmt.Sprintf("/c%d/r%d", i, round), round)
 		}
 		waitDrops(before, len(clients))
+	}
+}
+
+// idleRounds is the number of kinds of request idleRound sends.
+const idleRounds = 6
+
+// idleRound sends, on a connection back from idle, a request of kind
+// round (on the lane, the general path, with a body, pipelined, a large
+// head, a head in two writes) to a backend that answers its method, path
+// and body length, and checks the answers, the connection kept.
+func idleRound(t *testing.T, c net.Conn, br *bufio.Reader, path string, round int) {
+	t.Helper()
+	expect := func(want string) {
+		t.Helper()
+		resp, body := readResponse(t, br, http.MethodGet)
+		if resp.StatusCode != 200 || string(body) != want || resp.Close {
+			t.Fatalf("got %d %q (close %v); want 200 %q, kept", resp.StatusCode, body, resp.Close, want)
+		}
+	}
+	switch round {
+	case 0: // the lane
+		h1Write(t, c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		expect("GET " + path + " 0")
+	case 1: // the general path
+		h1Write(t, c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+		expect("GET " + path + " 0")
+	case 2: // a body (served the plain way when inline)
+		post := strings.Repeat("p", 5000)
+		h1Write(t, c, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, len(post), post))
+		expect(fmt.Sprintf("POST %s %d", path, len(post)))
+	case 3: // pipelined: the second waits in the buffer
+		h1Write(t, c, "GET "+path+"a HTTP/1.1\r\nHost: x\r\n\r\nGET "+path+"b HTTP/1.1\r\nHost: x\r\n\r\n")
+		expect("GET " + path + "a 0")
+		expect("GET " + path + "b 0")
+	case 4: // a head larger than what is read without buffers
+		h1Write(t, c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nCookie: "+strings.Repeat("c", 3*leadSize)+"\r\n\r\n")
+		expect("GET " + path + " 0")
+	case 5: // a head in two writes (under TLS, two records)
+		h1Write(t, c, "GET "+path+" HTTP/1.1\r\n")
+		h1Write(t, c, "Host: x\r\n\r\n")
+		expect("GET " + path + " 0")
 	}
 }

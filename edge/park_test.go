@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 )
@@ -24,8 +23,7 @@ func parkGateway(t *testing.T, be string, parkAfter, idle time.Duration) *testGa
 
 // Idle keep-alive connections are parked: their goroutines end, and each
 // is served again, on a new goroutine, when its client sends the next
-// request: on the lane, the general path, with a body, pipelined, or a
-// head in two writes; and parked again once idle.
+// request (each kind idleRound sends); and parked again once idle.
 func TestIdleConnectionsAreParked(t *testing.T) {
 	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
@@ -62,30 +60,9 @@ func TestIdleConnectionsAreParked(t *testing.T) {
 	if g := runtime.NumGoroutine(); g >= n {
 		t.Fatalf("%d goroutines with %d connections parked; want fewer than %d", g, n, n)
 	}
-	post := strings.Repeat("p", 5000)
-	for round := range 5 {
+	for round := range idleRounds {
 		for i, cl := range clients {
-			path := fmt.Sprintf("/c%d/r%d", i, round)
-			switch round {
-			case 0: // the lane
-				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
-				expect(cl, "GET "+path+" 0")
-			case 1: // the general path
-				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
-				expect(cl, "GET "+path+" 0")
-			case 2: // a body (served the plain way)
-				h1Write(t, cl.c, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", path, len(post), post))
-				expect(cl, fmt.Sprintf("POST %s %d", path, len(post)))
-			case 3: // pipelined
-				h1Write(t, cl.c, "GET "+path+"a HTTP/1.1\r\nHost: x\r\n\r\nGET "+path+"b HTTP/1.1\r\nHost: x\r\n\r\n")
-				expect(cl, "GET "+path+"a 0")
-				expect(cl, "GET "+path+"b 0")
-			case 4: // a head in two writes
-				h1Write(t, cl.c, "GET "+path+" HTTP/1.1\r\n")
-				time.Sleep(5 * time.Millisecond)
-				h1Write(t, cl.c, "Host: x\r\n\r\n")
-				expect(cl, "GET "+path+" 0")
-			}
+			idleRound(t, cl.c, cl.br, fmt.Sprintf("/c%d/r%d", i, round), round)
 		}
 		waitFor(t, 10*time.Second, fmt.Sprintf("all connections parked again after round %d", round), func() bool { return s.parkedN.Load() == n })
 	}
@@ -110,14 +87,13 @@ func TestParkedConnectionIdleTimeout(t *testing.T) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	h1Write(t, c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
 	readResponse(t, br, http.MethodGet)
-	last := time.Now()
 	waitFor(t, 5*time.Second, "the connection parked", func() bool { return s.parkedN.Load() == 1 })
 	// Woken by a request, it is parked again; its idle time starts anew.
 	h1Write(t, c, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, body := readResponse(t, br, http.MethodGet); resp.StatusCode != 200 || string(body) != "ok" {
 		t.Fatalf("got %d %q after parking", resp.StatusCode, body)
 	}
-	last = time.Now()
+	last := time.Now()
 	waitFor(t, 5*time.Second, "the connection parked again", func() bool { return s.parkedN.Load() == 1 })
 	if _, err := br.ReadByte(); err != io.EOF {
 		t.Fatalf("read %v; want EOF once the idle time is over", err)
