@@ -187,15 +187,19 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 
 // watchBody begins keeping the read timeout when a response body is
 // first read from the socket (one whose bytes all came with the head
-// costs nothing): the upstream is looked at every eighth of it, and a
-// body it has sent nothing more of for the whole timeout is cut (at most
-// an eighth later, since bytes are seen at the looks).
+// costs nothing): the upstream is looked at every eighth of it after the
+// first look, and a body it has sent nothing more of for the whole
+// timeout is cut (at most an eighth later, since bytes are seen at the
+// looks).
 func (c *h1Conn) watchBody() {
 	d := c.t.readTimeout
 	now := monoNow()
 	c.bodyWatch, c.quietFrom, c.bodyMark = true, now, c.read
-	next := monoBase.Add(now + d/8)
-	if c.rdl.IsZero() || c.rdl.After(next) {
+	// The response-header deadline left in place serves as the first
+	// look if it comes within the timeout (as the default's 30s does
+	// within 60s): no timer update.
+	if c.rdl.IsZero() || c.rdl.After(monoBase.Add(now+d)) {
+		next := monoBase.Add(now + d/8)
 		c.rdl = next
 		c.conn.SetReadDeadline(next)
 		if c.aborted.Load() {
