@@ -96,12 +96,11 @@ type h1Conn struct {
 	aborted atomic.Bool
 	// The read timeout of a body read from the socket (h1Transport's
 	// readTimeout): bodyWatch says it is being kept, quietFrom is when
-	// the upstream was last seen to send (monoNow), bodyMark what read
-	// counted then. tunnel: after a 101, which has no read timeout.
+	// the upstream last sent (monoNow). tunnel: after a 101, which has
+	// no read timeout.
 	bodyWatch bool
 	tunnel    bool
 	quietFrom time.Duration
-	bodyMark  int64
 	// While a request body is sent (on its own goroutine), for the
 	// response-header timeout, which runs from the body's end (as
 	// net/http's ResponseHeaderTimeout does): sending says the body is
@@ -140,6 +139,9 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	for {
 		n, err := c.conn.Read(p)
 		c.read += int64(n)
+		if n > 0 && c.bodyWatch {
+			c.quietFrom = monoNow()
+		}
 		if n > 0 || err == nil || c.rdl.IsZero() || c.aborted.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
@@ -167,14 +169,22 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 		// An abort racing with the new deadline is redone.
 		next := time.Time{}
 		if d := c.t.readTimeout; d > 0 && !c.tunnel {
+			// Silence counts from the upstream's last bytes, and not
+			// while the request body is still going out (a stream whose
+			// upstream answers each piece of it waits for the client,
+			// which the client's own read timeout bounds), only from
+			// its end.
 			now := monoNow()
-			if c.read != c.bodyMark {
-				c.bodyMark, c.quietFrom = c.read, now
+			from := c.quietFrom
+			if c.sending.Load() {
+				from = now
+			} else if at := time.Duration(c.sentAt.Load()); at > from {
+				from = at
 			}
-			if now-c.quietFrom >= d {
+			if now-from >= d {
 				return 0, errReadTimeout
 			}
-			next = monoBase.Add(now + min(d/8, c.quietFrom+d-now))
+			next = monoBase.Add(from + d)
 		}
 		c.rdl = next
 		c.conn.SetReadDeadline(next)
@@ -187,19 +197,19 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 
 // watchBody begins keeping the read timeout when a response body is
 // first read from the socket (one whose bytes all came with the head
-// costs nothing): the upstream is looked at every eighth of it after the
-// first look, and a body it has sent nothing more of for the whole
-// timeout is cut (at most an eighth later, since bytes are seen at the
-// looks).
+// costs nothing): each read that brings bytes notes the time, and a look
+// when the deadline passes cuts the body if the upstream has sent nothing
+// for the whole timeout, or sets the deadline for when it will have.
+// While bytes flow that is one timer update per timeout.
 func (c *h1Conn) watchBody() {
 	d := c.t.readTimeout
 	now := monoNow()
-	c.bodyWatch, c.quietFrom, c.bodyMark = true, now, c.read
+	c.bodyWatch, c.quietFrom = true, now
 	// The response-header deadline left in place serves as the first
 	// look if it comes within the timeout (as the default's 30s does
 	// within 60s): no timer update.
 	if c.rdl.IsZero() || c.rdl.After(monoBase.Add(now+d)) {
-		next := monoBase.Add(now + d/8)
+		next := monoBase.Add(now + d)
 		c.rdl = next
 		c.conn.SetReadDeadline(next)
 		if c.aborted.Load() {
@@ -524,7 +534,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 			bodyDone <- err
 		}()
 	}
-	pc.inBody, pc.tunnel = false, false
+	pc.inBody, pc.tunnel, pc.bodyWatch = false, false, false
 	if t.responseHeader > 0 {
 		d := t.responseHeader
 		if bodyDone != nil {

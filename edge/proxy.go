@@ -667,7 +667,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 	}
 	lateFlushed := false
 	if !copied {
-		n, lateFlushed, err = copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout, svc.read)
+		n, lateFlushed, err = copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout, svc.read, body)
 	}
 	x.bytesOut = n
 	if body != nil {
@@ -1333,8 +1333,9 @@ type countingBody struct {
 	// protocol), and expired is set. Off once the response has begun.
 	idle    time.Duration
 	src     io.Closer
-	eof     atomic.Bool // the body has been read to its end
-	idleOff atomic.Bool // read without the lock by Read; set under it
+	eof     atomic.Bool  // the body has been read to its end
+	endAt   atomic.Int64 // monoNow when it was
+	idleOff atomic.Bool  // read without the lock by Read; set under it
 	expired atomic.Bool
 	// inRead: a read of the client's body is in progress, or was cut
 	// short by Close (the transport gave up on the body while it waited
@@ -1364,6 +1365,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.n.Add(int64(n))
 	if err == io.EOF {
+		b.endAt.Store(int64(monoNow()))
 		b.eof.Store(true)
 	}
 	cut := false
@@ -1619,15 +1621,16 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // written and the error, whether such a flush happened.
 //
 // A read of an HTTP/2 upstream's body that may wait waits readTimeout at
-// most (0: without bound): then the stream is reset and errReadTimeout
-// returned. (An HTTP/1 body's connection keeps the same bound itself:
-// h1Conn.Read, which returns errReadTimeout.)
+// most (0: without bound), counted from the end of the request body
+// (reqBody, nil if none) when that comes later: then the stream is reset
+// and errReadTimeout returned. (An HTTP/1 body's connection keeps the
+// same bound itself: h1Conn.Read, which returns errReadTimeout.)
 //
 // Over HTTP/2 and HTTP/3 each write gets a deadline of sendTimeout (pushed
 // forward when older than an eighth of it), so a stream whose client grants
 // no more flow-control credit is reset rather than wait forever; the HTTP/1
 // server keeps its own (see serverConn.Write).
-func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout, readTimeout time.Duration) (int64, bool, error) {
+func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout, readTimeout time.Duration, reqBody *countingBody) (int64, bool, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -1651,7 +1654,7 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 			late.stop()
 		}
 		if watch != nil {
-			watch.t.Stop()
+			watch.disarm()
 		}
 	}()
 	for {
@@ -1664,14 +1667,13 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 		}
 		if waits && readTimeout > 0 && !isH1Body(src) {
 			if watch == nil {
-				watch = newReadWatch(src, readTimeout)
-			} else {
-				watch.t.Reset(readTimeout)
+				watch = newReadWatch(src, readTimeout, reqBody)
 			}
+			watch.arm()
 		}
 		n, rerr := src.Read(buf)
 		if watch != nil {
-			watch.t.Stop()
+			watch.disarm()
 		}
 		if late != nil {
 			fired, err := late.disarm()
@@ -1711,7 +1713,7 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 			return written, late.flushed(), nil
 		}
 		if rerr != nil {
-			if watch != nil && watch.fired.Load() {
+			if watch != nil && watch.cut() {
 				rerr = errReadTimeout
 			}
 			return written, late.flushed(), rerr
@@ -1724,23 +1726,77 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 var errReadTimeout = errors.New("the upstream sent nothing more of its response body for the read timeout")
 
 // readWatch cuts an HTTP/2 upstream's body whose next bytes are late
-// (copyBody): its timer, started before a read that may wait, closes the
+// (copyBody): armed before a read that may wait, its timer closes the
 // body (resets the stream; net/http's HTTP/2 body may be closed while it
-// is read), which ends the read.
+// is read), which ends the read. The request body's end counts as the
+// upstream's last sign: while it is still coming (a stream whose
+// upstream answers each piece of it waits for the client) the watch
+// waits on.
 type readWatch struct {
-	t     *time.Timer
-	fired atomic.Bool
+	t   *time.Timer
+	d   time.Duration
+	src io.Reader
+	req *countingBody
+	mu  sync.Mutex
+	// armed during a read, due when it is up (monoNow): a timer that
+	// fires before (set for an earlier read) waits on.
+	armed bool
+	due   time.Duration
+	fired bool
 }
 
-func newReadWatch(src io.Reader, d time.Duration) *readWatch {
-	w := &readWatch{}
-	w.t = time.AfterFunc(d, func() {
-		w.fired.Store(true)
-		if c, ok := src.(io.Closer); ok {
-			c.Close()
-		}
-	})
+func newReadWatch(src io.Reader, d time.Duration, req *countingBody) *readWatch {
+	w := &readWatch{d: d, src: src, req: req}
+	w.t = time.AfterFunc(time.Hour, w.fire)
+	w.t.Stop()
 	return w
+}
+
+func (w *readWatch) arm() {
+	w.mu.Lock()
+	w.armed, w.due = true, monoNow()+w.d
+	w.mu.Unlock()
+	w.t.Reset(w.d)
+}
+
+func (w *readWatch) disarm() {
+	w.mu.Lock()
+	w.armed = false
+	w.mu.Unlock()
+	w.t.Stop()
+}
+
+// cut reports whether the watch cut the body.
+func (w *readWatch) cut() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.fired
+}
+
+func (w *readWatch) fire() {
+	w.mu.Lock()
+	if !w.armed {
+		w.mu.Unlock()
+		return
+	}
+	now := monoNow()
+	if rb := w.req; rb != nil {
+		if !rb.eof.Load() {
+			w.due = now + w.d
+		} else if end := time.Duration(rb.endAt.Load()) + w.d; end > w.due {
+			w.due = end
+		}
+	}
+	if now < w.due {
+		w.t.Reset(w.due - now)
+		w.mu.Unlock()
+		return
+	}
+	w.armed, w.fired = false, true
+	w.mu.Unlock()
+	if c, ok := w.src.(io.Closer); ok {
+		c.Close()
+	}
 }
 
 func isH1Body(src io.Reader) bool {

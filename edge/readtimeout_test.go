@@ -142,3 +142,92 @@ func TestUpgradeHasNoReadTimeout(t *testing.T) {
 		}
 	}
 }
+
+// The silence is counted from the upstream's last bytes, also when the
+// response-header deadline left in place serves as the first look (a
+// response_header shorter than read): the cut comes the read timeout
+// after them, not the read timeout after that look, nor after the body's
+// first read began.
+func TestUpstreamReadTimeoutCountsFromLastByte(t *testing.T) {
+	sent := make(chan time.Time, 1)
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+		time.Sleep(150 * time.Millisecond) // the body in a read of its own, before the first look
+		io.WriteString(c, "0123456789")
+		sent <- time.Now()
+		time.Sleep(5 * time.Second)
+		return false
+	})
+	gw := startGateway(t, oneRouteService("http://"+addr, "    timeouts: {read: 500ms, response_header: 300ms}"))
+	c, br := h1Raw(t, gw.addr)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	h1Write(t, c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := io.ReadAll(resp.Body); err == nil || string(body) != "0123456789" {
+		t.Fatalf("body %q, error %v; want the 10 bytes sent, cut", body, err)
+	}
+	if d := time.Since(recv(t, sent, "the upstream's bytes")); d < 450*time.Millisecond || d > 620*time.Millisecond {
+		t.Fatalf("cut %v after the upstream's last bytes; want about 500ms", d)
+	}
+}
+
+// While the request body is still going out, the upstream's silence is
+// not counted: a stream whose upstream answers each piece of a slow
+// client's body waits for the client (whose own read timeout bounds it),
+// over an HTTP/1.1 upstream and an HTTP/2 one.
+func TestReadTimeoutWaitsForTheRequestBody(t *testing.T) {
+	echo := func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex() // HTTP/1: read while writing
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		buf := make([]byte, 64)
+		for {
+			n, err := r.Body.Read(buf)
+			if n > 0 {
+				w.Write(buf[:n])
+				w.(http.Flusher).Flush()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	for _, proto := range []string{"http1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			var be string
+			if proto == "h2c" {
+				be = newH2CBackend(t, echo).URL
+			} else {
+				be = newBackend(t, echo).URL
+			}
+			setup, log := withReuseLog()
+			gw := startGatewayWith(t, setup, oneRouteService(be, "    protocol: "+proto+"\n    timeouts: {read: 200ms}"))
+			c, br := h1Raw(t, gw.addr)
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			h1Write(t, c, "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 4 {
+				time.Sleep(400 * time.Millisecond) // twice the read timeout
+				piece := fmt.Sprintf("piece%d", i)
+				fmt.Fprintf(c, "%x\r\n%s\r\n", len(piece), piece)
+				got := make([]byte, len(piece))
+				if _, err := io.ReadFull(resp.Body, got); err != nil || string(got) != piece {
+					t.Fatalf("echo of %s after a pause: %q, %v", piece, got, err)
+				}
+			}
+			io.WriteString(c, "0\r\n\r\n")
+			if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 0 {
+				t.Fatalf("end of the stream: %q, %v", rest, err)
+			}
+			if rec := onlyRecord(t, log); rec["error"] != nil || rec["status"] != int64(200) {
+				t.Errorf("logged %v %v; want 200 and no error", rec["status"], rec["error"])
+			}
+		})
+	}
+}
