@@ -43,14 +43,8 @@ func TestUpstreamReadTimeout(t *testing.T) {
 	gw := startGatewayWith(t, setup, oneRouteService("http://"+addr, "    timeouts: {read: 300ms}"))
 
 	// Part of the body, then the cut: the head says 100 bytes, 10 come.
-	c, br := h1Raw(t, gw.addr)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	start := time.Now()
-	h1Write(t, c, "GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("/stall: %v", err)
-	}
+	resp := rawGet(t, gw.addr, "/stall")
 	got, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || string(got) != "0123456789" || err == nil {
 		t.Fatalf("/stall: %d, %q, error %v; want 200, the 10 bytes sent, and a cut", resp.StatusCode, got, err)
@@ -64,10 +58,8 @@ func TestUpstreamReadTimeout(t *testing.T) {
 
 	// Only the head: nothing was sent, so the client is told.
 	log.reset()
-	c, br = h1Raw(t, gw.addr)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	h1Write(t, c, "GET /head-only HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, body := readResponse(t, br, http.MethodGet)
+	resp = rawGet(t, gw.addr, "/head-only")
+	body, _ := io.ReadAll(resp.Body)
 	p := checkProblem(t, resp, body, http.StatusGatewayTimeout, "http_response_timeout")
 	if !strings.Contains(p.Detail, "sent nothing more of its response body for 300ms") {
 		t.Errorf("detail %q; want it to name the read timeout", p.Detail)
@@ -78,10 +70,10 @@ func TestUpstreamReadTimeout(t *testing.T) {
 
 	// Slow but never quiet for the timeout: whole.
 	log.reset()
-	c, br = h1Raw(t, gw.addr)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	h1Write(t, c, "GET /trickle HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, body = readResponse(t, br, http.MethodGet)
+	resp = rawGet(t, gw.addr, "/trickle")
+	if body, err = io.ReadAll(resp.Body); err != nil {
+		t.Fatalf("/trickle: %v", err)
+	}
 	if resp.StatusCode != 200 || string(body) != "abcdefghijkl" {
 		t.Fatalf("/trickle: %d %q; want 200 abcdefghijkl", resp.StatusCode, body)
 	}
@@ -105,13 +97,7 @@ func TestH2UpstreamReadTimeout(t *testing.T) {
 	})
 	setup, log := withReuseLog()
 	gw := startGatewayWith(t, setup, oneRouteService(be.URL, "    protocol: h2c\n    timeouts: {read: 300ms}"))
-	c, br := h1Raw(t, gw.addr)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	h1Write(t, c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := rawGet(t, gw.addr, "/x")
 	got, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || string(got) != "0123456789" || err == nil {
 		t.Fatalf("%d, %q, error %v; want 200, the 10 bytes sent, and a cut", resp.StatusCode, got, err)
@@ -159,13 +145,7 @@ func TestUpstreamReadTimeoutCountsFromLastByte(t *testing.T) {
 		return false
 	})
 	gw := startGateway(t, oneRouteService("http://"+addr, "    timeouts: {read: 500ms, response_header: 300ms}"))
-	c, br := h1Raw(t, gw.addr)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	h1Write(t, c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := rawGet(t, gw.addr, "/x")
 	if body, err := io.ReadAll(resp.Body); err == nil || string(body) != "0123456789" {
 		t.Fatalf("body %q, error %v; want the 10 bytes sent, cut", body, err)
 	}
@@ -230,4 +210,18 @@ func TestReadTimeoutWaitsForTheRequestBody(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rawGet sends GET path on a new connection to addr (its reads bounded by
+// 10 s) and returns the response, its body unread.
+func rawGet(t *testing.T, addr, path string) *http.Response {
+	t.Helper()
+	c, br := h1Raw(t, addr)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	h1Write(t, c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return resp
 }
