@@ -95,12 +95,10 @@ type h1Conn struct {
 	inBody  bool
 	aborted atomic.Bool
 	// The read timeout of a body read from the socket (h1Transport's
-	// readTimeout): bodyWatch says it is being kept, quietFrom is when
-	// the upstream last sent (monoNow). tunnel: after a 101, which has
-	// no read timeout.
+	// readTimeout): bodyWatch says it is being kept. tunnel: after a
+	// 101, which has no read timeout.
 	bodyWatch bool
 	tunnel    bool
-	quietFrom time.Duration
 	// While a request body is sent (on its own goroutine), for the
 	// response-header timeout, which runs from the body's end (as
 	// net/http's ResponseHeaderTimeout does): sending says the body is
@@ -133,15 +131,19 @@ type h1Conn struct {
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
-	if c.inBody && !c.bodyWatch && c.t.readTimeout > 0 && !c.tunnel {
-		c.watchBody()
+	// waitFrom: when this read began (monoNow), for the read timeout,
+	// which counts the time a read waits for the upstream, not the time
+	// between reads (the proxy may be slow to write to its client).
+	var waitFrom time.Duration
+	if c.inBody && c.t.readTimeout > 0 && !c.tunnel {
+		waitFrom = monoNow()
+		if !c.bodyWatch {
+			c.watchBody(waitFrom)
+		}
 	}
 	for {
 		n, err := c.conn.Read(p)
 		c.read += int64(n)
-		if n > 0 && c.bodyWatch {
-			c.quietFrom = monoNow()
-		}
 		if n > 0 || err == nil || c.rdl.IsZero() || c.aborted.Load() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return n, err
 		}
@@ -169,13 +171,15 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 		// An abort racing with the new deadline is redone.
 		next := time.Time{}
 		if d := c.t.readTimeout; d > 0 && !c.tunnel {
-			// Silence counts from the upstream's last bytes, and not
-			// while the request body is still going out (a stream whose
-			// upstream answers each piece of it waits for the client,
-			// which the client's own read timeout bounds), only from
-			// its end.
+			// Silence counts from when this read began (a deadline
+			// that passed before it, while the proxy was writing to a
+			// slow client, cuts nothing: the read is tried again), and
+			// not while the request body is still going out (a stream
+			// whose upstream answers each piece of it waits for the
+			// client, which the client's own read timeout bounds), only
+			// from its end.
 			now := monoNow()
-			from := c.quietFrom
+			from := waitFrom
 			if c.sending.Load() {
 				from = now
 			} else if at := time.Duration(c.sentAt.Load()); at > from {
@@ -197,14 +201,14 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 
 // watchBody begins keeping the read timeout when a response body is
 // first read from the socket (one whose bytes all came with the head
-// costs nothing): each read that brings bytes notes the time, and a look
-// when the deadline passes cuts the body if the upstream has sent nothing
-// for the whole timeout, or sets the deadline for when it will have.
-// While bytes flow that is one timer update per timeout.
-func (c *h1Conn) watchBody() {
+// costs nothing; now is monoNow). Each read notes when it began, and a
+// look when the deadline passes cuts the body if that read has waited
+// the whole timeout, or sets the deadline for when it will have: as
+// nginx's proxy_read_timeout, the time between two successive reads of
+// the upstream. While bytes flow that is one timer update per timeout.
+func (c *h1Conn) watchBody(now time.Duration) {
 	d := c.t.readTimeout
-	now := monoNow()
-	c.bodyWatch, c.quietFrom = true, now
+	c.bodyWatch = true
 	// The response-header deadline left in place serves as the first
 	// look if it comes within the timeout (as the default's 30s does
 	// within 60s): no timer update.

@@ -225,3 +225,37 @@ func rawGet(t *testing.T, addr, path string) *http.Response {
 	}
 	return resp
 }
+
+// A client slow to read is not the upstream's silence: while the gateway
+// waits to write to the client it does not read the upstream, and the
+// read timeout counts only the time a read waits, so a large body still
+// comes whole to a client that pauses for longer than the timeout.
+func TestSlowClientIsNotTheUpstreamsSilence(t *testing.T) {
+	const size = 16 << 20 // well over what the sockets on the way buffer
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		chunk := []byte(strings.Repeat("0123456789abcdef", 4096))
+		for sent := 0; sent < size; sent += len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	setup, log := withReuseLog()
+	gw := startGatewayWith(t, setup, oneRouteService("http://"+addr, "    timeouts: {read: 200ms}"))
+	resp := rawGet(t, gw.addr, "/big")
+	for range 2 {
+		time.Sleep(700 * time.Millisecond) // the gateway blocks writing to us
+		if _, err := io.CopyN(io.Discard, resp.Body, 1<<20); err != nil {
+			t.Fatalf("reading after a pause: %v", err)
+		}
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	if err != nil || n != size-2<<20 {
+		t.Fatalf("read %d more bytes, error %v; want the rest, %d", n, err, size-2<<20)
+	}
+	if rec := onlyRecord(t, log); rec["error"] != nil {
+		t.Errorf("logged error %v; want none", rec["error"])
+	}
+}
