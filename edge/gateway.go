@@ -409,7 +409,11 @@ func http2Config(sendTimeout time.Duration) *http.HTTP2Config {
 	return &http.HTTP2Config{
 		WriteByteTimeout:     sendTimeout,
 		MaxConcurrentStreams: 250,
-		MaxReadFrameSize:     1 << 20,
+		// The protocol's initial value (RFC 9113, 4.2): browsers, curl
+		// and gRPC send frames of 16 KiB anyway, and a peer that holds
+		// the limit to be that value until it reads ours (h2spec 4.2/3)
+		// sees a larger frame refused, as it expects.
+		MaxReadFrameSize: 16 << 10,
 		// The connection's window is several streams' worth: with the two
 		// equal (net/http's default), one upload whose upstream is slow
 		// to take it holds the whole connection's credit, and the other

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,6 +28,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // selfSigned makes a certificate for localhost and 127.0.0.1 and a pool
@@ -1005,4 +1008,124 @@ func startClientAuthGateway(t *testing.T, clientCert *x509.Certificate, h3 bool,
 		g.Close()
 	})
 	return portOf(srv.Addr().String()), roots
+}
+
+// A connection that chose "h2" by ALPN and then sends something other than
+// HTTP/2's preface is closed without a byte in answer (RFC 9113, 3.4), as
+// h2spec's 3.5/2 checks; HTTP/2 goes on working for the next one.
+func TestTLSBadH2PrefaceClosed(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	tg := startTLSGateway(t, fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL), false)
+	for _, junk := range []string{"INVALID CONNECTION PREFACE\r\n\r\n", "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", "PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"} {
+		conn, err := tls.Dial("tcp", tg.addr, &tls.Config{RootCAs: tg.pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+			t.Fatalf("ALPN chose %q; want h2", p)
+		}
+		io.WriteString(conn, junk)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(conn)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("after %q: connection still open; want it closed", junk)
+		}
+		if len(got) > 0 {
+			t.Errorf("after %q: got %q; want the connection closed with nothing sent", junk, got)
+		}
+		conn.Close()
+	}
+	resp, body := get(t, tg.client(t, "h2"), "https://"+tg.addr+"/")
+	if resp.ProtoMajor != 2 || string(body) != "ok" {
+		t.Fatalf("after the bad prefaces: %s %q; want HTTP/2 and ok", resp.Proto, body)
+	}
+}
+
+// The gateway takes frames of up to 16 KiB, the protocol's default, and
+// says nothing larger (RFC 9113, 4.2): a HEADERS frame one byte over is a
+// connection error FRAME_SIZE_ERROR, on h2c as over TLS.
+func TestH2FrameSizeLimit(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	yaml := fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL)
+	tg := startTLSGateway(t, yaml, false)
+	gw := startGateway(t, yaml)
+	dials := map[string]func() net.Conn{
+		"h2c": func() net.Conn { return dialGateway(t, gw.addr) },
+		"h2": func() net.Conn {
+			c, err := tls.Dial("tcp", tg.addr, &tls.Config{RootCAs: tg.pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			return c
+		},
+	}
+	for name, dial := range dials {
+		t.Run(name, func(t *testing.T) {
+			for _, size := range []int{16 << 10, 16<<10 + 1} {
+				c := dial()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				io.WriteString(c, http2.ClientPreface)
+				fr := http2.NewFramer(c, c)
+				fr.WriteSettings()
+				block := paddedHeaderBlock(t, size)
+				fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, 1, block)
+				var got string
+				for got == "" {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						got = "read error: " + err.Error()
+						break
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if v, ok := f.Value(http2.SettingMaxFrameSize); ok && v != 16<<10 {
+							t.Errorf("SETTINGS_MAX_FRAME_SIZE = %d; want 16384", v)
+						}
+					case *http2.GoAwayFrame:
+						got = "GOAWAY " + f.ErrCode.String()
+					case *http2.HeadersFrame:
+						got = "HEADERS"
+					}
+				}
+				want := "HEADERS"
+				if size > 16<<10 {
+					want = "GOAWAY FRAME_SIZE_ERROR"
+				}
+				if got != want {
+					t.Errorf("a %d-byte HEADERS frame: got %s; want %s", size, got, want)
+				}
+				c.Close()
+			}
+		})
+	}
+}
+
+// paddedHeaderBlock is an HPACK block of exactly size bytes: a GET of /
+// and an x-pad field long enough to fill it.
+func paddedHeaderBlock(t *testing.T, size int) []byte {
+	t.Helper()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "localhost"}, {":path", "/"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	// A literal field without indexing, new name (RFC 7541, 6.2.2): its
+	// first byte, the name's length and 5 bytes, then the value's length
+	// in 3 bytes (127 and two 7-bit continuation bytes) for values of
+	// 255 to 16510 bytes, then the value.
+	n := size - hb.Len() - 10
+	if n < 255 || n > 16510 {
+		t.Fatalf("size %d out of reach", size)
+	}
+	hb.WriteString("\x00\x05x-pad")
+	v := n - 127
+	hb.WriteByte(0x7f)
+	hb.WriteByte(byte(v&0x7f | 0x80))
+	hb.WriteByte(byte(v >> 7))
+	hb.WriteString(strings.Repeat("p", n))
+	if hb.Len() != size {
+		t.Fatalf("block is %d bytes; want %d", hb.Len(), size)
+	}
+	return hb.Bytes()
 }
