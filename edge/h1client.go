@@ -958,10 +958,15 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 			continue
 		}
 		t.mu.Unlock()
-		// A connection idle for a while may have been closed by the
+		// Bytes that came while it sat in the pool belong to no request
+		// (a second answer, a body after a HEAD's or a 304's answer):
+		// sent a request now, it would take them for its answer, and its
+		// own answer would go to the next request, on and on. Looked for
+		// at every reuse (one ioctl), since they may come at any time.
+		// A connection idle for a while may also have been closed by the
 		// upstream; look before using it (a read that would block means
 		// it is still open).
-		if hungUp(pc.conn) || (pc.peekNext || now-pc.idleAt > aliveCheckAfter) && !pc.alive() {
+		if hungUp(pc.conn) || !pc.quiet() || (pc.peekNext || now-pc.idleAt > aliveCheckAfter) && !pc.alive() {
 			pc.conn.Close()
 			t.mu.Lock()
 			continue
@@ -973,6 +978,13 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 	}
 	t.mu.Unlock()
 	return t.dial(ctx, key)
+}
+
+// quiet reports whether nothing is waiting in pc's socket, as far as can
+// be known without a read (see recvQueued).
+func (pc *h1Conn) quiet() bool {
+	n, ok := recvQueued(pc.conn)
+	return !ok || n == 0
 }
 
 func (pc *h1Conn) alive() bool {

@@ -13,6 +13,9 @@ func rawTCP(c net.Conn) net.Conn { return c }
 // sendQueued does not know a socket's send queue outside Linux.
 func sendQueued(c net.Conn) (int, bool) { return 0, false }
 
+// recvQueued does not know a socket's receive queue outside Linux.
+func recvQueued(c net.Conn) (int, bool) { return 0, false }
+
 // sendBeforeReadOf has no deferred send outside Linux (see rawconn.go).
 func sendBeforeReadOf(c net.Conn) io.Writer { return nil }
 

@@ -1311,3 +1311,83 @@ routes:
 		})
 	}
 }
+
+// Bytes that come while a connection sits in the pool, after its answer was
+// read whole, belong to no request: a second answer sent late, a body
+// after the answer to a HEAD or a 304. The next request must not take them
+// for its own answer (whose answer would then go to the request after it,
+// and so on, each client getting another's). The upstream says when the
+// late bytes are in the gateway's socket; the next request comes soon
+// after, well before a pooled connection's idle look (aliveCheckAfter).
+func TestLateBytesInThePoolAreNobodysAnswer(t *testing.T) {
+	for _, c := range []struct{ name, first, late string }{
+		{"second answer", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"},
+		{"body after a 304", "HTTP/1.1 304 Not Modified\r\nContent-Length: 4\r\n\r\n", "EVIL"},
+		{"body after a 204", "HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			sent := make(chan struct{}, 1)
+			up := rawKeepAlive(t, func(w net.Conn, req *http.Request) bool {
+				if req.Header.Get("X-First") == "" {
+					io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+					return true
+				}
+				io.WriteString(w, c.first)
+				go func() {
+					time.Sleep(20 * time.Millisecond) // after the gateway has pooled the connection
+					io.WriteString(w, c.late)
+					sent <- struct{}{}
+				}()
+				return true
+			})
+			tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    targets: [{url: "http://%s"}]
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+			client := newClient(t)
+			for i := 0; i < 5; i++ {
+				req, _ := http.NewRequest("GET", "http://"+tg.addr+"/first", nil)
+				req.Header.Set("X-First", "1")
+				resp, _ := do(t, client, req)
+				if resp.StatusCode >= 500 {
+					t.Fatalf("first request: %d", resp.StatusCode)
+				}
+				recv(t, sent, "the late bytes")
+				// Let loopback deliver them (the write has returned; the
+				// gateway's socket holds them when its queue says so).
+				waitFor(t, 5*time.Second, "the late bytes to arrive", func() bool { return pooledBytesWaiting(tg.g) })
+				resp, b := get(t, client, "http://"+tg.addr+"/next")
+				if resp.StatusCode != 200 || string(b) != "good" {
+					t.Fatalf("round %d: the next request got %d %q; want 200 \"good\" (its own answer)", i, resp.StatusCode, b)
+				}
+			}
+		})
+	}
+}
+
+// pooledBytesWaiting reports whether a connection in one of g's HTTP/1
+// pools has bytes waiting in its socket.
+func pooledBytesWaiting(g *Gateway) bool {
+	g.tmu.Lock()
+	defer g.tmu.Unlock()
+	for _, t := range g.transports {
+		h1, ok := t.(*h1Transport)
+		if !ok {
+			continue
+		}
+		h1.mu.Lock()
+		for _, list := range h1.idle {
+			for _, pc := range list {
+				if n, _ := recvQueued(pc.conn); n > 0 {
+					h1.mu.Unlock()
+					return true
+				}
+			}
+		}
+		h1.mu.Unlock()
+	}
+	return false
+}
