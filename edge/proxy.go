@@ -706,6 +706,10 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 				// The service's total timeout expired while the body
 				// was coming: a timeout, as before the head.
 				pe = classify(ctx.Err(), ctx)
+			} else if errors.Is(err, errChunked) {
+				pe = &proxyError{status: http.StatusBadGateway, proxyStatus: "http_protocol_error", title: "Bad Gateway",
+					detail: "service " + svc.name + ": the upstream's response body broke its chunked framing",
+					cause:  "target " + x.target + ": " + err.Error()}
 			} else if errors.Is(err, errReadTimeout) {
 				pe = &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout",
 					detail: "service " + svc.name + ": the upstream sent nothing more of its response body for " + svc.read.String(),

@@ -1233,3 +1233,45 @@ func getsAtOnce(t *testing.T, c *http.Client, url string, n int) *sync.WaitGroup
 	}
 	return &wg
 }
+
+// A chunked body whose framing breaks (a size that is not hex, one that
+// overflows, a size line past its limit) is the upstream breaking the
+// protocol, not a body that ended early: a 502 http_protocol_error when
+// nothing has gone out yet, a cut response logged so after.
+func TestMalformedChunkedUpstreamBody(t *testing.T) {
+	const head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	bodies := map[string]string{
+		"/not-hex":    "zz\r\nhello\r\n0\r\n\r\n",
+		"/overflow":   "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+		"/negative":   "-5\r\nhello\r\n0\r\n\r\n",
+		"/long-line":  "5;" + strings.Repeat("a", 200000) + "\r\nhello\r\n0\r\n\r\n",
+		"/after-data": "5\r\nhello\r\n5x\r\nworld\r\n0\r\n\r\n",
+	}
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, head+bodies[req.URL.Path])
+		return false
+	})
+	for path := range bodies {
+		setup, log := withReuseLog()
+		gw := startGatewayWith(t, setup, oneRoute("http://"+addr, ""))
+		c := dialGateway(t, gw.addr)
+		br := bufio.NewReader(c)
+		h1Write(t, c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, rerr := io.ReadAll(resp.Body)
+		if path == "/after-data" {
+			// "hello" went out first: the response can only be cut.
+			if resp.StatusCode != 200 || rerr == nil {
+				t.Errorf("%s: %d, %q, %v; want 200 and a cut body", path, resp.StatusCode, body, rerr)
+			}
+		} else {
+			checkProblem(t, resp, body, http.StatusBadGateway, "http_protocol_error")
+		}
+		if rec := onlyRecord(t, log); rec["error"] != "http_protocol_error" {
+			t.Errorf("%s: logged error %v (%v); want http_protocol_error", path, rec["error"], rec["error_detail"])
+		}
+	}
+}
