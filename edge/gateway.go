@@ -456,8 +456,12 @@ func (g *Gateway) newHTTPServer(o ListenerOptions, h http.Handler, gl *guardList
 	g.lmu.Lock()
 	g.listeners = append(g.listeners, gl)
 	g.lmu.Unlock()
+	// HTTP/2 alone: h1Server hands this server only connections that
+	// chose h2 by ALPN or began with the prior-knowledge preface. One
+	// whose first bytes then turn out not to be HTTP/2's whole preface
+	// is closed without an answer (RFC 9113, 3.4), rather than read as
+	// an HTTP/1 request by the fallback net/http would otherwise make.
 	var protos http.Protocols
-	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	h2 := &http.Server{
 		Handler:        g.headerSizeGuard(g.optionsStar(h), o.MaxHeaderBytes),

@@ -663,9 +663,7 @@ func (c *serverConn) runBody(fresh bool) (park bool) {
 		st := tc.ConnectionState()
 		c.tls = &st
 		if st.NegotiatedProtocol == "h2" {
-			if pre, ok := c.readH2Preface(o.ReadHeaderTimeout); ok {
-				c.handoff(pre)
-			}
+			c.handoff(nil)
 			return
 		}
 	}
@@ -904,29 +902,13 @@ func (c *serverConn) isH2Preface() bool {
 	return string(b) == h2Preface
 }
 
-// h2ClientPreface is what an HTTP/2 connection begins with (RFC 9113, 3.4).
-const h2ClientPreface = h2Preface + "\r\n\r\nSM\r\n\r\n"
-
-// readH2Preface reads the client's preface from a connection that chose
-// "h2" by ALPN, within the time a request head is given. One that sends
-// anything else has broken the protocol it chose: it is closed without a
-// word (RFC 9113, 3.4), where net/http's server, handed the connection,
-// would take the bytes for an HTTP/1 request and answer it. The preface
-// is given back for the HTTP/2 server to read.
-func (c *serverConn) readH2Preface(timeout time.Duration) (io.Reader, bool) {
-	var pre [len(h2ClientPreface)]byte
-	c.rwc.SetReadDeadline(time.Now().Add(timeout))
-	if n, err := io.ReadFull(c.rwc, pre[:]); err != nil || string(pre[:]) != h2ClientPreface {
-		c.s.log.Debug("HTTP/2 connection preface missing", "client", c.remote, "got", string(pre[:n]), "error", err)
-		return nil, false
-	}
-	return io.MultiReader(bytes.NewReader(pre[:]), c.rwc), true
-}
-
 // handoff gives the connection to the HTTP/2 server; buffered are the
 // bytes already read from it.
-func (c *serverConn) handoff(buffered io.Reader) {
-	conn := &handoffConn{Conn: c.rwc, gc: c.gc, r: buffered}
+func (c *serverConn) handoff(buffered *bufio.Reader) {
+	var conn net.Conn = c.rwc
+	if buffered != nil {
+		conn = &handoffConn{Conn: c.rwc, gc: c.gc, r: buffered}
+	}
 	c.rwc.SetDeadline(time.Time{})
 	if c.s.h2ln.deliver(conn) {
 		c.hijacked = true // net/http owns it now

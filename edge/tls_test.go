@@ -1129,3 +1129,28 @@ func paddedHeaderBlock(t *testing.T, size int) []byte {
 	}
 	return hb.Bytes()
 }
+
+// A connection that chose h2 by ALPN and has sent nothing (a browser's
+// pre-opened connection) holds no request: a drain does not wait for it
+// to its deadline.
+func TestDrainNotHeldBySilentH2Connection(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	// A header timeout past the drain's deadline: a drain that waited for
+	// the connection's first bytes would miss its deadline.
+	setup := gatewaySetup{listener: ListenerOptions{ReadHeaderTimeout: time.Minute}}
+	tg := startTLSGatewayWith(t, setup, fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be}]\n", be.URL), false)
+	conn, err := tls.Dial("tcp", tg.addr, &tls.Config{RootCAs: tg.pool, ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := tg.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v; want it done before its deadline", err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(conn); err != nil {
+		t.Fatalf("after the drain: %v; want the connection closed", err)
+	}
+}
