@@ -692,6 +692,12 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 			x.errKind = "drain_timeout"
 		case clientSide || r.Context().Err() != nil:
 			x.errKind = "client_canceled"
+		case body.overLimit() >= 0:
+			// The client was still sending when its body passed the
+			// route's limit, after the answer had begun (a stream): the
+			// gateway cut it, where before an answer it says 413.
+			x.errKind = "http_request_error"
+			x.errDetail = "the request body exceeds the route's limit of " + strconv.FormatInt(body.overLimit(), 10) + " bytes"
 		case body != nil && body.readErr() != nil:
 			// The client's own body failed (it left mid-stream, say) and
 			// the transport ended the exchange for it: not the target's
@@ -1566,6 +1572,19 @@ func (b *countingBody) stopIdle() {
 }
 
 // readErr returns the error reading the client's body, if any.
+// overLimit is the route's body limit if the body's read failed by
+// passing it, else -1 (also for a nil b).
+func (b *countingBody) overLimit() int64 {
+	if b == nil {
+		return -1
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(b.readErr(), &mbe) {
+		return mbe.Limit
+	}
+	return -1
+}
+
 func (b *countingBody) readErr() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

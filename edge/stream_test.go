@@ -833,3 +833,72 @@ func TestPausedUpstreamBodyIsNotHeldBack(t *testing.T) {
 		t.Fatalf("HTTP/2: body %q, error %v; want %q", string(first)+string(rest), err, want)
 	}
 }
+
+// A stream whose request body passes the route's limit after the answer
+// has begun (an upstream echoing as it reads, gRPC's bidirectional calls)
+// is cut, and the log says why: the gateway's limit (http_request_error),
+// not a client that left (client_canceled).
+func TestRequestBodyLimitMidStreamIsLogged(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		http.NewResponseController(w).EnableFullDuplex() // HTTP/1: read while writing
+		w.WriteHeader(200)
+		http.NewResponseController(w).Flush()
+		buf := make([]byte, 512)
+		for {
+			n, err := r.Body.Read(buf)
+			w.Write(buf[:n])
+			http.NewResponseController(w).Flush()
+			if err != nil {
+				return
+			}
+		}
+	})
+	for _, proto := range []string{"h1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			setup, log := withReuseLog()
+			gw := startGatewayWith(t, setup, oneRoute(be.URL, "    limits:\n      max_request_body: 4KiB\n"))
+			c := newClient(t)
+			if proto == "h2c" {
+				c = newH2CClient(t)
+			}
+			pr, pw := io.Pipe()
+			req, _ := http.NewRequest(http.MethodPost, gw.url+"/x", pr)
+			// Send 1 KiB at a time, each echoed before the next, until
+			// the gateway stops taking them. The first goes with the
+			// head: over HTTP/1.1 the answer's head waits for its first
+			// body byte, which the upstream echoes from ours.
+			chunk := bytes.Repeat([]byte("z"), 1024)
+			go pw.Write(chunk)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d; want the upstream's 200", resp.StatusCode)
+			}
+			echoed := 0
+			for i := 0; i < 64; i++ {
+				if i > 0 {
+					if _, err := pw.Write(chunk); err != nil {
+						break
+					}
+				}
+				n, err := io.ReadFull(resp.Body, make([]byte, len(chunk)))
+				echoed += n
+				if err != nil {
+					break
+				}
+			}
+			pw.Close()
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if echoed > 4096 {
+				t.Errorf("%d bytes echoed; want at most the 4 KiB limit", echoed)
+			}
+			rec := onlyRecord(t, log)
+			if rec["error"] != "http_request_error" || !strings.Contains(fmt.Sprint(rec["error_detail"]), "limit of 4096 bytes") {
+				t.Errorf("logged error %v (%v); want http_request_error naming the 4096-byte limit", rec["error"], rec["error_detail"])
+			}
+		})
+	}
+}
