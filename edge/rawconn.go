@@ -49,6 +49,12 @@ type rawConn struct {
 	rerr  syscall.Errno
 	readF func(uintptr) bool
 
+	// recvQueued's call and answer, made once per connection; used by
+	// whoever holds the connection (the pool hands it to one at a time).
+	inqF   func(uintptr)
+	inqN   int32
+	inqErr syscall.Errno
+
 	wmu    sync.Mutex
 	wbuf   []byte
 	wn     int
@@ -341,8 +347,8 @@ func sendQueued(c net.Conn) (int, bool) {
 
 // recvQueued reports the bytes waiting in c's socket receive queue
 // (SIOCINQ: received, not yet read; a FIN is not counted), if c is a
-// TCP connection of ours, bare or under TLS. One system call, no
-// allocation.
+// TCP connection of ours, bare or under TLS. One raw system call (it
+// never waits: see rawConn), no allocation.
 func recvQueued(c net.Conn) (int, bool) {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
@@ -351,14 +357,15 @@ func recvQueued(c net.Conn) (int, bool) {
 	if !ok {
 		return 0, false
 	}
-	var q int32
-	var e syscall.Errno
-	if rc.rc.Control(func(fd uintptr) {
-		_, _, e = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&q)))
-	}) != nil || e != 0 {
+	if rc.inqF == nil {
+		rc.inqF = func(fd uintptr) {
+			_, _, rc.inqErr = syscall.RawSyscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&rc.inqN)))
+		}
+	}
+	if rc.rc.Control(rc.inqF) != nil || rc.inqErr != 0 {
 		return 0, false
 	}
-	return int(q), true
+	return int(rc.inqN), true
 }
 
 // TCP_INQ: with it on, each recvmsg(2) of a TCP socket also says how much
