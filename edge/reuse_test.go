@@ -1340,13 +1340,7 @@ func TestLateBytesInThePoolAreNobodysAnswer(t *testing.T) {
 				}()
 				return true
 			})
-			tg := startGateway(t, fmt.Sprintf(`
-services:
-  - name: s
-    targets: [{url: "http://%s"}]
-routes:
-  - {name: r, match: {path_prefix: /}, service: s}
-`, up))
+			tg := startGateway(t, oneRoute("http://"+up, ""))
 			client := newClient(t)
 			for i := 0; i < 5; i++ {
 				req, _ := http.NewRequest("GET", "http://"+tg.addr+"/first", nil)
