@@ -983,8 +983,24 @@ func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hos
 // quiet reports whether nothing is waiting in pc's socket, as far as can
 // be known without a read (see recvQueued).
 func (pc *h1Conn) quiet() bool {
-	n, ok := recvQueued(pc.conn)
-	return !ok || n == 0
+	if n, ok := recvQueued(pc.conn); ok && n > 0 {
+		return false
+	}
+	tc, ok := pc.conn.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	// Under TLS the socket is not all: crypto/tls reads what the socket
+	// has into a buffer of its own, so a record that came right behind
+	// the answer may be there. A read with a deadline already passed
+	// returns what it holds, or the deadline's error without a system
+	// call (and the error does not stick to the connection).
+	tc.SetReadDeadline(aLongTimeAgo)
+	var b [1]byte
+	n, err := tc.Read(b[:])
+	tc.SetReadDeadline(time.Time{})
+	pc.rdl = time.Time{}
+	return n == 0 && isTimeout(err)
 }
 
 func (pc *h1Conn) alive() bool {

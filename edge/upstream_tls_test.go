@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,11 +13,13 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -114,4 +117,82 @@ func TestUpstreamClientKeyErrorsNameTheKeyFile(t *testing.T) {
 			t.Errorf("key file %s: %v; want one error at services[0].tls.key_file", key, err)
 		}
 	}
+}
+
+// A second answer that a TLS upstream sends right behind the first, in its
+// own record, can be in crypto/tls's buffer rather than in the socket when
+// the connection goes back to the pool: the look before reuse finds it
+// there too, and the next request gets its own answer.
+func TestLateRecordFromTLSUpstreamIsNobodysAnswer(t *testing.T) {
+	cert, _ := selfSigned(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Leaf.Raw}), 0o600)
+	up := rawUpstream(t, func(c net.Conn) {
+		hc := &heldConn{Conn: c}
+		tc := tls.Server(hc, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
+		br := bufio.NewReader(tc)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if req.Header.Get("X-First") == "" {
+				io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+				continue
+			}
+			// Two records, one TCP write: the gateway's read of the
+			// first takes the second into crypto/tls's buffer.
+			hc.hold()
+			io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine")
+			io.WriteString(tc, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL")
+			hc.flush()
+		}
+	})
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    targets: [{url: "https://%s"}]
+    tls: {ca_file: %q, server_name: localhost}
+routes: [{name: r, service: s}]
+`, up, caFile))
+	client := newClient(t)
+	for i := 0; i < 5; i++ {
+		req, _ := http.NewRequest("GET", tg.url+"/first", nil)
+		req.Header.Set("X-First", "1")
+		if resp, body := do(t, client, req); resp.StatusCode != 200 || string(body) != "mine" {
+			t.Fatalf("first request: %d %q; want 200 mine", resp.StatusCode, body)
+		}
+		if resp, body := get(t, client, tg.url+"/next"); resp.StatusCode != 200 || string(body) != "good" {
+			t.Fatalf("round %d: the next request got %d %q; want 200 \"good\" (its own answer)", i, resp.StatusCode, body)
+		}
+	}
+}
+
+// heldConn is a connection whose writes can be held and sent in one.
+type heldConn struct {
+	net.Conn
+	mu      sync.Mutex
+	holding bool
+	buf     []byte
+}
+
+func (c *heldConn) hold() { c.mu.Lock(); c.holding = true; c.mu.Unlock() }
+
+func (c *heldConn) flush() {
+	c.mu.Lock()
+	b := c.buf
+	c.buf, c.holding = nil, false
+	c.mu.Unlock()
+	c.Conn.Write(b)
+}
+
+func (c *heldConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.holding {
+		c.buf = append(c.buf, p...)
+		c.mu.Unlock()
+		return len(p), nil
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(p)
 }
