@@ -3,6 +3,7 @@ package edge
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -495,6 +496,7 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 	}
 	if c.TLS != nil {
 		key.tls = *c.TLS
+		key.tlsFiles = fileDigest(c.TLS.CAFile, c.TLS.CertFile, c.TLS.KeyFile)
 	}
 	tr, err := g.transport(key)
 	if err != nil {
@@ -542,6 +544,28 @@ type transportKey struct {
 	send           time.Duration // HTTP/1.1 only
 	read           time.Duration // HTTP/1.1 only (HTTP/2 bodies: copyBody)
 	tls            config.UpstreamTLS
+	// tlsFiles is a digest of tls's files as they were when the key was
+	// made: a reload after they changed (a rotated CA or client
+	// certificate) gets a transport that reads them again, as nginx's
+	// reload does; one after they did not keeps the warm pool.
+	tlsFiles [sha256.Size]byte
+}
+
+// fileDigest is a digest of the named files' contents (a file that cannot
+// be read counts by its error, which compiling the transport reports).
+func fileDigest(names ...string) [sha256.Size]byte {
+	h := sha256.New()
+	for _, name := range names {
+		b, err := os.ReadFile(name)
+		if name == "" {
+			b, err = nil, nil
+		}
+		fmt.Fprintf(h, "%d:%q:%v:", len(b), name, err)
+		h.Write(b)
+	}
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
 }
 
 // upstreamTransport sends requests to targets and pools connections.

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,4 +196,40 @@ func (c *heldConn) Write(p []byte) (int, error) {
 	}
 	c.mu.Unlock()
 	return c.Conn.Write(p)
+}
+
+// A reload after the files of a service's tls were replaced (a rotated CA,
+// say) reads them again, though the document is the same: new connections
+// to an upstream that now shows a certificate of the new CA succeed.
+func TestUpstreamTLSFilesReadAgainOnReload(t *testing.T) {
+	certA, _ := selfSigned(t)
+	certB, _ := selfSigned(t)
+	var cur atomic.Pointer[tls.Certificate]
+	cur.Store(&certA)
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	be.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return cur.Load(), nil }}
+	be.StartTLS()
+	defer be.Close()
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	writeCA := func(c tls.Certificate) {
+		if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Leaf.Raw}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCA(certA)
+	doc := fmt.Sprintf("services: [{name: s, targets: [{url: %q}], tls: {ca_file: %q, server_name: localhost}}]\nroutes: [{name: r, service: s}]\n", be.URL, caFile)
+	tg := startGateway(t, doc)
+	client := newClient(t)
+	if resp, body := get(t, client, tg.url+"/"); resp.StatusCode != 200 {
+		t.Fatalf("before the rotation: %d %q", resp.StatusCode, body)
+	}
+	// The upstream moves to a certificate of another CA, and drops its
+	// connections; the CA file is replaced, and the same document applied.
+	cur.Store(&certB)
+	be.CloseClientConnections()
+	writeCA(certB)
+	tg.g.Swap(compileDoc(t, tg.g, doc, 2, tg.g.Current()))
+	if resp, body := get(t, client, tg.url+"/"); resp.StatusCode != 200 || string(body) != "ok" {
+		t.Fatalf("after the CA file was replaced and the document applied again: %d %q (%s); want 200 ok", resp.StatusCode, body, resp.Header.Get("Proxy-Status"))
+	}
 }
