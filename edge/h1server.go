@@ -48,6 +48,12 @@ type h1Server struct {
 
 	h2   *http.Server // HTTP/2 connections handed over
 	h2ln *handoffListener
+	// h2New holds the connections handed over that have yet to send
+	// HTTP/2's whole preface (net/http's StateNew): they carry no
+	// request, and a drain closes them at once, where net/http's
+	// Shutdown would leave a connection that young to its own timer.
+	h2mu  sync.Mutex
+	h2New map[net.Conn]struct{}
 
 	// refused, if set, is told of each request refused with an answer
 	// before any handler saw it (malformed, too large, too slow), so that
@@ -109,6 +115,22 @@ func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.S
 		conns:   map[*serverConn]struct{}{},
 	}
 	s.watches.done = ctx.Done()
+	if h2 != nil {
+		s.h2New = map[net.Conn]struct{}{}
+		prevState := h2.ConnState
+		h2.ConnState = func(c net.Conn, st http.ConnState) {
+			s.h2mu.Lock()
+			if st == http.StateNew {
+				s.h2New[c] = struct{}{}
+			} else {
+				delete(s.h2New, c)
+			}
+			s.h2mu.Unlock()
+			if prevState != nil {
+				prevState(c, st)
+			}
+		}
+	}
 	s.parkAfter = o.parkAfter
 	if s.parkAfter == 0 {
 		s.parkAfter = defaultParkAfter
@@ -224,6 +246,7 @@ func (s *h1Server) Shutdown(ctx context.Context) error {
 wait:
 	for {
 		s.closeIdle()
+		s.closeNewH2()
 		select {
 		case <-allDone:
 			break wait
@@ -2400,6 +2423,17 @@ type dateCache struct {
 }
 
 var cachedDate atomic.Pointer[dateCache]
+
+// closeNewH2 closes the handed-over connections still waiting for their
+// preface (h2New).
+func (s *h1Server) closeNewH2() {
+	s.h2mu.Lock()
+	defer s.h2mu.Unlock()
+	for c := range s.h2New {
+		c.Close()
+		delete(s.h2New, c)
+	}
+}
 
 // handoffListener passes HTTP/2 connections to net/http's server.
 type handoffListener struct {

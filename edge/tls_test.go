@@ -1144,7 +1144,16 @@ func TestDrainNotHeldBySilentH2Connection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	// Handed over to the HTTP/2 server, which waits for its preface.
+	h1 := tg.srv.srv
+	waitFor(t, 5*time.Second, "the connection to reach the HTTP/2 server", func() bool {
+		h1.h2mu.Lock()
+		defer h1.h2mu.Unlock()
+		return len(h1.h2New) == 1
+	})
+	// Well under the 5 s net/http's Shutdown gives a connection that has
+	// sent nothing before it counts as idle.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := tg.srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v; want it done before its deadline", err)
