@@ -556,9 +556,10 @@ type transportKey struct {
 func fileDigest(names ...string) [sha256.Size]byte {
 	h := sha256.New()
 	for _, name := range names {
-		b, err := os.ReadFile(name)
-		if name == "" {
-			b, err = nil, nil
+		var b []byte
+		var err error
+		if name != "" {
+			b, err = os.ReadFile(name)
 		}
 		fmt.Fprintf(h, "%d:%q:%v:", len(b), name, err)
 		h.Write(b)
