@@ -519,6 +519,12 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // only returns the one access log record there is, what names it.
 func (b *syncBuffer) only(t *testing.T, what string) map[string]any {
 	t.Helper()

@@ -170,7 +170,7 @@ func (g *Gateway) Swap(s *Snapshot) *Snapshot {
 	g.metrics.prune(s)
 	g.metrics.configVersion.Set(float64(s.Version))
 	g.metrics.configApplied.WithLabelValues("applied").Inc()
-	g.closeUnusedTransports(s)
+	g.closeUnusedTransports(s, old)
 	return old
 }
 
@@ -179,16 +179,29 @@ func (g *Gateway) Swap(s *Snapshot) *Snapshot {
 func (g *Gateway) RecordRejected() { g.metrics.configApplied.WithLabelValues("rejected").Inc() }
 
 // closeUnusedTransports drops the idle connections of transports that the
-// new snapshot no longer uses. The transports stay cached: a later reload
-// may want them again, and requests on the old snapshot may still use them.
-func (g *Gateway) closeUnusedTransports(s *Snapshot) {
+// new snapshot s no longer uses, and forgets those that neither s nor the
+// snapshot it replaced (old) uses. Those of old stay cached, so that a
+// reload back to it finds its pools; requests still running on an older
+// snapshot keep the transport they hold, and whatever connections they
+// give back are swept at the idle timeout. Without the forgetting, every
+// distinct combination of timeouts and TLS files ever applied would stay.
+func (g *Gateway) closeUnusedTransports(s, old *Snapshot) {
+	keep := make(map[transportKey]upstreamTransport, len(g.transports))
+	if old != nil {
+		for _, svc := range old.order {
+			keep[svc.tkey] = svc.transport
+		}
+	}
 	used := map[upstreamTransport]bool{}
 	for _, svc := range s.order {
 		used[svc.transport] = true
+		keep[svc.tkey] = svc.transport
 	}
 	g.tmu.Lock()
-	defer g.tmu.Unlock()
-	for _, t := range g.transports {
+	all := g.transports
+	g.transports = keep
+	g.tmu.Unlock()
+	for _, t := range all {
 		if !used[t] {
 			t.CloseIdleConnections()
 		}

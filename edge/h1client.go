@@ -48,13 +48,12 @@ type h1Transport struct {
 	readTimeout time.Duration
 	// resent counts a request sent once more on a new connection (see
 	// roundTrip), by reason; nil counts nothing.
-	resent            func(reason string)
-	maxIdlePerHost    int
-	idleTimeout       time.Duration
-	tlsConfig         *tls.Config // nil: system roots
-	mu                sync.Mutex
-	idle              map[poolKey][]*h1Conn
-	closeIdleWasAsked bool
+	resent         func(reason string)
+	maxIdlePerHost int
+	idleTimeout    time.Duration
+	tlsConfig      *tls.Config // nil: system roots
+	mu             sync.Mutex
+	idle           map[poolKey][]*h1Conn
 	// The idle pool's sweeper (sweepIdle) runs while the pool holds a
 	// connection (sweeping, under mu); kick wakes it early (capacity 1).
 	sweeping bool
@@ -1132,7 +1131,7 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 	t.mu.Lock()
 	// hungUp is looked at under mu: a hang-up seen after this wakes the
 	// sweeper, whose sweep then comes after the connection is in the pool.
-	if t.closeIdleWasAsked || len(t.idle[pc.key]) >= t.maxIdlePerHost || hungUp(pc.conn) {
+	if len(t.idle[pc.key]) >= t.maxIdlePerHost || hungUp(pc.conn) {
 		t.mu.Unlock()
 		pc.conn.Close()
 		return

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -198,6 +200,73 @@ routes:
 	}
 	if got := metricValue(t, gw.g, "meridian_config_version"); got != 2 {
 		t.Errorf("config version metric = %v; want 2", got)
+	}
+}
+
+// A reload keeps the transports (and their warm pools) of the snapshot it
+// replaces, so that going back to it reconnects nothing, and forgets those
+// of older ones: reload after reload with new timeouts or rotated TLS
+// files must not pile up transports. Idle connections of a transport the
+// new snapshot does not use are closed.
+func TestReloadForgetsTransportsOfOlderSnapshots(t *testing.T) {
+	var open atomic.Int64
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	be.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	be.Start()
+	defer be.Close()
+	doc := func(connect string) string {
+		return oneRouteService(be.URL, "    timeouts: {connect: "+connect+"}")
+	}
+	gw := startGateway(t, doc("1s"))
+	c := newClient(t)
+	version := uint64(1)
+	apply := func(connect string) upstreamTransport {
+		t.Helper()
+		version++
+		gw.g.Swap(compileDoc(t, gw.g, doc(connect), version, gw.g.Current()))
+		if resp, body := get(t, c, gw.url+"/"); resp.StatusCode != 200 {
+			t.Fatalf("after applying connect %s: %d %q", connect, resp.StatusCode, body)
+		}
+		return gw.g.Current().services["svc"].transport
+	}
+	cached := func() int {
+		gw.g.tmu.Lock()
+		defer gw.g.tmu.Unlock()
+		return len(gw.g.transports)
+	}
+	if resp, body := get(t, c, gw.url+"/"); resp.StatusCode != 200 {
+		t.Fatalf("first request: %d %q", resp.StatusCode, body)
+	}
+	tA := gw.g.Current().services["svc"].transport
+	tB := apply("2s")
+	if tB == tA {
+		t.Fatal("a new connect timeout kept the transport")
+	}
+	apply("3s")
+	if n := cached(); n != 2 {
+		t.Errorf("after three documents, %d transports cached; want 2 (the current one and the one it replaced)", n)
+	}
+	// Each transport's one idle connection (A's, B's) is closed when a
+	// document without it is applied; C's stays in its pool.
+	waitFor(t, 5*time.Second, "the idle connections of unused transports to close", func() bool { return open.Load() == 1 })
+	if back := apply("2s"); back != tB {
+		t.Error("going back to the document just replaced did not find its transport")
+	}
+	if again := apply("1s"); again == tA {
+		t.Error("a transport of a snapshot two reloads back was still cached")
+	}
+	for i := range 20 {
+		apply(fmt.Sprintf("%dms", 1000+i))
+	}
+	if n := cached(); n != 2 {
+		t.Errorf("after twenty more documents, %d transports cached; want 2", n)
 	}
 }
 

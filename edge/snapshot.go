@@ -93,6 +93,7 @@ type service struct {
 	name      string
 	pool      *upstream.Pool
 	transport upstreamTransport
+	tkey      transportKey // transport's key in Gateway.transports
 	h2        bool
 	total     time.Duration
 	read      time.Duration // the wait for more of a response body (config.Timeouts.Read)
@@ -502,10 +503,20 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 	if err != nil {
 		return nil, err
 	}
+	if prev != nil && c.TLS != nil {
+		if ps := prev.services[c.Name]; ps != nil && ps.tkey.tls == key.tls && ps.tkey.tlsFiles != key.tlsFiles {
+			// Same settings, files changed on disk (a rotated CA or
+			// client certificate): say so, or the reload would look
+			// like it changed nothing.
+			g.log.Info("upstream TLS files changed; new connections use them",
+				"service", c.Name, "ca_file", c.TLS.CAFile, "cert_file", c.TLS.CertFile)
+		}
+	}
 	svc := &service{
 		name:      c.Name,
 		pool:      pool,
 		transport: tr,
+		tkey:      key,
 		h2:        c.Protocol == "h2c" || c.Protocol == "h2",
 		total:     c.Timeouts.Total,
 		read:      read,

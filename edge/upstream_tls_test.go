@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -218,18 +219,27 @@ func TestUpstreamTLSFilesReadAgainOnReload(t *testing.T) {
 	}
 	writeCA(certA)
 	doc := fmt.Sprintf("services: [{name: s, targets: [{url: %q}], tls: {ca_file: %q, server_name: localhost}}]\nroutes: [{name: r, service: s}]\n", be.URL, caFile)
-	tg := startGateway(t, doc)
+	var logBuf syncBuffer
+	tg := startGatewayWith(t, gatewaySetup{opts: Options{Logger: slog.New(slog.NewJSONHandler(&logBuf, nil))}}, doc)
 	client := newClient(t)
 	if resp, body := get(t, client, tg.url+"/"); resp.StatusCode != 200 {
 		t.Fatalf("before the rotation: %d %q", resp.StatusCode, body)
+	}
+	tg.g.Swap(compileDoc(t, tg.g, doc, 2, tg.g.Current()))
+	const changed = "upstream TLS files changed"
+	if strings.Contains(logBuf.String(), changed) {
+		t.Fatalf("a reload with the files as they were logged %q:\n%s", changed, logBuf.String())
 	}
 	// The upstream moves to a certificate of another CA, and drops its
 	// connections; the CA file is replaced, and the same document applied.
 	cur.Store(&certB)
 	be.CloseClientConnections()
 	writeCA(certB)
-	tg.g.Swap(compileDoc(t, tg.g, doc, 2, tg.g.Current()))
+	tg.g.Swap(compileDoc(t, tg.g, doc, 3, tg.g.Current()))
 	if resp, body := get(t, client, tg.url+"/"); resp.StatusCode != 200 || string(body) != "ok" {
 		t.Fatalf("after the CA file was replaced and the document applied again: %d %q (%s); want 200 ok", resp.StatusCode, body, resp.Header.Get("Proxy-Status"))
+	}
+	if !strings.Contains(logBuf.String(), changed) || !strings.Contains(logBuf.String(), `"service":"s"`) {
+		t.Errorf("the reload after the CA file changed did not log %q for service s:\n%s", changed, logBuf.String())
 	}
 }
