@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -282,6 +283,47 @@ func writeJSONScalar(b *bytes.Buffer, n *yaml.Node, t reflect.Type) error {
 	return str()
 }
 
+// intRE and durationRE match what is written as an integer, and as a
+// duration in time.ParseDuration's syntax.
+var (
+	intRE      = regexp.MustCompile(`^[-+]?(0x[0-9a-fA-F_]+|0o[0-7_]+|[0-9_]+)$`)
+	durationRE = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+)
+
+// outOfRange says what is wrong with a scalar of the right form for an
+// integer or duration field that the field cannot hold (the decoder calls
+// it the wrong type, and cuts the value it quotes), or "".
+func outOfRange(n *yaml.Node, t reflect.Type) string {
+	switch {
+	case t == durationType:
+		if n.ShortTag() == "!!str" && durationRE.MatchString(n.Value) {
+			if _, err := time.ParseDuration(n.Value); err != nil {
+				return "out of range: " + strconv.Quote(n.Value) + " is longer than the longest duration, about 292 years"
+			}
+		}
+		return ""
+	case reflect.PointerTo(t).Implements(unmarshalerType):
+		return ""
+	}
+	if tag := n.ShortTag(); tag != "!!int" && tag != "!!float" || !intRE.MatchString(n.Value) {
+		return ""
+	}
+	v := strings.ReplaceAll(n.Value, "_", "")
+	var err error
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		_, err = strconv.ParseInt(v, 0, t.Bits())
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		_, err = strconv.ParseUint(v, 0, t.Bits())
+	default:
+		return ""
+	}
+	if errors.Is(err, strconv.ErrRange) {
+		return "out of range: " + n.Value + " is beyond what the field can hold"
+	}
+	return ""
+}
+
 // laxTypes finds what the YAML decoder takes though the type is wrong:
 // numbers with a fraction (2.9, 1e-3) given for integer fields and
 // durations, which it would truncate (weight 2.9 becoming 2) where it
@@ -326,6 +368,9 @@ func laxTypes(n *yaml.Node, t reflect.Type, path string, depth int) Errors {
 			// yaml.v3 reads a quoted "no" or 'on' into a bool (but not
 			// "false"): a string is the wrong type, whichever it is.
 			return Errors{&FieldError{Path: path, Line: n.Line, Msg: "wrong type: want true or false, got the string " + strconv.Quote(n.Value)}}
+		}
+		if msg := outOfRange(n, t); msg != "" {
+			return Errors{&FieldError{Path: path, Line: n.Line, Msg: msg}}
 		}
 		if n.ShortTag() != "!!float" || reflect.PointerTo(t).Implements(unmarshalerType) {
 			return nil

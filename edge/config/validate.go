@@ -152,9 +152,21 @@ func (v *validator) service(p string, s *Service) {
 	if len(s.Targets) == 0 {
 		v.errf(p+".targets", "missing: a service needs at least one target")
 	}
+	dests := make(map[string]int, len(s.Targets))
 	for i, t := range s.Targets {
 		tp := fmt.Sprintf("%s.targets[%d]", p, i)
 		u, err := url.Parse(t.URL)
+		if err == nil && u.Host != "" {
+			d := upstream.Destination(u)
+			if j, dup := dests[d]; dup {
+				// Twice in the list, it would get twice its share, count
+				// twice toward max_ejection_percent, and stay in traffic
+				// while one of the two is ejected or down.
+				v.errf(tp+".url", "%q is the same destination as targets[%d] (%q): list it once, with a weight", t.URL, j, s.Targets[j].URL)
+			} else {
+				dests[d] = i
+			}
+		}
 		switch {
 		case t.URL == "":
 			v.errf(tp+".url", "missing: give the target's URL such as http://10.0.0.5:8080")
@@ -227,6 +239,8 @@ func (v *validator) service(p string, s *Service) {
 		hp := p + ".health_check"
 		if !strings.HasPrefix(h.Path, "/") {
 			v.errf(hp+".path", "missing or invalid: give a path starting with '/' such as /healthz")
+		} else if strings.Contains(h.Path, "#") {
+			v.errf(hp+".path", "%q has a fragment, which is never sent", h.Path)
 		}
 		if h.Interval < 0 || (h.Interval > 0 && h.Interval < 100*time.Millisecond) {
 			v.errf(hp+".interval", "must be at least 100ms (got %s)", h.Interval)
@@ -234,9 +248,13 @@ func (v *validator) service(p string, s *Service) {
 		v.nonNegative(hp+".timeout", h.Timeout)
 		if h.HealthyThreshold < 0 {
 			v.errf(hp+".healthy_threshold", "must not be negative")
+		} else if h.HealthyThreshold > upstream.MaxThreshold {
+			v.errf(hp+".healthy_threshold", "must be at most %d (got %d)", upstream.MaxThreshold, h.HealthyThreshold)
 		}
 		if h.UnhealthyThreshold < 0 {
 			v.errf(hp+".unhealthy_threshold", "must not be negative")
+		} else if h.UnhealthyThreshold > upstream.MaxThreshold {
+			v.errf(hp+".unhealthy_threshold", "must be at most %d (got %d)", upstream.MaxThreshold, h.UnhealthyThreshold)
 		}
 		if h.ExpectStatus != "" {
 			if _, _, err := ParseStatusRange(h.ExpectStatus); err != nil {
@@ -248,6 +266,8 @@ func (v *validator) service(p string, s *Service) {
 		op := p + ".outlier_detection"
 		if o.ConsecutiveFailures < 0 {
 			v.errf(op+".consecutive_failures", "must not be negative")
+		} else if o.ConsecutiveFailures > upstream.MaxThreshold {
+			v.errf(op+".consecutive_failures", "must be at most %d (got %d)", upstream.MaxThreshold, o.ConsecutiveFailures)
 		}
 		v.nonNegative(op+".base_ejection", o.BaseEjection)
 		v.nonNegative(op+".max_ejection", o.MaxEjection)

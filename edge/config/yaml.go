@@ -131,6 +131,13 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 				for _, e := range laxTypes(&root, reflect.TypeOf(out), "", 0) {
 					if !named[e.Path] {
 						es = append(es, e)
+					} else if strings.HasPrefix(e.Msg, "out of range") {
+						// Said better than the decoder's "wrong type".
+						for _, fe := range es {
+							if fe.Path == e.Path {
+								fe.Msg = e.Msg
+							}
+						}
 					}
 				}
 				sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -24,6 +25,12 @@ type TargetSpec struct {
 // MaxWeight bounds TargetSpec.Weight. It keeps the consistent-hash ring (100
 // virtual nodes per weight unit) and the round-robin arithmetic small.
 const MaxWeight = 1000
+
+// MaxThreshold bounds the health check thresholds and the outlier
+// detector's consecutive failures: a count in the millions would keep a
+// dead target in (or a recovered one out) for ever, which is a typo, not a
+// policy.
+const MaxThreshold = 1000
 
 // BalancerKind selects the load-balancing algorithm of a pool.
 type BalancerKind string
@@ -139,6 +146,21 @@ func errSpec(service, format string, args ...any) error {
 	return fmt.Errorf("upstream: service %q: %s", service, fmt.Sprintf(format, args...))
 }
 
+// Destination is what two target URLs that send requests to the same
+// place have in common, however written: scheme and host in any case, the
+// scheme's default port named or not, an empty path or "/".
+func Destination(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
+	}
+	path := u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port) + path + "?" + u.RawQuery
+}
+
 // normalize validates spec and returns a copy with defaults filled in. The
 // copy owns its HealthCheck and Outlier values so later changes by the
 // caller cannot race with the pool.
@@ -167,11 +189,16 @@ func normalize(spec Spec) (Spec, error) {
 			return Spec{}, errSpec(spec.Service, "target %d (%s): weight %d out of range 0..%d",
 				i, ts.URL.Redacted(), ts.Weight, MaxWeight)
 		}
-		key := ts.URL.String()
+		key := Destination(ts.URL)
 		if j, dup := seen[key]; dup {
-			// Two entries with one URL would share runtime state across
-			// reloads ambiguously; the operator should merge them and
-			// raise the weight instead.
+			// Two entries for one destination would double its share,
+			// count it twice toward max_ejection_percent, and keep it
+			// in traffic while one of them is ejected or down; the
+			// operator should merge them and raise the weight instead.
+			if first := spec.Targets[j].URL; first.String() != ts.URL.String() {
+				return Spec{}, errSpec(spec.Service, "targets %d (%s) and %d (%s) are the same destination",
+					j, first.Redacted(), i, ts.URL.Redacted())
+			}
 			return Spec{}, errSpec(spec.Service, "targets %d and %d have the same URL %s", j, i, ts.URL.Redacted())
 		}
 		seen[key] = i
@@ -250,6 +277,9 @@ func normalizeHealth(service string, hc HealthCheckSpec) (HealthCheckSpec, error
 	if _, err := url.Parse(hc.Path); err != nil {
 		return hc, errSpec(service, "health check path %q: %v", hc.Path, err)
 	}
+	if strings.Contains(hc.Path, "#") {
+		return hc, errSpec(service, "health check path %q has a fragment, which is never sent", hc.Path)
+	}
 	if hc.Interval < 0 || hc.Timeout < 0 {
 		return hc, errSpec(service, "health check interval and timeout must not be negative")
 	}
@@ -261,6 +291,9 @@ func normalizeHealth(service string, hc HealthCheckSpec) (HealthCheckSpec, error
 	}
 	if hc.HealthyThreshold < 0 || hc.UnhealthyThreshold < 0 {
 		return hc, errSpec(service, "health check thresholds must not be negative")
+	}
+	if hc.HealthyThreshold > MaxThreshold || hc.UnhealthyThreshold > MaxThreshold {
+		return hc, errSpec(service, "health check thresholds %d and %d: at most %d", hc.HealthyThreshold, hc.UnhealthyThreshold, MaxThreshold)
 	}
 	if hc.HealthyThreshold == 0 {
 		hc.HealthyThreshold = DefaultHealthyThreshold
@@ -284,6 +317,9 @@ func normalizeHealth(service string, hc HealthCheckSpec) (HealthCheckSpec, error
 func normalizeOutlier(service string, o OutlierSpec) (OutlierSpec, error) {
 	if o.ConsecutiveFailures < 0 || o.BaseEjection < 0 || o.MaxEjection < 0 {
 		return o, errSpec(service, "outlier detection settings must not be negative")
+	}
+	if o.ConsecutiveFailures > MaxThreshold {
+		return o, errSpec(service, "outlier consecutive failures %d: at most %d", o.ConsecutiveFailures, MaxThreshold)
 	}
 	if o.ConsecutiveFailures == 0 {
 		o.ConsecutiveFailures = DefaultConsecutiveFailures
