@@ -158,7 +158,7 @@ type Retries struct {
 	// "timeout" (response header timeout), "reset" (the connection broke
 	// before a response), or an HTTP status code such as 502, 503, 504.
 	// Default: connect_failure, reset, 502, 503, 504.
-	On []string `yaml:"on,omitempty" json:"on,omitempty"`
+	On []string `yaml:"on,omitempty" json:"on,omitempty" scalar:"text"`
 	// Budget caps retries as a share of requests so that retries cannot
 	// multiply load on a failing service.
 	Budget RetryBudget `yaml:"budget,omitempty" json:"budget,omitempty"`
@@ -200,7 +200,7 @@ type HealthCheck struct {
 	UnhealthyThreshold int `yaml:"unhealthy_threshold,omitempty" json:"unhealthy_threshold,omitempty"`
 	// ExpectStatus is the accepted status range such as "200-299"; default
 	// "200-399".
-	ExpectStatus string `yaml:"expect_status,omitempty" json:"expect_status,omitempty"`
+	ExpectStatus string `yaml:"expect_status,omitempty" json:"expect_status,omitempty" scalar:"text"`
 }
 
 // OutlierDetection ejects a target after consecutive failures (connect
@@ -264,10 +264,10 @@ type Match struct {
 // Prefix and Regex; with none, the parameter need only be present.
 type ValueMatch struct {
 	Name   string `yaml:"name" json:"name"`
-	Exact  string `yaml:"exact,omitempty" json:"exact,omitempty"`
-	Prefix string `yaml:"prefix,omitempty" json:"prefix,omitempty"`
+	Exact  string `yaml:"exact,omitempty" json:"exact,omitempty" scalar:"text"`
+	Prefix string `yaml:"prefix,omitempty" json:"prefix,omitempty" scalar:"text"`
 	// Regex must match the whole value (RE2 syntax).
-	Regex string `yaml:"regex,omitempty" json:"regex,omitempty"`
+	Regex string `yaml:"regex,omitempty" json:"regex,omitempty" scalar:"text"`
 }
 
 // Rewrite changes what is forwarded.
@@ -286,8 +286,8 @@ type Rewrite struct {
 // HeaderOps change headers: Remove first, then Set (replace), then Add
 // (append).
 type HeaderOps struct {
-	Set    map[string]string `yaml:"set,omitempty" json:"set,omitempty"`
-	Add    map[string]string `yaml:"add,omitempty" json:"add,omitempty"`
+	Set    map[string]string `yaml:"set,omitempty" json:"set,omitempty" scalar:"text"`
+	Add    map[string]string `yaml:"add,omitempty" json:"add,omitempty" scalar:"text"`
 	Remove []string          `yaml:"remove,omitempty" json:"remove,omitempty"`
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,6 +72,33 @@ func TestParseJSON(t *testing.T) {
 	}
 	if doc.Routes[0].Service != "a" {
 		t.Fatalf("got service %q; want a", doc.Routes[0].Service)
+	}
+}
+
+// Free text (header values, match values, status ranges, retry
+// conditions) may be written as a YAML number or boolean: it is the text
+// as written. Names and references may not (TestParseErrors).
+func TestNumbersAsFreeText(t *testing.T) {
+	doc, err := Parse([]byte(`services:
+  - name: s
+    targets: [{url: "http://h:1"}]
+    health_check: {path: /h, expect_status: 200}
+    retries: {on: [502, reset]}
+routes:
+  - name: r
+    match: {path_prefix: /, headers: [{name: X-V, exact: 2}], query: [{name: page, prefix: 10}]}
+    service: s
+    request_headers: {set: {X-N: 12, X-B: true}, add: {X-F: 1.50}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, r := doc.Services[0], doc.Routes[0]
+	got := []string{s.HealthCheck.ExpectStatus, s.Retries.On[0], r.Match.Headers[0].Exact, r.Match.Query[0].Prefix,
+		r.RequestHeaders.Set["X-N"], r.RequestHeaders.Set["X-B"], r.RequestHeaders.Add["X-F"]}
+	want := []string{"200", "502", "2", "10", "12", "true", "1.50"}
+	if !slices.Equal(got, want) {
+		t.Errorf("free-text fields = %q; want %q", got, want)
 	}
 }
 
@@ -161,6 +189,10 @@ func TestParseErrors(t *testing.T) {
 		{"list item indented wrong", "services:\n  - name: app\n   targets: [{url: 'http://h:1'}]\n", 2, []string{"invalid YAML: did not find expected '-' indicator (on this line or below it"}},
 		{"map key indented wrong", "a:\n  b: 1\n c: 2\n", 3, []string{"invalid YAML: did not find expected key"}},
 		{"flow list not closed", "x: 1\ny: [1, 2\nz: 3\n", 2, []string{"invalid YAML: did not find expected ',' or ']' (in the list or map opened on this line)"}},
+		{"flow list on the first line not closed", "services: [\nroutes: x", 1, []string{"invalid YAML: did not find expected ',' or ']' (in the list or map opened on this line)"}},
+		{"inner flow map not closed", "a: 'x [ # y'\nb: [1, {c: 2}\nd: 3\n", 2, []string{"(in the list or map opened on this line)"}},
+		{"number for a name", "services:\n  - name: 5\n    targets: [{url: 'http://h:1'}]\n", 2, []string{"services[0].name: wrong type: want a string, got the integer 5 (quote it if the text is meant)"}},
+		{"boolean for a name in JSON", `{"services": [{"name": true, "targets": [{"url": "http://h:1"}]}]}`, 1, []string{"services[0].name: wrong type: want a string, got the boolean true"}},
 		{"scanner error", "a: 1\n b: 2\nc: 3\n", 2, []string{"invalid YAML: mapping values are not allowed in this context"}},
 		{"JSON syntax", "{\"services\": [{\"name\": \"a\"}\n", 0, []string{"invalid JSON"}},
 		{"two docs", "services: []\n---\nroutes: []\n", 0, []string{"more than one YAML document"}},

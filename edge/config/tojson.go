@@ -122,6 +122,22 @@ func writeJSONNode(b *bytes.Buffer, n *yaml.Node, t reflect.Type, depth int) err
 	return fmt.Errorf("line %d: unexpected YAML node", n.Line)
 }
 
+// textField reports whether key of struct t is free text that may be
+// written as a number or a boolean (a header value, a status range): its
+// field is tagged scalar:"text", which covers a list's or map's values.
+func textField(t reflect.Type, key string) bool {
+	if t == nil || t.Kind() != reflect.Struct {
+		return false
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if name, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); name == key {
+			return f.Tag.Get("scalar") == "text"
+		}
+	}
+	return false
+}
+
 // fieldType is the type of key's value in a value of type t, nil when
 // unknown.
 func fieldType(t reflect.Type, key string) reflect.Type {
@@ -331,7 +347,7 @@ func outOfRange(n *yaml.Node, t reflect.Type) string {
 // which it reads as YAML 1.1 booleans where it refuses "false": the same
 // mistake gets the same answer. t is the type the tree at n was decoded
 // into.
-func laxTypes(n *yaml.Node, t reflect.Type, path string, depth int) Errors {
+func laxTypes(n *yaml.Node, t reflect.Type, path string, depth int, text bool) Errors {
 	if depth > 100 {
 		return nil
 	}
@@ -345,14 +361,14 @@ func laxTypes(n *yaml.Node, t reflect.Type, path string, depth int) Errors {
 	switch n.Kind {
 	case yaml.DocumentNode:
 		for _, c := range n.Content {
-			es = append(es, laxTypes(c, t, path, depth+1)...)
+			es = append(es, laxTypes(c, t, path, depth+1, text)...)
 		}
 	case yaml.AliasNode:
-		es = laxTypes(n.Alias, t, path, depth+1)
+		es = laxTypes(n.Alias, t, path, depth+1, text)
 	case yaml.SequenceNode:
 		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
 			for i, c := range n.Content {
-				es = append(es, laxTypes(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), depth+1)...)
+				es = append(es, laxTypes(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), depth+1, text)...)
 			}
 		}
 	case yaml.MappingNode:
@@ -361,13 +377,22 @@ func laxTypes(n *yaml.Node, t reflect.Type, path string, depth int) Errors {
 			return nil // the decoder has said what is wrong
 		}
 		for _, p := range pairs {
-			es = append(es, laxTypes(p.val, fieldType(t, p.key), joinPath(path, p.key), depth+1)...)
+			es = append(es, laxTypes(p.val, fieldType(t, p.key), joinPath(path, p.key), depth+1, text && t.Kind() == reflect.Map || textField(t, p.key))...)
 		}
 	case yaml.ScalarNode:
 		if t.Kind() == reflect.Bool && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 {
 			// yaml.v3 reads a quoted "no" or 'on' into a bool (but not
 			// "false"): a string is the wrong type, whichever it is.
 			return Errors{&FieldError{Path: path, Line: n.Line, Msg: "wrong type: want true or false, got the string " + strconv.Quote(n.Value)}}
+		}
+		if t.Kind() == reflect.String && !text && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0 {
+			if got := yamlKinds[strings.TrimPrefix(n.ShortTag(), "!!")]; got != "" && n.ShortTag() != "!!str" && n.ShortTag() != "!!null" {
+				// yaml.v3 would make it the text as written: the
+				// mirror of a quoted "3" for an integer, refused the
+				// same way (a name of 5 is more likely a slip than
+				// meant).
+				return Errors{&FieldError{Path: path, Line: n.Line, Msg: "wrong type: want a string, got " + got + " " + n.Value + " (quote it if the text is meant)"}}
+			}
 		}
 		if msg := outOfRange(n, t); msg != "" {
 			return Errors{&FieldError{Path: path, Line: n.Line, Msg: msg}}

@@ -128,7 +128,7 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 			// bool, 2.5 for an integer) are of the same stage: reported
 			// with its other errors, not only once those are fixed.
 			if more == 0 {
-				for _, e := range laxTypes(&root, reflect.TypeOf(out), "", 0) {
+				for _, e := range laxTypes(&root, reflect.TypeOf(out), "", 0, false) {
 					if !named[e.Path] {
 						es = append(es, e)
 					} else if strings.HasPrefix(e.Msg, "out of range") {
@@ -145,7 +145,7 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 			}
 			// Past the cap the types the decoder let through are
 			// counted with the rest, not listed.
-			for _, e := range laxTypes(&root, reflect.TypeOf(out), "", 0) {
+			for _, e := range laxTypes(&root, reflect.TypeOf(out), "", 0, false) {
 				if !named[e.Path] {
 					more++
 				}
@@ -158,7 +158,7 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 	if err := dec.Decode(&extra); err != io.EOF {
 		return nil, Errors{{Msg: "more than one YAML document in the input; send exactly one"}}
 	}
-	if es := laxTypes(&root, reflect.TypeOf(out), "", 0); len(es) > 0 {
+	if es := laxTypes(&root, reflect.TypeOf(out), "", 0, false); len(es) > 0 {
 		return nil, CapErrors(es)
 	}
 	return &root, nil
@@ -180,9 +180,14 @@ func syntaxError(err error, data []byte) error {
 		if hint, ok := parserProblem(m[2]); ok {
 			// The parser's (not the scanner's) lines count from 0, and
 			// name where the collection the problem is in begins, when
-			// that is past the first line.
+			// that is past the first line (else where the problem is).
 			fe.Line++
 			fe.Msg += hint
+			if strings.HasPrefix(hint, " (in the list or map") {
+				if l := unclosedFlow(data); l > 0 {
+					fe.Line = l
+				}
+			}
 		}
 	} else if i := badByte(data); i >= 0 && !bytes.HasPrefix(data, []byte{0xff, 0xfe}) && !bytes.HasPrefix(data, []byte{0xfe, 0xff}) {
 		// The reader refuses these before it counts lines: find the byte
@@ -190,6 +195,50 @@ func syntaxError(err error, data []byte) error {
 		fe.Line = lineOf(data, i)
 	}
 	return Errors{fe}
+}
+
+// unclosedFlow is the line of the innermost flow list or map ('[' or '{')
+// that data leaves open, or 0: the one the parser was in when the document
+// ended, which it names only when it is past the first line.
+func unclosedFlow(data []byte) int {
+	var open []int // lines of the open brackets
+	line, quote, comment := 1, byte(0), false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		switch {
+		case c == '\n':
+			line++
+			comment = false
+			if quote == 0 {
+				continue
+			}
+		case comment:
+		case quote == '"' && c == '\\':
+			i++ // an escape
+		case quote != 0:
+			if c == quote {
+				if quote == '\'' && i+1 < len(data) && data[i+1] == '\'' {
+					i++ // '' is a quote in a single-quoted string
+				} else {
+					quote = 0
+				}
+			}
+		case c == '#' && (i == 0 || data[i-1] == ' ' || data[i-1] == '\t' || data[i-1] == '\n'):
+			comment = true
+		case c == '"' || c == '\'':
+			if i == 0 || strings.IndexByte(" \t\n[{,:", data[i-1]) >= 0 {
+				quote = c
+			}
+		case c == '[' || c == '{':
+			open = append(open, line)
+		case (c == ']' || c == '}') && len(open) > 0:
+			open = open[:len(open)-1]
+		}
+	}
+	if len(open) == 0 {
+		return 0
+	}
+	return open[len(open)-1]
 }
 
 // parserProblem reports whether msg is one of the YAML parser's problems
