@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -126,7 +127,26 @@ func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 		}
 		adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+r.URL.Path, nil)
 	})
-	return boundUnreadBody(mux)
+	return boundUnreadBody(refuseUncleanPath(mux))
+}
+
+// refuseUncleanPath answers a path with empty, "." or ".." segments
+// (//config, /routes/../config) with a problem, where ServeMux would
+// redirect to the clean one in HTML: an admin client is better told than
+// sent elsewhere with its token.
+func refuseUncleanPath(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		clean := path.Clean("/" + p)
+		if strings.HasSuffix(p, "/") && clean != "/" {
+			clean += "/"
+		}
+		if p != clean {
+			adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+p+" (paths are matched as written: "+clean+"?)", nil)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // boundUnreadBody keeps a request whose body the handler left unread (a

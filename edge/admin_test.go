@@ -153,6 +153,28 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			t.Errorf("GET /nope: %d; want 404", resp.StatusCode)
 		}
 	})
+	t.Run("unclean paths get a problem, not ServeMux's redirect", func(t *testing.T) {
+		for _, tc := range []struct{ path, clean string }{
+			{"//config", "/config"},
+			{"/routes/../config", "/config"},
+			{"/./upstreams", "/upstreams"},
+			{"/debug//pprof/", "/debug/pprof/"},
+		} {
+			req, _ := http.NewRequest("GET", closed.URL+tc.path, nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultTransport.RoundTrip(req) // no redirects followed
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" ||
+				resp.Header.Get("Location") != "" || !strings.Contains(string(body), tc.clean+"?") {
+				t.Errorf("GET %s: %d %s Location %q %s; want a 404 problem naming %s", tc.path, resp.StatusCode,
+					resp.Header.Get("Content-Type"), resp.Header.Get("Location"), body, tc.clean)
+			}
+		}
+	})
 	t.Run("the auth scheme is case-insensitive", func(t *testing.T) {
 		req, _ := http.NewRequest("GET", closed.URL+"/config/version", nil)
 		req.Header.Set("Authorization", "bearer "+token)
