@@ -562,7 +562,19 @@ func (c *Config) validate() error {
 		checkFile(p+".ca_file", ca.CAFile, certPool)
 	}
 	for i, tc := range c.TLS.Certificates {
-		if se := certs.CheckStatic(certs.StaticFiles{CertFile: tc.CertFile, KeyFile: tc.KeyFile}); se != nil {
+		se := certs.CheckStatic(certs.StaticFiles{CertFile: tc.CertFile, KeyFile: tc.KeyFile})
+		if se == nil {
+			continue
+		}
+		ses := []*certs.StaticError{se}
+		if se.Field == "cert_file" {
+			// The check stops at the certificate: say too whether the
+			// key can be read, rather than only at the next try.
+			if ke := certs.CheckKeyFile(tc.KeyFile); ke != nil {
+				ses = append(ses, ke)
+			}
+		}
+		for _, se := range ses {
 			if se.Path == "" {
 				add(fmt.Sprintf("tls.certificates[%d].%s", i, se.Field), "%v", se.Err)
 			} else {

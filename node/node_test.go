@@ -476,6 +476,8 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    certificates:\n      - {cert_file: " + missing + ", key_file: " + noPEM + "}\n", "line 5: node.tls.certificates[0].cert_file: " + missing + ": no such file or directory"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    certificates:\n      - {cert_file: " + noPEM + ", key_file: " + noPEM + "}\n", "line 5: node.tls.certificates[0].cert_file: " + noPEM + ": no PEM CERTIFICATE block"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    certificates:\n      - {key_file: " + noPEM + "}\n", "line 5: node.tls.certificates[0].cert_file: missing"},
+		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    certificates:\n      - cert_file: " + missing + "\n        key_file: " + missing + ".key\n", "line 6: node.tls.certificates[0].key_file: " + missing + ".key: no such file or directory"},
+		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    certificates:\n      - {cert_file: " + noPEM + "}\n", "line 5: node.tls.certificates[0].key_file: missing"},
 		{"node:\n  tls:\n    certificates:\n      - {cert_file: " + noPEM + ", key_file: " + noPEM + "}\n", "line 3: node.tls.certificates: certificates need listen.https"},
 		{"gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls:\n        server_name: h\n        ca_file: " + missing + "\n  routes: []\n", "line 7: gateway.services[0].tls.ca_file: open " + missing},
 		{"gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls:\n        cert_file: " + noPEM + "\n        key_file: " + missing + "\n  routes: []\n", "line 7: gateway.services[0].tls.key_file: stat " + missing},

@@ -249,6 +249,19 @@ func CheckStatic(f StaticFiles) *StaticError {
 	return se
 }
 
+// CheckKeyFile reports whether a key file can be read, for validation that
+// found something wrong with the certificate file (CheckStatic stops
+// there), so that both are named at once.
+func CheckKeyFile(path string) *StaticError {
+	if path == "" {
+		return &StaticError{Field: "key_file", Err: errors.New("missing: the private key's PEM file")}
+	}
+	if _, err := readPEMFile(path); err != nil {
+		return &StaticError{Field: "key_file", Path: path, Err: err}
+	}
+	return nil
+}
+
 // lookup returns the certificate for a server name (normalized), or nil:
 // the first the client can use (hello; nil: any) of those for the exact
 // name, else of the wildcard ones, else the first of those. An IP address
