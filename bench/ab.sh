@@ -18,7 +18,8 @@
 #   AB_WARMUP    warmup per run, not recorded, in whole seconds ("2s") (default 1s)
 #   AB_PATH      request path: /bare/ is the route with no proxy headers,
 #                the work bare nginx does; / adds Meridian's defaults (default /bare/)
-#   AB_NGINX     auto|0: include nginx when installed    (default auto)
+#   AB_NGINX     auto|0: include nginx (installed from Debian's packages
+#                when missing, unless BENCH_INSTALL=0)    (default auto)
 #   AB_RESTART   1: start every arm afresh for each round, so that what a
 #                process happened to get at its start (memory layout, which
 #                connections share a cache set) varies from round to round
@@ -121,11 +122,14 @@ for arm in A B; do
 		bench/peers/meridian.yaml >"$WORK/$lower.yaml"
 done
 WANT_N=0
+if [[ $NGINX != 0 ]]; then
+	install_peers "${BENCH_INSTALL:-1}" "$WORK/logs/apt.log" nginx
+fi
 if [[ $NGINX != 0 ]] && command -v nginx >/dev/null; then
 	WANT_N=1
 	mkdir -p "$WORK/nginx/tmp"
 elif [[ $NGINX != 0 ]]; then
-	log "nginx is not installed (bench/run.sh installs it): A and B only"
+	log "nginx is not installed and could not be: A and B only"
 fi
 
 # start_arms starts A, B and (when wanted) nginx, and sets ARMS to those

@@ -70,3 +70,57 @@ cpu_times() {
 	done
 	echo "$((u * 1000000 / CLK_TCK)) $((s * 1000000 / CLK_TCK))"
 }
+
+# stop_system_services stops and disables the named services: packages
+# may start them on install (ports 80, 2019, ...), and the benchmarks run
+# their own instances on 18000-18029.
+stop_system_services() {
+	local s
+	for s in "$@"; do
+		if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+			systemctl stop "$s" >/dev/null 2>&1 || true
+			systemctl disable "$s" >/dev/null 2>&1 || true
+		elif command -v service >/dev/null; then
+			service "$s" stop >/dev/null 2>&1 || true
+		fi
+	done
+}
+
+peer_note() {
+	if declare -F note >/dev/null; then note "$@"; else log "$@"; fi
+}
+
+# install_peers WANT LOGFILE PROGRAM... installs with apt-get (Debian's
+# packages) those of the programs that are missing, when WANT is 1 and it
+# can (root, or sudo); it says what it could not do (through the caller's
+# note function if it has one, else its log) and carries on.
+install_peers() {
+	local want=$1 aptlog=$2 p
+	shift 2
+	local missing=()
+	for p in "$@"; do
+		command -v "$p" >/dev/null || missing+=("$p")
+	done
+	((${#missing[@]})) || return 0
+	if [[ $want != 1 ]]; then
+		peer_note "peers missing and BENCH_INSTALL=0: ${missing[*]}"
+		return 0
+	fi
+	local sudo=()
+	if [[ $(id -u) != 0 ]]; then
+		if ! command -v sudo >/dev/null; then
+			peer_note "peers missing (${missing[*]}) and not root: cannot install"
+			return 0
+		fi
+		sudo=(sudo)
+	fi
+	log "installing missing peers: ${missing[*]}"
+	mkdir -p "$(dirname "$aptlog")"
+	if "${sudo[@]}" apt-get update -qq >"$aptlog" 2>&1 &&
+		DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >>"$aptlog" 2>&1; then
+		stop_system_services "${missing[@]}"
+	else
+		peer_note "apt-get install ${missing[*]} failed (see $aptlog); continuing with what is available"
+		tail -n 5 "$aptlog" >&2 || true
+	fi
+}

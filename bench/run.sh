@@ -109,42 +109,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ------------------------------------------------------------- peer install
-stop_system_services() {
-	local s
-	for s in "$@"; do
-		if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-			systemctl stop "$s" >/dev/null 2>&1 || true
-			systemctl disable "$s" >/dev/null 2>&1 || true
-		elif command -v service >/dev/null; then
-			service "$s" stop >/dev/null 2>&1 || true
-		fi
-	done
-}
-
-missing=()
-for p in nginx haproxy caddy; do
-	command -v "$p" >/dev/null || missing+=("$p")
-done
-if ((${#missing[@]})); then
-	if [[ $INSTALL != 1 ]]; then
-		note "peers missing and BENCH_INSTALL=0: ${missing[*]}"
-	elif [[ $(id -u) != 0 ]] && ! command -v sudo >/dev/null; then
-		note "peers missing (${missing[*]}) and not root: cannot install"
-	else
-		SUDO=()
-		[[ $(id -u) != 0 ]] && SUDO=(sudo)
-		log "installing missing peers: ${missing[*]}"
-		if "${SUDO[@]}" apt-get update -qq &&
-			DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq "${missing[@]}" >"$WORK/logs/apt.log" 2>&1; then
-			# Packages may start system services (ports 80, 2019, ...):
-			# stop them; we run our own instances on 18000-18019.
-			stop_system_services "${missing[@]}"
-		else
-			note "apt-get install ${missing[*]} failed (see log); continuing with what is available"
-			tail -n 5 "$WORK/logs/apt.log" >&2 || true
-		fi
-	fi
-fi
+install_peers "$INSTALL" "$WORK/logs/apt.log" nginx haproxy caddy
 
 # ------------------------------------------------------------------- build
 log "building backend, loadgen, benchreport"
