@@ -1857,8 +1857,13 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 	if v := metricValue(t, gw.g, `meridian_requests_total{code="4xx",method="GET",route=""}`); v != 5 {
 		t.Errorf(`meridian_requests_total{code="4xx",method="GET",route=""} = %v; want 5`, v)
 	}
-	if v := metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_request_error",route=""}`); v != 5 {
-		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 5`, v)
+	// The client's errors, not the upstream's: an upstream alert must not
+	// go off because clients send garbage.
+	if v := metricValue(t, gw.g, `meridian_request_errors_total{error="http_request_error",route=""}`); v != 5 {
+		t.Errorf(`meridian_request_errors_total{error="http_request_error",route=""} = %v; want 5`, v)
+	}
+	if v := metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_request_error",route=""}`); v != 0 {
+		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 0`, v)
 	}
 }
 

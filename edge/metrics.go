@@ -2,6 +2,7 @@ package edge
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -28,6 +29,7 @@ type metrics struct {
 	retryOverflow  *prometheus.CounterVec
 	resends        *prometheus.CounterVec
 	upstreamErrors *prometheus.CounterVec
+	requestErrors  *prometheus.CounterVec
 	resetFloods    prometheus.Counter
 	configVersion  prometheus.Gauge
 	configApplied  *prometheus.CounterVec
@@ -109,6 +111,9 @@ func newMetrics(g *Gateway) *metrics {
 	m.upstreamErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "meridian_upstream_errors_total", Help: "Requests the gateway answered with an error of its own, by route and Proxy-Status error type.",
 	}, []string{"route", "error"})
+	m.requestErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "meridian_request_errors_total", Help: "Requests that ended for the client's part or a drain's deadline (client_canceled, client_header_timeout, client_body_timeout, client_send_timeout, http_request_error, drain_timeout), by route.",
+	}, []string{"route", "error"})
 	m.resetFloods = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "meridian_http2_reset_floods_total", Help: "HTTP/2 connections closed because the client reset most of their streams before any answer (rapid reset).",
 	})
@@ -116,7 +121,7 @@ func newMetrics(g *Gateway) *metrics {
 	m.configApplied = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_config_applies_total", Help: "Attempts to apply a gateway document, by result."}, []string{"result"})
 	m.healthChanges = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_upstream_health_changes_total", Help: "Active health check transitions, by service and new state."}, []string{"service", "state"})
 	m.handshakes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_tls_handshakes_total", Help: "Completed TLS handshakes, by transport (tcp, quic), ALPN and TLS version."}, []string{"transport", "alpn", "version"})
-	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.retryOverflow, m.resends, m.upstreamErrors, m.resetFloods, m.configVersion, m.configApplied, m.healthChanges,
+	m.reg.MustRegister(m.handshakes, m.requests, m.duration, m.upstreamDur, m.inFlight, m.retries, m.retryOverflow, m.resends, m.upstreamErrors, m.requestErrors, m.resetFloods, m.configVersion, m.configApplied, m.healthChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &upstreamCollector{g: g})
 	return m
 }
@@ -183,6 +188,7 @@ func (m *metrics) prune(s *Snapshot) {
 		m.requests.DeletePartialMatch(prometheus.Labels{"route": name})
 		m.duration.DeleteLabelValues(name)
 		m.upstreamErrors.DeletePartialMatch(prometheus.Labels{"route": name})
+		m.requestErrors.DeletePartialMatch(prometheus.Labels{"route": name})
 	}
 	for name := range m.services {
 		if s.services[name] != nil {
@@ -204,14 +210,26 @@ func (m *metrics) prune(s *Snapshot) {
 	}
 }
 
-// countError counts a gateway error of rs's route, unless a reload removed
-// the route (prune), whose series must not come back.
+// countError counts an error of a request of rs's route, unless a reload
+// removed the route (prune), whose series must not come back: the client's
+// (or a drain's) apart from the gateway's answers about its upstreams, so
+// that clients that leave or send garbage do not raise upstream alerts.
 func (m *metrics) countError(rs *routeStats, kind string) {
+	vec := m.upstreamErrors
+	if clientSide(kind) {
+		vec = m.requestErrors
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !rs.retired.Load() {
-		m.upstreamErrors.WithLabelValues(rs.name, kind).Inc()
+		vec.WithLabelValues(rs.name, kind).Inc()
 	}
+}
+
+// clientSide reports whether an access log error kind is the client's
+// part (or a drain's), not a Proxy-Status error type about an upstream.
+func clientSide(kind string) bool {
+	return strings.HasPrefix(kind, "client_") || kind == "http_request_error" || kind == "drain_timeout"
 }
 
 // countService adds one to vec's series for service, unless a reload
