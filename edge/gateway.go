@@ -238,7 +238,8 @@ func (g *Gateway) fail(w http.ResponseWriter, r *http.Request, x *exchange, pe *
 	switch {
 	case pe.proxyStatus != "":
 		x.errKind = pe.proxyStatus
-	case pe.status == http.StatusBadRequest || pe.status == http.StatusRequestEntityTooLarge || pe.status == http.StatusRequestHeaderFieldsTooLarge:
+	case pe.status == http.StatusBadRequest || pe.status == http.StatusRequestEntityTooLarge || pe.status == http.StatusRequestHeaderFieldsTooLarge,
+		pe.status == http.StatusNotImplemented || pe.status == http.StatusHTTPVersionNotSupported || pe.status == http.StatusExpectationFailed:
 		x.errKind = "http_request_error" // logged; no Proxy-Status, which is about the upstream
 	}
 	name := ""

@@ -267,6 +267,10 @@ func TestConnectRefused(t *testing.T) {
 	if n := hits.get(); n != 0 {
 		t.Errorf("backend hits = %d; want 0", n)
 	}
+	// Logged and counted as the client's error, as the README lists 501.
+	if v := metricValue(t, gw.g, `meridian_request_errors_total{error="http_request_error",route=""}`); v != 2 {
+		t.Errorf(`meridian_request_errors_total{error="http_request_error",route=""} = %v; want 2 (the two CONNECTs)`, v)
+	}
 }
 
 // TRACE is refused (405 with Allow) on routes that do not list it, so an
