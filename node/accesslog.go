@@ -2,6 +2,7 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // logFile is the access log's file, which ReopenLogs opens anew at its
@@ -53,6 +56,39 @@ func (l *logFile) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.f.Close()
+}
+
+// lossWatch passes writes to the access log's destination and notices
+// those that fail (a full disk, a closed pipe, a file made unwritable):
+// the lines they held are counted (meridian_access_log_lines_lost_total)
+// and said in the node's log, at most once per lossReportEvery, as nginx
+// logs its failed access log writes. Serving goes on either way.
+type lossWatch struct {
+	w      io.Writer
+	lost   prometheus.Counter
+	log    *slog.Logger
+	mu     sync.Mutex
+	last   time.Time // of the last report
+	unsaid int       // lines lost since it
+}
+
+const lossReportEvery = 10 * time.Second
+
+func (l *lossWatch) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if err == nil {
+		return n, nil
+	}
+	lines := bytes.Count(p[min(max(n, 0), len(p)):], []byte{'\n'})
+	l.lost.Add(float64(lines))
+	l.mu.Lock()
+	l.unsaid += lines
+	if now := time.Now(); now.Sub(l.last) >= lossReportEvery {
+		l.log.Error("access log write failed; lines lost", "err", err, "lines", l.unsaid)
+		l.last, l.unsaid = now, 0
+	}
+	l.mu.Unlock()
+	return n, err
 }
 
 // accessLogBuffer is the size of the access log's buffer: a burst of

@@ -34,6 +34,7 @@ import (
 	"github.com/meridian-gw/meridian/edge/config"
 	"github.com/meridian-gw/meridian/internal/atomicfile"
 	"github.com/meridian-gw/meridian/internal/dirlock"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options are what a Node needs besides its configuration.
@@ -70,6 +71,9 @@ type Node struct {
 	token    string
 	accessF  *logFile
 	accessW  *flushingWriter // the access log's buffer, if any
+	// accessLost counts access log lines lost to failed writes
+	// (lossWatch); registered with the gateway's metrics.
+	accessLost prometheus.Counter
 
 	applyMu  sync.Mutex // serialises Apply: versions must not interleave
 	draining atomic.Bool
@@ -118,6 +122,11 @@ func New(f *File, opts Options) (*Node, error) {
 				w = fh
 			}
 		}
+		n.accessLost = prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_access_log_lines_lost_total",
+			Help: "Access log lines lost to failed writes (a full disk, an unwritable file); the node's log says why.",
+		})
+		w = &lossWatch{w: w, lost: n.accessLost, log: n.log}
 		if fi := cfg.AccessLog.FlushInterval; fi == nil || *fi > 0 {
 			interval := time.Second
 			if fi != nil {
@@ -139,6 +148,9 @@ func New(f *File, opts Options) (*Node, error) {
 		ReadBodyTimeout: cfg.Limits.ReadBodyTimeout,
 		Underscores:     edge.UnderscorePolicy(cfg.Limits.HeadersWithUnderscores),
 	})
+	if n.accessLost != nil {
+		n.gw.Registerer().MustRegister(n.accessLost)
+	}
 	return n, nil
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 func backend(t *testing.T, name string) *httptest.Server {
@@ -633,5 +634,58 @@ func TestReopenLogsAfterRotation(t *testing.T) {
 	}
 	if !strings.Contains(string(cur), `"path":"/after"`) || strings.Contains(string(cur), `"path":"/before"`) {
 		t.Errorf("new file holds %q; want the line of /after only", cur)
+	}
+}
+
+// Access log lines that cannot be written (here the file became a link to
+// /dev/full: "no space left on device") are counted and said in the node's
+// log, once per lossReportEvery; requests are served all the same.
+func TestAccessLogLossIsCountedAndLogged(t *testing.T) {
+	be := backend(t, "A")
+	dir := t.TempDir()
+	logPath := filepath.Join(dir, "access.log")
+	file := strings.Replace(nodeFile(dir, be.URL), "access_log: {enabled: false}", "access_log: {path: "+logPath+"}", 1)
+	path := filepath.Join(dir, "meridian.yaml")
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ParseFile([]byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.SyncBuffer
+	n, err := New(f, Options{ConfigPath: path, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(f, []byte(file)); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Drain(context.Background())
+	if err := os.Remove(logPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/full", logPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ReopenLogs(); err != nil {
+		t.Fatalf("ReopenLogs: %v", err)
+	}
+	url := "http://" + n.ProxyAddr()
+	for i := range 3 {
+		if code, _ := get(t, http.DefaultClient, fmt.Sprintf("%s/lost-%d", url, i)); code != 200 {
+			t.Fatalf("GET /lost-%d: %d; want 200 whatever becomes of its log line", i, code)
+		}
+	}
+	if err := n.accessW.Flush(); err == nil {
+		t.Fatal("flushing to /dev/full did not fail; the test cannot see a loss")
+	}
+	rec := httptest.NewRecorder()
+	n.gw.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), "\nmeridian_access_log_lines_lost_total 3\n") {
+		t.Errorf("/metrics has no meridian_access_log_lines_lost_total 3:\n%s", rec.Body.String())
+	}
+	if !strings.Contains(logs.String(), `"msg":"access log write failed; lines lost"`) || !strings.Contains(logs.String(), `"lines":3`) {
+		t.Errorf("node log does not report the 3 lost lines:\n%s", logs.String())
 	}
 }
