@@ -473,6 +473,40 @@ func TestNoSnapshotIs503(t *testing.T) {
 	checkProblem(t, resp, body, http.StatusServiceUnavailable, "proxy_configuration_error")
 }
 
+// The access log shows the path as the client spelled it: decoded,
+// /a%2Fb and /a/b (or %3F and a query) would read alike. So does a
+// refused request's line, and the lane's.
+func TestAccessLogPathAsSent(t *testing.T) {
+	var buf syncBuffer
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	gw := startGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&buf, nil))}}, oneRoute(be.URL, ""))
+	for i, target := range []string{"/a/p%2Fq%20r", "/a/%41b", "/a/x%3Fy?q=1", "/a/plain", "/a/%zz"} {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, "GET "+target+" HTTP/1.1\r\nHost: h\r\nX-Request-Id: p"+strconv.Itoa(i)+"\r\nConnection: close\r\n\r\n")
+		readResponse(t, br, http.MethodGet)
+		c.Close()
+	}
+	waitFor(t, 5*time.Second, "five log lines", func() bool { return len(buf.records(t)) == 5 })
+	recs := buf.records(t)
+	for i, want := range []string{"/a/p%2Fq%20r", "/a/%41b", "/a/x%3Fy", "/a/plain"} {
+		if got := recs["p"+strconv.Itoa(i)]["path"]; got != want {
+			t.Errorf("request %d: logged path %q; want %q", i, got, want)
+		}
+	}
+	refused := 0
+	for _, rec := range recs { // its request id is the answer's
+		if rec["status"] == float64(400) {
+			refused++
+			if rec["path"] != "/a/%zz" {
+				t.Errorf("the refused request: logged path %q; want %q", rec["path"], "/a/%zz")
+			}
+		}
+	}
+	if refused != 1 {
+		t.Errorf("%d lines with status 400; want 1 (/a/%%zz)", refused)
+	}
+}
+
 // The access log records what went out, including the size of the
 // gateway's own problem bodies.
 func TestAccessLog(t *testing.T) {

@@ -350,13 +350,20 @@ func (g *Gateway) record(x *exchange, status int, method, remote, proto, host st
 	}
 }
 
-// logPath is the request's path as the access log shows it: an
-// absolute-form target without one ("GET http://a") is forwarded as "/".
+// logPath is the request's path as the access log shows it: as the client
+// spelled it, percent-encoding kept; an absolute-form target without one
+// ("GET http://a") is forwarded as "/".
 func logPath(r *http.Request) string {
 	if r.URL.Path == "" && r.URL.Host != "" && r.Method != http.MethodConnect {
 		return "/"
 	}
-	return r.URL.Path
+	if r.URL.RawPath != "" {
+		return r.URL.RawPath
+	}
+	// As the client spelled it (EscapedPath is the path itself when
+	// nothing in it needs escaping): decoded, /a%2Fb and /a/b, or %3F and
+	// a query, would log alike.
+	return r.URL.EscapedPath()
 }
 
 // ListenerOptions harden the client-facing HTTP listener. Zero values take
@@ -545,7 +552,7 @@ func (g *Gateway) headerSizeGuard(h http.Handler, max int) http.Handler {
 // the refusal as the error.
 func (g *Gateway) logRefused(remote string, cs *tls.ConnectionState, pe *parseError) {
 	r := &http.Request{Method: pe.method, Proto: pe.proto, Host: pe.host, RemoteAddr: remote, Header: http.Header{}, TLS: cs, URL: &url.URL{}}
-	r.URL.Path, _, _ = strings.Cut(pe.target, "?")
+	r.URL.RawPath, _, _ = strings.Cut(pe.target, "?") // as read (logPath)
 	c := calls.Get().(*call)
 	defer c.release()
 	x := &c.x
