@@ -1257,7 +1257,13 @@ func (c *serverConn) parseHead() (requestLine, *parseError) {
 	rest := line[sp1+1:]
 	sp2 := indexByte(rest, ' ')
 	if sp2 <= 0 {
-		return requestLine{}, badRequest("malformed request line")
+		pe := badRequest("malformed request line")
+		if validToken(line[:sp1]) && sp2 < 0 && !hasControlChar(rest) {
+			// "GET /x" with no version (HTTP/0.9's form): the log line
+			// says what was asked.
+			pe.about(string(line[:sp1]), string(rest), "", "")
+		}
+		return requestLine{}, pe
 	}
 	methodB, targetB, protoB := line[:sp1], rest[:sp2], rest[sp2+1:]
 	if !validToken(methodB) {
@@ -1307,7 +1313,7 @@ func (c *serverConn) parseHead() (requestLine, *parseError) {
 		default:
 			pe = c.lineError(err)
 		}
-		return requestLine{}, pe.about(string(hb.buf[:sp1]), string(hb.buf[targetAt:targetAt+len(targetB)]), proto, "")
+		return requestLine{}, pe.about(string(hb.buf[:sp1]), string(hb.buf[targetAt:targetAt+len(targetB)]), proto, hb.hostSoFar())
 	}
 	return requestLine{sp1: sp1, targetAt: targetAt, targetEnd: targetAt + len(targetB), major: major, minor: minor, proto: proto}, nil
 }

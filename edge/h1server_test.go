@@ -1787,14 +1787,16 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 	}{
 		{"smuggling", "POST /x?q=1 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "POST", "/x", "a.example", "http_request_error"},
 		{"no host", "GET /nohost HTTP/1.1\r\n\r\n", 400, "GET", "/nohost", "", "http_request_error"},
-		{"huge header", "GET /big HTTP/1.1\r\nHost: b\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", 431, "GET", "/big", "", "http_request_error"},
+		{"huge header", "GET /big HTTP/1.1\r\nHost: b\r\nX-Big: " + strings.Repeat("a", 70<<10) + "\r\n\r\n", 431, "GET", "/big", "b", "http_request_error"},
 		{"bad line", "NONSENSE\r\n\r\n", 400, "", "", "", "http_request_error"},
-		{"slow head", "GET /slow HTTP/1.1\r\nHost: c\r\n", 408, "GET", "/slow", "", "client_header_timeout"},
+		{"no version", "GET /v09\r\n\r\n", 400, "GET", "/v09", "", "http_request_error"},
+		{"control byte after host", "GET /ctl HTTP/1.1\r\nHost: f\r\nX-Id: a\x01b\r\n\r\n", 400, "GET", "/ctl", "f", "http_request_error"},
+		{"slow head", "GET /slow HTTP/1.1\r\nHost: c\r\n", 408, "GET", "/slow", "c", "client_header_timeout"},
 		// Refused by the gateway rather than the parser, the same way.
 		{"header count", "GET /many HTTP/1.1\r\nHost: d\r\n" + strings.Repeat("X-A: 1\r\n", 11) + "\r\n", 431, "GET", "/many", "d", "http_request_error"},
 		// Half a head, then the client closes its side: nothing to
 		// answer, but logged (499, as for any client that leaves).
-		{"half head", "GET /half HTTP/1.1\r\nHost: e\r\n", 499, "GET", "/half", "", "client_canceled"},
+		{"half head", "GET /half HTTP/1.1\r\nHost: e\r\n", 499, "GET", "/half", "e", "client_canceled"},
 		// Empty lines and a close (an extra CRLF after a body) are no
 		// request: not logged.
 		{"empty lines", "\r\n\r\n", 0, "", "", "", ""},
@@ -1854,13 +1856,13 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 			t.Errorf("%s: no record with status %d, method %q and path %q in %v", tc.name, tc.status, tc.method, tc.path, recs)
 		}
 	}
-	if v := metricValue(t, gw.g, `meridian_requests_total{code="4xx",method="GET",route=""}`); v != 5 {
-		t.Errorf(`meridian_requests_total{code="4xx",method="GET",route=""} = %v; want 5`, v)
+	if v := metricValue(t, gw.g, `meridian_requests_total{code="4xx",method="GET",route=""}`); v != 7 {
+		t.Errorf(`meridian_requests_total{code="4xx",method="GET",route=""} = %v; want 7`, v)
 	}
 	// The client's errors, not the upstream's: an upstream alert must not
 	// go off because clients send garbage.
-	if v := metricValue(t, gw.g, `meridian_request_errors_total{error="http_request_error",route=""}`); v != 5 {
-		t.Errorf(`meridian_request_errors_total{error="http_request_error",route=""} = %v; want 5`, v)
+	if v := metricValue(t, gw.g, `meridian_request_errors_total{error="http_request_error",route=""}`); v != 7 {
+		t.Errorf(`meridian_request_errors_total{error="http_request_error",route=""} = %v; want 7`, v)
 	}
 	if v := metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_request_error",route=""}`); v != 0 {
 		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 0`, v)

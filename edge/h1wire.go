@@ -99,6 +99,17 @@ func (e *fieldError) Error() string { return e.why }
 
 var errTooManyFields = errors.New("too many header fields")
 
+// hostSoFar is the value of the first Host field among those read, for the
+// log line of a head refused, or left, before its end.
+func (h *headBlock) hostSoFar() string {
+	for _, f := range h.fields {
+		if asciiEqualFold(h.buf[f.name[0]:f.name[1]], "host") {
+			return string(h.buf[f.value[0]:f.value[1]])
+		}
+	}
+	return ""
+}
+
 // readFields reads field lines up to the empty line that ends the head,
 // appending them after what buf already holds. *n counts the head's bytes
 // against limit. maxFields (0: no cap) bounds the number of fields;
