@@ -1235,6 +1235,12 @@ func (c *serverConn) parseHead() (requestLine, *parseError) {
 	var perr *parseError
 	for empty := 0; ; empty++ {
 		if line, perr = c.readLine(&n); perr != nil {
+			if perr.status == http.StatusRequestHeaderFieldsTooLarge {
+				// The request line alone is over the limit: a target
+				// too long to read (RFC 9112 3).
+				perr.status, perr.title = http.StatusRequestURITooLong, "URI Too Long"
+				perr.detail = "the request line exceeds " + strconv.Itoa(c.s.opts.MaxHeaderBytes) + " bytes"
+			}
 			if perr.status == 0 && empty > 0 {
 				// Closed after empty lines only (some clients end a
 				// body with an extra CRLF): no request was begun.
@@ -1381,6 +1387,20 @@ func (c *serverConn) buildRequestIn(rl requestLine, rs *requestState, parts *req
 		u, err := url.ParseRequestURI(target)
 		if err != nil {
 			return nil, nil, badRequest("malformed request target").about(method, target, proto, host)
+		}
+		if target[0] != '/' {
+			// Absolute form (RFC 9112 3.2.2): an http or https URI
+			// with a host and no userinfo (RFC 9110 4.2.1, 4.2.4).
+			// Anything else (another scheme, an authority form outside
+			// CONNECT, "http:///x") would be routed by its path alone.
+			switch {
+			case !strings.EqualFold(u.Scheme, "http") && !strings.EqualFold(u.Scheme, "https"), u.Opaque != "":
+				return nil, nil, badRequest("the request target is neither a path nor an http(s) URI").about(method, target, proto, host)
+			case u.Host == "":
+				return nil, nil, badRequest("an http(s) URI with no host as the request target").about(method, target, proto, host)
+			case u.User != nil:
+				return nil, nil, badRequest("userinfo in the request target").about(method, target, proto, host)
+			}
 		}
 		if u.Host != "" {
 			// Absolute form: its authority replaces Host (RFC 9112

@@ -210,7 +210,7 @@ func TestH1ServerRefusesMalformedRequests(t *testing.T) {
 		{"header line over the limit", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 2000) + "\r\n\r\n", 431},
 		{"header line over the read buffer", "GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 10000) + "\r\n\r\n", 431},
 		{"many fields over the limit", "GET / HTTP/1.1\r\nHost: x\r\n" + manyFields + "\r\n", 431},
-		{"request line over the limit", "GET /" + strings.Repeat("a", 2000) + " HTTP/1.1\r\nHost: x\r\n\r\n", 431},
+		{"request line over the limit", "GET /" + strings.Repeat("a", 2000) + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
 		// Chunk sizes (found when the gateway reads the body).
 		{"chunk size zz", chunked + "zz\r\nabc\r\n0\r\n\r\n", 400},
 		{"chunk size 17 hex digits", chunked + "10000000000000000\r\nabc\r\n0\r\n\r\n", 400},
@@ -460,6 +460,38 @@ func TestH1ServerAbsoluteFormTarget(t *testing.T) {
 			t.Errorf("handler saw %q; want %q", body, want)
 		}
 	})
+}
+
+// A request target that is neither a path nor an http(s) URI with a host
+// and no userinfo is refused (RFC 9112 3.2, RFC 9110 4.2.1 and 4.2.4),
+// not routed by whatever path it holds; HTTPS:// in capitals is an https
+// URI.
+func TestH1ServerRefusesOtherTargets(t *testing.T) {
+	var hits hitCounter
+	gw := startGateway(t, oneRoute(countingBackend(t, &hits), ""))
+	for _, tc := range []struct{ method, target string }{
+		{"GET", "http:///api/x"},
+		{"GET", "ftp://a/api/x"},
+		{"GET", "javascript:alert(1)"},
+		{"GET", "mailto:/api/x"},
+		{"GET", "a:80"},
+		{"connect", "a:443"}, // not CONNECT: methods are case-sensitive
+		{"GET", "http://u:p@a/api/x"},
+	} {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, tc.method+" "+tc.target+" HTTP/1.1\r\nHost: a\r\n\r\n")
+		resp, body := readResponse(t, br, tc.method)
+		checkProblem(t, resp, body, http.StatusBadRequest, "")
+		expectEOF(t, c, br, 5*time.Second)
+	}
+	if n := hits.get(); n != 0 {
+		t.Errorf("backend hits = %d; want 0", n)
+	}
+	c, br := h1Raw(t, gw.addr)
+	h1Write(t, c, "GET HTTPS://a/x HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, body := readResponse(t, br, http.MethodGet); resp.StatusCode != 200 {
+		t.Errorf("GET HTTPS://a/x: %d %s; want 200", resp.StatusCode, body)
+	}
 }
 
 // OPTIONS * is answered by the server itself (logged and counted like any
