@@ -221,6 +221,10 @@ func TestH1ServerRefusesMalformedRequests(t *testing.T) {
 		{"chunk size after a tab", chunked + "\t3\r\nabc\r\n0\r\n\r\n", 400},
 		{"chunk extension with a bare CR", chunked + "3;a\rb\r\nabc\r\n0\r\n\r\n", 400},
 		{"chunk extension with a NUL", chunked + "3;\x00\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk extension with an unclosed quote", chunked + "3;a=\"x\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk extension of words", chunked + "3;a b c d\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk extension with no name", chunked + "3;=1\r\nabc\r\n0\r\n\r\n", 400},
+		{"chunk extension value missing", chunked + "3;a=\r\nabc\r\n0\r\n\r\n", 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := hits.get()

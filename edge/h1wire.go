@@ -478,12 +478,12 @@ func cutCRLF(buf []byte) (line, rest []byte, ok bool) {
 // parseChunkSize parses a chunk-size line, ignoring extensions. The size
 // must start the line; whitespace may follow it (BWS before extensions,
 // RFC 9112 7.1.1; trailing whitespace without them is tolerated, as by
-// net/http). Extensions are skipped, but a control character in them
-// (other than tab: a bare CR, a NUL) is refused, since hops could disagree
-// on where such a line ends.
+// net/http). Extensions are skipped, but they must be well formed (a
+// control character in one, other than tab, or an unclosed quote could
+// make hops disagree on where the line ends).
 func parseChunkSize(line []byte) (int64, error) {
 	if i := indexByte(line, ';'); i >= 0 {
-		if hasControlChar(line[i+1:]) {
+		if !validChunkExt(line[i:]) {
 			return 0, errChunked
 		}
 		line = line[:i]
@@ -510,6 +510,69 @@ func parseChunkSize(line []byte) (int64, error) {
 		n = n<<4 | int64(d)
 	}
 	return n, nil
+}
+
+// validChunkExt reports whether ext is chunk extensions as RFC 9112
+// 7.1.1 has them: *( BWS ";" BWS token [ BWS "=" BWS ( token /
+// quoted-string ) ] ).
+func validChunkExt(ext []byte) bool {
+	i := 0
+	bws := func() {
+		for i < len(ext) && (ext[i] == ' ' || ext[i] == '\t') {
+			i++
+		}
+	}
+	token := func() bool {
+		from := i
+		for i < len(ext) && tokenChars[ext[i]] {
+			i++
+		}
+		return i > from
+	}
+	for {
+		bws()
+		if i == len(ext) {
+			return true
+		}
+		if ext[i] != ';' {
+			return false
+		}
+		i++
+		bws()
+		if !token() {
+			return false
+		}
+		bws()
+		if i == len(ext) || ext[i] != '=' {
+			continue
+		}
+		i++
+		bws()
+		if i < len(ext) && ext[i] == '"' {
+			for i++; ; i++ {
+				if i == len(ext) {
+					return false // unclosed
+				}
+				c := ext[i]
+				if c == '"' {
+					i++
+					break
+				}
+				if c == '\\' {
+					i++
+					if i == len(ext) {
+						return false
+					}
+					c = ext[i]
+				}
+				if c < ' ' && c != '\t' || c == 0x7f {
+					return false
+				}
+			}
+		} else if !token() {
+			return false
+		}
+	}
 }
 
 func (r *chunkedReader) readSize() error {

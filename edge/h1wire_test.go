@@ -195,3 +195,18 @@ func TestChunkedReaderReadReady(t *testing.T) {
 		}
 	}
 }
+
+// Chunk extensions as RFC 9112 7.1.1 writes them pass (BWS around ";" and
+// "=", tokens and quoted strings with escapes); anything else does not.
+func TestValidChunkExt(t *testing.T) {
+	for _, ext := range []string{"", ";a", "; a = b", ";a=b;c=\"d;e\"", ";a=\"x\\\"y\"", ";a=\"tab\there\"", ";a;b;c", " ;a \t"} {
+		if !validChunkExt([]byte(ext)) {
+			t.Errorf("validChunkExt(%q) = false; want true", ext)
+		}
+	}
+	for _, ext := range []string{";", ";=1", ";a=", ";a=\"x", ";a b", ";a=b c", ";a=\"x\x00\"", ";a=\"x\\", "a", ";a=\"x\"y", ";a@b"} {
+		if validChunkExt([]byte(ext)) {
+			t.Errorf("validChunkExt(%q) = true; want false", ext)
+		}
+	}
+}
