@@ -1216,6 +1216,10 @@ func (c *serverConn) parseRequest() (*http.Request, *requestState, *parseError) 
 	return req, rs, perr
 }
 
+// tlsHandshakeRecord is the first byte of a TLS record carrying a
+// handshake message, such as a ClientHello (RFC 8446 5.1).
+const tlsHandshakeRecord = 0x16
+
 // requestLine locates the request line's parts in c.reqHead's buffer once
 // parseHead has gathered the head: the method is buf[:sp1], the target
 // buf[targetAt:targetEnd]; the fields follow.
@@ -1234,7 +1238,20 @@ func (c *serverConn) parseHead() (requestLine, *parseError) {
 	var line []byte
 	var perr *parseError
 	for empty := 0; ; empty++ {
-		if line, perr = c.readLine(&n); perr != nil {
+		b, err := c.br.Peek(1)
+		if err == nil && b[0] == tlsHandshakeRecord {
+			// A TLS client on the plain port: its ClientHello may hold
+			// no line end, so the request line's read would wait for
+			// the header timeout. Refused at once instead, as nginx
+			// refuses a request line that cannot begin so.
+			return requestLine{}, badRequest("a TLS handshake on a plain HTTP port: use https:// on the TLS port")
+		}
+		if err != nil {
+			perr = c.lineError(err) // as readLine's would be
+		} else {
+			line, perr = c.readLine(&n)
+		}
+		if perr != nil {
 			if perr.status == http.StatusRequestHeaderFieldsTooLarge {
 				// The request line alone is over the limit: a target
 				// too long to read (RFC 9112 3).

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1917,5 +1918,44 @@ func TestConnAcceptedBeforeDrainIsServed(t *testing.T) {
 	c.serve()
 	if client.written == 0 {
 		t.Fatal("the request sent before the drain got no answer")
+	}
+}
+
+// A TLS client that dials the plain port gets a 400 and a close at once,
+// not a wait for the header timeout, and its line in the log says why.
+func TestH1ServerTLSClientOnPlainPort(t *testing.T) {
+	var logBuf syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{
+		opts:     Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))},
+		listener: ListenerOptions{ReadHeaderTimeout: 30 * time.Second},
+	}, oneRoute(newBackend(t, func(w http.ResponseWriter, r *http.Request) {}).URL, ""))
+	// The start of a ClientHello with no line end in it (a real one
+	// holds a 0x0a byte more often than not, which ends the line).
+	c, br := h1Raw(t, gw.addr)
+	h1Write(t, c, "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"+strings.Repeat("A", 64))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, body := readResponse(t, br, http.MethodGet)
+	checkProblem(t, resp, body, http.StatusBadRequest, "")
+	expectEOF(t, c, br, 5*time.Second)
+	// A real TLS client fails its handshake at once too.
+	raw, err := net.DialTimeout("tcp", gw.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	start := time.Now()
+	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: "a.example"})
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err == nil {
+		t.Fatal("a TLS handshake with the plain port succeeded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the handshake failed after %v; want at once (the header timeout is 30s)", d)
+	}
+	waitFor(t, 5*time.Second, "the log lines", func() bool { return len(logBuf.records(t)) == 2 })
+	for _, rec := range logBuf.records(t) {
+		if rec["status"] != float64(400) || rec["error"] != "http_request_error" {
+			t.Errorf("logged %v; want status 400, error http_request_error", rec)
+		}
 	}
 }
