@@ -191,6 +191,7 @@ func TestParseErrors(t *testing.T) {
 		{"flow list not closed", "x: 1\ny: [1, 2\nz: 3\n", 2, []string{"invalid YAML: did not find expected ',' or ']' (in the list or map opened on this line)"}},
 		{"flow list on the first line not closed", "services: [\nroutes: x", 1, []string{"invalid YAML: did not find expected ',' or ']' (in the list or map opened on this line)"}},
 		{"inner flow map not closed", "a: 'x [ # y'\nb: [1, {c: 2}\nd: 3\n", 2, []string{"(in the list or map opened on this line)"}},
+		{"alias used as the wrong type", "services:\n  - name: a\n    targets: &t [{url: 'http://h:1'}]\nroutes:\n  - name: all\n    match: {path_prefix: /, methods: *t}\n    service: a\n", 3, []string{"services[0].targets[0]: wrong type: want a string, got a mapping (the value is anchored as &t, used through *t on line 6: the error may be where it is used)"}},
 		{"number for a name", "services:\n  - name: 5\n    targets: [{url: 'http://h:1'}]\n", 2, []string{"services[0].name: wrong type: want a string, got the integer 5 (quote it if the text is meant)"}},
 		{"boolean for a name in JSON", `{"services": [{"name": true, "targets": [{"url": "http://h:1"}]}]}`, 1, []string{"services[0].name: wrong type: want a string, got the boolean true"}},
 		{"scanner error", "a: 1\n b: 2\nc: 3\n", 2, []string{"invalid YAML: mapping values are not allowed in this context"}},

@@ -115,6 +115,7 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 				es = append(es, fe)
 			}
 			locate(&root, ls)
+			aliasHints(&root, es)
 			named := make(map[string]bool, len(es))
 			for i, fe := range es {
 				if exact[i] != nil && exact[i].path != "" {
@@ -162,6 +163,63 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 		return nil, CapErrors(es)
 	}
 	return &root, nil
+}
+
+// aliasHints adds to each error on a line of an anchored value that an
+// alias uses elsewhere where those uses are: the decoder reports a value
+// by the line it is written on, so a value right where it is anchored
+// (targets: &t [...]) but of the wrong type where an alias puts it
+// (methods: *t) is reported at the anchor.
+func aliasHints(root *yaml.Node, es Errors) {
+	type span struct {
+		node       *yaml.Node
+		first, end int
+	}
+	var anchored []span
+	uses := map[*yaml.Node][]int{}
+	var walk func(n *yaml.Node, depth int) int // the last line under n
+	walk = func(n *yaml.Node, depth int) int {
+		last := n.Line
+		if depth > 10000 {
+			return last
+		}
+		if n.Kind == yaml.AliasNode {
+			if n.Alias != nil {
+				uses[n.Alias] = append(uses[n.Alias], n.Line)
+			}
+			return last
+		}
+		for _, c := range n.Content {
+			last = max(last, walk(c, depth+1))
+		}
+		if n.Anchor != "" {
+			anchored = append(anchored, span{n, n.Line, last})
+		}
+		return last
+	}
+	walk(root, 0)
+	if len(uses) == 0 {
+		return
+	}
+	for _, fe := range es {
+		for _, a := range anchored {
+			lines := uses[a.node]
+			if len(lines) == 0 || fe.Line < a.first || fe.Line > a.end {
+				continue
+			}
+			var at []string
+			for _, l := range lines[:min(len(lines), 5)] {
+				at = append(at, strconv.Itoa(l))
+			}
+			more := ""
+			if len(lines) > 5 {
+				more = fmt.Sprintf(" and %d more", len(lines)-5)
+			}
+			fe.Msg += fmt.Sprintf(" (the value is anchored as &%s, used through *%s on line %s%s: the error may be where it is used)",
+				a.node.Anchor, a.node.Anchor, strings.Join(at, ", "), more)
+			break
+		}
+	}
 }
 
 // syntaxError is a parse failure of data, named as the language it is
