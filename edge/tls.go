@@ -252,13 +252,20 @@ func (s *TLSServer) SetSessionTicketKeys(keys [][32]byte) {
 }
 
 // serveHTTP3 refuses unsafe requests sent in 0-RTT early data, which an
-// attacker could replay, and serves the rest like any other request.
+// attacker could replay, and serves the rest like any other request, those
+// in early data marked so for the upstream.
 func (g *Gateway) serveHTTP3(w http.ResponseWriter, r *http.Request) {
-	if r.TLS != nil && !r.TLS.HandshakeComplete && !safeMethod(r.Method) {
-		x := &exchange{start: monoNow(), reqID: newID(), host: normalizeHost(r.Host)}
-		g.fail(w, r, x, &proxyError{status: http.StatusTooEarly, title: "Too Early", detail: r.Method + " requests are not accepted in TLS early data; retry after the handshake"})
-		g.finish(r, x)
-		return
+	if r.TLS != nil && !r.TLS.HandshakeComplete {
+		if !safeMethod(r.Method) {
+			x := &exchange{start: monoNow(), reqID: newID(), host: normalizeHost(r.Host)}
+			g.fail(w, r, x, &proxyError{status: http.StatusTooEarly, title: "Too Early", detail: r.Method + " requests are not accepted in TLS early data; retry after the handshake"})
+			g.finish(r, x)
+			return
+		}
+		// RFC 8470 5.1: a request forwarded before the handshake with
+		// its client completed carries Early-Data: 1, so that an origin
+		// to which even a GET may not be replayed can answer 425.
+		r.Header.Set("Early-Data", "1")
 	}
 	g.ServeHTTP(w, r)
 }

@@ -18,6 +18,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -1161,5 +1162,47 @@ func TestDrainNotHeldBySilentH2Connection(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(conn); err != nil {
 		t.Fatalf("after the drain: %v; want the connection closed", err)
+	}
+}
+
+// A request that came in QUIC 0-RTT early data (the handshake with the
+// client not complete when it arrived) goes upstream with Early-Data: 1
+// (RFC 8470 5.1) if its method is safe, and is answered 425 otherwise; one
+// after the handshake goes as it came. Whether a real client's request
+// arrives before the handshake completes is a matter of timing, so the
+// requests are handed to the HTTP/3 handler as quic-go's server would.
+func TestEarlyDataMarkedForTheUpstream(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		fmt.Fprintf(w, "early=%q", r.Header.Values("Early-Data"))
+	})
+	g := New(Options{})
+	g.Swap(compileDoc(t, g, oneRoute(be.URL, ""), 1, nil))
+	t.Cleanup(g.Close)
+	for _, tc := range []struct {
+		method   string
+		complete bool
+		status   int
+		body     string
+	}{
+		{http.MethodGet, false, 200, `early=["1"]`},
+		{http.MethodHead, false, 200, ""},
+		{http.MethodGet, true, 200, `early=[]`},
+		{http.MethodPost, false, http.StatusTooEarly, ""},
+		{http.MethodPost, true, 200, `early=[]`},
+	} {
+		before := hits.get()
+		r := httptest.NewRequest(tc.method, "https://localhost/x", nil)
+		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+		r.TLS = &tls.ConnectionState{HandshakeComplete: tc.complete, Version: tls.VersionTLS13}
+		rec := httptest.NewRecorder()
+		g.serveHTTP3(rec, r)
+		if rec.Code != tc.status || tc.body != "" && rec.Body.String() != tc.body {
+			t.Errorf("%s, handshake complete %v: %d %q; want %d %q", tc.method, tc.complete, rec.Code, rec.Body.String(), tc.status, tc.body)
+		}
+		if tc.status == http.StatusTooEarly && hits.get() != before {
+			t.Errorf("%s in early data reached the backend", tc.method)
+		}
 	}
 }
