@@ -679,6 +679,11 @@ func (c *serverConn) runBody(fresh bool) (park bool) {
 	if tc, ok := c.tlsConn(); fresh && ok {
 		c.rwc.SetDeadline(time.Now().Add(o.ReadHeaderTimeout))
 		if err := tc.HandshakeContext(c.s.baseCtx); err != nil {
+			var re tls.RecordHeaderError
+			if errors.As(err, &re) && re.Conn != nil && httpRecordHeader(re.RecordHeader) {
+				c.refusePlainHTTP(re.Conn)
+				return
+			}
 			c.s.log.Debug("TLS handshake failed", "client", c.remote, "error", err)
 			return
 		}
@@ -1115,6 +1120,40 @@ func (c *serverConn) writeError(pe *parseError) {
 	bw.Write(body)
 	bw.Flush()
 	c.linger = true
+}
+
+// httpRecordHeader reports whether what came where a TLS record header
+// should be is the start of an HTTP/1 request (net/http looks for the
+// same five bytes).
+func httpRecordHeader(h [5]byte) bool {
+	switch string(h[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO", "DELET", "PATCH":
+		return true
+	}
+	return false
+}
+
+// refusePlainHTTP answers a plain HTTP request sent to the TLS port, on
+// raw (the connection under TLS), with a 400 that says so, as nginx and
+// net/http do, rather than a silent close; it is logged like any refused
+// head. The rest of the request is read away before the close (for a
+// while), so that the close does not reset the answer away.
+func (c *serverConn) refusePlainHTTP(raw net.Conn) {
+	pe := badRequest("a plain HTTP request on the HTTPS port: use https://")
+	pe.reqID = newID()
+	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail, RequestID: pe.reqID})
+	body = append(body, '\n')
+	pe.sent = len(body)
+	raw.SetDeadline(time.Now().Add(2 * time.Second))
+	io.WriteString(raw, statusLine(pe.status)+"Content-Type: application/problem+json\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: "+
+		strconv.Itoa(len(body))+"\r\n\r\n"+string(body))
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		io.Copy(io.Discard, io.LimitReader(raw, 64<<10))
+	}
+	if c.s.refused != nil {
+		c.s.refused(c.remote, nil, pe)
+	}
 }
 
 // clientSentMore reports whether the client sent bytes the server did not

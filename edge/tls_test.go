@@ -1206,3 +1206,37 @@ func TestEarlyDataMarkedForTheUpstream(t *testing.T) {
 		}
 	}
 }
+
+// A plain HTTP request on the TLS port gets a 400 that says to use https
+// (as nginx and net/http answer), not a silent close, and is logged.
+func TestPlainHTTPOnTLSPort(t *testing.T) {
+	var logBuf syncBuffer
+	tg := startTLSGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}},
+		oneRoute(newBackend(t, func(w http.ResponseWriter, r *http.Request) {}).URL, ""), false)
+	for _, req := range []string{
+		"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5000\r\n\r\n" + strings.Repeat("a", 5000),
+	} {
+		c, br := h1Raw(t, tg.addr)
+		h1Write(t, c, req)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, body := readResponse(t, br, http.MethodGet)
+		checkProblem(t, resp, body, http.StatusBadRequest, "")
+		if !strings.Contains(string(body), "https://") {
+			t.Errorf("the 400 does not say to use https: %s", body)
+		}
+		c.Close()
+	}
+	waitFor(t, 5*time.Second, "two log lines", func() bool { return len(logBuf.records(t)) == 2 })
+	for _, rec := range logBuf.records(t) {
+		if rec["status"] != float64(400) || rec["error"] != "http_request_error" {
+			t.Errorf("logged %v; want status 400, error http_request_error", rec)
+		}
+	}
+	// TLS still works.
+	if resp, err := tg.client(t, "h1").Get("https://" + tg.addr + "/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("HTTPS after the plain requests: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+}
