@@ -1101,25 +1101,32 @@ func badRequest(detail string) *parseError {
 // writeError answers a refused request with a problem+json body and
 // closes the connection.
 func (c *serverConn) writeError(pe *parseError) {
-	pe.reqID = newID()
-	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail, RequestID: pe.reqID})
-	body = append(body, '\n')
-	pe.sent = len(body)
 	c.rwc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	c.wdlOwn = true
 	bw := c.bw
 	if bw == nil {
 		bw = bufio.NewWriterSize(c.rwc, 512)
 	}
-	bw.WriteString(statusLine(pe.status))
-	bw.WriteString("Content-Type: application/problem+json\r\nCache-Control: no-store\r\nConnection: close\r\nDate: ")
-	bw.WriteString(httpDate())
-	bw.WriteString("\r\nContent-Length: ")
-	bw.WriteString(strconv.Itoa(len(body)))
-	bw.WriteString("\r\n\r\n")
-	bw.Write(body)
+	writeRefusal(bw, pe)
 	bw.Flush()
 	c.linger = true
+}
+
+// writeRefusal writes the answer to a refused head (a problem, and the
+// connection's close), noting its request id and body size in pe for the
+// log line.
+func writeRefusal(w io.StringWriter, pe *parseError) {
+	pe.reqID = newID()
+	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail, RequestID: pe.reqID})
+	body = append(body, '\n')
+	pe.sent = len(body)
+	w.WriteString(statusLine(pe.status))
+	w.WriteString("Content-Type: application/problem+json\r\nCache-Control: no-store\r\nConnection: close\r\nDate: ")
+	w.WriteString(httpDate())
+	w.WriteString("\r\nContent-Length: ")
+	w.WriteString(strconv.Itoa(len(body)))
+	w.WriteString("\r\n\r\n")
+	w.WriteString(string(body))
 }
 
 // httpRecordHeader reports whether what came where a TLS record header
@@ -1140,13 +1147,10 @@ func httpRecordHeader(h [5]byte) bool {
 // while), so that the close does not reset the answer away.
 func (c *serverConn) refusePlainHTTP(raw net.Conn) {
 	pe := badRequest("a plain HTTP request on the HTTPS port: use https://")
-	pe.reqID = newID()
-	body, _ := json.Marshal(problem{Type: "about:blank", Title: pe.title, Status: pe.status, Detail: pe.detail, RequestID: pe.reqID})
-	body = append(body, '\n')
-	pe.sent = len(body)
 	raw.SetDeadline(time.Now().Add(2 * time.Second))
-	io.WriteString(raw, statusLine(pe.status)+"Content-Type: application/problem+json\r\nCache-Control: no-store\r\nConnection: close\r\nContent-Length: "+
-		strconv.Itoa(len(body))+"\r\n\r\n"+string(body))
+	bw := bufio.NewWriterSize(raw, 512)
+	writeRefusal(bw, pe)
+	bw.Flush()
 	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 		io.Copy(io.Discard, io.LimitReader(raw, 64<<10))

@@ -150,15 +150,17 @@ func errSpec(service, format string, args ...any) error {
 // place have in common, however written: scheme and host in any case, the
 // scheme's default port named or not, an empty path or "/".
 func Destination(u *url.URL) string {
-	port := u.Port()
-	if port == "" {
-		port = map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
+	scheme, port := strings.ToLower(u.Scheme), u.Port()
+	if port == "" && scheme == "http" {
+		port = "80"
+	} else if port == "" && scheme == "https" {
+		port = "443"
 	}
 	path := u.EscapedPath()
 	if path == "" {
 		path = "/"
 	}
-	return strings.ToLower(u.Scheme) + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port) + path + "?" + u.RawQuery
+	return scheme + "://" + net.JoinHostPort(strings.ToLower(u.Hostname()), port) + path + "?" + u.RawQuery
 }
 
 // normalize validates spec and returns a copy with defaults filled in. The
