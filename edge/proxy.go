@@ -1651,8 +1651,9 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 //
 // Over HTTP/2 and HTTP/3 each write gets a deadline of sendTimeout (pushed
 // forward when older than an eighth of it), so a stream whose client grants
-// no more flow-control credit is reset rather than wait forever; the HTTP/1
-// server keeps its own (see serverConn.Write).
+// no more flow-control credit is reset rather than wait forever, and a read
+// of the upstream that may wait clears it; the HTTP/1 server keeps its own
+// (see serverConn.Write).
 func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout, readTimeout time.Duration, reqBody *countingBody) (int64, bool, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -1687,6 +1688,14 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 				late = newLateFlush(w)
 			}
 			late.arm()
+		}
+		if waits && wdlAt != 0 {
+			// Over HTTP/2 a write deadline that passes resets the
+			// stream, a write pending or not (net/http): none stands
+			// while the upstream is silent, whose silence is the read
+			// timeout's, not the client's.
+			rc.SetWriteDeadline(time.Time{})
+			wdlAt = 0
 		}
 		if waits && readTimeout > 0 && !isH1Body(src) {
 			if watch == nil {

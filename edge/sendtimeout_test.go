@@ -307,3 +307,40 @@ func rapidResetFlood(t *testing.T, addr string, pace time.Duration) http2.ErrCod
 	}
 	return http2.ErrCodeNo
 }
+
+// Over HTTP/2 and HTTP/3, an upstream that goes quiet within its body for
+// longer than the send timeout does not get the stream reset while the
+// client reads everything: the send timeout bounds writes that make no
+// progress, the upstream's silence is the read timeout's. (net/http's
+// HTTP/2 server resets a stream whose write deadline passes, a write
+// pending or not.)
+func TestSendTimeoutSparesAQuietUpstream(t *testing.T) {
+	const send = 300 * time.Millisecond
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first;")
+		w.(http.Flusher).Flush()
+		time.Sleep(3 * send)
+		io.WriteString(w, "second")
+	})
+	for _, proto := range []string{"h2", "h3"} {
+		t.Run(proto, func(t *testing.T) {
+			setup, log := withReuseLog()
+			setup.listener.SendTimeout = send
+			setup.opts.SendTimeout = send
+			tg := startTLSGatewayWith(t, setup, oneRoute(be.URL, ""), true)
+			resp, err := tg.client(t, proto).Get("https://" + tg.addr + "/quiet")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || string(body) != "first;second" {
+				t.Fatalf("body %q, %v; want %q whole", body, err, "first;second")
+			}
+			rec := onlyRecord(t, log)
+			if e, ok := rec["error"]; ok {
+				t.Errorf("access log error = %v; want none", e)
+			}
+		})
+	}
+}
