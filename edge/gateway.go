@@ -302,52 +302,60 @@ func (g *Gateway) record(x *exchange, status int, method, remote, proto, host st
 		g.metrics.countError(rs, x.errKind)
 	}
 	if al := g.opts.AccessLog; al != nil {
-		if r != nil {
-			path = logPath(r)
-		}
-		// Through trusted proxies, the client is the one they forwarded
-		// and the peer the proxy that connected.
-		client := remote
-		if x.origin != "" {
-			client = x.origin
-		}
-		attrs := []slog.Attr{
-			slog.String("request_id", x.requestID()),
-			slog.String("trace_id", x.traceID),
-			slog.String("client", client),
-			slog.String("proto", proto),
-			slog.String("method", method),
-			slog.String("host", host),
-			slog.String("path", path),
-			slog.String("route", routeName),
-			slog.String("service", service),
-			slog.String("target", x.target),
-			slog.Int("status", status),
-			slog.Int64("bytes_in", x.bytesIn),
-			slog.Int64("bytes_out", x.bytesOut),
-			slog.Float64("duration_ms", float64(d.Microseconds())/1000),
-			slog.Float64("upstream_ms", float64(x.upstreamDur.Microseconds())/1000),
-		}
-		if x.origin != "" {
-			attrs = append(attrs, slog.String("peer", remote))
-		}
-		if x.attempts > 1 {
-			attrs = append(attrs, slog.Int("attempts", x.attempts))
-		}
-		if x.retriedOn != "" {
-			attrs = append(attrs, slog.String("retried_on", x.retriedOn))
-		}
-		if x.retryRefused {
-			attrs = append(attrs, slog.Bool("retry_budget_exhausted", true))
-		}
-		if x.errKind != "" {
-			attrs = append(attrs, slog.String("error", x.errKind))
-		}
-		if x.errDetail != "" {
-			attrs = append(attrs, slog.String("error_detail", x.errDetail))
-		}
-		al.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+		g.logAccess(al, x, d, status, routeName, service, method, remote, proto, host, r, path)
 	}
+}
+
+// logAccess writes the access log's line for an exchange that record
+// ends (d its duration). It is a function of its own so that record's
+// stack frame stays small: the attributes take 1.5 KiB of this one's,
+// which a node without an access log never touches.
+func (g *Gateway) logAccess(al *slog.Logger, x *exchange, d time.Duration, status int, routeName, service, method, remote, proto, host string, r *http.Request, path string) {
+	if r != nil {
+		path = logPath(r)
+	}
+	// Through trusted proxies, the client is the one they forwarded
+	// and the peer the proxy that connected.
+	client := remote
+	if x.origin != "" {
+		client = x.origin
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", x.requestID()),
+		slog.String("trace_id", x.traceID),
+		slog.String("client", client),
+		slog.String("proto", proto),
+		slog.String("method", method),
+		slog.String("host", host),
+		slog.String("path", path),
+		slog.String("route", routeName),
+		slog.String("service", service),
+		slog.String("target", x.target),
+		slog.Int("status", status),
+		slog.Int64("bytes_in", x.bytesIn),
+		slog.Int64("bytes_out", x.bytesOut),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.Float64("upstream_ms", float64(x.upstreamDur.Microseconds())/1000),
+	}
+	if x.origin != "" {
+		attrs = append(attrs, slog.String("peer", remote))
+	}
+	if x.attempts > 1 {
+		attrs = append(attrs, slog.Int("attempts", x.attempts))
+	}
+	if x.retriedOn != "" {
+		attrs = append(attrs, slog.String("retried_on", x.retriedOn))
+	}
+	if x.retryRefused {
+		attrs = append(attrs, slog.Bool("retry_budget_exhausted", true))
+	}
+	if x.errKind != "" {
+		attrs = append(attrs, slog.String("error", x.errKind))
+	}
+	if x.errDetail != "" {
+		attrs = append(attrs, slog.String("error_detail", x.errDetail))
+	}
+	al.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }
 
 // logPath is the request's path as the access log shows it: as the client

@@ -150,19 +150,33 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	method := lr.methodName
 	path, query, _ := strings.Cut(target, "?")
 	host := normalizeHost(hostIn)
-	u := url.URL{Path: path, RawQuery: query}
-	mr := http.Request{Method: method, URL: &u, Host: hostIn, RemoteAddr: c.remote}
-	if snap.table.ReadsHeaders() && !c.laneHeader(&mr) {
+	// The request as the route table and the balancer read it, in the
+	// call's own URL and request (set again for the upstream request
+	// below): a pooled call was used by this P's last request and is
+	// still in its cache, where this goroutine's stack, after 255 other
+	// connections ran, is not (a struct of this size built on the stack
+	// missed on every store; see bench/HISTORY.md, session 25).
+	// Their fields are set one by one: a pooled call's are zero, and a
+	// composite literal assigned to a heap object is built on the stack
+	// first.
+	cl := calls.Get().(*call)
+	u, mr := &cl.url, &cl.out
+	u.Path, u.RawQuery = path, query
+	mr.Method, mr.URL, mr.Host, mr.RemoteAddr = method, u, hostIn, c.remote
+	if snap.table.ReadsHeaders() && !c.laneHeader(mr) {
+		cl.drop()
 		return false, false
 	}
-	m, ok := snap.table.Match(&mr, host, path)
+	m, ok := snap.table.Match(mr, host, path)
 	if !ok {
+		cl.drop()
 		return false, false // the general path's 404
 	}
 	rt := m.Route.Value.(*route)
 	svc := rt.svc
 	h1, isH1 := svc.transport.(*h1Transport)
 	if !rt.lean || !isH1 {
+		cl.drop()
 		return false, false
 	}
 	if lr.bodyLen > 0 && (lr.bodyLen > rt.maxReqBody || int64(c.br.Buffered()) < lr.bodyLen ||
@@ -173,19 +187,22 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		// would keep to replay. It goes with the head in one write, and
 		// a retry (forward) writes the same again: the head is made for
 		// every attempt.
+		cl.drop()
 		return false, false
 	}
 	// The path upstream: the route's rewrite or strip (upTarget "" when
 	// neither), as the general path makes it.
 	upPath, upTarget := path, ""
 	if rt.rewritePath != nil || rt.stripPrefix != "" {
-		out := rt.upstreamURL(&u, path, path, m.Params)
+		out := rt.upstreamURL(u, path, path, m.Params)
 		if upTarget, ok = leanRewrite(rt, &out); !ok {
+			cl.drop()
 			return false, false
 		}
 		upPath = out.Path
 	}
-	if svc.pool.ReadsHeaders() && mr.Header == nil && !c.laneHeader(&mr) {
+	if svc.pool.ReadsHeaders() && mr.Header == nil && !c.laneHeader(mr) {
+		cl.drop()
 		return false, false
 	}
 	if !c.peerParsed {
@@ -208,11 +225,13 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		}
 	}
 	if !svc.pool.Acquire() {
+		cl.drop()
 		return false, false // the general path's 503
 	}
-	t, err := svc.pool.Pick(&mr, client, nil)
+	t, err := svc.pool.Pick(mr, client, nil)
 	if err != nil {
 		svc.pool.Release()
+		cl.drop()
 		return false, false // the general path's 503
 	}
 	retry := svc.retry
@@ -243,7 +262,13 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	}
 	rs.toPresent = c.lanePresentF
 	c.cur.Store(&rs.requestContext)
-	c.lane = laneRequest{rl: rl, close: lr.close, bodyLen: lr.bodyLen, rs: rs}
+	// c.lane is zero between requests; set field by field (a composite
+	// literal would be built on the stack first).
+	l := &c.lane
+	if l.present {
+		*l = laneRequest{} // left so only by a request that never ended (a panic)
+	}
+	l.rl, l.close, l.bodyLen, l.rs = rl, lr.close, lr.bodyLen, rs
 	var body []byte
 	if lr.bodyLen > 0 {
 		// The body goes with the head, in one write (below). It leaves
@@ -257,7 +282,6 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	}
 	c.startWatch(rs)
 
-	cl := calls.Get().(*call)
 	x := &cl.x
 	x.start = start
 	x.host = host
@@ -284,9 +308,12 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		oh.raw = append(oh.raw, body...)
 		oh.rawBody = true
 	}
-	out := &cl.url
-	*out = url.URL{Scheme: t.URL.Scheme, Host: t.URL.Host, Path: upPath, RawQuery: query}
-	cl.out = http.Request{Method: method, URL: out, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: upHost}
+	// The upstream request, in the call's URL and request (mr): what is
+	// set of them above (the path, the query, the method, the URL) kept
+	// or set again, the rest cleared.
+	u.Scheme, u.Host, u.Path = t.URL.Scheme, t.URL.Host, upPath
+	mr.Proto, mr.ProtoMajor, mr.ProtoMinor = "HTTP/1.1", 1, 1
+	mr.Host, mr.RemoteAddr, mr.Header = upHost, "", nil
 	x.target = t.URL.Host
 	x.attempts = 1
 	att := targetTurn{t: t, open: true}
@@ -325,7 +352,6 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 
 	// Made present: the general path's code from here.
 	c.lanePresent()
-	l := &c.lane
 	rest := &laneRest{g: g, cl: cl, rt: rt, first: laneAttempt{t: t, resp: resp, err: err, att: att},
 		method: method, path: upPath, query: query, host: upHost, ctx: ctx}
 	if altSvc != "" {
@@ -387,9 +413,10 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 		bw.WriteString(g.via11)
 		bw.WriteString("\r\n")
 	}
-	var n [20]byte
 	bw.WriteString("Content-Length: ")
-	bw.Write(strconv.AppendInt(n[:0], resp.ContentLength, 10))
+	// Formatted in the writer's own free space (an array of ours would
+	// go to the heap: Write may hand it to the connection).
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), resp.ContentLength, 10))
 	bw.WriteString("\r\n")
 	if !oh.respDate {
 		bw.WriteString("Date: ")

@@ -807,8 +807,11 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 			*hr = h1Response{}
 			pc.last = hr
 			resp := &hr.resp
-			*resp = http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Request: req, ContentLength: cl,
-				Close: lo.respClose}
+			// Field by field into the zeroed response: a composite
+			// literal would be built on the stack first, whose lines
+			// are cold after the wait for this answer.
+			resp.StatusCode, resp.Request, resp.ContentLength, resp.Close = code, req, cl, lo.respClose
+			resp.Proto, resp.ProtoMajor, resp.ProtoMinor = "HTTP/1.1", 1, 1
 			if cl == 0 || req.Method == http.MethodHead {
 				resp.Body = http.NoBody // a HEAD's length is the GET's
 			} else {

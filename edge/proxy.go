@@ -1096,6 +1096,14 @@ func (c *call) release() {
 	calls.Put(c)
 }
 
+// drop puts back a call taken for a request the span lane then leaves to
+// the general path: only its URL and request were set (serveLaneWith).
+func (c *call) drop() {
+	c.url = url.URL{}
+	c.out = http.Request{}
+	calls.Put(c)
+}
+
 // clientAddr parses a request's RemoteAddr into the client's address
 // (IPv4-mapped addresses unmapped) and its text, or the zero Addr and "".
 func clientAddr(remote string) (netip.Addr, string) {

@@ -142,12 +142,16 @@ func BenchmarkProxyHTTP1InMemory(b *testing.B) {
 	// marking takes under 1% of the time.
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	const retrying = "    retries: {attempts: 2}\n    timeouts: {total: 30s}"
+	const bareService = "    proxy_headers: {forwarded: false, x_forwarded: false, via: false, request_id: false, traceparent: false}"
 	for _, c := range []struct {
 		name, service, fields, answerFields string
 		trusted                             bool // the peer a trusted proxy
 		http10                              bool // an HTTP/1.0 client's requests
 	}{
 		{"plain", "", "", "", false, false},
+		// bench/'s /bare/ route: none of the fields the gateway writes
+		// by default (the work bare nginx does).
+		{"bare", bareService, "", "", false, false},
 		// As the demo's and the README's services: retries and a total
 		// timeout.
 		{"retrying", retrying, "", "", false, false},
