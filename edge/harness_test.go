@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/quic-go/quic-go"
 )
 
 // The tests count which requests took the lean path and the lane (set
@@ -42,6 +43,7 @@ type testGateway struct {
 type gatewaySetup struct {
 	opts     Options
 	listener ListenerOptions
+	quic     *quic.Config // an HTTPS listener's (startTLSGatewayWith)
 }
 
 // startGateway compiles yaml, installs it and serves it on 127.0.0.1:0.

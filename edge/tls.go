@@ -121,6 +121,7 @@ type TLSServer struct {
 	wg     sync.WaitGroup
 
 	h3Active atomic.Int64 // HTTP/3 requests being served
+	quic     *quicGuard   // nil without HTTP/3
 }
 
 // ListenTLS binds the HTTPS listener (TCP, and UDP for HTTP/3). Call Serve.
@@ -167,20 +168,33 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		if qconf.MaxIdleTimeout == 0 {
 			qconf.MaxIdleTimeout = o.IdleTimeout
 		}
-		h3conf := withClientAuth(g.countHandshakes(o.TLSConfig.Clone(), "quic"), o.ClientAuth)
+		// Its handshakes are counted when they complete (quicguard.go):
+		// VerifyConnection runs once the server's flight is sent, before
+		// the client's Finished, which a spoofed address never sends.
+		h3conf := withClientAuth(o.TLSConfig.Clone(), o.ClientAuth)
 		h3conf.NextProtos = nil // http3 sets "h3"
 		h3conf = http3.ConfigureTLSConfig(h3conf)
-		s.qtr = &quic.Transport{Conn: udp, StatelessResetKey: o.StatelessResetKey, TokenGeneratorKey: o.TokenKey}
+		// QUIC connections count against the listener's cap with its TCP
+		// ones; the HTTP/3 idle timeout is the guard's (quicguard.go).
+		qg := newQUICGuard(s.ln, o.MaxConnections, o.IdleTimeout)
+		qg.onHandshake = func(cs tls.ConnectionState) { g.countHandshake("quic", cs) }
+		s.quic = qg
+		s.qtr = &quic.Transport{Conn: udp, StatelessResetKey: o.StatelessResetKey, TokenGeneratorKey: o.TokenKey,
+			ConnContext: qg.connContext, VerifySourceAddress: qg.verifySourceAddress}
 		s.h3 = &http3.Server{
 			Handler: g.headerSizeGuard(g.optionsStar(g.sniGuard(o.ClientAuth, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				s.h3Active.Add(1)
 				defer s.h3Active.Add(-1)
+				if qc := quicConnOf(r.Context()); qc != nil {
+					qc.begin()
+					defer qc.end()
+				}
 				g.serveHTTP3(w, r)
 			}))), o.MaxHeaderBytes),
 			TLSConfig:      h3conf,
 			QUICConfig:     qconf,
 			MaxHeaderBytes: 2 * o.MaxHeaderBytes, // see headerSizeGuard
-			IdleTimeout:    o.IdleTimeout,
+			ConnContext:    qg.h3ConnContext,
 			Logger:         g.log,
 		}
 		qln, err := s.qtr.ListenEarly(h3conf, qconf)
@@ -386,14 +400,19 @@ func (g *Gateway) countHandshakes(c *tls.Config, transport string) *tls.Config {
 				return err
 			}
 		}
-		alpn := cs.NegotiatedProtocol
-		if alpn == "" {
-			alpn = "none"
-		}
-		g.metrics.handshakes.WithLabelValues(transport, alpn, tls.VersionName(cs.Version)).Inc()
+		g.countHandshake(transport, cs)
 		return nil
 	}
 	return c
+}
+
+// countHandshake counts one completed handshake.
+func (g *Gateway) countHandshake(transport string, cs tls.ConnectionState) {
+	alpn := cs.NegotiatedProtocol
+	if alpn == "" {
+		alpn = "none"
+	}
+	g.metrics.handshakes.WithLabelValues(transport, alpn, tls.VersionName(cs.Version)).Inc()
 }
 
 // RedirectHandler is the plain-HTTP listener's handler when HTTPS is on:

@@ -82,6 +82,7 @@ func startTLSGatewayWith(t *testing.T, setup gatewaySetup, yaml string, h3 bool)
 		ListenerOptions: lo,
 		TLSConfig:       &tls.Config{Certificates: []tls.Certificate{cert}},
 		HTTP3:           h3,
+		QUICConfig:      setup.quic,
 	})
 	if err != nil {
 		t.Fatalf("ListenTLS: %v", err)
