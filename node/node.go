@@ -281,6 +281,11 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 			n.log.Error("proxy server stopped", "err", err)
 		}
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		releaseIdleMemory(n.stopping, idleMemoryLook, n.gw.InFlight)
+	}()
 	n.announce()
 	s := n.gw.Current()
 	n.log.Info("meridian serving", "http", srv.Addr().String(), "https", n.HTTPSAddr(), "admin", n.AdminAddr(), "config_version", s.Version, "config_hash", s.Hash[:12], "routes", len(s.Doc.Routes), "data_dir", n.cfg.DataDir)
