@@ -473,7 +473,7 @@ func (g *Gateway) Listen(o ListenerOptions) (*Server, error) {
 			return nil, err
 		}
 	}
-	gl := newGuardListener(ln, o.MaxConnections)
+	gl := newGuardListener(ln, o.MaxConnections, g.log)
 	var h http.Handler = g
 	if o.Handler != nil {
 		h = o.Handler

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // guardListener wraps the client-facing TCP listener. It caps the number of
@@ -27,14 +29,39 @@ type guardListener struct {
 	// handshake and hands connections that chose "h2" by ALPN to
 	// net/http's prior-knowledge HTTP/2 path.
 	tlsConf *tls.Config
+
+	// The node log, told of refusals at most every refusalLogEvery
+	// (loggedAt: monoNow of the last line; loggedN: rejected then).
+	log      *slog.Logger
+	loggedAt atomic.Int64
+	loggedN  atomic.Int64
 }
 
-func newGuardListener(l net.Listener, maxConns int) *guardListener {
-	g := &guardListener{Listener: l, closed: make(chan struct{})}
+func newGuardListener(l net.Listener, maxConns int, log *slog.Logger) *guardListener {
+	g := &guardListener{Listener: l, closed: make(chan struct{}), log: log}
 	if maxConns > 0 {
 		g.sem = make(chan struct{}, maxConns)
 	}
 	return g
+}
+
+// refusalLogEvery spaces the node log's lines about refused connections.
+const refusalLogEvery = 10 * time.Second
+
+// refused counts a connection refused over the cap and says so in the
+// node log, at most every refusalLogEvery, with how many since the last
+// line (nginx logs "worker_connections are not enough" for each).
+func (g *guardListener) refused(transport string) {
+	n := g.rejected.Add(1)
+	if g.log == nil {
+		return
+	}
+	now, at := int64(monoNow()), g.loggedAt.Load()
+	if at != 0 && now-at < int64(refusalLogEvery) || !g.loggedAt.CompareAndSwap(at, now) {
+		return
+	}
+	g.log.Warn("connections refused: max_connections reached", "listener", g.Addr().String(), "transport", transport,
+		"max_connections", cap(g.sem), "refused", n-g.loggedN.Swap(n))
 }
 
 func (g *guardListener) Accept() (net.Conn, error) {
@@ -50,7 +77,7 @@ func (g *guardListener) Accept() (net.Conn, error) {
 				// Over the cap: close at once rather than leave the
 				// client waiting in the kernel's backlog, so it can try
 				// another node.
-				g.rejected.Add(1)
+				g.refused("tcp")
 				c.Close()
 				continue
 			}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -154,7 +155,9 @@ func TestHeaderLimits(t *testing.T) {
 
 func TestMaxConnections(t *testing.T) {
 	var hits hitCounter
-	gw := startGatewayWith(t, gatewaySetup{listener: ListenerOptions{MaxConnections: 1}}, oneRoute(countingBackend(t, &hits), ""))
+	var nodeLog syncBuffer
+	gw := startGatewayWith(t, gatewaySetup{listener: ListenerOptions{MaxConnections: 1}, opts: Options{Logger: slog.New(slog.NewJSONHandler(&nodeLog, nil))}},
+		oneRoute(countingBackend(t, &hits), ""))
 	first := dialGateway(t, gw.addr)
 	br1 := bufio.NewReader(first)
 	roundTrip := func(path string) {
@@ -184,6 +187,10 @@ func TestMaxConnections(t *testing.T) {
 	}
 	if n := metricValue(t, gw.g, "meridian_connections_open"); n != 1 {
 		t.Errorf("open connections metric = %v; want 1", n)
+	}
+	// The node log says so (at most every 10 s).
+	if l := nodeLog.String(); !strings.Contains(l, `"msg":"connections refused: max_connections reached"`) || !strings.Contains(l, `"max_connections":1,"refused":1`) {
+		t.Errorf("node log %q; want the refusal", l)
 	}
 
 	// Once the first closes, a new connection is served.

@@ -121,7 +121,7 @@ func (q *quicGuard) refused(addr string) {
 	q.lastRefused, q.lastRefusedAt = addr, now
 	q.rmu.Unlock()
 	if !again {
-		q.ln.rejected.Add(1)
+		q.ln.refused("quic")
 	}
 }
 

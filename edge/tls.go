@@ -137,7 +137,7 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 			return nil, err
 		}
 	}
-	s := &TLSServer{g: g, ln: newGuardListener(tcp, o.MaxConnections)}
+	s := &TLSServer{g: g, ln: newGuardListener(tcp, o.MaxConnections, g.log)}
 	tcpConf := withClientAuth(g.countHandshakes(o.TLSConfig.Clone(), "tcp"), o.ClientAuth)
 	g.clientAuth.Store(len(o.ClientAuth) > 0)
 	if len(tcpConf.NextProtos) == 0 {
