@@ -62,12 +62,13 @@ type quicGuard struct {
 	// tests).
 	handshaking atomic.Int64
 	idleArmed   atomic.Int64
-	// The last refused client and when (monoNow): a client's first
-	// flight may take two Initial packets, each of which would be
-	// refused; it is counted once.
-	rmu           sync.Mutex
-	lastRefused   string
-	lastRefusedAt time.Duration
+	// The clients refused in the last second (a ring; monoNow when):
+	// a client's first flight may take two Initial packets, each of
+	// which is refused, and clients interleave; each attempt is counted
+	// once.
+	rmu     sync.Mutex
+	recent  [64]refusal
+	recentI int
 }
 
 func newQUICGuard(ln *guardListener, maxConns int, idle time.Duration) *quicGuard {
@@ -76,6 +77,11 @@ func newQUICGuard(ln *guardListener, maxConns int, idle time.Duration) *quicGuar
 		q.retryAt = min(q.retryAt, max(int64(maxConns)/2, 1))
 	}
 	return q
+}
+
+type refusal struct {
+	addr string
+	at   time.Duration
 }
 
 type quicConnKey struct{}
@@ -113,12 +119,21 @@ func (q *quicGuard) connContext(ctx context.Context, info *quic.ClientInfo) (con
 }
 
 // refused counts a connection refused over the cap, once per client
-// attempt.
+// attempt: a client refused less than a second ago is not counted again.
 func (q *quicGuard) refused(addr string) {
 	now := monoNow()
 	q.rmu.Lock()
-	again := addr == q.lastRefused && now-q.lastRefusedAt < time.Second
-	q.lastRefused, q.lastRefusedAt = addr, now
+	again := false
+	for _, r := range q.recent {
+		if r.addr == addr && now-r.at < time.Second {
+			again = true
+			break
+		}
+	}
+	if !again {
+		q.recent[q.recentI] = refusal{addr, now}
+		q.recentI = (q.recentI + 1) % len(q.recent)
+	}
 	q.rmu.Unlock()
 	if !again {
 		q.ln.refused("quic")

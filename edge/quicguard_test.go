@@ -239,3 +239,66 @@ func TestHTTP3RetryWhileHandshakesPileUp(t *testing.T) {
 		t.Errorf("meridian_connections_open = %v; want the 2 QUIC connections", n)
 	}
 }
+
+// A request whose HTTP/3 stream is quiet for longer than the idle timeout
+// (an event stream between events) is not cut: the idle timeout is for
+// connections without a request, and the client here sends no PINGs of
+// its own.
+func TestHTTP3QuietStreamOutlivesIdleTimeout(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "first;")
+		w.(http.Flusher).Flush()
+		time.Sleep(time.Second)
+		io.WriteString(w, "second")
+	})
+	setup := gatewaySetup{}
+	setup.listener.IdleTimeout = 400 * time.Millisecond
+	tg := startTLSGatewayWith(t, setup, oneRoute(be.URL, ""), true)
+	_, cc, err := dialH3(t, tg, tg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", "https://"+tg.addr+"/events", nil)
+	resp, err := cc.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != "first;second" {
+		t.Fatalf("body %q, %v; want %q whole", body, err, "first;second")
+	}
+}
+
+// Over the cap, each refused QUIC client is counted once, however its
+// Initial packets interleave with other clients'.
+func TestHTTP3RefusalsCountedOncePerClient(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	setup := gatewaySetup{}
+	setup.listener.MaxConnections = 1
+	tg := startTLSGatewayWith(t, setup, oneRoute(be.URL, ""), true)
+	if _, cc, err := dialH3(t, tg, tg.addr); err != nil {
+		t.Fatal(err)
+	} else {
+		h3Get(t, cc, tg.addr, "/a")
+	}
+	const clients = 20
+	var wg sync.WaitGroup
+	var refused atomic.Int64
+	for range clients {
+		wg.Go(func() {
+			_, _, err := dialH3(t, tg, tg.addr)
+			var te *quic.TransportError
+			if errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused {
+				refused.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if refused.Load() != clients {
+		t.Fatalf("%d of %d clients refused; want all", refused.Load(), clients)
+	}
+	if n := tg.srv.ln.rejected.Load(); n != clients {
+		t.Errorf("connections rejected = %d; want %d, one per client", n, clients)
+	}
+}

@@ -168,6 +168,16 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		if qconf.MaxIdleTimeout == 0 {
 			qconf.MaxIdleTimeout = o.IdleTimeout
 		}
+		if qconf.KeepAlivePeriod == 0 {
+			// The transport's idle timeout would otherwise cut a
+			// request whose stream is quiet for that long (an event
+			// stream between events), whatever the service's read
+			// timeout: PINGs keep a connection whose client answers
+			// alive, and the HTTP/3 idle timeout (quicguard.go) closes
+			// it once no request has been served for idle_timeout. A
+			// client gone silent still times out.
+			qconf.KeepAlivePeriod = o.IdleTimeout / 2
+		}
 		// Its handshakes are counted when they complete (quicguard.go):
 		// VerifyConnection runs once the server's flight is sent, before
 		// the client's Finished, which a spoofed address never sends.
