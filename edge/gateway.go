@@ -157,10 +157,6 @@ func New(opts Options) *Gateway {
 // Current returns the snapshot being served, or nil.
 func (g *Gateway) Current() *Snapshot { return g.snap.Load() }
 
-// InFlight returns the number of requests being served
-// (meridian_requests_in_flight).
-func (g *Gateway) InFlight() int64 { return g.metrics.inFlightN.Load() }
-
 // Swap installs s as the snapshot for new requests: it starts s's health
 // checks, switches atomically, then stops the old snapshot's health checks.
 // Requests already running keep the snapshot they started with. It returns

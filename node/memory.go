@@ -20,15 +20,17 @@ import (
 // 5 MiB live. nginx is back at its baseline as soon as the connections
 // close.
 //
-// So the node looks every few seconds: when it is quiet (no request in
-// flight, and under quietAlloc bytes allocated since the last look) and
-// its heap holds more than releaseMinHeap bytes from the OS, and more than
-// twice what it held after its last release (or at its start), it
-// collects and returns the freed memory at once (debug.FreeOSMemory). What
-// the last collection found live is no guide: it may have run at a
-// burst's peak. Under load the node is never quiet, and a node that serves
-// a request now and then takes long to double its heap, so this runs about
-// once per burst.
+// So the node looks every few seconds: when it is quiet (under quietAlloc
+// bytes allocated since the last look) and its heap holds more than
+// releaseMinHeap bytes from the OS, and more than twice what it held after
+// its last release (or at its start), it collects (twice, for what
+// sync.Pools held) and returns the freed memory at once
+// (debug.FreeOSMemory). Quiet is judged by allocation alone: a node with
+// a WebSocket or an event stream open always has a request in flight, and
+// allocates next to nothing for it. What the last collection found live is
+// no guide either: it may have run at a burst's peak. Under load the node
+// is never quiet, and a node that serves a request now and then takes long
+// to double its heap, so this runs about once per burst.
 
 // idleMemoryLook is how often the node looks.
 const idleMemoryLook = 5 * time.Second
@@ -63,22 +65,20 @@ func heapNow() (allocs, held uint64) {
 	return v(0), v(1) + v(2) + v(3)
 }
 
-// shouldRelease is the policy above, given whether a request is in flight,
-// the bytes allocated since the last look, and the heap held now and
-// after the last release.
-func shouldRelease(inFlight bool, sinceLook, held, heldAfter uint64) bool {
-	return !inFlight && sinceLook < quietAlloc && held > releaseMinHeap && held > 2*heldAfter
+// shouldRelease is the policy above, given the bytes allocated since the
+// last look and the heap held now and after the last release.
+func shouldRelease(sinceLook, held, heldAfter uint64) bool {
+	return sinceLook < quietAlloc && held > releaseMinHeap && held > 2*heldAfter
 }
 
 // memoryReleaser is the policy's state: the allocations at the last look
 // and the heap held after the last release (or at the start).
 type memoryReleaser struct {
-	inFlight            func() int64
 	lastLook, heldAfter uint64
 }
 
-func newMemoryReleaser(inFlight func() int64) *memoryReleaser {
-	r := &memoryReleaser{inFlight: inFlight}
+func newMemoryReleaser() *memoryReleaser {
+	r := &memoryReleaser{}
 	r.lastLook, r.heldAfter = heapNow()
 	return r
 }
@@ -86,7 +86,7 @@ func newMemoryReleaser(inFlight func() int64) *memoryReleaser {
 // look releases memory if the policy says so, and reports whether it did.
 func (r *memoryReleaser) look() bool {
 	allocs, held := heapNow()
-	release := shouldRelease(r.inFlight() > 0, allocs-r.lastLook, held, r.heldAfter)
+	release := shouldRelease(allocs-r.lastLook, held, r.heldAfter)
 	if release {
 		// Two collections: what sync.Pools held (buffers of connections
 		// gone) survives the first one as the pools' victims.
@@ -98,12 +98,11 @@ func (r *memoryReleaser) look() bool {
 	return release
 }
 
-// releaseIdleMemory looks every interval until stop closes; inFlight
-// reports the requests in flight.
-func releaseIdleMemory(stop <-chan struct{}, every time.Duration, inFlight func() int64) {
+// releaseIdleMemory looks every interval until stop closes.
+func releaseIdleMemory(stop <-chan struct{}, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	r := newMemoryReleaser(inFlight)
+	r := newMemoryReleaser()
 	for {
 		select {
 		case <-stop:

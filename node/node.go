@@ -284,7 +284,7 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		releaseIdleMemory(n.stopping, idleMemoryLook, n.gw.InFlight)
+		releaseIdleMemory(n.stopping, idleMemoryLook)
 	}()
 	n.announce()
 	s := n.gw.Current()
