@@ -79,8 +79,10 @@ type Cluster struct {
 // Start opens the Raft store, starts gossip, joins the seeds (retrying in
 // the background) and starts bootstrap and reconciliation. onDoc is called
 // in order with every document this node applies, including the one
-// restored from its own log at start.
-func Start(cfg Config, onDoc func(store.Document)) (*Cluster, error) {
+// restored from its own log at start; it returns the version the node
+// serves after it (the document's, or an older one if the node could not
+// install it), which gossip publishes.
+func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 	if cfg.Bootstrap && cfg.BootstrapExpect > 0 {
 		return nil, errors.New("cluster: set bootstrap or bootstrap_expect, not both")
 	}
@@ -109,7 +111,7 @@ func Start(cfg Config, onDoc func(store.Document)) (*Cluster, error) {
 		Meta: gossip.Meta{
 			Name: cfg.Name, Region: cfg.Region, Lat: cfg.Lat, Lon: cfg.Lon,
 			HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, AdminAddr: cfg.AdminAddr, ClusterAddr: st.Addr(),
-			Voter: cfg.Voter, GivesUpSeat: cfg.RemoveOnLeave, ConfigVersion: st.Current().Version,
+			Voter: cfg.Voter, GivesUpSeat: cfg.RemoveOnLeave,
 		},
 	}
 	if cfg.GossipAdvertise != "" {
@@ -125,16 +127,15 @@ func Start(cfg Config, onDoc func(store.Document)) (*Cluster, error) {
 	}
 	c.Members = m
 
-	// Documents: hand them to the node and publish the version.
+	// Documents: hand them to the node and publish the version it serves
+	// (not the document's: a node that cannot install one says so).
 	st.Subscribe(func(d store.Document) {
-		onDoc(d)
-		m.UpdateMeta(func(meta *gossip.Meta) { meta.ConfigVersion = d.Version })
+		served := onDoc(d)
+		m.UpdateMeta(func(meta *gossip.Meta) { meta.ConfigVersion = served })
 	})
 	if cur := st.Current(); cur.Version > 0 {
-		onDoc(store.Document{Version: cur.Version, Hash: cur.Hash, Raw: cur.Raw})
-		if cur.Version != gc.Meta.ConfigVersion { // applied after the metadata above was built
-			m.UpdateMeta(func(meta *gossip.Meta) { meta.ConfigVersion = cur.Version })
-		}
+		served := onDoc(store.Document{Version: cur.Version, Hash: cur.Hash, Raw: cur.Raw})
+		m.UpdateMeta(func(meta *gossip.Meta) { meta.ConfigVersion = served })
 	}
 
 	c.wg.Add(2)

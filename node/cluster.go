@@ -2,11 +2,13 @@ package node
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/meridian-gw/meridian/cluster/store"
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/meridian-gw/meridian/internal/atomicfile"
 )
 
 // startCluster joins the cluster. Documents committed in Raft reach
@@ -95,21 +98,26 @@ func readGossipKeys(path string) ([][]byte, error) {
 	return keys, sc.Err()
 }
 
-// onClusterDoc installs a committed document. Raft delivers documents in
-// order; one older than what is served (a replay at start) is skipped, so a
-// node never goes back to an older version.
-func (n *Node) onClusterDoc(d store.Document) {
+// onClusterDoc installs a committed document and returns the version the
+// node serves after it. Raft delivers documents in order; one older than
+// what is served (a replay at start) is skipped, so a node never goes back
+// to an older version.
+//
+// A document this node cannot install (a file it names missing or bad
+// here) leaves it on what it serves, said in its log and in the version
+// gossip publishes for it. At start, when what it serves is its file's
+// (a restart restores only the latest document from its Raft snapshot),
+// it falls back to the newest cluster document it installed that still
+// installs (it keeps the last two in its data dir, clusterInstalledFile),
+// rather than serve a document the cluster replaced long ago.
+func (n *Node) onClusterDoc(d store.Document) uint64 {
 	n.applyMu.Lock()
 	defer n.applyMu.Unlock()
 	cur := n.gw.Current()
 	if cur != nil && cur.Version >= d.Version && cur.Version != 0 {
-		return
+		return cur.Version
 	}
-	doc, err := config.Parse(d.Raw)
-	var snap *edge.Snapshot
-	if err == nil {
-		snap, err = n.compile(doc, d.Raw, d.Version, cur)
-	}
+	doc, snap, err := n.compileCluster(d.Raw, d.Version, cur)
 	if err != nil {
 		// Validated by the node that proposed it, so this is local (a
 		// file named in the document missing here, say). Keep serving
@@ -117,12 +125,83 @@ func (n *Node) onClusterDoc(d store.Document) {
 		n.gw.RecordRejected()
 		n.log.Error("committed configuration cannot be installed on this node; still serving the previous one",
 			"version", d.Version, "err", err)
-		return
+		if cur == nil || cur.Version == 0 {
+			n.installLastClusterDoc(d.Version, cur)
+		}
+		if s := n.gw.Current(); s != nil {
+			return s.Version
+		}
+		return 0
 	}
+	n.installCluster(doc, snap, d.Raw, "cluster")
+	return d.Version
+}
+
+// clusterInstalledFile is the last cluster document a node installed (in
+// its data dir): its version on the first line, then the document; the one
+// installed before it is kept beside it (".prev"), for a node whose last
+// one no longer installs (a file it names broken since).
+const clusterInstalledFile = "cluster-installed"
+
+func (n *Node) compileCluster(raw []byte, version uint64, cur *edge.Snapshot) (*config.Document, *edge.Snapshot, error) {
+	doc, err := config.Parse(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	snap, err := n.compile(doc, raw, version, cur)
+	return doc, snap, err
+}
+
+// installCluster serves a compiled cluster document and keeps it as the
+// last installed.
+func (n *Node) installCluster(doc *config.Document, snap *edge.Snapshot, raw []byte, source string) {
 	n.gw.Swap(snap)
 	n.manageHosts(doc)
-	releaseMemoryAfterLargeDocument(d.Raw)
-	n.log.Info("configuration applied", "version", d.Version, "hash", shortHash(snap.Hash), "source", "cluster", "routes", len(doc.Routes))
+	releaseMemoryAfterLargeDocument(raw)
+	last := n.statePath(clusterInstalledFile)
+	if v, _, ok := readInstalled(last); ok && v < snap.Version {
+		os.Rename(last, last+".prev")
+	}
+	b := append(strconv.AppendUint(nil, snap.Version, 10), '\n')
+	if err := atomicfile.Write(last, append(b, raw...), 0o600); err != nil {
+		n.log.Warn("cannot keep the installed cluster document in the data dir", "err", err)
+	}
+	n.log.Info("configuration applied", "version", snap.Version, "hash", shortHash(snap.Hash), "source", source, "routes", len(doc.Routes))
+}
+
+// readInstalled reads a document kept by installCluster.
+func readInstalled(path string) (version uint64, raw []byte, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, nil, false
+	}
+	line, raw, found := bytes.Cut(b, []byte("\n"))
+	v, err := strconv.ParseUint(string(line), 10, 64)
+	if !found || err != nil || v == 0 {
+		return 0, nil, false
+	}
+	return v, raw, true
+}
+
+// installLastClusterDoc installs the newest of the cluster documents this
+// node kept that is not newer than version (the one that failed) and
+// installs still.
+func (n *Node) installLastClusterDoc(version uint64, cur *edge.Snapshot) {
+	last := n.statePath(clusterInstalledFile)
+	for _, path := range []string{last, last + ".prev"} {
+		v, raw, ok := readInstalled(path)
+		if !ok || v > version {
+			continue
+		}
+		doc, snap, err := n.compileCluster(raw, v, cur)
+		if err != nil {
+			n.log.Warn("a cluster configuration this node installed before cannot be installed either", "version", v, "err", err)
+			continue
+		}
+		n.log.Warn("serving an earlier cluster configuration this node installed until a newer one installs", "version", v, "failed_version", version)
+		n.installCluster(doc, snap, raw, "cluster (installed before)")
+		return
+	}
 }
 
 func shortHash(h string) string {

@@ -449,3 +449,53 @@ func TestClusterRemoveOnLeave(t *testing.T) {
 		t.Fatalf("write after the voter left: %v", err)
 	}
 }
+
+// A node that cannot install a committed document (a file it names broken
+// on this node) says so in the version gossip publishes for it, and after
+// a restart serves the newest cluster document it installed that still
+// installs, not its file's.
+func TestClusterNodeThatCannotInstallADocument(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	h.startVoters(3)
+	waitUntil(t, 20*time.Second, "version 1 on n3", func() bool {
+		s := h.nodes[3].Gateway().Current()
+		return s != nil && s.Version == 1
+	})
+	apply := func(doc string) uint64 {
+		t.Helper()
+		s, err := h.nodes[1].Apply(context.Background(), []byte(doc), edge.ApplyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Version
+	}
+	vA := apply(docWithPrefix(be.URL, "/a"))
+	caFile := filepath.Join(h.dir, "upstream-ca.pem")
+	ca, err := os.ReadFile(filepath.Join(h.caDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(caFile, ca, 0o600)
+	vB := apply(fmt.Sprintf("services: [{name: app, targets: [{url: %q}]}, {name: sec, targets: [{url: \"https://127.0.0.1:9\"}], tls: {ca_file: %s}}]\n"+
+		"routes: [{name: r, match: {path_prefix: /b}, service: app}, {name: s, match: {path_prefix: /sec}, service: sec}]\n", be.URL, caFile))
+	waitUntil(t, 10*time.Second, "the second document on n3", func() bool { return h.nodes[3].Gateway().Current().Version == vB })
+
+	h.stop(3)
+	os.WriteFile(caFile, []byte("garbage\n"), 0o600) // broken while n3 is down
+	n3 := h.start(3)
+	if got := n3.Gateway().Current().Version; got != vA {
+		t.Fatalf("restarted node serves version %d; want %d, the newest it installed that still installs", got, vA)
+	}
+	if code, _ := get(t, http.DefaultClient, "http://"+n3.ProxyAddr()+"/a/x"); code != 200 {
+		t.Errorf("restarted node /a/x: %d; want 200 from the earlier cluster document", code)
+	}
+	if got := n3.cluster.Members.LocalMeta().ConfigVersion; got != vA {
+		t.Errorf("version published for n3 = %d; want %d, the one it serves", got, vA)
+	}
+	// A document that installs puts it back in step.
+	vC := apply(docWithPrefix(be.URL, "/c"))
+	waitUntil(t, 10*time.Second, "the next document on n3", func() bool { return n3.Gateway().Current().Version == vC })
+	waitUntil(t, 5*time.Second, "its version published", func() bool { return n3.cluster.Members.LocalMeta().ConfigVersion == vC })
+}

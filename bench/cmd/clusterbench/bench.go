@@ -172,7 +172,7 @@ type bnode struct {
 	notify chan struct{}        // closed and replaced on every document
 }
 
-func (n *bnode) onDoc(d store.Document) {
+func (n *bnode) onDoc(d store.Document) uint64 {
 	now := time.Now()
 	n.mu.Lock()
 	if _, ok := n.seen[d.Version]; !ok {
@@ -184,6 +184,7 @@ func (n *bnode) onDoc(d store.Document) {
 	close(n.notify)
 	n.notify = make(chan struct{})
 	n.mu.Unlock()
+	return d.Version
 }
 
 // seenAt reports when version v (or a later one) was seen, or a channel
