@@ -201,6 +201,9 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 			n.unlockDataDir()
 		}
 	}()
+	if err := claimDataDir(n.cfg.DataDir, n.cfg.Name); err != nil {
+		return err
+	}
 	tok, err := n.loadToken()
 	if err != nil {
 		return err
@@ -317,6 +320,28 @@ func lockDataDir(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	return f, nil
+}
+
+// claimDataDir records the node's name in its data dir (node-name) and
+// refuses a data dir that holds another node's Raft state: the Raft log
+// and seat are the other name's, and a node started on them joined as a
+// new voter while the old name's seat stayed, a ghost counted against
+// the quorum (an outside check). A data dir without Raft state may change
+// hands (a single node renamed).
+func claimDataDir(dir, name string) error {
+	path := filepath.Join(dir, "node-name")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		owner := strings.TrimSpace(string(b))
+		if owner == name {
+			return nil
+		}
+		if _, err := os.Stat(filepath.Join(dir, "raft")); err == nil && owner != "" {
+			return fmt.Errorf("data dir %s holds the cluster state of node %q, and this node is %q: give each node its own data_dir "+
+				"(to rename a node, drain it with remove_on_leave: true and start it under the new name on an empty data_dir)", dir, owner, name)
+		}
+	}
+	return atomicfile.Write(path, []byte(name+"\n"), 0o600)
 }
 
 func (n *Node) unlockDataDir() {
