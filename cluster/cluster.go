@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-gw/meridian/cluster/gossip"
@@ -74,7 +75,26 @@ type Cluster struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// unreachable holds, by member name, a member's cluster address that
+	// failed the probe and until when it is not probed again (manageLoop
+	// only).
+	unreachable  map[string]probeFailure
+	seatsRefused atomic.Int64
 }
+
+// SeatsRefused returns how many times this node, leading, refused a member
+// a Raft seat because its probe failed.
+func (c *Cluster) SeatsRefused() int64 { return c.seatsRefused.Load() }
+
+// probeFailure is a member's cluster address that failed the probe.
+type probeFailure struct {
+	addr  string
+	until time.Time
+}
+
+// probeRetry is how long a member whose probe failed waits for the next.
+const probeRetry = 30 * time.Second
 
 // Start opens the Raft store, starts gossip, joins the seeds (retrying in
 // the background) and starts bootstrap and reconciliation. onDoc is called
@@ -308,6 +328,9 @@ func (c *Cluster) reconcile() {
 		s, known := inRaft[mb.Name]
 		switch {
 		case mb.State == gossip.StateAlive && !mb.Draining && mb.ClusterAddr != "" && (!known || s.Addr != mb.ClusterAddr):
+			if !c.reachable(mb) {
+				continue
+			}
 			var err error
 			if mb.Voter {
 				err = c.Store.AddVoter(mb.Name, mb.ClusterAddr)
@@ -332,6 +355,38 @@ func (c *Cluster) reconcile() {
 			}
 		}
 	}
+}
+
+// reachable probes a member before it gets a Raft seat (or its seat a new
+// address): gossip is open to any node with the gossip key, but Raft to
+// nodes with a certificate from the cluster CA, and a voter the leader
+// cannot reach counts against the quorum all the same (an outside check
+// saw a node with another CA's certificate seated as a voter, and writes
+// fail once one real voter was down). The peer must complete the TLS
+// handshake both ways, with a certificate for the member's name. A failure
+// is logged and retried after probeRetry.
+func (c *Cluster) reachable(mb gossip.Member) bool {
+	if f, ok := c.unreachable[mb.Name]; ok && f.addr == mb.ClusterAddr && time.Now().Before(f.until) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 3*time.Second)
+	name, err := c.Store.Probe(ctx, mb.ClusterAddr)
+	cancel()
+	if err == nil && name != "" && name != mb.Name {
+		err = fmt.Errorf("its certificate is for %q", name)
+	}
+	if err != nil {
+		if c.unreachable == nil {
+			c.unreachable = map[string]probeFailure{}
+		}
+		c.unreachable[mb.Name] = probeFailure{mb.ClusterAddr, time.Now().Add(probeRetry)}
+		c.seatsRefused.Add(1)
+		c.log.Warn("not adding a member to Raft: its cluster address does not answer as a member should",
+			"member", mb.Name, "addr", mb.ClusterAddr, "err", err, "retry_in", probeRetry)
+		return false
+	}
+	delete(c.unreachable, mb.Name)
+	return true
 }
 
 // Apply commits a document through the leader and returns once this node

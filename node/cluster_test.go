@@ -55,6 +55,10 @@ type clusterHarness struct {
 	// raft is each node's Raft address once it started: a restart binds
 	// it again, as a node with a configured port does.
 	raft map[int]string
+	// otherCA, if set, is the CA dir of nodes whose number is in
+	// otherCANodes (their certificate and trusted CA), instead of caDir.
+	otherCA      string
+	otherCANodes map[int]bool
 }
 
 func newClusterHarness(t *testing.T, backend string) *clusterHarness {
@@ -76,9 +80,12 @@ func (h *clusterHarness) start(i int) *Node {
 	h.t.Helper()
 	name := fmt.Sprintf("n%d", i)
 	ip := fmt.Sprintf("127.0.0.%d", i)
-	certDir := filepath.Join(h.dir, "certs")
+	certDir, caDir := filepath.Join(h.dir, "certs"), h.caDir
+	if h.otherCANodes[i] {
+		certDir, caDir = filepath.Join(h.dir, "certs-other"), h.otherCA
+	}
 	if _, err := os.Stat(filepath.Join(certDir, name+".crt")); err != nil {
-		if err := pki.IssueNodeCert(h.caDir, name, []net.IP{net.ParseIP(ip)}, nil, certDir); err != nil {
+		if err := pki.IssueNodeCert(caDir, name, []net.IP{net.ParseIP(ip)}, nil, certDir); err != nil {
 			h.t.Fatal(err)
 		}
 	}
@@ -115,7 +122,7 @@ gateway:
   services: [{name: app, targets: [{url: %q}]}]
   routes: [{name: v1, match: {path_prefix: /v1}, service: app}]
 `, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, h.https(ip), ip, raftBind, ip, gossipPort, h.removeOnLeave, join,
-		filepath.Join(h.caDir, "ca.crt"), filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"), h.keyF, h.be)
+		filepath.Join(caDir, "ca.crt"), filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"), h.keyF, h.be)
 	f, err := ParseFile([]byte(yaml))
 	if err != nil {
 		h.t.Fatalf("node %s config: %v", name, err)
@@ -498,4 +505,50 @@ func TestClusterNodeThatCannotInstallADocument(t *testing.T) {
 	vC := apply(docWithPrefix(be.URL, "/c"))
 	waitUntil(t, 10*time.Second, "the next document on n3", func() bool { return n3.Gateway().Current().Version == vC })
 	waitUntil(t, 5*time.Second, "its version published", func() bool { return n3.cluster.Members.LocalMeta().ConfigVersion == vC })
+}
+
+// A node that has the gossip key but a certificate from another CA meets
+// the others by gossip and is not given a Raft seat: the leader cannot
+// reach it, and a voter it cannot reach would count against the quorum.
+func TestClusterMemberWithAnotherCANotSeated(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	h.startVoters(3)
+	h.otherCA = filepath.Join(h.dir, "ca-other")
+	if err := pki.CreateCA(h.otherCA); err != nil {
+		t.Fatal(err)
+	}
+	h.otherCANodes = map[int]bool{4: true}
+	h.start(4)
+	waitUntil(t, 10*time.Second, "n4 alive in gossip on the leader", func() bool {
+		for _, mb := range h.nodes[1].cluster.Members.Members() {
+			if mb.Name == "n4" && mb.State == gossip.StateAlive {
+				return true
+			}
+		}
+		return false
+	})
+	var leader *Node
+	waitUntil(t, 10*time.Second, "the leader to refuse n4 a seat", func() bool {
+		for _, n := range h.nodes {
+			if n.cluster.Store.State() == "Leader" && n.cluster.SeatsRefused() > 0 {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	servers, err := leader.cluster.Store.Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if s.ID == "n4" {
+			t.Fatalf("n4, whose certificate is from another CA, was given a Raft seat: %v", servers)
+		}
+	}
+	if len(servers) != 3 {
+		t.Errorf("Raft servers %v; want the 3 real ones", servers)
+	}
 }

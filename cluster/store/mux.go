@@ -176,6 +176,60 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 
 var errClosed = errors.New("store: closed")
 
+// probe connects to addr and, with TLS, completes a handshake (the peer's
+// certificate from the cluster CA, ours accepted by it), then closes; it
+// returns the name the peer's certificate is for ("" without TLS). It
+// sends no kind byte, so a node of any version takes it as a connection
+// that closed early.
+func (m *mux) probe(ctx context.Context, addr string) (string, error) {
+	d := net.Dialer{}
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer raw.Close()
+	if m.tls == nil {
+		return "", nil
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		raw.SetDeadline(dl)
+	} else {
+		raw.SetDeadline(time.Now().Add(handshakeTimeout))
+	}
+	cfg := m.tls
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		cfg = cfg.Clone()
+		host, _, _ := net.SplitHostPort(addr)
+		cfg.ServerName = host
+	}
+	t := tls.Client(raw, cfg)
+	if err := t.HandshakeContext(ctx); err != nil {
+		return "", fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	// TLS 1.3: the server learns whether it accepts our certificate
+	// after the client's handshake ends; a refusal comes as an alert on
+	// the first read. The peer sends nothing else, so a read that times
+	// out means accepted.
+	t.SetReadDeadline(time.Now().Add(probeAlertWait))
+	var b [1]byte
+	if _, err := t.Read(b[:]); err != nil && !isTimeout(err) && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	if pc := t.ConnectionState().PeerCertificates; len(pc) > 0 {
+		return pc[0].Subject.CommonName, nil
+	}
+	return "", nil
+}
+
+// probeAlertWait is how long probe waits for the peer to refuse its
+// certificate.
+const probeAlertWait = 300 * time.Millisecond
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func (m *mux) track(c net.Conn) (*trackedConn, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -307,6 +307,13 @@ func setDur(dst *time.Duration, v time.Duration) {
 // put in the Raft configuration).
 func (s *Store) Addr() string { return s.addr }
 
+// Probe connects to a peer's cluster address as Raft would, completing
+// the TLS handshake both ways, and returns the name its certificate is
+// for ("" without TLS).
+func (s *Store) Probe(ctx context.Context, addr string) (string, error) {
+	return s.mux.probe(ctx, addr)
+}
+
 // BootstrapCluster writes the initial Raft configuration. Call it on one node
 // (or on all initial nodes with the same list). It is a no-op returning nil
 // when this node already has Raft state.
