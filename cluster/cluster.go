@@ -429,7 +429,9 @@ func (c *Cluster) Status() []MemberStatus {
 		roles[id] = "leader"
 	}
 	var out []MemberStatus
+	inGossip := map[string]bool{}
 	for _, mb := range c.Members.Members() {
+		inGossip[mb.Name] = true
 		role := roles[mb.Name]
 		if role == "" {
 			role = "none"
@@ -440,7 +442,64 @@ func (c *Cluster) Status() []MemberStatus {
 			HTTPAddr: mb.HTTPAddr, HTTPSAddr: mb.HTTPSAddr, AdminAddr: mb.AdminAddr, Draining: mb.Draining,
 		})
 	}
+	// Raft seats of nodes gossip no longer knows (gone for good): they
+	// count in the quorum all the same.
+	if servers, err := c.Store.Servers(); err == nil {
+		for _, s := range servers {
+			if !inGossip[s.ID] {
+				out = append(out, MemberStatus{Name: s.ID, State: "unknown", Raft: roles[s.ID], ClusterAddr: s.Addr})
+			}
+		}
+	}
 	return out
+}
+
+// ErrMemberNotFound: no Raft seat has that name.
+var ErrMemberNotFound = errors.New("no member of that name holds a Raft seat")
+
+// ErrMemberRefused: the seat cannot be removed (the member is alive, or is
+// this node, or this node does not lead).
+var ErrMemberRefused = errors.New("member not removed")
+
+// RemoveMember takes a member's Raft seat away, for a node gone for good
+// that kept its seat (remove_on_leave false, or never drained), which
+// otherwise counts against the quorum for ever (Consul's force-leave and
+// raft remove-peer). Only the leader does it, and only for a member gossip
+// does not report alive.
+func (c *Cluster) RemoveMember(name string) error {
+	if name == c.cfg.Name {
+		return fmt.Errorf("%w: %q is this node; drain it with remove_on_leave: true instead", ErrMemberRefused, name)
+	}
+	if c.Store.State() != "Leader" {
+		id, _ := c.Store.Leader()
+		where := "no leader is known (no quorum?)"
+		if id != "" {
+			where = "the leader is " + id
+			for _, mb := range c.Members.Members() {
+				if mb.Name == id && mb.AdminAddr != "" {
+					where += ", whose admin API is at " + mb.AdminAddr
+				}
+			}
+		}
+		return fmt.Errorf("%w: only the leader removes members; %s", ErrMemberRefused, where)
+	}
+	for _, mb := range c.Members.Members() {
+		if mb.Name == name && (mb.State == gossip.StateAlive || mb.State == gossip.StateSuspect) {
+			return fmt.Errorf("%w: %q is %s in gossip; stop it first, or drain it with remove_on_leave: true", ErrMemberRefused, name, mb.State)
+		}
+	}
+	servers, err := c.Store.Servers()
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(servers, func(s store.Server) bool { return s.ID == name }) {
+		return fmt.Errorf("%w: %q", ErrMemberNotFound, name)
+	}
+	if err := c.Store.RemoveServer(name); err != nil {
+		return err
+	}
+	c.log.Warn("member removed from Raft through the admin API", "member", name)
+	return nil
 }
 
 // Leave departs gracefully: voters hand their seat back through the leader,

@@ -30,6 +30,14 @@ var ErrVersionConflict = errors.New("the configuration changed since the version
 // configuration is unchanged and the write can be tried again.
 var ErrUnavailable = errors.New("the configuration cannot be changed now")
 
+// ErrNoSuchMember and ErrRefused are what AdminOptions.RemoveMember
+// returns (wrapped, with the reason) for a name with no Raft seat (404)
+// and a removal the cluster refuses (409).
+var (
+	ErrNoSuchMember = errors.New("no such member")
+	ErrRefused      = errors.New("refused")
+)
+
 // Control is what the admin API needs from the node that owns the
 // configuration: applying a new gateway document and knowing whether the
 // node is ready. The node implements it (locally now, through Raft in a
@@ -79,6 +87,9 @@ type AdminOptions struct {
 	// Cluster, if set, reports the cluster's members for GET
 	// /cluster/members (nil result: the node runs alone).
 	Cluster func() any
+	// RemoveMember, if set, takes a member's Raft seat away for DELETE
+	// /cluster/members/{name}.
+	RemoveMember func(name string) error
 }
 
 // AdminHandler serves the admin API:
@@ -91,6 +102,7 @@ type AdminOptions struct {
 //	GET  /routes              the routes of the applied document
 //	GET  /upstreams           live health of every target
 //	GET  /cluster/members     the cluster's members (404 when alone)
+//	DELETE /cluster/members/{name}  take a gone member's Raft seat away
 //	GET  /metrics             Prometheus exposition
 //	GET  /debug/pprof/...     Go profiling
 func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
@@ -110,6 +122,7 @@ func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 	mux.HandleFunc("GET /routes", a.read(a.getRoutes))
 	mux.HandleFunc("GET /upstreams", a.read(a.getUpstreams))
 	mux.HandleFunc("GET /cluster/members", a.read(a.getMembers))
+	mux.HandleFunc("DELETE /cluster/members/{name}", a.write(a.deleteMember))
 	mux.Handle("GET /metrics", a.read(g.MetricsHandler().ServeHTTP))
 	mux.HandleFunc("GET /debug/pprof/", a.read(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/cmdline", a.read(pprof.Cmdline))
@@ -196,6 +209,9 @@ func adminAllow(path string) string {
 	}
 	if strings.HasPrefix(path, "/debug/pprof/") {
 		return "GET, HEAD"
+	}
+	if name, ok := strings.CutPrefix(path, "/cluster/members/"); ok && name != "" && !strings.Contains(name, "/") {
+		return "DELETE"
 	}
 	return ""
 }
@@ -527,6 +543,25 @@ func (a *admin) getMembers(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, members)
+}
+
+func (a *admin) deleteMember(w http.ResponseWriter, r *http.Request) {
+	if a.o.RemoveMember == nil {
+		adminProblem(w, http.StatusNotFound, "Not Found", "this node runs alone (no cluster section in its configuration)", nil)
+		return
+	}
+	err := a.o.RemoveMember(r.PathValue("name"))
+	switch {
+	case err == nil:
+		w.WriteHeader(http.StatusNoContent)
+	case errors.Is(err, ErrNoSuchMember):
+		adminProblem(w, http.StatusNotFound, "Not Found", err.Error(), nil)
+	case errors.Is(err, ErrRefused):
+		adminProblem(w, http.StatusConflict, "Conflict", err.Error(), nil)
+	default:
+		w.Header().Set("Retry-After", "1")
+		adminProblem(w, http.StatusServiceUnavailable, "Service Unavailable", err.Error(), nil)
+	}
 }
 
 func (a *admin) getRoutes(w http.ResponseWriter, r *http.Request) {

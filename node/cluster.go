@@ -281,6 +281,19 @@ func (n *Node) seedCluster(doc *config.Document, raw []byte) {
 	}
 }
 
+// RemoveMember takes a gone member's Raft seat away (the admin API's
+// DELETE /cluster/members/{name}).
+func (n *Node) RemoveMember(name string) error {
+	err := n.cluster.RemoveMember(name)
+	switch {
+	case errors.Is(err, cluster.ErrMemberNotFound):
+		return fmt.Errorf("%w: %v", edge.ErrNoSuchMember, err)
+	case errors.Is(err, cluster.ErrMemberRefused):
+		return fmt.Errorf("%w: %v", edge.ErrRefused, err)
+	}
+	return err
+}
+
 // ClusterStatus lists the cluster's members for the admin API (nil when
 // the node runs alone).
 func (n *Node) ClusterStatus() any {

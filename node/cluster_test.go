@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -550,5 +551,61 @@ func TestClusterMemberWithAnotherCANotSeated(t *testing.T) {
 	}
 	if len(servers) != 3 {
 		t.Errorf("Raft servers %v; want the 3 real ones", servers)
+	}
+}
+
+// DELETE /cluster/members/{name} on the leader takes a gone member's Raft
+// seat away; it is refused for an alive member, through a follower (which
+// names the leader) and without the token.
+func TestClusterRemoveMemberThroughAdmin(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	h.startVoters(3)
+	h.stop(3) // drained: gossip says left, and it keeps its seat
+	var leader, follower *Node
+	waitUntil(t, 10*time.Second, "a leader among n1 and n2", func() bool {
+		for _, i := range []int{1, 2} {
+			if h.nodes[i].cluster.Store.State() == "Leader" {
+				leader, follower = h.nodes[i], h.nodes[3-i]
+				return true
+			}
+		}
+		return false
+	})
+	del := func(n *Node, name, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("DELETE", "http://"+n.AdminAddr()+"/cluster/members/"+name, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	const token = "0123456789abcdef0123"
+	if code, _ := del(leader, "n3", ""); code != http.StatusUnauthorized {
+		t.Errorf("without the token: %d; want 401", code)
+	}
+	if code, body := del(follower, "n3", token); code != http.StatusConflict || !strings.Contains(body, "only the leader removes members") {
+		t.Errorf("through a follower: %d %s; want 409 naming the leader", code, body)
+	}
+	alive := follower.cfg.Name
+	if code, body := del(leader, alive, token); code != http.StatusConflict || !strings.Contains(body, "alive in gossip") {
+		t.Errorf("an alive member: %d %s; want 409", code, body)
+	}
+	if code, body := del(leader, "n3", token); code != http.StatusNoContent {
+		t.Fatalf("the drained member: %d %s; want 204", code, body)
+	}
+	servers, err := leader.cluster.Store.Servers()
+	if err != nil || len(servers) != 2 {
+		t.Fatalf("Raft servers after the removal: %v, %v; want 2", servers, err)
+	}
+	if code, _ := del(leader, "n3", token); code != http.StatusNotFound {
+		t.Errorf("removed again: %d; want 404", code)
 	}
 }

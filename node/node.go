@@ -256,13 +256,17 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 			return fmt.Errorf("admin listen %s: %w", n.cfg.Admin.Listen, err)
 		}
 		n.adminLn = ln
+		ao := edge.AdminOptions{
+			Control:   n,
+			Token:     n.token,
+			OpenReads: isLoopback(ln.Addr()),
+			Cluster:   n.ClusterStatus,
+		}
+		if n.cluster != nil {
+			ao.RemoveMember = n.RemoveMember
+		}
 		n.adminSrv = &http.Server{
-			Handler: n.gw.AdminHandler(edge.AdminOptions{
-				Control:   n,
-				Token:     n.token,
-				OpenReads: isLoopback(ln.Addr()),
-				Cluster:   n.ClusterStatus,
-			}),
+			Handler:           n.gw.AdminHandler(ao),
 			ReadHeaderTimeout: 10 * time.Second,
 			// A whole request, a 32 MiB document included: a client
 			// trickling a body cannot hold a connection for longer.

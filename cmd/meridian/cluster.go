@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -29,6 +30,9 @@ import (
 const clusterUsage = `usage:
   meridian cluster status [-admin URL] [-token T | -token-file F] [-json]
                                                          members, gossip state, Raft role, config version
+  meridian cluster remove [-admin URL] [-token T | -token-file F] NAME
+                                                         take the Raft seat of a node gone for good
+                                                         (through the leader's admin API)
   meridian cluster ca create -dir DIR                    create the cluster CA (ca.crt, ca.key)
   meridian cluster cert -ca DIR -name NODE [-ip IP,..] [-dns NAME,..] [-out DIR]
                                                          issue a node's certificate for Raft and forwarding
@@ -47,6 +51,8 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "status":
 		return clusterStatus(args[1:], stdout, stderr)
+	case "remove":
+		return clusterRemove(args[1:], stdout, stderr)
 	case "ca":
 		fs := flag.NewFlagSet("cluster ca create", flag.ContinueOnError)
 		fs.SetOutput(stderr)
@@ -178,6 +184,41 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(tw, "%s\t%s\t%.2f,%.2f\t%s\t%s\tv%d\t%s\t%s\n", m.Name, m.Region, m.Lat, m.Lon, m.State, m.Raft, m.ConfigVersion, m.HTTPAddr, m.ClusterAddr)
 	}
 	tw.Flush()
+	return 0
+}
+
+// clusterRemove asks the admin API to take a member's Raft seat away.
+func clusterRemove(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cluster remove", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	af := addAdminFlags(fs, "admin bearer token")
+	if err := fs.Parse(args); err != nil {
+		return parseFailed(err)
+	}
+	if fs.NArg() != 1 || fs.Arg(0) == "" {
+		fmt.Fprintln(stderr, "meridian: cluster remove takes one node name")
+		return 2
+	}
+	base, tok, code := af.resolve(stderr)
+	if code != 0 {
+		return code
+	}
+	req, _ := http.NewRequest(http.MethodDelete, base+"/cluster/members/"+url.PathEscape(fs.Arg(0)), nil)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "meridian: cannot reach the admin API at %s: %v\n", base, err)
+		return 1
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusNoContent {
+		fmt.Fprintf(stderr, "meridian: %s\n%s", resp.Status, body)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s no longer holds a Raft seat\n", fs.Arg(0))
 	return 0
 }
 
