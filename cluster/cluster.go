@@ -81,6 +81,11 @@ type Cluster struct {
 	// only).
 	unreachable  map[string]probeFailure
 	seatsRefused atomic.Int64
+	// firstJoin is closed once the first join attempt is over (at once
+	// without seeds): bootstrap: true waits for it, to see whether the
+	// seeds already form a cluster.
+	firstJoin     chan struct{}
+	firstJoinOnce sync.Once
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -118,7 +123,7 @@ func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{cfg: cfg, log: log, Store: st}
+	c := &Cluster{cfg: cfg, log: log, Store: st, firstJoin: make(chan struct{})}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 
 	host, port, err := splitHostPort(cfg.GossipBind)
@@ -184,13 +189,17 @@ const reconnectInterval = 5 * time.Second
 // keeps reconnecting to members declared dead.
 func (c *Cluster) joinLoop() {
 	defer c.wg.Done()
+	joinTried := func() { c.firstJoinOnce.Do(func() { close(c.firstJoin) }) }
+	defer joinTried()
 	if len(c.cfg.Join) == 0 {
+		joinTried()
 		c.reconnectLoop()
 		return
 	}
 	wait := 200 * time.Millisecond
 	for {
 		n, err := c.Members.Join(c.cfg.Join)
+		joinTried()
 		if err == nil && n > 0 {
 			c.log.Info("joined the cluster", "via", c.cfg.Join, "contacted", n)
 			c.reconnectLoop()
@@ -254,7 +263,11 @@ func (c *Cluster) manageLoop() {
 	bootstrapped := false
 	for {
 		if !bootstrapped {
-			bootstrapped = c.tryBootstrap()
+			select {
+			case <-c.firstJoin:
+				bootstrapped = c.tryBootstrap()
+			default:
+			}
 		}
 		c.reconcile()
 		select {
@@ -273,6 +286,22 @@ func (c *Cluster) manageLoop() {
 func (c *Cluster) tryBootstrap() bool {
 	switch {
 	case c.cfg.Bootstrap:
+		// A node whose seeds already serve a cluster's document joins
+		// that cluster: bootstrapping a second one would fork the
+		// history (two version 2s with different documents; an outside
+		// check saw versions offset for good) once the two met. Copying
+		// the first node's configuration, bootstrap: true included, to
+		// the next is an easy slip.
+		for _, mb := range c.Members.Members() {
+			if c.Store.HasState() {
+				break // its own cluster's, or the one it joined: BootstrapCluster does nothing
+			}
+			if mb.Name != c.cfg.Name && mb.State == gossip.StateAlive && mb.ConfigVersion > 0 {
+				c.log.Warn("bootstrap: true, but the cluster already exists: joining it instead (remove bootstrap: true from this node's configuration)",
+					"member", mb.Name, "config_version", mb.ConfigVersion)
+				return true
+			}
+		}
 		err := c.Store.BootstrapCluster([]store.Server{{ID: c.cfg.Name, Addr: c.Store.Addr(), Voter: true}})
 		if err != nil {
 			c.log.Error("bootstrap failed", "err", err)

@@ -60,6 +60,9 @@ type clusterHarness struct {
 	// otherCANodes (their certificate and trusted CA), instead of caDir.
 	otherCA      string
 	otherCANodes map[int]bool
+	// bootstrap sets bootstrap: true on every node instead of
+	// bootstrap_expect: 3.
+	bootstrap bool
 }
 
 func newClusterHarness(t *testing.T, backend string) *clusterHarness {
@@ -114,7 +117,7 @@ func (h *clusterHarness) start(i int) *Node {
   cluster:
     bind: "%s"
     gossip_bind: "%s:%d"
-    bootstrap_expect: 3
+    %s
     remove_on_leave: %t
     %s
     tls: {ca_file: %s, cert_file: %s, key_file: %s}
@@ -122,7 +125,7 @@ func (h *clusterHarness) start(i int) *Node {
 gateway:
   services: [{name: app, targets: [{url: %q}]}]
   routes: [{name: v1, match: {path_prefix: /v1}, service: app}]
-`, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, h.https(ip), ip, raftBind, ip, gossipPort, h.removeOnLeave, join,
+`, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, h.https(ip), ip, raftBind, ip, gossipPort, h.bootstrapLine(), h.removeOnLeave, join,
 		filepath.Join(caDir, "ca.crt"), filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"), h.keyF, h.be)
 	f, err := ParseFile([]byte(yaml))
 	if err != nil {
@@ -153,6 +156,13 @@ func (h *clusterHarness) startVoters(n int) {
 		servers, err := h.nodes[1].cluster.Store.Servers()
 		return err == nil && len(servers) == n
 	})
+}
+
+func (h *clusterHarness) bootstrapLine() string {
+	if h.bootstrap {
+		return "bootstrap: true"
+	}
+	return "bootstrap_expect: 3"
 }
 
 func (h *clusterHarness) https(ip string) string {
@@ -607,5 +617,49 @@ func TestClusterRemoveMemberThroughAdmin(t *testing.T) {
 	}
 	if code, _ := del(leader, "n3", token); code != http.StatusNotFound {
 		t.Errorf("removed again: %d; want 404", code)
+	}
+}
+
+// A node configured with bootstrap: true whose seeds already serve a
+// cluster's document joins that cluster rather than bootstrap a second
+// one, whose history would fork from the first's when they met.
+func TestClusterSecondBootstrapNodeJoins(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	h.bootstrap = true
+	defer h.stopAll()
+	n1 := h.start(1)
+	waitUntil(t, 20*time.Second, "version 1 on n1", func() bool {
+		s := n1.Gateway().Current()
+		return s != nil && s.Version == 1
+	})
+	if _, err := n1.Apply(context.Background(), []byte(docWithPrefix(be.URL, "/a")), edge.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want := n1.Gateway().Current()
+	n2 := h.start(2)
+	// A second cluster shows as n2 leading its own (it would be alone in
+	// it); watched all along.
+	ledOwn := false
+	watch := func() {
+		if n2.cluster.Store.State() == "Leader" {
+			ledOwn = true
+		}
+	}
+	waitUntil(t, 20*time.Second, "n2 seated in n1's Raft", func() bool {
+		watch()
+		servers, err := n1.cluster.Store.Servers()
+		return err == nil && len(servers) == 2
+	})
+	waitUntil(t, 10*time.Second, "n2 to serve n1's document", func() bool {
+		watch()
+		s := n2.Gateway().Current()
+		return s != nil && s.Version == want.Version && s.Hash == want.Hash
+	})
+	if ledOwn {
+		t.Error("n2 bootstrapped and led a cluster of its own")
+	}
+	if id, _ := n2.cluster.Store.Leader(); id != "n1" {
+		t.Errorf("n2's leader = %q; want n1 (one cluster)", id)
 	}
 }

@@ -314,6 +314,13 @@ func (s *Store) Probe(ctx context.Context, addr string) (string, error) {
 	return s.mux.probe(ctx, addr)
 }
 
+// HasState reports whether this node has Raft state (a log, a snapshot or
+// a term): bootstrapped, or joined, before.
+func (s *Store) HasState() bool {
+	has, err := raft.HasExistingState(s.wal, s.wal, s.snaps)
+	return err == nil && has
+}
+
 // BootstrapCluster writes the initial Raft configuration. Call it on one node
 // (or on all initial nodes with the same list). It is a no-op returning nil
 // when this node already has Raft state.
