@@ -86,6 +86,9 @@ type Cluster struct {
 	// seeds already form a cluster.
 	firstJoin     chan struct{}
 	firstJoinOnce sync.Once
+	// nameConflictLogged: tryBootstrap said why it does not (manageLoop
+	// only).
+	nameConflictLogged bool
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -283,7 +286,22 @@ func (c *Cluster) manageLoop() {
 // node that sees the same voters calls BootstrapCluster with the same
 // configuration, which Raft allows; one that already has state does
 // nothing.
+// NameConflict reports whether this node stays out of the cluster because
+// another node is alive under its name and this one holds no Raft state
+// (the newcomer: the one that was there first has a log and a seat).
+func (c *Cluster) NameConflict() bool {
+	return c.Members.NameTaken() != "" && !c.Store.HasState()
+}
+
 func (c *Cluster) tryBootstrap() bool {
+	if c.NameConflict() {
+		if !c.nameConflictLogged {
+			c.nameConflictLogged = true
+			c.log.Error("another node is alive under this node's name and this one is new: it stays out of Raft and is not ready; give it a unique node.name",
+				"other", c.Members.NameTaken())
+		}
+		return false
+	}
 	switch {
 	case c.cfg.Bootstrap:
 		// A node whose seeds already serve a cluster's document joins

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,6 +64,8 @@ type clusterHarness struct {
 	// bootstrap sets bootstrap: true on every node instead of
 	// bootstrap_expect: 3.
 	bootstrap bool
+	// names gives node i another name than n<i>.
+	names map[int]string
 }
 
 func newClusterHarness(t *testing.T, backend string) *clusterHarness {
@@ -83,10 +86,13 @@ func newClusterHarness(t *testing.T, backend string) *clusterHarness {
 func (h *clusterHarness) start(i int) *Node {
 	h.t.Helper()
 	name := fmt.Sprintf("n%d", i)
+	if h.names[i] != "" {
+		name = h.names[i]
+	}
 	ip := fmt.Sprintf("127.0.0.%d", i)
-	certDir, caDir := filepath.Join(h.dir, "certs"), h.caDir
+	certDir, caDir := filepath.Join(h.dir, "certs", strconv.Itoa(i)), h.caDir
 	if h.otherCANodes[i] {
-		certDir, caDir = filepath.Join(h.dir, "certs-other"), h.otherCA
+		certDir, caDir = filepath.Join(h.dir, "certs-other", strconv.Itoa(i)), h.otherCA
 	}
 	if _, err := os.Stat(filepath.Join(certDir, name+".crt")); err != nil {
 		if err := pki.IssueNodeCert(caDir, name, []net.IP{net.ParseIP(ip)}, nil, certDir); err != nil {
@@ -125,7 +131,7 @@ func (h *clusterHarness) start(i int) *Node {
 gateway:
   services: [{name: app, targets: [{url: %q}]}]
   routes: [{name: v1, match: {path_prefix: /v1}, service: app}]
-`, name, i, 10*i, 5*i, filepath.Join(h.dir, name), ip, h.https(ip), ip, raftBind, ip, gossipPort, h.bootstrapLine(), h.removeOnLeave, join,
+`, name, i, 10*i, 5*i, filepath.Join(h.dir, "node"+strconv.Itoa(i)), ip, h.https(ip), ip, raftBind, ip, gossipPort, h.bootstrapLine(), h.removeOnLeave, join,
 		filepath.Join(caDir, "ca.crt"), filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"), h.keyF, h.be)
 	f, err := ParseFile([]byte(yaml))
 	if err != nil {
@@ -661,5 +667,39 @@ func TestClusterSecondBootstrapNodeJoins(t *testing.T) {
 	}
 	if id, _ := n2.cluster.Store.Leader(); id != "n1" {
 		t.Errorf("n2's leader = %q; want n1 (one cluster)", id)
+	}
+}
+
+// A node started under the name of a node that is alive learns from
+// gossip that its name is taken: it stays out of Raft (no bootstrap, no
+// seat) and is not ready; the cluster keeps the first node.
+func TestClusterDuplicateNameStaysOut(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	h.startVoters(3)
+	n1Addr := h.nodes[1].cluster.Members.LocalMeta().ClusterAddr
+	h.names = map[int]string{6: "n1"}
+	dup := h.start(6)
+	waitUntil(t, 10*time.Second, "the duplicate to learn its name is taken", func() bool {
+		return dup.cluster.Members.NameTaken() != ""
+	})
+	if dup.Ready() {
+		t.Error("the duplicate is ready")
+	}
+	if st := dup.cluster.Store.State(); st == "Leader" || dup.cluster.Store.HasState() {
+		t.Errorf("the duplicate took part in Raft (state %s)", st)
+	}
+	servers, err := h.nodes[2].cluster.Store.Servers()
+	if err != nil || len(servers) != 3 {
+		t.Fatalf("Raft servers %v, %v; want the 3 real ones", servers, err)
+	}
+	for _, s := range servers {
+		if s.ID == "n1" && s.Addr != n1Addr {
+			t.Errorf("n1's seat moved to %s; want %s", s.Addr, n1Addr)
+		}
+	}
+	if !h.nodes[1].Ready() {
+		t.Error("the real n1 is not ready")
 	}
 }

@@ -672,7 +672,9 @@ func sameNode(a, b Config) bool {
 }
 
 // Ready reports whether the node takes traffic.
-func (n *Node) Ready() bool { return !n.draining.Load() && n.gw.Current() != nil }
+func (n *Node) Ready() bool {
+	return !n.draining.Load() && n.gw.Current() != nil && (n.cluster == nil || !n.cluster.NameConflict())
+}
 
 // Drain stops the node gracefully: readiness goes false, the listener stops
 // accepting, in-flight requests get until ctx ends (or the configured drain

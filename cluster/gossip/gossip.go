@@ -202,6 +202,10 @@ type Members struct {
 	seq      atomic.Uint64 // broadcast sequence
 	numNodes atomic.Int64  // alive+suspect members including self
 
+	// nameTaken is the address of another node alive under this node's
+	// name, once gossip has told of one ("": none).
+	nameTaken atomic.Pointer[string]
+
 	// mu guards the member table and subscribers. It is a leaf lock: it is
 	// taken inside memberlist's callbacks (under memberlist's node lock) and
 	// is never held while calling into memberlist.
@@ -342,6 +346,7 @@ func Start(cfg Config) (*Members, error) {
 	mc.Events = d
 	mc.Alive = d
 	mc.Ping = d
+	mc.Conflict = d
 	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect, stopping: m.stopping.Load}, "", 0)
 
 	if cfg.transport != nil {
@@ -951,11 +956,35 @@ func (m *Members) leaveIntent(name string, boot uint64) {
 type delegate struct{ m *Members }
 
 var (
-	_ memberlist.Delegate      = (*delegate)(nil)
-	_ memberlist.EventDelegate = (*delegate)(nil)
-	_ memberlist.AliveDelegate = (*delegate)(nil)
-	_ memberlist.PingDelegate  = (*delegate)(nil)
+	_ memberlist.Delegate         = (*delegate)(nil)
+	_ memberlist.EventDelegate    = (*delegate)(nil)
+	_ memberlist.AliveDelegate    = (*delegate)(nil)
+	_ memberlist.PingDelegate     = (*delegate)(nil)
+	_ memberlist.ConflictDelegate = (*delegate)(nil)
 )
+
+// NotifyConflict is told of a node alive under a known member's name at
+// another address. About this node's own name it means that two nodes
+// share it (both are told; the cluster decides which stays out).
+func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
+	if existing.Name != d.m.name {
+		return
+	}
+	addr := other.Address()
+	if d.m.nameTaken.Swap(&addr) == nil {
+		d.m.log.Error("another node is alive under this node's name: give each node a unique node.name",
+			"name", d.m.name, "other", addr)
+	}
+}
+
+// NameTaken returns the address of another node alive under this node's
+// name, if gossip has told of one (at any time since the start), or "".
+func (m *Members) NameTaken() string {
+	if p := m.nameTaken.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 func (d *delegate) NodeMeta(limit int) []byte {
 	b := *d.m.encMeta.Load()
