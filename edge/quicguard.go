@@ -62,7 +62,7 @@ type quicGuard struct {
 	// tests).
 	handshaking atomic.Int64
 	idleArmed   atomic.Int64
-	// The clients refused in the last second (a ring; monoNow when):
+	// The clients refused lately (a ring; monoNow when):
 	// a client's first flight may take two Initial packets, each of
 	// which is refused, and clients interleave; each attempt is counted
 	// once.
@@ -118,14 +118,19 @@ func (q *quicGuard) connContext(ctx context.Context, info *quic.ClientInfo) (con
 	return context.WithValue(ctx, quicConnKey{}, qc), nil
 }
 
+// refusalWindow is how long a refused client's further Initials (its
+// flight's second packet, retransmissions) are not counted again.
+const refusalWindow = 10 * time.Second
+
 // refused counts a connection refused over the cap, once per client
-// attempt: a client refused less than a second ago is not counted again.
+// attempt: a client (address and port) refused less than refusalWindow
+// ago is not counted again.
 func (q *quicGuard) refused(addr string) {
 	now := monoNow()
 	q.rmu.Lock()
 	again := false
 	for _, r := range q.recent {
-		if r.addr == addr && now-r.at < time.Second {
+		if r.addr == addr && now-r.at < refusalWindow {
 			again = true
 			break
 		}
