@@ -191,6 +191,34 @@ func (h *clusterHarness) stopAll() {
 	}
 }
 
+// startedCluster starts a backend and nodes 1..3, and returns once Raft
+// lists all three.
+func startedCluster(t *testing.T) (*clusterHarness, string) {
+	t.Helper()
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	t.Cleanup(h.stopAll)
+	h.startVoters(3)
+	return h, be.URL
+}
+
+// leaderWhere waits for a running node to lead while cond holds for it,
+// and returns it.
+func (h *clusterHarness) leaderWhere(what string, cond func(*Node) bool) *Node {
+	h.t.Helper()
+	var leader *Node
+	waitUntil(h.t, 10*time.Second, what, func() bool {
+		for _, n := range h.nodes {
+			if n.cluster.Store.State() == "Leader" && cond(n) {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -479,10 +507,7 @@ func TestClusterRemoveOnLeave(t *testing.T) {
 // a restart serves the newest cluster document it installed that still
 // installs, not its file's.
 func TestClusterNodeThatCannotInstallADocument(t *testing.T) {
-	be := backend(t, "ok")
-	h := newClusterHarness(t, be.URL)
-	defer h.stopAll()
-	h.startVoters(3)
+	h, beURL := startedCluster(t)
 	waitUntil(t, 20*time.Second, "version 1 on n3", func() bool {
 		s := h.nodes[3].Gateway().Current()
 		return s != nil && s.Version == 1
@@ -495,7 +520,7 @@ func TestClusterNodeThatCannotInstallADocument(t *testing.T) {
 		}
 		return s.Version
 	}
-	vA := apply(docWithPrefix(be.URL, "/a"))
+	vA := apply(docWithPrefix(beURL, "/a"))
 	caFile := filepath.Join(h.dir, "upstream-ca.pem")
 	ca, err := os.ReadFile(filepath.Join(h.caDir, "ca.crt"))
 	if err != nil {
@@ -503,7 +528,7 @@ func TestClusterNodeThatCannotInstallADocument(t *testing.T) {
 	}
 	os.WriteFile(caFile, ca, 0o600)
 	vB := apply(fmt.Sprintf("services: [{name: app, targets: [{url: %q}]}, {name: sec, targets: [{url: \"https://127.0.0.1:9\"}], tls: {ca_file: %s}}]\n"+
-		"routes: [{name: r, match: {path_prefix: /b}, service: app}, {name: s, match: {path_prefix: /sec}, service: sec}]\n", be.URL, caFile))
+		"routes: [{name: r, match: {path_prefix: /b}, service: app}, {name: s, match: {path_prefix: /sec}, service: sec}]\n", beURL, caFile))
 	waitUntil(t, 10*time.Second, "the second document on n3", func() bool { return h.nodes[3].Gateway().Current().Version == vB })
 
 	h.stop(3)
@@ -519,7 +544,7 @@ func TestClusterNodeThatCannotInstallADocument(t *testing.T) {
 		t.Errorf("version published for n3 = %d; want %d, the one it serves", got, vA)
 	}
 	// A document that installs puts it back in step.
-	vC := apply(docWithPrefix(be.URL, "/c"))
+	vC := apply(docWithPrefix(beURL, "/c"))
 	waitUntil(t, 10*time.Second, "the next document on n3", func() bool { return n3.Gateway().Current().Version == vC })
 	waitUntil(t, 5*time.Second, "its version published", func() bool { return n3.cluster.Members.LocalMeta().ConfigVersion == vC })
 }
@@ -528,10 +553,7 @@ func TestClusterNodeThatCannotInstallADocument(t *testing.T) {
 // the others by gossip and is not given a Raft seat: the leader cannot
 // reach it, and a voter it cannot reach would count against the quorum.
 func TestClusterMemberWithAnotherCANotSeated(t *testing.T) {
-	be := backend(t, "ok")
-	h := newClusterHarness(t, be.URL)
-	defer h.stopAll()
-	h.startVoters(3)
+	h, _ := startedCluster(t)
 	h.otherCA = filepath.Join(h.dir, "ca-other")
 	if err := pki.CreateCA(h.otherCA); err != nil {
 		t.Fatal(err)
@@ -546,16 +568,7 @@ func TestClusterMemberWithAnotherCANotSeated(t *testing.T) {
 		}
 		return false
 	})
-	var leader *Node
-	waitUntil(t, 10*time.Second, "the leader to refuse n4 a seat", func() bool {
-		for _, n := range h.nodes {
-			if n.cluster.Store.State() == "Leader" && n.cluster.SeatsRefused() > 0 {
-				leader = n
-				return true
-			}
-		}
-		return false
-	})
+	leader := h.leaderWhere("the leader to refuse n4 a seat", func(n *Node) bool { return n.cluster.SeatsRefused() > 0 })
 	servers, err := leader.cluster.Store.Servers()
 	if err != nil {
 		t.Fatal(err)
@@ -574,21 +587,13 @@ func TestClusterMemberWithAnotherCANotSeated(t *testing.T) {
 // seat away; it is refused for an alive member, through a follower (which
 // names the leader) and without the token.
 func TestClusterRemoveMemberThroughAdmin(t *testing.T) {
-	be := backend(t, "ok")
-	h := newClusterHarness(t, be.URL)
-	defer h.stopAll()
-	h.startVoters(3)
+	h, _ := startedCluster(t)
 	h.stop(3) // drained: gossip says left, and it keeps its seat
-	var leader, follower *Node
-	waitUntil(t, 10*time.Second, "a leader among n1 and n2", func() bool {
-		for _, i := range []int{1, 2} {
-			if h.nodes[i].cluster.Store.State() == "Leader" {
-				leader, follower = h.nodes[i], h.nodes[3-i]
-				return true
-			}
-		}
-		return false
-	})
+	leader := h.leaderWhere("a leader among n1 and n2", func(*Node) bool { return true })
+	follower := h.nodes[1]
+	if follower == leader {
+		follower = h.nodes[2]
+	}
 	del := func(n *Node, name, token string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest("DELETE", "http://"+n.AdminAddr()+"/cluster/members/"+name, nil)
@@ -674,10 +679,7 @@ func TestClusterSecondBootstrapNodeJoins(t *testing.T) {
 // gossip that its name is taken: it stays out of Raft (no bootstrap, no
 // seat) and is not ready; the cluster keeps the first node.
 func TestClusterDuplicateNameStaysOut(t *testing.T) {
-	be := backend(t, "ok")
-	h := newClusterHarness(t, be.URL)
-	defer h.stopAll()
-	h.startVoters(3)
+	h, _ := startedCluster(t)
 	n1Addr := h.nodes[1].cluster.Members.LocalMeta().ClusterAddr
 	h.names = map[int]string{6: "n1"}
 	dup := h.start(6)

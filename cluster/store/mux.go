@@ -153,13 +153,7 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 	}
 	var conn net.Conn = tc
 	if m.tls != nil {
-		cfg := m.tls
-		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
-			cfg = cfg.Clone()
-			host, _, _ := net.SplitHostPort(addr)
-			cfg.ServerName = host
-		}
-		t := tls.Client(tc, cfg)
+		t := tls.Client(tc, m.clientTLS(addr))
 		if err := t.HandshakeContext(ctx); err != nil {
 			tc.Close()
 			return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
@@ -175,6 +169,18 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 }
 
 var errClosed = errors.New("store: closed")
+
+// clientTLS is the TLS config to dial addr with: the peer's certificate
+// verified for addr's host, unless the config names a server.
+func (m *mux) clientTLS(addr string) *tls.Config {
+	cfg := m.tls
+	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		cfg = cfg.Clone()
+		host, _, _ := net.SplitHostPort(addr)
+		cfg.ServerName = host
+	}
+	return cfg
+}
 
 // probe connects to addr and, with TLS, completes a handshake (the peer's
 // certificate from the cluster CA, ours accepted by it), then closes; it
@@ -196,13 +202,7 @@ func (m *mux) probe(ctx context.Context, addr string) (string, error) {
 	} else {
 		raw.SetDeadline(time.Now().Add(handshakeTimeout))
 	}
-	cfg := m.tls
-	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
-		cfg = cfg.Clone()
-		host, _, _ := net.SplitHostPort(addr)
-		cfg.ServerName = host
-	}
-	t := tls.Client(raw, cfg)
+	t := tls.Client(raw, m.clientTLS(addr))
 	if err := t.HandshakeContext(ctx); err != nil {
 		return "", fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
