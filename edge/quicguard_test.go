@@ -260,14 +260,7 @@ func TestHTTP3QuietStreamOutlivesIdleTimeout(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", "https://"+tg.addr+"/events", nil)
 	resp, err := cc.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || string(body) != "first;second" {
-		t.Fatalf("body %q, %v; want %q whole", body, err, "first;second")
-	}
+	wantWhole(t, resp, err, "first;second")
 }
 
 // Over the cap, each refused QUIC client is counted once, however its

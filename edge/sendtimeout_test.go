@@ -329,18 +329,25 @@ func TestSendTimeoutSparesAQuietUpstream(t *testing.T) {
 			setup.opts.SendTimeout = send
 			tg := startTLSGatewayWith(t, setup, oneRoute(be.URL, ""), true)
 			resp, err := tg.client(t, proto).Get("https://" + tg.addr + "/quiet")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil || string(body) != "first;second" {
-				t.Fatalf("body %q, %v; want %q whole", body, err, "first;second")
-			}
+			wantWhole(t, resp, err, "first;second")
 			rec := onlyRecord(t, log)
 			if e, ok := rec["error"]; ok {
 				t.Errorf("access log error = %v; want none", e)
 			}
 		})
+	}
+}
+
+// wantWhole checks that a request succeeded and its response's body is
+// want, whole.
+func wantWhole(t *testing.T, resp *http.Response, err error, want string) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || string(body) != want {
+		t.Fatalf("body %q, %v; want %q whole", body, err, want)
 	}
 }
