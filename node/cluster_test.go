@@ -316,6 +316,15 @@ func TestClusterOfThreeNodes(t *testing.T) {
 		}
 	}
 	h.stop(leader)
+	// The drained leader handed leadership over before it went: one of
+	// the others leads already, no election timeout to wait for.
+	handed := false
+	for _, n := range h.nodes {
+		handed = handed || n.cluster.Store.State() == "Leader"
+	}
+	if !handed {
+		t.Error("no leader among the others right after the leader drained; want leadership handed over")
+	}
 	var other *Node
 	for _, n := range h.nodes {
 		other = n

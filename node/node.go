@@ -387,6 +387,9 @@ func (n *Node) leaveCluster() {
 		}
 		return
 	}
+	// The seat stays; leadership does not (writes would wait for an
+	// election timeout).
+	n.cluster.Store.HandOverLeadership()
 	n.cluster.Members.Leave(5 * time.Second)
 	n.cluster.Close()
 }

@@ -554,21 +554,28 @@ func (s *Store) AppliedIndex() uint64 {
 // (handing leadership over first when it is the leader), then closes the
 // store. The store is closed even if the removal fails.
 func (s *Store) Leave(ctx context.Context) error {
-	var err error
-	if s.raft.State() == raft.Leader {
-		if servers, _ := s.Servers(); countVoters(servers, s.cfg.ID) > 0 {
-			if terr := s.raft.LeadershipTransfer().Error(); terr != nil {
-				s.log.Warn("cluster: leadership transfer before leave failed", "error", terr)
-			}
-		}
-	}
-	_, err = s.submit(ctx, &fwdRequest{Op: opRemoveServer, ID: s.cfg.ID})
+	s.HandOverLeadership()
+	_, err := s.submit(ctx, &fwdRequest{Op: opRemoveServer, ID: s.cfg.ID})
 	if err != nil {
 		err = fmt.Errorf("store: leave: %w", err)
 	} else {
 		s.log.Info("cluster: left the raft configuration")
 	}
 	return errors.Join(err, s.Close())
+}
+
+// HandOverLeadership, on the leader of a cluster with other voters, hands
+// leadership to one of them before this node goes, so that writes wait
+// for a transfer rather than an election timeout.
+func (s *Store) HandOverLeadership() {
+	if s.raft.State() != raft.Leader {
+		return
+	}
+	if servers, _ := s.Servers(); countVoters(servers, s.cfg.ID) > 0 {
+		if err := s.raft.LeadershipTransfer().Error(); err != nil {
+			s.log.Warn("cluster: leadership transfer before leaving failed", "error", err)
+		}
+	}
 }
 
 func countVoters(servers []Server, except string) int {
