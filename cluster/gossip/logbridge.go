@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
+	"time"
 )
 
 // logBridge is the io.Writer behind memberlist's *log.Logger. memberlist
@@ -22,6 +24,47 @@ type logBridge struct {
 	// goroutines then log errors about the sockets being closed under
 	// them, which are expected, so they go out at debug level.
 	stopping func() bool
+
+	// Warnings and errors go out at most logBurst at once and logRate a
+	// second after: each datagram of garbage sent to the gossip port
+	// makes memberlist log an error, and a flood of them would flood the
+	// log (20,000 datagrams made 20,379 lines). The next line that goes
+	// out says how many were held back.
+	mu         sync.Mutex
+	tokens     float64
+	refilled   time.Time
+	suppressed int
+	now        func() time.Time // time.Now; tests set it
+}
+
+const (
+	logBurst = 20
+	logRate  = 5 // lines a second
+)
+
+// allow takes a token for a warning or an error line; it returns whether
+// the line goes out and, if it does, how many were held back before it.
+func (w *logBridge) allow() (bool, int) {
+	now := time.Now
+	if w.now != nil {
+		now = w.now
+	}
+	t := now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.refilled.IsZero() {
+		w.tokens, w.refilled = logBurst, t
+	}
+	w.tokens = min(logBurst, w.tokens+t.Sub(w.refilled).Seconds()*logRate)
+	w.refilled = t
+	if w.tokens < 1 {
+		w.suppressed++
+		return false, 0
+	}
+	w.tokens--
+	held := w.suppressed
+	w.suppressed = 0
+	return true, held
 }
 
 // suspectLine is the exact text memberlist v0.7.0 logs in probeNode when a
@@ -58,6 +101,16 @@ func (w *logBridge) Write(p []byte) (int, error) {
 	}
 	if level > slog.LevelInfo && w.stopping != nil && strings.Contains(line, closedConn) && w.stopping() {
 		level = slog.LevelDebug
+	}
+	if level >= slog.LevelWarn {
+		ok, held := w.allow()
+		if !ok {
+			return len(p), nil
+		}
+		if held > 0 {
+			w.log.Log(context.Background(), level, line, "source", "memberlist", "lines_held_back_before", held)
+			return len(p), nil
+		}
 	}
 	w.log.Log(context.Background(), level, line, "source", "memberlist")
 	return len(p), nil

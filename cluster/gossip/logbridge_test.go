@@ -3,8 +3,11 @@ package gossip
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
+	"time"
 )
 
 // The bridge maps memberlist's bracketed levels onto slog's, and errors
@@ -41,5 +44,31 @@ func TestLogBridgeLevels(t *testing.T) {
 		if got := level(tc.line); got != tc.want {
 			t.Errorf("%q (stopping %v): level %s, want %s", tc.line, tc.stopping, got, tc.want)
 		}
+	}
+}
+
+// A flood of memberlist errors (garbage sent to the gossip port) goes out
+// at most logBurst at once, then logRate a second; the next line out says
+// how many were held back.
+func TestLogBridgeHoldsBackAFlood(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Unix(1000, 0)
+	w := &logBridge{log: slog.New(slog.NewJSONHandler(&buf, nil)), now: func() time.Time { return now }}
+	for range 1000 {
+		fmt.Fprintf(w, "[ERR] memberlist: failed to decode packet from=127.0.0.1:9\n")
+	}
+	if n := strings.Count(buf.String(), "\n"); n != logBurst {
+		t.Fatalf("%d lines out of 1000 at once; want %d", n, logBurst)
+	}
+	buf.Reset()
+	now = now.Add(time.Second)
+	fmt.Fprintf(w, "[ERR] memberlist: failed to decode packet from=127.0.0.1:9\n")
+	if l := buf.String(); !strings.Contains(l, fmt.Sprintf(`"lines_held_back_before":%d`, 1000-logBurst)) {
+		t.Errorf("line after a second: %s; want the count held back", l)
+	}
+	buf.Reset()
+	fmt.Fprintf(w, "[INFO] memberlist: an informative line\n")
+	if buf.Len() == 0 {
+		t.Error("an info line was held back; only warnings and errors are")
 	}
 }
