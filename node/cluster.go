@@ -56,6 +56,7 @@ func (n *Node) startCluster() error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	n.cluster = c
+	n.gw.Registerer().Register(clusterCollector{c})
 	return nil
 }
 

@@ -714,3 +714,36 @@ func TestClusterDuplicateNameStaysOut(t *testing.T) {
 		t.Error("the real n1 is not ready")
 	}
 }
+
+// The cluster's state is in every node's metrics: a leader known, the
+// Raft state, the voters and the members by gossip state.
+func TestClusterMetrics(t *testing.T) {
+	h, _ := startedCluster(t)
+	leader := h.leaderWhere("a leader", func(*Node) bool { return true })
+	scrape := func(n *Node) string {
+		t.Helper()
+		resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	m := scrape(leader)
+	for _, want := range []string{
+		"meridian_cluster_leader_known 1",
+		`meridian_cluster_raft_state{state="leader"} 1`,
+		`meridian_cluster_raft_state{state="follower"} 0`,
+		"meridian_cluster_raft_voters 3",
+		`meridian_cluster_members{state="alive"} 3`,
+	} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("leader's metrics lack %q", want)
+		}
+	}
+	h.stop(3)
+	waitUntil(t, 10*time.Second, "the drained member shown as left in the metrics", func() bool {
+		return strings.Contains(scrape(h.nodes[1]), `meridian_cluster_members{state="left"} 1`+"\n")
+	})
+}
