@@ -276,7 +276,12 @@ func (c *Cluster) manageLoop() {
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-events:
+		case ev := <-events:
+			if ev.Kind == gossip.EventJoin {
+				// Back, perhaps with its certificate fixed: probed
+				// again at once.
+				delete(c.unreachable, ev.Member.Name)
+			}
 		case <-tick.C:
 		}
 	}
@@ -329,7 +334,10 @@ func (c *Cluster) tryBootstrap() bool {
 	case c.cfg.BootstrapExpect > 0:
 		var voters []store.Server
 		for _, mb := range c.Members.Members() {
-			if mb.State == gossip.StateAlive && mb.Voter && mb.ClusterAddr != "" {
+			// The first voters are probed as later members are
+			// (reachable): a seat in the first configuration that the
+			// others cannot reach counts against the quorum as well.
+			if mb.State == gossip.StateAlive && mb.Voter && mb.ClusterAddr != "" && (mb.Name == c.cfg.Name || c.reachable(mb)) {
 				voters = append(voters, store.Server{ID: mb.Name, Addr: mb.ClusterAddr, Voter: true})
 			}
 		}
@@ -428,8 +436,8 @@ func (c *Cluster) reachable(mb gossip.Member) bool {
 		}
 		c.unreachable[mb.Name] = probeFailure{mb.ClusterAddr, time.Now().Add(probeRetry)}
 		c.seatsRefused.Add(1)
-		c.log.Warn("not adding a member to Raft: its cluster address does not answer as a member should",
-			"member", mb.Name, "addr", mb.ClusterAddr, "err", err, "retry_in", probeRetry)
+		c.log.Warn("not giving a member a Raft seat: its cluster address does not answer as a member should",
+			"member", mb.Name, "addr", mb.ClusterAddr, "err", err, "retry_in", probeRetry.String())
 		return false
 	}
 	delete(c.unreachable, mb.Name)
@@ -519,20 +527,20 @@ func (c *Cluster) RemoveMember(name string) error {
 	}
 	if c.Store.State() != "Leader" {
 		id, _ := c.Store.Leader()
-		where := "no leader is known (no quorum?)"
-		if id != "" {
-			where = "the leader is " + id
-			for _, mb := range c.Members.Members() {
-				if mb.Name == id && mb.AdminAddr != "" {
-					where += ", whose admin API is at " + mb.AdminAddr
-				}
+		if id == "" {
+			return errors.New("no cluster leader is known (no quorum?); only the leader removes members: try again once one is elected")
+		}
+		where := "the leader is " + id
+		for _, mb := range c.Members.Members() {
+			if mb.Name == id && mb.AdminAddr != "" {
+				where += ", whose admin API is at " + mb.AdminAddr
 			}
 		}
 		return fmt.Errorf("%w: only the leader removes members; %s", ErrMemberRefused, where)
 	}
 	for _, mb := range c.Members.Members() {
 		if mb.Name == name && (mb.State == gossip.StateAlive || mb.State == gossip.StateSuspect) {
-			return fmt.Errorf("%w: %q is %s in gossip; stop it first, or drain it with remove_on_leave: true", ErrMemberRefused, name, mb.State)
+			return fmt.Errorf("%w: %q is %s in gossip; stop it first (a stopped node is declared dead within seconds), or drain it with remove_on_leave: true", ErrMemberRefused, name, mb.State)
 		}
 	}
 	servers, err := c.Store.Servers()

@@ -191,7 +191,13 @@ func (n *Node) installLastClusterDoc(version uint64, cur *edge.Snapshot) {
 	last := n.statePath(clusterInstalledFile)
 	for _, path := range []string{last, last + ".prev"} {
 		v, raw, ok := readInstalled(path)
-		if !ok || v > version {
+		if !ok {
+			if _, err := os.Stat(path); err == nil {
+				n.log.Warn("a cluster configuration this node kept is unreadable", "path", path)
+			}
+			continue
+		}
+		if v > version {
 			continue
 		}
 		doc, snap, err := n.compileCluster(raw, v, cur)
@@ -203,6 +209,7 @@ func (n *Node) installLastClusterDoc(version uint64, cur *edge.Snapshot) {
 		n.installCluster(doc, snap, raw, "cluster (installed before)")
 		return
 	}
+	n.log.Warn("no cluster configuration this node kept installs: serving its file's until a newer one installs", "failed_version", version)
 }
 
 func shortHash(h string) string {

@@ -747,3 +747,37 @@ func TestClusterMetrics(t *testing.T) {
 		return strings.Contains(scrape(h.nodes[1]), `meridian_cluster_members{state="left"} 1`+"\n")
 	})
 }
+
+// bootstrap_expect forms the first configuration only of voters the node
+// reached over mutual TLS: one with another CA's certificate is left out
+// (and the cluster forms once enough others are there).
+func TestClusterBootstrapLeavesOutAnUnreachableVoter(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	h.otherCA = filepath.Join(h.dir, "ca-other")
+	if err := pki.CreateCA(h.otherCA); err != nil {
+		t.Fatal(err)
+	}
+	h.otherCANodes = map[int]bool{3: true}
+	for i := 1; i <= 3; i++ {
+		h.start(i)
+	}
+	waitUntil(t, 10*time.Second, "n1 to find n3 unreachable", func() bool { return h.nodes[1].cluster.SeatsRefused() > 0 })
+	if h.nodes[1].cluster.Store.HasState() {
+		t.Fatal("n1 bootstrapped with an unreachable voter among the first three")
+	}
+	h.start(4)
+	waitUntil(t, 20*time.Second, "a cluster of n1, n2 and n4", func() bool {
+		servers, err := h.nodes[1].cluster.Store.Servers()
+		if err != nil || len(servers) != 3 {
+			return false
+		}
+		for _, s := range servers {
+			if s.ID == "n3" {
+				t.Fatalf("n3 seated: %v", servers)
+			}
+		}
+		return true
+	})
+}

@@ -537,8 +537,20 @@ func (c *Config) validate() error {
 		if cl.TLS.CertFile != "" && cl.TLS.KeyFile != "" {
 			if _, err := os.Stat(cl.TLS.KeyFile); err != nil {
 				add("cluster.tls.key_file", "%v", err)
-			} else if _, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
+			} else if kp, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
 				add("cluster.tls.cert_file", "%v", err)
+			} else if leaf, err := x509.ParseCertificate(kp.Certificate[0]); err == nil {
+				// The leader seats a member only if its certificate is
+				// for its name; say so here rather than let the node
+				// wait for a seat that never comes.
+				name := c.Name
+				if name == "" {
+					name, _ = os.Hostname()
+				}
+				if name != "" && leaf.Subject.CommonName != name {
+					add("cluster.tls.cert_file", "the certificate is for %q, and this node is %q: the cluster seats a node only with a certificate for its name (meridian cluster cert -name %s)",
+						leaf.Subject.CommonName, name, name)
+				}
 			}
 		}
 		checkFile("cluster.gossip_key_file", cl.GossipKeyFile, func(f string) error { _, err := readGossipKeys(f); return err })

@@ -134,7 +134,14 @@ func writeExampleFiles(t *testing.T) string {
 	// The cluster example's files.
 	os.Mkdir(filepath.Join(dir, "cluster"), 0o700)
 	os.WriteFile(filepath.Join(dir, "cluster", "ca.crt"), certPEM, 0o600)
-	os.WriteFile(filepath.Join(dir, "cluster", "par-1.crt"), certPEM, 0o600)
+	// The node's certificate is for its name (node.name par-1).
+	nodeCert := &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "par-1"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	nodeDER, err := x509.CreateCertificate(rand.Reader, nodeCert, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "cluster", "par-1.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: nodeDER}), 0o600)
 	os.WriteFile(filepath.Join(dir, "cluster", "par-1.key"), keyPEM, 0o600)
 	os.WriteFile(filepath.Join(dir, "cluster", "gossip.keys"), []byte(base64.StdEncoding.EncodeToString(make([]byte, 32))+"\n"), 0o600)
 	return dir
