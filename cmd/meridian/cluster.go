@@ -32,7 +32,7 @@ const clusterUsage = `usage:
                                                          members, gossip state, Raft role, config version
   meridian cluster remove [-admin URL] [-token T | -token-file F] NAME
                                                          take the Raft seat of a node gone for good
-                                                         (through the leader's admin API)
+                                                         (the leader's admin API, found through any node's)
   meridian cluster ca create -dir DIR                    create the cluster CA (ca.crt, ca.key)
   meridian cluster cert -ca DIR -name NODE [-ip IP,..] [-dns NAME,..] [-out DIR]
                                                          issue a node's certificate for Raft and forwarding
@@ -203,19 +203,37 @@ func clusterRemove(args []string, stdout, stderr io.Writer) int {
 	if code != 0 {
 		return code
 	}
-	req, _ := http.NewRequest(http.MethodDelete, base+"/cluster/members/"+url.PathEscape(fs.Arg(0)), nil)
-	if tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
+	remove := func(base string) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodDelete, base+"/cluster/members/"+url.PathEscape(fs.Arg(0)), nil)
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			return 0, "", fmt.Errorf("cannot reach the admin API at %s: %v", base, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return resp.StatusCode, resp.Status + "\n" + string(body), nil
 	}
-	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	code, answer, err := remove(base)
+	if err == nil && code == http.StatusConflict {
+		// A follower names the leader's admin API: the removal is the
+		// leader's to make, so it goes there (with the same token).
+		if _, rest, ok := strings.Cut(answer, "whose admin API is at "); ok {
+			if f := strings.FieldsFunc(rest, func(r rune) bool { return r == '"' || r == ' ' || r == '\n' }); len(f) > 0 {
+				leader := strings.TrimRight(f[0], ".,")
+				fmt.Fprintf(stderr, "meridian: this node does not lead; sending the removal to the leader at %s\n", leader)
+				code, answer, err = remove("http://" + leader)
+			}
+		}
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "meridian: cannot reach the admin API at %s: %v\n", base, err)
+		fmt.Fprintf(stderr, "meridian: %v\n", err)
 		return 1
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusNoContent {
-		fmt.Fprintf(stderr, "meridian: %s\n%s", resp.Status, body)
+	if code != http.StatusNoContent {
+		fmt.Fprintf(stderr, "meridian: %s", answer)
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s no longer holds a Raft seat\n", fs.Arg(0))
