@@ -51,7 +51,6 @@ func (n *Node) startCluster() error {
 		}
 		cfg.GossipKeys = keys
 	}
-	n.clusterSince = time.Now()
 	c, err := cluster.Start(cfg, n.onClusterDoc)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)

@@ -77,11 +77,7 @@ type Node struct {
 
 	applyMu  sync.Mutex // serialises Apply: versions must not interleave
 	draining atomic.Bool
-	// clusterSince is when the cluster started; inStep latches
-	// clusterInStep.
-	clusterSince time.Time
-	inStep       atomic.Bool
-	wg           sync.WaitGroup
+	wg       sync.WaitGroup
 }
 
 // state is what the node remembers across restarts, in DataDir.
@@ -680,32 +676,7 @@ func sameNode(a, b Config) bool {
 
 // Ready reports whether the node takes traffic.
 func (n *Node) Ready() bool {
-	if n.draining.Load() || n.gw.Current() == nil {
-		return false
-	}
-	return n.cluster == nil || !n.cluster.NameConflict() && n.clusterInStep()
-}
-
-// inStepWait bounds how long a cluster node stays not ready after its
-// start while it hears from no leader (no quorum): it then serves, and is
-// ready with, what it has.
-const inStepWait = 10 * time.Second
-
-// clusterInStep reports whether the node has caught up with the cluster
-// since it started (it led, or heard from a leader, and applied all it
-// was told was committed), or waited inStepWait; once true, it stays so.
-// A restarted node serves what it served before until then (2-6 s after a
-// crash, an outside check saw), which a load balancer should not take for
-// the cluster's configuration.
-func (n *Node) clusterInStep() bool {
-	if n.inStep.Load() {
-		return true
-	}
-	if n.cluster.Store.InStepSince(n.clusterSince) || time.Since(n.clusterSince) > inStepWait {
-		n.inStep.Store(true)
-		return true
-	}
-	return false
+	return !n.draining.Load() && n.gw.Current() != nil && (n.cluster == nil || !n.cluster.NameConflict())
 }
 
 // Drain stops the node gracefully: readiness goes false, the listener stops

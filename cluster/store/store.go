@@ -543,16 +543,6 @@ func (s *Store) Leader() (id, addr string) {
 // "Shutdown".
 func (s *Store) State() string { return s.raft.State().String() }
 
-// InStepSince reports whether, since t, this node has led or heard from a
-// leader, and has applied everything the cluster committed that it knows
-// of: a restarted node that has caught up.
-func (s *Store) InStepSince(t time.Time) bool {
-	if s.raft.State() != raft.Leader && !s.raft.LastContact().After(t) {
-		return false
-	}
-	return s.AppliedIndex() >= s.raft.CommitIndex()
-}
-
 // AppliedIndex is the Raft index of the last entry applied to this node's
 // state machine.
 func (s *Store) AppliedIndex() uint64 {
