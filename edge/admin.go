@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"net/url"
 	"path"
 	"slices"
@@ -243,8 +245,54 @@ func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 			adminProblem(w, http.StatusUnauthorized, "Unauthorized", "this admin listener is not on loopback: reads need the admin bearer token", nil)
 			return
 		}
+		if a.o.OpenReads && !a.authorized(r) {
+			// Open reads are for this machine's own clients. A web page
+			// whose name an attacker points at 127.0.0.1 (DNS rebinding)
+			// reaches the listener too, but says its own name in Host
+			// and Origin: those must be loopback names, as Caddy's admin
+			// API requires.
+			if what, bad := foreignOrigin(r); bad {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
+				adminProblem(w, http.StatusForbidden, "Forbidden",
+					fmt.Sprintf("reads without the admin bearer token are taken only from a loopback name (localhost, 127.0.0.1, [::1]); this request's %s (a guard against DNS rebinding)", what), nil)
+				return
+			}
+		}
 		h(w, r)
 	}
+}
+
+// foreignOrigin reports whether r names a host other than a loopback one in
+// its Host or Origin field, and which, as said in a refusal.
+func foreignOrigin(r *http.Request) (string, bool) {
+	if r.Host != "" && !loopbackName(r.Host) {
+		return fmt.Sprintf("Host is %q", r.Host), true
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || u.Host == "" || !loopbackName(u.Host) {
+			return fmt.Sprintf("Origin is %q", o), true
+		}
+	}
+	return "", false
+}
+
+// loopbackName reports whether hostport (a Host field or a URL's host, with
+// or without a port) is localhost, a name under .localhost (RFC 6761: never
+// resolved through DNS) or a loopback IP address.
+func loopbackName(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	} else if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+		host = host[1 : len(host)-1]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // strictQuery parses r's query, refusing what would otherwise be ignored: a

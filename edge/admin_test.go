@@ -136,6 +136,48 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			}
 		}
 	})
+	t.Run("open reads only from loopback names (DNS rebinding)", func(t *testing.T) {
+		send := func(host, origin, token string) int {
+			t.Helper()
+			req, err := http.NewRequest("GET", open.URL+"/config", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = host
+			if origin != "" {
+				req.Header.Set("Origin", origin)
+			}
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, _ := do(t, http.DefaultClient, req)
+			return resp.StatusCode
+		}
+		for _, tc := range []struct {
+			host, origin, token string
+			want                int
+		}{
+			{"127.0.0.1:9901", "", "", 200},
+			{"localhost:9901", "http://localhost:9901", "", 200},
+			{"LOCALHOST.", "", "", 200},
+			{"app.localhost:80", "", "", 200},
+			{"[::1]:9901", "http://[::1]:9901", "", 200},
+			{"127.8.9.10", "", "", 200},
+			{"evil.example:9901", "", "", 403},
+			{"evil.example:9901", "http://evil.example:9901", "", 403},
+			{"127.0.0.1:9901", "http://evil.example", "", 403},
+			{"127.0.0.1:9901", "null", "", 403},
+			{"localhost.evil.example", "", "", 403},
+			{"10.0.0.1", "", "", 403},
+			// The token opens reads from anywhere, as on a listener
+			// that is not on loopback.
+			{"evil.example:9901", "http://evil.example:9901", token, 200},
+		} {
+			if got := send(tc.host, tc.origin, tc.token); got != tc.want {
+				t.Errorf("GET /config Host %q Origin %q token %v: %d; want %d", tc.host, tc.origin, tc.token != "", got, tc.want)
+			}
+		}
+	})
 	t.Run("known paths answer other methods with 405 and Allow", func(t *testing.T) {
 		for _, tc := range []struct{ method, path, allow string }{
 			{"DELETE", "/config", "GET, HEAD, PUT"},
