@@ -340,6 +340,30 @@ func outOfRange(n *yaml.Node, t reflect.Type) string {
 	return ""
 }
 
+// decimalRE is an integer as the document's integer fields take it: decimal
+// digits, no leading zero.
+var decimalRE = regexp.MustCompile(`^[-+]?(0|[1-9][0-9]*)$`)
+
+// notDecimal refuses an integer field's number written other than in
+// decimal: the decoder reads 011 as octal (9, YAML 1.1), 0x10 as 16, 0b11
+// as 3 and 1_000 as 1000, so a leading zero silently changed a value.
+func notDecimal(n *yaml.Node, t reflect.Type) string {
+	if n.ShortTag() != "!!int" || decimalRE.MatchString(n.Value) || t == durationType || reflect.PointerTo(t).Implements(unmarshalerType) {
+		return ""
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+	default:
+		return ""
+	}
+	msg := "wrong spelling: write integers in plain decimal digits (got " + n.Value
+	if v, err := strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64); err == nil {
+		msg += ", which YAML reads as " + strconv.FormatInt(v, 10)
+	}
+	return msg + ")"
+}
+
 // laxTypes finds what the YAML decoder takes though the type is wrong:
 // numbers with a fraction (2.9, 1e-3) given for integer fields and
 // durations, which it would truncate (weight 2.9 becoming 2) where it
@@ -393,6 +417,9 @@ func laxTypes(n *yaml.Node, t reflect.Type, path string, depth int, text bool) E
 				// meant).
 				return Errors{&FieldError{Path: path, Line: n.Line, Msg: "wrong type: want a string, got " + got + " " + n.Value + " (quote it if the text is meant)"}}
 			}
+		}
+		if msg := notDecimal(n, t); msg != "" {
+			return Errors{&FieldError{Path: path, Line: n.Line, Msg: msg}}
 		}
 		if msg := outOfRange(n, t); msg != "" {
 			return Errors{&FieldError{Path: path, Line: n.Line, Msg: msg}}

@@ -648,7 +648,8 @@ func locate(root *yaml.Node, ls []*lookup) {
 const MaxMappingKeys = 256
 
 // checkMappings looks, before the decoder does, for mappings with too many
-// keys and for keys given twice, in linear time: the decoder's own check
+// keys, for tags outside YAML's core schema, and for keys given twice, in
+// linear time: the decoder's own check
 // reports every pair of equal keys, so a key given 5,000 times made 12.5
 // million errors. early says the document must be refused with es alone:
 // a mapping too large, a key given three times or more, or more repeats
@@ -688,13 +689,28 @@ func checkMappings(root *yaml.Node) (es Errors, early bool) {
 	if top.Kind == yaml.MappingNode {
 		check(nil, top)
 	}
-	walkAll(root, func(p []byte, _, v *yaml.Node) {
+	tagged := func(path []byte, n *yaml.Node) {
+		if n != nil && n.Style&yaml.TaggedStyle != 0 && !coreTags[n.ShortTag()] {
+			es = append(es, &FieldError{Path: string(path), Line: n.Line,
+				Msg: fmt.Sprintf("YAML tag %s is not taken (only !!str, !!int, !!float, !!bool, !!null, !!map and !!seq)", n.Tag)})
+			early = true
+		}
+	}
+	tagged(nil, top)
+	walkAll(root, func(p []byte, k, v *yaml.Node) {
+		tagged(p, k)
+		tagged(p, v)
 		if v.Kind == yaml.MappingNode {
 			check(p, v)
 		}
 	})
 	return es, early || len(es) > MaxErrors
 }
+
+// coreTags are the YAML tags a document may write: the core schema's.
+// The decoder would take others silently (a !!binary name decoded from
+// base64, an application's own !tag dropped).
+var coreTags = map[string]bool{"!!str": true, "!!int": true, "!!float": true, "!!bool": true, "!!null": true, "!!map": true, "!!seq": true}
 
 // MaxErrors is the most errors a document is refused with; past it, a last
 // one says how many more there were. Nobody reads ten thousand, and a
