@@ -83,8 +83,8 @@ type AdminOptions struct {
 	// OpenReads lets reads through without the token (for an admin
 	// listener bound to loopback).
 	OpenReads bool
-	// MaxBodyBytes caps a PUT /config body; default 32 MiB (room for
-	// the indented JSON view of any document a node holds).
+	// MaxBodyBytes caps a PUT /config body; default 8 MiB, what a node
+	// reads from a file (node.MaxFileBytes).
 	MaxBodyBytes int64
 	// Cluster, if set, reports the cluster's members for GET
 	// /cluster/members (nil result: the node runs alone).
@@ -109,7 +109,7 @@ type AdminOptions struct {
 //	GET  /debug/pprof/...     Go profiling
 func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 	if o.MaxBodyBytes == 0 {
-		o.MaxBodyBytes = 32 << 20
+		o.MaxBodyBytes = 8 << 20
 	}
 	a := &admin{g: g, o: o, applying: make(chan struct{}, 1)}
 	mux := http.NewServeMux()
@@ -223,8 +223,8 @@ type admin struct {
 	o AdminOptions
 	// applying lets one PUT /config read and apply its document at a
 	// time; the others wait their turn, or leave with their client. A
-	// 32 MiB document takes some hundreds of MB to parse: six at once
-	// took 1.65 GB.
+	// large document takes some hundreds of MB to read: six 32 MiB
+	// ones at once took 1.65 GB.
 	applying chan struct{}
 }
 

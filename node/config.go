@@ -281,8 +281,11 @@ const (
 )
 
 // MaxFileBytes is the most a configuration file or document may hold: what
-// PUT /config takes, and what validate, serve and SIGHUP read.
-const MaxFileBytes = 32 << 20
+// PUT /config takes, and what validate, serve and SIGHUP read. Reading a
+// document takes some 50 times its size in memory (YAML's node tree, the
+// decoded values, the compiled routes): 8 MiB, over 100,000 routes, is a
+// few hundred MB; 32 MiB took 2 GB (Kong's admin API takes 10 MB).
+const MaxFileBytes = 8 << 20
 
 // ReadFile reads a configuration file, refusing one over MaxFileBytes
 // (without reading past it).

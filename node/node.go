@@ -268,7 +268,7 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 		n.adminSrv = &http.Server{
 			Handler:           n.gw.AdminHandler(ao),
 			ReadHeaderTimeout: 10 * time.Second,
-			// A whole request, a 32 MiB document included: a client
+			// A whole request, an 8 MiB document included: a client
 			// trickling a body cannot hold a connection for longer.
 			ReadTimeout: 2 * time.Minute,
 			IdleTimeout: 60 * time.Second,

@@ -210,7 +210,7 @@ func TestInvalidConfigKeepsRunningOne(t *testing.T) {
 	if err := os.WriteFile(r.path, []byte(big), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.n.Reload(); err == nil || !strings.Contains(err.Error(), "more than 32 MiB") {
+	if _, err := r.n.Reload(); err == nil || !strings.Contains(err.Error(), "more than 8 MiB") {
 		t.Fatalf("Reload of a %d-byte file: %v; want it refused", len(big), err)
 	}
 	if got := r.n.Gateway().Current(); got != before {

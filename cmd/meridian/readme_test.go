@@ -212,9 +212,9 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 		{[]string{"config", "get", "-admin", "http://127.0.0.1:1", "-token-file", empty}, 1, "holds no token"},
 		{[]string{"cluster", "status", "-admin", "http://127.0.0.1:1", "-token-file", empty}, 1, "holds no token"},
 		{[]string{"config", "get", "-admin", "http://127.0.0.1:1", "-token", "t", "-token-file", empty}, 2, "not both"},
-		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-f", big}, 1, "more than 32 MiB"},
-		{[]string{"validate", big}, 1, "more than 32 MiB"},
-		{[]string{"serve", "-config", big}, 1, "more than 32 MiB"},
+		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-f", big}, 1, "more than 8 MiB"},
+		{[]string{"validate", big}, 1, "more than 8 MiB"},
+		{[]string{"serve", "-config", big}, 1, "more than 8 MiB"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {

@@ -344,6 +344,31 @@ func TestErrorsAreCapped(t *testing.T) {
 	if last := es[MaxErrors].Msg; !strings.Contains(last, "and 51 more errors") {
 		t.Errorf("with a fraction for attempts, last error %q; want it to count 51 not listed", last)
 	}
+
+	// Validation's errors: the first 100 by line, the count last.
+	b.Reset()
+	b.WriteString("services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\nroutes:\n")
+	for i := range 250 {
+		fmt.Fprintf(&b, "  - {name: r%d, service: nope, match: {path_prefix: /}}\n", i)
+	}
+	_, err = Parse([]byte(b.String()))
+	if !errors.As(err, &es) || len(es) != MaxErrors+1 {
+		t.Fatalf("250 routes naming no service: %v; want the first %d and one for the rest", err, MaxErrors)
+	}
+	if first, last := es[0].Error(), es[MaxErrors-1].Error(); !strings.HasPrefix(first, "line 5: routes[0].service: unknown service") || !strings.HasPrefix(last, "line 104: routes[99].service") {
+		t.Errorf("errors from %q to %q; want routes[0] to routes[99]", first, last)
+	}
+	if last := es[MaxErrors].Msg; !strings.Contains(last, "and 150 more errors") {
+		t.Errorf("last error %q; want it to count the 150 not listed", last)
+	}
+}
+
+func TestMethodListedTwice(t *testing.T) {
+	doc := "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\nroutes:\n  - name: r\n    service: s\n    match: {path_prefix: /, methods: [GET, POST, GET]}\n"
+	_, err := Parse([]byte(doc))
+	if err == nil || !strings.Contains(err.Error(), "routes[0].match.methods[2]: GET listed twice (also methods[0])") {
+		t.Fatalf("Parse: %v; want GET refused as listed twice", err)
+	}
 }
 
 // A mapping of more keys than any field takes is refused before the

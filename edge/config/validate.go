@@ -102,6 +102,9 @@ func (d *Document) Validate() error {
 	if len(v.errs) == 0 {
 		return nil
 	}
+	if v.more > 0 {
+		return append(v.errs, moreErrors(v.more))
+	}
 	return v.errs
 }
 
@@ -119,9 +122,19 @@ func suggest(name string, services []Service) string {
 	return " (defined: " + strings.Join(names, ", ") + ")"
 }
 
-type validator struct{ errs Errors }
+// validator collects a document's errors: the first MaxErrors, and a count
+// of the rest (a document of 100,000 routes naming a missing service made
+// 100,000 errors to drop all but 100 of).
+type validator struct {
+	errs Errors
+	more int
+}
 
 func (v *validator) errf(path, format string, args ...any) {
+	if len(v.errs) >= MaxErrors {
+		v.more++
+		return
+	}
 	v.errs = append(v.errs, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -334,9 +347,14 @@ func (v *validator) route(p string, r *Route) {
 			break
 		}
 	}
+	seen := make(map[string]int, len(m.Methods))
 	for i, meth := range m.Methods {
 		if !methodRE.MatchString(meth) {
 			v.errf(fmt.Sprintf("%s.match.methods[%d]", p, i), "invalid method %q: use upper case such as GET", meth)
+		} else if j, dup := seen[meth]; dup {
+			v.errf(fmt.Sprintf("%s.match.methods[%d]", p, i), "%s listed twice (also methods[%d])", meth, j)
+		} else {
+			seen[meth] = i
 		}
 	}
 	v.valueMatches(p+".match.headers", m.Headers, true)

@@ -22,6 +22,7 @@ type FieldError struct {
 	Path string
 	Line int
 	Msg  string
+	more int // for the last error of a capped list: how many are not listed
 }
 
 func (e *FieldError) Error() string {
@@ -59,19 +60,25 @@ var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
 // LineOf. Errors are of type Errors and carry the line and, when it can be
 // found, the path of the offending field.
 func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, syntaxError(err, data)
-	}
-	if root.Kind == 0 || (root.Kind == yaml.DocumentNode && len(root.Content) == 0) {
-		return nil, ErrEmpty
-	}
-	if es, early := checkMappings(&root); early {
-		return nil, CapErrors(es)
-	}
+	// One parse: the decoder's own tree is the one kept (capture), not a
+	// second made beside it (a large document's tree takes some 70 times
+	// its size).
+	c := capture{out: out}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(out); err != nil {
+	err := dec.Decode(&c)
+	if c.top.n == nil {
+		// Nothing to decode: no document, an empty one, or null.
+		if err == nil || err == io.EOF {
+			return nil, ErrEmpty
+		}
+		return nil, syntaxError(err, data)
+	}
+	root := yaml.Node{Kind: yaml.DocumentNode, Line: 1, Column: 1, Content: []*yaml.Node{c.top.n}}
+	if c.early != nil {
+		return nil, CapErrors(c.early)
+	}
+	if err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			msgs := te.Errors
@@ -163,6 +170,38 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 		return nil, CapErrors(es)
 	}
 	return &root, nil
+}
+
+// capture, decoded into by a strict decoder, keeps the document's top node
+// as that decoder parsed it, checks its mappings (checkMappings) and then
+// decodes it into out with the same decoder, unknown fields refused. The
+// older form of yaml.v3's Unmarshaler is the one whose decoding function
+// is the decoder's own (the newer one's Node.Decode is not strict).
+type capture struct {
+	out   any
+	top   nodeGrab
+	early Errors // checkMappings' refusal; out not decoded
+}
+
+// nodeGrab keeps the node it is decoded from.
+type nodeGrab struct{ n *yaml.Node }
+
+func (g *nodeGrab) UnmarshalYAML(n *yaml.Node) error {
+	g.n = n
+	return nil
+}
+
+var errRefused = errors.New("config: refused before decoding")
+
+func (c *capture) UnmarshalYAML(unmarshal func(any) error) error {
+	if err := unmarshal(&c.top); err != nil {
+		return err
+	}
+	if es, early := checkMappings(c.top.n); early {
+		c.early = es
+		return errRefused
+	}
+	return unmarshal(c.out)
 }
 
 // aliasHints adds to each error on a line of an anchored value that an
@@ -718,16 +757,25 @@ var coreTags = map[string]bool{"!!str": true, "!!int": true, "!!float": true, "!
 // with an error list larger than itself.
 const MaxErrors = 100
 
-// CapErrors keeps the first MaxErrors of es and says how many more.
+// CapErrors keeps the first MaxErrors of es and says how many more (with
+// those es already says, in a last error from moreErrors).
 func CapErrors(es Errors) Errors {
-	if len(es) <= MaxErrors {
-		return es
+	extra := 0
+	if n := len(es); n > 0 && es[n-1].more > 0 {
+		extra, es = es[n-1].more, es[:n-1]
 	}
-	return append(es[:MaxErrors:MaxErrors], moreErrors(len(es)-MaxErrors))
+	if len(es) > MaxErrors {
+		extra += len(es) - MaxErrors
+		es = es[:MaxErrors:MaxErrors]
+	}
+	if extra > 0 {
+		es = append(es, moreErrors(extra))
+	}
+	return es
 }
 
 func moreErrors(n int) *FieldError {
-	return &FieldError{Msg: fmt.Sprintf("and %d more errors, not listed (the first %d are)", n, MaxErrors)}
+	return &FieldError{Msg: fmt.Sprintf("and %d more errors, not listed (the first %d are)", n, MaxErrors), more: n}
 }
 
 // walkAll visits, in document order, each mapping entry (key k, value v)
@@ -779,7 +827,11 @@ func withLines(err error, root *yaml.Node, prefix string) error {
 	if !errors.As(err, &es) {
 		return err
 	}
-	out := make(Errors, 0, len(es))
+	var more *FieldError // the count of those not listed stays last
+	if n := len(es); n > 0 && es[n-1].more > 0 {
+		more, es = es[n-1], es[:n-1]
+	}
+	out := make(Errors, 0, len(es)+1)
 	for _, e := range es {
 		e := *e
 		if e.Line == 0 && root != nil {
@@ -788,6 +840,9 @@ func withLines(err error, root *yaml.Node, prefix string) error {
 		out = append(out, &e)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Line < out[j].Line })
+	if more != nil {
+		out = append(out, more)
+	}
 	return out
 }
 
