@@ -509,3 +509,21 @@ func validHost(h string) bool {
 	}
 	return true
 }
+
+// validPseudoPath reports whether an HTTP/2 or HTTP/3 request's :path
+// (its RequestURI) is one the gateway forwards: an absolute path with its
+// query, or * for OPTIONS, with no space, control character or DEL.
+func validPseudoPath(method, p string) bool {
+	if p == "*" {
+		return method == http.MethodOptions
+	}
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -155,6 +155,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 			detail: "the Host is not a valid host[:port] (RFC 9112 3.2)", close: true})
 		return
 	}
+	if r.ProtoMajor >= 2 && !validPseudoPath(r.Method, r.RequestURI) { // HTTP/1's parser checked its target
+		// :path is an absolute path and query, or * for OPTIONS (RFC
+		// 9113 8.3.1, RFC 9114 4.3.1). A space would reach the upstream
+		// in its request line, where it ends the target; a URI's
+		// authority would be dropped while :authority routes.
+		g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request",
+			detail: "the request's :path must be an absolute path and query without spaces or control characters (RFC 9113 8.3.1)", close: true})
+		return
+	}
 	if strings.IndexByte(r.RequestURI, '#') >= 0 {
 		// A fragment is the client's own business and is never sent
 		// (RFC 9112 3.2): forwarded, the upstream would read a
@@ -218,7 +227,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 	var upType string
 	if !g.leanHead(w, oh, r, x, rt, host, &outURL) {
 		oh.reset(r.Header)
-		if hasToken(oh.conn, "upgrade") {
+		if hasToken(oh.conn, "upgrade") && r.ProtoAtLeast(1, 1) {
+			// An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8),
+			// and dropped with the other fields its Connection names: a
+			// 101 is not for an HTTP/1.0 client (15.2).
 			upType = upgradeType(r.Header)
 		}
 		// Two traceparent fields are invalid (W3C): a new trace, as for none.

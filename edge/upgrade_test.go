@@ -303,3 +303,35 @@ func TestUpgradeTunnelClosedWhenOneSideEndsAndTheOtherNever(t *testing.T) {
 		t.Errorf("the tunnel ended after %v; want the grace of %v first", d, upgradeCloseGrace)
 	}
 }
+
+// An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8): the upstream
+// gets a plain request, and the client no 101 (15.2).
+func TestUpgradeFromHTTP10Ignored(t *testing.T) {
+	seen := make(chan http.Header, 2)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		if r.Header.Get("Upgrade") != "" {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+				conn.Close()
+			}
+			return
+		}
+		io.WriteString(w, "plain")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	defer c.Close()
+	io.WriteString(c, "GET /ws HTTP/1.0\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	resp, body := readResponse(t, bufio.NewReader(c), http.MethodGet)
+	if resp.StatusCode != http.StatusOK || string(body) != "plain" {
+		t.Errorf("HTTP/1.0 with Upgrade: got %d %q; want the upstream's plain 200", resp.StatusCode, body)
+	}
+	h := recv(t, seen, "the upstream request")
+	for _, name := range []string{"Upgrade", "Connection"} {
+		if v := h.Get(name); v != "" {
+			t.Errorf("the upstream got %s: %q", name, v)
+		}
+	}
+}
