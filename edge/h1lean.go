@@ -213,7 +213,12 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 			lr.fwd |= fwdProto
 		case leanXFHost:
 			lr.fwd |= fwdHost
-		case leanForwarded, leanSpoofable, leanXFCC:
+		case leanForwarded:
+			if !validForwarded(buf[f.value[0]:f.value[1]]) {
+				return lr, false // dropped by the present path (setForwarded)
+			}
+			lr.fwd |= fwdOther
+		case leanSpoofable, leanXFCC:
 			lr.fwd |= fwdOther
 		case leanContentLength:
 			n, ok := leanLength(buf[f.value[0]:f.value[1]])

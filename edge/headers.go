@@ -444,6 +444,65 @@ func writeForwardedValue(b *strings.Builder, v string) {
 	b.Write(appendForwardedValue(buf[:0], v))
 }
 
+// validForwarded reports whether v is a well-formed Forwarded field value
+// (RFC 7239 4): elements separated by commas, each of pairs token=value
+// separated by semicolons, a value a token or a quoted string. A trusted
+// proxy's malformed one (an open quote) would swallow the element the
+// gateway appends once a recipient joins the field's lines.
+func validForwarded[T string | []byte](v T) bool {
+	i, n := 0, len(v)
+	ows := func() {
+		for i < n && (v[i] == ' ' || v[i] == '\t') {
+			i++
+		}
+	}
+	token := func() bool {
+		s := i
+		for i < n && tokenChars[v[i]] {
+			i++
+		}
+		return i > s
+	}
+	for {
+		ows()
+		for i < n && v[i] != ',' {
+			if v[i] != ';' {
+				if !token() || i >= n || v[i] != '=' {
+					return false
+				}
+				i++
+				if i < n && v[i] == '"' {
+					for i++; i < n && v[i] != '"'; i++ {
+						if v[i] == '\\' {
+							i++
+						}
+						if i < n && (v[i] < ' ' && v[i] != '\t' || v[i] == 0x7f) {
+							return false
+						}
+					}
+					if i >= n {
+						return false // an open quote
+					}
+					i++
+				} else if !token() {
+					return false
+				}
+				ows()
+			}
+			if i < n && v[i] == ';' {
+				i++
+				ows()
+			} else if i < n && v[i] != ',' {
+				return false
+			}
+		}
+		if i == n {
+			return true
+		}
+		i++ // ','
+	}
+}
+
 // isToken reports whether v is a non-empty token (RFC 9110 5.6.2).
 func isToken(v string) bool {
 	if v == "" {

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"reflect"
@@ -109,9 +110,14 @@ func TestForwardedHeaders(t *testing.T) {
 		wantFwd   []string
 		wantProto string
 		wantXFH   string
+		fwdIn     string // the client's Forwarded; for=203.0.113.7 if ""
 	}{
-		{"untrusted client replaces", false, "127.0.0.1", []string{`for=127.0.0.1;proto=http;host="HOST"`}, "http", "HOST"},
-		{"trusted proxy extends", true, "203.0.113.7, 127.0.0.1", []string{"for=203.0.113.7", `for=127.0.0.1;proto=http;host="HOST"`}, "https", "public.example"},
+		{"untrusted client replaces", false, "127.0.0.1", []string{`for=127.0.0.1;proto=http;host="HOST"`}, "http", "HOST", ""},
+		{"trusted proxy extends", true, "203.0.113.7, 127.0.0.1", []string{"for=203.0.113.7", `for=127.0.0.1;proto=http;host="HOST"`}, "https", "public.example", ""},
+		{"trusted proxy's quoted and listed kept", true, "203.0.113.7, 127.0.0.1", []string{`for="[2001:db8::1]:80";proto=https, for=_hidden;by=x`, `for=127.0.0.1;proto=http;host="HOST"`}, "https", "public.example", `for="[2001:db8::1]:80";proto=https, for=_hidden;by=x`},
+		// An open quote would swallow the element the gateway appends
+		// once the lines are joined.
+		{"trusted proxy's malformed dropped", true, "203.0.113.7, 127.0.0.1", []string{`for=127.0.0.1;proto=http;host="HOST"`}, "https", "public.example", `for=1.2.3.4;;;garbage"unterminated`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var setup gatewaySetup
@@ -123,11 +129,15 @@ func TestForwardedHeaders(t *testing.T) {
 			req.Header.Set("X-Forwarded-For", "203.0.113.7")
 			req.Header.Set("X-Forwarded-Proto", "https")
 			req.Header.Set("X-Forwarded-Host", "public.example")
-			req.Header.Set("Forwarded", "for=203.0.113.7")
+			if tc.fwdIn == "" {
+				tc.fwdIn = "for=203.0.113.7"
+			}
+			req.Header.Set("Forwarded", tc.fwdIn)
 			req.Header.Set("X-Forwarded-Port", "8443")
 			req.Header.Set("X-Forwarded-Prefix", "/admin")
 			req.Header.Set("X-Real-Ip", "203.0.113.7")
-			spoofable := []string{"X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Rewrite-Url"}
+			spoofable := []string{"X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Rewrite-Url",
+				"X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "X-Host", "Client-Ip", "X-Envoy-External-Address", "Ssl-Client-Cert", "X-Forwarded-Tls-Client-Cert"}
 			for _, k := range spoofable {
 				req.Header.Set(k, "203.0.113.7")
 			}
@@ -843,6 +853,51 @@ routes: [{name: private, match: {path_prefix: /}, service: private}]
 	for _, k := range append(forwarding, "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Original-Url") {
 		if v := e.Header.Values(k); len(v) > 0 {
 			t.Errorf("trusted client: backend got %s %q; want none", k, v)
+		}
+	}
+}
+
+func TestProblemFieldsAreWellFormed(t *testing.T) {
+	for in, want := range map[string]string{
+		`plain`:                           `"plain"`,
+		`say "hi" \ there`:                `"say \"hi\" \\ there"`,
+		"to \xc3\xa9vil\xff\ttab\x7f end": `"to ??vil??tab? end"`,
+	} {
+		if got := sfString(in); got != want {
+			t.Errorf("sfString(%q) = %s; want %s", in, got, want)
+		}
+	}
+	r := httptest.NewRequest("GET", "/"+strings.Repeat("%41", 2000), nil)
+	got := problemInstance(r)
+	if len(got) > maxInstance+3 || !strings.HasSuffix(got, "%41...") {
+		t.Errorf("instance of a 6 KB path: %d bytes ending %q; want at most %d, no escape cut", len(got), got[len(got)-8:], maxInstance+3)
+	}
+	if got := problemInstance(httptest.NewRequest("GET", "/a%20b", nil)); got != "/a%20b" {
+		t.Errorf("instance = %q; want /a%%20b", got)
+	}
+}
+
+func TestValidForwarded(t *testing.T) {
+	for v, want := range map[string]bool{
+		"for=192.0.2.43":                                    true,
+		`for="[2001:db8:cafe::17]:4711"`:                    true,
+		"for=192.0.2.43, for=198.51.100.17;by=203.0.113.60": true,
+		`for=x;proto=http;host="a.example:8080"`:            true,
+		`for="a\"b"`:                                        true,
+		"for=a;":                                            true,
+		"for=a ; proto=http":                                true,
+		"":                                                  true,
+		`for=1.2.3.4;;;garbage"unterminated`:                false,
+		`for="open`:                                         false,
+		"for":                                               false,
+		"for=":                                              false,
+		"=x":                                                false,
+		"for=a b":                                           false,
+		"for=\"a\x01\"":                                     false,
+		"for=a,,for=b":                                      true,
+	} {
+		if got := validForwarded(v); got != want {
+			t.Errorf("validForwarded(%q) = %v; want %v", v, got, want)
 		}
 	}
 }

@@ -47,7 +47,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 	if pe.proxyStatus != "" {
 		v := proxyName + "; error=" + pe.proxyStatus
 		if pe.detail != "" {
-			v += "; details=" + strconv.Quote(pe.detail)
+			v += "; details=" + sfString(pe.detail)
 		}
 		h.Set("Proxy-Status", v)
 	}
@@ -73,7 +73,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 		Title:     pe.title,
 		Status:    pe.status,
 		Detail:    pe.detail,
-		Instance:  r.URL.EscapedPath(), // a URI reference (RFC 9457 3.1.5)
+		Instance:  problemInstance(r), // a URI reference (RFC 9457 3.1.5)
 		Route:     route,
 		RequestID: reqID,
 	})
@@ -85,6 +85,43 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 	}
 	n, _ := w.Write(body)
 	return int64(n)
+}
+
+// sfString is s as a structured field String (RFC 8941 3.3.3): printable
+// ASCII, '"' and '\\' escaped; any other byte (a detail may quote an
+// upstream's or a client's bytes) is given as '?', which a parser takes
+// where it would throw away the whole field.
+func sfString(s string) string {
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c > 0x7e:
+			b = append(b, '?')
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(append(b, '"'))
+}
+
+// maxInstance is the longest path a problem answer's instance repeats: a
+// request refused for its size (a 64 KiB target, 431 or 414) is not
+// answered with a body as large.
+const maxInstance = 1024
+
+func problemInstance(r *http.Request) string {
+	p := r.URL.EscapedPath()
+	if len(p) > maxInstance {
+		p = p[:maxInstance]
+		if i := strings.LastIndexByte(p[len(p)-2:], '%'); i >= 0 {
+			p = p[:len(p)-2+i] // no escape cut in half
+		}
+		p += "..."
+	}
+	return p
 }
 
 // isGRPC reports whether r is a gRPC call (not gRPC-Web, whose status

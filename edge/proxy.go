@@ -722,8 +722,10 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 				cause:  "target " + x.target + ": " + err.Error()}
 			if ctx.Err() == context.DeadlineExceeded {
 				// The service's total timeout expired while the body
-				// was coming: a timeout, as before the head.
+				// was coming: a timeout, said as before the head.
 				pe = classify(ctx.Err(), ctx)
+				pe.detail = "service " + svc.name + ": " + pe.detail
+				pe.cause = "target " + x.target
 			} else if errors.Is(err, errChunked) {
 				pe = &proxyError{status: http.StatusBadGateway, proxyStatus: "http_protocol_error", title: "Bad Gateway",
 					detail: "service " + svc.name + ": the upstream's response body broke its chunked framing",
@@ -945,6 +947,15 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange, svc *
 	}
 	if !trusted || svc.noForwarded {
 		o.del("Forwarded")
+	} else {
+		// A trusted proxy's are kept, unless one is malformed: it would
+		// spoil the whole field (validForwarded), ours appended included.
+		for _, v := range o.get("Forwarded") {
+			if !validForwarded(v) {
+				o.del("Forwarded")
+				break
+			}
+		}
 	}
 	if svc.noForwarded {
 		return
@@ -973,10 +984,16 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange, svc *
 // but frameworks read (Spring and ASP.NET take X-Forwarded-Port and
 // -Prefix, many apps X-Real-IP; client-address helpers such as Rails'
 // remote_ip or django-ipware try X-Client-IP, True-Client-IP, CDN fields;
-// IIS rewrites by X-Rewrite-URL): from a client that is not a trusted
-// proxy they are dropped, as Traefik does, rather than vouched for.
+// IIS rewrites by X-Rewrite-URL; Rack and others take the scheme from
+// X-Forwarded-Scheme, X-Url-Scheme or Front-End-Https; apps behind
+// proxies that pass client certificates read them from X-Client-Cert,
+// SSL-Client-Cert or Traefik's X-Forwarded-Tls-Client-Cert): from a
+// client that is not a trusted proxy they are dropped, as Traefik does,
+// rather than vouched for.
 var spoofableForwarding = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For",
-	"X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Rewrite-Url"}
+	"X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Rewrite-Url",
+	"X-Forwarded-Scheme", "X-Forwarded-Protocol", "X-Url-Scheme", "Front-End-Https", "X-Original-Host", "X-Host", "Client-Ip",
+	"X-Forwarded", "Forwarded-For", "X-Envoy-External-Address", "X-Client-Cert", "Ssl-Client-Cert", "X-Ssl-Client-Cert", "X-Forwarded-Tls-Client-Cert"}
 
 // forwardedClient is the client address trusted proxies report in
 // X-Forwarded-For (the field's lines, in order): the rightmost entry that

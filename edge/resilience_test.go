@@ -609,6 +609,19 @@ routes:
 			t.Errorf("error_detail = %q; want the target and the socket error", d)
 		}
 	})
+	t.Run("a total timeout after the head says the service and logs the target", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, gw.url+"/totalhead", nil)
+		req.Header.Set("X-Request-Id", "totalhead-1")
+		resp, body := do(t, c, req)
+		p := checkProblem(t, resp, body, http.StatusGatewayTimeout, "http_response_timeout")
+		if !strings.HasPrefix(p.Detail, "service ") || !strings.HasPrefix(resp.Header.Get("Proxy-Status"), `meridian; error=http_response_timeout; details="service `) {
+			t.Errorf("detail %q, Proxy-Status %q; want the service named, as before the head", p.Detail, resp.Header.Get("Proxy-Status"))
+		}
+		waitFor(t, 5*time.Second, "the access log record", func() bool { return logBuf.records(t)["totalhead-1"] != nil })
+		if d, _ := logBuf.records(t)["totalhead-1"]["error_detail"].(string); !strings.HasPrefix(d, "target 127.0.0.1:") {
+			t.Errorf("error_detail = %q; want the target", d)
+		}
+	})
 	t.Run("instance is a URI reference", func(t *testing.T) {
 		resp, body := get(t, c, gw.url+"/nothing-here/a%22b%3Cs%3E%20c")
 		p := checkProblem(t, resp, body, 404, "")

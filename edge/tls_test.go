@@ -1196,6 +1196,7 @@ func TestEarlyDataMarkedForTheUpstream(t *testing.T) {
 		before := hits.get()
 		r := httptest.NewRequest(tc.method, "https://localhost/x", nil)
 		r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/3.0", 3, 0
+		r.RequestURI = "/x" // :path, as quic-go sets it
 		r.TLS = &tls.ConnectionState{HandshakeComplete: tc.complete, Version: tls.VersionTLS13}
 		rec := httptest.NewRecorder()
 		g.serveHTTP3(rec, r)
