@@ -334,6 +334,11 @@ func monoNow() time.Duration { return time.Since(monoBase) }
 // sooner.
 const aliveCheckAfter = 100 * time.Millisecond
 
+// errUpgradeBeforeBody: the upstream answered 101 to a request whose body
+// it had not all been sent (RFC 9110 7.8: a server reads the content
+// before it switches).
+var errUpgradeBeforeBody = errors.New("upstream switched protocols while the request body was being sent")
+
 // errStaleConn marks a reused pooled connection that ended before any byte
 // of an answer: the upstream closed it as idle while the request went, or
 // took the request and reset. A bodyless replayable request is sent once
@@ -588,7 +593,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		stop.release()
 		if bodyDone != nil {
 			pc.conn.Close()
-			return nil, errors.New("upstream switched protocols while the request body was being sent")
+			return nil, errUpgradeBeforeBody
 		}
 		pc.tunnel = true
 		resp.Body = &upgradedConn{pc: pc}

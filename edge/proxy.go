@@ -314,6 +314,14 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 			body.trailerOf, body.trailer, body.maxTrailer = reqIn, trailer, g.opts.MaxHeaderCount
 		}
 	}
+	if _, isH1 := svc.transport.(*h1Transport); upType != "" && !isH1 {
+		// An upgrade is relayed over HTTP/1.1 only: an h2c service's
+		// transport would refuse it, an h2 one send it over HTTP/1.1 if
+		// the target offered that too.
+		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_upgrade_failed", title: "Bad Gateway",
+			detail: "service " + svc.name + " speaks HTTP/2 (protocol " + svc.tkey.protocol + "): an Upgrade (" + upType + ") is relayed only to an http1 service", close: r.ContentLength != 0})
+		return
+	}
 	retry := svc.retry
 	canRetry := retry != nil && idempotent(r.Method) && upType == ""
 	var replay []byte
@@ -1244,6 +1252,9 @@ func classify(err error, ctx context.Context) *proxyError {
 	var bad *badResponseError
 	if errors.As(err, &bad) {
 		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_protocol_error", title: "Bad Gateway", detail: "the upstream's response is malformed", cause: err.Error()}
+	}
+	if errors.Is(err, errUpgradeBeforeBody) {
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_upgrade_failed", title: "Bad Gateway", detail: "the upstream switched protocols before it took the request's body", cause: err.Error()}
 	}
 	if errors.Is(err, errSendTimeout) {
 		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "connection_write_timeout", title: "Gateway Timeout", detail: "the upstream took none of the request body in time"}

@@ -155,6 +155,55 @@ func TestUpgradeToOtherProtocolRefused(t *testing.T) {
 	}
 }
 
+// An upgrade asked of an h2c or h2 service is refused before any upstream
+// is asked (an h2c transport would refuse it, an h2 one might send it
+// over HTTP/1.1), and a 101 sent before the request's body was taken is
+// an upgrade that failed, not a broken connection.
+func TestUpgradeFailuresSaidAsSuch(t *testing.T) {
+	var hits hitCounter
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		hits.inc()
+		if r.Header.Get("Upgrade") == "" {
+			return
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		// No byte of the body read: the gateway is still sending it.
+		time.Sleep(100 * time.Millisecond)
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services:
+  - {name: one, targets: [{url: %[1]q}]}
+  - {name: cleartext2, protocol: h2c, targets: [{url: %[1]q}]}
+  - {name: tls2, protocol: h2, targets: [{url: %[2]q}]}
+routes:
+  - {name: one, service: one, match: {path_prefix: /one}}
+  - {name: c2, service: cleartext2, match: {path_prefix: /c2}}
+  - {name: t2, service: tls2, match: {path_prefix: /t2}}
+`, be.URL, strings.Replace(be.URL, "http:", "https:", 1)))
+	for _, tc := range []struct{ request, detail string }{
+		{"GET /c2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "service cleartext2 speaks HTTP/2 (protocol h2c): an Upgrade (websocket) is relayed only to an http1 service"},
+		{"GET /t2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", "service tls2 speaks HTTP/2 (protocol h2): an Upgrade (websocket) is relayed only to an http1 service"},
+		{"POST /one HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Length: 200000\r\n\r\n" + strings.Repeat("b", 200000), "the upstream switched protocols before it took the request's body"},
+	} {
+		c := dialGateway(t, gw.addr)
+		io.WriteString(c, tc.request)
+		resp, body := readResponse(t, bufio.NewReader(c), http.MethodGet)
+		checkProblem(t, resp, body, http.StatusBadGateway, "http_upgrade_failed")
+		if !strings.Contains(string(body), tc.detail) {
+			t.Errorf("body %s; want the detail %q", body, tc.detail)
+		}
+		c.Close()
+	}
+	if n := hits.get(); n != 1 {
+		t.Errorf("the backend got %d requests; want 1 (none for the HTTP/2 services)", n)
+	}
+}
+
 // Shutdown closes WebSocket connections that outlive its deadline.
 func TestShutdownClosesWebSockets(t *testing.T) {
 	ended := make(chan struct{}, 1)
