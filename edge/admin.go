@@ -157,7 +157,11 @@ func refuseUncleanPath(h http.Handler) http.Handler {
 			clean += "/"
 		}
 		if p != clean {
-			adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+p+" (paths are matched as written: "+clean+"?)", nil)
+			hint := " (paths are matched as written)"
+			if clean != "/" {
+				hint = " (paths are matched as written: " + clean + "?)"
+			}
+			adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+p+hint, nil)
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -575,7 +579,8 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 // still read as sent (JSON survives that), only the refusal says so.
 func formHint(r *http.Request, raw []byte) string {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" || bytes.ContainsAny(raw, "\r\n") {
+	if t := bytes.TrimSpace(raw); mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" || bytes.ContainsAny(raw, "\r\n") ||
+		len(t) > 0 && (t[0] == '{' || t[0] == '[') { // JSON: one line is as good as many
 		return ""
 	}
 	return " (the request's Content-Type is " + mt + ": curl -d/--data removes the line breaks of the file it sends; send it with --data-binary @FILE)"

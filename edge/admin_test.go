@@ -1087,6 +1087,10 @@ func TestAdminFormBodyHint(t *testing.T) {
 	if code, body := put("application/x-www-form-urlencoded", "routes: [{name: x, service: nope}]\n"); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
 		t.Errorf("a form with its lines: %d %s; want 422 without the form hint", code, body)
 	}
+	// One-line JSON, as --data-binary sends it: nothing lost, no hint.
+	if code, body := put("application/x-www-form-urlencoded", `{"routes":[{"name":"x","service":"nope"}]}`); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
+		t.Errorf("one-line JSON as a form: %d %s; want 422 without the form hint", code, body)
+	}
 	if code, body := put("", ""); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
 		t.Errorf("empty body without a type: %d %s; want 422 without the form hint", code, body)
 	}

@@ -753,7 +753,7 @@ func (n *Node) loadState() state {
 		return st
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		n.log.Warn("state.json unreadable; starting versions afresh", "err", err)
+		n.log.Warn("state.json unreadable; starting versions afresh, and serving the file's document rather than one applied through the admin API", "err", err)
 		return state{}
 	}
 	return st

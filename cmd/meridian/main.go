@@ -394,6 +394,21 @@ func validateBytes(raw []byte) (kind string, routes int, err error) {
 // key. It reads the document's node tree only: decoded into Go values, a
 // mapping of many keys cost the decoder time in the square of their number
 // before the strict checks could refuse it.
+// checkGatewaySection decodes and validates the gateway section of a node
+// file, its errors with the file's lines and paths (gateway.routes[0]...);
+// the node section is not read: it may name files of another machine.
+func checkGatewaySection(raw []byte) error {
+	var f struct {
+		Node    yaml.Node       `yaml:"node"`
+		Gateway config.Document `yaml:"gateway"`
+	}
+	root, err := config.DecodeStrict(raw, &f)
+	if err != nil {
+		return err
+	}
+	return config.ValidateAt(&f.Gateway, root, "gateway")
+}
+
 func looksLikeNodeFile(raw []byte) bool {
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil || len(root.Content) == 0 {
@@ -464,6 +479,12 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		if looksLikeNodeFile(raw) {
+			// Checked here first, so that errors name the file's lines
+			// (the node would name the lines of the section sent).
+			if err := checkGatewaySection(raw); err != nil {
+				fmt.Fprintf(stderr, "meridian: %s: invalid gateway section:\n%s\n", displayName(*file), indent(err.Error()))
+				return 1
+			}
 			if raw, err = node.GatewayYAML(raw); err != nil {
 				fmt.Fprintf(stderr, "meridian: %v\n", err)
 				return 1

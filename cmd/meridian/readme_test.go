@@ -204,6 +204,11 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 	os.WriteFile(empty, []byte("\n\n"), 0o600)
 	big := filepath.Join(dir, "big.yaml")
 	os.WriteFile(big, bytes.Repeat([]byte("#\n"), node.MaxFileBytes/2+1), 0o600)
+	// A node file whose gateway section names no service: refused before
+	// it is sent, at the file's line; its node section (files of another
+	// machine) is not read.
+	nodeFile := filepath.Join(dir, "node.yaml")
+	os.WriteFile(nodeFile, []byte("node:\n  name: x\n  listen: {http: 127.0.0.1:1}\n  admin: {token_file: /not/on/this/machine}\ngateway:\n  services:\n    - name: app\n      targets: [{url: 'http://127.0.0.1:1'}]\n  routes:\n    - name: r\n      service: nope\n"), 0o600)
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -214,6 +219,7 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 		{[]string{"config", "get", "-admin", "http://127.0.0.1:1", "-token", "t", "-token-file", empty}, 2, "not both"},
 		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-f", big}, 1, "more than 8 MiB"},
 		{[]string{"validate", big}, 1, "more than 8 MiB"},
+		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-token", "t", "-f", nodeFile}, 1, `line 11: gateway.routes[0].service: unknown service "nope"`},
 		{[]string{"serve", "-config", big}, 1, "more than 8 MiB"},
 	} {
 		var out, errb bytes.Buffer

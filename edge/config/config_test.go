@@ -201,7 +201,8 @@ func TestParseErrors(t *testing.T) {
 		{"boolean for a name in JSON", `{"services": [{"name": true, "targets": [{"url": "http://h:1"}]}]}`, 1, []string{"services[0].name: wrong type: want a string, got the boolean true"}},
 		{"scanner error", "a: 1\n b: 2\nc: 3\n", 2, []string{"invalid YAML: mapping values are not allowed in this context"}},
 		{"JSON syntax", "{\"services\": [{\"name\": \"a\"}\n", 0, []string{"invalid JSON"}},
-		{"two docs", "services: []\n---\nroutes: []\n", 0, []string{"more than one YAML document"}},
+		{"two docs", "services: []\n---\nroutes: []\n", 3, []string{"more than one YAML document"}},
+		{"JSON and more", "{\"services\": []}\n{\"routes\": []}\n", 0, []string{"content after the JSON document ends"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -487,5 +488,17 @@ func TestErrorOrderIsStable(t *testing.T) {
 	}
 	if i, j := strings.Index(first, `"X-A"`), strings.Index(first, `"X-E"`); i < 0 || j < 0 || i > j {
 		t.Errorf("set's errors should come before add's, names sorted:\n%s", first)
+	}
+}
+
+// A value an alias repeats is reported where it is written, once.
+func TestErrorGivenOnceForItsAliases(t *testing.T) {
+	doc := "x: &v {weight: heavy}\nservices:\n  - name: s\n    targets: [*v, *v, *v]\n"
+	_, err := Parse([]byte(doc))
+	if err == nil {
+		t.Fatal("Parse: nil; want an error")
+	}
+	if n := strings.Count(err.Error(), "want an integer"); n != 1 {
+		t.Errorf("the error is given %d times:\n%v\nwant once", n, err)
 	}
 }

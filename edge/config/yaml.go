@@ -7,6 +7,7 @@ import (
 	"io"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -53,6 +54,10 @@ func (es Errors) Error() string {
 var ErrEmpty = errors.New("config: document is empty")
 
 var yamlLineRE = regexp.MustCompile(`^line (\d+): (.*)$`)
+
+// yamlErrLineRE finds the line in a yaml.v3 syntax error ("yaml: line 3:
+// ...").
+var yamlErrLineRE = regexp.MustCompile(`line (\d+)`)
 
 // DecodeStrict decodes one YAML (or JSON, which YAML includes) document into
 // out. Unknown fields, wrong types and trailing documents are errors. The
@@ -164,7 +169,16 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err != io.EOF {
-		return nil, Errors{{Msg: "more than one YAML document in the input; send exactly one"}}
+		fe := &FieldError{Msg: "more than one YAML document in the input; send exactly one"}
+		if err == nil && len(extra.Content) > 0 {
+			fe.Line = extra.Content[0].Line
+		} else if m := yamlErrLineRE.FindStringSubmatch(fmt.Sprint(err)); m != nil {
+			fe.Line, _ = strconv.Atoi(m[1])
+		}
+		if t := bytes.TrimSpace(data); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+			fe.Msg = "content after the JSON document ends; send exactly one document"
+		}
+		return nil, Errors{fe}
 	}
 	if es := laxTypes(&root, reflect.TypeOf(out), "", 0, false); len(es) > 0 {
 		return nil, CapErrors(es)
@@ -242,7 +256,7 @@ func aliasHints(root *yaml.Node, es Errors) {
 	}
 	for _, fe := range es {
 		for _, a := range anchored {
-			lines := uses[a.node]
+			lines := slices.Compact(slices.Clone(uses[a.node])) // in document order: a line once
 			if len(lines) == 0 || fe.Line < a.first || fe.Line > a.end {
 				continue
 			}
@@ -758,11 +772,28 @@ var coreTags = map[string]bool{"!!str": true, "!!int": true, "!!float": true, "!
 const MaxErrors = 100
 
 // CapErrors keeps the first MaxErrors of es and says how many more (with
-// those es already says, in a last error from moreErrors).
+// those es already says, in a last error from moreErrors). An error given
+// twice (a value an alias repeats, reported where it is written) is kept
+// once.
 func CapErrors(es Errors) Errors {
 	extra := 0
 	if n := len(es); n > 0 && es[n-1].more > 0 {
 		extra, es = es[n-1].more, es[:n-1]
+	}
+	if len(es) > 1 {
+		type key struct {
+			line       int
+			path, text string
+		}
+		seen := make(map[key]bool, len(es))
+		kept := es[:0:0]
+		for _, e := range es {
+			if k := (key{e.Line, e.Path, e.Msg}); !seen[k] {
+				seen[k] = true
+				kept = append(kept, e)
+			}
+		}
+		es = kept
 	}
 	if len(es) > MaxErrors {
 		extra += len(es) - MaxErrors
