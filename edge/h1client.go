@@ -53,7 +53,7 @@ type h1Transport struct {
 	idleTimeout    time.Duration
 	tlsConfig      *tls.Config // nil: system roots
 	mu             sync.Mutex
-	idle           map[poolKey][]*h1Conn
+	idle           map[poolKey]*idleList
 	// The idle pool's sweeper (sweepIdle) runs while the pool holds a
 	// connection (sweeping, under mu); kick wakes it early (capacity 1).
 	sweeping bool
@@ -68,11 +68,19 @@ func newH1Transport(connect, responseHeader time.Duration) *h1Transport {
 		responseHeader: responseHeader,
 		maxIdlePerHost: 1024,
 		idleTimeout:    90 * time.Second,
-		idle:           map[poolKey][]*h1Conn{},
+		idle:           map[poolKey]*idleList{},
 		kick:           make(chan struct{}, 1),
 	}
 	t.onHup = t.wake
 	return t
+}
+
+// idleList is the idle pool of one poolKey, newest last. A connection
+// keeps its list (h1Conn.list), so that going back to the pool costs no
+// map lookup; the sweeper removes a list that empties, and marks it gone.
+type idleList struct {
+	conns []*h1Conn
+	gone  bool
 }
 
 // poolKey names the upstream a pooled connection goes to.
@@ -81,6 +89,7 @@ type poolKey struct{ scheme, host string }
 type h1Conn struct {
 	t      *h1Transport
 	key    poolKey
+	list   *idleList // key's idle list, when it went there last (under t.mu)
 	conn   net.Conn
 	br     *bufio.Reader
 	bw     *bufio.Writer // for requests with a body; made for the first
@@ -951,10 +960,11 @@ func (u *upgradedConn) CloseWrite() error {
 // getConn returns an idle connection to key, or dials one.
 func (t *h1Transport) getConn(ctx context.Context, key poolKey, u interface{ Hostname() string }, now time.Duration) (*h1Conn, error) {
 	t.mu.Lock()
-	for list := t.idle[key]; len(list) > 0; list = t.idle[key] {
-		pc := list[len(list)-1]
-		list[len(list)-1] = nil
-		t.idle[key] = list[:len(list)-1]
+	l := t.idle[key]
+	for l != nil && len(l.conns) > 0 {
+		pc := l.conns[len(l.conns)-1]
+		l.conns[len(l.conns)-1] = nil
+		l.conns = l.conns[:len(l.conns)-1]
 		if now-pc.idleAt > t.idleTimeout {
 			t.mu.Unlock()
 			pc.conn.Close()
@@ -1136,12 +1146,20 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 	t.mu.Lock()
 	// hungUp is looked at under mu: a hang-up seen after this wakes the
 	// sweeper, whose sweep then comes after the connection is in the pool.
-	if len(t.idle[pc.key]) >= t.maxIdlePerHost || hungUp(pc.conn) {
+	l := pc.list
+	if l == nil || l.gone {
+		if l = t.idle[pc.key]; l == nil {
+			l = &idleList{}
+			t.idle[pc.key] = l
+		}
+		pc.list = l
+	}
+	if len(l.conns) >= t.maxIdlePerHost || hungUp(pc.conn) {
 		t.mu.Unlock()
 		pc.conn.Close()
 		return
 	}
-	list := t.idle[pc.key]
+	list := l.conns
 	if pc.peekNext && len(list) > 0 {
 		// Its answer was to a HEAD that announced a body, which may still
 		// come (peekNext): given out last rather than first, so that any
@@ -1153,7 +1171,7 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 	} else {
 		list = append(list, pc)
 	}
-	t.idle[pc.key] = list
+	l.conns = list
 	start := !t.sweeping
 	t.sweeping = true
 	t.mu.Unlock()
@@ -1167,10 +1185,13 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 func (t *h1Transport) CloseIdleConnections() {
 	t.mu.Lock()
 	idle := t.idle
-	t.idle = map[poolKey][]*h1Conn{}
+	t.idle = map[poolKey]*idleList{}
+	for _, l := range idle {
+		l.gone = true
+	}
 	t.mu.Unlock()
-	for _, list := range idle {
-		for _, pc := range list {
+	for _, l := range idle {
+		for _, pc := range l.conns {
 			pc.conn.Close()
 		}
 	}
@@ -1200,7 +1221,8 @@ func (t *h1Transport) sweepIdle() {
 		var gone []*h1Conn
 		next := t.idleTimeout
 		t.mu.Lock()
-		for key, list := range t.idle {
+		for key, l := range t.idle {
+			list := l.conns
 			kept := list[:0]
 			for _, pc := range list {
 				if now-pc.idleAt >= t.idleTimeout || hungUp(pc.conn) {
@@ -1211,10 +1233,10 @@ func (t *h1Transport) sweepIdle() {
 				kept = append(kept, pc)
 			}
 			clear(list[len(kept):])
+			l.conns = kept
 			if len(kept) == 0 {
 				delete(t.idle, key)
-			} else {
-				t.idle[key] = kept
+				l.gone = true
 			}
 		}
 		empty := len(t.idle) == 0

@@ -463,7 +463,7 @@ func waitPooled(t *testing.T, g *Gateway, n int) {
 			if h, ok := tr.(*h1Transport); ok {
 				h.mu.Lock()
 				for _, l := range h.idle {
-					got += len(l)
+					got += len(l.conns)
 				}
 				h.mu.Unlock()
 			}
@@ -513,7 +513,7 @@ func TestH1ClientIdleConnectionHoldsNoReader(t *testing.T) {
 		defer tr.mu.Unlock()
 		n := 0
 		for _, list := range tr.idle {
-			for _, pc := range list {
+			for _, pc := range list.conns {
 				n++
 				if pc.br != nil {
 					t.Fatalf("an idle connection holds its reader")

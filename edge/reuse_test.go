@@ -1374,7 +1374,7 @@ func pooledBytesWaiting(g *Gateway) bool {
 		}
 		h1.mu.Lock()
 		for _, list := range h1.idle {
-			for _, pc := range list {
+			for _, pc := range list.conns {
 				if n, _ := recvQueued(pc.conn); n > 0 {
 					h1.mu.Unlock()
 					return true
