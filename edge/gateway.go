@@ -284,7 +284,11 @@ func (g *Gateway) finish(r *http.Request, x *exchange) {
 // or path when r is nil (the span lane's, h1lane.go).
 func (g *Gateway) record(x *exchange, status int, method, remote, proto, host string, r *http.Request, path string) {
 	x.finished = true
-	d := monoNow() - x.start
+	end := x.end
+	if end == 0 {
+		end = monoNow()
+	}
+	d := end - x.start
 	var rs *routeStats
 	routeName, service := "", ""
 	if x.route != nil {

@@ -322,9 +322,11 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		ctx = rs.total
 	}
 	t.Start()
-	upStart := monoNow()
-	resp, err := h1.roundTrip(ctx, &cl.out, oh, upStart)
-	x.upstreamDur += monoNow() - upStart
+	// The upstream's time from the request's start: what the lane did
+	// before it (a microsecond) is not worth a clock read of its own.
+	resp, err := h1.roundTrip(ctx, &cl.out, oh, start)
+	upEnd := monoNow()
+	x.upstreamDur += upEnd - start
 	if lr.bodyLen > 0 && (err == nil || !noConnection(err) || retry != nil && idempotent(method)) {
 		// As the present path counts what it read of the body: what its
 		// body writer took, or all of it when it keeps the body for a
@@ -342,6 +344,9 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 			whole = body != nil
 		}
 		if whole {
+			// The answer is written from here without waiting: its end is
+			// now, for the log and the connection's clock (clockHint).
+			x.end, c.clockHint = upEnd, upEnd
 			keep = g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body, altSvc)
 			if rs.total != nil {
 				rs.total.end()

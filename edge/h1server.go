@@ -373,6 +373,11 @@ type serverConn struct {
 	peerParsed bool
 	tls        *tls.ConnectionState
 	state      atomic.Int32
+	// clockHint, when not 0, is a monoNow reading a few microseconds old
+	// that this goroutine's next clock readings (clock) take instead of a
+	// clock read: the lane's, when an answer came whole and is written at
+	// once; idleDeadline ends it.
+	clockHint time.Duration
 
 	br *bufio.Reader
 	bw *bufio.Writer
@@ -616,7 +621,7 @@ func (c *serverConn) Read(p []byte) (int, error) {
 // forever.
 func (c *serverConn) Write(p []byte) (int, error) {
 	if to := c.s.opts.SendTimeout; to > 0 && !c.wdlOwn && !c.hijacked {
-		if now := monoNow(); now-c.wdlAt > to/8 || c.wdlAt == 0 {
+		if now := c.clock(); now-c.wdlAt > to/8 || c.wdlAt == 0 {
 			c.rwc.SetWriteDeadline(monoBase.Add(now + to))
 			c.wdlAt = now
 		}
@@ -852,8 +857,17 @@ func (c *serverConn) setReadDeadline(t time.Time) {
 //
 // Served inline, a connection that can be parked (h1park.go) waits only
 // until it is time to park it.
+// clock is monoNow, or the connection's clockHint while it stands.
+func (c *serverConn) clock() time.Duration {
+	if c.clockHint != 0 {
+		return c.clockHint
+	}
+	return monoNow()
+}
+
 func (c *serverConn) idleDeadline() {
-	now := monoNow()
+	now := c.clock()
+	c.clockHint = 0
 	c.idleFrom = now
 	horizon := c.s.opts.IdleTimeout
 	if c.inl && c.canPark() {
@@ -1212,6 +1226,7 @@ func (c *serverConn) lineError(err error) *parseError {
 // returned as none: nil, nil, nil, with laneKeep saying whether the
 // connection can take another.
 func (c *serverConn) readRequest() (*http.Request, *requestState, *parseError) {
+	c.clockHint = 0 // a pipelined request's: the last one's answer has gone
 	c.reqHead = getHeadBlock()
 	req, rs, pe := c.parseRequest()
 	if pe == nil && req == nil {

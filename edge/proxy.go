@@ -28,6 +28,11 @@ import (
 // metrics.
 type exchange struct {
 	start time.Duration // monoNow at the start
+	// end, if set, is the monoNow that record takes for the end: the
+	// lane's reading when the upstream's whole answer came, which its
+	// writing to the client's buffer follows at once (one clock read
+	// fewer per request).
+	end time.Duration
 	// lean: the answer came plain to a lean request (h1lean.go); its
 	// fields are in lean.respHead.
 	lean        *outHeader

@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -349,5 +350,46 @@ func wantWhole(t *testing.T, resp *http.Response, err error, want string) {
 	resp.Body.Close()
 	if err != nil || string(body) != want {
 		t.Fatalf("body %q, %v; want %q whole", body, err, want)
+	}
+}
+
+// The lane's clock reading for an answer it writes at once stands in for
+// the clock only until the next request: a pipelined request behind it
+// that streams for longer than the send timeout keeps its deadline moving.
+func TestSendTimeoutAfterAPipelinedLaneAnswer(t *testing.T) {
+	const send = 300 * time.Millisecond
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/stream" {
+			io.WriteString(w, "small")
+			return
+		}
+		for i := range 8 {
+			fmt.Fprintf(w, "part%d;", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(send / 3)
+		}
+	})
+	setup, log := withReuseLog()
+	setup.listener.SendTimeout = send
+	setup.opts.SendTimeout = send
+	gw := startGatewayWith(t, setup, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	defer c.Close()
+	io.WriteString(c, "GET /small HTTP/1.1\r\nHost: x\r\n\r\nGET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	if resp, body := readResponse(t, br, http.MethodGet); resp.StatusCode != 200 || string(body) != "small" {
+		t.Fatalf("first answer %d %q; want 200 small", resp.StatusCode, body)
+	}
+	resp, body := readResponse(t, br, http.MethodGet)
+	if want := "part0;part1;part2;part3;part4;part5;part6;part7;"; resp.StatusCode != 200 || string(body) != want {
+		t.Fatalf("streamed answer %d %q; want 200 %q", resp.StatusCode, body, want)
+	}
+	waitFor(t, 10*time.Second, "both access log records", func() bool { return log.count() == 2 })
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for _, rec := range log.recs {
+		if e, ok := rec["error"]; ok {
+			t.Errorf("access log error = %v for %v; want none", e, rec["path"])
+		}
 	}
 }
