@@ -169,6 +169,9 @@ func parseLevel(s string) slog.Level {
 // Gateway returns the node's data plane (for tests and embedding).
 func (n *Node) Gateway() *edge.Gateway { return n.gw }
 
+// Logger is the node's log.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
 // ProxyAddr is the bound client-facing address (after Start).
 func (n *Node) ProxyAddr() string { return n.proxy.Addr().String() }
 

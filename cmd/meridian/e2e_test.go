@@ -29,15 +29,21 @@ func TestBinarySignals(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	release := make(chan struct{})
+	never := make(chan struct{}) // the second process's slow request: cut by its drain
 	entered := make(chan struct{}, 1)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/slow") {
 			entered <- struct{}{}
-			<-release
+			if strings.HasPrefix(r.URL.Path, "/v3/") {
+				<-never
+			} else {
+				<-release
+			}
 		}
 		io.WriteString(w, "backend "+r.URL.Path)
 	}))
 	defer be.Close()
+	defer close(never) // first: Close waits for the handler
 	cfg := func(prefix string) string {
 		return fmt.Sprintf(`node:
   data_dir: %s
@@ -58,18 +64,24 @@ gateway:
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	logs := make(chan map[string]any, 100)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) != nil {
-				m = map[string]any{"msg": strings.TrimSpace(sc.Text())}
+	// The process's log lines, decoded (a second process below gets a
+	// channel of its own).
+	watch := func(stderr io.Reader) chan map[string]any {
+		logs := make(chan map[string]any, 100)
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				var m map[string]any
+				if json.Unmarshal(sc.Bytes(), &m) != nil {
+					m = map[string]any{"msg": strings.TrimSpace(sc.Text())}
+				}
+				logs <- m
 			}
-			logs <- m
-		}
-		close(logs)
-	}()
+			close(logs)
+		}()
+		return logs
+	}
+	logs := watch(stderr)
 	waitLog := func(msg string) map[string]any {
 		t.Helper()
 		deadline := time.After(20 * time.Second)
@@ -144,6 +156,10 @@ gateway:
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	waitLog("draining")
+	// A SIGHUP during the drain (logrotate, config management) must not
+	// kill the process, whose default action for it that is.
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog("SIGHUP ignored: the node is draining")
 	close(release)
 	if got := <-done; got != "200 backend /v2/slow" {
 		t.Fatalf("in-flight request during drain: %q", got)
@@ -153,6 +169,49 @@ gateway:
 	}
 	if code := cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code %d; want 0", code)
+	}
+
+	// A second SIGTERM ends a drain at once, as its deadline would: the
+	// request still running is answered 503, the process exits 0.
+	os.WriteFile(path, []byte(strings.Replace(cfg("/v3"), "node:\n", "node:\n  limits: {drain_timeout: 1m}\n", 1)), 0o600)
+	cmd = exec.Command(bin, "serve", "-config", path)
+	stderr, _ = cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs = watch(stderr)
+	base = "http://" + waitLog("meridian serving")["http"].(string)
+	go func() {
+		resp, err := http.Get(base + "/v3/slow")
+		if err != nil {
+			done <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	select {
+	case <-entered:
+	case got := <-done:
+		t.Fatalf("slow request ended before reaching the backend: %s", got)
+	case <-time.After(20 * time.Second):
+		t.Fatal("slow request never reached the backend")
+	}
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitLog("draining")
+	cmd.Process.Signal(syscall.SIGTERM)
+	waitLog("second stop signal: ending the drain now, as at its deadline")
+	if got := <-done; !strings.HasPrefix(got, "503 ") {
+		t.Errorf("in-flight request at a drain ended by a second signal: %q; want the drain's 503", got)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after a second SIGTERM: %v; want status 0", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("exited %v after the signals; want well before the drain's deadline of 1m", d)
 	}
 
 }

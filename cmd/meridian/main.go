@@ -294,13 +294,45 @@ func serve(args []string, stderr io.Writer) int {
 			n.ReopenLogs() // after logrotate; a failure is logged
 			continue
 		}
-		signal.Stop(sigs)
-		// A drain that hit its deadline cut some requests off; that is
-		// logged, and still a clean, intended stop.
-		n.Drain(context.Background())
+		drain(n, sigs)
 		return 0
 	}
 	return 0
+}
+
+// drain drains n on a first SIGTERM or SIGINT, still holding the signals:
+// a SIGHUP or SIGUSR1 then (config management, logrotate) is ignored, where
+// a SIGHUP's default action would kill the process and cut every request; a second
+// SIGTERM or SIGINT ends the drain at once, as its deadline would
+// (requests still running are cut, the access log is written out). A
+// drain that hit its deadline cut some requests off; that is logged, and
+// still a clean, intended stop.
+func drain(n *node.Node, sigs <-chan os.Signal) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Drain(ctx)
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				n.Logger().Warn("SIGHUP ignored: the node is draining")
+			case reopenSignal:
+				// The log is written out and closed at the drain's end;
+				// a file reopened now could be left open.
+				n.Logger().Warn("log reopen signal ignored: the node is draining")
+			default:
+				n.Logger().Warn("second stop signal: ending the drain now, as at its deadline", "signal", sig.String())
+				cancel()
+			}
+		}
+	}
 }
 
 // loadNodeFile reads and parses a node file (the embedded default for an
