@@ -47,8 +47,12 @@ import (
 // at most half of it.
 const quicRetryAt = 128
 
-// errConnLimit refuses a QUIC connection over max_connections.
-var errConnLimit = errors.New("max_connections reached")
+// errConnLimit refuses a QUIC connection over max_connections, and
+// errDraining one that comes while the listener drains.
+var (
+	errConnLimit = errors.New("max_connections reached")
+	errDraining  = errors.New("draining")
+)
 
 // quicGuard is an HTTPS listener's accounting of its QUIC connections.
 type quicGuard struct {
@@ -62,6 +66,11 @@ type quicGuard struct {
 	// tests).
 	handshaking atomic.Int64
 	idleArmed   atomic.Int64
+	// draining refuses every new connection (CONNECTION_REFUSED), as a
+	// draining TCP listener, closed, refuses: a QUIC listener closed
+	// would drop their packets, and clients wait out their handshake
+	// timeout.
+	draining atomic.Bool
 	// The clients refused lately (a ring; monoNow when):
 	// a client's first flight may take two Initial packets, each of
 	// which is refused, and clients interleave; each attempt is counted
@@ -102,6 +111,9 @@ type quicConn struct {
 
 // connContext is the transport's ConnContext.
 func (q *quicGuard) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	if q.draining.Load() {
+		return nil, errDraining
+	}
 	l := q.ln
 	if l.sem != nil {
 		select {

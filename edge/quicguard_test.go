@@ -295,3 +295,59 @@ func TestHTTP3RefusalsCountedOncePerClient(t *testing.T) {
 		t.Errorf("connections rejected = %d; want %d, one per client", n, clients)
 	}
 }
+
+// While the listener drains, a new QUIC connection is refused at once
+// (CONNECTION_REFUSED), as a new TCP connection is, not left to time out
+// its handshake, and the connections already open go on.
+func TestHTTP3NewConnectionRefusedWhileDraining(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			entered <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	})
+	tg := startTLSGatewayWith(t, gatewaySetup{}, oneRoute(be.URL, ""), true)
+	_, cc, err := dialH3(t, tg, tg.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "https://localhost:"+portOf(tg.addr)+"/slow", nil)
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- string(b)
+	}()
+	recv(t, entered, "the slow request at the backend")
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		shut <- tg.srv.Shutdown(ctx)
+	}()
+	waitFor(t, 5*time.Second, "the drain to start", func() bool { return tg.srv.quic.draining.Load() })
+	start := time.Now()
+	_, _, err = dialH3(t, tg, tg.addr)
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused {
+		t.Errorf("a new connection while draining: %v; want CONNECTION_REFUSED", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("refused after %v; want at once", d)
+	}
+	close(release)
+	if got := <-slow; got != "ok" {
+		t.Errorf("the request in flight when the drain began: %q; want ok", got)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown = %v; want nil", err)
+	}
+}

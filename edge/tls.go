@@ -341,8 +341,12 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 			// quic-go waits for the clients to close them; once no
 			// request is left, those still open are idle, and a client
 			// that vanished would hold the drain until the QUIC idle
-			// timeout: they are closed after a moment instead.
-			s.qln.Close()
+			// timeout: they are closed after a moment instead. The
+			// server stops accepting (a listener given to it, it leaves
+			// open), and the listener stays open until the end, so
+			// that new clients are refused (a closed one drops their
+			// packets, and they wait out their handshake timeout).
+			s.quic.draining.Store(true)
 			// Not derived from ctx: at its deadline the requests left
 			// are marked the drain's cut (logged drain_timeout) before
 			// quic-go closes their connections.
@@ -358,6 +362,7 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 			if errors.Is(h3err, context.Canceled) {
 				h3err = ctx.Err() // nil: only idle connections were closed
 			}
+			s.qln.Close()
 			s.qtr.Close()
 			s.udp.Close()
 		}()
