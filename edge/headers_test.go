@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -137,7 +138,8 @@ func TestForwardedHeaders(t *testing.T) {
 			req.Header.Set("X-Forwarded-Prefix", "/admin")
 			req.Header.Set("X-Real-Ip", "203.0.113.7")
 			spoofable := []string{"X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Rewrite-Url",
-				"X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "X-Host", "Client-Ip", "X-Envoy-External-Address", "Ssl-Client-Cert", "X-Forwarded-Tls-Client-Cert"}
+				"X-Forwarded-Scheme", "X-Url-Scheme", "Front-End-Https", "X-Host", "Client-Ip", "X-Envoy-External-Address", "Ssl-Client-Cert", "X-Forwarded-Tls-Client-Cert",
+				"X-Ssl-Client-Verify", "Wl-Proxy-Client-Ip", "X-Envoy-Internal", "X-Forwarded-Uri"}
 			for _, k := range spoofable {
 				req.Header.Set(k, "203.0.113.7")
 			}
@@ -898,6 +900,16 @@ func TestValidForwarded(t *testing.T) {
 	} {
 		if got := validForwarded(v); got != want {
 			t.Errorf("validForwarded(%q) = %v; want %v", v, got, want)
+		}
+	}
+}
+
+// The spoofable forwarding fields are deleted by their canonical names: one
+// spelt otherwise would never match, and pass.
+func TestSpoofableForwardingNamesAreCanonical(t *testing.T) {
+	for _, k := range spoofableForwarding {
+		if c := textproto.CanonicalMIMEHeaderKey(k); c != k {
+			t.Errorf("%q is not canonical (%q)", k, c)
 		}
 	}
 }

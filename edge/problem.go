@@ -44,6 +44,11 @@ func writeProblem(w http.ResponseWriter, r *http.Request, pe *proxyError, route,
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	h.Del("Content-Length")
+	if len(pe.detail) > maxDetail {
+		// Details may quote what a client or an upstream sent (an
+		// Upgrade's value): not 40 KB of it.
+		pe.detail = pe.detail[:maxDetail] + "..."
+	}
 	if pe.proxyStatus != "" {
 		v := proxyName + "; error=" + pe.proxyStatus
 		if pe.detail != "" {
@@ -106,6 +111,10 @@ func sfString(s string) string {
 	}
 	return string(append(b, '"'))
 }
+
+// maxDetail is the longest detail a problem answer and its Proxy-Status
+// carry.
+const maxDetail = 1024
 
 // maxInstance is the longest path a problem answer's instance repeats: a
 // request refused for its size (a 64 KiB target, 431 or 414) is not

@@ -166,7 +166,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		// in its request line, where it ends the target; a URI's
 		// authority would be dropped while :authority routes.
 		g.fail(w, r, x, &proxyError{status: http.StatusBadRequest, title: "Bad Request",
-			detail: "the request's :path must be an absolute path and query without spaces or control characters (RFC 9113 8.3.1)", close: true})
+			detail: "the request's :path must be an absolute path and query without spaces or control characters (RFC 9113 8.3.1, RFC 9114 4.3.1)", close: true})
 		return
 	}
 	if strings.IndexByte(r.RequestURI, '#') >= 0 {
@@ -999,14 +999,19 @@ func (g *Gateway) setForwarded(o *outHeader, r *http.Request, x *exchange, svc *
 // remote_ip or django-ipware try X-Client-IP, True-Client-IP, CDN fields;
 // IIS rewrites by X-Rewrite-URL; Rack and others take the scheme from
 // X-Forwarded-Scheme, X-Url-Scheme or Front-End-Https; apps behind
-// proxies that pass client certificates read them from X-Client-Cert,
-// SSL-Client-Cert or Traefik's X-Forwarded-Tls-Client-Cert): from a
+// proxies that pass client certificates read them, and the verdict on
+// them, from X-Client-Cert, SSL-Client-Cert, X-SSL-Client-Verify or
+// Traefik's X-Forwarded-Tls-Client-Cert; Java helpers take the client from
+// Proxy-Client-IP or WL-Proxy-Client-IP; Envoy trusts X-Envoy-Internal): from a
 // client that is not a trusted proxy they are dropped, as Traefik does,
 // rather than vouched for.
 var spoofableForwarding = []string{"X-Real-Ip", "X-Forwarded-Port", "X-Forwarded-Prefix", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Original-Url", "X-Original-Forwarded-For",
 	"X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip", "Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Rewrite-Url",
 	"X-Forwarded-Scheme", "X-Forwarded-Protocol", "X-Url-Scheme", "Front-End-Https", "X-Original-Host", "X-Host", "Client-Ip",
-	"X-Forwarded", "Forwarded-For", "X-Envoy-External-Address", "X-Client-Cert", "Ssl-Client-Cert", "X-Ssl-Client-Cert", "X-Forwarded-Tls-Client-Cert"}
+	"X-Forwarded", "Forwarded-For", "X-Envoy-External-Address", "X-Client-Cert", "Ssl-Client-Cert", "X-Ssl-Client-Cert", "X-Forwarded-Tls-Client-Cert",
+	"X-Forwarded-Uri", "X-Forwarded-Method", "X-Original-Uri", "X-Scheme", "X-Forwarded-Path", "X-Forwarded-Https", "X-Forwarded-Client-Ip", "X-Real-Port",
+	"X-Ssl-Client-Verify", "Ssl-Client-Verify", "X-Client-Verify", "X-Ssl-Client-S-Dn", "X-Client-Dn", "X-Arr-Clientcert", "X-Arr-Ssl",
+	"Proxy-Client-Ip", "Wl-Proxy-Client-Ip", "X-Originating-Ip", "X-Remote-Ip", "X-Remote-Addr", "X-Proxyuser-Ip", "X-Envoy-Internal"}
 
 // forwardedClient is the client address trusted proxies report in
 // X-Forwarded-For (the field's lines, in order): the rightmost entry that

@@ -135,6 +135,18 @@ func TestHTTP2PathMustBeAnAbsolutePath(t *testing.T) {
 			t.Errorf("%s %q over h2c: status %d; want %d", tc.method, tc.path, st, tc.want)
 		}
 	}
+	// The plain port of a node with HTTPS on redirects what it does not
+	// serve: not these, which are no place to redirect to.
+	redir := startRedirectPort(t, gw.g)
+	for _, p := range []string{"/x?q=a b", "http://b.example/x"} {
+		st := h2cStatus(t, redir.Addr().String(), req("GET", p))
+		if st != 400 && st != -int(http2.ErrCodeProtocol) {
+			t.Errorf("GET %q over h2c to the redirecting port: status %d; want 400", p, st)
+		}
+	}
+	if st := h2cStatus(t, redir.Addr().String(), req("GET", "/x?q=a")); st != 308 {
+		t.Errorf("GET /x?q=a over h2c to the redirecting port: status %d; want 308", st)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if want := []string{"GET /x?q=a HTTP/1.1", "GET /x?q=a%20b HTTP/1.1"}; fmt.Sprint(got) != fmt.Sprint(want) {

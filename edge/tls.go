@@ -446,9 +446,11 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 				return
 			}
 		}
-		if r.Method == http.MethodConnect || !validHost(r.Host) || strings.IndexByte(r.RequestURI, '#') >= 0 || strings.IndexByte(r.URL.Path, 0) >= 0 {
+		if r.Method == http.MethodConnect || !validHost(r.Host) || strings.IndexByte(r.RequestURI, '#') >= 0 || strings.IndexByte(r.URL.Path, 0) >= 0 ||
+			r.ProtoMajor >= 2 && !validPseudoPath(r.Method, r.RequestURI) {
 			// Refused there as on any port: CONNECT (501), a malformed
-			// Host, a fragment, an encoded NUL (400); none is a place
+			// Host, a fragment, an encoded NUL, an h2c :path that is not
+			// an absolute path or holds a space (400); none is a place
 			// to redirect to.
 			g.ServeHTTP(w, r)
 			return

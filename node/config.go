@@ -350,26 +350,35 @@ func ParseFile(data []byte) (_ *File, err error) {
 // GatewayYAML returns the gateway section of a node file as its own YAML
 // document, for storing and reading back "as applied".
 func GatewayYAML(data []byte) ([]byte, error) {
+	b, _, err := GatewaySection(data)
+	return b, err
+}
+
+// GatewaySection is GatewayYAML, with the number of lines before the
+// section in data when the section is data's own lines (its line N is the
+// file's N+offset), or -1 when it had to be re-encoded.
+func GatewaySection(data []byte) (section []byte, offset int, err error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, err
+		return nil, -1, err
 	}
 	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 || root.Content[0].Kind != yaml.MappingNode {
-		return nil, errors.New("not a mapping")
+		return nil, -1, errors.New("not a mapping")
 	}
 	m := root.Content[0]
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == "gateway" {
 			if b := sectionText(data, m, i); b != nil {
-				return b, nil
+				return b, m.Content[i].Line, nil
 			}
 			// Re-encoded on its own: aliases may point to anchors
 			// elsewhere in the file (in the node section), so they are
 			// replaced by what they stand for.
-			return yaml.Marshal(expandAliases(m.Content[i+1], 0))
+			b, err := yaml.Marshal(expandAliases(m.Content[i+1], 0))
+			return b, -1, err
 		}
 	}
-	return []byte("{}\n"), nil
+	return []byte("{}\n"), -1, nil
 }
 
 // expandAliases returns a copy of the tree at n with every alias replaced

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -510,6 +511,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "meridian: %v\n", err)
 			return 1
 		}
+		offset := -1 // the lines before the section sent, when a node file's
 		if looksLikeNodeFile(raw) {
 			// Checked here first, so that errors name the file's lines
 			// (the node would name the lines of the section sent).
@@ -517,7 +519,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "meridian: %s: invalid gateway section:\n%s\n", displayName(*file), indent(err.Error()))
 				return 1
 			}
-			if raw, err = node.GatewayYAML(raw); err != nil {
+			if raw, offset, err = node.GatewaySection(raw); err != nil {
 				fmt.Fprintf(stderr, "meridian: %v\n", err)
 				return 1
 			}
@@ -550,8 +552,41 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
+		if offset >= 0 {
+			// Errors only the node finds (the files the services name)
+			// come with the section's lines: said in the file's.
+			return doAdmin(client, req, stdout, &sectionErrors{w: stderr, offset: offset})
+		}
 		return doAdmin(client, req, stdout, stderr)
 	}
+}
+
+// sectionErrors writes what doAdmin says of a refused node file's gateway
+// section with each "line N: path: " of the node's errors made the file's
+// "line N+offset: gateway.path: ".
+type sectionErrors struct {
+	w      io.Writer
+	offset int
+}
+
+var sectionErrorRE = regexp.MustCompile(`"line (\d+): (?:([A-Za-z_][^":\s]*): )?`)
+
+func (s *sectionErrors) Write(p []byte) (int, error) {
+	out := sectionErrorRE.ReplaceAllFunc(p, func(m []byte) []byte {
+		sm := sectionErrorRE.FindSubmatch(m)
+		n, err := strconv.Atoi(string(sm[1]))
+		if err != nil {
+			return m
+		}
+		if len(sm[2]) == 0 {
+			return []byte(fmt.Sprintf(`"line %d: `, n+s.offset))
+		}
+		return []byte(fmt.Sprintf(`"line %d: gateway.%s: `, n+s.offset, sm[2]))
+	})
+	if _, err := s.w.Write(out); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func doAdmin(c *http.Client, req *http.Request, stdout, stderr io.Writer) int {

@@ -291,3 +291,32 @@ func TestLooksLikeNodeFile(t *testing.T) {
 		}
 	}
 }
+
+// Errors only the node finds in a node file's gateway section (the files
+// its services name) come back with the lines of the section sent; the CLI
+// says them at the file's lines and paths, as validate would.
+func TestCLIApplyNodeFileServerErrorsAtFileLines(t *testing.T) {
+	var sent string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		sent = string(b)
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		io.WriteString(w, `{"title": "Invalid Configuration", "errors": ["line 6: services[0].tls.ca_file: open /nonexistent/ca.pem: no such file or directory", "line 2: a line with no path"]}`)
+	}))
+	defer srv.Close()
+	f := filepath.Join(t.TempDir(), "node.yaml")
+	os.WriteFile(f, []byte("node:\n  name: other\ngateway:\n  services:\n    - name: app\n      targets:\n        - url: https://127.0.0.1:1\n      tls:\n        ca_file: /nonexistent/ca.pem\n  routes:\n    - name: r\n      service: app\n"), 0o600)
+	var out, errb bytes.Buffer
+	if code := run([]string{"config", "apply", "-admin", srv.URL, "-token", "t", "-f", f}, &out, &errb); code != 1 {
+		t.Fatalf("exit %d; want 1 (%s)", code, errb.String())
+	}
+	if !strings.HasPrefix(sent, "services:\n") {
+		t.Errorf("sent %q; want the gateway section, dedented", sent)
+	}
+	for _, want := range []string{`"line 9: gateway.services[0].tls.ca_file: open /nonexistent/ca.pem`, `"line 5: a line with no path"`} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("stderr %s; want %s", errb.String(), want)
+		}
+	}
+}
