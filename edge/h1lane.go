@@ -347,11 +347,10 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 			// The answer is written from here without waiting: its end is
 			// now, for the log and the connection's clock (clockHint).
 			x.end, c.clockHint = upEnd, upEnd
-			keep = g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body, altSvc)
-			if rs.total != nil {
-				rs.total.end()
-			}
-			return true, keep
+			// laneAnswer ends the total too: after its last write to
+			// the client (a system call whose kernel work leaves the
+			// caches cold), as little as can be is touched.
+			return true, g.laneAnswer(c, cl, rt, resp, &att, method, hostIn, path, body, altSvc)
 		}
 	}
 
@@ -470,7 +469,11 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 	cl.release()
 
 	c.stopWatch()
-	c.lane.rs.cancel()
+	rs := c.lane.rs
+	rs.cancel()
+	if rs.total != nil {
+		rs.total.end()
+	}
 	c.lane = laneRequest{}
 	if err := c.bw.Flush(); err != nil {
 		return false

@@ -970,13 +970,14 @@ func (c *serverConn) serveRequest(req *http.Request, rs *requestState, h http.Ha
 	return c.runResponse(req, rs, w, h)
 }
 
-// spareHeader returns the connection's spare header map, empty, to be lent
-// to a request's upstream response.
+// spareHeader returns the connection's spare header map, to be lent to a
+// request's upstream response. It is emptied by the transport before it
+// fills it (parseResponse), not here: most answers come lean, without a
+// map, and a look at the map itself is a cache miss (the connection's
+// state is cold when its next request comes).
 func (c *serverConn) spareHeader() http.Header {
 	if c.spare == nil {
 		c.spare = make(http.Header)
-	} else if len(c.spare) > 0 {
-		clear(c.spare)
 	}
 	return c.spare
 }

@@ -29,9 +29,9 @@ type requestContext struct {
 	// start is monoNow when the handler began (0: not known), so that
 	// the handler need not read the clock again.
 	start time.Duration
-	// respHeader is an empty map the HTTP/1 transport may fill with the
-	// upstream response's header (nil: it makes one). It is the server
-	// connection's, reused request after request.
+	// respHeader is a map the HTTP/1 transport may fill with the upstream
+	// response's header, emptying it first (nil: it makes one). It is
+	// the server connection's, reused request after request.
 	respHeader http.Header
 	// resp is the server's response to this request, to which the
 	// HTTP/1 transport relays an upstream's 103 Early Hints; toPresent, if
