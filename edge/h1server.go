@@ -2500,6 +2500,12 @@ func statusLine(code int) string {
 		return v.(string)
 	}
 	text := http.StatusText(code)
+	switch code {
+	case http.StatusRequestEntityTooLarge:
+		text = "Content Too Large" // RFC 9110 15.5.14; Go keeps the older name
+	case http.StatusUnprocessableEntity:
+		text = "Unprocessable Content" // RFC 9110 15.5.21
+	}
 	if text == "" {
 		text = "status code " + strconv.Itoa(code)
 	}
