@@ -77,39 +77,25 @@ func TestHTTP2PathMustBeAnAbsolutePath(t *testing.T) {
 	// would answer a line with a space in its target with its own 400.
 	var mu sync.Mutex
 	var got []string
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	addr := rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					got = append(got, strings.TrimRight(line, "\r\n"))
-					mu.Unlock()
-					for { // the rest of the head
-						if l, err := br.ReadString('\n'); err != nil || l == "\r\n" {
-							break
-						}
-					}
-					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			mu.Lock()
+			got = append(got, strings.TrimRight(line, "\r\n"))
+			mu.Unlock()
+			for { // the rest of the head
+				if l, err := br.ReadString('\n'); err != nil || l == "\r\n" {
+					break
 				}
-			}()
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		}
-	}()
-	be := struct{ URL string }{"http://" + ln.Addr().String()}
+	})
+	be := struct{ URL string }{"http://" + addr}
 	gw := startGateway(t, fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, service: be, match: {path_prefix: /}}]\n", be.URL))
 	req := func(method, path string) [][2]string {
 		return [][2]string{{":method", method}, {":scheme", "http"}, {":authority", "a.example"}, {":path", path}}

@@ -136,24 +136,30 @@ gateway:
 		t.Fatalf("after a broken reload: %d; the running config must keep serving", code)
 	}
 
+	// slowGet starts a GET of a slow path, its answer to come on done, and
+	// returns once the backend has it.
 	done := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(base + "/v2/slow")
-		if err != nil {
-			done <- err.Error()
-			return
+	slowGet := func(url string) {
+		t.Helper()
+		go func() {
+			resp, err := http.Get(url)
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+		select {
+		case <-entered:
+		case got := <-done:
+			t.Fatalf("slow request ended before reaching the backend: %s", got)
+		case <-time.After(20 * time.Second):
+			t.Fatal("slow request never reached the backend")
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
-	}()
-	select {
-	case <-entered:
-	case got := <-done:
-		t.Fatalf("slow request ended before reaching the backend: %s", got)
-	case <-time.After(20 * time.Second):
-		t.Fatal("slow request never reached the backend")
 	}
+	slowGet(base + "/v2/slow")
 	cmd.Process.Signal(syscall.SIGTERM)
 	waitLog("draining")
 	// A SIGHUP during the drain (logrotate, config management) must not
@@ -182,23 +188,7 @@ gateway:
 	defer cmd.Process.Kill()
 	logs = watch(stderr)
 	base = "http://" + waitLog("meridian serving")["http"].(string)
-	go func() {
-		resp, err := http.Get(base + "/v3/slow")
-		if err != nil {
-			done <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
-	}()
-	select {
-	case <-entered:
-	case got := <-done:
-		t.Fatalf("slow request ended before reaching the backend: %s", got)
-	case <-time.After(20 * time.Second):
-		t.Fatal("slow request never reached the backend")
-	}
+	slowGet(base + "/v3/slow")
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	waitLog("draining")
