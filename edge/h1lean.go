@@ -351,7 +351,7 @@ func leanFieldKind(name []byte) int {
 // ones among them). A client's Via is forwarded as it came, the gateway's
 // own after it, as the general path adds it.
 var leanNamesByLength = func() (t [32][]leanName) {
-	kinds := map[string]int{"Host": leanHost, "Content-Length": leanContentLength, "Expect": leanRefused,
+	kinds := map[string]int{"Host": leanHost, "Content-Length": leanContentLength, "Expect": leanRefused, "Max-Forwards": leanRefused,
 		"Idempotency-Key": leanIdemKey, "X-Idempotency-Key": leanIdemKey,
 		"Forwarded": leanForwarded, "X-Forwarded-For": leanXFF, "X-Forwarded-Proto": leanXFProto, "X-Forwarded-Host": leanXFHost,
 		"X-Forwarded-Client-Cert": leanXFCC, "X-Request-Id": leanRequestID, "Traceparent": leanTraceparent, "Tracestate": leanTracestate}

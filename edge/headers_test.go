@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -911,5 +912,53 @@ func TestSpoofableForwardingNamesAreCanonical(t *testing.T) {
 		if c := textproto.CanonicalMIMEHeaderKey(k); c != k {
 			t.Errorf("%q is not canonical (%q)", k, c)
 		}
+	}
+}
+
+// Max-Forwards on OPTIONS and TRACE (RFC 9110 7.6.2): at 0 the gateway
+// answers itself, else the upstream gets it one less; other methods and
+// malformed values pass as they came.
+func TestMaxForwards(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // method and Max-Forwards of each request upstream
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+strings.Join(r.Header["Max-Forwards"], "|"))
+		mu.Unlock()
+		io.WriteString(w, "upstream")
+	})
+	gw := startGateway(t, fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes:
+  - {name: any, service: be, match: {path_prefix: /}}
+  - {name: traced, service: be, match: {path_prefix: /t, methods: [GET, TRACE, OPTIONS]}}
+`, be.URL))
+	for _, tc := range []struct {
+		method, path, mf string
+		status           int
+		allow, body      string // of the gateway's own answer
+	}{
+		{"OPTIONS", "/a", "0", 200, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS", ""},
+		{"OPTIONS", "/t", "0", 200, "GET, TRACE, OPTIONS", ""},
+		{"TRACE", "/t", "0", 200, "", "TRACE /t HTTP/1.1\r\nHost: HOST\r\nMax-Forwards: 0\r\nUser-Agent: Go-http-client/1.1\r\nX-Probe: 1\r\n\r\n"},
+		{"OPTIONS", "/a", "3", 200, "", "upstream"},
+		{"TRACE", "/t", "1", 200, "", "upstream"},
+		{"OPTIONS", "/a", "x1", 200, "", "upstream"},
+		{"GET", "/a", "0", 200, "", "upstream"},
+	} {
+		req, _ := http.NewRequest(tc.method, gw.url+tc.path, nil)
+		req.Header.Set("Max-Forwards", tc.mf)
+		req.Header.Set("X-Probe", "1")
+		req.Header.Set("Authorization", "Bearer secret") // never reflected
+		resp, body := do(t, newClient(t), req)
+		want := strings.ReplaceAll(tc.body, "HOST", gw.addr)
+		if resp.StatusCode != tc.status || string(body) != want || resp.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s %s Max-Forwards %s: %d %q Allow %q; want %d %q Allow %q", tc.method, tc.path, tc.mf, resp.StatusCode, body, resp.Header.Get("Allow"), tc.status, want, tc.allow)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"OPTIONS 2", "TRACE 0", "OPTIONS x1", "GET 0"}; strings.Join(seen, ",") != strings.Join(want, ",") {
+		t.Errorf("upstream saw %q; want %q", seen, want)
 	}
 }

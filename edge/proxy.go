@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -206,6 +207,18 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		return
 	}
 
+	maxFwd := ""
+	if r.Method == http.MethodOptions || r.Method == http.MethodTrace {
+		// Max-Forwards (RFC 9110 7.6.2): at 0 the gateway is the
+		// recipient and answers itself; else it goes on one less.
+		if n, ok := maxForwards(r.Header); ok {
+			if n == 0 {
+				g.answerMaxForwards(w, r, x, rt)
+				return
+			}
+			maxFwd = strconv.FormatUint(n-1, 10)
+		}
+	}
 	if r.ContentLength > rt.maxReqBody {
 		g.fail(w, r, x, &proxyError{status: http.StatusRequestEntityTooLarge, title: "Content Too Large",
 			detail: "the request body of " + strconv.FormatInt(r.ContentLength, 10) + " bytes exceeds the route's limit of " + strconv.FormatInt(rt.maxReqBody, 10), close: true})
@@ -242,6 +255,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		var reqTraceparent string
 		if v := oh.inbound("Traceparent"); len(v) == 1 {
 			reqTraceparent = v[0]
+		}
+		if maxFwd != "" {
+			oh.set("Max-Forwards", maxFwd)
 		}
 		wantTrailers := hasToken(oh.inbound("Te"), "trailers")
 		if wantTrailers {
@@ -2154,4 +2170,51 @@ func normalizeHost(h string) string {
 		}
 	}
 	return h
+}
+
+// maxForwards is a request's Max-Forwards, if it has one well-formed
+// (1*DIGIT, one field line; others are forwarded as they came).
+func maxForwards(h http.Header) (uint64, bool) {
+	vs := h["Max-Forwards"]
+	if len(vs) != 1 {
+		return 0, false
+	}
+	v := strings.TrimSpace(vs[0])
+	if v == "" || len(v) > 19 || strings.TrimLeft(v, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	return n, err == nil
+}
+
+// answerMaxForwards answers an OPTIONS or TRACE request whose Max-Forwards
+// is 0, as its final recipient (RFC 9110 9.3.7, 9.3.8): OPTIONS with the
+// route's methods, TRACE (on a route that takes it) with the request as
+// received, less its content and its credentials.
+func (g *Gateway) answerMaxForwards(w http.ResponseWriter, r *http.Request, x *exchange, rt *route) {
+	h := w.Header()
+	var body []byte
+	if r.Method == http.MethodTrace {
+		b := []byte(r.Method + " " + r.RequestURI + " " + r.Proto + "\r\nHost: " + r.Host + "\r\n")
+		for _, k := range slices.Sorted(maps.Keys(r.Header)) {
+			if k == "Authorization" || k == "Proxy-Authorization" || k == "Cookie" {
+				continue // sensitive: not reflected (RFC 9110 9.3.8)
+			}
+			for _, v := range r.Header[k] {
+				b = append(append(append(append(b, k...), ": "...), v...), "\r\n"...)
+			}
+		}
+		body = append(b, "\r\n"...)
+		h.Set("Content-Type", "message/http")
+	} else {
+		allow := rt.allow
+		if allow == "" {
+			allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+		}
+		h.Set("Allow", allow)
+	}
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	n, _ := w.Write(body)
+	x.status, x.bytesOut = http.StatusOK, int64(n)
 }

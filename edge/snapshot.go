@@ -81,7 +81,10 @@ type route struct {
 	// it (an upstream echoing the request would show what the gateway
 	// added to it, as nginx and Kong refuse it too).
 	allowTrace bool
-	stats      *routeStats
+	// allow is the route's methods as an Allow field says them, "" for
+	// a route that takes any.
+	allow string
+	stats *routeStats
 	// lean: requests the lean HTTP/1 path takes (h1lean.go) go out with
 	// their heads copied from the client's, as received but for the
 	// path's rewrite or strip and the header edits (a service whose every
@@ -323,6 +326,7 @@ func (g *Gateway) Compile(doc *config.Document, in CompileInput) (*Snapshot, err
 			maxRespBody:    int64(rc.Limits.MaxResponseBody),
 			allowPlainHTTP: rc.AllowPlainHTTP,
 			allowTrace:     slices.Contains(rc.Match.Methods, http.MethodTrace),
+			allow:          strings.Join(rc.Match.Methods, ", "),
 			stats:          g.metrics.route(rc.Name),
 		}
 		if rt.maxReqBody == 0 {
