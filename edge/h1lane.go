@@ -163,9 +163,19 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	u, mr := &cl.url, &cl.out
 	u.Path, u.RawQuery = path, query
 	mr.Method, mr.URL, mr.Host, mr.RemoteAddr = method, u, hostIn, c.remote
-	if snap.table.ReadsHeaders() && !c.laneHeader(mr) {
-		cl.drop()
-		return false, false
+	if !c.peerParsed {
+		c.peer, c.peerStr = clientAddr(c.remote)
+		c.peerParsed = true
+	}
+	trusted := g.trustedPeer(c.peer)
+	if snap.table.ReadsHeaders() {
+		if !c.laneHeader(mr) {
+			cl.drop()
+			return false, false
+		}
+		// As routes see it (routeView); the upstream's head is made
+		// from the client's bytes, not from this map.
+		mr.Header = routeView(mr, trusted).Header
 	}
 	m, ok := snap.table.Match(mr, host, path)
 	if !ok {
@@ -205,13 +215,8 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 		cl.drop()
 		return false, false
 	}
-	if !c.peerParsed {
-		c.peer, c.peerStr = clientAddr(c.remote)
-		c.peerParsed = true
-	}
 	// Through a trusted proxy the client is the one it forwarded, for the
 	// balancer and the log (identifyClient).
-	trusted := g.trustedPeer(c.peer)
 	client, origin := c.peerStr, ""
 	if trusted && lr.fwd&fwdFor != 0 {
 		var xff []string

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/netip"
+	"net/textproto"
 	"slices"
 	"strings"
 )
@@ -586,3 +587,50 @@ func validPseudoPath(method, p string) bool {
 	}
 	return true
 }
+
+// routeView returns r as route matches see it: without the fields a
+// client names in Connection (hop-by-hop, dropped before the upstream),
+// and, from a client that is not a trusted proxy, without the forwarding
+// fields the gateway replaces or drops (a header match on X-Real-IP or
+// X-Forwarded-For must not be met by a client's word). r itself is left
+// as it is; a copy with its own header map is made only when a field is
+// to go.
+func routeView(r *http.Request, trusted bool) *http.Request {
+	h := r.Header
+	var drop []string
+	if !trusted {
+		for _, k := range clientForwarding {
+			if _, ok := h[k]; ok {
+				drop = append(drop, k)
+			}
+		}
+	}
+	for _, v := range h["Connection"] {
+		for v != "" {
+			var tok string
+			tok, v, _ = strings.Cut(v, ",")
+			tok = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(tok))
+			switch tok {
+			case "", "Keep-Alive", "Close", "Upgrade":
+				continue
+			}
+			if _, ok := h[tok]; ok {
+				drop = append(drop, tok)
+			}
+		}
+	}
+	if len(drop) == 0 {
+		return r
+	}
+	v := *r
+	v.Header = h.Clone()
+	for _, k := range drop {
+		delete(v.Header, k)
+	}
+	return &v
+}
+
+// clientForwarding are the forwarding fields a client that is not a
+// trusted proxy cannot set: those the gateway writes (setForwarded) and
+// those it drops (spoofableForwarding).
+var clientForwarding = append([]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Forwarded-Client-Cert"}, spoofableForwarding...)

@@ -193,7 +193,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		return
 	}
 	clean := removeDotSegments(path)
-	m, ok := snap.table.Match(r, x.host, clean)
+	mr := r
+	if snap.table.ReadsHeaders() {
+		mr = routeView(r, x.trusted)
+	}
+	m, ok := snap.table.Match(mr, x.host, clean)
 	if !ok {
 		g.fail(w, r, x, &proxyError{status: http.StatusNotFound, title: "Not Found", detail: "no route matches " + r.Method + " " + x.host + clean})
 		return

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-gw/meridian/edge/config"
 )
@@ -425,5 +428,64 @@ routes:
 	want := []string{"services[0].tls.ca_file", "services[1].tls.ca_file", "routes[0].match", "routes[2].match"}
 	if !slices.Equal(paths, want) {
 		t.Errorf("errors at %q; want %q", paths, want)
+	}
+}
+
+// Header matches do not see what a client that is not a trusted proxy
+// cannot set (forwarding fields the gateway replaces or drops), nor the
+// fields a client names in Connection (dropped before the upstream): the
+// route they would select is not met by a client's word.
+func TestHeaderMatchesSeeTheRequestAsForwarded(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "upstream") })
+	doc := fmt.Sprintf(`
+services: [{name: be, targets: [{url: %q}]}]
+routes:
+  - {name: public, service: be, match: {path_prefix: /i}}
+  - {name: internal, service: be, match: {path_prefix: /i, headers: [{name: X-Real-IP, exact: 10.0.0.1}]}}
+  - {name: xff, service: be, match: {path_prefix: /i, headers: [{name: X-Forwarded-For, prefix: "10."}]}}
+  - {name: hop, service: be, match: {path_prefix: /i, headers: [{name: X-Hop, exact: "1"}]}}
+  - {name: ws, service: be, match: {path_prefix: /i, headers: [{name: Upgrade, exact: websocket}]}}
+`, be.URL)
+	for _, trusted := range []bool{false, true} {
+		var setup gatewaySetup
+		if trusted {
+			setup.opts.TrustedProxies = trustedProxies{netip.MustParsePrefix("127.0.0.0/8")}
+		}
+		logged := &syncBuffer{}
+		setup.opts.AccessLog = slog.New(slog.NewJSONHandler(logged, nil))
+		gw := startGatewayWith(t, setup, doc)
+		for i, tc := range []struct {
+			fields              [][2]string
+			untrusted, viaProxy string // the route that answers
+		}{
+			{[][2]string{{"X-Real-IP", "10.0.0.1"}}, "public", "internal"},
+			{[][2]string{{"X-Forwarded-For", "10.1.2.3"}}, "public", "xff"},
+			{[][2]string{{"X-Hop", "1"}}, "hop", "hop"},
+			{[][2]string{{"X-Hop", "1"}, {"Connection", "X-Hop"}}, "public", "public"},
+			{[][2]string{{"X-Hop", "1"}, {"Connection", "keep-alive"}}, "hop", "hop"},
+		} {
+			for _, lane := range []bool{true, false} {
+				req, _ := http.NewRequest(http.MethodGet, gw.url+"/i", nil)
+				for _, f := range tc.fields {
+					req.Header.Add(f[0], f[1])
+				}
+				if !lane {
+					req.Header.Set("Te", "trailers") // the general path's
+				}
+				id := fmt.Sprintf("case-%v-%d-%v", trusted, i, lane)
+				req.Header.Set("X-Request-Id", id)
+				if resp, body := do(t, newClient(t), req); resp.StatusCode != 200 {
+					t.Fatalf("%s: %d %s", id, resp.StatusCode, body)
+				}
+				want := tc.untrusted
+				if trusted {
+					want = tc.viaProxy
+				}
+				waitFor(t, 5*time.Second, "the log line", func() bool { return logged.records(t)[id] != nil })
+				if got := logged.records(t)[id]["route"]; got != want {
+					t.Errorf("%s (fields %v, trusted %v, lane %v): route %v; want %s", id, tc.fields, trusted, lane, got, want)
+				}
+			}
+		}
 	}
 }

@@ -441,7 +441,12 @@ func (g *Gateway) RedirectHandler(httpsPort int) http.Handler {
 			if path == "" {
 				path = "/"
 			}
-			if m, ok := s.table.Match(r, normalizeHost(r.Host), path); ok && m.Route.Value.(*route).allowPlainHTTP {
+			mr := r
+			if s.table.ReadsHeaders() {
+				peer, _ := clientAddr(r.RemoteAddr)
+				mr = routeView(r, g.trustedPeer(peer))
+			}
+			if m, ok := s.table.Match(mr, normalizeHost(r.Host), path); ok && m.Route.Value.(*route).allowPlainHTTP {
 				g.ServeHTTP(w, r)
 				return
 			}

@@ -414,6 +414,10 @@ func (v *validator) valueMatches(p string, ms []ValueMatch, header bool) {
 			v.errf(mp+".name", "missing")
 		} else if header && !headerNameRE.MatchString(m.Name) {
 			v.errf(mp+".name", "invalid header name %q", m.Name)
+		} else if header && isHopByHop(m.Name) && !strings.EqualFold(m.Name, "Upgrade") {
+			v.errf(mp+".name", "%q is a hop-by-hop header, about the client's connection, not its request: a route cannot match on it", m.Name)
+		} else if header && strings.EqualFold(m.Name, "X-Forwarded-Client-Cert") {
+			v.errf(mp+".name", "%q is dropped from every client (only the gateway vouches for client certificates, after routing): a route cannot match on it", m.Name)
 		}
 		n := 0
 		for _, s := range []string{m.Exact, m.Prefix, m.Regex} {
@@ -447,6 +451,10 @@ func (v *validator) headerOps(p string, ops *HeaderOps, response bool) {
 			v.errf(p+"."+field, "%q cannot be changed by a header operation; use the route's rewrite.host", name)
 		case "content-length", "transfer-encoding":
 			v.errf(p+"."+field, "%q frames the message, which the gateway does itself, and cannot be changed by a route", name)
+		case "expect":
+			if !response {
+				v.errf(p+"."+field, "%q is answered by the gateway itself (100-continue), and cannot be sent on by a route", name)
+			}
 		case "date":
 			if response {
 				v.errf(p+"."+field, "%q cannot be changed in a response: a proxy adds the time when it is missing (RFC 9110 6.6.1)", name)
