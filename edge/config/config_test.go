@@ -184,6 +184,11 @@ func TestParseErrors(t *testing.T) {
 		{"match on a hop-by-hop header", base + "  - name: r\n    service: s\n    match: {headers: [{name: Connection, exact: x}]}\n", 7, []string{`routes[0].match.headers[0].name: "Connection" is a hop-by-hop header`}},
 		{"match on X-Forwarded-Client-Cert", base + "  - name: r\n    service: s\n    match: {headers: [{name: x-forwarded-client-cert}]}\n", 7, []string{`"x-forwarded-client-cert" is dropped from every client`}},
 		{"Expect set on requests", base + "  - name: r\n    service: s\n    request_headers: {set: {Expect: 100-continue}}\n", 7, []string{`routes[0].request_headers.set: "Expect" is answered by the gateway itself`}},
+		{"escaped match path", base + "  - name: r\n    service: s\n    match: {path: /a/%2F}\n", 7, []string{"routes[0].match.path: must be written decoded"}},
+		{"query in a prefix", base + "  - name: r\n    service: s\n    match: {path_prefix: '/a?b'}\n", 7, []string{"routes[0].match.path_prefix: must be a path alone"}},
+		{"host listed twice", base + "  - name: r\n    service: s\n    match: {hosts: [a.test, a.test]}\n", 7, []string{"routes[0].match.hosts[1]: a.test listed twice (also hosts[0])"}},
+		{"CONNECT route", base + "  - name: r\n    service: s\n    match: {methods: [CONNECT]}\n", 7, []string{"routes[0].match.methods[0]: CONNECT is answered by the gateway"}},
+		{"rewrite host with a template", base + "  - name: r\n    service: s\n    rewrite: {host: '{x}.internal'}\n", 7, []string{`routes[0].rewrite.host: invalid host "{x}.internal"`}},
 		{"octal integer", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    retries: {attempts: 011}\n", 4, []string{"services[0].retries.attempts: wrong spelling: write integers in plain decimal digits (got 011, which YAML reads as 9)"}},
 		{"hex and underscored integers", "services:\n  - name: s\n    targets: [{url: 'http://h:1', weight: 0x10}]\n    max_concurrent_requests: 1_000\n", 3, []string{"services[0].targets[0].weight: wrong spelling: write integers in plain decimal digits (got 0x10, which YAML reads as 16)", "services[0].max_concurrent_requests: wrong spelling: write integers in plain decimal digits (got 1_000, which YAML reads as 1000)"}},
 		{"binary tag", "services:\n  - name: !!binary cw==\n    targets: [{url: 'http://h:1'}]\n", 2, []string{"services[0].name: YAML tag !!binary is not taken"}},
@@ -503,5 +508,19 @@ func TestErrorGivenOnceForItsAliases(t *testing.T) {
 	}
 	if n := strings.Count(err.Error(), "want an integer"); n != 1 {
 		t.Errorf("the error is given %d times:\n%v\nwant once", n, err)
+	}
+}
+
+func TestRewriteHost(t *testing.T) {
+	for h, want := range map[string]bool{
+		"api.internal": true, "API.internal:8080": true, "10.0.0.1": true, "10.0.0.1:80": true, "[::1]": true, "[::1]:443": true,
+		"svc_1.local": true, "localhost": true,
+		"{x}.internal": false, "[::1": false, "a?b#c": false, "x.test:99999": false, "x.test:0": false, "x.test:": false,
+		"a@b": false, "a:b:c": false, "a..b": false, ".a": false, "a.": false, "a,b": false, `a"b`: false, "é.test": false,
+		"*.x": false, "-a.x": false, "::1": false, "[fe80::1%eth0]": false, "1.2.3.4.5": true, "x:+80": false,
+	} {
+		if got := validRewriteHost(h); got != want {
+			t.Errorf("validRewriteHost(%q) = %v; want %v", h, got, want)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -329,6 +330,8 @@ func (v *validator) route(p string, r *Route) {
 	case m.Path != "":
 		if !strings.HasPrefix(m.Path, "/") {
 			v.errf(p+".match.path", "must start with '/' (got %q)", m.Path)
+		} else if msg := decodedPathProblem(m.Path); msg != "" {
+			v.errf(p+".match.path", "%s", msg)
 		} else if t, err := router.ParseTemplate(m.Path); err != nil {
 			v.errf(p+".match.path", "%v", err)
 		} else {
@@ -337,8 +340,10 @@ func (v *validator) route(p string, r *Route) {
 	case m.PathPrefix != "":
 		if !strings.HasPrefix(m.PathPrefix, "/") {
 			v.errf(p+".match.path_prefix", "must start with '/' (got %q)", m.PathPrefix)
-		} else if strings.ContainsAny(m.PathPrefix, "{}?#") {
-			v.errf(p+".match.path_prefix", "must be a literal path (no '{', '}', '?' or '#'); use path for templates")
+		} else if strings.ContainsAny(m.PathPrefix, "{}") {
+			v.errf(p+".match.path_prefix", "must be a literal path (no '{' or '}'); use path for templates")
+		} else if msg := decodedPathProblem(m.PathPrefix); msg != "" {
+			v.errf(p+".match.path_prefix", "%s", msg)
 		}
 	}
 	for _, seg := range strings.Split(m.Path+m.PathPrefix, "/") {
@@ -347,10 +352,20 @@ func (v *validator) route(p string, r *Route) {
 			break
 		}
 	}
+	hostAt := make(map[string]int, len(m.Hosts))
+	for i, h := range m.Hosts {
+		if j, dup := hostAt[h]; dup {
+			v.errf(fmt.Sprintf("%s.match.hosts[%d]", p, i), "%s listed twice (also hosts[%d])", h, j)
+		} else {
+			hostAt[h] = i
+		}
+	}
 	seen := make(map[string]int, len(m.Methods))
 	for i, meth := range m.Methods {
 		if !methodRE.MatchString(meth) {
 			v.errf(fmt.Sprintf("%s.match.methods[%d]", p, i), "invalid method %q: use upper case such as GET", meth)
+		} else if meth == "CONNECT" {
+			v.errf(fmt.Sprintf("%s.match.methods[%d]", p, i), "CONNECT is answered by the gateway (501: it is not a forward proxy) and never reaches a route")
 		} else if j, dup := seen[meth]; dup {
 			v.errf(fmt.Sprintf("%s.match.methods[%d]", p, i), "%s listed twice (also methods[%d])", meth, j)
 		} else {
@@ -387,14 +402,8 @@ func (v *validator) route(p string, r *Route) {
 		if rw.StripPrefix && m.PathPrefix == "" {
 			v.errf(p+".rewrite.strip_prefix", "needs match.path_prefix")
 		}
-		if rw.Host != "" {
-			if h, port, err := net.SplitHostPort(rw.Host); err == nil {
-				if _, err := strconv.Atoi(port); err != nil || h == "" {
-					v.errf(p+".rewrite.host", "invalid host %q", rw.Host)
-				}
-			} else if strings.ContainsAny(rw.Host, " /\t\r\n") {
-				v.errf(p+".rewrite.host", "invalid host %q", rw.Host)
-			}
+		if rw.Host != "" && !validRewriteHost(rw.Host) {
+			v.errf(p+".rewrite.host", "invalid host %q: want a host name, an IPv4 address or a bracketed IPv6 one, with an optional port of 1 to 65535 (it is sent as written, template parameters included)", rw.Host)
 		}
 	}
 	v.headerOps(p+".request_headers", &r.RequestHeaders, false)
@@ -488,6 +497,72 @@ func (v *validator) headerOps(p string, ops *HeaderOps, response bool) {
 	for _, name := range ops.Remove {
 		check("remove", name, "")
 	}
+}
+
+// validRewriteHost reports whether h is a Host the gateway may send: a
+// host name (labels of letters, digits, '-' and '_'), an IPv4 address or a
+// bracketed IPv6 one, and an optional port of 1 to 65535.
+func validRewriteHost(h string) bool {
+	host, port, hasPort := h, "", false
+	if strings.HasPrefix(h, "[") {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return false
+		}
+		if a, err := netip.ParseAddr(h[1:end]); err != nil || !a.Is6() || a.Zone() != "" {
+			return false
+		}
+		rest := h[end+1:]
+		if rest == "" {
+			return true
+		}
+		if rest[0] != ':' {
+			return false
+		}
+		host, port, hasPort = "", rest[1:], true
+	} else if i := strings.IndexByte(h, ':'); i >= 0 {
+		host, port, hasPort = h[:i], h[i+1:], true
+	}
+	if hasPort {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 || port[0] == '+' || port[0] == '0' {
+			return false
+		}
+	}
+	if host == "" {
+		return h[0] == '['
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Is4()
+	}
+	if len(host) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(host, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// decodedPathProblem says what is wrong with a route's match path or
+// prefix written other than as the decoded path it is matched against,
+// "" if nothing.
+func decodedPathProblem(path string) string {
+	switch {
+	case strings.ContainsAny(path, "?#"):
+		return "must be a path alone, without a query or fragment (a '?' here would match only an escaped %3F)"
+	case strings.Contains(path, "%"):
+		return "must be written decoded, without %-escapes: requests are matched by their decoded path (a '%2F' here would match only a client's '%252F')"
+	}
+	return ""
 }
 
 func isHopByHop(name string) bool {
