@@ -176,7 +176,7 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 	hosts := 0
 	for _, f := range hb.fields {
 		name := buf[f.name[0]:f.name[1]]
-		if policed && indexByte(name, '_') >= 0 {
+		if indexByte(name, '_') >= 0 && (policed || underscoreGuarded(string(name))) {
 			return lr, false
 		}
 		switch leanFieldKind(name) {

@@ -1547,10 +1547,23 @@ func (c *serverConn) buildRequestIn(rl requestLine, rs *requestState, parts *req
 		ex = header["Expect"]
 	}
 	if len(ex) > 0 {
-		if len(ex) > 1 || !strings.EqualFold(ex[0], "100-continue") {
-			return nil, nil, (&parseError{status: http.StatusExpectationFailed, title: "Expectation Failed", detail: "unsupported Expect " + strconv.Quote(strings.Join(ex, ", "))}).about(method, target, proto, host)
+		// A list (RFC 9110 10.1.1): empty members are none (5.6.1), and
+		// 100-continue, said once or more, the one the gateway meets.
+		cont := false
+		for _, v := range ex {
+			for v != "" {
+				var m string
+				m, v, _ = strings.Cut(v, ",")
+				switch m = strings.Trim(m, " \t"); {
+				case m == "":
+				case strings.EqualFold(m, "100-continue"):
+					cont = true
+				default:
+					return nil, nil, (&parseError{status: http.StatusExpectationFailed, title: "Expectation Failed", detail: "unsupported Expect " + strconv.Quote(strings.Join(ex, ", "))}).about(method, target, proto, host)
+				}
+			}
 		}
-		if minor >= 1 && req.Body != http.NoBody {
+		if cont && minor >= 1 && req.Body != http.NoBody {
 			switch b := req.Body.(type) {
 			case *lengthBody:
 				b.expect = true

@@ -1959,3 +1959,70 @@ func TestH1ServerTLSClientOnPlainPort(t *testing.T) {
 		}
 	}
 }
+
+// List fields read as lists (RFC 9110 5.6.1): empty members are none, so
+// an empty Expect asks nothing and "chunked," is chunked; 100-continue
+// said twice is still 100-continue; a chunk size may have any number of
+// leading zeros (RFC 9112 7.1).
+func TestListFieldsAndChunkSizesReadLeniently(t *testing.T) {
+	seen := make(chan string, 8)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		seen <- string(b)
+		io.WriteString(w, "ok")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	for _, tc := range []struct{ name, req string }{
+		{"empty Expect", "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect:\r\n\r\nhello"},
+		{"Expect twice", "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\nExpect: 100-Continue\r\n\r\nhello"},
+		{"chunked, with an empty member", "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, \r\n\r\n5\r\nhello\r\n0\r\n\r\n"},
+		{"a chunk size of 16 digits", "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0000000000000005\r\nhello\r\n0\r\n\r\n"},
+		{"a last chunk of 20 zeros", "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n00000000000000000000\r\n\r\n"},
+	} {
+		c := dialGateway(t, gw.addr)
+		io.WriteString(c, tc.req)
+		br := bufio.NewReader(c)
+		resp, body := readResponse(t, br, http.MethodPost)
+		for resp.StatusCode == http.StatusContinue {
+			resp, body = readResponse(t, br, http.MethodPost)
+		}
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Errorf("%s: %d %q; want the upstream's 200", tc.name, resp.StatusCode, body)
+		} else if got := recv(t, seen, "the upstream body"); got != "hello" {
+			t.Errorf("%s: upstream body %q; want hello", tc.name, got)
+		}
+		c.Close()
+	}
+	// Still refused: another expectation, and another coding.
+	for _, tc := range []struct {
+		req    string
+		status int
+	}{
+		{"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue, fancy\r\n\r\nhello", 417},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 501},
+		{"POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n00010000000000000000\r\nhello\r\n0\r\n\r\n", 400},
+	} {
+		c := dialGateway(t, gw.addr)
+		io.WriteString(c, tc.req)
+		if resp, _ := readResponse(t, bufio.NewReader(c), http.MethodPost); resp.StatusCode != tc.status {
+			t.Errorf("%q: %d; want %d", tc.req, resp.StatusCode, tc.status)
+		}
+		c.Close()
+	}
+}
+
+// A client's X-Request-Id that its Connection names is a hop-by-hop
+// field (RFC 9110 7.6.1): dropped, and the gateway makes its own id.
+func TestRequestIDNamedInConnectionIsNotKept(t *testing.T) {
+	seen := make(chan string, 1)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { seen <- r.Header.Get("X-Request-Id") })
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	defer c.Close()
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\nConnection: X-Request-Id\r\nX-Request-Id: client-id-1\r\n\r\n")
+	readResponse(t, bufio.NewReader(c), http.MethodGet)
+	if got := recv(t, seen, "the upstream request"); got == "client-id-1" || len(got) != 32 {
+		t.Errorf("upstream X-Request-Id %q; want one the gateway made", got)
+	}
+}

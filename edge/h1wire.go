@@ -491,6 +491,11 @@ func parseChunkSize(line []byte) (int64, error) {
 	for len(line) > 0 && (line[len(line)-1] == ' ' || line[len(line)-1] == '\t') {
 		line = line[:len(line)-1]
 	}
+	// Leading zeros say nothing (RFC 9112 sets no limit on digits, only
+	// on the value); past them at most 15 digits fit an int64.
+	for len(line) > 1 && line[0] == '0' {
+		line = line[1:]
+	}
 	if len(line) == 0 || len(line) > 15 {
 		return 0, errChunked
 	}
@@ -954,10 +959,26 @@ func declaredTrailers(header http.Header) (http.Header, error) {
 
 // chunkedOnly reports whether the Transfer-Encoding fields of a message
 // (tes of them, the last te) are the one coding this proxy speaks:
-// chunked alone (RFC 9112 6.1). Anything else is refused rather than
-// guessed at.
+// chunked alone (RFC 9112 6.1), empty list members aside (RFC 9110 5.6.1:
+// "chunked," is chunked). Anything else is refused rather than guessed
+// at; the message goes on framed by the gateway, never with the client's
+// field.
 func chunkedOnly(tes int, te string) bool {
-	return tes == 1 && strings.EqualFold(strings.TrimSpace(te), "chunked")
+	if tes != 1 {
+		return false
+	}
+	n := 0
+	for te != "" {
+		var m string
+		m, te, _ = strings.Cut(te, ",")
+		if m = strings.Trim(m, " \t"); m == "" {
+			continue
+		}
+		if n++; n > 1 || !strings.EqualFold(m, "chunked") {
+			return false
+		}
+	}
+	return n == 1
 }
 
 // badResponseError is an upstream response that breaks HTTP/1 framing.

@@ -634,3 +634,35 @@ func routeView(r *http.Request, trusted bool) *http.Request {
 // trusted proxy cannot set: those the gateway writes (setForwarded) and
 // those it drops (spoofableForwarding).
 var clientForwarding = append([]string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded", "X-Forwarded-Client-Cert"}, spoofableForwarding...)
+
+// underscoreGuarded reports whether name, which holds an underscore, is
+// another spelling of a field the gateway frames, writes or guards
+// (Content_Length, X_Forwarded_For, X_Real_IP): CGI, PHP and WSGI
+// backends read X_Forwarded_For as X-Forwarded-For, so such a field is
+// dropped even where headers_with_underscores is allow, as nginx drops
+// every one by default.
+func underscoreGuarded(name string) bool {
+	if len(name) > 64 {
+		return false
+	}
+	var b [64]byte
+	n := copy(b[:], name)
+	for i := range n {
+		switch c := b[i]; {
+		case c == '_':
+			b[i] = '-'
+		case 'A' <= c && c <= 'Z':
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return underscoreGuardedNames[string(b[:n])]
+}
+
+var underscoreGuardedNames = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range append([]string{"Content-Length", "Transfer-Encoding", "Host", "Connection", "Te", "Trailer", "Upgrade",
+		"X-Request-Id", "Traceparent", "Tracestate", "Via", "Expect", "Max-Forwards"}, clientForwarding...) {
+		m[strings.ToLower(k)] = true
+	}
+	return m
+}()

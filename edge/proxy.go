@@ -72,7 +72,9 @@ func (x *exchange) identify(r *http.Request) {
 	}
 	// A request id is made only when something needs one (requestID):
 	// with no access log, no problem answer and request_id off, none is.
-	if id := firstValue(r.Header, "X-Request-Id"); validRequestID(id) {
+	if id := firstValue(r.Header, "X-Request-Id"); validRequestID(id) && !headerHasToken(r.Header, "Connection", "x-request-id") {
+		// (Named in Connection, it is the client's hop-by-hop field,
+		// dropped: as if not sent, RFC 9110 7.6.1.)
 		x.reqID = id
 	}
 	x.host = normalizeHost(r.Host)
@@ -121,6 +123,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 			g.fail(w, r, x, &proxyError{status: http.StatusRequestHeaderFieldsTooLarge, title: "Request Header Fields Too Large",
 				detail: "the request has " + strconv.Itoa(n) + " header fields; the limit is " + strconv.Itoa(g.opts.MaxHeaderCount), close: true})
 			return
+		}
+	}
+	if g.opts.Underscores == UnderscoresAllow || g.opts.Underscores == "" {
+		// Allowed, but for the spellings of the fields the gateway
+		// frames, writes or guards (underscoreGuarded).
+		for k := range r.Header {
+			if strings.IndexByte(k, '_') >= 0 && underscoreGuarded(k) {
+				delete(r.Header, k)
+			}
 		}
 	}
 	if u := g.opts.Underscores; u == UnderscoresDrop || u == UnderscoresReject {
@@ -257,7 +268,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request, c *call, snap *S
 		}
 		// Two traceparent fields are invalid (W3C): a new trace, as for none.
 		var reqTraceparent string
-		if v := oh.inbound("Traceparent"); len(v) == 1 {
+		if v := oh.inbound("Traceparent"); len(v) == 1 && oh.forwards("Traceparent") { // not if named in Connection
 			reqTraceparent = v[0]
 		}
 		if maxFwd != "" {
