@@ -827,9 +827,10 @@ func (c *serverConn) refuse(perr *parseError, headAt time.Duration) {
 // serveParsed serves a request whose head was read; it reports whether the
 // connection can take another.
 func (c *serverConn) serveParsed(req *http.Request, rs *requestState) bool {
-	if req.RequestURI == "*" && req.Method == http.MethodOptions {
+	if req.Method == http.MethodOptions && (req.RequestURI == "*" || req.URL.IsAbs() && req.URL.Path == "" && req.URL.RawQuery == "") {
 		// OPTIONS * asks about the server, not a resource: answered here,
-		// as net/http does.
+		// as net/http does; so does OPTIONS http://host, which a proxy
+		// would forward as OPTIONS * (RFC 9112 3.2.4).
 		rs.cancel()
 		h := c.s.optionsStar
 		if h == nil {

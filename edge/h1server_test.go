@@ -528,6 +528,16 @@ func TestH1ServerOptionsStar(t *testing.T) {
 	if n := hits.get(); n != 1 {
 		t.Errorf("backend hits = %d; want 1", n)
 	}
+	// OPTIONS http://host, which a proxy forwards as OPTIONS * (RFC 9112
+	// 3.2.4), is the same question; OPTIONS http://host/ asks about "/".
+	h1Write(t, c, "OPTIONS http://x HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body = readResponse(t, br, http.MethodOptions); resp.StatusCode != 200 || len(body) != 0 || hits.get() != 1 {
+		t.Errorf("OPTIONS http://x: %d %q, backend hits %d; want the server's own 200, 1 hit", resp.StatusCode, body, hits.get())
+	}
+	h1Write(t, c, "OPTIONS http://x/ HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, _ = readResponse(t, br, http.MethodOptions); resp.StatusCode != 200 || hits.get() != 2 {
+		t.Errorf("OPTIONS http://x/: %d, backend hits %d; want the backend's answer, 2 hits", resp.StatusCode, hits.get())
+	}
 }
 
 // HEAD is answered without a body, keeping Content-Length; the next
