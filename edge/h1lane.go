@@ -349,8 +349,10 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 			whole = body != nil
 		}
 		if whole {
-			// The answer is written from here without waiting: its end is
-			// now, for the log and the connection's clock (clockHint).
+			// The answer is written from here, from the buffer unless it
+			// is larger: its end is now for the log unless a write to the
+			// client comes first (laneAnswer), and for the connection's
+			// first write's deadline check (clockHint).
 			x.end, c.clockHint = upEnd, upEnd
 			// laneAnswer ends the total too: after its last write to
 			// the client (a system call whose kernel work leaves the
@@ -447,6 +449,11 @@ func (g *Gateway) laneAnswer(c *serverConn, cl *call, rt *route, resp *http.Resp
 			// a client gone shows here, as in relay (a smaller one's
 			// failure shows at the flush below, after the log line, as
 			// on the general path).
+			if len(body) > bw.Available() {
+				// Written to the socket now, which may wait for the
+				// client: the record's end is read after it.
+				x.end = 0
+			}
 			if _, werr = bw.Write(body); werr == nil {
 				x.bytesOut = int64(len(body))
 			}

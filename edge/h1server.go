@@ -374,9 +374,10 @@ type serverConn struct {
 	tls        *tls.ConnectionState
 	state      atomic.Int32
 	// clockHint, when not 0, is a monoNow reading a few microseconds old
-	// that this goroutine's next clock readings (clock) take instead of a
-	// clock read: the lane's, when an answer came whole and is written at
-	// once; idleDeadline ends it.
+	// that the connection's next write to the client takes for its
+	// deadline check instead of a clock read: the lane's, when an answer
+	// came whole. That write ends it (it may wait for the client), as do
+	// the idle deadline and the next request.
 	clockHint time.Duration
 
 	br *bufio.Reader
@@ -620,8 +621,14 @@ func (c *serverConn) Read(p []byte) (int, error) {
 // send_timeout), rather than hold the request and its upstream connection
 // forever.
 func (c *serverConn) Write(p []byte) (int, error) {
+	hint := c.clockHint
+	c.clockHint = 0 // the write may wait: a reading after it is read anew
 	if to := c.s.opts.SendTimeout; to > 0 && !c.wdlOwn && !c.hijacked {
-		if now := c.clock(); now-c.wdlAt > to/8 || c.wdlAt == 0 {
+		now := hint
+		if now == 0 {
+			now = monoNow()
+		}
+		if now-c.wdlAt > to/8 || c.wdlAt == 0 {
 			c.rwc.SetWriteDeadline(monoBase.Add(now + to))
 			c.wdlAt = now
 		}
@@ -858,16 +865,8 @@ func (c *serverConn) setReadDeadline(t time.Time) {
 //
 // Served inline, a connection that can be parked (h1park.go) waits only
 // until it is time to park it.
-// clock is monoNow, or the connection's clockHint while it stands.
-func (c *serverConn) clock() time.Duration {
-	if c.clockHint != 0 {
-		return c.clockHint
-	}
-	return monoNow()
-}
-
 func (c *serverConn) idleDeadline() {
-	now := c.clock()
+	now := monoNow()
 	c.clockHint = 0
 	c.idleFrom = now
 	horizon := c.s.opts.IdleTimeout
