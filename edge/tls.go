@@ -52,7 +52,8 @@ type TLSListenerOptions struct {
 
 // ClientAuthPolicy is mutual TLS for a set of server names.
 type ClientAuthPolicy struct {
-	// Hosts are exact names or "*.example.com" wildcards (one label).
+	// Hosts are exact names or "*.example.com" wildcards (one label or
+	// more, as for routes).
 	Hosts []string
 	// CAs verify client certificates.
 	CAs *x509.CertPool
@@ -61,17 +62,36 @@ type ClientAuthPolicy struct {
 	Required bool
 }
 
-func (p *ClientAuthPolicy) matches(name string) bool {
+
+// rank says how closely the policy's hosts name name, as the router ranks
+// hosts: an exact name above any wildcard, a longer wildcard suffix above
+// a shorter; -1 for none. A wildcard matches one or more labels, as it
+// does for routes (*.example.com matches a.b.example.com): a route the
+// policy protects is never reached under a name the policy does not hold.
+func (p *ClientAuthPolicy) rank(name string) int {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	best := -1
 	for _, h := range p.Hosts {
 		if h == name {
-			return true
+			return 1 << 30
 		}
-		if suffix, ok := strings.CutPrefix(h, "*"); ok && strings.HasSuffix(name, suffix) && !strings.Contains(strings.TrimSuffix(name, suffix), ".") && len(name) > len(suffix) {
-			return true
+		if suffix, ok := strings.CutPrefix(h, "*"); ok && strings.HasSuffix(name, suffix) && len(name) > len(suffix) && len(suffix) > best {
+			best = len(suffix)
 		}
 	}
-	return false
+	return best
+}
+
+// clientAuthPolicyFor is the index of the policy that governs name (the
+// closest, clientAuthPolicy.rank), -1 for none.
+func clientAuthPolicyFor(policies []ClientAuthPolicy, name string) int {
+	at, best := -1, -1
+	for i := range policies {
+		if r := policies[i].rank(name); r > best {
+			at, best = i, r
+		}
+	}
+	return at
 }
 
 // withClientAuth makes c ask for client certificates on the hosts of the
@@ -94,10 +114,8 @@ func withClientAuth(c *tls.Config, policies []ClientAuthPolicy) *tls.Config {
 		perPolicy[i] = pc
 	}
 	c.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-		for i := range policies {
-			if policies[i].matches(hello.ServerName) {
-				return perPolicy[i], nil
-			}
+		if i := clientAuthPolicyFor(policies, hello.ServerName); i >= 0 {
+			return perPolicy[i], nil
 		}
 		if prev != nil {
 			return prev(hello)
@@ -241,14 +259,7 @@ func (g *Gateway) sniGuard(policies []ClientAuthPolicy, next http.Handler) http.
 	if len(policies) == 0 {
 		return next
 	}
-	policyOf := func(name string) int {
-		for i := range policies {
-			if policies[i].matches(name) {
-				return i
-			}
-		}
-		return -1
-	}
+	policyOf := func(name string) int { return clientAuthPolicyFor(policies, name) }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if st := tlsState(r); st != nil { // HTTP/2 requests carry none in r.TLS (handed over)
 			host := normalizeHost(r.Host)

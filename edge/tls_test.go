@@ -1242,3 +1242,23 @@ func TestPlainHTTPOnTLSPort(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// A wildcard client-certificate policy covers every name its route's
+// wildcard does (one or more labels), and the closest policy governs a
+// name: a route protected by mutual TLS is not reached under a deeper
+// name without a certificate.
+func TestClientAuthPolicyWildcardDepth(t *testing.T) {
+	policies := []ClientAuthPolicy{
+		{Hosts: []string{"*.sec.test"}, Required: true},
+		{Hosts: []string{"*.open.sec.test"}},
+		{Hosts: []string{"exact.open.sec.test"}, Required: true},
+	}
+	for name, want := range map[string]int{
+		"a.sec.test": 0, "a.b.sec.test": 0, "A.B.SEC.TEST.": 0, "sec.test": -1, "x.test": -1,
+		"a.open.sec.test": 1, "a.b.open.sec.test": 1, "exact.open.sec.test": 2, "open.sec.test": 0,
+	} {
+		if got := clientAuthPolicyFor(policies, name); got != want {
+			t.Errorf("policy for %q: %d; want %d", name, got, want)
+		}
+	}
+}
