@@ -62,7 +62,6 @@ type ClientAuthPolicy struct {
 	Required bool
 }
 
-
 // rank says how closely the policy's hosts name name, as the router ranks
 // hosts: an exact name above any wildcard, a longer wildcard suffix above
 // a shorter; -1 for none. A wildcard matches one or more labels, as it
