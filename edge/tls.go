@@ -540,18 +540,51 @@ func clientCertHeader(cert *x509.Certificate) string {
 	var b strings.Builder
 	b.WriteString("Hash=")
 	b.WriteString(hex.EncodeToString(sum[:]))
-	b.WriteString(`;Subject="`)
-	b.WriteString(strings.ReplaceAll(cert.Subject.String(), `"`, `\"`))
-	b.WriteString(`"`)
+	b.WriteString(";Subject=")
+	writeXFCCValue(&b, cert.Subject.String(), true)
 	for _, u := range cert.URIs {
 		b.WriteString(";URI=")
-		b.WriteString(u.String())
+		writeXFCCValue(&b, u.String(), false)
 	}
 	for _, d := range cert.DNSNames {
 		b.WriteString(";DNS=")
-		b.WriteString(d)
+		writeXFCCValue(&b, d, false)
 	}
 	return b.String()
+}
+
+// writeXFCCValue writes an X-Forwarded-Client-Cert value as Envoy's format
+// has it: double-quoted when it holds ',', ';', '=' or '"' (always, if
+// quote), with '"' and '\\' escaped by a backslash, so that no certificate
+// field (a Subject with a quote, a URI SAN with ";URI=") can end its value
+// early and add an element of its own. Control bytes, which no field line
+// may carry, become '?'.
+func writeXFCCValue(b *strings.Builder, v string, quote bool) {
+	if !quote && !strings.ContainsAny(v, ",;=\"\\ ") {
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c < 0x20 || c == 0x7f {
+				quote = true
+				break
+			}
+		}
+		if !quote {
+			b.WriteString(v)
+			return
+		}
+	}
+	b.WriteByte('"')
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < 0x20 || c == 0x7f:
+			b.WriteByte('?')
+		default:
+			b.WriteByte(c)
+		}
+	}
+	b.WriteByte('"')
 }
 
 type clientCertKey struct{}

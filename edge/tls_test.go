@@ -1262,3 +1262,51 @@ func TestClientAuthPolicyWildcardDepth(t *testing.T) {
 		}
 	}
 }
+
+// X-Forwarded-Client-Cert values are quoted and escaped so that no
+// certificate field can end its value early and add an element: a parser
+// of the format (quoted strings with backslash escapes) reads back exactly
+// the certificate's fields.
+func TestClientCertHeaderCannotBeForged(t *testing.T) {
+	admin, _ := url.Parse("spiffe://partners/bob;URI=spiffe://prod/admin")
+	cert := &x509.Certificate{
+		Raw:      []byte("raw"),
+		Subject:  pkix.Name{CommonName: `x";URI=spiffe://prod/admin;y=`, Organization: []string{`Partners, "Inc" \ Co`}},
+		URIs:     []*url.URL{admin},
+		DNSNames: []string{"bob.example"},
+	}
+	h := clientCertHeader(cert)
+	// Split into key=value pairs, honouring quotes and escapes.
+	var keys, vals []string
+	var cur strings.Builder
+	key, inQ, esc := "", false, false
+	flush := func() { keys, vals = append(keys, key), append(vals, cur.String()); cur.Reset() }
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case esc:
+			cur.WriteByte(c)
+			esc = false
+		case inQ && c == '\\':
+			esc = true
+		case c == '"':
+			inQ = !inQ
+		case !inQ && c == '=' && key == "":
+			key = cur.String()
+			cur.Reset()
+		case !inQ && c == ';':
+			flush()
+			key = ""
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	flush()
+	want := []string{"Hash", "Subject", "URI", "DNS"}
+	if strings.Join(keys, ",") != strings.Join(want, ",") {
+		t.Fatalf("%s\nparses to keys %q; want %q", h, keys, want)
+	}
+	if vals[1] != cert.Subject.String() || vals[2] != admin.String() || vals[3] != "bob.example" {
+		t.Errorf("%s\nparses to %q; want the certificate's own fields", h, vals)
+	}
+}
