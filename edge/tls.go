@@ -158,7 +158,7 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 	tcpConf := withClientAuth(g.countHandshakes(o.TLSConfig.Clone(), "tcp"), o.ClientAuth)
 	g.clientAuth.Store(len(o.ClientAuth) > 0)
 	if len(tcpConf.NextProtos) == 0 {
-		tcpConf.NextProtos = []string{"h2", "http/1.1"}
+		tcpConf.NextProtos = []string{"h2", "http/1.1", "http/1.0"}
 	}
 	if tcpConf.MinVersion == 0 {
 		tcpConf.MinVersion = tls.VersionTLS12

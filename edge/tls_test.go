@@ -1310,3 +1310,23 @@ func TestClientCertHeaderCannotBeForged(t *testing.T) {
 		t.Errorf("%s\nparses to %q; want the certificate's own fields", h, vals)
 	}
 }
+
+// A client that offers ALPN http/1.0 alone (curl --http1.0) is served,
+// as nginx serves it.
+func TestALPNHTTP10(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	tg := startTLSGatewayWith(t, gatewaySetup{}, oneRoute(be.URL, ""), false)
+	c, err := tls.Dial("tcp", tg.addr, &tls.Config{RootCAs: tg.pool, ServerName: "localhost", NextProtos: []string{"http/1.0"}})
+	if err != nil {
+		t.Fatalf("handshake offering http/1.0 alone: %v", err)
+	}
+	defer c.Close()
+	if p := c.ConnectionState().NegotiatedProtocol; p != "http/1.0" {
+		t.Errorf("ALPN %q; want http/1.0", p)
+	}
+	io.WriteString(c, "GET /x HTTP/1.0\r\nHost: localhost\r\n\r\n")
+	resp, body := readResponse(t, bufio.NewReader(c), http.MethodGet)
+	if resp.StatusCode != 200 || string(body) != "ok" {
+		t.Errorf("%d %q; want 200 ok", resp.StatusCode, body)
+	}
+}

@@ -188,6 +188,11 @@ func (n *Node) manageHosts(doc *config.Document) {
 // node's tls.hosts lists it.
 func (n *Node) hostAllowed(name string) bool {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if !dnsName(name) {
+		// Not a name a route can serve (the router answers its Host
+		// with 400): no certificate, and no order to a CA for it.
+		return false
+	}
 	for _, h := range n.cfg.TLS.Hosts {
 		if strings.EqualFold(h, name) {
 			return true
@@ -208,6 +213,26 @@ func (n *Node) hostAllowed(name string) bool {
 		}
 	}
 	return false
+}
+
+// dnsName reports whether name (lower case) is a host name a certificate
+// may be made for: labels of letters, digits and inner hyphens, none
+// empty, at most 63 bytes each and 253 in all.
+func dnsName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // HTTPSAddr is the bound HTTPS address, or "" without HTTPS.

@@ -397,7 +397,7 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 func (m *Manager) TLSConfig() *tls.Config {
 	return &tls.Config{
 		GetCertificate: m.GetCertificate,
-		NextProtos:     []string{"h2", "http/1.1", acmez.ACMETLS1Protocol},
+		NextProtos:     []string{"h2", "http/1.1", "http/1.0", acmez.ACMETLS1Protocol}, // http/1.0: curl --http1.0 offers it alone
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -147,3 +148,23 @@ type atomicTime struct {
 func (a *atomicTime) set(t time.Time) { a.mu.Lock(); a.t = t; a.mu.Unlock() }
 
 func (a *atomicTime) get() time.Time { a.mu.Lock(); defer a.mu.Unlock(); return a.t }
+
+// The leaves the local CA keeps are bounded: names under a wildcard route
+// are the clients' to choose.
+func TestLocalLeavesBounded(t *testing.T) {
+	m := newManager(t, Options{DataDir: t.TempDir(), Allowed: func(string) bool { return true }})
+	if _, err := m.ca.leafFor("localhost", m.localAllowed); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxLocalLeaves + 50 {
+		if _, err := m.ca.leafFor(fmt.Sprintf("n%d.wild.test", i), m.localAllowed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.ca.mu.Lock()
+	n, hasLocal := len(m.ca.leaves), m.ca.leaves[localhostName] != nil
+	m.ca.mu.Unlock()
+	if n > maxLocalLeaves || !hasLocal {
+		t.Errorf("%d leaves kept (localhost among them: %v); want at most %d, localhost kept", n, hasLocal, maxLocalLeaves)
+	}
+}

@@ -186,9 +186,23 @@ func (ca *localCA) leafFor(name string, allowed func(string) bool) (*tls.Certifi
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := ca.leaves[key]; !ok && len(ca.leaves) >= maxLocalLeaves {
+		// Names under a wildcard route are the clients' to choose:
+		// the cache (and the expiry metric's series) stay bounded,
+		// an evicted name is signed again when asked for.
+		for k := range ca.leaves {
+			if k != localhostName {
+				delete(ca.leaves, k)
+				break
+			}
+		}
+	}
 	ca.leaves[key] = c
 	return c, nil
 }
+
+// maxLocalLeaves bounds the local CA's cache of leaf certificates.
+const maxLocalLeaves = 1024
 
 func (ca *localCA) issue(name string, now time.Time) (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
