@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -253,20 +254,8 @@ func TestShutdownClosesWebSockets(t *testing.T) {
 // HTTP/2 connection to the upstream on which later streams bypass the
 // gateway (h2c smuggling).
 func TestH2CUpgradeNotRelayed(t *testing.T) {
-	seen := make(chan http.Header, 4)
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		seen <- r.Header.Clone()
-		if r.Header.Get("Upgrade") != "" {
-			// A backend that would switch: it must never get the chance.
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
-				conn.Close()
-			}
-			return
-		}
-		io.WriteString(w, "plain")
-	})
+	// A backend that would switch: it must never get the chance.
+	seen, be := switchingBackend(t, "h2c")
 	gw := startGateway(t, oneRoute(be.URL, ""))
 	for _, up := range []string{"h2c", "H2C", "h2c, websocket"} {
 		c := dialGateway(t, gw.addr)
@@ -356,19 +345,7 @@ func TestUpgradeTunnelClosedWhenOneSideEndsAndTheOtherNever(t *testing.T) {
 // An HTTP/1.0 request's Upgrade is ignored (RFC 9110 7.8): the upstream
 // gets a plain request, and the client no 101 (15.2).
 func TestUpgradeFromHTTP10Ignored(t *testing.T) {
-	seen := make(chan http.Header, 2)
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		seen <- r.Header.Clone()
-		if r.Header.Get("Upgrade") != "" {
-			conn, _, err := http.NewResponseController(w).Hijack()
-			if err == nil {
-				io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-				conn.Close()
-			}
-			return
-		}
-		io.WriteString(w, "plain")
-	})
+	seen, be := switchingBackend(t, "websocket")
 	gw := startGateway(t, oneRoute(be.URL, ""))
 	c := dialGateway(t, gw.addr)
 	defer c.Close()
@@ -383,4 +360,23 @@ func TestUpgradeFromHTTP10Ignored(t *testing.T) {
 			t.Errorf("the upstream got %s: %q", name, v)
 		}
 	}
+}
+
+// switchingBackend answers a request with Upgrade with a 101 to proto, and
+// any other with "plain"; each request's header comes on seen.
+func switchingBackend(t *testing.T, proto string) (chan http.Header, *httptest.Server) {
+	seen := make(chan http.Header, 4)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Clone()
+		if r.Header.Get("Upgrade") != "" {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				io.WriteString(conn, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: "+proto+"\r\nConnection: Upgrade\r\n\r\n")
+				conn.Close()
+			}
+			return
+		}
+		io.WriteString(w, "plain")
+	})
+	return seen, be
 }
