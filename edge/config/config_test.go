@@ -211,6 +211,10 @@ func TestParseErrors(t *testing.T) {
 		{"JSON syntax", "{\"services\": [{\"name\": \"a\"}\n", 0, []string{"invalid JSON"}},
 		{"two docs", "services: []\n---\nroutes: []\n", 3, []string{"more than one YAML document"}},
 		{"JSON and more", "{\"services\": []}\n{\"routes\": []}\n", 0, []string{"content after the JSON document ends"}},
+		{"merge of a list", "x-a: &a [1, 2]\nservices:\n  - name: s\n    <<: *a\n", 4, []string{"services[0]: a merge key (<<) takes a mapping"}},
+		{"merge of a scalar", "services:\n  - name: s\n    <<: 5\n", 3, []string{"a merge key (<<) takes a mapping"}},
+		{"JSON and more after a blank line", "{\"services\": []}\n\n  {\"routes\": []}\n", 3, []string{"content after the JSON document ends"}},
+		{"JSON and more on its line", "{\"services\": []} {\"routes\": []}\n", 1, []string{"content after the JSON document ends"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -177,6 +178,9 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 		}
 		if t := bytes.TrimSpace(data); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
 			fe.Msg = "content after the JSON document ends; send exactly one document"
+			if i := afterJSON(data); i >= 0 {
+				fe.Line = lineOf(data, i) // the parser's line is where it gave up
+			}
 		}
 		return nil, Errors{fe}
 	}
@@ -365,6 +369,21 @@ func parserProblem(msg string) (hint string, ok bool) {
 		return "", true
 	}
 	return "", false
+}
+
+// afterJSON is the offset of what follows data's first JSON value (past
+// white space), or -1 if data does not start with one.
+func afterJSON(data []byte) int {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var v json.RawMessage
+	if dec.Decode(&v) != nil {
+		return -1
+	}
+	i := int(dec.InputOffset())
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n') {
+		i++
+	}
+	return i
 }
 
 // lineOf is the line of data[i], counting line breaks as YAML does: LF, CR
@@ -723,6 +742,12 @@ func checkMappings(root *yaml.Node) (es Errors, early bool) {
 			if k.Kind != yaml.ScalarNode {
 				continue // a complex key: left to the decoder
 			}
+			if k.ShortTag() == "!!merge" && !mergeable(m.Content[i+1]) {
+				// The decoder says so too, but without a line.
+				es = append(es, &FieldError{Path: string(path), Line: k.Line,
+					Msg: "a merge key (<<) takes a mapping, an alias of one, or a list of them"})
+				early = true
+			}
 			f := first[k.Value]
 			if f == nil {
 				first[k.Value] = &seen{line: k.Line, times: 1}
@@ -758,6 +783,26 @@ func checkMappings(root *yaml.Node) (es Errors, early bool) {
 		}
 	})
 	return es, early || len(es) > MaxErrors
+}
+
+// mergeable reports whether v may be the value of a merge key: a mapping
+// or a list of mappings, each possibly an alias of one.
+func mergeable(v *yaml.Node) bool {
+	mapping := func(n *yaml.Node) bool {
+		if n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		return n.Kind == yaml.MappingNode
+	}
+	if v.Kind == yaml.SequenceNode {
+		for _, e := range v.Content {
+			if !mapping(e) {
+				return false
+			}
+		}
+		return true
+	}
+	return mapping(v)
 }
 
 // coreTags are the YAML tags a document may write: the core schema's.
