@@ -97,7 +97,7 @@ type AdminOptions struct {
 // AdminHandler serves the admin API:
 //
 //	GET  /healthz             liveness
-//	GET  /readyz              readiness (configured and not draining)
+//	GET  /readyz              readiness (configured, not draining, caught up with the cluster)
 //	GET  /config              the gateway document exactly as applied
 //	PUT  /config              apply a new document (YAML or JSON)
 //	GET  /config/version      version, hash and time of the applied document

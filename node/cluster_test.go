@@ -381,7 +381,17 @@ func TestClusterRestartCatchesUp(t *testing.T) {
 	if got := n3.Gateway().Current().Version; got < 2 {
 		t.Fatalf("restarted node serves version %d right after start; want at least 2 (what it served before)", got)
 	}
-	waitUntil(t, 15*time.Second, "the restarted node to catch up to version 3", func() bool { return n3.Gateway().Current().Version == 3 })
+	// Not ready until it has caught up: a load balancer must not send it
+	// traffic for the configuration the cluster replaced.
+	waitUntil(t, 15*time.Second, "the restarted node to be ready", func() bool {
+		if !n3.Ready() {
+			return false
+		}
+		if got := n3.Gateway().Current().Version; got != 3 {
+			t.Fatalf("restarted node ready while serving version %d; want 3, the cluster's", got)
+		}
+		return true
+	})
 	if code, _ := get(t, http.DefaultClient, "http://"+n3.ProxyAddr()+"/b"); code != 200 {
 		t.Fatalf("restarted node /b: %d", code)
 	}
@@ -710,9 +720,7 @@ func TestClusterDuplicateNameStaysOut(t *testing.T) {
 			t.Errorf("n1's seat moved to %s; want %s", s.Addr, n1Addr)
 		}
 	}
-	if !h.nodes[1].Ready() {
-		t.Error("the real n1 is not ready")
-	}
+	waitUntil(t, 10*time.Second, "the real n1 ready", h.nodes[1].Ready)
 }
 
 // The cluster's state is in every node's metrics: a leader known, the

@@ -77,7 +77,10 @@ type Node struct {
 
 	applyMu  sync.Mutex // serialises Apply: versions must not interleave
 	draining atomic.Bool
-	wg       sync.WaitGroup
+	// inStep says a cluster node has caught up with the cluster since it
+	// started, or given up waiting (catchUp): it is ready only then.
+	inStep atomic.Bool
+	wg     sync.WaitGroup
 }
 
 // state is what the node remembers across restarts, in DataDir.
@@ -296,6 +299,13 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 		defer n.wg.Done()
 		releaseIdleMemory(n.stopping, idleMemoryLook)
 	}()
+	if n.cluster != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.catchUp()
+		}()
+	}
 	n.announce()
 	s := n.gw.Current()
 	n.log.Info("meridian serving", "http", srv.Addr().String(), "https", n.HTTPSAddr(), "admin", n.AdminAddr(), "config_version", s.Version, "config_hash", s.Hash[:12], "routes", len(s.Doc.Routes), "data_dir", n.cfg.DataDir)
@@ -679,7 +689,49 @@ func sameNode(a, b Config) bool {
 
 // Ready reports whether the node takes traffic.
 func (n *Node) Ready() bool {
-	return !n.draining.Load() && n.gw.Current() != nil && (n.cluster == nil || !n.cluster.NameConflict())
+	return !n.draining.Load() && n.gw.Current() != nil &&
+		(n.cluster == nil || !n.cluster.NameConflict() && n.inStep.Load())
+}
+
+// catchUpWait bounds how long a cluster node stays not ready after its
+// start while it cannot catch up with the cluster (no leader reachable: no
+// quorum, a partition): it is then ready with what it has, as Envoy serves
+// what it has after its initial fetch timeout.
+const catchUpWait = 15 * time.Second
+
+// catchUp makes a cluster node ready once it has applied everything the
+// cluster had committed when it started (a read index from the leader),
+// or after catchUpWait. Before, a restarted node serves the document it
+// had, which the cluster may have replaced: a load balancer should not
+// take it for the cluster's.
+func (n *Node) catchUp() {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), catchUpWait)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := n.cluster.Store.CatchUp(ctx)
+	select {
+	case <-n.stopping:
+		return
+	default:
+	}
+	var version uint64
+	if s := n.gw.Current(); s != nil {
+		version = s.Version
+	}
+	if err != nil {
+		n.log.Warn("could not catch up with the cluster; ready with the configuration this node has",
+			"version", version, "waited", time.Since(start).Round(time.Millisecond).String(), "err", err)
+	} else {
+		n.log.Info("caught up with the cluster", "version", version, "took", time.Since(start).Round(time.Millisecond).String())
+	}
+	n.inStep.Store(true)
 }
 
 // Drain stops the node gracefully: readiness goes false, the listener stops

@@ -27,6 +27,11 @@ const (
 	opAddVoter     = "add_voter"
 	opAddNonvoter  = "add_nonvoter"
 	opRemoveServer = "remove_server"
+	// opReadIndex asks the leader for the index of the last entry it has
+	// applied, after a barrier through the log has confirmed with a quorum
+	// that it leads and that every earlier entry is applied: a node that
+	// has applied that index has everything committed before it asked.
+	opReadIndex = "read_index"
 )
 
 // Error codes on the wire.
@@ -119,8 +124,10 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 			return fwdResponse{}, ctx.Err()
 		}
 	}
-	var f raft.IndexFuture
+	var f raft.Future
 	switch req.Op {
+	case opReadIndex:
+		f = s.raft.Barrier(timeout)
 	case opApply:
 		f = s.raft.Apply(req.Cmd, timeout)
 	case opAddVoter:
@@ -155,7 +162,13 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 	default:
 		return fwdResponse{}, fmt.Errorf("store: %s: %w", req.Op, err)
 	}
-	resp := fwdResponse{Index: f.Index()}
+	if req.Op == opReadIndex {
+		// The barrier's entry is applied, and every one before it: what
+		// the state machine has now is at least what was committed when
+		// the request came.
+		return fwdResponse{Index: s.fsm.current().Index}, nil
+	}
+	resp := fwdResponse{Index: f.(raft.IndexFuture).Index()}
 	if af, ok := f.(raft.ApplyFuture); ok && req.Op == opApply {
 		r, _ := af.Response().(fsmResult)
 		resp.Version, resp.Hash = r.Version, r.Hash

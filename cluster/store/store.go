@@ -543,6 +543,19 @@ func (s *Store) Leader() (id, addr string) {
 // "Shutdown".
 func (s *Store) State() string { return s.raft.State().String() }
 
+// CatchUp waits until this node has applied everything the cluster had
+// committed when it was called: it asks the leader (a read index, confirmed
+// by a barrier through the log) for the last entry applied there, then
+// waits for its own state machine to apply it. It fails while no leader can
+// be reached, as long as ctx lasts.
+func (s *Store) CatchUp(ctx context.Context) error {
+	resp, err := s.submit(ctx, &fwdRequest{Op: opReadIndex})
+	if err != nil {
+		return err
+	}
+	return s.waitApplied(ctx, resp.Index)
+}
+
 // AppliedIndex is the Raft index of the last entry applied to this node's
 // state machine.
 func (s *Store) AppliedIndex() uint64 {

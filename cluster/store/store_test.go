@@ -261,6 +261,13 @@ func TestRestartCatchesUpNeverOlder(t *testing.T) {
 	if cur := s.Current(); cur.Version < had.Version || !bytes.Equal(cur.Raw, doc(int(cur.Version))) {
 		t.Fatalf("restarted node serves %d %q, had %d", cur.Version, cur.Raw, had.Version)
 	}
+	// CatchUp returns once the node has what was committed before it.
+	if err := s.CatchUp(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatalf("CatchUp: %v", err)
+	}
+	if cur := s.Current(); cur.Version != 15 {
+		t.Fatalf("after CatchUp the restarted node serves version %d; want 15", cur.Version)
+	}
 	d := c.converge(10*time.Second, 15)
 	t.Logf("restarted node caught up from version %d to 15 in %v", had.Version, d)
 	mu.Lock()
@@ -400,6 +407,9 @@ func TestMinorityRefusesWrites(t *testing.T) {
 			}
 			if st := survivor.s.State(); st == "Leader" {
 				t.Fatalf("survivor still leader")
+			}
+			if err := survivor.s.CatchUp(ctxT(t, deadline)); !errors.Is(err, ErrNoLeader) {
+				t.Fatalf("minority CatchUp: %v, want ErrNoLeader", err)
 			}
 		})
 	}
