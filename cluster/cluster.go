@@ -11,7 +11,9 @@ package cluster
 
 import (
 	"context"
+	crand "crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -166,10 +168,57 @@ func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 		m.UpdateMeta(func(meta *gossip.Meta) { meta.ConfigVersion = served })
 	}
 
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.joinLoop()
 	go c.manageLoop()
+	go c.idLoop()
 	return c, nil
+}
+
+// idKey is where the cluster's id is kept in Raft.
+const idKey = "cluster/id"
+
+// idLoop publishes the cluster's id in gossip once this node knows it:
+// from its Raft state, or made by the first leader (create-only, so one
+// id per history). Gossip then refuses members that hold another
+// cluster's history (gossip.Members.ClusterID).
+func (c *Cluster) idLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if id := c.learnID(); id != "" {
+			if err := c.Members.UpdateMeta(func(m *gossip.Meta) { m.ClusterID = id }); err != nil {
+				c.log.Warn("cannot publish the cluster id in gossip", "err", err)
+			}
+			return
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// learnID returns the cluster's id, making it if this node leads a
+// cluster that has none; "" while it is not known.
+func (c *Cluster) learnID() string {
+	if e, ok := c.Store.KVGet(idKey); ok && len(e.Value) > 0 {
+		return string(e.Value)
+	}
+	if c.Store.State() != "Leader" {
+		return ""
+	}
+	b := make([]byte, 16)
+	crand.Read(b)
+	id := hex.EncodeToString(b)
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.Store.KVPutCAS(ctx, idKey, []byte(id), 0); err != nil {
+		return "" // another leader made one first, or no quorum: read next time
+	}
+	return id
 }
 
 func splitHostPort(addr string) (string, int, error) {
@@ -382,7 +431,8 @@ func (c *Cluster) reconcile() {
 	for _, mb := range c.Members.Members() {
 		s, known := inRaft[mb.Name]
 		switch {
-		case mb.State == gossip.StateAlive && !mb.Draining && mb.ClusterAddr != "" && (!known || s.Addr != mb.ClusterAddr):
+		case mb.State == gossip.StateAlive && !mb.Draining && mb.ClusterAddr != "" && (!known || s.Addr != mb.ClusterAddr) &&
+			(mb.ClusterID == "" || mb.ClusterID == c.Members.ClusterID()):
 			if !c.reachable(mb) {
 				continue
 			}
@@ -465,6 +515,7 @@ type MemberStatus struct {
 	HTTPSAddr     string  `json:"https_addr,omitempty"`
 	AdminAddr     string  `json:"admin_addr,omitempty"`
 	Draining      bool    `json:"draining,omitempty"`
+	ClusterID     string  `json:"cluster_id,omitempty"` // the cluster whose Raft history it holds, once known
 }
 
 // Status lists every member known by gossip with its Raft role: leader,
@@ -495,6 +546,7 @@ func (c *Cluster) Status() []MemberStatus {
 			Name: mb.Name, Region: mb.Region, Lat: mb.Lat, Lon: mb.Lon, State: string(mb.State), Raft: role,
 			ConfigVersion: mb.ConfigVersion, GossipAddr: mb.Addr, ClusterAddr: mb.ClusterAddr,
 			HTTPAddr: mb.HTTPAddr, HTTPSAddr: mb.HTTPSAddr, AdminAddr: mb.AdminAddr, Draining: mb.Draining,
+			ClusterID: mb.ClusterID,
 		})
 	}
 	// Raft seats of nodes gossip no longer knows (gone for good): they

@@ -694,6 +694,60 @@ func TestClusterSecondBootstrapNodeJoins(t *testing.T) {
 	}
 }
 
+// Two clusters bootstrapped apart (the seeds not reachable then, or none
+// given) cannot be merged: their Raft histories differ. When their gossip
+// meets, each refuses the other's members (they know different cluster
+// ids), so neither leader seats the other's nodes in its Raft.
+func TestClusterOfAnotherHistoryRefused(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	h.bootstrap = true
+	defer h.stopAll()
+	n1 := h.start(1)
+	h.seed = "" // n2 is given no seed: it bootstraps a cluster of its own
+	n2 := h.start(2)
+	for _, n := range []*Node{n1, n2} {
+		waitUntil(t, 20*time.Second, n.cfg.Name+" to lead its cluster and know its id", func() bool {
+			return n.cluster.Store.State() == "Leader" && n.cluster.Members.ClusterID() != ""
+		})
+	}
+	if n1.cluster.Members.ClusterID() == n2.cluster.Members.ClusterID() {
+		t.Fatal("two clusters bootstrapped apart have the same id")
+	}
+	_, err := n2.cluster.Members.Join([]string{n1.cluster.Members.Addr()})
+	if err == nil || !strings.Contains(err.Error(), "belongs to another cluster") {
+		t.Fatalf("n2 joining n1's gossip: %v; want it refused (another cluster)", err)
+	}
+	for _, pair := range [][2]*Node{{n1, n2}, {n2, n1}} {
+		for _, mb := range pair[0].cluster.Members.Members() {
+			if mb.Name == pair[1].cfg.Name {
+				t.Errorf("%s lists %s (%s) as a member", pair[0].cfg.Name, mb.Name, mb.State)
+			}
+		}
+	}
+	// A member of its own cluster is still taken: n3 joins n1.
+	h.seed = n1.cluster.Members.Addr()
+	h.start(3)
+	waitUntil(t, 20*time.Second, "n3 seated in n1's Raft", func() bool {
+		servers, err := n1.cluster.Store.Servers()
+		return err == nil && len(servers) == 2
+	})
+	for _, n := range []*Node{n1, n2} {
+		servers, err := n.cluster.Store.Servers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range servers {
+			if (n == n1) == (s.ID == "n2") {
+				t.Errorf("%s's Raft seats %s", n.cfg.Name, s.ID)
+			}
+		}
+	}
+	if n1.cluster.Members.Stats().ForeignRefused == 0 && n2.cluster.Members.Stats().ForeignRefused == 0 {
+		t.Error("no refusal counted")
+	}
+}
+
 // A node started under the name of a node that is alive learns from
 // gossip that its name is taken: it stays out of Raft (no bootstrap, no
 // seat) and is not ready; the cluster keeps the first node.

@@ -205,6 +205,12 @@ type Members struct {
 	// nameTaken is the address of another node alive under this node's
 	// name, once gossip has told of one ("": none).
 	nameTaken atomic.Pointer[string]
+	// clusterID is meta.ClusterID, read by memberlist's callbacks;
+	// foreignLogged is when a refused member of another cluster was last
+	// logged (UnixNano): gossip repeats their alive messages, and the
+	// log says so once in foreignLogEvery.
+	clusterID     atomic.Pointer[string]
+	foreignLogged atomic.Int64
 
 	// mu guards the member table and subscribers. It is a leaf lock: it is
 	// taken inside memberlist's callbacks (under memberlist's node lock) and
@@ -239,7 +245,7 @@ type Members struct {
 	shutOnce sync.Once
 
 	stats struct {
-		droppedEvents, droppedMessages, malformed, duplicates, unhandled, prunedBroadcasts, metaReannounced atomic.Uint64
+		droppedEvents, droppedMessages, malformed, duplicates, unhandled, prunedBroadcasts, metaReannounced, foreign atomic.Uint64
 	}
 }
 
@@ -347,6 +353,7 @@ func Start(cfg Config) (*Members, error) {
 	mc.Alive = d
 	mc.Ping = d
 	mc.Conflict = d
+	mc.Merge = d
 	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect, stopping: m.stopping.Load}, "", 0)
 
 	if cfg.transport != nil {
@@ -460,6 +467,8 @@ func (m *Members) UpdateMeta(fn func(*Meta)) error {
 	}
 	m.meta = next
 	m.encMeta.Store(&enc)
+	id := next.ClusterID
+	m.clusterID.Store(&id)
 	m.requestAnnounce()
 	return nil
 }
@@ -607,6 +616,7 @@ type Stats struct {
 	PrunedBroadcasts  uint64 // queued broadcasts discarded because the queue was full
 	QueuedBroadcasts  int    // broadcasts waiting to be (re)transmitted now
 	MetaReannounced   uint64 // local metadata announcements repeated because memberlist did not complete one in time
+	ForeignRefused    uint64 // alive messages and joins refused: the node is of another cluster
 }
 
 // Stats returns a snapshot of the counters.
@@ -620,6 +630,7 @@ func (m *Members) Stats() Stats {
 		PrunedBroadcasts:  m.stats.prunedBroadcasts.Load(),
 		QueuedBroadcasts:  m.queue.NumQueued(),
 		MetaReannounced:   m.stats.metaReannounced.Load(),
+		ForeignRefused:    m.stats.foreign.Load(),
 	}
 }
 
@@ -961,6 +972,7 @@ var (
 	_ memberlist.AliveDelegate    = (*delegate)(nil)
 	_ memberlist.PingDelegate     = (*delegate)(nil)
 	_ memberlist.ConflictDelegate = (*delegate)(nil)
+	_ memberlist.MergeDelegate    = (*delegate)(nil)
 )
 
 // NotifyConflict is told of a node alive under a known member's name at
@@ -997,11 +1009,58 @@ func (d *delegate) NodeMeta(limit int) []byte {
 // NotifyAlive filters every alive message memberlist receives: a node whose
 // metadata does not decode is not admitted (memberlist logs the refusal).
 func (d *delegate) NotifyAlive(peer *memberlist.Node) error {
-	if _, _, err := decodeMeta(peer.Name, peer.Meta); err != nil {
+	meta, _, err := decodeMeta(peer.Name, peer.Meta)
+	if err != nil {
 		d.m.stats.malformed.Add(1)
 		return fmt.Errorf("undecodable node metadata (%d bytes): %v", len(peer.Meta), err)
 	}
+	return d.m.sameCluster(peer.Name, meta.ClusterID)
+}
+
+// NotifyMerge refuses a join (a push/pull of whole states) with members
+// of another cluster, both ways: the joining node's Join fails with the
+// reason, and neither side lists the other.
+func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
+	for _, p := range peers {
+		if meta, _, err := decodeMeta(p.Name, p.Meta); err == nil {
+			if err := d.m.sameCluster(p.Name, meta.ClusterID); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
+}
+
+// sameCluster refuses a member whose Raft history is another cluster's:
+// both it and this node know their cluster's id, and the ids differ (two
+// clusters bootstrapped apart whose gossip met; a node with an old data
+// dir). Seated in each other's Raft, their logs would overwrite each
+// other's. A node with no id yet (a new one) is taken.
+func (m *Members) sameCluster(name, id string) error {
+	ours := m.ClusterID()
+	if id == "" || ours == "" || id == ours {
+		return nil
+	}
+	m.stats.foreign.Add(1)
+	now, last := time.Now().UnixNano(), m.foreignLogged.Load()
+	if now-last >= int64(foreignLogEvery) && m.foreignLogged.CompareAndSwap(last, now) {
+		m.log.Error("refused a node of another cluster: its Raft history cannot be merged with this one's (wipe its data dir to make it join this cluster)",
+			"node", name, "its_cluster_id", id, "cluster_id", ours)
+	}
+	return fmt.Errorf("node %s belongs to another cluster (id %s; this one is %s)", name, id, ours)
+}
+
+// foreignLogEvery is how often a refused member of another cluster is
+// logged at most.
+const foreignLogEvery = 30 * time.Second
+
+// ClusterID is the id of the cluster whose Raft history this node holds,
+// as its metadata says ("": not known yet).
+func (m *Members) ClusterID() string {
+	if p := m.clusterID.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 func (d *delegate) NotifyJoin(n *memberlist.Node) {

@@ -33,6 +33,10 @@ type Meta struct {
 	// GivesUpSeat: when this voter leaves, it leaves Raft too
 	// (remove_on_leave); the leader removes it if it could not itself.
 	GivesUpSeat bool
+	// ClusterID names the cluster whose Raft history this node holds ("":
+	// none yet). Gossip refuses members of another cluster (see
+	// delegate.NotifyMerge): two histories cannot be merged.
+	ClusterID string
 }
 
 // metaVersion is the first byte of the encoded metadata. A decoder accepts its
@@ -54,12 +58,14 @@ var ErrMetaTooLarge = errors.New("gossip: node metadata too large")
 // node name. boot identifies this process's life (see Members.boot).
 //
 //	version u8 | flags u8 | boot u64 | configVersion uvarint | lat f64 | lon f64 |
-//	region, http, https, admin, cluster: uvarint length + bytes
+//	region, http, https, admin, cluster, cluster id: uvarint length + bytes
+//
+// The cluster id came later: a decoder takes its absence as "".
 func encodeMeta(m *Meta, boot uint64) ([]byte, error) {
 	if math.IsNaN(m.Lat) || math.IsNaN(m.Lon) || m.Lat < -90 || m.Lat > 90 || m.Lon < -180 || m.Lon > 180 {
 		return nil, fmt.Errorf("gossip: meta: location (%v, %v) out of range", m.Lat, m.Lon)
 	}
-	b := make([]byte, 0, 64+len(m.Region)+len(m.HTTPAddr)+len(m.HTTPSAddr)+len(m.AdminAddr)+len(m.ClusterAddr))
+	b := make([]byte, 0, 64+len(m.Region)+len(m.HTTPAddr)+len(m.HTTPSAddr)+len(m.AdminAddr)+len(m.ClusterAddr)+len(m.ClusterID))
 	var flags byte
 	if m.Voter {
 		flags |= flagVoter
@@ -75,7 +81,7 @@ func encodeMeta(m *Meta, boot uint64) ([]byte, error) {
 	b = binary.AppendUvarint(b, m.ConfigVersion)
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(m.Lat))
 	b = binary.BigEndian.AppendUint64(b, math.Float64bits(m.Lon))
-	for _, s := range []string{m.Region, m.HTTPAddr, m.HTTPSAddr, m.AdminAddr, m.ClusterAddr} {
+	for _, s := range []string{m.Region, m.HTTPAddr, m.HTTPSAddr, m.AdminAddr, m.ClusterAddr, m.ClusterID} {
 		b = binary.AppendUvarint(b, uint64(len(s)))
 		b = append(b, s...)
 	}
@@ -121,6 +127,9 @@ func decodeMeta(name string, b []byte) (Meta, uint64, error) {
 	m.HTTPSAddr = r.str()
 	m.AdminAddr = r.str()
 	m.ClusterAddr = r.str()
+	if len(r.b) > 0 {
+		m.ClusterID = r.str()
+	}
 	if r.err != nil {
 		return m, 0, fmt.Errorf("meta: %w", r.err)
 	}

@@ -84,9 +84,31 @@ func TestShutdownEndsGoroutines(t *testing.T) {
 	})
 }
 
+// The cluster id came after the other fields: metadata from a node that
+// does not send it decodes with none, and one that does round-trips.
+func TestMetaClusterIDOptional(t *testing.T) {
+	in := Meta{Name: "x", Region: "eu", HTTPAddr: "a:1", ClusterID: "0123abcd"}
+	b, err := encodeMeta(&in, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := decodeMeta("x", b)
+	if err != nil || got != in {
+		t.Fatalf("decode: %+v, %v; want %+v", got, err, in)
+	}
+	older := b[:len(b)-1-len(in.ClusterID)] // as a node before the field wrote it
+	got, _, err = decodeMeta("x", older)
+	in.ClusterID = ""
+	if err != nil || got != in {
+		t.Fatalf("decode without the id: %+v, %v; want %+v", got, err, in)
+	}
+}
+
 func FuzzDecodeMeta(f *testing.F) {
 	good, _ := encodeMeta(&Meta{Region: "eu", Lat: 1, Lon: 2, HTTPAddr: "a:1", ConfigVersion: 7, Voter: true}, 42)
 	f.Add(good)
+	withID, _ := encodeMeta(&Meta{Region: "eu", ClusterID: "5f0c"}, 1)
+	f.Add(withID)
 	f.Add([]byte{})
 	f.Add([]byte{1, 0, 0})
 	f.Add(append(good, 9, 9, 9)) // a later version's extra fields
