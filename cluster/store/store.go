@@ -265,6 +265,15 @@ func Open(cfg Config) (*Store, error) {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fail(fmt.Errorf("store: raft config: %w", err))
 	}
+	if recovered, err := recoverIfAsked(rc, raftDir, w, snaps, s.trans, cfg.ID, log); err != nil {
+		return fail(err)
+	} else if recovered {
+		// The recovery replayed the log into a state machine of its own,
+		// over the same state file: this one starts again from that.
+		if s.fsm, err = newFSM(raftDir, s.fsm.persistErr); err != nil {
+			return fail(err)
+		}
+	}
 	s.raft, err = raft.NewRaft(rc, s.fsm, w, w, snaps, s.trans)
 	if err != nil {
 		return fail(fmt.Errorf("store: start raft: %w", err))
