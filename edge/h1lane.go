@@ -138,12 +138,12 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	}
 	// The target and the Host in one string (the fields follow the
 	// request line): one allocation.
-	if lr.host[0] < lr.target[1] {
+	if int(lr.host[0]) < lr.target[1] {
 		return false, false
 	}
 	span := string(hb.buf[lr.target[0]:lr.host[1]])
 	target := span[:lr.target[1]-lr.target[0]]
-	hostIn := span[lr.host[0]-lr.target[0]:]
+	hostIn := span[int(lr.host[0])-lr.target[0]:]
 	if !validHost(hostIn) {
 		return false, false // the general path's 400
 	}
@@ -294,7 +294,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	x.trusted, x.origin = trusted, origin
 	g.metrics.inFlightN.Add(1)
 	x.route = rt
-	if lr.reqID != ([2]int{}) {
+	if lr.reqID != ([2]int32{}) {
 		// The client's, when valid, as identify takes it.
 		if id := string(hb.buf[lr.reqID[0]:lr.reqID[1]]); validRequestID(id) {
 			x.reqID = id

@@ -90,12 +90,13 @@ func (p *pathCounter) count() {
 // leanRequest is a request head the lean path may serve, as spans of
 // c.reqHead.buf.
 type leanRequest struct {
-	method, target, host [2]int
+	method, target [2]int
+	host           [2]int32
 	// traceparent is the value of the request's Traceparent, reqID that of
 	// its first X-Request-Id ({0, 0}: none); ids says it has one of those,
 	// a Tracestate or a Connection: keep-alive, which the gateway may
 	// replace or drops (appendLeanRequestHead).
-	traceparent, reqID [2]int
+	traceparent, reqID [2]int32
 	ids                bool
 	// fwd says which forwarding fields it has (fwdFor and the others),
 	// which the gateway replaces, extends or drops by the peer's trust
@@ -186,14 +187,14 @@ func classifyLean(hb *headBlock, rl requestLine, maxCount int, underscores Under
 		case leanRefused:
 			return lr, false
 		case leanTraceparent:
-			if lr.traceparent != ([2]int{}) {
+			if lr.traceparent != ([2]int32{}) {
 				return lr, false // two are none (W3C): the present path's
 			}
 			lr.traceparent, lr.ids = f.value, true
 		case leanTracestate:
 			lr.ids = true
 		case leanRequestID:
-			if lr.reqID == ([2]int{}) {
+			if lr.reqID == ([2]int32{}) {
 				lr.reqID = f.value
 			}
 			lr.ids = true
@@ -657,7 +658,7 @@ func (g *Gateway) makeLeanHead(oh *outHeader, hb *headBlock, lr *leanRequest, a 
 		a.reqID = x.requestID() // the client's, when valid (identify)
 	}
 	var in string // the client's traceparent
-	if lr.traceparent != ([2]int{}) {
+	if lr.traceparent != ([2]int32{}) {
 		in = string(hb.buf[lr.traceparent[0]:lr.traceparent[1]])
 	}
 	if !svc.noTraceparent {

@@ -88,7 +88,7 @@ func putHeadBlock(hb *headBlock) {
 }
 
 type fieldSpan struct {
-	name, value [2]int
+	name, value [2]int32
 	canon       bool // the name is already in canonical form
 }
 
@@ -148,12 +148,12 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 			return errTooManyFields
 		}
 		f := fieldSpan{canon: canon}
-		f.name[0] = len(h.buf)
+		f.name[0] = int32(len(h.buf))
 		h.buf = append(h.buf, name...)
-		f.name[1] = len(h.buf)
-		f.value[0] = len(h.buf)
+		f.name[1] = int32(len(h.buf))
+		f.value[0] = int32(len(h.buf))
 		h.buf = append(h.buf, value...)
-		f.value[1] = len(h.buf)
+		f.value[1] = int32(len(h.buf))
 		if sanitize {
 			// RFC 9110 5.5: a NUL or a bare CR (any control but tab)
 			// becomes a space, as the writers do for CR and LF, rather
@@ -162,7 +162,7 @@ func (h *headBlock) readFields(br *bufio.Reader, n *int, limit, maxFields int, c
 			// HTTP/2 and HTTP/3 refuse a value with outer spaces.
 			for i, c := range h.buf[f.value[0]:f.value[1]] {
 				if c < ' ' && c != '\t' || c == 0x7f {
-					h.buf[f.value[0]+i] = ' '
+					h.buf[f.value[0]+int32(i)] = ' '
 				}
 			}
 			for f.value[0] < f.value[1] && (h.buf[f.value[0]] == ' ' || h.buf[f.value[0]] == '\t') {
