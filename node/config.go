@@ -290,6 +290,17 @@ const MaxFileBytes = 8 << 20
 // ReadFile reads a configuration file, refusing one over MaxFileBytes
 // (without reading past it).
 func ReadFile(path string) ([]byte, error) {
+	// Only a regular file: opening a FIFO waits for a writer, and a
+	// device may never end (a reload must not hang on either).
+	if fi, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		what := "not a regular file"
+		if fi.IsDir() {
+			what = "is a directory"
+		}
+		return nil, fmt.Errorf("%s: %s", path, what)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -135,6 +135,18 @@ gateway:
 	if code, _ := get("/v2/a"); code != 200 {
 		t.Fatalf("after a broken reload: %d; the running config must keep serving", code)
 	}
+	// A file a read would wait on (a FIFO: opening it waits for a writer)
+	// is refused at once, and the signals after it are still heard.
+	os.Remove(path)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	if m := waitLog("reload refused; the running configuration is unchanged"); !strings.Contains(fmt.Sprint(m["error"]), "not a regular file") {
+		t.Fatalf("reload of a FIFO logged as %v; want it refused as not a regular file", m)
+	}
+	os.Remove(path)
+	os.WriteFile(path, []byte(cfg("/v2")), 0o600)
 
 	// slowGet starts a GET of a slow path, its answer to come on done, and
 	// returns once the backend has it.

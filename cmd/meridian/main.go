@@ -171,11 +171,17 @@ var stdin io.Reader = os.Stdin
 
 // readInput reads the file at path, or standard input for "-", up to the
 // most a node takes (node.MaxFileBytes), as PUT /config bounds its body.
+// Unlike a node's (node.ReadFile), it takes a pipe (validate <(...)).
 func readInput(path string) ([]byte, error) {
 	if path == "-" {
 		return node.ReadLimited(stdin, "standard input")
 	}
-	return node.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return node.ReadLimited(f, path)
 }
 
 func noArgs(fs *flag.FlagSet, stderr io.Writer) bool {
@@ -286,15 +292,33 @@ func serve(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
 		return 1
 	}
+	// Reloads run off the signal loop, one at a time, SIGHUPs that come
+	// during one making one more: a reload that waits (a file on a
+	// stalled mount) must not hold up a stop signal.
+	reloads, stopReloads := make(chan struct{}, 1), make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stopReloads:
+				return
+			case <-reloads:
+				n.Reload() // a refusal is logged; the running configuration serves on
+			}
+		}
+	}()
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGHUP:
-			n.Reload() // a refusal is logged; the running configuration serves on
+			select {
+			case reloads <- struct{}{}:
+			default: // one is pending: it reads the file as it is then
+			}
 			continue
 		case reopenSignal:
 			n.ReopenLogs() // after logrotate; a failure is logged
 			continue
 		}
+		close(stopReloads)
 		drain(n, sigs)
 		return 0
 	}
