@@ -476,14 +476,12 @@ func (n *Node) applyInitial(f *File, fileRaw []byte) error {
 	if st.Source == "admin" && st.FileHash == fileHash {
 		// The file has not changed since the admin API replaced its
 		// document: the later admin write wins.
-		if b, err := os.ReadFile(n.statePath("gateway-applied")); err == nil {
-			if d, err := config.Parse(b); err == nil && d.Hash() == st.Hash {
-				doc, raw, src = d, b, "admin"
-				n.log.Info("serving the gateway document last applied through the admin API: the file's has not changed since",
-					"path", n.statePath("gateway-applied"))
-			} else {
-				n.log.Warn("stored admin-applied document unreadable; using the file", "err", err)
-			}
+		if d, b, err := n.storedAdminDocument(st.Hash); err == nil {
+			doc, raw, src = d, b, "admin"
+			n.log.Info("serving the gateway document last applied through the admin API: the file's has not changed since",
+				"path", n.statePath(appliedFile))
+		} else {
+			n.log.Warn("the document last applied through the admin API cannot be used; serving the file's", "err", err.Error())
 		}
 	}
 	version := st.Version
@@ -815,9 +813,50 @@ func (n *Node) loadState() state {
 }
 
 func (n *Node) saveState(st state, raw []byte) error {
-	if err := atomicfile.Write(n.statePath("gateway-applied"), raw, 0o600); err != nil {
+	// The document and the state naming its hash are two files: the
+	// document goes beside the one in use until the state is written, so
+	// that a failure in between leaves the pair as it was (an outside
+	// check saw a refused write replace the stored document, and the
+	// next start drop the last one the admin API had applied).
+	next := n.statePath(appliedFile + ".new")
+	if err := atomicfile.Write(next, raw, 0o600); err != nil {
 		return err
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
-	return atomicfile.Write(n.statePath("state.json"), b, 0o600)
+	if err := atomicfile.Write(n.statePath("state.json"), b, 0o600); err != nil {
+		os.Remove(next)
+		return err
+	}
+	// A failure here leaves the state naming the ".new" file's document,
+	// which a start also looks for (storedAdminDocument).
+	return os.Rename(next, n.statePath(appliedFile))
+}
+
+// appliedFile is the gateway document last applied, in the data dir.
+const appliedFile = "gateway-applied"
+
+// storedAdminDocument returns the stored document whose hash is want: the
+// one in use, or one left beside it by a save that stopped after writing
+// the state.
+func (n *Node) storedAdminDocument(want string) (*config.Document, []byte, error) {
+	var why error
+	for _, name := range []string{appliedFile, appliedFile + ".new"} {
+		b, err := os.ReadFile(n.statePath(name))
+		if err != nil {
+			if why == nil {
+				why = err
+			}
+			continue
+		}
+		d, err := config.Parse(b)
+		switch {
+		case err != nil:
+			why = fmt.Errorf("%s: %w", name, err)
+		case d.Hash() != want:
+			why = fmt.Errorf("%s holds a document of hash %s, the state names %s", name, d.Hash(), want)
+		default:
+			return d, b, nil
+		}
+	}
+	return nil, nil, why
 }

@@ -255,6 +255,17 @@ func TestVersionSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := r.n.Gateway().Current().Version
+	// A write the node cannot store (state.json made a directory) is
+	// refused and leaves the stored document as it was: the restart
+	// below serves B, not the refused document, nor the file's.
+	state := filepath.Join(dir, "state.json")
+	os.Rename(state, state+".bak")
+	os.Mkdir(state, 0o700)
+	if _, err := r.n.Apply(context.Background(), []byte(gatewayDoc(backend(t, "D").URL)), edge.ApplyOptions{}); err == nil {
+		t.Fatal("Apply with state.json a directory: no error")
+	}
+	os.Remove(state)
+	os.Rename(state+".bak", state)
 	if err := r.n.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
