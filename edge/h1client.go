@@ -562,6 +562,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	var resp *http.Response
 	var err error
 	hints, interim := 0, 0
+	interimClose := false // a 1xx said the connection must not be reused (parseResponse)
 	if oh != nil && oh.isRaw {
 		pc.lean = oh
 		oh.leanResp = false
@@ -585,6 +586,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		// ends the HTTP exchange.
 		if resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 			interim++ // the upstream answers this request
+			interimClose = interimClose || resp.Close
 			if resp.StatusCode == http.StatusEarlyHints && hints < maxEarlyHints {
 				hints++
 				relayEarlyHints(ctx, resp.Header)
@@ -608,7 +610,7 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 		resp.Body = &upgradedConn{pc: pc}
 		return resp, nil
 	}
-	reusable := !resp.Close && !req.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0 || resp.Body == http.NoBody)
+	reusable := !resp.Close && !interimClose && !req.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0 || resp.Body == http.NoBody)
 	eb := &pc.last.body
 	*eb = h1Body{pc: pc, rc: resp.Body, stop: stop, bodyDone: bodyDone, reusable: reusable, hopFree: !pc.last.hop}
 	if resp.Body == http.NoBody || resp.ContentLength == 0 {

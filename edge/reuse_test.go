@@ -1385,3 +1385,38 @@ func pooledBytesWaiting(g *Gateway) bool {
 	}
 	return false
 }
+
+// A 1xx that announces a body (Content-Length) leaves the framing in
+// doubt, as a 204 that does: the connection it came on is not reused,
+// though the final answer after it is well framed. Each connection here
+// answers one request, then reads and drops whatever comes (a second
+// request on it would wait out its response header timeout).
+func TestInterimAnnouncingABodyClosesTheConnection(t *testing.T) {
+	var conns atomic.Int32
+	up := rawUpstream(t, func(c net.Conn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 102 Processing\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		io.Copy(io.Discard, br)
+	})
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    targets: [{url: "http://%s"}]
+    timeouts: {response_header: 2s}
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+	for i := 0; i < 3; i++ {
+		resp, body := get(t, http.DefaultClient, "http://"+tg.addr+"/x")
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %d %q; want 200 \"ok\"", i, resp.StatusCode, body)
+		}
+	}
+	if n := conns.Load(); n != 3 {
+		t.Errorf("%d upstream connections for 3 requests; want 3 (none reused after the 1xx)", n)
+	}
+}
