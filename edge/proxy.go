@@ -556,7 +556,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 			return
 		}
 		if canRetry && attempt < retry.attempts && retry.retryStatus(resp.StatusCode) && g.allowRetry(svc, x, strconv.Itoa(resp.StatusCode)) {
-			drainClose(resp.Body)
+			dropAnswer(resp.Body)
 			att.end(upstream.Failure)
 			if !sleepCtx(ctx, retry.backoff(attempt+1)) {
 				g.backoffCut(w, r, x, ctx)
@@ -574,7 +574,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 	if _, isH1 := resp.Body.(*h1Body); !isH1 && oversizedHead(resp.Header) {
 		// An HTTP/2 upstream's head (the HTTP/1 client stops reading at
 		// the limit): refused alike, for this stream only.
-		drainClose(resp.Body)
+		dropAnswer(resp.Body)
 		att.end(upstream.Failure)
 		g.fail(w, r, x, &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_header_section_size", title: "Bad Gateway",
 			detail: "service " + svc.name + ": the upstream's response head is over the gateway's limits", cause: "target " + x.target + ": response head over " + strconv.Itoa(maxResponseHead>>10) + " KiB or " + strconv.Itoa(maxHeaderFields) + " fields"})
@@ -1318,8 +1318,18 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-func drainClose(rc io.ReadCloser) {
-	io.CopyN(io.Discard, rc, 64<<10)
+// dropAnswer ends an answer that is not relayed (retried, or refused).
+// Its body is read to its end only when all of it is in the connection's
+// buffer already, which keeps the connection pooled; otherwise the body is
+// closed (the HTTP/1 connection with it, an HTTP/2 stream reset), as
+// Envoy resets what it retries: reading on would wait on the upstream (an
+// outside check saw each retry of a 503 whose body stalled wait out the
+// whole read timeout first).
+func dropAnswer(rc io.ReadCloser) {
+	if b, ok := rc.(*h1Body); ok && b.buffered() != nil {
+		b.consumeBuffered()
+		return
+	}
 	rc.Close()
 }
 

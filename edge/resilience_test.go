@@ -180,6 +180,50 @@ func TestRetryOnStatus(t *testing.T) {
 	}
 }
 
+// A retried answer's body is not waited for: one that stalls is dropped
+// with its connection at once (waiting would hold each retry for the
+// service's read timeout, here longer than the client waits); one that
+// came whole with its head leaves the connection pooled for the retry.
+func TestRetriedAnswerBodyNotWaitedFor(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		answer    string
+		wantConns int32
+	}{
+		{"body stalls", "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\nfail", 3},
+		{"body whole", "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nfail", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var conns, reqs atomic.Int32
+			up := rawUpstream(t, func(c net.Conn) {
+				conns.Add(1)
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					if reqs.Add(1) < 3 {
+						io.WriteString(c, tc.answer)
+						continue
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nfinally")
+				}
+			})
+			gw := startGateway(t, oneRouteService("http://"+up, `    retries: {attempts: 2, backoff: {base: 1ms, max: 1ms}}
+    timeouts: {read: 60s}`))
+			c := newClient(t)
+			c.Timeout = 20 * time.Second
+			resp, body := get(t, c, gw.url+"/x")
+			if resp.StatusCode != 200 || string(body) != "finally" {
+				t.Fatalf("got %d %q; want 200 \"finally\" after two retries", resp.StatusCode, body)
+			}
+			if n := conns.Load(); n != tc.wantConns {
+				t.Errorf("%d upstream connections; want %d", n, tc.wantConns)
+			}
+		})
+	}
+}
+
 // The retry budget caps retries at ratio × requests plus min_per_second
 // per second over a 10 s window, however many requests fail. An explicit
 // 0 turns a part off (unset takes the default).
