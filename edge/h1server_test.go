@@ -2036,3 +2036,35 @@ func TestRequestIDNamedInConnectionIsNotKept(t *testing.T) {
 		t.Errorf("upstream X-Request-Id %q; want one the gateway made", got)
 	}
 }
+
+// A client that leaves after the upstream's head came but before anything
+// of the answer reached it (the head waits in the buffer for the body's
+// first bytes) was sent nothing: the record says 499, as nginx's does,
+// not the upstream's 200.
+func TestClientGoneBeforeAnyByteIs499(t *testing.T) {
+	headSent, upClosed := make(chan struct{}, 1), make(chan struct{}, 1)
+	up := rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+		headSent <- struct{}{}
+		io.Copy(io.Discard, br) // until the gateway gives up on it
+		upClosed <- struct{}{}
+	})
+	setup, log := withReuseLog()
+	gw := startGatewayWith(t, setup, oneRoute("http://"+up, ""))
+	c, _ := h1Raw(t, gw.addr)
+	h1Write(t, c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	recv(t, headSent, "the upstream's head")
+	c.Close()
+	recv(t, upClosed, "the upstream connection to be closed")
+	waitFor(t, 5*time.Second, "the access log record", func() bool { return log.count() == 1 })
+	log.mu.Lock()
+	rec := log.recs[0]
+	log.mu.Unlock()
+	if rec["status"] != int64(499) || rec["error"] != "client_canceled" || rec["bytes_out"] != int64(0) {
+		t.Errorf("access log: status %v, error %v, bytes_out %v; want 499, client_canceled, 0", rec["status"], rec["error"], rec["bytes_out"])
+	}
+}

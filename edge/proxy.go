@@ -748,6 +748,11 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 			x.errKind = "drain_timeout"
 		case clientSide || r.Context().Err() != nil:
 			x.errKind = "client_canceled"
+			if n == 0 && !flushHead && !lateFlushed && !clientSide {
+				// Nothing reached the client (the head waits for the
+				// body's first bytes): it left before the answer.
+				x.status = 499
+			}
 		case body.overLimit() >= 0:
 			// The client was still sending when its body passed the
 			// route's limit, after the answer had begun (a stream): the
