@@ -421,6 +421,7 @@ type serverConn struct {
 	broken         atomic.Bool // the client is gone
 	hijacked       bool
 	linger         bool // close with lingeringClose
+	reset          bool // close with an RST (abortClose): an answer was cut whose end the close would have been
 	noPool         bool // the buffers may still be in use: leave them to the GC
 	cmu            sync.Mutex
 	headStarted    bool   // the response's head is being written: no 100 Continue
@@ -669,10 +670,14 @@ func (c *serverConn) runBody(fresh bool) (park bool) {
 			return // forgotten when it was taken over
 		}
 		c.s.forget(c)
-		if c.linger || c.clientSentMore() {
-			c.lingeringClose()
+		if c.reset {
+			abortClose(c.rwc)
+		} else {
+			if c.linger || c.clientSentMore() {
+				c.lingeringClose()
+			}
+			c.rwc.Close()
 		}
-		c.rwc.Close()
 		if c.br != nil && !c.noPool {
 			c.br.Reset(nil)
 			bufReaders.Put(c.br)
@@ -1026,8 +1031,12 @@ func (c *serverConn) runResponse(req *http.Request, rs *requestState, w *respons
 				c.writeError(&parseError{status: http.StatusInternalServerError, title: "Internal Server Error", detail: "the gateway failed while handling the request"})
 			default:
 				// Send what was written, without the end of the body, so
-				// the client sees the response cut short.
+				// the client sees the response cut short; where the close
+				// would end the body (an HTTP/1.0 client's answer of
+				// unknown length), it is a reset, which no client takes
+				// for the end.
 				c.bw.Flush()
+				c.reset = w.headerSent && w.closeDelimited()
 			}
 			keep = false
 		}
@@ -1950,6 +1959,25 @@ func (c *serverConn) sendContinue() error {
 		return err
 	}
 	return c.bw.Flush()
+}
+
+// closeDelimited reports whether the close of the connection ends w's body
+// (its head sent with neither a length nor chunked framing).
+func (w *response) closeDelimited() bool {
+	return !w.chunked && w.contentLength < 0 && w.req.Method != http.MethodHead &&
+		w.status >= 200 && w.status != http.StatusNoContent && w.status != http.StatusNotModified
+}
+
+// abortClose closes c with a reset (SO_LINGER 0) and, under TLS, without
+// a close_notify: the peer sees the connection broken, not ended.
+func abortClose(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if l, ok := c.(interface{ SetLinger(int) error }); ok {
+		l.SetLinger(0)
+	}
+	c.Close()
 }
 
 // response is the http.ResponseWriter of one HTTP/1 request.

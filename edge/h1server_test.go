@@ -2068,3 +2068,36 @@ func TestClientGoneBeforeAnyByteIs499(t *testing.T) {
 		t.Errorf("access log: status %v, error %v, bytes_out %v; want 499, client_canceled, 0", rec["status"], rec["error"], rec["bytes_out"])
 	}
 }
+
+// An answer cut short is seen as such by every client: where the close
+// would end its body (an HTTP/1.0 client, no length), the connection is
+// reset rather than closed, which no client takes for the end.
+func TestCutCloseDelimitedAnswerIsReset(t *testing.T) {
+	up := rawUpstream(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n"+strings.Repeat("a", 1000)+"\r\n")
+		// and closes without the last chunk
+	})
+	gw := startGateway(t, oneRoute("http://"+up, ""))
+	for _, proto := range []string{"HTTP/1.0", "HTTP/1.1"} {
+		c, br := h1Raw(t, gw.addr)
+		h1Write(t, c, "GET /x "+proto+"\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := io.ReadAll(br)
+		if !bytes.HasPrefix(got, []byte("HTTP/1.1 200 OK\r\n")) {
+			t.Fatalf("%s: got %q; want the answer's head", proto, got)
+		}
+		if proto == "HTTP/1.0" {
+			if !errors.Is(err, syscall.ECONNRESET) {
+				t.Errorf("%s: the read ended with %v after %d bytes; want a connection reset", proto, err, len(got))
+			}
+		} else if err != nil || bytes.HasSuffix(got, []byte("0\r\n\r\n")) {
+			// Chunked: the missing last chunk says it; a plain close.
+			t.Errorf("%s: read ended with %v, last bytes %q; want a close without the last chunk", proto, err, got[max(0, len(got)-8):])
+		}
+		c.Close()
+	}
+}

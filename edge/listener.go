@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -128,6 +129,14 @@ func (c *guardConn) noteStream(reset bool) bool {
 		return true
 	}
 	return false
+}
+
+// SetLinger is the TCP connection's (abortClose), if it has one.
+func (c *guardConn) SetLinger(sec int) error {
+	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return errors.ErrUnsupported
 }
 
 func (c *guardConn) Close() error {
