@@ -816,6 +816,30 @@ func TestUpstreamSeriesOfAReturningService(t *testing.T) {
 	}
 }
 
+// The upstream time is a measure of the service: a request that got no
+// response head (a refused connection, a client's body that stalled) is
+// not in its histogram, on the lane or the general path.
+func TestUpstreamTimeOnlyWithAResponseHead(t *testing.T) {
+	gw := startGateway(t, fmt.Sprintf("services:\n  - {name: a, targets: [{url: %q}]}\nroutes:\n  - {name: r, match: {path_prefix: /}, service: a}\n", deadAddr(t)))
+	c := newClient(t)
+	for _, path := range []string{"/lane", "/general"} {
+		req, _ := http.NewRequest("GET", gw.url+path, nil)
+		if path == "/general" {
+			req.Header.Set("Cookie", "a=b; c=d")
+			req.Header.Add("Cookie", "e=f") // two cookie fields: not a lean request
+		}
+		if resp, _ := do(t, c, req); resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("%s: %d; want 502 (connection refused)", path, resp.StatusCode)
+		}
+	}
+	if got := metricValue(t, gw.g, `meridian_requests_total{code="5xx",method="GET",route="r"}`); got != 2 {
+		t.Fatalf("requests counted: %v; want 2", got)
+	}
+	if got := metricValue(t, gw.g, `meridian_upstream_duration_seconds_count{service="a"}`); got != 0 {
+		t.Errorf("requests that got no response head in the upstream histogram: %v; want 0", got)
+	}
+}
+
 // A refused PUT gets its answer at once, even while its body trickles in
 // (net/http would read the rest of a small body first), and a declared
 // length over the limit is refused before any of it is read.

@@ -299,7 +299,7 @@ func (g *Gateway) record(x *exchange, status int, method, remote, proto, host st
 		rs = g.metrics.route("")
 	}
 	rs.observe(method, status, d.Seconds())
-	if x.upstreamDur > 0 && service != "" {
+	if x.upstreamHead && service != "" {
 		rs.observeUpstream(service, x.upstreamDur.Seconds())
 	}
 	if x.errKind != "" {

@@ -332,6 +332,7 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	resp, err := h1.roundTrip(ctx, &cl.out, oh, start)
 	upEnd := monoNow()
 	x.upstreamDur += upEnd - start
+	x.upstreamHead = err == nil
 	if lr.bodyLen > 0 && (err == nil || !noConnection(err) || retry != nil && idempotent(method)) {
 		// As the present path counts what it read of the body: what its
 		// body writer took, or all of it when it keeps the body for a

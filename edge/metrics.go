@@ -98,7 +98,7 @@ func newMetrics(g *Gateway) *metrics {
 		Name: "meridian_request_duration_seconds", Help: "Time from request start to the end of the response, by route.", Buckets: buckets,
 	}, []string{"route"})
 	m.upstreamDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "meridian_upstream_duration_seconds", Help: "Time spent waiting for upstream response headers (all attempts), by service.", Buckets: buckets,
+		Name: "meridian_upstream_duration_seconds", Help: "Time spent waiting for upstream response headers (all attempts), by service; requests that got none are not observed.", Buckets: buckets,
 	}, []string{"service"})
 	m.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_requests_in_flight", Help: "Requests being served now."},
 		func() float64 { return float64(m.inFlightN.Load()) })

@@ -52,8 +52,12 @@ type exchange struct {
 	bytesIn     int64
 	bytesOut    int64
 	upstreamDur time.Duration
-	attempts    int
-	retriedOn   string // why each retried attempt failed, comma-separated
+	// upstreamHead: an attempt got a response head (the upstream time is
+	// only observed then: a refused connection or a client's stalled
+	// body is no measure of the service).
+	upstreamHead bool
+	attempts     int
+	retriedOn    string // why each retried attempt failed, comma-separated
 	// retryRefused: the retry budget refused a retry the policy allowed.
 	retryRefused bool
 	errKind      string
@@ -516,6 +520,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 			}
 			hints.pause()
 			x.upstreamDur += monoNow() - upStart
+			x.upstreamHead = x.upstreamHead || err == nil
 		}
 		if err != nil {
 			if body != nil && body.readErr() != nil {
