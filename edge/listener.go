@@ -31,11 +31,14 @@ type guardListener struct {
 	// net/http's prior-knowledge HTTP/2 path.
 	tlsConf *tls.Config
 
-	// The node log, told of refusals at most every refusalLogEvery
-	// (loggedAt: monoNow of the last line; loggedN: rejected then).
-	log      *slog.Logger
-	loggedAt atomic.Int64
-	loggedN  atomic.Int64
+	// The node log, told of refusals at most every refusalLogEvery:
+	// the first of a burst at once, the rest when its window ends
+	// (window: the timer, nil when none is open; loggedN: rejected as
+	// of the last line).
+	log     *slog.Logger
+	logMu   sync.Mutex
+	window  *time.Timer
+	loggedN int64
 }
 
 func newGuardListener(l net.Listener, maxConns int, log *slog.Logger) *guardListener {
@@ -53,16 +56,46 @@ const refusalLogEvery = 10 * time.Second
 // node log, at most every refusalLogEvery, with how many since the last
 // line (nginx logs "worker_connections are not enough" for each).
 func (g *guardListener) refused(transport string) {
-	n := g.rejected.Add(1)
+	g.rejected.Add(1)
 	if g.log == nil {
 		return
 	}
-	now, at := int64(monoNow()), g.loggedAt.Load()
-	if at != 0 && now-at < int64(refusalLogEvery) || !g.loggedAt.CompareAndSwap(at, now) {
+	g.logMu.Lock()
+	defer g.logMu.Unlock()
+	if g.window != nil {
+		return // said when the window ends
+	}
+	g.logRefusedLocked(transport)
+	g.window = time.AfterFunc(refusalLogEvery, g.endRefusalWindow)
+}
+
+// endRefusalWindow says how many were refused since the last line, if
+// any, and then keeps the window open for another period; with none, it
+// closes it (the next refusal is said at once).
+func (g *guardListener) endRefusalWindow() {
+	g.logMu.Lock()
+	defer g.logMu.Unlock()
+	if g.window == nil {
+		return // the listener closed
+	}
+	if g.rejected.Load() == g.loggedN {
+		g.window = nil
 		return
 	}
-	g.log.Warn("connections refused: max_connections reached", "listener", g.Addr().String(), "transport", transport,
-		"max_connections", cap(g.sem), "refused", n-g.loggedN.Swap(n))
+	g.logRefusedLocked("") // over TCP and QUIC alike
+	g.window.Reset(refusalLogEvery)
+}
+
+// logRefusedLocked says how many were refused since the last line, and
+// over which transport if one ("": the end of a window, over either).
+func (g *guardListener) logRefusedLocked(transport string) {
+	n := g.rejected.Load()
+	attrs := []any{"listener", g.Addr().String(), "max_connections", cap(g.sem), "refused", n - g.loggedN}
+	if transport != "" {
+		attrs = append(attrs, "transport", transport)
+	}
+	g.log.Warn("connections refused: max_connections reached", attrs...)
+	g.loggedN = n
 }
 
 func (g *guardListener) Accept() (net.Conn, error) {
@@ -93,7 +126,19 @@ func (g *guardListener) Accept() (net.Conn, error) {
 }
 
 func (g *guardListener) Close() error {
-	g.once.Do(func() { close(g.closed) })
+	g.once.Do(func() {
+		close(g.closed)
+		// The end of a burst still unsaid is said now.
+		g.logMu.Lock()
+		if g.window != nil {
+			g.window.Stop()
+			g.window = nil
+			if g.rejected.Load() != g.loggedN {
+				g.logRefusedLocked("")
+			}
+		}
+		g.logMu.Unlock()
+	})
 	return g.Listener.Close()
 }
 

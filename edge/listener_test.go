@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -206,6 +207,22 @@ func TestMaxConnections(t *testing.T) {
 	}
 	if n := hits.get(); n != 3 {
 		t.Errorf("backend hits = %d; want 3", n)
+	}
+
+	// The rest of a burst, within 10 s of its first line, is said when
+	// the window ends, or at the latest when the listener closes.
+	for range 2 {
+		c := dialGateway(t, gw.addr)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		io.ReadAll(c) // refused: closed at once
+	}
+	waitFor(t, 5*time.Second, "the two refusals counted", func() bool {
+		return metricValue(t, gw.g, "meridian_connections_rejected_total") == 3
+	})
+	third.Close()
+	gw.srv.Shutdown(context.Background())
+	if l := nodeLog.String(); !strings.Contains(l, `"max_connections":1,"refused":2`) {
+		t.Errorf("node log %q; want the burst's last two refusals said at the close", l)
 	}
 }
 
