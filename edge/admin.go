@@ -249,6 +249,14 @@ func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 			adminProblem(w, http.StatusUnauthorized, "Unauthorized", "this admin listener is not on loopback: reads need the admin bearer token", nil)
 			return
 		}
+		if a.o.OpenReads && r.Header.Get("Authorization") != "" && !a.authorized(r) {
+			// A token was given and is wrong: said, not ignored (a
+			// script would otherwise not learn its token is stale until
+			// it writes).
+			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin", error="invalid_token"`)
+			adminProblem(w, http.StatusUnauthorized, "Unauthorized", "the bearer token given is not the admin token", nil)
+			return
+		}
 		if a.o.OpenReads && !a.authorized(r) {
 			// Open reads are for this machine's own clients. A web page
 			// whose name an attacker points at 127.0.0.1 (DNS rebinding)
@@ -269,10 +277,13 @@ func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 // foreignOrigin reports whether r names a host other than a loopback one in
 // its Host or Origin field, and which, as said in a refusal.
 func foreignOrigin(r *http.Request) (string, bool) {
-	if r.Host != "" && !loopbackName(r.Host) {
+	if r.Host == "" {
+		return "Host is missing", true
+	}
+	if !loopbackName(r.Host) {
 		return fmt.Sprintf("Host is %q", r.Host), true
 	}
-	if o := r.Header.Get("Origin"); o != "" {
+	for _, o := range r.Header.Values("Origin") {
 		u, err := url.Parse(o)
 		if err != nil || u.Host == "" || !loopbackName(u.Host) {
 			return fmt.Sprintf("Origin is %q", o), true

@@ -144,8 +144,10 @@ func TestAdminConfigAndAuth(t *testing.T) {
 				t.Fatal(err)
 			}
 			req.Host = host
-			if origin != "" {
-				req.Header.Set("Origin", origin)
+			for o := range strings.SplitSeq(origin, "|") { // several Origin fields
+				if o != "" {
+					req.Header.Add("Origin", o)
+				}
 			}
 			if token != "" {
 				req.Header.Set("Authorization", "Bearer "+token)
@@ -169,13 +171,27 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			{"127.0.0.1:9901", "null", "", 403},
 			{"localhost.evil.example", "", "", 403},
 			{"10.0.0.1", "", "", 403},
+			{"127.0.0.1:9901", "http://localhost|http://evil.example", "", 403},
 			// The token opens reads from anywhere, as on a listener
-			// that is not on loopback.
+			// that is not on loopback; a wrong one is said to be.
 			{"evil.example:9901", "http://evil.example:9901", token, 200},
+			{"127.0.0.1:9901", "", "not-the-token", 401},
 		} {
 			if got := send(tc.host, tc.origin, tc.token); got != tc.want {
-				t.Errorf("GET /config Host %q Origin %q token %v: %d; want %d", tc.host, tc.origin, tc.token != "", got, tc.want)
+				t.Errorf("GET /config Host %q Origin %q token %q: %d; want %d", tc.host, tc.origin, tc.token, got, tc.want)
 			}
+		}
+		// HTTP/1.0 lets a request leave Host out: it names no loopback
+		// host either.
+		c, err := net.Dial("tcp", strings.TrimPrefix(open.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		io.WriteString(c, "GET /config HTTP/1.0\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("GET /config without Host: %v, %v; want 403", resp, err)
 		}
 	})
 	t.Run("known paths answer other methods with 405 and Allow", func(t *testing.T) {
