@@ -524,6 +524,12 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		allowEmpty = b
 	}
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(strings.TrimSpace(ce), "identity") {
+		// RFC 9110 15.5.16: say which codings would be taken (none).
+		w.Header().Set("Accept-Encoding", "identity")
+		adminProblem(w, http.StatusUnsupportedMediaType, "Unsupported Media Type", "the document must be sent without a content coding (Content-Encoding: "+ce+")", nil)
+		return
+	}
 	if r.ContentLength > a.o.MaxBodyBytes {
 		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)
 		return
@@ -573,7 +579,7 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 			}
 			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", "the document was refused; the running configuration is unchanged"+hint, list)
 		case errors.Is(err, config.ErrEmpty), errors.Is(err, ErrNoRoutes):
-			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", err.Error()+hint, nil)
+			adminProblem(w, http.StatusUnprocessableEntity, "Invalid Configuration", "the document was refused; the running configuration is unchanged"+hint, []string{err.Error()})
 		default:
 			adminProblem(w, http.StatusInternalServerError, "Apply Failed", err.Error(), nil)
 		}
@@ -591,7 +597,8 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 func formHint(r *http.Request, raw []byte) string {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if t := bytes.TrimSpace(raw); mt != "application/x-www-form-urlencoded" && mt != "multipart/form-data" || bytes.ContainsAny(raw, "\r\n") ||
-		len(t) > 0 && (t[0] == '{' || t[0] == '[') { // JSON: one line is as good as many
+		len(t) == 0 || // empty as sent: nothing was taken out
+		t[0] == '{' || t[0] == '[' { // JSON: one line is as good as many
 		return ""
 	}
 	return " (the request's Content-Type is " + mt + ": curl -d/--data removes the line breaks of the file it sends; send it with --data-binary @FILE)"

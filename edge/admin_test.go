@@ -1134,6 +1134,19 @@ func TestAdminFormBodyHint(t *testing.T) {
 	if code, body := put("", ""); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") {
 		t.Errorf("empty body without a type: %d %s; want 422 without the form hint", code, body)
 	}
+	// What curl --data-binary @empty.yaml sends: an empty form; nothing
+	// was taken out of it. Refused as the others are.
+	if code, body := put("application/x-www-form-urlencoded", ""); code != http.StatusUnprocessableEntity || strings.Contains(body, "--data-binary") ||
+		!strings.Contains(body, "running configuration is unchanged") || !strings.Contains(body, `"errors"`) {
+		t.Errorf("empty form: %d %s; want 422 without the form hint, with the errors and the word that nothing changed", code, body)
+	}
+	// A content coding is not taken (RFC 9110 15.5.16).
+	req, _ := http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader("\x1f\x8b"))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Encoding", "gzip")
+	if resp, body := do(t, http.DefaultClient, req); resp.StatusCode != http.StatusUnsupportedMediaType || resp.Header.Get("Accept-Encoding") != "identity" {
+		t.Errorf("gzip-coded document: %d %s (Accept-Encoding %q); want 415 with Accept-Encoding: identity", resp.StatusCode, body, resp.Header.Get("Accept-Encoding"))
+	}
 	doc := fmt.Sprintf(`{"services": [{"name": "s", "targets": [{"url": %q}]}], "routes": [{"name": "r", "service": "s"}]}`, be.URL)
 	if code, body := put("application/x-www-form-urlencoded", doc); code != http.StatusOK {
 		t.Errorf("JSON sent as a form: %d %s; want 200", code, body)

@@ -552,6 +552,8 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 	switch {
 	case ifVersion == store.NoDocument && cur != nil:
 		return nil, fmt.Errorf("%w: you asked for no document to be applied yet, the node serves version %d", edge.ErrVersionConflict, curVersion)
+	case ifVersion != 0 && ifVersion != store.NoDocument && ifVersion > curVersion:
+		return nil, fmt.Errorf("%w: you named version %d, which was never applied: the node serves version %d", edge.ErrVersionConflict, ifVersion, curVersion)
 	case ifVersion != 0 && ifVersion != store.NoDocument && curVersion != ifVersion:
 		return nil, fmt.Errorf("%w: you named version %d, the node serves version %d", edge.ErrVersionConflict, ifVersion, curVersion)
 	}
