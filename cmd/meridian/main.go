@@ -452,13 +452,12 @@ func validateBytes(raw []byte) (kind string, routes int, err error) {
 // mapping of many keys cost the decoder time in the square of their number
 // before the strict checks could refuse it.
 // checkGatewaySection decodes and validates the gateway section of a node
-// file, its errors with the file's lines and paths (gateway.routes[0]...);
-// the node section is not read: it may name files of another machine.
+// file, its errors with the file's lines and paths (gateway.routes[0]...).
+// The node section is decoded too (an unknown field or a wrong type there
+// would stop the file from starting or reloading a node) but not
+// validated further: it may name files of another machine.
 func checkGatewaySection(raw []byte) error {
-	var f struct {
-		Node    yaml.Node       `yaml:"node"`
-		Gateway config.Document `yaml:"gateway"`
-	}
+	var f node.File
 	root, err := config.DecodeStrict(raw, &f)
 	if err != nil {
 		return err
@@ -540,7 +539,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 			// Checked here first, so that errors name the file's lines
 			// (the node would name the lines of the section sent).
 			if err := checkGatewaySection(raw); err != nil {
-				fmt.Fprintf(stderr, "meridian: %s: invalid gateway section:\n%s\n", displayName(*file), indent(err.Error()))
+				fmt.Fprintf(stderr, "meridian: %s: invalid node file (nothing sent):\n%s\n", displayName(*file), indent(err.Error()))
 				return 1
 			}
 			if raw, offset, err = node.GatewaySection(raw); err != nil {

@@ -209,6 +209,10 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 	// machine) is not read.
 	nodeFile := filepath.Join(dir, "node.yaml")
 	os.WriteFile(nodeFile, []byte("node:\n  name: x\n  listen: {http: 127.0.0.1:1}\n  admin: {token_file: /not/on/this/machine}\ngateway:\n  services:\n    - name: app\n      targets: [{url: 'http://127.0.0.1:1'}]\n  routes:\n    - name: r\n      service: nope\n"), 0o600)
+	// One whose node section could not start a node (an unknown field):
+	// refused before anything is sent, as validate and serve refuse it.
+	badNode := filepath.Join(dir, "bad-node.yaml")
+	os.WriteFile(badNode, []byte("node:\n  name: x\n  bogus: 1\ngateway:\n  services:\n    - name: app\n      targets: [{url: 'http://127.0.0.1:1'}]\n  routes:\n    - name: r\n      service: app\n"), 0o600)
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -221,6 +225,7 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 		{[]string{"validate", big}, 1, "more than 8 MiB"},
 		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-token", "t", "-f", nodeFile}, 1, `line 11: gateway.routes[0].service: unknown service "nope"`},
 		{[]string{"serve", "-config", big}, 1, "more than 8 MiB"},
+		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-token", "t", "-f", badNode}, 1, `line 3: node.bogus: unknown field "bogus"`},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
