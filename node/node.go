@@ -13,13 +13,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +38,7 @@ import (
 	"github.com/meridian-gw/meridian/internal/atomicfile"
 	"github.com/meridian-gw/meridian/internal/dirlock"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.yaml.in/yaml/v3"
 )
 
 // Options are what a Node needs besides its configuration.
@@ -654,7 +658,12 @@ func (n *Node) reload() (snap *edge.Snapshot, err error) {
 		}()
 	}
 	if nc, err := f.Node.withDefaults(); err != nil || !sameNode(nc, n.cfg) {
-		n.log.Warn("the node section changed; apart from tls.certificates it takes effect only after a restart")
+		changed := "?"
+		if err == nil {
+			changed = strings.Join(nodeChanges(n.cfg, nc), ", ")
+		}
+		n.log.Warn("the node section changed; apart from tls.certificates it takes effect only after a restart: until then the node runs as before",
+			"changed", changed)
 	}
 	doc, err := GatewayYAML(raw)
 	if err != nil {
@@ -676,6 +685,42 @@ func (n *Node) reload() (snap *edge.Snapshot, err error) {
 		n.useCertificates(certSet, certList)
 	}
 	return snap, err
+}
+
+// nodeChanges names the fields in which two node sections differ (by their
+// YAML names, dotted; lists and deeper structures as a whole), but for
+// tls.certificates, which a reload applies.
+func nodeChanges(a, b Config) []string {
+	a.TLS.Certificates, b.TLS.Certificates = nil, nil
+	var ma, mb map[string]any
+	ya, _ := yaml.Marshal(a)
+	yb, _ := yaml.Marshal(b)
+	yaml.Unmarshal(ya, &ma)
+	yaml.Unmarshal(yb, &mb)
+	var out []string
+	var walk func(prefix string, x, y map[string]any, depth int)
+	walk = func(prefix string, x, y map[string]any, depth int) {
+		keys := map[string]bool{}
+		for k := range x {
+			keys[k] = true
+		}
+		for k := range y {
+			keys[k] = true
+		}
+		for _, k := range slices.Sorted(maps.Keys(keys)) {
+			xv, yv := x[k], y[k]
+			xm, xok := xv.(map[string]any)
+			ym, yok := yv.(map[string]any)
+			switch {
+			case xok && yok && depth < 3:
+				walk(prefix+k+".", xm, ym, depth+1)
+			case !reflect.DeepEqual(xv, yv):
+				out = append(out, prefix+k)
+			}
+		}
+	}
+	walk("", ma, mb, 0)
+	return out
 }
 
 // sameNode reports whether two node sections are the same but for

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -701,5 +702,27 @@ func TestAccessLogLossIsCountedAndLogged(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"msg":"access log write failed; lines lost"`) || !strings.Contains(logs.String(), `"lines":3`) {
 		t.Errorf("node log does not report the 3 lost lines:\n%s", logs.String())
+	}
+}
+
+// A reload's warning that the node section changed names what changed
+// (a token rotated in the file is not in force until a restart).
+func TestNodeChangesNamed(t *testing.T) {
+	a, err := ParseFile([]byte("node:\n  listen: {http: \"127.0.0.1:8080\"}\n  admin: {token: \"0123456789abcdef0123\"}\n  limits: {drain_timeout: 5s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ParseFile([]byte("node:\n  listen: {http: \"127.0.0.1:8081\"}\n  admin: {token: \"abcdefabcdef0123456789\"}\n  limits: {drain_timeout: 6s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Node.TLS.Certificates = make([]Certificate, 1) // applied by a reload: not named
+	got := nodeChanges(a.Node, b.Node)
+	want := []string{"admin.token", "limits.drain_timeout", "listen.http"}
+	if !slices.Equal(got, want) {
+		t.Errorf("nodeChanges = %q; want %q", got, want)
+	}
+	if got := nodeChanges(a.Node, a.Node); len(got) != 0 {
+		t.Errorf("nodeChanges of the same = %q; want none", got)
 	}
 }
