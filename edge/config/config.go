@@ -302,8 +302,10 @@ type Limits struct {
 }
 
 // Hash returns the content hash of the document: the hex SHA-256 of its
-// canonical JSON encoding, so that two documents that mean the same have the
-// same hash however they were formatted.
+// canonical JSON encoding, so that its formatting (YAML or JSON, layout,
+// key order, quoting, comments, anchors, how a duration is spelled) does
+// not change it. Two spellings of one meaning otherwise (a header name's
+// case, a default written out) have different hashes.
 func (d *Document) Hash() string {
 	b, err := json.Marshal(d)
 	if err != nil {
