@@ -865,18 +865,30 @@ func (n *Node) saveState(st state, raw []byte) error {
 	// that a failure in between leaves the pair as it was (an outside
 	// check saw a refused write replace the stored document, and the
 	// next start drop the last one the admin API had applied).
-	next := n.statePath(appliedFile + ".new")
+	next, statePath := n.statePath(appliedFile+".new"), n.statePath("state.json")
 	if err := atomicfile.Write(next, raw, 0o600); err != nil {
 		return err
 	}
+	prev, prevErr := os.ReadFile(statePath)
 	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := atomicfile.Write(n.statePath("state.json"), b, 0o600); err != nil {
+	if err := atomicfile.Write(statePath, b, 0o600); err != nil {
 		os.Remove(next)
 		return err
 	}
-	// A failure here leaves the state naming the ".new" file's document,
-	// which a start also looks for (storedAdminDocument).
-	return os.Rename(next, n.statePath(appliedFile))
+	if err := os.Rename(next, n.statePath(appliedFile)); err != nil {
+		// The state goes back to naming the document in use (a crash
+		// before this leaves it naming the ".new" one, which a start
+		// also looks for: storedAdminDocument).
+		switch {
+		case prevErr == nil:
+			err = errors.Join(err, atomicfile.Write(statePath, prev, 0o600))
+		case errors.Is(prevErr, os.ErrNotExist):
+			err = errors.Join(err, os.Remove(statePath))
+		}
+		os.Remove(next)
+		return err
+	}
+	return nil
 }
 
 // appliedFile is the gateway document last applied, in the data dir.

@@ -267,6 +267,16 @@ func TestVersionSurvivesRestart(t *testing.T) {
 	}
 	os.Remove(state)
 	os.Rename(state+".bak", state)
+	// Likewise when the stored document cannot be replaced (made a
+	// directory), after the state was written.
+	applied := filepath.Join(dir, "gateway-applied")
+	os.Rename(applied, applied+".bak")
+	os.Mkdir(applied, 0o700)
+	if _, err := r.n.Apply(context.Background(), []byte(gatewayDoc(backend(t, "E").URL)), edge.ApplyOptions{}); err == nil {
+		t.Fatal("Apply with gateway-applied a directory: no error")
+	}
+	os.Remove(applied)
+	os.Rename(applied+".bak", applied)
 	if err := r.n.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
