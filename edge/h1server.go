@@ -1970,14 +1970,17 @@ func (w *response) closeDelimited() bool {
 
 // abortClose closes c with a reset (SO_LINGER 0) and, under TLS, without
 // a close_notify: the peer sees the connection broken, not ended.
-func abortClose(c net.Conn) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
+func abortClose(c net.Conn) error {
+	switch cc := c.(type) {
+	case *guardConn:
+		return cc.abort() // its accounting, then the connection it wraps
+	case *tls.Conn:
+		c = cc.NetConn() // closed under TLS's feet: no close_notify
 	}
 	if l, ok := c.(interface{ SetLinger(int) error }); ok {
 		l.SetLinger(0)
 	}
-	c.Close()
+	return c.Close()
 }
 
 // response is the http.ResponseWriter of one HTTP/1 request.

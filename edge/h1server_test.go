@@ -2082,8 +2082,22 @@ func TestCutCloseDelimitedAnswerIsReset(t *testing.T) {
 		// and closes without the last chunk
 	})
 	gw := startGateway(t, oneRoute("http://"+up, ""))
-	for _, proto := range []string{"HTTP/1.0", "HTTP/1.1"} {
-		c, br := h1Raw(t, gw.addr)
+	tg := startTLSGateway(t, oneRoute("http://"+up, ""), false)
+	for _, tc := range []struct{ proto, over string }{{"HTTP/1.0", "tcp"}, {"HTTP/1.1", "tcp"}, {"HTTP/1.0", "tls"}} {
+		proto := tc.proto
+		var c net.Conn
+		var br *bufio.Reader
+		if tc.over == "tls" {
+			// Under TLS a close_notify would say the end as a clean
+			// close does: none is sent.
+			tconn, err := tls.Dial("tcp", tg.addr, &tls.Config{RootCAs: tg.pool, ServerName: "localhost", NextProtos: []string{"http/1.1"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, br = tconn, bufio.NewReader(tconn)
+		} else {
+			c, br = h1Raw(t, gw.addr)
+		}
 		h1Write(t, c, "GET /x "+proto+"\r\nHost: x\r\n\r\n")
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		got, err := io.ReadAll(br)
@@ -2092,7 +2106,7 @@ func TestCutCloseDelimitedAnswerIsReset(t *testing.T) {
 		}
 		if proto == "HTTP/1.0" {
 			if !errors.Is(err, syscall.ECONNRESET) {
-				t.Errorf("%s: the read ended with %v after %d bytes; want a connection reset", proto, err, len(got))
+				t.Errorf("%s over %s: the read ended with %v after %d bytes; want a connection reset", proto, tc.over, err, len(got))
 			}
 		} else if err != nil || bytes.HasSuffix(got, []byte("0\r\n\r\n")) {
 			// Chunked: the missing last chunk says it; a plain close.

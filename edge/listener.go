@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -176,22 +175,26 @@ func (c *guardConn) noteStream(reset bool) bool {
 	return false
 }
 
-// SetLinger is the TCP connection's (abortClose), if it has one.
-func (c *guardConn) SetLinger(sec int) error {
-	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
-		return l.SetLinger(sec)
-	}
-	return errors.ErrUnsupported
+func (c *guardConn) Close() error {
+	c.release()
+	return c.Conn.Close()
 }
 
-func (c *guardConn) Close() error {
+// abort closes the connection with a reset, and under TLS without a
+// close_notify (abortClose).
+func (c *guardConn) abort() error {
+	c.release()
+	return abortClose(c.Conn)
+}
+
+// release gives the connection's place back to the listener, once.
+func (c *guardConn) release() {
 	c.once.Do(func() {
 		c.l.open.Add(-1)
 		if c.l.sem != nil {
 			<-c.l.sem
 		}
 	})
-	return c.Conn.Close()
 }
 
 // tlsState returns the TLS state of a request's connection, or nil for
