@@ -291,8 +291,15 @@ const MaxFileBytes = 8 << 20
 // (without reading past it).
 func ReadFile(path string) ([]byte, error) {
 	// Only a regular file: opening a FIFO waits for a writer, and a
-	// device may never end (a reload must not hang on either).
-	if fi, err := os.Stat(path); err != nil {
+	// device may never end (a reload must not hang on either). The type
+	// is that of the file opened (without waiting), not of the name
+	// looked at before, which a rename could change in between.
+	f, err := openNoWait(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
 		return nil, err
 	} else if !fi.Mode().IsRegular() {
 		what := "not a regular file"
@@ -301,11 +308,6 @@ func ReadFile(path string) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("%s: %s", path, what)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	return ReadLimited(f, path)
 }
 

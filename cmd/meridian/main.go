@@ -24,6 +24,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -296,13 +297,16 @@ func serve(args []string, stderr io.Writer) int {
 	// during one making one more: a reload that waits (a file on a
 	// stalled mount) must not hold up a stop signal.
 	reloads, stopReloads := make(chan struct{}, 1), make(chan struct{})
+	var reloading atomic.Int64 // when the running reload began (UnixNano), 0 for none
 	go func() {
 		for {
 			select {
 			case <-stopReloads:
 				return
 			case <-reloads:
+				reloading.Store(time.Now().UnixNano())
 				n.Reload() // a refusal is logged; the running configuration serves on
+				reloading.Store(0)
 			}
 		}
 	}()
@@ -312,6 +316,12 @@ func serve(args []string, stderr io.Writer) int {
 			select {
 			case reloads <- struct{}{}:
 			default: // one is pending: it reads the file as it is then
+			}
+			if at := reloading.Load(); at != 0 && time.Since(time.Unix(0, at)) > stuckReload {
+				// Said, so that a reload that waits for good (its file
+				// on a stalled mount) does not swallow SIGHUPs unseen.
+				n.Logger().Warn("SIGHUP: the reload before it has not ended; this one waits for it",
+					"running_for", time.Since(time.Unix(0, at)).Round(time.Second).String(), "config", *path)
 			}
 			continue
 		case reopenSignal:
@@ -324,6 +334,10 @@ func serve(args []string, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// stuckReload is how long a reload runs before a SIGHUP that has to wait
+// for it says so.
+const stuckReload = 5 * time.Second
 
 // drain drains n on a first SIGTERM or SIGINT, still holding the signals:
 // a SIGHUP or SIGUSR1 then (config management, logrotate) is ignored, where

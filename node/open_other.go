@@ -1,0 +1,10 @@
+//go:build !unix
+
+package node
+
+import "os"
+
+// openNoWait opens path for reading (see open_unix.go).
+func openNoWait(path string) (*os.File, error) {
+	return os.Open(path)
+}
