@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net"
 	"net/http"
@@ -233,7 +234,9 @@ type admin struct {
 }
 
 func (a *admin) authorized(r *http.Request) bool {
-	if a.o.Token == "" {
+	// One Authorization field (RFC 9110 11.6.2 gives it one value): with
+	// two, which one counts is anyone's guess.
+	if a.o.Token == "" || len(r.Header.Values("Authorization")) != 1 {
 		return false
 	}
 	// The scheme is case-insensitive (RFC 9110 11.1).
@@ -478,7 +481,7 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 	byETag := false // ifVersion stands for the document If-Match named
 	if vs, ok := q["if_version"]; ok {
 		n, err := strconv.ParseUint(vs[0], 10, 64)
-		if err != nil || n == 0 {
+		if err != nil || n == 0 || n == math.MaxUint64 { // the last: the store's "no document yet"
 			adminProblem(w, http.StatusBadRequest, "Bad Request", "if_version must be one positive version number", nil)
 			return
 		}
@@ -524,11 +527,15 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 		}
 		allowEmpty = b
 	}
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(strings.TrimSpace(ce), "identity") {
-		// RFC 9110 15.5.16: say which codings would be taken (none).
-		w.Header().Set("Accept-Encoding", "identity")
-		adminProblem(w, http.StatusUnsupportedMediaType, "Unsupported Media Type", "the document must be sent without a content coding (Content-Encoding: "+ce+")", nil)
-		return
+	if ce := strings.Join(r.Header.Values("Content-Encoding"), ", "); ce != "" {
+		for coding := range strings.SplitSeq(ce, ",") {
+			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+				// RFC 9110 15.5.16: say which codings would be taken (none).
+				w.Header().Set("Accept-Encoding", "identity")
+				adminProblem(w, http.StatusUnsupportedMediaType, "Unsupported Media Type", "the document must be sent without a content coding (Content-Encoding: "+ce+")", nil)
+				return
+			}
+		}
 	}
 	if r.ContentLength > a.o.MaxBodyBytes {
 		adminProblem(w, http.StatusRequestEntityTooLarge, "Content Too Large", fmt.Sprintf("the document must be at most %d bytes", a.o.MaxBodyBytes), nil)

@@ -1112,6 +1112,7 @@ func TestAdminFormBodyHint(t *testing.T) {
 		resp, body := do(t, http.DefaultClient, req)
 		return resp.StatusCode, string(body)
 	}
+	doc := fmt.Sprintf(`{"services": [{"name": "s", "targets": [{"url": %q}]}], "routes": [{"name": "r", "service": "s"}]}`, be.URL)
 	// What curl -d @gateway.yaml sends: the lines run together.
 	flat := strings.ReplaceAll(oneRoute(be.URL, ""), "\n", "")
 	for _, ct := range []string{"application/x-www-form-urlencoded", "multipart/form-data; boundary=x"} {
@@ -1147,7 +1148,26 @@ func TestAdminFormBodyHint(t *testing.T) {
 	if resp, body := do(t, http.DefaultClient, req); resp.StatusCode != http.StatusUnsupportedMediaType || resp.Header.Get("Accept-Encoding") != "identity" {
 		t.Errorf("gzip-coded document: %d %s (Accept-Encoding %q); want 415 with Accept-Encoding: identity", resp.StatusCode, body, resp.Header.Get("Accept-Encoding"))
 	}
-	doc := fmt.Sprintf(`{"services": [{"name": "s", "targets": [{"url": %q}]}], "routes": [{"name": "r", "service": "s"}]}`, be.URL)
+	// Codings in two fields are one list (RFC 9110 5.3).
+	req, _ = http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader("\x1f\x8b"))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header["Content-Encoding"] = []string{"identity", "gzip"}
+	if resp, body := do(t, http.DefaultClient, req); resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("gzip in a second Content-Encoding field: %d %s; want 415", resp.StatusCode, body)
+	}
+	// Authorization has one value: two fields, the right token in one,
+	// are not taken.
+	req, _ = http.NewRequest(http.MethodPut, s.URL+"/config", strings.NewReader(doc))
+	req.Header["Authorization"] = []string{"Bearer " + token, "Bearer wrong"}
+	if resp, body := do(t, http.DefaultClient, req); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("two Authorization fields: %d %s; want 401", resp.StatusCode, body)
+	}
+	// The largest version is the store's "none yet": not a version.
+	req, _ = http.NewRequest(http.MethodPut, s.URL+"/config?if_version=18446744073709551615", strings.NewReader(doc))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if resp, body := do(t, http.DefaultClient, req); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("if_version=2^64-1: %d %s; want 400", resp.StatusCode, body)
+	}
 	if code, body := put("application/x-www-form-urlencoded", doc); code != http.StatusOK {
 		t.Errorf("JSON sent as a form: %d %s; want 200", code, body)
 	}

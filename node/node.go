@@ -557,7 +557,7 @@ func (n *Node) install(doc *config.Document, raw []byte, ifVersion uint64, sourc
 	case ifVersion == store.NoDocument && cur != nil:
 		return nil, fmt.Errorf("%w: you asked for no document to be applied yet, the node serves version %d", edge.ErrVersionConflict, curVersion)
 	case ifVersion != 0 && ifVersion != store.NoDocument && ifVersion > curVersion:
-		return nil, fmt.Errorf("%w: you named version %d, which was never applied: the node serves version %d", edge.ErrVersionConflict, ifVersion, curVersion)
+		return nil, conflictError(fmt.Sprintf("version %d was never applied: the node serves version %d", ifVersion, curVersion))
 	case ifVersion != 0 && ifVersion != store.NoDocument && curVersion != ifVersion:
 		return nil, fmt.Errorf("%w: you named version %d, the node serves version %d", edge.ErrVersionConflict, ifVersion, curVersion)
 	}
@@ -686,6 +686,13 @@ func (n *Node) reload() (snap *edge.Snapshot, err error) {
 	}
 	return snap, err
 }
+
+// conflictError is an edge.ErrVersionConflict said in words of its own
+// (edge.ErrVersionConflict's would not fit).
+type conflictError string
+
+func (e conflictError) Error() string        { return string(e) }
+func (e conflictError) Is(target error) bool { return target == edge.ErrVersionConflict }
 
 // nodeChanges names the fields in which two node sections differ (by their
 // YAML names, dotted; lists and deeper structures as a whole), but for

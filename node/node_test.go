@@ -331,7 +331,7 @@ func TestAdminApplyAndReadBack(t *testing.T) {
 	if resp := put(admin+"/config?if_version=1", doc, r.n.AdminToken()); resp.StatusCode != http.StatusConflict {
 		t.Fatalf("PUT with a stale if_version: got %d; want 409", resp.StatusCode)
 	}
-	if resp, body := adminPut(t, admin+"/config?if_version=999", doc, r.n.AdminToken()); resp.StatusCode != http.StatusConflict || !strings.Contains(body, "never applied") {
+	if resp, body := adminPut(t, admin+"/config?if_version=999", doc, r.n.AdminToken()); resp.StatusCode != http.StatusConflict || !strings.Contains(body, "version 999 was never applied") || strings.Contains(body, "changed since") {
 		t.Fatalf("PUT with a version never applied: got %d %s; want 409 saying so", resp.StatusCode, body)
 	}
 	if resp := put(admin+"/config?if_version="+v, doc, r.n.AdminToken()); resp.StatusCode != 200 {
