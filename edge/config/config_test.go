@@ -214,6 +214,9 @@ func TestParseErrors(t *testing.T) {
 		{"merge of a list", "x-a: &a [1, 2]\nservices:\n  - name: s\n    <<: *a\n", 4, []string{"services[0]: a merge key (<<) takes a mapping"}},
 		{"merge of a scalar", "services:\n  - name: s\n    <<: 5\n", 3, []string{"a merge key (<<) takes a mapping"}},
 		{"JSON and more after a blank line", "{\"services\": []}\n\n  {\"routes\": []}\n", 3, []string{"content after the JSON document ends"}},
+		{"YAML flow document and more", "{services: [], routes: []} # ]\n\ngarbage\n", 3, []string{"content after the document's closing bracket"}},
+		{"JSON, a comment, and more", "{\"services\": []}\n# a note\ngarbage\n", 3, []string{"content after the JSON document ends"}},
+		{"JSON after a BOM, and more", "\ufeff{\"services\": []}\n\n\n{\"x\": 1}\n", 4, []string{"content after the JSON document ends"}},
 		{"JSON and more on its line", "{\"services\": []} {\"routes\": []}\n", 1, []string{"content after the JSON document ends"}},
 	}
 	for _, tc := range cases {

@@ -176,9 +176,13 @@ func DecodeStrict(data []byte, out any) (*yaml.Node, error) {
 		} else if m := yamlErrLineRE.FindStringSubmatch(fmt.Sprint(err)); m != nil {
 			fe.Line, _ = strconv.Atoi(m[1])
 		}
-		if t := bytes.TrimSpace(data); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
+		if t := bytes.TrimLeft(data, " \t\r\n\ufeff"); len(t) > 0 && (t[0] == '{' || t[0] == '[') {
 			fe.Msg = "content after the JSON document ends; send exactly one document"
-			if i := afterJSON(data); i >= 0 {
+			i, isJSON := afterFlow(data)
+			if !isJSON {
+				fe.Msg = "content after the document's closing bracket; send exactly one document"
+			}
+			if i >= 0 {
 				fe.Line = lineOf(data, i) // the parser's line is where it gave up
 			}
 		}
@@ -371,19 +375,74 @@ func parserProblem(msg string) (hint string, ok bool) {
 	return "", false
 }
 
-// afterJSON is the offset of what follows data's first JSON value (past
-// white space), or -1 if data does not start with one.
-func afterJSON(data []byte) int {
-	dec := json.NewDecoder(bytes.NewReader(data))
+// afterFlow is the offset of the first content (past white space and
+// comments) after the document data starts with, a JSON value or a YAML
+// flow collection ('{' or '['), or -1; isJSON says it was JSON.
+func afterFlow(data []byte) (at int, isJSON bool) {
+	start := len(data) - len(bytes.TrimLeft(data, " \t\r\n\ufeff"))
+	end := -1
+	dec := json.NewDecoder(bytes.NewReader(data[start:]))
 	var v json.RawMessage
-	if dec.Decode(&v) != nil {
-		return -1
+	if dec.Decode(&v) == nil {
+		end, isJSON = start+int(dec.InputOffset()), true
+	} else {
+		end = flowEnd(data, start)
 	}
-	i := int(dec.InputOffset())
-	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n') {
-		i++
+	if end < 0 {
+		return -1, isJSON
 	}
-	return i
+	for i := end; i < len(data); i++ {
+		switch c := data[i]; {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		case c == '#':
+			for i < len(data) && data[i] != '\n' && data[i] != '\r' {
+				i++
+			}
+		default:
+			return i, isJSON
+		}
+	}
+	return -1, isJSON
+}
+
+// flowEnd is the offset just past the flow collection that opens at
+// data[start], or -1 if it is not closed: brackets inside quoted scalars
+// and comments do not count.
+func flowEnd(data []byte, start int) int {
+	depth := 0
+	for i := start; i < len(data); i++ {
+		switch c := data[i]; c {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case '"':
+			for i++; i < len(data) && data[i] != '"'; i++ {
+				if data[i] == '\\' {
+					i++
+				}
+			}
+		case '\'':
+			for i++; i < len(data); i++ {
+				if data[i] == '\'' {
+					if i+1 < len(data) && data[i+1] == '\'' {
+						i++ // '' is a quote inside
+						continue
+					}
+					break
+				}
+			}
+		case '#':
+			if i == start || data[i-1] == ' ' || data[i-1] == '\t' || data[i-1] == '\n' || data[i-1] == '\r' {
+				for i < len(data) && data[i] != '\n' && data[i] != '\r' {
+					i++
+				}
+			}
+		}
+	}
+	return -1
 }
 
 // lineOf is the line of data[i], counting line breaks as YAML does: LF, CR
