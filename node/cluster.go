@@ -252,6 +252,12 @@ func (n *Node) applyCluster(ctx context.Context, doc *config.Document, raw []byt
 	if s == nil || s.Version < a.Version {
 		return nil, fmt.Errorf("%w: version %d committed but not installed on this node (see its log)", edge.ErrUnavailable, a.Version)
 	}
+	if s.Version != a.Version {
+		// Another write landed after this one: the answer is this
+		// write's version and document, not the one served now (an
+		// outside check saw concurrent writers told each other's).
+		return &edge.Snapshot{Version: a.Version, Hash: a.Hash, Raw: raw, Doc: doc, AppliedAt: time.Now()}, nil
+	}
 	return s, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/meridian-gw/meridian/cluster/pki"
 	"github.com/meridian-gw/meridian/cluster/store"
 	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/edge/config"
 )
 
 func fastCluster(c *cluster.Config) {
@@ -842,4 +844,43 @@ func TestClusterBootstrapLeavesOutAnUnreachableVoter(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// Writes through two nodes at once: each is answered with its own
+// document's version and hash, never with a later write's (which the node
+// may serve by the time it answers).
+func TestClusterConcurrentWritesAnsweredWithTheirOwnVersion(t *testing.T) {
+	h, be := startedCluster(t)
+	var mu sync.Mutex
+	acks := map[uint64]string{} // version -> hash acknowledged
+	var wg sync.WaitGroup
+	for w, n := range []*Node{h.nodes[2], h.nodes[3]} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 25 {
+				doc := docWithPrefix(be, fmt.Sprintf("/w%d-%d", w, i))
+				want, err := config.Parse([]byte(doc))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				s, err := n.Apply(context.Background(), []byte(doc), edge.ApplyOptions{})
+				if err != nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+				if s.Hash != want.Hash() {
+					t.Errorf("writer %d, write %d: answered version %d with hash %.12s; its document's is %.12s", w, i, s.Version, s.Hash, want.Hash())
+				}
+				mu.Lock()
+				if h, dup := acks[s.Version]; dup {
+					t.Errorf("version %d acknowledged twice (hashes %.12s and %.12s)", s.Version, h, s.Hash)
+				}
+				acks[s.Version] = s.Hash
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
 }
