@@ -56,6 +56,8 @@ type clusterHarness struct {
 	be            string
 	nodes         map[int]*Node
 	seed          string
+	// seeds, if set, are the join seeds instead of seed.
+	seeds []string
 	// raft is each node's Raft address once it started: a restart binds
 	// it again, as a node with a configured port does.
 	raft map[int]string
@@ -104,6 +106,13 @@ func (h *clusterHarness) start(i int) *Node {
 	join := ""
 	if h.seed != "" {
 		join = fmt.Sprintf("join: [%q]", h.seed)
+	}
+	if len(h.seeds) > 0 {
+		q := make([]string, len(h.seeds))
+		for i, s := range h.seeds {
+			q[i] = strconv.Quote(s)
+		}
+		join = "join: [" + strings.Join(q, ", ") + "]"
 	}
 	raftBind := ip + ":0"
 	if a, ok := h.raft[i]; ok {
@@ -747,6 +756,30 @@ func TestClusterOfAnotherHistoryRefused(t *testing.T) {
 	}
 	if n1.cluster.Members.Stats().ForeignRefused == 0 && n2.cluster.Members.Stats().ForeignRefused == 0 {
 		t.Error("no refusal counted")
+	}
+
+	// A new node given seeds of both clusters joins the first it reaches
+	// (n2's) and only that one: seated by both, it would leave one
+	// without a quorum (two voters, one of which follows the other).
+	h.seeds = []string{n2.cluster.Members.Addr(), n1.cluster.Members.Addr()}
+	n4 := h.start(4)
+	waitUntil(t, 20*time.Second, "n4 seated in n2's Raft", func() bool {
+		servers, err := n2.cluster.Store.Servers()
+		return err == nil && len(servers) == 2
+	})
+	lists := func(n *Node, name string) bool {
+		for _, mb := range n.cluster.Members.Members() {
+			if mb.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	if lists(n1, "n4") || lists(n4, "n1") {
+		t.Errorf("n1 lists n4: %v, n4 lists n1: %v; want neither (n4 joined n2's cluster)", lists(n1, "n4"), lists(n4, "n1"))
+	}
+	if servers, _ := n1.cluster.Store.Servers(); len(servers) != 2 {
+		t.Errorf("n1's Raft seats %v; want n1 and n3", servers)
 	}
 }
 

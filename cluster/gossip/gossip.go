@@ -211,6 +211,9 @@ type Members struct {
 	// log says so once in foreignLogEvery.
 	clusterID     atomic.Pointer[string]
 	foreignLogged atomic.Int64
+	// tentativeID is the first cluster id seen in a peer while this node
+	// had none (sameCluster).
+	tentativeID atomic.Pointer[string]
 
 	// mu guards the member table and subscribers. It is a leaf lock: it is
 	// taken inside memberlist's callbacks (under memberlist's node lock) and
@@ -1037,15 +1040,27 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 // dir). Seated in each other's Raft, their logs would overwrite each
 // other's. A node with no id yet (a new one) is taken.
 func (m *Members) sameCluster(name, id string) error {
+	if id == "" {
+		return nil
+	}
 	ours := m.ClusterID()
-	if id == "" || ours == "" || id == ours {
+	if ours == "" {
+		// A node without an id yet (a new one) takes the first it sees
+		// in a peer as its own until it learns its real one: given the
+		// seeds of two clusters, it must join one, or both leaders seat
+		// it, and one may be left without a quorum for good (an outside
+		// check saw it).
+		m.tentativeID.CompareAndSwap(nil, &id)
+		ours = *m.tentativeID.Load()
+	}
+	if id == ours {
 		return nil
 	}
 	m.stats.foreign.Add(1)
 	now, last := time.Now().UnixNano(), m.foreignLogged.Load()
 	if now-last >= int64(foreignLogEvery) && m.foreignLogged.CompareAndSwap(last, now) {
 		m.log.Error("refused a node of another cluster: its Raft history cannot be merged with this one's (wipe its data dir to make it join this cluster)",
-			"node", name, "its_cluster_id", id, "cluster_id", ours)
+			"refused_node", name, "its_cluster_id", id, "cluster_id", ours)
 	}
 	return fmt.Errorf("node %s belongs to another cluster (id %s; this one is %s)", name, id, ours)
 }
