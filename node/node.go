@@ -777,11 +777,19 @@ func (n *Node) catchUp() {
 	if s := n.gw.Current(); s != nil {
 		version = s.Version
 	}
-	if err != nil {
+	took := time.Since(start).Round(time.Millisecond).String()
+	switch cv := n.cluster.Store.Current().Version; {
+	case err != nil:
 		n.log.Warn("could not catch up with the cluster; ready with the configuration this node has",
-			"version", version, "waited", time.Since(start).Round(time.Millisecond).String(), "err", err)
-	} else {
-		n.log.Info("caught up with the cluster", "version", version, "took", time.Since(start).Round(time.Millisecond).String())
+			"version", version, "waited", took, "err", err)
+	case version < cv:
+		// Applied, but not installed here (a file it names missing on
+		// this machine: logged when it came). Ready as a running node
+		// that cannot install a document stays ready, on what it serves.
+		n.log.Warn("caught up with the cluster, but its current version cannot be installed on this node; ready with the one it serves",
+			"version", version, "cluster_version", cv, "took", took)
+	default:
+		n.log.Info("caught up with the cluster", "version", version, "took", took)
 	}
 	n.inStep.Store(true)
 }

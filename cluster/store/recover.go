@@ -49,6 +49,17 @@ func parsePeers(b []byte, self string) (raft.Configuration, error) {
 	if dec.More() {
 		return conf, errors.New("content after the JSON list")
 	}
+	// encoding/json matches field names whatever their case: "Address"
+	// would override "address" unseen.
+	var raw []map[string]json.RawMessage
+	json.Unmarshal(b, &raw)
+	for i, fields := range raw {
+		for k := range fields {
+			if k != "id" && k != "address" && k != "non_voter" {
+				return conf, fmt.Errorf("entry %d: unknown field %q (id, address, non_voter)", i, k)
+			}
+		}
+	}
 	seen := map[string]bool{}
 	voters, hasSelf := 0, false
 	for i, p := range peers {
@@ -106,7 +117,7 @@ func recoverIfAsked(rc *raft.Config, dir string, logs raft.LogStore, snaps raft.
 		return false, err
 	}
 	if err := raft.RecoverCluster(rc, f, logs, stable, snaps, trans, conf); err != nil {
-		return false, fmt.Errorf("store: recovery from %s: %w", path, err)
+		return false, fmt.Errorf("store: recovery from %s: %w (fix or remove it)", path, err)
 	}
 	if err := os.Remove(path); err != nil {
 		return false, fmt.Errorf("store: recovered the Raft configuration from %s but cannot remove it (it would be applied again at the next start): %w", path, err)

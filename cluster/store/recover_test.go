@@ -41,6 +41,7 @@ func TestRecoverAfterQuorumLoss(t *testing.T) {
 		{`[{"id": "` + survivor.id + `", "address": "` + survivor.addr + `", "non_voter": true}]`, "no voter listed"},
 		{`{"id": "` + survivor.id + `"}`, "want a JSON list"},
 		{`[{"id": "` + survivor.id + `", "addr": "` + survivor.addr + `"}]`, `unknown field "addr"`},
+		{`[{"id": "` + survivor.id + `", "address": "` + survivor.addr + `", "Address": "127.0.0.99:1"}]`, `unknown field "Address"`},
 	} {
 		os.WriteFile(peers, []byte(bad.content), 0o600)
 		if s, err := Open(survivor.config()); err == nil {
