@@ -341,7 +341,8 @@ func (n *Node) waitForLeader(ctx context.Context, d time.Duration) error {
 // new one is elected on this side), so a write on the minority side of a
 // partition is refused after an election timeout, not at its deadline.
 func (n *Node) cancelWithoutLeader(ctx context.Context, d time.Duration) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil) }
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(50 * time.Millisecond)
@@ -359,7 +360,7 @@ func (n *Node) cancelWithoutLeader(ctx context.Context, d time.Duration) (contex
 				} else if since.IsZero() {
 					since = now
 				} else if now.Sub(since) > d {
-					cancel()
+					cancelCause(fmt.Errorf("no leader known for %s", d))
 					return
 				}
 			}

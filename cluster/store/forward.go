@@ -80,7 +80,8 @@ func (s *Store) submit(ctx context.Context, req *fwdRequest) (fwdResponse, error
 			return fwdResponse{}, ErrClosed
 		default:
 		}
-		if err := ctx.Err(); err != nil {
+		if ctx.Err() != nil {
+			err := context.Cause(ctx) // the caller's reason, if it gave one
 			if last == nil {
 				last = err
 			}
