@@ -158,7 +158,7 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	resp, err := af.client(10 * time.Second).Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "meridian: cannot reach the admin API at %s: %v\n", base, err)
 		return 1
@@ -208,7 +208,7 @@ func clusterRemove(args []string, stdout, stderr io.Writer) int {
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
-		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+		resp, err := af.client(30 * time.Second).Do(req)
 		if err != nil {
 			return 0, "", fmt.Errorf("cannot reach the admin API at %s: %v", base, err)
 		}

@@ -107,11 +107,16 @@ func parseFailed(err error) int {
 	return 2
 }
 
-// adminFlags are the flags of commands that call the admin API.
-type adminFlags struct{ admin, token, tokenFile *string }
+// adminFlags are the flags of commands that call the admin API; implicit
+// says resolve took the token from the default token file.
+type adminFlags struct {
+	admin, token, tokenFile *string
+	implicit                *bool
+}
 
 func addAdminFlags(fs *flag.FlagSet, tokenUse string) adminFlags {
 	return adminFlags{
+		implicit: new(bool),
 		admin: fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)"),
 		// The environment's token is read after parsing: as the flag's
 		// default, help and flag errors would print it.
@@ -157,9 +162,36 @@ func (f adminFlags) resolve(stderr io.Writer) (base, token string, code int) {
 	if dir, err := os.UserCacheDir(); err == nil {
 		if b, err := os.ReadFile(filepath.Join(dir, "meridian", "admin-token")); err == nil {
 			token = firstLine(b)
+			*f.implicit = token != ""
 		}
 	}
 	return base, token, 0
+}
+
+// client is the HTTP client for the admin API. A read that sent the token
+// of the default token file (none was given) and had it refused is sent
+// again without it: that file is the default node's, and another node on
+// loopback (meridian dev's, say) takes reads without a token but refuses
+// a wrong one.
+func (f adminFlags) client(timeout time.Duration) *http.Client {
+	c := &http.Client{Timeout: timeout}
+	if *f.implicit {
+		c.Transport = readWithoutToken{}
+	}
+	return c
+}
+
+type readWithoutToken struct{}
+
+func (readWithoutToken) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusUnauthorized || req.Method != http.MethodGet || req.Header.Get("Authorization") == "" {
+		return resp, err
+	}
+	resp.Body.Close()
+	again := req.Clone(req.Context())
+	again.Header.Del("Authorization")
+	return http.DefaultTransport.RoundTrip(again)
 }
 
 // firstLine is a token file's token: its first line, trimmed.
@@ -530,7 +562,7 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 	if code != 0 {
 		return code
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
+	client := af.client(30 * time.Second)
 	switch args[0] {
 	case "get":
 		req, _ := http.NewRequest(http.MethodGet, base+"/config", nil)

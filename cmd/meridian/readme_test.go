@@ -325,3 +325,32 @@ func TestCLIApplyNodeFileServerErrorsAtFileLines(t *testing.T) {
 		}
 	}
 }
+
+// The default token file is the default node's: sent to another node on
+// loopback (meridian dev's), which takes reads without a token but refuses
+// a wrong one, a read is sent again without it. A token given is not.
+func TestCLIDefaultTokenRefusedOnARead(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cache)
+	t.Setenv("HOME", cache)
+	t.Setenv("MERIDIAN_TOKEN", "")
+	os.MkdirAll(filepath.Join(cache, "meridian"), 0o700)
+	os.WriteFile(filepath.Join(cache, "meridian", "admin-token"), []byte("the-default-nodes-token\n"), 0o600)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `[]`)
+	}))
+	defer srv.Close()
+	var out, errb bytes.Buffer
+	if code := run([]string{"cluster", "status", "-admin", srv.URL, "-json"}, &out, &errb); code != 0 {
+		t.Errorf("cluster status with the default token file, refused: exit %d (%s); want 0 (sent again without it)", code, errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"cluster", "status", "-admin", srv.URL, "-token", "given-token"}, &out, &errb); code != 1 {
+		t.Errorf("cluster status with a given token, refused: exit %d; want 1", code)
+	}
+}
