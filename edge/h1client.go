@@ -1097,9 +1097,13 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 		tc := tls.Client(conn, cfg)
 		hctx, cancel := context.WithTimeout(ctx, t.tlsHandshake)
 		err := tc.HandshakeContext(hctx)
+		timedOut := hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
 		cancel()
 		if err != nil {
 			conn.Close()
+			if timedOut {
+				return nil, fmt.Errorf("%w (%v)", errHandshakeTimeout, err)
+			}
 			return nil, err
 		}
 		st := tc.ConnectionState()

@@ -514,6 +514,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 				// as made for every attempt).
 				c.out = outv
 				resp, err = h1.roundTrip(ctx, &c.out, oh, upStart)
+			case svc.h2:
+				outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
+				resp, err = h2RoundTrip(ctx, svc, &outv)
 			default:
 				outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
 				resp, err = svc.transport.RoundTrip(outv.WithContext(ctx))
@@ -1290,6 +1293,16 @@ func classify(err error, ctx context.Context) *proxyError {
 		return &proxyError{status: http.StatusBadGateway, proxyStatus: "tls_protocol_error", title: "Bad Gateway", detail: "TLS with the upstream failed", cause: err.Error()}
 	}
 	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "remote error" {
+		// An alert the upstream sent (crypto/tls's own type for it is
+		// unexported): no application protocol, a certificate it wants.
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "tls_protocol_error", title: "Bad Gateway", detail: "TLS with the upstream failed", cause: err.Error()}
+	}
+	if errors.Is(err, errHandshakeTimeout) || strings.Contains(err.Error(), "net/http: TLS handshake timeout") {
+		// The handshake is part of connecting (as Envoy counts it), and
+		// bounded by the connect timeout.
+		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "connection_timeout", title: "Gateway Timeout", detail: "connecting timed out (the TLS handshake)", cause: err.Error()}
+	}
 	if errors.As(err, &opErr) && opErr.Op == "dial" {
 		if opErr.Timeout() {
 			return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "connection_timeout", title: "Gateway Timeout", detail: "connecting timed out", cause: err.Error()}
@@ -1312,9 +1325,83 @@ func classify(err error, ctx context.Context) *proxyError {
 	}
 	var te interface{ Timeout() bool }
 	if errors.As(err, &te) && te.Timeout() {
-		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: "no response headers in time"}
+		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: "no response headers in time", cause: err.Error()}
 	}
 	return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_terminated", title: "Bad Gateway", detail: "the connection to the upstream failed before a response", cause: err.Error()}
+}
+
+// h2RoundTrip is one attempt on an HTTP/2 service, within bounds that
+// net/http's own retries of a request the upstream did not take (a
+// GOAWAY before its stream, a REFUSED_STREAM) would otherwise not keep:
+// at most h2DialsPerAttempt new connections (an upstream that sends
+// GOAWAY on each new connection had one GET open 46,000 connections in
+// 15 s), and the response head within the response header timeout
+// however many times the transport tries (each try restarted it).
+func h2RoundTrip(ctx context.Context, svc *service, out *http.Request) (*http.Response, error) {
+	budget := &dialBudget{}
+	budget.left.Store(h2DialsPerAttempt)
+	rctx, cancel := context.WithCancelCause(context.WithValue(ctx, dialBudgetKey{}, budget))
+	var timer *time.Timer
+	if d := svc.tkey.responseHeader; d > 0 {
+		timer = time.AfterFunc(d, func() { cancel(errH2HeadTimeout) })
+	}
+	resp, err := svc.transport.RoundTrip(out.WithContext(rctx))
+	if timer != nil {
+		timer.Stop()
+	}
+	if err != nil {
+		if cause := context.Cause(rctx); cause == errH2HeadTimeout && ctx.Err() == nil {
+			err = cause
+		}
+		cancel(nil)
+		return nil, err
+	}
+	if resp.Body == http.NoBody || resp.Body == nil {
+		cancel(nil)
+		return resp, nil
+	}
+	// The body is read under rctx: it ends with the body.
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	return resp, nil
+}
+
+// errHandshakeTimeout: an upstream's TLS handshake did not end within the
+// connect timeout (the HTTP/1 client's; net/http says it in words).
+var errHandshakeTimeout = timeoutError("the TLS handshake with the upstream timed out")
+
+// h2DialsPerAttempt is how many new connections one attempt on an HTTP/2
+// service may open.
+const h2DialsPerAttempt = 3
+
+// dialBudget is an attempt's count of new connections left (the context
+// value dialBudgetKey, which the HTTP/2 transports' dialer looks at).
+type dialBudget struct{ left atomic.Int32 }
+
+type dialBudgetKey struct{}
+
+// errTooManyDials: the attempt's new connections were all spent.
+var errTooManyDials = errors.New("the upstream closed each new connection before it took the request (HTTP/2 GOAWAY)")
+
+// errH2HeadTimeout: no response head within the response header timeout,
+// over all of the transport's tries.
+var errH2HeadTimeout = timeoutError("no response head within the response header timeout")
+
+// timeoutError is an error that says it is a timeout.
+type timeoutError string
+
+func (e timeoutError) Error() string { return string(e) }
+func (e timeoutError) Timeout() bool { return true }
+
+// cancelOnClose calls cancel when the body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (b *cancelOnClose) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -616,6 +616,9 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 	t := &http.Transport{
 		Proxy: nil, // never take upstream proxies from the environment
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if b, _ := ctx.Value(dialBudgetKey{}).(*dialBudget); b != nil && b.left.Add(-1) < 0 {
+				return nil, errTooManyDials // see h2RoundTrip
+			}
 			c, err := d.DialContext(ctx, network, addr)
 			if err != nil {
 				return nil, err

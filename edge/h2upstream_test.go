@@ -1,0 +1,173 @@
+package edge
+
+import (
+	"bufio"
+	"crypto/tls"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// rawH2cUpstream is an h2c upstream that reads the client preface and
+// SETTINGS and hands each connection's framer to serve (after its own
+// SETTINGS), counting connections.
+func rawH2cUpstream(t *testing.T, serve func(fr *http2.Framer)) (addr string, conns *atomic.Int32) {
+	t.Helper()
+	conns = new(atomic.Int32)
+	addr = rawUpstream(t, func(c net.Conn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(br, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, br)
+		fr.WriteSettings()
+		serve(fr)
+	})
+	return addr, conns
+}
+
+// readHeaders reads frames until a HEADERS frame and returns its stream.
+func readHeaders(fr *http2.Framer) (uint32, bool) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return 0, false
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			return f.StreamID, true
+		}
+	}
+}
+
+// An HTTP/2 upstream that sends GOAWAY on every new connection before
+// taking a stream: net/http's transport would try again on a new
+// connection, again and again (one GET opened 46,000 connections in 15 s);
+// each attempt opens a few, and the client gets a 502.
+func TestH2UpstreamGoawayOnEveryConnectionIsBounded(t *testing.T) {
+	up, conns := rawH2cUpstream(t, func(fr *http2.Framer) {
+		if _, ok := readHeaders(fr); ok {
+			fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+		}
+	})
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    protocol: h2c
+    targets: [{url: "http://%s"}]
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+	c := newClient(t)
+	c.Timeout = 20 * time.Second
+	resp, body := get(t, c, tg.url+"/x")
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d (%s); want 502", resp.StatusCode, body)
+	}
+	if n := conns.Load(); n > 4 {
+		t.Errorf("%d upstream connections for one GET; want at most 4", n)
+	}
+}
+
+// A stream the upstream refuses (REFUSED_STREAM) again and again: net/http
+// tries again with a backoff, each try restarting the response header
+// timeout; the head is waited for no longer than that timeout in all.
+func TestH2UpstreamRefusedStreamWithinResponseHeaderTimeout(t *testing.T) {
+	up, _ := rawH2cUpstream(t, func(fr *http2.Framer) {
+		for {
+			id, ok := readHeaders(fr)
+			if !ok {
+				return
+			}
+			fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+		}
+	})
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    protocol: h2c
+    targets: [{url: "http://%s"}]
+    timeouts: {response_header: 1s}
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+	c := newClient(t)
+	c.Timeout = 15 * time.Second // net/http's own backoff alone runs past that
+	resp, body := get(t, c, tg.url+"/x")
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(resp.Header.Get("Proxy-Status"), "http_response_timeout") {
+		t.Fatalf("status %d, Proxy-Status %q (%s); want 504 http_response_timeout", resp.StatusCode, resp.Header.Get("Proxy-Status"), body)
+	}
+}
+
+// TLS with the upstream that fails is said as such: a handshake that does
+// not end within the connect timeout is a connection timeout (retried
+// under connect_failure), an alert the upstream sends (it offers no
+// protocol the service asks for) a TLS protocol error, not retried.
+func TestUpstreamTLSFailuresNamed(t *testing.T) {
+	silent := rawUpstream(t, func(c net.Conn) { io.Copy(io.Discard, c) }) // takes TCP, never TLS
+	cert, _ := selfSigned(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	for _, tc := range []struct {
+		name, service string
+		status        int
+		proxyStatus   string
+	}{
+		{"h1 handshake never ends", fmt.Sprintf(`targets: [{url: "https://%s"}]
+    timeouts: {connect: 300ms}`, silent), 504, "connection_timeout"},
+		{"h2 handshake never ends", fmt.Sprintf(`protocol: h2
+    targets: [{url: "https://%s"}]
+    timeouts: {connect: 300ms}`, silent), 504, "connection_timeout"},
+		{"h2 to an upstream without h2", fmt.Sprintf(`protocol: h2
+    targets: [{url: "https://%s"}]
+    tls: {ca_file: %q}
+    retries: {attempts: 2}`, ln.Addr(), caFile), 502, "tls_protocol_error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    %s
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, tc.service))
+			resp, body := get(t, newClient(t), tg.url+"/x")
+			if resp.StatusCode != tc.status || !strings.Contains(resp.Header.Get("Proxy-Status"), "error="+tc.proxyStatus) {
+				t.Errorf("status %d, Proxy-Status %q (%s); want %d %s", resp.StatusCode, resp.Header.Get("Proxy-Status"), body, tc.status, tc.proxyStatus)
+			}
+		})
+	}
+}
