@@ -124,6 +124,18 @@ func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 	if cfg.StoreTuning != nil {
 		cfg.StoreTuning(&scfg)
 	}
+	// Before the store has the cluster's id, the one gossip took from
+	// the seeds (a new node): Raft is taken from that cluster only.
+	var members atomic.Pointer[gossip.Members]
+	scfg.ClusterID = func() string {
+		if m := members.Load(); m != nil {
+			if id := m.ClusterID(); id != "" {
+				return id
+			}
+			return m.TentativeID()
+		}
+		return ""
+	}
 	st, err := store.Open(scfg)
 	if err != nil {
 		return nil, err
@@ -156,6 +168,7 @@ func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 		return nil, err
 	}
 	c.Members = m
+	members.Store(m)
 
 	// Documents: hand them to the node and publish the version it serves
 	// (not the document's: a node that cannot install one says so).
@@ -176,7 +189,7 @@ func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 }
 
 // idKey is where the cluster's id is kept in Raft.
-const idKey = "cluster/id"
+const idKey = store.ClusterIDKey
 
 // idLoop publishes the cluster's id in gossip once this node knows it:
 // from its Raft state, or made by the first leader (create-only, so one

@@ -783,6 +783,60 @@ func TestClusterOfAnotherHistoryRefused(t *testing.T) {
 	}
 }
 
+// A node wiped and started again with another cluster's seed (how the
+// README says to move a node) still has a seat in its old cluster, whose
+// leader goes on calling its address. Its Raft connections carry the old
+// cluster's id and are refused: the node follows the cluster it joined.
+func TestClusterMovedNodeNotTakenBackByItsOldCluster(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	h.bootstrap = true
+	defer h.stopAll()
+	a := h.start(1)
+	aSeed := h.seed
+	h.seed = "" // cluster B: n2, then n3 joins it
+	b := h.start(2)
+	h.seed = b.cluster.Members.Addr()
+	ready := func(n *Node) func() bool {
+		return func() bool {
+			cur := n.Gateway().Current()
+			return cur != nil && cur.Version >= 1 && n.cluster.Members.ClusterID() != ""
+		}
+	}
+	// With bootstrap: true a node joins seeds that serve a document, and
+	// bootstraps a cluster of its own otherwise.
+	waitUntil(t, 20*time.Second, "B's first document and id", ready(b))
+	waitUntil(t, 20*time.Second, "A's first document and id", ready(a))
+	h.start(3)
+	waitUntil(t, 20*time.Second, "n3 seated in B", func() bool {
+		servers, err := b.cluster.Store.Servers()
+		return err == nil && len(servers) == 2 && b.cluster.Members.ClusterID() != ""
+	})
+	if _, err := b.Apply(context.Background(), []byte(docWithPrefix(be.URL, "/cluster-b")), edge.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Move n3: stop it (its seat in B stays), wipe it, join A.
+	h.stop(3)
+	os.RemoveAll(filepath.Join(h.dir, "node3"))
+	h.seed = aSeed
+	n3 := h.start(3)
+	waitUntil(t, 20*time.Second, "n3 seated in A and serving A's document", func() bool {
+		servers, err := a.cluster.Store.Servers()
+		cur := n3.Gateway().Current()
+		return err == nil && len(servers) == 2 && cur != nil && cur.Hash == a.Gateway().Current().Hash
+	})
+	waitUntil(t, 10*time.Second, "n3 to take A's id", func() bool {
+		return n3.cluster.Members.ClusterID() == a.cluster.Members.ClusterID()
+	})
+	// B keeps calling n3's address: it must not take B's entries.
+	if _, err := b.Apply(context.Background(), []byte(docWithPrefix(be.URL, "/cluster-b-again")), edge.ApplyOptions{}); err == nil {
+		t.Log("B took a write (its quorum is n2 alone or n3 answered)")
+	}
+	if cur := n3.Gateway().Current(); cur.Hash != a.Gateway().Current().Hash {
+		t.Errorf("n3 serves version %d (%.12s); want A's document", cur.Version, cur.Hash)
+	}
+}
+
 // A node started under the name of a node that is alive learns from
 // gossip that its name is taken: it stays out of Raft (no bootstrap, no
 // seat) and is not ready; the cluster keeps the first node.

@@ -1065,6 +1065,15 @@ func (m *Members) sameCluster(name, id string) error {
 	return fmt.Errorf("node %s belongs to another cluster (id %s; this one is %s)", name, id, ours)
 }
 
+// TentativeID is the cluster id a node without one took from the first
+// peer that had one (sameCluster), or "".
+func (m *Members) TentativeID() string {
+	if p := m.tentativeID.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
 // foreignLogEvery is how often a refused member of another cluster is
 // logged at most.
 const foreignLogEvery = 30 * time.Second

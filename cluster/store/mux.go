@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +37,10 @@ type mux struct {
 	forward   func(net.Conn)
 
 	raftC chan net.Conn // inbound raft connections for the stream layer
+
+	// clusterID (nil: none) is this node's cluster's id, sent by the
+	// dialer and compared by the acceptor (clusterALPN).
+	clusterID func() string
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -103,7 +108,7 @@ func (m *mux) handle(c *trackedConn) {
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	var conn net.Conn = c
 	if m.tls != nil {
-		tc := tls.Server(c, m.tls)
+		tc := tls.Server(c, m.serverTLS())
 		if err := tc.Handshake(); err != nil {
 			m.log.Warn("cluster: refused connection: TLS handshake failed (unauthenticated peer?)",
 				"remote", remote, "error", err)
@@ -171,13 +176,74 @@ func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error
 var errClosed = errors.New("store: closed")
 
 // clientTLS is the TLS config to dial addr with: the peer's certificate
-// verified for addr's host, unless the config names a server.
+// verified for addr's host, unless the config names a server, and this
+// node's cluster id offered (clusterALPN).
 func (m *mux) clientTLS(addr string) *tls.Config {
 	cfg := m.tls
 	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
 		cfg = cfg.Clone()
 		host, _, _ := net.SplitHostPort(addr)
 		cfg.ServerName = host
+	}
+	if id := m.ownID(); id != "" {
+		if cfg == m.tls {
+			cfg = cfg.Clone()
+		}
+		cfg.NextProtos = append(cfg.NextProtos[:len(cfg.NextProtos):len(cfg.NextProtos)], clusterALPN+id)
+	}
+	return cfg
+}
+
+// The cluster id on the cluster port. Gossip refuses the nodes of another
+// cluster, but Raft's connections are their own: a leader whose cluster
+// still held a node's seat went on sending it entries after the node was
+// wiped and joined another cluster, which then served the first's
+// documents (an outside check). So a dialer offers its cluster's id as an
+// ALPN protocol (which a node that does not look ignores: the server sets
+// no protocols of its own), and the acceptor refuses a connection whose id
+// is not its own, or that carries one while it knows none yet (a new node
+// takes Raft only from the cluster whose gossip it joined).
+const clusterALPN = "meridian-cluster/"
+
+// unknownIDWait is how long a node that knows no cluster id waits for one
+// before it refuses a connection that carries one.
+const unknownIDWait = 2 * time.Second
+
+func (m *mux) ownID() string {
+	if m.clusterID == nil {
+		return ""
+	}
+	return m.clusterID()
+}
+
+// serverTLS is the TLS config connections are accepted with.
+func (m *mux) serverTLS() *tls.Config {
+	if m.clusterID == nil {
+		return m.tls
+	}
+	cfg := m.tls.Clone()
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		for _, p := range hello.SupportedProtos {
+			theirs, ok := strings.CutPrefix(p, clusterALPN)
+			if !ok {
+				continue
+			}
+			ours := m.ownID()
+			// A new node learns its cluster from the seeds' gossip a
+			// moment after it starts, while that cluster's leader may
+			// already be calling: it waits a little for it.
+			for wait := time.Duration(0); ours == "" && wait < unknownIDWait; wait += 20 * time.Millisecond {
+				time.Sleep(20 * time.Millisecond)
+				ours = m.ownID()
+			}
+			switch {
+			case ours == "":
+				return nil, fmt.Errorf("the peer is of cluster %s, and this node knows of none yet", theirs)
+			case theirs != ours:
+				return nil, fmt.Errorf("the peer is of another cluster (%s; this one is %s)", theirs, ours)
+			}
+		}
+		return nil, nil
 	}
 	return cfg
 }

@@ -73,6 +73,11 @@ type Config struct {
 	// plaintext: only for tests and development; Open logs a warning.
 	TLS    *tls.Config
 	Logger *slog.Logger // default slog.Default()
+	// ClusterID, if set, returns the id of the cluster this node belongs
+	// to ("": not known yet). With TLS, connections to and from the
+	// cluster port carry it, and a node refuses those of another
+	// cluster (mux.go).
+	ClusterID func() string
 
 	// Raft timing. Zero values take hashicorp/raft's defaults (heartbeat and
 	// election 1s, leader lease 500ms, commit 50ms), suited to LAN and to
@@ -234,6 +239,15 @@ func Open(cfg Config) (*Store, error) {
 	s.addr = advAddr.String()
 
 	s.mux = newMux(ln, advAddr, cfg.TLS, log)
+	s.mux.clusterID = func() string {
+		if e, ok := s.KVGet(ClusterIDKey); ok && len(e.Value) > 0 {
+			return string(e.Value)
+		}
+		if cfg.ClusterID != nil {
+			return cfg.ClusterID()
+		}
+		return ""
+	}
 	cleanup = append(cleanup, s.mux.close)
 	stream := &streamLayer{m: s.mux, shut: make(chan struct{})}
 	s.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -551,6 +565,10 @@ func (s *Store) Leader() (id, addr string) {
 // State is this node's Raft role: "Leader", "Follower", "Candidate" or
 // "Shutdown".
 func (s *Store) State() string { return s.raft.State().String() }
+
+// ClusterIDKey is the key of the cluster's id in the store (made by the
+// first leader, see cluster.idLoop).
+const ClusterIDKey = "cluster/id"
 
 // CatchUp waits until this node has applied everything the cluster had
 // committed when it was called: it asks the leader (a read index, confirmed
