@@ -171,3 +171,73 @@ routes:
 		})
 	}
 }
+
+// Health checks speak to a target as the proxied requests do: HTTP/2 with
+// prior knowledge to an h2c-only server (a gRPC server takes nothing
+// else), and the service's own TLS settings (a private CA) to an https
+// one. Checked the generic way, both targets were found down and every
+// request answered 503.
+func TestHealthChecksUseTheServiceProtocolAndTLS(t *testing.T) {
+	h2cOnly := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor != 2 {
+			w.WriteHeader(http.StatusHTTPVersionNotSupported)
+			return
+		}
+		io.WriteString(w, "h2c ok")
+	})}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	h2cOnly.Protocols = &p
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go h2cOnly.Serve(ln)
+	t.Cleanup(func() { h2cOnly.Close() })
+
+	cert, _ := selfSigned(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600)
+	tlsSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tls ok") }),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	tln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go tlsSrv.ServeTLS(tln, "", "")
+	t.Cleanup(func() { tlsSrv.Close() })
+
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: grpcish
+    protocol: h2c
+    targets: [{url: "http://%s"}]
+    health_check: {path: /health, interval: 100ms, timeout: 1s}
+  - name: private
+    targets: [{url: "https://%s"}]
+    tls: {ca_file: %q}
+    health_check: {path: /health, interval: 100ms, timeout: 1s}
+routes:
+  - {name: a, match: {path_prefix: /a}, service: grpcish}
+  - {name: b, match: {path_prefix: /b}, service: private}
+`, ln.Addr(), tln.Addr(), caFile))
+	c := newClient(t)
+	for _, tc := range []struct{ path, want string }{{"/a", "h2c ok"}, {"/b", "tls ok"}} {
+		// A new target passing its first check is in at once; one failing
+		// it gets no traffic.
+		waitFor(t, 5*time.Second, tc.path+"'s target checked", func() bool {
+			for _, s := range tg.g.Current().services {
+				for _, st := range s.pool.Status() {
+					if st.LastCheck.IsZero() {
+						return false
+					}
+				}
+			}
+			return true
+		})
+		resp, body := get(t, c, tg.url+tc.path)
+		if resp.StatusCode != 200 || string(body) != tc.want {
+			t.Errorf("%s: %d %q; want 200 %q (the target healthy)", tc.path, resp.StatusCode, body, tc.want)
+		}
+	}
+}

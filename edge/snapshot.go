@@ -474,9 +474,22 @@ func (g *Gateway) compileService(c *config.Service, prev *Snapshot) (*service, e
 			prevPool = ps.pool
 		}
 	}
+	// Health checks speak to the targets as the proxied requests do:
+	// the service's protocol and TLS settings (an h2c-only gRPC server
+	// took HTTP/1.1 checks for garbage, a private CA's target failed
+	// them).
+	var healthTLS *tls.Config
+	if c.TLS != nil && spec.HealthCheck != nil {
+		var err error
+		if healthTLS, err = upstreamTLSConfig(*c.TLS); err != nil {
+			return nil, err
+		}
+	}
 	pool, err := upstream.NewPool(spec, prevPool, upstream.Options{
 		Logger:         g.log, // the pool adds "service"
 		Client:         g.healthClient,
+		TLSConfig:      healthTLS,
+		Protocol:       c.Protocol,
 		OnHealthChange: g.metrics.healthChanged,
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -23,6 +24,13 @@ type Options struct {
 	// and times out after HealthCheckSpec.Timeout. A caller-supplied
 	// client is used as is; each check is still bounded by the timeout.
 	Client *http.Client
+	// TLSConfig and Protocol shape the pool's own client (Client nil):
+	// the service's upstream TLS settings (nil: Go's defaults), and its
+	// protocol, "h2c" or "h2" for HTTP/2 only ("": HTTP/1.1, or HTTP/2
+	// where TLS offers it), so that checks speak to a target as the
+	// proxied requests do.
+	TLSConfig *tls.Config
+	Protocol  string
 	// Now is the clock for ejections and status timestamps; nil means
 	// time.Now. Health-check scheduling uses real timers regardless.
 	Now func() time.Time
@@ -178,6 +186,19 @@ func NewPool(spec Spec, prev *Pool, opts Options) (*Pool, error) {
 		p.client = opts.Client
 		if p.client == nil {
 			p.ownTransport = newHealthTransport()
+			if opts.TLSConfig != nil {
+				p.ownTransport.TLSClientConfig = opts.TLSConfig.Clone()
+			}
+			switch opts.Protocol {
+			case "h2c":
+				var pr http.Protocols
+				pr.SetUnencryptedHTTP2(true)
+				p.ownTransport.Protocols = &pr
+			case "h2":
+				var pr http.Protocols
+				pr.SetHTTP2(true)
+				p.ownTransport.Protocols = &pr
+			}
 			p.client = &http.Client{
 				Transport: p.ownTransport,
 				Timeout:   p.health.Timeout,
