@@ -241,3 +241,37 @@ routes:
 		}
 	}
 }
+
+// An HTTP/2 upstream that grants no window for a request body and never
+// answers: the attempt ends after the send timeout with a 504, as on
+// HTTP/1.1 (it held the request until the upstream went away).
+func TestH2UpstreamTakingNoBodyEndsAtTheSendTimeout(t *testing.T) {
+	up, _ := rawH2cUpstream(t, func(fr *http2.Framer) {
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		}
+	})
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    protocol: h2c
+    targets: [{url: "http://%s"}]
+    timeouts: {send: 500ms, response_header: 30s}
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+	c := newClient(t)
+	c.Timeout = 15 * time.Second
+	req, _ := http.NewRequest("POST", tg.url+"/x", strings.NewReader(strings.Repeat("b", 200<<10)))
+	resp, body := do(t, c, req)
+	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(resp.Header.Get("Proxy-Status"), "connection_write_timeout") {
+		t.Fatalf("status %d, Proxy-Status %q (%s); want 504 connection_write_timeout", resp.StatusCode, resp.Header.Get("Proxy-Status"), body)
+	}
+}

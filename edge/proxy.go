@@ -516,7 +516,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 				resp, err = h1.roundTrip(ctx, &c.out, oh, upStart)
 			case svc.h2:
 				outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
-				resp, err = h2RoundTrip(ctx, svc, &outv)
+				resp, err = h2RoundTrip(ctx, svc, &outv, body)
 			default:
 				outv.Header = oh.header(make(http.Header, len(r.Header)+len(oh.extra)))
 				resp, err = svc.transport.RoundTrip(outv.WithContext(ctx))
@@ -1337,7 +1337,12 @@ func classify(err error, ctx context.Context) *proxyError {
 // GOAWAY on each new connection had one GET open 46,000 connections in
 // 15 s), and the response head within the response header timeout
 // however many times the transport tries (each try restarted it).
-func h2RoundTrip(ctx context.Context, svc *service, out *http.Request) (*http.Response, error) {
+//
+// A request body the upstream takes none of for the send timeout (no flow
+// control window granted, say) ends the attempt too, as on HTTP/1.1: it
+// held the request, and the client's connection, until the upstream went
+// away.
+func h2RoundTrip(ctx context.Context, svc *service, out *http.Request, body *countingBody) (*http.Response, error) {
 	budget := &dialBudget{}
 	budget.left.Store(h2DialsPerAttempt)
 	rctx, cancel := context.WithCancelCause(context.WithValue(ctx, dialBudgetKey{}, budget))
@@ -1345,12 +1350,20 @@ func h2RoundTrip(ctx context.Context, svc *service, out *http.Request) (*http.Re
 	if d := svc.tkey.responseHeader; d > 0 {
 		timer = time.AfterFunc(d, func() { cancel(errH2HeadTimeout) })
 	}
+	var sw *sendWatch
+	if d := svc.tkey.send; d > 0 && body != nil && out.Body == body {
+		sw = &sendWatch{b: body, d: d, cancel: cancel}
+		sw.start()
+	}
 	resp, err := svc.transport.RoundTrip(out.WithContext(rctx))
 	if timer != nil {
 		timer.Stop()
 	}
+	if sw != nil {
+		sw.stop() // the answer has begun: its body is the read timeout's
+	}
 	if err != nil {
-		if cause := context.Cause(rctx); cause == errH2HeadTimeout && ctx.Err() == nil {
+		if cause := context.Cause(rctx); (cause == errH2HeadTimeout || cause == errSendTimeout) && ctx.Err() == nil {
 			err = cause
 		}
 		cancel(nil)
@@ -1368,6 +1381,49 @@ func h2RoundTrip(ctx context.Context, svc *service, out *http.Request) (*http.Re
 // errHandshakeTimeout: an upstream's TLS handshake did not end within the
 // connect timeout (the HTTP/1 client's; net/http says it in words).
 var errHandshakeTimeout = timeoutError("the TLS handshake with the upstream timed out")
+
+// sendWatch ends an HTTP/2 attempt whose upstream takes none of the
+// request body for d: the transport neither reads more of it nor waits
+// for the client (which the read body timeout judges), and it has not
+// ended.
+type sendWatch struct {
+	b      *countingBody
+	d      time.Duration
+	cancel context.CancelCauseFunc
+
+	mu      sync.Mutex
+	t       *time.Timer
+	last    int64
+	stopped bool
+}
+
+func (w *sendWatch) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.last = w.b.n.Load()
+	w.t = time.AfterFunc(w.d, w.check)
+}
+
+func (w *sendWatch) check() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped || w.b.eof.Load() {
+		return
+	}
+	if n := w.b.n.Load(); n != w.last || w.b.inRead.Load() {
+		w.last = n
+		w.t.Reset(w.d)
+		return
+	}
+	w.cancel(errSendTimeout)
+}
+
+func (w *sendWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.t.Stop()
+}
 
 // h2DialsPerAttempt is how many new connections one attempt on an HTTP/2
 // service may open.
