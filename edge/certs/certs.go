@@ -423,6 +423,24 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		}
 		return m.issuer.tlsALPNCert(hello.Context(), name)
 	}
+	if name == "" && !m.acme {
+		// A client that dialled an address: a certificate of yours for
+		// it, else the local CA's (which signs for 127.0.0.1 and ::1);
+		// one of yours for some name would not do (an outside check saw
+		// https://127.0.0.1 fail once a certificate was configured).
+		st := m.static.Load()
+		if c := usable(st.dialled(hello), hello); c != nil {
+			return c, nil
+		}
+		leaf, err := m.ca.leafFor(name, m.localAllowed)
+		if err == nil && (leaf.Leaf == nil || hello.SupportsCertificate(leaf) == nil) {
+			return leaf, nil
+		}
+		if c := st.lookup(name, hello); c != nil {
+			return c, nil // one the client can use, if any
+		}
+		return leaf, err
+	}
 	if c := m.static.Load().lookup(name, hello); c != nil {
 		return c, nil
 	}

@@ -269,6 +269,17 @@ func CheckKeyFile(path string) *StaticError {
 // look up the address: the one named, or the one the client dialled; with
 // none for it that the client can use, no name gets the first that it
 // can use.
+// dialled returns the certificates whose IP subjectAltNames hold the
+// address the client dialled.
+func (s *StaticSet) dialled(hello *tls.ClientHelloInfo) []*tls.Certificate {
+	if s != nil && hello != nil && hello.Conn != nil && hello.Conn.LocalAddr() != nil {
+		if ap, err := netip.ParseAddrPort(hello.Conn.LocalAddr().String()); err == nil {
+			return s.ips[ap.Addr().Unmap()]
+		}
+	}
+	return nil
+}
+
 func (s *StaticSet) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certificate {
 	if s == nil || len(s.all) == 0 {
 		return nil
@@ -277,12 +288,7 @@ func (s *StaticSet) lookup(name string, hello *tls.ClientHelloInfo) *tls.Certifi
 		return pick(s.ips[a.Unmap()], hello)
 	}
 	if name == "" {
-		var byAddr []*tls.Certificate
-		if hello != nil && hello.Conn != nil && hello.Conn.LocalAddr() != nil {
-			if ap, err := netip.ParseAddrPort(hello.Conn.LocalAddr().String()); err == nil {
-				byAddr = s.ips[ap.Addr().Unmap()]
-			}
-		}
+		byAddr := s.dialled(hello)
 		if c := usable(byAddr, hello); c != nil {
 			return c
 		}
