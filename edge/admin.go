@@ -392,6 +392,14 @@ func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
 
 func setVersionHeaders(w http.ResponseWriter, s *Snapshot) {
 	w.Header().Set("ETag", `"`+s.Hash+`"`)
+	setVersionHeader(w, s)
+}
+
+// setVersionHeader says which document an answer derived from it comes
+// from, without an ETag: a target's health or the time a document was
+// applied change under the same document (RFC 9110 8.8.3: a strong tag
+// must change with the representation).
+func setVersionHeader(w http.ResponseWriter, s *Snapshot) {
 	w.Header().Set("Meridian-Config-Version", strconv.FormatUint(s.Version, 10))
 }
 
@@ -463,7 +471,7 @@ func (a *admin) getVersion(w http.ResponseWriter, r *http.Request) {
 		adminProblem(w, http.StatusNotFound, "Not Found", "no configuration applied yet", nil)
 		return
 	}
-	setVersionHeaders(w, s)
+	setVersionHeader(w, s)
 	writeJSON(w, http.StatusOK, info(s))
 }
 
@@ -658,7 +666,7 @@ func (a *admin) getUpstreams(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, []ServiceHealth{})
 		return
 	}
-	setVersionHeaders(w, s)
+	setVersionHeader(w, s)
 	writeJSON(w, http.StatusOK, s.Health())
 }
 

@@ -1172,3 +1172,16 @@ func TestAdminFormBodyHint(t *testing.T) {
 		t.Errorf("JSON sent as a form: %d %s; want 200", code, body)
 	}
 }
+
+// Only the document has a strong ETag: answers that change under the same
+// document (a target's health, when it was applied) name its version only.
+func TestAdminETagOnlyForTheDocument(t *testing.T) {
+	gw := startGateway(t, oneRoute(deadAddr(t), ""))
+	s := newAdminServer(t, gw.g, AdminOptions{Control: &swapControl{g: gw.g, ready: true}, OpenReads: true})
+	for path, tagged := range map[string]bool{"/config": true, "/upstreams": false, "/config/version": false} {
+		resp, _ := get(t, http.DefaultClient, s.URL+path)
+		if got := resp.Header.Get("ETag") != ""; got != tagged || resp.Header.Get("Meridian-Config-Version") == "" {
+			t.Errorf("GET %s: ETag %q, version %q; want an ETag: %v, and the version", path, resp.Header.Get("ETag"), resp.Header.Get("Meridian-Config-Version"), tagged)
+		}
+	}
+}
