@@ -48,8 +48,10 @@ Usage:
   meridian validate FILE            check a configuration file (node file or gateway document)
   meridian config get               print the gateway document the node applied
   meridian config apply -f FILE     apply a gateway document through the admin API
-  meridian ca root [-config FILE]   print the local CA's root certificate (PEM), for curl --cacert
-  meridian cluster status           the cluster's members (also: cluster ca create, cluster cert, cluster keygen)
+  meridian ca root [-config FILE | -data-dir DIR]
+                                    print the local CA's root certificate (PEM), for curl --cacert
+  meridian cluster status           the cluster's members (also: cluster remove NAME, cluster ca create,
+                                    cluster cert, cluster keygen)
   meridian dev [-nodes 3]           run a local cluster of nodes on loopback, for demos
   meridian version                  print the version
 
@@ -690,11 +692,15 @@ func caCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("ca root", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "", "node configuration file whose data_dir holds the CA (default: the embedded configuration)")
-	dataDir := fs.String("data-dir", "", "data dir holding the CA (overrides -config)")
+	dataDir := fs.String("data-dir", "", "data dir holding the CA (instead of -config)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return parseFailed(err)
 	}
 	if !noArgs(fs, stderr) {
+		return 2
+	}
+	if *path != "" && *dataDir != "" {
+		fmt.Fprintln(stderr, "meridian: give -config or -data-dir, not both")
 		return 2
 	}
 	dir := *dataDir
