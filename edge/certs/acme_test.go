@@ -356,6 +356,16 @@ func TestACMEWildcardNeedsDNS(t *testing.T) {
 			t.Error("wildcard host is managed")
 		}
 	}
+	// With on-demand issuance each name under a wildcard gets its own
+	// certificate at its first handshake: nothing is missing.
+	log, buf := testLogger(t)
+	m := newManager(t, Options{DataDir: t.TempDir(), Logger: log, ACME: &ACMEOptions{CA: "https://127.0.0.1:9/dir"}, OnDemand: &OnDemandOptions{Enabled: true}})
+	if err := m.ManageHosts(context.Background(), []string{"*.meridian.test"}); err != nil {
+		t.Errorf("on demand: %v; want no error", err)
+	}
+	if strings.Contains(buf.String(), "level=ERROR") {
+		t.Errorf("on demand: an error logged: %s", buf.String())
+	}
 }
 
 // Close ends every goroutine the Manager started (certmagic's maintenance, background

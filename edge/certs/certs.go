@@ -373,7 +373,13 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 	if len(invalid) > 0 {
 		errs = append(errs, fmt.Errorf("certs: invalid host names %q", invalid))
 	}
-	if len(wildcards) > 0 {
+	if len(wildcards) > 0 && m.onDemand {
+		// Each name under them gets its own certificate at its first
+		// handshake: nothing is missing.
+		if len(added)+len(removed) > 0 {
+			m.log.Info("wildcard hosts served on demand: a certificate for each name under them at its first handshake", "hosts", wildcards)
+		}
+	} else if len(wildcards) > 0 {
 		why := "no DNS-01 provider is built in yet (serve them with tls.on_demand)"
 		if m.issuer.dnsProvider != "" {
 			why = fmt.Sprintf("DNS provider %q is not built in (no DNS provider is available yet)", m.issuer.dnsProvider)
