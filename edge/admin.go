@@ -383,7 +383,13 @@ func (a *admin) write(h http.HandlerFunc) http.HandlerFunc {
 
 func (a *admin) readyz(w http.ResponseWriter, r *http.Request) {
 	if a.g.Current() == nil || (a.o.Control != nil && !a.o.Control.Ready()) {
-		adminProblem(w, http.StatusServiceUnavailable, "Not Ready", "the node has no configuration yet or is draining", nil)
+		why := "the node has no configuration yet or is draining"
+		if rr, ok := a.o.Control.(interface{ NotReadyReason() string }); ok {
+			if s := rr.NotReadyReason(); s != "" {
+				why = s
+			}
+		}
+		adminProblem(w, http.StatusServiceUnavailable, "Not Ready", why, nil)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -851,6 +851,9 @@ func TestClusterDuplicateNameStaysOut(t *testing.T) {
 	if dup.Ready() {
 		t.Error("the duplicate is ready")
 	}
+	if why := dup.NotReadyReason(); !strings.Contains(why, "another node is alive under this node's name") {
+		t.Errorf("/readyz would say %q; want the name taken", why)
+	}
 	if st := dup.cluster.Store.State(); st == "Leader" || dup.cluster.Store.HasState() {
 		t.Errorf("the duplicate took part in Raft (state %s)", st)
 	}

@@ -745,6 +745,22 @@ func (n *Node) Ready() bool {
 		(n.cluster == nil || !n.cluster.NameConflict() && n.inStep.Load())
 }
 
+// NotReadyReason says why the node is not ready ("" when it is), for
+// /readyz.
+func (n *Node) NotReadyReason() string {
+	switch {
+	case n.draining.Load():
+		return "the node is draining"
+	case n.gw.Current() == nil:
+		return "the node has no configuration yet"
+	case n.cluster != nil && n.cluster.NameConflict():
+		return "another node is alive under this node's name: give it a unique node.name"
+	case n.cluster != nil && !n.inStep.Load():
+		return "the node is catching up with the cluster since its start"
+	}
+	return ""
+}
+
 // catchUpWait bounds how long a cluster node stays not ready after its
 // start while it cannot catch up with the cluster (no leader reachable: no
 // quorum, a partition): it is then ready with what it has, as Envoy serves
