@@ -397,7 +397,8 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 // TLS 1.2 is the minimum with AEAD ECDHE cipher suites only (TLS 1.3 suites are not
 // configurable in Go and are all modern). Session tickets stay enabled: crypto/tls rotates
 // its automatic ticket keys itself (a new key every 24 hours, each valid 7 days), so no
-// key management is needed here; a cluster-wide ticket key would need SetSessionTicketKeys.
+// key management is needed here; a cluster sets keys of its own on the listener
+// (SetSessionTicketKeys, node/secrets.go).
 // A connection that negotiated acme-tls/1 carries no HTTP and should be closed by the
 // listener after the handshake.
 func (m *Manager) TLSConfig() *tls.Config {
