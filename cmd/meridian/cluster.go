@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -300,9 +301,17 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	<-sigs
 	signal.Stop(sigs)
+	// All at once: drained one after another, the last leader spent its
+	// drain calling the peers already gone (a screen of ERROR lines).
+	var wg sync.WaitGroup
 	for _, n := range dc.Nodes {
-		n.Drain(context.Background())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.Drain(context.Background())
+		}()
 	}
+	wg.Wait()
 	return 0
 }
 
