@@ -214,11 +214,13 @@ func (n *Node) Start(f *File, fileRaw []byte) error {
 	if err := claimDataDir(n.cfg.DataDir, n.cfg.Name); err != nil {
 		return err
 	}
-	tok, err := n.loadToken()
-	if err != nil {
-		return err
+	if n.cfg.Admin.Listen != "off" { // no admin API, no token to make
+		tok, err := n.loadToken()
+		if err != nil {
+			return err
+		}
+		n.token = tok
 	}
-	n.token = tok
 	if n.cfg.Demo {
 		d, err := startDemo()
 		if err != nil {
