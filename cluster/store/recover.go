@@ -125,6 +125,12 @@ func recoverIfAsked(rc *raft.Config, dir string, logs raft.LogStore, snaps raft.
 	var names []string
 	for _, s := range conf.Servers {
 		names = append(names, string(s.ID)+"="+string(s.Address))
+		if string(s.ID) == self && string(s.Address) != string(trans.LocalAddr()) {
+			// Taken as written (the address may be one others reach it
+			// by), but most likely a slip.
+			log.Warn("cluster: "+PeersFile+" gives this node an address other than its own cluster address; peers will dial that one",
+				"listed", s.Address, "own", trans.LocalAddr())
+		}
 	}
 	log.Warn("cluster: Raft configuration replaced from "+PeersFile+" (quorum-loss recovery); the file is removed",
 		"servers", names, "applied_index", f.current().Index)
