@@ -119,7 +119,7 @@ type adminFlags struct {
 func addAdminFlags(fs *flag.FlagSet, tokenUse string) adminFlags {
 	return adminFlags{
 		implicit: new(bool),
-		admin: fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)"),
+		admin:    fs.String("admin", envOr("MERIDIAN_ADMIN", "http://127.0.0.1:9901"), "admin API base URL (env MERIDIAN_ADMIN)"),
 		// The environment's token is read after parsing: as the flag's
 		// default, help and flag errors would print it.
 		token:     fs.String("token", "", tokenUse+" (default: -token-file if given, then env MERIDIAN_TOKEN, then the default token file)"),
