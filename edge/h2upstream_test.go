@@ -38,6 +38,17 @@ func rawH2cUpstream(t *testing.T, serve func(fr *http2.Framer)) (addr string, co
 	return addr, conns
 }
 
+// caFileOf writes cert's certificate to a PEM file, for a service's
+// tls.ca_file.
+func caFileOf(t *testing.T, cert tls.Certificate) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 // readHeaders reads frames until a HEADERS frame and returns its stream.
 func readHeaders(fr *http2.Framer) (uint32, bool) {
 	for {
@@ -122,25 +133,9 @@ routes:
 func TestUpstreamTLSFailuresNamed(t *testing.T) {
 	silent := rawUpstream(t, func(c net.Conn) { io.Copy(io.Discard, c) }) // takes TCP, never TLS
 	cert, _ := selfSigned(t)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600)
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.(*tls.Conn).Handshake()
-			}()
-		}
-	}()
+	caFile := caFileOf(t, cert)
+	h1Only := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
+	tlsAddr := rawUpstream(t, func(c net.Conn) { tls.Server(c, h1Only).Handshake() })
 	for _, tc := range []struct {
 		name, service string
 		status        int
@@ -154,7 +149,7 @@ func TestUpstreamTLSFailuresNamed(t *testing.T) {
 		{"h2 to an upstream without h2", fmt.Sprintf(`protocol: h2
     targets: [{url: "https://%s"}]
     tls: {ca_file: %q}
-    retries: {attempts: 2}`, ln.Addr(), caFile), 502, "tls_protocol_error"},
+    retries: {attempts: 2}`, tlsAddr, caFile), 502, "tls_protocol_error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := startGateway(t, fmt.Sprintf(`
@@ -196,8 +191,7 @@ func TestHealthChecksUseTheServiceProtocolAndTLS(t *testing.T) {
 	t.Cleanup(func() { h2cOnly.Close() })
 
 	cert, _ := selfSigned(t)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600)
+	caFile := caFileOf(t, cert)
 	tlsSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tls ok") }),
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
 	tln, err := net.Listen("tcp", "127.0.0.1:0")
