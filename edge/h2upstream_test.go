@@ -2,8 +2,11 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // rawH2cUpstream is an h2c upstream that reads the client preface and
@@ -268,4 +272,93 @@ routes:
 	if resp.StatusCode != http.StatusGatewayTimeout || !strings.Contains(resp.Header.Get("Proxy-Status"), "connection_write_timeout") {
 		t.Fatalf("status %d, Proxy-Status %q (%s); want 504 connection_write_timeout", resp.StatusCode, resp.Header.Get("Proxy-Status"), body)
 	}
+}
+
+// The response head is waited for from the end of the request body: a
+// body streamed for longer than response_header (a gRPC client stream) is
+// not cut.
+func TestH2UpstreamHeadWaitedForFromTheBodysEnd(t *testing.T) {
+	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "collected %d", n)
+	})}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	up.Protocols = &p
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go up.Serve(ln)
+	t.Cleanup(func() { up.Close() })
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    protocol: h2c
+    targets: [{url: "http://%s"}]
+    timeouts: {response_header: 500ms, send: 5s}
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, ln.Addr()))
+	pr, pw := io.Pipe()
+	go func() {
+		for range 3 {
+			pw.Write([]byte(strings.Repeat("b", 1000)))
+			time.Sleep(400 * time.Millisecond) // 1.2 s in all, over response_header
+		}
+		pw.Close()
+	}()
+	req, _ := http.NewRequest("POST", tg.url+"/x", pr)
+	resp, body := do(t, newClient(t), req)
+	if resp.StatusCode != 200 || string(body) != "collected 3000" {
+		t.Fatalf("%d %q; want 200 \"collected 3000\"", resp.StatusCode, body)
+	}
+}
+
+// An HTTP/2 upstream that answers at once and then takes none of the
+// request body: the send timeout still ends it (the stream is cut), where
+// it held the request for good, its client gone or not.
+func TestH2UpstreamAnsweringAndTakingNoBodyIsCut(t *testing.T) {
+	up, _ := rawH2cUpstream(t, func(fr *http2.Framer) {
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.HeadersFrame:
+				var hb bytes.Buffer
+				hpack.NewEncoder(&hb).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+			}
+		}
+	})
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    protocol: h2c
+    targets: [{url: "http://%s"}]
+    timeouts: {send: 500ms, read: 30s}
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, up))
+	c := newClient(t)
+	c.Timeout = 10 * time.Second
+	req, _ := http.NewRequest("POST", tg.url+"/x", strings.NewReader(strings.Repeat("b", 200<<10)))
+	resp, err := c.Do(req)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "Client.Timeout") {
+		t.Fatalf("the answer ended with %v; want it cut by the gateway before the client's timeout", err)
+	}
+	waitFor(t, 5*time.Second, "no request in flight", func() bool {
+		return metricValue(t, tg.g, "meridian_requests_in_flight") == 0
+	})
 }

@@ -791,6 +791,11 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 				pe = &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout",
 					detail: "service " + svc.name + ": the upstream sent nothing more of its response body for " + svc.read.String(),
 					cause:  "target " + x.target + ": " + err.Error()}
+			} else if errors.Is(err, errSendTimeout) {
+				// It answered, then took none of the rest of the body.
+				pe = &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "connection_write_timeout", title: "Gateway Timeout",
+					detail: "service " + svc.name + ": the upstream took none of the request body in time",
+					cause:  "target " + x.target + ": " + err.Error()}
 			}
 			x.errKind = pe.proxyStatus
 			x.errDetail = pe.cause
@@ -1346,36 +1351,77 @@ func h2RoundTrip(ctx context.Context, svc *service, out *http.Request, body *cou
 	budget := &dialBudget{}
 	budget.left.Store(h2DialsPerAttempt)
 	rctx, cancel := context.WithCancelCause(context.WithValue(ctx, dialBudgetKey{}, budget))
-	var timer *time.Timer
-	if d := svc.tkey.responseHeader; d > 0 {
-		timer = time.AfterFunc(d, func() { cancel(errH2HeadTimeout) })
-	}
+	// The head is waited for from the end of the request body, as
+	// net/http's ResponseHeaderTimeout counts (a gRPC client stream runs
+	// as long as it likes), over all of the transport's tries.
+	hw := &headWait{d: svc.tkey.responseHeader, cancel: cancel}
+	hw.armF = hw.arm
+	streamed := body != nil && out.Body == body
 	var sw *sendWatch
-	if d := svc.tkey.send; d > 0 && body != nil && out.Body == body {
-		sw = &sendWatch{b: body, d: d, cancel: cancel}
-		sw.start()
+	if streamed {
+		body.onEOF.Store(&hw.armF)
+		if d := svc.tkey.send; d > 0 {
+			sw = &sendWatch{b: body, d: d, cancel: cancel}
+			sw.start()
+		}
+	} else {
+		hw.arm()
 	}
 	resp, err := svc.transport.RoundTrip(out.WithContext(rctx))
-	if timer != nil {
-		timer.Stop()
-	}
-	if sw != nil {
-		sw.stop() // the answer has begun: its body is the read timeout's
-	}
+	hw.stop()
 	if err != nil {
+		sw.stop()
 		if cause := context.Cause(rctx); (cause == errH2HeadTimeout || cause == errSendTimeout) && ctx.Err() == nil {
 			err = cause
 		}
 		cancel(nil)
 		return nil, err
 	}
+	// The send watch goes on while the body is still being sent: an
+	// upstream that answers at once and then takes none of it held the
+	// request for good, its client gone or not.
+	end := func() { sw.stop(); cancel(nil) }
 	if resp.Body == http.NoBody || resp.Body == nil {
-		cancel(nil)
+		end() // a whole answer: what is left of the body is not sent
 		return resp, nil
 	}
-	// The body is read under rctx: it ends with the body.
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	// The body is read under rctx: it ends with the body. Past the head,
+	// net/http's HTTP/2 client no longer watches the context: a send
+	// timeout closes the body, which ends the stream.
+	inner := resp.Body
+	sw.afterHead(func() { inner.Close() })
+	resp.Body = &cancelOnClose{ReadCloser: inner, ctx: rctx, cancel: end}
 	return resp, nil
+}
+
+// headWait cancels an attempt whose response head has not come d after it
+// was armed (at the end of the request body, or at once without one).
+type headWait struct {
+	d      time.Duration
+	cancel context.CancelCauseFunc
+	armF   func() // arm, made once for countingBody.onEOF
+
+	mu   sync.Mutex
+	t    *time.Timer
+	done bool
+}
+
+func (h *headWait) arm() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.done || h.d <= 0 || h.t != nil {
+		return
+	}
+	h.t = time.AfterFunc(h.d, func() { h.cancel(errH2HeadTimeout) })
+}
+
+func (h *headWait) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.done = true
+	if h.t != nil {
+		h.t.Stop()
+	}
 }
 
 // errHandshakeTimeout: an upstream's TLS handshake did not end within the
@@ -1393,15 +1439,32 @@ type sendWatch struct {
 
 	mu      sync.Mutex
 	t       *time.Timer
-	last    int64
+	last    int64         // the body's bytes read when progress was last seen
+	since   time.Duration // monoNow then
 	stopped bool
+	abort   func() // past the head: ends the stream (afterHead)
 }
+
+// afterHead sets what ends the stream once the head has come; a nil
+// watch does nothing.
+func (w *sendWatch) afterHead(abort func()) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.abort = abort
+}
+
+// sendWatchTicks: the watch looks d/sendWatchTicks apart, so that it
+// fires within a quarter of d after d without progress.
+const sendWatchTicks = 4
 
 func (w *sendWatch) start() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.last = w.b.n.Load()
-	w.t = time.AfterFunc(w.d, w.check)
+	w.last, w.since = w.b.n.Load(), monoNow()
+	w.t = time.AfterFunc(w.d/sendWatchTicks, w.check)
 }
 
 func (w *sendWatch) check() {
@@ -1410,19 +1473,30 @@ func (w *sendWatch) check() {
 	if w.stopped || w.b.eof.Load() {
 		return
 	}
+	now := monoNow()
 	if n := w.b.n.Load(); n != w.last || w.b.inRead.Load() {
-		w.last = n
-		w.t.Reset(w.d)
+		w.last, w.since = n, now
+	} else if now-w.since >= w.d {
+		w.cancel(errSendTimeout)
+		if w.abort != nil {
+			go w.abort() // outside mu: the close ends the watch too
+		}
 		return
 	}
-	w.cancel(errSendTimeout)
+	w.t.Reset(w.d / sendWatchTicks)
 }
 
+// stop ends the watch; a nil watch is none.
 func (w *sendWatch) stop() {
+	if w == nil {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.stopped = true
-	w.t.Stop()
+	if w.t != nil {
+		w.t.Stop()
+	}
 }
 
 // h2DialsPerAttempt is how many new connections one attempt on an HTTP/2
@@ -1448,10 +1522,20 @@ type timeoutError string
 func (e timeoutError) Error() string { return string(e) }
 func (e timeoutError) Timeout() bool { return true }
 
-// cancelOnClose calls cancel when the body is closed.
+// cancelOnClose calls cancel when the body is closed; a read that fails
+// because the send watch ended the attempt says so.
 type cancelOnClose struct {
 	io.ReadCloser
+	ctx    context.Context
 	cancel func()
+}
+
+func (b *cancelOnClose) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && context.Cause(b.ctx) == errSendTimeout {
+		err = errSendTimeout
+	}
+	return n, err
 }
 
 func (b *cancelOnClose) Close() error {
@@ -1599,6 +1683,9 @@ type countingBody struct {
 	endAt   atomic.Int64 // monoNow when it was
 	idleOff atomic.Bool  // read without the lock by Read; set under it
 	expired atomic.Bool
+	// onEOF, if set, is called once the body has been read to its end
+	// (an HTTP/2 attempt's head wait starts then: h2RoundTrip).
+	onEOF atomic.Pointer[func()]
 	// inRead: a read of the client's body is in progress, or was cut
 	// short by Close (the transport gave up on the body while it waited
 	// for the client).
@@ -1629,6 +1716,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		b.endAt.Store(int64(monoNow()))
 		b.eof.Store(true)
+		if f := b.onEOF.Swap(nil); f != nil {
+			(*f)()
+		}
 	}
 	cut := false
 	if err != nil && err != io.EOF {
