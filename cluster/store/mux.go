@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -39,8 +40,10 @@ type mux struct {
 	raftC chan net.Conn // inbound raft connections for the stream layer
 
 	// clusterID (nil: none) is this node's cluster's id, sent by the
-	// dialer and compared by the acceptor (clusterALPN).
-	clusterID func() string
+	// dialer and compared by the acceptor (clusterALPN); otherLogged is
+	// when a refusal of another cluster's was last logged (UnixNano).
+	clusterID   func() string
+	otherLogged atomic.Int64
 
 	mu     sync.Mutex
 	conns  map[*trackedConn]struct{}
@@ -110,8 +113,18 @@ func (m *mux) handle(c *trackedConn) {
 	if m.tls != nil {
 		tc := tls.Server(c, m.serverTLS())
 		if err := tc.Handshake(); err != nil {
-			m.log.Warn("cluster: refused connection: TLS handshake failed (unauthenticated peer?)",
-				"remote", remote, "error", err)
+			if errors.Is(err, errOtherCluster) {
+				// A leader of another cluster calls again and again (a
+				// seat it keeps for this address): said once in a while.
+				now, last := time.Now().UnixNano(), m.otherLogged.Load()
+				if now-last >= int64(otherClusterLogEvery) && m.otherLogged.CompareAndSwap(last, now) {
+					m.log.Warn("cluster: refused connections of another cluster (a node of it keeps a seat for this address: `meridian cluster remove` it there)",
+						"remote", remote, "error", err)
+				}
+			} else {
+				m.log.Warn("cluster: refused connection: TLS handshake failed (unauthenticated peer?)",
+					"remote", remote, "error", err)
+			}
 			c.Close()
 			return
 		}
@@ -205,6 +218,12 @@ func (m *mux) clientTLS(addr string) *tls.Config {
 // takes Raft only from the cluster whose gossip it joined).
 const clusterALPN = "meridian-cluster/"
 
+// errOtherCluster: a connection to the cluster port from another cluster.
+var errOtherCluster = errors.New("another cluster's connection")
+
+// otherClusterLogEvery spaces the lines about them.
+const otherClusterLogEvery = 30 * time.Second
+
 // unknownIDWait is how long a node that knows no cluster id waits for one
 // before it refuses a connection that carries one.
 const unknownIDWait = 2 * time.Second
@@ -238,9 +257,9 @@ func (m *mux) serverTLS() *tls.Config {
 			}
 			switch {
 			case ours == "":
-				return nil, fmt.Errorf("the peer is of cluster %s, and this node knows of none yet", theirs)
+				return nil, fmt.Errorf("%w: the peer is of cluster %s, and this node knows of none yet", errOtherCluster, theirs)
 			case theirs != ours:
-				return nil, fmt.Errorf("the peer is of another cluster (%s; this one is %s)", theirs, ours)
+				return nil, fmt.Errorf("%w: the peer's is %s, this one's %s", errOtherCluster, theirs, ours)
 			}
 		}
 		return nil, nil
