@@ -42,6 +42,61 @@ func rawH2cUpstream(t *testing.T, serve func(fr *http2.Framer)) (addr string, co
 	return addr, conns
 }
 
+// h2cGateway starts a gateway whose one route goes to an h2c service at
+// addr; extra is more of the service's settings (a timeouts line), or "".
+func h2cGateway(t *testing.T, addr any, extra string) *testGateway {
+	t.Helper()
+	if extra != "" {
+		extra = "    " + extra + "\n"
+	}
+	return startGateway(t, fmt.Sprintf("services:\n  - name: s\n    protocol: h2c\n    targets: [{url: \"http://%s\"}]\n%sroutes:\n  - {name: r, match: {path_prefix: /}, service: s}\n", addr, extra))
+}
+
+// h2cServer serves h with HTTP/2 with prior knowledge only, as a gRPC
+// server does; it returns the address.
+func h2cServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := &http.Server{Handler: h}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv.Protocols = &p
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// noWindowUpstream is an h2c upstream that grants no stream a window for
+// its request body; answer says it sends a 200 head for each stream at
+// once (and nothing more).
+func noWindowUpstream(t *testing.T, answer bool) string {
+	up, _ := rawH2cUpstream(t, func(fr *http2.Framer) {
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.HeadersFrame:
+				if answer {
+					var hb bytes.Buffer
+					hpack.NewEncoder(&hb).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+					fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
+				}
+			}
+		}
+	})
+	return up
+}
+
 // caFileOf writes cert's certificate to a PEM file, for a service's
 // tls.ca_file.
 func caFileOf(t *testing.T, cert tls.Certificate) string {
@@ -81,14 +136,7 @@ func TestH2UpstreamGoawayOnEveryConnectionIsBounded(t *testing.T) {
 			fr.WriteGoAway(0, http2.ErrCodeNo, nil)
 		}
 	})
-	tg := startGateway(t, fmt.Sprintf(`
-services:
-  - name: s
-    protocol: h2c
-    targets: [{url: "http://%s"}]
-routes:
-  - {name: r, match: {path_prefix: /}, service: s}
-`, up))
+	tg := h2cGateway(t, up, "")
 	c := newClient(t)
 	c.Timeout = 20 * time.Second
 	resp, body := get(t, c, tg.url+"/x")
@@ -113,15 +161,7 @@ func TestH2UpstreamRefusedStreamWithinResponseHeaderTimeout(t *testing.T) {
 			fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
 		}
 	})
-	tg := startGateway(t, fmt.Sprintf(`
-services:
-  - name: s
-    protocol: h2c
-    targets: [{url: "http://%s"}]
-    timeouts: {response_header: 1s}
-routes:
-  - {name: r, match: {path_prefix: /}, service: s}
-`, up))
+	tg := h2cGateway(t, up, "timeouts: {response_header: 1s}")
 	c := newClient(t)
 	c.Timeout = 15 * time.Second // net/http's own backoff alone runs past that
 	resp, body := get(t, c, tg.url+"/x")
@@ -177,22 +217,13 @@ routes:
 // one. Checked the generic way, both targets were found down and every
 // request answered 503.
 func TestHealthChecksUseTheServiceProtocolAndTLS(t *testing.T) {
-	h2cOnly := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h2cOnly := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor != 2 {
 			w.WriteHeader(http.StatusHTTPVersionNotSupported)
 			return
 		}
 		io.WriteString(w, "h2c ok")
-	})}
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	h2cOnly.Protocols = &p
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go h2cOnly.Serve(ln)
-	t.Cleanup(func() { h2cOnly.Close() })
+	}))
 
 	cert, _ := selfSigned(t)
 	caFile := caFileOf(t, cert)
@@ -218,7 +249,7 @@ services:
 routes:
   - {name: a, match: {path_prefix: /a}, service: grpcish}
   - {name: b, match: {path_prefix: /b}, service: private}
-`, ln.Addr(), tln.Addr(), caFile))
+`, h2cOnly, tln.Addr(), caFile))
 	c := newClient(t)
 	for _, tc := range []struct{ path, want string }{{"/a", "h2c ok"}, {"/b", "tls ok"}} {
 		// A new target passing its first check is in at once; one failing
@@ -244,27 +275,8 @@ routes:
 // answers: the attempt ends after the send timeout with a 504, as on
 // HTTP/1.1 (it held the request until the upstream went away).
 func TestH2UpstreamTakingNoBodyEndsAtTheSendTimeout(t *testing.T) {
-	up, _ := rawH2cUpstream(t, func(fr *http2.Framer) {
-		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
-				fr.WriteSettingsAck()
-			}
-		}
-	})
-	tg := startGateway(t, fmt.Sprintf(`
-services:
-  - name: s
-    protocol: h2c
-    targets: [{url: "http://%s"}]
-    timeouts: {send: 500ms, response_header: 30s}
-routes:
-  - {name: r, match: {path_prefix: /}, service: s}
-`, up))
+	up := noWindowUpstream(t, false)
+	tg := h2cGateway(t, up, "timeouts: {send: 500ms, response_header: 30s}")
 	c := newClient(t)
 	c.Timeout = 15 * time.Second
 	req, _ := http.NewRequest("POST", tg.url+"/x", strings.NewReader(strings.Repeat("b", 200<<10)))
@@ -278,28 +290,11 @@ routes:
 // body streamed for longer than response_header (a gRPC client stream) is
 // not cut.
 func TestH2UpstreamHeadWaitedForFromTheBodysEnd(t *testing.T) {
-	up := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := h2cServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, "collected %d", n)
-	})}
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	up.Protocols = &p
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go up.Serve(ln)
-	t.Cleanup(func() { up.Close() })
-	tg := startGateway(t, fmt.Sprintf(`
-services:
-  - name: s
-    protocol: h2c
-    targets: [{url: "http://%s"}]
-    timeouts: {response_header: 500ms, send: 5s}
-routes:
-  - {name: r, match: {path_prefix: /}, service: s}
-`, ln.Addr()))
+	}))
+	tg := h2cGateway(t, up, "timeouts: {response_header: 500ms, send: 5s}")
 	pr, pw := io.Pipe()
 	go func() {
 		for range 3 {
@@ -319,34 +314,8 @@ routes:
 // request body: the send timeout still ends it (the stream is cut), where
 // it held the request for good, its client gone or not.
 func TestH2UpstreamAnsweringAndTakingNoBodyIsCut(t *testing.T) {
-	up, _ := rawH2cUpstream(t, func(fr *http2.Framer) {
-		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-				}
-			case *http2.HeadersFrame:
-				var hb bytes.Buffer
-				hpack.NewEncoder(&hb).WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: hb.Bytes(), EndHeaders: true})
-			}
-		}
-	})
-	tg := startGateway(t, fmt.Sprintf(`
-services:
-  - name: s
-    protocol: h2c
-    targets: [{url: "http://%s"}]
-    timeouts: {send: 500ms, read: 30s}
-routes:
-  - {name: r, match: {path_prefix: /}, service: s}
-`, up))
+	up := noWindowUpstream(t, true)
+	tg := h2cGateway(t, up, "timeouts: {send: 500ms, read: 30s}")
 	c := newClient(t)
 	c.Timeout = 10 * time.Second
 	req, _ := http.NewRequest("POST", tg.url+"/x", strings.NewReader(strings.Repeat("b", 200<<10)))
