@@ -429,6 +429,47 @@ func TestUpstreamPausingBeforeTheBodyIsNotTimedOut(t *testing.T) {
 	}
 }
 
+// An HTTP/1.1 upstream that answers at once and then takes none of the
+// request body (waiting for it to end its answer) is cut at the send
+// timeout, as over HTTP/2, where it held the request until the client
+// left: the answer is cut and logged connection_write_timeout.
+func TestUpstreamAnsweringAndTakingNoBodyIsCut(t *testing.T) {
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		<-stop // the body is never read, the answer never ends
+		return false
+	})
+	setup, log := withReuseLog()
+	setup.opts.ReadBodyTimeout = time.Minute
+	gw := startGatewayWith(t, setup, oneRouteService("http://"+addr, "    timeouts: {response_header: 10s, read: 30s, send: 500ms}"))
+	c, br := h1Raw(t, gw.addr)
+	const n = 9 << 20 // more than the sockets between hold
+	h1Write(t, c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(n)+"\r\n\r\n")
+	go io.Copy(c, io.LimitReader(zeros{}, n))
+	start := time.Now()
+	c.SetReadDeadline(start.Add(20 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("head: %v %v; want the upstream's 200", resp, err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err == nil || string(b) != "hello" {
+		t.Fatalf("body %q, %v; want \"hello\" and then the answer cut", b, err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("cut after %v; want about the send timeout (500ms)", d)
+	}
+	rec := onlyRecord(t, log)
+	if rec["error"] != "connection_write_timeout" {
+		t.Errorf("logged error %v; want connection_write_timeout", rec["error"])
+	}
+	waitFor(t, 5*time.Second, "no request in flight", func() bool {
+		return metricValue(t, gw.g, "meridian_requests_in_flight") == 0
+	})
+}
+
 // A service's total timeout that expires while the gateway still waits for
 // the client's body is the client's doing: 408 client_body_timeout, and the
 // targets are not blamed (with outlier detection, none is ejected), over

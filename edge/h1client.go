@@ -198,6 +198,18 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 			}
 			next = monoBase.Add(from + d)
 		}
+		if st := c.t.sendTimeout; st > 0 && !c.tunnel && c.sending.Load() {
+			// The upstream answered before it took the whole request
+			// body: the send timeout still bounds its taking none of
+			// the rest (it may be waiting for it to end its answer).
+			at, serr := c.sendLook(monoNow(), max(st/4, time.Millisecond))
+			if serr != nil {
+				return 0, serr
+			}
+			if t := monoBase.Add(at); next.IsZero() || t.Before(next) {
+				next = t
+			}
+		}
 		c.rdl = next
 		c.conn.SetReadDeadline(next)
 		if c.aborted.Load() {
@@ -250,25 +262,9 @@ func (c *h1Conn) headDeadline() (time.Time, error) {
 	now := monoNow()
 	var next time.Duration
 	if c.sending.Load() {
-		next = now + c.sendingStep()
-		if ws, st := time.Duration(c.writeSince.Load()), c.t.sendTimeout; ws != 0 && st > 0 {
-			q, known := sendQueued(c.conn)
-			switch {
-			case known && c.queued >= 0 && q < c.queued:
-				// The upstream took some of what waits in the socket:
-				// progress, though the write has not returned.
-				c.writeSince.CompareAndSwap(int64(ws), int64(now))
-			case now-ws >= st:
-				return time.Time{}, errSendTimeout
-			default:
-				next = min(next, ws+st)
-			}
-			c.queued = q
-			if !known {
-				c.queued = -1
-			}
-		} else {
-			c.queued = -1 // not blocked now: a later blocked write starts afresh
+		var err error
+		if next, err = c.sendLook(now, c.sendingStep()); err != nil {
+			return time.Time{}, err
 		}
 	} else if at := time.Duration(c.sentAt.Load()); at != 0 && now < at+d {
 		next = at + d
@@ -276,6 +272,34 @@ func (c *h1Conn) headDeadline() (time.Time, error) {
 		return time.Time{}, nil
 	}
 	return monoBase.Add(next), nil
+}
+
+// sendLook looks, while the request body is being sent, at whether one
+// write to the upstream has been blocked for the send timeout with the
+// socket's send queue not shrinking meanwhile: errSendTimeout if so, else
+// when to look next (monoNow time), at most step from now.
+func (c *h1Conn) sendLook(now, step time.Duration) (time.Duration, error) {
+	next := now + step
+	if ws, st := time.Duration(c.writeSince.Load()), c.t.sendTimeout; ws != 0 && st > 0 {
+		q, known := sendQueued(c.conn)
+		switch {
+		case known && c.queued >= 0 && q < c.queued:
+			// The upstream took some of what waits in the socket:
+			// progress, though the write has not returned.
+			c.writeSince.CompareAndSwap(int64(ws), int64(now))
+		case now-ws >= st:
+			return 0, errSendTimeout
+		default:
+			next = min(next, ws+st)
+		}
+		c.queued = q
+		if !known {
+			c.queued = -1
+		}
+	} else {
+		c.queued = -1 // not blocked now: a later blocked write starts afresh
+	}
+	return next, nil
 }
 
 // sendingStep is how often the response-header deadline comes back while a
@@ -597,6 +621,11 @@ func (t *h1Transport) exchange(ctx context.Context, pc *h1Conn, req *http.Reques
 	}
 	pc.lean = nil
 	pc.inBody, pc.bodyWatch = true, false // the header deadline may stay: see Read
+	if st := t.sendTimeout; bodyDone != nil && st > 0 && pc.rdl.IsZero() && pc.sending.Load() {
+		// No deadline yet (no response-header timeout) while the body
+		// still goes: Read's send look must come (see Read).
+		pc.armHeaderDeadline(monoNow(), max(st/4, time.Millisecond))
+	}
 	if pc.peekNext = req.Method == http.MethodHead && resp.ContentLength != 0; pc.peekNext {
 		ackNow(pc.conn) // a body held back by Nagle comes now, for the peek
 	}
