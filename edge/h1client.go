@@ -916,6 +916,18 @@ func (b *h1Body) buffered() []byte {
 	return p
 }
 
+// chunkedBuffered reports whether the body is chunked and the whole rest
+// of it, trailers and all, is in the connection's read buffer: read to its
+// end, it will not wait on the upstream.
+func (b *h1Body) chunkedBuffered() bool {
+	cr, ok := b.rc.(*chunkedReader)
+	if b.done || !ok || cr.err != nil {
+		return false
+	}
+	buf, _ := cr.br.Peek(cr.br.Buffered())
+	return cr.restBuffered(buf)
+}
+
 // consumeBuffered ends a body that buffered returned whole, as reading it
 // to its end does: the connection may go back to the pool at once.
 func (b *h1Body) consumeBuffered() {

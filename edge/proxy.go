@@ -1563,9 +1563,20 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // outside check saw each retry of a 503 whose body stalled wait out the
 // whole read timeout first).
 func dropAnswer(rc io.ReadCloser) {
-	if b, ok := rc.(*h1Body); ok && b.buffered() != nil {
-		b.consumeBuffered()
-		return
+	if b, ok := rc.(*h1Body); ok {
+		if b.buffered() != nil {
+			b.consumeBuffered()
+			return
+		}
+		if b.chunkedBuffered() {
+			// Read from the buffer alone: the connection stays pooled
+			// (an error in its framing closes it, as a read would).
+			io.Copy(io.Discard, b)
+			if !b.done {
+				b.Close()
+			}
+			return
+		}
 	}
 	rc.Close()
 }

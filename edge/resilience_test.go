@@ -192,6 +192,8 @@ func TestRetriedAnswerBodyNotWaitedFor(t *testing.T) {
 	}{
 		{"body stalls", "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\nfail", 3},
 		{"body whole", "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nfail", 1},
+		{"chunked body stalls", "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfail\r\n", 3},
+		{"chunked body whole", "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nfail\r\n0\r\nX-T: 1\r\n\r\n", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var conns, reqs atomic.Int32
