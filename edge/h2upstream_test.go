@@ -331,3 +331,64 @@ func TestH2UpstreamAnsweringAndTakingNoBodyIsCut(t *testing.T) {
 		return metricValue(t, tg.g, "meridian_requests_in_flight") == 0
 	})
 }
+
+// A service with protocol h2 speaks HTTP/2 to a TLS server that picks no
+// protocol by ALPN (one that does not look at it, or a TLS terminator in
+// front of an h2c server), as Envoy does for a cluster configured for
+// HTTP/2, in its requests and its health checks alike; net/http's client
+// fell back to HTTP/1.1 without a word, which such a server does not
+// speak.
+func TestH2ServiceSpeaksHTTP2WithoutALPN(t *testing.T) {
+	cert, _ := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}}) // no NextProtos
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var h2s http2.Server
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s over %s", r.URL.Path, r.Proto)
+	})
+	var alpn atomic.Value
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				tc := c.(*tls.Conn)
+				if tc.Handshake() != nil {
+					c.Close()
+					return
+				}
+				alpn.Store(tc.ConnectionState().NegotiatedProtocol)
+				h2s.ServeConn(c, &http2.ServeConnOpts{Handler: h}) // HTTP/2 only
+			}()
+		}
+	}()
+	tg := startGateway(t, fmt.Sprintf(`
+services:
+  - name: h2only
+    protocol: h2
+    targets: [{url: "https://%s"}]
+    tls: {ca_file: %q}
+    health_check: {path: /health, interval: 100ms, timeout: 1s}
+routes:
+  - {name: a, match: {path_prefix: /}, service: h2only}
+`, ln.Addr(), caFileOf(t, cert)))
+	waitFor(t, 5*time.Second, "the target checked", func() bool {
+		st := tg.g.Current().services["h2only"].pool.Status()
+		return !st[0].LastCheck.IsZero()
+	})
+	if st := tg.g.Current().services["h2only"].pool.Status(); !st[0].Healthy {
+		t.Errorf("target status %+v; want healthy (its check spoken in HTTP/2)", st[0])
+	}
+	resp, body := get(t, newClient(t), tg.url+"/x")
+	if resp.StatusCode != 200 || string(body) != "/x over HTTP/2.0" {
+		t.Fatalf("%d %q; want 200 \"/x over HTTP/2.0\"", resp.StatusCode, body)
+	}
+	if p := alpn.Load(); p != "" {
+		t.Fatalf("the server negotiated %q; the test wants none", p)
+	}
+}

@@ -659,15 +659,14 @@ func (g *Gateway) transport(k transportKey) (upstreamTransport, error) {
 		// clients stall do not hold back the others sharing it.
 		HTTP2: &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20},
 	}
-	var p http.Protocols
 	switch k.protocol {
 	case "h2c":
+		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)
+		t.Protocols = &p
 	case "h2":
-		p.SetHTTP2(true)
+		upstream.H2OverTLS(t, t.DialContext, tlsConf, k.connect, errHandshakeTimeout)
 	}
-	t.Protocols = &p
-	t.TLSClientConfig = tlsConf
 	g.transports[k] = t
 	return t, nil
 }

@@ -195,9 +195,8 @@ func NewPool(spec Spec, prev *Pool, opts Options) (*Pool, error) {
 				pr.SetUnencryptedHTTP2(true)
 				p.ownTransport.Protocols = &pr
 			case "h2":
-				var pr http.Protocols
-				pr.SetHTTP2(true)
-				p.ownTransport.Protocols = &pr
+				// Bounded by the check's timeout (the client's).
+				H2OverTLS(p.ownTransport, p.ownTransport.DialContext, opts.TLSConfig, 0, nil)
 			}
 			p.client = &http.Client{
 				Transport: p.ownTransport,
