@@ -327,6 +327,22 @@ func ReadLimited(r io.Reader, name string) ([]byte, error) {
 // ParseFile decodes and validates a node configuration file. Errors name the
 // field and line.
 func ParseFile(data []byte) (_ *File, err error) {
+	return parseFile(data, true)
+}
+
+// CheckPortable checks a node file as ParseFile does, but nothing in it
+// that depends on the machine it is checked on (the files its node section
+// names, which may be another machine's) nor what only compiling the
+// gateway section finds: what a command sending its gateway section to a
+// node can check (config apply -f).
+func CheckPortable(data []byte) error {
+	_, err := parseFile(data, false)
+	return err
+}
+
+// parseFile is ParseFile; machine says whether the files the node section
+// names are read, and the gateway section compiled.
+func parseFile(data []byte, machine bool) (_ *File, err error) {
 	defer config.RecoverParse(&err)
 	var f File
 	root, err := config.DecodeStrict(data, &f)
@@ -334,7 +350,7 @@ func ParseFile(data []byte) (_ *File, err error) {
 		return nil, err
 	}
 	var errs config.Errors
-	if err := f.Node.validate(); err != nil {
+	if err := f.Node.validate(machine); err != nil {
 		for _, e := range err.(config.Errors) {
 			e.Path = "node." + e.Path
 			e.Line = config.LineOf(root, e.Path)
@@ -354,6 +370,9 @@ func ParseFile(data []byte) (_ *File, err error) {
 		return nil, config.CapErrors(errs)
 	}
 	// Compile as a node would, to catch what only the compiler sees.
+	if !machine {
+		return &f, nil
+	}
 	if err := edge.Check(&f.Gateway); err != nil {
 		return nil, config.WithLines(data, err, "gateway")
 	}
@@ -463,7 +482,10 @@ func sectionText(data []byte, m *yaml.Node, i int) []byte {
 	return out
 }
 
-func (c *Config) validate() error {
+// validate checks the node section's values; machine says whether the
+// files it names are read (and a data dir looked at): what serve would
+// refuse on this machine.
+func (c *Config) validate(machine bool) error {
 	var es config.Errors
 	add := func(path, format string, args ...any) {
 		es = append(es, &config.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
@@ -495,7 +517,7 @@ func (c *Config) validate() error {
 	// Files the node reads at start are read here too, so that validate
 	// finds what serve would refuse.
 	checkFile := func(path, file string, read func(string) error) {
-		if file == "" {
+		if file == "" || !machine {
 			return
 		}
 		if err := read(file); err != nil {
@@ -559,9 +581,17 @@ func (c *Config) validate() error {
 			}
 		}
 		checkFile("cluster.tls.ca_file", cl.TLS.CAFile, certPool)
-		if cl.TLS.CertFile != "" && cl.TLS.KeyFile != "" {
-			if _, err := os.Stat(cl.TLS.KeyFile); err != nil {
-				add("cluster.tls.key_file", "%v", err)
+		if cl.TLS.CertFile != "" && cl.TLS.KeyFile != "" && machine {
+			_, certErr := os.Stat(cl.TLS.CertFile)
+			_, keyErr := os.Stat(cl.TLS.KeyFile)
+			if certErr != nil {
+				add("cluster.tls.cert_file", "%v", certErr)
+			}
+			if keyErr != nil {
+				add("cluster.tls.key_file", "%v", keyErr)
+			}
+			if certErr != nil || keyErr != nil {
+				// Said above, each.
 			} else if kp, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
 				add("cluster.tls.cert_file", "%v", err)
 			} else if leaf, err := x509.ParseCertificate(kp.Certificate[0]); err == nil {
@@ -599,6 +629,9 @@ func (c *Config) validate() error {
 		checkFile(p+".ca_file", ca.CAFile, certPool)
 	}
 	for i, tc := range c.TLS.Certificates {
+		if !machine {
+			break
+		}
 		se := certs.CheckStatic(certs.StaticFiles{CertFile: tc.CertFile, KeyFile: tc.KeyFile})
 		if se == nil {
 			continue
@@ -634,7 +667,7 @@ func (c *Config) validate() error {
 	if p := c.AccessLog.Path; p != "" && p != "stdout" && p != "stderr" && (c.AccessLog.Enabled == nil || *c.AccessLog.Enabled) {
 		checkFile("access_log.path", p, appendable)
 	}
-	if c.DataDir != "" {
+	if c.DataDir != "" && machine {
 		if fi, err := os.Stat(c.DataDir); err == nil && !fi.IsDir() {
 			add("data_dir", "%s is not a directory", c.DataDir)
 		}

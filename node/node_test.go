@@ -508,6 +508,9 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls:\n        server_name: h\n        ca_file: " + missing + "\n  routes: []\n", "line 7: gateway.services[0].tls.ca_file: open " + missing},
 		{"gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls:\n        cert_file: " + noPEM + "\n        key_file: " + missing + "\n  routes: []\n", "line 7: gateway.services[0].tls.key_file: stat " + missing},
 		{"node:\n  cluster:\n    bind: 127.0.0.1:0\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n    tls: {ca_file: " + noPEM + ", cert_file: " + noPEM + ", key_file: " + missing + "}\n", "node.cluster.tls.key_file: stat " + missing},
+		// Both files missing: both said.
+		{"node:\n  cluster:\n    bind: 127.0.0.1:0\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n    tls: {cert_file: " + missing + ".crt, key_file: " + missing + ".key}\n", "node.cluster.tls.cert_file: stat " + missing + ".crt"},
+		{"node:\n  cluster:\n    bind: 127.0.0.1:0\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n    tls: {cert_file: " + missing + ".crt, key_file: " + missing + ".key}\n", "node.cluster.tls.key_file: stat " + missing + ".key"},
 	} {
 		_, err := ParseFile([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -521,6 +524,29 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 	} {
 		if _, err := ParseFile([]byte(ok)); err != nil {
 			t.Errorf("%q: %v", ok, err)
+		}
+	}
+}
+
+// CheckPortable refuses what ParseFile refuses but for the files the node
+// section names (another machine's, for config apply -f).
+func TestCheckPortable(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "missing")
+	gw := "gateway:\n  services:\n    - name: s\n      targets: [{url: 'http://127.0.0.1:1'}]\n  routes:\n    - {name: r, service: s}\n"
+	for _, tc := range []struct{ yaml, want string }{
+		{"node:\n  listen: {http: '127.0.0.1:99999'}\n" + gw, "line 2: node.listen.http: invalid port"},
+		{"node:\n  listen: {http: '127.0.0.1:8080'}\n  admin: {listen: '127.0.0.1:8080'}\n" + gw, "line 3: node.admin.listen: port 8080 is also listen.http's"},
+		{"node:\n  location: {lat: 91}\n" + gw, "line 2: node.location: latitude must be within"},
+		{"node:\n  admin: {token_file: " + missing + "}\n" + gw, ""},
+		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    certificates:\n      - {cert_file: " + missing + ", key_file: " + missing + "}\n" + gw, ""},
+		{"node:\n  data_dir: " + missing + "\n" + gw, ""},
+	} {
+		err := CheckPortable([]byte(tc.yaml))
+		if tc.want == "" && err != nil {
+			t.Errorf("%q: %v; want it taken (its files may be another machine's)", tc.yaml, err)
+		}
+		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%q: err = %v; want one containing %q", tc.yaml, err, tc.want)
 		}
 	}
 }

@@ -495,24 +495,19 @@ func validateBytes(raw []byte) (kind string, routes int, err error) {
 	return "gateway document", len(doc.Routes), nil
 }
 
+// checkGatewaySection decodes and validates the gateway section of a node
+// file, its errors with the file's lines and paths (gateway.routes[0]...).
+// The node section is checked too (an unknown field, a wrong type or a bad
+// value there would stop the file from starting or reloading a node), but
+// not the files it names: they may be another machine's.
+func checkGatewaySection(raw []byte) error {
+	return node.CheckPortable(raw)
+}
+
 // looksLikeNodeFile reports whether raw's top level has a node or gateway
 // key. It reads the document's node tree only: decoded into Go values, a
 // mapping of many keys cost the decoder time in the square of their number
 // before the strict checks could refuse it.
-// checkGatewaySection decodes and validates the gateway section of a node
-// file, its errors with the file's lines and paths (gateway.routes[0]...).
-// The node section is decoded too (an unknown field or a wrong type there
-// would stop the file from starting or reloading a node) but not
-// validated further: it may name files of another machine.
-func checkGatewaySection(raw []byte) error {
-	var f node.File
-	root, err := config.DecodeStrict(raw, &f)
-	if err != nil {
-		return err
-	}
-	return config.ValidateAt(&f.Gateway, root, "gateway")
-}
-
 func looksLikeNodeFile(raw []byte) bool {
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil || len(root.Content) == 0 {

@@ -213,6 +213,8 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 	// refused before anything is sent, as validate and serve refuse it.
 	badNode := filepath.Join(dir, "bad-node.yaml")
 	os.WriteFile(badNode, []byte("node:\n  name: x\n  bogus: 1\ngateway:\n  services:\n    - name: app\n      targets: [{url: 'http://127.0.0.1:1'}]\n  routes:\n    - name: r\n      service: app\n"), 0o600)
+	badPort := filepath.Join(dir, "bad-port.yaml")
+	os.WriteFile(badPort, []byte("node:\n  name: x\n  listen: {http: 127.0.0.1:99999}\ngateway:\n  services:\n    - name: app\n      targets: [{url: 'http://127.0.0.1:1'}]\n  routes:\n    - name: r\n      service: app\n"), 0o600)
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -226,6 +228,7 @@ func TestCLITokenFileAndInputChecks(t *testing.T) {
 		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-token", "t", "-f", nodeFile}, 1, `line 11: gateway.routes[0].service: unknown service "nope"`},
 		{[]string{"serve", "-config", big}, 1, "more than 8 MiB"},
 		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-token", "t", "-f", badNode}, 1, `line 3: node.bogus: unknown field "bogus"`},
+		{[]string{"config", "apply", "-admin", "http://127.0.0.1:1", "-token", "t", "-f", badPort}, 1, `line 3: node.listen.http: invalid port in "127.0.0.1:99999"`},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(tc.args, &out, &errb); code != tc.code || !strings.Contains(errb.String(), tc.want) {
