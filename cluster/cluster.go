@@ -349,10 +349,6 @@ func (c *Cluster) manageLoop() {
 	}
 }
 
-// tryBootstrap bootstraps Raft once the configured voters are known. Every
-// node that sees the same voters calls BootstrapCluster with the same
-// configuration, which Raft allows; one that already has state does
-// nothing.
 // NameConflict reports whether this node stays out of the cluster because
 // another node is alive under its name and this one holds no Raft state
 // (the newcomer: the one that was there first has a log and a seat).
@@ -360,6 +356,10 @@ func (c *Cluster) NameConflict() bool {
 	return c.Members.NameTaken() != "" && !c.Store.HasState()
 }
 
+// tryBootstrap bootstraps Raft once the configured voters are known. Every
+// node that sees the same voters calls BootstrapCluster with the same
+// configuration, which Raft allows; one that already has state does
+// nothing.
 func (c *Cluster) tryBootstrap() bool {
 	if c.NameConflict() {
 		if !c.nameConflictLogged {
@@ -451,9 +451,9 @@ func (c *Cluster) reconcile() {
 			}
 			var err error
 			if mb.Voter {
-				err = c.Store.AddVoter(mb.Name, mb.ClusterAddr)
+				err = c.Store.AddVoter(c.ctx, mb.Name, mb.ClusterAddr)
 			} else {
-				err = c.Store.AddNonvoter(mb.Name, mb.ClusterAddr)
+				err = c.Store.AddNonvoter(c.ctx, mb.Name, mb.ClusterAddr)
 			}
 			if err != nil {
 				c.log.Warn("adding a member to Raft failed", "member", mb.Name, "err", err)
@@ -466,7 +466,7 @@ func (c *Cluster) reconcile() {
 			// keeps its seat, so that a restart keeps the quorum's size,
 			// unless it gives it up (remove_on_leave): it removes itself
 			// as it leaves (Store.Leave), and this does if it could not.
-			if err := c.Store.RemoveServer(mb.Name); err != nil {
+			if err := c.Store.RemoveServer(c.ctx, mb.Name); err != nil {
 				c.log.Warn("removing a departed member from Raft failed", "member", mb.Name, "err", err)
 			} else {
 				c.log.Info("member that left removed from Raft", "member", mb.Name)
@@ -615,7 +615,7 @@ func (c *Cluster) RemoveMember(name string) error {
 	if !slices.ContainsFunc(servers, func(s store.Server) bool { return s.ID == name }) {
 		return fmt.Errorf("%w: %q", ErrMemberNotFound, name)
 	}
-	if err := c.Store.RemoveServer(name); err != nil {
+	if err := c.Store.RemoveServer(c.ctx, name); err != nil {
 		return err
 	}
 	c.log.Warn("member removed from Raft through the admin API", "member", name)

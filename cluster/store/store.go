@@ -517,26 +517,28 @@ func (s *Store) KVList(prefix string) []KVEntry {
 	return out
 }
 
-// AddVoter adds (or promotes) a voting member. Works from any node.
-func (s *Store) AddVoter(id, addr string) error {
-	return s.membership(&fwdRequest{Op: opAddVoter, ID: id, Addr: addr})
+// AddVoter adds (or promotes) a voting member. Works from any node. ctx
+// ends the wait (a closing caller's), which is bounded by
+// membershipTimeout anyway.
+func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
+	return s.membership(ctx, &fwdRequest{Op: opAddVoter, ID: id, Addr: addr})
 }
 
 // AddNonvoter adds a member that receives the log but does not vote.
-func (s *Store) AddNonvoter(id, addr string) error {
-	return s.membership(&fwdRequest{Op: opAddNonvoter, ID: id, Addr: addr})
+func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
+	return s.membership(ctx, &fwdRequest{Op: opAddNonvoter, ID: id, Addr: addr})
 }
 
 // RemoveServer removes a member from the Raft configuration.
-func (s *Store) RemoveServer(id string) error {
-	return s.membership(&fwdRequest{Op: opRemoveServer, ID: id})
+func (s *Store) RemoveServer(ctx context.Context, id string) error {
+	return s.membership(ctx, &fwdRequest{Op: opRemoveServer, ID: id})
 }
 
-// membershipTimeout bounds membership changes made without a context.
+// membershipTimeout bounds the wait for a membership change.
 const membershipTimeout = 30 * time.Second
 
-func (s *Store) membership(req *fwdRequest) error {
-	ctx, cancel := context.WithTimeout(context.Background(), membershipTimeout)
+func (s *Store) membership(ctx context.Context, req *fwdRequest) error {
+	ctx, cancel := context.WithTimeout(ctx, membershipTimeout)
 	defer cancel()
 	_, err := s.submit(ctx, req)
 	return err

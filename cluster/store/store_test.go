@@ -300,17 +300,17 @@ func TestFiveNodesMembership(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "n0 leader", func() bool { return n[0].s.State() == "Leader" })
-	if err := n[0].s.AddVoter(n[1].id, n[1].addr); err != nil {
+	if err := n[0].s.AddVoter(context.Background(), n[1].id, n[1].addr); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 5*time.Second, "n1 knows leader", func() bool { id, _ := n[1].s.Leader(); return id == "n0" })
 	// Membership changes through a follower are forwarded.
 	for _, nd := range n[2:4] {
-		if err := n[1].s.AddVoter(nd.id, nd.addr); err != nil {
+		if err := n[1].s.AddVoter(context.Background(), nd.id, nd.addr); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := n[1].s.AddNonvoter(n[4].id, n[4].addr); err != nil {
+	if err := n[1].s.AddNonvoter(context.Background(), n[4].id, n[4].addr); err != nil {
 		t.Fatal(err)
 	}
 	srv, _ := n[0].s.Servers()
@@ -337,7 +337,7 @@ func TestFiveNodesMembership(t *testing.T) {
 			break
 		}
 	}
-	if err := n[4].s.RemoveServer(victim.id); err != nil {
+	if err := n[4].s.RemoveServer(context.Background(), victim.id); err != nil {
 		t.Fatal(err)
 	}
 	c.stop(victim)

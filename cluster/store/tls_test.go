@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"net"
 	"path/filepath"
@@ -121,7 +122,7 @@ func TestUnauthenticatedPeersRefused(t *testing.T) {
 	}
 	mal.s = ms
 	t.Cleanup(func() { ms.Close() })
-	if err := ld.s.AddNonvoter("mallory", ms.Addr()); err != nil {
+	if err := ld.s.AddNonvoter(context.Background(), "mallory", ms.Addr()); err != nil {
 		t.Fatal(err)
 	}
 	f := c.follower(ld)
@@ -134,7 +135,7 @@ func TestUnauthenticatedPeersRefused(t *testing.T) {
 	if v := ms.Current().Version; v != 0 {
 		t.Fatalf("foreign node received version %d", v)
 	}
-	if err := f.s.RemoveServer("mallory"); err != nil {
+	if err := f.s.RemoveServer(context.Background(), "mallory"); err != nil {
 		t.Fatal(err)
 	}
 }
