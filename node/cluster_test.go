@@ -844,6 +844,8 @@ func TestClusterDuplicateNameStaysOut(t *testing.T) {
 	h, _ := startedCluster(t)
 	n1Addr := h.nodes[1].cluster.Members.LocalMeta().ClusterAddr
 	h.names = map[int]string{6: "n1"}
+	// Through n2: the real n1 does not see the duplicate's join itself.
+	h.seed = h.nodes[2].cluster.Members.Addr()
 	dup := h.start(6)
 	waitUntil(t, 10*time.Second, "the duplicate to learn its name is taken", func() bool {
 		return dup.cluster.Members.NameTaken() != ""
@@ -867,6 +869,13 @@ func TestClusterDuplicateNameStaysOut(t *testing.T) {
 		}
 	}
 	waitUntil(t, 10*time.Second, "the real n1 ready", h.nodes[1].Ready)
+	// The real n1 is told too (by the nodes that saw both), and stays in.
+	waitUntil(t, 10*time.Second, "the real n1 to hear of the duplicate", func() bool {
+		return h.nodes[1].cluster.Members.NameTaken() != ""
+	})
+	if !h.nodes[1].Ready() || h.nodes[1].cluster.NameConflict() {
+		t.Error("the real n1 left the cluster on hearing of the duplicate")
+	}
 }
 
 // The cluster's state is in every node's metrics: a leader known, the

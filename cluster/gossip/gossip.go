@@ -211,6 +211,9 @@ type Members struct {
 	// log says so once in foreignLogEvery.
 	clusterID     atomic.Pointer[string]
 	foreignLogged atomic.Int64
+	// conflictTold is when this node last told each member that another
+	// node gossips under its name (witnessConflict); guarded by mu.
+	conflictTold map[string]int64
 	// tentativeID is the first cluster id seen in a peer while this node
 	// had none (sameCluster).
 	tentativeID atomic.Pointer[string]
@@ -980,16 +983,60 @@ var (
 
 // NotifyConflict is told of a node alive under a known member's name at
 // another address. About this node's own name it means that two nodes
-// share it (both are told; the cluster decides which stays out).
+// share it (the cluster decides which stays out). About another member's,
+// this node is a witness: it logs it and tells that member, which would
+// otherwise not hear of it (the newcomer's alive messages stop at the
+// nodes that know the name at another address: memberlist relays none).
 func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
 	if existing.Name != d.m.name {
+		d.m.witnessConflict(existing, other.Address())
 		return
 	}
-	addr := other.Address()
-	if d.m.nameTaken.Swap(&addr) == nil {
-		d.m.log.Error("another node is alive under this node's name: give each node a unique node.name",
-			"name", d.m.name, "other", addr)
+	d.m.takenBy(other.Address())
+}
+
+// takenBy notes that the node at addr gossips under this node's name.
+func (m *Members) takenBy(addr string) {
+	if addr == m.addr {
+		return
 	}
+	if m.nameTaken.Swap(&addr) == nil {
+		m.log.Error("another node is alive under this node's name: give each node a unique node.name",
+			"name", m.name, "other", addr)
+	}
+}
+
+// witnessConflict logs that a node at addr gossips under the name of
+// member existing, and tells existing so (a frame of kindNameTaken), at
+// most once in foreignLogEvery for each name.
+func (m *Members) witnessConflict(existing *memberlist.Node, addr string) {
+	now := time.Now().UnixNano()
+	m.mu.Lock()
+	if m.conflictTold == nil {
+		m.conflictTold = map[string]int64{}
+	}
+	last, seen := m.conflictTold[existing.Name]
+	if seen && now-last < int64(foreignLogEvery) || m.closed {
+		m.mu.Unlock()
+		return
+	}
+	if len(m.conflictTold) >= 1024 {
+		clear(m.conflictTold) // names of nodes long gone
+	}
+	m.conflictTold[existing.Name] = now
+	m.wg.Add(1)
+	m.mu.Unlock()
+	m.log.Warn("two nodes gossip under one name: give each node a unique node.name",
+		"name", existing.Name, "member", existing.Address(), "other", addr)
+	f := appendStr8([]byte{frameVersion, kindNameTaken}, existing.Name)
+	f = appendStr8(f, addr)
+	node := *existing
+	go func() { // memberlist's node lock is held here
+		defer m.wg.Done()
+		if err := m.ml.SendBestEffort(&node, f); err != nil && !m.isShut() {
+			m.log.Debug("could not tell a member its name is taken", "name", node.Name, "err", err)
+		}
+	}()
 }
 
 // NameTaken returns the address of another node alive under this node's

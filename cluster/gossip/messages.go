@@ -13,6 +13,7 @@ import (
 //
 //	broadcast / leave: ver=1 | kind | origin str8 | boot u64 | seq u64 | topic str8 | key str8 | payload
 //	direct:            ver=1 | kind | flags | from str8 | topic str8 | payload   (flags bit 0: reliable)
+//	name taken:        ver=1 | kind | name str8 | address str8   (internal: witnessConflict)
 //
 // str8 is a one-byte length and the bytes. Broadcasts are relayed by every
 // receiver once (deduplicated by origin, boot, seq), so they reach members
@@ -23,6 +24,9 @@ const (
 	kindBroadcast = 1
 	kindLeave     = 2 // leave intent (internal)
 	kindDirect    = 3
+	// kindNameTaken tells a member that another node gossips under its
+	// name (internal): name str8 | the other's address str8.
+	kindNameTaken = 4
 )
 
 // MaxMessageSize bounds a broadcast or best-effort Send frame (header
@@ -242,6 +246,16 @@ func (m *Members) receive(raw []byte) {
 		m.hmu.RUnlock()
 		// A reliable sender waits (TCP back-pressure) instead of losing it.
 		m.deliver(inbound{fn: fn, from: from, topic: topic, payload: r.b}, flags&1 != 0)
+	case kindNameTaken:
+		name := r.str8()
+		addr := r.str8()
+		if r.err != nil || name == "" || addr == "" {
+			m.malformed("bad name-taken frame", raw)
+			return
+		}
+		if name == m.name {
+			m.takenBy(addr)
+		}
 	default:
 		m.malformed(fmt.Sprintf("unknown frame kind %d", kind), raw)
 	}

@@ -145,6 +145,8 @@ func FuzzReceive(f *testing.F) {
 	f.Add(fl)
 	f.Add([]byte{1, kindDirect, 1, 1, 'o', 1, 't', 'x'})
 	f.Add([]byte{1, kindBroadcast, 255})
+	f.Add([]byte{1, kindNameTaken, 1, 'o', 3, 'a', ':', '1'})
+	f.Add([]byte{1, kindNameTaken, 1, 'o'})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m.receive(b)
 		m.mergeIntents(b)
