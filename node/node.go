@@ -81,6 +81,8 @@ type Node struct {
 
 	applyMu  sync.Mutex // serialises Apply: versions must not interleave
 	draining atomic.Bool
+	// withCluster: the whole cluster stops together (StopsWithCluster).
+	withCluster atomic.Bool
 	// inStep says a cluster node has caught up with the cluster since it
 	// started, or given up waiting (catchUp): it is ready only then.
 	inStep atomic.Bool
@@ -406,11 +408,32 @@ func (n *Node) leaveCluster() {
 		}
 		return
 	}
+	if n.withCluster.Load() {
+		// Every peer is stopping too: there is no one to hand
+		// leadership to or to tell of the leave (each would wait on
+		// peers already gone).
+		n.cluster.Close()
+		return
+	}
 	// The seat stays; leadership does not (writes would wait for an
 	// election timeout).
 	n.cluster.Store.HandOverLeadership()
 	n.cluster.Members.Leave(5 * time.Second)
 	n.cluster.Close()
+}
+
+// StopsWithCluster says that every node of the cluster is about to be
+// drained at once (meridian dev's Ctrl-C): the drain then keeps its seat
+// without handing leadership over or announcing a leave, and Raft's and
+// gossip's complaints about peers going are debug lines. Called before Drain, on
+// every node first.
+func (n *Node) StopsWithCluster() {
+	if n.cluster == nil {
+		return
+	}
+	n.withCluster.Store(true)
+	n.cluster.Store.Quiet()
+	n.cluster.Members.Quiet()
 }
 
 func (n *Node) stopTLS() {

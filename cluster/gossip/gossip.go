@@ -195,6 +195,7 @@ type Members struct {
 
 	addr     string      // advertised gossip address, fixed at Start
 	stopping atomic.Bool // Shutdown has begun: closed-socket errors are expected
+	quiet    atomic.Bool // see Quiet
 	metaMu   sync.Mutex  // serializes UpdateMeta
 	meta     Meta        // guarded by metaMu
 	encMeta  atomic.Pointer[[]byte]
@@ -360,7 +361,7 @@ func Start(cfg Config) (*Members, error) {
 	mc.Ping = d
 	mc.Conflict = d
 	mc.Merge = d
-	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect, stopping: m.stopping.Load}, "", 0)
+	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect, stopping: m.stopping.Load, quiet: m.quiet.Load}, "", 0)
 
 	if cfg.transport != nil {
 		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
@@ -1038,6 +1039,11 @@ func (m *Members) witnessConflict(existing *memberlist.Node, addr string) {
 		}
 	}()
 }
+
+// Quiet says that the whole cluster is stopping together (meridian dev's
+// Ctrl-C): memberlist's warnings and errors about peers going, expected
+// from then on, are logged at debug level.
+func (m *Members) Quiet() { m.quiet.Store(true) }
 
 // NameTaken returns the address of another node alive under this node's
 // name, if gossip has told of one (at any time since the start), or "".

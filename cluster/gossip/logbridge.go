@@ -24,6 +24,9 @@ type logBridge struct {
 	// goroutines then log errors about the sockets being closed under
 	// them, which are expected, so they go out at debug level.
 	stopping func() bool
+	// quiet reports that the whole cluster is stopping together (see
+	// Members.Quiet): complaints about peers going are debug lines then.
+	quiet func() bool
 
 	// Warnings and errors go out at most logBurst at once and logRate a
 	// second after: each datagram of garbage sent to the gossip port
@@ -99,7 +102,7 @@ func (w *logBridge) Write(p []byte) (int, error) {
 			w.onSuspect(sm[1])
 		}
 	}
-	if level > slog.LevelInfo && w.stopping != nil && strings.Contains(line, closedConn) && w.stopping() {
+	if level > slog.LevelInfo && (w.stopping != nil && strings.Contains(line, closedConn) && w.stopping() || w.quiet != nil && w.quiet()) {
 		level = slog.LevelDebug
 	}
 	if level >= slog.LevelWarn {

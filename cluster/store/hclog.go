@@ -24,10 +24,14 @@ type slogAdapter struct {
 	// log errors about connections closed under them, which are expected,
 	// so they go out at debug level.
 	closing func() bool
+	// quiet reports that the whole cluster is stopping together (see
+	// Store.Quiet): raft's complaints about its peers going are expected
+	// then, and go out at debug level too.
+	quiet func() bool
 }
 
-func newHclog(l *slog.Logger, name string, closing func() bool) hclog.Logger {
-	return &slogAdapter{l: l, name: name, closing: closing}
+func newHclog(l *slog.Logger, name string, closing, quiet func() bool) hclog.Logger {
+	return &slogAdapter{l: l, name: name, closing: closing, quiet: quiet}
 }
 
 // aboutClosedConn reports whether msg or one of args mentions net.ErrClosed.
@@ -78,7 +82,7 @@ func slogLevel(level hclog.Level) slog.Level {
 
 func (a *slogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	lv := slogLevel(level)
-	if lv > slog.LevelInfo && a.closing != nil && a.closing() && aboutClosedConn(msg, args) {
+	if lv > slog.LevelInfo && (a.closing != nil && a.closing() && aboutClosedConn(msg, args) || a.quiet != nil && a.quiet()) {
 		lv = slog.LevelDebug
 	}
 	if lv == slog.LevelWarn && msg == "heartbeat timeout reached, starting election" && noLastLeader(args) {

@@ -15,10 +15,10 @@ import (
 // raft's errors about connections closed under it are debug lines once the
 // store is closing, and errors before; its "node" key does not repeat ours.
 func TestHclogAdapter(t *testing.T) {
-	var closing bool
+	var closing, quiet bool
 	var buf bytes.Buffer
 	base := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", "n1")
-	l := newHclog(base, "raft-net", func() bool { return closing })
+	l := newHclog(base, "raft-net", func() bool { return closing }, func() bool { return quiet })
 	rec := func() map[string]any {
 		t.Helper()
 		var m map[string]any
@@ -30,20 +30,23 @@ func TestHclogAdapter(t *testing.T) {
 	}
 	closedErr := fmt.Errorf("read tcp 127.0.0.1:1->127.0.0.1:2: %w", net.ErrClosed)
 	for _, tc := range []struct {
-		err     error
-		closing bool
-		want    string
+		err            error
+		closing, quiet bool
+		want           string
 	}{
-		{closedErr, false, "ERROR"},
-		{closedErr, true, "DEBUG"},
-		{errors.New("connection refused"), true, "ERROR"},
+		{closedErr, false, false, "ERROR"},
+		{closedErr, true, false, "DEBUG"},
+		{errors.New("connection refused"), true, false, "ERROR"},
+		// The whole cluster stopping together: peers going is expected.
+		{errors.New("connection refused"), false, true, "DEBUG"},
 	} {
-		closing = tc.closing
+		closing, quiet = tc.closing, tc.quiet
 		l.Error("failed to decode incoming command", "error", tc.err)
 		if m := rec(); m["level"] != tc.want || m["subsystem"] != "raft-net" {
-			t.Errorf("%v (closing %v): %v; want level %s", tc.err, tc.closing, m, tc.want)
+			t.Errorf("%v (closing %v, quiet %v): %v; want level %s", tc.err, tc.closing, tc.quiet, m, tc.want)
 		}
 	}
+	closing, quiet = false, false
 	// The first election of a node that never knew a leader is no warning;
 	// losing a known leader is.
 	l.Warn("heartbeat timeout reached, starting election", "last-leader-addr", raft.ServerAddress(""), "last-leader-id", raft.ServerID(""))

@@ -31,6 +31,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -143,6 +144,7 @@ type Store struct {
 	snaps   raft.SnapshotStore
 	mux     *mux
 	closing chan struct{}
+	quiet   atomic.Bool // see Quiet
 	// raftDown is closed once raft.Shutdown has returned: a future raft has
 	// not answered by then never will be (see releaseOnShutdown).
 	raftDown chan struct{}
@@ -203,14 +205,14 @@ func Open(cfg Config) (*Store, error) {
 	// the store owns it and closes it after the WAL.
 	s.meta = &metadb.BoltMetaDB{}
 	cleanup = append(cleanup, func() { s.meta.Close() })
-	w, err := openWAL(walDir, cfg.WALSegmentSize, s.meta, newHclog(log, "raft-wal", s.isClosing))
+	w, err := openWAL(walDir, cfg.WALSegmentSize, s.meta, newHclog(log, "raft-wal", s.isClosing, s.quiet.Load))
 	if err != nil {
 		return fail(fmt.Errorf("store: open raft-wal: %w", err))
 	}
 	s.wal = w
 	cleanup = append(cleanup, func() { w.Close() })
 
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, newHclog(log, "raft-snapshot", s.isClosing))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, newHclog(log, "raft-snapshot", s.isClosing, s.quiet.Load))
 	if err != nil {
 		return fail(fmt.Errorf("store: snapshot store: %w", err))
 	}
@@ -254,13 +256,13 @@ func Open(cfg Config) (*Store, error) {
 		Stream:  stream,
 		MaxPool: 3,
 		Timeout: cfg.TransportTimeout,
-		Logger:  newHclog(log, "raft-net", s.isClosing),
+		Logger:  newHclog(log, "raft-net", s.isClosing, s.quiet.Load),
 	})
 	cleanup = append(cleanup, func() { s.trans.Close() })
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
-	rc.Logger = newHclog(log, "raft", s.isClosing)
+	rc.Logger = newHclog(log, "raft", s.isClosing, s.quiet.Load)
 	rc.NoLegacyTelemetry = true
 	setDur(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
 	setDur(&rc.ElectionTimeout, cfg.ElectionTimeout)
@@ -648,6 +650,11 @@ func (s *Store) Close() error {
 }
 
 // isClosing reports whether Close has begun.
+// Quiet says that the whole cluster is stopping together (meridian dev's
+// Ctrl-C): Raft's warnings and errors about peers that went, expected
+// from then on, are logged at debug level.
+func (s *Store) Quiet() { s.quiet.Store(true) }
+
 func (s *Store) isClosing() bool {
 	select {
 	case <-s.closing:

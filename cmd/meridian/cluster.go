@@ -301,8 +301,12 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	<-sigs
 	signal.Stop(sigs)
-	// All at once: drained one after another, the last leader spent its
-	// drain calling the peers already gone (a screen of ERROR lines).
+	// All at once, each told first that the others go too: drained one
+	// after another, the last leader spent its drain calling the peers
+	// already gone (a screen of ERROR lines).
+	for _, n := range dc.Nodes {
+		n.StopsWithCluster()
+	}
 	var wg sync.WaitGroup
 	for _, n := range dc.Nodes {
 		wg.Add(1)
