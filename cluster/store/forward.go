@@ -152,8 +152,10 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 	}
 	switch {
 	case err == nil:
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
-		// Never entered the log.
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Never entered the log (a leader handing over, as a draining
+		// one does, refuses new entries at once): the next leader
+		// takes it.
 		return fwdResponse{}, errRetry{err}
 	case errors.Is(err, raft.ErrLeadershipLost):
 		return fwdResponse{}, fmt.Errorf("%w: leadership lost while committing, the write may still be applied later: %w",

@@ -100,6 +100,38 @@ func TestThreeNodesApplyThroughFollower(t *testing.T) {
 	}
 }
 
+// Writes that reach the leader while it hands leadership over (as a
+// draining leader does) go to the next leader: raft refuses them at once
+// with ErrLeadershipTransferInProgress, which an outside check saw answered
+// as a 503.
+func TestWritesDuringLeadershipTransfer(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.start()
+	ld := c.leader(5 * time.Second)
+	if _, err := ld.s.Apply(ctxT(t, 5*time.Second), []byte(`{"routes":[0]}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	transferred := make(chan struct{})
+	go func() {
+		defer close(transferred)
+		ld.s.HandOverLeadership()
+	}()
+	var failed []error
+	for i := 1; i <= 20; i++ {
+		if _, err := ld.s.Apply(ctxT(t, 10*time.Second), []byte(fmt.Sprintf(`{"routes":[%d]}`, i)), 0); err != nil {
+			failed = append(failed, err)
+		}
+	}
+	<-transferred
+	if len(failed) > 0 {
+		t.Fatalf("%d of 20 writes during the handover failed, the first: %v", len(failed), failed[0])
+	}
+	if id, _ := ld.s.Leader(); id == ld.id {
+		t.Log("the leader kept its role (the transfer ended before the writes)")
+	}
+	c.converge(10*time.Second, 21)
+}
+
 type ack struct {
 	version uint64
 	raw     string
