@@ -218,22 +218,7 @@ func (n *Node) hostAllowed(name string) bool {
 // dnsName reports whether name (lower case) is a host name a certificate
 // may be made for: labels of letters, digits and inner hyphens, none
 // empty, at most 63 bytes each and 253 in all.
-func dnsName(name string) bool {
-	if name == "" || len(name) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(name, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
-}
+func dnsName(name string) bool { return certs.ValidHostName(name) }
 
 // HTTPSAddr is the bound HTTPS address, or "" without HTTPS.
 func (n *Node) HTTPSAddr() string {

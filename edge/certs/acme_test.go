@@ -131,6 +131,16 @@ func TestACMEHTTP01(t *testing.T) {
 			t.Errorf("GET %s: %q, want the next handler's \"ok\"", path, body)
 		}
 	}
+	// A client offering acme-tls/1 among other protocols is no
+	// TLS-ALPN-01 validation (RFC 8737 3: offered alone): it gets the
+	// certificate, where it got an internal-error alert; one offering it
+	// alone, with that challenge off, is refused.
+	if _, err := handshakeOffering(l.tlsLn.Addr().String(), testHost, p.Roots, 5*time.Second, "acme-tls/1", "h2"); err != nil {
+		t.Errorf("handshake offering acme-tls/1 and h2: %v; want the certificate", err)
+	}
+	if _, err := handshakeOffering(l.tlsLn.Addr().String(), testHost, p.Roots, 5*time.Second, "acme-tls/1"); err == nil {
+		t.Error("a validation handshake was answered with tls-alpn-01 off")
+	}
 	// A name that is neither managed nor on demand is refused.
 	if _, err := handshake(l.tlsLn.Addr().String(), "other.meridian.test", p.Roots, 5*time.Second); err == nil {
 		t.Fatal("handshake for an unmanaged name succeeded")
@@ -248,6 +258,19 @@ func TestACMEOnDemand(t *testing.T) {
 	}
 	if got := askedNames(); len(got) != 1 || got[0] != "evil.example.com" {
 		t.Errorf("ask endpoint saw %q, want only evil.example.com", got)
+	}
+	// Names that are no host names are refused before anyone is asked:
+	// an empty label, a label over 63 bytes, a hyphen at a label's end.
+	for _, bad := range []string{"asked-ok..example.net", "asked-ok." + strings.Repeat("a", 64) + ".example.net", "asked-ok-.example.net"} {
+		if _, err := handshake(addr, bad, p.Roots, 5*time.Second); err == nil {
+			t.Errorf("handshake for %q succeeded", bad)
+		}
+	}
+	if got := askedNames(); len(got) != 1 {
+		t.Errorf("ask endpoint saw %q; want invalid names never asked about", got)
+	}
+	if n := r.Sent(); n != 0 {
+		t.Fatalf("the CA was contacted for invalid names: %d bytes", n)
 	}
 
 	leaf, err := handshake(addr, "shop.meridian.test", p.Roots, 60*time.Second)

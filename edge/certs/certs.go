@@ -25,6 +25,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -137,6 +138,7 @@ type Manager struct {
 	// ACME mode
 	acme       bool
 	onDemand   bool
+	tlsALPN    bool // the tls-alpn-01 challenge is enabled
 	ask        string
 	askClient  *http.Client
 	cache      *certmagic.Cache
@@ -237,6 +239,7 @@ func (m *Manager) initACME(opts Options) error {
 			return fmt.Errorf("certs: acme.challenges: unknown challenge %q (want %q or %q)", c, ChallengeHTTP01, ChallengeTLSALPN01)
 		}
 	}
+	m.tlsALPN = slices.Contains(challenges, ChallengeTLSALPN01)
 	if a.AltHTTPPort != 0 || a.AltTLSALPNPort != 0 {
 		m.log.Warn("acme alternate challenge ports are ignored: challenges are answered by the node's own listeners")
 	}
@@ -424,9 +427,11 @@ var ErrNotAllowed = errors.New("server name not allowed")
 // GetCertificate is the tls.Config.GetCertificate of TLSConfig.
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	name := normalizeName(hello.ServerName)
-	if slices.Contains(hello.SupportedProtos, acmez.ACMETLS1Protocol) {
-		if !m.acme {
-			return nil, errors.New("certs: acme-tls/1 requested but ACME is not enabled")
+	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmez.ACMETLS1Protocol {
+		// A TLS-ALPN-01 validation offers acme-tls/1 alone (RFC 8737
+		// 3); a client that offers it among others is served as any.
+		if !m.acme || !m.tlsALPN {
+			return nil, errors.New("certs: acme-tls/1 requested but the tls-alpn-01 challenge is not enabled")
 		}
 		return m.issuer.tlsALPNCert(hello.Context(), name)
 	}
@@ -461,6 +466,9 @@ func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, 
 		return m.managedCfg.GetCertificate(hello)
 	}
 	if m.onDemand && (m.allowed(name) || m.ask != "") {
+		if err := checkHostName(name); err != nil {
+			return nil, fmt.Errorf("certs: %w: %w", err, ErrNotAllowed)
+		}
 		return m.demandCfg.GetCertificate(hello)
 	}
 	return nil, fmt.Errorf("certs: %q: %w", name, ErrNotAllowed)
@@ -514,6 +522,9 @@ func (m *Manager) Close() {
 func (m *Manager) decide(ctx context.Context, name string) error {
 	if !m.onDemand {
 		return fmt.Errorf("certs: %q: %w", name, ErrNotAllowed)
+	}
+	if err := checkHostName(name); err != nil {
+		return fmt.Errorf("certs: %w: %w", err, ErrNotAllowed)
 	}
 	if m.allowed(name) {
 		return nil
@@ -643,6 +654,37 @@ func (m *Manager) certExpiries() map[string]time.Time {
 }
 
 // normalizeName lower-cases a host name and strips a port, brackets and a trailing dot.
+// checkHostName refuses a name no certificate authority would sign and no
+// one should be asked about (on_demand.ask): see ValidHostName. IP
+// addresses pass (an authority may sign for one).
+func checkHostName(name string) error {
+	if _, err := netip.ParseAddr(name); err == nil || ValidHostName(name) {
+		return nil
+	}
+	return fmt.Errorf("%q is not a valid host name", name)
+}
+
+// ValidHostName reports whether name (lower case) is a DNS host name:
+// letters, digits and hyphens in dot-separated labels of 1 to 63 bytes
+// that neither begin nor end with a hyphen, 253 bytes in all at most (RFC
+// 1035 2.3.4, RFC 1123 2.1). An empty label, an underscore or a star fail.
+func ValidHostName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func normalizeName(s string) string {
 	s = strings.TrimSpace(strings.ToLower(s))
 	if h, _, err := net.SplitHostPort(s); err == nil {

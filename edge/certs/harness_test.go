@@ -88,13 +88,18 @@ func (l *listeners) serve(t *testing.T, m *Manager, withHTTP bool) (stop func())
 
 // handshake dials addr with SNI name trusting only roots and returns the server's leaf.
 func handshake(addr, name string, roots *x509.CertPool, timeout time.Duration) (*x509.Certificate, error) {
+	return handshakeOffering(addr, name, roots, timeout, "h2", "http/1.1")
+}
+
+// handshakeOffering is handshake with the client's ALPN list given.
+func handshakeOffering(addr, name string, roots *x509.CertPool, timeout time.Duration, protos ...string) (*x509.Certificate, error) {
 	d := &net.Dialer{Timeout: timeout}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	conn, err := (&tls.Dialer{NetDialer: d, Config: &tls.Config{
 		RootCAs:    roots,
 		ServerName: name,
-		NextProtos: []string{"h2", "http/1.1"},
+		NextProtos: protos,
 	}}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

@@ -3,7 +3,9 @@ package certs
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.uber.org/zap/zapcore"
@@ -89,7 +91,18 @@ func zapAttrs(fields []zapcore.Field) []slog.Attr {
 	sort.Strings(keys)
 	attrs := make([]slog.Attr, 0, len(keys))
 	for _, k := range keys {
-		attrs = append(attrs, slog.Any(k, enc.Fields[k]))
+		v := enc.Fields[k]
+		switch f := v.(type) {
+		case float64:
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				v = strconv.FormatFloat(f, 'g', -1, 64) // JSON has no NaN: "NaN" for it
+			}
+		case float32:
+			if f64 := float64(f); math.IsNaN(f64) || math.IsInf(f64, 0) {
+				v = strconv.FormatFloat(f64, 'g', -1, 32)
+			}
+		}
+		attrs = append(attrs, slog.Any(k, v))
 	}
 	return attrs
 }
