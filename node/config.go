@@ -199,6 +199,9 @@ type OnDemand struct {
 	// Ask is a URL asked with GET ?domain=NAME before obtaining a
 	// certificate for a name no route names; 200 allows.
 	Ask string `yaml:"ask"`
+	// MaxNewPerHour bounds the certificates this node obtains on demand
+	// for names that had none, in any hour; 0: the default (20).
+	MaxNewPerHour int `yaml:"max_new_per_hour"`
 }
 
 // HTTP3 configures HTTP/3.
@@ -612,6 +615,9 @@ func (c *Config) validate(machine bool) error {
 	}
 	if !(c.Location.Lat >= -90 && c.Location.Lat <= 90 && c.Location.Lon >= -180 && c.Location.Lon <= 180) { // NaN too
 		add("location", "latitude must be within -90..90 and longitude within -180..180")
+	}
+	if c.TLS.OnDemand.MaxNewPerHour < 0 {
+		add("tls.on_demand.max_new_per_hour", "must not be negative (0: the default, %d)", certs.DefaultOnDemandPerHour)
 	}
 	if c.TLS.OnDemand.Ask != "" {
 		if u, err := url.Parse(c.TLS.OnDemand.Ask); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -47,7 +47,7 @@ func (n *Node) startTLS() error {
 		}
 	}
 	if n.cfg.TLS.OnDemand.Enabled {
-		opts.OnDemand = &certs.OnDemandOptions{Enabled: true, Ask: n.cfg.TLS.OnDemand.Ask}
+		opts.OnDemand = &certs.OnDemandOptions{Enabled: true, Ask: n.cfg.TLS.OnDemand.Ask, MaxNewPerHour: n.cfg.TLS.OnDemand.MaxNewPerHour}
 	}
 	m, err := certs.New(opts)
 	if err != nil {

@@ -296,6 +296,46 @@ func TestACMEOnDemand(t *testing.T) {
 	}
 }
 
+// New certificates obtained on demand are bounded per hour: a flood of
+// names under a wildcard route (anyone who points DNS at the node can make
+// them) stops at the bound without the CA being asked; names that have a
+// certificate are still served.
+func TestACMEOnDemandBounded(t *testing.T) {
+	l := newListeners(t)
+	p := startPebble(t, l.httpPort, l.tlsPort)
+	r := pebbletest.NewRelay(t, p.ACMEAddr)
+	log, buf := testLogger(t)
+	a := acmeOpts(p, ChallengeHTTP01)
+	a.CA = p.DirectoryURLVia(r.Addr())
+	m := newManager(t, Options{
+		DataDir:  t.TempDir(),
+		Logger:   log,
+		ACME:     a,
+		Allowed:  func(n string) bool { return strings.HasSuffix(n, ".meridian.test") },
+		OnDemand: &OnDemandOptions{Enabled: true, MaxNewPerHour: 2},
+	})
+	l.serve(t, m, true)
+	addr := l.tlsLn.Addr().String()
+	for _, n := range []string{"a.meridian.test", "b.meridian.test"} {
+		if _, err := handshake(addr, n, p.Roots, 60*time.Second); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+	}
+	sent := r.Sent()
+	if _, err := handshake(addr, "c.meridian.test", p.Roots, 60*time.Second); err == nil {
+		t.Fatal("a third new certificate in the hour was obtained; want the bound (2) to refuse it")
+	}
+	if r.Sent() != sent {
+		t.Errorf("the CA was contacted for the refused name (%d bytes more)", r.Sent()-sent)
+	}
+	if !strings.Contains(buf.String(), "max_new_per_hour") {
+		t.Error("the refusal is not logged with the setting that made it")
+	}
+	if _, err := handshake(addr, "a.meridian.test", p.Roots, 10*time.Second); err != nil {
+		t.Errorf("a name with a certificate, after the bound: %v", err)
+	}
+}
+
 // countingStorage counts what goes through the certmagic.Storage seam.
 type countingStorage struct {
 	certmagic.Storage

@@ -116,6 +116,10 @@ type OnDemandOptions struct {
 	// GET Ask?domain=NAME answering 200 lets NAME get a certificate.
 	// Names Allowed accepts are never asked about.
 	Ask string
+	// MaxNewPerHour bounds the certificates obtained on demand for names
+	// that had none, in any hour (renewals are not counted); 0 means
+	// DefaultOnDemandPerHour.
+	MaxNewPerHour int
 }
 
 // Manager owns the certificates of one node.
@@ -282,6 +286,11 @@ func (m *Manager) initACME(opts Options) error {
 	m.managedCfg = certmagic.New(m.cache, managedTmpl)
 	demandTmpl := base
 	demandTmpl.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: m.decide}
+	perHour := DefaultOnDemandPerHour
+	if opts.OnDemand != nil && opts.OnDemand.MaxNewPerHour > 0 {
+		perHour = opts.OnDemand.MaxNewPerHour
+	}
+	demandTmpl.Issuers = []certmagic.Issuer{&limitedIssuer{acmeIssuer: iss, storage: storage, max: perHour, now: m.now}}
 	m.demandCfg = certmagic.New(m.cache, demandTmpl)
 	m.log.Info("acme certificate manager ready", "ca", iss.caURL, "challenges", challenges,
 		"on_demand", m.onDemand, "profile", a.Profile)
