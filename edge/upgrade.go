@@ -1,10 +1,12 @@
 package edge
 
 import (
+	"cmp"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -81,15 +83,41 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	}
 	var in, out int64
 	ended := make(chan struct{}, 2)
+	// Each direction's writes are watched: a peer that stops reading
+	// (its window full, the socket's queue not shrinking) for the send
+	// timeout of its side ends the tunnel, as nginx's proxy_send_timeout
+	// does; it held both sockets and goroutines for ever.
+	toBack := &stallWriter{w: back, conn: upstreamNetConn(back), queued: -1}
+	toClient := &stallWriter{w: conn, conn: conn, queued: -1}
 	go func() {
-		in, _ = io.Copy(back, conn)
+		in, _ = io.Copy(toBack, conn)
 		closeWrite(back)
 		ended <- struct{}{}
 	}()
 	go func() {
-		out, _ = io.Copy(conn, back)
+		out, _ = io.Copy(toClient, back)
 		closeWrite(conn)
 		ended <- struct{}{}
+	}()
+	watchDone := make(chan struct{})
+	var stalled string // the side that stopped reading, once the watch has ended
+	watchEnded := make(chan struct{})
+	go func() {
+		defer close(watchEnded)
+		stalled = watchTunnel(toClient, g.opts.SendTimeout, toBack, x.route.svc.tkey.send, watchDone, func() {
+			conn.Close()
+			back.Close()
+		})
+	}()
+	defer func() {
+		close(watchDone)
+		<-watchEnded
+		switch stalled {
+		case "client":
+			x.errKind = "client_send_timeout"
+		case "upstream":
+			x.errKind, x.errDetail = "connection_write_timeout", "the upstream took nothing of the tunnel for the send timeout"
+		}
 	}()
 	<-ended
 	// One side has ended (or failed) and the other has been told. It gets
@@ -111,6 +139,90 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, resp *htt
 	if g.cut.Load() {
 		x.errKind = "drain_timeout"
 	}
+}
+
+// stallWriter is one direction of a tunnel as its copy writes it: each
+// write notes when it began, so that watchTunnel can tell one that has
+// waited the send timeout with the socket's send queue not shrinking (the
+// kernel wakes a blocked writer only once a third of the buffer drained:
+// a write alone would make a slow reader look stalled).
+type stallWriter struct {
+	w     io.Writer
+	conn  net.Conn     // the socket written to, for its send queue; nil: not known
+	since atomic.Int64 // monoNow when the write under way began; 0: none
+	// queued is the send queue at the last look, -1 not known (watch
+	// goroutine only).
+	queued int
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	s.since.Store(int64(max(monoNow(), 1)))
+	n, err := s.w.Write(p)
+	s.since.Store(0)
+	return n, err
+}
+
+// stalled reports whether the write under way has made no progress for d.
+func (s *stallWriter) stalled(now, d time.Duration) bool {
+	ws := time.Duration(s.since.Load())
+	if ws == 0 || d <= 0 {
+		s.queued = -1 // not blocked now: a later blocked write starts afresh
+		return false
+	}
+	q, known := 0, false
+	if s.conn != nil {
+		q, known = sendQueued(s.conn)
+	}
+	if known && s.queued >= 0 && q < s.queued {
+		// The peer took some of what waits in the socket: progress.
+		s.since.CompareAndSwap(int64(ws), int64(now))
+		s.queued = q
+		return false
+	}
+	s.queued = -1
+	if known {
+		s.queued = q
+	}
+	return now-ws >= d
+}
+
+// watchTunnel looks at a tunnel's two directions a quarter of the shorter
+// send timeout apart until done is closed: when the client (toClient,
+// clientTimeout) or the upstream (toBack, upTimeout) has taken nothing for
+// its timeout, it calls cut and returns that side ("client" or
+// "upstream"); "" when done came first.
+func watchTunnel(toClient *stallWriter, clientTimeout time.Duration, toBack *stallWriter, upTimeout time.Duration, done <-chan struct{}, cut func()) string {
+	step := min(cmp.Or(clientTimeout, upTimeout), cmp.Or(upTimeout, clientTimeout)) / 4
+	if step <= 0 {
+		<-done
+		return ""
+	}
+	t := time.NewTicker(max(step, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return ""
+		case <-t.C:
+		}
+		now := monoNow()
+		if toClient.stalled(now, clientTimeout) {
+			cut()
+			return "client"
+		}
+		if toBack.stalled(now, upTimeout) {
+			cut()
+			return "upstream"
+		}
+	}
+}
+
+// upstreamNetConn is the socket under an upstream's tunnel, or nil.
+func upstreamNetConn(back io.ReadWriteCloser) net.Conn {
+	if u, ok := back.(*upgradedConn); ok {
+		return u.pc.conn
+	}
+	return nil
 }
 
 // upgradeCloseGrace is how long a protocol-switched tunnel stays open in

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -379,4 +380,55 @@ func switchingBackend(t *testing.T, proto string) (chan http.Header, *httptest.S
 		io.WriteString(w, "plain")
 	})
 	return seen, be
+}
+
+// A tunnel whose client stops reading while the upstream writes, or whose
+// upstream stops reading while the client writes, ends at that side's send
+// timeout (as nginx's proxy_send_timeout ends it), logged as that side's:
+// it held both sockets and their goroutines for ever.
+func TestUpgradeTunnelCutWhenOneSideStopsReading(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+	}{
+		{"client stops reading", "client_send_timeout"},
+		{"upstream stops reading", "connection_write_timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			t.Cleanup(func() { close(release) })
+			up := rawUpstream(t, func(c net.Conn) {
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+				if tc.want == "client_send_timeout" {
+					io.Copy(c, zeros{}) // writes until cut
+					return
+				}
+				<-release // reads nothing
+			})
+			setup, log := withReuseLog()
+			setup.listener.SendTimeout = 400 * time.Millisecond
+			setup.opts.SendTimeout = 400 * time.Millisecond
+			gw := startGatewayWith(t, setup, oneRouteService("http://"+up, "    timeouts: {send: 400ms}"))
+			c := dialGateway(t, gw.addr)
+			c.(*net.TCPConn).SetReadBuffer(32 << 10)
+			io.WriteString(c, upgradeRequest)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade: %v, %v; want 101", resp, err)
+			}
+			if tc.want == "connection_write_timeout" {
+				go io.Copy(c, zeros{}) // the client writes until cut, and reads on
+				go io.Copy(io.Discard, c)
+			}
+			rec := onlyRecord(t, log)
+			if rec["status"] != int64(101) || rec["error"] != tc.want {
+				t.Errorf("access log: status %v, error %v; want 101, %s", rec["status"], rec["error"], tc.want)
+			}
+			waitFor(t, 5*time.Second, "no request in flight", func() bool {
+				return metricValue(t, gw.g, "meridian_requests_in_flight") == 0
+			})
+		})
+	}
 }
