@@ -46,8 +46,10 @@ type h1Server struct {
 	baseCtx context.Context
 	stop    context.CancelFunc
 
-	h2   *http.Server // HTTP/2 connections handed over
-	h2ln *handoffListener
+	h2 *http.Server // HTTP/2 connections handed over
+	// h2Handlers counts h2's stream handlers running.
+	h2Handlers handlerCount
+	h2ln       *handoffListener
 	// h2New holds the connections handed over that have yet to send
 	// HTTP/2's whole preface (net/http's StateNew): they carry no
 	// request, and a drain closes them at once, where net/http's
@@ -116,6 +118,15 @@ func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.S
 	}
 	s.watches.done = ctx.Done()
 	if h2 != nil {
+		// Its streams' handlers are counted, so that Shutdown can wait
+		// for those it cut to end (and be logged): http.Server.Close does
+		// not wait for them.
+		inner := h2.Handler
+		h2.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.h2Handlers.start()
+			defer s.h2Handlers.end()
+			inner.ServeHTTP(w, r)
+		})
 		s.h2New = map[net.Conn]struct{}{}
 		prevState := h2.ConnState
 		h2.ConnState = func(c net.Conn, st http.ConnState) {
@@ -277,6 +288,9 @@ wait:
 			s.onCut()
 		}
 		s.h2.Close()
+		// The streams' handlers see their cancellation and end, their
+		// requests logged, before the node closes its access log.
+		s.h2Handlers.wait(cutGrace + time.Second)
 		if err == nil {
 			err = e
 		}
@@ -284,6 +298,48 @@ wait:
 	s.stopParker()
 	s.stop()
 	return err
+}
+
+// handlerCount counts handlers running, and lets one wait for none.
+type handlerCount struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n comes to 0 while someone waits; nil otherwise
+}
+
+func (c *handlerCount) start() {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *handlerCount) end() {
+	c.mu.Lock()
+	if c.n--; c.n == 0 && c.zero != nil {
+		close(c.zero)
+		c.zero = nil
+	}
+	c.mu.Unlock()
+}
+
+// wait waits up to d for no handler to be running.
+func (c *handlerCount) wait(d time.Duration) {
+	c.mu.Lock()
+	if c.n == 0 {
+		c.mu.Unlock()
+		return
+	}
+	if c.zero == nil {
+		c.zero = make(chan struct{})
+	}
+	z := c.zero
+	c.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-z:
+	case <-t.C:
+	}
 }
 
 // Close closes the listener and every connection at once.
