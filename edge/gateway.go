@@ -193,9 +193,18 @@ func (g *Gateway) closeUnusedTransports(s, old *Snapshot) {
 		}
 	}
 	used := map[upstreamTransport]bool{}
+	dests := map[upstreamTransport]map[poolKey]bool{} // the targets each transport still serves
 	for _, svc := range s.order {
 		used[svc.transport] = true
 		keep[svc.tkey] = svc.transport
+		d := dests[svc.transport]
+		if d == nil {
+			d = map[poolKey]bool{}
+			dests[svc.transport] = d
+		}
+		for _, tg := range svc.pool.Targets() {
+			d[poolKey{tg.URL.Scheme, tg.URL.Host}] = true
+		}
 	}
 	g.tmu.Lock()
 	all := g.transports
@@ -204,8 +213,36 @@ func (g *Gateway) closeUnusedTransports(s, old *Snapshot) {
 	for _, t := range all {
 		if !used[t] {
 			t.CloseIdleConnections()
+			continue
+		}
+		// Still used, maybe not for every target it had: the idle
+		// connections to the targets the document dropped go now rather
+		// than at the idle timeout.
+		switch t := t.(type) {
+		case *h1Transport:
+			t.closeIdleExcept(dests[t])
+		default:
+			if old != nil && droppedTarget(old, t, dests[t]) {
+				t.CloseIdleConnections() // net/http's pools cannot be closed one host at a time
+			}
 		}
 	}
+}
+
+// droppedTarget reports whether a service of old sent requests to a target
+// through t that dests (what t serves now) no longer holds.
+func droppedTarget(old *Snapshot, t upstreamTransport, dests map[poolKey]bool) bool {
+	for _, svc := range old.order {
+		if svc.transport != t {
+			continue
+		}
+		for _, tg := range svc.pool.Targets() {
+			if !dests[poolKey{tg.URL.Scheme, tg.URL.Host}] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // MetricsHandler serves the Prometheus exposition of the gateway's metrics.

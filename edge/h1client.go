@@ -1245,6 +1245,29 @@ func (t *h1Transport) CloseIdleConnections() {
 	t.wake() // the sweeper finds the pool empty and ends
 }
 
+// closeIdleExcept closes the idle connections of the pools whose key keep
+// does not hold (targets a reload removed).
+func (t *h1Transport) closeIdleExcept(keep map[poolKey]bool) {
+	t.mu.Lock()
+	var drop []*idleList
+	for k, l := range t.idle {
+		if !keep[k] {
+			l.gone = true
+			drop = append(drop, l)
+			delete(t.idle, k)
+		}
+	}
+	t.mu.Unlock()
+	for _, l := range drop {
+		for _, pc := range l.conns {
+			pc.conn.Close()
+		}
+	}
+	if len(drop) > 0 {
+		t.wake() // the sweeper finds those pools gone
+	}
+}
+
 // wake has the idle pool's sweeper look at the pool now (a pooled
 // connection's peer hung up, or the pool was emptied).
 func (t *h1Transport) wake() {

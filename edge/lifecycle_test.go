@@ -387,3 +387,57 @@ func TestDrainCutH2StreamsLoggedBeforeShutdownReturns(t *testing.T) {
 		t.Fatalf("%d log records when Shutdown returned; want %d", got, n)
 	}
 }
+
+// A reload that moves a service to another target closes the idle
+// connections to the old one at once, though the transport stays (the
+// same timeouts and TLS): they waited for the idle timeout (90 s), where
+// the README says a reload closes what its document no longer uses. Over
+// HTTP/1.1 only the dropped target's pool goes; over h2c (net/http's
+// pools) every idle connection of the transport.
+func TestReloadClosesIdleConnectionsToDroppedTargets(t *testing.T) {
+	for _, proto := range []string{"http1", "h2c"} {
+		t.Run(proto, func(t *testing.T) {
+			counted := func() (*httptest.Server, *atomic.Int64) {
+				var open atomic.Int64
+				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+				var be *httptest.Server
+				if proto == "h2c" {
+					be = httptest.NewUnstartedServer(h)
+					var p http.Protocols
+					p.SetUnencryptedHTTP2(true)
+					be.Config.Protocols = &p
+				} else {
+					be = httptest.NewUnstartedServer(h)
+				}
+				be.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+					switch st {
+					case http.StateNew:
+						open.Add(1)
+					case http.StateClosed, http.StateHijacked:
+						open.Add(-1)
+					}
+				}
+				be.Start()
+				t.Cleanup(be.Close)
+				return be, &open
+			}
+			a, openA := counted()
+			b, _ := counted()
+			doc := func(url string) string { return oneRouteService(url, "    protocol: "+proto) }
+			gw := startGateway(t, doc(a.URL))
+			c := newClient(t)
+			if resp, body := get(t, c, gw.url+"/"); resp.StatusCode != 200 {
+				t.Fatalf("first request: %d %q", resp.StatusCode, body)
+			}
+			if openA.Load() != 1 {
+				t.Fatalf("%d connections to A; want 1", openA.Load())
+			}
+			tr := gw.g.Current().services["svc"].transport
+			gw.g.Swap(compileDoc(t, gw.g, doc(b.URL), 2, gw.g.Current()))
+			if gw.g.Current().services["svc"].transport != tr {
+				t.Fatal("the transport changed: the test wants it kept")
+			}
+			waitFor(t, 5*time.Second, "the idle connection to the dropped target to close", func() bool { return openA.Load() == 0 })
+		})
+	}
+}
