@@ -33,6 +33,17 @@ var ErrVersionConflict = errors.New("the configuration changed since the version
 // configuration is unchanged and the write can be tried again.
 var ErrUnavailable = errors.New("the configuration cannot be changed now")
 
+// ErrNotServedYet is returned by Control.Apply, with the snapshot of the
+// write (its version, hash and document), when the write was committed by
+// the cluster (it stands, and every node will apply it) but this node did
+// not serve it yet when the answer was due.
+var ErrNotServedYet = errors.New("the document was committed but this node does not serve it yet")
+
+// ErrOutcomeUnknown is returned by Control.Apply when the write reached the
+// cluster but its result was lost (leadership changed as it was being
+// committed): it may or may not be applied.
+var ErrOutcomeUnknown = errors.New("the write's outcome is unknown")
+
 // ErrNoSuchMember and ErrRefused are what AdminOptions.RemoveMember
 // returns (wrapped, with the reason) for a name with no Raft seat (404)
 // and a removal the cluster refuses (409).
@@ -462,13 +473,17 @@ func (a *admin) getConfig(w http.ResponseWriter, r *http.Request) {
 type versionInfo struct {
 	Version   uint64    `json:"version"`
 	Hash      string    `json:"hash"`
-	AppliedAt time.Time `json:"applied_at"`
+	AppliedAt time.Time `json:"applied_at,omitzero"` // none for a write not served yet
 	Routes    int       `json:"routes"`
 	Services  int       `json:"services"`
 }
 
 func info(s *Snapshot) versionInfo {
-	return versionInfo{Version: s.Version, Hash: s.Hash, AppliedAt: s.AppliedAt, Routes: len(s.Doc.Routes), Services: len(s.Doc.Services)}
+	vi := versionInfo{Version: s.Version, Hash: s.Hash, AppliedAt: s.AppliedAt}
+	if s.Doc != nil {
+		vi.Routes, vi.Services = len(s.Doc.Routes), len(s.Doc.Services)
+	}
+	return vi
 }
 
 func (a *admin) getVersion(w http.ResponseWriter, r *http.Request) {
@@ -590,6 +605,19 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 			adminProblem(w, http.StatusPreconditionFailed, "Precondition Failed", "If-Match does not name the applied document's ETag: another document was applied meanwhile", nil)
 		case errors.Is(err, ErrVersionConflict):
 			adminProblem(w, http.StatusConflict, "Conflict", err.Error(), nil)
+		case errors.Is(err, ErrNotServedYet) && s != nil:
+			// Accepted: committed, it stands; said as such so that it is
+			// not sent again (an outside check saw a committed write
+			// answered 503 "cannot be changed now", which invites that).
+			setVersionHeaders(w, s)
+			writeJSON(w, http.StatusAccepted, struct {
+				versionInfo
+				Served bool   `json:"served"`
+				Detail string `json:"detail"`
+			}{info(s), false, err.Error()})
+		case errors.Is(err, ErrOutcomeUnknown):
+			// No Retry-After: sent again blindly, it could be applied twice.
+			adminProblem(w, http.StatusServiceUnavailable, "Service Unavailable", err.Error()+"; read GET /config/version before sending it again (with if_version)", nil)
 		case errors.Is(err, ErrUnavailable):
 			w.Header().Set("Retry-After", "1")
 			adminProblem(w, http.StatusServiceUnavailable, "Service Unavailable", err.Error(), nil)

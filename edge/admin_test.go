@@ -1185,3 +1185,46 @@ func TestAdminETagOnlyForTheDocument(t *testing.T) {
 		}
 	}
 }
+
+// outcomeControl answers every apply with a cluster's outcome that no
+// single node can make happen at will: committed but not served here yet,
+// or lost with a leader.
+type outcomeControl struct {
+	*swapControl
+	notServed bool
+}
+
+func (c *outcomeControl) Apply(ctx context.Context, raw []byte, o ApplyOptions) (*Snapshot, error) {
+	if c.notServed {
+		return &Snapshot{Version: 7, Hash: "abc"}, fmt.Errorf("%w: version 7 is committed", ErrNotServedYet)
+	}
+	return nil, fmt.Errorf("%w: leadership changed", ErrOutcomeUnknown)
+}
+
+// A write the cluster committed but this node does not serve yet is a 202
+// with its version, not a 503 that says nothing changed (which invites
+// sending it again); a write whose outcome was lost is a 503 that says so,
+// with no Retry-After.
+func TestAdminClusterWriteOutcomes(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {})
+	doc := oneRoute(be.URL, "")
+	gw := startGateway(t, doc)
+	for _, tc := range []struct {
+		notServed  bool
+		code       int
+		want       string
+		retryAfter string
+	}{
+		{true, http.StatusAccepted, `"version": 7`, ""},
+		{false, http.StatusServiceUnavailable, "read GET /config/version before sending it again", ""},
+	} {
+		s := newAdminServer(t, gw.g, AdminOptions{Control: &outcomeControl{swapControl: &swapControl{g: gw.g, ready: true}, notServed: tc.notServed}, Token: "t"})
+		resp, body := adminRequest(t, http.MethodPut, s.URL+"/config", "t", doc)
+		if resp.StatusCode != tc.code || !strings.Contains(string(body), tc.want) || resp.Header.Get("Retry-After") != tc.retryAfter {
+			t.Errorf("not served %v: %d %s (Retry-After %q); want %d with %q, Retry-After %q", tc.notServed, resp.StatusCode, body, resp.Header.Get("Retry-After"), tc.code, tc.want, tc.retryAfter)
+		}
+		if tc.notServed && (!strings.Contains(string(body), `"served": false`) || !strings.Contains(string(body), "do not send it again") && !strings.Contains(string(body), "committed")) {
+			t.Errorf("202 body %s; want served false and the detail", body)
+		}
+	}
+}

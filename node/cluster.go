@@ -242,15 +242,22 @@ func (n *Node) applyCluster(ctx context.Context, doc *config.Document, raw []byt
 	actx, stopWatch := n.cancelWithoutLeader(ctx, 3*time.Second)
 	a, err := n.cluster.Apply(actx, raw, doc.Hash(), ifVersion)
 	stopWatch()
+	committed := func() *edge.Snapshot {
+		return &edge.Snapshot{Version: a.Version, Hash: a.Hash, Raw: raw, Doc: doc}
+	}
 	switch {
 	case errors.Is(err, store.ErrVersionConflict):
 		return nil, fmt.Errorf("%w: %v", edge.ErrVersionConflict, err)
+	case errors.Is(err, store.ErrNotApplied):
+		return committed(), fmt.Errorf("%w: version %d is committed (it stands: do not send it again) and this node will serve it once it has caught up (%v)", edge.ErrNotServedYet, a.Version, err)
+	case errors.Is(err, store.ErrUnknownOutcome):
+		return nil, fmt.Errorf("%w: the cluster's leadership changed as the write was being committed, and it may yet be applied (%v)", edge.ErrOutcomeUnknown, err)
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", edge.ErrUnavailable, err)
 	}
 	s := n.gw.Current()
 	if s == nil || s.Version < a.Version {
-		return nil, fmt.Errorf("%w: version %d committed but not installed on this node (see its log)", edge.ErrUnavailable, a.Version)
+		return committed(), fmt.Errorf("%w: version %d is committed (it stands: do not send it again) but this node has not installed it (see its log)", edge.ErrNotServedYet, a.Version)
 	}
 	if s.Version != a.Version {
 		// Another write landed after this one: the answer is this

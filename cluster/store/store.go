@@ -52,7 +52,7 @@ var (
 	// node is cut off from a quorum (minority side of a partition, or too many
 	// voters down). Writes are refused; reads (Current) keep serving the last
 	// applied document.
-	ErrNoLeader = errors.New("store: no cluster leader reachable (no quorum?); write refused")
+	ErrNoLeader = errors.New("store: no cluster leader reachable (no quorum?)")
 	// ErrVersionConflict: Apply named a version that is no longer current.
 	ErrVersionConflict = errors.New("store: version conflict")
 	// ErrUnknownOutcome: the write was sent but its result was lost (leader
@@ -60,6 +60,9 @@ var (
 	// become visible. Re-read Current before retrying; use ifVersion to make
 	// the retry safe.
 	ErrUnknownOutcome = errors.New("store: write outcome unknown")
+	// ErrNotApplied: the write was committed (it stands, and every node
+	// will apply it) but this node had not applied it when ctx ended.
+	ErrNotApplied = errors.New("store: committed, not yet applied on this node")
 	// ErrClosed: the store is closed.
 	ErrClosed = errors.New("store: closed")
 )
@@ -404,10 +407,19 @@ func (s *Store) ApplyWithHash(ctx context.Context, raw []byte, hash string, ifVe
 	a := Applied{Version: resp.Version, Index: resp.Index, Hash: resp.Hash}
 	if resp.Index > 0 {
 		// Committed (even a conflict is a committed no-op): wait for our own
-		// FSM so the caller reads its write (or the version that won).
-		if werr := s.waitApplied(ctx, resp.Index); werr != nil {
+		// FSM so the caller reads its write (or the version that won). A
+		// cancellation no longer stops the wait (the write stands: it was
+		// meant to stop a wait for a leader that would never come), only
+		// ctx's deadline.
+		wctx := context.WithoutCancel(ctx)
+		if dl, ok := ctx.Deadline(); ok {
+			var cancel context.CancelFunc
+			wctx, cancel = context.WithDeadline(wctx, dl)
+			defer cancel()
+		}
+		if werr := s.waitApplied(wctx, resp.Index); werr != nil {
 			if err == nil {
-				err = fmt.Errorf("store: committed at index %d (version %d) but not yet applied on this node: %w", resp.Index, resp.Version, werr)
+				err = fmt.Errorf("%w: committed at index %d (version %d): %w", ErrNotApplied, resp.Index, resp.Version, werr)
 			}
 		}
 	}

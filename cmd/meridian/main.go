@@ -671,6 +671,9 @@ func doAdmin(c *http.Client, req *http.Request, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "meridian: %s\n%s", resp.Status, body)
 		return 1
 	}
+	if resp.StatusCode == http.StatusAccepted {
+		fmt.Fprintf(stderr, "meridian: %s: the write is committed (do not send it again), but the node does not serve it yet\n", resp.Status)
+	}
 	stdout.Write(body)
 	return 0
 }
