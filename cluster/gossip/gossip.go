@@ -1,11 +1,14 @@
 package gossip
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log"
 	"log/slog"
 	"math"
+	"net"
 	"sort"
 	"strconv"
 	"sync"
@@ -168,9 +171,44 @@ type Config struct {
 	// Tuning: zero fields take LAN defaults.
 	Tuning Tuning
 
+	// Context, if set, ends the TCP dials gossip makes (a join's
+	// push/pull with a seed that does not answer waits TCPTimeout for each
+	// otherwise) when it ends: a node that is stopping does not wait on
+	// them. Shutdown ends them too.
+	Context context.Context
+
 	// transport, for this package's tests, wraps memberlist's network
 	// transport (to lose packets, say).
 	transport func(*memberlist.NetTransport) memberlist.Transport
+}
+
+// dialCtxTransport is memberlist's transport whose TCP dials end when ctx
+// does (memberlist's own cannot be cancelled).
+type dialCtxTransport struct {
+	memberlist.Transport
+	ctx context.Context
+}
+
+func (t *dialCtxTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(t.ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	// The exchange that follows (a push/pull with a peer that does not
+	// answer) ends with ctx too.
+	return &ctxConn{Conn: c, stop: context.AfterFunc(t.ctx, func() { c.Close() })}, nil
+}
+
+// ctxConn is a dialled connection closed when its dialer's context ends.
+type ctxConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *ctxConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
 }
 
 // Errors.
@@ -199,6 +237,9 @@ type Members struct {
 	metaMu   sync.Mutex  // serializes UpdateMeta
 	meta     Meta        // guarded by metaMu
 	encMeta  atomic.Pointer[[]byte]
+
+	dialCtx   context.Context // ends the transport's dials (Config.Context, Shutdown)
+	stopDials context.CancelFunc
 
 	seq      atomic.Uint64 // broadcast sequence
 	numNodes atomic.Int64  // alive+suspect members including self
@@ -363,13 +404,16 @@ func Start(cfg Config) (*Members, error) {
 	mc.Merge = d
 	mc.Logger = log.New(&logBridge{log: logger, onSuspect: m.localSuspect, stopping: m.stopping.Load, quiet: m.quiet.Load}, "", 0)
 
-	if cfg.transport != nil {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
-		if err != nil {
-			return nil, fmt.Errorf("gossip: start: %w", err)
-		}
-		mc.Transport = cfg.transport(nt)
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("gossip: start: %w", err)
 	}
+	var tr memberlist.Transport = nt
+	if cfg.transport != nil {
+		tr = cfg.transport(nt)
+	}
+	m.dialCtx, m.stopDials = context.WithCancel(cmp.Or(cfg.Context, context.Background()))
+	mc.Transport = &dialCtxTransport{Transport: tr, ctx: m.dialCtx}
 
 	m.wg.Add(2)
 	go m.dispatchLoop()
@@ -377,6 +421,8 @@ func Start(cfg Config) (*Members, error) {
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		m.stopDials()
+		nt.Shutdown()
 		close(m.annStop)
 		close(m.stop)
 		m.wg.Wait()
@@ -788,6 +834,7 @@ func (m *Members) Shutdown() error {
 	var err error
 	m.shutOnce.Do(func() {
 		m.stopping.Store(true)
+		m.stopDials()
 		// An announcement in flight completes first (gossip still runs):
 		// normally within a gossip round or two, at most announceTimeout.
 		close(m.annStop)

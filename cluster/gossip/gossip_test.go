@@ -9,6 +9,7 @@ import (
 	"github.com/meridian-gw/meridian/internal/testutil"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -730,5 +731,54 @@ func TestDrainingBeforeLeaveIsSeen(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// A join to a seed that takes the connection and never answers waits
+// TCPTimeout; the Context given at Start, or Shutdown, ends it at once,
+// so that a node stopping while cut off from its seeds does not wait
+// (an outside check saw a partitioned node's drain take 20 s).
+func TestJoinEndsWithItsContext(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan struct{}, 1)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	tun := fastTuning()
+	tun.TCPTimeout = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	m, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(1), Tuning: tun, Logger: discardLogger(), Context: ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown()
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Join([]string{silent.Addr().String()})
+		done <- err
+	}()
+	<-accepted // the push/pull now waits for an answer
+	cancel()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the join to a silent seed succeeded")
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the join still waits 20 s after its context ended (TCPTimeout is a minute)")
 	}
 }
