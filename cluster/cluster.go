@@ -150,6 +150,7 @@ func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 	}
 	gc := gossip.Config{
 		BindAddr: host, BindPort: port, Keys: cfg.GossipKeys, Logger: log, Tuning: cfg.GossipTuning,
+		Context: c.ctx, // Close ends a join's dials to seeds that do not answer (its loop waits on them)
 		Meta: gossip.Meta{
 			Name: cfg.Name, Region: cfg.Region, Lat: cfg.Lat, Lon: cfg.Lon,
 			HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, AdminAddr: cfg.AdminAddr, ClusterAddr: st.Addr(),
@@ -256,21 +257,31 @@ func (c *Cluster) joinLoop() {
 	defer c.wg.Done()
 	joinTried := func() { c.firstJoinOnce.Do(func() { close(c.firstJoin) }) }
 	defer joinTried()
-	if len(c.cfg.Join) == 0 {
+	// This node's own address among the seeds (one list given to every
+	// node) is no one to join: memberlist counts reaching itself as a
+	// contact, and the node said it joined the cluster while cut off
+	// from every other.
+	seeds := slices.DeleteFunc(slices.Clone(c.cfg.Join), func(a string) bool {
+		return a == c.Members.Addr() || a == c.cfg.GossipBind || a == c.cfg.GossipAdvertise
+	})
+	if len(seeds) == 0 {
 		joinTried()
 		c.reconnectLoop()
 		return
 	}
 	wait := 200 * time.Millisecond
 	for {
-		n, err := c.Members.Join(c.cfg.Join)
+		n, err := c.Members.Join(seeds)
 		joinTried()
+		if c.ctx.Err() != nil {
+			return // closing: the join was cut short
+		}
 		if err == nil && n > 0 {
-			c.log.Info("joined the cluster", "via", c.cfg.Join, "contacted", n)
+			c.log.Info("joined the cluster", "via", seeds, "contacted", n)
 			c.reconnectLoop()
 			return
 		}
-		c.log.Warn("cannot join yet; retrying", "seeds", c.cfg.Join, "err", err, "retry_in", wait.String())
+		c.log.Warn("cannot join yet; retrying", "seeds", seeds, "err", err, "retry_in", wait.String())
 		select {
 		case <-c.ctx.Done():
 			return
