@@ -405,6 +405,9 @@ func (c *Cluster) tryBootstrap() bool {
 		}
 		return true
 	case c.cfg.BootstrapExpect > 0:
+		if c.Store.HasState() {
+			return true // restarted, or joined: nothing to bootstrap (nor to log)
+		}
 		var voters []store.Server
 		for _, mb := range c.Members.Members() {
 			// The first voters are probed as later members are

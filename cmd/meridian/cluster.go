@@ -182,7 +182,11 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tREGION\tLOCATION\tGOSSIP\tRAFT\tCONFIG\tHTTP\tCLUSTER")
 	for _, m := range members {
-		fmt.Fprintf(tw, "%s\t%s\t%.2f,%.2f\t%s\t%s\tv%d\t%s\t%s\n", m.Name, m.Region, m.Lat, m.Lon, m.State, m.Raft, m.ConfigVersion, m.HTTPAddr, m.ClusterAddr)
+		version := fmt.Sprintf("v%d", m.ConfigVersion)
+		if m.State != "alive" {
+			version += " (last heard)" // gossip's word from before the member went quiet
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.2f,%.2f\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Region, m.Lat, m.Lon, m.State, m.Raft, version, m.HTTPAddr, m.ClusterAddr)
 	}
 	tw.Flush()
 	return 0
