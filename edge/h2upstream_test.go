@@ -344,29 +344,16 @@ func TestH2ServiceSpeaksHTTP2WithoutALPN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	var h2s http2.Server
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s over %s", r.URL.Path, r.Proto)
-	})
 	var alpn atomic.Value
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				tc := c.(*tls.Conn)
-				if tc.Handshake() != nil {
-					c.Close()
-					return
-				}
-				alpn.Store(tc.ConnectionState().NegotiatedProtocol)
-				h2s.ServeConn(c, &http2.ServeConnOpts{Handler: h}) // HTTP/2 only
-			}()
-		}
-	}()
+	// HTTP/2 only, with prior knowledge, on the TLS connections handed
+	// over as plain ones (net/http's server would look at their ALPN).
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s over %s", r.URL.Path, r.Proto)
+	})}
+	go srv.Serve(handshaken{ln, &alpn})
+	t.Cleanup(func() { srv.Close() })
 	tg := startGateway(t, fmt.Sprintf(`
 services:
   - name: h2only
@@ -390,5 +377,28 @@ routes:
 	}
 	if p := alpn.Load(); p != "" {
 		t.Fatalf("the server negotiated %q; the test wants none", p)
+	}
+}
+
+// handshaken is a TLS listener whose connections come handshaken and
+// hidden as plain ones, the protocol each negotiated noted in alpn.
+type handshaken struct {
+	net.Listener
+	alpn *atomic.Value
+}
+
+func (l handshaken) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		tc := c.(*tls.Conn)
+		if tc.Handshake() != nil {
+			c.Close()
+			continue
+		}
+		l.alpn.Store(tc.ConnectionState().NegotiatedProtocol)
+		return struct{ net.Conn }{tc}, nil
 	}
 }
