@@ -209,18 +209,7 @@ routes:
 // files must not pile up transports. Idle connections of a transport the
 // new snapshot does not use are closed.
 func TestReloadForgetsTransportsOfOlderSnapshots(t *testing.T) {
-	var open atomic.Int64
-	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
-	be.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		switch st {
-		case http.StateNew:
-			open.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			open.Add(-1)
-		}
-	}
-	be.Start()
-	defer be.Close()
+	be, open := countedBackend(t, false)
 	doc := func(connect string) string {
 		return oneRouteService(be.URL, "    timeouts: {connect: "+connect+"}")
 	}
@@ -344,7 +333,22 @@ func TestRetryBackoffBounds(t *testing.T) {
 // then, and an outside check saw one in five lines lost (net/http's
 // Close does not wait for the streams' handlers).
 func TestDrainCutH2StreamsLoggedBeforeShutdownReturns(t *testing.T) {
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+	setup, log := withReuseLog()
+	tg := startGatewayWith(t, setup, oneRoute(tickingBackend(t), ""))
+	const n = 20
+	openStreams(t, n, newH2CClient(t), tg.url+"/sse")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	tg.srv.Shutdown(ctx)
+	if got := log.count(); got != n {
+		t.Fatalf("%d log records when Shutdown returned; want %d", got, n)
+	}
+}
+
+// tickingBackend streams an event every 20 ms until its client leaves.
+func tickingBackend(t *testing.T) string {
+	t.Helper()
+	return newBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
 		for {
 			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
@@ -357,15 +361,17 @@ func TestDrainCutH2StreamsLoggedBeforeShutdownReturns(t *testing.T) {
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
-	})
-	setup, log := withReuseLog()
-	tg := startGatewayWith(t, setup, oneRoute(be.URL, ""))
-	c := newH2CClient(t)
-	const n = 20
+	}).URL
+}
+
+// openStreams starts n GETs of url with c, each reading its body until it
+// ends, and returns once each has its first byte (or failed).
+func openStreams(t *testing.T, n int, c *http.Client, url string) {
+	t.Helper()
 	started := make(chan struct{}, n)
 	for range n {
 		go func() {
-			resp, err := c.Get(tg.url + "/sse")
+			resp, err := c.Get(url)
 			if err != nil {
 				started <- struct{}{}
 				return
@@ -380,12 +386,6 @@ func TestDrainCutH2StreamsLoggedBeforeShutdownReturns(t *testing.T) {
 	for range n {
 		recv(t, started, "a stream's first bytes")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	tg.srv.Shutdown(ctx)
-	if got := log.count(); got != n {
-		t.Fatalf("%d log records when Shutdown returned; want %d", got, n)
-	}
 }
 
 // A reload that moves a service to another target closes the idle
@@ -397,32 +397,8 @@ func TestDrainCutH2StreamsLoggedBeforeShutdownReturns(t *testing.T) {
 func TestReloadClosesIdleConnectionsToDroppedTargets(t *testing.T) {
 	for _, proto := range []string{"http1", "h2c"} {
 		t.Run(proto, func(t *testing.T) {
-			counted := func() (*httptest.Server, *atomic.Int64) {
-				var open atomic.Int64
-				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-				var be *httptest.Server
-				if proto == "h2c" {
-					be = httptest.NewUnstartedServer(h)
-					var p http.Protocols
-					p.SetUnencryptedHTTP2(true)
-					be.Config.Protocols = &p
-				} else {
-					be = httptest.NewUnstartedServer(h)
-				}
-				be.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-					switch st {
-					case http.StateNew:
-						open.Add(1)
-					case http.StateClosed, http.StateHijacked:
-						open.Add(-1)
-					}
-				}
-				be.Start()
-				t.Cleanup(be.Close)
-				return be, &open
-			}
-			a, openA := counted()
-			b, _ := counted()
+			a, openA := countedBackend(t, proto == "h2c")
+			b, _ := countedBackend(t, proto == "h2c")
 			doc := func(url string) string { return oneRouteService(url, "    protocol: "+proto) }
 			gw := startGateway(t, doc(a.URL))
 			c := newClient(t)
@@ -440,4 +416,28 @@ func TestReloadClosesIdleConnectionsToDroppedTargets(t *testing.T) {
 			waitFor(t, 5*time.Second, "the idle connection to the dropped target to close", func() bool { return openA.Load() == 0 })
 		})
 	}
+}
+
+// countedBackend answers "ok", over h2c only if h2c, counting its open
+// connections.
+func countedBackend(t *testing.T, h2c bool) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	var open atomic.Int64
+	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	if h2c {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		be.Config.Protocols = &p
+	}
+	be.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	be.Start()
+	t.Cleanup(be.Close)
+	return be, &open
 }

@@ -1338,42 +1338,11 @@ func TestALPNHTTP10(t *testing.T) {
 // HTTP/3 streams still streaming at a drain's deadline are logged by the
 // time Shutdown returns, as HTTP/2 ones are.
 func TestDrainCutH3StreamsLoggedBeforeShutdownReturns(t *testing.T) {
-	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
-		for {
-			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
-				return
-			}
-			w.(http.Flusher).Flush()
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-	})
 	var logBuf syncBuffer
 	tg := startTLSGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}},
-		fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, match: {path_prefix: /}, service: be}]\n", be.URL), true)
-	c := tg.client(t, "h3")
+		fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, match: {path_prefix: /}, service: be}]\n", tickingBackend(t)), true)
 	const n = 10
-	started := make(chan struct{}, n)
-	for range n {
-		go func() {
-			resp, err := c.Get("https://localhost:" + portOf(tg.addr) + "/sse")
-			if err != nil {
-				started <- struct{}{}
-				return
-			}
-			b := make([]byte, 1)
-			resp.Body.Read(b)
-			started <- struct{}{}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}()
-	}
-	for range n {
-		recv(t, started, "a stream's first bytes")
-	}
+	openStreams(t, n, tg.client(t, "h3"), "https://localhost:"+portOf(tg.addr)+"/sse")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	tg.srv.Shutdown(ctx)

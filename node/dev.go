@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/meridian-gw/meridian/cluster/pki"
 )
@@ -22,6 +23,24 @@ type DevCluster struct {
 	Dir   string
 	Nodes []*Node
 	Files []string // each node's configuration file
+}
+
+// Stop drains every node at once, each told first that the others go too
+// (StopsWithCluster): drained one after another, the last leader spent its
+// drain calling the peers already gone (a screen of ERROR lines).
+func (dc *DevCluster) Stop() {
+	for _, n := range dc.Nodes {
+		n.StopsWithCluster()
+	}
+	var wg sync.WaitGroup
+	for _, n := range dc.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.Drain(context.Background())
+		}()
+	}
+	wg.Wait()
 }
 
 // DevPorts are the ports of node i (1-based) of a dev cluster whose port

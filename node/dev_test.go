@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -96,18 +95,7 @@ func TestStartDevCluster(t *testing.T) {
 	// Nothing is a warning or an error (Raft's leader used to fill a
 	// screen with peers it could not reach, and wait on them).
 	mark := len(logs.String())
-	for _, n := range dc.Nodes {
-		n.StopsWithCluster()
-	}
-	var wg sync.WaitGroup
-	for _, n := range dc.Nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.Drain(context.Background())
-		}()
-	}
-	wg.Wait()
+	dc.Stop()
 	stopped = true
 	for l := range strings.SplitSeq(logs.String()[mark:], "\n") {
 		if strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {

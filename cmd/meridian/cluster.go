@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -18,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -305,21 +303,7 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	<-sigs
 	signal.Stop(sigs)
-	// All at once, each told first that the others go too: drained one
-	// after another, the last leader spent its drain calling the peers
-	// already gone (a screen of ERROR lines).
-	for _, n := range dc.Nodes {
-		n.StopsWithCluster()
-	}
-	var wg sync.WaitGroup
-	for _, n := range dc.Nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			n.Drain(context.Background())
-		}()
-	}
-	wg.Wait()
+	dc.Stop()
 	return 0
 }
 

@@ -232,18 +232,7 @@ func TestACMEOnDemand(t *testing.T) {
 		defer askMu.Unlock()
 		return append([]string(nil), asked...)
 	}
-	log, _ := testLogger(t)
-	a := acmeOpts(p, ChallengeHTTP01)
-	a.CA = p.DirectoryURLVia(r.Addr())
-	m := newManager(t, Options{
-		DataDir:  t.TempDir(),
-		Logger:   log,
-		ACME:     a,
-		Allowed:  func(n string) bool { return strings.HasSuffix(n, ".meridian.test") },
-		OnDemand: &OnDemandOptions{Enabled: true, Ask: ask.URL},
-	})
-	l.serve(t, m, true)
-	addr := l.tlsLn.Addr().String()
+	addr, _ := onDemandNode(t, l, p, r, OnDemandOptions{Enabled: true, Ask: ask.URL})
 
 	start := time.Now()
 	_, err := handshake(addr, "evil.example.com", p.Roots, 10*time.Second)
@@ -304,18 +293,7 @@ func TestACMEOnDemandBounded(t *testing.T) {
 	l := newListeners(t)
 	p := startPebble(t, l.httpPort, l.tlsPort)
 	r := pebbletest.NewRelay(t, p.ACMEAddr)
-	log, buf := testLogger(t)
-	a := acmeOpts(p, ChallengeHTTP01)
-	a.CA = p.DirectoryURLVia(r.Addr())
-	m := newManager(t, Options{
-		DataDir:  t.TempDir(),
-		Logger:   log,
-		ACME:     a,
-		Allowed:  func(n string) bool { return strings.HasSuffix(n, ".meridian.test") },
-		OnDemand: &OnDemandOptions{Enabled: true, MaxNewPerHour: 2},
-	})
-	l.serve(t, m, true)
-	addr := l.tlsLn.Addr().String()
+	addr, buf := onDemandNode(t, l, p, r, OnDemandOptions{Enabled: true, MaxNewPerHour: 2})
 	for _, n := range []string{"a.meridian.test", "b.meridian.test"} {
 		if _, err := handshake(addr, n, p.Roots, 60*time.Second); err != nil {
 			t.Fatalf("%s: %v", n, err)
@@ -334,6 +312,25 @@ func TestACMEOnDemandBounded(t *testing.T) {
 	if _, err := handshake(addr, "a.meridian.test", p.Roots, 10*time.Second); err != nil {
 		t.Errorf("a name with a certificate, after the bound: %v", err)
 	}
+}
+
+// onDemandNode serves a Manager with on-demand TLS (od) on l, its CA
+// pebble reached through the relay r, names under .meridian.test allowed;
+// it returns the TLS address and the log.
+func onDemandNode(t *testing.T, l *listeners, p *pebbletest.Pebble, r *pebbletest.Relay, od OnDemandOptions) (string, *pebbletest.SyncBuffer) {
+	t.Helper()
+	log, buf := testLogger(t)
+	a := acmeOpts(p, ChallengeHTTP01)
+	a.CA = p.DirectoryURLVia(r.Addr())
+	m := newManager(t, Options{
+		DataDir:  t.TempDir(),
+		Logger:   log,
+		ACME:     a,
+		Allowed:  func(n string) bool { return strings.HasSuffix(n, ".meridian.test") },
+		OnDemand: &od,
+	})
+	l.serve(t, m, true)
+	return l.tlsLn.Addr().String(), buf
 }
 
 // countingStorage counts what goes through the certmagic.Storage seam.
