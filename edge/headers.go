@@ -22,6 +22,10 @@ var hopHeaders = []string{
 	"Trailer",
 	"Transfer-Encoding",
 	"Upgrade",
+	// HTTP/2's upgrade settings (RFC 7540 3.2.1: connection-specific):
+	// the gateway never relays an upgrade to h2c, so never the field either,
+	// whether or not Connection names it.
+	"Http2-Settings",
 }
 
 // notTrailers are fields a client's trailer section is not forwarded with:
@@ -264,6 +268,8 @@ func isHopHeader(k string) bool {
 		return k == "Trailer" || k == "Upgrade"
 	case 10:
 		return k == "Connection" || k == "Keep-Alive"
+	case 14:
+		return k == "Http2-Settings"
 	case 16:
 		return k == "Proxy-Connection"
 	case 17:

@@ -79,10 +79,11 @@ func TestHopByHopHeadersRemoved(t *testing.T) {
 	req.Header.Set("Proxy-Authorization", "Basic c2VjcmV0")
 	req.Header.Set("Proxy-Connection", "keep-alive")
 	req.Header.Set("Te", "gzip")
-	req.Header.Set("Upgrade", "something") // without Connection: upgrade
+	req.Header.Set("Upgrade", "something")                       // without Connection: upgrade
+	req.Header.Set("Http2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA") // unlisted in Connection: dropped all the same
 	req.Header.Set("X-End-To-End", "kept")
 	resp, e := echo(t, newClient(t), req)
-	for _, name := range []string{"X-Hop-Listed", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Te", "Upgrade", "Trailer"} {
+	for _, name := range []string{"X-Hop-Listed", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "Te", "Upgrade", "Trailer", "Http2-Settings"} {
 		if v, ok := e.Header[name]; ok {
 			t.Errorf("backend saw %s: %q; want it removed", name, v)
 		}
@@ -100,6 +101,12 @@ func TestHopByHopHeadersRemoved(t *testing.T) {
 	}
 	if got := resp.Header.Get("X-Backend-Header"); got != "kept" {
 		t.Errorf("client saw X-Backend-Header %q; want kept", got)
+	}
+	// Alone (a request the lean path would take), too.
+	req, _ = http.NewRequest(http.MethodGet, gw.url+"/h", nil)
+	req.Header.Set("Http2-Settings", "AAMAAABkAAQCAAAAAAIAAAAA")
+	if _, e = echo(t, newClient(t), req); e.Header.Get("Http2-Settings") != "" {
+		t.Errorf("backend saw Http2-Settings %q; want it removed", e.Header.Get("Http2-Settings"))
 	}
 }
 
