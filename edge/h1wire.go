@@ -896,6 +896,13 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 		resp.ContentLength = cl
 		resp.Body = http.NoBody
 	case tes > 0:
+		if minor == 0 {
+			// An HTTP/1.0 message's framing is faulty with any
+			// Transfer-Encoding (RFC 9112 6.1), and a proxy answers a
+			// faulty response with a 502 (6.3), as it refuses such a
+			// request with a 400.
+			return nil, &badResponseError{why: "an HTTP/1.0 response with Transfer-Encoding " + strconv.Quote(te) + " (its framing cannot be trusted)"}
+		}
 		if !chunkedOnly(tes, te) {
 			return nil, &badResponseError{why: "unsupported Transfer-Encoding " + strconv.Quote(te)}
 		}

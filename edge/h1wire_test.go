@@ -51,6 +51,7 @@ func TestReadResponse(t *testing.T) {
 		{name: "conflicting lengths", in: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", bad: "conflicting Content-Length"},
 		{name: "bad length", in: "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", bad: "malformed Content-Length"},
 		{name: "gzip coding", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", bad: "unsupported Transfer-Encoding"},
+		{name: "HTTP/1.0 chunked", in: "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", bad: "an HTTP/1.0 response with Transfer-Encoding"},
 		{name: "obs-fold", in: "HTTP/1.1 200 OK\r\nX-A: 1\r\n  2\r\nContent-Length: 0\r\n\r\n", bad: "obsolete line folding"},
 		{name: "space in name", in: "HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n", bad: "malformed header field"},
 		{name: "bad chunk size", in: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", status: 200, cl: -1, bad: "malformed chunked body"},
