@@ -1256,8 +1256,8 @@ func (p *retryPolicy) retryError(pe *proxyError) bool {
 		return p.onConnect
 	case "http_response_timeout":
 		return p.onTimeout && pe.detail != totalTimeoutDetail
-	case "connection_terminated", "http_protocol_error":
-		return p.onReset
+	case "connection_terminated", "http_protocol_error", "http_response_incomplete":
+		return p.onReset // a response that broke off (a head cut short, here) is retried as a reset one
 	}
 	return false
 }
@@ -1331,6 +1331,11 @@ func classify(err error, ctx context.Context) *proxyError {
 	var te interface{ Timeout() bool }
 	if errors.As(err, &te) && te.Timeout() {
 		return &proxyError{status: http.StatusGatewayTimeout, proxyStatus: "http_response_timeout", title: "Gateway Timeout", detail: "no response headers in time", cause: err.Error()}
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// Part of a head came, then the connection ended (RFC 9209:
+		// incomplete, where connection_terminated is before any of it).
+		return &proxyError{status: http.StatusBadGateway, proxyStatus: "http_response_incomplete", title: "Bad Gateway", detail: "the upstream closed the connection in the middle of its response head", cause: err.Error()}
 	}
 	return &proxyError{status: http.StatusBadGateway, proxyStatus: "connection_terminated", title: "Bad Gateway", detail: "the connection to the upstream failed before a response", cause: err.Error()}
 }

@@ -1334,3 +1334,16 @@ func TestMalformedChunkedUpstreamBody(t *testing.T) {
 		}
 	}
 }
+
+// An upstream that closes in the middle of its response head sent part of
+// a response: http_response_incomplete (RFC 9209), not connection_terminated,
+// which says nothing of it came.
+func TestResponseHeadCutShortIsIncomplete(t *testing.T) {
+	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Len")
+		return false
+	})
+	gw := startGateway(t, oneRouteService("http://"+addr, "    retries: {attempts: 0}"))
+	resp, body := get(t, newClient(t), gw.url+"/x")
+	checkProblem(t, resp, body, http.StatusBadGateway, "http_response_incomplete")
+}
