@@ -138,8 +138,8 @@ func TestACMEHTTP01(t *testing.T) {
 	if _, err := handshakeOffering(l.tlsLn.Addr().String(), testHost, p.Roots, 5*time.Second, "acme-tls/1", "h2"); err != nil {
 		t.Errorf("handshake offering acme-tls/1 and h2: %v; want the certificate", err)
 	}
-	if _, err := handshakeOffering(l.tlsLn.Addr().String(), testHost, p.Roots, 5*time.Second, "acme-tls/1"); err == nil {
-		t.Error("a validation handshake was answered with tls-alpn-01 off")
+	if _, err := handshakeOffering(l.tlsLn.Addr().String(), testHost, p.Roots, 5*time.Second, "acme-tls/1"); err == nil || !strings.Contains(err.Error(), "no application protocol") {
+		t.Errorf("a validation handshake with tls-alpn-01 off: %v; want refused with no_application_protocol (RFC 7301 3.2)", err)
 	}
 	// A name that is neither managed nor on demand is refused.
 	if _, err := handshake(l.tlsLn.Addr().String(), "other.meridian.test", p.Roots, 5*time.Second); err == nil {

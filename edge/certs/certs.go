@@ -405,7 +405,8 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 
 // TLSConfig returns the configuration of the HTTPS (TCP) listener: certificates come from
 // GetCertificate (managed certificates, on-demand ones gated by Allowed or Ask, local CA
-// leaves, TLS-ALPN-01 challenge certificates); ALPN offers h2, http/1.1 and acme-tls/1;
+// leaves, TLS-ALPN-01 challenge certificates); ALPN offers h2, http/1.1, http/1.0 and, with
+// the tls-alpn-01 challenge on, acme-tls/1;
 // TLS 1.2 is the minimum with AEAD ECDHE cipher suites only (TLS 1.3 suites are not
 // configurable in Go and are all modern). Session tickets stay enabled: crypto/tls rotates
 // its automatic ticket keys itself (a new key every 24 hours, each valid 7 days), so no
@@ -414,9 +415,15 @@ func (m *Manager) ManageHosts(ctx context.Context, hosts []string) error {
 // A connection that negotiated acme-tls/1 carries no HTTP and should be closed by the
 // listener after the handshake.
 func (m *Manager) TLSConfig() *tls.Config {
+	protos := []string{"h2", "http/1.1", "http/1.0"} // http/1.0: curl --http1.0 offers it alone
+	if m.acme && m.tlsALPN {
+		// Only with the challenge on: a client offering acme-tls/1
+		// alone otherwise gets no_application_protocol (RFC 7301 3.2).
+		protos = append(protos, acmez.ACMETLS1Protocol)
+	}
 	return &tls.Config{
 		GetCertificate: m.GetCertificate,
-		NextProtos:     []string{"h2", "http/1.1", "http/1.0", acmez.ACMETLS1Protocol}, // http/1.0: curl --http1.0 offers it alone
+		NextProtos:     protos,
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
@@ -664,13 +671,19 @@ func (m *Manager) certExpiries() map[string]time.Time {
 
 // normalizeName lower-cases a host name and strips a port, brackets and a trailing dot.
 // checkHostName refuses a name no certificate authority would sign and no
-// one should be asked about (on_demand.ask): see ValidHostName. IP
-// addresses pass (an authority may sign for one).
+// one should be asked about (on_demand.ask): see ValidHostName; nor an IP
+// address.
 func checkHostName(name string) error {
-	if _, err := netip.ParseAddr(name); err == nil || ValidHostName(name) {
-		return nil
+	if _, err := netip.ParseAddr(name); err == nil {
+		// Not in SNI (RFC 6066 3: no literal addresses), where some
+		// clients put one all the same: not a name to ask about or
+		// order for on demand.
+		return fmt.Errorf("%q is an IP address, not a host name", name)
 	}
-	return fmt.Errorf("%q is not a valid host name", name)
+	if !ValidHostName(name) {
+		return fmt.Errorf("%q is not a valid host name", name)
+	}
+	return nil
 }
 
 // ValidHostName reports whether name (lower case) is a DNS host name:

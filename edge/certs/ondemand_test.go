@@ -4,6 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,5 +41,27 @@ func TestOnDemandLimit(t *testing.T) {
 	now = now.Add(20 * time.Minute) // the first is an hour old now
 	if err := l.take(); err != nil {
 		t.Fatalf("after the first left the hour: %v", err)
+	}
+}
+
+// Names no authority should be asked for are refused before the ask URL
+// hears of them: invalid host names, and IP addresses, which some clients
+// put in SNI though RFC 6066 forbids it (and which then spent the hourly
+// bound on a certificate for the address).
+func TestOnDemandDecisionRefusesNonNames(t *testing.T) {
+	var asked atomic.Int32
+	ask := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked.Add(1) }))
+	defer ask.Close()
+	m := &Manager{onDemand: true, ask: ask.URL, askClient: ask.Client(), allowed: func(string) bool { return true }}
+	for _, name := range []string{"127.0.0.1", "::1", "a..example", "a_b.example", "-a.example", strings.Repeat("a", 64) + ".example"} {
+		if err := m.decide(context.Background(), name); !errors.Is(err, ErrNotAllowed) {
+			t.Errorf("decide(%q) = %v; want ErrNotAllowed", name, err)
+		}
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the ask URL was asked %d times; want never", n)
+	}
+	if err := m.decide(context.Background(), "shop.example"); err != nil {
+		t.Errorf("decide(shop.example) = %v; want it allowed", err)
 	}
 }
