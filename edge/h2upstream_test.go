@@ -402,3 +402,31 @@ func (l handshaken) Accept() (net.Conn, error) {
 		return struct{ net.Conn }{tc}, nil
 	}
 }
+
+// Health checks of an h2 service whose target takes connections and never
+// answers the TLS handshake end each handshake at the check's timeout:
+// they left a connection (and a goroutine) behind at every check, for
+// good (net/http dials apart from the request, whose timeout does not end
+// the dial).
+func TestH2HealthCheckHandshakeBounded(t *testing.T) {
+	var accepted, open atomic.Int32
+	stalled := rawUpstream(t, func(c net.Conn) {
+		accepted.Add(1)
+		open.Add(1)
+		defer open.Add(-1)
+		io.Copy(io.Discard, c) // never a byte of TLS back; ends when the gateway closes
+	})
+	startGateway(t, fmt.Sprintf(`
+services:
+  - name: s
+    protocol: h2
+    targets: [{url: "https://%s"}]
+    health_check: {path: /hc, interval: 100ms, timeout: 100ms}
+routes:
+  - {name: r, match: {path_prefix: /}, service: s}
+`, stalled))
+	waitFor(t, 20*time.Second, "ten checks", func() bool { return accepted.Load() >= 10 })
+	if n := open.Load(); n > 6 {
+		t.Fatalf("%d of %d check connections still open; want each closed at the check's timeout", n, accepted.Load())
+	}
+}

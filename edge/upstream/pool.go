@@ -195,8 +195,11 @@ func NewPool(spec Spec, prev *Pool, opts Options) (*Pool, error) {
 				pr.SetUnencryptedHTTP2(true)
 				p.ownTransport.Protocols = &pr
 			case "h2":
-				// Bounded by the check's timeout (the client's).
-				H2OverTLS(p.ownTransport, p.ownTransport.DialContext, opts.TLSConfig, 0, nil)
+				// The handshake is bounded by the check's timeout: net/http
+				// dials apart from the request (its timeout does not end
+				// the dial), and a target that stalls handshakes left a
+				// connection and a goroutine behind at each check.
+				H2OverTLS(p.ownTransport, p.ownTransport.DialContext, opts.TLSConfig, p.health.Timeout, errCheckHandshake)
 			}
 			p.client = &http.Client{
 				Transport: p.ownTransport,
@@ -209,6 +212,10 @@ func NewPool(spec Spec, prev *Pool, opts Options) (*Pool, error) {
 	}
 	return p, nil
 }
+
+// errCheckHandshake: a health check's TLS handshake outlasted the check's
+// timeout.
+var errCheckHandshake = errors.New("the TLS handshake outlasted the health check's timeout")
 
 // Service returns the name of the service the pool serves.
 func (p *Pool) Service() string { return p.service }
