@@ -1,10 +1,12 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log"
 	"log/slog"
 	"net/http"
 	"os"
@@ -112,4 +114,39 @@ func duplicateKey(b []byte) (string, error) {
 		return "", nil
 	}
 	return walk()
+}
+
+// A node with a logger of its own (the binary's) takes the standard
+// logger's lines too, as JSON lines of its own: net/http's HTTP/2 client
+// printed an upstream's protocol errors as bare text among them.
+func TestStandardLoggerLinesAreJSON(t *testing.T) {
+	f, err := ParseFile(DefaultConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Node.DataDir = t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w
+	defer func() {
+		os.Stderr = stderr
+		log.SetOutput(os.Stderr)
+		log.SetFlags(log.LstdFlags)
+	}()
+	if _, err := New(f, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	log.Print("protocol error: received *http.http2GoAwayFrame before a SETTINGS frame")
+	w.Close()
+	line, _ := bufio.NewReader(r).ReadBytes('\n')
+	var rec map[string]any
+	if err := json.Unmarshal(line, &rec); err != nil {
+		t.Fatalf("%q: %v; want a JSON line", line, err)
+	}
+	if rec["level"] != "WARN" || rec["source"] != "go" || !strings.Contains(fmt.Sprint(rec["msg"]), "GoAwayFrame") {
+		t.Errorf("record %v; want a WARN from source go with the message", rec)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"maps"
 	"net"
@@ -104,10 +105,18 @@ func New(f *File, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, stopping: make(chan struct{})}
-	if n.log == nil {
+	ownLog := n.log == nil
+	if ownLog {
 		n.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: parseLevel(cfg.Log.Level)}))
 	}
 	n.log = n.log.With("node", cfg.Name)
+	if ownLog {
+		// What libraries print through the standard logger (net/http's
+		// HTTP/2 client says so of an upstream's protocol errors) goes
+		// out as the node's JSON lines, not as bare text among them.
+		log.SetFlags(0)
+		log.SetOutput(slog.NewLogLogger(n.log.With("source", "go").Handler(), slog.LevelWarn).Writer())
+	}
 	var trusted []netip.Prefix
 	for _, p := range cfg.TrustedProxies {
 		pp, _ := parsePrefix(p)
