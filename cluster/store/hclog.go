@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 // slogAdapter bridges hashicorp/raft's hclog.Logger to a *slog.Logger. The
@@ -36,22 +37,28 @@ func newHclog(l *slog.Logger, name string, closing, quiet func() bool) hclog.Log
 
 // aboutClosedConn reports whether msg or one of args mentions net.ErrClosed.
 func aboutClosedConn(msg string, args []any) bool {
-	if strings.Contains(msg, net.ErrClosed.Error()) {
+	if closedText(msg) {
 		return true
 	}
 	for _, a := range args {
 		switch v := a.(type) {
 		case error:
-			if errors.Is(v, net.ErrClosed) || strings.Contains(v.Error(), net.ErrClosed.Error()) {
+			if errors.Is(v, net.ErrClosed) || errors.Is(v, raft.ErrTransportShutdown) || errors.Is(v, errClosed) || closedText(v.Error()) {
 				return true
 			}
 		case string:
-			if strings.Contains(v, net.ErrClosed.Error()) {
+			if closedText(v) {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// closedText reports whether an error's text says a connection or the
+// transport was closed under it.
+func closedText(s string) bool {
+	return strings.Contains(s, net.ErrClosed.Error()) || strings.Contains(s, raft.ErrTransportShutdown.Error()) || strings.Contains(s, errClosed.Error())
 }
 
 // noLastLeader reports whether args say no leader was known: raft's

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -609,4 +610,51 @@ func raceApply(t *testing.T, nodes []*tnode, what string, ifVersion uint64) (win
 	}
 	wg.Wait()
 	return w.Load(), c.Load()
+}
+
+// A node whose peers take connections and never answer (cut off by a
+// firewall that drops, as far as a dial or a read can tell) closes without
+// waiting out its RPCs' timeouts: raft's goroutines blocked in them held
+// Shutdown, and a drain, 6-19 s in an outside check.
+func TestCloseDoesNotWaitOnSilentPeers(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	accepted := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held, never answered
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	c := newCluster(t, 1, func(cfg *Config) { cfg.TransportTimeout = time.Minute })
+	nd := c.nodes[0]
+	s := c.open(nd)
+	// Two voters, the other one silent: this node stands for election
+	// and waits on its vote request.
+	if err := s.BootstrapCluster([]Server{{ID: nd.id, Addr: s.Addr(), Voter: true}, {ID: "silent", Addr: silent.Addr().String(), Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-accepted:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no RPC reached the silent peer")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close still waits 20 s on an RPC to a silent peer (the transport's timeout is a minute)")
+	}
+	nd.s = nil
 }
