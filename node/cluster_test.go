@@ -35,7 +35,6 @@ func fastCluster(c *cluster.Config) {
 		s.ElectionTimeout = 150 * time.Millisecond
 		s.LeaderLeaseTimeout = 100 * time.Millisecond
 		s.CommitTimeout = 20 * time.Millisecond
-		s.WALSegmentSize = 1 << 20
 	}
 	c.GossipTuning = gossip.Tuning{
 		ProbeInterval: 250 * time.Millisecond, ProbeTimeout: 150 * time.Millisecond,

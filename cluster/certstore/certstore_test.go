@@ -86,7 +86,6 @@ func newCluster(t *testing.T, n int) []*tnode {
 			Logger:           slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 			HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
 			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 20 * time.Millisecond,
-			WALSegmentSize: 1 << 20,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -65,7 +65,7 @@ type fsmState struct {
 }
 
 // stateFile is the local copy of the FSM state, rewritten (atomically) after
-// every applied entry. raft-wal does not record the commit index, so without
+// every applied entry. The log store does not record the commit index, so without
 // it a restarted node would serve nothing (or, with an old snapshot, an older
 // version) until it hears from a leader. Entries and snapshots at or below
 // the recovered index are skipped: the applied state is always a prefix of

@@ -127,7 +127,6 @@ func (nd *tnode) config() Config {
 		ElectionTimeout:    tElection,
 		LeaderLeaseTimeout: tLease,
 		CommitTimeout:      tCommit,
-		WALSegmentSize:     1 << 20,
 	}
 	if nd.tweak != nil {
 		nd.tweak(&cfg)

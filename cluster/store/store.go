@@ -1,5 +1,5 @@
 // Package store keeps the gateway document in a Raft cluster
-// (hashicorp/raft, raft-wal log and stable store, file snapshots) that every
+// (hashicorp/raft, raft-boltdb log and stable store, file snapshots) that every
 // Meridian node joins, voters and non-voters alike.
 //
 // One TCP listener per node carries both Raft RPCs and a small forwarding
@@ -34,10 +34,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 
 	"github.com/meridian-gw/meridian/internal/dirlock"
 )
@@ -98,9 +97,6 @@ type Config struct {
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
 	TrailingLogs      uint64
-	// WALSegmentSize is the size of raft-wal segment files (preallocated).
-	// Zero: 64 MiB.
-	WALSegmentSize int
 	// TransportTimeout bounds Raft RPC I/O (default 10s).
 	TransportTimeout time.Duration
 }
@@ -139,8 +135,7 @@ type Store struct {
 	log     *slog.Logger
 	addr    string
 	fsm     *fsm
-	wal     *wal.WAL
-	meta    *metadb.BoltMetaDB
+	logs    *raftboltdb.BoltStore // the log and stable store
 	lock    *os.File
 	raft    *raft.Raft
 	trans   *raft.NetworkTransport
@@ -177,8 +172,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 
 	raftDir := filepath.Join(cfg.DataDir, "raft")
-	walDir := filepath.Join(raftDir, "wal")
-	if err := os.MkdirAll(walDir, 0o700); err != nil {
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 
@@ -204,16 +198,20 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s.lock = lock
 	cleanup = append(cleanup, func() { lock.Close() })
-	// raft-wal's Close leaves its bolt meta store (and its file lock) open, so
-	// the store owns it and closes it after the WAL.
-	s.meta = &metadb.BoltMetaDB{}
-	cleanup = append(cleanup, func() { s.meta.Close() })
-	w, err := openWAL(walDir, cfg.WALSegmentSize, s.meta, newHclog(log, "raft-wal", s.isClosing, s.quiet.Load))
+	// The log and stable store: raft-boltdb (a bbolt file), as Consul
+	// keeps it. (raft-wal, before, lost a node for good at the first
+	// truncation of its log's tail, an ordinary leader change: its
+	// segment was marked sealed without its index, and the log could not
+	// be read again; hashicorp/raft-wal#31, fixed after its last release.)
+	w, err := openLogStore(raftDir)
 	if err != nil {
-		return fail(fmt.Errorf("store: open raft-wal: %w", err))
+		return fail(fmt.Errorf("store: open the Raft log: %w", err))
 	}
-	s.wal = w
+	s.logs = w
 	cleanup = append(cleanup, func() { w.Close() })
+	if err := migrateWAL(raftDir, w, log); err != nil {
+		return fail(err)
+	}
 
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, newHclog(log, "raft-snapshot", s.isClosing, s.quiet.Load))
 	if err != nil {
@@ -311,16 +309,14 @@ func Open(cfg Config) (*Store, error) {
 	return s, nil
 }
 
-func openWAL(dir string, segSize int, meta *metadb.BoltMetaDB, l hclog.Logger) (*wal.WAL, error) {
-	if segSize > 0 {
-		return wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(l), wal.WithSegmentSize(segSize))
-	}
-	return wal.Open(dir, wal.WithMetaStore(meta), wal.WithLogger(l))
+// openLogStore opens (or creates) the log and stable store in raftDir.
+func openLogStore(raftDir string) (*raftboltdb.BoltStore, error) {
+	return raftboltdb.New(raftboltdb.Options{Path: filepath.Join(raftDir, "raft.db"), BoltOptions: &bbolt.Options{Timeout: time.Second}})
 }
 
 // lockDir takes an exclusive, non-blocking lock on dir/LOCK so that a second
 // store (in this or another process) on the same data dir fails at once
-// instead of corrupting it or blocking on raft-wal's own lock.
+// instead of corrupting it or blocking on the log store's own lock.
 func lockDir(dir string) (*os.File, error) {
 	f, err := dirlock.Lock(filepath.Join(dir, "LOCK"))
 	if errors.Is(err, dirlock.ErrInUse) {
@@ -352,7 +348,7 @@ func (s *Store) Probe(ctx context.Context, addr string) (string, error) {
 // HasState reports whether this node has Raft state (a log, a snapshot or
 // a term): bootstrapped, or joined, before.
 func (s *Store) HasState() bool {
-	has, err := raft.HasExistingState(s.wal, s.wal, s.snaps)
+	has, err := raft.HasExistingState(s.logs, s.logs, s.snaps)
 	return err == nil && has
 }
 
@@ -360,7 +356,7 @@ func (s *Store) HasState() bool {
 // (or on all initial nodes with the same list). It is a no-op returning nil
 // when this node already has Raft state.
 func (s *Store) BootstrapCluster(servers []Server) error {
-	has, err := raft.HasExistingState(s.wal, s.wal, s.snaps)
+	has, err := raft.HasExistingState(s.logs, s.logs, s.snaps)
 	if err != nil {
 		return fmt.Errorf("store: bootstrap: %w", err)
 	}
@@ -668,7 +664,7 @@ func (s *Store) Close() error {
 		s.mux.close()
 		err := s.raft.Shutdown().Error()
 		close(s.raftDown)
-		s.closeErr = errors.Join(err, s.wal.Close(), s.meta.Close(), s.lock.Close())
+		s.closeErr = errors.Join(err, s.logs.Close(), s.lock.Close())
 		s.log.Info("cluster: raft store closed")
 	})
 	return s.closeErr

@@ -251,7 +251,6 @@ func TestRestartCatchesUpNeverOlder(t *testing.T) {
 		cfg.SnapshotThreshold = 4
 		cfg.SnapshotInterval = 50 * time.Millisecond
 		cfg.TrailingLogs = 2
-		cfg.WALSegmentSize = 8 << 10 // small segments, so compaction really deletes entries
 	})
 	pad := strings.Repeat("x", 1500)
 	doc := func(i int) []byte { return fmt.Appendf(nil, "doc-%d %s", i, pad) }
@@ -265,7 +264,7 @@ func TestRestartCatchesUpNeverOlder(t *testing.T) {
 	}
 	c.converge(5*time.Second, 5)
 	had := f.s.Current()
-	lastLog, _ := f.s.wal.LastIndex()
+	lastLog, _ := f.s.logs.LastIndex()
 	c.stop(f)
 	for i := 6; i <= 15; i++ {
 		if _, err := ld.s.Apply(ctxT(t, 5*time.Second), doc(i), 0); err != nil {
@@ -275,7 +274,7 @@ func TestRestartCatchesUpNeverOlder(t *testing.T) {
 	// Wait until the leader has compacted past the stopped node's log.
 	waitFor(t, 5*time.Second, "leader log compacted beyond the stopped node's log", func() bool {
 		var l raft.Log
-		return ld.s.wal.GetLog(lastLog+1, &l) != nil
+		return ld.s.logs.GetLog(lastLog+1, &l) != nil
 	})
 
 	s := c.open(f)

@@ -33,9 +33,6 @@ type Options struct {
 	JoinVoter bool   // joiners are voters (default: non-voters, as extra PoPs would be)
 	Timing    string // "lan" (library defaults) or "fast" (the tests' short timings)
 	DocSize   int    // bytes of each written document
-	// WALSegment is the raft-wal segment size (preallocated per node);
-	// 0 = the store's default (64 MiB).
-	WALSegment int
 	// Wait bounds every single wait (leader, convergence, join...).
 	Wait time.Duration
 	// WorkDir is where the temporary directory is created ("" = os.TempDir).
@@ -345,7 +342,6 @@ func (b *bench) start(n *bnode, join []string, expect int) error {
 		TLS: n.tls, GossipKeys: [][]byte{b.key},
 		Logger: slog.New(slog.NewTextHandler(lf, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", n.name),
 		StoreTuning: func(s *store.Config) {
-			s.WALSegmentSize = b.o.WALSegment
 			if b.o.Timing == "fast" {
 				s.HeartbeatTimeout = 150 * time.Millisecond
 				s.ElectionTimeout = 150 * time.Millisecond

@@ -53,7 +53,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.JoinVoter, "join-voter", false, "joining members are voters (default: non-voters)")
 	fs.StringVar(&o.Timing, "timing", "lan", "lan: library defaults (Raft heartbeat/election 1s, commit 50ms; memberlist LAN); fast: the tests' short timings")
 	fs.IntVar(&o.DocSize, "doc-size", 2048, "bytes per written document")
-	fs.IntVar(&o.WALSegment, "wal-segment", 0, "raft-wal segment size in bytes (0: the store's default, 64 MiB)")
 	fs.DurationVar(&o.Wait, "wait", 60*time.Second, "bound on each single wait (leader, convergence, join)")
 	timeout := fs.Duration("timeout", 20*time.Minute, "bound on the whole run")
 	out := fs.String("out", "bench/results/cluster.json", "JSON output (also writes the table next to it as .md); empty: none")

@@ -20,7 +20,7 @@ func TestRunTiny(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "cluster.json")
 	var stdout, stderr bytes.Buffer
 	args := []string{"-nodes", "3", "-writes", "5", "-warmup", "1", "-failovers", "1", "-joins", "1",
-		"-timing", "fast", "-wal-segment", "1048576", "-wait", "15s", "-timeout", "60s", "-workdir", work, "-out", out}
+		"-timing", "fast", "-wait", "15s", "-timeout", "60s", "-workdir", work, "-out", out}
 	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 	}

@@ -1,0 +1,103 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/hashicorp/raft"
+	wal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+)
+
+// The keys hashicorp/raft keeps in its stable store.
+var stableUint64Keys, stableKeys = []string{"CurrentTerm", "LastVoteTerm"}, []string{"LastVoteCand"}
+
+// migrateWAL moves the Raft log and stable store an earlier version kept
+// in DATA_DIR/raft/wal (raft-wal) into to, once: the directory is renamed
+// wal.migrated after. A log that cannot be read (raft-wal lost logs to a
+// bug at a tail truncation) stops the start with what to do.
+func migrateWAL(raftDir string, to raft.LogStore, log *slog.Logger) error {
+	dir := filepath.Join(raftDir, "wal")
+	if _, err := os.Stat(filepath.Join(dir, "wal-meta.db")); errors.Is(err, os.ErrNotExist) {
+		os.Remove(dir) // an empty directory of an earlier version, if any
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	stable, ok := to.(raft.StableStore)
+	if !ok {
+		return errors.New("store: the log store keeps no stable state")
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("store: the Raft log of an earlier version in %s cannot be read (%w): move that directory away and start the node again; it joins as a new member (in a cluster that has lost its quorum, see peers.json in the README)", dir, err)
+	}
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(dir, wal.WithMetaStore(meta))
+	if err != nil {
+		meta.Close()
+		return fail(err)
+	}
+	err = copyRaftState(w, to, stable)
+	w.Close()
+	meta.Close()
+	if err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(dir, dir+".migrated"); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	log.Info("cluster: the Raft log moved to raft.db; the old one is kept in wal.migrated", "dir", raftDir)
+	return nil
+}
+
+// copyRaftState copies every log entry of from, and its stable state, into
+// to and stable.
+func copyRaftState(from *wal.WAL, to raft.LogStore, stable raft.StableStore) error {
+	first, err := from.FirstIndex()
+	if err != nil {
+		return err
+	}
+	last, err := from.LastIndex()
+	if err != nil {
+		return err
+	}
+	const batch = 256
+	logs := make([]*raft.Log, 0, batch)
+	for i := first; i != 0 && i <= last; i++ {
+		l := new(raft.Log)
+		if err := from.GetLog(i, l); err != nil {
+			return fmt.Errorf("entry %d: %w", i, err)
+		}
+		if logs = append(logs, l); len(logs) == batch || i == last {
+			if err := to.StoreLogs(logs); err != nil {
+				return err
+			}
+			logs = logs[:0]
+		}
+	}
+	for _, k := range stableUint64Keys {
+		v, err := from.GetUint64([]byte(k))
+		if err != nil {
+			return err
+		}
+		if err := stable.SetUint64([]byte(k), v); err != nil {
+			return err
+		}
+	}
+	for _, k := range stableKeys {
+		v, err := from.Get([]byte(k))
+		if err != nil {
+			return err
+		}
+		if len(v) == 0 {
+			continue // never set
+		}
+		if err := stable.Set([]byte(k), v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
