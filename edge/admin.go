@@ -609,7 +609,8 @@ func (a *admin) putConfig(w http.ResponseWriter, r *http.Request) {
 			// Accepted: committed, it stands; said as such so that it is
 			// not sent again (an outside check saw a committed write
 			// answered 503 "cannot be changed now", which invites that).
-			setVersionHeaders(w, s)
+			// No ETag nor version header: they name what this node
+			// serves, which this is not yet (the body says which it is).
 			writeJSON(w, http.StatusAccepted, struct {
 				versionInfo
 				Served bool   `json:"served"`

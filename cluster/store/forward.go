@@ -147,8 +147,7 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 	select {
 	case err = <-done:
 	case <-ctx.Done():
-		return fwdResponse{}, fmt.Errorf("%w: not committed before the deadline (%v), it may still be: %w",
-			ErrNoLeader, ctx.Err(), ErrUnknownOutcome)
+		return fwdResponse{}, unknownOutcome("not committed before the deadline (%v); it may still be", ctx.Err())
 	}
 	switch {
 	case err == nil:
@@ -158,8 +157,7 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 		// takes it.
 		return fwdResponse{}, errRetry{err}
 	case errors.Is(err, raft.ErrLeadershipLost):
-		return fwdResponse{}, fmt.Errorf("%w: leadership lost while committing, the write may still be applied later: %w",
-			ErrNoLeader, ErrUnknownOutcome)
+		return fwdResponse{}, unknownOutcome("leadership lost while committing; the write may still be applied later")
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fwdResponse{}, ErrClosed
 	default:
@@ -221,7 +219,7 @@ func (s *Store) forward(ctx context.Context, addr string, req *fwdRequest) (fwdR
 	case codeConflict:
 		return resp, fmt.Errorf("%w: %s", ErrVersionConflict, resp.Msg)
 	case codeUnknown:
-		return resp, fmt.Errorf("%w (%w): leader %s: %s", ErrNoLeader, ErrUnknownOutcome, addr, resp.Msg)
+		return resp, unknownOutcome("leader %s: %s", addr, resp.Msg)
 	case codeClosed:
 		return resp, fmt.Errorf("%w: leader %s is shutting down: %s", ErrUnknownOutcome, addr, resp.Msg)
 	default:
@@ -259,7 +257,7 @@ func (s *Store) cancelIfLeaderMoves(ctx context.Context, cancel context.CancelFu
 
 func (s *Store) lostResult(ctx context.Context, addr string, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("%w: no answer from leader %s before the deadline (%v): %w", ErrNoLeader, addr, ctx.Err(), ErrUnknownOutcome)
+		return unknownOutcome("no answer from leader %s before the deadline (%v)", addr, ctx.Err())
 	}
 	return fmt.Errorf("%w: connection to leader %s failed mid-request: %v", ErrUnknownOutcome, addr, err)
 }
@@ -383,4 +381,20 @@ func releaseOnShutdown(f raft.Future, down chan struct{}) bool {
 	}
 	fld.Set(reflect.ValueOf(down))
 	return true
+}
+
+// outcomeError is a write whose result was lost with its leader: it is
+// ErrUnknownOutcome, and ErrNoLeader for those that wait for a leader and
+// try again (a lock's CAS), but says only what happened (it read "no
+// cluster leader reachable" where the cluster had one).
+type outcomeError struct{ msg string }
+
+func (e *outcomeError) Error() string { return "store: write outcome unknown: " + e.msg }
+
+func (e *outcomeError) Is(target error) bool {
+	return target == ErrUnknownOutcome || target == ErrNoLeader
+}
+
+func unknownOutcome(format string, args ...any) error {
+	return &outcomeError{msg: fmt.Sprintf(format, args...)}
 }

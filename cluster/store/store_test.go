@@ -657,3 +657,16 @@ func TestCloseDoesNotWaitOnSilentPeers(t *testing.T) {
 	}
 	nd.s = nil
 }
+
+// A lost outcome says so, not that no leader was reachable (the cluster
+// may have had one all along), and still counts as both for callers that
+// wait for a leader and try again.
+func TestUnknownOutcomeSaysWhatHappened(t *testing.T) {
+	err := unknownOutcome("leadership lost while committing; the write may still be applied later")
+	if !errors.Is(err, ErrUnknownOutcome) || !errors.Is(err, ErrNoLeader) {
+		t.Errorf("%v: not ErrUnknownOutcome and ErrNoLeader", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "no cluster leader") || !strings.Contains(msg, "outcome unknown") {
+		t.Errorf("message %q", msg)
+	}
+}
