@@ -182,6 +182,7 @@ func TestParseErrors(t *testing.T) {
 		{"integer too small", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    max_concurrent_requests: -9223372036854775809\n", 4, []string{"services[0].max_concurrent_requests: out of range: -9223372036854775809"}},
 		{"duration too long", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    timeouts: {connect: 9999999h}\n", 4, []string{`services[0].timeouts.connect: out of range: "9999999h" is longer than the longest duration`}},
 		{"match on a hop-by-hop header", base + "  - name: r\n    service: s\n    match: {headers: [{name: Connection, exact: x}]}\n", 7, []string{`routes[0].match.headers[0].name: "Connection" is a hop-by-hop header`}},
+		{"match on HTTP2-Settings", base + "  - name: r\n    service: s\n    match: {headers: [{name: HTTP2-Settings}]}\n", 7, []string{`routes[0].match.headers[0].name: "HTTP2-Settings" is a hop-by-hop header`}},
 		{"match on X-Forwarded-Client-Cert", base + "  - name: r\n    service: s\n    match: {headers: [{name: x-forwarded-client-cert}]}\n", 7, []string{`"x-forwarded-client-cert" is dropped from every client`}},
 		{"Expect set on requests", base + "  - name: r\n    service: s\n    request_headers: {set: {Expect: 100-continue}}\n", 7, []string{`routes[0].request_headers.set: "Expect" is answered by the gateway itself`}},
 		{"escaped match path", base + "  - name: r\n    service: s\n    match: {path: /a/%2F}\n", 7, []string{"routes[0].match.path: must be written decoded"}},

@@ -567,7 +567,7 @@ func decodedPathProblem(path string) string {
 
 func isHopByHop(name string) bool {
 	switch strings.ToLower(name) {
-	case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade":
+	case "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings":
 		return true
 	}
 	return false
