@@ -760,8 +760,8 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 	var n int
 	line, err := readLineLimited(br, &hb.line, &n, maxResponseHead)
 	if err != nil {
-		if err == io.EOF && n == 0 {
-			return nil, io.EOF
+		if err == io.EOF && n == 0 && pc.read == 0 {
+			return nil, io.EOF // nothing of an answer came
 		}
 		if err == io.EOF {
 			return nil, io.ErrUnexpectedEOF

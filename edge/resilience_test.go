@@ -1339,11 +1339,17 @@ func TestMalformedChunkedUpstreamBody(t *testing.T) {
 // a response: http_response_incomplete (RFC 9209), not connection_terminated,
 // which says nothing of it came.
 func TestResponseHeadCutShortIsIncomplete(t *testing.T) {
-	addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Len")
-		return false
-	})
-	gw := startGateway(t, oneRouteService("http://"+addr, "    retries: {attempts: 0}"))
-	resp, body := get(t, newClient(t), gw.url+"/x")
-	checkProblem(t, resp, body, http.StatusBadGateway, "http_response_incomplete")
+	for _, cut := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Len",              // in the fields
+		"HTTP/1.1 2",                                  // in the status line
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 O", // after an interim answer
+	} {
+		addr := rawKeepAlive(t, func(c net.Conn, req *http.Request) bool {
+			io.WriteString(c, cut)
+			return false
+		})
+		gw := startGateway(t, oneRouteService("http://"+addr, "    retries: {attempts: 0}"))
+		resp, body := get(t, newClient(t), gw.url+"/x")
+		checkProblem(t, resp, body, http.StatusBadGateway, "http_response_incomplete")
+	}
 }
