@@ -98,6 +98,51 @@ type state struct {
 	FileHash string `json:"file_hash"` // hash of the file's document when last started
 }
 
+// RouteStandardLog sends what libraries print through Go's standard logger
+// (net/http's HTTP/2 client says so of an upstream's protocol errors) to l,
+// as WARN lines with source go rather than bare text among the JSON ones,
+// each distinct message at most once in stdLogEvery (a failing health
+// check repeats its at every interval; the next line says how many were
+// held back).
+func RouteStandardLog(l *slog.Logger) {
+	log.SetFlags(0)
+	log.SetOutput(&stdLogWriter{l: l.With("source", "go"), last: map[string]time.Time{}, held: map[string]int{}})
+}
+
+const stdLogEvery = 30 * time.Second
+
+type stdLogWriter struct {
+	l    *slog.Logger
+	mu   sync.Mutex
+	last map[string]time.Time // when each message last went out
+	held map[string]int       // repeats held back since
+}
+
+func (w *stdLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	now := time.Now()
+	w.mu.Lock()
+	if t, ok := w.last[msg]; ok && now.Sub(t) < stdLogEvery {
+		w.held[msg]++
+		w.mu.Unlock()
+		return len(p), nil
+	}
+	if len(w.last) >= 1024 {
+		clear(w.last) // messages that vary (addresses in them): forget, do not grow
+		clear(w.held)
+	}
+	held := w.held[msg]
+	delete(w.held, msg)
+	w.last[msg] = now
+	w.mu.Unlock()
+	if held > 0 {
+		w.l.Warn(msg, "repeated", held)
+	} else {
+		w.l.Warn(msg)
+	}
+	return len(p), nil
+}
+
 // New prepares a node from a parsed file; nothing listens until Start.
 func New(f *File, opts Options) (*Node, error) {
 	cfg, err := f.Node.withDefaults()
@@ -111,11 +156,7 @@ func New(f *File, opts Options) (*Node, error) {
 	}
 	n.log = n.log.With("node", cfg.Name)
 	if ownLog {
-		// What libraries print through the standard logger (net/http's
-		// HTTP/2 client says so of an upstream's protocol errors) goes
-		// out as the node's JSON lines, not as bare text among them.
-		log.SetFlags(0)
-		log.SetOutput(slog.NewLogLogger(n.log.With("source", "go").Handler(), slog.LevelWarn).Writer())
+		RouteStandardLog(n.log)
 	}
 	var trusted []netip.Prefix
 	for _, p := range cfg.TrustedProxies {

@@ -278,6 +278,7 @@ func devCmd(args []string, stdout, stderr io.Writer) int {
 		*dir = filepath.Join(c, "meridian", name)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	node.RouteStandardLog(log)
 	dc, err := node.StartDev(*dir, *nodes, *offset, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "meridian: %v\n", err)
