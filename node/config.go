@@ -199,8 +199,9 @@ type OnDemand struct {
 	// Ask is a URL asked with GET ?domain=NAME before obtaining a
 	// certificate for a name no route names; 200 allows.
 	Ask string `yaml:"ask"`
-	// MaxNewPerHour bounds the certificates this node obtains on demand
-	// for names that had none, in any hour; 0: the default (20).
+	// MaxNewPerHour bounds the certificates obtained on demand for names
+	// that had none, in any hour (counted in the certificate storage: the
+	// cluster's, clustered); 0: the default (20).
 	MaxNewPerHour int `yaml:"max_new_per_hour"`
 }
 

@@ -117,8 +117,8 @@ type OnDemandOptions struct {
 	// Names Allowed accepts are never asked about.
 	Ask string
 	// MaxNewPerHour bounds the certificates obtained on demand for names
-	// that had none, in any hour (renewals are not counted); 0 means
-	// DefaultOnDemandPerHour.
+	// that had none, in any hour (renewals are not counted), counted in
+	// the storage; 0 means DefaultOnDemandPerHour.
 	MaxNewPerHour int
 }
 

@@ -14,11 +14,15 @@ import (
 	"github.com/caddyserver/certmagic"
 )
 
-// The bound counts new names only, over a sliding hour.
+// The bound counts new names only, over a sliding hour, in the storage:
+// a restart (a new issuer on the same storage) does not start it over.
 func TestOnDemandLimit(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	st := &certmagic.FileStorage{Path: t.TempDir()}
-	l := &limitedIssuer{acmeIssuer: &acmeIssuer{caURL: "https://ca.example/dir"}, storage: st, max: 2, now: func() time.Time { return now }}
+	issuer := func() *limitedIssuer {
+		return &limitedIssuer{acmeIssuer: &acmeIssuer{caURL: "https://ca.example/dir"}, storage: st, max: 2, now: func() time.Time { return now }}
+	}
+	l := issuer()
 	ctx := context.Background()
 	if err := st.Store(ctx, certmagic.StorageKeys.SiteCert(l.IssuerKey(), "old.example"), []byte("x")); err != nil {
 		t.Fatal(err)
@@ -30,16 +34,19 @@ func TestOnDemandLimit(t *testing.T) {
 		t.Error("a request with a new name is taken for a renewal")
 	}
 	for i := range 2 {
-		if err := l.take(); err != nil {
+		if err := l.take(ctx); err != nil {
 			t.Fatalf("order %d: %v", i+1, err)
 		}
 		now = now.Add(20 * time.Minute)
 	}
-	if err := l.take(); !errors.Is(err, ErrNotAllowed) {
+	if err := l.take(ctx); !errors.Is(err, ErrNotAllowed) {
 		t.Fatalf("third order within the hour: %v; want ErrNotAllowed", err)
 	}
+	if err := issuer().take(ctx); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("third order within the hour after a restart: %v; want ErrNotAllowed (the count is kept)", err)
+	}
 	now = now.Add(20 * time.Minute) // the first is an hour old now
-	if err := l.take(); err != nil {
+	if err := issuer().take(ctx); err != nil {
 		t.Fatalf("after the first left the hour: %v", err)
 	}
 }
