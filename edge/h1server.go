@@ -121,11 +121,17 @@ func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.S
 		// Its streams' handlers are counted, so that Shutdown can wait
 		// for those it cut to end (and be logged): http.Server.Close does
 		// not wait for them.
+		// Each stream's request can be cancelled by the drain's cut while
+		// its connection still stands, so that one still waiting for its
+		// upstream is answered (a 503 it can retry elsewhere), as an
+		// HTTP/1 one is, rather than lost with the connection.
 		inner := h2.Handler
 		h2.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			s.h2Handlers.start()
-			defer s.h2Handlers.end()
-			inner.ServeHTTP(w, r)
+			ctx, cancel := context.WithCancel(r.Context())
+			id := s.h2Handlers.start(cancel)
+			defer s.h2Handlers.end(id)
+			defer cancel()
+			inner.ServeHTTP(w, r.WithContext(ctx))
 		})
 		s.h2New = map[net.Conn]struct{}{}
 		prevState := h2.ConnState
@@ -270,6 +276,7 @@ wait:
 			// first, so that one that has not begun its answer can
 			// send a 503 before its connection closes.
 			s.cancelAll()
+			s.h2Handlers.cancelAll()
 			select {
 			case <-allDone:
 			case <-time.After(cutGrace):
@@ -287,6 +294,17 @@ wait:
 		if s.onCut != nil && ctx.Err() != nil {
 			s.onCut()
 		}
+		// Their requests cancelled (if the HTTP/1 connections were
+		// done before the deadline, now), they answer while their
+		// connections stand, for the cut grace; then the connections go.
+		s.h2Handlers.cancelAll()
+		s.h2Handlers.wait(cutGrace)
+		// Connections whose streams all ended close as a graceful
+		// shutdown closes them (their last frames written first: Close
+		// alone could drop the 503s just answered); the rest go now.
+		gctx, gcancel := context.WithTimeout(context.Background(), cutGrace)
+		s.h2.Shutdown(gctx)
+		gcancel()
 		s.h2.Close()
 		// The streams' handlers see their cancellation and end, their
 		// requests logged, before the node closes its access log.
@@ -302,19 +320,30 @@ wait:
 
 // handlerCount counts handlers running, and lets one wait for none.
 type handlerCount struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{} // closed when n comes to 0 while someone waits; nil otherwise
+	mu      sync.Mutex
+	n       int
+	zero    chan struct{} // closed when n comes to 0 while someone waits; nil otherwise
+	next    uint64
+	cancels map[uint64]context.CancelFunc // the running handlers' requests
 }
 
-func (c *handlerCount) start() {
+// start counts a handler in, whose request cancel ends; end(id) counts it
+// out.
+func (c *handlerCount) start(cancel context.CancelFunc) uint64 {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.n++
-	c.mu.Unlock()
+	c.next++
+	if c.cancels == nil {
+		c.cancels = map[uint64]context.CancelFunc{}
+	}
+	c.cancels[c.next] = cancel
+	return c.next
 }
 
-func (c *handlerCount) end() {
+func (c *handlerCount) end(id uint64) {
 	c.mu.Lock()
+	delete(c.cancels, id)
 	if c.n--; c.n == 0 && c.zero != nil {
 		close(c.zero)
 		c.zero = nil
@@ -322,12 +351,22 @@ func (c *handlerCount) end() {
 	c.mu.Unlock()
 }
 
-// wait waits up to d for no handler to be running.
-func (c *handlerCount) wait(d time.Duration) {
+// cancelAll cancels the running handlers' requests.
+func (c *handlerCount) cancelAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cancel := range c.cancels {
+		cancel()
+	}
+}
+
+// wait waits up to d for no handler to be running, and reports whether
+// none is.
+func (c *handlerCount) wait(d time.Duration) bool {
 	c.mu.Lock()
 	if c.n == 0 {
 		c.mu.Unlock()
-		return
+		return true
 	}
 	if c.zero == nil {
 		c.zero = make(chan struct{})
@@ -338,7 +377,9 @@ func (c *handlerCount) wait(d time.Duration) {
 	defer t.Stop()
 	select {
 	case <-z:
+		return true
 	case <-t.C:
+		return false
 	}
 }
 

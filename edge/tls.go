@@ -364,6 +364,10 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 			go s.cancelWhenH3Idle(hctx, hcancel)
 			stop := context.AfterFunc(ctx, func() {
 				s.g.cut.Store(true)
+				// HTTP/3 requests are not cancelled apart from their
+				// connections (quic-go fills a request's trailers in the
+				// request it made, which a copy with a context of ours
+				// would not see): those left are cut with them.
 				hcancel()
 			})
 			h3err = s.h3.Shutdown(hctx)

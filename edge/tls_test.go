@@ -895,14 +895,18 @@ func TestDrainCutIsLoggedPerProtocol(t *testing.T) {
 	var logBuf syncBuffer
 	tg := startTLSGatewayWith(t, gatewaySetup{opts: Options{AccessLog: slog.New(slog.NewJSONHandler(&logBuf, nil))}},
 		fmt.Sprintf("services: [{name: be, targets: [{url: %q}]}]\nroutes: [{name: r, match: {path_prefix: /}, service: be}]\n", be.URL), true)
+	answers := make(chan string, 2)
 	for _, proto := range []string{"h2", "h3"} {
 		c := tg.client(t, proto)
 		go func() {
 			resp, err := c.Get("https://localhost:" + portOf(tg.addr) + "/" + proto)
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
+			if err != nil {
+				answers <- proto + ": " + err.Error()
+				return
 			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			answers <- proto + ": " + resp.Status
 		}()
 		recv(t, entered, "the "+proto+" request to reach the backend")
 	}
@@ -910,6 +914,20 @@ func TestDrainCutIsLoggedPerProtocol(t *testing.T) {
 	defer cancel()
 	if err := tg.srv.Shutdown(ctx); err == nil {
 		t.Fatal("Shutdown returned nil; want the deadline's error (requests were cut)")
+	}
+	// Still waiting for its upstream, the HTTP/2 one was answered as an
+	// HTTP/1 request is (a 503 to retry elsewhere), before its
+	// connection closed (logged 503, it had only a GOAWAY); the HTTP/3
+	// one is cut with its connection.
+	for range 2 {
+		select {
+		case a := <-answers:
+			if strings.HasPrefix(a, "h2:") && !strings.HasSuffix(a, "503 Service Unavailable") {
+				t.Errorf("%s; want the drain's 503", a)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a client still waits for its answer")
+		}
 	}
 	// Written by the time Shutdown returns: a node closes its access log
 	// then (an outside check saw HTTP/2 streams' lines lost).
