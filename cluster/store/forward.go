@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -219,7 +220,7 @@ func (s *Store) forward(ctx context.Context, addr string, req *fwdRequest) (fwdR
 	case codeConflict:
 		return resp, fmt.Errorf("%w: %s", ErrVersionConflict, resp.Msg)
 	case codeUnknown:
-		return resp, unknownOutcome("leader %s: %s", addr, resp.Msg)
+		return resp, unknownOutcome("leader %s: %s", addr, strings.TrimPrefix(resp.Msg, (&outcomeError{}).Error()))
 	case codeClosed:
 		return resp, fmt.Errorf("%w: leader %s is shutting down: %s", ErrUnknownOutcome, addr, resp.Msg)
 	default:

@@ -58,7 +58,8 @@ func aboutClosedConn(msg string, args []any) bool {
 // closedText reports whether an error's text says a connection or the
 // transport was closed under it.
 func closedText(s string) bool {
-	return strings.Contains(s, net.ErrClosed.Error()) || strings.Contains(s, raft.ErrTransportShutdown.Error()) || strings.Contains(s, errClosed.Error())
+	return strings.Contains(s, net.ErrClosed.Error()) || strings.Contains(s, raft.ErrTransportShutdown.Error()) || strings.Contains(s, errClosed.Error()) ||
+		strings.Contains(s, "operation was canceled") // a dial the closing transport cancelled
 }
 
 // noLastLeader reports whether args say no leader was known: raft's

@@ -37,6 +37,7 @@ func TestHclogAdapter(t *testing.T) {
 		{closedErr, false, false, "ERROR"},
 		{closedErr, true, false, "DEBUG"},
 		{errors.New("connection refused"), true, false, "ERROR"},
+		{errors.New("dial tcp 127.0.0.1:7001: operation was canceled"), true, false, "DEBUG"}, // the closing transport's
 		// The whole cluster stopping together: peers going is expected.
 		{errors.New("connection refused"), false, true, "DEBUG"},
 	} {
