@@ -6,20 +6,26 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	wal "github.com/hashicorp/raft-wal"
 	"github.com/hashicorp/raft-wal/metadb"
+	"go.etcd.io/bbolt"
 )
 
 // The keys hashicorp/raft keeps in its stable store.
 var stableUint64Keys, stableKeys = []string{"CurrentTerm", "LastVoteTerm"}, []string{"LastVoteCand"}
 
 // migrateWAL moves the Raft log and stable store an earlier version kept
-// in DATA_DIR/raft/wal (raft-wal) into to, once: the directory is renamed
-// wal.migrated after. A log that cannot be read (raft-wal lost logs to a
-// bug at a tail truncation) stops the start with what to do.
-func migrateWAL(raftDir string, to raft.LogStore, log *slog.Logger) error {
+// in DATA_DIR/raft/wal (raft-wal) into raft.db, once, before raft.db is
+// opened: copied into raft.db.migrating, which then replaces raft.db, and
+// the directory renamed wal.migrated (or wal.migrated-N when one is there
+// already: a rollback to an earlier version, which then wrote a newer log
+// there). A log that cannot be read stops the start with what to do, and
+// leaves raft.db as it was.
+func migrateWAL(raftDir string, log *slog.Logger) error {
 	dir := filepath.Join(raftDir, "wal")
 	if _, err := os.Stat(filepath.Join(dir, "wal-meta.db")); errors.Is(err, os.ErrNotExist) {
 		os.Remove(dir) // an empty directory of an earlier version, if any
@@ -27,29 +33,43 @@ func migrateWAL(raftDir string, to raft.LogStore, log *slog.Logger) error {
 	} else if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	stable, ok := to.(raft.StableStore)
-	if !ok {
-		return errors.New("store: the log store keeps no stable state")
-	}
 	fail := func(err error) error {
 		return fmt.Errorf("store: the Raft log of an earlier version in %s cannot be read (%w): move that directory away and start the node again; it joins as a new member (in a cluster that has lost its quorum, see peers.json in the README)", dir, err)
 	}
-	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(dir, wal.WithMetaStore(meta))
+	tmp := filepath.Join(raftDir, "raft.db.migrating")
+	os.Remove(tmp) // a migration cut short before
+	to, err := raftboltdb.New(raftboltdb.Options{Path: tmp, BoltOptions: &bbolt.Options{Timeout: time.Second}})
 	if err != nil {
-		meta.Close()
-		return fail(err)
-	}
-	err = copyRaftState(w, to, stable)
-	w.Close()
-	meta.Close()
-	if err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(dir, dir+".migrated"); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	log.Info("cluster: the Raft log moved to raft.db; the old one is kept in wal.migrated", "dir", raftDir)
+	meta := &metadb.BoltMetaDB{}
+	w, err := wal.Open(dir, wal.WithMetaStore(meta))
+	if err == nil {
+		err = copyRaftState(w, to, to)
+		w.Close()
+	}
+	meta.Close()
+	if cerr := to.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fail(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(raftDir, "raft.db")); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	kept := dir + ".migrated"
+	for i := 2; ; i++ {
+		if _, err := os.Stat(kept); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		kept = fmt.Sprintf("%s.migrated-%d", dir, i)
+	}
+	if err := os.Rename(dir, kept); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	log.Info("cluster: the Raft log of an earlier version moved to raft.db", "kept", kept)
 	return nil
 }
 

@@ -61,74 +61,100 @@ func TestLogSurvivesTailTruncation(t *testing.T) {
 
 // A data dir of an earlier version (raft-wal in raft/wal) is moved into the
 // new store once, its entries and stable state whole; a log it cannot read
-// stops the start with what to do.
+// stops the start with what to do and leaves raft.db as it was; after a
+// rollback to the earlier version (which wrote a new raft/wal) it is moved
+// again, the newer log replacing raft.db.
 func TestMigrateWAL(t *testing.T) {
+	discard := slog.New(slog.DiscardHandler)
+	writeWAL := func(raftDir string, last uint64, term uint64) {
+		t.Helper()
+		walDir := filepath.Join(raftDir, "wal")
+		os.MkdirAll(walDir, 0o700)
+		meta := &metadb.BoltMetaDB{}
+		w, err := wal.Open(walDir, wal.WithMetaStore(meta))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.StoreLogs(entries(1, last, term, "entry")); err != nil {
+			t.Fatal(err)
+		}
+		w.SetUint64([]byte("CurrentTerm"), term+4)
+		w.SetUint64([]byte("LastVoteTerm"), term+3)
+		w.Set([]byte("LastVoteCand"), []byte("n2"))
+		w.Close()
+		meta.Close()
+	}
+	check := func(raftDir string, last, term uint64) {
+		t.Helper()
+		ls, err := openLogStore(raftDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ls.Close()
+		if first, _ := ls.FirstIndex(); first != 1 {
+			t.Errorf("first index %d; want 1", first)
+		}
+		if got, _ := ls.LastIndex(); got != last {
+			t.Errorf("last index %d; want %d", got, last)
+		}
+		var l raft.Log
+		if err := ls.GetLog(last/2+1, &l); err != nil || l.Term != term || string(l.Data) != "entry" {
+			t.Errorf("entry %d: %+v, %v", last/2+1, l, err)
+		}
+		if v, _ := ls.GetUint64([]byte("CurrentTerm")); v != term+4 {
+			t.Errorf("CurrentTerm %d; want %d", v, term+4)
+		}
+		if v, _ := ls.GetUint64([]byte("LastVoteTerm")); v != term+3 {
+			t.Errorf("LastVoteTerm %d; want %d", v, term+3)
+		}
+		if v, _ := ls.Get([]byte("LastVoteCand")); !bytes.Equal(v, []byte("n2")) {
+			t.Errorf("LastVoteCand %q; want n2", v)
+		}
+	}
 	raftDir := t.TempDir()
-	walDir := filepath.Join(raftDir, "wal")
-	os.MkdirAll(walDir, 0o700)
-	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(walDir, wal.WithMetaStore(meta))
-	if err != nil {
+	writeWAL(raftDir, 600, 3)
+	if err := migrateWAL(raftDir, discard); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.StoreLogs(entries(1, 600, 3, "entry")); err != nil {
-		t.Fatal(err)
-	}
-	w.SetUint64([]byte("CurrentTerm"), 7)
-	w.SetUint64([]byte("LastVoteTerm"), 6)
-	w.Set([]byte("LastVoteCand"), []byte("n2"))
-	w.Close()
-	meta.Close()
-
-	ls, err := openLogStore(raftDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ls.Close()
-	if err := migrateWAL(raftDir, ls, slog.New(slog.DiscardHandler)); err != nil {
-		t.Fatal(err)
-	}
-	if first, _ := ls.FirstIndex(); first != 1 {
-		t.Errorf("first index %d; want 1", first)
-	}
-	if last, _ := ls.LastIndex(); last != 600 {
-		t.Errorf("last index %d; want 600", last)
-	}
-	var l raft.Log
-	if err := ls.GetLog(377, &l); err != nil || l.Term != 3 || string(l.Data) != "entry" {
-		t.Errorf("entry 377: %+v, %v", l, err)
-	}
-	if v, _ := ls.GetUint64([]byte("CurrentTerm")); v != 7 {
-		t.Errorf("CurrentTerm %d; want 7", v)
-	}
-	if v, _ := ls.GetUint64([]byte("LastVoteTerm")); v != 6 {
-		t.Errorf("LastVoteTerm %d; want 6", v)
-	}
-	if v, _ := ls.Get([]byte("LastVoteCand")); !bytes.Equal(v, []byte("n2")) {
-		t.Errorf("LastVoteCand %q; want n2", v)
-	}
-	if _, err := os.Stat(walDir + ".migrated"); err != nil {
+	check(raftDir, 600, 3)
+	if _, err := os.Stat(filepath.Join(raftDir, "wal.migrated")); err != nil {
 		t.Errorf("the old log is not kept aside: %v", err)
 	}
 	// Once only: nothing to move the next time.
-	if err := migrateWAL(raftDir, ls, slog.New(slog.DiscardHandler)); err != nil {
+	if err := migrateWAL(raftDir, discard); err != nil {
 		t.Fatal(err)
+	}
+	check(raftDir, 600, 3)
+	// A rollback wrote a newer log there: it replaces raft.db, kept aside
+	// under another name.
+	writeWAL(raftDir, 700, 5)
+	if err := migrateWAL(raftDir, discard); err != nil {
+		t.Fatal(err)
+	}
+	check(raftDir, 700, 5)
+	if _, err := os.Stat(filepath.Join(raftDir, "wal.migrated-2")); err != nil {
+		t.Errorf("the second old log is not kept aside: %v", err)
 	}
 
-	// A log of an earlier version that cannot be read.
+	// A log of an earlier version that cannot be read: raft.db untouched.
 	broken := t.TempDir()
-	os.MkdirAll(filepath.Join(broken, "wal"), 0o700)
-	os.WriteFile(filepath.Join(broken, "wal", "wal-meta.db"), []byte("not a bolt file"), 0o600)
-	ls2, err := openLogStore(broken)
-	if err != nil {
+	writeWAL(broken, 10, 1)
+	os.Rename(filepath.Join(broken, "wal"), filepath.Join(broken, "keep"))
+	if err := migrateWAL(broken, discard); err != nil { // nothing to move
 		t.Fatal(err)
 	}
-	defer ls2.Close()
-	err = migrateWAL(broken, ls2, slog.New(slog.DiscardHandler))
+	os.Rename(filepath.Join(broken, "keep"), filepath.Join(broken, "wal"))
+	if err := migrateWAL(broken, discard); err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(broken, "wal"), 0o700)
+	os.WriteFile(filepath.Join(broken, "wal", "wal-meta.db"), []byte("not a bolt file"), 0o600)
+	err := migrateWAL(broken, discard)
 	if err == nil || !bytes.Contains([]byte(err.Error()), []byte("move that directory away")) {
 		t.Errorf("an unreadable old log: %v; want an error saying what to do", err)
 	}
-	if errors.Is(err, os.ErrNotExist) {
-		t.Errorf("unexpected: %v", err)
+	if _, err := os.Stat(filepath.Join(broken, "raft.db.migrating")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed migration left raft.db.migrating: %v", err)
 	}
+	check(broken, 10, 1) // what the first migration made, as it was
 }

@@ -203,15 +203,15 @@ func Open(cfg Config) (*Store, error) {
 	// truncation of its log's tail, an ordinary leader change: its
 	// segment was marked sealed without its index, and the log could not
 	// be read again; hashicorp/raft-wal#31, fixed after its last release.)
+	if err := migrateWAL(raftDir, log); err != nil {
+		return fail(err)
+	}
 	w, err := openLogStore(raftDir)
 	if err != nil {
 		return fail(fmt.Errorf("store: open the Raft log: %w", err))
 	}
 	s.logs = w
 	cleanup = append(cleanup, func() { w.Close() })
-	if err := migrateWAL(raftDir, w, log); err != nil {
-		return fail(err)
-	}
 
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(raftDir, 2, newHclog(log, "raft-snapshot", s.isClosing, s.quiet.Load))
 	if err != nil {
