@@ -1050,3 +1050,39 @@ func TestClusterNodesWithoutStateJoinTheExistingOne(t *testing.T) {
 		return true
 	})
 }
+
+// A write still waiting (here for a leader, on a node left alone) when
+// the drain closes the admin listener is answered, ErrUnavailable saying
+// the node is shutting down (a 503), within the admin server's last
+// second, not cut with its connection after it (an outside check's curl
+// got nothing). Whether the write began before the drain's end or after,
+// the answer is the same.
+func TestClusterWriteWaitingAtTheDrainIsAnswered(t *testing.T) {
+	h, url := startedCluster(t)
+	h.stop(2)
+	h.stop(3)
+	n1 := h.nodes[1]
+	got := make(chan error, 1)
+	go func() {
+		_, err := n1.Apply(context.Background(), []byte(docWithPrefix(url, "/late")), edge.ApplyOptions{})
+		got <- err
+	}()
+	drained := make(chan struct{})
+	go func() {
+		h.stop(1)
+		close(drained)
+	}()
+	select {
+	case err := <-got:
+		// Refused (never sent: no leader known), or, where this node
+		// still took itself for the leader and its log had the entry,
+		// an outcome unknown: either is an answer (a 503).
+		unavailable := errors.Is(err, edge.ErrUnavailable) && strings.Contains(err.Error(), "shutting down")
+		if !unavailable && !errors.Is(err, edge.ErrOutcomeUnknown) {
+			t.Fatalf("the waiting write: %v; want ErrUnavailable saying the node is shutting down, or ErrOutcomeUnknown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting write still waits 10 s after the drain began")
+	}
+	<-drained
+}

@@ -82,6 +82,10 @@ type Node struct {
 
 	applyMu  sync.Mutex // serialises Apply: versions must not interleave
 	draining atomic.Bool
+	// applies ends the writes through the admin API still waiting when
+	// the drain closes the admin listener (endApplies).
+	applies    context.Context
+	endApplies context.CancelFunc
 	// withCluster: the whole cluster stops together (StopsWithCluster).
 	withCluster atomic.Bool
 	// inStep says a cluster node has caught up with the cluster since it
@@ -150,6 +154,7 @@ func New(f *File, opts Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, stopping: make(chan struct{})}
+	n.applies, n.endApplies = context.WithCancel(context.Background())
 	ownLog := n.log == nil
 	if ownLog {
 		n.log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: parseLevel(cfg.Log.Level)}))
@@ -615,7 +620,14 @@ func (n *Node) Apply(ctx context.Context, raw []byte, o edge.ApplyOptions) (*edg
 		return nil, edge.ErrNoRoutes
 	}
 	if n.cluster != nil {
-		return n.applyCluster(ctx, doc, raw, ifVersion)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(n.applies, cancel)()
+		s, err := n.applyCluster(ctx, doc, raw, ifVersion)
+		if err != nil && n.applies.Err() != nil && errors.Is(err, edge.ErrUnavailable) {
+			err = fmt.Errorf("%w: the node is shutting down; send the document to another node", edge.ErrUnavailable)
+		}
+		return s, err
 	}
 	return n.install(doc, raw, ifVersion, "admin")
 }
@@ -926,6 +938,10 @@ func (n *Node) Drain(ctx context.Context) error {
 		n.certSt.Close()
 	}
 	if n.adminSrv != nil {
+		// A write still waiting (for a leader, say) is answered now,
+		// within the admin server's last second, rather than cut with
+		// its connection.
+		n.endApplies()
 		actx, acancel := context.WithTimeout(context.Background(), time.Second)
 		n.adminSrv.Shutdown(actx)
 		acancel()
