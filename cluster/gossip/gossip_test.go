@@ -9,7 +9,6 @@ import (
 	"github.com/meridian-gw/meridian/internal/testutil"
 	"io"
 	"log/slog"
-	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -739,25 +738,7 @@ func TestDrainingBeforeLeaveIsSeen(t *testing.T) {
 // so that a node stopping while cut off from its seeds does not wait
 // (an outside check saw a partitioned node's drain take 20 s).
 func TestJoinEndsWithItsContext(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	accepted := make(chan struct{}, 1)
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held open, never answered
-			select {
-			case accepted <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	silent, accepted := testutil.SilentPeer(t)
 	tun := fastTuning()
 	tun.TCPTimeout = time.Minute
 	ctx, cancel := context.WithCancel(context.Background())
@@ -768,7 +749,7 @@ func TestJoinEndsWithItsContext(t *testing.T) {
 	defer m.Shutdown()
 	done := make(chan error, 1)
 	go func() {
-		_, err := m.Join([]string{silent.Addr().String()})
+		_, err := m.Join([]string{silent})
 		done <- err
 	}()
 	<-accepted // the push/pull now waits for an answer

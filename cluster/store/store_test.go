@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 // Three nodes form; a write through a follower returns with that follower
@@ -616,31 +617,13 @@ func raceApply(t *testing.T, nodes []*tnode, what string, ifVersion uint64) (win
 // waiting out its RPCs' timeouts: raft's goroutines blocked in them held
 // Shutdown, and a drain, 6-19 s in an outside check.
 func TestCloseDoesNotWaitOnSilentPeers(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	accepted := make(chan struct{}, 16)
-	go func() {
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held, never answered
-			select {
-			case accepted <- struct{}{}:
-			default:
-			}
-		}
-	}()
+	silent, accepted := testutil.SilentPeer(t)
 	c := newCluster(t, 1, func(cfg *Config) { cfg.TransportTimeout = time.Minute })
 	nd := c.nodes[0]
 	s := c.open(nd)
 	// Two voters, the other one silent: this node stands for election
 	// and waits on its vote request.
-	if err := s.BootstrapCluster([]Server{{ID: nd.id, Addr: s.Addr(), Voter: true}, {ID: "silent", Addr: silent.Addr().String(), Voter: true}}); err != nil {
+	if err := s.BootstrapCluster([]Server{{ID: nd.id, Addr: s.Addr(), Voter: true}, {ID: "silent", Addr: silent, Voter: true}}); err != nil {
 		t.Fatal(err)
 	}
 	select {
