@@ -53,6 +53,15 @@ routes:
 						if h.Get("Keep-Alive") != "" {
 							t.Errorf("103 carried hop-by-hop Keep-Alive")
 						}
+						// This hop in Via, as on every message it forwards
+						// (RFC 9110 7.6.3), the upstream's protocol named.
+						wantVia := "1.1 meridian"
+						if path == "/h2c" {
+							wantVia = "2 meridian"
+						}
+						if v := h.Get("Via"); v != wantVia {
+							t.Errorf("103 Via %q; want %q", v, wantVia)
+						}
 					}
 					return nil
 				}}

@@ -479,6 +479,9 @@ func relayEarlyHints(ctx context.Context, h http.Header) {
 		rc.toPresent()
 	}
 	if ok && rc.resp != nil {
+		if rc.hintVia != "" {
+			h["Via"] = append(h["Via"], rc.hintVia)
+		}
 		rc.resp.relayInformational(http.StatusEarlyHints, h)
 		return
 	}

@@ -326,6 +326,10 @@ func (g *Gateway) serveLaneWith(c *serverConn, rl requestLine, altSvc string) (s
 	if rs.total != nil {
 		ctx = rs.total
 	}
+	rs.requestContext.hintVia = ""
+	if !svc.noVia {
+		rs.requestContext.hintVia = g.via11 // on a relayed 103 (relayEarlyHints)
+	}
 	t.Start()
 	// The upstream's time from the request's start: what the lane did
 	// before it (a microsecond) is not worth a clock read of its own.

@@ -433,13 +433,22 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 	// the transport reads on, so they are relayed only while a round trip
 	// is in progress (hints.pause).
 	var hints *earlyHints
+	via103 := "" // this hop's Via entry on a relayed 103 (RFC 9110 7.6.3: each message forwarded)
+	if !svc.noVia {
+		via103 = g.via11
+		if svc.h2 {
+			via103 = g.via(2, 0)
+		}
+	}
 	rc, ok := ctx.(*requestContext)
 	if !ok {
 		rc, ok = ctx.Value(requestContextKey{}).(*requestContext) // under a total timeout
 	}
 	if !ok || rc.resp == nil || !isH1Transport(svc.transport) {
-		hints = &earlyHints{w: w, paused: true}
+		hints = &earlyHints{w: w, paused: true, via: via103}
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{Got1xxResponse: hints.got})
+	} else {
+		rc.hintVia = via103
 	}
 
 	var tried []*upstream.Target
@@ -2276,6 +2285,7 @@ func (l *lateFlush) flushed() bool {
 // client trace (see ServeHTTP), a few at most, while not paused.
 type earlyHints struct {
 	w      http.ResponseWriter
+	via    string // this hop's Via entry, "" for none
 	mu     sync.Mutex
 	paused bool
 	n      int
@@ -2321,6 +2331,9 @@ func (e *earlyHints) got(code int, mh textproto.MIMEHeader) error {
 	}
 	h := http.Header(mh).Clone()
 	dropHopFields(h)
+	if e.via != "" {
+		h["Via"] = append(h["Via"], e.via)
+	}
 	if rw, ok := e.w.(*response); ok {
 		rw.relayInformational(code, h)
 		return nil

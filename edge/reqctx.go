@@ -38,6 +38,10 @@ type requestContext struct {
 	// set, makes it (a request on the span lane, h1lane.go).
 	resp      *response
 	toPresent func()
+	// hintVia is the Via entry a 103 relayed straight to this request's
+	// response carries ("" for none); set by the proxy before its round
+	// trip.
+	hintVia string
 	// parsed: the HTTP/1 server filled what follows for this request.
 	// peer and peerStr are the connection's RemoteAddr as clientAddr
 	// gives them; headerValues is the number of values in the request's
