@@ -408,19 +408,6 @@ func (c *Cluster) tryBootstrap() bool {
 		if c.Store.HasState() {
 			return true // restarted, or joined: nothing to bootstrap (nor to log)
 		}
-		// As with bootstrap: true, a cluster that already serves a
-		// document is joined, not forked: nodes that lost their state
-		// (a data dir moved away, as a recovery advises) would otherwise
-		// find bootstrap_expect of themselves and seat a configuration of
-		// their own beside the cluster's (an outside check saw one win an
-		// election before the cluster's leader took over).
-		for _, mb := range c.Members.Members() {
-			if mb.Name != c.cfg.Name && mb.State == gossip.StateAlive && mb.ConfigVersion > 0 {
-				c.log.Info("bootstrap_expect: the cluster already exists; waiting for its leader to seat this node",
-					"member", mb.Name, "config_version", mb.ConfigVersion)
-				return true
-			}
-		}
 		var voters []store.Server
 		for _, mb := range c.Members.Members() {
 			// The first voters are probed as later members are

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -982,73 +981,6 @@ func TestClusterConcurrentWritesAnsweredWithTheirOwnVersion(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-}
-
-// Nodes that lost their Raft state (data dirs moved away, as a recovery
-// advises) and come back beside members that kept theirs join the
-// cluster those serve: bootstrap_expect of them alone must not seat a
-// configuration of their own (an outside check saw one win an election
-// with it before the cluster's leader took over).
-func TestClusterNodesWithoutStateJoinTheExistingOne(t *testing.T) {
-	be := backend(t, "ok")
-	h := newClusterHarness(t, be.URL)
-	t.Cleanup(h.stopAll)
-	h.startVoters(5)
-	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/kept")), edge.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	want := h.nodes[1].Gateway().Current()
-	waitUntil(t, 20*time.Second, "the document on n5", func() bool {
-		s := h.nodes[5].Gateway().Current()
-		return s != nil && s.Version == want.Version
-	})
-	h.stopAll()
-	for _, i := range []int{1, 2, 3} {
-		os.RemoveAll(filepath.Join(h.dir, "node"+strconv.Itoa(i)))
-	}
-	n4 := h.start(4)
-	h.start(5)
-	h.seed = n4.cluster.Members.Addr()
-	waitUntil(t, 20*time.Second, "n4 to publish its version", func() bool {
-		return n4.cluster.Members.LocalMeta().ConfigVersion == want.Version
-	})
-	for _, i := range []int{1, 2, 3} {
-		h.start(i)
-	}
-	ledOwn, ownConfig := "", ""
-	waitUntil(t, 30*time.Second, "every node serving the kept document", func() bool {
-		for _, i := range []int{1, 2, 3} {
-			if h.nodes[i].cluster.Store.State() == "Leader" && h.nodes[i].cluster.Members.ClusterID() != n4.cluster.Members.ClusterID() {
-				ledOwn = fmt.Sprintf("n%d", i)
-			}
-			// A configuration without n4 is one these nodes made.
-			if servers, err := h.nodes[i].cluster.Store.Servers(); err == nil && len(servers) > 0 &&
-				!slices.ContainsFunc(servers, func(s store.Server) bool { return s.ID == "n4" }) {
-				ownConfig = fmt.Sprintf("n%d: %v", i, servers)
-			}
-		}
-		for i := 1; i <= 5; i++ {
-			s := h.nodes[i].Gateway().Current()
-			if s == nil || s.Version < want.Version || s.Version == want.Version && s.Hash != want.Hash {
-				return false
-			}
-		}
-		return true
-	})
-	if ledOwn != "" {
-		t.Errorf("%s led a configuration of its own", ledOwn)
-	}
-	if ownConfig != "" {
-		t.Errorf("a node without state bootstrapped a configuration of its own: %s", ownConfig)
-	}
-	waitUntil(t, 20*time.Second, "n1-n3 in n4's cluster", func() bool {
-		for _, i := range []int{1, 2, 3} {
-			if h.nodes[i].cluster.Members.ClusterID() != n4.cluster.Members.ClusterID() {
-				return false
-			}
-		}
-		return true
-	})
 }
 
 // A write still waiting (here for a leader, on a node left alone) when
