@@ -200,6 +200,19 @@ func (t *dialCtxTransport) DialTimeout(addr string, timeout time.Duration) (net.
 	return &ctxConn{Conn: c, stop: context.AfterFunc(t.ctx, func() { c.Close() })}, nil
 }
 
+// WriteToAddress and DialAddressTimeout make it a NodeAwareTransport, as
+// memberlist's own is (it would otherwise shim it, and warn).
+func (t *dialCtxTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	if na, ok := t.Transport.(memberlist.NodeAwareTransport); ok {
+		return na.WriteToAddress(b, a)
+	}
+	return t.Transport.WriteTo(b, a.Addr)
+}
+
+func (t *dialCtxTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return t.DialTimeout(a.Addr, timeout)
+}
+
 // ctxConn is a dialled connection closed when its dialer's context ends.
 type ctxConn struct {
 	net.Conn
