@@ -56,21 +56,94 @@ func migrateWAL(raftDir string, log *slog.Logger) error {
 		os.Remove(tmp)
 		return fail(err)
 	}
-	if err := os.Rename(tmp, filepath.Join(raftDir, "raft.db")); err != nil {
+	// A raft.db already there (a rollback to the earlier version wrote
+	// the raft/wal after it) is replaced only by a log that is not behind
+	// it: a higher current term, or the same and a later last entry. A
+	// node must never lose the term, vote and entries it persisted (Raft
+	// 5): an earlier version that never reached a quorum leaves a log
+	// empty and at term 0. The one not taken is kept aside either way.
+	db := filepath.Join(raftDir, "raft.db")
+	if _, err := os.Stat(db); err == nil {
+		newer, err := notBehind(tmp, db)
+		if err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("store: comparing the logs in %s and %s: %w", dir, db, err)
+		}
+		if !newer {
+			os.Rename(tmp, aside(filepath.Join(raftDir, "raft.db.from-wal")))
+			os.Rename(dir, aside(dir+".migrated"))
+			log.Warn("cluster: an earlier version's Raft log was found behind raft.db (a rollback that did not catch up): raft.db kept, the other set aside",
+				"dir", raftDir)
+			return nil
+		}
+		if err := os.Rename(db, aside(db+".replaced")); err != nil {
+			return fmt.Errorf("store: %w", err)
+		}
+	}
+	if err := os.Rename(tmp, db); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	kept := dir + ".migrated"
-	for i := 2; ; i++ {
-		if _, err := os.Stat(kept); errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		kept = fmt.Sprintf("%s.migrated-%d", dir, i)
-	}
+	kept := aside(dir + ".migrated")
 	if err := os.Rename(dir, kept); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	log.Info("cluster: the Raft log of an earlier version moved to raft.db", "kept", kept)
 	return nil
+}
+
+// aside returns name, or name-N for the first N from 2 that is free.
+func aside(name string) string {
+	kept := name
+	for i := 2; ; i++ {
+		if _, err := os.Stat(kept); errors.Is(err, os.ErrNotExist) {
+			return kept
+		}
+		kept = fmt.Sprintf("%s-%d", name, i)
+	}
+}
+
+// notBehind reports whether the Raft state in the store at path a is not
+// behind the one at b: a higher current term, or the same term and a last
+// entry at least as late (by term, then index).
+func notBehind(a, b string) (bool, error) {
+	type state struct{ term, lastTerm, lastIndex uint64 }
+	read := func(path string) (state, error) {
+		s, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{Timeout: time.Second, ReadOnly: true}})
+		if err != nil {
+			return state{}, err
+		}
+		defer s.Close()
+		var st state
+		if st.term, err = s.GetUint64([]byte("CurrentTerm")); err != nil && !errors.Is(err, raftboltdb.ErrKeyNotFound) {
+			return state{}, err
+		}
+		if st.lastIndex, err = s.LastIndex(); err != nil {
+			return state{}, err
+		}
+		if st.lastIndex > 0 {
+			var l raft.Log
+			if err := s.GetLog(st.lastIndex, &l); err != nil {
+				return state{}, err
+			}
+			st.lastTerm = l.Term
+		}
+		return st, nil
+	}
+	sa, err := read(a)
+	if err != nil {
+		return false, err
+	}
+	sb, err := read(b)
+	if err != nil {
+		return false, err
+	}
+	if sa.term != sb.term {
+		return sa.term > sb.term, nil
+	}
+	if sa.lastTerm != sb.lastTerm {
+		return sa.lastTerm > sb.lastTerm, nil
+	}
+	return sa.lastIndex >= sb.lastIndex, nil
 }
 
 // copyRaftState copies every log entry of from, and its stable state, into

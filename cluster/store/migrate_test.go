@@ -135,6 +135,25 @@ func TestMigrateWAL(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(raftDir, "wal.migrated-2")); err != nil {
 		t.Errorf("the second old log is not kept aside: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(raftDir, "raft.db.replaced")); err != nil {
+		t.Errorf("the replaced raft.db is not kept aside: %v", err)
+	}
+	// A rollback that never caught up (its log behind raft.db: here at
+	// a lower term) does not replace raft.db: a node never loses the
+	// term, vote and entries it persisted.
+	writeWAL(raftDir, 5, 1)
+	if err := migrateWAL(raftDir, discard); err != nil {
+		t.Fatal(err)
+	}
+	check(raftDir, 700, 5)
+	for _, kept := range []string{"wal.migrated-3", "raft.db.from-wal"} {
+		if _, err := os.Stat(filepath.Join(raftDir, kept)); err != nil {
+			t.Errorf("%s not kept aside: %v", kept, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(raftDir, "wal")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the raft/wal behind raft.db is still there (it would be compared again at every start): %v", err)
+	}
 
 	// A log of an earlier version that cannot be read: raft.db untouched.
 	broken := t.TempDir()
