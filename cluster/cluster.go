@@ -91,6 +91,7 @@ type Cluster struct {
 	// nameConflictLogged: tryBootstrap said why it does not (manageLoop
 	// only).
 	nameConflictLogged bool
+	waitSeatLogged     bool // the wait for a seat in a cluster that exists was logged
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -430,6 +431,30 @@ func (c *Cluster) tryBootstrap() bool {
 			return 0
 		})
 		voters = voters[:c.cfg.BootstrapExpect]
+		// A member with Raft state belongs to a cluster that exists
+		// (this node's data dir was moved away, say): it is joined, by
+		// its leader seating this node, not forked by a configuration
+		// of our own (an outside check saw one lead beside the cluster's
+		// for seconds). Asked over the cluster port, as Consul's servers
+		// ask each other for their Raft peers; a gossip field (the
+		// document's version) comes too late after a start. One that
+		// does not answer says nothing either way.
+		for _, mb := range c.Members.Members() {
+			if mb.Name == c.cfg.Name || mb.State != gossip.StateAlive || mb.ClusterAddr == "" {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+			has, err := c.Store.PeerHasState(ctx, mb.ClusterAddr)
+			cancel()
+			if err == nil && has {
+				if !c.waitSeatLogged {
+					c.waitSeatLogged = true
+					c.log.Info("bootstrap_expect: a member has Raft state, so the cluster exists: waiting for its leader to seat this node",
+						"member", mb.Name)
+				}
+				return false
+			}
+		}
 		if err := c.Store.BootstrapCluster(voters); err != nil {
 			c.log.Error("bootstrap failed", "err", err)
 			return false

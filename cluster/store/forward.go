@@ -33,6 +33,9 @@ const (
 	// that it leads and that every earlier entry is applied: a node that
 	// has applied that index has everything committed before it asked.
 	opReadIndex = "read_index"
+	// opHasState asks any node (not only the leader) whether it has Raft
+	// state: a node about to bootstrap asks its peers first (HasStatePeer).
+	opHasState = "has_state"
 )
 
 // Error codes on the wire.
@@ -182,6 +185,36 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 }
 
 // forward sends req to the leader at addr.
+// PeerHasState asks the node at addr (its cluster address) whether it has
+// Raft state, as a node about to bootstrap a cluster asks its peers
+// first (Consul's servers ask each other for their Raft peers): a peer
+// with state belongs to a cluster that exists, which a new configuration
+// would fork. An error (unreachable, or a version that does not know the
+// question) says nothing either way.
+func (s *Store) PeerHasState(ctx context.Context, addr string) (bool, error) {
+	conn, err := s.mux.dial(ctx, addr, connForward)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if err := writeFrame(conn, &fwdRequest{Op: opHasState, From: s.cfg.ID}); err != nil {
+		return false, err
+	}
+	var resp fwdResponse
+	if err := readFrame(bufio.NewReader(conn), &resp); err != nil {
+		return false, err
+	}
+	if resp.Code != "" {
+		return false, fmt.Errorf("store: %s: %s", addr, resp.Msg)
+	}
+	return resp.Index == 1, nil
+}
+
 func (s *Store) forward(ctx context.Context, addr string, req *fwdRequest) (fwdResponse, error) {
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.TransportTimeout)
 	stopWatch := s.cancelIfLeaderMoves(dctx, cancel, addr)
@@ -283,6 +316,12 @@ func (s *Store) serveForward(conn net.Conn) {
 }
 
 func (s *Store) handleForward(req *fwdRequest) fwdResponse {
+	if req.Op == opHasState {
+		if s.HasState() {
+			return fwdResponse{Index: 1}
+		}
+		return fwdResponse{}
+	}
 	if s.raft.State() != raft.Leader {
 		return fwdResponse{Code: codeNotLeader, Msg: "not the leader"}
 	}

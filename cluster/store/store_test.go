@@ -653,3 +653,20 @@ func TestUnknownOutcomeSaysWhatHappened(t *testing.T) {
 		t.Errorf("message %q", msg)
 	}
 }
+
+// A node asks a peer whether it has Raft state (before it would bootstrap
+// beside it): yes from a bootstrapped node, no from a fresh one.
+func TestPeerHasState(t *testing.T) {
+	c := newCluster(t, 2, nil)
+	a := c.open(c.nodes[0])
+	b := c.open(c.nodes[1])
+	if err := a.BootstrapCluster([]Server{{ID: c.nodes[0].id, Addr: a.Addr(), Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if has, err := b.PeerHasState(ctxT(t, 5*time.Second), a.Addr()); err != nil || !has {
+		t.Errorf("asking the bootstrapped node: %v, %v; want true", has, err)
+	}
+	if has, err := a.PeerHasState(ctxT(t, 5*time.Second), b.Addr()); err != nil || has {
+		t.Errorf("asking the fresh node: %v, %v; want false", has, err)
+	}
+}
