@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/meridian-gw/meridian/edge/upstream"
 )
 
 // h1Transport is the HTTP/1.1 upstream client. net/http's Transport runs
@@ -1129,25 +1131,8 @@ func (t *h1Transport) dial(ctx context.Context, key poolKey) (*h1Conn, error) {
 		pc.conn.SetDeadline(time.Unix(1, 0))
 	}
 	if scheme == "https" {
-		host, _, _ := net.SplitHostPort(hostport)
-		cfg := &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
-		if t.tlsConfig != nil {
-			cfg = t.tlsConfig.Clone()
-			if cfg.ServerName == "" {
-				cfg.ServerName = host
-			}
-			cfg.NextProtos = []string{"http/1.1"}
-		}
-		tc := tls.Client(conn, cfg)
-		hctx, cancel := context.WithTimeout(ctx, t.tlsHandshake)
-		err := tc.HandshakeContext(hctx)
-		timedOut := hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
-		cancel()
+		tc, err := upstream.ClientTLS(ctx, conn, t.tlsConfig, hostport, "http/1.1", t.tlsHandshake, errHandshakeTimeout)
 		if err != nil {
-			conn.Close()
-			if timedOut {
-				return nil, fmt.Errorf("%w (%v)", errHandshakeTimeout, err)
-			}
 			return nil, err
 		}
 		st := tc.ConnectionState()

@@ -32,31 +32,8 @@ func H2OverTLS(tr *http.Transport, dial func(ctx context.Context, network, addr 
 		if err != nil {
 			return nil, err
 		}
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if conf != nil {
-			cfg = conf.Clone()
-		}
-		if cfg.ServerName == "" {
-			host, _, err := net.SplitHostPort(addr)
-			if err != nil {
-				host = addr
-			}
-			cfg.ServerName = host
-		}
-		cfg.NextProtos = []string{"h2"}
-		tc := tls.Client(c, cfg)
-		hctx, cancel := ctx, context.CancelFunc(func() {})
-		if handshake > 0 {
-			hctx, cancel = context.WithTimeout(ctx, handshake)
-		}
-		err = tc.HandshakeContext(hctx)
-		timedOut := hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
-		cancel()
+		tc, err := ClientTLS(ctx, c, conf, addr, "h2", handshake, timeoutErr)
 		if err != nil {
-			c.Close()
-			if timedOut {
-				return nil, fmt.Errorf("%w (%v)", timeoutErr, err)
-			}
 			return nil, err
 		}
 		if np := tc.ConnectionState().NegotiatedProtocol; np != "" && np != "h2" {
@@ -65,6 +42,43 @@ func H2OverTLS(tr *http.Transport, dial func(ctx context.Context, network, addr 
 		}
 		return h2TLSConn{tc}, nil
 	}
+}
+
+// ClientTLS makes c, a connection dialled to addr, a TLS client
+// connection offering proto alone by ALPN, and completes its handshake:
+// conf is cloned (nil: Go's defaults, TLS 1.2 at least), its server name
+// taken from addr when it has none; a handshake that outlasts handshake
+// (0: no bound of its own) returns an error wrapping timeoutErr. On error
+// c is closed.
+func ClientTLS(ctx context.Context, c net.Conn, conf *tls.Config, addr, proto string, handshake time.Duration, timeoutErr error) (*tls.Conn, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if conf != nil {
+		cfg = conf.Clone()
+	}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		cfg.ServerName = host
+	}
+	cfg.NextProtos = []string{proto}
+	tc := tls.Client(c, cfg)
+	hctx, cancel := ctx, context.CancelFunc(func() {})
+	if handshake > 0 {
+		hctx, cancel = context.WithTimeout(ctx, handshake)
+	}
+	err := tc.HandshakeContext(hctx)
+	timedOut := hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil
+	cancel()
+	if err != nil {
+		c.Close()
+		if timedOut {
+			return nil, fmt.Errorf("%w (%v)", timeoutErr, err)
+		}
+		return nil, err
+	}
+	return tc, nil
 }
 
 // h2TLSConn hides a *tls.Conn from net/http's Transport (see H2OverTLS).
