@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/meridian-gw/meridian/internal/srcaddr"
 )
 
 // State is a member's liveness as this node sees it.
@@ -186,11 +188,13 @@ type Config struct {
 // does (memberlist's own cannot be cancelled).
 type dialCtxTransport struct {
 	memberlist.Transport
-	ctx context.Context
+	ctx  context.Context
+	bind net.IP // the dials leave from it (srcaddr), as the UDP packets do
 }
 
 func (t *dialCtxTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
+	d := srcaddr.Dialer(t.bind, addr)
+	d.Timeout = timeout
 	c, err := d.DialContext(t.ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -426,7 +430,7 @@ func Start(cfg Config) (*Members, error) {
 		tr = cfg.transport(nt)
 	}
 	m.dialCtx, m.stopDials = context.WithCancel(cmp.Or(cfg.Context, context.Background()))
-	mc.Transport = &dialCtxTransport{Transport: tr, ctx: m.dialCtx}
+	mc.Transport = &dialCtxTransport{Transport: tr, ctx: m.dialCtx, bind: net.ParseIP(mc.BindAddr)}
 
 	m.wg.Add(2)
 	go m.dispatchLoop()

@@ -5,16 +5,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/hashicorp/memberlist"
-	"github.com/meridian-gw/meridian/internal/testutil"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 type logBuf = testutil.SyncBuffer
@@ -761,5 +764,34 @@ func TestJoinEndsWithItsContext(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the join still waits 20 s after its context ended (TCPTimeout is a minute)")
+	}
+}
+
+// A node bound to one loopback alias dials its peers from it (memberlist's
+// own transport left it to the kernel: 127.0.0.1).
+func TestDialsLeaveFromTheBindAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.3 here: %v", err)
+	}
+	defer ln.Close()
+	from := make(chan net.Addr, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			from <- nil
+			return
+		}
+		from <- c.RemoteAddr()
+		c.Close()
+	}()
+	m, err := Start(Config{BindAddr: "127.0.0.2", Meta: testMeta(1), Tuning: fastTuning(), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Shutdown()
+	m.Join([]string{ln.Addr().String()}) // fails: the seed closes at once
+	if a := <-from; a == nil || a.(*net.TCPAddr).IP.String() != "127.0.0.2" {
+		t.Fatalf("the seed saw the join from %v; want 127.0.0.2", a)
 	}
 }

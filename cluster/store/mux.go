@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/meridian-gw/meridian/internal/srcaddr"
 )
 
 // Connection kinds: the first byte a dialer writes (after the TLS handshake
@@ -152,9 +154,19 @@ func (m *mux) handle(c *trackedConn) {
 	}
 }
 
+// dialer returns the dialer for addr: from the listener's address when it
+// is a specific one (srcaddr).
+func (m *mux) dialer(addr string) net.Dialer {
+	var bind net.IP
+	if a, ok := m.ln.Addr().(*net.TCPAddr); ok {
+		bind = a.IP
+	}
+	return srcaddr.Dialer(bind, addr)
+}
+
 // dial opens a connection of the given kind to addr (TLS when configured).
 func (m *mux) dial(ctx context.Context, addr string, kind byte) (net.Conn, error) {
-	d := net.Dialer{}
+	d := m.dialer(addr)
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -273,7 +285,7 @@ func (m *mux) serverTLS() *tls.Config {
 // sends no kind byte, so a node of any version takes it as a connection
 // that closed early.
 func (m *mux) probe(ctx context.Context, addr string) (string, error) {
-	d := net.Dialer{}
+	d := m.dialer(addr)
 	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return "", err

@@ -166,3 +166,38 @@ func TestPlaintextSingleNodeWarns(t *testing.T) {
 	}
 	waitLog(t, nd, "level=WARN", "PLAINTEXT")
 }
+
+// The cluster port's dials (Raft, forwarded writes, probes) leave from the
+// address the node listens on, not the kernel's pick (127.0.0.1 for every
+// loopback peer).
+func TestMuxDialsLeaveFromItsListenAddress(t *testing.T) {
+	own, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 here: %v", err)
+	}
+	defer own.Close()
+	peer, err := net.Listen("tcp", "127.0.0.3:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.3 here: %v", err)
+	}
+	defer peer.Close()
+	from := make(chan net.Addr, 1)
+	go func() {
+		c, err := peer.Accept()
+		if err != nil {
+			from <- nil
+			return
+		}
+		from <- c.RemoteAddr()
+		c.Close()
+	}()
+	m := newMux(own, own.Addr(), nil, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := m.probe(ctx, peer.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if a := <-from; a == nil || a.(*net.TCPAddr).IP.String() != "127.0.0.2" {
+		t.Fatalf("the peer saw the dial from %v; want 127.0.0.2", a)
+	}
+}
