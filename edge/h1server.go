@@ -121,17 +121,22 @@ func newH1Server(h http.Handler, o ListenerOptions, log *slog.Logger, h2 *http.S
 		// Its streams' handlers are counted, so that Shutdown can wait
 		// for those it cut to end (and be logged): http.Server.Close does
 		// not wait for them.
-		// Each stream's request can be cancelled by the drain's cut while
-		// its connection still stands, so that one still waiting for its
+		// Their requests can be cancelled by the drain's cut while their
+		// connections still stand, so that one still waiting for its
 		// upstream is answered (a 503 it can retry elsewhere), as an
-		// HTTP/1 one is, rather than lost with the connection.
+		// HTTP/1 one is, rather than lost with the connection: every
+		// stream's context derives from the server's base context (it is
+		// the parent of each connection's, net/http's HTTP/2 server
+		// watches it for nothing else), which the cut cancels. Nothing
+		// per stream but the count.
+		h2ctx, h2cut := context.WithCancel(context.Background())
+		s.h2Handlers.cut = h2cut
+		h2.BaseContext = func(net.Listener) context.Context { return h2ctx }
 		inner := h2.Handler
 		h2.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithCancel(r.Context())
-			id := s.h2Handlers.start(cancel)
-			defer s.h2Handlers.end(id)
-			defer cancel()
-			inner.ServeHTTP(w, r.WithContext(ctx))
+			s.h2Handlers.start()
+			defer s.h2Handlers.end()
+			inner.ServeHTTP(w, r)
 		})
 		s.h2New = map[net.Conn]struct{}{}
 		prevState := h2.ConnState
@@ -320,30 +325,21 @@ wait:
 
 // handlerCount counts handlers running, and lets one wait for none.
 type handlerCount struct {
-	mu      sync.Mutex
-	n       int
-	zero    chan struct{} // closed when n comes to 0 while someone waits; nil otherwise
-	next    uint64
-	cancels map[uint64]context.CancelFunc // the running handlers' requests
+	mu   sync.Mutex
+	n    int
+	zero chan struct{}      // closed when n comes to 0 while someone waits; nil otherwise
+	cut  context.CancelFunc // cancels the running (and later) handlers' requests
 }
 
-// start counts a handler in, whose request cancel ends; end(id) counts it
-// out.
-func (c *handlerCount) start(cancel context.CancelFunc) uint64 {
+// start counts a handler in; end counts it out.
+func (c *handlerCount) start() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.n++
-	c.next++
-	if c.cancels == nil {
-		c.cancels = map[uint64]context.CancelFunc{}
-	}
-	c.cancels[c.next] = cancel
-	return c.next
+	c.mu.Unlock()
 }
 
-func (c *handlerCount) end(id uint64) {
+func (c *handlerCount) end() {
 	c.mu.Lock()
-	delete(c.cancels, id)
 	if c.n--; c.n == 0 && c.zero != nil {
 		close(c.zero)
 		c.zero = nil
@@ -351,12 +347,11 @@ func (c *handlerCount) end(id uint64) {
 	c.mu.Unlock()
 }
 
-// cancelAll cancels the running handlers' requests.
+// cancelAll cancels the handlers' requests: those running, and any that
+// starts after (the drain's cut is for good).
 func (c *handlerCount) cancelAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, cancel := range c.cancels {
-		cancel()
+	if c.cut != nil {
+		c.cut()
 	}
 }
 

@@ -124,7 +124,7 @@ func newClient(t *testing.T) *http.Client {
 }
 
 // newH2CClient returns a client that speaks HTTP/2 with prior knowledge.
-func newH2CClient(t *testing.T) *http.Client {
+func newH2CClient(t testing.TB) *http.Client {
 	t.Helper()
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)

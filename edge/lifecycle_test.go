@@ -345,6 +345,42 @@ func TestDrainCutH2StreamsLoggedBeforeShutdownReturns(t *testing.T) {
 	}
 }
 
+// An h2c stream still waiting for its upstream at the drain's deadline is
+// answered 503 (the cut cancels every stream through the HTTP/2 server's
+// base context), as an HTTP/1 request is.
+func TestDrainCutAnswersH2CStreams(t *testing.T) {
+	entered := make(chan struct{}, 4)
+	canceled := make(chan struct{}, 4)
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) { waitForCancel(r, entered, canceled) })
+	tg := startGateway(t, oneRoute(be.URL, ""))
+	c := newH2CClient(t)
+	answers := make(chan string, 1)
+	go func() {
+		resp, err := c.Get(tg.url + "/waits")
+		if err != nil {
+			answers <- err.Error()
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		answers <- resp.Status
+	}()
+	recv(t, entered, "the request to reach the backend")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := tg.srv.Shutdown(ctx); err == nil {
+		t.Fatal("Shutdown returned nil; want the deadline's error (a request was cut)")
+	}
+	select {
+	case a := <-answers:
+		if a != "503 Service Unavailable" {
+			t.Errorf("the waiting h2c stream got %q; want the drain's 503", a)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client still waits for its answer")
+	}
+}
+
 // tickingBackend streams an event every 20 ms until its client leaves.
 func tickingBackend(t *testing.T) string {
 	t.Helper()

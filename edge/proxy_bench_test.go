@@ -87,6 +87,35 @@ func BenchmarkProxyHTTP1(b *testing.B) {
 	}
 }
 
+// BenchmarkProxyH2C is GETs through the gateway over one h2c connection,
+// as many streams at once as GOMAXPROCS (RunParallel), to a raw HTTP/1.1
+// backend. Most of its cost is net/http's HTTP/2 server and client; it
+// shows what the gateway adds per stream (allocs/op counts the whole
+// process).
+func BenchmarkProxyH2C(b *testing.B) {
+	gw := startGateway(b, oneRoute(rawBackend(b), ""))
+	c := newH2CClient(b)
+	url := gw.url + "/bench"
+	b.ReportAllocs()
+	b.SetBytes(1024)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get(url)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || n != 1024 {
+				b.Errorf("%s, %d bytes; want 200 and 1024", resp.Status, n)
+				return
+			}
+		}
+	})
+}
+
 // memConn is a net.Conn without a network. As a client it returns one
 // request per Read until left runs out; as an upstream it answers each
 // write with resp. Both discard what is written to them. It exists so
