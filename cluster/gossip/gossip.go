@@ -452,21 +452,51 @@ func Start(cfg Config) (*Members, error) {
 
 // Join contacts the seeds (host:port) and merges state with each one that
 // answers. It returns how many were reached; err is non-nil only if none was.
+//
+// The seeds are contacted at once, each on its own, and Join returns as
+// soon as one has answered (those still in flight go on and merge what
+// they get): memberlist's own Join tries them in turn, so that a seed that
+// drops packets, or accepts and never answers, held the join for its
+// TCPTimeout (10 s) before the next was even tried.
 func (m *Members) Join(seeds []string) (int, error) {
 	if m.isShut() {
 		return 0, ErrShutdown
 	}
-	n, err := m.ml.Join(seeds)
-	if err != nil {
-		err = fmt.Errorf("gossip: join: %w", err)
+	type result struct {
+		n   int
+		err error
 	}
-	if n > 0 {
-		// Announce our current metadata again, now that peers are known:
-		// an update announced while the join's push/pull was in flight
-		// may have been sent to no one.
-		m.requestAnnounce()
+	results := make(chan result, len(seeds)) // buffered: those left behind do not block
+	for _, seed := range seeds {
+		go func() {
+			n, err := m.ml.Join([]string{seed})
+			if n > 0 {
+				// Announce our current metadata again, now that peers
+				// are known: an update announced while the join's
+				// push/pull was in flight may have been sent to no one.
+				m.requestAnnounce()
+			}
+			results <- result{n, err}
+		}()
 	}
-	return n, err
+	var n int
+	var errs []error
+	for range seeds {
+		r := <-results
+		n += r.n
+		if me, ok := r.err.(interface{ WrappedErrors() []error }); ok {
+			errs = append(errs, me.WrappedErrors()...) // memberlist's multierror, one per seed: its lines, not its list's frame
+		} else if r.err != nil {
+			errs = append(errs, r.err)
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+	if len(errs) > 0 {
+		return 0, fmt.Errorf("gossip: join: %w", errors.Join(errs...))
+	}
+	return 0, nil
 }
 
 // LocalName is this node's name.

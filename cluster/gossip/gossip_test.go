@@ -795,3 +795,43 @@ func TestDialsLeaveFromTheBindAddress(t *testing.T) {
 		t.Fatalf("the seed saw the join from %v; want 127.0.0.2", a)
 	}
 }
+
+// A seed that accepts and never answers does not hold the join to one that
+// answers (memberlist's Join tried them in turn, each for TCPTimeout).
+func TestJoinDoesNotWaitOnASilentSeed(t *testing.T) {
+	silent, accepted := testutil.SilentPeer(t)
+	tun := fastTuning()
+	tun.TCPTimeout = time.Minute
+	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(1), Tuning: tun, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	b, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(2), Tuning: tun, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	done := make(chan error, 1)
+	go func() {
+		n, err := b.Join([]string{silent, a.Addr()})
+		if err == nil && n == 0 {
+			err = errors.New("no seed contacted")
+		}
+		done <- err
+	}()
+	<-accepted
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("join: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the join still waits 20 s on the silent seed (TCPTimeout is a minute)")
+	}
+	// And when none answers, each seed's failure is named.
+	_, err = b.Join([]string{"127.0.0.1:1", "127.0.0.1:2"})
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "127.0.0.1:2") {
+		t.Fatalf("join of two closed ports: %v; want both named", err)
+	}
+}
