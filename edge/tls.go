@@ -139,6 +139,11 @@ type TLSServer struct {
 
 	h3Active atomic.Int64 // HTTP/3 requests being served
 	quic     *quicGuard   // nil without HTTP/3
+	// h3Cut cancels every HTTP/3 request, at a drain's deadline: each
+	// connection's context (the parent of its requests') ends with it
+	// (h3CutConn).
+	h3CutCtx context.Context
+	h3Cut    context.CancelFunc
 }
 
 // ListenTLS binds the HTTPS listener (TCP, and UDP for HTTP/3). Call Serve.
@@ -155,6 +160,7 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 		}
 	}
 	s := &TLSServer{g: g, ln: newGuardListener(tcp, o.MaxConnections, g.log)}
+	s.h3CutCtx, s.h3Cut = context.WithCancel(context.Background())
 	tcpConf := withClientAuth(g.countHandshakes(o.TLSConfig.Clone(), "tcp"), o.ClientAuth)
 	g.clientAuth.Store(len(o.ClientAuth) > 0)
 	if len(tcpConf.NextProtos) == 0 {
@@ -221,8 +227,10 @@ func (g *Gateway) ListenTLS(o TLSListenerOptions) (*TLSServer, error) {
 			TLSConfig:      h3conf,
 			QUICConfig:     qconf,
 			MaxHeaderBytes: 2 * o.MaxHeaderBytes, // see headerSizeGuard
-			ConnContext:    qg.h3ConnContext,
-			Logger:         g.log,
+			ConnContext: func(ctx context.Context, c *quic.Conn) context.Context {
+				return s.h3CutConn(qg.h3ConnContext(ctx, c))
+			},
+			Logger: g.log,
 		}
 		qln, err := s.qtr.ListenEarly(h3conf, qconf)
 		if err != nil {
@@ -364,10 +372,17 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 			go s.cancelWhenH3Idle(hctx, hcancel)
 			stop := context.AfterFunc(ctx, func() {
 				s.g.cut.Store(true)
-				// HTTP/3 requests are not cancelled apart from their
-				// connections (quic-go fills a request's trailers in the
-				// request it made, which a copy with a context of ours
-				// would not see): those left are cut with them.
+				// The requests left are cancelled, so that one still
+				// waiting for its upstream is answered (a 503, as over
+				// HTTP/1 and HTTP/2); the connections close once no
+				// request has run for h3IdleGrace (cancelWhenH3Idle),
+				// their answers sent, or, for requests that do not end,
+				// after cutGrace more.
+				s.h3Cut()
+				select {
+				case <-hctx.Done():
+				case <-time.After(cutGrace + h3IdleGrace):
+				}
 				hcancel()
 			})
 			h3err = s.h3.Shutdown(hctx)
@@ -388,6 +403,17 @@ func (s *TLSServer) Shutdown(ctx context.Context) error {
 		err = h3err
 	}
 	return err
+}
+
+// h3CutConn returns an HTTP/3 connection's context (ctx, the parent of
+// its requests' contexts) made to end at the drain's cut too. quic-go's
+// request is not copied to change its context: quic-go sets the trailers
+// on the request it made, which a copy would not see.
+func (s *TLSServer) h3CutConn(ctx context.Context) context.Context {
+	cctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.h3CutCtx, cancel)
+	context.AfterFunc(cctx, func() { stop() }) // the connection ended: nothing to cut
+	return cctx
 }
 
 // h3IdleGrace is how long a draining HTTP/3 listener with no request left
