@@ -2052,7 +2052,11 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 		waits := !readsAtOnce(src)
 		if held && !flush && waits {
 			if late == nil {
-				late = newLateFlush(w)
+				var st time.Duration
+				if !h1 {
+					st = sendTimeout
+				}
+				late = newLateFlush(w, st)
 			}
 			late.arm()
 		}
@@ -2221,17 +2225,22 @@ func readsAtOnce(src io.Reader) bool {
 // timer flushes only while armed, under mu, and the copier writes only
 // after disarming, under mu.
 type lateFlush struct {
-	rc    *http.ResponseController
-	t     *time.Timer
-	mu    sync.Mutex
-	armed bool
-	err   error // the timer's flush's
+	rc *http.ResponseController
+	// sendTimeout (0: none) bounds the flush over HTTP/2 and HTTP/3, as
+	// the copier's writes are bounded: a client that grants the stream
+	// no flow-control credit would hold it, and the copier waiting on
+	// mu, for ever. (The HTTP/1 server bounds its own writes.)
+	sendTimeout time.Duration
+	t           *time.Timer
+	mu          sync.Mutex
+	armed       bool
+	err         error // the timer's flush's
 	// fired: the timer flushed during the last read; any: ever.
 	fired, any bool
 }
 
-func newLateFlush(w http.ResponseWriter) *lateFlush {
-	l := &lateFlush{rc: http.NewResponseController(w)}
+func newLateFlush(w http.ResponseWriter, sendTimeout time.Duration) *lateFlush {
+	l := &lateFlush{rc: http.NewResponseController(w), sendTimeout: sendTimeout}
 	l.t = time.AfterFunc(time.Hour, l.fire)
 	l.t.Stop()
 	return l
@@ -2249,7 +2258,14 @@ func (l *lateFlush) fire() {
 	if l.armed {
 		l.armed = false
 		l.fired, l.any = true, true
+		if l.sendTimeout > 0 {
+			l.rc.SetWriteDeadline(time.Now().Add(l.sendTimeout))
+		}
 		l.err = l.rc.Flush()
+		if l.sendTimeout > 0 && l.err == nil {
+			// None stands while the upstream is silent (see copyBody).
+			l.rc.SetWriteDeadline(time.Time{})
+		}
 	}
 	l.mu.Unlock()
 }

@@ -203,6 +203,57 @@ func TestSendTimeoutHTTP2StreamHeldByFlowControl(t *testing.T) {
 	}
 }
 
+// The same when the write that waits is the flush the gateway makes of a
+// response held in its buffer while the upstream pauses (lateFlush): it
+// waited without a deadline, holding the stream and its upstream
+// connection for as long as the client kept its connection (an outside
+// check held 50 for 30 s with a send timeout of 3 s).
+func TestSendTimeoutHTTP2LateFlushHeldByFlowControl(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(100+64*32<<10)) // known length: held, not flushed per write
+		io.WriteString(w, strings.Repeat("a", 100))
+		w.(http.Flusher).Flush()
+		time.Sleep(300 * time.Millisecond) // past quietFlush: the gateway flushes what it holds
+		chunk := []byte(strings.Repeat("b", 32<<10))
+		for range 64 {
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	})
+	setup, log := withReuseLog()
+	setup.listener.SendTimeout = 500 * time.Millisecond
+	setup.opts.SendTimeout = 500 * time.Millisecond
+	gw := startGatewayWith(t, setup, oneRoute(be.URL, ""))
+	c := dialGateway(t, gw.addr)
+	fr := h2Get(t, c, "/pause", http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	reset := make(chan http2.ErrCode, 1)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.RSTStreamFrame:
+				if f.StreamID == 1 {
+					reset <- f.ErrCode
+				}
+			}
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	recv(t, reset, "the stalled stream to be reset")
+	rec := onlyRecord(t, log)
+	if e := rec["error"]; e != "client_send_timeout" && e != "client_canceled" {
+		t.Errorf("access log error = %v; want the client's failure", e)
+	}
+}
+
 // Over HTTP/3 the same: a client that stops reading a response body leaves
 // the stream without flow-control credit, and the write is cut off after
 // the send timeout.
