@@ -31,6 +31,15 @@ import (
 // no guide either: it may have run at a burst's peak. Under load the node
 // is never quiet, and a node that serves a request now and then takes long
 // to double its heap, so this runs about once per burst.
+//
+// A release made while the memory was still in use (a quiet node with a
+// thousand streams waiting on a slow upstream allocates next to nothing)
+// sets the mark high, and the heap then held only seldom doubles it again
+// after those requests end, whatever of it became garbage: nothing tells
+// without a collection. So a quiet node holding more than releaseMinHeap
+// also releases once releaseAgainAfter has passed since its last release:
+// a collection a minute at most while quiet, where the runtime forces one
+// every two minutes anyway.
 
 // idleMemoryLook is how often the node looks.
 const idleMemoryLook = 5 * time.Second
@@ -41,6 +50,10 @@ const releaseMinHeap = 16 << 20
 
 // quietAlloc is what a quiet node allocates at most between two looks.
 const quietAlloc = 1 << 20
+
+// releaseAgainAfter is how long after a release a quiet node holding more
+// than releaseMinHeap releases again, its heap doubled or not.
+const releaseAgainAfter = time.Minute
 
 var heapSamples = []metrics.Sample{
 	{Name: "/gc/heap/allocs:bytes"},
@@ -66,19 +79,22 @@ func heapNow() (allocs, held uint64) {
 }
 
 // shouldRelease is the policy above, given the bytes allocated since the
-// last look and the heap held now and after the last release.
-func shouldRelease(sinceLook, held, heldAfter uint64) bool {
-	return sinceLook < quietAlloc && held > releaseMinHeap && held > 2*heldAfter
+// last look, the heap held now and after the last release, and the time
+// since that release.
+func shouldRelease(sinceLook, held, heldAfter uint64, sinceRelease time.Duration) bool {
+	return sinceLook < quietAlloc && held > releaseMinHeap && (held > 2*heldAfter || sinceRelease >= releaseAgainAfter)
 }
 
-// memoryReleaser is the policy's state: the allocations at the last look
-// and the heap held after the last release (or at the start).
+// memoryReleaser is the policy's state: the allocations at the last look,
+// the heap held after the last release (or at the start), and when that
+// was.
 type memoryReleaser struct {
 	lastLook, heldAfter uint64
+	releasedAt          time.Time
 }
 
 func newMemoryReleaser() *memoryReleaser {
-	r := &memoryReleaser{}
+	r := &memoryReleaser{releasedAt: time.Now()}
 	r.lastLook, r.heldAfter = heapNow()
 	return r
 }
@@ -86,13 +102,14 @@ func newMemoryReleaser() *memoryReleaser {
 // look releases memory if the policy says so, and reports whether it did.
 func (r *memoryReleaser) look() bool {
 	allocs, held := heapNow()
-	release := shouldRelease(allocs-r.lastLook, held, r.heldAfter)
+	release := shouldRelease(allocs-r.lastLook, held, r.heldAfter, time.Since(r.releasedAt))
 	if release {
 		// Two collections: what sync.Pools held (buffers of connections
 		// gone) survives the first one as the pools' victims.
 		runtime.GC()
 		debug.FreeOSMemory()
 		allocs, r.heldAfter = heapNow()
+		r.releasedAt = time.Now()
 	}
 	r.lastLook = allocs
 	return release

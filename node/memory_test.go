@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 )
 
 func TestShouldRelease(t *testing.T) {
@@ -11,14 +12,20 @@ func TestShouldRelease(t *testing.T) {
 	for _, c := range []struct {
 		name                       string
 		sinceLook, held, heldAfter uint64
+		sinceRelease               time.Duration
 		want                       bool
 	}{
-		{"quiet after a burst", 0, 60 * mb, 10 * mb, true},
-		{"still allocating", 5 * mb, 60 * mb, 10 * mb, false},
-		{"not twice the last release's", 0, 60 * mb, 40 * mb, false},
-		{"little held", 0, 15 * mb, 1 * mb, false},
+		{"quiet after a burst", 0, 60 * mb, 10 * mb, 5 * time.Second, true},
+		{"still allocating", 5 * mb, 60 * mb, 10 * mb, 5 * time.Second, false},
+		{"not twice the last release's", 0, 60 * mb, 40 * mb, 5 * time.Second, false},
+		{"little held", 0, 15 * mb, 1 * mb, 5 * time.Second, false},
+		// A release made while a stall held the memory set the mark
+		// high; once it passes, the heap no longer doubles it.
+		{"a minute after a release at a stall", 0, 130 * mb, 120 * mb, time.Minute, true},
+		{"a minute after, still allocating", 5 * mb, 130 * mb, 120 * mb, time.Minute, false},
+		{"a minute after, little held", 0, 15 * mb, 1 * mb, time.Minute, false},
 	} {
-		if got := shouldRelease(c.sinceLook, c.held, c.heldAfter); got != c.want {
+		if got := shouldRelease(c.sinceLook, c.held, c.heldAfter, c.sinceRelease); got != c.want {
 			t.Errorf("%s: shouldRelease = %v; want %v", c.name, got, c.want)
 		}
 	}
