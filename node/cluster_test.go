@@ -757,14 +757,22 @@ func TestClusterOfAnotherHistoryRefused(t *testing.T) {
 		t.Error("no refusal counted")
 	}
 
-	// A new node given seeds of both clusters joins the first it reaches
-	// (n2's) and only that one: seated by both, it would leave one
-	// without a quorum (two voters, one of which follows the other).
+	// A new node given seeds of both clusters joins the first that
+	// answers (n2's, tried first, unless it is slow) and only that one: seated by both,
+	// it would leave one without a quorum (two voters, one of which
+	// follows the other).
 	h.seeds = []string{n2.cluster.Members.Addr(), n1.cluster.Members.Addr()}
 	n4 := h.start(4)
-	waitUntil(t, 20*time.Second, "n4 seated in n2's Raft", func() bool {
-		servers, err := n2.cluster.Store.Servers()
-		return err == nil && len(servers) == 2
+	want := map[*Node]int{n1: 2, n2: 1} // n1 seats n3 already
+	var joined, other *Node
+	waitUntil(t, 20*time.Second, "n4 seated in one cluster's Raft", func() bool {
+		for _, pair := range [][2]*Node{{n1, n2}, {n2, n1}} {
+			if servers, err := pair[0].cluster.Store.Servers(); err == nil && len(servers) == want[pair[0]]+1 {
+				joined, other = pair[0], pair[1]
+				return true
+			}
+		}
+		return false
 	})
 	lists := func(n *Node, name string) bool {
 		for _, mb := range n.cluster.Members.Members() {
@@ -774,11 +782,12 @@ func TestClusterOfAnotherHistoryRefused(t *testing.T) {
 		}
 		return false
 	}
-	if lists(n1, "n4") || lists(n4, "n1") {
-		t.Errorf("n1 lists n4: %v, n4 lists n1: %v; want neither (n4 joined n2's cluster)", lists(n1, "n4"), lists(n4, "n1"))
+	if lists(other, "n4") || lists(n4, other.cfg.Name) {
+		t.Errorf("%s lists n4: %v, n4 lists %s: %v; want neither (n4 joined %s's cluster)",
+			other.cfg.Name, lists(other, "n4"), other.cfg.Name, lists(n4, other.cfg.Name), joined.cfg.Name)
 	}
-	if servers, _ := n1.cluster.Store.Servers(); len(servers) != 2 {
-		t.Errorf("n1's Raft seats %v; want n1 and n3", servers)
+	if servers, _ := other.cluster.Store.Servers(); len(servers) != want[other] {
+		t.Errorf("%s's Raft seats %v; want %d (n4 joined %s's cluster)", other.cfg.Name, servers, want[other], joined.cfg.Name)
 	}
 }
 

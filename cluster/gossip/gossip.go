@@ -450,14 +450,18 @@ func Start(cfg Config) (*Members, error) {
 	return m, nil
 }
 
-// Join contacts the seeds (host:port) and merges state with each one that
-// answers. It returns how many were reached; err is non-nil only if none was.
+// Join contacts the seeds (host:port) and merges state with one that
+// answers. It returns how many were reached; err is non-nil only if none
+// was.
 //
-// The seeds are contacted at once, each on its own, and Join returns as
-// soon as one has answered (those still in flight go on and merge what
-// they get): memberlist's own Join tries them in turn, so that a seed that
-// drops packets, or accepts and never answers, held the join for its
-// TCPTimeout (10 s) before the next was even tried.
+// The seeds are tried in turn, as memberlist's own Join does, but the next
+// is not kept waiting on one that has not answered within joinStagger (a
+// seed that drops packets, or accepts and never answers, held the join for
+// its TCPTimeout, 10 s, before the next was even tried); the join returns
+// at the first answer, and starts no more. In turn, not all at once: a new
+// node takes the cluster id of the first peer it meets as its own, and
+// carries it to the next, which refuses it if it is of another cluster;
+// met all at once, each seed of two clusters would take it in.
 func (m *Members) Join(seeds []string) (int, error) {
 	if m.isShut() {
 		return 0, ErrShutdown
@@ -467,7 +471,10 @@ func (m *Members) Join(seeds []string) (int, error) {
 		err error
 	}
 	results := make(chan result, len(seeds)) // buffered: those left behind do not block
-	for _, seed := range seeds {
+	started := 0
+	next := func() {
+		seed := seeds[started]
+		started++
 		go func() {
 			n, err := m.ml.Join([]string{seed})
 			if n > 0 {
@@ -479,18 +486,34 @@ func (m *Members) Join(seeds []string) (int, error) {
 			results <- result{n, err}
 		}()
 	}
-	var n int
+	if len(seeds) == 0 {
+		return 0, nil
+	}
+	next()
+	stagger := time.NewTimer(joinStagger)
+	defer stagger.Stop()
 	var errs []error
-	for range seeds {
-		r := <-results
-		n += r.n
-		if me, ok := r.err.(interface{ WrappedErrors() []error }); ok {
-			errs = append(errs, me.WrappedErrors()...) // memberlist's multierror, one per seed: its lines, not its list's frame
-		} else if r.err != nil {
-			errs = append(errs, r.err)
-		}
-		if n > 0 {
-			return n, nil
+	for done := 0; done < len(seeds); {
+		select {
+		case r := <-results:
+			done++
+			if r.n > 0 {
+				return r.n, nil
+			}
+			if me, ok := r.err.(interface{ WrappedErrors() []error }); ok {
+				errs = append(errs, me.WrappedErrors()...) // memberlist's multierror: its lines, not its list's frame
+			} else if r.err != nil {
+				errs = append(errs, r.err)
+			}
+			if done == started && started < len(seeds) {
+				next() // all tried so far failed: no need to wait
+				stagger.Reset(joinStagger)
+			}
+		case <-stagger.C:
+			if started < len(seeds) {
+				next()
+				stagger.Reset(joinStagger)
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -498,6 +521,10 @@ func (m *Members) Join(seeds []string) (int, error) {
 	}
 	return 0, nil
 }
+
+// joinStagger is how long Join waits for a seed's answer before it tries
+// the next one as well.
+const joinStagger = 2 * time.Second
 
 // LocalName is this node's name.
 func (m *Members) LocalName() string { return m.name }
