@@ -91,7 +91,8 @@ type Cluster struct {
 	// nameConflictLogged: tryBootstrap said why it does not (manageLoop
 	// only).
 	nameConflictLogged bool
-	waitSeatLogged     bool // the wait for a seat in a cluster that exists was logged
+	waitSeatLogged     bool      // the wait for a seat in a cluster that exists was logged
+	noAnswerLogged     time.Time // a member that did not answer the state question was last logged
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -431,29 +432,8 @@ func (c *Cluster) tryBootstrap() bool {
 			return 0
 		})
 		voters = voters[:c.cfg.BootstrapExpect]
-		// A member with Raft state belongs to a cluster that exists
-		// (this node's data dir was moved away, say): it is joined, by
-		// its leader seating this node, not forked by a configuration
-		// of our own (an outside check saw one lead beside the cluster's
-		// for seconds). Asked over the cluster port, as Consul's servers
-		// ask each other for their Raft peers; a gossip field (the
-		// document's version) comes too late after a start. One that
-		// does not answer says nothing either way.
-		for _, mb := range c.Members.Members() {
-			if mb.Name == c.cfg.Name || mb.State != gossip.StateAlive || mb.ClusterAddr == "" {
-				continue
-			}
-			ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
-			has, err := c.Store.PeerHasState(ctx, mb.ClusterAddr)
-			cancel()
-			if err == nil && has {
-				if !c.waitSeatLogged {
-					c.waitSeatLogged = true
-					c.log.Info("bootstrap_expect: a member has Raft state, so the cluster exists: waiting for its leader to seat this node",
-						"member", mb.Name)
-				}
-				return false
-			}
+		if c.peerMayHaveState(c.Members.Members(), c.Store.PeerHasState) {
+			return false
 		}
 		if err := c.Store.BootstrapCluster(voters); err != nil {
 			c.log.Error("bootstrap failed", "err", err)
@@ -463,6 +443,50 @@ func (c *Cluster) tryBootstrap() bool {
 		return true
 	}
 	return true // joining an existing cluster: the leader adds us
+}
+
+// peerMayHaveState reports whether a member may have Raft state, so that a
+// bootstrap_expect node must not bootstrap now: ask is Store.PeerHasState.
+//
+// A member with Raft state belongs to a cluster that exists (this node's
+// data dir was moved away, say): it is joined, by its leader seating this
+// node, not forked by a configuration of our own (an outside check saw one
+// lead beside the cluster's for seconds). Asked over the cluster port, as
+// Consul's servers ask each other for their Raft peers; a gossip field
+// (the document's version) comes too late after a start. A member alive
+// in gossip that does not answer (stalled for a moment, or still starting)
+// may be the one with state: the node waits for its answer (an outside
+// check saw a member stopped for 2 s forked, its acknowledged writes
+// lost); one dead in gossip is not asked, and then not counted among the
+// voters either. An answer that does not know the question (an older
+// version) says nothing either way.
+func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Context, string) (bool, error)) bool {
+	for _, mb := range members {
+		if mb.Name == c.cfg.Name || mb.State != gossip.StateAlive || mb.ClusterAddr == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+		has, err := ask(ctx, mb.ClusterAddr)
+		cancel()
+		switch {
+		case err == nil && has:
+			if !c.waitSeatLogged {
+				c.waitSeatLogged = true
+				c.log.Info("bootstrap_expect: a member already has Raft state: waiting to be brought into its cluster (by its leader, or by the bootstrap that member made)",
+					"member", mb.Name)
+			}
+			return true
+		case errors.Is(err, store.ErrCannotTell):
+		case err != nil:
+			if now := time.Now(); now.Sub(c.noAnswerLogged) >= 30*time.Second {
+				c.noAnswerLogged = now
+				c.log.Warn("bootstrap_expect: not bootstrapping yet: a member alive in gossip did not answer whether it has Raft state (it may have, and a bootstrap would then fork its cluster); asking again",
+					"member", mb.Name, "addr", mb.ClusterAddr, "err", err)
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // reconcile, on the leader, adds alive gossip members missing from the
@@ -538,8 +562,8 @@ func (c *Cluster) reachable(mb gossip.Member) bool {
 		}
 		c.unreachable[mb.Name] = probeFailure{mb.ClusterAddr, time.Now().Add(probeRetry)}
 		c.seatsRefused.Add(1)
-		c.log.Warn("not giving a member a Raft seat: its cluster address does not answer as a member should",
-			"member", mb.Name, "addr", mb.ClusterAddr, "err", err, "retry_in", probeRetry.String())
+		c.log.Warn("a member's cluster address does not answer as a member should: no Raft seat for it (in a first configuration, or from a leader) until it does",
+			"member", mb.Name, "addr", mb.ClusterAddr, "err", err, "retry_in", probeRetry.String()+" (or when it rejoins)")
 		return false
 	}
 	delete(c.unreachable, mb.Name)

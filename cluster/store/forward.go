@@ -3,6 +3,8 @@ package store
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -184,14 +186,41 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 	return resp, nil
 }
 
-// forward sends req to the leader at addr.
+// ErrCannotTell: the peer answered, but not the question (a version that
+// does not know it), or refused this node over mutual TLS (another CA's
+// certificate, another cluster): it says nothing of a state this cluster
+// could have.
+var ErrCannotTell = errors.New("the peer cannot tell")
+
+// tlsRefusal reports whether err is a TLS refusal, by the peer (its alert:
+// it does not take our certificate, or our cluster) or by us (its
+// certificate), rather than silence or a connection that ended.
+func tlsRefusal(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" {
+		return true
+	}
+	var ve *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var he x509.HostnameError
+	return errors.As(err, &ve) || errors.As(err, &rh) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &he)
+}
+
 // PeerHasState asks the node at addr (its cluster address) whether it has
 // Raft state, as a node about to bootstrap a cluster asks its peers
 // first (Consul's servers ask each other for their Raft peers): a peer
 // with state belongs to a cluster that exists, which a new configuration
-// would fork. An error (unreachable, or a version that does not know the
-// question) says nothing either way.
-func (s *Store) PeerHasState(ctx context.Context, addr string) (bool, error) {
+// would fork. ErrCannotTell says the peer answered without knowing the
+// question; any other error, that it did not answer (unreachable, or
+// stalled): neither says anything of its state.
+func (s *Store) PeerHasState(ctx context.Context, addr string) (has bool, err error) {
+	defer func() {
+		if err != nil && tlsRefusal(err) {
+			err = fmt.Errorf("%w: %w", ErrCannotTell, err)
+		}
+	}()
 	conn, err := s.mux.dial(ctx, addr, connForward)
 	if err != nil {
 		return false, err
@@ -210,11 +239,12 @@ func (s *Store) PeerHasState(ctx context.Context, addr string) (bool, error) {
 		return false, err
 	}
 	if resp.Code != "" {
-		return false, fmt.Errorf("store: %s: %s", addr, resp.Msg)
+		return false, fmt.Errorf("store: %s: %s: %w", addr, resp.Msg, ErrCannotTell)
 	}
 	return resp.Index == 1, nil
 }
 
+// forward sends req to the leader at addr.
 func (s *Store) forward(ctx context.Context, addr string, req *fwdRequest) (fwdResponse, error) {
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.TransportTimeout)
 	stopWatch := s.cancelIfLeaderMoves(dctx, cancel, addr)

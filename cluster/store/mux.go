@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -107,6 +108,14 @@ func (m *mux) acceptLoop() {
 	}
 }
 
+// peerGone reports whether a handshake failed for the peer's closing or
+// silence, not for anything it sent.
+func peerGone(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.As(err, &ne) && ne.Timeout()
+}
+
 func (m *mux) handle(c *trackedConn) {
 	defer m.wg.Done()
 	remote := c.RemoteAddr().String()
@@ -123,6 +132,11 @@ func (m *mux) handle(c *trackedConn) {
 					m.log.Warn("cluster: refused connections of another cluster (a node of it keeps a seat for this address: `meridian cluster remove` it there)",
 						"remote", remote, "error", err)
 				}
+			} else if peerGone(err) {
+				// Nothing said that could be refused: the peer closed or
+				// went quiet (a probe that timed out while this node was
+				// stalled, say), which is no sign of an impostor.
+				m.log.Info("cluster: a connection ended before its TLS handshake did", "remote", remote, "error", err)
 			} else {
 				m.log.Warn("cluster: refused connection: TLS handshake failed (unauthenticated peer?)",
 					"remote", remote, "error", err)

@@ -298,6 +298,9 @@ func Open(cfg Config) (*Store, error) {
 			return fail(err)
 		}
 	}
+	if s.fsm, err = checkStateAgainstLog(raftDir, s.fsm, w, snaps, log); err != nil {
+		return fail(err)
+	}
 	s.raft, err = raft.NewRaft(rc, s.fsm, w, w, snaps, s.trans)
 	if err != nil {
 		return fail(fmt.Errorf("store: start raft: %w", err))
@@ -307,6 +310,44 @@ func Open(cfg Config) (*Store, error) {
 	log.Info("cluster: raft store open", "addr", s.addr, "tls", cfg.TLS != nil,
 		"version", st.Version, "applied_index", st.Index)
 	return s, nil
+}
+
+// checkStateAgainstLog returns f, or a new empty state machine if f's
+// state file says entries were applied that neither the log nor a
+// snapshot holds: the log was lost or replaced (raft.db removed, or
+// restored from an older copy), and its entries, numbered from where it
+// now ends, are not the ones the state file counted. Kept, the state would
+// take the new entries below its index as already applied (writes refused
+// as "already applied" until the log passed it, nodes serving different
+// versions for the same document for good: an outside check). The state
+// file is set aside (fsm-state.json.orphaned-UNIXTIME); the node serves
+// what it last installed until the cluster's log brings it up to date.
+func checkStateAgainstLog(dir string, f *fsm, logs raft.LogStore, snaps raft.SnapshotStore, log *slog.Logger) (*fsm, error) {
+	applied := f.current().Index
+	if applied == 0 {
+		return f, nil
+	}
+	top, err := logs.LastIndex()
+	if err != nil {
+		return nil, fmt.Errorf("store: read the Raft log: %w", err)
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return nil, fmt.Errorf("store: list snapshots: %w", err)
+	}
+	if len(metas) > 0 && metas[0].Index > top {
+		top = metas[0].Index
+	}
+	if applied <= top {
+		return f, nil
+	}
+	aside := filepath.Join(dir, fmt.Sprintf("%s.orphaned-%d", stateFile, time.Now().Unix()))
+	if err := os.Rename(filepath.Join(dir, stateFile), aside); err != nil {
+		return nil, fmt.Errorf("store: set aside a state file its Raft log does not reach: %w", err)
+	}
+	log.Error("cluster: the state file says Raft entries were applied that the Raft log does not hold (raft.db lost or replaced): starting from an empty state, to be brought up to date by the cluster's log; the old state file is kept aside",
+		"applied_index", applied, "log_ends_at", top, "kept_as", aside)
+	return newFSM(dir, f.persistErr)
 }
 
 // openLogStore opens (or creates) the log and stable store in raftDir.

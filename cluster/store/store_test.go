@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/meridian-gw/meridian/cluster/pki"
 	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
@@ -668,5 +671,72 @@ func TestPeerHasState(t *testing.T) {
 	}
 	if has, err := a.PeerHasState(ctxT(t, 5*time.Second), b.Addr()); err != nil || has {
 		t.Errorf("asking the fresh node: %v, %v; want false", has, err)
+	}
+}
+
+// A peer that takes the connection and never answers is no answer (an
+// error, not "no state"): a node about to bootstrap waits for it, since
+// a stalled member with state would otherwise see its cluster forked. One
+// that refuses us over mutual TLS (another CA) cannot tell
+// (ErrCannotTell): it could not hold a seat in this cluster anyway.
+func TestPeerHasStateNoAnswerAndRefusal(t *testing.T) {
+	silent, _ := testutil.SilentPeer(t)
+	c := newCluster(t, 1, nil)
+	a := c.open(c.nodes[0])
+	has, err := a.PeerHasState(ctxT(t, 500*time.Millisecond), silent)
+	if err == nil || errors.Is(err, ErrCannotTell) {
+		t.Fatalf("asking a silent peer: %v, %v; want an error other than ErrCannotTell", has, err)
+	}
+	otherCA := filepath.Join(t.TempDir(), "other-ca")
+	if err := pki.CreateCA(otherCA); err != nil {
+		t.Fatal(err)
+	}
+	mal := c.newNode("mallory", "127.0.0.6", otherCA, nil)
+	ms, err := Open(mal.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ms.Close() })
+	if has, err := a.PeerHasState(ctxT(t, 5*time.Second), ms.Addr()); !errors.Is(err, ErrCannotTell) {
+		t.Fatalf("asking a node of another CA: %v, %v; want ErrCannotTell", has, err)
+	}
+}
+
+// A node whose raft.db was lost but whose state file survived starts from
+// an empty state (the file set aside): kept, the state counted the new
+// log's entries below its index as applied already, refusing writes and
+// leaving nodes at different versions for the same document.
+func TestStateFileAheadOfLogIsSetAside(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	nd := c.nodes[0]
+	s := c.open(nd)
+	if err := s.BootstrapCluster([]Server{{ID: nd.id, Addr: s.Addr(), Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	c.leader(5 * time.Second)
+	for i := 1; i <= 3; i++ {
+		if _, err := s.Apply(ctxT(t, 5*time.Second), fmt.Appendf(nil, "old-%d", i), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.stop(nd)
+	raftDir := filepath.Join(nd.dir, "raft")
+	if err := os.Remove(filepath.Join(raftDir, "raft.db")); err != nil {
+		t.Fatal(err)
+	}
+	s = c.open(nd)
+	if cur := s.Current(); cur.Version != 0 || s.HasState() {
+		t.Fatalf("after raft.db was lost: version %d, has state %v; want 0 and false", cur.Version, s.HasState())
+	}
+	if aside, _ := filepath.Glob(filepath.Join(raftDir, stateFile+".orphaned-*")); len(aside) != 1 {
+		t.Fatalf("state files set aside: %v; want one", aside)
+	}
+	if err := s.BootstrapCluster([]Server{{ID: nd.id, Addr: s.Addr(), Voter: true}}); err != nil {
+		t.Fatal(err)
+	}
+	c.leader(5 * time.Second)
+	a, err := s.Apply(ctxT(t, 5*time.Second), []byte("new-1"), 0)
+	if err != nil || a.Version != 1 || string(s.Current().Raw) != "new-1" {
+		t.Fatalf("the new log's first write: %+v, %v, serving %q; want version 1 applied", a, err, s.Current().Raw)
 	}
 }
