@@ -52,6 +52,39 @@ var notTrailers = func() map[string]bool {
 	return m
 }()
 
+// notResponseTrailers are fields an upstream's trailer section is not
+// relayed with (RFC 9110 6.5.1: a trailer may not frame, authenticate,
+// control or describe the content of a response, nor set state): a client
+// or cache that merged one into the head would take it as the
+// response's (a cookie set after the body, a Cache-Control that came too
+// late to be checked), and the gateway writes or vouches for some of them
+// itself.
+var notResponseTrailers = func() map[string]bool {
+	m := map[string]bool{}
+	for _, k := range []string{
+		"Set-Cookie", "Www-Authenticate", "Proxy-Authenticate", "Authentication-Info",
+		"Age", "Cache-Control", "Expires", "Date", "Location", "Retry-After", "Vary", "Warning", "Etag", "Last-Modified",
+		"Content-Encoding", "Content-Length", "Content-Range", "Content-Type", "Content-Location",
+		"Trailer", "Transfer-Encoding", "Via", "Proxy-Status", "Alt-Svc", "Strict-Transport-Security",
+	} {
+		m[k] = true
+	}
+	for _, k := range hopHeaders {
+		m[k] = true
+	}
+	return m
+}()
+
+// dropResponseTrailers deletes from an upstream's trailers (announced or
+// received) the fields in notResponseTrailers.
+func dropResponseTrailers(t http.Header) {
+	for k := range t {
+		if notResponseTrailers[k] {
+			delete(t, k)
+		}
+	}
+}
+
 // forwardableTrailers returns the announced trailer fields (decl's keys,
 // canonical) that may be forwarded, with no values yet: not those in
 // notTrailers nor those the Connection field (conn) names.

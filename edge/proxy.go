@@ -842,6 +842,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 	// bare key would be taken for a late change to a header of the same
 	// name and dropped.
 	if len(resp.Trailer) > 0 {
+		dropResponseTrailers(resp.Trailer)
 		wh := w.Header()
 		for k, v := range resp.Trailer {
 			wh[http.TrailerPrefix+k] = v
@@ -875,6 +876,9 @@ func (g *Gateway) relayHead(w http.ResponseWriter, r *http.Request, x *exchange,
 		} else {
 			wh["Via"] = append(vs, g.via(resp.ProtoMajor, resp.ProtoMinor))
 		}
+	}
+	if len(resp.Trailer) > 0 {
+		dropResponseTrailers(resp.Trailer)
 	}
 	if len(resp.Trailer) > 0 {
 		if r.ProtoMajor == 1 {

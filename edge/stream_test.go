@@ -561,6 +561,41 @@ func TestUnannouncedTrailerNamedLikeHeader(t *testing.T) {
 	}
 }
 
+// Trailer fields a response may not have (RFC 9110 6.5.1: a cookie, cache
+// control, the content's type) are not relayed, announced or not; others
+// are, over HTTP/1.1 and HTTP/2.
+func TestResponseTrailersFiltered(t *testing.T) {
+	be := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "Cache-Control, X-Sum")
+		w.WriteHeader(200)
+		io.WriteString(w, "payload")
+		w.(http.Flusher).Flush()
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		w.Header().Set("X-Sum", "42")
+		w.Header().Set(http.TrailerPrefix+"Set-Cookie", "session=stolen")
+		w.Header().Set(http.TrailerPrefix+"Content-Type", "text/html")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "ok")
+	})
+	gw := startGateway(t, oneRoute(be.URL, ""))
+	for name, c := range map[string]*http.Client{"HTTP/1.1": newClient(t), "h2c": newH2CClient(t)} {
+		resp, body := get(t, c, gw.url+"/")
+		if string(body) != "payload" {
+			t.Errorf("%s: body %q", name, body)
+		}
+		for _, k := range []string{"Cache-Control", "Set-Cookie", "Content-Type"} {
+			if v, ok := resp.Trailer[k]; ok {
+				t.Errorf("%s: trailer %s: %q relayed", name, k, v)
+			}
+		}
+		if resp.Trailer.Get("X-Sum") != "42" || resp.Trailer.Get("X-Late") != "ok" {
+			t.Errorf("%s: trailers %v; want X-Sum and X-Late", name, resp.Trailer)
+		}
+		if resp.Header.Get("Set-Cookie") != "" || resp.Header.Get("Cache-Control") != "" {
+			t.Errorf("%s: head %v", name, resp.Header)
+		}
+	}
+}
+
 // An HTTP/2 upstream's head over the limits fails its own request with
 // http_response_header_section_size, not the upstream connection and every
 // request on it (as MaxResponseHeaderBytes would make it).
