@@ -150,6 +150,32 @@ func h2Get(t *testing.T, c net.Conn, path string, settings ...http2.Setting) *ht
 	return fr
 }
 
+// watchReset reads every frame of fr's connection (so that it never
+// stalls), acknowledges settings, sends no WINDOW_UPDATE, and reports
+// stream 1's reset.
+func watchReset(fr *http2.Framer) <-chan http2.ErrCode {
+	reset := make(chan http2.ErrCode, 1)
+	go func() {
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.RSTStreamFrame:
+				if f.StreamID == 1 {
+					reset <- f.ErrCode
+				}
+			}
+		}
+	}()
+	return reset
+}
+
 // Over HTTP/2 a client that stops reading its socket (the flow-control
 // window left wide open, so the connection, not the stream, stalls) has
 // its connection closed after the send timeout.
@@ -175,27 +201,7 @@ func TestSendTimeoutHTTP2StreamHeldByFlowControl(t *testing.T) {
 	gw, log := sendTimeoutGateway(t, 300*time.Millisecond)
 	c := dialGateway(t, gw.addr)
 	fr := h2Get(t, c, "/big?n="+strconv.Itoa(8<<20)) // the default 64 KiB stream window, never raised
-	// Read every frame (so the connection never stalls), acknowledge
-	// settings, send no WINDOW_UPDATE, and report the stream's reset.
-	reset := make(chan http2.ErrCode, 1)
-	go func() {
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-				}
-			case *http2.RSTStreamFrame:
-				if f.StreamID == 1 {
-					reset <- f.ErrCode
-				}
-			}
-		}
-	}()
+	reset := watchReset(fr)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	recv(t, reset, "the stalled stream to be reset")
 	if e := onlyRecord(t, log)["error"]; e != "client_send_timeout" && e != "client_canceled" {
@@ -227,25 +233,7 @@ func TestSendTimeoutHTTP2LateFlushHeldByFlowControl(t *testing.T) {
 	gw := startGatewayWith(t, setup, oneRoute(be.URL, ""))
 	c := dialGateway(t, gw.addr)
 	fr := h2Get(t, c, "/pause", http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
-	reset := make(chan http2.ErrCode, 1)
-	go func() {
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					fr.WriteSettingsAck()
-				}
-			case *http2.RSTStreamFrame:
-				if f.StreamID == 1 {
-					reset <- f.ErrCode
-				}
-			}
-		}
-	}()
+	reset := watchReset(fr)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	recv(t, reset, "the stalled stream to be reset")
 	rec := onlyRecord(t, log)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -770,28 +769,14 @@ func TestJoinEndsWithItsContext(t *testing.T) {
 // A node bound to one loopback alias dials its peers from it (memberlist's
 // own transport left it to the kernel: 127.0.0.1).
 func TestDialsLeaveFromTheBindAddress(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.3:0")
-	if err != nil {
-		t.Skipf("no 127.0.0.3 here: %v", err)
-	}
-	defer ln.Close()
-	from := make(chan net.Addr, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			from <- nil
-			return
-		}
-		from <- c.RemoteAddr()
-		c.Close()
-	}()
+	seed, from := testutil.FirstDialFrom(t, "127.0.0.3")
 	m, err := Start(Config{BindAddr: "127.0.0.2", Meta: testMeta(1), Tuning: fastTuning(), Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Shutdown()
-	m.Join([]string{ln.Addr().String()}) // fails: the seed closes at once
-	if a := <-from; a == nil || a.(*net.TCPAddr).IP.String() != "127.0.0.2" {
+	m.Join([]string{seed}) // fails: the seed closes at once
+	if a := <-from; testutil.FromIP(a) != "127.0.0.2" {
 		t.Fatalf("the seed saw the join from %v; want 127.0.0.2", a)
 	}
 }

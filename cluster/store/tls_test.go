@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/cluster/pki"
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 // dialFrom opens a TCP connection to addr from a chosen loopback address, so
@@ -177,28 +178,14 @@ func TestMuxDialsLeaveFromItsListenAddress(t *testing.T) {
 		t.Skipf("no 127.0.0.2 here: %v", err)
 	}
 	defer own.Close()
-	peer, err := net.Listen("tcp", "127.0.0.3:0")
-	if err != nil {
-		t.Skipf("no 127.0.0.3 here: %v", err)
-	}
-	defer peer.Close()
-	from := make(chan net.Addr, 1)
-	go func() {
-		c, err := peer.Accept()
-		if err != nil {
-			from <- nil
-			return
-		}
-		from <- c.RemoteAddr()
-		c.Close()
-	}()
+	peer, from := testutil.FirstDialFrom(t, "127.0.0.3")
 	m := newMux(own, own.Addr(), nil, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := m.probe(ctx, peer.Addr().String()); err != nil {
+	if _, err := m.probe(ctx, peer); err != nil {
 		t.Fatal(err)
 	}
-	if a := <-from; a == nil || a.(*net.TCPAddr).IP.String() != "127.0.0.2" {
+	if a := <-from; testutil.FromIP(a) != "127.0.0.2" {
 		t.Fatalf("the peer saw the dial from %v; want 127.0.0.2", a)
 	}
 }

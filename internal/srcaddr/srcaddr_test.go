@@ -3,6 +3,8 @@ package srcaddr
 import (
 	"net"
 	"testing"
+
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 func TestFor(t *testing.T) {
@@ -39,28 +41,14 @@ func TestFor(t *testing.T) {
 // A real dial leaves from the bound address, not the route's preferred
 // source (127.0.0.1 for every loopback peer).
 func TestDialerLeavesFromBind(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.3:0")
-	if err != nil {
-		t.Skipf("no 127.0.0.3 here: %v", err)
-	}
-	defer ln.Close()
-	got := make(chan net.Addr, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- nil
-			return
-		}
-		got <- c.RemoteAddr()
-		c.Close()
-	}()
-	d := Dialer(net.ParseIP("127.0.0.2"), ln.Addr().String())
-	c, err := d.Dial("tcp", ln.Addr().String())
+	addr, from := testutil.FirstDialFrom(t, "127.0.0.3")
+	d := Dialer(net.ParseIP("127.0.0.2"), addr)
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if a := <-got; a == nil || a.(*net.TCPAddr).IP.String() != "127.0.0.2" {
+	if a := <-from; testutil.FromIP(a) != "127.0.0.2" {
 		t.Fatalf("the peer saw the dial from %v; want 127.0.0.2", a)
 	}
 }

@@ -66,3 +66,35 @@ func SilentPeer(t testing.TB) (string, <-chan struct{}) {
 	})
 	return ln.Addr().String(), accepted
 }
+
+// FirstDialFrom listens on ip (a loopback address; the test is skipped
+// where it cannot be bound) and reports the source address of the first
+// connection it takes (nil if it closed first), which it then closes. It
+// returns its address.
+func FirstDialFrom(t testing.TB, ip string) (string, <-chan net.Addr) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Skipf("no %s here: %v", ip, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	from := make(chan net.Addr, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			from <- nil
+			return
+		}
+		from <- c.RemoteAddr()
+		c.Close()
+	}()
+	return ln.Addr().String(), from
+}
+
+// FromIP returns a's IP as a string ("" for nil).
+func FromIP(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	return ""
+}
