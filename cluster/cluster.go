@@ -91,8 +91,9 @@ type Cluster struct {
 	// nameConflictLogged: tryBootstrap said why it does not (manageLoop
 	// only).
 	nameConflictLogged bool
-	waitSeatLogged     bool      // the wait for a seat in a cluster that exists was logged
-	noAnswerLogged     time.Time // a member that did not answer the state question was last logged
+	waitSeatLogged     bool            // the wait for a seat in a cluster that exists was logged
+	noAnswerLogged     time.Time       // a member that did not answer the state question was last logged
+	saidNoState        map[string]bool // members that answered they have no Raft state (or cannot tell)
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -273,13 +274,13 @@ func (c *Cluster) joinLoop() {
 	}
 	wait := 200 * time.Millisecond
 	for {
-		n, err := c.Members.Join(seeds)
+		via, n, err := c.Members.JoinVia(seeds)
 		joinTried()
 		if c.ctx.Err() != nil {
 			return // closing: the join was cut short
 		}
 		if err == nil && n > 0 {
-			c.log.Info("joined the cluster", "via", seeds, "contacted", n)
+			c.log.Info("joined the cluster", "via", via, "seeds", seeds)
 			c.reconnectLoop()
 			return
 		}
@@ -453,35 +454,57 @@ func (c *Cluster) tryBootstrap() bool {
 // node, not forked by a configuration of our own (an outside check saw one
 // lead beside the cluster's for seconds). Asked over the cluster port, as
 // Consul's servers ask each other for their Raft peers; a gossip field
-// (the document's version) comes too late after a start. A member alive
-// in gossip that does not answer (stalled for a moment, or still starting)
-// may be the one with state: the node waits for its answer (an outside
-// check saw a member stopped for 2 s forked, its acknowledged writes
-// lost); one dead in gossip is not asked, and then not counted among the
-// voters either. An answer that does not know the question (an older
-// version) says nothing either way.
+// (the document's version) comes too late after a start.
+//
+// Every member seen in gossip counts, whatever its state now, but one that
+// left gracefully: a member that does not answer (stalled, or down) may be
+// the one with state, and the node waits for it (outside checks forked
+// clusters, acknowledged writes lost, by stalling a member with state for
+// 2 s: first while it was alive and its question timed out, then, with
+// more nodes than bootstrap_expect, once gossip had it suspect and it was
+// no longer asked). A member that said it has none is not asked again
+// once it stops answering; an answer that does not know the question (an
+// older version), or a refusal over mutual TLS (another CA or cluster),
+// says nothing of a state this cluster could have. A member that went down
+// before it answered holds the bootstrap until it comes back or gossip
+// forgets it (DeadRetention).
 func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Context, string) (bool, error)) bool {
+	if c.saidNoState == nil {
+		c.saidNoState = map[string]bool{}
+	}
 	for _, mb := range members {
-		if mb.Name == c.cfg.Name || mb.State != gossip.StateAlive || mb.ClusterAddr == "" {
+		if mb.Name == c.cfg.Name || mb.State == gossip.StateLeft {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
-		has, err := ask(ctx, mb.ClusterAddr)
-		cancel()
+		var has bool
+		var err error
+		if mb.ClusterAddr == "" {
+			err = errors.New("it announces no cluster address")
+		} else {
+			ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+			has, err = ask(ctx, mb.ClusterAddr)
+			cancel()
+		}
 		switch {
+		case c.ctx.Err() != nil:
+			return true // closing
 		case err == nil && has:
+			delete(c.saidNoState, mb.Name)
 			if !c.waitSeatLogged {
 				c.waitSeatLogged = true
 				c.log.Info("bootstrap_expect: a member already has Raft state: waiting to be brought into its cluster (by its leader, or by the bootstrap that member made)",
 					"member", mb.Name)
 			}
 			return true
-		case errors.Is(err, store.ErrCannotTell):
-		case err != nil:
+		case err == nil, errors.Is(err, store.ErrCannotTell):
+			c.saidNoState[mb.Name] = true
+		case c.saidNoState[mb.Name] && mb.State != gossip.StateAlive:
+			// Down after it said it had none.
+		default:
 			if now := time.Now(); now.Sub(c.noAnswerLogged) >= 30*time.Second {
 				c.noAnswerLogged = now
-				c.log.Warn("bootstrap_expect: not bootstrapping yet: a member alive in gossip did not answer whether it has Raft state (it may have, and a bootstrap would then fork its cluster); asking again",
-					"member", mb.Name, "addr", mb.ClusterAddr, "err", err)
+				c.log.Warn("bootstrap_expect: not bootstrapping yet: a member seen in gossip has not said whether it has Raft state (it may have, and a bootstrap would then fork its cluster); asking again (a member gone for good is forgotten after gossip's dead retention)",
+					"member", mb.Name, "gossip_state", string(mb.State), "addr", mb.ClusterAddr, "err", err)
 			}
 			return true
 		}
@@ -555,6 +578,9 @@ func (c *Cluster) reachable(mb gossip.Member) bool {
 	cancel()
 	if err == nil && name != "" && name != mb.Name {
 		err = fmt.Errorf("its certificate is for %q", name)
+	}
+	if err != nil && c.ctx.Err() != nil {
+		return false // closing: the probe was cut short, nothing to say of the member
 	}
 	if err != nil {
 		if c.unreachable == nil {

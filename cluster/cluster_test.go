@@ -24,43 +24,70 @@ func TestPeerMayHaveState(t *testing.T) {
 		m.Name, m.ClusterAddr = name, name+":7001"
 		return m
 	}
-	members := []gossip.Member{member("self", gossip.StateAlive), member("a", gossip.StateAlive), member("b", gossip.StateAlive), member("gone", gossip.StateDead)}
+	noAnswer := context.DeadlineExceeded
 	for _, tc := range []struct {
 		name    string
+		members []gossip.Member
 		answers map[string]error // per address; errHas: has state; nil: none
 		want    bool
 		logged  string
 	}{
-		{"no one has state", map[string]error{}, false, ""},
-		{"a member has state", map[string]error{"b:7001": errHas}, true, "already has Raft state"},
-		{"a member does not answer", map[string]error{"a:7001": context.DeadlineExceeded}, true, "did not answer"},
-		{"an older version cannot tell", map[string]error{"a:7001": fmt.Errorf("not the leader: %w", store.ErrCannotTell)}, false, ""},
+		{"no one has state", []gossip.Member{member("a", gossip.StateAlive), member("b", gossip.StateAlive)}, nil, false, ""},
+		{"a member has state", []gossip.Member{member("a", gossip.StateAlive), member("b", gossip.StateAlive)},
+			map[string]error{"b:7001": errHas}, true, "already has Raft state"},
+		{"an alive member does not answer", []gossip.Member{member("a", gossip.StateAlive)},
+			map[string]error{"a:7001": noAnswer}, true, "has not said"},
+		// Suspect or dead, and never heard from: it may have state.
+		{"a suspect member does not answer", []gossip.Member{member("a", gossip.StateAlive), member("s", gossip.StateSuspect)},
+			map[string]error{"s:7001": noAnswer}, true, "has not said"},
+		{"a dead member never answered", []gossip.Member{member("a", gossip.StateAlive), member("d", gossip.StateDead)},
+			map[string]error{"d:7001": noAnswer}, true, "has not said"},
+		{"an older version cannot tell", []gossip.Member{member("a", gossip.StateAlive)},
+			map[string]error{"a:7001": fmt.Errorf("not the leader: %w", store.ErrCannotTell)}, false, ""},
+		{"a member that left is not asked", []gossip.Member{member("a", gossip.StateAlive), member("l", gossip.StateLeft)},
+			map[string]error{"l:7001": errHas}, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			c := &Cluster{cfg: Config{Name: "self"}, log: slog.New(slog.NewTextHandler(&logs, nil)), ctx: context.Background()}
-			var asked []string
+			members := append([]gossip.Member{member("self", gossip.StateAlive)}, tc.members...)
 			got := c.peerMayHaveState(members, func(_ context.Context, addr string) (bool, error) {
-				asked = append(asked, addr)
-				switch err := tc.answers[addr]; err {
-				case errHas:
+				if addr == "self:7001" {
+					t.Errorf("asked itself")
+				}
+				if err := tc.answers[addr]; err == errHas {
 					return true, nil
-				default:
+				} else {
 					return false, err
 				}
 			})
 			if got != tc.want {
-				t.Errorf("peerMayHaveState = %v; want %v (asked %v)", got, tc.want, asked)
-			}
-			for _, a := range asked {
-				if a == "self:7001" || a == "gone:7001" {
-					t.Errorf("asked %s (itself, or a member dead in gossip)", a)
-				}
+				t.Errorf("peerMayHaveState = %v; want %v", got, tc.want)
 			}
 			if tc.logged != "" && !strings.Contains(logs.String(), tc.logged) {
 				t.Errorf("log %q; want it to say %q", logs.String(), tc.logged)
 			}
 		})
+	}
+	// A member that said it has no state, then went down, is not waited
+	// for: it said so.
+	c := &Cluster{cfg: Config{Name: "self"}, log: slog.New(slog.DiscardHandler), ctx: context.Background()}
+	down := false
+	ask := func(_ context.Context, addr string) (bool, error) {
+		if addr == "d:7001" && down {
+			return false, noAnswer
+		}
+		return false, nil
+	}
+	if c.peerMayHaveState([]gossip.Member{member("d", gossip.StateAlive)}, ask) {
+		t.Fatal("waited with every member saying it has no state")
+	}
+	down = true
+	if !c.peerMayHaveState([]gossip.Member{member("d", gossip.StateAlive)}, ask) {
+		t.Error("did not wait for an alive member that stopped answering")
+	}
+	if c.peerMayHaveState([]gossip.Member{member("d", gossip.StateDead)}, ask) {
+		t.Error("waited for a dead member that had said it has no state")
 	}
 }
 

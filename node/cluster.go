@@ -184,6 +184,34 @@ func readInstalled(path string) (version uint64, raw []byte, ok bool) {
 	return v, raw, true
 }
 
+// serveKeptClusterDoc serves, unversioned (0), the newest cluster document
+// this node installed and kept that still installs, for a node that starts
+// without one from Raft (its log lost, its state set aside), so that it
+// serves what it served, not its file's, until the cluster's log brings it
+// a version. Unversioned, so that any version the cluster then delivers
+// is installed (after a loss of every node's log, the cluster's versions
+// start again at 1, from this document: see seedCluster). It returns the
+// document served, if one was.
+func (n *Node) serveKeptClusterDoc() (*config.Document, []byte, bool) {
+	last := n.statePath(clusterInstalledFile)
+	for _, path := range []string{last, last + ".prev"} {
+		v, raw, ok := readInstalled(path)
+		if !ok {
+			continue
+		}
+		doc, snap, err := n.compileCluster(raw, 0, nil)
+		if err != nil {
+			n.log.Warn("a cluster configuration this node installed before cannot be installed now", "version", v, "err", err)
+			continue
+		}
+		n.gw.Swap(snap)
+		n.manageHosts(doc)
+		n.log.Info("serving the cluster configuration this node installed last, unversioned, until the cluster's log brings one", "installed_version", v, "hash", shortHash(snap.Hash))
+		return doc, raw, true
+	}
+	return nil, nil, false
+}
+
 // installLastClusterDoc installs the newest of the cluster documents this
 // node kept that is not newer than version (the one that failed) and
 // installs still.
@@ -268,7 +296,8 @@ func (n *Node) applyCluster(ctx context.Context, doc *config.Document, raw []byt
 	return s, nil
 }
 
-// seedCluster proposes the file's document when the cluster has none yet,
+// seedCluster proposes doc (the file's, or the cluster document this node
+// installed last when it lost its Raft log) when the cluster has none yet,
 // from whichever node leads first.
 func (n *Node) seedCluster(doc *config.Document, raw []byte) {
 	defer n.wg.Done()

@@ -408,6 +408,81 @@ func TestClusterRestartCatchesUp(t *testing.T) {
 	io.Discard.Write(nil)
 }
 
+// A node whose Raft log was lost (raft.db gone, its applied state kept)
+// serves the document it installed last, unversioned, not its file's,
+// until the cluster's log brings it up to date; and then takes every new
+// entry (the state beyond the new log is set aside in the store). When
+// every node lost its log, the cluster forms again from that document.
+func TestClusterNodeThatLostItsRaftLogServesWhatItInstalled(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	for i := 1; i <= 3; i++ {
+		h.start(i)
+	}
+	waitUntil(t, 20*time.Second, "version 1 on n3", func() bool {
+		s := h.nodes[3].Gateway().Current()
+		return s != nil && s.Version == 1
+	})
+	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/a")), edge.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "version 2 on n3", func() bool { return h.nodes[3].Gateway().Current().Version == 2 })
+	want := h.nodes[3].Gateway().Current().Hash
+	dir := h.nodes[3].cfg.DataDir
+	h.stopAll()
+	if err := os.Remove(filepath.Join(dir, "raft", "raft.db")); err != nil {
+		t.Fatal(err)
+	}
+	n3 := h.start(3) // alone: its seeds are down, nothing reaches it from the cluster
+	if cur := n3.Gateway().Current(); cur.Hash != want || cur.Version != 0 {
+		t.Fatalf("n3 without its Raft log serves version %d hash %s; want what it installed last (%s), unversioned", cur.Version, shortHash(cur.Hash), shortHash(want))
+	}
+	h.start(1)
+	h.start(2)
+	waitUntil(t, 20*time.Second, "n3 back at version 2", func() bool {
+		cur := n3.Gateway().Current()
+		return cur.Version == 2 && cur.Hash == want
+	})
+	a, err := n3.Apply(context.Background(), []byte(docWithPrefix(be.URL, "/c")), edge.ApplyOptions{})
+	if err != nil || a.Version != 3 {
+		t.Fatalf("a write through n3: %+v, %v; want version 3", a, err)
+	}
+	waitUntil(t, 10*time.Second, "version 3 everywhere", func() bool {
+		for _, n := range h.nodes {
+			if n.Gateway().Current().Version != 3 {
+				return false
+			}
+		}
+		return true
+	})
+
+	// Every node's log lost: the cluster forms again from the document
+	// they served (version 1 again), not from their files'.
+	last := n3.Gateway().Current().Hash
+	dirs := map[int]string{}
+	for i, n := range h.nodes {
+		dirs[i] = n.cfg.DataDir
+	}
+	h.stopAll()
+	for _, d := range dirs {
+		if err := os.Remove(filepath.Join(d, "raft", "raft.db")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		h.start(i)
+	}
+	waitUntil(t, 20*time.Second, "version 1, the last document, everywhere", func() bool {
+		for _, n := range h.nodes {
+			if cur := n.Gateway().Current(); cur.Version != 1 || cur.Hash != last {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TLS sessions resume across nodes: session ticket keys come from the
 // cluster's master secret in Raft.
 func TestClusterSharesTLSSessions(t *testing.T) {

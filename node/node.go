@@ -541,17 +541,25 @@ func (n *Node) applyInitial(f *File, fileRaw []byte) error {
 	}
 	if n.cluster != nil {
 		// Raft holds the versions. Until the cluster has a document this
-		// node serves its file's, unversioned (0), and the first leader
-		// proposes its file's document.
+		// node serves the one it installed last (its Raft log lost, say),
+		// or else its file's, unversioned (0), and the first leader
+		// proposes what it serves: a cluster whose every log was lost
+		// starts again from its last document, not from a file's that
+		// the cluster replaced long ago (versions start again at 1).
+		seed := &f.Gateway
 		if n.gw.Current() == nil {
-			snap, err := n.compile(&f.Gateway, raw, 0, nil)
-			if err != nil {
-				return err
+			if doc, kept, ok := n.serveKeptClusterDoc(); ok {
+				seed, raw = doc, kept
+			} else {
+				snap, err := n.compile(&f.Gateway, raw, 0, nil)
+				if err != nil {
+					return err
+				}
+				n.gw.Swap(snap)
 			}
-			n.gw.Swap(snap)
 		}
 		n.wg.Add(1)
-		go n.seedCluster(&f.Gateway, raw)
+		go n.seedCluster(seed, raw)
 		return nil
 	}
 	fileHash := f.Gateway.Hash()

@@ -463,12 +463,19 @@ func Start(cfg Config) (*Members, error) {
 // carries it to the next, which refuses it if it is of another cluster;
 // met all at once, each seed of two clusters would take it in.
 func (m *Members) Join(seeds []string) (int, error) {
+	_, n, err := m.JoinVia(seeds)
+	return n, err
+}
+
+// JoinVia is Join, also returning the seed that answered.
+func (m *Members) JoinVia(seeds []string) (string, int, error) {
 	if m.isShut() {
-		return 0, ErrShutdown
+		return "", 0, ErrShutdown
 	}
 	type result struct {
-		n   int
-		err error
+		seed string
+		n    int
+		err  error
 	}
 	results := make(chan result, len(seeds)) // buffered: those left behind do not block
 	started := 0
@@ -483,11 +490,11 @@ func (m *Members) Join(seeds []string) (int, error) {
 				// push/pull was in flight may have been sent to no one.
 				m.requestAnnounce()
 			}
-			results <- result{n, err}
+			results <- result{seed, n, err}
 		}()
 	}
 	if len(seeds) == 0 {
-		return 0, nil
+		return "", 0, nil
 	}
 	next()
 	stagger := time.NewTimer(joinStagger)
@@ -498,7 +505,7 @@ func (m *Members) Join(seeds []string) (int, error) {
 		case r := <-results:
 			done++
 			if r.n > 0 {
-				return r.n, nil
+				return r.seed, r.n, nil
 			}
 			if me, ok := r.err.(interface{ WrappedErrors() []error }); ok {
 				errs = append(errs, me.WrappedErrors()...) // memberlist's multierror: its lines, not its list's frame
@@ -517,9 +524,9 @@ func (m *Members) Join(seeds []string) (int, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return 0, fmt.Errorf("gossip: join: %w", errors.Join(errs...))
+		return "", 0, fmt.Errorf("gossip: join: %w", errors.Join(errs...))
 	}
-	return 0, nil
+	return "", 0, nil
 }
 
 // joinStagger is how long Join waits for a seed's answer before it tries

@@ -799,9 +799,9 @@ func TestJoinDoesNotWaitOnASilentSeed(t *testing.T) {
 	defer b.Shutdown()
 	done := make(chan error, 1)
 	go func() {
-		n, err := b.Join([]string{silent, a.Addr()})
-		if err == nil && n == 0 {
-			err = errors.New("no seed contacted")
+		via, n, err := b.JoinVia([]string{silent, a.Addr()})
+		if err == nil && (n == 0 || via != a.Addr()) {
+			err = fmt.Errorf("joined via %q (%d contacted); want %s", via, n, a.Addr())
 		}
 		done <- err
 	}()

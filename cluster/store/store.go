@@ -342,6 +342,12 @@ func checkStateAgainstLog(dir string, f *fsm, logs raft.LogStore, snaps raft.Sna
 		return f, nil
 	}
 	aside := filepath.Join(dir, fmt.Sprintf("%s.orphaned-%d", stateFile, time.Now().Unix()))
+	for i := 2; ; i++ {
+		if _, err := os.Lstat(aside); errors.Is(err, os.ErrNotExist) {
+			break // not one set aside within the same second
+		}
+		aside = filepath.Join(dir, fmt.Sprintf("%s.orphaned-%d-%d", stateFile, time.Now().Unix(), i))
+	}
 	if err := os.Rename(filepath.Join(dir, stateFile), aside); err != nil {
 		return nil, fmt.Errorf("store: set aside a state file its Raft log does not reach: %w", err)
 	}
