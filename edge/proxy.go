@@ -2095,19 +2095,29 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 			if limit > 0 && written+int64(n) > limit {
 				return written, late.flushed(), errResponseTooLarge
 			}
-			if !h1 && sendTimeout > 0 {
-				if now := monoNow(); wdlAt == 0 || now-wdlAt > sendTimeout/8 {
-					if rc == nil {
-						rc = http.NewResponseController(w)
+			for p := buf[:n]; len(p) > 0; {
+				// Over HTTP/2 and HTTP/3 a write returns once all of it
+				// has passed flow control, and the deadline is pushed
+				// only between writes: written whole (32 KiB), a reader
+				// taking less than that each send timeout, steadily,
+				// was cut. In frames' sizes (16 KiB), it takes that much.
+				k := len(p)
+				if !h1 && sendTimeout > 0 {
+					k = min(k, streamWritePiece)
+					if now := monoNow(); wdlAt == 0 || now-wdlAt > sendTimeout/8 {
+						if rc == nil {
+							rc = http.NewResponseController(w)
+						}
+						rc.SetWriteDeadline(monoBase.Add(now + sendTimeout))
+						wdlAt = now
 					}
-					rc.SetWriteDeadline(monoBase.Add(now + sendTimeout))
-					wdlAt = now
 				}
-			}
-			m, werr := w.Write(buf[:n])
-			written += int64(m)
-			if werr != nil {
-				return written, late.flushed(), &clientWriteError{werr}
+				m, werr := w.Write(p[:k])
+				written += int64(m)
+				if werr != nil {
+					return written, late.flushed(), &clientWriteError{werr}
+				}
+				p = p[k:]
 			}
 			held = true
 			if flush {
@@ -2127,6 +2137,10 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 		}
 	}
 }
+
+// streamWritePiece is the most copyBody writes at once over HTTP/2 and
+// HTTP/3 (a frame's default size): the progress the send timeout waits for.
+const streamWritePiece = 16 << 10
 
 // errReadTimeout: the upstream sent nothing of its response body for the
 // service's read timeout (copyBody).

@@ -242,6 +242,65 @@ func TestSendTimeoutHTTP2LateFlushHeldByFlowControl(t *testing.T) {
 	}
 }
 
+// Over HTTP/2, a client that takes a stream's body slowly but steadily, a
+// frame's worth (16 KiB) every 300 ms with a send timeout of 500 ms, is
+// not cut: each write waits for flow control, and 32 KiB writes needed
+// two grants, past the timeout.
+func TestSendTimeoutHTTP2SparesASteadyFlowControlledReader(t *testing.T) {
+	gw, log := sendTimeoutGateway(t, 500*time.Millisecond)
+	c := dialGateway(t, gw.addr)
+	const size = 128 << 10
+	fr := h2Get(t, c, "/big?n="+strconv.Itoa(size), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
+	fr.WriteWindowUpdate(0, 1<<30)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	done := make(chan error, 1)
+	go func() {
+		got := 0
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				done <- err
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
+				}
+			case *http2.RSTStreamFrame:
+				done <- fmt.Errorf("stream reset (%v) after %d bytes", f.ErrCode, got)
+				return
+			case *http2.DataFrame:
+				got += len(f.Data())
+				if f.StreamEnded() {
+					if got != size {
+						done <- fmt.Errorf("%d bytes; want %d", got, size)
+					} else {
+						done <- nil
+					}
+					return
+				}
+			}
+		}
+	}()
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := onlyRecord(t, log)["error"]; e != nil {
+				t.Errorf("access log error = %v; want none", e)
+			}
+			return
+		case <-tick.C:
+			fr.WriteWindowUpdate(1, 16<<10)
+		}
+	}
+}
+
 // Over HTTP/3 the same: a client that stops reading a response body leaves
 // the stream without flow-control credit, and the write is cut off after
 // the send timeout.
