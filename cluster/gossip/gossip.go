@@ -1198,7 +1198,24 @@ func (d *delegate) NotifyAlive(peer *memberlist.Node) error {
 		d.m.stats.malformed.Add(1)
 		return fmt.Errorf("undecodable node metadata (%d bytes): %v", len(peer.Meta), err)
 	}
-	return d.m.sameCluster(peer.Name, meta.ClusterID)
+	if err := d.m.sameCluster(peer.Name, meta.ClusterID); err != nil {
+		d.m.dropForeign(peer.Name)
+		return err
+	}
+	return nil
+}
+
+// dropForeign marks a member this node took in before its cluster id was
+// known (a new node whose push/pull reached this cluster while it joined
+// another) as failed, now that its alive messages say it is of another
+// cluster: memberlist ignores them, and its entry would stay alive in
+// Members for good, which the leader would keep probing for a seat.
+func (m *Members) dropForeign(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.members[name]; e != nil && !e.m.Local && (e.m.State == StateAlive || e.m.State == StateSuspect) {
+		m.setStateLocked(e, StateDead, EventFail)
+	}
 }
 
 // NotifyMerge refuses a join (a push/pull of whole states) with members

@@ -820,3 +820,40 @@ func TestJoinDoesNotWaitOnASilentSeed(t *testing.T) {
 		t.Fatalf("join of two closed ports: %v; want both named", err)
 	}
 }
+
+// A node taken in before its cluster id was known, whose alive messages
+// then carry another cluster's id, is marked failed here rather than
+// listed alive for good (an outside check: a new node whose push/pull to
+// one cluster's seed completed late, after it had joined another).
+func TestMemberOfAnotherClusterLaterIsDropped(t *testing.T) {
+	ma := testMeta(1)
+	ma.ClusterID = "cluster-a"
+	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: ma, Tuning: fastTuning(), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	n, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(2), Tuning: fastTuning(), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if _, err := n.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "n2 alive at n1", func() error {
+		if m, ok := a.Member("n2"); !ok || m.State != StateAlive {
+			return fmt.Errorf("n2: %+v", m)
+		}
+		return nil
+	})
+	if err := n.UpdateMeta(func(m *Meta) { m.ClusterID = "cluster-b" }); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "n2 marked failed at n1", func() error {
+		if m, ok := a.Member("n2"); !ok || m.State != StateDead {
+			return fmt.Errorf("n2: %+v", m.State)
+		}
+		return nil
+	})
+}
