@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -253,6 +254,7 @@ func TestSendTimeoutHTTP2SparesASteadyFlowControlledReader(t *testing.T) {
 	fr := h2Get(t, c, "/big?n="+strconv.Itoa(size), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	fr.WriteWindowUpdate(0, 1<<30)
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var wmu sync.Mutex // the framer's writes: settings acks here, window updates below
 	done := make(chan error, 1)
 	go func() {
 		got := 0
@@ -265,7 +267,9 @@ func TestSendTimeoutHTTP2SparesASteadyFlowControlledReader(t *testing.T) {
 			switch f := f.(type) {
 			case *http2.SettingsFrame:
 				if !f.IsAck() {
+					wmu.Lock()
 					fr.WriteSettingsAck()
+					wmu.Unlock()
 				}
 			case *http2.RSTStreamFrame:
 				done <- fmt.Errorf("stream reset (%v) after %d bytes", f.ErrCode, got)
@@ -296,7 +300,9 @@ func TestSendTimeoutHTTP2SparesASteadyFlowControlledReader(t *testing.T) {
 			}
 			return
 		case <-tick.C:
+			wmu.Lock()
 			fr.WriteWindowUpdate(1, 16<<10)
+			wmu.Unlock()
 		}
 	}
 }
