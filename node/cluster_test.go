@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -366,12 +367,13 @@ func TestClusterOfThreeNodes(t *testing.T) {
 	waitUntil(t, 10*time.Second, "the new version on the remaining nodes", versionEverywhere(v))
 }
 
-// A node that restarts serves at least the version it served before, from
-// its own Raft log, and catches up with what it missed.
-func TestClusterRestartCatchesUp(t *testing.T) {
+// clusterAtVersion2 starts nodes 1..3 on the harness's document (version
+// 1), writes a route /a through n1 (version 2), and returns once n3
+// serves it.
+func clusterAtVersion2(t *testing.T) (*clusterHarness, *httptest.Server) {
+	t.Helper()
 	be := backend(t, "ok")
 	h := newClusterHarness(t, be.URL)
-	defer h.stopAll()
 	for i := 1; i <= 3; i++ {
 		h.start(i)
 	}
@@ -383,6 +385,14 @@ func TestClusterRestartCatchesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, 10*time.Second, "version 2 on n3", func() bool { return h.nodes[3].Gateway().Current().Version == 2 })
+	return h, be
+}
+
+// A node that restarts serves at least the version it served before, from
+// its own Raft log, and catches up with what it missed.
+func TestClusterRestartCatchesUp(t *testing.T) {
+	h, be := clusterAtVersion2(t)
+	defer h.stopAll()
 	h.stop(3)
 	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/b")), edge.ApplyOptions{}); err != nil {
 		t.Fatal(err)
@@ -414,20 +424,8 @@ func TestClusterRestartCatchesUp(t *testing.T) {
 // entry (the state beyond the new log is set aside in the store). When
 // every node lost its log, the cluster forms again from that document.
 func TestClusterNodeThatLostItsRaftLogServesWhatItInstalled(t *testing.T) {
-	be := backend(t, "ok")
-	h := newClusterHarness(t, be.URL)
+	h, be := clusterAtVersion2(t)
 	defer h.stopAll()
-	for i := 1; i <= 3; i++ {
-		h.start(i)
-	}
-	waitUntil(t, 20*time.Second, "version 1 on n3", func() bool {
-		s := h.nodes[3].Gateway().Current()
-		return s != nil && s.Version == 1
-	})
-	if _, err := h.nodes[1].Apply(context.Background(), []byte(docWithPrefix(be.URL, "/a")), edge.ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 10*time.Second, "version 2 on n3", func() bool { return h.nodes[3].Gateway().Current().Version == 2 })
 	want := h.nodes[3].Gateway().Current().Hash
 	dir := h.nodes[3].cfg.DataDir
 	h.stopAll()
