@@ -1620,7 +1620,7 @@ func (c *serverConn) buildRequestIn(rl requestLine, rs *requestState, parts *req
 		}
 		req.ContentLength = -1
 		req.TransferEncoding = []string{"chunked"}
-		tr, err := declaredTrailers(header)
+		tr, err := declaredTrailers(header, true)
 		if err != nil {
 			return nil, nil, badRequest(err.Error()).about(method, target, proto, host)
 		}

@@ -865,7 +865,7 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 	// Announced trailers, so the proxy can announce them downstream
 	// before the body (their values come at its end).
 	if tes > 0 {
-		if resp.Trailer, err = declaredTrailers(header); err != nil {
+		if resp.Trailer, err = declaredTrailers(header, false); err != nil {
 			return nil, &badResponseError{why: err.Error()}
 		}
 	}
@@ -934,8 +934,12 @@ func (pc *h1Conn) parseResponse(req *http.Request, dst http.Header, hb *headBloc
 
 // declaredTrailers takes the Trailer field of a chunked message's head
 // into a Trailer map of the names it announces (values come with the
-// body's end), as net/http does; framing fields cannot be trailers.
-func declaredTrailers(header http.Header) (http.Header, error) {
+// body's end), as net/http does; framing fields cannot be trailers: a
+// request announcing one is refused (as Go's server refuses it), a
+// response's announcement of one is left out (its framing is whole, and
+// such a trailer would not be relayed anyway: an upstream's slip is not
+// worth a 502).
+func declaredTrailers(header http.Header, refuse bool) (http.Header, error) {
 	decl, ok := header["Trailer"]
 	if !ok {
 		return nil, nil
@@ -953,7 +957,10 @@ func declaredTrailers(header http.Header) (http.Header, error) {
 			k = textproto.CanonicalMIMEHeaderKey(k)
 			switch k {
 			case "Transfer-Encoding", "Trailer", "Content-Length":
-				return nil, errors.New("Trailer announces " + k)
+				if refuse {
+					return nil, errors.New("Trailer announces " + k)
+				}
+				continue
 			}
 			if trailer == nil {
 				trailer = http.Header{}

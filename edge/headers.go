@@ -53,8 +53,9 @@ var notTrailers = func() map[string]bool {
 }()
 
 // notResponseTrailers are fields an upstream's trailer section is not
-// relayed with (RFC 9110 6.5.1: a trailer may not frame, authenticate,
-// control or describe the content of a response, nor set state): a client
+// relayed with (RFC 9110 6.5.1: a trailer may not frame, route,
+// authenticate, modify a request, control or describe the content of a
+// response, nor set state; net/http's HTTP/2 list among them): a client
 // or cache that merged one into the head would take it as the
 // response's (a cookie set after the body, a Cache-Control that came too
 // late to be checked), and the gateway writes or vouches for some of them
@@ -62,6 +63,8 @@ var notTrailers = func() map[string]bool {
 var notResponseTrailers = func() map[string]bool {
 	m := map[string]bool{}
 	for _, k := range []string{
+		"Authorization", "Proxy-Authorization", "Cookie", "Host", "Expect", "Max-Forwards", "Pragma", "Range", "Realm",
+		"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range",
 		"Set-Cookie", "Www-Authenticate", "Proxy-Authenticate", "Authentication-Info",
 		"Age", "Cache-Control", "Expires", "Date", "Location", "Retry-After", "Vary", "Warning", "Etag", "Last-Modified",
 		"Content-Encoding", "Content-Length", "Content-Range", "Content-Type", "Content-Location",
@@ -76,10 +79,12 @@ var notResponseTrailers = func() map[string]bool {
 }()
 
 // dropResponseTrailers deletes from an upstream's trailers (announced or
-// received) the fields in notResponseTrailers.
-func dropResponseTrailers(t http.Header) {
+// received) the fields in notResponseTrailers and those its response's
+// Connection field (conn) names (RFC 9110 7.6.1: hop-by-hop, header or
+// trailer).
+func dropResponseTrailers(t http.Header, conn []string) {
 	for k := range t {
-		if notResponseTrailers[k] {
+		if notResponseTrailers[k] || len(conn) > 0 && hasToken(conn, k) {
 			delete(t, k)
 		}
 	}

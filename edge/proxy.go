@@ -710,6 +710,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 	}
 
 	var flush, flushHead, copied bool
+	var respConn []string // the upstream's Connection field: the trailers it names are not relayed
 	var n int64
 	var err error
 	if lo := x.lean; lo != nil {
@@ -736,11 +737,11 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 			}
 		}
 	} else {
-		flush, flushHead = g.relayHead(w, r, x, rt, resp, body)
+		flush, flushHead, respConn = g.relayHead(w, r, x, rt, resp, body)
 	}
 	lateFlushed := false
 	if !copied {
-		n, lateFlushed, err = copyBody(w, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout, svc.read, body)
+		n, lateFlushed, err = copyBody(w, r.ProtoMajor, resp.Body, flush, flushHead, rt.maxRespBody, g.opts.SendTimeout, svc.read, body)
 	}
 	x.bytesOut = n
 	if body != nil {
@@ -842,7 +843,7 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 	// bare key would be taken for a late change to a header of the same
 	// name and dropped.
 	if len(resp.Trailer) > 0 {
-		dropResponseTrailers(resp.Trailer)
+		dropResponseTrailers(resp.Trailer, respConn)
 		wh := w.Header()
 		for k, v := range resp.Trailer {
 			wh[http.TrailerPrefix+k] = v
@@ -853,8 +854,9 @@ func (g *Gateway) relay(w http.ResponseWriter, r *http.Request, x *exchange, rt 
 // relayHead writes the head of an upstream's answer (relay's, but for a
 // plain answer to a lean request) and reports how its body is to be
 // copied: flushed as it comes, and the head at once.
-func (g *Gateway) relayHead(w http.ResponseWriter, r *http.Request, x *exchange, rt *route, resp *http.Response, body *countingBody) (flush, flushHead bool) {
+func (g *Gateway) relayHead(w http.ResponseWriter, r *http.Request, x *exchange, rt *route, resp *http.Response, body *countingBody) (flush, flushHead bool, conn []string) {
 	svc := rt.svc
+	conn = resp.Header["Connection"] // before the hop-by-hop fields go: the trailers it names go too
 	wh := w.Header()
 	if a, ok := w.(headerAdopter); ok && len(wh) == 0 {
 		// The upstream's map is this request's alone: it becomes the
@@ -878,7 +880,7 @@ func (g *Gateway) relayHead(w http.ResponseWriter, r *http.Request, x *exchange,
 		}
 	}
 	if len(resp.Trailer) > 0 {
-		dropResponseTrailers(resp.Trailer)
+		dropResponseTrailers(resp.Trailer, conn)
 	}
 	if len(resp.Trailer) > 0 {
 		if r.ProtoMajor == 1 {
@@ -923,7 +925,7 @@ func (g *Gateway) relayHead(w http.ResponseWriter, r *http.Request, x *exchange,
 	}
 	x.status = resp.StatusCode
 	w.WriteHeader(resp.StatusCode)
-	return flush, flushHead
+	return flush, flushHead, conn
 }
 
 // heldBack reports whether n bytes of a response body, written without a
@@ -2025,7 +2027,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // no more flow-control credit is reset rather than wait forever, and a read
 // of the upstream that may wait clears it; the HTTP/1 server keeps its own
 // (see serverConn.Write).
-func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit int64, sendTimeout, readTimeout time.Duration, reqBody *countingBody) (int64, bool, error) {
+func copyBody(w http.ResponseWriter, proto int, src io.Reader, flush, flushHead bool, limit int64, sendTimeout, readTimeout time.Duration, reqBody *countingBody) (int64, bool, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
@@ -2039,6 +2041,7 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 		}
 	}
 	_, h1 := w.(*response)
+	r2 := proto == 2
 	var wdlAt time.Duration // monoNow when the write deadline was pushed
 	var written int64
 	var late *lateFlush
@@ -2100,10 +2103,15 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 				// has passed flow control, and the deadline is pushed
 				// only between writes: written whole (32 KiB), a reader
 				// taking less than that each send timeout, steadily,
-				// was cut. In frames' sizes (16 KiB), it takes that much.
+				// was cut. Over HTTP/2 in frames' sizes (16 KiB), which
+				// costs nothing (the frames are the same); not over
+				// HTTP/3, where smaller writes cost quic-go's sender a
+				// fifth of a large download's speed (an outside check).
 				k := len(p)
 				if !h1 && sendTimeout > 0 {
-					k = min(k, streamWritePiece)
+					if r2 {
+						k = min(k, streamWritePiece)
+					}
 					if now := monoNow(); wdlAt == 0 || now-wdlAt > sendTimeout/8 {
 						if rc == nil {
 							rc = http.NewResponseController(w)
@@ -2138,8 +2146,8 @@ func copyBody(w http.ResponseWriter, src io.Reader, flush, flushHead bool, limit
 	}
 }
 
-// streamWritePiece is the most copyBody writes at once over HTTP/2 and
-// HTTP/3 (a frame's default size): the progress the send timeout waits for.
+// streamWritePiece is the most copyBody writes at once over HTTP/2 (a
+// frame's default size): the progress the send timeout waits for.
 const streamWritePiece = 16 << 10
 
 // errReadTimeout: the upstream sent nothing of its response body for the
