@@ -503,8 +503,8 @@ func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Con
 		default:
 			if now := time.Now(); now.Sub(c.noAnswerLogged) >= 30*time.Second {
 				c.noAnswerLogged = now
-				c.log.Warn("bootstrap_expect: not bootstrapping yet: a member seen in gossip has not said whether it has Raft state (it may have, and a bootstrap would then fork its cluster); asking again (a member gone for good is forgotten after gossip's dead retention)",
-					"member", mb.Name, "gossip_state", string(mb.State), "addr", mb.ClusterAddr, "err", err)
+				c.log.Warn("bootstrap_expect: not bootstrapping yet: a member seen in gossip has not said whether it has Raft state (it may have, and a bootstrap would then fork its cluster); asking again. If it is gone for good and never held this cluster's state, restart the waiting nodes together (they forget it), or wait for gossip's dead retention",
+					"member", mb.Name, "gossip_state", string(mb.State), "addr", mb.ClusterAddr, "err", err, "dead_retention", c.deadRetention().String())
 			}
 			return true
 		}
@@ -734,4 +734,12 @@ func (c *Cluster) Close() error {
 	c.wg.Wait()
 	c.Members.Shutdown()
 	return c.Store.Close()
+}
+
+// deadRetention is how long gossip keeps a dead member listed.
+func (c *Cluster) deadRetention() time.Duration {
+	if d := c.cfg.GossipTuning.DeadRetention; d > 0 {
+		return d
+	}
+	return gossip.LANTuning().DeadRetention
 }
