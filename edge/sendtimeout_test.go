@@ -244,13 +244,13 @@ func TestSendTimeoutHTTP2LateFlushHeldByFlowControl(t *testing.T) {
 }
 
 // Over HTTP/2, a client that takes a stream's body slowly but steadily, a
-// frame's worth (16 KiB) every 300 ms with a send timeout of 500 ms, is
-// not cut: each write waits for flow control, and 32 KiB writes needed
-// two grants, past the timeout.
+// frame's worth (16 KiB) every 600 ms with a send timeout of 1 s, is not
+// cut: each write waits for flow control, and 32 KiB writes needed two
+// grants, past the timeout.
 func TestSendTimeoutHTTP2SparesASteadyFlowControlledReader(t *testing.T) {
-	gw, log := sendTimeoutGateway(t, 500*time.Millisecond)
+	gw, log := sendTimeoutGateway(t, time.Second)
 	c := dialGateway(t, gw.addr)
-	const size = 128 << 10
+	const size = 96 << 10
 	fr := h2Get(t, c, "/big?n="+strconv.Itoa(size), http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0})
 	fr.WriteWindowUpdate(0, 1<<30)
 	c.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -287,7 +287,12 @@ func TestSendTimeoutHTTP2SparesASteadyFlowControlledReader(t *testing.T) {
 			}
 		}
 	}()
-	tick := time.NewTicker(300 * time.Millisecond)
+	// A grant at once, then one each 600 ms: a piece waits 600 ms at
+	// most, 400 ms within the timeout (a loaded CI machine's scheduling).
+	wmu.Lock()
+	fr.WriteWindowUpdate(1, 16<<10)
+	wmu.Unlock()
+	tick := time.NewTicker(600 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
