@@ -433,7 +433,7 @@ func (c *Cluster) tryBootstrap() bool {
 			return 0
 		})
 		voters = voters[:c.cfg.BootstrapExpect]
-		if c.peerMayHaveState(c.Members.Members(), c.Store.PeerHasState) {
+		if c.peerMayHaveState(c.Members.Members(), c.Store.PeerHasState) || c.silentSeedHolds() {
 			return false
 		}
 		if err := c.Store.BootstrapCluster(voters); err != nil {
@@ -505,6 +505,29 @@ func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Con
 				c.noAnswerLogged = now
 				c.log.Warn("bootstrap_expect: not bootstrapping yet: a member seen in gossip has not said whether it has Raft state (it may have, and a bootstrap would then fork its cluster); asking again. If it is gone for good and never held this cluster's state, restart the waiting nodes together (they forget it), or wait for gossip's dead retention",
 					"member", mb.Name, "gossip_state", string(mb.State), "addr", mb.ClusterAddr, "err", err, "dead_retention", c.deadRetention().String())
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// silentSeedHolds reports whether a seed that took a join's connection and
+// never answered (a process there, stalled) holds the bootstrap: a node
+// no gossip has told of may be a member with Raft state (an outside check
+// forked a cluster beside one stopped from its start). Each such seed is
+// joined again; one that answers is a member, asked next time, and one
+// that refuses the connection is no longer silent.
+func (c *Cluster) silentSeedHolds() bool {
+	for _, seed := range c.Members.SilentSeeds() {
+		if _, n, _ := c.Members.JoinVia([]string{seed}); n > 0 || c.ctx.Err() != nil {
+			return true // a member now: asked whether it has state first
+		}
+		if slices.Contains(c.Members.SilentSeeds(), seed) {
+			if now := time.Now(); now.Sub(c.noAnswerLogged) >= 30*time.Second {
+				c.noAnswerLogged = now
+				c.log.Warn("bootstrap_expect: not bootstrapping yet: a seed takes connections but does not answer (a node there, stalled, may have Raft state, and a bootstrap would then fork its cluster); trying it again. If it is not a node of this cluster, take it out of join",
+					"seed", seed)
 			}
 			return true
 		}

@@ -28,6 +28,7 @@ import (
 	"github.com/meridian-gw/meridian/cluster/store"
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 func fastCluster(c *cluster.Config) {
@@ -1023,6 +1024,45 @@ func TestClusterBootstrapLeavesOutAnUnreachableVoter(t *testing.T) {
 			}
 		}
 		return true
+	})
+}
+
+// Nodes without Raft state do not bootstrap while one of their seeds takes
+// connections and never answers (a node there, stalled since its start,
+// may be the one with the cluster's state: an outside check forked a
+// cluster so); once nothing listens there, they do.
+func TestClusterBootstrapWaitsForASilentSeed(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	silent, accepted, silentClose := testutil.StoppableSilentPeer(t)
+	h.seeds = []string{silent}
+	h.start(1)
+	h.seeds = []string{h.seed, silent}
+	h.start(2)
+	h.start(3)
+	<-accepted
+	ready := func() bool {
+		for _, n := range h.nodes {
+			if len(n.cluster.Members.SilentSeeds()) == 0 || len(n.cluster.Members.Members()) < 3 {
+				return false
+			}
+		}
+		return true
+	}
+	waitUntil(t, 20*time.Second, "three members that all hold the silent seed", ready)
+	// Three voters met: without the wait they bootstrap within a second.
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, n := range h.nodes {
+			if n.cluster.Store.HasState() {
+				t.Fatalf("%s bootstrapped beside a seed that takes connections and never answers", n.cfg.Name)
+			}
+		}
+	}
+	silentClose()
+	waitUntil(t, 30*time.Second, "a cluster of three once the seed is gone", func() bool {
+		servers, err := h.nodes[1].cluster.Store.Servers()
+		return err == nil && len(servers) == 3
 	})
 }
 

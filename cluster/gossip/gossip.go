@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -188,8 +190,9 @@ type Config struct {
 // does (memberlist's own cannot be cancelled).
 type dialCtxTransport struct {
 	memberlist.Transport
-	ctx  context.Context
-	bind net.IP // the dials leave from it (srcaddr), as the UDP packets do
+	ctx    context.Context
+	bind   net.IP            // the dials leave from it (srcaddr), as the UDP packets do
+	onDial func(addr string) // told of each dial that connected
 }
 
 func (t *dialCtxTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
@@ -198,6 +201,9 @@ func (t *dialCtxTransport) DialTimeout(addr string, timeout time.Duration) (net.
 	c, err := d.DialContext(t.ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if t.onDial != nil {
+		t.onDial(addr)
 	}
 	// The exchange that follows (a push/pull with a peer that does not
 	// answer) ends with ctx too.
@@ -250,10 +256,19 @@ type Members struct {
 
 	addr     string      // advertised gossip address, fixed at Start
 	stopping atomic.Bool // Shutdown has begun: closed-socket errors are expected
-	quiet    atomic.Bool // see Quiet
-	metaMu   sync.Mutex  // serializes UpdateMeta
-	meta     Meta        // guarded by metaMu
-	encMeta  atomic.Pointer[[]byte]
+
+	// seedMu guards dialed (when a TCP dial to an address last
+	// succeeded), joining (seeds whose join is in flight, since when) and
+	// silent (seeds that took a join's connection and then never
+	// answered: a process there, stalled; SilentSeeds).
+	seedMu  sync.Mutex
+	dialed  map[string]time.Time
+	joining map[string]time.Time
+	silent  map[string]bool
+	quiet   atomic.Bool // see Quiet
+	metaMu  sync.Mutex  // serializes UpdateMeta
+	meta    Meta        // guarded by metaMu
+	encMeta atomic.Pointer[[]byte]
 
 	dialCtx   context.Context // ends the transport's dials (Config.Context, Shutdown)
 	stopDials context.CancelFunc
@@ -430,7 +445,7 @@ func Start(cfg Config) (*Members, error) {
 		tr = cfg.transport(nt)
 	}
 	m.dialCtx, m.stopDials = context.WithCancel(cmp.Or(cfg.Context, context.Background()))
-	mc.Transport = &dialCtxTransport{Transport: tr, ctx: m.dialCtx, bind: net.ParseIP(mc.BindAddr)}
+	mc.Transport = &dialCtxTransport{Transport: tr, ctx: m.dialCtx, bind: net.ParseIP(mc.BindAddr), onDial: m.noteDial}
 
 	m.wg.Add(2)
 	go m.dispatchLoop()
@@ -483,7 +498,9 @@ func (m *Members) JoinVia(seeds []string) (string, int, error) {
 		seed := seeds[started]
 		started++
 		go func() {
+			began := m.joinBegins(seed)
 			n, err := m.ml.Join([]string{seed})
+			m.noteSeed(seed, began, n, err)
 			if n > 0 {
 				// Announce our current metadata again, now that peers
 				// are known: an update announced while the join's
@@ -505,6 +522,14 @@ func (m *Members) JoinVia(seeds []string) (string, int, error) {
 		case r := <-results:
 			done++
 			if r.n > 0 {
+				// The others are contacted still, as memberlist's Join
+				// does, now that this node carries the id of the
+				// cluster it met (one of another cluster refuses it):
+				// a seed that takes the connection and never answers
+				// is then known to be there (SilentSeeds).
+				for started < len(seeds) {
+					next()
+				}
 				return r.seed, r.n, nil
 			}
 			if me, ok := r.err.(interface{ WrappedErrors() []error }); ok {
@@ -527,6 +552,84 @@ func (m *Members) JoinVia(seeds []string) (string, int, error) {
 		return "", 0, fmt.Errorf("gossip: join: %w", errors.Join(errs...))
 	}
 	return "", 0, nil
+}
+
+// noteDial records a TCP dial to addr that connected.
+func (m *Members) noteDial(addr string) {
+	m.seedMu.Lock()
+	if m.dialed == nil {
+		m.dialed = map[string]time.Time{}
+	}
+	m.dialed[addr] = time.Now()
+	m.seedMu.Unlock()
+}
+
+// noteSeed records how a join through seed that began at began ended: a
+// seed that took the connection and then let it time out is silent (a
+// process listens there, stalled: it may be a member with Raft state that
+// no gossip has told of yet); one that answered, refused the connection or
+// answered with something else is not.
+func (m *Members) noteSeed(seed string, began time.Time, n int, err error) {
+	m.seedMu.Lock()
+	defer m.seedMu.Unlock()
+	delete(m.joining, seed)
+	if m.silent == nil {
+		m.silent = map[string]bool{}
+	}
+	at, connected := m.dialed[seed]
+	if n == 0 && err != nil && connected && !at.Before(began) && isTimeoutText(err) {
+		m.silent[seed] = true
+		return
+	}
+	delete(m.silent, seed)
+}
+
+// joinBegins records that a join through seed begins, and returns when.
+func (m *Members) joinBegins(seed string) time.Time {
+	now := time.Now()
+	m.seedMu.Lock()
+	if m.joining == nil {
+		m.joining = map[string]time.Time{}
+	}
+	m.joining[seed] = now
+	m.seedMu.Unlock()
+	return now
+}
+
+// isTimeoutText reports whether err (memberlist's, which formats the
+// errors it wraps) says an exchange timed out.
+func isTimeoutText(err error) bool {
+	s := err.Error()
+	return strings.Contains(s, "i/o timeout") || strings.Contains(s, "deadline exceeded")
+}
+
+// SilentSeeds returns the seeds whose last join took the connection and
+// then never answered, or whose join took it and waits for an answer
+// still, but those that are members' addresses now.
+func (m *Members) SilentSeeds() []string {
+	m.seedMu.Lock()
+	var out []string
+	for s := range m.silent {
+		out = append(out, s)
+	}
+	for s, began := range m.joining {
+		if at, ok := m.dialed[s]; ok && !at.Before(began) && !m.silent[s] {
+			out = append(out, s)
+		}
+	}
+	m.seedMu.Unlock()
+	if len(out) == 0 {
+		return nil
+	}
+	known := map[string]bool{}
+	for _, mb := range m.Members() {
+		if mb.State == StateAlive || mb.State == StateSuspect {
+			known[mb.Addr] = true
+		}
+	}
+	out = slices.DeleteFunc(out, func(s string) bool { return known[s] })
+	sort.Strings(out)
+	return out
 }
 
 // joinStagger is how long Join waits for a seed's answer before it tries

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -856,4 +857,48 @@ func TestMemberOfAnotherClusterLaterIsDropped(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A seed that takes a join's connection and never answers is a silent
+// seed (a process there, stalled) while its join waits and after it timed
+// out; one that refuses the connection, or answers, is not.
+func TestSilentSeeds(t *testing.T) {
+	silent, accepted := testutil.SilentPeer(t)
+	tun := fastTuning()
+	tun.TCPTimeout = 500 * time.Millisecond
+	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(1), Tuning: tun, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	b, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(2), Tuning: tun, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		b.JoinVia([]string{silent})
+		close(done)
+	}()
+	<-accepted
+	eventually(t, 5*time.Second, "the seed silent while its join waits", func() error {
+		if got := b.SilentSeeds(); !slices.Equal(got, []string{silent}) {
+			return fmt.Errorf("silent seeds %v", got)
+		}
+		return nil
+	})
+	<-done
+	if got := b.SilentSeeds(); !slices.Equal(got, []string{silent}) {
+		t.Fatalf("after the join timed out: silent seeds %v; want %s", got, silent)
+	}
+	if _, _, err := b.JoinVia([]string{"127.0.0.1:1"}); err == nil {
+		t.Fatal("a join to a closed port succeeded")
+	}
+	if _, n, err := b.JoinVia([]string{a.Addr()}); err != nil || n == 0 {
+		t.Fatalf("join: %v", err)
+	}
+	if got := b.SilentSeeds(); !slices.Equal(got, []string{silent}) {
+		t.Errorf("silent seeds %v; want only %s (a refused port and an answering seed are not)", got, silent)
+	}
 }

@@ -34,6 +34,14 @@ func (s *SyncBuffer) String() string {
 // told (without blocking) of each connection taken.
 func SilentPeer(t testing.TB) (string, <-chan struct{}) {
 	t.Helper()
+	addr, accepted, _ := StoppableSilentPeer(t)
+	return addr, accepted
+}
+
+// StoppableSilentPeer is SilentPeer with a stop function that closes it
+// (its listener and the connections it holds) before the test ends.
+func StoppableSilentPeer(t testing.TB) (string, <-chan struct{}, func()) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -60,11 +68,15 @@ func SilentPeer(t testing.TB) (string, <-chan struct{}) {
 			}
 		}
 	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-	})
-	return ln.Addr().String(), accepted
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			ln.Close()
+			<-done
+		})
+	}
+	t.Cleanup(stop)
+	return ln.Addr().String(), accepted, stop
 }
 
 // FirstDialFrom listens on ip (a loopback address; the test is skipped
