@@ -786,18 +786,7 @@ func TestDialsLeaveFromTheBindAddress(t *testing.T) {
 // answers (memberlist's Join tried them in turn, each for TCPTimeout).
 func TestJoinDoesNotWaitOnASilentSeed(t *testing.T) {
 	silent, accepted := testutil.SilentPeer(t)
-	tun := fastTuning()
-	tun.TCPTimeout = time.Minute
-	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(1), Tuning: tun, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Shutdown()
-	b, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(2), Tuning: tun, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Shutdown()
+	a, b := twoWithSilentSeedTimeout(t, time.Minute)
 	done := make(chan error, 1)
 	go func() {
 		via, n, err := b.JoinVia([]string{silent, a.Addr()})
@@ -816,7 +805,7 @@ func TestJoinDoesNotWaitOnASilentSeed(t *testing.T) {
 		t.Fatal("the join still waits 20 s on the silent seed (TCPTimeout is a minute)")
 	}
 	// And when none answers, each seed's failure is named.
-	_, err = b.Join([]string{"127.0.0.1:1", "127.0.0.1:2"})
+	_, err := b.Join([]string{"127.0.0.1:1", "127.0.0.1:2"})
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "127.0.0.1:2") {
 		t.Fatalf("join of two closed ports: %v; want both named", err)
 	}
@@ -864,18 +853,7 @@ func TestMemberOfAnotherClusterLaterIsDropped(t *testing.T) {
 // out; one that refuses the connection, or answers, is not.
 func TestSilentSeeds(t *testing.T) {
 	silent, accepted := testutil.SilentPeer(t)
-	tun := fastTuning()
-	tun.TCPTimeout = 500 * time.Millisecond
-	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(1), Tuning: tun, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Shutdown()
-	b, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(2), Tuning: tun, Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Shutdown()
+	a, b := twoWithSilentSeedTimeout(t, 500*time.Millisecond)
 	done := make(chan struct{})
 	go func() {
 		b.JoinVia([]string{silent})
@@ -901,4 +879,20 @@ func TestSilentSeeds(t *testing.T) {
 	if got := b.SilentSeeds(); !slices.Equal(got, []string{silent}) {
 		t.Errorf("silent seeds %v; want only %s (a refused port and an answering seed are not)", got, silent)
 	}
+}
+
+// twoWithSilentSeedTimeout starts two members with the given TCPTimeout,
+// shut down when the test ends.
+func twoWithSilentSeedTimeout(t *testing.T, tcp time.Duration) (a, b *Members) {
+	t.Helper()
+	tun := fastTuning()
+	tun.TCPTimeout = tcp
+	for i, m := range []**Members{&a, &b} {
+		var err error
+		if *m, err = Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(i + 1), Tuning: tun, Logger: discardLogger()}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { (*m).Shutdown() })
+	}
+	return a, b
 }
