@@ -433,6 +433,12 @@ func (c *Cluster) tryBootstrap() bool {
 			return 0
 		})
 		voters = voters[:c.cfg.BootstrapExpect]
+		if !slices.ContainsFunc(voters, func(v store.Server) bool { return v.ID == c.cfg.Name }) {
+			// More voters than expected met, and this one is not among
+			// the first (by name): those bootstrap, and their leader
+			// seats it.
+			return false
+		}
 		if c.peerMayHaveState(c.Members.Members(), c.Store.PeerHasState) || c.silentSeedHolds() {
 			return false
 		}
@@ -520,15 +526,17 @@ func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Con
 // that refuses the connection is no longer silent.
 func (c *Cluster) silentSeedHolds() bool {
 	for _, seed := range c.Members.SilentSeeds() {
+		// Said before the join again, which waits up to gossip's TCP
+		// timeout for the seed.
+		if now := time.Now(); now.Sub(c.noAnswerLogged) >= 30*time.Second {
+			c.noAnswerLogged = now
+			c.log.Warn("bootstrap_expect: not bootstrapping yet: a seed takes connections but does not answer (a node there, stalled, may have Raft state, and a bootstrap would then fork its cluster); trying it again. If it is not a node of this cluster, take it out of join",
+				"seed", seed)
+		}
 		if _, n, _ := c.Members.JoinVia([]string{seed}); n > 0 || c.ctx.Err() != nil {
 			return true // a member now: asked whether it has state first
 		}
 		if slices.Contains(c.Members.SilentSeeds(), seed) {
-			if now := time.Now(); now.Sub(c.noAnswerLogged) >= 30*time.Second {
-				c.noAnswerLogged = now
-				c.log.Warn("bootstrap_expect: not bootstrapping yet: a seed takes connections but does not answer (a node there, stalled, may have Raft state, and a bootstrap would then fork its cluster); trying it again. If it is not a node of this cluster, take it out of join",
-					"seed", seed)
-			}
 			return true
 		}
 	}

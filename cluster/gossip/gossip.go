@@ -487,16 +487,22 @@ func (m *Members) JoinVia(seeds []string) (string, int, error) {
 	if m.isShut() {
 		return "", 0, ErrShutdown
 	}
+	if len(seeds) == 0 {
+		return "", 0, nil
+	}
 	type result struct {
 		seed string
 		n    int
 		err  error
 	}
-	results := make(chan result, len(seeds)) // buffered: those left behind do not block
-	started := 0
-	next := func() {
-		seed := seeds[started]
-		started++
+	results := make(chan result)
+	quit := make(chan struct{}) // those left behind do not block
+	defer close(quit)
+	queue := slices.Clone(seeds) // to be tried, in turn
+	inFlight := 0
+	var failed []string // tried and failed: tried again while another still waits
+	start := func(seed string) {
+		inFlight++
 		go func() {
 			began := m.joinBegins(seed)
 			n, err := m.ml.Join([]string{seed})
@@ -507,51 +513,78 @@ func (m *Members) JoinVia(seeds []string) (string, int, error) {
 				// push/pull was in flight may have been sent to no one.
 				m.requestAnnounce()
 			}
-			results <- result{seed, n, err}
+			select {
+			case results <- result{seed, n, err}:
+			case <-quit:
+			}
 		}()
 	}
-	if len(seeds) == 0 {
-		return "", 0, nil
+	next := func() {
+		if len(queue) == 0 {
+			// Every seed tried: those that failed at once (a node not
+			// up yet) are tried again while one still waits (a seed
+			// that took the connection and does not answer would
+			// otherwise hold the join for its TCPTimeout).
+			queue, failed = failed, nil
+		}
+		if len(queue) > 0 {
+			start(queue[0])
+			queue = queue[1:]
+		}
 	}
 	next()
 	stagger := time.NewTimer(joinStagger)
 	defer stagger.Stop()
 	var errs []error
-	for done := 0; done < len(seeds); {
+	for inFlight > 0 {
 		select {
 		case r := <-results:
-			done++
+			inFlight--
 			if r.n > 0 {
 				// The others are contacted still, as memberlist's Join
 				// does, now that this node carries the id of the
 				// cluster it met (one of another cluster refuses it):
 				// a seed that takes the connection and never answers
 				// is then known to be there (SilentSeeds).
-				for started < len(seeds) {
-					next()
+				for _, seed := range queue {
+					if !slices.Contains(failed, seed) {
+						start(seed)
+					}
 				}
 				return r.seed, r.n, nil
 			}
+			failed = append(failed, r.seed)
 			if me, ok := r.err.(interface{ WrappedErrors() []error }); ok {
 				errs = append(errs, me.WrappedErrors()...) // memberlist's multierror: its lines, not its list's frame
 			} else if r.err != nil {
 				errs = append(errs, r.err)
 			}
-			if done == started && started < len(seeds) {
+			if inFlight == 0 && len(queue) > 0 {
 				next() // all tried so far failed: no need to wait
 				stagger.Reset(joinStagger)
 			}
 		case <-stagger.C:
-			if started < len(seeds) {
-				next()
-				stagger.Reset(joinStagger)
-			}
+			next()
+			stagger.Reset(joinStagger)
 		}
 	}
 	if len(errs) > 0 {
-		return "", 0, fmt.Errorf("gossip: join: %w", errors.Join(errs...))
+		return "", 0, fmt.Errorf("gossip: join: %w", errors.Join(dedupeErrs(errs)...))
 	}
 	return "", 0, nil
+}
+
+// dedupeErrs drops errors whose text an earlier one has (a seed tried
+// again while another waited fails the same way).
+func dedupeErrs(errs []error) []error {
+	seen := map[string]bool{}
+	return slices.DeleteFunc(errs, func(e error) bool {
+		if seen[e.Error()] {
+			return true
+		}
+		seen[e.Error()] = true
+		return false
+	})
 }
 
 // noteDial records a TCP dial to addr that connected.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"slices"
 	"strings"
@@ -895,4 +896,41 @@ func twoWithSilentSeedTimeout(t *testing.T, tcp time.Duration) (a, b *Members) {
 		t.Cleanup(func() { (*m).Shutdown() })
 	}
 	return a, b
+}
+
+// A seed that failed at once (its node not up yet) is tried again while
+// another seed takes the connection and never answers: the join does not
+// wait for the silent one's TCPTimeout (an outside check saw a node join
+// 10 s late so).
+func TestJoinRetriesFailedSeedsWhileOneIsSilent(t *testing.T) {
+	silent, accepted := testutil.SilentPeer(t)
+	_, b := twoWithSilentSeedTimeout(t, time.Minute)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close() // not up yet: refused
+	done := make(chan error, 1)
+	go func() {
+		_, n, err := b.JoinVia([]string{fmt.Sprintf("127.0.0.1:%d", port), silent})
+		if err == nil && n == 0 {
+			err = errors.New("no seed contacted")
+		}
+		done <- err
+	}()
+	<-accepted // the first seed refused, the silent one waits
+	late, err := Start(Config{BindAddr: "127.0.0.1", BindPort: port, Meta: testMeta(3), Tuning: fastTuning(), Logger: discardLogger()})
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	defer late.Shutdown()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("join: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the join still waits 20 s on the silent seed (TCPTimeout is a minute) though the other is up")
+	}
 }
