@@ -94,6 +94,7 @@ type Cluster struct {
 	waitSeatLogged     bool            // the wait for a seat in a cluster that exists was logged
 	noAnswerLogged     time.Time       // a member that did not answer the state question was last logged
 	saidNoState        map[string]bool // members that answered they have no Raft state (or cannot tell)
+	beyondExpectLogged bool            // the wait of a node beyond bootstrap_expect was logged
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -437,6 +438,11 @@ func (c *Cluster) tryBootstrap() bool {
 			// More voters than expected met, and this one is not among
 			// the first (by name): those bootstrap, and their leader
 			// seats it.
+			if !c.beyondExpectLogged {
+				c.beyondExpectLogged = true
+				c.log.Info("bootstrap_expect: more voters than expected met, and this node is not among the first by name: waiting for them to form the cluster and seat it",
+					"first", len(voters))
+			}
 			return false
 		}
 		if c.peerMayHaveState(c.Members.Members(), c.Store.PeerHasState) || c.silentSeedHolds() {

@@ -559,8 +559,12 @@ func (m *Members) JoinVia(seeds []string) (string, int, error) {
 			} else if r.err != nil {
 				errs = append(errs, r.err)
 			}
-			if inFlight == 0 && len(queue) > 0 {
-				next() // all tried so far failed: no need to wait
+			if len(queue) > 0 {
+				// A seed that failed at once (refused) has answered: the
+				// next need not wait for the stagger, even while another
+				// (silent) one still waits.
+				start(queue[0])
+				queue = queue[1:]
 				stagger.Reset(joinStagger)
 			}
 		case <-stagger.C:

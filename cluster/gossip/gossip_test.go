@@ -934,3 +934,23 @@ func TestJoinRetriesFailedSeedsWhileOneIsSilent(t *testing.T) {
 		t.Fatal("the join still waits 20 s on the silent seed (TCPTimeout is a minute) though the other is up")
 	}
 }
+
+// Seeds refused while a silent one waits are gone through at once, not
+// one a stagger (2 s) each: with four refused ones before a live seed,
+// the join took 10 s (an outside check: a node joined 6 s after a seed
+// was up).
+func TestJoinGoesThroughRefusedSeedsAtOnce(t *testing.T) {
+	silent, _ := testutil.SilentPeer(t)
+	a, b := twoWithSilentSeedTimeout(t, time.Minute)
+	seeds := []string{silent, "127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4", a.Addr()}
+	began := time.Now()
+	via, _, err := b.JoinVia(seeds)
+	if err != nil || via != a.Addr() {
+		t.Fatalf("join: via %q, %v; want %s", via, err, a.Addr())
+	}
+	// One stagger for the silent seed, then the refused ones at once: 2 s
+	// and a little; one stagger each would be 10 s.
+	if d := time.Since(began); d > 7*time.Second {
+		t.Errorf("joined after %v; want about one stagger (%v)", d, joinStagger)
+	}
+}
