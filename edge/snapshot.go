@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -587,7 +588,7 @@ func fileDigest(names ...string) [sha256.Size]byte {
 		var b []byte
 		var err error
 		if name != "" {
-			b, err = os.ReadFile(name)
+			b, err = smallfile.Read(name, smallfile.MaxPEM)
 		}
 		fmt.Fprintf(h, "%d:%q:%v:", len(b), name, err)
 		h.Write(b)
@@ -689,7 +690,7 @@ func upstreamTLSConfig(c config.UpstreamTLS) (*tls.Config, error) {
 	}
 	tc := &tls.Config{ServerName: c.ServerName, MinVersion: tls.VersionTLS12}
 	if c.CAFile != "" {
-		pem, err := os.ReadFile(c.CAFile)
+		pem, err := smallfile.Read(c.CAFile, smallfile.MaxPEM)
 		if err != nil {
 			return nil, &configFieldError{"tls.ca_file", err}
 		}
@@ -703,7 +704,7 @@ func upstreamTLSConfig(c config.UpstreamTLS) (*tls.Config, error) {
 		if _, err := os.Stat(c.KeyFile); err != nil {
 			return nil, &configFieldError{"tls.key_file", err}
 		}
-		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		cert, err := smallfile.LoadKeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
 			// The key's own faults (no PEM key in it, not the
 			// certificate's key) are the key file's.

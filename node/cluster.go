@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"os"
 	"strconv"
 	"strings"
@@ -75,13 +76,12 @@ func (n *Node) announce() {
 }
 
 func readGossipKeys(path string) ([][]byte, error) {
-	f, err := os.Open(path)
+	b, err := smallfile.Read(path, smallfile.MaxToken)
 	if err != nil {
 		return nil, fmt.Errorf("gossip key file: %w", err)
 	}
-	defer f.Close()
 	var keys [][]byte
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(b))
 	for line := 1; sc.Scan(); line++ {
 		t := strings.TrimSpace(sc.Text())
 		if t == "" || strings.HasPrefix(t, "#") {

@@ -2,10 +2,10 @@ package node
 
 import (
 	"cmp"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io"
 	"io/fs"
 	"net"
@@ -298,20 +298,11 @@ func ReadFile(path string) ([]byte, error) {
 	// device may never end (a reload must not hang on either). The type
 	// is that of the file opened (without waiting), not of the name
 	// looked at before, which a rename could change in between.
-	f, err := openNoWait(path)
+	f, err := smallfile.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, err
-	} else if !fi.Mode().IsRegular() {
-		what := "not a regular file"
-		if fi.IsDir() {
-			what = "is a directory"
-		}
-		return nil, fmt.Errorf("%s: %s", path, what)
-	}
 	return ReadLimited(f, path)
 }
 
@@ -596,7 +587,7 @@ func (c *Config) validate(machine bool) error {
 			}
 			if certErr != nil || keyErr != nil {
 				// Said above, each.
-			} else if kp, err := tls.LoadX509KeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
+			} else if kp, err := smallfile.LoadKeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
 				add("cluster.tls.cert_file", "%v", err)
 			} else if leaf, err := x509.ParseCertificate(kp.Certificate[0]); err == nil {
 				// The leader seats a member only if its certificate is
@@ -798,7 +789,7 @@ func (c Config) withDefaults() (Config, error) {
 // readTokenFile reads an admin token file: its first line, at least 16
 // characters.
 func readTokenFile(path string) (string, error) {
-	b, err := os.ReadFile(path)
+	b, err := smallfile.Read(path, smallfile.MaxToken)
 	if err != nil {
 		return "", fmt.Errorf("admin token file: %w", err)
 	}
@@ -810,7 +801,7 @@ func readTokenFile(path string) (string, error) {
 }
 
 func loadCertPool(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
+	b, err := smallfile.Read(path, smallfile.MaxPEM)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -575,6 +577,46 @@ func TestGatewayYAMLKeepsTheText(t *testing.T) {
 
 // The node section's errors come in line order and speak of the document
 // (an unknown field is "in node", not in the Go type behind it).
+// Files a config names are read only if they are regular files, and only
+// so far: a FIFO held validate, a reload and PUT /config until something
+// wrote to it, and /dev/zero was read until memory ran out.
+func TestConfigFilesThatAreNotRegularAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	big := filepath.Join(dir, "big.pem")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("A"), 1<<20+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svc := func(tls string) string {
+		return "gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls: {" + tls + "}\n  routes: []\n"
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"node:\n  admin:\n    token_file: /dev/zero\n", "line 3: node.admin.token_file: admin token file: open /dev/zero: not a regular file"},
+		{"node:\n  admin:\n    token_file: " + fifo + "\n", "node.admin.token_file: admin token file: open " + fifo + ": not a regular file"},
+		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + fifo + "\n", "line 6: node.tls.client_auth[0].ca_file: open " + fifo + ": not a regular file"},
+		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + big + "\n", "1048577 bytes, over the 1048576 such a file may hold"},
+		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    acme:\n      email: a@b.example\n      ca_root: /dev/zero\n", "not a regular file"},
+		{svc("server_name: h, ca_file: /dev/zero"), "gateway.services[0].tls.ca_file: open /dev/zero: not a regular file"},
+		{svc("server_name: h, ca_file: " + fifo), "gateway.services[0].tls.ca_file: open " + fifo + ": not a regular file"},
+		{svc("cert_file: /dev/zero, key_file: " + fifo), "gateway.services[0].tls"},
+		{"node:\n  cluster:\n    bind: 127.0.0.1:0\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n    tls: {ca_file: /dev/zero, cert_file: " + fifo + ", key_file: " + fifo + "}\n", "not a regular file"},
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := ParseFile([]byte(tc.yaml)); done <- err }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%q: err = %v; want one containing %q", tc.yaml, err, tc.want)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%q: still reading after 20 s", tc.yaml) // a FIFO's open waits for a writer
+		}
+	}
+}
+
 func TestNodeErrorsInLineOrder(t *testing.T) {
 	_, err := ParseFile([]byte("node:\n  name: x\n  nmae: y\n"))
 	if err == nil || !strings.Contains(err.Error(), `line 3: node.nmae: unknown field "nmae" in node`) {

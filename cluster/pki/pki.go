@@ -28,6 +28,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io/fs"
 	"math/big"
 	"net"
@@ -177,7 +178,7 @@ func IssueNodeCert(caDir, name string, ips []net.IP, dnsNames []string, outDir s
 // host-name checking as well may clone the config, set ServerName and clear
 // InsecureSkipVerify.
 func LoadMutualTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
-	caPEM, err := os.ReadFile(caFile)
+	caPEM, err := smallfile.Read(caFile, smallfile.MaxPEM)
 	if err != nil {
 		return nil, fmt.Errorf("pki: read CA: %w", err)
 	}
@@ -185,7 +186,7 @@ func LoadMutualTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("pki: %s: no PEM certificate found", caFile)
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	cert, err := smallfile.LoadKeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("pki: load node certificate: %w", err)
 	}
@@ -230,11 +231,11 @@ func LoadMutualTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 }
 
 func loadCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, CACertFile))
+	certPEM, err := smallfile.Read(filepath.Join(dir, CACertFile), smallfile.MaxPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: read CA certificate: %w", err)
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, CAKeyFile))
+	keyPEM, err := smallfile.Read(filepath.Join(dir, CAKeyFile), smallfile.MaxPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("pki: read CA key: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io"
 	"net/http"
 	"net/url"
@@ -147,7 +148,7 @@ func (f adminFlags) resolve(stderr io.Writer) (base, token string, code int) {
 	case *f.tokenFile != "":
 		// Named explicitly: it must hold a token, rather than the command
 		// send none and report the node's 401.
-		b, err := os.ReadFile(*f.tokenFile)
+		b, err := smallfile.Read(*f.tokenFile, smallfile.MaxToken)
 		if err != nil {
 			fmt.Fprintf(stderr, "meridian: cannot read the token file: %v\n", err)
 			return "", "", 1

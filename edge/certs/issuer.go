@@ -12,11 +12,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -79,7 +79,7 @@ func newACMEIssuer(a *ACMEOptions, challenges []string, storage certmagic.Storag
 		roots = x509.NewCertPool()
 	}
 	if a.CARootFile != "" {
-		pemBytes, err := os.ReadFile(a.CARootFile)
+		pemBytes, err := smallfile.Read(a.CARootFile, smallfile.MaxPEM)
 		if err != nil {
 			return nil, fmt.Errorf("certs: acme.ca_root: %w", err)
 		}

@@ -8,10 +8,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 )
@@ -170,36 +168,10 @@ func loadPair(f StaticFiles) (staticCert, *StaticError) {
 
 // readPEMFile reads a certificate or key file: a regular file (not a
 // device or a pipe, which could block or never end), at most
-// maxStaticFile bytes.
+// smallfile.MaxPEM bytes. Its errors leave the path to the caller.
 func readPEMFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err // the path is said already
-		}
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
-	if fi.Size() > maxStaticFile {
-		return nil, fmt.Errorf("%d bytes, over the %d a certificate or key file may have", fi.Size(), maxStaticFile)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxStaticFile+1))
-	if err == nil && len(b) > maxStaticFile {
-		err = fmt.Errorf("over the %d bytes a certificate or key file may have", maxStaticFile)
-	}
-	return b, err
+	b, err := smallfile.Read(path, smallfile.MaxPEM)
+	return b, smallfile.Reason(err)
 }
 
 // parseChain returns the certificates of a PEM file in order (other

@@ -427,7 +427,7 @@ func TestStaticCertificateFilesRefused(t *testing.T) {
 		{StaticFiles{big, good.KeyFile}, "certificates[0].cert_file: " + big + ": 1048577 bytes, over the 1048576"},
 		{StaticFiles{fifo, good.KeyFile}, "certificates[0].cert_file: " + fifo + ": not a regular file"},
 		{StaticFiles{good.CertFile, "/dev/zero"}, "certificates[0].key_file: /dev/zero: not a regular file"},
-		{StaticFiles{good.CertFile, ti.dir}, "certificates[0].key_file: " + ti.dir + ": not a regular file"},
+		{StaticFiles{good.CertFile, ti.dir}, "certificates[0].key_file: " + ti.dir + ": is a directory"},
 	} {
 		se := CheckStatic(c.f)
 		if se == nil || !strings.Contains(se.Error(), c.want) {
