@@ -438,14 +438,24 @@ func (c *Cluster) tryBootstrap() bool {
 			// More voters than expected met, and this one is not among
 			// the first (by name): those bootstrap, and their leader
 			// seats it.
+			// The probes above take time: the leader may have
+			// seated this node meanwhile (an outside check saw this
+			// line 0.6-0.9 s after the seat, on every late node).
+			if c.Store.HasState() {
+				return true
+			}
 			if !c.beyondExpectLogged {
 				c.beyondExpectLogged = true
+				first := make([]string, len(voters))
+				for i, v := range voters {
+					first[i] = v.ID
+				}
 				c.log.Info("bootstrap_expect: more voters than expected met, and this node is not among the first by name: waiting for them to form the cluster and seat it",
-					"first", len(voters))
+					"first_voters", first)
 			}
 			return false
 		}
-		if c.peerMayHaveState(c.Members.Members(), c.Store.PeerHasState) || c.silentSeedHolds() {
+		if c.peerMayHaveState(c.Members.Members(), c.Store.PeerHasState, c.Store.HasState) || c.silentSeedHolds() {
 			return false
 		}
 		if err := c.Store.BootstrapCluster(voters); err != nil {
@@ -479,8 +489,9 @@ func (c *Cluster) tryBootstrap() bool {
 // older version), or a refusal over mutual TLS (another CA or cluster),
 // says nothing of a state this cluster could have. A member that went down
 // before it answered holds the bootstrap until it comes back or gossip
-// forgets it (DeadRetention).
-func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Context, string) (bool, error)) bool {
+// forgets it (DeadRetention). seated is the node's own Store.HasState: the
+// questions take time, and a node seated meanwhile does not say it waits.
+func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Context, string) (bool, error), seated func() bool) bool {
 	if c.saidNoState == nil {
 		c.saidNoState = map[string]bool{}
 	}
@@ -502,7 +513,7 @@ func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Con
 			return true // closing
 		case err == nil && has:
 			delete(c.saidNoState, mb.Name)
-			if !c.waitSeatLogged {
+			if !c.waitSeatLogged && !seated() { // not seated while asking
 				c.waitSeatLogged = true
 				c.log.Info("bootstrap_expect: a member already has Raft state: waiting to be brought into its cluster (by its leader, or by the bootstrap that member made)",
 					"member", mb.Name)
