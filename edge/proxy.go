@@ -559,12 +559,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 			pe := classify(err, ctx)
 			att.end(upstream.Failure)
 			x.errKind = pe.proxyStatus
-			if canRetry && attempt < retry.attempts && retry.retryError(pe) && g.allowRetry(svc, x, pe.proxyStatus) {
-				if !sleepCtx(ctx, retry.backoff(attempt+1)) {
-					g.backoffCut(w, r, x, ctx)
-					return
+			if canRetry && attempt < retry.attempts && retry.retryError(pe) {
+				if wait, fits := retryWait(ctx, retry, attempt+1); fits && g.allowRetry(svc, x, pe.proxyStatus) {
+					if !sleepCtx(ctx, wait) {
+						g.backoffCut(w, r, x, ctx)
+						return
+					}
+					continue
 				}
-				continue
 			}
 			if body != nil {
 				x.bytesIn = body.n.Load() // what reached the upstream before it failed
@@ -572,14 +574,16 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, c *call, rt *r
 			g.targetFailed(w, r, x, svc, t, pe)
 			return
 		}
-		if canRetry && attempt < retry.attempts && retry.retryStatus(resp.StatusCode) && g.allowRetry(svc, x, strconv.Itoa(resp.StatusCode)) {
-			dropAnswer(resp.Body)
-			att.end(upstream.Failure)
-			if !sleepCtx(ctx, retry.backoff(attempt+1)) {
-				g.backoffCut(w, r, x, ctx)
-				return
+		if canRetry && attempt < retry.attempts && retry.retryStatus(resp.StatusCode) {
+			if wait, fits := retryWait(ctx, retry, attempt+1); fits && g.allowRetry(svc, x, strconv.Itoa(resp.StatusCode)) {
+				dropAnswer(resp.Body)
+				att.end(upstream.Failure)
+				if !sleepCtx(ctx, wait) {
+					g.backoffCut(w, r, x, ctx)
+					return
+				}
+				continue
 			}
-			continue
 		}
 		x.errKind = "" // an earlier attempt's failure, retried: in retried_on
 		break
@@ -1562,6 +1566,20 @@ func (b *cancelOnClose) Close() error {
 	err := b.ReadCloser.Close()
 	b.cancel()
 	return err
+}
+
+// retryWait draws the wait before retry n and says whether it ends before
+// the request's total timeout. A wait the deadline would cut only turns
+// the upstream's own answer (a 503 back in a millisecond, say) into a 504
+// blaming the upstream's timing (an outside check: a 2 s backoff under a
+// 300 ms total timeout answered every request so): that answer, or that
+// error, is what the client gets instead.
+func retryWait(ctx context.Context, p *retryPolicy, n int) (time.Duration, bool) {
+	d := p.backoff(n)
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+		return d, false
+	}
+	return d, true
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {
