@@ -302,7 +302,7 @@ func (p *Pool) hashKey(r *http.Request, clientIP string) string {
 	if r != nil {
 		switch p.hashOn.Kind {
 		case HashHeader:
-			if v := r.Header.Get(p.hashOn.Name); v != "" {
+			if v := headerKey(r.Header[p.hashOn.Name]); v != "" {
 				return v
 			}
 		case HashCookie:
@@ -321,6 +321,28 @@ func (p *Pool) hashKey(r *http.Request, clientIP string) string {
 		return r.RemoteAddr
 	}
 	return ""
+}
+
+// headerKey is the hash key of a header field's lines: the field's value
+// as one list, so that lines combined by an intermediary, or split, or
+// spaced otherwise around their commas, keep their key (RFC 9110 5.3: a
+// recipient may combine them "without changing the semantics").
+func headerKey(lines []string) string {
+	if len(lines) == 1 && strings.IndexByte(lines[0], ',') < 0 {
+		return strings.TrimSpace(lines[0])
+	}
+	var b strings.Builder
+	for _, line := range lines {
+		for elem := range strings.SplitSeq(line, ",") {
+			if elem = strings.Trim(elem, " \t"); elem != "" {
+				if b.Len() > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString(elem)
+			}
+		}
+	}
+	return b.String()
 }
 
 // FNV-1a (64 bit) parameters, as in hash/fnv. The hash is computed inline

@@ -404,3 +404,31 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+// A header field's lines are hashed as one list: combined by an
+// intermediary, split, or spaced otherwise, a key keeps its target (an
+// outside check saw two lines and their combined line go to two targets).
+func TestConsistentHashHeaderLinesAsOneList(t *testing.T) {
+	p := hashPool(t, hostURLs(10), HashSource{Kind: HashHeader, Name: "X-Key"})
+	pick := func(lines ...string) string {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header["X-Key"] = lines
+		tg, err := p.Pick(r, "192.0.2.1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tg.key
+	}
+	for k := range 50 {
+		a, b := "1.1.1."+strconv.Itoa(k), "zzz"+strconv.Itoa(k)
+		want := pick(a + ", " + b)
+		for _, lines := range [][]string{{a, b}, {a + "," + b}, {a + " ,\t" + b}, {a, "", b}, {" " + a + ", ", b}} {
+			if got := pick(lines...); got != want {
+				t.Fatalf("lines %q went to %s; %q to %s", lines, got, a+", "+b, want)
+			}
+		}
+	}
+	if headerKey([]string{"a", "b"}) != "a, b" || headerKey([]string{"a"}) != "a" || headerKey([]string{" , "}) != "" {
+		t.Errorf("headerKey: %q %q %q", headerKey([]string{"a", "b"}), headerKey([]string{"a"}), headerKey([]string{" , "}))
+	}
+}
