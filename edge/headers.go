@@ -649,6 +649,12 @@ func routeView(r *http.Request, trusted bool) *http.Request {
 			}
 		}
 	}
+	if _, ok := h["Upgrade"]; ok && upgradeType(h) == "" {
+		// Not relayed (h2c, or not named in Connection): the upstream
+		// never sees it, and a route on it would match a request that
+		// arrives plain (an outside check).
+		drop = append(drop, "Upgrade")
+	}
 	for _, v := range h["Connection"] {
 		for v != "" {
 			var tok string

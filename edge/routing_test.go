@@ -445,6 +445,7 @@ routes:
   - {name: xff, service: be, match: {path_prefix: /i, headers: [{name: X-Forwarded-For, prefix: "10."}]}}
   - {name: hop, service: be, match: {path_prefix: /i, headers: [{name: X-Hop, exact: "1"}]}}
   - {name: ws, service: be, match: {path_prefix: /i, headers: [{name: Upgrade, exact: websocket}]}}
+  - {name: h2c, service: be, match: {path_prefix: /i, headers: [{name: Upgrade, exact: h2c}]}}
 `, be.URL)
 	for _, trusted := range []bool{false, true} {
 		var setup gatewaySetup
@@ -463,6 +464,11 @@ routes:
 			{[][2]string{{"X-Hop", "1"}}, "hop", "hop"},
 			{[][2]string{{"X-Hop", "1"}, {"Connection", "X-Hop"}}, "public", "public"},
 			{[][2]string{{"X-Hop", "1"}, {"Connection", "keep-alive"}}, "hop", "hop"},
+			// An Upgrade that is not relayed: to h2c (forwarded plain), or
+			// one Connection does not name.
+			{[][2]string{{"Upgrade", "h2c"}, {"Connection", "Upgrade, HTTP2-Settings"}, {"HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA"}}, "public", "public"},
+			{[][2]string{{"Upgrade", "websocket"}}, "public", "public"},
+			{[][2]string{{"Upgrade", "websocket"}, {"Connection", "Upgrade"}}, "ws", "ws"},
 		} {
 			for _, lane := range []bool{true, false} {
 				req, _ := http.NewRequest(http.MethodGet, gw.url+"/i", nil)
