@@ -62,14 +62,21 @@ func (l *logFile) Close() error {
 // those that fail (a full disk, a closed pipe, a file made unwritable):
 // the lines they held are counted (meridian_access_log_lines_lost_total)
 // and said in the node's log, at most once per lossReportEvery, as nginx
-// logs its failed access log writes. Serving goes on either way.
+// logs its failed access log writes. Losses held back by that limit are
+// said when it allows (a timer, so that they are said even when writes
+// recover meanwhile: an outside check saw the last batch never said), or
+// at Close. Serving goes on either way.
 type lossWatch struct {
-	w      io.Writer
-	lost   prometheus.Counter
-	log    *slog.Logger
-	mu     sync.Mutex
-	last   time.Time // of the last report
-	unsaid int       // lines lost since it
+	w       io.Writer
+	lost    prometheus.Counter
+	log     *slog.Logger
+	every   time.Duration // lossReportEvery unless set (tests)
+	mu      sync.Mutex
+	last    time.Time   // of the last report
+	unsaid  int         // lines lost since it
+	lastErr error       // the last failure unsaid
+	timer   *time.Timer // to say what is unsaid
+	closed  bool
 }
 
 const lossReportEvery = 10 * time.Second
@@ -82,13 +89,49 @@ func (l *lossWatch) Write(p []byte) (int, error) {
 	lines := bytes.Count(p[min(max(n, 0), len(p)):], []byte{'\n'})
 	l.lost.Add(float64(lines))
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.unsaid += lines
-	if now := time.Now(); now.Sub(l.last) >= lossReportEvery {
-		l.log.Error("access log write failed; lines lost", "err", err, "lines", l.unsaid)
-		l.last, l.unsaid = now, 0
+	l.lastErr = err
+	every := l.every
+	if every <= 0 {
+		every = lossReportEvery
 	}
-	l.mu.Unlock()
+	switch now := time.Now(); {
+	case l.closed || now.Sub(l.last) >= every:
+		l.reportLocked(now)
+	case l.timer == nil:
+		l.timer = time.AfterFunc(l.last.Add(every).Sub(now), l.reportHeld)
+	}
 	return n, err
+}
+
+func (l *lossWatch) reportHeld() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.timer = nil
+	if !l.closed {
+		l.reportLocked(time.Now())
+	}
+}
+
+func (l *lossWatch) reportLocked(now time.Time) {
+	if l.timer != nil {
+		l.timer.Stop()
+		l.timer = nil
+	}
+	if l.unsaid > 0 {
+		l.log.Error("access log write failed; lines lost", "err", l.lastErr, "lines", l.unsaid)
+	}
+	l.last, l.unsaid, l.lastErr = now, 0, nil
+}
+
+// Close says what is unsaid and stops the timer; later losses are said at
+// once.
+func (l *lossWatch) Close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.reportLocked(time.Now())
+	l.closed = true
 }
 
 // accessLogBuffer is the size of the access log's buffer: a burst of

@@ -15,10 +15,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/testutil"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // sink records each Write it gets; failFirst makes its first n fail.
@@ -300,5 +302,60 @@ func TestAccessLogHandlerMatchesSlogJSON(t *testing.T) {
 		if got.String() != want.String() {
 			t.Fatalf("case %d:\n got %s\nwant %s", i, got.String(), want.String())
 		}
+	}
+}
+
+type failWriter struct{ fail atomic.Bool }
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	if f.fail.Load() {
+		return 0, errors.New("no space left on device")
+	}
+	return len(p), nil
+}
+
+// Lost lines held back by the report's rate limit are said once it allows,
+// even when writes recover meanwhile, and at Close (an outside check saw
+// the last batch of a full disk never said).
+func TestLossWatchSaysEveryLoss(t *testing.T) {
+	var logs testutil.SyncBuffer
+	fw := &failWriter{}
+	fw.fail.Store(true)
+	l := &lossWatch{w: fw, lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "x"}), log: slog.New(slog.NewJSONHandler(&logs, nil)), every: 200 * time.Millisecond}
+	said := func() (n int) {
+		for line := range strings.SplitSeq(logs.String(), "\n") {
+			var rec struct{ Lines int }
+			if json.Unmarshal([]byte(line), &rec) == nil {
+				n += rec.Lines
+			}
+		}
+		return n
+	}
+	l.Write([]byte("a\nb\nc\n"))
+	if said() != 3 {
+		t.Fatalf("first loss: said %d lines; want 3 at once\n%s", said(), logs.String())
+	}
+	l.Write([]byte("d\ne\n")) // within the limit: held
+	if said() != 3 {
+		t.Errorf("said %d lines within the limit; want the 2 held", said())
+	}
+	fw.fail.Store(false) // the disk has room again
+	l.Write([]byte("f\n"))
+	deadline := time.Now().Add(10 * time.Second)
+	for said() != 5 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if said() != 5 {
+		t.Fatalf("the 2 held lines were never said\n%s", logs.String())
+	}
+	fw.fail.Store(true)
+	l.Write([]byte("g\n")) // held again (the last report was just now)
+	l.Close()
+	if said() != 6 {
+		t.Errorf("Close did not say the held line\n%s", logs.String())
+	}
+	l.Write([]byte("h\n")) // after Close: said at once
+	if said() != 7 {
+		t.Errorf("a loss after Close was not said at once\n%s", logs.String())
 	}
 }

@@ -58,24 +58,25 @@ type Options struct {
 
 // Node is one running edge node.
 type Node struct {
-	dirLock  *os.File // flock on DataDir/node.lock while the node runs
-	cfg      Config
-	opts     Options
-	log      *slog.Logger
-	gw       *edge.Gateway
-	proxy    *edge.Server
-	adminSrv *http.Server
-	adminLn  net.Listener
-	demo     *demoBackend
-	certs    *certs.Manager
-	certSt   *certstore.Storage // cluster certificate storage (nil alone or without HTTPS)
-	cluster  *cluster.Cluster
-	stopping chan struct{}
-	stopOnce sync.Once
-	tlsSrv   *edge.TLSServer
-	token    string
-	accessF  *logFile
-	accessW  *flushingWriter // the access log's buffer, if any
+	dirLock    *os.File // flock on DataDir/node.lock while the node runs
+	cfg        Config
+	opts       Options
+	log        *slog.Logger
+	gw         *edge.Gateway
+	proxy      *edge.Server
+	adminSrv   *http.Server
+	adminLn    net.Listener
+	demo       *demoBackend
+	certs      *certs.Manager
+	certSt     *certstore.Storage // cluster certificate storage (nil alone or without HTTPS)
+	cluster    *cluster.Cluster
+	stopping   chan struct{}
+	stopOnce   sync.Once
+	tlsSrv     *edge.TLSServer
+	token      string
+	accessF    *logFile
+	accessW    *flushingWriter // the access log's buffer, if any
+	accessLoss *lossWatch      // the access log's failed writes, if it has a file
 	// accessLost counts access log lines lost to failed writes
 	// (lossWatch); registered with the gateway's metrics.
 	accessLost prometheus.Counter
@@ -190,7 +191,8 @@ func New(f *File, opts Options) (*Node, error) {
 			Name: "meridian_access_log_lines_lost_total",
 			Help: "Access log lines lost to failed writes (a full disk, an unwritable file); the node's log says why.",
 		})
-		w = &lossWatch{w: w, lost: n.accessLost, log: n.log}
+		n.accessLoss = &lossWatch{w: w, lost: n.accessLost, log: n.log}
+		w = n.accessLoss
 		if fi := cfg.AccessLog.FlushInterval; fi == nil || *fi > 0 {
 			interval := time.Second
 			if fi != nil {
@@ -961,6 +963,9 @@ func (n *Node) Drain(ctx context.Context) error {
 	n.wg.Wait()
 	if n.accessW != nil {
 		n.accessW.Close() // the lines of the last requests
+	}
+	if n.accessLoss != nil {
+		n.accessLoss.Close() // and any loss not said yet
 	}
 	if n.accessF != nil {
 		n.accessF.Close()
