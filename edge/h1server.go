@@ -1475,7 +1475,9 @@ func (c *serverConn) parseHead() (requestLine, *parseError) {
 	proto := protoString(major, minor, protoB)
 	for _, b := range targetB {
 		if b <= ' ' || b == 0x7f {
-			return requestLine{}, badRequest("the request target has a control character or space").about(string(methodB), "", proto, "")
+			// Logged as read (the access log escapes it), as nginx logs
+			// such a request line.
+			return requestLine{}, badRequest("the request target has a control character or space").about(string(methodB), string(targetB), proto, "")
 		}
 	}
 	// Gather the header block: the method and target first, so that one

@@ -1838,6 +1838,9 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 		{"bad line", "NONSENSE\r\n\r\n", 400, "", "", "", "http_request_error"},
 		{"no version", "GET /v09\r\n\r\n", 400, "GET", "/v09", "", "http_request_error"},
 		{"control byte after host", "GET /ctl HTTP/1.1\r\nHost: f\r\nX-Id: a\x01b\r\n\r\n", 400, "GET", "/ctl", "f", "http_request_error"},
+		// The target as read (JSON escapes its control bytes); its Host
+		// line is not read.
+		{"control byte in target", "GET /ok/\x01\x1b[31mred HTTP/1.1\r\nHost: g\r\n\r\n", 400, "GET", "/ok/\x01\x1b[31mred", "", "http_request_error"},
 		{"slow head", "GET /slow HTTP/1.1\r\nHost: c\r\n", 408, "GET", "/slow", "c", "client_header_timeout"},
 		// Refused by the gateway rather than the parser, the same way.
 		{"header count", "GET /many HTTP/1.1\r\nHost: d\r\n" + strings.Repeat("X-A: 1\r\n", 11) + "\r\n", 431, "GET", "/many", "d", "http_request_error"},
@@ -1903,13 +1906,13 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 			t.Errorf("%s: no record with status %d, method %q and path %q in %v", tc.name, tc.status, tc.method, tc.path, recs)
 		}
 	}
-	if v := metricValue(t, gw.g, `meridian_requests_total{code="4xx",method="GET",route=""}`); v != 7 {
-		t.Errorf(`meridian_requests_total{code="4xx",method="GET",route=""} = %v; want 7`, v)
+	if v := metricValue(t, gw.g, `meridian_requests_total{code="4xx",method="GET",route=""}`); v != 8 {
+		t.Errorf(`meridian_requests_total{code="4xx",method="GET",route=""} = %v; want 8`, v)
 	}
 	// The client's errors, not the upstream's: an upstream alert must not
 	// go off because clients send garbage.
-	if v := metricValue(t, gw.g, `meridian_request_errors_total{error="http_request_error",route=""}`); v != 7 {
-		t.Errorf(`meridian_request_errors_total{error="http_request_error",route=""} = %v; want 7`, v)
+	if v := metricValue(t, gw.g, `meridian_request_errors_total{error="http_request_error",route=""}`); v != 8 {
+		t.Errorf(`meridian_request_errors_total{error="http_request_error",route=""} = %v; want 8`, v)
 	}
 	if v := metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_request_error",route=""}`); v != 0 {
 		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 0`, v)
