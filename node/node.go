@@ -985,6 +985,12 @@ func (n *Node) loadState() state {
 	var st state
 	b, err := os.ReadFile(n.statePath("state.json"))
 	if err != nil {
+		// A first start has none; a data dir that served a document
+		// through the admin API had one (an outside check removed it:
+		// versions went back to 1 without a word).
+		if _, aerr := os.Stat(n.statePath(appliedFile)); !errors.Is(err, os.ErrNotExist) || aerr == nil {
+			n.log.Warn("state.json missing or unreadable in a data dir that served before; starting versions afresh, and serving the file's document rather than one applied through the admin API", "err", err)
+		}
 		return st
 	}
 	if err := json.Unmarshal(b, &st); err != nil {

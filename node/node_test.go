@@ -804,3 +804,41 @@ func TestNodeChangesNamed(t *testing.T) {
 		t.Errorf("nodeChanges of the same = %q; want none", got)
 	}
 }
+
+// A data dir that served before and lost its state.json says so at the
+// next start (versions start again at 1); a first start says nothing.
+func TestMissingStateFileWarns(t *testing.T) {
+	be := backend(t, "A")
+	dir := t.TempDir()
+	content := nodeFile(dir, be.URL)
+	start := func() string {
+		t.Helper()
+		f, err := ParseFile([]byte(content))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs testutil.SyncBuffer
+		n, err := New(f, Options{ConfigPath: filepath.Join(dir, "meridian.yaml"), Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(f, []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		n.Drain(context.Background())
+		return logs.String()
+	}
+	const warning = "state.json missing or unreadable in a data dir that served before"
+	if logs := start(); strings.Contains(logs, warning) {
+		t.Errorf("a first start warned:\n%s", logs)
+	}
+	if logs := start(); strings.Contains(logs, warning) {
+		t.Errorf("a restart with its state warned:\n%s", logs)
+	}
+	if err := os.Remove(filepath.Join(dir, "state.json")); err != nil {
+		t.Fatal(err)
+	}
+	if logs := start(); !strings.Contains(logs, warning) {
+		t.Errorf("state.json removed: no warning\n%s", logs)
+	}
+}
