@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/meridian-gw/meridian/internal/smallfile"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -23,6 +22,7 @@ import (
 	"github.com/meridian-gw/meridian/edge/config"
 	"github.com/meridian-gw/meridian/edge/router"
 	"github.com/meridian-gw/meridian/edge/upstream"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 )
 
 // Defaults used when the gateway document leaves a value at zero.

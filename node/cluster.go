@@ -7,7 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/meridian-gw/meridian/internal/smallfile"
 	"os"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/config"
 	"github.com/meridian-gw/meridian/internal/atomicfile"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 )
 
 // startCluster joins the cluster. Documents committed in Raft reach

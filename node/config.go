@@ -2,10 +2,10 @@ package node
 
 import (
 	"cmp"
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io"
 	"io/fs"
 	"net"
@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 )
 
 // File is a node's configuration file: the node section, static and local
@@ -673,13 +674,42 @@ func (c *Config) validate(machine bool) error {
 	// Two listeners on one port (port 0 picks a free one): the same host,
 	// or one of them on all interfaces. HTTPS and gossip also take the
 	// UDP port, which nothing else here uses.
+	// A host name is compared by the addresses it resolves to
+	// (localhost:9901 is 127.0.0.1:9901's port too: an outside check had
+	// validate accept what serve could not bind).
 	unspecified := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	resolved := map[string][]netip.Addr{}
+	addrs := func(h string) []netip.Addr {
+		if a, ok := resolved[h]; ok {
+			return a
+		}
+		var a []netip.Addr
+		if ip, err := netip.ParseAddr(h); err == nil {
+			a = []netip.Addr{ip.Unmap()}
+		} else if machine {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			ips, _ := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+			cancel()
+			for _, ip := range ips {
+				a = append(a, ip.Unmap())
+			}
+		}
+		resolved[h] = a
+		return a
+	}
+	sameHost := func(x, y string) bool {
+		if x == y {
+			return true
+		}
+		ax := addrs(x)
+		return slices.ContainsFunc(addrs(y), func(a netip.Addr) bool { return slices.Contains(ax, a) })
+	}
 	for i, a := range binds {
 		for _, b := range binds[:i] {
 			if a.port == "0" || a.port != b.port {
 				continue
 			}
-			if a.host == b.host || unspecified(a.host) || unspecified(b.host) {
+			if sameHost(a.host, b.host) || unspecified(a.host) || unspecified(b.host) {
 				add(a.path, "port %s is also %s's", a.port, b.path)
 			}
 		}

@@ -499,6 +499,8 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  access_log: {path: " + missing + "/a.log}\n", "line 2: node.access_log.path: " + missing + "/a.log cannot be created: stat " + missing + ": no such file or directory"},
 		{"node:\n  access_log: {path: " + dir + "}\n", "line 2: node.access_log.path: " + dir + " is a directory"},
 		{"node:\n  admin: {listen: '127.0.0.1:8080'}\n", "line 2: node.admin.listen: port 8080 is also listen.http's"},
+		// A name, by the addresses it resolves to.
+		{"node:\n  listen: {http: '127.0.0.1:19255'}\n  admin: {listen: 'localhost:19255'}\n", "line 3: node.admin.listen: port 19255 is also listen.http's"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + noPEM + "\n", "line 6: node.tls.client_auth[0].ca_file: " + noPEM + " holds no PEM certificates"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    acme:\n      dns_provider: cloudflare\n", "line 5: node.tls.acme.dns_provider: no DNS provider is built in yet"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    certificates:\n      - {cert_file: " + missing + ", key_file: " + noPEM + "}\n", "line 5: node.tls.certificates[0].cert_file: " + missing + ": no such file or directory"},
@@ -523,6 +525,7 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 	for _, ok := range []string{
 		"node:\n  listen: {http: '127.0.0.1:0', https: '127.0.0.1:0'}\n  admin: {listen: '127.0.0.1:0'}\n",
 		"node:\n  listen: {http: '127.0.0.2:8080'}\n  admin: {listen: '127.0.0.1:8080'}\n",
+		"node:\n  listen: {http: '127.0.0.2:8080'}\n  admin: {listen: 'localhost:8080'}\n",
 	} {
 		if _, err := ParseFile([]byte(ok)); err != nil {
 			t.Errorf("%q: %v", ok, err)

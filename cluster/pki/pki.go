@@ -28,7 +28,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io/fs"
 	"math/big"
 	"net"
@@ -36,6 +35,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/smallfile"
 )
 
 // File names inside the CA directory.

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io"
 	"net/http"
 	"net/url"
@@ -32,6 +31,7 @@ import (
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/edge/config"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"github.com/meridian-gw/meridian/node"
 	"go.yaml.in/yaml/v3"
 )

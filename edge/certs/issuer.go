@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -26,6 +25,8 @@ import (
 	"github.com/caddyserver/certmagic"
 	"github.com/mholt/acmez/v3"
 	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/meridian-gw/meridian/internal/smallfile"
 )
 
 const acmeChallengePrefix = "/.well-known/acme-challenge/"

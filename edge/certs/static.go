@@ -8,10 +8,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"github.com/meridian-gw/meridian/internal/smallfile"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/smallfile"
 )
 
 // Certificates of the operator's own (tls.certificates): a certificate and
