@@ -343,6 +343,10 @@ func parseFile(data []byte, machine bool) (_ *File, err error) {
 	var f File
 	root, err := config.DecodeStrict(data, &f)
 	if err != nil {
+		if bareDocument(data) {
+			// validate takes this file; serve needs it under gateway:.
+			return nil, errors.New("this is a gateway document on its own (services and routes at the top); a node's file has a node: section and that document under gateway: (see the README), or give this one to a running node with `meridian config apply -f FILE`")
+		}
 		return nil, err
 	}
 	var errs config.Errors
@@ -373,6 +377,21 @@ func parseFile(data []byte, machine bool) (_ *File, err error) {
 		return nil, config.WithLines(data, err, "gateway")
 	}
 	return &f, nil
+}
+
+// bareDocument reports whether data is a gateway document rather than a
+// node's file: a mapping with services or routes at the top and neither
+// node nor gateway.
+func bareDocument(data []byte) bool {
+	var top map[string]any
+	if yaml.Unmarshal(data, &top) != nil {
+		return false
+	}
+	_, node := top["node"]
+	_, gw := top["gateway"]
+	_, svcs := top["services"]
+	_, routes := top["routes"]
+	return !node && !gw && (svcs || routes)
 }
 
 // GatewayYAML returns the gateway section of a node file as its own YAML

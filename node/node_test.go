@@ -808,6 +808,18 @@ func TestNodeChangesNamed(t *testing.T) {
 	}
 }
 
+// A gateway document given where a node's file is expected (serve
+// -config) is named as such, not as an unknown field "services".
+func TestBareDocumentAsNodeFileNamed(t *testing.T) {
+	_, err := ParseFile([]byte(gatewayDoc("http://127.0.0.1:1")))
+	if err == nil || !strings.Contains(err.Error(), "gateway document on its own") || !strings.Contains(err.Error(), "gateway:") {
+		t.Errorf("err = %v; want it to say this is a gateway document, and where it goes", err)
+	}
+	if _, err := ParseFile([]byte("node: {}\nservices: []\n")); err == nil || strings.Contains(err.Error(), "on its own") {
+		t.Errorf("a node file with a stray field: err = %v; want the unknown field", err)
+	}
+}
+
 // A data dir that served before and lost its state.json says so at the
 // next start (versions start again at 1); a first start says nothing.
 func TestMissingStateFileWarns(t *testing.T) {
