@@ -152,7 +152,16 @@ func (g *Gateway) AdminHandler(o AdminOptions) http.Handler {
 			adminProblem(w, http.StatusMethodNotAllowed, "Method Not Allowed", r.Method+" "+r.URL.Path+" is not supported; allowed: "+allow, nil)
 			return
 		}
-		adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+r.URL.Path, nil)
+		detail := "no admin endpoint " + r.Method + " " + r.URL.Path
+		if p := strings.TrimSuffix(r.URL.Path, "/"); p != r.URL.Path && adminAllow(p) != "" {
+			detail += " (paths are matched as written: " + p + "?)"
+		}
+		adminProblem(w, http.StatusNotFound, "Not Found", detail, nil)
+	})
+	// Without it ServeMux redirects /debug/pprof to /debug/pprof/ in
+	// HTML: an admin client is told, as for other paths.
+	mux.HandleFunc("/debug/pprof", func(w http.ResponseWriter, r *http.Request) {
+		adminProblem(w, http.StatusNotFound, "Not Found", "no admin endpoint "+r.Method+" "+r.URL.Path+" (paths are matched as written: /debug/pprof/?)", nil)
 	})
 	return boundUnreadBody(refuseUncleanPath(mux))
 }
@@ -382,8 +391,12 @@ func (a *admin) write(h http.HandlerFunc) http.HandlerFunc {
 		if !a.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
 			detail := "writes need the admin bearer token: Authorization: Bearer TOKEN"
-			if a.o.Token == "" {
+			switch {
+			case a.o.Token == "":
 				detail = "no admin token is configured, so writes are refused; set node.admin.token or node.admin.token_file"
+			case r.Header.Get("Authorization") != "":
+				w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin", error="invalid_token"`)
+				detail = "the bearer token given is not the admin token"
 			}
 			adminProblem(w, http.StatusUnauthorized, "Unauthorized", detail, nil)
 			return

@@ -217,6 +217,11 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			{"/routes/../config", "/config"},
 			{"/./upstreams", "/upstreams"},
 			{"/debug//pprof/", "/debug/pprof/"},
+			// A trailing slash on an endpoint, and pprof's index without
+			// its own.
+			{"/config/", "/config"},
+			{"/healthz/", "/healthz"},
+			{"/debug/pprof", "/debug/pprof/"},
 		} {
 			req, _ := http.NewRequest("GET", closed.URL+tc.path, nil)
 			req.Header.Set("Authorization", "Bearer "+token)
@@ -242,6 +247,12 @@ func TestAdminConfigAndAuth(t *testing.T) {
 		req.Header.Set("Authorization", "Basic "+token)
 		if resp, _ := do(t, http.DefaultClient, req); resp.StatusCode != 401 {
 			t.Errorf("Authorization: Basic ...: %d; want 401", resp.StatusCode)
+		}
+	})
+	t.Run("a wrong token on a write is said to be wrong", func(t *testing.T) {
+		resp, body := adminRequest(t, "PUT", closed.URL+"/config", "not-the-token", raw)
+		if resp.StatusCode != 401 || !strings.Contains(string(body), "not the admin token") || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "invalid_token") {
+			t.Errorf("PUT with a wrong token: %d %s %q; want 401 saying the token is not the admin token", resp.StatusCode, body, resp.Header.Get("WWW-Authenticate"))
 		}
 	})
 	t.Run("PUT needs the token even with open reads", func(t *testing.T) {
