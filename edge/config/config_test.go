@@ -151,6 +151,8 @@ func TestParseErrors(t *testing.T) {
 		{"no targets", "services:\n  - name: s\n", 2, []string{"services[0].targets"}},
 		{"bad policy", "services:\n  - name: s\n    targets: [{url: 'http://h:1'}]\n    balancer: {policy: random}\n", 4, []string{"services[0].balancer.policy"}},
 		{"bad regex", base + "  - name: r\n    service: s\n    match:\n      headers: [{name: X, regex: '('}]\n", 8, []string{"routes[0].match.headers[0].regex"}},
+		// The error quotes what was written, not the anchored form.
+		{"bad regex quoted as written", base + "  - name: r\n    service: s\n    match:\n      headers: [{name: X, regex: '([\"'}]\n", 8, []string{"routes[0].match.headers[0].regex: invalid regular expression: error parsing regexp: missing closing ]: `[\"`"}},
 		{"control character in a header value", base + "  - name: r\n    service: s\n    request_headers: {set: {X-A: \"a\\u0001b\"}}\n", 7, []string{"routes[0].request_headers.set", `value of "X-A" holds the control character U+0001`}},
 		{"DEL in a response header value", base + "  - name: r\n    service: s\n    response_headers: {add: {X-A: \"a\\u007fb\"}}\n", 7, []string{"routes[0].response_headers.add", `value of "X-A" holds the control character U+007F`}},
 		{"padded header value", base + "  - name: r\n    service: s\n    request_headers: {set: {X-A: ' padded '}}\n", 7, []string{"routes[0].request_headers.set", `value of "X-A" begins or ends with a space or tab`}},

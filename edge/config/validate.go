@@ -438,7 +438,11 @@ func (v *validator) valueMatches(p string, ms []ValueMatch, header bool) {
 			v.errf(mp, "set at most one of exact, prefix and regex")
 		}
 		if m.Regex != "" {
-			if _, err := regexp.Compile("^(?:" + m.Regex + ")$"); err != nil {
+			// The expression alone first, so that the error quotes what
+			// was written, not the anchored form matching compiles.
+			if _, err := regexp.Compile(m.Regex); err != nil {
+				v.errf(mp+".regex", "invalid regular expression: %v", err)
+			} else if _, err := regexp.Compile("^(?:" + m.Regex + ")$"); err != nil {
 				v.errf(mp+".regex", "invalid regular expression: %v", err)
 			}
 		}
