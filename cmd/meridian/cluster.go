@@ -38,10 +38,17 @@ const clusterUsage = `usage:
   meridian cluster keygen                                print a new gossip encryption key (base64)
 `
 
+// clusterMisused says what is wrong with a cluster command line, then the
+// usage.
+func clusterMisused(stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "meridian: "+format+"\n", args...)
+	fmt.Fprint(stderr, clusterUsage)
+	return 2
+}
+
 func clusterCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, clusterUsage)
-		return 2
+		return clusterMisused(stderr, "cluster needs a command (status, remove, ca create, cert, keygen)")
 	}
 	if isHelp(args[0]) || args[0] == "help" {
 		fmt.Fprint(stdout, clusterUsage)
@@ -60,16 +67,20 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprint(stdout, clusterUsage)
 			return 0
 		}
-		if len(args) < 2 || args[1] != "create" {
-			fmt.Fprint(stderr, clusterUsage)
-			return 2
+		if len(args) < 2 {
+			return clusterMisused(stderr, "cluster ca needs a command (create)")
+		}
+		if args[1] != "create" {
+			return clusterMisused(stderr, "unknown cluster ca command %q (create)", args[1])
 		}
 		if err := fs.Parse(args[2:]); err != nil {
 			return parseFailed(err)
 		}
-		if !noArgs(fs, stderr) || *dir == "" {
-			fmt.Fprint(stderr, clusterUsage)
+		if !noArgs(fs, stderr) {
 			return 2
+		}
+		if *dir == "" {
+			return clusterMisused(stderr, "cluster ca create needs -dir DIR")
 		}
 		if err := pki.CreateCA(*dir); err != nil {
 			fmt.Fprintf(stderr, "meridian: %v\n", err)
@@ -88,9 +99,11 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		if err := fs.Parse(args[1:]); err != nil {
 			return parseFailed(err)
 		}
-		if !noArgs(fs, stderr) || *caDir == "" || *name == "" {
-			fmt.Fprint(stderr, clusterUsage)
+		if !noArgs(fs, stderr) {
 			return 2
+		}
+		if *caDir == "" || *name == "" {
+			return clusterMisused(stderr, "cluster cert needs -ca DIR and -name NODE")
 		}
 		var ipList []net.IP
 		for _, s := range splitList(*ips) {
@@ -124,8 +137,7 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(key))
 		return 0
 	}
-	fmt.Fprint(stderr, clusterUsage)
-	return 2
+	return clusterMisused(stderr, "unknown cluster command %q", args[0])
 }
 
 func splitList(s string) []string {
