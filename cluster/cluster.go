@@ -95,6 +95,7 @@ type Cluster struct {
 	noAnswerLogged     time.Time       // a member that did not answer the state question was last logged
 	saidNoState        map[string]bool // members that answered they have no Raft state (or cannot tell)
 	beyondExpectLogged bool            // the wait of a node beyond bootstrap_expect was logged
+	lastVoterLogged    bool            // a member to be demoted holds the only vote (logged once)
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -594,6 +595,9 @@ func (c *Cluster) reconcile() {
 			} else {
 				c.log.Info("member added to Raft", "member", mb.Name, "voter", mb.Voter)
 			}
+		case mb.State == gossip.StateAlive && !mb.Draining && known && s.Addr == mb.ClusterAddr && s.Voter != mb.Voter &&
+			(mb.ClusterID == "" || mb.ClusterID == c.Members.ClusterID()):
+			c.changeSuffrage(mb, servers)
 		case mb.State == gossip.StateLeft && known && mb.Name != c.cfg.Name && (!s.Voter || mb.GivesUpSeat):
 			// A non-voter that left has no say in the quorum: tidied
 			// away (it is added again when it comes back). A voter
@@ -607,6 +611,49 @@ func (c *Cluster) reconcile() {
 			}
 		}
 	}
+}
+
+// changeSuffrage makes a seated member's seat what its configuration now
+// says (voter, or voter: false): a node restarted with voter changed kept
+// its old seat without a word (an outside check), so a cluster laid out
+// with non-voters as the README advises had a larger quorum than its
+// operator thought. A leader to be demoted hands its leadership over first
+// (the next leader demotes it); the last voter is never demoted.
+func (c *Cluster) changeSuffrage(mb gossip.Member, servers []store.Server) {
+	var err error
+	switch {
+	case mb.Voter:
+		if err = c.Store.AddVoter(c.ctx, mb.Name, mb.ClusterAddr); err == nil {
+			c.log.Info("member made a voter, as its configuration now says", "member", mb.Name)
+		}
+	case countVoters(servers) <= 1:
+		if !c.lastVoterLogged {
+			c.lastVoterLogged = true
+			c.log.Warn("a member's configuration says voter: false, but it holds the cluster's only vote: it stays a voter until another voter is seated", "member", mb.Name)
+		}
+		return
+	case mb.Name == c.cfg.Name:
+		c.log.Info("this node's configuration says voter: false: handing leadership over, for the next leader to make it a non-voter")
+		c.Store.HandOverLeadership()
+		return
+	default:
+		if err = c.Store.DemoteVoter(c.ctx, mb.Name); err == nil {
+			c.log.Info("member made a non-voter, as its configuration now says", "member", mb.Name)
+		}
+	}
+	if err != nil && c.ctx.Err() == nil {
+		c.log.Warn("changing a member's vote failed", "member", mb.Name, "voter", mb.Voter, "err", err)
+	}
+}
+
+func countVoters(servers []store.Server) int {
+	n := 0
+	for _, s := range servers {
+		if s.Voter {
+			n++
+		}
+	}
+	return n
 }
 
 // reachable probes a member before it gets a Raft seat (or its seat a new

@@ -71,6 +71,8 @@ type clusterHarness struct {
 	bootstrap bool
 	// names gives node i another name than n<i>.
 	names map[int]string
+	// nonVoters starts node i with voter: false.
+	nonVoters map[int]bool
 }
 
 func newClusterHarness(t *testing.T, backend string) *clusterHarness {
@@ -137,13 +139,14 @@ func (h *clusterHarness) start(i int) *Node {
     gossip_bind: "%s:%d"
     %s
     remove_on_leave: %t
+    voter: %t
     %s
     tls: {ca_file: %s, cert_file: %s, key_file: %s}
     gossip_key_file: %s
 gateway:
   services: [{name: app, targets: [{url: %q}]}]
   routes: [{name: v1, match: {path_prefix: /v1}, service: app}]
-`, name, i, 10*i, 5*i, filepath.Join(h.dir, "node"+strconv.Itoa(i)), ip, h.https(ip), ip, raftBind, ip, gossipPort, h.bootstrapLine(), h.removeOnLeave, join,
+`, name, i, 10*i, 5*i, filepath.Join(h.dir, "node"+strconv.Itoa(i)), ip, h.https(ip), ip, raftBind, ip, gossipPort, h.bootstrapLine(), h.removeOnLeave, !h.nonVoters[i], join,
 		filepath.Join(caDir, "ca.crt"), filepath.Join(certDir, name+".crt"), filepath.Join(certDir, name+".key"), h.keyF, h.be)
 	f, err := ParseFile([]byte(yaml))
 	if err != nil {
@@ -524,6 +527,48 @@ func TestClusterSharesTLSSessions(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// A node restarted with voter: false loses its vote, and back with voter:
+// true gets it again: its seat follows its configuration (an outside
+// check saw the change ignored, the quorum larger than configured).
+func TestClusterSeatFollowsVoterSetting(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	defer h.stopAll()
+	h.startVoters(3)
+	seat := func(id string) (voter, ok bool) {
+		for _, n := range h.nodes {
+			if n.cluster.Store.State() != "Leader" {
+				continue
+			}
+			servers, err := n.cluster.Store.Servers()
+			if err != nil {
+				return false, false
+			}
+			for _, s := range servers {
+				if s.ID == id {
+					return s.Voter, true
+				}
+			}
+		}
+		return false, false
+	}
+	for _, voter := range []bool{false, true} {
+		h.stop(3)
+		h.nonVoters = map[int]bool{3: !voter}
+		h.start(3)
+		waitUntil(t, 30*time.Second, fmt.Sprintf("n3's seat a voter: %v", voter), func() bool {
+			v, ok := seat("n3")
+			return ok && v == voter
+		})
+	}
+	// Writes still commit.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := h.nodes[1].Apply(ctx, []byte(docWithPrefix(be.URL, "/after")), edge.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // By default a drained voter keeps its Raft seat (README: restarts keep

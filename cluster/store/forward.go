@@ -30,6 +30,7 @@ const (
 	opAddVoter     = "add_voter"
 	opAddNonvoter  = "add_nonvoter"
 	opRemoveServer = "remove_server"
+	opDemoteVoter  = "demote_voter" // the leader's own reconcile only: not forwarded by older versions
 	// opReadIndex asks the leader for the index of the last entry it has
 	// applied, after a barrier through the log has confirmed with a quorum
 	// that it leads and that every earlier entry is applied: a node that
@@ -143,6 +144,8 @@ func (s *Store) execLocal(ctx context.Context, req *fwdRequest) (fwdResponse, er
 		f = s.raft.AddNonvoter(raft.ServerID(req.ID), raft.ServerAddress(req.Addr), 0, timeout)
 	case opRemoveServer:
 		f = s.raft.RemoveServer(raft.ServerID(req.ID), 0, timeout)
+	case opDemoteVoter:
+		f = s.raft.DemoteVoter(raft.ServerID(req.ID), 0, timeout)
 	default:
 		return fwdResponse{}, fmt.Errorf("store: unknown forwarded operation %q", req.Op)
 	}

@@ -593,6 +593,11 @@ func (s *Store) AddNonvoter(ctx context.Context, id, addr string) error {
 	return s.membership(ctx, &fwdRequest{Op: opAddNonvoter, ID: id, Addr: addr})
 }
 
+// DemoteVoter makes a voter a non-voter (it keeps receiving the log).
+func (s *Store) DemoteVoter(ctx context.Context, id string) error {
+	return s.membership(ctx, &fwdRequest{Op: opDemoteVoter, ID: id})
+}
+
 // RemoveServer removes a member from the Raft configuration.
 func (s *Store) RemoveServer(ctx context.Context, id string) error {
 	return s.membership(ctx, &fwdRequest{Op: opRemoveServer, ID: id})
