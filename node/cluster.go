@@ -172,7 +172,7 @@ func (n *Node) installCluster(doc *config.Document, snap *edge.Snapshot, raw []b
 
 // readInstalled reads a document kept by installCluster.
 func readInstalled(path string) (version uint64, raw []byte, ok bool) {
-	b, err := os.ReadFile(path)
+	b, err := smallfile.Read(path, MaxFileBytes+64) // a version line, then the document
 	if err != nil {
 		return 0, nil, false
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/meridian-gw/meridian/edge/config"
 	"github.com/meridian-gw/meridian/internal/atomicfile"
 	"github.com/meridian-gw/meridian/internal/dirlock"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 )
@@ -412,7 +413,7 @@ func lockDataDir(dir string) (*os.File, error) {
 // hands (a single node renamed).
 func claimDataDir(dir, name string) error {
 	path := filepath.Join(dir, "node-name")
-	b, err := os.ReadFile(path)
+	b, err := smallfile.Read(path, smallfile.MaxToken)
 	if err == nil {
 		owner := strings.TrimSpace(string(b))
 		if owner == name {
@@ -520,7 +521,7 @@ func (n *Node) loadToken() (string, error) {
 		return readTokenFile(n.cfg.Admin.TokenFile)
 	}
 	path := filepath.Join(n.cfg.DataDir, "admin-token")
-	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+	if b, err := smallfile.Read(path, smallfile.MaxToken); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
 		return strings.TrimSpace(string(b)), nil
 	}
 	var buf [24]byte
@@ -983,7 +984,10 @@ func (n *Node) statePath(name string) string { return filepath.Join(n.cfg.DataDi
 
 func (n *Node) loadState() state {
 	var st state
-	b, err := os.ReadFile(n.statePath("state.json"))
+	// Data dir files are read as config files are (smallfile): a FIFO or
+	// a link to a device there must not hold the start (an outside check
+	// saw a FIFO hang it, /dev/zero grow it by a GB a second).
+	b, err := smallfile.Read(n.statePath("state.json"), smallfile.MaxToken)
 	if err != nil {
 		// A first start has none; a data dir that served a document
 		// through the admin API had one (an outside check removed it:
@@ -1010,7 +1014,7 @@ func (n *Node) saveState(st state, raw []byte) error {
 	if err := atomicfile.Write(next, raw, 0o600); err != nil {
 		return err
 	}
-	prev, prevErr := os.ReadFile(statePath)
+	prev, prevErr := smallfile.Read(statePath, smallfile.MaxToken)
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := atomicfile.Write(statePath, b, 0o600); err != nil {
 		os.Remove(next)
@@ -1041,7 +1045,7 @@ const appliedFile = "gateway-applied"
 func (n *Node) storedAdminDocument(want string) (*config.Document, []byte, error) {
 	var why error
 	for _, name := range []string{appliedFile, appliedFile + ".new"} {
-		b, err := os.ReadFile(n.statePath(name))
+		b, err := smallfile.Read(n.statePath(name), MaxFileBytes)
 		if err != nil {
 			if why == nil {
 				why = err

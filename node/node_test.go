@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-gw/meridian/cluster/pki"
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/edge/certs"
 	"github.com/meridian-gw/meridian/internal/testutil"
@@ -499,6 +500,9 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  access_log: {path: " + missing + "/a.log}\n", "line 2: node.access_log.path: " + missing + "/a.log cannot be created: stat " + missing + ": no such file or directory"},
 		{"node:\n  access_log: {path: " + dir + "}\n", "line 2: node.access_log.path: " + dir + " is a directory"},
 		{"node:\n  admin: {listen: '127.0.0.1:8080'}\n", "line 2: node.admin.listen: port 8080 is also listen.http's"},
+		// A port as net.Listen reads it.
+		{"node:\n  listen: {http: '127.0.0.1:19520'}\n  admin: {listen: '127.0.0.1:019520'}\n", "line 3: node.admin.listen: port 19520 is also listen.http's"},
+		{"node:\n  listen: {http: '127.0.0.1:http'}\n  admin: {listen: '127.0.0.1:80'}\n", "line 3: node.admin.listen: port 80 is also listen.http's"},
 		// A name, by the addresses it resolves to.
 		{"node:\n  listen: {http: '127.0.0.1:19255'}\n  admin: {listen: 'localhost:19255'}\n", "line 3: node.admin.listen: port 19255 is also listen.http's"},
 		{"node:\n  listen: {https: '127.0.0.1:8443'}\n  tls:\n    client_auth:\n      - hosts: [a.example]\n        ca_file: " + noPEM + "\n", "line 6: node.tls.client_auth[0].ca_file: " + noPEM + " holds no PEM certificates"},
@@ -593,6 +597,14 @@ func TestConfigFilesThatAreNotRegularAreRefused(t *testing.T) {
 	if err := os.WriteFile(big, bytes.Repeat([]byte("A"), 1<<20+1), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	ca := filepath.Join(dir, "ca")
+	if err := pki.CreateCA(ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.IssueNodeCert(ca, "test", []net.IP{net.ParseIP("127.0.0.1")}, nil, dir); err != nil {
+		t.Fatal(err)
+	}
+	crt := filepath.Join(dir, "test.crt")
 	svc := func(tls string) string {
 		return "gateway:\n  services:\n    - name: s\n      targets: [{url: 'https://h:1'}]\n      tls: {" + tls + "}\n  routes: []\n"
 	}
@@ -606,6 +618,10 @@ func TestConfigFilesThatAreNotRegularAreRefused(t *testing.T) {
 		{svc("server_name: h, ca_file: " + fifo), "gateway.services[0].tls.ca_file: open " + fifo + ": not a regular file"},
 		{svc("cert_file: /dev/zero, key_file: " + fifo), "gateway.services[0].tls"},
 		{"node:\n  cluster:\n    bind: 127.0.0.1:0\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n    tls: {ca_file: /dev/zero, cert_file: " + fifo + ", key_file: " + fifo + "}\n", "not a regular file"},
+		// The key file's fault is named as the key file's.
+		{svc("cert_file: " + crt + ", key_file: /dev/zero"), "gateway.services[0].tls.key_file: client certificate: open /dev/zero: not a regular file"},
+		{svc("cert_file: " + crt + ", key_file: " + fifo), "gateway.services[0].tls.key_file"},
+		{"node:\n  cluster:\n    bind: 127.0.0.1:0\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    tls: {ca_file: " + filepath.Join(ca, "ca.crt") + ", cert_file: " + crt + ", key_file: /dev/zero}\n    insecure: true\n", "node.cluster.tls.key_file: open /dev/zero: not a regular file"},
 	} {
 		done := make(chan error, 1)
 		go func() { _, err := ParseFile([]byte(tc.yaml)); done <- err }()
@@ -855,5 +871,21 @@ func TestMissingStateFileWarns(t *testing.T) {
 	}
 	if logs := start(); !strings.Contains(logs, warning) {
 		t.Errorf("state.json removed: no warning\n%s", logs)
+	}
+	// A FIFO in its place (reading it waited for a writer for ever): the
+	// start goes on, with the warning.
+	os.Remove(filepath.Join(dir, "state.json"))
+	if err := syscall.Mkfifo(filepath.Join(dir, "state.json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 1)
+	go func() { done <- start() }()
+	select {
+	case logs := <-done:
+		if !strings.Contains(logs, warning) || !strings.Contains(logs, "not a regular file") {
+			t.Errorf("state.json a FIFO: no warning naming it\n%s", logs)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the start is still reading a FIFO state.json after 20 s")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/meridian-gw/meridian/internal/atomicfile"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io"
 	"os"
 	"path/filepath"
@@ -93,12 +94,17 @@ type fsm struct {
 	persistErr func(error)
 }
 
+// maxStateFile bounds the state file read at open: the document (8 MiB at
+// most) and the key-value entries, with room to spare. It is read only as
+// a regular file (smallfile): a FIFO there must not hold the start.
+const maxStateFile = 256 << 20
+
 func newFSM(dir string, persistErr func(error)) (*fsm, error) {
 	f := &fsm{dir: dir, waitC: make(chan struct{}), persistErr: persistErr}
 	if dir == "" {
 		return f, nil
 	}
-	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	b, err := smallfile.Read(filepath.Join(dir, stateFile), maxStateFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:

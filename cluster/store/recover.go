@@ -12,6 +12,8 @@ import (
 	"strconv"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/meridian-gw/meridian/internal/smallfile"
 )
 
 // Recovery after the loss of a quorum.
@@ -97,7 +99,7 @@ func parsePeers(b []byte, self string) (raft.Configuration, error) {
 // be used is an error that names it, and is left where it is.
 func recoverIfAsked(rc *raft.Config, dir string, logs raft.LogStore, snaps raft.SnapshotStore, trans raft.Transport, self string, log *slog.Logger) (bool, error) {
 	path := filepath.Join(dir, PeersFile)
-	b, err := os.ReadFile(path)
+	b, err := smallfile.Read(path, 1<<20)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/meridian-gw/meridian/internal/atomicfile"
+	"github.com/meridian-gw/meridian/internal/smallfile"
 	"io/fs"
 	"math/big"
 	"net"
@@ -33,7 +34,7 @@ const (
 // LoadRootPEM returns the local CA root certificate (PEM) kept under dataDir/pki, without
 // starting anything; fs.ErrNotExist (wrapped) if no root was created yet.
 func LoadRootPEM(dataDir string) ([]byte, error) {
-	raw, err := os.ReadFile(filepath.Join(dataDir, "pki", rootCertFile))
+	raw, err := smallfile.Read(filepath.Join(dataDir, "pki", rootCertFile), smallfile.MaxPEM)
 	if err != nil {
 		return nil, fmt.Errorf("certs: local CA root: %w", err)
 	}
@@ -56,8 +57,8 @@ type localCA struct {
 
 func loadOrCreateCA(dir string, now func() time.Time) (*localCA, error) {
 	certPath, keyPath := filepath.Join(dir, rootCertFile), filepath.Join(dir, rootKeyFile)
-	certPEM, certErr := os.ReadFile(certPath)
-	keyPEM, keyErr := os.ReadFile(keyPath)
+	certPEM, certErr := smallfile.Read(certPath, smallfile.MaxPEM)
+	keyPEM, keyErr := smallfile.Read(keyPath, smallfile.MaxPEM)
 	switch {
 	case certErr == nil && keyErr == nil:
 		ca, err := parseCA(certPEM, keyPEM)
