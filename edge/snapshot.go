@@ -709,7 +709,7 @@ func upstreamTLSConfig(c config.UpstreamTLS) (*tls.Config, error) {
 			// The key's own faults (no PEM key in it, not the
 			// certificate's key) are the key file's.
 			field := "tls.cert_file"
-			if msg := err.Error(); strings.Contains(msg, "key input") || strings.Contains(msg, "private key") {
+			if _, ok := errors.AsType[*smallfile.KeyFileError](err); ok {
 				field = "tls.key_file"
 			}
 			return nil, &configFieldError{field, fmt.Errorf("client certificate: %w", err)}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -526,6 +527,12 @@ func (c *Config) validate(machine bool) error {
 	bind := func(path, addr string) {
 		if checkAddr(path, addr) {
 			host, port, _ := net.SplitHostPort(addr)
+			// As net.Listen reads it: 019520 and http are ports 19520
+			// and 80 (an outside check had validate pass two
+			// listeners on 19520 written apart).
+			if p, err := net.LookupPort("tcp", port); err == nil {
+				port = strconv.Itoa(p)
+			}
 			binds = append(binds, bound{path, host, port})
 		}
 	}
@@ -608,7 +615,11 @@ func (c *Config) validate(machine bool) error {
 			if certErr != nil || keyErr != nil {
 				// Said above, each.
 			} else if kp, err := smallfile.LoadKeyPair(cl.TLS.CertFile, cl.TLS.KeyFile); err != nil {
-				add("cluster.tls.cert_file", "%v", err)
+				field := "cluster.tls.cert_file"
+				if _, ok := errors.AsType[*smallfile.KeyFileError](err); ok {
+					field = "cluster.tls.key_file"
+				}
+				add(field, "%v", err)
 			} else if leaf, err := x509.ParseCertificate(kp.Certificate[0]); err == nil {
 				// The leader seats a member only if its certificate is
 				// for its name; say so here rather than let the node

@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 )
 
 // Open opens path for reading if it is a regular file. The type is that
@@ -88,7 +89,9 @@ const MaxPEM = 1 << 20
 const MaxToken = 64 << 10
 
 // LoadKeyPair is tls.LoadX509KeyPair reading its files as Read does,
-// each at most MaxPEM bytes.
+// each at most MaxPEM bytes. Errors that are the key file's (reading it,
+// no key in it, not the certificate's key) are *KeyFileError, so that a
+// caller names the right field.
 func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	certPEM, err := Read(certFile, MaxPEM)
 	if err != nil {
@@ -96,7 +99,19 @@ func LoadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
 	}
 	keyPEM, err := Read(keyFile, MaxPEM)
 	if err != nil {
-		return tls.Certificate{}, err
+		return tls.Certificate{}, &KeyFileError{err}
 	}
-	return tls.X509KeyPair(certPEM, keyPEM)
+	kp, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		if msg := err.Error(); strings.Contains(msg, "key input") || strings.Contains(msg, "private key") {
+			err = &KeyFileError{err}
+		}
+	}
+	return kp, err
 }
+
+// KeyFileError is an error of LoadKeyPair's key file.
+type KeyFileError struct{ Err error }
+
+func (e *KeyFileError) Error() string { return e.Err.Error() }
+func (e *KeyFileError) Unwrap() error { return e.Err }
