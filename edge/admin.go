@@ -265,6 +265,29 @@ func (a *admin) authorized(r *http.Request) bool {
 		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(a.o.Token)) == 1
 }
 
+// refusedCredentials says why r's Authorization was not taken, for a 401:
+// the WWW-Authenticate challenge (RFC 6750 3.1: no error code when no
+// bearer credentials came, invalid_request for an empty or doubled one,
+// invalid_token for a wrong one) and the problem's detail; "" when r
+// brought no Authorization field.
+func refusedCredentials(r *http.Request) (challenge, detail string) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return "", ""
+	}
+	const realm = `Bearer realm="meridian-admin"`
+	scheme, tok, _ := strings.Cut(strings.TrimSpace(vals[0]), " ")
+	switch {
+	case len(vals) > 1:
+		return realm + `, error="invalid_request"`, "more than one Authorization field"
+	case !strings.EqualFold(scheme, "Bearer"):
+		return realm, "the admin API takes a bearer token (Authorization: Bearer TOKEN), not " + strconv.Quote(scheme) + " credentials"
+	case strings.TrimSpace(tok) == "":
+		return realm + `, error="invalid_request"`, "the Authorization field names Bearer but gives no token"
+	}
+	return realm + `, error="invalid_token"`, "the bearer token given is not the admin token"
+}
+
 func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.o.OpenReads && !a.authorized(r) {
@@ -272,12 +295,13 @@ func (a *admin) read(h http.HandlerFunc) http.HandlerFunc {
 			adminProblem(w, http.StatusUnauthorized, "Unauthorized", "this admin listener is not on loopback: reads need the admin bearer token", nil)
 			return
 		}
-		if a.o.OpenReads && r.Header.Get("Authorization") != "" && !a.authorized(r) {
+		if a.o.OpenReads && len(r.Header.Values("Authorization")) > 0 && !a.authorized(r) {
 			// A token was given and is wrong: said, not ignored (a
 			// script would otherwise not learn its token is stale until
 			// it writes).
-			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin", error="invalid_token"`)
-			adminProblem(w, http.StatusUnauthorized, "Unauthorized", "the bearer token given is not the admin token", nil)
+			challenge, detail := refusedCredentials(r)
+			w.Header().Set("WWW-Authenticate", challenge)
+			adminProblem(w, http.StatusUnauthorized, "Unauthorized", detail, nil)
 			return
 		}
 		if a.o.OpenReads && !a.authorized(r) {
@@ -391,12 +415,12 @@ func (a *admin) write(h http.HandlerFunc) http.HandlerFunc {
 		if !a.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin"`)
 			detail := "writes need the admin bearer token: Authorization: Bearer TOKEN"
-			switch {
-			case a.o.Token == "":
+			if challenge, why := refusedCredentials(r); why != "" {
+				w.Header().Set("WWW-Authenticate", challenge)
+				detail = why
+			}
+			if a.o.Token == "" {
 				detail = "no admin token is configured, so writes are refused; set node.admin.token or node.admin.token_file"
-			case r.Header.Get("Authorization") != "":
-				w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-admin", error="invalid_token"`)
-				detail = "the bearer token given is not the admin token"
 			}
 			adminProblem(w, http.StatusUnauthorized, "Unauthorized", detail, nil)
 			return

@@ -249,10 +249,31 @@ func TestAdminConfigAndAuth(t *testing.T) {
 			t.Errorf("Authorization: Basic ...: %d; want 401", resp.StatusCode)
 		}
 	})
-	t.Run("a wrong token on a write is said to be wrong", func(t *testing.T) {
-		resp, body := adminRequest(t, "PUT", closed.URL+"/config", "not-the-token", raw)
-		if resp.StatusCode != 401 || !strings.Contains(string(body), "not the admin token") || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "invalid_token") {
-			t.Errorf("PUT with a wrong token: %d %s %q; want 401 saying the token is not the admin token", resp.StatusCode, body, resp.Header.Get("WWW-Authenticate"))
+	t.Run("refused credentials are said for what they are", func(t *testing.T) {
+		for _, tc := range []struct{ auth, detail, challenge string }{
+			{"Bearer not-the-token", "not the admin token", `error="invalid_token"`},
+			{"Basic YTpi", `takes a bearer token`, `realm="meridian-admin"`},
+			{"Bearer", "gives no token", `error="invalid_request"`},
+			{"", "writes need the admin bearer token", `realm="meridian-admin"`},
+		} {
+			for _, srv := range []*httptest.Server{closed, open} {
+				req, _ := http.NewRequest("PUT", srv.URL+"/config", strings.NewReader(raw))
+				if tc.auth != "" {
+					req.Header.Set("Authorization", tc.auth)
+				}
+				resp, body := do(t, http.DefaultClient, req)
+				ch := resp.Header.Get("WWW-Authenticate")
+				if resp.StatusCode != 401 || !strings.Contains(string(body), tc.detail) || !strings.Contains(ch, tc.challenge) ||
+					(tc.challenge == `realm="meridian-admin"` && strings.Contains(ch, "error=")) {
+					t.Errorf("PUT with Authorization %q: %d %s %q; want 401 saying %q, challenge %q", tc.auth, resp.StatusCode, body, ch, tc.detail, tc.challenge)
+				}
+			}
+		}
+		// On an open read, the same words.
+		req, _ := http.NewRequest("GET", open.URL+"/config", nil)
+		req.Header.Set("Authorization", "Basic YTpi")
+		if resp, body := do(t, http.DefaultClient, req); resp.StatusCode != 401 || !strings.Contains(string(body), `takes a bearer token`) {
+			t.Errorf("open GET with Basic: %d %s", resp.StatusCode, body)
 		}
 	})
 	t.Run("PUT needs the token even with open reads", func(t *testing.T) {

@@ -1450,7 +1450,8 @@ func (c *serverConn) parseHead() (requestLine, *parseError) {
 	}
 	methodB, targetB, protoB := line[:sp1], rest[:sp2], rest[sp2+1:]
 	if !validToken(methodB) {
-		return requestLine{}, badRequest("malformed method")
+		// Logged as read (escaped), as a target with a control byte is.
+		return requestLine{}, badRequest("malformed method").about(string(methodB), string(targetB), "", "")
 	}
 	var major, minor int
 	switch string(protoB) {

@@ -1841,6 +1841,7 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 		// The target as read (JSON escapes its control bytes); its Host
 		// line is not read.
 		{"control byte in target", "GET /ok/\x01\x1b[31mred HTTP/1.1\r\nHost: g\r\n\r\n", 400, "GET", "/ok/\x01\x1b[31mred", "", "http_request_error"},
+		{"control byte in method", "G\x01T /m HTTP/1.1\r\nHost: g\r\n\r\n", 400, "G\x01T", "/m", "", "http_request_error"},
 		{"slow head", "GET /slow HTTP/1.1\r\nHost: c\r\n", 408, "GET", "/slow", "c", "client_header_timeout"},
 		// Refused by the gateway rather than the parser, the same way.
 		{"header count", "GET /many HTTP/1.1\r\nHost: d\r\n" + strings.Repeat("X-A: 1\r\n", 11) + "\r\n", 431, "GET", "/many", "d", "http_request_error"},
@@ -1911,8 +1912,8 @@ func TestH1ServerRefusedRequestsAreLogged(t *testing.T) {
 	}
 	// The client's errors, not the upstream's: an upstream alert must not
 	// go off because clients send garbage.
-	if v := metricValue(t, gw.g, `meridian_request_errors_total{error="http_request_error",route=""}`); v != 8 {
-		t.Errorf(`meridian_request_errors_total{error="http_request_error",route=""} = %v; want 8`, v)
+	if v := metricValue(t, gw.g, `meridian_request_errors_total{error="http_request_error",route=""}`); v != 9 {
+		t.Errorf(`meridian_request_errors_total{error="http_request_error",route=""} = %v; want 9`, v)
 	}
 	if v := metricValue(t, gw.g, `meridian_upstream_errors_total{error="http_request_error",route=""}`); v != 0 {
 		t.Errorf(`meridian_upstream_errors_total{error="http_request_error",route=""} = %v; want 0`, v)

@@ -102,8 +102,13 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		if !noArgs(fs, stderr) {
 			return 2
 		}
-		if *caDir == "" || *name == "" {
+		switch {
+		case *caDir == "" && *name == "":
 			return clusterMisused(stderr, "cluster cert needs -ca DIR and -name NODE")
+		case *caDir == "":
+			return clusterMisused(stderr, "cluster cert needs -ca DIR")
+		case *name == "":
+			return clusterMisused(stderr, "cluster cert needs -name NODE")
 		}
 		var ipList []net.IP
 		for _, s := range splitList(*ips) {
