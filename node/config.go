@@ -585,6 +585,22 @@ func (c *Config) validate(machine bool) error {
 		if cl.GossipBind == "" {
 			add("cluster.gossip_bind", "missing: the gossip address, e.g. 10.0.0.5:7946")
 		}
+		// Peers dial the cluster address: one on every interface needs
+		// the one they dial (serve refused it after validate took it).
+		allIfaces := func(addr string) bool {
+			h, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return false
+			}
+			ip, perr := netip.ParseAddr(h)
+			return h == "" || (perr == nil && ip.IsUnspecified())
+		}
+		if cl.Advertise == "" && allIfaces(cl.Bind) {
+			add("cluster.advertise", "missing: cluster.bind %s listens on every interface; set advertise to the address peers dial, e.g. 10.0.0.5:7001", cl.Bind)
+		}
+		if allIfaces(cl.Advertise) {
+			add("cluster.advertise", "%s is not an address peers can dial", cl.Advertise)
+		}
 		if cl.Bootstrap && cl.BootstrapExpect > 0 {
 			add("cluster", "set bootstrap or bootstrap_expect, not both")
 		}

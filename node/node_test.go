@@ -500,6 +500,9 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  access_log: {path: " + missing + "/a.log}\n", "line 2: node.access_log.path: " + missing + "/a.log cannot be created: stat " + missing + ": no such file or directory"},
 		{"node:\n  access_log: {path: " + dir + "}\n", "line 2: node.access_log.path: " + dir + " is a directory"},
 		{"node:\n  admin: {listen: '127.0.0.1:8080'}\n", "line 2: node.admin.listen: port 8080 is also listen.http's"},
+		// A cluster address on every interface needs the one peers dial.
+		{"node:\n  cluster:\n    bind: 0.0.0.0:19625\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n", "node.cluster.advertise: missing: cluster.bind 0.0.0.0:19625 listens on every interface"},
+		{"node:\n  cluster:\n    bind: ':19625'\n    advertise: '[::]:19625'\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n", "node.cluster.advertise: [::]:19625 is not an address peers can dial"},
 		// A port as net.Listen reads it.
 		{"node:\n  listen: {http: '127.0.0.1:19520'}\n  admin: {listen: '127.0.0.1:019520'}\n", "line 3: node.admin.listen: port 19520 is also listen.http's"},
 		{"node:\n  listen: {http: '127.0.0.1:http'}\n  admin: {listen: '127.0.0.1:80'}\n", "line 3: node.admin.listen: port 80 is also listen.http's"},
