@@ -21,6 +21,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,7 @@ type Cluster struct {
 	saidNoState        map[string]bool // members that answered they have no Raft state (or cannot tell)
 	beyondExpectLogged bool            // the wait of a node beyond bootstrap_expect was logged
 	lastVoterLogged    bool            // a member to be demoted holds the only vote (logged once)
+	expectWaitLogged   string          // the voters seen when the wait for bootstrap_expect was last logged
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -423,6 +425,18 @@ func (c *Cluster) tryBootstrap() bool {
 			}
 		}
 		if len(voters) < c.cfg.BootstrapExpect {
+			// Said when the voters seen change (an outside check found
+			// two nodes of three waiting with nothing in their logs).
+			seen := make([]string, len(voters))
+			for i, v := range voters {
+				seen[i] = v.ID
+			}
+			slices.Sort(seen)
+			if key := strings.Join(seen, ","); key != c.expectWaitLogged && len(seen) > 0 {
+				c.expectWaitLogged = key
+				c.log.Info("bootstrap_expect: waiting for more voters before forming the cluster",
+					"expect", c.cfg.BootstrapExpect, "seen", seen)
+			}
 			return false
 		}
 		slices.SortFunc(voters, func(a, b store.Server) int {

@@ -73,6 +73,8 @@ type clusterHarness struct {
 	names map[int]string
 	// nonVoters starts node i with voter: false.
 	nonVoters map[int]bool
+	// logs, if set, gets each node's log (JSON), by node number.
+	logs map[int]*testutil.SyncBuffer
 }
 
 func newClusterHarness(t *testing.T, backend string) *clusterHarness {
@@ -152,7 +154,12 @@ gateway:
 	if err != nil {
 		h.t.Fatalf("node %s config: %v", name, err)
 	}
-	n, err := New(f, Options{Logger: slog.New(slog.DiscardHandler), ClusterTuning: fastCluster})
+	logger := slog.New(slog.DiscardHandler)
+	if h.logs != nil {
+		h.logs[i] = &testutil.SyncBuffer{}
+		logger = slog.New(slog.NewJSONHandler(h.logs[i], nil))
+	}
+	n, err := New(f, Options{Logger: logger, ClusterTuning: fastCluster})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -1070,6 +1077,30 @@ func TestClusterBootstrapLeavesOutAnUnreachableVoter(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// A bootstrap_expect node that has not met enough voters says so, and
+// names those it met, once per change (an outside check found two nodes
+// of three waiting with nothing in their logs).
+func TestClusterWaitForExpectedVotersIsLogged(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	h.logs = map[int]*testutil.SyncBuffer{}
+	defer h.stopAll()
+	h.start(1)
+	h.start(2)
+	const waiting = `"expect":3,"seen":["n1","n2"]`
+	waitUntil(t, 20*time.Second, "n1 and n2 to say they wait for a third voter", func() bool {
+		return strings.Contains(h.logs[1].String(), waiting) && strings.Contains(h.logs[2].String(), waiting)
+	})
+	h.start(3)
+	waitUntil(t, 20*time.Second, "a cluster of three", func() bool {
+		servers, err := h.nodes[1].cluster.Store.Servers()
+		return err == nil && len(servers) == 3
+	})
+	if n := strings.Count(h.logs[1].String(), waiting); n != 1 {
+		t.Errorf("n1 said it waited with n1 and n2 %d times; want once", n)
+	}
 }
 
 // Nodes without Raft state do not bootstrap while one of their seeds takes
