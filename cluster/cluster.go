@@ -91,13 +91,14 @@ type Cluster struct {
 	firstJoinOnce sync.Once
 	// nameConflictLogged: tryBootstrap said why it does not (manageLoop
 	// only).
-	nameConflictLogged bool
-	waitSeatLogged     bool            // the wait for a seat in a cluster that exists was logged
-	noAnswerLogged     time.Time       // a member that did not answer the state question was last logged
-	saidNoState        map[string]bool // members that answered they have no Raft state (or cannot tell)
-	beyondExpectLogged bool            // the wait of a node beyond bootstrap_expect was logged
-	lastVoterLogged    bool            // a member to be demoted holds the only vote (logged once)
-	expectWaitLogged   string          // the voters seen when the wait for bootstrap_expect was last logged
+	nameConflictLogged   bool
+	waitSeatLogged       bool            // the wait for a seat in a cluster that exists was logged
+	noAnswerLogged       time.Time       // a member that did not answer the state question was last logged
+	saidNoState          map[string]bool // members that answered they have no Raft state (or cannot tell)
+	beyondExpectLogged   bool            // the wait of a node beyond bootstrap_expect was logged
+	lastVoterLogged      bool            // a member to be demoted holds the only vote (logged once)
+	expectWaitLogged     string          // the voters seen when the wait for bootstrap_expect was last logged
+	bootstrapDeferLogged bool            // a bootstrap: true node deferring to another was logged
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -161,7 +162,7 @@ func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 		Meta: gossip.Meta{
 			Name: cfg.Name, Region: cfg.Region, Lat: cfg.Lat, Lon: cfg.Lon,
 			HTTPAddr: cfg.HTTPAddr, HTTPSAddr: cfg.HTTPSAddr, AdminAddr: cfg.AdminAddr, ClusterAddr: st.Addr(),
-			Voter: cfg.Voter, GivesUpSeat: cfg.RemoveOnLeave,
+			Voter: cfg.Voter, GivesUpSeat: cfg.RemoveOnLeave, Bootstrap: cfg.Bootstrap,
 		},
 	}
 	if cfg.GossipAdvertise != "" {
@@ -395,15 +396,41 @@ func (c *Cluster) tryBootstrap() bool {
 		// check saw versions offset for good) once the two met. Copying
 		// the first node's configuration, bootstrap: true included, to
 		// the next is an easy slip.
-		for _, mb := range c.Members.Members() {
-			if c.Store.HasState() {
-				break // its own cluster's, or the one it joined: BootstrapCluster does nothing
+		if c.Store.HasState() {
+			return true // its own cluster's, or the one it joined: nothing to bootstrap
+		}
+		members := c.Members.Members()
+		first := ""
+		for _, mb := range members {
+			if mb.Name == c.cfg.Name || mb.State != gossip.StateAlive {
+				continue
 			}
-			if mb.Name != c.cfg.Name && mb.State == gossip.StateAlive && mb.ConfigVersion > 0 {
+			if mb.ConfigVersion > 0 {
 				c.log.Warn("bootstrap: true, but the cluster already exists: joining it instead (remove bootstrap: true from this node's configuration)",
 					"member", mb.Name, "config_version", mb.ConfigVersion)
 				return true
 			}
+			if mb.Bootstrap && mb.Name < c.cfg.Name && (first == "" || mb.Name < first) {
+				first = mb.Name
+			}
+		}
+		// Several nodes with bootstrap: true that meet (a file copied
+		// with it, an easy slip: an outside check forked three such
+		// nodes into three clusters, each ready): the first by name
+		// bootstraps, the others wait for its leader to seat them.
+		if first != "" {
+			if !c.bootstrapDeferLogged {
+				c.bootstrapDeferLogged = true
+				c.log.Warn("bootstrap: true is set on several nodes: only the first by name bootstraps, and its leader seats this node (set bootstrap: true on one node only)",
+					"first", first)
+			}
+			return false
+		}
+		// One that bootstrapped before this node saw it holds Raft
+		// state: this node is seated by its leader, not a second
+		// cluster's first voter.
+		if c.peerMayHaveState(members, c.Store.PeerHasState, c.Store.HasState) {
+			return false
 		}
 		err := c.Store.BootstrapCluster([]store.Server{{ID: c.cfg.Name, Addr: c.Store.Addr(), Voter: true}})
 		if err != nil {
@@ -530,7 +557,7 @@ func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Con
 			delete(c.saidNoState, mb.Name)
 			if !c.waitSeatLogged && !seated() { // not seated while asking
 				c.waitSeatLogged = true
-				c.log.Info("bootstrap_expect: a member already has Raft state: waiting to be brought into its cluster (by its leader, or by the bootstrap that member made)",
+				c.log.Info("bootstrap: a member already has Raft state: waiting to be brought into its cluster (by its leader, or by the bootstrap that member made)",
 					"member", mb.Name)
 			}
 			return true
@@ -541,7 +568,7 @@ func (c *Cluster) peerMayHaveState(members []gossip.Member, ask func(context.Con
 		default:
 			if now := time.Now(); now.Sub(c.noAnswerLogged) >= 30*time.Second {
 				c.noAnswerLogged = now
-				c.log.Warn("bootstrap_expect: not bootstrapping yet: a member seen in gossip has not said whether it has Raft state (it may have, and a bootstrap would then fork its cluster); asking again. If it is gone for good and never held this cluster's state, restart the waiting nodes together (they forget it), or wait for gossip's dead retention",
+				c.log.Warn("bootstrap: not bootstrapping yet: a member seen in gossip has not said whether it has Raft state (it may have, and a bootstrap would then fork its cluster); asking again. If it is gone for good and never held this cluster's state, restart the waiting nodes together (they forget it), or wait for gossip's dead retention",
 					"member", mb.Name, "gossip_state", string(mb.State), "addr", mb.ClusterAddr, "err", err, "dead_retention", c.deadRetention().String())
 			}
 			return true

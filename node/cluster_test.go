@@ -75,6 +75,8 @@ type clusterHarness struct {
 	nonVoters map[int]bool
 	// logs, if set, gets each node's log (JSON), by node number.
 	logs map[int]*testutil.SyncBuffer
+	// gossipPorts, if set, is node i's gossip port.
+	gossipPorts map[int]int
 }
 
 func newClusterHarness(t *testing.T, backend string) *clusterHarness {
@@ -123,8 +125,8 @@ func (h *clusterHarness) start(i int) *Node {
 	if a, ok := h.raft[i]; ok {
 		raftBind = a
 	}
-	gossipPort := 0
-	if i == 1 && h.seed != "" {
+	gossipPort := h.gossipPorts[i]
+	if i == 1 && h.seed != "" && gossipPort == 0 {
 		_, p, _ := net.SplitHostPort(h.seed)
 		fmt.Sscan(p, &gossipPort) // a restarted seed keeps its address
 	}
@@ -828,6 +830,48 @@ func TestClusterSecondBootstrapNodeJoins(t *testing.T) {
 	if id, _ := n2.cluster.Store.Leader(); id != "n1" {
 		t.Errorf("n2's leader = %q; want n1 (one cluster)", id)
 	}
+}
+
+// bootstrap: true on every node of a new cluster, all started at once and
+// seeded with each other (a node file copied with it): one cluster, not
+// one per node (an outside check saw three, each ready and serving its
+// own file's document).
+func TestClusterBootstrapTrueOnEveryNodeFormsOne(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	h.bootstrap = true
+	h.gossipPorts = map[int]int{}
+	for i := 1; i <= 3; i++ {
+		// A port free for TCP and UDP on 127.0.0.i.
+		for h.gossipPorts[i] == 0 {
+			ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			port := ln.Addr().(*net.TCPAddr).Port
+			pc, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.%d:%d", i, port))
+			ln.Close()
+			if err == nil {
+				pc.Close()
+				h.gossipPorts[i] = port
+			}
+		}
+		h.seeds = append(h.seeds, fmt.Sprintf("127.0.0.%d:%d", i, h.gossipPorts[i]))
+	}
+	defer h.stopAll()
+	for i := 1; i <= 3; i++ {
+		h.start(i) // Start returns before the node joins or bootstraps
+	}
+	waitUntil(t, 30*time.Second, "one cluster of three", func() bool {
+		id := h.nodes[1].cluster.Members.ClusterID()
+		for _, n := range h.nodes {
+			servers, err := n.cluster.Store.Servers()
+			if err != nil || len(servers) != 3 || id == "" || n.cluster.Members.ClusterID() != id {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // Two clusters bootstrapped apart (the seeds not reachable then, or none

@@ -53,6 +53,7 @@ func testMeta(i int) Meta {
 		ClusterAddr:   fmt.Sprintf("127.0.0.%d:7000", i),
 		Voter:         i%2 == 1,
 		GivesUpSeat:   i%3 == 0,
+		Bootstrap:     i%2 == 0,
 		ConfigVersion: uint64(i),
 	}
 }

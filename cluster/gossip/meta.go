@@ -33,6 +33,9 @@ type Meta struct {
 	// GivesUpSeat: when this voter leaves, it leaves Raft too
 	// (remove_on_leave); the leader removes it if it could not itself.
 	GivesUpSeat bool
+	// Bootstrap: configured with bootstrap: true (several such nodes
+	// defer to the first by name, see cluster.tryBootstrap).
+	Bootstrap bool
 	// ClusterID names the cluster whose Raft history this node holds ("":
 	// none yet). Gossip refuses members of another cluster (see
 	// delegate.NotifyMerge): two histories cannot be merged.
@@ -48,6 +51,7 @@ const (
 	flagVoter       = 1 << 0
 	flagDraining    = 1 << 1
 	flagGivesUpSeat = 1 << 2 // older nodes ignore it
+	flagBootstrap   = 1 << 3 // older nodes ignore it
 )
 
 // ErrMetaTooLarge is returned (wrapped) when encoded metadata would not fit
@@ -75,6 +79,9 @@ func encodeMeta(m *Meta, boot uint64) ([]byte, error) {
 	}
 	if m.GivesUpSeat {
 		flags |= flagGivesUpSeat
+	}
+	if m.Bootstrap {
+		flags |= flagBootstrap
 	}
 	b = append(b, metaVersion, flags)
 	b = binary.BigEndian.AppendUint64(b, boot)
@@ -117,6 +124,7 @@ func decodeMeta(name string, b []byte) (Meta, uint64, error) {
 	m.Voter = flags&flagVoter != 0
 	m.Draining = flags&flagDraining != 0
 	m.GivesUpSeat = flags&flagGivesUpSeat != 0
+	m.Bootstrap = flags&flagBootstrap != 0
 	r := reader{b: b[2:]}
 	boot := r.u64()
 	m.ConfigVersion = r.uvarint()
