@@ -289,7 +289,13 @@ func (c *Cluster) joinLoop() {
 			c.reconnectLoop()
 			return
 		}
-		c.log.Warn("cannot join yet; retrying", "seeds", seeds, "err", err, "retry_in", wait.String())
+		attrs := []any{"seeds", seeds, "err", err, "retry_in", wait.String()}
+		if err != nil && (strings.Contains(err.Error(), "EOF") || strings.Contains(err.Error(), "connection reset")) {
+			// What a node's cluster (Raft) port answers to gossip: an
+			// outside check named it in join and got only "EOF".
+			attrs = append(attrs, "hint", "a seed closed the connection without a gossip answer: join lists gossip addresses (a node's cluster.gossip_bind), not its cluster.bind port")
+		}
+		c.log.Warn("cannot join yet; retrying", attrs...)
 		select {
 		case <-c.ctx.Done():
 			return

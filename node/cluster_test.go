@@ -874,6 +874,22 @@ func TestClusterBootstrapTrueOnEveryNodeFormsOne(t *testing.T) {
 	})
 }
 
+// A join seed that is a node's cluster (Raft) port rather than its gossip
+// port is named for what it likely is, not only "EOF".
+func TestClusterJoinThroughAClusterPortHinted(t *testing.T) {
+	be := backend(t, "ok")
+	h := newClusterHarness(t, be.URL)
+	h.bootstrap = true
+	h.logs = map[int]*testutil.SyncBuffer{}
+	defer h.stopAll()
+	h.start(1)
+	h.seeds = []string{h.raft[1]}
+	h.start(2)
+	waitUntil(t, 20*time.Second, "n2's join warning to name gossip addresses", func() bool {
+		return strings.Contains(h.logs[2].String(), "join lists gossip addresses")
+	})
+}
+
 // Two clusters bootstrapped apart (the seeds not reachable then, or none
 // given) cannot be merged: their Raft histories differ. When their gossip
 // meets, each refuses the other's members (they know different cluster

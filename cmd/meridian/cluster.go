@@ -196,12 +196,25 @@ func clusterStatus(args []string, stdout, stderr io.Writer) int {
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tREGION\tLOCATION\tGOSSIP\tRAFT\tCONFIG\tHTTP\tCLUSTER")
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
 	for _, m := range members {
 		version := fmt.Sprintf("v%d", m.ConfigVersion)
 		if m.State != "alive" {
 			version += " (last heard)" // gossip's word from before the member went quiet
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.2f,%.2f\t%s\t%s\t%s\t%s\t%s\n", m.Name, m.Region, m.Lat, m.Lon, m.State, m.Raft, version, m.HTTPAddr, m.ClusterAddr)
+		location := fmt.Sprintf("%.2f,%.2f", m.Lat, m.Lon)
+		if m.Lat == 0 && m.Lon == 0 {
+			location = "-" // none configured (or not heard of): not a place at 0,0
+		}
+		if m.State == "unknown" {
+			version = "-" // a Raft seat gossip has not told of: nothing heard
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Name, dash(m.Region), location, m.State, m.Raft, version, dash(m.HTTPAddr), dash(m.ClusterAddr))
 	}
 	tw.Flush()
 	return 0

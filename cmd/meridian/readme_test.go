@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -364,5 +365,33 @@ func TestCLIDefaultTokenRefusedOnARead(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"cluster", "status", "-admin", srv.URL, "-token", "given-token"}, &out, &errb); code != 1 {
 		t.Errorf("cluster status with a given token, refused: exit %d; want 1", code)
+	}
+}
+
+// cluster status shows what it does not know as "-", not as a place at
+// 0,0 or a version heard of (an outside check).
+func TestClusterStatusTableUnknowns(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `[{"name":"n1","region":"eu","lat":48.85,"lon":2.35,"gossip_state":"alive","raft_role":"leader","config_version":3,"http_addr":"10.0.0.1:80","cluster_addr":"10.0.0.1:7001"},
+{"name":"n2","region":"us","gossip_state":"alive","raft_role":"voter","config_version":3,"http_addr":"10.0.0.2:80","cluster_addr":"10.0.0.2:7001"},
+{"name":"n3","gossip_state":"unknown","raft_role":"voter","cluster_addr":"10.0.0.3:7001"}]`)
+	}))
+	defer srv.Close()
+	var out, errb bytes.Buffer
+	if code := run([]string{"cluster", "status", "-admin", srv.URL, "-token", "0123456789abcdef0123"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("table:\n%s", out.String())
+	}
+	for i, want := range [][]string{
+		{"n1", "eu", "48.85,2.35", "alive", "leader", "v3"},
+		{"n2", "us", "-", "alive", "voter", "v3"},
+		{"n3", "-", "-", "unknown", "voter", "-", "-", "10.0.0.3:7001"},
+	} {
+		if got := strings.Fields(lines[i+1]); !slices.Equal(got[:len(want)], want) {
+			t.Errorf("row %d: %q; want it to begin %q", i+1, got, want)
+		}
 	}
 }
