@@ -144,6 +144,16 @@ func Start(cfg Config, onDoc func(store.Document) uint64) (*Cluster, error) {
 		}
 		return ""
 	}
+	scfg.PeerKnown = func(name string) bool {
+		m := members.Load()
+		if m == nil {
+			return false
+		}
+		mb, ok := m.Member(name)
+		id := m.ClusterID()
+		return ok && (mb.State == gossip.StateAlive || mb.State == gossip.StateSuspect) &&
+			(mb.ClusterID == "" || id == "" || mb.ClusterID == id)
+	}
 	st, err := store.Open(scfg)
 	if err != nil {
 		return nil, err

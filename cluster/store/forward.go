@@ -330,10 +330,15 @@ func (s *Store) lostResult(ctx context.Context, addr string, err error) error {
 }
 
 // serveForward answers forwarded requests on conn (runs on a mux goroutine).
-func (s *Store) serveForward(conn net.Conn) {
+// peer is the node its certificate names ("" without TLS).
+func (s *Store) serveForward(conn net.Conn, peer string) {
 	defer conn.Close()
 	br := bufio.NewReader(conn)
 	for {
+		// A client writes its request at once (and dials one
+		// connection per request): one that does not is not kept (an
+		// outside check held 50 idle ones).
+		conn.SetReadDeadline(time.Now().Add(forwardReadTimeout))
 		var req fwdRequest
 		if err := readFrame(br, &req); err != nil {
 			if !errors.Is(err, io.EOF) {
@@ -341,11 +346,43 @@ func (s *Store) serveForward(conn net.Conn) {
 			}
 			return
 		}
-		resp := s.handleForward(&req)
+		conn.SetReadDeadline(time.Time{})
+		resp := s.forwardAllowed(&req, peer, conn.RemoteAddr().String())
+		if resp.Code == "" {
+			resp = s.handleForward(&req)
+		}
 		if err := writeFrame(conn, &resp); err != nil {
 			return
 		}
 	}
+}
+
+// forwardReadTimeout bounds the wait for a forwarded request's frame.
+const forwardReadTimeout = 30 * time.Second
+
+// forwardAllowed refuses what a peer may not ask (an empty response: it
+// may). has_state is anyone's with a certificate of the cluster CA (a new
+// node asks before it is a member); the rest only a member's (Raft's
+// configuration, or gossip): an outside check committed documents and
+// added an unreachable voter with a certificate for a name no node had.
+func (s *Store) forwardAllowed(req *fwdRequest, peer, remote string) fwdResponse {
+	refuse := func(why string) fwdResponse {
+		if ok, held := s.mux.nonMemberLog.allow(); ok {
+			s.log.Warn("cluster: refused a forwarded request", "op", req.Op, "peer", peer, "remote", remote, "why", why, "held_back", held)
+		}
+		return fwdResponse{Code: codeError, Msg: why}
+	}
+	switch req.Op {
+	case opHasState:
+		return fwdResponse{}
+	case opApply, opReadIndex, opRemoveServer, opAddVoter, opAddNonvoter, opDemoteVoter:
+	default:
+		return refuse("unknown operation")
+	}
+	if !s.peerAllowed(peer) {
+		return refuse("the certificate names no node of this cluster (in Raft or gossip)")
+	}
+	return fwdResponse{}
 }
 
 func (s *Store) handleForward(req *fwdRequest) fwdResponse {
@@ -421,9 +458,15 @@ func readFrame(r io.Reader, v any) error {
 	if n > maxFrame {
 		return fmt.Errorf("frame of %d bytes exceeds limit", n)
 	}
-	b := make([]byte, n)
-	if _, err := io.ReadFull(r, b); err != nil {
+	// Read as it comes, not allocated whole from the length a peer
+	// declares (an outside check: four connections declaring 64 MiB
+	// each took 250 MB before sending it).
+	b, err := io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
 		return err
+	}
+	if len(b) < int(n) {
+		return io.ErrUnexpectedEOF
 	}
 	return json.Unmarshal(b, v)
 }

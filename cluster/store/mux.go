@@ -38,7 +38,15 @@ type mux struct {
 	advertise net.Addr
 	tls       *tls.Config
 	log       *slog.Logger
-	forward   func(net.Conn)
+	forward   func(conn net.Conn, peer string)
+	// allowRaft reports whether the node a certificate names may open
+	// Raft connections (Store.peerAllowed).
+	allowRaft func(peer string) bool
+
+	// Refusals are logged 20 at once, then 5 a second, each kind with how
+	// many were held back, as gossip's are (an outside check wrote 300
+	// lines in 0.15 s).
+	handshakeLog, kindLog, nonMemberLog rateLog
 
 	raftC chan net.Conn // inbound raft connections for the stream layer
 
@@ -67,7 +75,38 @@ func newMux(ln net.Listener, advertise net.Addr, tlsCfg *tls.Config, log *slog.L
 	}
 }
 
-func (m *mux) start(forward func(net.Conn)) {
+// rateLog spaces lines about one kind of refusal: a bucket of 20 lines,
+// refilled at 5 a second.
+type rateLog struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+	held   int64 // refusals not logged since the last line
+}
+
+// allow reports whether a line may be logged now, and how many were held
+// back since the last.
+func (r *rateLog) allow() (bool, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.last.IsZero() {
+		r.tokens = 20
+	} else {
+		r.tokens = min(20, r.tokens+now.Sub(r.last).Seconds()*5)
+	}
+	r.last = now
+	if r.tokens < 1 {
+		r.held++
+		return false, 0
+	}
+	r.tokens--
+	held := r.held
+	r.held = 0
+	return true, held
+}
+
+func (m *mux) start(forward func(net.Conn, string)) {
 	m.forward = forward
 	m.wg.Add(1)
 	go m.acceptLoop()
@@ -119,6 +158,7 @@ func peerGone(err error) bool {
 func (m *mux) handle(c *trackedConn) {
 	defer m.wg.Done()
 	remote := c.RemoteAddr().String()
+	peer := "" // the name its certificate gives (TLS)
 	c.SetDeadline(time.Now().Add(handshakeTimeout))
 	var conn net.Conn = c
 	if m.tls != nil {
@@ -137,14 +177,17 @@ func (m *mux) handle(c *trackedConn) {
 				// went quiet (a probe that timed out while this node was
 				// stalled, say), which is no sign of an impostor.
 				m.log.Info("cluster: a connection ended before its TLS handshake did", "remote", remote, "error", err)
-			} else {
+			} else if ok, held := m.handshakeLog.allow(); ok {
 				m.log.Warn("cluster: refused connection: TLS handshake failed (unauthenticated peer?)",
-					"remote", remote, "error", err)
+					"remote", remote, "error", err, "held_back", held)
 			}
 			c.Close()
 			return
 		}
 		conn = &tlsTracked{Conn: tc, t: c}
+		if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+			peer = pc[0].Subject.CommonName
+		}
 	}
 	var kind [1]byte
 	if _, err := io.ReadFull(conn, kind[:]); err != nil {
@@ -155,15 +198,25 @@ func (m *mux) handle(c *trackedConn) {
 	c.SetDeadline(time.Time{})
 	switch kind[0] {
 	case connRaft:
+		if m.allowRaft != nil && !m.allowRaft(peer) {
+			if ok, held := m.nonMemberLog.allow(); ok {
+				m.log.Warn("cluster: refused a Raft connection: its certificate names no node of this cluster (in Raft or gossip)",
+					"remote", remote, "peer", peer, "held_back", held)
+			}
+			conn.Close()
+			return
+		}
 		select {
 		case m.raftC <- conn:
 		case <-m.done:
 			conn.Close()
 		}
 	case connForward:
-		m.forward(conn)
+		m.forward(conn, peer)
 	default:
-		m.log.Warn("cluster: refused connection: unknown protocol byte", "remote", remote, "byte", kind[0], "tls", m.tls != nil)
+		if ok, held := m.kindLog.allow(); ok {
+			m.log.Warn("cluster: refused connection: unknown protocol byte", "remote", remote, "byte", kind[0], "tls", m.tls != nil, "held_back", held)
+		}
 		conn.Close()
 	}
 }

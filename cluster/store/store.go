@@ -81,6 +81,13 @@ type Config struct {
 	// cluster port carry it, and a node refuses those of another
 	// cluster (mux.go).
 	ClusterID func() string
+	// PeerKnown, if set, reports whether gossip knows a node of this name
+	// (alive or suspect). With TLS, Raft's connections and forwarded
+	// requests (but has_state, which a new node asks) are taken only from
+	// a certificate named for a node in Raft's configuration or known to
+	// gossip: any certificate of the cluster CA, under any name, could
+	// otherwise commit documents and change the voters (an outside check).
+	PeerKnown func(name string) bool
 
 	// Raft timing. Zero values take hashicorp/raft's defaults (heartbeat and
 	// election 1s, leader lease 500ms, commit 50ms), suited to LAN and to
@@ -305,6 +312,7 @@ func Open(cfg Config) (*Store, error) {
 	if err != nil {
 		return fail(fmt.Errorf("store: start raft: %w", err))
 	}
+	s.mux.allowRaft = s.peerAllowed
 	s.mux.start(s.serveForward)
 	st := s.fsm.current()
 	log.Info("cluster: raft store open", "addr", s.addr, "tls", cfg.TLS != nil,
@@ -384,6 +392,33 @@ func setDur(dst *time.Duration, v time.Duration) {
 // Addr is the advertised cluster address of this node (the one other nodes
 // put in the Raft configuration).
 func (s *Store) Addr() string { return s.addr }
+
+// peerAllowed reports whether the node named by a verified certificate
+// may use Raft and forwarding (see Config.PeerKnown). Without TLS there is
+// no name to go by: all are taken (development on one machine).
+func (s *Store) peerAllowed(name string) bool {
+	if s.cfg.TLS == nil {
+		return true
+	}
+	if name == "" {
+		return false
+	}
+	if s.cfg.PeerKnown != nil && s.cfg.PeerKnown(name) {
+		return true
+	}
+	servers, err := s.Servers()
+	if err != nil {
+		return false
+	}
+	for _, sv := range servers {
+		if sv.ID == name {
+			return true
+		}
+	}
+	// A store without gossip to ask (tests of the store alone), not yet
+	// in any configuration, takes the leader that seats it.
+	return s.cfg.PeerKnown == nil && len(servers) == 0
+}
 
 // Probe connects to a peer's cluster address as Raft would, completing
 // the TLS handshake both ways, and returns the name its certificate is

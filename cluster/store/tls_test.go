@@ -189,3 +189,63 @@ func TestMuxDialsLeaveFromItsListenAddress(t *testing.T) {
 		t.Fatalf("the peer saw the dial from %v; want 127.0.0.2", a)
 	}
 }
+
+// A certificate of the cluster CA for a name that is no member (in Raft or,
+// through PeerKnown, gossip) may ask has_state, as a new node does, and
+// nothing else: no document committed, no voter added, no Raft
+// connection (an outside check did all three with such a certificate).
+func TestCertificateOfANonMemberRefused(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) {
+		cfg.PeerKnown = func(name string) bool { return name == "n0" || name == "n1" || name == "n2" }
+	})
+	c.start()
+	ld := c.leader(5 * time.Second)
+	if _, err := ld.s.Apply(ctxT(t, 5*time.Second), []byte("v1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	evil := nodeTLS(t, c.caDir, "evil", "127.0.0.7").Clone()
+	evil.InsecureSkipVerify, evil.VerifyConnection = true, nil
+	ask := func(req *fwdRequest) (fwdResponse, error) {
+		t.Helper()
+		raw := dialFrom(t, "127.0.0.7", ld.addr)
+		tc := tls.Client(raw, evil)
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		tc.Write([]byte{connForward})
+		if err := writeFrame(tc, req); err != nil {
+			return fwdResponse{}, err
+		}
+		var resp fwdResponse
+		err := readFrame(bufio.NewReader(tc), &resp)
+		return resp, err
+	}
+	if resp, err := ask(&fwdRequest{Op: opHasState}); err != nil || resp.Code != "" || resp.Index != 1 {
+		t.Errorf("has_state: %+v, %v; want an answer (it has state)", resp, err)
+	}
+	for _, req := range []*fwdRequest{
+		{Op: opApply, Cmd: append([]byte{opSetDocument}, []byte(`{"raw":"ZXZpbA=="}`)...)},
+		{Op: opAddVoter, ID: "ghost", Addr: "127.0.0.7:1"},
+		{Op: opRemoveServer, ID: "n1"},
+		{Op: opReadIndex},
+		{Op: "no_such_op"},
+	} {
+		if resp, err := ask(req); err != nil || resp.Code != codeError {
+			t.Errorf("%s from a non-member: %+v, %v; want it refused", req.Op, resp, err)
+		}
+	}
+	waitLog(t, ld, "refused a forwarded request", "peer=evil")
+	// Raft: the connection is closed unread.
+	raw := dialFrom(t, "127.0.0.7", ld.addr)
+	tc := tls.Client(raw, evil)
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	tc.Write([]byte{connRaft})
+	expectClosed(t, tc, "a Raft connection from a non-member")
+	waitLog(t, ld, "refused a Raft connection", "peer=evil")
+	servers, _ := ld.s.Servers()
+	if v := ld.s.Current().Version; v != 1 || len(servers) != 3 {
+		t.Errorf("version %d, servers %+v; want 1 and the three members", v, servers)
+	}
+}
