@@ -610,6 +610,20 @@ func (c *Config) validate(machine bool) error {
 		if !cl.Bootstrap && cl.BootstrapExpect == 0 && len(cl.Join) == 0 {
 			add("cluster", "a node needs bootstrap, bootstrap_expect or join addresses")
 		}
+		if cl.Insecure {
+			// Without TLS anyone who reaches the cluster port can write
+			// the document (an outside check did, from another
+			// address): the README's "one machine" is enforced.
+			for _, a := range []struct{ field, addr string }{{"cluster.bind", cl.Bind}, {"cluster.gossip_bind", cl.GossipBind}, {"cluster.advertise", cl.Advertise}, {"cluster.gossip_advertise", cl.GossipAdvertise}} {
+				h, _, err := net.SplitHostPort(a.addr)
+				if a.addr == "" || err != nil {
+					continue
+				}
+				if ip, err := netip.ParseAddr(h); (err != nil && h != "localhost") || (err == nil && !ip.IsLoopback()) {
+					add(a.field, "%s is not a loopback address: insecure: true (no TLS, no gossip key) is for one machine; use cluster.tls and gossip_key_file across machines", a.addr)
+				}
+			}
+		}
 		if !cl.Insecure {
 			if cl.TLS.CAFile == "" || cl.TLS.CertFile == "" || cl.TLS.KeyFile == "" {
 				add("cluster.tls", "missing: ca_file, cert_file and key_file (from meridian cluster ca create / cluster cert), or insecure: true for development")

@@ -500,6 +500,9 @@ func TestConfigRefusesWhatServeWould(t *testing.T) {
 		{"node:\n  access_log: {path: " + missing + "/a.log}\n", "line 2: node.access_log.path: " + missing + "/a.log cannot be created: stat " + missing + ": no such file or directory"},
 		{"node:\n  access_log: {path: " + dir + "}\n", "line 2: node.access_log.path: " + dir + " is a directory"},
 		{"node:\n  admin: {listen: '127.0.0.1:8080'}\n", "line 2: node.admin.listen: port 8080 is also listen.http's"},
+		// insecure: true stays on one machine.
+		{"node:\n  cluster:\n    bind: 0.0.0.0:19261\n    advertise: 10.0.0.5:19261\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n", "node.cluster.bind: 0.0.0.0:19261 is not a loopback address: insecure: true"},
+		{"node:\n  cluster:\n    bind: 127.0.0.1:0\n    gossip_bind: 10.0.0.5:7946\n    bootstrap: true\n    insecure: true\n", "node.cluster.gossip_bind: 10.0.0.5:7946 is not a loopback address"},
 		// A cluster address on every interface needs the one peers dial.
 		{"node:\n  cluster:\n    bind: 0.0.0.0:19625\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n", "node.cluster.advertise: missing: cluster.bind 0.0.0.0:19625 listens on every interface"},
 		{"node:\n  cluster:\n    bind: ':19625'\n    advertise: '[::]:19625'\n    gossip_bind: 127.0.0.1:0\n    bootstrap: true\n    insecure: true\n", "node.cluster.advertise: [::]:19625 is not an address peers can dial"},
