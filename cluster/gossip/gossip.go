@@ -1339,7 +1339,7 @@ func (d *delegate) NotifyAlive(peer *memberlist.Node) error {
 		return fmt.Errorf("undecodable node metadata (%d bytes): %v", len(peer.Meta), err)
 	}
 	if err := d.m.sameCluster(peer.Name, meta.ClusterID); err != nil {
-		d.m.dropForeign(peer.Name)
+		d.m.dropForeign(peer.Name, net.JoinHostPort(peer.Addr.String(), strconv.Itoa(int(peer.Port))))
 		return err
 	}
 	return nil
@@ -1350,10 +1350,18 @@ func (d *delegate) NotifyAlive(peer *memberlist.Node) error {
 // another) as failed, now that its alive messages say it is of another
 // cluster: memberlist ignores them, and its entry would stay alive in
 // Members for good, which the leader would keep probing for a seat.
-func (m *Members) dropForeign(name string) {
+//
+// Only that member: one at the address the message gives, which never
+// told this node a cluster id. An alive message is taken to here before
+// memberlist looks at its incarnation, so a stale or forged one naming a
+// member of this cluster (or a node of another cluster that has the same
+// name) must not fail it (an outside check failed a healthy member for
+// good with one forged datagram).
+func (m *Members) dropForeign(name, addr string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e := m.members[name]; e != nil && !e.m.Local && (e.m.State == StateAlive || e.m.State == StateSuspect) {
+	if e := m.members[name]; e != nil && !e.m.Local && (e.m.State == StateAlive || e.m.State == StateSuspect) &&
+		e.m.ClusterID == "" && e.m.Addr == addr {
 		m.setStateLocked(e, StateDead, EventFail)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -848,6 +849,54 @@ func TestMemberOfAnotherClusterLaterIsDropped(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// An alive message naming a member of this cluster with another cluster's
+// id (stale, forged, or a node of another cluster with the same name) does
+// not fail that member: only one taken in before its id was known, at the
+// message's address, is (an outside check failed a healthy member for good
+// with one forged datagram).
+func TestForeignAliveDoesNotFailAMemberOfThisCluster(t *testing.T) {
+	ma := testMeta(1)
+	ma.ClusterID = "cluster-a"
+	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: ma, Tuning: fastTuning(), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown()
+	mb := testMeta(2)
+	mb.ClusterID = "cluster-a"
+	n, err := Start(Config{BindAddr: "127.0.0.1", Meta: mb, Tuning: fastTuning(), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown()
+	if _, err := n.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "n2 alive at n1 with its id", func() error {
+		if m, ok := a.Member("n2"); !ok || m.State != StateAlive || m.ClusterID != "cluster-a" {
+			return fmt.Errorf("n2: %+v", m)
+		}
+		return nil
+	})
+	forged := mb
+	forged.ClusterID = "deadbeef"
+	meta, err := encodeMeta(&forged, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(n.Addr())
+	p, _ := strconv.Atoi(port)
+	d := &delegate{m: a}
+	for _, addr := range []string{host, "127.0.0.9"} {
+		if err := d.NotifyAlive(&memberlist.Node{Name: "n2", Addr: net.ParseIP(addr), Port: uint16(p), Meta: meta}); err == nil {
+			t.Errorf("an alive message of another cluster (from %s) was taken", addr)
+		}
+		if m, _ := a.Member("n2"); m.State != StateAlive {
+			t.Fatalf("n2 is %s after a forged alive from %s; want alive", m.State, addr)
+		}
+	}
 }
 
 // A seed that takes a join's connection and never answers is a silent

@@ -117,6 +117,11 @@ func decodeMeta(name string, b []byte) (Meta, uint64, error) {
 	if len(b) < 2 {
 		return m, 0, errors.New("meta: too short")
 	}
+	if len(b) > MetaMaxSize {
+		// More than any node sends (encodeMeta refuses it): a forged
+		// member's (an outside check had one of 4 KB listed).
+		return m, 0, fmt.Errorf("meta: %d bytes, over the %d a node sends", len(b), MetaMaxSize)
+	}
 	if b[0] != metaVersion {
 		return m, 0, fmt.Errorf("meta: unknown version %d", b[0])
 	}

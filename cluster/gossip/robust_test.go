@@ -104,6 +104,18 @@ func TestMetaClusterIDOptional(t *testing.T) {
 	}
 }
 
+// Metadata over what a node may send is refused, as a forged member's.
+func TestMetaOverTheLimitRefused(t *testing.T) {
+	b, err := encodeMeta(&Meta{Region: "eu"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := append(b, make([]byte, MetaMaxSize)...) // trailing bytes a later version could send
+	if _, _, err := decodeMeta("x", big); err == nil || !strings.Contains(err.Error(), "over the 512") {
+		t.Errorf("decode of %d bytes: %v; want it refused", len(big), err)
+	}
+}
+
 func FuzzDecodeMeta(f *testing.F) {
 	good, _ := encodeMeta(&Meta{Region: "eu", Lat: 1, Lon: 2, HTTPAddr: "a:1", ConfigVersion: 7, Voter: true}, 42)
 	f.Add(good)
