@@ -99,6 +99,11 @@ type Cluster struct {
 	lastVoterLogged      bool            // a member to be demoted holds the only vote (logged once)
 	expectWaitLogged     string          // the voters seen when the wait for bootstrap_expect was last logged
 	bootstrapDeferLogged bool            // a bootstrap: true node deferring to another was logged
+	// Lines about members whose probe failed: probeLogged since
+	// probeLogSince, probeHeld not logged (see reachable).
+	probeLogSince time.Time
+	probeLogged   int
+	probeHeld     int
 }
 
 // SeatsRefused returns how many times this node, leading, refused a member
@@ -713,6 +718,9 @@ func countVoters(servers []store.Server) int {
 	return n
 }
 
+// probeLogBurst is how many failed probes reachable logs per probeRetry.
+const probeLogBurst = 10
+
 // reachable probes a member before it gets a Raft seat (or its seat a new
 // address): gossip is open to any node with the gossip key, but Raft to
 // nodes with a certificate from the cluster CA, and a voter the leader
@@ -740,8 +748,21 @@ func (c *Cluster) reachable(mb gossip.Member) bool {
 		}
 		c.unreachable[mb.Name] = probeFailure{mb.ClusterAddr, time.Now().Add(probeRetry)}
 		c.seatsRefused.Add(1)
-		c.log.Warn("a member's cluster address does not answer as a member should: no Raft seat for it (in a first configuration, or from a leader) until it does",
-			"member", mb.Name, "addr", mb.ClusterAddr, "err", err, "retry_in", probeRetry.String()+" (or when it rejoins)")
+		// At most probeLogBurst lines per probeRetry, the rest counted
+		// in the next: an outside check with a thousand fake members
+		// had a thousand lines every 30 s.
+		now := time.Now()
+		if now.Sub(c.probeLogSince) >= probeRetry {
+			c.probeLogSince, c.probeLogged = now, 0
+		}
+		if c.probeLogged < probeLogBurst {
+			c.probeLogged++
+			c.log.Warn("a member's cluster address does not answer as a member should: no Raft seat for it (in a first configuration, or from a leader) until it does",
+				"member", mb.Name, "addr", mb.ClusterAddr, "err", err, "retry_in", probeRetry.String()+" (or when it rejoins)", "others_not_logged", c.probeHeld)
+			c.probeHeld = 0
+		} else {
+			c.probeHeld++
+		}
 		return false
 	}
 	delete(c.unreachable, mb.Name)
