@@ -92,13 +92,13 @@ type Cluster struct {
 	// nameConflictLogged: tryBootstrap said why it does not (manageLoop
 	// only).
 	nameConflictLogged   bool
-	waitSeatLogged       bool            // the wait for a seat in a cluster that exists was logged
-	noAnswerLogged       time.Time       // a member that did not answer the state question was last logged
-	saidNoState          map[string]bool // members that answered they have no Raft state (or cannot tell)
-	beyondExpectLogged   bool            // the wait of a node beyond bootstrap_expect was logged
-	lastVoterLogged      bool            // a member to be demoted holds the only vote (logged once)
-	expectWaitLogged     string          // the voters seen when the wait for bootstrap_expect was last logged
-	bootstrapDeferLogged bool            // a bootstrap: true node deferring to another was logged
+	waitSeatLogged       bool              // the wait for a seat in a cluster that exists was logged
+	noAnswerLogged       time.Time         // a member that did not answer the state question was last logged
+	saidNoState          map[string]bool   // members that answered they have no Raft state (or cannot tell)
+	beyondExpectLogged   bool              // the wait of a node beyond bootstrap_expect was logged
+	suffrageWaitLogged   map[string]string // why a member's seat waits to follow its voter setting, as last logged
+	expectWaitLogged     string            // the voters seen when the wait for bootstrap_expect was last logged
+	bootstrapDeferLogged bool              // a bootstrap: true node deferring to another was logged
 	// Lines about members whose probe failed: probeLogged since
 	// probeLogSince, probeHeld not logged (see reachable).
 	probeLogSince time.Time
@@ -442,8 +442,8 @@ func (c *Cluster) tryBootstrap() bool {
 		if first != "" {
 			if !c.bootstrapDeferLogged {
 				c.bootstrapDeferLogged = true
-				c.log.Warn("bootstrap: true is set on several nodes: only the first by name bootstraps, and its leader seats this node (set bootstrap: true on one node only)",
-					"first", first)
+				c.log.Warn("bootstrap: true is set on several nodes: this node forms no cluster of its own, and waits to be seated in the one they form (set bootstrap: true on one node only)",
+					"also_set_on", first)
 			}
 			return false
 		}
@@ -513,8 +513,13 @@ func (c *Cluster) tryBootstrap() bool {
 				for i, v := range voters {
 					first[i] = v.ID
 				}
-				c.log.Info("bootstrap_expect: more voters than expected met, and this node is not among the first by name: waiting for them to form the cluster and seat it",
-					"first_voters", first)
+				if !c.cfg.Voter {
+					c.log.Info("bootstrap_expect: this node is a non-voter: waiting for the first voters to form the cluster and seat it",
+						"first_voters", first)
+				} else {
+					c.log.Info("bootstrap_expect: more voters than expected met, and this node is not among the first by name: waiting for them to form the cluster and seat it",
+						"first_voters", first)
+				}
 			}
 			return false
 		}
@@ -682,18 +687,27 @@ func (c *Cluster) reconcile() {
 // operator thought. A leader to be demoted hands its leadership over first
 // (the next leader demotes it); the last voter is never demoted.
 func (c *Cluster) changeSuffrage(mb gossip.Member, servers []store.Server) {
+	// The change commits only with a quorum of the voters it leaves:
+	// made while another voter is down it could leave none (an outside
+	// check demoted one of three with a second down, and the cluster had
+	// no leader until that one came back). It waits, and says so.
+	if why := c.suffrageBlocked(mb, servers); why != "" {
+		if c.suffrageWaitLogged[mb.Name] != why {
+			if c.suffrageWaitLogged == nil {
+				c.suffrageWaitLogged = map[string]string{}
+			}
+			c.suffrageWaitLogged[mb.Name] = why
+			c.log.Warn("a member's voter setting changed, but its seat is left as it is for now", "member", mb.Name, "voter", mb.Voter, "why", why)
+		}
+		return
+	}
+	delete(c.suffrageWaitLogged, mb.Name)
 	var err error
 	switch {
 	case mb.Voter:
 		if err = c.Store.AddVoter(c.ctx, mb.Name, mb.ClusterAddr); err == nil {
 			c.log.Info("member made a voter, as its configuration now says", "member", mb.Name)
 		}
-	case countVoters(servers) <= 1:
-		if !c.lastVoterLogged {
-			c.lastVoterLogged = true
-			c.log.Warn("a member's configuration says voter: false, but it holds the cluster's only vote: it stays a voter until another voter is seated", "member", mb.Name)
-		}
-		return
 	case mb.Name == c.cfg.Name:
 		c.log.Info("this node's configuration says voter: false: handing leadership over, for the next leader to make it a non-voter")
 		c.Store.HandOverLeadership()
@@ -706,6 +720,38 @@ func (c *Cluster) changeSuffrage(mb gossip.Member, servers []store.Server) {
 	if err != nil && c.ctx.Err() == nil {
 		c.log.Warn("changing a member's vote failed", "member", mb.Name, "voter", mb.Voter, "err", err)
 	}
+}
+
+// suffrageBlocked says why mb's seat cannot follow its voter setting now
+// ("": it can): the voters it would leave must keep a quorum of alive
+// members (gossip), and the last voter keeps its vote.
+func (c *Cluster) suffrageBlocked(mb gossip.Member, servers []store.Server) string {
+	alive := map[string]bool{}
+	for _, m := range c.Members.Members() {
+		if m.State == gossip.StateAlive && !m.Draining {
+			alive[m.Name] = true
+		}
+	}
+	voters, up := 0, 0
+	for _, s := range servers {
+		v := s.Voter
+		if s.ID == mb.Name {
+			v = mb.Voter
+		}
+		if v {
+			voters++
+			if alive[s.ID] {
+				up++
+			}
+		}
+	}
+	switch {
+	case voters == 0:
+		return "it holds the cluster's only vote: it keeps it until another voter is seated"
+	case up < voters/2+1:
+		return fmt.Sprintf("the change would leave %d voters of which %d are alive, short of a quorum: it waits until the others are back (or removed)", voters, up)
+	}
+	return ""
 }
 
 func countVoters(servers []store.Server) int {
