@@ -754,16 +754,6 @@ func (c *Cluster) suffrageBlocked(mb gossip.Member, servers []store.Server) stri
 	return ""
 }
 
-func countVoters(servers []store.Server) int {
-	n := 0
-	for _, s := range servers {
-		if s.Voter {
-			n++
-		}
-	}
-	return n
-}
-
 // probeLogBurst is how many failed probes reachable logs per probeRetry.
 const probeLogBurst = 10
 
