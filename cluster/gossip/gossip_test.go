@@ -819,27 +819,7 @@ func TestJoinDoesNotWaitOnASilentSeed(t *testing.T) {
 // listed alive for good (an outside check: a new node whose push/pull to
 // one cluster's seed completed late, after it had joined another).
 func TestMemberOfAnotherClusterLaterIsDropped(t *testing.T) {
-	ma := testMeta(1)
-	ma.ClusterID = "cluster-a"
-	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: ma, Tuning: fastTuning(), Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Shutdown()
-	n, err := Start(Config{BindAddr: "127.0.0.1", Meta: testMeta(2), Tuning: fastTuning(), Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	if _, err := n.Join([]string{a.Addr()}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, "n2 alive at n1", func() error {
-		if m, ok := a.Member("n2"); !ok || m.State != StateAlive {
-			return fmt.Errorf("n2: %+v", m)
-		}
-		return nil
-	})
+	a, n := twoOfCluster(t, "cluster-a", "")
 	if err := n.UpdateMeta(func(m *Meta) { m.ClusterID = "cluster-b" }); err != nil {
 		t.Fatal(err)
 	}
@@ -851,35 +831,42 @@ func TestMemberOfAnotherClusterLaterIsDropped(t *testing.T) {
 	})
 }
 
+// twoOfCluster starts n1 with cluster id idA and n2 with idB, has n2 join
+// n1, and waits until n1 lists n2 alive with its id.
+func twoOfCluster(t *testing.T, idA, idB string) (a, n *Members) {
+	t.Helper()
+	ma, mb := testMeta(1), testMeta(2)
+	ma.ClusterID, mb.ClusterID = idA, idB
+	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: ma, Tuning: fastTuning(), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Shutdown() })
+	n, err = Start(Config{BindAddr: "127.0.0.1", Meta: mb, Tuning: fastTuning(), Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Shutdown() })
+	if _, err := n.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "n2 alive at n1", func() error {
+		if m, ok := a.Member("n2"); !ok || m.State != StateAlive || m.ClusterID != idB {
+			return fmt.Errorf("n2: %+v", m)
+		}
+		return nil
+	})
+	return a, n
+}
+
 // An alive message naming a member of this cluster with another cluster's
 // id (stale, forged, or a node of another cluster with the same name) does
 // not fail that member: only one taken in before its id was known, at the
 // message's address, is (an outside check failed a healthy member for good
 // with one forged datagram).
 func TestForeignAliveDoesNotFailAMemberOfThisCluster(t *testing.T) {
-	ma := testMeta(1)
-	ma.ClusterID = "cluster-a"
-	a, err := Start(Config{BindAddr: "127.0.0.1", Meta: ma, Tuning: fastTuning(), Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Shutdown()
-	mb := testMeta(2)
-	mb.ClusterID = "cluster-a"
-	n, err := Start(Config{BindAddr: "127.0.0.1", Meta: mb, Tuning: fastTuning(), Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown()
-	if _, err := n.Join([]string{a.Addr()}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, "n2 alive at n1 with its id", func() error {
-		if m, ok := a.Member("n2"); !ok || m.State != StateAlive || m.ClusterID != "cluster-a" {
-			return fmt.Errorf("n2: %+v", m)
-		}
-		return nil
-	})
+	a, n := twoOfCluster(t, "cluster-a", "cluster-a")
+	mb := n.LocalMeta()
 	forged := mb
 	forged.ClusterID = "deadbeef"
 	meta, err := encodeMeta(&forged, 1)

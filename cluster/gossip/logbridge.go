@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
-	"sync"
-	"time"
+
+	"github.com/meridian-gw/meridian/internal/lograte"
 )
 
 // logBridge is the io.Writer behind memberlist's *log.Logger. memberlist
@@ -28,47 +28,17 @@ type logBridge struct {
 	// Members.Quiet): complaints about peers going are debug lines then.
 	quiet func() bool
 
-	// Warnings and errors go out at most logBurst at once and logRate a
-	// second after: each datagram of garbage sent to the gossip port
-	// makes memberlist log an error, and a flood of them would flood the
-	// log (20,000 datagrams made 20,379 lines). The next line that goes
-	// out says how many were held back.
-	mu         sync.Mutex
-	tokens     float64
-	refilled   time.Time
-	suppressed int
-	now        func() time.Time // time.Now; tests set it
+	// Warnings and errors go out at most 20 at once and 5 a second after
+	// (lograte's defaults): each datagram of garbage sent to the gossip
+	// port makes memberlist log an error, and a flood of them would flood
+	// the log (20,000 datagrams made 20,379 lines). The next line that
+	// goes out says how many were held back.
+	limit lograte.Limiter
 }
-
-const (
-	logBurst = 20
-	logRate  = 5 // lines a second
-)
 
 // allow takes a token for a warning or an error line; it returns whether
 // the line goes out and, if it does, how many were held back before it.
-func (w *logBridge) allow() (bool, int) {
-	now := time.Now
-	if w.now != nil {
-		now = w.now
-	}
-	t := now()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.refilled.IsZero() {
-		w.tokens, w.refilled = logBurst, t
-	}
-	w.tokens = min(logBurst, w.tokens+t.Sub(w.refilled).Seconds()*logRate)
-	w.refilled = t
-	if w.tokens < 1 {
-		w.suppressed++
-		return false, 0
-	}
-	w.tokens--
-	held := w.suppressed
-	w.suppressed = 0
-	return true, held
-}
+func (w *logBridge) allow() (bool, int) { return w.limit.Allow() }
 
 // suspectLine is the exact text memberlist v0.7.0 logs in probeNode when a
 // probe, its indirect probes and the TCP fallback all failed, right before it

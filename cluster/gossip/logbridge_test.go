@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/lograte"
 )
 
 // The bridge maps memberlist's bracketed levels onto slog's, and errors
@@ -48,22 +50,22 @@ func TestLogBridgeLevels(t *testing.T) {
 }
 
 // A flood of memberlist errors (garbage sent to the gossip port) goes out
-// at most logBurst at once, then logRate a second; the next line out says
+// at most lograte.DefaultBurst at once, then lograte.DefaultRate a second; the next line out says
 // how many were held back.
 func TestLogBridgeHoldsBackAFlood(t *testing.T) {
 	var buf bytes.Buffer
 	now := time.Unix(1000, 0)
-	w := &logBridge{log: slog.New(slog.NewJSONHandler(&buf, nil)), now: func() time.Time { return now }}
+	w := &logBridge{log: slog.New(slog.NewJSONHandler(&buf, nil)), limit: lograte.Limiter{Now: func() time.Time { return now }}}
 	for range 1000 {
 		fmt.Fprintf(w, "[ERR] memberlist: failed to decode packet from=127.0.0.1:9\n")
 	}
-	if n := strings.Count(buf.String(), "\n"); n != logBurst {
-		t.Fatalf("%d lines out of 1000 at once; want %d", n, logBurst)
+	if n := strings.Count(buf.String(), "\n"); n != lograte.DefaultBurst {
+		t.Fatalf("%d lines out of 1000 at once; want %d", n, lograte.DefaultBurst)
 	}
 	buf.Reset()
 	now = now.Add(time.Second)
 	fmt.Fprintf(w, "[ERR] memberlist: failed to decode packet from=127.0.0.1:9\n")
-	if l := buf.String(); !strings.Contains(l, fmt.Sprintf(`"lines_held_back_before":%d`, 1000-logBurst)) {
+	if l := buf.String(); !strings.Contains(l, fmt.Sprintf(`"lines_held_back_before":%d`, 1000-lograte.DefaultBurst)) {
 		t.Errorf("line after a second: %s; want the count held back", l)
 	}
 	buf.Reset()

@@ -367,7 +367,7 @@ const forwardReadTimeout = 30 * time.Second
 // added an unreachable voter with a certificate for a name no node had.
 func (s *Store) forwardAllowed(req *fwdRequest, peer, remote string) fwdResponse {
 	refuse := func(why string) fwdResponse {
-		if ok, held := s.mux.nonMemberLog.allow(); ok {
+		if ok, held := s.mux.nonMemberLog.Allow(); ok {
 			s.log.Warn("cluster: refused a forwarded request", "op", req.Op, "peer", peer, "remote", remote, "why", why, "held_back", held)
 		}
 		return fwdResponse{Code: codeError, Msg: why}

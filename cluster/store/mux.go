@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/meridian-gw/meridian/internal/lograte"
 	"github.com/meridian-gw/meridian/internal/srcaddr"
 )
 
@@ -46,7 +47,7 @@ type mux struct {
 	// Refusals are logged 20 at once, then 5 a second, each kind with how
 	// many were held back, as gossip's are (an outside check wrote 300
 	// lines in 0.15 s).
-	handshakeLog, kindLog, nonMemberLog rateLog
+	handshakeLog, kindLog, nonMemberLog lograte.Limiter
 
 	raftC chan net.Conn // inbound raft connections for the stream layer
 
@@ -73,37 +74,6 @@ func newMux(ln net.Listener, advertise net.Addr, tlsCfg *tls.Config, log *slog.L
 		conns:     make(map[*trackedConn]struct{}),
 		done:      make(chan struct{}),
 	}
-}
-
-// rateLog spaces lines about one kind of refusal: a bucket of 20 lines,
-// refilled at 5 a second.
-type rateLog struct {
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
-	held   int64 // refusals not logged since the last line
-}
-
-// allow reports whether a line may be logged now, and how many were held
-// back since the last.
-func (r *rateLog) allow() (bool, int64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if r.last.IsZero() {
-		r.tokens = 20
-	} else {
-		r.tokens = min(20, r.tokens+now.Sub(r.last).Seconds()*5)
-	}
-	r.last = now
-	if r.tokens < 1 {
-		r.held++
-		return false, 0
-	}
-	r.tokens--
-	held := r.held
-	r.held = 0
-	return true, held
 }
 
 func (m *mux) start(forward func(net.Conn, string)) {
@@ -177,7 +147,7 @@ func (m *mux) handle(c *trackedConn) {
 				// went quiet (a probe that timed out while this node was
 				// stalled, say), which is no sign of an impostor.
 				m.log.Info("cluster: a connection ended before its TLS handshake did", "remote", remote, "error", err)
-			} else if ok, held := m.handshakeLog.allow(); ok {
+			} else if ok, held := m.handshakeLog.Allow(); ok {
 				m.log.Warn("cluster: refused connection: TLS handshake failed (unauthenticated peer?)",
 					"remote", remote, "error", err, "held_back", held)
 			}
@@ -199,7 +169,7 @@ func (m *mux) handle(c *trackedConn) {
 	switch kind[0] {
 	case connRaft:
 		if m.allowRaft != nil && !m.allowRaft(peer) {
-			if ok, held := m.nonMemberLog.allow(); ok {
+			if ok, held := m.nonMemberLog.Allow(); ok {
 				m.log.Warn("cluster: refused a Raft connection: its certificate names no node of this cluster (in Raft or gossip)",
 					"remote", remote, "peer", peer, "held_back", held)
 			}
@@ -214,7 +184,7 @@ func (m *mux) handle(c *trackedConn) {
 	case connForward:
 		m.forward(conn, peer)
 	default:
-		if ok, held := m.kindLog.allow(); ok {
+		if ok, held := m.kindLog.Allow(); ok {
 			m.log.Warn("cluster: refused connection: unknown protocol byte", "remote", remote, "byte", kind[0], "tls", m.tls != nil, "held_back", held)
 		}
 		conn.Close()
