@@ -1403,10 +1403,25 @@ func (m *Members) sameCluster(name, id string) error {
 		return nil
 	}
 	m.stats.foreign.Add(1)
+	// A member known to be of this cluster: the message is stale,
+	// forged, or another cluster's node of the same name; wiping the
+	// member, as the other line advises, would destroy a good node (an
+	// outside check got that advice for a forged datagram).
+	known := false
+	m.mu.Lock()
+	if e := m.members[name]; e != nil && e.m.ClusterID == ours {
+		known = true
+	}
+	m.mu.Unlock()
 	now, last := time.Now().UnixNano(), m.foreignLogged.Load()
 	if now-last >= int64(foreignLogEvery) && m.foreignLogged.CompareAndSwap(last, now) {
-		m.log.Error("refused a node of another cluster: its Raft history cannot be merged with this one's (wipe its data dir to make it join this cluster)",
-			"refused_node", name, "its_cluster_id", id, "cluster_id", ours)
+		if known {
+			m.log.Warn("ignored a gossip message naming a member of this cluster with another cluster's id (stale, forged, or a node of another cluster under the same name)",
+				"member", name, "its_cluster_id", id, "cluster_id", ours)
+		} else {
+			m.log.Error("refused a node of another cluster: its Raft history cannot be merged with this one's (wipe its data dir to make it join this cluster)",
+				"refused_node", name, "its_cluster_id", id, "cluster_id", ours)
+		}
 	}
 	return fmt.Errorf("node %s belongs to another cluster (id %s; this one is %s)", name, id, ours)
 }

@@ -339,8 +339,16 @@ func (s *Store) serveForward(conn net.Conn, peer string) {
 		// connection per request): one that does not is not kept (an
 		// outside check held 50 idle ones).
 		conn.SetReadDeadline(time.Now().Add(forwardReadTimeout))
+		// A peer that is no member may only ask has_state, a few
+		// bytes: its frames are refused past nonMemberFrame before they
+		// are read (an outside check had one send 60 MiB frames, each
+		// read whole before it was refused: 500 MB).
+		limit := uint32(maxFrame)
+		if !s.peerAllowed(peer) {
+			limit = nonMemberFrame
+		}
 		var req fwdRequest
-		if err := readFrame(br, &req); err != nil {
+		if err := readFrameLimit(br, &req, limit); err != nil {
 			if !errors.Is(err, io.EOF) {
 				s.log.Debug("cluster: forward connection ended", "remote", conn.RemoteAddr().String(), "error", err)
 			}
@@ -449,14 +457,19 @@ func writeFrame(w io.Writer, v any) error {
 	return err
 }
 
-func readFrame(r io.Reader, v any) error {
+func readFrame(r io.Reader, v any) error { return readFrameLimit(r, v, maxFrame) }
+
+// nonMemberFrame bounds a frame from a peer that is no member.
+const nonMemberFrame = 4 << 10
+
+func readFrameLimit(r io.Reader, v any, limit uint32) error {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
-	if n > maxFrame {
-		return fmt.Errorf("frame of %d bytes exceeds limit", n)
+	if n > limit {
+		return fmt.Errorf("frame of %d bytes exceeds limit (%d)", n, limit)
 	}
 	// Read as it comes, not allocated whole from the length a peer
 	// declares (an outside check: four connections declaring 64 MiB

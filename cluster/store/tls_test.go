@@ -235,6 +235,17 @@ func TestCertificateOfANonMemberRefused(t *testing.T) {
 		}
 	}
 	waitLog(t, ld, "refused a forwarded request", "peer=evil")
+	// A frame over a few KiB from it is refused from its length, unread.
+	{
+		raw := dialFrom(t, "127.0.0.7", ld.addr)
+		tc := tls.Client(raw, evil)
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		tc.Write([]byte{connForward, 0, 0x10, 0, 0}) // 1 MiB declared
+		tc.Write(make([]byte, 8<<10))
+		expectClosed(t, tc, "a 1 MiB frame from a non-member")
+	}
 	// Raft: the connection is closed unread.
 	raw := dialFrom(t, "127.0.0.7", ld.addr)
 	tc := tls.Client(raw, evil)
