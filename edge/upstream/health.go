@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,31 +45,73 @@ func healthURL(t *Target, path string) string {
 	return t.URL.ResolveReference(ref).String()
 }
 
-// healthLoop checks t right away and then every Interval until ctx ends.
-// Ticks that fall while a check is still running are dropped by the ticker,
-// so a slow target is never probed by overlapping requests.
-func (p *Pool) healthLoop(ctx context.Context, t *Target, checkURL string) {
-	ticker := time.NewTicker(p.health.Interval)
+// checker checks one target every spec.Interval, for the pool it
+// currently serves: the pool whose client probes and whose thresholds
+// judge, which a reload changes without a pause (takeChecker).
+type checker struct {
+	spec   HealthCheckSpec
+	url    string
+	pool   atomic.Pointer[Pool]
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// takeChecker makes p the pool of t's checker if it checks t the same way
+// (same spec and URL), or starts one: its first check at once.
+func (p *Pool) takeChecker(t *Target) {
+	checkURL := healthURL(t, p.health.Path)
+	st := t.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c := st.checker; c != nil && c.spec == *p.health && c.url == checkURL {
+		c.pool.Store(p)
+		return
+	}
+	// Another checker (another spec, a pool still to be stopped) ends
+	// with its pool's Stop; its results no longer count (recordCheck).
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &checker{spec: *p.health, url: checkURL, cancel: cancel, done: make(chan struct{})}
+	c.pool.Store(p)
+	st.checker = c
+	go c.run(ctx, t)
+}
+
+// dropChecker ends t's checker if p still drives it, and waits for it.
+func (p *Pool) dropChecker(t *Target) {
+	st := t.st
+	st.mu.Lock()
+	c := st.checker
+	if c == nil || c.pool.Load() != p {
+		st.mu.Unlock()
+		return
+	}
+	st.checker = nil
+	st.mu.Unlock()
+	c.cancel()
+	<-c.done
+}
+
+// run checks t right away and then every Interval until ctx ends. Ticks
+// that fall while a check is still running are dropped by the ticker, so a
+// slow target is never probed by overlapping requests, across reloads too.
+func (c *checker) run(ctx context.Context, t *Target) {
+	defer close(c.done)
+	ticker := time.NewTicker(c.spec.Interval)
 	defer ticker.Stop()
 	for {
-		p.checkTarget(ctx, t, checkURL)
+		err := c.pool.Load().probe(ctx, c.url)
+		if ctx.Err() != nil {
+			// Stopping: the aborted check says nothing about the target
+			// and must not count against it.
+			return
+		}
+		c.pool.Load().recordCheck(t, err)
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
 	}
-}
-
-// checkTarget runs one check and records its result.
-func (p *Pool) checkTarget(ctx context.Context, t *Target, checkURL string) {
-	err := p.probe(ctx, checkURL)
-	if ctx.Err() != nil {
-		// The pool is stopping: the aborted check says nothing about the
-		// target and must not count against it.
-		return
-	}
-	p.recordCheck(t, err)
 }
 
 // probe performs one GET against checkURL and returns why it failed, or nil.

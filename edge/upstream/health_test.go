@@ -70,7 +70,7 @@ func (h *healthEvents) list() []string {
 
 // checkOnce drives one health check of tg by hand.
 func checkOnce(p *Pool, tg *Target) {
-	p.checkTarget(context.Background(), tg, healthURL(tg, p.health.Path))
+	p.recordCheck(tg, p.probe(context.Background(), healthURL(tg, p.health.Path)))
 }
 
 func TestHealthCheckThresholds(t *testing.T) {
@@ -324,4 +324,57 @@ func TestConcurrentStop(t *testing.T) {
 		wg.Go(p.Stop)
 	}
 	wg.Wait()
+}
+
+// Reloads faster than a check keep one checker per target: no check at
+// once per reload, none abandoned, and a target added by the first reload
+// gets its first result while reloads keep coming (an outside check saw
+// ten reloads send ten overlapping checks to one target, and a new target
+// never checked while they went on).
+func TestHealthCheckerSurvivesReloads(t *testing.T) {
+	var running, most, hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		hits.Add(1)
+		time.Sleep(150 * time.Millisecond)
+	}))
+	defer srv.Close()
+	srv2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(150 * time.Millisecond)
+	}))
+	defer srv2.Close()
+	baseline := runtime.NumGoroutine()
+	hc := &HealthCheckSpec{Path: "/hz", Interval: time.Hour, Timeout: 5 * time.Second}
+	p, err := NewPool(Spec{Service: "api", Targets: targets(t, srv.URL), HealthCheck: hc}, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	for i := range 20 {
+		urls := []string{srv.URL}
+		if i > 0 {
+			urls = append(urls, srv2.URL) // added by the first reload
+		}
+		next, err := NewPool(Spec{Service: "api", Targets: targets(t, urls...), HealthCheck: hc}, p, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		next.Start()
+		p.Stop()
+		p = next
+		time.Sleep(30 * time.Millisecond) // a reload every 30 ms, a check 150 ms
+	}
+	st := p.Status()
+	waitFor(t, 5*time.Second, "the new target's first result", func() bool {
+		st = p.Status()
+		return len(st) == 2 && !st[1].LastCheck.IsZero()
+	})
+	if h, m := hits.Load(), most.Load(); h != 1 || m != 1 {
+		t.Errorf("%d checks (at most %d at once) of a target over 20 reloads and an interval of an hour; want 1", h, m)
+	}
+	p.Stop()
+	waitFor(t, 5*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseline })
 }

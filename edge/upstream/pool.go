@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -94,8 +93,6 @@ type Pool struct {
 	lifeMu  sync.Mutex
 	started bool
 	stopped bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
 }
 
 // NewPool validates spec and builds a pool. prev, if not nil, is the pool
@@ -237,11 +234,8 @@ func (p *Pool) Start() {
 	if p.health == nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
 	for _, t := range p.targets {
-		checkURL := healthURL(t, p.health.Path)
-		p.wg.Go(func() { p.healthLoop(ctx, t, checkURL) })
+		p.takeChecker(t)
 	}
 }
 
@@ -277,12 +271,14 @@ func (p *Pool) Stop() {
 		return
 	}
 	p.stopped = true
-	if p.cancel != nil {
-		p.cancel()
+	// The checkers this pool still drives (not taken over by a later
+	// pool) end; waiting under lifeMu makes concurrent Stop calls all
+	// return only once they are gone; checkers never take lifeMu.
+	if p.health != nil {
+		for _, t := range p.targets {
+			p.dropChecker(t)
+		}
 	}
-	// Waiting under lifeMu makes concurrent Stop calls all return only
-	// once the checkers are gone; checkers never take lifeMu.
-	p.wg.Wait()
 	if p.ownTransport != nil {
 		p.ownTransport.CloseIdleConnections()
 	}

@@ -77,6 +77,13 @@ type targetState struct {
 	checkFail       int       // consecutive failed health checks
 	lastCheck       time.Time
 	lastError       string
+	// checker is the goroutine checking this target, if any. A reload
+	// whose pool checks the target the same way takes it over (its pool
+	// pointer) rather than starting another: each reload started a check
+	// at once and cancelled the one in flight, so frequent reloads sent a
+	// storm of checks and, faster than a check, recorded none (an outside
+	// check).
+	checker *checker
 }
 
 // Available reports whether t may receive traffic at time now: it is healthy
