@@ -67,8 +67,11 @@ func (p *Pool) takeChecker(t *Target) {
 		c.pool.Store(p)
 		return
 	}
-	// Another checker (another spec, a pool still to be stopped) ends
-	// with its pool's Stop; its results no longer count (recordCheck).
+	// A checker of another spec ends now: its results no longer count
+	// (recordCheck), and its pool's Stop no longer finds it.
+	if c := st.checker; c != nil {
+		c.cancel()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &checker{spec: *p.health, url: checkURL, cancel: cancel, done: make(chan struct{})}
 	c.pool.Store(p)

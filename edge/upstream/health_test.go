@@ -375,6 +375,18 @@ func TestHealthCheckerSurvivesReloads(t *testing.T) {
 	if h, m := hits.Load(), most.Load(); h != 1 || m != 1 {
 		t.Errorf("%d checks (at most %d at once) of a target over 20 reloads and an interval of an hour; want 1", h, m)
 	}
+	// Another spec: a new checker, its first check at once; the old one
+	// ends (no goroutine left once the last pool stops).
+	hc2 := *hc
+	hc2.Interval = 2 * time.Hour
+	next, err := NewPool(Spec{Service: "api", Targets: targets(t, srv.URL), HealthCheck: &hc2}, p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next.Start()
+	p.Stop()
+	p = next
+	waitFor(t, 5*time.Second, "a check by the new spec's checker", func() bool { return hits.Load() == 2 })
 	p.Stop()
 	waitFor(t, 5*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseline })
 }
