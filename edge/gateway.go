@@ -212,6 +212,9 @@ func (g *Gateway) closeUnusedTransports(s, old *Snapshot) {
 	g.tmu.Unlock()
 	for _, t := range all {
 		if !used[t] {
+			if h1, ok := t.(*h1Transport); ok {
+				h1.serving.Store(&map[poolKey]bool{}) // busy ones close as they come back
+			}
 			t.CloseIdleConnections()
 			continue
 		}

@@ -54,8 +54,14 @@ type h1Transport struct {
 	maxIdlePerHost int
 	idleTimeout    time.Duration
 	tlsConfig      *tls.Config // nil: system roots
-	mu             sync.Mutex
-	idle           map[poolKey]*idleList
+	// serving is the targets the current document sends to through this
+	// transport (nil: all): a connection to another, given back after
+	// a reload dropped its target (or the transport), is closed rather
+	// than pooled (an outside check saw one held until the next reload).
+	serving atomic.Pointer[map[poolKey]bool]
+
+	mu   sync.Mutex
+	idle map[poolKey]*idleList
 	// The idle pool's sweeper (sweepIdle) runs while the pool holds a
 	// connection (sweeping, under mu); kick wakes it early (capacity 1).
 	sweeping bool
@@ -1183,6 +1189,13 @@ func (t *h1Transport) putConn(pc *h1Conn) {
 	// sweeper, whose sweep then comes after the connection is in the pool.
 	l := pc.list
 	if l == nil || l.gone {
+		// Only here: a list not gone is one a reload kept (it marks
+		// those it drops gone, as the sweeper does those it empties).
+		if m := t.serving.Load(); m != nil && !(*m)[pc.key] {
+			t.mu.Unlock()
+			pc.conn.Close()
+			return
+		}
 		if l = t.idle[pc.key]; l == nil {
 			l = &idleList{}
 			t.idle[pc.key] = l
@@ -1236,6 +1249,7 @@ func (t *h1Transport) CloseIdleConnections() {
 // closeIdleExcept closes the idle connections of the pools whose key keep
 // does not hold (targets a reload removed).
 func (t *h1Transport) closeIdleExcept(keep map[poolKey]bool) {
+	t.serving.Store(&keep)
 	t.mu.Lock()
 	var drop []*idleList
 	for k, l := range t.idle {

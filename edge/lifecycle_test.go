@@ -454,6 +454,56 @@ func TestReloadClosesIdleConnectionsToDroppedTargets(t *testing.T) {
 	}
 }
 
+// A connection busy at the reload that dropped its target (or its whole
+// transport) is closed when its answer ends, not pooled until the next
+// reload or the idle timeout (an outside check saw one held).
+func TestReloadClosesBusyConnectionsToDroppedTargetsAfterwards(t *testing.T) {
+	for _, dropTransport := range []bool{false, true} {
+		t.Run(fmt.Sprintf("transport dropped %v", dropTransport), func(t *testing.T) {
+			release := make(chan struct{})
+			var open atomic.Int64
+			a := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				<-release
+				io.WriteString(w, "ok")
+			}))
+			a.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+				switch st {
+				case http.StateNew:
+					open.Add(1)
+				case http.StateClosed, http.StateHijacked:
+					open.Add(-1)
+				}
+			}
+			a.Start()
+			t.Cleanup(a.Close)
+			b, _ := countedBackend(t, false)
+			gw := startGateway(t, oneRouteService(a.URL, ""))
+			done := make(chan int, 1)
+			go func() {
+				resp, err := http.Get(gw.url + "/")
+				if err != nil {
+					done <- 0
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				done <- resp.StatusCode
+			}()
+			waitFor(t, 5*time.Second, "the request to reach A", func() bool { return open.Load() == 1 })
+			next := oneRouteService(b.URL, "")
+			if dropTransport {
+				next = oneRouteService(b.URL, "    timeouts: {connect: 3s}") // another transport
+			}
+			gw.g.Swap(compileDoc(t, gw.g, next, 2, gw.g.Current()))
+			close(release)
+			if code := recv(t, done, "the request's answer"); code != 200 {
+				t.Fatalf("the request running across the reload: %d", code)
+			}
+			waitFor(t, 5*time.Second, "the connection to the dropped target to close", func() bool { return open.Load() == 0 })
+		})
+	}
+}
+
 // countedBackend answers "ok", over h2c only if h2c, counting its open
 // connections.
 func countedBackend(t *testing.T, h2c bool) (*httptest.Server, *atomic.Int64) {
