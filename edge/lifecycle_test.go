@@ -461,21 +461,10 @@ func TestReloadClosesBusyConnectionsToDroppedTargetsAfterwards(t *testing.T) {
 	for _, dropTransport := range []bool{false, true} {
 		t.Run(fmt.Sprintf("transport dropped %v", dropTransport), func(t *testing.T) {
 			release := make(chan struct{})
-			var open atomic.Int64
-			a := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			a, open := countedBackendWith(t, false, func(w http.ResponseWriter, r *http.Request) {
 				<-release
 				io.WriteString(w, "ok")
-			}))
-			a.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-				switch st {
-				case http.StateNew:
-					open.Add(1)
-				case http.StateClosed, http.StateHijacked:
-					open.Add(-1)
-				}
-			}
-			a.Start()
-			t.Cleanup(a.Close)
+			})
 			b, _ := countedBackend(t, false)
 			gw := startGateway(t, oneRouteService(a.URL, ""))
 			done := make(chan int, 1)
@@ -508,8 +497,14 @@ func TestReloadClosesBusyConnectionsToDroppedTargetsAfterwards(t *testing.T) {
 // connections.
 func countedBackend(t *testing.T, h2c bool) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
+	return countedBackendWith(t, h2c, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+}
+
+// countedBackendWith is countedBackend answering with h.
+func countedBackendWith(t *testing.T, h2c bool, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
 	var open atomic.Int64
-	be := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	be := httptest.NewUnstartedServer(h)
 	if h2c {
 		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)
