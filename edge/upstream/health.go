@@ -102,7 +102,14 @@ func (c *checker) run(ctx context.Context, t *Target) {
 	ticker := time.NewTicker(c.spec.Interval)
 	defer ticker.Stop()
 	for {
-		err := c.pool.Load().probe(ctx, c.url)
+		p := c.pool.Load()
+		err := p.probe(ctx, c.url)
+		if p.stoppedFlag.Load() && p.ownTransport != nil {
+			// Handed on while this probe ran on a pool since stopped:
+			// its connection, idle now, closes (an HTTP/2 one stayed
+			// in that pool for the idle timeout, one per reload).
+			p.ownTransport.CloseIdleConnections()
+		}
 		if ctx.Err() != nil {
 			// Stopping: the aborted check says nothing about the target
 			// and must not count against it.

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -389,4 +390,47 @@ func TestHealthCheckerSurvivesReloads(t *testing.T) {
 	waitFor(t, 5*time.Second, "a check by the new spec's checker", func() bool { return hits.Load() == 2 })
 	p.Stop()
 	waitFor(t, 5*time.Second, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= baseline })
+}
+
+// A checker handed on while its probe ran over HTTP/2 on the old pool's
+// transport leaves no connection there: it closes once the probe ends
+// (an outside check counted one more per reload, held for the idle
+// timeout).
+func TestHandedOnH2CheckLeavesNoConnection(t *testing.T) {
+	var open atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(100 * time.Millisecond)
+	}))
+	var pr http.Protocols
+	pr.SetUnencryptedHTTP2(true)
+	srv.Config.Protocols = &pr
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	hc := &HealthCheckSpec{Path: "/hz", Interval: 20 * time.Millisecond, Timeout: 5 * time.Second}
+	spec := Spec{Service: "api", Targets: targets(t, srv.URL), HealthCheck: hc}
+	p, err := NewPool(spec, nil, Options{Protocol: "h2c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Start()
+	for range 10 {
+		time.Sleep(50 * time.Millisecond) // a probe in flight most of the time
+		next, err := NewPool(spec, p, Options{Protocol: "h2c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		next.Start()
+		p.Stop()
+		p = next
+	}
+	waitFor(t, 5*time.Second, "one connection to the target, the current pool's", func() bool { return open.Load() <= 1 })
+	p.Stop()
 }

@@ -93,6 +93,9 @@ type Pool struct {
 	lifeMu  sync.Mutex
 	started bool
 	stopped bool
+	// stoppedFlag is stopped for a checker handed on to a later pool
+	// while it probed through this one's transport.
+	stoppedFlag atomic.Bool
 }
 
 // NewPool validates spec and builds a pool. prev, if not nil, is the pool
@@ -271,6 +274,7 @@ func (p *Pool) Stop() {
 		return
 	}
 	p.stopped = true
+	p.stoppedFlag.Store(true) // before CloseIdleConnections below: see checker.run
 	// The checkers this pool still drives (not taken over by a later
 	// pool) end; waiting under lifeMu makes concurrent Stop calls all
 	// return only once they are gone; checkers never take lifeMu.
