@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 // blockingBackend answers "name" once release is closed (or the request is
@@ -503,22 +505,14 @@ func countedBackend(t *testing.T, h2c bool) (*httptest.Server, *atomic.Int64) {
 // countedBackendWith is countedBackend answering with h.
 func countedBackendWith(t *testing.T, h2c bool, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
-	var open atomic.Int64
 	be := httptest.NewUnstartedServer(h)
 	if h2c {
 		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)
 		be.Config.Protocols = &p
 	}
-	be.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		switch st {
-		case http.StateNew:
-			open.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			open.Add(-1)
-		}
-	}
+	open := testutil.CountConns(be)
 	be.Start()
 	t.Cleanup(be.Close)
-	return be, &open
+	return be, open
 }

@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -11,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/testutil"
 )
 
 // flipServer is a real HTTP server whose health-check status can be
@@ -397,21 +398,13 @@ func TestHealthCheckerSurvivesReloads(t *testing.T) {
 // (an outside check counted one more per reload, held for the idle
 // timeout).
 func TestHandedOnH2CheckLeavesNoConnection(t *testing.T) {
-	var open atomic.Int64
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(100 * time.Millisecond)
 	}))
 	var pr http.Protocols
 	pr.SetUnencryptedHTTP2(true)
 	srv.Config.Protocols = &pr
-	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
-		switch st {
-		case http.StateNew:
-			open.Add(1)
-		case http.StateClosed, http.StateHijacked:
-			open.Add(-1)
-		}
-	}
+	open := testutil.CountConns(srv)
 	srv.Start()
 	defer srv.Close()
 	hc := &HealthCheckSpec{Path: "/hz", Interval: 20 * time.Millisecond, Timeout: 5 * time.Second}

@@ -4,7 +4,10 @@ package testutil
 import (
 	"bytes"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -109,4 +112,19 @@ func FromIP(a net.Addr) string {
 		return ta.IP.String()
 	}
 	return ""
+}
+
+// CountConns makes srv (not started yet) count its open connections: new
+// ones add one, closed or hijacked ones take one away.
+func CountConns(srv *httptest.Server) *atomic.Int64 {
+	var open atomic.Int64
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	return &open
 }
