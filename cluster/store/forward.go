@@ -343,8 +343,9 @@ func (s *Store) serveForward(conn net.Conn, peer string) {
 		// bytes: its frames are refused past nonMemberFrame before they
 		// are read (an outside check had one send 60 MiB frames, each
 		// read whole before it was refused: 500 MB).
+		member := s.peerAllowed(peer)
 		limit := uint32(maxFrame)
-		if !s.peerAllowed(peer) {
+		if !member {
 			limit = nonMemberFrame
 		}
 		var req fwdRequest
@@ -355,7 +356,7 @@ func (s *Store) serveForward(conn net.Conn, peer string) {
 			return
 		}
 		conn.SetReadDeadline(time.Time{})
-		resp := s.forwardAllowed(&req, peer, conn.RemoteAddr().String())
+		resp := s.forwardAllowed(&req, peer, member, conn.RemoteAddr().String())
 		if resp.Code == "" {
 			resp = s.handleForward(&req)
 		}
@@ -373,7 +374,7 @@ const forwardReadTimeout = 30 * time.Second
 // node asks before it is a member); the rest only a member's (Raft's
 // configuration, or gossip): an outside check committed documents and
 // added an unreachable voter with a certificate for a name no node had.
-func (s *Store) forwardAllowed(req *fwdRequest, peer, remote string) fwdResponse {
+func (s *Store) forwardAllowed(req *fwdRequest, peer string, member bool, remote string) fwdResponse {
 	refuse := func(why string) fwdResponse {
 		if ok, held := s.mux.nonMemberLog.Allow(); ok {
 			s.log.Warn("cluster: refused a forwarded request", "op", req.Op, "peer", peer, "remote", remote, "why", why, "held_back", held)
@@ -387,7 +388,7 @@ func (s *Store) forwardAllowed(req *fwdRequest, peer, remote string) fwdResponse
 	default:
 		return refuse("unknown operation")
 	}
-	if !s.peerAllowed(peer) {
+	if !member {
 		return refuse("the certificate names no node of this cluster (in Raft or gossip)")
 	}
 	return fwdResponse{}
